@@ -1,0 +1,258 @@
+"""The cluster model: Kubernetes nouns after loading, defaulting and allocation.
+
+These dataclasses are what the rest of kemu (the compiler, the front ends) reads. They hold
+resolved values only: every address is allocated or pinned, every default applied, every
+selector already matched. The loader (``kemu.control.loader``) builds them from manifests;
+``kemu.control.cluster.Cluster`` owns them and keeps derived state (endpoints) in step with
+edits.
+
+Invariants: names are unique per kind and namespace; lists that the compiler iterates are
+sorted (nodes by name, pods and services by ``namespace/name``) so compilation is
+deterministic.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+IPv4Address = ipaddress.IPv4Address
+IPv4Network = ipaddress.IPv4Network
+
+Protocol = Literal["TCP", "UDP", "SCTP"]
+CrossNodeMode = Literal["host-gw", "vxlan"]
+
+
+@dataclass
+class ClusterConfig:
+    """What manifests cannot say: the kemu ``Cluster`` document (kemu.dev/v1alpha1)."""
+
+    name: str = "kemu"
+    node_names: list[str] = field(default_factory=list)  # from the document or Node objects
+    cluster_cidr: IPv4Network = IPv4Network("10.244.0.0/16")
+    node_cidr_prefix: int = 24
+    service_cidr: IPv4Network = IPv4Network("10.96.0.0/12")
+    node_network: IPv4Network = IPv4Network("172.18.0.0/24")
+    gateway_ip: IPv4Address = IPv4Address("172.18.0.1")
+    mode: CrossNodeMode = "host-gw"
+    mtu: int = 1500
+    dns_domain: str = "cluster.local"
+    node_port_range: tuple[int, int] = (30000, 32767)
+    external_hosts: list[ExternalHost] = field(default_factory=list)
+
+
+@dataclass
+class ExternalHost:
+    """A host on the node network outside the cluster (a client, a database, ...)."""
+
+    name: str
+    ip: IPv4Address
+    mac: str = ""
+    # (protocol, port) the host listens on; its emulated stack answers SYNs there.
+    ports: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass
+class Node:
+    name: str
+    internal_ip: IPv4Address
+    pod_cidr: IPv4Network
+    labels: dict[str, str] = field(default_factory=dict)
+    mac: str = ""          # eth0 on the node network
+    bridge_mac: str = ""   # cbr0
+    vtep_mac: str = ""     # flannel.1 (VXLAN mode)
+
+    @property
+    def gateway_ip(self) -> IPv4Address:
+        """The bridge address: first host of the pod CIDR (L2-1)."""
+        return self.pod_cidr.network_address + 1
+
+
+@dataclass
+class ContainerPort:
+    port: int
+    protocol: Protocol = "TCP"
+    name: str = ""
+    # kemu extension (annotation kemu.dev/udp-echo): the emulated stack echoes UDP here.
+    udp_echo: bool = False
+
+
+@dataclass
+class Container:
+    name: str
+    ports: list[ContainerPort] = field(default_factory=list)
+
+
+@dataclass
+class OwnerRef:
+    kind: str
+    name: str
+
+
+@dataclass
+class Pod:
+    namespace: str
+    name: str
+    node_name: str
+    ip: IPv4Address
+    mac: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    containers: list[Container] = field(default_factory=list)
+    host_network: bool = False
+    ready: bool = True
+    terminating: bool = False
+    hostname: str = ""
+    subdomain: str = ""
+    owner: OwnerRef | None = None
+    source: str = ""  # file the pod (or its template) came from
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def container_ports(self) -> list[ContainerPort]:
+        return [p for c in self.containers for p in c.ports]
+
+    def find_port(self, name: str, protocol: str) -> int | None:
+        """Resolve a named port (S-13, P-7) on this pod; None when no container declares it."""
+        for p in self.container_ports():
+            if p.name == name and p.protocol == protocol:
+                return p.port
+        return None
+
+
+@dataclass
+class ServicePort:
+    port: int
+    protocol: Protocol = "TCP"
+    name: str = ""
+    target_port: int | str = 0  # number, or a container port name resolved per pod
+    node_port: int = 0          # 0: none
+
+
+@dataclass
+class Service:
+    namespace: str
+    name: str
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] = "ClusterIP"
+    cluster_ip: IPv4Address | None = None  # None: headless or ExternalName
+    ports: list[ServicePort] = field(default_factory=list)
+    selector: dict[str, str] | None = None  # None: selector-less (explicit EndpointSlices)
+    session_affinity: Literal["None", "ClientIP"] = "None"
+    affinity_timeout: int = 10800
+    external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
+    internal_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
+    external_ips: list[IPv4Address] = field(default_factory=list)
+    load_balancer_ips: list[IPv4Address] = field(default_factory=list)
+    load_balancer_source_ranges: list[IPv4Network] = field(default_factory=list)
+    external_name: str = ""
+    publish_not_ready_addresses: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def headless(self) -> bool:
+        return self.cluster_ip is None and self.type != "ExternalName"
+
+
+@dataclass
+class EndpointPort:
+    port: int
+    protocol: Protocol = "TCP"
+    name: str = ""
+
+
+@dataclass
+class Endpoint:
+    """One address of an EndpointSlice with its conditions (S-12)."""
+
+    ip: IPv4Address
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    node_name: str = ""
+    pod: str = ""       # "namespace/name" of the target pod, "" if none
+    hostname: str = ""
+    zone: str = ""
+
+
+@dataclass
+class EndpointSlice:
+    namespace: str
+    name: str
+    service: str  # the kubernetes.io/service-name label
+    endpoints: list[Endpoint] = field(default_factory=list)
+    ports: list[EndpointPort] = field(default_factory=list)
+    managed: bool = True  # False: given explicitly in the manifests
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class LabelSelectorRequirement:
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LabelSelector:
+    """``matchLabels`` and ``matchExpressions``; the empty selector matches everything."""
+
+    match_labels: dict[str, str] = field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = field(default_factory=list)
+
+
+@dataclass
+class IPBlock:
+    cidr: IPv4Network
+    except_: list[IPv4Network] = field(default_factory=list)
+
+
+@dataclass
+class PolicyPeer:
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+
+@dataclass
+class PolicyPort:
+    protocol: Protocol = "TCP"
+    port: int | str | None = None  # None: all ports
+    end_port: int | None = None
+
+
+@dataclass
+class PolicyRule:
+    peers: list[PolicyPeer] = field(default_factory=list)  # empty: all peers (P-4)
+    ports: list[PolicyPort] = field(default_factory=list)  # empty: all ports
+
+
+@dataclass
+class NetworkPolicy:
+    namespace: str
+    name: str
+    pod_selector: LabelSelector
+    policy_types: list[str]  # defaulted per P-3
+    ingress: list[PolicyRule] = field(default_factory=list)
+    egress: list[PolicyRule] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class Namespace:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    implicit: bool = False  # created because an object referred to it
