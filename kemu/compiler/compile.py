@@ -1,0 +1,278 @@
+"""Cluster model -> ``Tables``: pure and deterministic (the same cluster gives the same bytes).
+
+What it decides, per SEMANTICS: the interfaces of the emulated datapath (L2-1: a veth pair
+per pod, the node bridge ``cbr0`` holding the pod CIDR's gateway address, hairpin on every
+pod port L2-4; the node uplink on the node network; flannel.1 in VXLAN mode, OV-1), the
+shared route table (R-1, OV-2, OV-4), and kube-proxy's service frontends and backends in
+iptables mode (S-3: ClusterIP, externalIPs, LoadBalancer ingress, NodePorts; S-4 backends;
+S-11 only ready endpoints, falling back to serving+terminating ones when none is ready;
+S-13 headless and ExternalName services are not proxied; E-5 LB ipMode is not modelled:
+every ingress IP is treated as VIP).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+
+import numpy as np
+
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from kemu.control.cluster import Cluster
+from kemu.control.model import Service
+from kemu.dataplane import codes as C
+from kemu.dataplane.tables import Tables
+
+
+def mac_to_int(mac: str) -> int:
+    return int(mac.replace(":", "").replace("-", ""), 16)
+
+
+def _ip(addr: object) -> int:
+    return int(ipaddress.IPv4Address(str(addr)))
+
+
+def kernel_veth_name(pod_key: str) -> str:
+    """The node-side veth name a Linux node would use (<= 15 chars), stable per pod."""
+    return "veth" + hashlib.sha256(pod_key.encode()).hexdigest()[:8]
+
+
+class _Ifaces:
+    """Accumulates interface rows in a fixed order."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def add(self, name: str, kind: int, *, desc: str = "", kname: str = "", node: int = -1,
+            mac: int = 0, ip: int = 0, bridge: int = -1, hairpin: int = 0,
+            owner: int = -1) -> int:
+        self.rows.append(dict(name=name, kind=kind, desc=desc, kname=kname or name.split("/")[-1],
+                              node=node, mac=mac, ip=ip, bridge=bridge, hairpin=hairpin,
+                              owner=owner, peer=-1))
+        return len(self.rows) - 1
+
+    def column(self, key: str, dtype: type) -> np.ndarray:
+        return np.array([r[key] for r in self.rows], dtype=dtype)
+
+
+def _veth_names(cluster: Cluster) -> dict[str, str]:
+    """``veth-<pod>`` per pod, with the namespace added where two pods of a node share a name."""
+    by_node: dict[tuple[str, str], int] = {}
+    for p in cluster.pods:
+        by_node[(p.node_name, p.name)] = by_node.get((p.node_name, p.name), 0) + 1
+    return {p.key: (f"veth-{p.name}" if by_node[(p.node_name, p.name)] == 1
+                    else f"veth-{p.namespace}-{p.name}") for p in cluster.pods}
+
+
+def _owner_text(pod) -> str:
+    if pod.owner is None:
+        return f"Pod {pod.namespace}/{pod.name}"
+    return f"Pod {pod.namespace}/{pod.name} (owner {pod.owner.kind}/{pod.owner.name})"
+
+
+def compile_cluster(cluster: Cluster) -> Tables:
+    cfg = cluster.config
+    nodes = cluster.nodes
+    node_index = {n.name: i for i, n in enumerate(nodes)}
+    n_nodes = len(nodes)
+    seg = n_nodes  # the node-network segment's bridge id
+    ifs = _Ifaces()
+    bridge_ports: list[list[int]] = [[] for _ in range(n_nodes + 1)]
+    node_eth, node_br, node_vtep, node_local = [], [], [], []
+    pod_eth_if = [-1] * len(cluster.pods)
+    veth_names = _veth_names(cluster)
+    pods_by_node: dict[str, list[int]] = {}
+    for pi, p in enumerate(cluster.pods):
+        pods_by_node.setdefault(p.node_name, []).append(pi)
+
+    for ni, node in enumerate(nodes):
+        nm = node.name
+        node_eth.append(ifs.add(f"{nm}/eth0", C.IF_NODE_ETH, desc=f"Node {nm} uplink",
+                                node=ni, mac=mac_to_int(node.mac), ip=_ip(node.internal_ip),
+                                bridge=seg))
+        bridge_ports[seg].append(node_eth[-1])
+        node_br.append(ifs.add(f"{nm}/cbr0", C.IF_BRIDGE, desc=f"Node {nm} pod bridge",
+                               node=ni, mac=mac_to_int(node.bridge_mac),
+                               ip=_ip(node.gateway_ip), bridge=ni))
+        if cfg.mode == "vxlan":
+            node_vtep.append(ifs.add(f"{nm}/flannel.1", C.IF_VTEP, desc=f"Node {nm} VXLAN VTEP",
+                                     node=ni, mac=mac_to_int(node.vtep_mac),
+                                     ip=_ip(node.pod_cidr.network_address)))
+        else:
+            node_vtep.append(-1)
+        node_local.append(ifs.add(f"{nm}/local", C.IF_NODE_LOCAL, desc=f"Node {nm} processes",
+                                  node=ni, ip=_ip(node.internal_ip)))
+        for pi in pods_by_node.get(nm, []):
+            pod = cluster.pods[pi]
+            if pod.host_network:
+                continue
+            owner = _owner_text(pod)
+            veth = ifs.add(f"{nm}/{veth_names[pod.key]}", C.IF_VETH,
+                           desc=f"veth of {owner} on node {nm}",
+                           kname=kernel_veth_name(pod.key), node=ni,
+                           mac=mac_to_int(_veth_mac(pod.key)), bridge=ni, hairpin=1, owner=pi)
+            bridge_ports[ni].append(veth)
+            eth = ifs.add(f"{pod.key}/eth0", C.IF_POD_ETH, desc=owner, kname="eth0", node=ni,
+                          mac=mac_to_int(pod.mac), ip=_ip(pod.ip), owner=pi)
+            lo = ifs.add(f"{pod.key}/lo", C.IF_POD_LO, desc=f"{owner} loopback", kname="lo",
+                         node=ni, ip=_ip("127.0.0.1"), owner=pi)
+            ifs.rows[veth]["peer"], ifs.rows[eth]["peer"] = eth, veth
+            ifs.rows[lo]["peer"] = lo
+            pod_eth_if[pi] = eth
+    ext_if = []
+    for ei, ext in enumerate(cfg.external_hosts):
+        ext_if.append(ifs.add(f"ext/{ext.name}/eth0", C.IF_EXT_ETH,
+                              desc=f"External host {ext.name}", kname="eth0",
+                              mac=mac_to_int(ext.mac), ip=_ip(ext.ip), bridge=seg, owner=ei))
+        bridge_ports[seg].append(ext_if[-1])
+    gw_if = -1
+    if cfg.gateway_ip is not None:
+        gw_if = ifs.add("gateway/eth0", C.IF_GW_ETH, desc="Node network gateway", kname="eth0",
+                        mac=mac_to_int(cluster.gateway_mac), ip=_ip(cfg.gateway_ip), bridge=seg)
+        bridge_ports[seg].append(gw_if)
+
+    # bridges
+    br_start, br_count, br_flat = [], [], []
+    for ports in bridge_ports:
+        br_start.append(len(br_flat))
+        br_count.append(len(ports))
+        br_flat.extend(ports)
+
+    # routes (R-1): pod CIDRs, node network, default
+    routes = [(_ip(n.pod_cidr.network_address), n.pod_cidr.prefixlen, C.RT_POD_CIDR, i)
+              for i, n in enumerate(nodes)]
+    routes.append((_ip(cfg.node_network.network_address), cfg.node_network.prefixlen,
+                   C.RT_NODE_NET, -1))
+    if cfg.gateway_ip is not None:
+        routes.append((0, 0, C.RT_DEFAULT, -1))
+    routes.sort(key=lambda r: (r[1], r[0]))
+
+    sv = _compile_services(cluster, node_index)
+
+    # address ownership (for L2 fix-up on injection and for finding where a source lives)
+    owners: dict[int, int] = {}
+    for i, r in enumerate(ifs.rows):
+        if r["kind"] in (C.IF_POD_ETH, C.IF_EXT_ETH, C.IF_GW_ETH, C.IF_NODE_ETH, C.IF_BRIDGE):
+            owners.setdefault(r["ip"], i)
+    own = sorted(owners.items())
+
+    ifs_peer = ifs.column("peer", np.int32)
+    return Tables(
+        if_name=tuple(r["name"] for r in ifs.rows),
+        if_desc=tuple(r["desc"] for r in ifs.rows),
+        if_kernel_name=tuple(r["kname"] for r in ifs.rows),
+        if_kind=ifs.column("kind", np.int8),
+        if_node=ifs.column("node", np.int32),
+        if_mac=ifs.column("mac", np.int64),
+        if_ip=ifs.column("ip", np.uint32),
+        if_peer=ifs_peer,
+        if_bridge=ifs.column("bridge", np.int32),
+        if_hairpin=ifs.column("hairpin", np.uint8),
+        if_owner=ifs.column("owner", np.int32),
+        br_name=tuple(f"{n.name}/cbr0" for n in nodes) + ("node-network",),
+        br_local_if=np.array(node_br + [-1], dtype=np.int32),
+        br_netfilter=np.array([1] * n_nodes + [0], dtype=np.uint8),
+        br_port_start=np.array(br_start, dtype=np.int32),
+        br_port_count=np.array(br_count, dtype=np.int32),
+        br_ports=np.array(br_flat, dtype=np.int32),
+        ageing_ns=300 * 10**9,
+        node_name=tuple(n.name for n in nodes),
+        node_eth_if=np.array(node_eth, dtype=np.int32),
+        node_br_if=np.array(node_br, dtype=np.int32),
+        node_vtep_if=np.array(node_vtep, dtype=np.int32),
+        node_local_if=np.array(node_local, dtype=np.int32),
+        node_ip=np.array([_ip(n.internal_ip) for n in nodes], dtype=np.uint32),
+        node_br_ip=np.array([_ip(n.gateway_ip) for n in nodes], dtype=np.uint32),
+        rt_prefix=np.array([r[0] for r in routes], dtype=np.uint32),
+        rt_len=np.array([r[1] for r in routes], dtype=np.uint8),
+        rt_kind=np.array([r[2] for r in routes], dtype=np.int8),
+        rt_node=np.array([r[3] for r in routes], dtype=np.int32),
+        gateway_ip=_ip(cfg.gateway_ip) if cfg.gateway_ip is not None else 0,
+        gateway_if=gw_if,
+        cluster_cidr=(_ip(cfg.cluster_cidr.network_address), _ip(cfg.cluster_cidr.netmask)),
+        vxlan=cfg.mode == "vxlan",
+        **sv,
+        own_ip=np.array([o[0] for o in own], dtype=np.uint32),
+        own_if=np.array([o[1] for o in own], dtype=np.int32),
+        pod_key=tuple(p.key for p in cluster.pods),
+        pod_eth_if=np.array(pod_eth_if, dtype=np.int32),
+        ext_name=tuple(e.name for e in cfg.external_hosts),
+        ext_if=np.array(ext_if, dtype=np.int32),
+    )
+
+
+def _veth_mac(pod_key: str) -> str:
+    d = hashlib.sha256(f"veth/{pod_key}".encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in d[:5])
+
+
+def _proxied(svc: Service) -> bool:
+    """S-13: headless and ExternalName services are DNS only."""
+    return svc.cluster_ip is not None and svc.type != "ExternalName"
+
+
+def _compile_services(cluster: Cluster, node_index: dict[str, int]) -> dict:
+    pod_index = {p.key: i for i, p in enumerate(cluster.pods)}
+    fe: list[tuple[int, int, int, int, int]] = []
+    sp_name, sp_ip, sp_port, sp_proto, sp_flags, sp_aff = [], [], [], [], [], []
+    sp_start, sp_count = [], []
+    be_ip, be_port, be_node, be_pod = [], [], [], []
+    for svc in cluster.services:
+        if not _proxied(svc):
+            continue
+        for port in svc.ports:
+            sp = len(sp_name)
+            proto = C.PROTO_NUMBERS[port.protocol]
+            sp_name.append(f"{svc.key}:{port.name}" if port.name else svc.key)
+            sp_ip.append(_ip(svc.cluster_ip))
+            sp_port.append(port.port)
+            sp_proto.append(proto)
+            flags = 0
+            if svc.session_affinity == "ClientIP":
+                flags |= C.SP_AFFINITY
+            if svc.internal_traffic_policy == "Local":
+                flags |= C.SP_ITP_LOCAL
+            if svc.external_traffic_policy == "Local":
+                flags |= C.SP_ETP_LOCAL
+            sp_flags.append(flags)
+            sp_aff.append(svc.affinity_timeout * 10**9)
+            backends = cluster.backends(svc, port)
+            usable = [(ep, tp) for ep, tp in backends if ep.ready]
+            if not usable:  # S-11: fall back to serving and terminating endpoints
+                usable = [(ep, tp) for ep, tp in backends if ep.serving and ep.terminating]
+            sp_start.append(len(be_ip))
+            sp_count.append(len(usable))
+            for ep, tp in usable:
+                be_ip.append(_ip(ep.ip))
+                be_port.append(tp)
+                be_node.append(node_index.get(ep.node_name, -1))
+                be_pod.append(pod_index.get(ep.pod, -1))
+            fe.append((_ip(svc.cluster_ip), port.port, proto, C.FE_CLUSTER_IP, sp))
+            for ip in svc.external_ips:
+                fe.append((_ip(ip), port.port, proto, C.FE_EXTERNAL_IP, sp))
+            if svc.type == "LoadBalancer":
+                for ip in svc.load_balancer_ips:
+                    fe.append((_ip(ip), port.port, proto, C.FE_LOAD_BALANCER, sp))
+            if port.node_port and svc.type in ("NodePort", "LoadBalancer"):
+                fe.append((0, port.node_port, proto, C.FE_NODE_PORT, sp))
+    fe.sort()
+    return dict(
+        fe_ip=np.array([f[0] for f in fe], dtype=np.uint32),
+        fe_port=np.array([f[1] for f in fe], dtype=np.uint16),
+        fe_proto=np.array([f[2] for f in fe], dtype=np.uint8),
+        fe_kind=np.array([f[3] for f in fe], dtype=np.int8),
+        fe_sp=np.array([f[4] for f in fe], dtype=np.int32),
+        sp_name=tuple(sp_name),
+        sp_ip=np.array(sp_ip, dtype=np.uint32),
+        sp_port=np.array(sp_port, dtype=np.uint16),
+        sp_proto=np.array(sp_proto, dtype=np.uint8),
+        sp_flags=np.array(sp_flags, dtype=np.int32),
+        sp_affinity_ns=np.array(sp_aff, dtype=np.int64),
+        sp_be_start=np.array(sp_start, dtype=np.int32),
+        sp_be_count=np.array(sp_count, dtype=np.int32),
+        be_ip=np.array(be_ip, dtype=np.uint32),
+        be_port=np.array(be_port, dtype=np.uint16),
+        be_node=np.array(be_node, dtype=np.int32),
+        be_pod=np.array(be_pod, dtype=np.int32),
+    )

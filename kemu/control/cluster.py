@@ -1,0 +1,522 @@
+"""The emulated cluster's control-plane state (``Cluster``) and ``load_cluster``.
+
+``Cluster`` owns the model objects (``kemu.control.model``) after loading, placement and
+allocation, and keeps them consistent under edits: ``add_pod``/``delete_pod``,
+``set_pod_labels``, ``set_pod_ready``, ``add_service``/``delete_service``. Each edit validates
+like loading does (raising ``ManifestError``), allocates what is missing, and bumps ``version``,
+the counter the compiler watches. EndpointSlices of selector Services are derived on demand
+from the current pods (``kemu.control.endpoints``) and cached per ``version``, so they are
+always current right after an edit.
+
+Placement and addressing (deterministic, pins first): pods with ``spec.nodeName`` (or a pinned
+IP inside a node's pod CIDR) stay there; the others, in ``namespace/name`` order, go to the
+eligible node with the fewest pods, ties by name. Pod IPs: pins, then the lowest free address
+of the node's pod CIDR (.2 up, R-3); hostNetwork pods take the node IP and have no MAC (M-3).
+ClusterIPs: pins, then ``kube-system/kube-dns`` gets the 10th address, then the others the
+lowest free address from the 10th up, in key order; NodePorts: pins, then the lowest free port.
+
+Without a kemu document or Node objects the cluster has three nodes ``node1``..``node3``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import os
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from kemu.control import endpoints, ipam, loader, manifests, workloads
+from kemu.control.manifests import Document, Fields
+from kemu.control.model import (
+    ClusterConfig,
+    Endpoint,
+    EndpointSlice,
+    IPv4Address,
+    IPv4Network,
+    Namespace,
+    NetworkPolicy,
+    Node,
+    Pod,
+    Service,
+    ServicePort,
+)
+from kemu.errors import ManifestError, Problem
+
+API_SOURCE = "<api>"
+DNS_SERVICE = "kube-system/kube-dns"
+UNSET_IP = IPv4Address(0)  # a Pod object given with this IP gets one allocated
+
+
+def load_cluster(*sources: str | os.PathLike[str] | dict[str, Any] | list[dict[str, Any]]
+                 ) -> Cluster:
+    """Load manifests (files, directories, dicts, lists of dicts) into a ``Cluster``.
+
+    Raises ``ManifestError`` carrying every problem of every source.
+    """
+    docs, problems = manifests.read(*sources)
+    parsed = loader.parse(docs, problems)
+    cluster = Cluster._build(parsed, problems)
+    if problems:
+        raise ManifestError(problems)
+    return cluster
+
+
+class Cluster:
+    """Namespaces, nodes, pods, services, policies and derived endpoints of one cluster."""
+
+    def __init__(self, config: ClusterConfig | None = None, nodes: list[Node] | None = None,
+                 node_pool: ipam.AddressPool | None = None) -> None:
+        self.config = config or ClusterConfig()
+        self.nodes: list[Node] = sorted(nodes or [], key=lambda n: n.name)
+        self.namespaces: dict[str, Namespace] = {}
+        self.pods: list[Pod] = []
+        self.services: list[Service] = []
+        self.policies: list[NetworkPolicy] = []
+        self.gateway_mac = ipam.mac_address("gateway")
+        self.ignored: list[str] = []
+        self.version = 0
+        self._nodes = {n.name: n for n in self.nodes}
+        self._pods: dict[str, Pod] = {}
+        self._by_ip: dict[IPv4Address, Pod] = {}
+        self._services: dict[str, Service] = {}
+        self._pod_pools = {n.name: ipam.pod_pool(n) for n in self.nodes}
+        self._node_pool = node_pool
+        self._service_pool = ipam.AddressPool(self.config.service_cidr, first=10)
+        self._node_ports = ipam.PortPool(*self.config.node_port_range)
+        self._explicit: dict[tuple[str, str], list[EndpointSlice]] = {}
+        self._slices: dict[str, list[EndpointSlice]] = {}
+        self._slices_version = -1
+
+    # --- building ---------------------------------------------------------------------------
+
+    @classmethod
+    def _build(cls, parsed: loader.Parsed, problems: list[Problem]) -> Cluster:
+        nodes, pool = ipam.build_nodes(parsed.config, parsed.nodes, problems,
+                                       parsed.config_origin)
+        cluster = cls(parsed.config, nodes, pool)
+        cluster.namespaces = dict(parsed.namespaces)
+        cluster.ignored = list(parsed.ignored)
+        cluster._ensure_namespace("default")
+        cluster._admit_pods(parsed.pods, problems)
+        added = cluster._admit_services(parsed.services, problems)
+        for draft in added:
+            cluster._check_target_ports(draft, problems)
+        for sd in parsed.slices:
+            svc = cluster._services.get(f"{sd.slice.namespace}/{sd.slice.service}")
+            reason = (f"no Service {sd.slice.namespace}/{sd.slice.service}" if svc is None else
+                      f"Service {svc.key} has a selector: kemu derives its slices"
+                      if svc.selector is not None else "")
+            if reason:
+                cluster.ignored.append(f"{sd.source}: {sd.obj} ignored ({reason})")
+                continue
+            cluster._explicit.setdefault((svc.namespace, svc.name), []).append(sd.slice)
+            cluster._ensure_namespace(sd.slice.namespace)
+        for slices in cluster._explicit.values():
+            slices.sort(key=lambda s: s.name)
+        cluster.policies = sorted(parsed.policies, key=lambda p: p.key)
+        for pol in cluster.policies:
+            cluster._ensure_namespace(pol.namespace)
+        return cluster
+
+    def _ensure_namespace(self, name: str) -> None:
+        if name not in self.namespaces:
+            self.namespaces[name] = Namespace(name=name, implicit=True,
+                                              labels={"kubernetes.io/metadata.name": name})
+            self.namespaces = dict(sorted(self.namespaces.items()))
+
+    def _node_list(self) -> str:
+        return ", ".join(self._nodes) or "none"
+
+    def _admit_pods(self, drafts: list[workloads.PodDraft], problems: list[Problem]) -> list[Pod]:
+        """Place, address and add pods (see the module docstring); bad ones become problems."""
+        def problem(d: workloads.PodDraft, fld: str, msg: str, prefix: bool = True) -> None:
+            problems.append(Problem(d.source, d.obj, (d.path if prefix else "") + fld, msg))
+
+        accepted: dict[str, workloads.PodDraft] = {}
+        for d in sorted(drafts, key=lambda d: d.key):
+            if d.key in self._pods or d.key in accepted:
+                other = self._pods[d.key].source if d.key in self._pods else accepted[d.key].source
+                problem(d, "metadata.name", f"pod {d.key} is defined twice (also in {other})",
+                        prefix=False)
+            else:
+                accepted[d.key] = d
+        counts = {n: 0 for n in self._nodes}
+        for p in self.pods:
+            counts[p.node_name] = counts.get(p.node_name, 0) + 1
+        placed: dict[str, Node] = {}
+        pending: list[workloads.PodDraft] = []
+        for d in accepted.values():
+            if d.node_name:
+                node = self._nodes.get(d.node_name)
+                if node is None:
+                    problem(d, "spec.nodeName", f"node '{d.node_name}' does not exist (nodes: "
+                            f"{self._node_list()})")
+                    continue
+            elif d.ip is not None:
+                node = next((n for n in self.nodes if (d.ip == n.internal_ip
+                             if d.template.host_network else d.ip in n.pod_cidr)), None)
+                if node is None and not d.template.host_network:
+                    problem(d, "status.podIP", f"{d.ip} is in no node's pod CIDR ("
+                            + ", ".join(f"{n.name} {n.pod_cidr}" for n in self.nodes) + ")",
+                            prefix=False)
+                    continue
+                if node is None:
+                    pending.append(d)
+                    continue
+            else:
+                pending.append(d)
+                continue
+            placed[d.key] = node
+            counts[node.name] += 1
+        for d in pending:
+            node = ipam.choose_node(self.nodes, counts, d.template.node_selector)
+            if node is None:
+                problem(d, "spec.nodeSelector", "matches no node's labels (nodes: "
+                        f"{self._node_list()})")
+                continue
+            placed[d.key] = node
+            counts[node.name] += 1
+        ips: dict[str, IPv4Address] = {}
+        for key, node in placed.items():  # pins first, in key order
+            d = accepted[key]
+            if d.template.host_network:
+                if d.ip is not None and d.ip != node.internal_ip:
+                    problem(d, "status.podIP", f"{d.ip} is not the IP {node.internal_ip} of node "
+                            f"{node.name} (hostNetwork pod)", prefix=False)
+                ips[key] = node.internal_ip
+            elif d.ip is not None:
+                err = (f"{d.ip} is outside {node.name}'s pod CIDR {node.pod_cidr}"
+                       if d.ip not in node.pod_cidr
+                       else self._pod_pools[node.name].claim(d.ip, f"{d.namespace}/Pod/{d.name}"))
+                if err:
+                    problem(d, "status.podIP", err, prefix=False)
+                    continue
+                ips[key] = d.ip
+        for key, node in placed.items():
+            d = accepted[key]
+            if key in ips or d.ip is not None:
+                continue
+            ip = self._pod_pools[node.name].allocate(f"{d.namespace}/Pod/{d.name}")
+            if ip is None:
+                problem(d, "", f"node {node.name} has no free pod address left in "
+                        f"{node.pod_cidr} for pod {d.key}", prefix=False)
+                continue
+            ips[key] = ip
+        macs = {p.mac for p in self.pods if p.mac}
+        out = []
+        for key in sorted(ips):
+            d, node = accepted[key], placed[key]
+            mac = "" if d.template.host_network else (
+                d.template.mac or ipam.mac_address(f"pod/{d.namespace}/{d.name}/eth0"))
+            if mac and mac in macs:
+                problem(d, f"metadata.annotations[{workloads.MAC_ANNOTATION}]",
+                        f"MAC {mac} is already used by another pod", prefix=False)
+                if not d.template.host_network:
+                    self._pod_pools[node.name].release(ips[key])
+                continue
+            macs.add(mac)
+            pod = Pod(namespace=d.namespace, name=d.name, node_name=node.name, ip=ips[key],
+                      mac=mac, labels=dict(d.labels),
+                      containers=copy.deepcopy(d.template.containers),
+                      host_network=d.template.host_network, ready=d.ready,
+                      terminating=d.terminating, hostname=d.hostname, subdomain=d.subdomain,
+                      owner=d.owner, source=d.source)
+            self._insert_pod(pod)
+            out.append(pod)
+        return out
+
+    def _insert_pod(self, pod: Pod) -> None:
+        bisect.insort(self.pods, pod, key=lambda p: p.key)
+        self._pods[pod.key] = pod
+        if not pod.host_network:
+            self._by_ip[pod.ip] = pod
+        self._ensure_namespace(pod.namespace)
+
+    def _admit_services(self, drafts: list[loader.ServiceDraft],
+                        problems: list[Problem]) -> list[loader.ServiceDraft]:
+        """Allocate ClusterIPs and NodePorts and add the services (module docstring)."""
+        accepted: dict[str, loader.ServiceDraft] = {}
+        for d in sorted(drafts, key=lambda d: d.service.key):
+            key = d.service.key
+            if key in self._services or key in accepted:
+                other = self._services[key].source if key in self._services else \
+                    accepted[key].source
+                problems.append(Problem(d.source, d.obj, "metadata.name",
+                                        f"duplicate Service (also in {other})"))
+            else:
+                accepted[key] = d
+        cidr = self.config.service_cidr
+        for key, d in accepted.items():
+            if d.cluster_ip is not None:
+                err = (f"{d.cluster_ip} is outside the service CIDR {cidr}"
+                       if d.cluster_ip not in cidr
+                       else self._service_pool.claim(d.cluster_ip, f"{d.service.namespace}/"
+                                                     f"Service/{d.service.name}"))
+                if err:
+                    problems.append(Problem(d.source, d.obj, d.ip_field, err))
+                d.service.cluster_ip = d.cluster_ip
+            seen: set[tuple[int, str]] = set()
+            for i, sp in enumerate(d.service.ports):
+                if sp.node_port and (sp.node_port, sp.protocol) not in seen:
+                    seen.add((sp.node_port, sp.protocol))
+                    err = self._node_ports.claim(sp.node_port, f"{d.service.namespace}/Service/"
+                                                 f"{d.service.name}")
+                    if err:
+                        problems.append(Problem(d.source, d.obj, f"spec.ports[{i}].nodePort", err))
+                elif sp.node_port:
+                    problems.append(Problem(d.source, d.obj, f"spec.ports[{i}].nodePort",
+                                            f"duplicate nodePort {sp.node_port}/{sp.protocol}"))
+        dns = accepted.get(DNS_SERVICE)
+        if dns is not None and dns.wants_ip and dns.cluster_ip is None:
+            tenth = cidr.network_address + 10
+            if self._service_pool.claim(tenth, "kube-system/Service/kube-dns") is None:
+                dns.service.cluster_ip, dns.wants_ip = tenth, False
+        for key, d in accepted.items():
+            label = f"{d.service.namespace}/Service/{d.service.name}"
+            if d.wants_ip and d.service.cluster_ip is None:
+                d.service.cluster_ip = self._service_pool.allocate(label)
+                if d.service.cluster_ip is None:
+                    problems.append(Problem(d.source, d.obj, "spec.clusterIP", f"the service "
+                                            f"CIDR {cidr} has no free address"))
+            for sp in d.service.ports:
+                if d.wants_node_ports and not sp.node_port:
+                    sp.node_port = self._node_ports.allocate(label) or 0
+            bisect.insort(self.services, d.service, key=lambda s: s.key)
+            self._services[key] = d.service
+            self._ensure_namespace(d.service.namespace)
+        return list(accepted.values())
+
+    def _check_target_ports(self, d: loader.ServiceDraft, problems: list[Problem]) -> None:
+        for i in endpoints.unresolved_target_ports(d.service, self.pods):
+            sp = d.service.ports[i]
+            problems.append(Problem(d.source, d.obj, f"spec.ports[{i}].targetPort",
+                                    f"'{sp.target_port}' matches no {sp.protocol} containerPort "
+                                    "of the pods it selects"))
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def node(self, name: str) -> Node:
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise KeyError(f"no node {name!r} (nodes: {self._node_list()})") from None
+
+    def pod(self, namespace: str, name: str) -> Pod:
+        try:
+            return self._pods[f"{namespace}/{name}"]
+        except KeyError:
+            raise KeyError(f"no pod {namespace}/{name}") from None
+
+    def service(self, namespace: str, name: str) -> Service:
+        try:
+            return self._services[f"{namespace}/{name}"]
+        except KeyError:
+            raise KeyError(f"no service {namespace}/{name}") from None
+
+    def pod_by_ip(self, ip: IPv4Address | str) -> Pod | None:
+        """The pod owning ``ip`` (hostNetwork pods share their node's IP: never returned)."""
+        return self._by_ip.get(IPv4Address(ip))
+
+    def endpoint_slices(self, service: Service) -> list[EndpointSlice]:
+        """Current slices: explicit ones for selector-less Services, derived ones otherwise."""
+        if service.selector is None:
+            return list(self._explicit.get((service.namespace, service.name), []))
+        if self._slices_version != self.version:
+            self._slices.clear()
+            self._slices_version = self.version
+        if service.key not in self._slices:
+            self._slices[service.key] = endpoints.derive_slices(service, self.pods, self._nodes)
+        return list(self._slices[service.key])
+
+    def all_endpoint_slices(self) -> list[EndpointSlice]:
+        """Every service's slices, in service order."""
+        return [s for svc in self.services for s in self.endpoint_slices(svc)]
+
+    def backends(self, service: Service, port: ServicePort) -> list[tuple[Endpoint, int]]:
+        """(endpoint, target port) for one service port, by IP; all conditions kept (S-11)."""
+        return endpoints.backends(port, self.endpoint_slices(service))
+
+    # --- editing ------------------------------------------------------------------------------
+
+    def add_pod(self, pod: dict[str, Any] | Pod, source: str = API_SOURCE) -> Pod:
+        """Validate and add a pod (a Pod manifest dict, or a ``Pod``); allocate what is unset.
+
+        A ``Pod`` object with ``node_name == ""`` is placed, with IP ``0.0.0.0`` addressed.
+        """
+        obj = pod_to_dict(pod) if isinstance(pod, Pod) else dict(pod)
+        obj.setdefault("apiVersion", "v1")
+        obj.setdefault("kind", "Pod")
+        problems: list[Problem] = []
+        parsed = loader.parse([Document(source, 0, obj)], problems)
+        if obj.get("kind") != "Pod":
+            problems.append(Problem(source, "", "kind", f"expected a Pod, got {obj['kind']!r}"))
+        if not problems and not parsed.pods:
+            problems.append(Problem(source, "", "", "the pod is not running: "
+                                    + "; ".join(parsed.ignored)))
+        if not problems:
+            added = self._admit_pods(parsed.pods, problems)
+        if problems:
+            raise ManifestError(problems)
+        if isinstance(pod, Pod) and pod.owner is not None:
+            added[0].owner = pod.owner
+        self.version += 1
+        return added[0]
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        pod = self.pod(namespace, name)
+        self.pods.remove(pod)
+        del self._pods[pod.key]
+        if not pod.host_network:
+            self._by_ip.pop(pod.ip, None)
+            self._pod_pools[pod.node_name].release(pod.ip)
+        self.version += 1
+
+    def set_pod_labels(self, namespace: str, name: str, labels: dict[str, str]) -> None:
+        pod = self.pod(namespace, name)
+        problems: list[Problem] = []
+        checked = Fields(problems, API_SOURCE, f"{namespace}/Pod/{name}").labels(
+            {"labels": labels}, "metadata", "labels")
+        if problems:
+            raise ManifestError(problems)
+        pod.labels = checked
+        self.version += 1
+
+    def set_pod_ready(self, namespace: str, name: str, ready: bool) -> None:
+        self.pod(namespace, name).ready = bool(ready)
+        self.version += 1
+
+    def add_service(self, svc: dict[str, Any] | Service, source: str = API_SOURCE) -> Service:
+        """Validate and add a Service (a manifest dict, or a ``Service``); allocate its IPs."""
+        obj = service_to_dict(svc) if isinstance(svc, Service) else dict(svc)
+        obj.setdefault("apiVersion", "v1")
+        obj.setdefault("kind", "Service")
+        problems: list[Problem] = []
+        parsed = loader.parse([Document(source, 0, obj)], problems)
+        if obj.get("kind") != "Service":
+            problems.append(Problem(source, "", "kind", f"expected a Service, got "
+                                    f"{obj['kind']!r}"))
+        if not problems and parsed.services:
+            added = self._admit_services(parsed.services, problems)
+            for d in added:
+                self._check_target_ports(d, problems)
+            if problems:
+                for d in added:
+                    self._remove_service(d.service)
+        if problems:
+            raise ManifestError(problems)
+        self.version += 1
+        return added[0].service
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        self._remove_service(self.service(namespace, name))
+        self.version += 1
+
+    def _remove_service(self, svc: Service) -> None:
+        self.services.remove(svc)
+        del self._services[svc.key]
+        if svc.cluster_ip is not None:
+            self._service_pool.release(svc.cluster_ip, f"{svc.namespace}/Service/{svc.name}")
+        for sp in svc.ports:
+            if sp.node_port:
+                self._node_ports.release(sp.node_port, f"{svc.namespace}/Service/{svc.name}")
+
+    # --- dumping ------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, deterministic and JSON-able (golden tests, ``kemu show -o json``)."""
+        c = self.config
+        return {
+            "config": {
+                "name": c.name, "cluster_cidr": str(c.cluster_cidr),
+                "node_cidr_prefix": c.node_cidr_prefix, "service_cidr": str(c.service_cidr),
+                "node_network": str(c.node_network), "gateway_ip": str(c.gateway_ip),
+                "mode": c.mode, "mtu": c.mtu, "dns_domain": c.dns_domain,
+                "node_port_range": list(c.node_port_range),
+            },
+            "gateway": {"ip": str(c.gateway_ip), "mac": self.gateway_mac},
+            "external_hosts": jsonable(c.external_hosts),
+            "namespaces": jsonable([self.namespaces[n] for n in sorted(self.namespaces)]),
+            "nodes": [{**jsonable(n), "gateway_ip": str(n.gateway_ip)} for n in self.nodes],
+            "pods": jsonable(self.pods),
+            "services": jsonable(self.services),
+            "endpoint_slices": jsonable(self.all_endpoint_slices()),
+            "network_policies": jsonable(self.policies),
+            "ignored": list(self.ignored),
+        }
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses, addresses, tuples -> JSON types (field order kept; ``except_`` -> except)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name.rstrip("_"): jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, IPv4Address | IPv4Network):
+        return str(value)
+    return value
+
+
+def pod_to_dict(pod: Pod) -> dict[str, Any]:
+    """A ``Pod`` as the manifest that would load into it (``add_pod`` takes either)."""
+    annotations = {}
+    if pod.mac:
+        annotations[workloads.MAC_ANNOTATION] = pod.mac
+    echo = [str(p.port) for p in pod.container_ports() if p.udp_echo]
+    if echo:
+        annotations[workloads.UDP_ECHO_ANNOTATION] = ",".join(echo)
+    spec: dict[str, Any] = {"containers": [
+        {"name": c.name, "ports": [{"containerPort": p.port, "protocol": p.protocol,
+                                    **({"name": p.name} if p.name else {})} for p in c.ports]}
+        for c in pod.containers]}
+    for key, value in (("nodeName", pod.node_name), ("hostNetwork", pod.host_network),
+                       ("hostname", pod.hostname), ("subdomain", pod.subdomain)):
+        if value:
+            spec[key] = value
+    meta: dict[str, Any] = {"name": pod.name, "namespace": pod.namespace,
+                            "labels": dict(pod.labels), "annotations": annotations}
+    if pod.terminating:
+        meta["deletionTimestamp"] = "1970-01-01T00:00:00Z"
+    status: dict[str, Any] = {"conditions": [{"type": "Ready",
+                                              "status": "True" if pod.ready else "False"}]}
+    if pod.ip != UNSET_IP:
+        status["podIP"] = str(pod.ip)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
+
+
+def service_to_dict(svc: Service) -> dict[str, Any]:
+    """A ``Service`` as a manifest; ``cluster_ip`` None means headless for type ClusterIP."""
+    spec: dict[str, Any] = {"type": svc.type, "ports": [
+        {"port": p.port, "protocol": p.protocol, "targetPort": p.target_port or p.port,
+         **({"name": p.name} if p.name else {}),
+         **({"nodePort": p.node_port} if p.node_port else {})} for p in svc.ports]}
+    if svc.cluster_ip is not None:
+        spec["clusterIP"] = str(svc.cluster_ip)
+    elif svc.type == "ClusterIP":
+        spec["clusterIP"] = "None"
+    if svc.selector is not None:
+        spec["selector"] = dict(svc.selector)
+    if svc.session_affinity == "ClientIP":
+        spec["sessionAffinity"] = "ClientIP"
+        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": svc.affinity_timeout}}
+    if svc.external_traffic_policy == "Local":
+        spec["externalTrafficPolicy"] = "Local"
+    if svc.internal_traffic_policy == "Local":
+        spec["internalTrafficPolicy"] = "Local"
+    if svc.external_ips:
+        spec["externalIPs"] = [str(ip) for ip in svc.external_ips]
+    if svc.load_balancer_source_ranges:
+        spec["loadBalancerSourceRanges"] = [str(n) for n in svc.load_balancer_source_ranges]
+    if svc.external_name:
+        spec["externalName"] = svc.external_name
+    if svc.publish_not_ready_addresses:
+        spec["publishNotReadyAddresses"] = True
+    out: dict[str, Any] = {"apiVersion": "v1", "kind": "Service",
+                           "metadata": {"name": svc.name, "namespace": svc.namespace,
+                                        "labels": dict(svc.labels)}, "spec": spec}
+    if svc.load_balancer_ips:
+        out["status"] = {"loadBalancer": {"ingress": [{"ip": str(ip)}
+                                                      for ip in svc.load_balancer_ips]}}
+    return out

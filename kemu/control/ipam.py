@@ -1,0 +1,256 @@
+"""Address allocation: MACs, address pools, node subnets, NodePorts, pod placement.
+
+Everything here is deterministic: the same requests in the same order give the same
+addresses, and callers make the order canonical (node names, ``namespace/name`` keys) before
+asking. Pinned values (from the manifests) are claimed before anything is allocated, and
+allocation hands out the lowest free value, so a pin never moves another object's address.
+
+- ``mac_address(name)``: a locally administered unicast MAC ``02:xx:xx:xx:xx:xx`` from sha256 of
+  a stable name (``node/<name>/eth0``, ``node/<name>/cbr0``, ``node/<name>/flannel.1``,
+  ``pod/<ns>/<name>/eth0``, ``ext/<name>/eth0``, ``gateway``).
+- ``AddressPool``: the usable addresses of one network (network and broadcast address never,
+  reserved ones named); pod CIDRs start at .2, skipping the bridge/gateway .1 (R-3).
+- ``subnets``: per-node pod CIDRs carved from the cluster CIDR in node order, skipping pins (R-1).
+- ``PortPool``: NodePorts from the NodePort range (S-13).
+- ``choose_node``: spreading: the eligible node with the fewest pods, ties by node name.
+- ``build_nodes``: node IPs on the node network (from .2; the gateway is .1) and pod CIDRs,
+  in node-name order, pins first; external hosts' MACs and addresses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from kemu.control.model import ClusterConfig, IPv4Address, IPv4Network, Node
+from kemu.control.selectors import matches_map
+from kemu.errors import Problem
+
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def mac_address(name: str) -> str:
+    """Locally administered unicast MAC derived from ``name`` (first octet 0x02)."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
+def mac_error(value: str) -> str | None:
+    """Why ``value`` cannot be an interface MAC (syntax, multicast, all zero)."""
+    mac = value.lower().replace("-", ":")
+    if not _MAC.match(mac):
+        return f"'{value}' is not a MAC address (aa:bb:cc:dd:ee:ff)"
+    if int(mac[:2], 16) & 1:
+        return f"'{value}' is a multicast MAC address"
+    if mac == "00:00:00:00:00:00":
+        return f"'{value}' is the zero MAC address"
+    return None
+
+
+def normalize_mac(value: str) -> str:
+    return value.lower().replace("-", ":")
+
+
+class AddressPool:
+    """Usable addresses of ``network`` handed out lowest first from ``first`` (an offset).
+
+    ``reserved`` maps addresses to a description ("the gateway (bridge) address of node1") that
+    ``claim`` reports when a pin hits one; the network and broadcast address are always
+    reserved. ``owners`` records who holds each claimed or allocated address.
+    """
+
+    def __init__(self, network: IPv4Network, first: int = 1,
+                 reserved: Mapping[IPv4Address, str] | None = None) -> None:
+        self.network = network
+        self.first = first
+        self.reserved: dict[IPv4Address, str] = dict(reserved or {})
+        if network.num_addresses > 2:
+            self.reserved.setdefault(network.network_address, f"the network address of {network}")
+            self.reserved.setdefault(network.broadcast_address,
+                                     f"the broadcast address of {network}")
+        self.owners: dict[IPv4Address, str] = {}
+        self._cursor = first
+
+    def __contains__(self, ip: object) -> bool:
+        return isinstance(ip, IPv4Address) and ip in self.network
+
+    def owner(self, ip: IPv4Address) -> str | None:
+        return self.owners.get(ip)
+
+    def claim(self, ip: IPv4Address, owner: str) -> str | None:
+        """Take a pinned address; returns why it cannot be taken, or None on success."""
+        if ip not in self.network:
+            return f"{ip} is outside {self.network}"
+        if ip in self.reserved:
+            return f"{ip} is {self.reserved[ip]}"
+        holder = self.owners.get(ip)
+        if holder is not None and holder != owner:
+            return f"{ip} is already used by {holder}"
+        self.owners[ip] = owner
+        return None
+
+    def allocate(self, owner: str) -> IPv4Address | None:
+        """The lowest free address at or above ``first``; None when the pool is exhausted."""
+        base = int(self.network.network_address)
+        last = self.network.num_addresses - 1
+        offset = self._cursor
+        while offset <= last:
+            ip = IPv4Address(base + offset)
+            if ip not in self.reserved and ip not in self.owners:
+                self.owners[ip] = owner
+                self._cursor = offset + 1
+                return ip
+            offset += 1
+        return None
+
+    def release(self, ip: IPv4Address, owner: str | None = None) -> None:
+        """Free ``ip`` (only if ``owner`` holds it, when given)."""
+        if owner is not None and self.owners.get(ip) != owner:
+            return
+        if self.owners.pop(ip, None) is not None:
+            offset = int(ip) - int(self.network.network_address)
+            if self.first <= offset < self._cursor:
+                self._cursor = offset
+
+
+def pod_pool(node: Node) -> AddressPool:
+    """Pod addresses of ``node``: its pod CIDR minus network, bridge (.1) and broadcast (R-3)."""
+    return AddressPool(node.pod_cidr, first=2, reserved={
+        node.gateway_ip: f"the gateway (bridge) address of {node.name}"})
+
+
+def subnets(cluster_cidr: IPv4Network, prefix: int, names: Iterable[str],
+            pinned: Mapping[str, IPv4Network]) -> dict[str, IPv4Network | None]:
+    """A pod CIDR per name: pins as given, others the next /prefix not overlapping a pin.
+
+    None for a name when the cluster CIDR has no room left.
+    """
+    out: dict[str, IPv4Network | None] = {}
+    taken = list(pinned.values())
+    free = (s for s in cluster_cidr.subnets(new_prefix=prefix)
+            if not any(s.overlaps(t) for t in taken))
+    for name in names:
+        out[name] = pinned[name] if name in pinned else next(free, None)
+    return out
+
+
+class PortPool:
+    """NodePorts: a range of port numbers, each owned by one service (lowest free first)."""
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+        self.owners: dict[int, str] = {}
+
+    def claim(self, port: int, owner: str) -> str | None:
+        if not self.lo <= port <= self.hi:
+            return f"{port} is outside the NodePort range {self.lo}-{self.hi}"
+        holder = self.owners.get(port)
+        if holder is not None and holder != owner:
+            return f"{port} is already allocated to {holder}"
+        self.owners[port] = owner
+        return None
+
+    def allocate(self, owner: str) -> int | None:
+        for port in range(self.lo, self.hi + 1):
+            if port not in self.owners:
+                self.owners[port] = owner
+                return port
+        return None
+
+    def release(self, port: int, owner: str) -> None:
+        if self.owners.get(port) == owner:
+            del self.owners[port]
+
+
+def choose_node(nodes: Iterable[Node], counts: Mapping[str, int],
+                node_selector: Mapping[str, str]) -> Node | None:
+    """Spreading: the eligible node (``nodeSelector`` matches) with the fewest pods, then name."""
+    eligible = [n for n in nodes if matches_map(node_selector, n.labels)]
+    if not eligible:
+        return None
+    return min(eligible, key=lambda n: (counts.get(n.name, 0), n.name))
+
+
+
+@dataclass
+class NodeDraft:
+    """A node before addressing: name, labels, and pins with the fields they came from."""
+
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    ip: IPv4Address | None = None
+    ip_field: str = ""
+    pod_cidr: IPv4Network | None = None
+    cidr_field: str = ""
+    source: str = ""
+    obj: str = ""
+
+
+def build_nodes(config: ClusterConfig, drafts: list[NodeDraft], problems: list[Problem],
+                doc: tuple[str, str] = ("", "")) -> tuple[list[Node], AddressPool]:
+    """Address the nodes (in name order) and the external hosts; returns the node network pool.
+
+    Node IPs: pins first, then the lowest free address of the node network (the gateway and
+    external hosts excluded), so node1 gets .2 with the default gateway .1. Pod CIDRs: pins
+    (inside the cluster CIDR, not overlapping), then ``subnets``. ``doc`` is (source, object) of
+    the kemu document, where external-host problems are reported.
+    """
+    net = config.node_network
+    pool = AddressPool(net, first=1, reserved={config.gateway_ip: "the node network's gateway"})
+    for i, host in enumerate(config.external_hosts):
+        host.mac = host.mac or mac_address(f"ext/{host.name}/eth0")
+        where = f"spec.externalHosts[{i}].ip"
+        err = (f"{host.ip} is outside the node network {net}" if host.ip not in net
+               else pool.claim(host.ip, f"external host '{host.name}'"))
+        if err:
+            problems.append(Problem(doc[0], doc[1], where, err))
+    drafts = sorted(drafts, key=lambda d: d.name)
+    ips: dict[str, IPv4Address | None] = {}
+    for d in drafts:
+        if d.ip is None:
+            continue
+        err = (f"{d.ip} is outside the node network {net} (set spec.nodeNetwork in the kemu "
+               "Cluster document)" if d.ip not in net else pool.claim(d.ip, f"Node/{d.name}"))
+        if err:
+            problems.append(Problem(d.source, d.obj, d.ip_field, err))
+        ips[d.name] = d.ip
+    for d in drafts:
+        if d.name not in ips:
+            ips[d.name] = pool.allocate(f"Node/{d.name}")
+            if ips[d.name] is None:
+                problems.append(Problem(d.source, d.obj, "", f"the node network {net} has no "
+                                        f"free address for node {d.name}"))
+    pinned: dict[str, IPv4Network] = {}
+    for d in drafts:
+        if d.pod_cidr is None:
+            continue
+        if not d.pod_cidr.subnet_of(config.cluster_cidr):
+            problems.append(Problem(d.source, d.obj, d.cidr_field, f"{d.pod_cidr} is outside the "
+                                    f"cluster CIDR {config.cluster_cidr} (set spec.clusterCIDR "
+                                    "in the kemu Cluster document)"))
+            continue
+        clash = next((n for n, c in pinned.items() if c.overlaps(d.pod_cidr)), None)
+        if clash is not None:
+            problems.append(Problem(d.source, d.obj, d.cidr_field, f"{d.pod_cidr} overlaps "
+                                    f"Node/{clash}'s pod CIDR {pinned[clash]}"))
+            continue
+        pinned[d.name] = d.pod_cidr
+    cidrs = subnets(config.cluster_cidr, config.node_cidr_prefix, [d.name for d in drafts],
+                    pinned)
+    nodes = []
+    for d in drafts:
+        cidr, ip = cidrs[d.name], ips[d.name]
+        if cidr is None:
+            problems.append(Problem(d.source, d.obj, "", f"the cluster CIDR "
+                                    f"{config.cluster_cidr} has no /{config.node_cidr_prefix} "
+                                    f"left for node {d.name}"))
+        if cidr is None or ip is None:
+            continue
+        labels = {"kubernetes.io/hostname": d.name, "kubernetes.io/os": "linux", **d.labels}
+        nodes.append(Node(name=d.name, internal_ip=ip, pod_cidr=cidr, labels=labels,
+                          mac=mac_address(f"node/{d.name}/eth0"),
+                          bridge_mac=mac_address(f"node/{d.name}/cbr0"),
+                          vtep_mac=mac_address(f"node/{d.name}/flannel.1")))
+    return nodes, pool

@@ -1,0 +1,658 @@
+"""Documents -> parsed, defaulted and validated objects (``Parsed``), as the API server would.
+
+The loader reads what each modelled kind says (Namespace, Node, Pod, Deployment, ReplicaSet,
+StatefulSet, DaemonSet, Job, Service, EndpointSlice, NetworkPolicy, the kemu ``Cluster``
+document), applies the API server's defaults, and records a ``Problem`` for every invalid field
+(file, object ``namespace/Kind/name`` and JSON path). It never stops at the first problem:
+``kemu.control.cluster.load_cluster`` raises one ``ManifestError`` with all of them.
+
+Defaults: namespace ``default``; port protocol TCP; ``targetPort`` = ``port``; Service type
+ClusterIP, sessionAffinity None (ClientIP timeout 10800 s, max 86400), traffic policies
+Cluster; NetworkPolicy ``policyTypes`` per P-3; ``kubernetes.io/metadata.name`` on namespaces.
+``status``, ``managedFields``, ``uid``, ``resourceVersion`` are ignored except the status
+fields kemu honours (pod IPs and readiness, node addresses, LoadBalancer ingress IPs).
+
+Kinds kemu does not model, and objects of other API groups, go to ``ignored`` (not errors).
+Unknown fields are errors where kemu interprets every field (Service spec and ports, container
+ports, NetworkPolicy, EndpointSlice, the kemu document); elsewhere they are ignored.
+Addresses are not allocated here (see ``cluster`` and ``ipam``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kemu.control import workloads
+from kemu.control.ipam import NodeDraft
+from kemu.control.manifests import (
+    Document,
+    Fields,
+    dns_label_error,
+    dns_subdomain_error,
+    join,
+    port_name_error,
+)
+from kemu.control.model import (
+    ClusterConfig,
+    Endpoint,
+    EndpointPort,
+    EndpointSlice,
+    ExternalHost,
+    IPBlock,
+    IPv4Address,
+    Namespace,
+    NetworkPolicy,
+    PolicyPeer,
+    PolicyPort,
+    PolicyRule,
+    Service,
+    ServicePort,
+)
+from kemu.control.selectors import is_empty, matches, matches_map, parse_selector
+from kemu.errors import Problem
+
+KEMU_API = "kemu.dev/v1alpha1"
+MODELLED = {
+    ("", "Namespace"), ("", "Node"), ("", "Pod"), ("", "Service"),
+    ("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"),
+    ("apps", "DaemonSet"), ("batch", "Job"), ("discovery.k8s.io", "EndpointSlice"),
+    ("networking.k8s.io", "NetworkPolicy"), ("kemu.dev", "Cluster"),
+}
+CLUSTER_SCOPED = {"Namespace", "Node", "Cluster"}
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+CLUSTER_SPEC_FIELDS = ("nodes", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR", "nodeNetwork",
+                       "gateway", "mode", "mtu", "dnsDomain", "nodePortRange", "externalHosts")
+SERVICE_SPEC_FIELDS = (
+    "type", "clusterIP", "clusterIPs", "ports", "selector", "externalIPs", "sessionAffinity",
+    "sessionAffinityConfig", "loadBalancerIP", "loadBalancerSourceRanges", "loadBalancerClass",
+    "externalName", "externalTrafficPolicy", "internalTrafficPolicy", "healthCheckNodePort",
+    "publishNotReadyAddresses", "ipFamilies", "ipFamilyPolicy", "allocateLoadBalancerNodePorts",
+    "trafficDistribution")
+SERVICE_PORT_FIELDS = ("name", "protocol", "appProtocol", "port", "targetPort", "nodePort")
+MAX_AFFINITY_TIMEOUT = 86400
+
+
+@dataclass
+class ServiceDraft:
+    """A Service before ClusterIP and NodePort allocation."""
+
+    service: Service
+    cluster_ip: IPv4Address | None = None  # pinned spec.clusterIP
+    ip_field: str = "spec.clusterIP"       # where the pin came from (or spec.clusterIPs[0])
+    wants_ip: bool = False                 # needs a ClusterIP (not headless, not ExternalName)
+    wants_node_ports: bool = False         # ports without a pinned nodePort get one
+    source: str = ""
+    obj: str = ""
+
+
+@dataclass
+class SliceDraft:
+    slice: EndpointSlice
+    source: str
+    obj: str
+    controller_managed: bool  # made by the EndpointSlice controller of a real cluster
+
+
+@dataclass
+class Parsed:
+    """Everything the manifests say, before placement and allocation."""
+
+    config: ClusterConfig = field(default_factory=ClusterConfig)
+    config_origin: tuple[str, str] = ("", "")  # (source, object) of the kemu document
+    namespaces: dict[str, Namespace] = field(default_factory=dict)
+    nodes: list[NodeDraft] = field(default_factory=list)
+    pods: list[workloads.PodDraft] = field(default_factory=list)
+    services: list[ServiceDraft] = field(default_factory=list)
+    slices: list[SliceDraft] = field(default_factory=list)
+    policies: list[NetworkPolicy] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+def _group(api_version: str) -> str:
+    return api_version.split("/")[0] if "/" in api_version else ""
+
+
+def object_label(kind: str, namespace: str, name: str) -> str:
+    return f"{kind}/{name}" if kind in CLUSTER_SCOPED else f"{namespace}/{kind}/{name}"
+
+
+@dataclass
+class _Item:
+    doc: Document
+    kind: str
+    namespace: str
+    name: str
+    f: Fields
+
+
+def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
+    """Parse every document; problems go to ``problems``."""
+    out = Parsed()
+    items: dict[str, list[_Item]] = {}
+    seen: dict[tuple[str, str, str], str] = {}
+    for doc in docs:
+        item = _classify(doc, problems, out.ignored)
+        if item is None:
+            continue
+        key = (item.kind, item.namespace, item.name)
+        if key in seen:
+            item.f.problem("metadata.name", f"duplicate {item.kind} (also in {seen[key]})")
+            continue
+        seen[key] = doc.source
+        items.setdefault(item.kind, []).append(item)
+
+    configs = items.get("Cluster", [])
+    for extra in configs[1:]:
+        extra.f.problem("", f"only one kemu Cluster document is allowed (also "
+                        f"{configs[0].doc.source}: Cluster/{configs[0].name})")
+    doc_nodes: list[NodeDraft] | None = None
+    if configs:
+        out.config_origin = (configs[0].doc.source, configs[0].f.obj)
+        out.config, doc_nodes = parse_config(configs[0].f, configs[0].doc.obj, configs[0].name,
+                                             configs[0].doc.source)
+    out.nodes = _merge_nodes(doc_nodes, [parse_node(i.f, i.doc.obj, i.name, i.doc.source)
+                                         for i in items.get("Node", [])],
+                             configs[0] if configs else None, problems)
+    out.config.node_names = [n.name for n in out.nodes]
+    for i in items.get("Namespace", []):
+        labels = i.f.labels(i.f.mapping(i.doc.obj, "", "metadata"), "metadata", "labels")
+        labels["kubernetes.io/metadata.name"] = i.name
+        out.namespaces[i.name] = Namespace(name=i.name, labels=labels)
+
+    claimed: set[tuple[str, str, str]] = set()  # (namespace, kind, name) owning given pods
+    for i in items.get("Pod", []):
+        draft, skip = workloads.parse_pod(i.f, i.doc.obj, i.namespace, i.name, i.doc.source)
+        if skip:
+            out.ignored.append(f"{i.doc.source}: {i.f.obj} ignored ({skip})")
+            continue
+        out.pods.append(draft)
+        if draft.owner is not None:
+            claimed.add((i.namespace, draft.owner.kind, draft.owner.name))
+    for i in items.get("ReplicaSet", []):
+        owner = workloads.owner_of(i.f, i.f.mapping(i.doc.obj, "", "metadata"))
+        if owner is not None:
+            claimed.add((i.namespace, owner.kind, owner.name))
+    for kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job"):
+        for i in items.get(kind, []):
+            if (i.namespace, kind, i.name) in claimed or (kind == "Deployment" and any(
+                    ns == i.namespace and k == "ReplicaSet" and n.startswith(f"{i.name}-")
+                    for ns, k, n in claimed)):
+                out.ignored.append(f"{i.doc.source}: {i.f.obj} ignored (its pods are given)")
+                continue
+            out.pods.extend(parse_workload(i.f, i.doc.obj, kind, i.namespace, i.name,
+                                           i.doc.source, out.nodes))
+    for i in items.get("Service", []):
+        out.services.append(parse_service(i.f, i.doc.obj, i.namespace, i.name, i.doc.source))
+    for i in items.get("EndpointSlice", []):
+        parsed = parse_slice(i.f, i.doc.obj, i.namespace, i.name)
+        if isinstance(parsed, str):
+            out.ignored.append(f"{i.doc.source}: {i.f.obj} ignored ({parsed})")
+        elif parsed is not None:
+            out.slices.append(parsed)
+    for i in items.get("NetworkPolicy", []):
+        out.policies.append(parse_policy(i.f, i.doc.obj, i.namespace, i.name))
+    return out
+
+
+def _classify(doc: Document, problems: list[Problem], ignored: list[str]) -> _Item | None:
+    obj = doc.obj
+    where = f"document {doc.index + 1}"
+    kind, api = obj.get("kind"), obj.get("apiVersion")
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    ns = meta.get("namespace") if isinstance(meta, dict) else None
+    namespace = ns if isinstance(ns, str) and ns else "default"
+    if isinstance(kind, str) and isinstance(name, str):
+        where = object_label(kind, namespace, name)
+    f = Fields(problems, doc.source, where)
+    if not isinstance(kind, str) or not kind:
+        f.problem("kind", "required field is missing")
+        return None
+    if not isinstance(api, str) or not api:
+        f.problem("apiVersion", "required field is missing")
+        return None
+    if (_group(api), kind) not in MODELLED:
+        what = kind if (_group(api), kind) not in {(g, kind) for g, _ in MODELLED} else \
+            f"{api} {kind}"
+        ignored.append(f"{doc.source}: {where} ignored ({what} is not modelled)")
+        return None
+    if kind == "Cluster" and api != KEMU_API:
+        f.problem("apiVersion", f"'{api}' is not supported (use {KEMU_API})")
+        return None
+    if not isinstance(meta, dict):
+        f.problem("metadata", "required field is missing")
+        return None
+    if kind == "Cluster" and name is None:
+        name = "kemu"
+    if not isinstance(name, str) or not name:
+        f.problem("metadata.name", "required field is missing")
+        return None
+    if ns is not None and (not isinstance(ns, str) or dns_label_error(ns)):
+        f.problem("metadata.namespace", f"'{ns}' is not a valid namespace name")
+        return None
+    if kind in ("Service", "Namespace"):
+        err = dns_label_error(name, rfc1035=kind == "Service")
+    else:
+        err = dns_subdomain_error(name)
+    if err:
+        f.problem("metadata.name", f"'{name}' {err}")
+        return None
+    return _Item(doc, kind, "" if kind in CLUSTER_SCOPED else namespace, name, f)
+
+
+# --- the kemu document and nodes ---------------------------------------------------------------
+
+def parse_config(f: Fields, obj: dict[str, Any], name: str,
+                 source: str) -> tuple[ClusterConfig, list[NodeDraft] | None]:
+    """The kemu ``Cluster`` document -> config, and its node list (None: not given)."""
+    spec = f.mapping(obj, "", "spec")
+    f.known(spec, "spec", CLUSTER_SPEC_FIELDS)
+    c = ClusterConfig(name=name)
+    for key, attr in (("clusterCIDR", "cluster_cidr"), ("serviceCIDR", "service_cidr"),
+                      ("nodeNetwork", "node_network")):
+        if key in spec:
+            net = f.cidr(spec[key], f"spec.{key}")
+            if net is not None:
+                setattr(c, attr, net)
+    c.node_cidr_prefix = f.integer(spec, "spec", "nodeCIDRMaskSize", default=24, lo=1,
+                                   hi=30) or 24
+    if c.node_cidr_prefix < c.cluster_cidr.prefixlen:
+        f.problem("spec.nodeCIDRMaskSize", f"/{c.node_cidr_prefix} is larger than the cluster "
+                  f"CIDR {c.cluster_cidr}")
+        c.node_cidr_prefix = c.cluster_cidr.prefixlen
+    c.gateway_ip = c.node_network.network_address + 1
+    if "gateway" in spec:
+        gw = f.ip(spec["gateway"], "spec.gateway")
+        if gw is not None and gw not in c.node_network:
+            f.problem("spec.gateway", f"{gw} is outside the node network {c.node_network}")
+        elif gw is not None:
+            c.gateway_ip = gw
+    c.mode = f.choice(spec, "spec", "mode", ("host-gw", "vxlan"), "host-gw")  # type: ignore[assignment]
+    c.mtu = f.integer(spec, "spec", "mtu", default=1500, lo=576, hi=9216) or 1500
+    c.dns_domain = f.string(spec, "spec", "dnsDomain", default="cluster.local").rstrip(".")
+    if err := dns_subdomain_error(c.dns_domain):
+        f.problem("spec.dnsDomain", f"'{c.dns_domain}' {err}")
+        c.dns_domain = "cluster.local"
+    if "nodePortRange" in spec:
+        text = f.string(spec, "spec", "nodePortRange")
+        lo, _, hi = text.partition("-")
+        if lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 65535:
+            c.node_port_range = (int(lo), int(hi))
+        else:
+            f.problem("spec.nodePortRange", f"'{text}' is not a port range like 30000-32767")
+    for i, (hpath, h) in enumerate(f.mappings(spec, "spec", "externalHosts")):
+        f.known(h, hpath, ("name", "ip", "ports"))
+        hname = f.string(h, hpath, "name", required=True) or f"external-{i}"
+        if err := dns_label_error(hname):
+            f.problem(join(hpath, "name"), f"'{hname}' {err}")
+        ip = f.ip(h["ip"], join(hpath, "ip")) if "ip" in h else None
+        if "ip" not in h:
+            f.problem(join(hpath, "ip"), "required field is missing")
+        host = ExternalHost(name=hname, ip=ip or IPv4Address(0))
+        for j, p in enumerate(f.seq(h, hpath, "ports")):
+            proto, _, num = str(p).partition("/")
+            if proto.upper() in ("TCP", "UDP", "SCTP") and num.isdigit() and \
+                    1 <= int(num) <= 65535:
+                host.ports.append((proto.upper(), int(num)))
+            else:
+                f.problem(join(join(hpath, "ports"), j), f"'{p}' is not like \"tcp/80\"")
+        if any(x.name == hname for x in c.external_hosts):
+            f.problem(join(hpath, "name"), f"duplicate external host '{hname}'")
+        elif ip is not None:
+            c.external_hosts.append(host)
+    if "nodes" not in spec:
+        return c, None
+    nodes = spec["nodes"]
+    if isinstance(nodes, int) and not isinstance(nodes, bool):
+        if not 1 <= nodes <= 4096:
+            f.problem("spec.nodes", f"{nodes} is out of range 1-4096")
+            return c, None
+        return c, [NodeDraft(f"node{i}", source=source, obj=f.obj) for i in range(1, nodes + 1)]
+    if not isinstance(nodes, list):
+        f.problem("spec.nodes", "expected a node count or a list of nodes")
+        return c, None
+    drafts = []
+    for i, n in enumerate(nodes):
+        where = f"spec.nodes[{i}]"
+        n = {"name": n} if isinstance(n, str) else n
+        if not isinstance(n, dict):
+            f.problem(where, "expected a node name or a mapping {name, labels, ip, podCIDR}")
+            continue
+        f.known(n, where, ("name", "labels", "ip", "podCIDR"))
+        nname = f.string(n, where, "name", required=True)
+        if nname and (err := dns_subdomain_error(nname)):
+            f.problem(join(where, "name"), f"'{nname}' {err}")
+            continue
+        d = NodeDraft(nname, labels=f.labels(n, where, "labels"), source=source, obj=f.obj)
+        if "ip" in n:
+            d.ip, d.ip_field = f.ip(n["ip"], join(where, "ip")), join(where, "ip")
+        if "podCIDR" in n:
+            d.pod_cidr, d.cidr_field = f.cidr(n["podCIDR"], join(where, "podCIDR")), \
+                join(where, "podCIDR")
+        if nname:
+            drafts.append(d)
+    return c, drafts
+
+
+def parse_node(f: Fields, obj: dict[str, Any], name: str, source: str) -> NodeDraft:
+    meta = f.mapping(obj, "", "metadata")
+    spec = f.mapping(obj, "", "spec")
+    status = f.mapping(obj, "", "status")
+    d = NodeDraft(name, labels=f.labels(meta, "metadata", "labels"), source=source, obj=f.obj)
+    cidrs = f.seq(spec, "spec", "podCIDRs")
+    if "podCIDR" in spec:
+        d.pod_cidr, d.cidr_field = f.cidr(spec["podCIDR"], "spec.podCIDR"), "spec.podCIDR"
+    elif cidrs:
+        d.pod_cidr, d.cidr_field = f.cidr(cidrs[0], "spec.podCIDRs[0]"), "spec.podCIDRs[0]"
+    for apath, a in f.mappings(status, "status", "addresses"):
+        if a.get("type") == "InternalIP" and "." in str(a.get("address", "")):
+            d.ip, d.ip_field = f.ip(a.get("address"), join(apath, "address")), \
+                join(apath, "address")
+            break
+    return d
+
+
+def _merge_nodes(doc_nodes: list[NodeDraft] | None, objects: list[NodeDraft],
+                 config: _Item | None, problems: list[Problem]) -> list[NodeDraft]:
+    """Nodes: the document's list, refined by Node objects; else the objects; else 3 nodes."""
+    if doc_nodes is None:
+        if objects:
+            return sorted(objects, key=lambda n: n.name)
+        src, obj = (config.doc.source, config.f.obj) if config else ("", "")
+        return [NodeDraft(f"node{i}", source=src, obj=obj) for i in (1, 2, 3)]
+    by_name = {n.name: n for n in doc_nodes}
+    for o in objects:
+        base = by_name.get(o.name)
+        if base is None:
+            problems.append(Problem(o.source, o.obj, "metadata.name", f"node '{o.name}' is not "
+                                    "among the kemu document's nodes "
+                                    f"({', '.join(sorted(by_name))})"))
+            continue
+        base.labels.update(o.labels)
+        for attr, fld in (("ip", "ip_field"), ("pod_cidr", "cidr_field")):
+            mine, theirs = getattr(base, attr), getattr(o, attr)
+            if theirs is None:
+                continue
+            if mine is not None and mine != theirs:
+                problems.append(Problem(o.source, o.obj, getattr(o, fld), f"{theirs} differs "
+                                        f"from {mine} given in the kemu document"))
+            setattr(base, attr, theirs)
+            setattr(base, fld, getattr(o, fld))
+            base.source, base.obj = o.source, o.obj
+    return sorted(by_name.values(), key=lambda n: n.name)
+
+
+# --- workloads ---------------------------------------------------------------------------------
+
+def parse_workload(f: Fields, obj: dict[str, Any], kind: str, namespace: str, name: str,
+                   source: str, nodes: list[NodeDraft]) -> list[workloads.PodDraft]:
+    spec = f.mapping(obj, "", "spec", required=True)
+    template = f.mapping(spec, "spec", "template", required=True)
+    tmeta = f.mapping(template, "spec.template", "metadata")
+    tspec = f.mapping(template, "spec.template", "spec", required=bool(template))
+    t = workloads.parse_template(f, tmeta, tspec, "spec.template.metadata", "spec.template.spec")
+    if kind == "Job":
+        parallelism = f.integer(spec, "spec", "parallelism", default=1, lo=0) or 0
+        completions = f.integer(spec, "spec", "completions", lo=0)
+        count = min(parallelism, completions) if completions is not None else parallelism
+    elif kind == "DaemonSet":
+        count = 0
+    else:
+        count = f.integer(spec, "spec", "replicas", default=1, lo=0, hi=100000) or 0
+    if kind != "Job":
+        selector = parse_selector(f, spec, "spec", "selector")
+        if "selector" not in spec:
+            f.problem("spec.selector", "required field is missing")
+        elif is_empty(selector):
+            f.problem("spec.selector", "must not be empty")
+        elif not matches(selector, t.labels):
+            f.problem("spec.selector", "does not match the template's labels "
+                      "(spec.template.metadata.labels)")
+    service_name = f.string(spec, "spec", "serviceName") if kind == "StatefulSet" else ""
+    eligible = [n.name for n in nodes if matches_map(t.node_selector, n.labels)]
+    instances = workloads.expand(kind, namespace, name, count, template, service_name, eligible)
+    return [workloads.draft_from(t, inst, namespace, source, f.obj) for inst in instances]
+
+
+# --- services and endpoint slices ---------------------------------------------------------------
+
+def parse_service(f: Fields, obj: dict[str, Any], namespace: str, name: str,
+                  source: str) -> ServiceDraft:
+    meta = f.mapping(obj, "", "metadata")
+    spec = f.mapping(obj, "", "spec", required=True)
+    status = f.mapping(obj, "", "status")
+    f.known(spec, "spec", SERVICE_SPEC_FIELDS)
+    svc = Service(namespace=namespace, name=name, source=source,
+                  labels=f.labels(meta, "metadata", "labels"))
+    svc.type = f.choice(spec, "spec", "type",  # type: ignore[assignment]
+                        ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"), "ClusterIP")
+    draft = ServiceDraft(svc, source=source, obj=f.obj)
+    ip_text, ip_field = f.string(spec, "spec", "clusterIP"), "spec.clusterIP"
+    ips = f.seq(spec, "spec", "clusterIPs")
+    if not ip_text and ips and isinstance(ips[0], str):
+        ip_text, ip_field = ips[0], "spec.clusterIPs[0]"
+    headless = ip_text == "None"
+    if svc.type == "ExternalName":
+        svc.external_name = f.string(spec, "spec", "externalName", required=True).rstrip(".")
+        if svc.external_name and (err := dns_subdomain_error(svc.external_name.lower())):
+            f.problem("spec.externalName", f"'{svc.external_name}' {err}")
+        if ip_text and not headless:
+            f.problem(ip_field, "must be empty for type ExternalName")
+    elif headless:
+        if svc.type != "ClusterIP":
+            f.problem(ip_field, f"None (headless) is not allowed for type {svc.type}")
+    elif ip_text:
+        draft.cluster_ip, draft.ip_field = f.ip(ip_text, ip_field), ip_field
+        draft.wants_ip = draft.cluster_ip is None  # bad pin reported; allocate to go on
+    else:
+        draft.wants_ip = True
+    svc.ports = _service_ports(f, spec, svc.type)
+    if not svc.ports and svc.type != "ExternalName" and not headless:
+        f.problem("spec.ports", "required field is missing (a Service needs at least one port)")
+    draft.wants_node_ports = svc.type == "NodePort" or (
+        svc.type == "LoadBalancer"
+        and f.boolean(spec, "spec", "allocateLoadBalancerNodePorts", default=True))
+    selector = f.labels(spec, "spec", "selector")
+    svc.selector = selector or None
+    svc.session_affinity = f.choice(spec, "spec", "sessionAffinity",  # type: ignore[assignment]
+                                    ("None", "ClientIP"), "None")
+    config = f.mapping(spec, "spec", "sessionAffinityConfig")
+    if config:
+        if svc.session_affinity == "None":
+            f.problem("spec.sessionAffinityConfig", "must not be set when sessionAffinity is "
+                      "None")
+        client = f.mapping(config, "spec.sessionAffinityConfig", "clientIP")
+        svc.affinity_timeout = f.integer(client, "spec.sessionAffinityConfig.clientIP",
+                                         "timeoutSeconds", default=10800, lo=1,
+                                         hi=MAX_AFFINITY_TIMEOUT) or 10800
+    for key, attr in (("externalTrafficPolicy", "external_traffic_policy"),
+                      ("internalTrafficPolicy", "internal_traffic_policy")):
+        setattr(svc, attr, f.choice(spec, "spec", key, ("Cluster", "Local"), "Cluster"))
+    svc.external_ips = [ip for i, v in enumerate(f.seq(spec, "spec", "externalIPs"))
+                        if (ip := f.ip(v, f"spec.externalIPs[{i}]")) is not None]
+    if spec.get("externalTrafficPolicy") == "Local" and svc.type not in (
+            "NodePort", "LoadBalancer") and not svc.external_ips:
+        f.problem("spec.externalTrafficPolicy", "Local is only for NodePort and LoadBalancer "
+                  "Services or Services with externalIPs")
+    ranges = f.seq(spec, "spec", "loadBalancerSourceRanges")
+    if ranges and svc.type != "LoadBalancer":
+        f.problem("spec.loadBalancerSourceRanges", "is only for type LoadBalancer")
+    svc.load_balancer_source_ranges = [
+        n for i, v in enumerate(ranges)
+        if (n := f.cidr(v, f"spec.loadBalancerSourceRanges[{i}]")) is not None]
+    lb = f.mapping(status, "status", "loadBalancer")
+    for ipath, ing in f.mappings(lb, "status.loadBalancer", "ingress"):
+        if "ip" in ing and "." in str(ing["ip"]):
+            ip = f.ip(ing["ip"], join(ipath, "ip"))
+            if ip is not None:
+                svc.load_balancer_ips.append(ip)
+    svc.publish_not_ready_addresses = f.boolean(spec, "spec", "publishNotReadyAddresses")
+    return draft
+
+
+def _service_ports(f: Fields, spec: dict[str, Any], type_: str) -> list[ServicePort]:
+    out: list[ServicePort] = []
+    items = f.mappings(spec, "spec", "ports")
+    for ppath, p in items:
+        f.known(p, ppath, SERVICE_PORT_FIELDS)
+        number = f.integer(p, ppath, "port", required=True, lo=1, hi=65535)
+        sp = ServicePort(port=number or 0, protocol=f.protocol(p, ppath),  # type: ignore[arg-type]
+                         name=f.string(p, ppath, "name"))
+        if sp.name and (err := dns_label_error(sp.name)):
+            f.problem(join(ppath, "name"), f"'{sp.name}' {err}")
+        elif not sp.name and len(items) > 1:
+            f.problem(join(ppath, "name"), "required when a Service has more than one port")
+        elif sp.name and any(o.name == sp.name for o in out):
+            f.problem(join(ppath, "name"), f"duplicate port name '{sp.name}'")
+        if number and any(o.port == number and o.protocol == sp.protocol for o in out):
+            f.problem(ppath, f"duplicate port {number}/{sp.protocol}")
+        target = p.get("targetPort")
+        if target is None or target == 0:
+            sp.target_port = sp.port
+        elif isinstance(target, str):
+            if err := port_name_error(target):
+                f.problem(join(ppath, "targetPort"), f"'{target}' {err}")
+            sp.target_port = target
+        else:
+            sp.target_port = f.integer(p, ppath, "targetPort", lo=1, hi=65535) or sp.port
+        if "nodePort" in p and p["nodePort"] not in (None, 0):
+            if type_ not in ("NodePort", "LoadBalancer"):
+                f.problem(join(ppath, "nodePort"), f"may not be used with type {type_}")
+            else:
+                sp.node_port = f.integer(p, ppath, "nodePort", lo=1, hi=65535) or 0
+        out.append(sp)
+    return out
+
+
+def parse_slice(f: Fields, obj: dict[str, Any], namespace: str,
+                name: str) -> SliceDraft | str | None:
+    """An explicit EndpointSlice; a string says why it is ignored (IPv6, FQDN)."""
+    meta = f.mapping(obj, "", "metadata")
+    labels = f.labels(meta, "metadata", "labels")
+    f.known(obj, "", ("apiVersion", "kind", "metadata", "addressType", "endpoints", "ports"))
+    family = f.string(obj, "", "addressType", required=True)
+    if family and family != "IPv4":
+        return f"addressType {family} is not modelled"
+    service = labels.get(SERVICE_NAME_LABEL, "")
+    if not service:
+        f.problem("metadata.labels", f"the label {SERVICE_NAME_LABEL} is required (it names the "
+                  "Service)")
+    s = EndpointSlice(namespace=namespace, name=name, service=service, managed=False)
+    for epath, e in f.mappings(obj, "", "endpoints"):
+        f.known(e, epath, ("addresses", "conditions", "hostname", "nodeName", "targetRef",
+                           "zone", "hints", "deprecatedTopology"))
+        addrs = f.seq(e, epath, "addresses", required=True)
+        if "addresses" in e and not addrs:
+            f.problem(join(epath, "addresses"), "must have one address")
+        ip = f.ip(addrs[0], join(epath, "addresses[0]")) if addrs else None
+        cond = f.mapping(e, epath, "conditions")
+        cpath = join(epath, "conditions")
+        ready = f.boolean(cond, cpath, "ready", default=True)
+        ref = f.mapping(e, epath, "targetRef")
+        pod = ""
+        if ref.get("kind") == "Pod" and isinstance(ref.get("name"), str):
+            pod = f"{ref.get('namespace') or namespace}/{ref['name']}"
+        if ip is not None:
+            s.endpoints.append(Endpoint(
+                ip=ip, ready=ready, serving=f.boolean(cond, cpath, "serving", default=ready),
+                terminating=f.boolean(cond, cpath, "terminating"),
+                node_name=f.string(e, epath, "nodeName"), pod=pod,
+                hostname=f.string(e, epath, "hostname"), zone=f.string(e, epath, "zone")))
+    for ppath, p in f.mappings(obj, "", "ports"):
+        f.known(p, ppath, ("name", "protocol", "port", "appProtocol"))
+        number = f.integer(p, ppath, "port", required=True, lo=1, hi=65535)
+        if number:
+            s.ports.append(EndpointPort(port=number, protocol=f.protocol(p, ppath),  # type: ignore[arg-type]
+                                        name=f.string(p, ppath, "name")))
+    s.endpoints.sort(key=lambda e: e.ip)
+    managed = labels.get(MANAGED_BY_LABEL) == "endpointslice-controller.k8s.io"
+    return SliceDraft(s, f.source, f.obj, managed) if service else None
+
+
+# --- network policies --------------------------------------------------------------------------
+
+def parse_policy(f: Fields, obj: dict[str, Any], namespace: str, name: str) -> NetworkPolicy:
+    spec = f.mapping(obj, "", "spec", required=True)
+    f.known(spec, "spec", ("podSelector", "policyTypes", "ingress", "egress"))
+    if "podSelector" not in spec and spec:
+        f.problem("spec.podSelector", "required field is missing (use {} to select all pods)")
+    pol = NetworkPolicy(namespace=namespace, name=name, source=f.source,
+                        pod_selector=parse_selector(f, spec, "spec", "podSelector"),
+                        policy_types=[])
+    types = f.seq(spec, "spec", "policyTypes")
+    for i, t in enumerate(types):
+        if t not in ("Ingress", "Egress"):
+            f.problem(f"spec.policyTypes[{i}]", f"{t!r} is not one of Ingress, Egress")
+        elif t in pol.policy_types:
+            f.problem(f"spec.policyTypes[{i}]", f"duplicate {t}")
+        else:
+            pol.policy_types.append(t)
+    if "policyTypes" not in spec or not types:  # P-3
+        pol.policy_types = ["Ingress"] + (["Egress"] if "egress" in spec else [])
+    for direction, peers_key in (("ingress", "from"), ("egress", "to")):
+        rules = getattr(pol, direction)
+        for rpath, r in f.mappings(spec, "spec", direction):
+            f.known(r, rpath, (peers_key, "ports"))
+            rule = PolicyRule()
+            for ppath, p in f.mappings(r, rpath, peers_key):
+                peer = _peer(f, p, ppath)
+                if peer is not None:
+                    rule.peers.append(peer)
+            for ppath, p in f.mappings(r, rpath, "ports"):
+                rule.ports.append(_policy_port(f, p, ppath))
+            rules.append(rule)
+    return pol
+
+
+def _peer(f: Fields, p: dict[str, Any], path: str) -> PolicyPeer | None:
+    f.known(p, path, ("podSelector", "namespaceSelector", "ipBlock"))
+    peer = PolicyPeer()
+    if "podSelector" in p:
+        peer.pod_selector = parse_selector(f, p, path, "podSelector")
+    if "namespaceSelector" in p:
+        peer.namespace_selector = parse_selector(f, p, path, "namespaceSelector")
+    if "ipBlock" in p:
+        if peer.pod_selector is not None or peer.namespace_selector is not None:
+            f.problem(path, "ipBlock cannot be combined with podSelector or namespaceSelector")
+        block = f.mapping(p, path, "ipBlock")
+        bpath = join(path, "ipBlock")
+        f.known(block, bpath, ("cidr", "except"))
+        cidr = f.cidr(block["cidr"], join(bpath, "cidr")) if "cidr" in block else None
+        if "cidr" not in block:
+            f.problem(join(bpath, "cidr"), "required field is missing")
+        if cidr is None:
+            return None
+        peer.ip_block = IPBlock(cidr=cidr)
+        for i, v in enumerate(f.seq(block, bpath, "except")):
+            ex = f.cidr(v, f"{bpath}.except[{i}]")
+            if ex is not None and (not ex.subnet_of(cidr) or ex == cidr):
+                f.problem(f"{bpath}.except[{i}]", f"{ex} is not strictly inside cidr {cidr}")
+            elif ex is not None:
+                peer.ip_block.except_.append(ex)
+    if peer.pod_selector is None and peer.namespace_selector is None and peer.ip_block is None:
+        f.problem(path, "must specify a peer (podSelector, namespaceSelector or ipBlock)")
+        return None
+    return peer
+
+
+def _policy_port(f: Fields, p: dict[str, Any], path: str) -> PolicyPort:
+    f.known(p, path, ("protocol", "port", "endPort"))
+    out = PolicyPort(protocol=f.protocol(p, path))  # type: ignore[arg-type]
+    port = p.get("port")
+    if isinstance(port, str):
+        if err := port_name_error(port):
+            f.problem(join(path, "port"), f"'{port}' {err}")
+        out.port = port
+    elif port is not None:
+        out.port = f.integer(p, path, "port", lo=1, hi=65535)
+    if "endPort" in p:
+        end = f.integer(p, path, "endPort", lo=1, hi=65535)
+        if not isinstance(out.port, int):
+            f.problem(join(path, "endPort"), "requires a numeric port")
+        elif end is not None and end < out.port:
+            f.problem(join(path, "endPort"), f"{end} is less than port {out.port}")
+        else:
+            out.end_port = end
+    return out

@@ -1,0 +1,147 @@
+"""Numeric codes shared by both data-plane implementations, the compiler and the renderers.
+
+Defined once here; ``kemu/_fastpath.pyx`` binds them to C globals at import, the pure
+reference uses them directly. Names follow the kernel and Hubble where one exists.
+"""
+
+from __future__ import annotations
+
+# Interface kinds (tables.if_kind)
+IF_POD_ETH = 1    # <ns>/<pod>/eth0: the pod end of the veth pair
+IF_POD_LO = 2     # <ns>/<pod>/lo
+IF_VETH = 3       # <node>/veth-<hash>: the node end, a bridge port (L2-1)
+IF_BRIDGE = 4     # <node>/cbr0: the bridge device, the node's local port on its bridge
+IF_NODE_ETH = 5   # <node>/eth0: node uplink on the node network
+IF_VTEP = 6       # <node>/flannel.1 (OV-1)
+IF_EXT_ETH = 7    # ext/<name>/eth0: an external host on the node network
+IF_GW_ETH = 8     # gateway/eth0: the node network's router (a sink for the outside world)
+IF_NODE_LOCAL = 9  # <node>/local: the node's own processes (never captured)
+
+IF_KIND_NAMES = {
+    IF_POD_ETH: "pod-eth", IF_POD_LO: "pod-lo", IF_VETH: "veth", IF_BRIDGE: "bridge",
+    IF_NODE_ETH: "node-eth", IF_VTEP: "vtep", IF_EXT_ETH: "external", IF_GW_ETH: "gateway",
+    IF_NODE_LOCAL: "node-local",
+}
+
+# Directions (equal to pcapng epb_flags direction bits)
+DIR_IN = 1
+DIR_OUT = 2
+
+# How a frame enters (per-frame injection mode)
+INJ_TX = 0        # transmitted by the interface's owner, as is
+INJ_TX_FIXL2 = 1  # transmitted by the owner, Ethernet addresses rewritten as its stack would
+INJ_RX = 2        # received on the interface (--inject-at a receive point)
+
+# Outcomes (one or more per input frame: floods fan out)
+OUT_DELIVERED = 1  # handed to an endpoint stack (pod, external host, node, gateway itself)
+OUT_DROPPED = 2
+OUT_LEFT = 3       # routed out of the cluster through the gateway
+OUT_NEIGH = 4      # held: next hop not in the neighbour table (the driver resolves and resumes)
+
+OUTCOME_NAMES = {OUT_DELIVERED: "DELIVERED", OUT_DROPPED: "DROPPED", OUT_LEFT: "LEFT",
+                 OUT_NEIGH: "NEIGH_MISS"}
+
+# Drop reasons. The Hubble name is what the flow log prints (drop_reason_desc).
+DROP_NONE = 0
+DROP_TOO_SHORT = 1
+DROP_UNKNOWN_ETHERTYPE = 2
+DROP_BAD_IP_HEADER = 3
+DROP_BAD_IP_CSUM = 4
+DROP_OTHERHOST = 5       # unicast frame for another MAC reaching an end host
+DROP_TTL_EXCEEDED = 6
+DROP_NO_ROUTE = 7
+DROP_REJECT_NO_ENDPOINTS = 8   # S-9: filter REJECT, ICMP port unreachable
+DROP_NO_LOCAL_ENDPOINTS = 9    # S-9: ITP/ETP=Local, silent DROP
+DROP_SAME_PORT = 10            # L2-4: no hairpin on the ingress port
+DROP_IPV6 = 11
+DROP_NOT_LOCAL = 12            # end host got an IP packet not addressed to it
+DROP_HOP_LIMIT = 13            # emulation safety: too many hops (a forwarding loop)
+DROP_FRAGMENT = 14             # non-first fragments without conntrack reassembly
+DROP_MARTIAN = 15              # source address not acceptable (127/8 from the wire, S-15)
+DROP_UNSUPPORTED_L4 = 16       # node stack: protocol kemu does not forward through NAT
+DROP_NO_STACK = 17             # delivered to a node address nothing listens on
+
+DROP_NAMES = {
+    DROP_TOO_SHORT: ("too short", "INVALID_PACKET_DROPPED"),
+    DROP_UNKNOWN_ETHERTYPE: ("unknown ethertype", "UNSUPPORTED_L3_PROTOCOL"),
+    DROP_BAD_IP_HEADER: ("bad IPv4 header", "INVALID_PACKET_DROPPED"),
+    DROP_BAD_IP_CSUM: ("bad IPv4 header checksum", "INVALID_PACKET_DROPPED"),
+    DROP_OTHERHOST: ("not our MAC", "INVALID_DESTINATION_MAC"),
+    DROP_TTL_EXCEEDED: ("TTL exceeded", "TTL_EXCEEDED"),
+    DROP_NO_ROUTE: ("no route", "NO_ROUTE_TO_HOST"),
+    DROP_REJECT_NO_ENDPOINTS: ("no endpoints (REJECT)", "SERVICE_BACKEND_NOT_FOUND"),
+    DROP_NO_LOCAL_ENDPOINTS: ("no local endpoints (DROP)", "SERVICE_BACKEND_NOT_FOUND"),
+    DROP_SAME_PORT: ("bridge: ingress port without hairpin", "UNKNOWN_CONNECTION_TRACKING_STATE"),
+    DROP_IPV6: ("IPv6 not emulated", "UNSUPPORTED_L3_PROTOCOL"),
+    DROP_NOT_LOCAL: ("not addressed to this host", "INVALID_DESTINATION_MAC"),
+    DROP_HOP_LIMIT: ("forwarding loop (hop limit)", "DROP_REASON_UNKNOWN"),
+    DROP_FRAGMENT: ("IP fragment", "FRAG_NOT_FOUND"),
+    DROP_MARTIAN: ("martian source", "INVALID_SOURCE_IP"),
+    DROP_UNSUPPORTED_L4: ("unsupported L4 protocol", "UNSUPPORTED_L4_PROTOCOL"),
+    DROP_NO_STACK: ("no socket", "DROP_REASON_UNKNOWN"),
+}
+
+# Events: decisions attached to a hop (ev_hop), rendered as pcapng comments, flow log
+# records and trace observations. Arguments a, b, c are int64.
+EV_BR_FDB = 1       # bridge forwarded by FDB: a=out port iface, b=bridge id
+EV_BR_FLOOD = 2     # bridge flooded: a=out port iface, b=bridge id
+EV_BR_LOCAL = 3     # bridge delivered to its own device: a=bridge iface
+EV_ROUTE = 4        # routed: a=route id, b=next hop IPv4 (0: connected), c=node
+EV_DNAT = 5         # service DNAT (new flow): a=frontend id, b=backend id, c=original dst IPv4
+EV_SNAT = 6         # masquerade: a=new source IPv4, b=new source port, c=node
+EV_UNDNAT = 7       # reply: source restored to the frontend: a=svcport, b=backend, c=node
+EV_UNSNAT = 8       # reply: destination restored to the client: a=orig IPv4, b=orig port, c=node
+EV_CT_REUSE = 9     # established flow reused its conntrack NAT: a=svcport, b=backend, c=node
+EV_DELIVER = 10     # delivered to an endpoint stack: a=iface
+EV_DROP = 11        # dropped: a=reason, b=node or -1
+EV_LEFT = 12        # left through the gateway: a=gateway iface
+EV_BRIDGED_DNAT = 13  # br_netfilter: DNAT target on the same bridge, bridged directly: a=node
+EV_ENCAP = 14       # VXLAN encapsulation: a=remote node, b=VNI
+EV_DECAP = 15       # VXLAN decapsulation: a=node, b=VNI
+EV_AFFINITY = 16    # ClientIP session affinity hit: a=svcport, b=backend, c=node
+EV_LOCAL_ROUTE = 17  # pod-local traffic over lo (M-4): a=pod iface
+EV_NEIGH_MISS = 18  # next hop unresolved: a=next hop IPv4, b=node, c=out iface
+EV_FIXL2 = 19       # injection rewrote Ethernet addresses: a=iface
+EV_TTL = 20         # TTL decremented (routed hop): a=new TTL, b=node
+EV_NODE_INPUT = 21  # delivered to the node's own stack: a=node
+
+# Route kinds (tables.rt_kind)
+RT_POD_CIDR = 1   # a node's pod CIDR: connected on that node, remote elsewhere
+RT_NODE_NET = 2   # the node network, connected on eth0
+RT_DEFAULT = 3    # default via the gateway
+
+# Frontend kinds (tables.fe_kind)
+FE_CLUSTER_IP = 1
+FE_EXTERNAL_IP = 2
+FE_LOAD_BALANCER = 3
+FE_NODE_PORT = 4  # fe_ip is 0: matches any local address of the node (S-3 addrtype LOCAL)
+
+FE_KIND_NAMES = {FE_CLUSTER_IP: "ClusterIP", FE_EXTERNAL_IP: "ExternalIP",
+                 FE_LOAD_BALANCER: "LoadBalancer", FE_NODE_PORT: "NodePort"}
+
+# Service-port flags (tables.sp_flags)
+SP_AFFINITY = 1          # sessionAffinity ClientIP (S-8)
+SP_ITP_LOCAL = 2         # internalTrafficPolicy Local
+SP_ETP_LOCAL = 4         # externalTrafficPolicy Local
+
+# Conntrack entry flags
+CT_DNAT = 1
+CT_SNAT = 2
+CT_REPLIED = 4
+CT_ASSURED = 8
+
+# Conntrack states (a compact view of nf_conntrack_proto_tcp's; UDP and ICMP have one each)
+CT_STATES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN", "CLOSE", "UDP", "ICMP")
+
+# IP protocols
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_SCTP = 132
+PROTO_NUMBERS = {"TCP": PROTO_TCP, "UDP": PROTO_UDP, "SCTP": PROTO_SCTP, "ICMP": PROTO_ICMP}
+PROTO_NAMES = {v: k for k, v in PROTO_NUMBERS.items()}
+
+MASQ_MARK = 0x4000  # S-7
+MAX_HOPS = 64       # per frame copy: beyond this the frame is in a loop (DROP_HOP_LIMIT)
+VXLAN_PORT = 8472   # OV-1: the kernel default, not IANA's 4789
+VXLAN_VNI = 1

@@ -1,0 +1,117 @@
+"""The compiled tables: the contract between the compiler and both data-plane implementations.
+
+Flat numpy arrays, grouped by area with ``<area>_<field>`` names, plus the names the
+renderers need. Immutable once built; the data plane swaps a whole ``Tables`` at a batch
+boundary. Index spaces: interfaces, bridges, nodes, routes, frontends (``fe``), service ports
+(``sp``), backends (``be``). ``-1`` means "none" in index fields, ``0`` means "none" for
+addresses. MACs are 48-bit integers, IPv4 addresses 32-bit integers (host order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Tables:
+    # interfaces
+    if_name: tuple[str, ...]
+    if_desc: tuple[str, ...]
+    if_kernel_name: tuple[str, ...]  # <= 15 chars, as a Linux node would name it
+    if_kind: np.ndarray      # int8, codes.IF_*
+    if_node: np.ndarray      # int32, node index (pod devices: the pod's node), -1
+    if_mac: np.ndarray       # int64
+    if_ip: np.ndarray        # uint32
+    if_peer: np.ndarray      # int32, the other end of a veth pair / lo itself, -1
+    if_bridge: np.ndarray    # int32, bridge the interface is a port of, -1
+    if_hairpin: np.ndarray   # uint8
+    if_owner: np.ndarray     # int32, pod index (pod devices), external host index, -1
+    # bridges: 0..n_nodes-1 are node bridges (cbr0), n_nodes is the node-network segment
+    br_name: tuple[str, ...]
+    br_local_if: np.ndarray  # int32, the bridge device itself (cbr0), -1 for the segment
+    br_netfilter: np.ndarray  # uint8, bridge-nf-call-iptables
+    br_port_start: np.ndarray  # int32
+    br_port_count: np.ndarray  # int32
+    br_ports: np.ndarray     # int32, interface ids, flood order
+    ageing_ns: int
+    # nodes
+    node_name: tuple[str, ...]
+    node_eth_if: np.ndarray   # int32
+    node_br_if: np.ndarray    # int32
+    node_vtep_if: np.ndarray  # int32, -1 in host-gw mode
+    node_local_if: np.ndarray  # int32
+    node_ip: np.ndarray       # uint32
+    node_br_ip: np.ndarray    # uint32
+    # routes: one LPM shared by all nodes, interpreted per node (R-1, R-2)
+    rt_prefix: np.ndarray     # uint32
+    rt_len: np.ndarray        # uint8
+    rt_kind: np.ndarray       # int8, codes.RT_*
+    rt_node: np.ndarray       # int32, owner node of a pod CIDR, -1
+    gateway_ip: int
+    gateway_if: int
+    cluster_cidr: tuple[int, int]  # (network, mask)
+    vxlan: bool
+    # services (S-3, S-4)
+    fe_ip: np.ndarray         # uint32, 0 for node ports
+    fe_port: np.ndarray       # uint16
+    fe_proto: np.ndarray      # uint8
+    fe_kind: np.ndarray       # int8, codes.FE_*
+    fe_sp: np.ndarray         # int32
+    sp_name: tuple[str, ...]  # "namespace/service:port-name"
+    sp_ip: np.ndarray         # uint32 cluster IP (0 for headless)
+    sp_port: np.ndarray       # uint16
+    sp_proto: np.ndarray      # uint8
+    sp_flags: np.ndarray      # int32, codes.SP_*
+    sp_affinity_ns: np.ndarray  # int64
+    sp_be_start: np.ndarray   # int32
+    sp_be_count: np.ndarray   # int32, ready backends (S-11)
+    be_ip: np.ndarray         # uint32
+    be_port: np.ndarray       # uint16
+    be_node: np.ndarray       # int32
+    be_pod: np.ndarray        # int32
+    # address ownership: which interface owns an address (sorted by ip)
+    own_ip: np.ndarray        # uint32
+    own_if: np.ndarray        # int32
+    # pods and external hosts, for names
+    pod_key: tuple[str, ...]
+    pod_eth_if: np.ndarray    # int32, -1 for hostNetwork pods
+    ext_name: tuple[str, ...]
+    ext_if: np.ndarray        # int32
+
+    @property
+    def n_ifaces(self) -> int:
+        return len(self.if_name)
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.node_name)
+
+    def iface(self, name: str) -> int:
+        """Interface id by its name (``node1/eth0``, ``default/client/eth0``)."""
+        try:
+            return self.if_name.index(name)
+        except ValueError:
+            raise KeyError(f"no interface named {name!r}") from None
+
+    def owner_of(self, ip: int) -> int:
+        """Interface owning an IPv4 address, or -1."""
+        i = int(np.searchsorted(self.own_ip, ip))
+        if i < len(self.own_ip) and int(self.own_ip[i]) == ip:
+            return int(self.own_if[i])
+        return -1
+
+    def digest(self) -> str:
+        """sha256 over every field: the same cluster must give the same digest."""
+        h = hashlib.sha256()
+        for f in fields(self):
+            v = getattr(self, f.name)
+            h.update(f.name.encode())
+            if isinstance(v, np.ndarray):
+                h.update(str(v.dtype).encode())
+                h.update(np.ascontiguousarray(v).tobytes())
+            else:
+                h.update(repr(v).encode())
+        return h.hexdigest()

@@ -1,0 +1,278 @@
+"""The engine: drives the batch datapath over a cluster, with the slow path around it.
+
+It owns one data-plane instance (Cython or pure, see ``kemu._backend``) and the tables
+compiled from the cluster; it recompiles when the cluster's ``version`` moved and swaps the
+tables at a batch boundary. ``run`` pushes a batch through the fast path, growing the result
+arrays as needed. ``exchange`` adds the slow path: answers of emulated end-host stacks
+(a setting), ICMP errors of node kernels, and ARP resolution of neighbour misses, each
+injected back into the datapath until the exchange settles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import ModuleType
+
+import numpy as np
+
+from kemu import _backend
+from kemu.compiler.compile import compile_cluster
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from kemu.control.cluster import Cluster
+from kemu.dataplane import codes as C
+from kemu.dataplane.describe import dump_state
+from kemu.dataplane.packet import u16, u32, u48
+from kemu.dataplane.results import Results
+from kemu.dataplane.slowpath import (
+    ICMP_FOR_DROP,
+    HostStack,
+    Resolver,
+    arp_reply,
+    arp_request,
+    icmp_error,
+    is_icmp_error,
+)
+from kemu.dataplane.tables import Tables
+from kemu.errors import KemuError
+
+MAX_ROUNDS = 16  # slow-path rounds per exchange (answers of answers, ARP, ICMP errors)
+
+
+@dataclass
+class Batch:
+    """Frames to inject: one buffer, offsets and lengths, where and how each enters, when."""
+
+    buf: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+    in_if: np.ndarray
+    in_mode: np.ndarray
+    ts_ns: np.ndarray
+
+    @classmethod
+    def from_frames(cls, frames: list[tuple[bytes, int, int, int]]) -> Batch:
+        """``frames``: (bytes, interface id, injection mode, time in ns)."""
+        lengths = np.array([len(f[0]) for f in frames], dtype=np.int32)
+        offsets = np.zeros(len(frames), dtype=np.int64)
+        if len(frames):
+            offsets[1:] = np.cumsum(lengths[:-1], dtype=np.int64)
+        buf = np.frombuffer(b"".join(f[0] for f in frames) or b"\0", dtype=np.uint8).copy()
+        return cls(buf, offsets, lengths, np.array([f[1] for f in frames], dtype=np.int32),
+                   np.array([f[2] for f in frames], dtype=np.uint8),
+                   np.array([f[3] for f in frames], dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+@dataclass
+class Packet:
+    """One injected frame's journey inside an exchange, and why it was sent."""
+
+    origin: str             # "injected", "answer", "icmp-error", "arp", "resumed"
+    frame: int              # index in its batch
+    hops: list[tuple[int, int, bytes, list[tuple[int, int, int, int]]]] = field(
+        default_factory=list)  # (iface, dir, bytes, events)
+    outcomes: list[tuple[int, int, int, int]] = field(default_factory=list)  # kind, reason, iface, a
+    outcome_frames: list[bytes] = field(default_factory=list)  # the frame as it ended
+    parent: int = -1        # index of the packet this one answers
+
+
+class Engine:
+    def __init__(self, cluster: Cluster, *, backend: str | None = None, seed: int = 0,
+                 respond: bool = True, icmp_errors: bool = True,
+                 static_neighbours: bool = True, resolver: Resolver | None = None) -> None:
+        self.cluster = cluster
+        self.impl: ModuleType = _pick(backend)
+        self.backend = "cython" if self.impl is _backend.IMPLEMENTATIONS.get("cython") \
+            else "python"
+        self.seed = seed
+        self.respond = respond
+        self.icmp_errors = icmp_errors
+        self.static_neighbours = static_neighbours
+        self.resolver = resolver
+        self._version = -1
+        self.tables: Tables = compile_cluster(cluster)
+        self._version = cluster.version
+        self.dp = self.impl.Datapath(self.tables, seed, static_neighbours)
+        self._stacks: dict[int, HostStack] = {}
+        self._held: dict[tuple[int, int], list[tuple[bytes, int, int]]] = {}
+        self.clock_ns = 0
+
+    # ------------------------------------------------------------ tables
+    def sync(self) -> None:
+        """Recompile if the cluster changed since the last batch; swap tables whole."""
+        if self.cluster.version != self._version:
+            self.tables = compile_cluster(self.cluster)
+            self._version = self.cluster.version
+            self.dp.load(self.tables)
+            self._stacks.clear()
+
+    def reset(self) -> None:
+        self.dp.reset()
+
+    def dump(self) -> str:
+        return dump_state(self.tables, self.dp.state())
+
+    # ------------------------------------------------------------ fast path
+    def run(self, batch: Batch, res: Results | None = None, record: bool = True) -> Results:
+        self.sync()
+        if res is None:
+            res = Results(hops=max(1024, 16 * len(batch)), record=record)
+        start, n = 0, len(batch)
+        n_if = self.tables.n_ifaces
+        while start < n:
+            start = self.dp.process(batch.buf, batch.offsets, batch.lengths, batch.in_if,
+                                    batch.in_mode, batch.ts_ns, start, n, res)
+            if start < n:
+                res.grow(int(batch.lengths[start]), n_if)
+        if n:
+            self.clock_ns = max(self.clock_ns, int(batch.ts_ns[-1]))
+        return res
+
+    # ------------------------------------------------------------ slow path
+    def stack_of(self, iface: int) -> HostStack | None:
+        """The emulated stack of an end host interface (pod eth0, external host, gateway)."""
+        if iface in self._stacks:
+            return self._stacks[iface]
+        t = self.tables
+        kind = int(t.if_kind[iface])
+        ip, mac = int(t.if_ip[iface]), int(t.if_mac[iface])
+        listen: set[tuple[int, int]] = set()
+        echo: set[int] = set()
+        if kind == C.IF_POD_ETH:
+            pod = self.cluster.pods[int(t.if_owner[iface])]
+            for p in pod.container_ports():
+                listen.add((C.PROTO_NUMBERS[p.protocol], p.port))
+                if p.udp_echo:
+                    echo.add(p.port)
+        elif kind == C.IF_EXT_ETH:
+            ext = self.cluster.config.external_hosts[int(t.if_owner[iface])]
+            for proto, port in ext.ports:
+                listen.add((C.PROTO_NUMBERS[proto.upper()], int(port)))
+        elif kind != C.IF_GW_ETH:
+            return None
+        st = HostStack(ip, mac, listen, echo, self.resolver, self.seed)
+        self._stacks[iface] = st
+        return st
+
+    def exchange(self, frames: list[tuple[bytes, int, int]], ts_ns: int | None = None
+                 ) -> list[Packet]:
+        """Inject frames (bytes, iface, mode) and follow everything they cause."""
+        self.sync()
+        now = self.clock_ns if ts_ns is None else ts_ns
+        packets: list[Packet] = []
+        pending = [(f, i, m, "injected", -1) for f, i, m in frames]
+        for f, i, _m in frames:
+            if int(self.tables.if_kind[i]) in (C.IF_POD_ETH, C.IF_EXT_ETH):
+                st = self.stack_of(i)
+                if st is not None:
+                    st.note_sent(f)
+        for _round in range(MAX_ROUNDS):
+            if not pending:
+                break
+            batch = Batch.from_frames([(f, i, m, now) for f, i, m, _o, _p in pending])
+            res = self.run(batch)
+            base = len(packets)
+            for k, (_f, _i, _m, origin, parent) in enumerate(pending):
+                packets.append(Packet(origin, k, parent=parent))
+            self._collect(res, packets, base)
+            pending = []
+            for idx in range(base, len(packets)):
+                pending.extend(self._follow_up(packets[idx], idx))
+            now += 1000  # answers come a microsecond later on the emulated clock
+        self.clock_ns = max(self.clock_ns, now)
+        return packets
+
+    def _collect(self, res: Results, packets: list[Packet], base: int) -> None:
+        evs: dict[int, list[tuple[int, int, int, int]]] = {}
+        for e in range(res.n_events):
+            evs.setdefault(int(res.ev_hop[e]), []).append(
+                (int(res.ev_kind[e]), int(res.ev_a[e]), int(res.ev_b[e]), int(res.ev_c[e])))
+        for h in range(res.n_hops):
+            p = packets[base + int(res.hop_frame[h])]
+            off, ln = int(res.hop_off[h]), int(res.hop_len[h])
+            p.hops.append((int(res.hop_iface[h]), int(res.hop_dir[h]),
+                           res.arena[off: off + ln].tobytes(), evs.get(h, [])))
+        for o in range(res.n_outcomes):
+            p = packets[base + int(res.oc_frame[o])]
+            hop = int(res.oc_hop[o])
+            off, ln = int(res.oc_off[o]), int(res.oc_len[o])
+            if ln:
+                data = res.arena[off: off + ln].tobytes()
+            elif hop >= 0:
+                data = res.arena[int(res.hop_off[hop]): int(res.hop_off[hop])
+                                 + int(res.hop_len[hop])].tobytes()
+            else:
+                data = b""
+            p.outcomes.append((int(res.oc_kind[o]), int(res.oc_reason[o]),
+                               int(res.oc_iface[o]), int(res.oc_a[o])))
+            p.outcome_frames.append(data)
+
+    def _follow_up(self, p: Packet, idx: int) -> list[tuple[bytes, int, int, str, int]]:
+        t = self.tables
+        out: list[tuple[bytes, int, int, str, int]] = []
+        for (kind, reason, iface, a), data in zip(p.outcomes, p.outcome_frames, strict=True):
+            ikind = int(t.if_kind[iface]) if iface >= 0 else -1
+            if kind == C.OUT_DELIVERED and ikind in (C.IF_POD_ETH, C.IF_EXT_ETH, C.IF_GW_ETH):
+                st = self.stack_of(iface)
+                if st is None:
+                    continue
+                ans = st.answer(data, transport=self.respond and ikind != C.IF_GW_ETH)
+                if ans is not None:
+                    out.append((ans, iface, C.INJ_TX_FIXL2, "answer", idx))
+            elif kind == C.OUT_DELIVERED and ikind in (C.IF_BRIDGE, C.IF_NODE_ETH, C.IF_VTEP):
+                out.extend(self._node_arp(data, iface, idx))
+            elif (kind == C.OUT_DROPPED and self.icmp_errors and reason in ICMP_FOR_DROP
+                  and data and not is_icmp_error(data)):
+                node = int(t.if_node[iface])
+                if node >= 0:
+                    typ, code = ICMP_FOR_DROP[reason]
+                    out.append((icmp_error(data, typ, code), int(t.node_local_if[node]),
+                                C.INJ_TX, "icmp-error", idx))
+            elif kind == C.OUT_NEIGH:
+                out.extend(self._resolve(data, iface, a, idx))
+        return out
+
+    def _node_arp(self, data: bytes, iface: int, idx: int) -> list:
+        """A node got ARP for one of its addresses: learn the sender, answer requests."""
+        if len(data) < 42 or u16(data, 12) != 0x0806:
+            return []
+        t = self.tables
+        node = int(t.if_node[iface])
+        self.dp.neigh_set(node, u32(data, 28), u48(data, 22))
+        if u16(data, 20) == 1:
+            ans = arp_reply(data, int(t.if_mac[iface]))
+            if ans is not None:
+                return [(ans, iface, C.INJ_TX, "arp", idx)]
+        else:  # a reply: release frames held for this neighbour, now addressed
+            mac = u48(data, 22).to_bytes(6, "big")
+            return [(mac + f[6:], i, m, "resumed", idx)
+                    for f, i, m in self._held.pop((node, u32(data, 28)), [])]
+        return []
+
+    def _resolve(self, data: bytes, out_if: int, nexthop: int, idx: int) -> list:
+        """Neighbour miss: without static neighbours, ARP for the next hop and hold the
+        frame until the answer comes; with them, the address has no owner: drop."""
+        if self.static_neighbours:
+            return []
+        t = self.tables
+        node = int(t.if_node[out_if])
+        key = (node, nexthop)
+        first = key not in self._held
+        self._held.setdefault(key, []).append((data, out_if, C.INJ_TX))
+        if not first:
+            return []
+        req = arp_request(int(t.if_mac[out_if]), int(t.if_ip[out_if]), nexthop)
+        return [(req, out_if, C.INJ_TX, "arp", idx)]
+
+
+def _pick(backend: str | None) -> ModuleType:
+    if backend in (None, "auto"):
+        return _backend.impl
+    try:
+        return _backend.IMPLEMENTATIONS[backend]
+    except KeyError:
+        raise KemuError(f"backend {backend!r} is not available (have: "
+                        f"{', '.join(sorted(_backend.IMPLEMENTATIONS))})") from None

@@ -1,0 +1,1 @@
+"""Capture reading and writing, flow logs: kemu's I/O layer."""

@@ -1,0 +1,725 @@
+"""Capture reading: classic pcap and pcapng files indexed into one frame buffer plus arrays.
+
+Owns: parsing capture files (pcap in microsecond and nanosecond resolution, either byte order;
+pcapng with several sections of either byte order, several interfaces, EPB, SPB and the obsolete
+PB) into a :class:`Capture`, and the rules for damaged input.
+
+Invariants of every :class:`Capture` this module returns:
+
+- No Python object per packet: ``buf`` is one ``uint8`` array (for :func:`read_capture` the
+  whole file, frames are never copied one by one) and every per-frame value lives in a numpy
+  array of the same length; ``offsets[i] + lengths[i] <= len(buf)`` and ``lengths[i] > 0``.
+- ``linktypes`` holds only members of :data:`SUPPORTED_LINKTYPES`; frames of other link types
+  are left out and listed in ``damaged``.
+- ``frame_numbers`` counts every packet record of the file from 1, as Wireshark does, including
+  the damaged records that were left out, so numbers are increasing but not contiguous.
+- ``ts_ns`` is nanoseconds since the epoch (pcapng ``if_tsresol`` and ``if_tsoffset`` applied;
+  SPBs, which carry no time stamp, get 0).
+
+Bad input, decided the way Wireshark and tcpdump decide it: a file that cannot be read at all
+raises :class:`~kemu.errors.CaptureError` (and nothing else ever escapes); a damaged record
+inside a readable file becomes a :class:`Damage` entry, and reading goes on when the next record
+can still be found reliably, else stops there. Damage reasons are short and stable:
+``truncated record``, ``caplen above snaplen``, ``zero-length record``, ``bad block length``,
+``block too short``, ``caplen past end of block``, ``undefined interface``,
+``unsupported link type N``, ``bad section header``, ``unsupported pcapng version``. No header
+value makes the reader allocate more than the file's size (or, for :func:`iter_capture`, more
+than one chunk).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from kemu.errors import CaptureError
+from kemu.io.linktypes import (
+    SUPPORTED_DESCRIPTION,
+    SUPPORTED_LINKTYPES,
+    linktype_name,
+    to_ethernet,
+    unsupported_message,
+)
+
+__all__ = [
+    "MAX_SNAPLEN",
+    "SUPPORTED_LINKTYPES",
+    "Capture",
+    "Damage",
+    "copy_segments",
+    "iter_capture",
+    "read_capture",
+    "to_ethernet",
+]
+
+MAX_SNAPLEN = 262144
+"""Largest captured length accepted for one frame (Wireshark's limit for these link types)."""
+
+_PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1000),
+    b"\xa1\xb2\xc3\xd4": (">", 1000),
+    b"\x4d\x3c\xb2\xa1": ("<", 1),
+    b"\xa1\xb2\x3c\x4d": (">", 1),
+}
+_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+_SHB = 0x0A0D0D0A
+_IDB, _PB, _SPB, _EPB = 1, 2, 3, 6
+_MIN_BLOCK = {_PB: 32, _SPB: 16, _EPB: 32}
+_BAD = -1  # run kind of packet records found damaged while framing them
+_DEFAULT_CHUNK_BYTES = 64 << 20
+_INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A record of the file kept out of the frame arrays, and why."""
+
+    frame: int  # 1-based frame number (of the next frame, for blocks that are not packets)
+    offset: int  # byte offset of the record (pcapng: of its block) in the file
+    reason: str
+
+
+@dataclass
+class Capture:
+    """Frames of a capture as one byte buffer plus per-frame arrays (see the module docstring)."""
+
+    path: str
+    buf: np.ndarray  # uint8; frames' bytes (may be the whole file)
+    offsets: np.ndarray  # int64, start of each frame in buf
+    lengths: np.ndarray  # int32, captured length
+    orig_lengths: np.ndarray  # int32, length on the wire
+    ts_ns: np.ndarray  # int64, nanoseconds since the epoch
+    linktypes: np.ndarray  # int32, link type of each frame's interface
+    frame_numbers: np.ndarray  # int64, 1-based frame number in the file
+    damaged: list[Damage] = field(default_factory=list)
+    format: str = "pcap"  # "pcap" | "pcapng"
+    file_offset: int | None = 0  # file offset of buf[0] when buf holds the file's bytes
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def frame(self, i: int) -> bytes:
+        """The captured bytes of frame ``i`` (an index into the arrays, not a frame number)."""
+        off = int(self.offsets[i])
+        return self.buf[off : off + int(self.lengths[i])].tobytes()
+
+
+def copy_segments(dst: np.ndarray, dst_starts: np.ndarray, src: np.ndarray,
+                  src_starts: np.ndarray, lengths: np.ndarray) -> None:
+    """``dst[dst_starts[i]:+lengths[i]] = src[src_starts[i]:+lengths[i]]`` for every i, in numpy.
+
+    Segments of one length are copied as rows of strided views (no per-byte index arrays);
+    when lengths are too varied for that, in slices of a few MiB with per-element indices.
+    The destination segments must not overlap.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n = len(lengths)
+    if n == 0:
+        return
+    dst_starts = np.asarray(dst_starts, dtype=np.int64)
+    src_starts = np.asarray(src_starts, dtype=np.int64)
+    if lengths.min() == lengths.max():
+        groups = [np.arange(n)]
+    else:
+        order = np.argsort(lengths, kind="stable")
+        groups = np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1)
+    if len(groups) <= max(16, n // 32):
+        for g in groups:
+            width = int(lengths[g[0]])
+            if width:
+                rows = sliding_window_view(src, width)[src_starts[g]]
+                sliding_window_view(dst, width, writeable=True)[dst_starts[g]] = rows
+        return
+    ends = np.cumsum(lengths)
+    step = 1 << 22
+    lo = 0
+    while lo < n:
+        base = int(ends[lo - 1]) if lo else 0
+        hi = max(int(np.searchsorted(ends, base + step, side="right")), lo + 1)
+        seg = lengths[lo:hi]
+        total = int(ends[hi - 1]) - base
+        if total:
+            firsts = ends[lo:hi] - seg - base  # start of each segment in the flat range
+            flat = np.arange(total, dtype=np.int64)
+            d = flat + np.repeat(dst_starts[lo:hi] - firsts, seg)
+            s = flat + np.repeat(src_starts[lo:hi] - firsts, seg)
+            dst[d] = src[s]
+        lo = hi
+
+
+@dataclass
+class _Interface:
+    linktype: int
+    snap_limit: int
+    tsresol: int  # the raw if_tsresol byte (6 = microseconds)
+    tsoffset: int  # seconds
+
+
+class _Parser:
+    """Incremental indexer of one capture file.
+
+    Reads a window of the file, indexes up to a number of frames in it and turns the index into
+    a :class:`Capture` whose ``buf`` is that window. :func:`read_capture` uses one window holding
+    the whole file; :func:`iter_capture` bounded ones.
+    """
+
+    def __init__(self, path: str, f: BinaryIO, size: int) -> None:
+        self.path, self.f, self.size = path, f, size
+        self.pos = 0  # absolute offset of the next record or block to index
+        self.frames = 0  # packet records met so far, kept or not
+        self.done = False
+        self.arr = np.zeros(0, dtype=np.uint8)  # the window of the file indexed now
+        self.win = memoryview(self.arr)  # the same bytes, for struct
+        self.base = 0  # absolute offset of win[0]
+        self.positions = array("q")  # per chunk: where each packet record starts, in win
+        self.bad: dict[int, str] = {}  # per chunk: records found damaged while framing them
+        self.stops: list[Damage] = []  # per chunk: damage that is not one packet record
+        self.runs: list[tuple[int, int, str, tuple[int, ...]]] = []
+        self._at_window_end, self._needed = False, 0
+        head = self._read_at(0, 24)
+        if not head:
+            raise CaptureError(path, "empty file (not a pcap or pcapng capture)")
+        magic = head[:4]
+        if len(magic) < 4 and any(m.startswith(magic) for m in (*_PCAP_MAGICS, _PCAPNG_MAGIC)):
+            raise CaptureError(path, f"truncated file header ({len(head)} bytes)", offset=0)
+        if magic in _PCAP_MAGICS:
+            self.format = "pcap"
+            self._open_pcap(head, *_PCAP_MAGICS[magic])
+        elif magic == _PCAPNG_MAGIC:
+            self.format = "pcapng"
+            self._open_pcapng()
+        else:
+            raise CaptureError(path, f"not a pcap or pcapng capture (magic {magic.hex()})",
+                               offset=0)
+
+    # -- file access ---------------------------------------------------------------------------
+
+    def _read_at(self, pos: int, n: int) -> bytes:
+        """Up to ``n`` bytes at absolute ``pos`` (from the window when it holds them)."""
+        rel = pos - self.base
+        if 0 <= rel and pos + n <= self.base + len(self.win):
+            return self.win[rel : rel + n].tobytes()
+        self.f.seek(pos)
+        return self.f.read(max(0, min(n, self.size - pos)))
+
+    def _load_window(self, start: int, n: int) -> None:
+        n = max(0, min(n, self.size - start))
+        arr = np.empty(n, dtype=np.uint8)
+        self.f.seek(start)
+        got = self.f.readinto(memoryview(arr))
+        if got != n:
+            raise CaptureError(self.path, "file changed while being read", offset=start + got)
+        self.arr, self.win, self.base = arr, memoryview(arr), start
+
+    # -- headers -------------------------------------------------------------------------------
+
+    def _open_pcap(self, head: bytes, endian: str, frac_mult: int) -> None:
+        if len(head) < 24:
+            raise CaptureError(self.path, f"truncated pcap file header ({len(head)} of 24 bytes)",
+                               offset=0)
+        major, minor, _zone, _sigfigs, snaplen, network = struct.unpack(endian + "HHiIII",
+                                                                        head[4:24])
+        if major != 2:
+            raise CaptureError(self.path, f"unsupported pcap version {major}.{minor}", offset=4)
+        linktype = network & 0xFFFF  # upper bits carry FCS information
+        if linktype not in SUPPORTED_LINKTYPES:
+            raise CaptureError(self.path, unsupported_message(linktype), offset=20)
+        self.endian, self.frac_mult, self.linktype = endian, frac_mult, linktype
+        self.snap_limit = snaplen if 0 < snaplen < MAX_SNAPLEN else MAX_SNAPLEN
+        self.frac_limit = 1_000_000 if frac_mult == 1000 else 1_000_000_000
+        self.pos = 24
+
+    def _open_pcapng(self) -> None:
+        self.interfaces: list[_Interface] = []
+        self.section: list[int] = []  # global interface numbers of the current section
+        self.endian = "<"
+        problem = self._pcapng_block(0, first=True)
+        if problem is not None:
+            raise CaptureError(self.path, f"bad pcapng section header block: {problem}", offset=0)
+
+    # -- chunks --------------------------------------------------------------------------------
+
+    def chunk(self, max_frames: int, max_bytes: int | None) -> Capture:
+        """Index up to ``max_frames`` frames from ``self.pos`` into a Capture."""
+        if max_bytes is None:
+            if not self.win or self.base != 0 or len(self.win) != self.size:
+                self._load_window(0, self.size)
+        else:
+            self._load_window(self.pos, max_bytes)
+        self.positions = array("q")
+        self.bad = {}
+        self.stops = []
+        self.runs = []
+        while not self.done and len(self.positions) < max_frames:
+            before = (self.pos, len(self.positions))
+            if self.format == "pcap":
+                self._pcap_records(max_frames)
+            else:
+                self._pcapng_blocks(max_frames)
+            if self._at_window_end:
+                if not self.positions and self.base + len(self.win) < self.size:
+                    grow = max(2 * len(self.win), self._needed - self.base, 1 << 16)
+                    self._load_window(self.base, grow)
+                    continue
+                break
+            if (self.pos, len(self.positions)) == before and not self.done:
+                self._stop(self.pos, "unreadable record")  # never loop without progress
+        if self.format == "pcap":
+            cap = self._finish_pcap()
+        else:
+            cap = self._finish_pcapng()
+        self.frames += len(self.positions)
+        return cap
+
+    def _window_short(self, needed: int) -> bool:
+        """True (and remember it) when the window ends before ``needed`` but the file does not."""
+        if needed <= self.base + len(self.win):
+            return False
+        self._at_window_end, self._needed = True, needed
+        return True
+
+    def _stop(self, pos: int, reason: str) -> None:
+        self.stops.append(Damage(self.frames + len(self.positions) + 1, pos, reason))
+        self.done = True
+
+    # -- classic pcap --------------------------------------------------------------------------
+
+    def _pcap_records(self, max_frames: int) -> None:
+        self._at_window_end = False
+        remaining = max_frames - len(self.positions)
+        w, base, end = self.win, self.base, len(self.win)
+        caplen_at = struct.Struct(self.endian + "I").unpack_from
+        append, limit = self.positions.append, self.snap_limit
+        r = self.pos - base
+        for _ in range(remaining):  # the hot loop: one record per turn
+            q = r + 16
+            if q > end:
+                break
+            c = caplen_at(w, r + 8)[0]
+            if c > limit:
+                break
+            q += c
+            if q > end:
+                break
+            append(r)
+            r = q
+        else:
+            self.pos = r + base
+            return
+        self.pos = p = r + base
+        # The record at p stopped the hot loop: end of data, damage, or end of the window.
+        if p == self.size:
+            self.done = True
+        elif p + 16 > self.size:
+            self._stop(p, "truncated record")
+        elif self._window_short(p + 16):
+            pass
+        else:
+            c = caplen_at(w, r + 8)[0]
+            nxt = p + 16 + c
+            if c > limit:
+                if c <= MAX_SNAPLEN and nxt <= self.size and self._pcap_plausible(nxt):
+                    self.bad[len(self.positions)] = "caplen above snaplen"
+                    append(r)
+                    self.pos = nxt
+                else:
+                    self._stop(p, "caplen above snaplen")
+            elif nxt > self.size:
+                self._stop(p, "truncated record")
+            else:
+                self._window_short(nxt)
+
+    def _pcap_plausible(self, pos: int) -> bool:
+        """Whether a record header that looks sane starts at ``pos`` (or the file ends there)."""
+        head = self._read_at(pos, 16)
+        if len(head) < 16:
+            return True  # the end of the file: nothing left to misread
+        _sec, frac, caplen, _orig = struct.unpack(self.endian + "IIII", head)
+        return frac < self.frac_limit and caplen <= MAX_SNAPLEN
+
+    def _finish_pcap(self) -> Capture:
+        pos = np.frombuffer(self.positions, dtype=np.int64)
+        n = len(pos)
+        buf = self.arr
+        words = _gather_words(buf, pos, 0, 4, self.endian)
+        sec, frac, caplen, orig = words[:, 0], words[:, 1], words[:, 2], words[:, 3]
+        keep = caplen > 0
+        reasons: dict[int, str] = {int(i): "zero-length record" for i in np.flatnonzero(~keep)}
+        for i, why in self.bad.items():
+            keep[i] = False
+            reasons[i] = why
+        ts = sec.astype(np.int64) * 1_000_000_000 + frac.astype(np.int64) * self.frac_mult
+        damaged = [Damage(self.frames + i + 1, self.base + int(pos[i]), reasons[i])
+                   for i in sorted(reasons)]
+        sel = np.flatnonzero(keep) if reasons else slice(None)
+        return Capture(
+            path=self.path,
+            buf=buf,
+            offsets=(pos + 16)[sel],
+            lengths=caplen[sel].astype(np.int32),
+            orig_lengths=np.minimum(orig[sel], _INT32_MAX).astype(np.int32),
+            ts_ns=ts[sel],
+            linktypes=np.full(n, self.linktype, dtype=np.int32)[sel],
+            frame_numbers=np.arange(self.frames + 1, self.frames + n + 1, dtype=np.int64)[sel],
+            damaged=sorted(damaged + self.stops, key=_damage_order),
+            format="pcap",
+            file_offset=self.base,
+        )
+
+    # -- pcapng --------------------------------------------------------------------------------
+
+    def _pcapng_blocks(self, max_frames: int) -> None:
+        self._at_window_end = False
+        w, base, end = self.win, self.base, len(self.win)
+        positions = self.positions
+        append = positions.append
+        while len(positions) < max_frames and not self.done and not self._at_window_end:
+            p = self.pos
+            if p == self.size:
+                self.done = True
+                return
+            kind = self._pcapng_block(p)
+            if kind is None:
+                continue
+            # A sound packet block of type `kind` opened a run: index the same blocks after it.
+            head = struct.Struct(self.endian + "II").unpack_from
+            tail = struct.Struct(self.endian + "I").unpack_from
+            minlen = _MIN_BLOCK[kind]
+            r = self.pos - base
+            for _ in range(max_frames - len(positions)):  # the hot loop: one block per turn
+                if r + 12 > end:
+                    break
+                t, bl = head(w, r)
+                if t != kind or bl < minlen or bl & 3:
+                    break
+                q = r + bl
+                if q > end or tail(w, q - 4)[0] != bl:
+                    break
+                append(r)
+                r = q
+            self.pos = r + base
+
+    def _pcapng_block(self, p: int, first: bool = False) -> int | str | None:
+        """Handle the block at ``p`` outside the hot loop.
+
+        Returns the block type when it is a sound packet block (already indexed, and a new run
+        opened for it), a problem string for a bad first section header, else None.
+        """
+        if not first:
+            self._at_window_end = False
+        if p + 12 > self.size:
+            if first:
+                return "truncated"
+            self._stop(p, "truncated record")
+            return None
+        head = self._read_at(p, 12)
+        btype = struct.unpack(self.endian + "I", head[:4])[0]
+        if btype == _SHB:
+            bom = head[8:12]
+            if bom == b"\x4d\x3c\x2b\x1a":
+                endian = "<"
+            elif bom == b"\x1a\x2b\x3c\x4d":
+                endian = ">"
+            else:
+                if first:
+                    return f"byte-order magic {bom.hex()}"
+                self._stop(p, "bad section header")
+                return None
+        else:
+            endian = self.endian
+        blen = struct.unpack(endian + "I", head[4:8])[0]
+        problem = None
+        if blen < 12 or blen & 3:
+            problem = "bad block length"
+        elif p + blen > self.size:
+            problem = "truncated record"
+        elif struct.unpack(endian + "I", self._read_at(p + blen - 4, 4))[0] != blen:
+            problem = "bad block length"
+        elif btype == _SHB and blen < 28:
+            problem = "bad block length"
+        if problem is not None:
+            if first:
+                return f"{problem} ({blen})"
+            self._stop(p, problem)
+            return None
+        if btype == _SHB:
+            major, minor = struct.unpack(endian + "HH", self._read_at(p + 12, 4))
+            if major != 1:
+                if first:
+                    return f"unsupported pcapng version {major}.{minor}"
+                self._stop(p, "unsupported pcapng version")
+                return None
+            self.endian, self.section = endian, []
+        elif btype == _IDB:
+            self._interface(p, blen)
+        elif btype in _MIN_BLOCK:
+            if blen < _MIN_BLOCK[btype]:
+                self.bad[len(self.positions)] = "block too short"
+                self.runs.append((len(self.positions), _BAD, endian, ()))
+                self.positions.append(p - self.base)
+            elif self._window_short(p + blen):
+                return None
+            else:
+                self.runs.append((len(self.positions), btype, endian, tuple(self.section)))
+                self.positions.append(p - self.base)
+                self.pos = p + blen
+                return btype
+        self.pos = p + blen
+        return None
+
+    def _interface(self, p: int, blen: int) -> None:
+        body = self._read_at(p + 8, blen - 12)
+        if len(body) < 8:
+            self.stops.append(Damage(self.frames + len(self.positions) + 1, p, "block too short"))
+            return
+        e = self.endian
+        linktype, _reserved, snaplen = struct.unpack_from(e + "HHI", body)
+        tsresol, tsoffset = 6, 0
+        at = 8
+        while at + 4 <= len(body):
+            code, olen = struct.unpack_from(e + "HH", body, at)
+            value = body[at + 4 : at + 4 + olen]
+            if code == 0 or len(value) < olen:
+                break
+            if code == 9 and olen == 1:
+                tsresol = value[0]
+            elif code == 14 and olen == 8:
+                tsoffset = struct.unpack(e + "q", value)[0]
+            at += 4 + olen + (-olen % 4)
+        limit = snaplen if 0 < snaplen < MAX_SNAPLEN else MAX_SNAPLEN
+        self.section.append(len(self.interfaces))
+        self.interfaces.append(_Interface(linktype, limit, tsresol, tsoffset))
+
+    def _finish_pcapng(self) -> Capture:
+        pos = np.frombuffer(self.positions, dtype=np.int64)
+        n = len(pos)
+        buf = self.arr
+        data = np.zeros(n, dtype=np.int64)
+        caplen = np.zeros(n, dtype=np.int64)
+        orig = np.zeros(n, dtype=np.int64)
+        room = np.zeros(n, dtype=np.int64)  # bytes the block has for packet data
+        gid = np.full(n, -1, dtype=np.int64)
+        ts_raw = np.zeros(n, dtype=np.uint64)
+        bounds = [r[0] for r in self.runs[1:]] + [n]
+        for (lo, kind, e, section), hi in zip(self.runs, bounds, strict=True):
+            if kind == _BAD or hi == lo:
+                continue
+            p = pos[lo:hi]
+            lookup = np.array(section + (-1,), dtype=np.int64)
+            if kind == _SPB:
+                words = _gather_words(buf, p, 4, 2, e)
+                blen, olen = words[:, 0].astype(np.int64), words[:, 1].astype(np.int64)
+                g = np.full(hi - lo, lookup[0])
+                snap = self.interfaces[section[0]].snap_limit if section else 0
+                caplen[lo:hi] = np.minimum(np.minimum(olen, blen - 16), snap)
+                orig[lo:hi], room[lo:hi], data[lo:hi] = olen, blen - 16, p + 12
+            else:
+                words = _gather_words(buf, p, 4, 6, e)
+                blen = words[:, 0].astype(np.int64)
+                if kind == _EPB:
+                    ifid = words[:, 1].astype(np.int64)
+                else:  # PB: 16-bit interface id, then 16-bit drops count
+                    ifid = _gather_words(buf, p, 8, 1, e, "u2")[:, 0].astype(np.int64)
+                g = lookup[np.minimum(ifid, len(section))]
+                high, low = words[:, 2].astype(np.uint64), words[:, 3].astype(np.uint64)
+                ts_raw[lo:hi] = (high << np.uint64(32)) | low
+                caplen[lo:hi], orig[lo:hi] = words[:, 4], words[:, 5]
+                room[lo:hi], data[lo:hi] = blen - 32, p + 28
+            gid[lo:hi] = g
+
+        lts = np.array([i.linktype for i in self.interfaces] + [-1], dtype=np.int64)
+        snaps = np.array([i.snap_limit for i in self.interfaces] + [0], dtype=np.int64)
+        linktype = lts[gid]
+        supported = np.isin(linktype, np.array(sorted(SUPPORTED_LINKTYPES)))
+        checks = [
+            (gid < 0, None),
+            (~supported, None),
+            (caplen > room, "caplen past end of block"),
+            (caplen == 0, "zero-length record"),
+            (caplen > snaps[gid], "caplen above snaplen"),
+        ]
+        keep = np.ones(n, dtype=bool)
+        reasons: dict[int, str] = dict(self.bad)
+        keep[list(self.bad)] = False
+        for mask, why in checks:
+            hit = np.flatnonzero(mask & keep)
+            if len(hit):
+                keep[hit] = False
+                for i in hit.tolist():
+                    if why is not None:
+                        reasons[i] = why
+                    elif gid[i] < 0:
+                        reasons[i] = "undefined interface"
+                    else:
+                        reasons[i] = f"unsupported link type {int(linktype[i])}"
+        ts = self._timestamps(ts_raw, gid, keep)
+        damaged = [Damage(self.frames + i + 1, self.base + int(pos[i]), reasons[i])
+                   for i in sorted(reasons)]
+        sel = np.flatnonzero(keep)
+        return Capture(
+            path=self.path,
+            buf=buf,
+            offsets=data[sel],
+            lengths=caplen[sel].astype(np.int32),
+            orig_lengths=np.minimum(orig[sel], _INT32_MAX).astype(np.int32),
+            ts_ns=ts[sel],
+            linktypes=linktype[sel].astype(np.int32),
+            frame_numbers=np.arange(self.frames + 1, self.frames + n + 1, dtype=np.int64)[sel],
+            damaged=sorted(damaged + self.stops, key=_damage_order),
+            format="pcapng",
+            file_offset=self.base,
+        )
+
+    def _timestamps(self, raw: np.ndarray, gid: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """Raw pcapng time stamps to ns, interface by interface (grouped by resolution)."""
+        ts = np.zeros(len(raw), dtype=np.int64)
+        if not len(raw):
+            return ts
+        kinds: dict[tuple[int, int], list[int]] = {}
+        for i, iface in enumerate(self.interfaces):
+            kinds.setdefault((iface.tsresol, iface.tsoffset), []).append(i)
+        if len(kinds) == 1:
+            (resol, offset), _ = kinds.popitem()
+            ts[:] = _raw_to_ns(raw, resol, offset)
+        else:
+            for (resol, offset), members in kinds.items():
+                sel = np.flatnonzero(np.isin(gid, members) & keep)
+                if len(sel):
+                    ts[sel] = _raw_to_ns(raw[sel], resol, offset)
+        return ts
+
+    def no_supported_interface(self) -> bool:
+        return self.format == "pcapng" and not any(
+            i.linktype in SUPPORTED_LINKTYPES for i in self.interfaces)
+
+    def refusal(self) -> CaptureError:
+        found = sorted({i.linktype for i in self.interfaces})
+        if not found:
+            return CaptureError(self.path, "pcapng file describes no interface")
+        names = ", ".join(f"{t} ({linktype_name(t)})" if linktype_name(t) else str(t)
+                          for t in found)
+        return CaptureError(self.path, f"no interface of a supported link type (found link "
+                                       f"types {names}); {SUPPORTED_DESCRIPTION}")
+
+
+def _damage_order(d: Damage) -> tuple[int, int]:
+    return d.frame, d.offset
+
+
+def _gather_words(buf: np.ndarray, pos: np.ndarray, start: int, count: int, endian: str,
+                  kind: str = "u4") -> np.ndarray:
+    """The ``count`` integers at ``pos + start`` of each record, as a (n, count) int64 array."""
+    width = count * int(kind[1])
+    if not len(pos):
+        return np.zeros((0, count), dtype=np.int64)
+    rows = sliding_window_view(buf, width)  # a view: row i is buf[i:i + width]
+    return rows[pos + start].view(np.dtype(endian + kind)).astype(np.int64)
+
+
+def _raw_to_ns(raw: np.ndarray, resol: int, offset_s: int) -> np.ndarray:
+    """pcapng time stamp units (``if_tsresol`` byte ``resol``) to int64 nanoseconds."""
+    raw = raw.astype(np.uint64)
+    giga = np.uint64(1_000_000_000)
+    n = resol & 0x7F
+    if not resol & 0x80:  # 10^-n seconds
+        if n <= 9:
+            ns = raw * np.uint64(10 ** (9 - n))
+        elif n - 9 <= 19:
+            ns = raw // np.uint64(10 ** (n - 9))
+        else:
+            ns = np.zeros_like(raw)
+    elif n == 0:
+        ns = raw * giga
+    elif n <= 34:  # 2^-n seconds, exact: whole seconds plus the fraction
+        whole = raw >> np.uint64(n)
+        frac = raw & np.uint64((1 << n) - 1)
+        ns = whole * giga + ((frac * giga) >> np.uint64(n))
+    else:
+        whole = raw >> np.uint64(n) if n < 64 else np.zeros_like(raw)
+        frac32 = (raw >> np.uint64(n - 32)) & np.uint64(0xFFFFFFFF) if n - 32 < 64 else whole
+        ns = whole * giga + ((frac32 * giga) >> np.uint64(32))
+    out = ns.view(np.int64)
+    if offset_s:
+        out = out + np.int64(offset_s) * np.int64(1_000_000_000)
+    return out
+
+
+_PARSE_ERRORS = (struct.error, ValueError, IndexError, OverflowError)
+
+
+def _open(path: str | os.PathLike[str]) -> tuple[str, BinaryIO, int]:
+    name = os.fspath(path)
+    try:
+        f = open(name, "rb")  # noqa: SIM115 - closed by the callers
+        size = os.fstat(f.fileno()).st_size
+    except OSError as err:
+        raise CaptureError(name, f"cannot open: {err.strerror or err}") from None
+    return name, f, size
+
+
+def read_capture(path: str | os.PathLike[str]) -> Capture:
+    """Index the whole capture at ``path``; ``buf`` is the file's bytes."""
+    name, f, size = _open(path)
+    try:
+        with f:
+            parser = _Parser(name, f, size)
+            cap = parser.chunk(sys.maxsize, None)
+            if parser.no_supported_interface():
+                raise parser.refusal()
+            return cap
+    except OSError as err:
+        raise CaptureError(name, f"read error: {err.strerror or err}") from None
+    except MemoryError:
+        raise CaptureError(name, "capture too large for memory; use iter_capture") from None
+    except _PARSE_ERRORS as err:  # a case the checks above missed: still the file's fault
+        raise CaptureError(name, f"malformed capture ({err})") from None
+
+
+def iter_capture(path: str | os.PathLike[str], chunk_frames: int = 262144, *,
+                 chunk_bytes: int = _DEFAULT_CHUNK_BYTES) -> Iterator[Capture]:
+    """Index the capture at ``path`` chunk by chunk, for captures too large for memory.
+
+    Each chunk holds at most ``chunk_frames`` frames and its ``buf`` is a window of the file of
+    about ``chunk_bytes`` (more only when a single record is larger). Frame numbers continue
+    across chunks; damage is reported with the chunk that met it (a chunk may hold no frame
+    but only damage). Concatenating the chunks gives :func:`read_capture`'s result.
+    """
+    if chunk_frames < 1:
+        raise ValueError("chunk_frames must be positive")
+    name, f, size = _open(path)
+    pending: list[Damage] = []
+    with f:
+        try:
+            parser = _Parser(name, f, size)
+            while not parser.done:
+                cap = parser.chunk(chunk_frames, max(chunk_bytes, 1 << 16))
+                if len(cap) == 0:
+                    pending.extend(cap.damaged)
+                    continue
+                cap.damaged[:0] = pending
+                pending = []
+                yield cap
+            if parser.no_supported_interface():
+                raise parser.refusal()
+        except OSError as err:
+            raise CaptureError(name, f"read error: {err.strerror or err}") from None
+        except MemoryError:
+            raise CaptureError(name, "chunk too large for memory") from None
+        except _PARSE_ERRORS as err:
+            raise CaptureError(name, f"malformed capture ({err})") from None
+    if pending:
+        yield _empty(name, parser.format, pending)
+
+
+def _empty(path: str, fmt: str, damaged: list[Damage]) -> Capture:
+    i64, i32 = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
+    return Capture(path, np.zeros(0, dtype=np.uint8), i64, i32, i32.copy(), i64.copy(),
+                   i32.copy(), i64.copy(), damaged, fmt, None)

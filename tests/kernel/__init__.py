@@ -1,0 +1,1 @@
+"""Kernel reference harness: kemu's topology built from real Linux network namespaces."""
