@@ -58,7 +58,8 @@ def load_cluster(*sources: str | os.PathLike[str] | dict[str, Any] | list[dict[s
     parsed = loader.parse(docs, problems)
     cluster = Cluster._build(parsed, problems)
     if problems:
-        raise ManifestError(problems)
+        order = {s: i for i, s in enumerate(dict.fromkeys(d.source for d in docs))}
+        raise ManifestError(sorted(problems, key=lambda p: order.get(p.source, -1)))
     return cluster
 
 
@@ -117,6 +118,7 @@ class Cluster:
         cluster.policies = sorted(parsed.policies, key=lambda p: p.key)
         for pol in cluster.policies:
             cluster._ensure_namespace(pol.namespace)
+        cluster.ignored.sort()
         return cluster
 
     def _ensure_namespace(self, name: str) -> None:
@@ -453,7 +455,7 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(value[k]) for k in sorted(value)}
     if isinstance(value, IPv4Address | IPv4Network):
         return str(value)
     return value

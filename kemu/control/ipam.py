@@ -248,8 +248,7 @@ def build_nodes(config: ClusterConfig, drafts: list[NodeDraft], problems: list[P
                                     f"left for node {d.name}"))
         if cidr is None or ip is None:
             continue
-        labels = {"kubernetes.io/hostname": d.name, "kubernetes.io/os": "linux", **d.labels}
-        nodes.append(Node(name=d.name, internal_ip=ip, pod_cidr=cidr, labels=labels,
+        nodes.append(Node(name=d.name, internal_ip=ip, pod_cidr=cidr, labels=dict(d.labels),
                           mac=mac_address(f"node/{d.name}/eth0"),
                           bridge_mac=mac_address(f"node/{d.name}/cbr0"),
                           vtep_mac=mac_address(f"node/{d.name}/flannel.1")))

@@ -155,6 +155,8 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
     out.nodes = _merge_nodes(doc_nodes, [parse_node(i.f, i.doc.obj, i.name, i.doc.source)
                                          for i in items.get("Node", [])],
                              configs[0] if configs else None, problems)
+    for n in out.nodes:  # what the kubelet sets, visible to nodeSelectors (DaemonSets)
+        n.labels = {"kubernetes.io/hostname": n.name, "kubernetes.io/os": "linux", **n.labels}
     out.config.node_names = [n.name for n in out.nodes]
     for i in items.get("Namespace", []):
         labels = i.f.labels(i.f.mapping(i.doc.obj, "", "metadata"), "metadata", "labels")
@@ -204,6 +206,8 @@ def _classify(doc: Document, problems: list[Problem], ignored: list[str]) -> _It
     name = meta.get("name") if isinstance(meta, dict) else None
     ns = meta.get("namespace") if isinstance(meta, dict) else None
     namespace = ns if isinstance(ns, str) and ns else "default"
+    if kind == "Cluster" and name is None:
+        name, meta = "kemu", meta if isinstance(meta, dict) else {}
     if isinstance(kind, str) and isinstance(name, str):
         where = object_label(kind, namespace, name)
     f = Fields(problems, doc.source, where)
@@ -214,8 +218,7 @@ def _classify(doc: Document, problems: list[Problem], ignored: list[str]) -> _It
         f.problem("apiVersion", "required field is missing")
         return None
     if (_group(api), kind) not in MODELLED:
-        what = kind if (_group(api), kind) not in {(g, kind) for g, _ in MODELLED} else \
-            f"{api} {kind}"
+        what = f"{api} {kind}" if kind in {k for _, k in MODELLED} else kind
         ignored.append(f"{doc.source}: {where} ignored ({what} is not modelled)")
         return None
     if kind == "Cluster" and api != KEMU_API:
@@ -224,8 +227,6 @@ def _classify(doc: Document, problems: list[Problem], ignored: list[str]) -> _It
     if not isinstance(meta, dict):
         f.problem("metadata", "required field is missing")
         return None
-    if kind == "Cluster" and name is None:
-        name = "kemu"
     if not isinstance(name, str) or not name:
         f.problem("metadata.name", "required field is missing")
         return None
@@ -324,6 +325,9 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
         nname = f.string(n, where, "name", required=True)
         if nname and (err := dns_subdomain_error(nname)):
             f.problem(join(where, "name"), f"'{nname}' {err}")
+            continue
+        if any(x.name == nname for x in drafts):
+            f.problem(join(where, "name"), f"duplicate node '{nname}'")
             continue
         d = NodeDraft(nname, labels=f.labels(n, where, "labels"), source=source, obj=f.obj)
         if "ip" in n:

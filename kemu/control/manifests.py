@@ -312,7 +312,8 @@ class Fields:
                          f"({_show(value)})")
             return default
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            self.problem(join(path, key), f"{value} is out of range {lo}-{hi}")
+            self.problem(join(path, key), f"{value} is out of range {lo}-{hi}" if hi is not None
+                         else f"{value} is less than {lo}")
             return default
         return value
 

@@ -145,9 +145,9 @@ def _containers(f: Fields, spec: dict[str, Any], spath: str) -> list[Container]:
             if number is None:
                 continue
             if (number, protocol) in owners:
-                f.problem(ppath, f"port {number}/{protocol} is already declared by container "
-                          f"'{owners[number, protocol]}'; containers of a pod share one network "
-                          "namespace (M-4)")
+                f.problem(ppath, f"port {number}/{protocol} of container '{name}' is already "
+                          f"declared by container '{owners[number, protocol]}' (containers of a "
+                          "pod share one network namespace, M-4)")
                 continue
             owners[number, protocol] = name
             container.ports.append(ContainerPort(port=number, protocol=protocol,  # type: ignore[arg-type]

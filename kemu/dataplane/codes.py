@@ -61,24 +61,24 @@ DROP_MARTIAN = 15              # source address not acceptable (127/8 from the w
 DROP_UNSUPPORTED_L4 = 16       # node stack: protocol kemu does not forward through NAT
 DROP_NO_STACK = 17             # delivered to a node address nothing listens on
 
-DROP_NAMES = {
+DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.proto)
     DROP_TOO_SHORT: ("too short", "INVALID_PACKET_DROPPED"),
     DROP_UNKNOWN_ETHERTYPE: ("unknown ethertype", "UNSUPPORTED_L3_PROTOCOL"),
     DROP_BAD_IP_HEADER: ("bad IPv4 header", "INVALID_PACKET_DROPPED"),
     DROP_BAD_IP_CSUM: ("bad IPv4 header checksum", "INVALID_PACKET_DROPPED"),
     DROP_OTHERHOST: ("not our MAC", "INVALID_DESTINATION_MAC"),
     DROP_TTL_EXCEEDED: ("TTL exceeded", "TTL_EXCEEDED"),
-    DROP_NO_ROUTE: ("no route", "NO_ROUTE_TO_HOST"),
+    DROP_NO_ROUTE: ("no route", "FIB_LOOKUP_FAILED"),
     DROP_REJECT_NO_ENDPOINTS: ("no endpoints (REJECT)", "SERVICE_BACKEND_NOT_FOUND"),
     DROP_NO_LOCAL_ENDPOINTS: ("no local endpoints (DROP)", "SERVICE_BACKEND_NOT_FOUND"),
-    DROP_SAME_PORT: ("bridge: ingress port without hairpin", "UNKNOWN_CONNECTION_TRACKING_STATE"),
+    DROP_SAME_PORT: ("bridge: ingress port without hairpin", "DROP_REASON_UNKNOWN"),
     DROP_IPV6: ("IPv6 not emulated", "UNSUPPORTED_L3_PROTOCOL"),
-    DROP_NOT_LOCAL: ("not addressed to this host", "INVALID_DESTINATION_MAC"),
+    DROP_NOT_LOCAL: ("not addressed to this host", "UNKNOWN_L3_TARGET_ADDRESS"),
     DROP_HOP_LIMIT: ("forwarding loop (hop limit)", "DROP_REASON_UNKNOWN"),
-    DROP_FRAGMENT: ("IP fragment", "FRAG_NOT_FOUND"),
+    DROP_FRAGMENT: ("IP fragment", "IP_FRAGMENTATION_NOT_SUPPORTED"),
     DROP_MARTIAN: ("martian source", "INVALID_SOURCE_IP"),
-    DROP_UNSUPPORTED_L4: ("unsupported L4 protocol", "UNSUPPORTED_L4_PROTOCOL"),
-    DROP_NO_STACK: ("no socket", "DROP_REASON_UNKNOWN"),
+    DROP_UNSUPPORTED_L4: ("unsupported L4 protocol", "UNKNOWN_L4_PROTOCOL"),
+    DROP_NO_STACK: ("no socket", "SOCKET_LOOKUP_FAILED"),
 }
 
 # Events: decisions attached to a hop (ev_hop), rendered as pcapng comments, flow log

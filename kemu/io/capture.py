@@ -73,6 +73,9 @@ _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 _SHB = 0x0A0D0D0A
 _IDB, _PB, _SPB, _EPB = 1, 2, 3, 6
 _MIN_BLOCK = {_PB: 32, _SPB: 16, _EPB: 32}
+# Blocks that are not packets but that Wireshark lists as records (custom blocks, systemd
+# journal entries, sysdig events): they take a frame number, silently.
+_OTHER_RECORDS = frozenset({0x00000BAD, 0x40000BAD, 9, 0x204, 0x208, 0x216, 0x217, 0x221, 0x222})
 _BAD = -1  # run kind of packet records found damaged while framing them
 _DEFAULT_CHUNK_BYTES = 64 << 20
 _INT32_MAX = 2**31 - 1
@@ -460,6 +463,10 @@ class _Parser:
             self.endian, self.section = endian, []
         elif btype == _IDB:
             self._interface(p, blen)
+        elif btype in _OTHER_RECORDS:
+            self.bad[len(self.positions)] = ""  # numbered, not a frame and not damage
+            self.runs.append((len(self.positions), _BAD, endian, ()))
+            self.positions.append(p - self.base)
         elif btype in _MIN_BLOCK:
             if blen < _MIN_BLOCK[btype]:
                 self.bad[len(self.positions)] = "block too short"
@@ -508,7 +515,7 @@ class _Parser:
         room = np.zeros(n, dtype=np.int64)  # bytes the block has for packet data
         gid = np.full(n, -1, dtype=np.int64)
         ts_raw = np.zeros(n, dtype=np.uint64)
-        bounds = [r[0] for r in self.runs[1:]] + [n]
+        bounds = [r[0] for r in self.runs[1:]] + [n] * bool(self.runs)
         for (lo, kind, e, section), hi in zip(self.runs, bounds, strict=True):
             if kind == _BAD or hi == lo:
                 continue
@@ -547,7 +554,7 @@ class _Parser:
             (caplen > snaps[gid], "caplen above snaplen"),
         ]
         keep = np.ones(n, dtype=bool)
-        reasons: dict[int, str] = dict(self.bad)
+        reasons = {i: why for i, why in self.bad.items() if why}
         keep[list(self.bad)] = False
         for mask, why in checks:
             hit = np.flatnonzero(mask & keep)

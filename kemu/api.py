@@ -1,0 +1,154 @@
+"""The Python API: load a cluster, send packets from pods, external hosts or nodes, get traces.
+
+::
+
+    import kemu
+    from scapy.all import IP, TCP
+    cluster = kemu.load("examples/cluster")
+    trace = cluster.send(IP(dst="10.96.0.10") / TCP(dport=53), src="default/client")
+    print(trace.summary())
+
+``send`` injects one frame where its source lives and follows it, answers included (the
+emulated end-host stacks answer unless ``respond=False``); ``send_many`` pushes many frames
+through the batch datapath in one call. State (FDBs, conntrack, neighbours, affinity)
+persists between sends until ``reset()``. Scapy is imported only when a Scapy packet is
+given.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Any
+
+from kemu.control.cluster import Cluster, load_cluster
+from kemu.dataplane import codes as C
+from kemu.engine import Engine
+from kemu.errors import TopologyError
+from kemu.trace import Trace
+
+
+class EmulatedCluster:
+    """A cluster model plus its running datapath."""
+
+    def __init__(self, model: Cluster, *, backend: str | None = None, seed: int = 0,
+                 respond: bool = True, icmp_errors: bool = True,
+                 static_neighbours: bool = True) -> None:
+        self.model = model
+        resolver = _dns_resolver(model)
+        self.engine = Engine(model, backend=backend, seed=seed, respond=respond,
+                             icmp_errors=icmp_errors, static_neighbours=static_neighbours,
+                             resolver=resolver)
+        self._clock = 0
+
+    @property
+    def tables(self):  # noqa: ANN201 - Tables
+        self.engine.sync()
+        return self.engine.tables
+
+    @property
+    def backend(self) -> str:
+        return self.engine.backend
+
+    # ------------------------------------------------------------ where things live
+    def interface_of(self, src: str) -> int:
+        """Resolve a source: ``ns/pod``, a pod name in ``default``, ``ext/<name>`` or an
+        external host's name, ``node/<name>`` or a node name (the node's own processes), an
+        IP address, or a full interface name (``node1/cbr0``)."""
+        t = self.tables
+        if src in t.if_name:
+            return t.iface(src)
+        key = src if "/" in src else f"default/{src}"
+        if key in t.pod_key:
+            i = int(t.pod_eth_if[t.pod_key.index(key)])
+            if i < 0:  # hostNetwork pod: the node's stack (M-3)
+                pod = self.model.pods[t.pod_key.index(key)]
+                return int(t.node_local_if[t.node_name.index(pod.node_name)])
+            return i
+        name = src[4:] if src.startswith("ext/") else src
+        if name in t.ext_name:
+            return int(t.ext_if[t.ext_name.index(name)])
+        name = src[5:] if src.startswith("node/") else src
+        if name in t.node_name:
+            return int(t.node_local_if[t.node_name.index(name)])
+        try:
+            ip = int(ipaddress.IPv4Address(src))
+        except ValueError:
+            raise TopologyError(f"unknown source {src!r}: not a pod, external host, node, "
+                                "interface or IPv4 address of this cluster") from None
+        owner = t.owner_of(ip)
+        if owner < 0:
+            raise TopologyError(f"no pod, host or node owns {src}")
+        if int(t.if_kind[owner]) in (C.IF_NODE_ETH, C.IF_BRIDGE):
+            return int(t.node_local_if[int(t.if_node[owner])])
+        return owner
+
+    # ------------------------------------------------------------ sending
+    def frame_from(self, packet: Any, iface: int) -> tuple[bytes, int]:
+        """(Ethernet frame bytes, injection mode) for bytes or a Scapy packet."""
+        if isinstance(packet, (bytes, bytearray, memoryview)):
+            return bytes(packet), C.INJ_TX
+        from scapy.layers.inet import IP
+        from scapy.layers.l2 import Ether
+
+        t = self.tables
+        if IP in packet and packet[IP].fields.get("src") is None:
+            packet = packet.copy()
+            packet[IP].src = str(ipaddress.IPv4Address(int(t.if_ip[iface]))) if int(
+                t.if_kind[iface]) != C.IF_NODE_LOCAL else "0.0.0.0"
+        if Ether not in packet:
+            return bytes(Ether(src="00:00:00:00:00:00", dst="00:00:00:00:00:00") / packet), \
+                C.INJ_TX_FIXL2
+        return bytes(packet), C.INJ_TX_FIXL2
+
+    def send(self, packet: Any, src: str | None = None, *, at: str | None = None,
+             fix_l2: bool | None = None, time_ns: int | None = None) -> Trace:
+        """Inject one frame from ``src`` (transmitted by it) or received ``at`` an interface."""
+        return self.send_many([packet], src=src, at=at, fix_l2=fix_l2, time_ns=time_ns)
+
+    def send_many(self, packets: list[Any], src: str | None = None, *, at: str | None = None,
+                  fix_l2: bool | None = None, time_ns: int | None = None) -> Trace:
+        if (src is None) == (at is None):
+            raise TopologyError("give exactly one of src= (who sends) or at= (where it arrives)")
+        iface = self.interface_of(src if src is not None else at)  # type: ignore[arg-type]
+        frames = []
+        for p in packets:
+            data, mode = self.frame_from(p, iface)
+            if fix_l2 is not None:
+                mode = C.INJ_TX_FIXL2 if fix_l2 else C.INJ_TX
+            if at is not None:
+                mode = C.INJ_RX
+            frames.append((data, iface, mode))
+        if time_ns is None:
+            self._clock = max(self._clock + 1_000_000, self.engine.clock_ns + 1_000_000)
+            time_ns = self._clock
+        packets_out = self.engine.exchange(frames, time_ns)
+        self._clock = max(self._clock, self.engine.clock_ns)
+        return Trace(self.engine.tables, packets_out)
+
+    def advance(self, seconds: float) -> None:
+        """Move the emulated clock forward (FDB ageing, conntrack and affinity timeouts)."""
+        self._clock += int(seconds * 1e9)
+        self.engine.clock_ns = max(self.engine.clock_ns, self._clock)
+
+    def reset(self) -> None:
+        self.engine.reset()
+
+    def dump(self) -> str:
+        """FDBs, conntrack, neighbours and affinity as deterministic text."""
+        return self.engine.dump()
+
+
+def load(*sources: str | os.PathLike | dict | list, **options: Any) -> EmulatedCluster:
+    """Load manifests (paths, dicts) into an emulated cluster; see ``EmulatedCluster``."""
+    return EmulatedCluster(load_cluster(*sources), **options)
+
+
+def _dns_resolver(model: Cluster):  # noqa: ANN202
+    try:
+        from kemu.control import dns
+    except ImportError:
+        return None
+    from kemu.dnswire import make_resolver
+
+    return make_resolver(model, dns)

@@ -1,0 +1,166 @@
+"""Cluster DNS: the records CoreDNS's kubernetes plugin serves, and lookups against them.
+
+``records(cluster)`` lists every record of the cluster zone (``cluster.local`` by default) per
+the Kubernetes DNS specification v1.0.1 as CoreDNS implements it:
+
+- D-1 ``dns-version.<zone>. TXT "1.0.1"``;
+- D-2 ClusterIP Service: ``<svc>.<ns>.svc.<zone>. A <clusterIP>`` and its PTR;
+- D-3 SRV per *named* port ``_<port>._<proto>.<svc>.<ns>.svc.<zone>.`` -> the service name;
+- D-4 headless: one A per *ready* endpoint at the service name, SRV = ready endpoints x named
+  ports (endpoint port, target ``<host>.<svc>...``), a PTR per ready endpoint;
+  ``<host>`` is the endpoint hostname (D-5, set when a pod's subdomain names the Service) or
+  the dashed IP ``10-244-1-3``, as CoreDNS does; such per-endpoint names exist for ClusterIP
+  Services too (D-6), as do their PTRs;
+- D-6 pod records ``a-b-c-d.<ns>.pod.<zone>. A`` for every pod with its own IP;
+- D-7 ExternalName: ``<svc>.<ns>.svc.<zone>. CNAME <externalName>.``.
+
+TTL 5 s everywhere (D-8). SRV priority 0, weight ``100 // n`` among the n records of a name.
+Values are in zone-file presentation form (``0 100 53 kube-dns.kube-system.svc.cluster.local.``,
+``"1.0.1"``); names are lowercase, absolute (trailing dot).
+
+``lookup(cluster, qname, qtype)`` answers like CoreDNS with ``pods insecure`` (kubeadm's
+Corefile): names compare case-insensitively (D-8); an existing name without the asked type is
+NODATA (``NOERROR`` = 0 and no answers), a missing one ``NXDOMAIN`` = 3 (D-9); a headless Service without
+ready endpoints does not exist (D-4). Names outside the zone and ``in-addr.arpa`` get
+``REFUSED`` = 5: upstream resolution is not emulated.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import weakref
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kemu.control.cluster import Cluster
+
+TTL = 5
+SPEC_VERSION = "1.0.1"
+NOERROR, NXDOMAIN, REFUSED = 0, 3, 5  # DNS rcodes (RFC 1035)
+RCODE_NAMES = {NOERROR: "NOERROR", NXDOMAIN: "NXDOMAIN", REFUSED: "REFUSED"}
+
+
+@dataclass(frozen=True, order=True)
+class DnsRecord:
+    name: str   # absolute, lowercase: "web.shop.svc.cluster.local."
+    type: str   # A, SRV, PTR, TXT, CNAME
+    value: str  # presentation form
+    ttl: int = TTL
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.ttl} IN {self.type} {self.value}"
+
+
+def dashed(ip: ipaddress.IPv4Address) -> str:
+    return str(ip).replace(".", "-")
+
+
+def reverse_name(ip: ipaddress.IPv4Address) -> str:
+    """``10.96.0.10`` -> ``10.0.96.10.in-addr.arpa.``"""
+    return ip.reverse_pointer + "."
+
+
+def zone_of(cluster: Cluster) -> str:
+    return cluster.config.dns_domain.lower().strip(".")
+
+
+def records(cluster: Cluster) -> list[DnsRecord]:
+    """Every record of the cluster zone and of its reverse names, sorted, no duplicates."""
+    zone = zone_of(cluster)
+    out: set[DnsRecord] = {DnsRecord(f"dns-version.{zone}.", "TXT", f'"{SPEC_VERSION}"')}
+    srv: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for svc in cluster.services:
+        base = f"{svc.name}.{svc.namespace}.svc.{zone}."
+        if svc.type == "ExternalName":
+            out.add(DnsRecord(base, "CNAME", svc.external_name.lower().rstrip(".") + "."))
+            continue
+        ready: dict[ipaddress.IPv4Address, str] = {}
+        for s in cluster.endpoint_slices(svc):
+            for ep in s.endpoints:
+                if ep.ready:
+                    ready.setdefault(ep.ip, (ep.hostname or dashed(ep.ip)).lower())
+        for ip, host in ready.items():
+            out.add(DnsRecord(f"{host}.{base}", "A", str(ip)))
+            out.add(DnsRecord(reverse_name(ip), "PTR", f"{host}.{base}"))
+        if svc.cluster_ip is not None:
+            out.add(DnsRecord(base, "A", str(svc.cluster_ip)))
+            out.add(DnsRecord(reverse_name(svc.cluster_ip), "PTR", base))
+        else:
+            out.update(DnsRecord(base, "A", str(ip)) for ip in ready)
+        for port in svc.ports:
+            if not port.name:
+                continue  # D-3: unnamed ports get no SRV
+            name = f"_{port.name}._{port.protocol.lower()}.{base}"
+            if svc.cluster_ip is not None:
+                srv[name].append((port.port, base))
+                continue
+            for ep, number in cluster.backends(svc, port):
+                if ep.ready:
+                    srv[name].append((number, f"{ready[ep.ip]}.{base}"))
+    for name, targets in srv.items():
+        unique = sorted(set(targets))
+        weight = 100 // len(unique)
+        out.update(DnsRecord(name, "SRV", f"0 {weight} {port} {target}")
+                   for port, target in unique)
+    for pod in cluster.pods:
+        if not pod.host_network:
+            out.add(DnsRecord(f"{dashed(pod.ip)}.{pod.namespace}.pod.{zone}.", "A", str(pod.ip)))
+    return sorted(out)
+
+
+_cache: weakref.WeakKeyDictionary[Cluster, tuple[int, dict[str, list[DnsRecord]]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _index(cluster: Cluster) -> dict[str, list[DnsRecord]]:
+    cached = _cache.get(cluster)
+    if cached is not None and cached[0] == cluster.version:
+        return cached[1]
+    index: dict[str, list[DnsRecord]] = defaultdict(list)
+    for r in records(cluster):
+        index[r.name].append(r)
+    _cache[cluster] = (cluster.version, dict(index))
+    return _cache[cluster][1]
+
+
+def lookup(cluster: Cluster, qname: str, qtype: str) -> tuple[int, list[DnsRecord]]:
+    """Answer one question: (rcode as an int, answer records). See the module docstring."""
+    name = qname.lower().rstrip(".") + "."
+    qtype = qtype.upper()
+    zone = zone_of(cluster)
+    index = _index(cluster)
+    if not (name == f"{zone}." or name.endswith(f".{zone}.") or name.endswith(".in-addr.arpa.")):
+        return REFUSED, []
+    found = index.get(name)
+    if found is not None:
+        answers = [r for r in found if qtype in (r.type, "ANY")]
+        if not answers and qtype != "CNAME":
+            answers = [r for r in found if r.type == "CNAME"]
+            for r in list(answers):  # chase in-zone targets once
+                answers += [t for t in index.get(r.value, []) if t.type == qtype]
+        return NOERROR, answers
+    pod = re.fullmatch(rf"(\d+-\d+-\d+-\d+)\.([a-z0-9-]+)\.pod\.{re.escape(zone)}\.", name)
+    if pod is not None:  # pods insecure: any well-formed address in an existing namespace
+        try:
+            ip = ipaddress.IPv4Address(pod.group(1).replace("-", "."))
+        except ValueError:
+            return NXDOMAIN, []
+        if pod.group(2) not in cluster.namespaces:
+            return NXDOMAIN, []
+        return NOERROR, [DnsRecord(name, "A", str(ip))] if qtype in ("A", "ANY") else []
+    if _exists(cluster, name, zone, index):
+        return NOERROR, []
+    return NXDOMAIN, []
+
+
+def _exists(cluster: Cluster, name: str, zone: str, index: dict[str, list[DnsRecord]]) -> bool:
+    """Names with no records of their own that still exist (NODATA, not NXDOMAIN)."""
+    if name in (f"{zone}.", f"svc.{zone}.", f"pod.{zone}."):
+        return True
+    for ns in cluster.namespaces:
+        if name in (f"{ns}.svc.{zone}.", f"{ns}.pod.{zone}."):
+            return True
+    return any(k.endswith("." + name) for k in index)  # empty non-terminal (_tcp.web...)

@@ -1,0 +1,1 @@
+"""Front ends: the ``kemu`` command line (``cli``) and its renderers (``show``)."""

@@ -1,0 +1,403 @@
+"""Replay a capture through an emulated cluster: kemu's main job.
+
+Frames are read in chunks (no Python object per frame), converted to Ethernet, placed where
+their source lives and pushed through the batch datapath in batches. Placement, in order:
+the pod, external host, gateway or node owning the source IPv4 address (ARP: the sender
+address), else the interface owning the source MAC; frames with neither are counted by reason
+(or, with ``unknown_at_gateway``, enter from the gateway). A placed frame is transmitted by its
+owner with Ethernet addresses rewritten as the owner's stack would address it (captures from a
+real cluster carry that cluster's MACs, not kemu's). ``inject_at`` puts every frame at one
+interface instead. Emulated time follows the capture's timestamps.
+
+Output: a pcapng with every hop (``capture_points``: all, pods, drops), a Hubble-style flow
+log, and a ``ReplaySummary`` in tcpreplay's manner. Outputs are written under temporary names
+and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kemu.api import EmulatedCluster
+from kemu.dataplane import codes as C
+from kemu.dataplane.describe import drop_text, event_text
+from kemu.dataplane.results import Results
+from kemu.dataplane.tables import Tables
+from kemu.engine import Batch
+from kemu.errors import KemuError, TopologyError
+from kemu.io.capture import Capture, iter_capture
+from kemu.io.flowlog import EndpointInfo, FlowLog
+from kemu.io.linktypes import to_ethernet
+from kemu.io.pcapng import PcapngWriter
+
+BATCH = 4096
+
+
+@dataclass
+class ReplayOptions:
+    limit: int = 0                 # stop after this many input frames (0: all)
+    loop: int = 1                  # replay the capture this many times
+    inject_at: str | None = None
+    respond: bool = False          # synthesize answers of emulated stacks and ICMP errors
+    unknown_at_gateway: bool = False
+    capture_points: str = "all"    # all | pods | drops
+    flow_format: str = "hubble"    # hubble | kemu
+    batch: int = BATCH
+
+
+@dataclass
+class ReplaySummary:
+    packets: int = 0
+    bytes: int = 0
+    injected: int = 0
+    delivered: int = 0
+    left: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    translated: int = 0
+    unplaced: Counter = field(default_factory=Counter)
+    damaged: Counter = field(default_factory=Counter)
+    answers: int = 0
+    hops_written: int = 0
+    flow_records: int = 0
+    seconds: float = 0.0
+
+    @property
+    def pps(self) -> float:
+        return self.packets / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"packets": self.packets, "bytes": self.bytes, "injected": self.injected,
+                "delivered": self.delivered, "left": self.left,
+                "dropped": dict(sorted(self.dropped.items())),
+                "droppedTotal": sum(self.dropped.values()), "translated": self.translated,
+                "unplaced": dict(sorted(self.unplaced.items())),
+                "damaged": dict(sorted(self.damaged.items())), "answers": self.answers,
+                "hopsWritten": self.hops_written, "flowRecords": self.flow_records,
+                "seconds": round(self.seconds, 6), "pps": round(self.pps, 1)}
+
+    def render(self) -> str:
+        lines = [
+            f"Actual: {self.packets} packets ({self.bytes} bytes) sent in "
+            f"{self.seconds:.2f} seconds",
+            f"Rated: {self.bytes / self.seconds if self.seconds else 0:.1f} Bps, "
+            f"{self.pps:.1f} pps",
+            f"Injected:    {self.injected}",
+            f"Delivered:   {self.delivered}",
+            f"Left:        {self.left} (through the gateway)",
+            f"Translated:  {self.translated}",
+            f"Dropped:     {sum(self.dropped.values())}",
+        ]
+        lines += [f"  {reason}: {n}" for reason, n in sorted(self.dropped.items())]
+        if self.unplaced:
+            lines.append(f"Not placed:  {sum(self.unplaced.values())}")
+            lines += [f"  {reason}: {n}" for reason, n in sorted(self.unplaced.items())]
+        if self.damaged:
+            lines.append(f"Damaged:     {sum(self.damaged.values())}")
+            lines += [f"  {reason}: {n}" for reason, n in sorted(self.damaged.items())]
+        if self.answers:
+            lines.append(f"Answers:     {self.answers} (emulated stacks and ICMP errors)")
+        lines.append(f"Written:     {self.hops_written} hops, {self.flow_records} flow records")
+        return "\n".join(lines) + "\n"
+
+
+class Placer:
+    """Decides where each frame of a capture enters, vectorised over a chunk."""
+
+    def __init__(self, t: Tables, inject_at: int | None, unknown_at_gateway: bool) -> None:
+        self.t = t
+        self.inject_at = inject_at
+        self.unknown_at_gateway = unknown_at_gateway
+        kinds = t.if_kind
+        end_hosts = np.isin(kinds, [C.IF_POD_ETH, C.IF_EXT_ETH, C.IF_GW_ETH, C.IF_NODE_ETH])
+        ids = np.nonzero(end_hosts)[0]
+        order = np.argsort(t.if_mac[ids], kind="stable")
+        self.mac_keys = t.if_mac[ids][order]
+        self.mac_ifs = ids[order].astype(np.int32)
+        # owners of IPs: node addresses mean the node's own processes
+        own_if = t.own_if.copy()
+        for k in range(len(own_if)):
+            i = int(own_if[k])
+            if int(kinds[i]) in (C.IF_NODE_ETH, C.IF_BRIDGE):
+                own_if[k] = int(t.node_local_if[int(t.if_node[i])])
+        self.own_ip = t.own_ip.astype(np.int64)
+        self.own_if = own_if
+
+    def place(self, buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(interface, mode, why-not code) per frame; interface -1 when unplaced."""
+        n = len(offsets)
+        if self.inject_at is not None:
+            kind = int(self.t.if_kind[self.inject_at])
+            mode = C.INJ_TX_FIXL2 if kind in (C.IF_POD_ETH, C.IF_EXT_ETH, C.IF_GW_ETH) \
+                else C.INJ_RX
+            return (np.full(n, self.inject_at, np.int32), np.full(n, mode, np.uint8),
+                    np.zeros(n, np.int8))
+        iface = np.full(n, -1, np.int32)
+        why = np.zeros(n, np.int8)  # 1 too short, 2 unknown source
+        ok = lengths >= 14
+        why[~ok] = 1
+        et = np.zeros(n, np.int64)
+        idx = np.nonzero(ok)[0]
+        et[idx] = (buf[offsets[idx] + 12].astype(np.int64) << 8) | buf[offsets[idx] + 13]
+        src_ip = np.full(n, -1, np.int64)
+        ipv4 = idx[(et[idx] == 0x0800) & (lengths[idx] >= 34)]
+        arp = idx[(et[idx] == 0x0806) & (lengths[idx] >= 42)]
+        for sel, at in ((ipv4, 26), (arp, 28)):
+            if len(sel):
+                o = offsets[sel] + at
+                src_ip[sel] = ((buf[o].astype(np.int64) << 24) | (buf[o + 1].astype(np.int64) << 16)
+                               | (buf[o + 2].astype(np.int64) << 8) | buf[o + 3])
+        has_ip = src_ip >= 0
+        if len(self.own_ip):
+            pos = np.searchsorted(self.own_ip, src_ip)
+            pos_c = np.minimum(pos, len(self.own_ip) - 1)
+            hit = has_ip & (self.own_ip[pos_c] == src_ip)
+            iface[hit] = self.own_if[pos_c[hit]]
+        rest = np.nonzero(ok & (iface < 0))[0]
+        if len(rest) and len(self.mac_keys):
+            o = offsets[rest] + 6
+            mac = np.zeros(len(rest), np.int64)
+            for k in range(6):
+                mac = (mac << 8) | buf[o + k].astype(np.int64)
+            pos = np.minimum(np.searchsorted(self.mac_keys, mac), len(self.mac_keys) - 1)
+            hit = self.mac_keys[pos] == mac
+            iface[rest[hit]] = self.mac_ifs[pos[hit]]
+        unknown = ok & (iface < 0)
+        why[unknown] = 2
+        if self.unknown_at_gateway and self.t.gateway_if >= 0:
+            iface[unknown] = self.t.gateway_if
+            why[unknown] = 0
+        mode = np.full(n, C.INJ_TX_FIXL2, np.uint8)
+        return iface, mode, why
+
+
+def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathLike | None = None,
+           flows: str | os.PathLike | None = None, options: ReplayOptions | None = None,
+           progress: Callable[[int], None] | None = None) -> ReplaySummary:
+    opts = options or ReplayOptions()
+    t0 = time.perf_counter()
+    t = emu.tables
+    inject_at = None
+    if opts.inject_at is not None:
+        try:
+            inject_at = t.iface(opts.inject_at)
+        except KeyError:
+            raise TopologyError(f"--inject-at: no interface {opts.inject_at!r}; interfaces are "
+                                f"named like {t.if_name[0]!r}, 'ns/pod/eth0'") from None
+    placer = Placer(t, inject_at, opts.unknown_at_gateway)
+    summary = ReplaySummary()
+    writer = _open_writer(out, t) if out is not None else None
+    flow_tmp = f"{os.fspath(flows)}.part-{os.getpid()}" if flows is not None else None
+    flow_file = open(flow_tmp, "w", encoding="utf-8") if flow_tmp else None  # noqa: SIM115
+    try:
+        flowlog = None
+        if flow_file is not None:
+            flowlog = FlowLog(flow_file, t, _endpoint_infos(emu), _service_names(t),
+                              kemu_format=opts.flow_format == "kemu")
+        record = writer is not None or flowlog is not None or opts.respond
+        res = Results(hops=max(4096, opts.batch * 16), record=record)
+        comments: dict[tuple, str] = {}
+        done = 0
+        for _loop in range(max(1, opts.loop)):
+            for chunk in iter_capture(capture):
+                for d in chunk.damaged:
+                    summary.damaged[d.reason] += 1
+                cap = to_ethernet(chunk)
+                for d in cap.damaged[len(chunk.damaged):]:
+                    summary.damaged[d.reason] += 1
+                n = len(cap)
+                if opts.limit:
+                    n = min(n, opts.limit - done)
+                for lo in range(0, n, opts.batch):
+                    hi = min(n, lo + opts.batch)
+                    _run_batch(emu, cap, lo, hi, placer, res, writer, flowlog, summary, opts,
+                               comments)
+                    done += hi - lo
+                    if progress is not None:
+                        progress(done)
+                if opts.limit and done >= opts.limit:
+                    break
+            if opts.limit and done >= opts.limit:
+                break
+        if writer is not None:
+            writer.close()
+        if flow_file is not None:
+            flow_file.close()
+            os.replace(flow_tmp, os.fspath(flows))  # type: ignore[arg-type]
+            summary.flow_records = flowlog.records if flowlog else 0
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        if flow_file is not None:
+            flow_file.close()
+            if os.path.exists(flow_tmp):  # type: ignore[arg-type]
+                os.unlink(flow_tmp)  # type: ignore[arg-type]
+        raise
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:
+    from kemu import __version__
+    from kemu._backend import BACKEND
+
+    folder = os.path.dirname(os.fspath(out)) or "."
+    if not os.path.isdir(folder):
+        raise KemuError(f"{out}: directory {folder} does not exist")
+    w = PcapngWriter(out, application=f"kemu {__version__} (backend {BACKEND})",
+                     comment="kemu: emulated Kubernetes cluster; one interface per hop")
+    for i in range(t.n_ifaces):
+        if int(t.if_kind[i]) != C.IF_NODE_LOCAL:
+            w.add_interface(t.if_name[i], t.if_desc[i])
+    return w
+
+
+def _run_batch(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placer: Placer,
+               res: Results, writer: PcapngWriter | None, flowlog: FlowLog | None,
+               summary: ReplaySummary, opts: ReplayOptions, comments: dict) -> None:
+    offs = cap.offsets[lo:hi]
+    lens = cap.lengths[lo:hi]
+    iface, mode, why = placer.place(cap.buf, offs, lens)
+    summary.packets += hi - lo
+    summary.bytes += int(lens.sum())
+    for code, name in ((1, "frame too short"), (2, "unknown source")):
+        k = int(np.count_nonzero(why == code))
+        if k:
+            summary.unplaced[name] += k
+    sel = np.nonzero(iface >= 0)[0]
+    if not len(sel):
+        return
+    batch = Batch(cap.buf, offs[sel], lens[sel], iface[sel], mode[sel], cap.ts_ns[lo:hi][sel])
+    res.clear()
+    emu.engine.run(batch, res)
+    summary.injected += len(sel)
+    _count(res, len(sel), summary)
+    if writer is not None:
+        _write_hops(writer, res, batch.ts_ns, emu.engine.tables, opts.capture_points, comments,
+                    summary)
+    if flowlog is not None:
+        flowlog.write_batch(res, batch.ts_ns, cap.frame_numbers[lo:hi][sel])
+    if opts.respond:
+        _respond(emu, res, batch, writer, flowlog, summary, opts, comments)
+
+
+def _count(res: Results, n: int, summary: ReplaySummary) -> None:
+    k = res.n_outcomes
+    fr, kind, reason = res.oc_frame[:k], res.oc_kind[:k], res.oc_reason[:k]
+    noise = np.isin(reason, [C.DROP_NOT_LOCAL, C.DROP_OTHERHOST, C.DROP_SAME_PORT])
+    delivered = np.zeros(n, bool)
+    delivered[fr[kind == C.OUT_DELIVERED]] = True
+    left = np.zeros(n, bool)
+    left[fr[kind == C.OUT_LEFT]] = True
+    summary.delivered += int(delivered.sum())
+    summary.left += int((left & ~delivered).sum())
+    fate = delivered | left
+    drops = (kind == C.OUT_DROPPED) & ~noise | (kind == C.OUT_NEIGH)
+    first_drop: dict[int, int] = {}
+    for o in np.nonzero(drops)[0]:
+        f = int(fr[o])
+        if not fate[f] and f not in first_drop:
+            first_drop[f] = o
+    for o in first_drop.values():
+        name = "neighbour unresolved" if kind[o] == C.OUT_NEIGH else drop_text(int(reason[o]))
+        summary.dropped[name] += 1
+    silent = np.ones(n, bool)
+    silent[fr] = False
+    silent |= fate
+    for f in np.nonzero(~fate)[0]:
+        if int(f) not in first_drop:
+            summary.dropped["ignored by every receiver"] += 1
+    if res.record:
+        ev = res.ev_kind[: res.n_events]
+        tr = np.isin(ev, [C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT, C.EV_CT_REUSE])
+        summary.translated += len(np.unique(res.ev_frame[: res.n_events][tr]))
+
+
+def _write_hops(writer: PcapngWriter, res: Results, ts: np.ndarray, t: Tables, points: str,
+                comments: dict, summary: ReplaySummary) -> None:
+    n = res.n_hops
+    if not n:
+        return
+    hop_if = res.hop_iface[:n]
+    keep = np.ones(n, bool)
+    if points == "pods":
+        keep = np.isin(t.if_kind[hop_if], [C.IF_POD_ETH, C.IF_POD_LO])
+    elif points == "drops":
+        keep = np.zeros(n, bool)
+        k = res.n_outcomes
+        d = res.oc_hop[:k][(res.oc_kind[:k] == C.OUT_DROPPED) & ~np.isin(
+            res.oc_reason[:k], [C.DROP_NOT_LOCAL, C.DROP_OTHERHOST])]
+        keep[d[d >= 0]] = True
+    texts: dict[int, list[str]] = {}
+    for e in range(res.n_events):
+        h = int(res.ev_hop[e])
+        if h >= 0 and keep[h]:
+            key = (int(res.ev_kind[e]), int(res.ev_a[e]), int(res.ev_b[e]), int(res.ev_c[e]))
+            s = comments.get(key)
+            if s is None:
+                s = comments[key] = event_text(t, *key)
+            if key[0] not in (C.EV_TTL, C.EV_FIXL2):
+                texts.setdefault(h, []).append(s)
+    idx = np.nonzero(keep)[0]
+    # interface ids in the file skip the node-local pseudo interfaces
+    file_if = np.cumsum(t.if_kind != C.IF_NODE_LOCAL) - 1
+    frame = res.hop_frame[idx]
+    # hops of one frame get consecutive nanoseconds so Wireshark keeps their order
+    rank = idx - np.searchsorted(res.hop_frame[:n], frame)
+    writer.write_batch(file_if[hop_if[idx]], ts[frame] + rank, res.arena, res.hop_off[idx],
+                       res.hop_len[idx], res.hop_dir[idx],
+                       ["; ".join(texts[h]) if h in texts else None for h in idx.tolist()])
+    summary.hops_written += len(idx)
+
+
+def _respond(emu: EmulatedCluster, res: Results, batch: Batch, writer, flowlog, summary,
+             opts: ReplayOptions, comments: dict) -> None:  # noqa: ANN001
+    """Answers of emulated stacks and node ICMP errors, a microsecond after their trigger."""
+    eng = emu.engine
+    from kemu.engine import Packet
+
+    packets = [Packet("injected", k) for k in range(len(batch))]
+    eng._collect(res, packets, 0)  # noqa: SLF001 - the engine's own slow-path helpers
+    frames = []
+    for idx, p in enumerate(packets):
+        for f, i, m, _origin, _parent in eng._follow_up(p, idx):  # noqa: SLF001
+            frames.append((f, i, m, int(batch.ts_ns[idx]) + 1000))
+    if not frames:
+        return
+    ab = Batch.from_frames(frames)
+    ares = Results(hops=4096)
+    eng.run(ab, ares)
+    summary.answers += len(frames)
+    if writer is not None:
+        _write_hops(writer, ares, ab.ts_ns, eng.tables, opts.capture_points, comments, summary)
+    if flowlog is not None:
+        flowlog.write_batch(ares, ab.ts_ns)
+
+
+def _endpoint_infos(emu: EmulatedCluster) -> dict[int, EndpointInfo]:
+    out = {}
+    for pod in emu.model.pods:
+        if pod.host_network:
+            continue
+        labels = tuple(sorted(f"k8s:{k}={v}" for k, v in pod.labels.items())) + (
+            f"k8s:io.kubernetes.pod.namespace={pod.namespace}",)
+        wl = (pod.owner.kind, pod.owner.name) if pod.owner else None
+        out[int(ipaddress.IPv4Address(str(pod.ip)))] = EndpointInfo(
+            pod.namespace, pod.name, labels, wl)
+    return out
+
+
+def _service_names(t: Tables) -> dict[int, tuple[str, str]]:
+    out = {}
+    for sp, name in enumerate(t.sp_name):
+        key = name.split(":", 1)[0]
+        ns, svc = key.split("/", 1)
+        out[sp] = (ns, svc)
+    return out
