@@ -304,7 +304,8 @@ def test_write_batch_without_flags_or_comments(tmp_path: Path) -> None:
 
 def test_write_batch_many_distinct_comments_and_slices(tmp_path: Path) -> None:
     n = 70_000  # more than one internal slice
-    pkts = [(i % 3, T0 + i, frame(i % 50, i % 5), i % 4,
+    frames = [frame(i, i % 5) for i in range(50)]
+    pkts = [(i % 3, T0 + i, frames[i % 50], i % 4,
              f"flow {i % 1000}" if i % 5 else None) for i in range(n)]
     assert batched(tmp_path / "b.pcapng", pkts, splits=2) == one_by_one(
         tmp_path / "p.pcapng", pkts)

@@ -54,12 +54,13 @@ def load_cluster(*sources: str | os.PathLike[str] | dict[str, Any] | list[dict[s
 
     Raises ``ManifestError`` carrying every problem of every source.
     """
-    docs, problems = manifests.read(*sources)
+    names: list[str] = []
+    docs, problems = manifests.read(*sources, order=names)
     parsed = loader.parse(docs, problems)
     cluster = Cluster._build(parsed, problems)
-    if problems:
-        order = {s: i for i, s in enumerate(dict.fromkeys(d.source for d in docs))}
-        raise ManifestError(sorted(problems, key=lambda p: order.get(p.source, -1)))
+    if problems:  # grouped by file, in reading order
+        order = {s: i for i, s in reversed(list(enumerate(names)))}
+        raise ManifestError(sorted(problems, key=lambda p: order.get(p.source, len(names))))
     return cluster
 
 

@@ -46,17 +46,24 @@ class Document(NamedTuple):
 Source = str | os.PathLike[str] | dict[str, Any] | list[dict[str, Any]]
 
 
-def read(*sources: Source) -> tuple[list[Document], list[Problem]]:
-    """Read every source; return the documents and the problems met on the way."""
+def read(*sources: Source, order: list[str] | None = None
+         ) -> tuple[list[Document], list[Problem]]:
+    """Read every source; return the documents and the problems met on the way.
+
+    ``order``, when given, receives every source name in reading order (files, ``<dict>``).
+    """
     docs: list[Document] = []
     problems: list[Problem] = []
+    seen = order if order is not None else []
     for src in sources:
-        if isinstance(src, dict):
-            docs.extend(_flatten([src], DICT_SOURCE, _count(docs, DICT_SOURCE), problems))
-        elif isinstance(src, list):
-            docs.extend(_flatten(src, DICT_SOURCE, _count(docs, DICT_SOURCE), problems))
+        if isinstance(src, dict | list):
+            seen.append(DICT_SOURCE)
+            items = [src] if isinstance(src, dict) else src
+            docs.extend(_flatten(items, DICT_SOURCE, _count(docs, DICT_SOURCE), problems))
         else:
+            seen.append(os.fspath(src))
             for path in _expand(src, problems):
+                seen.append(path)
                 docs.extend(read_file(path, problems))
     return docs, problems
 

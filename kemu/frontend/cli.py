@@ -40,6 +40,8 @@ class Command:
 COMMANDS: list[str] = [
     "kemu.frontend.cli:VALIDATE",
     "kemu.frontend.show:SHOW",
+    "kemu.frontend.replay_cmd:REPLAY",
+    "kemu.frontend.trace_cmd:TRACE",
 ]
 
 

@@ -11,8 +11,9 @@ Invariants of every :class:`Capture` this module returns:
   array of the same length; ``offsets[i] + lengths[i] <= len(buf)`` and ``lengths[i] > 0``.
 - ``linktypes`` holds only members of :data:`SUPPORTED_LINKTYPES`; frames of other link types
   are left out and listed in ``damaged``.
-- ``frame_numbers`` counts every packet record of the file from 1, as Wireshark does, including
-  the damaged records that were left out, so numbers are increasing but not contiguous.
+- ``frame_numbers`` counts the records of the file from 1 as Wireshark does: every packet,
+  including the damaged ones left out, and the few non-packet pcapng blocks Wireshark lists
+  (custom blocks, systemd journal entries, sysdig events); numbers increase, with gaps.
 - ``ts_ns`` is nanoseconds since the epoch (pcapng ``if_tsresol`` and ``if_tsoffset`` applied;
   SPBs, which carry no time stamp, get 0).
 
@@ -253,10 +254,15 @@ class _Parser:
     def chunk(self, max_frames: int, max_bytes: int | None) -> Capture:
         """Index up to ``max_frames`` frames from ``self.pos`` into a Capture."""
         if max_bytes is None:
-            if not self.win or self.base != 0 or len(self.win) != self.size:
+            if self.base != 0 or len(self.win) != self.size:
                 self._load_window(0, self.size)
         else:
-            self._load_window(self.pos, max_bytes)
+            # Go on in the current window while a good part of it is left (chunks then share
+            # it: their frames never overlap), else read the next window from here.
+            left = self.base + len(self.win) - self.pos
+            if self.pos < self.base or (left < max_bytes // 4
+                                        and self.base + len(self.win) < self.size):
+                self._load_window(self.pos, max_bytes)
         self.positions = array("q")
         self.bad = {}
         self.stops = []
@@ -269,8 +275,8 @@ class _Parser:
                 self._pcapng_blocks(max_frames)
             if self._at_window_end:
                 if not self.positions and self.base + len(self.win) < self.size:
-                    grow = max(2 * len(self.win), self._needed - self.base, 1 << 16)
-                    self._load_window(self.base, grow)
+                    # Nothing indexed yet: read a window from here, as large as the record.
+                    self._load_window(self.pos, max(max_bytes or 0, self._needed - self.pos))
                     continue
                 break
             if (self.pos, len(self.positions)) == before and not self.done:

@@ -14,9 +14,17 @@ This is a library for tests, not a test module. From a plain, JSON-able topology
   and external hosts (``x-<name>``) attach by veth pairs. The gateway is a sink (ip_forward=0);
   external hosts have a default route via the gateway.
 
-IPv6 is disabled in every netns before any interface exists (no RS/MLD/DAD noise). TX checksum
-offload is switched off on every interface by default (``full_checksums``) so captured frames that
-the kernel originates carry complete TCP/UDP checksums instead of CHECKSUM_PARTIAL pseudo-sums.
+Optional topology keys beyond kemu's: a node may carry ``"default_route": False`` (no default
+route; the no-route scenario). Settings (keyword arguments of ``KernelCluster``), each chosen to
+keep captures to exactly what the injected frames cause:
+
+* IPv6 is disabled in every netns before any interface exists (``disable_ipv6``): otherwise
+  DAD / MLD / router solicitations flood every capture (hundreds of frames in 3 s);
+* multicast snooping is off on both bridges (``mcast_snooping``): otherwise each bridge joins
+  224.0.0.106 and sends IGMPv3 reports for about a second after coming up;
+* TX checksum offload is off on every interface (``full_checksums``): otherwise TCP/UDP segments
+  the kernel originates carry CHECKSUM_PARTIAL pseudo-header sums in every capture;
+* rp_filter is 2 (loose, what systemd-based kubeadm hosts have; ``rp_filter``).
 
 Every netns name starts with ``RUN_PREFIX`` (``kemu-<random>``), unique per process; nothing is
 created or changed in the root namespace. ``KernelCluster`` is a context manager: namespaces and
@@ -28,9 +36,14 @@ Injection and capture::
         kc.settle()
         obs = kc.run([("pod:default/a", frame_bytes), ...], wait=0.3)
 
-``run`` opens one AF_PACKET socket per interface (inside the owning netns, before injecting),
-transmits each frame out of the named interface with another AF_PACKET socket, waits, drains
-every capture socket and returns ``Obs`` ordered by kernel timestamp (SO_TIMESTAMPNS).
+``where`` is ``pod:<key>``, ``ext:<name>``, ``node:<name>`` (out of the node's eth0), ``gateway``
+or ``iface:<kemu interface name>``. ``run`` opens one AF_PACKET socket per interface (inside the
+owning netns, before injecting), transmits each frame out of the named interface with another
+AF_PACKET socket, waits, drains every capture socket and returns ``Obs`` ordered by kernel
+timestamp (SO_TIMESTAMPNS). Captured: pod eth0 and lo, node veths, cbr0, eth0 and lo, the
+node-network switch ports (``net/n-node1``, ``net/gw``, ``net/x-client``; not its bridge device),
+gateway and external hosts' eth0. Timestamps tie when one skb is seen twice on receive (a port's
+``in`` and then its bridge's ``in`` keep the first receive stamp): ties put the port first.
 A socket bound to one interface sees a frame once per direction on that interface: received
 frames as ``in``, transmitted frames (PACKET_OUTGOING) as ``out``. A bridge port (``node1/veth..``)
 shows what enters the bridge from that port (``in``) and what the bridge sends out of it (``out``);
@@ -78,7 +91,10 @@ __all__ = [
     "example_topology",
     "kube_proxy_rules",
     "chain_hash",
+    "in_netns",
     "kernel_harness_available",
+    "netns_list",
+    "parse_conntrack_line",
 ]
 
 CLONE_NEWNET = 0x40000000
@@ -261,9 +277,11 @@ def _read_proc_net(name: str) -> str | None:
 
 
 def netns_list() -> list[str]:
-    """Names of all named network namespaces (``ip netns list``)."""
-    out = _run(["ip", "netns", "list"], check=False)
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
+    """Names of all named network namespaces (what ``ip netns list`` reads: /run/netns)."""
+    try:
+        return sorted(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return []
 
 
 def cleanup_leftovers(prefix: str = RUN_PREFIX) -> list[str]:

@@ -1,0 +1,119 @@
+"""``kemu trace``: craft one packet, send it through the cluster, show what happened.
+
+In the manner of Antrea Traceflow: ``-S`` source (``ns/pod``, ``ext/<host>``, a node, an
+IP), ``-D`` destination (``ns/pod``, ``ns/svc``, ``ext/<host>``, a node, an IP), ``-p``
+protocol and fields (``tcp,dport=80``, ``udp,dport=53``, ``icmp``). Observations grouped by
+node; with the emulated stacks on (default) the answer is traced back too. Exit 1 when the
+packet is dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+
+from kemu.frontend.cli import EXIT_NEGATIVE, EXIT_OK, Command, add_manifest_args
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    add_manifest_args(p)
+    p.add_argument("-S", "--source", required=True, help="ns/pod, ext/<host>, node or IP")
+    p.add_argument("-D", "--destination", required=True,
+                   help="ns/pod, ns/svc, ext/<host>, node or IP")
+    p.add_argument("-p", "--protocol", default="tcp",
+                   help="tcp|udp|icmp[,dport=N][,sport=N][,flags=S][,ttl=N] (default tcp, "
+                        "dport: the service's first port, else 80)")
+    level = p.add_mutually_exclusive_group()
+    level.add_argument("--detailed", dest="level", action="store_const", const="detailed")
+    level.add_argument("--summary", dest="level", action="store_const", const="summary")
+    level.add_argument("--minimal", dest="level", action="store_const", const="minimal")
+    p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
+    p.add_argument("--no-respond", action="store_true",
+                   help="emulated stacks do not answer (trace one direction only)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=("auto", "cython", "python"), default="auto")
+    p.set_defaults(level="summary")
+
+
+def parse_protocol(spec: str) -> tuple[str, dict[str, str]]:
+    from kemu.errors import KemuError
+
+    parts = [s.strip() for s in spec.split(",") if s.strip()]
+    proto = parts[0].lower() if parts else "tcp"
+    if proto not in ("tcp", "udp", "icmp"):
+        raise KemuError(f"-p {spec!r}: protocol must be tcp, udp or icmp")
+    fields = {}
+    for part in parts[1:]:
+        key, eq, value = part.partition("=")
+        if not eq or key not in ("dport", "sport", "flags", "ttl"):
+            raise KemuError(f"-p {spec!r}: {part!r} is not dport=, sport=, flags= or ttl=")
+        if key != "flags" and not value.isdigit():
+            raise KemuError(f"-p {spec!r}: {key} must be a number")
+        fields[key] = value
+    return proto, fields
+
+
+def destination(emu, spec: str) -> tuple[str, int | None]:  # noqa: ANN001
+    """(IPv4 address, default port or None) of ``-D``."""
+    from kemu.errors import KemuError
+
+    m = emu.model
+    try:
+        return str(ipaddress.IPv4Address(spec)), None
+    except ValueError:
+        pass
+    ns, _, name = spec.rpartition("/")
+    ns = ns or "default"
+    for svc in m.services:
+        if svc.namespace == ns and svc.name == name:
+            if svc.cluster_ip is None:
+                raise KemuError(f"-D {spec}: Service {svc.key} has no ClusterIP "
+                                f"({'headless' if svc.headless else svc.type})")
+            return str(svc.cluster_ip), svc.ports[0].port if svc.ports else None
+    for pod in m.pods:
+        if pod.namespace == ns and pod.name == name:
+            ports = pod.container_ports()
+            return str(pod.ip), ports[0].port if ports else None
+    for ext in m.config.external_hosts:
+        if spec in (ext.name, f"ext/{ext.name}"):
+            return str(ext.ip), ext.ports[0][1] if ext.ports else None
+    for node in m.nodes:
+        if spec in (node.name, f"node/{node.name}"):
+            return str(node.internal_ip), None
+    raise KemuError(f"-D {spec}: not a pod, Service, external host, node or IPv4 address")
+
+
+def run(args: argparse.Namespace) -> int:
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+
+    from kemu.api import EmulatedCluster
+    from kemu.frontend.cli import load
+
+    proto, fields = parse_protocol(args.protocol)
+    emu = EmulatedCluster(load(args), backend=args.backend, seed=args.seed,
+                          respond=not args.no_respond)
+    dst, default_port = destination(emu, args.destination)
+    ip = IP(dst=dst, ttl=int(fields.get("ttl", 64)))
+    dport = int(fields.get("dport", default_port or 80))
+    sport = int(fields.get("sport", 40000))
+    if proto == "tcp":
+        pkt = ip / TCP(sport=sport, dport=dport, flags=fields.get("flags", "S"), seq=1000)
+    elif proto == "udp":
+        pkt = ip / UDP(sport=sport, dport=dport) / b"kemu"
+    else:
+        pkt = ip / ICMP(id=1, seq=1) / b"kemu"
+    trace = emu.send(pkt, src=args.source)
+    if args.output == "json":
+        print(json.dumps(trace.to_dict(), indent=2))
+    elif args.output == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(trace.to_dict(), sort_keys=False), end="")
+    else:
+        print(getattr(trace, args.level)(), end="")
+    return EXIT_NEGATIVE if trace.dropped else EXIT_OK
+
+
+TRACE = Command("trace", "trace one packet (and its answer) through the cluster", configure,
+                run)
