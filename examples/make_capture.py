@@ -26,14 +26,14 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
-import kemu.api
+import kemu
 
 HERE = Path(__file__).resolve().parent
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 
 def main(out: str = str(HERE / "capture.pcap")) -> None:
-    emu = kemu.api.load(HERE / "cluster", respond=False)
+    emu = kemu.load(HERE / "cluster", respond=False)
     m = emu.model
     pod = {p.key: p for p in m.pods}
     client = pod["default/client"]

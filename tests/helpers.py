@@ -7,15 +7,15 @@ from pathlib import Path
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-import kemu.api
-from kemu.trace import Trace
+import kemu
+from kemu.frontend.trace import Trace
 
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def scenario(backend: str, **options) -> kemu.api.EmulatedCluster:
+def scenario(backend: str, **options) -> kemu.frontend.api.EmulatedCluster:
     options.setdefault("respond", False)
-    return kemu.api.load(DATA / "scenario", backend=backend, **options)
+    return kemu.load(DATA / "scenario", backend=backend, **options)
 
 
 def checksums_valid(frame: bytes) -> bool:

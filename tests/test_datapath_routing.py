@@ -7,7 +7,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN
 
-import kemu.api
+import kemu
 from helpers import DATA, checksums_valid, scenario
 
 
@@ -59,7 +59,7 @@ def test_no_route_without_a_gateway(backend: str, tmp_path) -> None:
     text = (DATA / "scenario" / "cluster.yaml").read_text()
     text = text.replace("  nodes: 3\n", "  nodes: 3\n  gateway: none\n", 1)
     (tmp_path / "c.yaml").write_text(text)
-    emu = kemu.api.load(tmp_path / "c.yaml", backend=backend, respond=True)
+    emu = kemu.load(tmp_path / "c.yaml", backend=backend, respond=True)
     trace = emu.send(IP(dst="8.8.8.8") / UDP(dport=53) / b"q", src="default/a")
     assert trace.drop_reasons(0) == ["no route"]
     err = Ether([p for p in trace.packets if p.origin == "icmp-error"][0].hops[-1][2])
@@ -84,7 +84,7 @@ def vxlan_emu(backend: str, tmp_path):
     text = (DATA / "scenario" / "cluster.yaml").read_text()
     text = text.replace("  nodes: 3\n", "  nodes: 3\n  mode: vxlan\n", 1)
     (tmp_path / "c.yaml").write_text(text)
-    return kemu.api.load(tmp_path / "c.yaml", backend=backend, respond=False)
+    return kemu.load(tmp_path / "c.yaml", backend=backend, respond=False)
 
 
 def test_vxlan_encapsulation(vxlan_emu) -> None:

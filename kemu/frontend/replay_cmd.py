@@ -41,9 +41,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kemu.api import EmulatedCluster
+    from kemu.frontend.api import EmulatedCluster
     from kemu.frontend.cli import load
-    from kemu.replay import ReplayOptions, replay
+    from kemu.frontend.replay import ReplayOptions, replay
 
     model = load(args)
     if not os.path.exists(args.capture):

@@ -87,7 +87,7 @@ def destination(emu, spec: str) -> tuple[str, int | None]:  # noqa: ANN001
 def run(args: argparse.Namespace) -> int:
     from scapy.layers.inet import ICMP, IP, TCP, UDP
 
-    from kemu.api import EmulatedCluster
+    from kemu.frontend.api import EmulatedCluster
     from kemu.frontend.cli import load
 
     proto, fields = parse_protocol(args.protocol)

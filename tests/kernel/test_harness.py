@@ -310,6 +310,9 @@ def test_icmp_same_node_bridged_and_learning(fresh: KernelCluster) -> None:
                          ("default/a/eth0", "in")]
     assert {o.d.ttl for o in obs} == {64}                 # bridged: no TTL decrement
     assert not [o for o in obs if o.iface.startswith("node1/cbr0")]
+    # ... yet br_netfilter runs it through the node's iptables: it is conntracked on node1
+    ct = [e for e in kc.conntrack("node1") if e["proto"] == "icmp"]
+    assert [e["orig"] for e in ct] == [{"src": A, "dst": B, "type": 8, "code": 0, "id": 7}]
     obs = kc.run([("pod:default/a", ping)])              # now learned: unicast
     assert hops([o for o in obs if o.d.icmp_type == 8]) == [
         ("default/a/eth0", "out"), (VA, "in"), (VB, "out"), ("default/b/eth0", "in")]

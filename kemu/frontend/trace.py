@@ -15,7 +15,7 @@ from kemu.dataplane import codes as C
 from kemu.dataplane.describe import drop_text, event_text, ip_str, owner_text
 from kemu.dataplane.packet import ETH_ARP, ETH_IP, u16, u32
 from kemu.dataplane.tables import Tables
-from kemu.engine import Packet
+from kemu.frontend.engine import Packet
 
 _COMPONENT = {
     C.EV_BR_FDB: "Forwarding", C.EV_BR_FLOOD: "Forwarding", C.EV_BR_LOCAL: "Forwarding",

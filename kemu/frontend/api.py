@@ -1,9 +1,10 @@
-"""The Python API: load a cluster, send packets from pods, external hosts or nodes, get traces.
+"""The Python API: load a cluster, send packets from pods, external hosts or nodes, get traces,
+replay captures.
 
 ::
 
     import kemu
-    from scapy.all import IP, TCP
+    from scapy.layers.inet import IP, TCP
     cluster = kemu.load("examples/cluster")
     trace = cluster.send(IP(dst="10.96.0.10") / TCP(dport=53), src="default/client")
     print(trace.summary())
@@ -23,9 +24,9 @@ from typing import Any
 
 from kemu.control.cluster import Cluster, load_cluster
 from kemu.dataplane import codes as C
-from kemu.engine import Engine
+from kemu.frontend.engine import Engine
 from kemu.errors import TopologyError
-from kemu.trace import Trace
+from kemu.frontend.trace import Trace
 
 
 class EmulatedCluster:
@@ -126,6 +127,13 @@ class EmulatedCluster:
         self._clock = max(self._clock, self.engine.clock_ns)
         return Trace(self.engine.tables, packets_out)
 
+    def replay(self, capture: str | os.PathLike, out: str | os.PathLike | None = None,
+               flows: str | os.PathLike | None = None, **options: Any):  # noqa: ANN201
+        """Replay a capture (see ``kemu.frontend.replay``); returns a ``ReplaySummary``."""
+        from kemu.frontend.replay import ReplayOptions, replay
+
+        return replay(self, capture, out, flows, ReplayOptions(**options))
+
     def advance(self, seconds: float) -> None:
         """Move the emulated clock forward (FDB ageing, conntrack and affinity timeouts)."""
         self._clock += int(seconds * 1e9)
@@ -149,6 +157,6 @@ def _dns_resolver(model: Cluster):  # noqa: ANN202
         from kemu.control import dns
     except ImportError:
         return None
-    from kemu.dnswire import make_resolver
+    from kemu.dataplane.dnswire import make_resolver
 
     return make_resolver(model, dns)

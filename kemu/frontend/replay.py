@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kemu.api import EmulatedCluster
+from kemu.frontend.api import EmulatedCluster
 from kemu.dataplane import codes as C
 from kemu.dataplane.describe import drop_text, event_text
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
-from kemu.engine import Batch
+from kemu.frontend.engine import Batch
 from kemu.errors import KemuError, TopologyError
 from kemu.io.capture import Capture, iter_capture
 from kemu.io.flowlog import EndpointInfo, FlowLog
@@ -361,7 +361,7 @@ def _respond(emu: EmulatedCluster, res: Results, batch: Batch, writer, flowlog, 
              opts: ReplayOptions, comments: dict) -> None:  # noqa: ANN001
     """Answers of emulated stacks and node ICMP errors, a microsecond after their trigger."""
     eng = emu.engine
-    from kemu.engine import Packet
+    from kemu.frontend.engine import Packet
 
     packets = [Packet("injected", k) for k in range(len(batch))]
     eng._collect(res, packets, 0)  # noqa: SLF001 - the engine's own slow-path helpers
