@@ -143,14 +143,14 @@ def _flatten(raw: Iterable[Any], source: str, start: int,
             return
         if not isinstance(obj, dict):
             problems.append(Problem(source, where, "", "expected a Kubernetes object (a mapping), "
-                                    f"got {_type_name(obj)}"))
+                                    f"got {type_name(obj)}"))
             return
         kind = obj.get("kind")
         items = obj.get("items")
         if isinstance(kind, str) and kind.endswith("List") and "items" in obj:
             if not isinstance(items, list):
                 problems.append(Problem(source, where, "items", "expected a list, got "
-                                        f"{_type_name(items)}"))
+                                        f"{type_name(items)}"))
                 return
             item_kind = kind[: -len("List")]
             for i, item in enumerate(items):
@@ -166,7 +166,7 @@ def _flatten(raw: Iterable[Any], source: str, start: int,
     return out
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -272,7 +272,7 @@ class Fields:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.problem(join(path, key), f"expected a mapping, got {_type_name(value)}")
+            self.problem(join(path, key), f"expected a mapping, got {type_name(value)}")
             return {}
         return value
 
@@ -281,7 +281,7 @@ class Fields:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.problem(join(path, key), f"expected a list, got {_type_name(value)}")
+            self.problem(join(path, key), f"expected a list, got {type_name(value)}")
             return []
         return value
 
@@ -294,7 +294,7 @@ class Fields:
             if isinstance(item, dict):
                 out.append((where, item))
             else:
-                self.problem(where, f"expected a mapping, got {_type_name(item)}")
+                self.problem(where, f"expected a mapping, got {type_name(item)}")
         return out
 
     def string(self, d: dict[str, Any], path: str, key: str, required: bool = False,
@@ -303,7 +303,7 @@ class Fields:
         if value is None:
             return default
         if not isinstance(value, str):
-            self.problem(join(path, key), f"expected a string, got {_type_name(value)} "
+            self.problem(join(path, key), f"expected a string, got {type_name(value)} "
                          f"({_show(value)})")
             return default
         return value
@@ -315,7 +315,7 @@ class Fields:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(join(path, key), f"expected an integer, got {_type_name(value)} "
+            self.problem(join(path, key), f"expected an integer, got {type_name(value)} "
                          f"({_show(value)})")
             return default
         if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -329,7 +329,7 @@ class Fields:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.problem(join(path, key), f"expected true or false, got {_type_name(value)} "
+            self.problem(join(path, key), f"expected true or false, got {type_name(value)} "
                          f"({_show(value)})")
             return default
         return value
@@ -352,11 +352,11 @@ class Fields:
         where = join(path, key)
         for k, v in self.mapping(d, path, key).items():
             if not isinstance(k, str):
-                self.problem(where, f"label key {_show(k)} is {_type_name(k)}; keys must be "
+                self.problem(where, f"label key {_show(k)} is {type_name(k)}; keys must be "
                              "strings (quote it)")
                 continue
             if not isinstance(v, str):
-                self.problem(where, f"label '{k}' has {_type_name(v)} value {_show(v)}; "
+                self.problem(where, f"label '{k}' has {type_name(v)} value {_show(v)}; "
                              "values must be strings (quote it)")
                 continue
             err = label_key_error(k) or label_value_error(v)
@@ -369,7 +369,7 @@ class Fields:
     def ip(self, value: Any, field: str) -> ipaddress.IPv4Address | None:
         """Parse an IPv4 address given as a string."""
         if not isinstance(value, str):
-            self.problem(field, f"expected an IPv4 address, got {_type_name(value)}")
+            self.problem(field, f"expected an IPv4 address, got {type_name(value)}")
             return None
         try:
             return ipaddress.IPv4Address(value)
@@ -380,7 +380,7 @@ class Fields:
     def cidr(self, value: Any, field: str) -> ipaddress.IPv4Network | None:
         """Parse an IPv4 CIDR given as a string; host bits must be zero."""
         if not isinstance(value, str):
-            self.problem(field, f"expected an IPv4 CIDR, got {_type_name(value)}")
+            self.problem(field, f"expected an IPv4 CIDR, got {type_name(value)}")
             return None
         try:
             return ipaddress.IPv4Network(value)

@@ -18,7 +18,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kemu.control.manifests import Fields, join, label_key_error, label_value_error
+from kemu.control.manifests import (
+    Fields,
+    join,
+    label_key_error,
+    label_value_error,
+    type_name,
+)
 from kemu.control.model import LabelSelector, LabelSelectorRequirement
 
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
@@ -71,7 +77,7 @@ def parse_selector(f: Fields, d: dict[str, Any], path: str, key: str) -> LabelSe
         for i, v in enumerate(f.seq(expr, epath, "values")):
             if not isinstance(v, str):
                 f.problem(join(join(epath, "values"), i),
-                          f"expected a string, got {type(v).__name__} ({v!r}); quote it")
+                          f"expected a string, got {type_name(v)} ({v!r}); quote it")
             elif err := label_value_error(v):
                 f.problem(join(join(epath, "values"), i), err)
             else:

@@ -113,8 +113,13 @@ class Trace:
                     comp = {C.DROP_REJECT_NO_ENDPOINTS: "LB", C.DROP_NO_LOCAL_ENDPOINTS: "LB",
                             C.DROP_TTL_EXCEEDED: "Routing", C.DROP_NO_ROUTE: "Routing"
                             }.get(a, "Forwarding")
-                obs.append(Observation(node, comp, action, event_text(t, kind, a, b, c),
-                                       t.if_name[iface]))
+                o = Observation(node, comp, action, event_text(t, kind, a, b, c),
+                                t.if_name[iface])
+                if comp != "Forwarding" and any(
+                        (x.node, x.component, x.detail) == (o.node, o.component, o.detail)
+                        for x in obs):
+                    continue  # a flood's copies repeat the decisions made before the flood
+                obs.append(o)
         return obs
 
     # ------------------------------------------------------------ renderings

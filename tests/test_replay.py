@@ -1,0 +1,193 @@
+"""``kemu replay``: the bundled example end to end, outputs checked with tshark field by field,
+byte-identical outputs on both backends, atomic outputs, bad captures (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scapy.utils import wrpcap
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+
+from kemu._backend import IMPLEMENTATIONS
+from kemu.frontend.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "cluster"
+CAPTURE = ROOT / "examples" / "capture.pcap"
+TSHARK = shutil.which("tshark")
+needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark not installed (scripts/setup.sh "
+                                  "installs it)")
+
+
+def _replay(tmp_path: Path, backend: str, *extra: str) -> tuple[int, Path, Path]:
+    out, flows = tmp_path / f"{backend}.pcapng", tmp_path / f"{backend}.jsonl"
+    rc = main(["replay", "-f", str(EXAMPLE), "-r", str(CAPTURE), "-w", str(out), "--flows",
+               str(flows), "--backend", backend, *extra])
+    return rc, out, flows
+
+
+def _tshark(path: Path, *fields: str) -> list[list[str]]:
+    cmd = [TSHARK, "-r", str(path), "-T", "fields", "-E", "separator=|"]
+    for f in fields:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return [line.split("|") for line in out.splitlines()]
+
+
+def test_replay_prints_a_tcpreplay_summary(tmp_path: Path, backend: str,
+                                           capsys: pytest.CaptureFixture) -> None:
+    rc, out, flows = _replay(tmp_path, backend)
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "Actual: 14 packets" in text
+    assert "no endpoints (REJECT): 1" in text
+    assert out.exists() and flows.exists()
+    assert not list(tmp_path.glob("*.part-*"))
+
+
+def test_backends_write_identical_outputs(tmp_path: Path) -> None:
+    if len(IMPLEMENTATIONS) < 2:
+        pytest.skip("only one backend in this run (KEMU_NO_EXTENSIONS=1)")
+    _, a, fa = _replay(tmp_path, "cython")
+    _, b, fb = _replay(tmp_path, "python")
+    assert a.read_bytes() == b.read_bytes()
+    assert fa.read_bytes() == fb.read_bytes()
+
+
+@needs_tshark
+def test_pcapng_fields_in_tshark(tmp_path: Path) -> None:
+    _, out, _ = _replay(tmp_path, "python")
+    rows = _tshark(out, "frame.interface_name", "frame.interface_description",
+                   "frame.packet_flags_direction", "frame.comment", "ip.src", "ip.dst")
+    names = {r[0] for r in rows}
+    assert "default/client/eth0" in names and "node1/cbr0" in names and "node1/eth0" in names
+    assert any(n.startswith("node1/veth-") for n in names)
+    descs = {r[0]: r[1] for r in rows}
+    assert descs["default/client/eth0"].startswith("Pod default/client")
+    assert {r[2] for r in rows} <= {"0x00000001", "0x00000002", "1", "2"}
+    comments = [r[3] for r in rows]
+    assert any(c.startswith("DNAT 10.96.0.10:53 -> ") and "svc kube-system/kube-dns" in c
+               for c in comments)
+    assert any("route 10.244." in c and "via 172.18.0." in c for c in comments)
+    assert any("DROP no endpoints (REJECT)" in c for c in comments)
+    # the reply of the DNS query reaches the client from the Service address (CT-2)
+    assert any(r[0] == "default/client/eth0" and r[2] in ("0x00000001", "1")
+               and r[4] == "10.96.0.10" for r in rows)
+
+
+@needs_tshark
+def test_capinfos_sees_nanoseconds_and_interfaces(tmp_path: Path) -> None:
+    _, out, _ = _replay(tmp_path, "python")
+    info = subprocess.run(["capinfos", "-M", str(out)], capture_output=True, text=True,
+                          check=True).stdout
+    assert "pcapng" in info
+    assert "nanoseconds" in info.lower()
+    rows = _tshark(out, "frame.time_epoch")
+    assert rows[0][0].startswith("1767225600.000000000")
+
+
+def test_flow_log_is_hubble_shaped(tmp_path: Path) -> None:
+    _, _, flows = _replay(tmp_path, "python")
+    records = [json.loads(line) for line in flows.read_text().splitlines()]
+    verdicts = {r["flow"]["verdict"] for r in records}
+    assert verdicts == {"FORWARDED", "DROPPED", "TRANSLATED"}
+    drop = next(r for r in records if r["flow"]["verdict"] == "DROPPED")
+    assert drop["flow"]["drop_reason_desc"] == "SERVICE_BACKEND_NOT_FOUND"
+    fwd = next(r for r in records if r["flow"]["verdict"] == "FORWARDED")
+    for key in ("time", "IP", "l4", "source", "destination", "node_name",
+                "trace_observation_point", "Type"):
+        assert key in fwd["flow"], key
+    dns = next(r for r in records if r["flow"].get("destination_service", {}).get("name")
+               == "kube-dns")
+    assert dns["flow"]["destination_service"]["namespace"] == "kube-system"
+    assert dns["flow"]["source"]["pod_name"] == "client"
+
+
+def test_kemu_flow_format_adds_decisions(tmp_path: Path) -> None:
+    _, _, flows = _replay(tmp_path, "python", "--flow-format", "kemu")
+    rec = json.loads(flows.read_text().splitlines()[0])
+    assert rec["flow"]["kemu"]["frame"] == 1
+    assert any(d.startswith("DNAT") for d in rec["flow"]["kemu"]["decisions"])
+
+
+def test_capture_points(tmp_path: Path) -> None:
+    _, full, _ = _replay(tmp_path, "python")
+    out = tmp_path / "drops.pcapng"
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(CAPTURE), "-w", str(out),
+                 "--capture-points", "drops"]) == 0
+    assert 0 < out.stat().st_size < full.stat().st_size
+
+
+def test_limit_and_loop(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(CAPTURE), "--limit", "5",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["packets"] == 5
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(CAPTURE), "--loop", "3",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["packets"] == 42
+
+
+def test_respond_synthesizes_answers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(CAPTURE), "--respond", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["answers"] > 0
+
+
+def test_unknown_sources_are_counted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cap = tmp_path / "stranger.pcap"
+    wrpcap(str(cap), [Ether() / IP(src="192.0.2.7", dst="10.244.0.2") / TCP()] * 3)
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(cap), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["unplaced"] == {"unknown source": 3}
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(cap), "--json",
+                 "--unknown-at-gateway"]) == 0
+    assert json.loads(capsys.readouterr().out)["injected"] == 3
+
+
+def test_inject_at_an_interface(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(CAPTURE), "--inject-at",
+                 "node1/eth0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["injected"] == 14
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(CAPTURE), "--inject-at",
+                 "nowhere/eth9"]) == 2
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage garbage garbage", b"\xd4\xc3\xb2\xa1\x02"])
+def test_unreadable_capture_exits_2_and_writes_nothing(tmp_path: Path, content: bytes,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    cap = tmp_path / "bad.pcap"
+    cap.write_bytes(content)
+    out = tmp_path / "out.pcapng"
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(cap), "-w", str(out)]) == 2
+    assert "bad.pcap" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [cap]
+
+
+def test_missing_capture_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(tmp_path / "nope.pcap")]) == 2
+    assert "No such file" in capsys.readouterr().err
+
+
+def test_truncated_capture_replays_what_it_can(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    data = CAPTURE.read_bytes()
+    cap = tmp_path / "cut.pcap"
+    cap.write_bytes(data[: len(data) - 30])
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(cap), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["packets"] == 13
+    assert summary["damaged"] == {"truncated record": 1}
+
+
+def test_python_api_replay(tmp_path: Path) -> None:
+    import kemu
+
+    emu = kemu.load(EXAMPLE, backend="python", respond=False)
+    s = emu.replay(CAPTURE, tmp_path / "o.pcapng")
+    assert s.packets == 14 and s.delivered == 13
+    assert np.isclose(s.pps, s.packets / s.seconds)

@@ -1,0 +1,110 @@
+"""Label selectors: parsing and validation; matching checked against a brute-force matcher."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kemu.control.manifests import Fields
+from kemu.control.model import LabelSelector, LabelSelectorRequirement
+from kemu.control.selectors import describe, matches, matches_map, parse_selector
+from kemu.errors import Problem
+
+KEYS = st.sampled_from(["app", "tier", "env", "example.com/team"])
+VALUES = st.sampled_from(["web", "db", "prod", "", "x"])
+LABELS = st.dictionaries(KEYS, VALUES, max_size=4)
+EXPRESSION = st.one_of(
+    st.fixed_dictionaries({"key": KEYS, "operator": st.sampled_from(["In", "NotIn"]),
+                           "values": st.lists(VALUES, min_size=1, max_size=3)}),
+    st.fixed_dictionaries({"key": KEYS,
+                           "operator": st.sampled_from(["Exists", "DoesNotExist"])}),
+)
+SELECTOR = st.fixed_dictionaries({}, optional={
+    "matchLabels": st.dictionaries(KEYS, VALUES, max_size=2),
+    "matchExpressions": st.lists(EXPRESSION, max_size=3)})
+
+
+def brute_force(raw: dict[str, Any], labels: dict[str, str]) -> bool:
+    """The selector as a conjunction of predicates over the (key, value) pairs of ``labels``."""
+    pairs = list(labels.items())
+    reqs = [(k, "In", [v]) for k, v in raw.get("matchLabels", {}).items()]
+    reqs += [(e["key"], e["operator"], e.get("values", [])) for e in
+             raw.get("matchExpressions", [])]
+    for key, op, values in reqs:
+        has_key = any(k == key for k, _ in pairs)
+        has_value = any(k == key and v in values for k, v in pairs)
+        ok = {"In": has_value, "NotIn": not has_value, "Exists": has_key,
+              "DoesNotExist": not has_key}[op]
+        if not ok:
+            return False
+    return True
+
+
+def parse(raw: dict[str, Any]) -> tuple[LabelSelector, list[Problem]]:
+    problems: list[Problem] = []
+    sel = parse_selector(Fields(problems, "f.yaml", "ns/NetworkPolicy/p"), {"s": raw}, "spec",
+                         "s")
+    return sel, problems
+
+
+@given(SELECTOR, LABELS)
+def test_matches_agrees_with_brute_force(raw: dict[str, Any], labels: dict[str, str]) -> None:
+    selector, problems = parse(raw)
+    assert problems == []
+    assert matches(selector, labels) == brute_force(raw, labels)
+
+
+@given(st.dictionaries(KEYS, VALUES, max_size=3), LABELS)
+def test_map_selector_is_equality_on_every_key(sel: dict[str, str],
+                                               labels: dict[str, str]) -> None:
+    assert matches_map(sel, labels) == all(k in labels and labels[k] == v
+                                           for k, v in sel.items())
+    assert matches_map(sel, labels) == matches(LabelSelector(match_labels=sel), labels)
+
+
+def test_empty_selector_matches_everything() -> None:
+    assert matches(LabelSelector(), {}) and matches(LabelSelector(), {"a": "b"})
+
+
+def test_not_in_and_does_not_exist_match_objects_without_the_key() -> None:
+    not_in = LabelSelector(match_expressions=[LabelSelectorRequirement("env", "NotIn", ["x"])])
+    absent = LabelSelector(match_expressions=[LabelSelectorRequirement("env", "DoesNotExist")])
+    assert matches(not_in, {}) and matches(absent, {"app": "web"})
+    assert not matches(not_in, {"env": "x"}) and not matches(absent, {"env": ""})
+
+
+def test_invalid_selectors_are_reported() -> None:
+    _, problems = parse({"matchLabels": {"app": 3}, "matchExpressions": [
+        {"key": "a", "operator": "In"},
+        {"key": "b", "operator": "Exists", "values": ["x"]},
+        {"key": "bad key", "operator": "Exists"},
+        {"operator": "Exists"},
+        {"key": "c", "operator": "In", "values": [1]}],
+        "matchLabel": {}})
+    assert [str(p) for p in problems] == [
+        "f.yaml: ns/NetworkPolicy/p: spec.s: unknown field 'matchLabel' (did you mean "
+        "'matchLabels'?)",
+        "f.yaml: ns/NetworkPolicy/p: spec.s.matchLabels: label 'app' has a number value 3; "
+        "values must be strings (quote it)",
+        "f.yaml: ns/NetworkPolicy/p: spec.s.matchExpressions[0].values: must be non-empty for "
+        "operator In",
+        "f.yaml: ns/NetworkPolicy/p: spec.s.matchExpressions[1].values: must be empty for "
+        "operator Exists",
+        "f.yaml: ns/NetworkPolicy/p: spec.s.matchExpressions[2].key: label key 'bad key': "
+        "name must be 63 characters or less, alphanumeric, '-', '_' or '.', starting and "
+        "ending with an alphanumeric character",
+        "f.yaml: ns/NetworkPolicy/p: spec.s.matchExpressions[3].key: required field is missing",
+        "f.yaml: ns/NetworkPolicy/p: spec.s.matchExpressions[4].values[0]: expected a string, "
+        "got a number (1); quote it",
+    ]
+
+
+def test_describe_like_kubectl() -> None:
+    sel, _ = parse({"matchLabels": {"app": "web"}, "matchExpressions": [
+        {"key": "tier", "operator": "In", "values": ["a", "b"]},
+        {"key": "env", "operator": "NotIn", "values": ["dev"]},
+        {"key": "team", "operator": "Exists"}, {"key": "debug", "operator": "DoesNotExist"}]})
+    assert describe(sel) == "app=web,tier in (a,b),env notin (dev),team,!debug"
+    assert describe(LabelSelector()) == "<none>"
