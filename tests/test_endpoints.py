@@ -89,9 +89,10 @@ def test_add_pod_joins_right_away(example: Cluster) -> None:
     added = example.add_pod(pod("extra", {"app": "frontend"},
                                 [{"name": "http", "containerPort": 8080}]))
     assert example.version == before + 1
-    assert (added.node_name, str(added.ip)) == ("node3", "10.244.2.5")  # fewest pods, lowest IP
-    assert ("10.244.2.5", 8080) in backends(example, "shop/frontend")
-    assert example.pod_by_ip("10.244.2.5") is added
+    # node2 and node3 have 3 pods, node1 4: the tie goes to node2; its lowest free IP is .5
+    assert (added.node_name, str(added.ip)) == ("node2", "10.244.1.5")
+    assert ("10.244.1.5", 8080) in backends(example, "shop/frontend")
+    assert example.pod_by_ip("10.244.1.5") is added
 
 
 def test_delete_pod_leaves_and_frees_its_ip(example: Cluster) -> None:
@@ -169,12 +170,12 @@ def test_named_target_port_resolves_per_pod() -> None:
 def test_named_target_port_follows_the_protocol() -> None:
     c = load_cluster(pod("a", {"app": "d"}, [{"name": "dns", "containerPort": 5353,
                                                "protocol": "UDP"},
-                                              {"name": "dns", "containerPort": 5354}]
-                         if False else [{"name": "dns", "containerPort": 5353,
-                                         "protocol": "UDP"}]),
+                                              {"name": "dns-tcp", "containerPort": 5354}]),
                      svc("d", {"app": "d"}, [{"name": "u", "port": 53, "protocol": "UDP",
                                               "targetPort": "dns"}]))
     assert backends(c, "shop/d") == [(str(c.pod("shop", "a").ip), 5353)]
+    with pytest.raises(ManifestError, match="'dns' matches no TCP containerPort"):
+        c.add_service(svc("t", {"app": "d"}, [{"port": 53, "targetPort": "dns"}]))
 
 
 def test_host_network_pods_are_endpoints_with_the_node_ip() -> None:
@@ -274,8 +275,8 @@ def test_add_pod_object_is_placed_and_addressed(example: Cluster) -> None:
     p = example.add_pod(Pod("shop", "obj", node_name="", ip=IPv4Address(0),
                             labels={"app": "frontend"},
                             containers=[Container("c", [ContainerPort(8080, name="http")])]))
-    assert (p.node_name, str(p.ip), p.mac != "") == ("node3", "10.244.2.5", True)
-    assert ("10.244.2.5", 8080) in backends(example, "shop/frontend")
+    assert (p.node_name, str(p.ip), p.mac != "") == ("node2", "10.244.1.5", True)
+    assert ("10.244.1.5", 8080) in backends(example, "shop/frontend")
 
 
 def test_add_pod_errors(example: Cluster) -> None:
