@@ -338,6 +338,7 @@ def test_pcap_of_unsupported_link_type_is_refused(tmp_path: Path) -> None:
     assert str(info.value).endswith(
         "unsupported link type 105 (IEEE802_11); kemu replays Ethernet, Linux cooked (SLL/SLL2), "
         "raw IP and BSD loopback captures")
+    assert info.value.offset == 20 and info.value.frame is None  # the header's link type field
     path = write(tmp_path, "odd.pcap", pcap_file([(0, b"xx")], linktype=4000))
     with pytest.raises(CaptureError, match=r"unsupported link type 4000; kemu replays"):
         read_capture(path)
@@ -610,6 +611,20 @@ def test_to_ethernet_on_mixed_pcapng(tmp_path: Path) -> None:
         else:
             assert frame[IP].src == "10.9.0.1" and frame[IP].dst == "10.9.0.2"
     assert cap.ts_ns.tolist() == [i * 1000 for i in range(9)]
+
+
+def test_conversion_damage_comes_after_reading_damage(tmp_path: Path) -> None:
+    """Callers count to_ethernet's own damage as the entries past the input's."""
+    raw = bytes(IP(src="10.9.0.1", dst="10.9.0.2") / UDP())
+    data = (shb() + idb(linktype=101) + epb("<", 0, 1, b"\x50not ip") + epb("<", 0, 2, raw)
+            + epb("<", 0, 3, b""))
+    cap = read_capture(write(tmp_path, "o.pcapng", data))
+    assert [(d.frame, d.reason) for d in cap.damaged] == [(3, "zero-length record")]
+    eth = to_ethernet(cap)
+    assert eth.damaged[: len(cap.damaged)] == cap.damaged
+    assert [(d.frame, d.reason) for d in eth.damaged[len(cap.damaged) :]] == [
+        (1, "not an IP packet")]
+    assert eth.frame_numbers.tolist() == [2]
 
 
 # -- chunked reading ----------------------------------------------------------------------------

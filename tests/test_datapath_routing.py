@@ -107,3 +107,71 @@ def test_vxlan_service_across_nodes(vxlan_emu) -> None:
     trace = vxlan_emu.send(IP(dst="10.96.0.22") / TCP(sport=4, dport=80, flags="S"),
                            src="default/a")
     assert trace.delivered_to(0) == ["pod default/c"]
+
+
+def test_time_exceeded_about_a_dnated_flow_is_un_nated(backend: str) -> None:
+    """CT-2 for RELATED ICMP (kernel FINDINGS §9): the outer source becomes the ClusterIP and
+    the quoted header shows the Service address, checksums intact."""
+    emu = scenario(backend, respond=True)
+    trace = emu.send(IP(dst="10.96.0.22", ttl=1) / TCP(sport=47003, dport=80, flags="S"),
+                     src="default/a")
+    err = Ether([p for p in trace.packets if p.origin == "icmp-error"][0].hops[-1][2])
+    assert err[IP].src == "10.96.0.22" and err[IP].dst == "10.244.0.2"
+    quoted = err[ICMP].payload
+    assert (quoted.src, quoted.dst, quoted.payload.dport, quoted.ttl) == (
+        "10.244.0.2", "10.96.0.22", 80, 1)
+    assert checksums_valid(bytes(err))
+    inner = quoted.copy()
+    del inner.chksum
+    assert IP(bytes(inner)).chksum == quoted.chksum
+
+
+def test_reject_quotes_the_decremented_ttl(backend: str) -> None:
+    """ip_forward decrements the TTL before the FORWARD hook's REJECT (FINDINGS §8)."""
+    emu = scenario(backend, respond=True)
+    trace = emu.send(IP(dst="10.96.0.24") / TCP(sport=46000, dport=80, flags="S"),
+                     src="default/a")
+    err = Ether([p for p in trace.packets if p.origin == "icmp-error"][0].hops[-1][2])
+    assert err[ICMP].payload.ttl == 63
+
+
+def test_nodeport_without_endpoints_answers_from_the_node_address(backend: str,
+                                                                 tmp_path) -> None:
+    text = (DATA / "scenario" / "cluster.yaml").read_text() + """---
+apiVersion: v1
+kind: Service
+metadata: {name: np-none, namespace: default}
+spec:
+  type: NodePort
+  selector: {app: nothing}
+  ports: [{port: 80, nodePort: 30099}]
+"""
+    (tmp_path / "c.yaml").write_text(text)
+    emu = kemu.load(tmp_path / "c.yaml", backend=backend, respond=True)
+    trace = emu.send(IP(dst="172.18.0.2") / TCP(sport=45000, dport=30099, flags="S"),
+                     src="ext/client")
+    assert trace.drop_reasons(0) == ["no endpoints (REJECT)"]
+    err = Ether([p for p in trace.packets if p.origin == "icmp-error"][0].hops[-1][2])
+    assert err[IP].src == "172.18.0.2" and (err[ICMP].type, err[ICMP].code) == (3, 3)
+    assert err[ICMP].payload.ttl == 64
+
+
+def test_unowned_pod_address_gets_host_unreachable(backend: str) -> None:
+    """Nobody owns 10.244.0.99: the node answers ICMP 3/1 quoting TTL 63 (FINDINGS §10)."""
+    for static in (True, False):
+        emu = scenario(backend, respond=True, static_neighbours=static)
+        t = emu.tables
+        cbr0 = f"{int(t.if_mac[t.iface('node1/cbr0')]):012x}"
+        a = f"{int(t.if_mac[t.iface('default/a/eth0')]):012x}"
+        frame = Ether(dst=":".join(cbr0[i:i + 2] for i in range(0, 12, 2)),
+                      src=":".join(a[i:i + 2] for i in range(0, 12, 2))) / IP(
+            src="10.244.0.2", dst="10.244.0.99") / UDP(sport=5, dport=9) / b"x"
+        trace = emu.send(frame, src="default/a", fix_l2=False)
+        # without static neighbours node1 first ARPs for a: the error is then "resumed"
+        errs = [Ether(p.hops[-1][2]) for p in trace.packets
+                if p.origin in ("icmp-error", "resumed") and p.hops
+                and p.hops[-1][0] == t.iface("default/a/eth0")]
+        assert len(errs) == 1, trace.detailed()
+        err = errs[0]
+        assert (err[ICMP].type, err[ICMP].code) == (3, 1)
+        assert err[IP].src == "10.244.0.1" and err[ICMP].payload.ttl == 63

@@ -226,7 +226,7 @@ def test_ipv6_slices_are_ignored() -> None:
                          "modelled)"]
 
 
-# --- adding and deleting services and pods ---------------------------------------------------------
+# --- adding and deleting services and pods ---------------------------------------------------
 
 def test_add_service_allocates_and_derives(example: Cluster) -> None:
     before = example.version
@@ -310,3 +310,19 @@ def test_missing_objects_raise_key_errors_with_clear_messages(example: Cluster) 
 def test_implicit_namespace_for_added_objects(example: Cluster) -> None:
     example.add_pod(pod("x", {}, ns="brand-new"))
     assert example.namespaces["brand-new"].implicit
+
+
+def test_slices_for_selector_or_missing_services_are_ignored_with_a_reason() -> None:
+    def eps(name: str, service: str) -> dict[str, Any]:
+        return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": name, "namespace": "shop",
+                             "labels": {"kubernetes.io/service-name": service}},
+                "addressType": "IPv4", "endpoints": [{"addresses": ["192.0.2.1"]}],
+                "ports": [{"port": 80}]}
+
+    c = load_cluster(svc("s", {"app": "s"}, [{"port": 80}]), eps("s-1", "s"), eps("x-1", "x"))
+    assert c.ignored == [
+        "<dict>: shop/EndpointSlice/s-1 ignored (Service shop/s has a selector: kemu derives "
+        "its slices; a real kube-proxy would also use this hand-made slice)",
+        "<dict>: shop/EndpointSlice/x-1 ignored (no Service shop/x)"]
+    assert backends(c, "shop/s") == []

@@ -312,8 +312,8 @@ CONFLICTS: dict[str, tuple[list[Any], list[str]]] = {
         ["<dict>: default/Pod/a: status.podIP: 172.18.0.3 is not the IP 172.18.0.2 of node "
          "node1 (hostNetwork pod)"]),
     "two pods one MAC": (
-        [pod("a") | {"metadata": {"name": "a", "annotations": {"kemu.dev/mac": "02:00:00:00:00:01"}}},
-         pod("b") | {"metadata": {"name": "b", "annotations": {"kemu.dev/mac": "02:00:00:00:00:01"}}}],
+        [pod(n) | {"metadata": {"name": n, "annotations": {"kemu.dev/mac": "02:00:00:00:00:01"}}}
+         for n in ("a", "b")],
         ["<dict>: default/Pod/b: metadata.annotations[kemu.dev/mac]: MAC 02:00:00:00:00:01 is "
          "already used by another pod"]),
     "node out of pod addresses": (

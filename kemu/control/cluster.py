@@ -45,7 +45,6 @@ from kemu.errors import ManifestError, Problem
 
 API_SOURCE = "<api>"
 DNS_SERVICE = "kube-system/kube-dns"
-UNSET_IP = IPv4Address(0)  # a Pod object given with this IP gets one allocated
 
 
 def load_cluster(*sources: str | os.PathLike[str] | dict[str, Any] | list[dict[str, Any]]
@@ -106,10 +105,11 @@ class Cluster:
             cluster._check_target_ports(draft, problems)
         for sd in parsed.slices:
             svc = cluster._services.get(f"{sd.slice.namespace}/{sd.slice.service}")
-            reason = (f"no Service {sd.slice.namespace}/{sd.slice.service}" if svc is None else
-                      f"Service {svc.key} has a selector: kemu derives its slices"
-                      if svc.selector is not None else "")
-            if reason:
+            if svc is None or svc.selector is not None:
+                reason = (f"no Service {sd.slice.namespace}/{sd.slice.service}" if svc is None
+                          else f"Service {svc.key} has a selector: kemu derives its slices")
+                if svc is not None and not sd.controller_managed:
+                    reason += "; a real kube-proxy would also use this hand-made slice"
                 cluster.ignored.append(f"{sd.source}: {sd.obj} ignored ({reason})")
                 continue
             cluster._explicit.setdefault((svc.namespace, svc.name), []).append(sd.slice)
@@ -250,7 +250,7 @@ class Cluster:
             else:
                 accepted[key] = d
         cidr = self.config.service_cidr
-        for key, d in accepted.items():
+        for d in accepted.values():
             if d.cluster_ip is not None:
                 err = (f"{d.cluster_ip} is outside the service CIDR {cidr}"
                        if d.cluster_ip not in cidr
@@ -347,7 +347,7 @@ class Cluster:
 
         A ``Pod`` object with ``node_name == ""`` is placed, with IP ``0.0.0.0`` addressed.
         """
-        obj = pod_to_dict(pod) if isinstance(pod, Pod) else dict(pod)
+        obj = workloads.pod_to_dict(pod) if isinstance(pod, Pod) else dict(pod)
         obj.setdefault("apiVersion", "v1")
         obj.setdefault("kind", "Pod")
         problems: list[Problem] = []
@@ -460,33 +460,6 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, IPv4Address | IPv4Network):
         return str(value)
     return value
-
-
-def pod_to_dict(pod: Pod) -> dict[str, Any]:
-    """A ``Pod`` as the manifest that would load into it (``add_pod`` takes either)."""
-    annotations = {}
-    if pod.mac:
-        annotations[workloads.MAC_ANNOTATION] = pod.mac
-    echo = [str(p.port) for p in pod.container_ports() if p.udp_echo]
-    if echo:
-        annotations[workloads.UDP_ECHO_ANNOTATION] = ",".join(echo)
-    spec: dict[str, Any] = {"containers": [
-        {"name": c.name, "ports": [{"containerPort": p.port, "protocol": p.protocol,
-                                    **({"name": p.name} if p.name else {})} for p in c.ports]}
-        for c in pod.containers]}
-    for key, value in (("nodeName", pod.node_name), ("hostNetwork", pod.host_network),
-                       ("hostname", pod.hostname), ("subdomain", pod.subdomain)):
-        if value:
-            spec[key] = value
-    meta: dict[str, Any] = {"name": pod.name, "namespace": pod.namespace,
-                            "labels": dict(pod.labels), "annotations": annotations}
-    if pod.terminating:
-        meta["deletionTimestamp"] = "1970-01-01T00:00:00Z"
-    status: dict[str, Any] = {"conditions": [{"type": "Ready",
-                                              "status": "True" if pod.ready else "False"}]}
-    if pod.ip != UNSET_IP:
-        status["podIP"] = str(pod.ip)
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
 
 
 def service_to_dict(svc: Service) -> dict[str, Any]:

@@ -19,10 +19,10 @@ Values are in zone-file presentation form (``0 100 53 kube-dns.kube-system.svc.c
 ``"1.0.1"``); names are lowercase, absolute (trailing dot).
 
 ``lookup(cluster, qname, qtype)`` answers like CoreDNS with ``pods insecure`` (kubeadm's
-Corefile): names compare case-insensitively (D-8); an existing name without the asked type is
-NODATA (``NOERROR`` = 0 and no answers), a missing one ``NXDOMAIN`` = 3 (D-9); a headless Service without
-ready endpoints does not exist (D-4). Names outside the zone and ``in-addr.arpa`` get
-``REFUSED`` = 5: upstream resolution is not emulated.
+Corefile), with the rcode as an int: names compare case-insensitively (D-8); an existing name
+without the asked type is NODATA (``NOERROR`` = 0, no answers), a missing one ``NXDOMAIN`` = 3
+(D-9); a headless Service without ready endpoints does not exist (D-4). Names neither in the
+zone nor under ``in-addr.arpa`` get ``REFUSED`` = 5: upstream resolution is not emulated.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def derive_slices(service: Service, pods: Iterable[Pod],
         return []
     groups: dict[tuple[tuple[int, str, str], ...], list[Endpoint]] = {}
     for pod in selected_pods(service, pods):
-        ports = []
+        ports: list[tuple[int, str, str]] = []
         for sp in service.ports:
             number = target_port(sp, pod)
             if number is not None:
@@ -81,10 +81,10 @@ def derive_slices(service: Service, pods: Iterable[Pod],
     if not groups:
         return [_slice(service, (), [], 0)]
     out = []
-    for ports, endpoints in sorted(groups.items()):
-        endpoints.sort(key=lambda e: (e.ip, e.pod))
-        for chunk in range(0, len(endpoints), MAX_ENDPOINTS_PER_SLICE):
-            out.append(_slice(service, ports, endpoints[chunk:chunk + MAX_ENDPOINTS_PER_SLICE],
+    for port_set, members in sorted(groups.items()):
+        members.sort(key=lambda e: (e.ip, e.pod))
+        for chunk in range(0, len(members), MAX_ENDPOINTS_PER_SLICE):
+            out.append(_slice(service, port_set, members[chunk:chunk + MAX_ENDPOINTS_PER_SLICE],
                               chunk))
     out.sort(key=lambda s: s.name)
     return out

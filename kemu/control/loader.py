@@ -39,17 +39,13 @@ from kemu.control.model import (
     EndpointPort,
     EndpointSlice,
     ExternalHost,
-    IPBlock,
     IPv4Address,
     Namespace,
     NetworkPolicy,
-    PolicyPeer,
-    PolicyPort,
-    PolicyRule,
     Service,
     ServicePort,
 )
-from kemu.control.selectors import is_empty, matches, matches_map, parse_selector
+from kemu.control.selectors import is_empty, matches, matches_map, parse_policy, parse_selector
 from kemu.errors import Problem
 
 KEMU_API = "kemu.dev/v1alpha1"
@@ -314,7 +310,7 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
     if not isinstance(nodes, list):
         f.problem("spec.nodes", "expected a node count or a list of nodes")
         return c, None
-    drafts = []
+    drafts: list[NodeDraft] = []
     for i, n in enumerate(nodes):
         where = f"spec.nodes[{i}]"
         n = {"name": n} if isinstance(n, str) else n
@@ -573,90 +569,3 @@ def parse_slice(f: Fields, obj: dict[str, Any], namespace: str,
     s.endpoints.sort(key=lambda e: e.ip)
     managed = labels.get(MANAGED_BY_LABEL) == "endpointslice-controller.k8s.io"
     return SliceDraft(s, f.source, f.obj, managed) if service else None
-
-
-# --- network policies --------------------------------------------------------------------------
-
-def parse_policy(f: Fields, obj: dict[str, Any], namespace: str, name: str) -> NetworkPolicy:
-    spec = f.mapping(obj, "", "spec", required=True)
-    f.known(spec, "spec", ("podSelector", "policyTypes", "ingress", "egress"))
-    if "podSelector" not in spec and spec:
-        f.problem("spec.podSelector", "required field is missing (use {} to select all pods)")
-    pol = NetworkPolicy(namespace=namespace, name=name, source=f.source,
-                        pod_selector=parse_selector(f, spec, "spec", "podSelector"),
-                        policy_types=[])
-    types = f.seq(spec, "spec", "policyTypes")
-    for i, t in enumerate(types):
-        if t not in ("Ingress", "Egress"):
-            f.problem(f"spec.policyTypes[{i}]", f"{t!r} is not one of Ingress, Egress")
-        elif t in pol.policy_types:
-            f.problem(f"spec.policyTypes[{i}]", f"duplicate {t}")
-        else:
-            pol.policy_types.append(t)
-    if "policyTypes" not in spec or not types:  # P-3
-        pol.policy_types = ["Ingress"] + (["Egress"] if "egress" in spec else [])
-    for direction, peers_key in (("ingress", "from"), ("egress", "to")):
-        rules = getattr(pol, direction)
-        for rpath, r in f.mappings(spec, "spec", direction):
-            f.known(r, rpath, (peers_key, "ports"))
-            rule = PolicyRule()
-            for ppath, p in f.mappings(r, rpath, peers_key):
-                peer = _peer(f, p, ppath)
-                if peer is not None:
-                    rule.peers.append(peer)
-            for ppath, p in f.mappings(r, rpath, "ports"):
-                rule.ports.append(_policy_port(f, p, ppath))
-            rules.append(rule)
-    return pol
-
-
-def _peer(f: Fields, p: dict[str, Any], path: str) -> PolicyPeer | None:
-    f.known(p, path, ("podSelector", "namespaceSelector", "ipBlock"))
-    peer = PolicyPeer()
-    if "podSelector" in p:
-        peer.pod_selector = parse_selector(f, p, path, "podSelector")
-    if "namespaceSelector" in p:
-        peer.namespace_selector = parse_selector(f, p, path, "namespaceSelector")
-    if "ipBlock" in p:
-        if peer.pod_selector is not None or peer.namespace_selector is not None:
-            f.problem(path, "ipBlock cannot be combined with podSelector or namespaceSelector")
-        block = f.mapping(p, path, "ipBlock")
-        bpath = join(path, "ipBlock")
-        f.known(block, bpath, ("cidr", "except"))
-        cidr = f.cidr(block["cidr"], join(bpath, "cidr")) if "cidr" in block else None
-        if "cidr" not in block:
-            f.problem(join(bpath, "cidr"), "required field is missing")
-        if cidr is None:
-            return None
-        peer.ip_block = IPBlock(cidr=cidr)
-        for i, v in enumerate(f.seq(block, bpath, "except")):
-            ex = f.cidr(v, f"{bpath}.except[{i}]")
-            if ex is not None and (not ex.subnet_of(cidr) or ex == cidr):
-                f.problem(f"{bpath}.except[{i}]", f"{ex} is not strictly inside cidr {cidr}")
-            elif ex is not None:
-                peer.ip_block.except_.append(ex)
-    if peer.pod_selector is None and peer.namespace_selector is None and peer.ip_block is None:
-        f.problem(path, "must specify a peer (podSelector, namespaceSelector or ipBlock)")
-        return None
-    return peer
-
-
-def _policy_port(f: Fields, p: dict[str, Any], path: str) -> PolicyPort:
-    f.known(p, path, ("protocol", "port", "endPort"))
-    out = PolicyPort(protocol=f.protocol(p, path))  # type: ignore[arg-type]
-    port = p.get("port")
-    if isinstance(port, str):
-        if err := port_name_error(port):
-            f.problem(join(path, "port"), f"'{port}' {err}")
-        out.port = port
-    elif port is not None:
-        out.port = f.integer(p, path, "port", lo=1, hi=65535)
-    if "endPort" in p:
-        end = f.integer(p, path, "endPort", lo=1, hi=65535)
-        if not isinstance(out.port, int):
-            f.problem(join(path, "endPort"), "requires a numeric port")
-        elif end is not None and end < out.port:
-            f.problem(join(path, "endPort"), f"{end} is less than port {out.port}")
-        else:
-            out.end_port = end
-    return out

@@ -23,8 +23,9 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import yaml
 
@@ -35,12 +36,19 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 DICT_SOURCE = "<dict>"
 
 
-class Document(NamedTuple):
-    """One Kubernetes object as read: where it came from and its raw content."""
+@dataclass(frozen=True)
+class Document:
+    """One Kubernetes object as read: where it came from and its raw content.
+
+    Unpacks like the tuple ``(source, index, obj)``.
+    """
 
     source: str  # the file as given ("examples/cluster/web.yaml"), "<dict>" or "<stdin>"
     index: int   # 0-based position among the objects read from ``source``
     obj: dict[str, Any]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.source, self.index, self.obj))
 
 
 Source = str | os.PathLike[str] | dict[str, Any] | list[dict[str, Any]]

@@ -28,11 +28,12 @@ from typing import Any
 
 from kemu.control import ipam
 from kemu.control.manifests import Fields, dns_label_error, join, port_name_error
-from kemu.control.model import Container, ContainerPort, IPv4Address, OwnerRef
+from kemu.control.model import Container, ContainerPort, IPv4Address, OwnerRef, Pod
 
 ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 MAC_ANNOTATION = "kemu.dev/mac"
 UDP_ECHO_ANNOTATION = "kemu.dev/udp-echo"
+UNSET_IP = IPv4Address(0)  # a Pod object given with this IP gets one allocated
 CONTAINER_PORT_FIELDS = ("name", "containerPort", "protocol", "hostPort", "hostIP")
 
 
@@ -105,8 +106,10 @@ def parse_template(f: Fields, meta: dict[str, Any], spec: dict[str, Any], mpath:
     if mac is not None:
         if not allow_mac:
             f.problem(where, "only a Pod can pin its MAC (a template makes many pods)")
-        elif not isinstance(mac, str) or (err := ipam.mac_error(mac)) is not None:
-            f.problem(where, err if isinstance(mac, str) else "expected a string")
+        elif not isinstance(mac, str):
+            f.problem(where, "expected a string")
+        elif (err := ipam.mac_error(mac)) is not None:
+            f.problem(where, err)
         else:
             t.mac = ipam.normalize_mac(mac)
     echo = annotations.get(UDP_ECHO_ANNOTATION)
@@ -275,3 +278,30 @@ def draft_from(template: PodTemplate, inst: Instance, namespace: str, source: st
                     hostname=inst.hostname or template.hostname,
                     subdomain=inst.subdomain or template.subdomain,
                     owner=inst.owner, source=source, obj=obj, path="spec.template.")
+
+
+def pod_to_dict(pod: Pod) -> dict[str, Any]:
+    """A ``Pod`` as the manifest that would load into it (``add_pod`` takes either)."""
+    annotations = {}
+    if pod.mac:
+        annotations[MAC_ANNOTATION] = pod.mac
+    echo = [str(p.port) for p in pod.container_ports() if p.udp_echo]
+    if echo:
+        annotations[UDP_ECHO_ANNOTATION] = ",".join(echo)
+    spec: dict[str, Any] = {"containers": [
+        {"name": c.name, "ports": [{"containerPort": p.port, "protocol": p.protocol,
+                                    **({"name": p.name} if p.name else {})} for p in c.ports]}
+        for c in pod.containers]}
+    for key, value in (("nodeName", pod.node_name), ("hostNetwork", pod.host_network),
+                       ("hostname", pod.hostname), ("subdomain", pod.subdomain)):
+        if value:
+            spec[key] = value
+    meta: dict[str, Any] = {"name": pod.name, "namespace": pod.namespace,
+                            "labels": dict(pod.labels), "annotations": annotations}
+    if pod.terminating:
+        meta["deletionTimestamp"] = "1970-01-01T00:00:00Z"
+    status: dict[str, Any] = {"conditions": [{"type": "Ready",
+                                              "status": "True" if pod.ready else "False"}]}
+    if pod.ip != UNSET_IP:
+        status["podIP"] = str(pod.ip)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}

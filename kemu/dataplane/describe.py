@@ -132,8 +132,9 @@ def dump_state(t: Tables, state: dict[str, list[tuple]]) -> str:
             f"{C.CT_STATES[st]} flags {flags:#x} expires {exp} svc {_sp(t, svc)} "
             f"backend {backend_text(t, be)}")
         del rp
-    for node, ip, mac in state["neigh"]:
-        lines.append(f"neigh {t.node_name[node]} {ip_str(ip)} {mac_str(mac)}")
+    for node, ip, mac, hh in state["neigh"]:
+        lines.append(f"neigh {t.node_name[node]} {ip_str(ip)} {mac_str(mac)}"
+                     + (" hh" if hh else ""))
     for node, sp, client, bip, bport, last in state["affinity"]:
         lines.append(f"affinity {t.node_name[node]} {_sp(t, sp)} {ip_str(client)} -> "
                      f"{ip_str(bip)}:{bport} last {last}")

@@ -86,11 +86,11 @@ class Ctx:
     pre_done: bool = False
     verdict: int = 0          # pending filter verdict from the service lookup (DROP_* code)
     verdict_sp: int = -1
-    old_dst: int = 0
+    related: CtEntry | None = None  # an ICMP error's flow, for the un-DNAT at POSTROUTING
 
     def copy(self) -> Ctx:
         return Ctx(self.node, self.ct, self.reply_dir, self.new, self.pre_done, self.verdict,
-                   self.verdict_sp, self.old_dst)
+                   self.verdict_sp, self.related)
 
 
 @dataclass
@@ -121,6 +121,7 @@ class Datapath:
         self.fdb: dict[tuple[int, int], tuple[int, int]] = {}      # (bridge, mac) -> (port, seen)
         self.ct: dict[tuple, tuple[CtEntry, bool]] = {}            # (node, tuple) -> (entry, reply)
         self.neigh: dict[tuple[int, int], int] = {}               # (node, ip) -> mac
+        self.neigh_hh: set[tuple[int, int]] = set()               # entries with a cached header
         self.affinity: dict[tuple[int, int, int], tuple[int, int, int]] = {}
         self.t = tables
         self.load(tables)
@@ -156,7 +157,6 @@ class Datapath:
         if old is not None and old is not tables:
             self.fdb.clear()
             self._remap_conntrack()
-        self.neigh = {k: v for k, v in self.neigh.items() if v >= 0}
         if self.static_neighbours:
             self._seed_neighbours()
         self._loaded = tables
@@ -208,11 +208,14 @@ class Datapath:
         self.fdb.clear()
         self.ct.clear()
         self.neigh.clear()
+        self.neigh_hh.clear()
         self.affinity.clear()
         if self.static_neighbours:
             self._seed_neighbours()
 
     def neigh_set(self, node: int, ip: int, mac: int) -> None:
+        if self.neigh.get((node, ip)) != mac:
+            self.neigh_hh.discard((node, ip))
         self.neigh[(node, ip)] = mac
 
     def neigh_lookup(self, node: int, ip: int) -> int:
@@ -238,7 +241,8 @@ class Datapath:
             (e.node,) + e.orig + e.reply + (e.flags, e.state, e.expires, e.sp,
                                             e.be)
             for e, is_reply in self.ct.values() if not is_reply)
-        neigh = sorted((n, ip, mac) for (n, ip), mac in self.neigh.items())
+        neigh = sorted((n, ip, mac, int((n, ip) in self.neigh_hh))
+                       for (n, ip), mac in self.neigh.items())
         aff = sorted(k + v for k, v in self.affinity.items())
         return {"fdb": fdb, "conntrack": ct, "neigh": neigh, "affinity": aff}
 
@@ -332,7 +336,12 @@ class Datapath:
         """Terminal outcome of one copy; pending events attach to its last hop."""
         res = self.res
         if it.ctx.new and kind == C.OUT_DROPPED and it.ctx.ct is not None:
-            self._ct_delete(it.ctx.ct)  # unconfirmed conntrack entries die with the packet
+            if reason in (C.DROP_TTL_EXCEEDED, C.DROP_REJECT_NO_ENDPOINTS, C.DROP_NO_ROUTE):
+                # unconfirmed, but the ICMP error this drop causes is still RELATED to it
+                # (the kernel attaches the entry to the error): it expires right away
+                it.ctx.ct.expires = self.now
+            else:
+                self._ct_delete(it.ctx.ct)  # unconfirmed conntrack entries die with the packet
         if res.record:
             for ev in it.pend:
                 self._emit(it.last_hop, *ev)
@@ -533,7 +542,13 @@ class Datapath:
                     if mac < 0:
                         return self._end(it, C.OUT_NEIGH, 0, local_if, new_dst, keep=True)
                     put48(d, 0, mac)
+                    self._changed(it)
                     self._ev(it, C.EV_BRIDGED_DNAT, node)
+                    if (node, new_dst) not in self.neigh_hh:
+                        # br_nf_pre_routing_finish_bridge: without a cached header the frame
+                        # goes out through the bridge device once (neigh->output), then on
+                        self.neigh_hh.add((node, new_dst))
+                        self._hop(it, local_if, C.DIR_OUT)
                 else:
                     put48(d, 0, self.if_mac[local_if])
                 self._changed(it)
@@ -622,15 +637,15 @@ class Datapath:
         ttl = d[22]
         if ttl <= 1:
             return self._end(it, C.OUT_DROPPED, C.DROP_TTL_EXCEEDED, i, keep=True)
-        verdict = self._filter_forward(it)
-        if verdict:
-            return self._end(it, C.OUT_DROPPED, verdict, i, keep=True)
-        # ip_decrease_ttl
+        # ip_forward decrements the TTL before the FORWARD hook: a REJECT quotes TTL-1
         old = u16(d, 22)
         d[22] = ttl - 1
         put16(d, 24, csum_replace16(u16(d, 24), old, u16(d, 22)))
         self._changed(it)
         self._ev(it, C.EV_TTL, ttl - 1, node)
+        verdict = self._filter_forward(it)
+        if verdict:
+            return self._end(it, C.OUT_DROPPED, verdict, i, keep=True)
         self._output(it, node, out_if, nh, stack)
 
     def _local_in(self, it: Item, node: int, i: int, stack: list[Item]) -> None:
@@ -684,6 +699,7 @@ class Datapath:
             self._ev(it, C.EV_NEIGH_MISS, hop, node, out_if)
             put48(d, 6, self.if_mac[out_if])
             return self._end(it, C.OUT_NEIGH, 0, out_if, hop, keep=True)
+        self.neigh_hh.add((node, hop))  # neigh_resolve_output caches the header
         put48(d, 0, mac)
         put48(d, 6, self.if_mac[out_if])
         self._changed(it)
@@ -733,13 +749,14 @@ class Datapath:
         ctx = it.ctx
         if ctx.node != node:
             ctx.node, ctx.ct, ctx.new, ctx.reply_dir = node, None, False, False
-            ctx.verdict, ctx.verdict_sp = 0, -1
+            ctx.verdict, ctx.verdict_sp, ctx.related = 0, -1, None
         ctx.pre_done = True
         if u16(d, 20) & 0x3FFF:  # MF or fragment offset: conntrack would defragment
             return C.DROP_FRAGMENT
         proto, l4, sport, dport = self._l4(d)
         if proto == C.PROTO_ICMP and (l4 + 1 > len(d) or d[l4] not in (0, 8)):
-            return 0  # ICMP errors are RELATED to the flow they quote: no entry of their own
+            self._related_pre(it, node, l4)  # no entry of its own: RELATED to what it quotes
+            return 0
         sip, dip = u32(d, 26), u32(d, 30)
         key = (node, proto, sip, sport, dip, dport)
         hit = self.ct.get(key)
@@ -838,6 +855,8 @@ class Datapath:
     def _postrouting(self, it: Item, node: int, out_if: int) -> None:
         """KUBE-POSTROUTING masquerade (S-7) for marked new flows; reply un-DNAT; confirm."""
         ctx = it.ctx
+        if ctx.related is not None and ctx.node == node:
+            self._related_post(it, node)
         e = ctx.ct
         if e is None or ctx.node != node:
             return
@@ -855,6 +874,88 @@ class Datapath:
             self._changed(it)
             self._ev(it, C.EV_UNDNAT, e.sp, e.be, node)
         ctx.new = False  # confirmed
+
+    # ---- ICMP errors RELATED to a NATed flow (nf_nat_icmp_reply_translation)
+    def _inner(self, d: bytearray, l4: int) -> tuple[int, int, int, int] | None:
+        """(inner IP offset, inner L4 offset, inner protocol, end) of a quoted TCP/UDP header."""
+        end = min(len(d), 14 + u16(d, 16))
+        inner = l4 + 8
+        if inner + 20 > end or d[inner] >> 4 != 4 or (d[inner] & 0xF) < 5:
+            return None
+        il4 = inner + (d[inner] & 0xF) * 4
+        iproto = d[inner + 9]
+        if iproto not in (C.PROTO_TCP, C.PROTO_UDP) or il4 + 4 > end:
+            return None
+        return inner, il4, iproto, end
+
+    def _related_pre(self, it: Item, node: int, l4: int) -> None:
+        """An ICMP error quoting a packet of a tracked flow: at PREROUTING, undo the flow's
+        SNAT (outer destination and quoted source back to the client)."""
+        d = it.data
+        if d[l4] not in (3, 4, 5, 11, 12):
+            return
+        q = self._inner(d, l4)
+        if q is None:
+            return
+        inner, il4, iproto, _end = q
+        key = (node, iproto, u32(d, inner + 16), u16(d, il4 + 2), u32(d, inner + 12),
+               u16(d, il4))
+        hit = self.ct.get(key)
+        if hit is None or not hit[1]:
+            return
+        e = hit[0]
+        it.ctx.related = e
+        if e.flags & C.CT_SNAT:
+            self._set_addr(d, 30, e.orig[1], -1, C.PROTO_ICMP, l4, 0)
+            self._inner_set(d, l4, q, inner + 12, e.orig[1], 0, e.orig[2])
+            self._changed(it)
+            self._ev(it, C.EV_UNSNAT, e.orig[1], e.orig[2], node)
+
+    def _related_post(self, it: Item, node: int) -> None:
+        """At POSTROUTING: undo the flow's DNAT (outer source and quoted destination become
+        the Service's address, as the kernel rewrites them)."""
+        e = it.ctx.related
+        it.ctx.related = None
+        if e is None or not e.flags & C.CT_DNAT:
+            return
+        d = it.data
+        l4 = 14 + (d[14] & 0xF) * 4
+        q = self._inner(d, l4)
+        if q is None:
+            return
+        self._set_addr(d, 26, e.orig[3], -1, C.PROTO_ICMP, l4, 0)
+        self._inner_set(d, l4, q, q[0] + 16, e.orig[3], 2, e.orig[4])
+        self._changed(it)
+        self._ev(it, C.EV_UNDNAT, e.sp, e.be, node)
+
+    def _inner_set(self, d: bytearray, l4: int, q: tuple[int, int, int, int], at_ip: int,
+                   ip: int, port_at: int, port: int) -> None:
+        """Rewrite a quoted address and port, fixing the quoted IP and L4 checksums and the
+        ICMP checksum over all of them."""
+        inner, il4, iproto, end = q
+        icmp_c = l4 + 2
+
+        def set16(off: int, new: int) -> None:
+            old = u16(d, off)
+            put16(d, off, new)
+            put16(d, icmp_c, csum_replace16(u16(d, icmp_c), old, new))
+
+        old_ip = u32(d, at_ip)
+        old_port = u16(d, il4 + port_at)
+        set16(inner + 10, csum_replace32(u16(d, inner + 10), old_ip, ip))
+        set16(at_ip, ip >> 16)
+        set16(at_ip + 2, ip & 0xFFFF)
+        co = -1
+        if iproto == C.PROTO_TCP and il4 + 18 <= end:
+            co = il4 + 16
+        elif iproto == C.PROTO_UDP and il4 + 8 <= end and u16(d, il4 + 6) != 0:
+            co = il4 + 6
+        if co >= 0:
+            c = csum_replace16(csum_replace32(u16(d, co), old_ip, ip), old_port, port)
+            if iproto == C.PROTO_UDP and c == 0:
+                c = 0xFFFF
+            set16(co, c)
+        set16(il4 + port_at, port)
 
     def _masquerade(self, it: Item, e: CtEntry, node: int, out_if: int, proto: int,
                     l4: int) -> None:

@@ -181,6 +181,13 @@ class Engine:
             pending = []
             for idx in range(base, len(packets)):
                 pending.extend(self._follow_up(packets[idx], idx))
+            if not pending and self._held:  # ARP went unanswered: host unreachable
+                for (_node, _ip), frames in sorted(self._held.items()):
+                    for f, i, _m in frames:
+                        err = self._node_icmp(f, i, 3, 1)
+                        if err is not None:
+                            pending.append(err + ("icmp-error", len(packets) - 1))
+                self._held.clear()
             now += 1000  # answers come a microsecond later on the emulated clock
         self.clock_ns = max(self.clock_ns, now)
         return packets
@@ -224,13 +231,10 @@ class Engine:
                     out.append((ans, iface, C.INJ_TX_FIXL2, "answer", idx))
             elif kind == C.OUT_DELIVERED and ikind in (C.IF_BRIDGE, C.IF_NODE_ETH, C.IF_VTEP):
                 out.extend(self._node_arp(data, iface, idx))
-            elif (kind == C.OUT_DROPPED and self.icmp_errors and reason in ICMP_FOR_DROP
-                  and data and not is_icmp_error(data)):
-                node = int(t.if_node[iface])
-                if node >= 0:
-                    typ, code = ICMP_FOR_DROP[reason]
-                    out.append((icmp_error(data, typ, code), int(t.node_local_if[node]),
-                                C.INJ_TX, "icmp-error", idx))
+            elif kind == C.OUT_DROPPED and reason in ICMP_FOR_DROP:
+                err = self._node_icmp(data, iface, *ICMP_FOR_DROP[reason])
+                if err is not None:
+                    out.append(err + ("icmp-error", idx))
             elif kind == C.OUT_NEIGH:
                 out.extend(self._resolve(data, iface, a, idx))
         return out
@@ -252,11 +256,31 @@ class Engine:
                     for f, i, m in self._held.pop((node, u32(data, 28)), [])]
         return []
 
+    def _node_icmp(self, data: bytes, iface: int, typ: int, code: int
+                   ) -> tuple[bytes, int, int] | None:
+        """The ICMP error a node kernel sends about a frame it dropped (``icmp_send``): from
+        the destination when that is the node's own address (RTCF_LOCAL), else from the
+        address of the route back to the sender (source 0: the node's routing picks it)."""
+        t = self.tables
+        if not self.icmp_errors or not data or is_icmp_error(data) or iface < 0:
+            return None
+        node = int(t.if_node[iface])
+        if node < 0:
+            return None
+        dst = u32(data, 30)
+        owner = t.owner_of(dst)
+        local = owner >= 0 and int(t.if_node[owner]) == node and int(t.if_kind[owner]) in (
+            C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP)
+        return (icmp_error(data, typ, code, src=dst if local else 0),
+                int(t.node_local_if[node]), C.INJ_TX)
+
     def _resolve(self, data: bytes, out_if: int, nexthop: int, idx: int) -> list:
         """Neighbour miss: without static neighbours, ARP for the next hop and hold the
-        frame until the answer comes; with them, the address has no owner: drop."""
+        frame until the answer comes; with them, nobody owns the address: after the ARP
+        probes a Linux node would send, ICMP host unreachable (3/1) to the sender."""
         if self.static_neighbours:
-            return []
+            err = self._node_icmp(data, out_if, 3, 1)
+            return [err + ("icmp-error", idx)] if err is not None else []
         t = self.tables
         node = int(t.if_node[out_if])
         key = (node, nexthop)

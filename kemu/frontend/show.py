@@ -194,8 +194,9 @@ def data(cluster: Any, resource: str, ns: str | None, all_ns: bool) -> dict[str,
     if resource == "routes":
         from kemu.control.cluster import jsonable
 
-        return {"routes": {node: [{k: jsonable(getattr(r, k)) for k in
-                                   ("prefix", "dev", "via", "src", "proto")} for r in rs]
+        return {"routes": {node: [{**{k: jsonable(getattr(r, k)) for k in
+                                      ("prefix", "dev", "via", "src", "proto")},
+                                   "onlink": bool(getattr(r, "onlink", False))} for r in rs]
                            for node, rs in sorted(_node_routes(cluster).items())}}
     if resource == "dns":
         return {"dns": [{"name": r.name, "type": r.type, "ttl": r.ttl, "value": r.value}

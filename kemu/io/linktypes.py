@@ -15,9 +15,10 @@ header in place of its own link-layer header:
   multicast MAC of the destination address for multicast, else 00:00:00:00:00:00.
 
 Invariants: the output holds only link type 1; frames that cannot be converted (too short for
-their link header, not IP, unknown family or protocol) are left out and listed in ``damaged``
-with a short stable reason; no per-frame Python work for Ethernet frames, and the conversion
-of the others is vectorised per link type with numpy.
+their link header, not IP, unknown family or protocol) are left out and appended to
+``damaged`` (after the input's own entries, in frame order) with a short stable reason, whose
+``offset`` is the file offset of the frame's bytes; no per-frame Python work for any frame:
+Ethernet frames are copied as they are and the others converted per link type with numpy.
 """
 
 from __future__ import annotations
@@ -204,12 +205,11 @@ def to_ethernet(cap: Capture) -> Capture:
         header[:, 13] = etype[keep_idx] & 0xFF
         out[starts[made][:, None] + np.arange(14, dtype=np.int64)] = header
     orig = cap.orig_lengths.astype(np.int64) + np.where(eth, 0, 14 - strip)
-    damaged = list(cap.damaged)
+    damaged = list(cap.damaged)  # the reader's damage first, then this conversion's
     base = cap.file_offset or 0
     for i in np.flatnonzero(~good).tolist():
         damaged.append(Damage(int(cap.frame_numbers[i]), base + int(off[i]),
                               reasons[int(problem[i])]))
-    damaged.sort(key=lambda d: (d.frame, d.offset))
     return replace(
         cap,
         buf=out,

@@ -1,0 +1,2582 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""The Cython datapath: the same API and the same results, byte for byte, as
+``kemu.dataplane.reference`` (the oracle; read it for the semantics of every stage).
+
+What lives here and how it is laid out:
+
+- ``Lpm``: DIR-24-8 after DPDK's rte_lpm. A 2^24-entry first-level table (``tbl24``, calloc'd
+  on the first route longer than /0, so start-up stays cheap) of packed 32-bit entries
+  ``next_hop (24 bits) | VALID | EXT | depth << 26``; an ``EXT`` entry holds a 24-bit index of
+  a 256-entry second-level group (``tbl8``), allocated on demand and recycled when a delete
+  leaves it uniform. The rules (RIB) are kept in a hash table so that a delete can re-expand
+  the next-longest covering rule, as rte_lpm's delete does. The /0 route is not expanded: an
+  invalid entry falls back to it at lookup.
+- ``Datapath``: the packet path of ``reference.Datapath`` on C structs. Conntrack, FDB,
+  neighbour, affinity and frontend tables are open-addressing hash tables (power-of-two
+  capacity, linear probing, backward-shift deletion, growing at 70 % load). Conntrack
+  entries live in a pool and are referenced by index from the hash table (one slot per
+  direction, ``entry * 2 + is_reply``) and from the per-copy contexts. The reference keeps a
+  deleted ``CtEntry`` alive while a frame copy still holds it (and may even re-insert it), so
+  an entry here is freed only at the end of the frame in which its last key went away.
+- Each input frame is copied into a buffer with headroom (VXLAN prepends 50 bytes in place);
+  floods fork copies onto a LIFO work stack in the reference's order. Per-copy state
+  (``Item`` with its ``Ctx`` and pending events) is a C struct; the stack top is processed in
+  place.
+
+Numbers come from ``kemu.dataplane.codes`` (and the conntrack timeouts from the reference),
+bound to C globals once at import. The inner functions hold no Python objects and run
+without the GIL; ``process`` takes the raw data of the caller's numpy arrays, re-acquired on
+every call (``Results.grow`` replaces them), and writes the counters back on return.
+"""
+
+from libc.stdint cimport (int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
+                          uint64_t)
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcpy, memset
+
+cimport numpy as cnp
+
+import numpy as np
+
+from kemu.dataplane import codes as _C
+from kemu.dataplane import packet as _P
+from kemu.dataplane import reference as _R
+
+cnp.import_array()
+
+# ------------------------------------------------------------------ constants, bound once
+cdef int IF_POD_ETH = _C.IF_POD_ETH
+cdef int IF_POD_LO = _C.IF_POD_LO
+cdef int IF_VETH = _C.IF_VETH
+cdef int IF_BRIDGE = _C.IF_BRIDGE
+cdef int IF_NODE_ETH = _C.IF_NODE_ETH
+cdef int IF_VTEP = _C.IF_VTEP
+cdef int IF_EXT_ETH = _C.IF_EXT_ETH
+cdef int IF_GW_ETH = _C.IF_GW_ETH
+cdef int IF_NODE_LOCAL = _C.IF_NODE_LOCAL
+cdef int DIR_IN = _C.DIR_IN
+cdef int DIR_OUT = _C.DIR_OUT
+cdef int INJ_TX = _C.INJ_TX
+cdef int INJ_TX_FIXL2 = _C.INJ_TX_FIXL2
+cdef int INJ_RX = _C.INJ_RX
+cdef int OUT_DELIVERED = _C.OUT_DELIVERED
+cdef int OUT_DROPPED = _C.OUT_DROPPED
+cdef int OUT_LEFT = _C.OUT_LEFT
+cdef int OUT_NEIGH = _C.OUT_NEIGH
+cdef int DROP_TOO_SHORT = _C.DROP_TOO_SHORT
+cdef int DROP_UNKNOWN_ETHERTYPE = _C.DROP_UNKNOWN_ETHERTYPE
+cdef int DROP_BAD_IP_HEADER = _C.DROP_BAD_IP_HEADER
+cdef int DROP_BAD_IP_CSUM = _C.DROP_BAD_IP_CSUM
+cdef int DROP_OTHERHOST = _C.DROP_OTHERHOST
+cdef int DROP_TTL_EXCEEDED = _C.DROP_TTL_EXCEEDED
+cdef int DROP_NO_ROUTE = _C.DROP_NO_ROUTE
+cdef int DROP_REJECT_NO_ENDPOINTS = _C.DROP_REJECT_NO_ENDPOINTS
+cdef int DROP_NO_LOCAL_ENDPOINTS = _C.DROP_NO_LOCAL_ENDPOINTS
+cdef int DROP_SAME_PORT = _C.DROP_SAME_PORT
+cdef int DROP_IPV6 = _C.DROP_IPV6
+cdef int DROP_NOT_LOCAL = _C.DROP_NOT_LOCAL
+cdef int DROP_HOP_LIMIT = _C.DROP_HOP_LIMIT
+cdef int DROP_FRAGMENT = _C.DROP_FRAGMENT
+cdef int DROP_MARTIAN = _C.DROP_MARTIAN
+cdef int EV_BR_FDB = _C.EV_BR_FDB
+cdef int EV_BR_FLOOD = _C.EV_BR_FLOOD
+cdef int EV_BR_LOCAL = _C.EV_BR_LOCAL
+cdef int EV_ROUTE = _C.EV_ROUTE
+cdef int EV_DNAT = _C.EV_DNAT
+cdef int EV_SNAT = _C.EV_SNAT
+cdef int EV_UNDNAT = _C.EV_UNDNAT
+cdef int EV_UNSNAT = _C.EV_UNSNAT
+cdef int EV_CT_REUSE = _C.EV_CT_REUSE
+cdef int EV_DELIVER = _C.EV_DELIVER
+cdef int EV_DROP = _C.EV_DROP
+cdef int EV_LEFT = _C.EV_LEFT
+cdef int EV_BRIDGED_DNAT = _C.EV_BRIDGED_DNAT
+cdef int EV_ENCAP = _C.EV_ENCAP
+cdef int EV_DECAP = _C.EV_DECAP
+cdef int EV_AFFINITY = _C.EV_AFFINITY
+cdef int EV_LOCAL_ROUTE = _C.EV_LOCAL_ROUTE
+cdef int EV_NEIGH_MISS = _C.EV_NEIGH_MISS
+cdef int EV_FIXL2 = _C.EV_FIXL2
+cdef int EV_TTL = _C.EV_TTL
+cdef int EV_NODE_INPUT = _C.EV_NODE_INPUT
+cdef int RT_POD_CIDR = _C.RT_POD_CIDR
+cdef int RT_NODE_NET = _C.RT_NODE_NET
+cdef int FE_CLUSTER_IP = _C.FE_CLUSTER_IP
+cdef int FE_NODE_PORT = _C.FE_NODE_PORT
+cdef int SP_AFFINITY = _C.SP_AFFINITY
+cdef int SP_ITP_LOCAL = _C.SP_ITP_LOCAL
+cdef int SP_ETP_LOCAL = _C.SP_ETP_LOCAL
+cdef int CT_DNAT = _C.CT_DNAT
+cdef int CT_SNAT = _C.CT_SNAT
+cdef int CT_REPLIED = _C.CT_REPLIED
+cdef int PROTO_ICMP = _C.PROTO_ICMP
+cdef int PROTO_TCP = _C.PROTO_TCP
+cdef int PROTO_UDP = _C.PROTO_UDP
+cdef int PROTO_SCTP = _C.PROTO_SCTP
+cdef int MAX_HOPS = _C.MAX_HOPS
+cdef int VXLAN_PORT = _C.VXLAN_PORT
+cdef int VXLAN_VNI = _C.VXLAN_VNI
+cdef int ETH_IP = _P.ETH_IP
+cdef int ETH_ARP = _P.ETH_ARP
+cdef int ETH_IPV6 = _P.ETH_IPV6
+cdef uint64_t BROADCAST = _P.BROADCAST
+# conntrack states and timeouts (defined once, in the reference)
+cdef int CT_NONE = _R.CT_NONE
+cdef int CT_SYN_SENT = _R.CT_SYN_SENT
+cdef int CT_SYN_RECV = _R.CT_SYN_RECV
+cdef int CT_ESTABLISHED = _R.CT_ESTABLISHED
+cdef int CT_FIN = _R.CT_FIN
+cdef int CT_CLOSE = _R.CT_CLOSE
+cdef int CT_UDP = _R.CT_UDP
+cdef int CT_ICMP = _R.CT_ICMP
+cdef int N_TCP_TIMEOUTS = len(_R.TCP_TIMEOUTS)
+cdef int64_t TCP_TIMEOUT_NS[16]
+for _i, _v in enumerate(_R.TCP_TIMEOUTS[:16]):
+    TCP_TIMEOUT_NS[_i] = _v * _R.NS
+cdef int64_t UDP_TIMEOUT_NS = _R.UDP_TIMEOUT * _R.NS
+cdef int64_t UDP_STREAM_TIMEOUT_NS = _R.UDP_STREAM_TIMEOUT * _R.NS
+cdef int64_t ICMP_TIMEOUT_NS = _R.ICMP_TIMEOUT * _R.NS
+cdef int64_t OTHER_TIMEOUT_NS = _R.OTHER_TIMEOUT * _R.NS
+
+cdef enum:
+    S_TX = 0            # work-stack stages (private to each implementation)
+    S_RX = 1
+    S_BRIDGE_IN = 2
+    S_BRIDGE_OUT = 3
+    S_NODE_IN = 4
+    S_LOCAL_OUT = 5
+    NPEND = 32          # pending events of one copy between two hops (at most ~8 happen)
+    HEADROOM = 128      # bytes before a frame copy: VXLAN prepends 50 in place
+    MIN_BUF = 2048
+
+cdef enum:              # error flags raised after a batch (never expected)
+    ERR_NOMEM = 1
+    ERR_RESULTS = 2
+    ERR_PEND = 4
+
+# ------------------------------------------------------------------ small C helpers
+cdef extern from *:
+    """
+    #include <stdint.h>
+    static inline uint64_t kemu_mix64(uint64_t x) {
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+        return x ^ (x >> 31);
+    }
+    static inline uint64_t kemu_hkey(uint64_t k0, uint64_t k1) {
+        uint64_t h = (k0 * 0x9E3779B97F4A7C15ULL) ^ (k1 * 0xC2B2AE3D27D4EB4FULL);
+        h ^= h >> 32;
+        h *= 0xBF58476D1CE4E5B9ULL;
+        return h ^ (h >> 29);
+    }
+    #define KEMU_OCC 0x8000000000000000ULL
+    """
+    uint64_t kemu_mix64(uint64_t x) noexcept nogil
+    uint64_t kemu_hkey(uint64_t k0, uint64_t k1) noexcept nogil
+    uint64_t KEMU_OCC
+
+
+cdef inline uint32_t rd16(const uint8_t* d, Py_ssize_t o) noexcept nogil:
+    return (<uint32_t>d[o] << 8) | d[o + 1]
+
+
+cdef inline uint32_t rd32(const uint8_t* d, Py_ssize_t o) noexcept nogil:
+    return ((<uint32_t>d[o] << 24) | (<uint32_t>d[o + 1] << 16) | (<uint32_t>d[o + 2] << 8)
+            | d[o + 3])
+
+
+cdef inline uint64_t rd48(const uint8_t* d, Py_ssize_t o) noexcept nogil:
+    return (<uint64_t>rd16(d, o) << 32) | rd32(d, o + 2)
+
+
+cdef inline void wr16(uint8_t* d, Py_ssize_t o, uint64_t v) noexcept nogil:
+    d[o] = (v >> 8) & 0xFF
+    d[o + 1] = v & 0xFF
+
+
+cdef inline void wr32(uint8_t* d, Py_ssize_t o, uint64_t v) noexcept nogil:
+    d[o] = (v >> 24) & 0xFF
+    d[o + 1] = (v >> 16) & 0xFF
+    d[o + 2] = (v >> 8) & 0xFF
+    d[o + 3] = v & 0xFF
+
+
+cdef inline void wr48(uint8_t* d, Py_ssize_t o, uint64_t v) noexcept nogil:
+    wr16(d, o, v >> 32)
+    wr32(d, o + 2, v)
+
+
+cdef inline bint is_mcast(uint64_t mac) noexcept nogil:
+    return (mac >> 40) & 1
+
+
+cdef inline uint32_t csum_fold(uint64_t s) noexcept nogil:
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return <uint32_t>s
+
+
+cdef inline uint32_t csum_replace16(uint32_t check, uint32_t old, uint64_t new) noexcept nogil:
+    """RFC 1624 eqn. 3, as ``packet.csum_replace16`` (``new`` unmasked, like there)."""
+    cdef uint64_t s = (~check & 0xFFFF) + (~old & 0xFFFF) + new
+    return ~csum_fold(s) & 0xFFFF
+
+
+cdef inline uint32_t csum_replace32(uint32_t check, uint32_t old, uint32_t new) noexcept nogil:
+    check = csum_replace16(check, old >> 16, new >> 16)
+    return csum_replace16(check, old & 0xFFFF, new & 0xFFFF)
+
+
+cdef inline uint32_t ip_checksum(const uint8_t* b, Py_ssize_t o, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t s = 0
+    cdef Py_ssize_t i = o
+    while i < o + n - 1:
+        s += (<uint32_t>b[i] << 8) | b[i + 1]
+        i += 2
+    if n & 1:
+        s += <uint32_t>b[o + n - 1] << 8
+    return ~csum_fold(s) & 0xFFFF
+
+
+cdef inline uint64_t flow_hash(uint64_t seed, int64_t node, uint64_t proto, uint64_t sip,
+                               uint64_t sport, uint64_t dip, uint64_t dport) noexcept nogil:
+    cdef uint64_t h = kemu_mix64(seed ^ <uint64_t>(node + 1))
+    h = kemu_mix64(h ^ ((sip << 32) | dip))
+    return kemu_mix64(h ^ ((proto << 32) | (sport << 16) | dport))
+
+
+def mix64(x: int) -> int:
+    """splitmix64's finalizer (``packet.mix64``), exposed for tests."""
+    return kemu_mix64(<uint64_t>(x & 0xFFFFFFFFFFFFFFFF))
+
+
+def py_flow_hash(seed: int, node: int, proto: int, sip: int, sport: int, dip: int,
+                 dport: int) -> int:
+    """``packet.flow_hash`` on uint64_t, exposed for tests."""
+    return flow_hash(<uint64_t>(seed & 0xFFFFFFFFFFFFFFFF), node, proto, sip, sport, dip,
+                     dport)
+
+
+# ------------------------------------------------------------------ open-addressing hash table
+ctypedef struct HSlot:
+    uint64_t k0
+    uint64_t k1      # KEMU_OCC set: occupied (user keys stay below 2**63)
+    int64_t v0
+    int64_t v1
+
+ctypedef struct HTab:
+    HSlot* s
+    uint64_t mask
+    int64_t n
+
+
+cdef int ht_init(HTab* t, int64_t cap) noexcept nogil:
+    cdef int64_t c = 16
+    while c < cap:
+        c <<= 1
+    t.s = <HSlot*>calloc(c, sizeof(HSlot))
+    t.mask = c - 1
+    t.n = 0
+    return 0 if t.s != NULL else -1
+
+
+cdef void ht_free(HTab* t) noexcept nogil:
+    free(t.s)
+    t.s = NULL
+    t.n = 0
+    t.mask = 0
+
+
+cdef void ht_clear(HTab* t) noexcept nogil:
+    if t.s != NULL:
+        memset(t.s, 0, (t.mask + 1) * sizeof(HSlot))
+    t.n = 0
+
+
+cdef inline HSlot* ht_find(const HTab* t, uint64_t k0, uint64_t k1) noexcept nogil:
+    k1 |= KEMU_OCC
+    cdef uint64_t i = kemu_hkey(k0, k1) & t.mask
+    cdef HSlot* s
+    while True:
+        s = &t.s[i]
+        if s.k1 == k1 and s.k0 == k0:
+            return s
+        if s.k1 == 0:
+            return NULL
+        i = (i + 1) & t.mask
+
+
+cdef int ht_grow(HTab* t) noexcept nogil:
+    cdef HSlot* old = t.s
+    cdef uint64_t oldcap = t.mask + 1, i, j
+    cdef uint64_t cap = oldcap * 2
+    cdef HSlot* s = <HSlot*>calloc(cap, sizeof(HSlot))
+    if s == NULL:
+        return -1
+    for i in range(oldcap):
+        if old[i].k1:
+            j = kemu_hkey(old[i].k0, old[i].k1) & (cap - 1)
+            while s[j].k1:
+                j = (j + 1) & (cap - 1)
+            s[j] = old[i]
+    free(old)
+    t.s = s
+    t.mask = cap - 1
+    return 0
+
+
+cdef inline HSlot* ht_put(HTab* t, uint64_t k0, uint64_t k1, bint* created) noexcept nogil:
+    """The slot of a key, inserted (values 0) when absent; NULL when out of memory."""
+    if (t.n + 1) * 10 > <int64_t>(t.mask + 1) * 7:
+        if ht_grow(t) < 0:
+            return NULL
+    k1 |= KEMU_OCC
+    cdef uint64_t i = kemu_hkey(k0, k1) & t.mask
+    cdef HSlot* s
+    while True:
+        s = &t.s[i]
+        if s.k1 == k1 and s.k0 == k0:
+            created[0] = False
+            return s
+        if s.k1 == 0:
+            s.k0 = k0
+            s.k1 = k1
+            s.v0 = 0
+            s.v1 = 0
+            t.n += 1
+            created[0] = True
+            return s
+        i = (i + 1) & t.mask
+
+
+cdef void ht_del(HTab* t, HSlot* slot) noexcept nogil:
+    """Backward-shift deletion: no tombstones, probe chains stay short."""
+    cdef uint64_t mask = t.mask
+    cdef uint64_t i = slot - t.s, j = i, k
+    while True:
+        j = (j + 1) & mask
+        if t.s[j].k1 == 0:
+            break
+        k = kemu_hkey(t.s[j].k0, t.s[j].k1) & mask
+        if (j > i and (k <= i or k > j)) or (j < i and k <= i and k > j):
+            t.s[i] = t.s[j]
+            i = j
+    t.s[i].k0 = 0
+    t.s[i].k1 = 0
+    t.n -= 1
+
+
+# ------------------------------------------------------------------ LPM (DIR-24-8)
+cdef enum:
+    LPM_VALID = 1 << 24
+    LPM_EXT = 1 << 25
+    LPM_DEPTH_SHIFT = 26
+    LPM_NH_MASK = 0xFFFFFF
+    LPM_MAX_GROUPS = 1 << 24
+
+ctypedef struct LpmC:
+    uint32_t* tbl24          # 2**24 entries, NULL until a route longer than /0 exists
+    uint32_t* tbl8           # groups of 256 entries
+    int64_t groups_cap
+    int64_t groups_hwm       # groups ever handed out (free ones are on the free list)
+    int32_t* free_groups
+    int64_t n_free
+    int64_t free_cap
+    HTab rules               # (prefix, depth) -> next hop: the RIB
+    bint has_default
+    uint32_t default_nh
+
+
+cdef inline uint32_t lpm_mask(int depth) noexcept nogil:
+    return <uint32_t>((<uint64_t>0xFFFFFFFF << (32 - depth)) & 0xFFFFFFFF) if depth else 0
+
+
+cdef inline int32_t lpm_lookup(const LpmC* l, uint32_t ip) noexcept nogil:
+    cdef uint32_t e
+    if l.tbl24 != NULL:
+        e = l.tbl24[ip >> 8]
+        if e & LPM_EXT:
+            e = l.tbl8[((<uint64_t>(e & LPM_NH_MASK)) << 8) | (ip & 0xFF)]
+        if e & LPM_VALID:
+            return e & LPM_NH_MASK
+    return <int32_t>l.default_nh if l.has_default else -1
+
+
+cdef int lpm_init(LpmC* l) noexcept nogil:
+    memset(l, 0, sizeof(LpmC))
+    return ht_init(&l.rules, 64)
+
+
+cdef void lpm_free(LpmC* l) noexcept nogil:
+    free(l.tbl24)
+    free(l.tbl8)
+    free(l.free_groups)
+    ht_free(&l.rules)
+    memset(l, 0, sizeof(LpmC))
+
+
+cdef int64_t lpm_group_alloc(LpmC* l) noexcept nogil:
+    cdef int64_t g, cap
+    cdef uint32_t* t8
+    if l.n_free:
+        l.n_free -= 1
+        return l.free_groups[l.n_free]
+    if l.groups_hwm >= LPM_MAX_GROUPS:
+        return -1
+    if l.groups_hwm == l.groups_cap:
+        cap = l.groups_cap * 2 if l.groups_cap else 64
+        if cap > LPM_MAX_GROUPS:
+            cap = LPM_MAX_GROUPS
+        t8 = <uint32_t*>realloc(l.tbl8, cap * 256 * sizeof(uint32_t))
+        if t8 == NULL:
+            return -1
+        l.tbl8 = t8
+        l.groups_cap = cap
+    g = l.groups_hwm
+    l.groups_hwm += 1
+    return g
+
+
+cdef int lpm_group_release(LpmC* l, int64_t g) noexcept nogil:
+    cdef int32_t* f
+    cdef int64_t cap
+    if l.n_free == l.free_cap:
+        cap = l.free_cap * 2 if l.free_cap else 64
+        f = <int32_t*>realloc(l.free_groups, cap * sizeof(int32_t))
+        if f == NULL:
+            return -1   # the group leaks until the Lpm goes away; lookups stay right
+        l.free_groups = f
+        l.free_cap = cap
+    l.free_groups[l.n_free] = <int32_t>g
+    l.n_free += 1
+    return 0
+
+
+cdef void lpm_group_recycle(LpmC* l, uint32_t idx24) noexcept nogil:
+    """After a delete: a group whose entries are all invalid, or all one rule of depth <= 24,
+    folds back into its tbl24 entry (rte_lpm's tbl8_recycle_check)."""
+    cdef int64_t g = l.tbl24[idx24] & LPM_NH_MASK
+    cdef uint32_t* grp = &l.tbl8[g << 8]
+    cdef uint32_t first = grp[0]
+    cdef int j
+    for j in range(1, 256):
+        if grp[j] != first:
+            return
+    if first & LPM_VALID and (first >> LPM_DEPTH_SHIFT) > 24:
+        return
+    l.tbl24[idx24] = first
+    lpm_group_release(l, g)
+
+
+cdef int lpm_add(LpmC* l, uint32_t prefix, int depth, uint32_t nh) noexcept nogil:
+    """Insert or update a rule and expand it into the tables; -1 when out of memory."""
+    cdef bint created
+    cdef HSlot* s
+    cdef uint32_t new, e, te, lo
+    cdef uint64_t i, start, cnt, j
+    cdef int64_t g
+    prefix &= lpm_mask(depth)
+    s = ht_put(&l.rules, prefix, <uint64_t>depth, &created)
+    if s == NULL:
+        return -1
+    s.v0 = nh
+    if depth == 0:
+        l.has_default = True
+        l.default_nh = nh
+        return 0
+    if l.tbl24 == NULL:
+        l.tbl24 = <uint32_t*>calloc(1 << 24, sizeof(uint32_t))
+        if l.tbl24 == NULL:
+            ht_del(&l.rules, ht_find(&l.rules, prefix, <uint64_t>depth))
+            return -1
+    new = nh | LPM_VALID | (<uint32_t>depth << LPM_DEPTH_SHIFT)
+    if depth <= 24:
+        start = prefix >> 8
+        cnt = (<uint64_t>1) << (24 - depth)
+        for i in range(start, start + cnt):
+            e = l.tbl24[i]
+            if not e & LPM_EXT:
+                if not e & LPM_VALID or (e >> LPM_DEPTH_SHIFT) <= <uint32_t>depth:
+                    l.tbl24[i] = new
+            else:
+                g = e & LPM_NH_MASK
+                for j in range(<uint64_t>g << 8, (<uint64_t>g << 8) + 256):
+                    te = l.tbl8[j]
+                    if not te & LPM_VALID or (te >> LPM_DEPTH_SHIFT) <= <uint32_t>depth:
+                        l.tbl8[j] = new
+        return 0
+    i = prefix >> 8
+    e = l.tbl24[i]
+    if not e & LPM_EXT:
+        g = lpm_group_alloc(l)
+        if g < 0:
+            ht_del(&l.rules, ht_find(&l.rules, prefix, <uint64_t>depth))
+            return -1
+        for j in range(256):
+            l.tbl8[(g << 8) + j] = e if e & LPM_VALID else 0
+        l.tbl24[i] = <uint32_t>g | LPM_VALID | LPM_EXT
+    else:
+        g = e & LPM_NH_MASK
+    lo = prefix & 0xFF
+    cnt = (<uint64_t>1) << (32 - depth)
+    for j in range((g << 8) + lo, (g << 8) + lo + cnt):
+        te = l.tbl8[j]
+        if not te & LPM_VALID or (te >> LPM_DEPTH_SHIFT) <= <uint32_t>depth:
+            l.tbl8[j] = new
+    return 0
+
+
+cdef bint lpm_delete(LpmC* l, uint32_t prefix, int depth) noexcept nogil:
+    """Remove a rule; its range falls back to the longest shorter rule covering it."""
+    cdef HSlot* s
+    cdef HSlot* sub
+    cdef uint32_t subent = 0, e, te
+    cdef int d
+    cdef uint64_t i, start, cnt, j, g
+    prefix &= lpm_mask(depth)
+    s = ht_find(&l.rules, prefix, <uint64_t>depth)
+    if s == NULL:
+        return False
+    ht_del(&l.rules, s)
+    if depth == 0:
+        l.has_default = False
+        l.default_nh = 0
+        return True
+    for d in range(depth - 1, 0, -1):
+        sub = ht_find(&l.rules, prefix & lpm_mask(d), <uint64_t>d)
+        if sub != NULL:
+            subent = <uint32_t>sub.v0 | LPM_VALID | (<uint32_t>d << LPM_DEPTH_SHIFT)
+            break
+    if depth <= 24:
+        start = prefix >> 8
+        cnt = (<uint64_t>1) << (24 - depth)
+        for i in range(start, start + cnt):
+            e = l.tbl24[i]
+            if not e & LPM_EXT:
+                if e & LPM_VALID and (e >> LPM_DEPTH_SHIFT) <= <uint32_t>depth:
+                    l.tbl24[i] = subent
+            else:
+                g = e & LPM_NH_MASK
+                for j in range(g << 8, (g << 8) + 256):
+                    te = l.tbl8[j]
+                    if te & LPM_VALID and (te >> LPM_DEPTH_SHIFT) <= <uint32_t>depth:
+                        l.tbl8[j] = subent
+                lpm_group_recycle(l, <uint32_t>i)
+        return True
+    i = prefix >> 8
+    e = l.tbl24[i]
+    if not e & LPM_EXT:   # cannot happen: a rule longer than /24 always has its group
+        return True
+    g = e & LPM_NH_MASK
+    start = (g << 8) + (prefix & 0xFF)
+    cnt = (<uint64_t>1) << (32 - depth)
+    for j in range(start, start + cnt):
+        te = l.tbl8[j]
+        if te & LPM_VALID and (te >> LPM_DEPTH_SHIFT) <= <uint32_t>depth:
+            l.tbl8[j] = subent
+    lpm_group_recycle(l, <uint32_t>i)
+    return True
+
+
+cdef class Lpm:
+    """Routes: (prefix, depth) -> next-hop id (below 2**24); DIR-24-8 like DPDK's rte_lpm."""
+
+    cdef LpmC c
+
+    def __cinit__(self):
+        if lpm_init(&self.c) < 0:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        lpm_free(&self.c)
+
+    def add(self, prefix: int, depth: int, next_hop: int) -> None:
+        if not 0 <= depth <= 32:
+            raise ValueError(f"depth {depth} outside 0..32")
+        if not 0 <= next_hop < 1 << 24:
+            raise ValueError(f"next hop {next_hop} outside 0..2**24-1")
+        if lpm_add(&self.c, <uint32_t>(prefix & 0xFFFFFFFF), depth, next_hop) < 0:
+            raise MemoryError("LPM: out of memory or of second-level groups")
+
+    def delete(self, prefix: int, depth: int) -> bool:
+        if not 0 <= depth <= 32:
+            return False
+        return lpm_delete(&self.c, <uint32_t>(prefix & 0xFFFFFFFF), depth)
+
+    def lookup(self, ip: int) -> int:
+        """Next-hop id of the longest prefix containing ``ip``, or -1."""
+        return lpm_lookup(&self.c, <uint32_t>(ip & 0xFFFFFFFF))
+
+    def lookup_bulk(self, ips, out) -> None:
+        cdef const uint32_t[::1] v = np.ascontiguousarray(ips, dtype=np.uint32)
+        cdef Py_ssize_t i, n = v.shape[0]
+        cdef int64_t[:] o64
+        cdef int32_t[:] o32
+        if len(out) < n:
+            raise IndexError(f"out holds {len(out)} entries, {n} needed")
+        if out.dtype == np.int64:
+            o64 = out
+            for i in range(n):
+                o64[i] = lpm_lookup(&self.c, v[i])
+        elif out.dtype == np.int32:
+            o32 = out
+            for i in range(n):
+                o32[i] = lpm_lookup(&self.c, v[i])
+        else:
+            tmp = np.empty(n, np.int64)
+            o64 = tmp
+            for i in range(n):
+                o64[i] = lpm_lookup(&self.c, v[i])
+            out[:n] = tmp
+
+    def __len__(self) -> int:
+        return self.c.rules.n
+
+    cdef inline int32_t _lookup(self, uint32_t ip) noexcept nogil:
+        return lpm_lookup(&self.c, ip)
+
+
+# ------------------------------------------------------------------ datapath structs
+ctypedef struct IfInfo:          # one interface, direct-indexed by id
+    int64_t mac
+    uint32_t ip
+    int32_t kind
+    int32_t node
+    int32_t peer
+    int32_t bridge
+    int32_t hairpin
+
+ctypedef struct CtE:             # reference.CtEntry
+    int64_t expires
+    uint32_t o_sip
+    uint32_t o_dip
+    uint32_t r_sip
+    uint32_t r_dip
+    uint32_t dnat_ip
+    uint32_t snat_ip
+    int32_t node
+    int32_t flags
+    int32_t state
+    int32_t sp
+    int32_t be
+    int32_t dnat_port
+    int32_t snat_port
+    int32_t nkeys                # hash-table slots naming this entry
+    int32_t next_free
+    uint16_t o_sport
+    uint16_t o_dport
+    uint16_t r_sport
+    uint16_t r_dport
+    uint8_t o_proto
+    uint8_t r_proto
+    uint8_t masq
+    uint8_t zombie               # queued for freeing at the end of the frame
+
+ctypedef struct Ctx:             # reference.Ctx
+    int32_t node
+    int32_t ct
+    int32_t verdict
+    int32_t verdict_sp
+    uint8_t reply_dir
+    uint8_t new
+    uint8_t pre_done
+
+ctypedef struct Ev:
+    int64_t kind
+    int64_t a
+    int64_t b
+    int64_t c
+
+ctypedef struct Item:            # reference.Item: one copy of a frame on the work stack
+    uint8_t* mem
+    int32_t cap
+    int32_t off
+    int32_t len
+    int32_t stage
+    int32_t a
+    int32_t b
+    Ctx ctx
+    int32_t hops
+    int32_t last_hop
+    int64_t snap_off
+    int32_t snap_len
+    int32_t flood
+    int32_t npend
+    Ev pend[NPEND]
+
+ctypedef struct Buf:
+    uint8_t* mem
+    int32_t cap
+
+ctypedef struct DP:
+    # ---- tables (pointers into arrays owned by the Python object)
+    int32_t n_if
+    int32_t n_nodes
+    int32_t n_br
+    int32_t n_rt
+    int32_t n_sp
+    IfInfo* ifs
+    const int32_t* br_local_if
+    const int32_t* br_netfilter
+    const int32_t* br_port_start
+    const int32_t* br_port_count
+    const int32_t* br_ports
+    const int32_t* node_eth_if
+    const int32_t* node_br_if
+    const int32_t* node_vtep_if
+    const int32_t* node_local_if
+    const uint32_t* node_ip
+    const uint32_t* node_br_ip
+    const uint32_t* node_pod_mask
+    const int32_t* lip_n          # local addresses per node (reference local_ips)
+    const uint32_t* lip_ip
+    const int32_t* lip_if
+    int32_t lip_k
+    const int32_t* rt_out         # [route * n_nodes + node]: out interface (_route_dev)
+    const uint32_t* rt_nh         # next hop (0: connected)
+    LpmC* lpm
+    HTab fe
+    HTab fe_np
+    const int32_t* fe_sp
+    const int32_t* fe_kind
+    const int32_t* sp_flags
+    const int64_t* sp_aff_ns
+    const int32_t* sp_be_start
+    const int32_t* sp_be_count
+    const uint32_t* be_ip
+    const int32_t* be_port
+    const int32_t* be_node
+    const uint32_t* own_ip
+    const int32_t* own_if
+    int64_t n_own
+    int32_t* cands
+    uint32_t node_net_prefix
+    uint32_t node_net_mask
+    uint32_t gateway_ip
+    int32_t gateway_if
+    uint32_t cnet
+    uint32_t cmask
+    bint vxlan
+    int64_t ageing_ns
+    uint64_t seed
+    # ---- mutable state
+    HTab ct                       # (node, tuple) -> entry * 2 + is_reply
+    HTab fdb                      # (mac, bridge) -> (port, seen)
+    HTab neigh                    # (ip, node) -> mac
+    HTab aff                      # (sip, node << 32 | sp) -> (ip << 16 | port, last)
+    CtE* ce
+    int32_t ce_cap
+    int32_t ce_used
+    int32_t ce_free
+    int32_t* zombies
+    int32_t n_zombies
+    int32_t zombies_cap
+    # ---- per batch
+    int64_t now
+    int32_t fi
+    bint record
+    int err
+    Item* stack
+    int32_t sp
+    int32_t stack_cap
+    Buf* pool
+    int32_t n_pool
+    int32_t pool_cap
+    # ---- results (re-acquired on every process call)
+    int32_t* hop_frame
+    int32_t* hop_iface
+    uint8_t* hop_dir
+    int64_t* hop_off
+    int32_t* hop_len
+    int64_t hop_cap
+    int32_t* ev_frame
+    int32_t* ev_hop
+    int16_t* ev_kind
+    int64_t* ev_a
+    int64_t* ev_b
+    int64_t* ev_c
+    int64_t ev_cap
+    int32_t* oc_frame
+    uint8_t* oc_kind
+    int16_t* oc_reason
+    int32_t* oc_iface
+    int32_t* oc_hop
+    int64_t* oc_a
+    int64_t* oc_off
+    int32_t* oc_len
+    int64_t oc_cap
+    uint8_t* arena
+    int64_t arena_cap
+    int64_t n_hops
+    int64_t n_events
+    int64_t n_oc
+    int64_t arena_used
+
+
+# ------------------------------------------------------------------ buffers and the work stack
+cdef inline uint8_t* DATA(Item* it) noexcept nogil:
+    return it.mem + it.off
+
+
+cdef inline int buf_get(DP* dp, int32_t need, Buf* out) noexcept nogil:
+    cdef Buf b
+    if need < MIN_BUF:
+        need = MIN_BUF
+    if dp.n_pool:
+        dp.n_pool -= 1
+        b = dp.pool[dp.n_pool]
+        if b.cap >= need:
+            out[0] = b
+            return 0
+        free(b.mem)
+    b.mem = <uint8_t*>malloc(need)
+    b.cap = need
+    if b.mem == NULL:
+        dp.err |= ERR_NOMEM
+        return -1
+    out[0] = b
+    return 0
+
+
+cdef inline void buf_put(DP* dp, uint8_t* mem, int32_t cap) noexcept nogil:
+    cdef Buf* p
+    if mem == NULL:
+        return
+    if dp.n_pool == dp.pool_cap:
+        p = <Buf*>realloc(dp.pool, (dp.pool_cap * 2 + 8) * sizeof(Buf))
+        if p == NULL:
+            free(mem)
+            return
+        dp.pool = p
+        dp.pool_cap = dp.pool_cap * 2 + 8
+    dp.pool[dp.n_pool].mem = mem
+    dp.pool[dp.n_pool].cap = cap
+    dp.n_pool += 1
+
+
+cdef inline Item* push_slot(DP* dp) noexcept nogil:
+    """A new top-of-stack slot (the stack may move: re-fetch item pointers after this)."""
+    cdef Item* s
+    if dp.sp == dp.stack_cap:
+        s = <Item*>realloc(dp.stack, (dp.stack_cap * 2 + 8) * sizeof(Item))
+        if s == NULL:
+            dp.err |= ERR_NOMEM
+            return NULL
+        dp.stack = s
+        dp.stack_cap = dp.stack_cap * 2 + 8
+    dp.sp += 1
+    return &dp.stack[dp.sp - 1]
+
+
+cdef inline void ctx_reset(Ctx* c) noexcept nogil:
+    c.node = -1
+    c.ct = -1
+    c.verdict = 0
+    c.verdict_sp = -1
+    c.reply_dir = 0
+    c.new = 0
+    c.pre_done = 0
+
+
+cdef Item* fork(DP* dp, const Item* src, int stage, int a, int b) noexcept nogil:
+    """reference Item.fork: a full copy (bytes, context, snapshot, pending events)."""
+    cdef Buf buf
+    if buf_get(dp, src.len + HEADROOM, &buf) < 0:
+        return NULL
+    cdef Item* it = push_slot(dp)
+    if it == NULL:
+        buf_put(dp, buf.mem, buf.cap)
+        return NULL
+    memcpy(it, src, sizeof(Item) - sizeof(Ev) * (NPEND - src.npend))
+    it.mem = buf.mem
+    it.cap = buf.cap
+    it.off = HEADROOM
+    memcpy(it.mem + HEADROOM, src.mem + src.off, src.len)
+    it.stage = stage
+    it.a = a
+    it.b = b
+    return it
+
+
+# ------------------------------------------------------------------ recording
+cdef inline void emit(DP* dp, int64_t hop, int64_t kind, int64_t a, int64_t b,
+                      int64_t c) noexcept nogil:
+    cdef int64_t e = dp.n_events
+    if e >= dp.ev_cap:
+        dp.err |= ERR_RESULTS
+        return
+    dp.ev_frame[e] = dp.fi
+    dp.ev_hop[e] = <int32_t>hop
+    dp.ev_kind[e] = <int16_t>kind
+    dp.ev_a[e] = a
+    dp.ev_b[e] = b
+    dp.ev_c[e] = c
+    dp.n_events = e + 1
+
+
+cdef inline void ev(DP* dp, Item* it, int64_t kind, int64_t a, int64_t b,
+                    int64_t c) noexcept nogil:
+    if not dp.record:
+        return
+    if it.npend == NPEND:
+        dp.err |= ERR_PEND
+        return
+    cdef Ev* p = &it.pend[it.npend]
+    p.kind = kind
+    p.a = a
+    p.b = b
+    p.c = c
+    it.npend += 1
+
+
+cdef inline bint arena_put(DP* dp, Item* it, int64_t* off) noexcept nogil:
+    cdef int64_t n = it.len
+    if dp.arena_used + n > dp.arena_cap:
+        dp.err |= ERR_RESULTS
+        return False
+    memcpy(dp.arena + dp.arena_used, DATA(it), n)
+    off[0] = dp.arena_used
+    dp.arena_used += (n + 7) & ~7
+    return True
+
+
+cdef inline void hop(DP* dp, Item* it, int iface, int direction) noexcept nogil:
+    it.hops += 1
+    if not dp.record:
+        return
+    cdef int64_t h = dp.n_hops
+    cdef int k
+    if h >= dp.hop_cap:
+        dp.err |= ERR_RESULTS
+        return
+    if it.snap_off < 0:
+        if not arena_put(dp, it, &it.snap_off):
+            return
+        it.snap_len = it.len
+    dp.hop_frame[h] = dp.fi
+    dp.hop_iface[h] = iface
+    dp.hop_dir[h] = direction
+    dp.hop_off[h] = it.snap_off
+    dp.hop_len[h] = it.snap_len
+    dp.n_hops = h + 1
+    it.last_hop = <int32_t>h
+    for k in range(it.npend):
+        emit(dp, h, it.pend[k].kind, it.pend[k].a, it.pend[k].b, it.pend[k].c)
+    it.npend = 0
+
+
+cdef inline void changed(Item* it) noexcept nogil:
+    it.snap_off = -1
+
+
+cdef int end(DP* dp, Item* it, int kind, int reason, int iface, int64_t a,
+             bint keep) noexcept nogil:
+    """Terminal outcome of one copy (reference ``_end``); returns 1 (pop the copy)."""
+    cdef int k, node
+    cdef int64_t o, off
+    if it.ctx.new and kind == OUT_DROPPED and it.ctx.ct >= 0:
+        ct_delete(dp, it.ctx.ct)  # unconfirmed conntrack entries die with the packet
+    if dp.record:
+        for k in range(it.npend):
+            emit(dp, it.last_hop, it.pend[k].kind, it.pend[k].a, it.pend[k].b,
+                 it.pend[k].c)
+        if kind == OUT_DROPPED:
+            node = dp.ifs[iface].node if 0 <= iface < dp.n_if else -1
+            emit(dp, it.last_hop, EV_DROP, reason, node, 0)
+        elif kind == OUT_DELIVERED:
+            emit(dp, it.last_hop, EV_DELIVER, iface, 0, 0)
+        elif kind == OUT_LEFT:
+            emit(dp, it.last_hop, EV_LEFT, iface, 0, 0)
+    it.npend = 0
+    o = dp.n_oc
+    if o >= dp.oc_cap:
+        dp.err |= ERR_RESULTS
+        return 1
+    dp.oc_frame[o] = dp.fi
+    dp.oc_kind[o] = kind
+    dp.oc_reason[o] = reason
+    dp.oc_iface[o] = iface
+    dp.oc_hop[o] = it.last_hop
+    dp.oc_a[o] = a
+    dp.oc_off[o] = -1
+    dp.oc_len[o] = 0
+    if keep:  # the frame is needed again (neighbour hold, ICMP error quoting)
+        if arena_put(dp, it, &off):
+            dp.oc_off[o] = off
+            dp.oc_len[o] = it.len
+    dp.n_oc = o + 1
+    return 1
+
+
+# ------------------------------------------------------------------ lookups
+cdef inline int local_if_of(const DP* dp, int node, uint32_t ip) noexcept nogil:
+    """reference ``local_ips.get((node, ip))``: the node's interface owning ``ip``, or -1."""
+    cdef int k, base = node * dp.lip_k
+    for k in range(dp.lip_n[node]):
+        if dp.lip_ip[base + k] == ip:
+            return dp.lip_if[base + k]
+    return -1
+
+
+cdef inline int route_dev(const DP* dp, int node, uint32_t dst, uint32_t* nh) noexcept nogil:
+    """reference ``_route_dev``: the out interface (-1: no route) and next hop."""
+    cdef int32_t r = lpm_lookup(dp.lpm, dst)
+    if r < 0:
+        nh[0] = 0
+        return -1
+    nh[0] = dp.rt_nh[r * dp.n_nodes + node]
+    return dp.rt_out[r * dp.n_nodes + node]
+
+
+cdef inline int64_t neigh_get(const DP* dp, int node, uint32_t ip) noexcept nogil:
+    cdef HSlot* s = ht_find(&dp.neigh, ip, <uint32_t>node)
+    return s.v0 if s != NULL else -1
+
+
+cdef inline int find_backend(const DP* dp, int sp, uint32_t ip, int port) noexcept nogil:
+    cdef int b, s = dp.sp_be_start[sp]
+    for b in range(s, s + dp.sp_be_count[sp]):
+        if dp.be_ip[b] == ip and dp.be_port[b] == port:
+            return b
+    return -1
+
+
+cdef inline int owner_of(const DP* dp, uint32_t ip) noexcept nogil:
+    """``Tables.owner_of``: searchsorted (left) over ``own_ip``."""
+    cdef int64_t lo = 0, hi = dp.n_own, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if dp.own_ip[mid] < ip:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < dp.n_own and dp.own_ip[lo] == ip:
+        return dp.own_if[lo]
+    return -1
+
+
+cdef inline void l4info(const uint8_t* d, int n, int* proto, int* l4, int* sport,
+                        int* dport) noexcept nogil:
+    """reference ``_l4``: (proto, l4 offset, sport, dport). The total length is clamped to
+    the frame (the reference would read past a truncated frame and raise there)."""
+    cdef int ihl = (d[14] & 0xF) * 4 if n > 14 else 0
+    cdef int tot_end = 14 + <int>rd16(d, 16) if n > 17 else 0
+    if tot_end > n:
+        tot_end = n
+    l4[0] = 14 + ihl
+    proto[0] = d[23] if n > 23 else 0
+    sport[0] = 0
+    dport[0] = 0
+    cdef int p = proto[0], o = l4[0]
+    if (p == PROTO_TCP or p == PROTO_UDP or p == PROTO_SCTP) and o + 4 <= tot_end:
+        sport[0] = rd16(d, o)
+        dport[0] = rd16(d, o + 2)
+    elif p == PROTO_ICMP and o + 8 <= tot_end and (d[o] == 0 or d[o] == 8):
+        sport[0] = rd16(d, o + 4)
+
+
+cdef inline int ip_check(const uint8_t* d, int n) noexcept nogil:
+    """``ip_rcv``'s sanity checks; a drop reason or 0."""
+    if n < 34:
+        return DROP_TOO_SHORT
+    cdef int vihl = d[14]
+    cdef int ihl = (vihl & 0xF) * 4
+    if vihl >> 4 != 4 or ihl < 20 or n < 14 + ihl:
+        return DROP_BAD_IP_HEADER
+    cdef int tot = rd16(d, 16)
+    if tot < ihl or 14 + tot > n:
+        return DROP_BAD_IP_HEADER
+    if ip_checksum(d, 14, ihl) != 0:
+        return DROP_BAD_IP_CSUM
+    return 0
+
+
+# ------------------------------------------------------------------ conntrack
+cdef inline uint64_t ck0(uint32_t sip, uint32_t dip) noexcept nogil:
+    return (<uint64_t>sip << 32) | dip
+
+
+cdef inline uint64_t ck1(int node, int proto, int sport, int dport) noexcept nogil:
+    return ((<uint64_t>node << 40) | (<uint64_t>(proto & 0xFF) << 32)
+            | (<uint64_t>(sport & 0xFFFF) << 16) | <uint64_t>(dport & 0xFFFF))
+
+
+cdef void ct_unref(DP* dp, int e) noexcept nogil:
+    cdef CtE* E = &dp.ce[e]
+    cdef int32_t* z
+    E.nkeys -= 1
+    if E.nkeys == 0 and not E.zombie:
+        if dp.n_zombies == dp.zombies_cap:
+            z = <int32_t*>realloc(dp.zombies, (dp.zombies_cap * 2 + 16) * sizeof(int32_t))
+            if z == NULL:
+                return   # the entry leaks (never reused): harmless
+            dp.zombies = z
+            dp.zombies_cap = dp.zombies_cap * 2 + 16
+        E.zombie = 1
+        dp.zombies[dp.n_zombies] = e
+        dp.n_zombies += 1
+
+
+cdef void ct_reap(DP* dp) noexcept nogil:
+    """Free entries that lost their last key; called when no frame copy can hold one."""
+    cdef int k, e
+    for k in range(dp.n_zombies):
+        e = dp.zombies[k]
+        dp.ce[e].zombie = 0
+        if dp.ce[e].nkeys == 0:
+            dp.ce[e].next_free = dp.ce_free
+            dp.ce_free = e
+            dp.ce_used -= 1
+    dp.n_zombies = 0
+
+
+cdef int ct_alloc(DP* dp) noexcept nogil:
+    """A fresh entry (the pool may move: re-fetch ``CtE*`` after this); -1: no memory."""
+    cdef int e, cap
+    cdef CtE* p
+    if dp.ce_free < 0:
+        cap = dp.ce_cap * 2 if dp.ce_cap else 1024
+        p = <CtE*>realloc(dp.ce, cap * sizeof(CtE))
+        if p == NULL:
+            dp.err |= ERR_NOMEM
+            return -1
+        dp.ce = p
+        for e in range(cap - 1, dp.ce_cap - 1, -1):
+            p[e].next_free = dp.ce_free
+            dp.ce_free = e
+        dp.ce_cap = cap
+    e = dp.ce_free
+    dp.ce_free = dp.ce[e].next_free
+    dp.ce_used += 1
+    memset(&dp.ce[e], 0, sizeof(CtE))
+    dp.ce[e].sp = -1
+    dp.ce[e].be = -1
+    return e
+
+
+cdef void ct_set(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t dip,
+                 int dport, int e, int is_reply) noexcept nogil:
+    """``self.ct[key] = (e, is_reply)``: overwrites whatever the key named."""
+    cdef bint created
+    cdef HSlot* s = ht_put(&dp.ct, ck0(sip, dip), ck1(node, proto, sport, dport), &created)
+    if s == NULL:
+        dp.err |= ERR_NOMEM
+        return
+    if not created:
+        ct_unref(dp, <int>(s.v0 >> 1))
+    s.v0 = e * 2 + is_reply
+    dp.ce[e].nkeys += 1
+
+
+cdef void ct_pop(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t dip,
+                 int dport) noexcept nogil:
+    """``self.ct.pop(key, None)``."""
+    cdef HSlot* s = ht_find(&dp.ct, ck0(sip, dip), ck1(node, proto, sport, dport))
+    cdef int e
+    if s != NULL:
+        e = <int>(s.v0 >> 1)
+        ht_del(&dp.ct, s)
+        ct_unref(dp, e)
+
+
+cdef void ct_del_if(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t dip,
+                    int dport, int e, int is_reply) noexcept nogil:
+    cdef HSlot* s = ht_find(&dp.ct, ck0(sip, dip), ck1(node, proto, sport, dport))
+    if s != NULL and s.v0 == e * 2 + is_reply:
+        ht_del(&dp.ct, s)
+        ct_unref(dp, e)
+
+
+cdef void ct_delete(DP* dp, int e) noexcept nogil:
+    """reference ``_ct_delete``: remove the keys that still name this entry."""
+    cdef CtE E = dp.ce[e]
+    ct_del_if(dp, E.node, E.o_proto, E.o_sip, E.o_sport, E.o_dip, E.o_dport, e, 0)
+    ct_del_if(dp, E.node, E.r_proto, E.r_sip, E.r_sport, E.r_dip, E.r_dport, e, 1)
+
+
+cdef void ct_update(DP* dp, CtE* e, bint is_reply, const uint8_t* d, int n, int l4,
+                    int proto) noexcept nogil:
+    """A small TCP state machine (FIN and CLOSE are sticky) and the timeouts after it."""
+    cdef int fl, st
+    if is_reply:
+        e.flags |= CT_REPLIED
+    if proto == PROTO_TCP and l4 + 14 <= n:
+        fl = d[l4 + 13]
+        st = e.state
+        if st == CT_CLOSE or fl & 0x04:
+            st = CT_CLOSE
+        elif fl & 0x01 or st == CT_FIN:
+            st = CT_FIN
+        elif fl & 0x02 and not fl & 0x10:
+            st = CT_SYN_SENT if (st == CT_NONE or st == CT_SYN_SENT) else st
+        elif (fl & 0x12) == 0x12 and is_reply:
+            st = CT_SYN_RECV
+        elif fl & 0x10 and e.flags & CT_REPLIED:
+            st = CT_ESTABLISHED
+        elif st == CT_NONE:
+            st = CT_ESTABLISHED if fl & 0x10 else CT_SYN_SENT
+        e.state = st
+        e.expires = dp.now + (TCP_TIMEOUT_NS[st] if 0 <= st < N_TCP_TIMEOUTS
+                              else OTHER_TIMEOUT_NS)
+    elif proto == PROTO_UDP:
+        e.state = CT_UDP
+        e.expires = dp.now + (UDP_STREAM_TIMEOUT_NS if e.flags & CT_REPLIED
+                              else UDP_TIMEOUT_NS)
+    elif proto == PROTO_ICMP:
+        e.state = CT_ICMP
+        e.expires = dp.now + ICMP_TIMEOUT_NS
+    else:
+        e.expires = dp.now + OTHER_TIMEOUT_NS
+
+
+# ------------------------------------------------------------------ header rewrites
+cdef inline int l4_csum_off(int proto, int l4, const uint8_t* d, int n) noexcept nogil:
+    if proto == PROTO_TCP and l4 + 18 <= n:
+        return l4 + 16
+    if proto == PROTO_UDP and l4 + 8 <= n and rd16(d, l4 + 6) != 0:
+        return l4 + 6
+    return -1
+
+
+cdef void set_addr(uint8_t* d, int n, int at, uint32_t ip, int port, int proto, int l4,
+                   int port_at) noexcept nogil:
+    cdef uint32_t old_ip = rd32(d, at), c
+    wr32(d, at, ip)
+    wr16(d, 24, csum_replace32(rd16(d, 24), old_ip, ip))
+    cdef int co = l4_csum_off(proto, l4, d, n)
+    if co >= 0:
+        c = csum_replace32(rd16(d, co), old_ip, ip)
+        if port >= 0 and l4 + port_at + 2 <= n:
+            c = csum_replace16(c, rd16(d, l4 + port_at), <uint64_t>port)
+        if proto == PROTO_UDP and c == 0:
+            c = 0xFFFF
+        wr16(d, co, c)
+    if port >= 0 and (proto == PROTO_TCP or proto == PROTO_UDP) and l4 + port_at + 2 <= n:
+        wr16(d, l4 + port_at, <uint64_t>port)
+
+
+cdef inline void set_dst(uint8_t* d, int n, uint32_t ip, int port, int proto,
+                         int l4) noexcept nogil:
+    set_addr(d, n, 30, ip, port, proto, l4, 2)
+
+
+cdef inline void set_src(uint8_t* d, int n, uint32_t ip, int port, int proto,
+                         int l4) noexcept nogil:
+    set_addr(d, n, 26, ip, port, proto, l4, 0)
+
+
+cdef inline void set_src_auto(uint8_t* d, int n, uint32_t ip, int port) noexcept nogil:
+    cdef int proto, l4, sport, dport
+    l4info(d, n, &proto, &l4, &sport, &dport)
+    set_addr(d, n, 26, ip, port, proto, l4, 0)
+
+
+# ------------------------------------------------------------------ netfilter
+cdef int service(DP* dp, Item* it, int e, int node, int fe, uint32_t sip, int sport,
+                 int proto, int l4) noexcept nogil:
+    """KUBE-SVC/KUBE-EXT/KUBE-SEP for a new flow: pick a backend, DNAT, mark masquerade."""
+    cdef int sp = dp.fe_sp[fe]
+    cdef int kind = dp.fe_kind[fe]
+    cdef int flags = dp.sp_flags[sp]
+    cdef int start = dp.sp_be_start[sp], count = dp.sp_be_count[sp]
+    cdef bint from_cluster = (sip & dp.cmask) == dp.cnet
+    cdef bint external = kind != FE_CLUSTER_IP
+    cdef bint local_src = local_if_of(dp, node, sip) >= 0
+    cdef bint local_only = False, masq = False
+    cdef int b, be = -1, ncands = 0
+    cdef HSlot* s
+    cdef bint created
+    cdef uint64_t h
+    cdef CtE* E
+    if external:
+        if flags & SP_ETP_LOCAL and not from_cluster and not local_src:
+            local_only = True  # E-2: KUBE-SVL, client IP kept
+        else:
+            masq = (not from_cluster) or local_src  # E-1
+    else:
+        masq = not from_cluster  # S-6
+        if flags & SP_ITP_LOCAL:
+            local_only = True
+    for b in range(start, start + count):
+        if not local_only or dp.be_node[b] == node:
+            dp.cands[ncands] = b
+            ncands += 1
+    if count == 0:
+        return DROP_REJECT_NO_ENDPOINTS
+    if ncands == 0:
+        return DROP_NO_LOCAL_ENDPOINTS
+    if flags & SP_AFFINITY:
+        s = ht_find(&dp.aff, sip, (<uint64_t>node << 32) | <uint32_t>sp)
+        if s != NULL and dp.now - s.v1 <= dp.sp_aff_ns[sp]:
+            b = find_backend(dp, sp, <uint32_t>(s.v0 >> 16), <int>(s.v0 & 0xFFFF))
+            if b >= 0 and (not local_only or dp.be_node[b] == node):
+                be = b
+                ev(dp, it, EV_AFFINITY, sp, b, node)
+    E = &dp.ce[e]
+    if be < 0:
+        h = flow_hash(dp.seed, node, proto, sip, sport, E.o_dip, E.o_dport)
+        be = dp.cands[h % <uint64_t>ncands]
+    cdef uint32_t bip = dp.be_ip[be]
+    cdef int bport = dp.be_port[be]
+    if flags & SP_AFFINITY:
+        s = ht_put(&dp.aff, sip, (<uint64_t>node << 32) | <uint32_t>sp, &created)
+        if s == NULL:
+            dp.err |= ERR_NOMEM
+        else:
+            s.v0 = (<int64_t>bip << 16) | bport
+            s.v1 = dp.now
+    if sip == bip:
+        masq = True  # S-5: hairpin
+    E.flags |= CT_DNAT
+    E.dnat_ip = bip
+    E.dnat_port = bport
+    E.sp = sp
+    E.be = be
+    E.masq = masq
+    E.r_proto = proto
+    E.r_sip = bip
+    E.r_sport = bport
+    E.r_dip = sip
+    E.r_dport = sport
+    set_dst(DATA(it), it.len, bip, bport, proto, l4)
+    changed(it)
+    ev(dp, it, EV_DNAT, fe, be, E.o_dip)
+    return 0
+
+
+cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
+    """Conntrack lookup, KUBE-SERVICES for new flows, DNAT. A drop reason or 0."""
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len
+    cdef Ctx* ctx = &it.ctx
+    cdef int proto, l4, sport, dport, e, is_reply, fe, r
+    cdef uint32_t sip, dip
+    cdef HSlot* s
+    cdef CtE* E
+    if ctx.node != node:
+        ctx.node = node
+        ctx.ct = -1
+        ctx.new = 0
+        ctx.reply_dir = 0
+        ctx.verdict = 0
+        ctx.verdict_sp = -1
+    ctx.pre_done = 1
+    if rd16(d, 20) & 0x3FFF:  # MF or fragment offset: conntrack would defragment
+        return DROP_FRAGMENT
+    l4info(d, n, &proto, &l4, &sport, &dport)
+    if proto == PROTO_ICMP and (l4 + 1 > n or (d[l4] != 0 and d[l4] != 8)):
+        return 0  # ICMP errors are RELATED to the flow they quote
+    sip = rd32(d, 26)
+    dip = rd32(d, 30)
+    s = ht_find(&dp.ct, ck0(sip, dip), ck1(node, proto, sport, dport))
+    if s != NULL:
+        e = <int>(s.v0 >> 1)
+        is_reply = <int>(s.v0 & 1)
+        if dp.ce[e].expires < dp.now:
+            ct_delete(dp, e)
+            s = NULL
+    if s != NULL:
+        E = &dp.ce[e]
+        ctx.ct = e
+        ctx.reply_dir = is_reply
+        ctx.new = 0
+        ct_update(dp, E, is_reply, d, n, l4, proto)
+        if not is_reply and E.flags & CT_DNAT:
+            set_dst(d, n, E.dnat_ip, E.dnat_port, proto, l4)
+            changed(it)
+            ev(dp, it, EV_CT_REUSE, E.sp, E.be, node)
+        elif is_reply and E.flags & CT_SNAT:
+            set_dst(d, n, E.o_sip, E.o_sport, proto, l4)
+            changed(it)
+            ev(dp, it, EV_UNSNAT, E.o_sip, E.o_sport, node)
+        return 0
+    # a new flow: KUBE-SERVICES (TCP/UDP only)
+    e = ct_alloc(dp)
+    if e < 0:
+        return 0
+    E = &dp.ce[e]
+    E.node = node
+    E.o_proto = proto
+    E.o_sip = sip
+    E.o_sport = sport
+    E.o_dip = dip
+    E.o_dport = dport
+    E.r_proto = proto
+    E.r_sip = dip
+    E.r_sport = dport
+    E.r_dip = sip
+    E.r_dport = sport
+    ctx.ct = e
+    ctx.reply_dir = 0
+    ctx.new = 1
+    if proto == PROTO_TCP or proto == PROTO_UDP:
+        s = ht_find(&dp.fe, dip, (<uint64_t>proto << 16) | <uint64_t>dport)
+        if s == NULL and local_if_of(dp, node, dip) >= 0:
+            s = ht_find(&dp.fe_np, 0, (<uint64_t>proto << 16) | <uint64_t>dport)
+        if s != NULL:
+            fe = <int>s.v0
+            r = service(dp, it, e, node, fe, sip, sport, proto, l4)
+            if r:
+                ctx.verdict = r
+                ctx.verdict_sp = dp.fe_sp[fe]
+    E = &dp.ce[e]
+    ct_update(dp, E, False, d, n, l4, proto)
+    ct_set(dp, node, E.o_proto, E.o_sip, E.o_sport, E.o_dip, E.o_dport, e, 0)
+    E = &dp.ce[e]
+    ct_set(dp, node, E.r_proto, E.r_sip, E.r_sport, E.r_dip, E.r_dport, e, 1)
+    return 0
+
+
+cdef inline int filter_forward(Item* it) noexcept nogil:
+    """filter FORWARD/OUTPUT: KUBE-SERVICES REJECT/DROP for NEW flows (S-9)."""
+    if it.ctx.new and it.ctx.verdict:
+        return it.ctx.verdict
+    return 0
+
+
+cdef void masquerade(DP* dp, Item* it, int e, int node, int out_if, int proto,
+                     int l4) noexcept nogil:
+    cdef CtE* E = &dp.ce[e]
+    cdef uint32_t new_ip = dp.ifs[out_if].ip
+    cdef int port = E.o_sport, tries = 0
+    cdef int rproto = E.r_proto, rsport = E.r_sport
+    cdef uint32_t rsip = E.r_sip
+    if proto == PROTO_TCP or proto == PROTO_UDP:
+        # keep the source port unless the reply tuple would clash (nf_nat_used_tuple)
+        while (tries < 64512 and ht_find(&dp.ct, ck0(rsip, new_ip),
+                                         ck1(node, rproto, rsport, port)) != NULL):
+            port = 1024 + (port - 1024 + 1) % 64512 if port >= 1024 else 1024
+            tries += 1
+    ct_pop(dp, node, E.r_proto, E.r_sip, E.r_sport, E.r_dip, E.r_dport)
+    E.r_proto = rproto
+    E.r_sip = rsip
+    E.r_sport = rsport
+    E.r_dip = new_ip
+    E.r_dport = port
+    ct_set(dp, node, rproto, rsip, rsport, new_ip, port, e, 1)
+    E.flags |= CT_SNAT
+    E.snat_ip = new_ip
+    E.snat_port = port
+    set_src(DATA(it), it.len, new_ip, port if proto != PROTO_ICMP else -1, proto, l4)
+    changed(it)
+    ev(dp, it, EV_SNAT, new_ip, port, node)
+
+
+cdef void postrouting(DP* dp, Item* it, int node, int out_if) noexcept nogil:
+    """KUBE-POSTROUTING masquerade for marked new flows; reply un-DNAT; confirm."""
+    cdef Ctx* ctx = &it.ctx
+    cdef int e = ctx.ct, proto, l4, sport, dport
+    cdef CtE* E
+    if e < 0 or ctx.node != node:
+        return
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len
+    l4info(d, n, &proto, &l4, &sport, &dport)
+    E = &dp.ce[e]
+    if not ctx.reply_dir:
+        if ctx.new and E.masq and not E.flags & CT_SNAT:
+            masquerade(dp, it, e, node, out_if, proto, l4)
+        elif E.flags & CT_SNAT:
+            set_src(d, n, E.snat_ip, E.snat_port if proto != PROTO_ICMP else -1, proto, l4)
+            changed(it)
+    elif E.flags & CT_DNAT:
+        set_src(d, n, E.o_dip, E.o_dport if proto != PROTO_ICMP else -1, proto, l4)
+        changed(it)
+        ev(dp, it, EV_UNDNAT, E.sp, E.be, node)
+    ctx.new = 0  # confirmed
+
+
+# ------------------------------------------------------------------ injection helpers
+cdef void fix_l2(DP* dp, Item* it, int iface) noexcept nogil:
+    """Rewrite Ethernet addresses as the sending host's own stack would have set them."""
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len
+    cdef int kind, node, owner
+    cdef uint64_t mac, gw_mac
+    cdef uint32_t dst, subnet, bip
+    cdef bint same
+    if n < 14:
+        return
+    kind = dp.ifs[iface].kind
+    mac = <uint64_t>dp.ifs[iface].mac
+    wr48(d, 6, mac)
+    cdef uint32_t et = rd16(d, 12)
+    if et == <uint32_t>ETH_ARP and n >= 42:
+        wr48(d, 22, mac)
+    elif et == <uint32_t>ETH_IP and n >= 34:
+        dst = rd32(d, 30)
+        if kind == IF_POD_ETH:
+            node = dp.ifs[iface].node
+            bip = dp.node_br_ip[node]
+            gw_mac = <uint64_t>dp.ifs[dp.node_br_if[node]].mac
+            subnet = dp.node_pod_mask[node]
+            same = (dst & subnet) == (bip & subnet)
+        else:
+            gw_mac = <uint64_t>dp.ifs[dp.gateway_if].mac if dp.gateway_if >= 0 else BROADCAST
+            same = (dst & dp.node_net_mask) == dp.node_net_prefix
+        if (dst & 0xF0000000) == 0xE0000000 or dst == 0xFFFFFFFF:
+            wr48(d, 0, BROADCAST if dst == 0xFFFFFFFF else
+                 (<uint64_t>0x01005E000000 | (dst & 0x7FFFFF)))
+        elif same:
+            owner = owner_of(dp, dst)
+            if owner >= 0:
+                wr48(d, 0, <uint64_t>dp.ifs[owner].mac)
+        else:
+            wr48(d, 0, gw_mac)
+    ev(dp, it, EV_FIXL2, iface, 0, 0)
+
+
+cdef void pod_local_route(DP* dp, Item* it, int iface) noexcept nogil:
+    """M-4: a pod's packets to its own IP or 127/8 stay in the pod, on ``lo``."""
+    if dp.ifs[iface].kind != IF_POD_ETH:
+        return
+    cdef uint8_t* d = DATA(it)
+    cdef uint32_t dst
+    if it.len >= 34 and rd16(d, 12) == <uint32_t>ETH_IP:
+        dst = rd32(d, 30)
+        if dst == dp.ifs[iface].ip or (dst >> 24) == 127:
+            wr48(d, 0, 0)
+            wr48(d, 6, 0)
+            it.a = iface + 1  # the compiler places lo right after the pod's eth0
+            ev(dp, it, EV_LOCAL_ROUTE, iface, 0, 0)
+
+
+# ------------------------------------------------------------------ VXLAN
+cdef int vxlan_encap(DP* dp, Item* it, int vtep) noexcept nogil:
+    """flannel.1 TX: wrap in Ether/IPv4/UDP 8472/VXLAN towards the VTEP owning the inner
+    destination MAC, then route from the node's own stack. 0: go on; 1: the copy ended."""
+    cdef int node = dp.ifs[vtep].node
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len, m, v, remote = -1, k
+    cdef uint64_t dmac = 0, h
+    cdef int proto = 0, l4 = 0, sport = 0, dport = 0
+    cdef uint32_t sip = 0, dip = 0
+    cdef Buf buf
+    for k in range(6 if n >= 6 else n):
+        dmac = (dmac << 8) | d[k]
+    for m in range(dp.n_nodes):
+        v = dp.node_vtep_if[m]
+        if v >= 0 and <uint64_t>dp.ifs[v].mac == dmac:
+            remote = m
+    if remote < 0:
+        return end(dp, it, OUT_DROPPED, DROP_NO_ROUTE, vtep, 0, False)
+    if n >= 14 and rd16(d, 12) == <uint32_t>ETH_IP:
+        l4info(d, n, &proto, &l4, &sport, &dport)
+    if n >= 34:
+        sip = rd32(d, 26)
+        dip = rd32(d, 30)
+    h = flow_hash(0, 0, proto, sip, sport, dip, dport)
+    cdef int src_port = 32768 + <int>(h % 28232)  # the kernel's default local port range
+    if it.off < 50:
+        if buf_get(dp, n + 50 + HEADROOM, &buf) < 0:
+            return end(dp, it, OUT_DROPPED, DROP_NO_ROUTE, vtep, 0, False)
+        memcpy(buf.mem + HEADROOM + 50, d, n)
+        buf_put(dp, it.mem, it.cap)
+        it.mem = buf.mem
+        it.cap = buf.cap
+        it.off = HEADROOM + 50
+    it.off -= 50
+    it.len = n + 50
+    d = DATA(it)
+    memset(d, 0, 50)
+    wr16(d, 12, ETH_IP)
+    d[14] = 0x45
+    wr16(d, 16, 20 + 8 + 8 + n)
+    d[22] = 64
+    d[23] = PROTO_UDP
+    wr32(d, 26, dp.node_ip[node])
+    wr32(d, 30, dp.node_ip[remote])
+    wr16(d, 24, ip_checksum(d, 14, 20))
+    wr16(d, 34, src_port)
+    wr16(d, 36, VXLAN_PORT)
+    wr16(d, 38, 8 + 8 + n)
+    d[42] = 0x08
+    wr32(d, 45, VXLAN_VNI & 0xFFFFFF)   # bytes 46..48 (byte 45 stays 0)
+    d[45] = 0
+    changed(it)
+    ev(dp, it, EV_ENCAP, remote, VXLAN_VNI, 0)
+    ctx_reset(&it.ctx)
+    it.stage = S_LOCAL_OUT
+    it.a = node
+    return 0
+
+
+# ------------------------------------------------------------------ stages
+cdef int st_tx(DP* dp, Item* it) noexcept nogil:
+    cdef int i = it.a
+    cdef IfInfo* f = &dp.ifs[i]
+    cdef int kind = f.kind
+    hop(dp, it, i, DIR_OUT)
+    if kind == IF_POD_ETH or kind == IF_VETH:
+        ctx_reset(&it.ctx)
+        it.stage = S_RX
+        it.a = f.peer
+    elif kind == IF_POD_LO:
+        it.stage = S_RX
+    elif kind == IF_BRIDGE:
+        it.stage = S_BRIDGE_IN
+        it.a = f.bridge
+        it.b = i
+    elif kind == IF_NODE_ETH or kind == IF_EXT_ETH or kind == IF_GW_ETH:
+        ctx_reset(&it.ctx)
+        it.stage = S_BRIDGE_IN
+        it.a = f.bridge
+        it.b = i
+    elif kind == IF_VTEP:
+        return vxlan_encap(dp, it, i)
+    return 0
+
+
+cdef int st_rx(DP* dp, Item* it) noexcept nogil:
+    cdef int i = it.a
+    cdef IfInfo* f = &dp.ifs[i]
+    cdef int kind = f.kind, bad
+    cdef uint8_t* d
+    cdef int n
+    cdef uint64_t dmac
+    cdef uint32_t et, dst
+    hop(dp, it, i, DIR_IN)
+    if kind == IF_VETH:
+        it.stage = S_BRIDGE_IN
+        it.a = f.bridge
+        it.b = i
+        return 0
+    if kind == IF_POD_LO:
+        return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
+    d = DATA(it)
+    n = it.len
+    if n < 14:
+        return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
+    dmac = rd48(d, 0)
+    if dmac != <uint64_t>f.mac and not is_mcast(dmac):
+        return end(dp, it, OUT_DROPPED, DROP_OTHERHOST, i, 0, False)
+    if kind == IF_NODE_ETH or kind == IF_BRIDGE or kind == IF_VTEP:
+        it.stage = S_NODE_IN
+        return 0
+    # end hosts: pods, external hosts, the gateway
+    et = rd16(d, 12)
+    if et == <uint32_t>ETH_ARP:
+        if n < 42:
+            return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
+        if rd32(d, 38) == f.ip:
+            return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
+        return end(dp, it, OUT_DROPPED, DROP_NOT_LOCAL, i, 0, False)
+    if et == <uint32_t>ETH_IPV6:
+        return end(dp, it, OUT_DROPPED, DROP_IPV6, i, 0, False)
+    if et != <uint32_t>ETH_IP:
+        return end(dp, it, OUT_DROPPED, DROP_UNKNOWN_ETHERTYPE, i, 0, False)
+    bad = ip_check(d, n)
+    if bad:
+        return end(dp, it, OUT_DROPPED, bad, i, 0, False)
+    dst = rd32(d, 30)
+    if dst == f.ip or dst == 0xFFFFFFFF or (dst & 0xF0000000) == 0xE0000000:
+        return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
+    if kind == IF_GW_ETH:
+        return end(dp, it, OUT_LEFT, 0, i, 0, False)
+    return end(dp, it, OUT_DROPPED, DROP_NOT_LOCAL, i, 0, False)
+
+
+cdef int flood(DP* dp, Item* it, int b, int p, int local_if, uint64_t dmac) noexcept nogil:
+    """Broadcast, multicast, unknown unicast (L2-3): the copy is replaced by one copy per
+    port (pushed in reverse, so ports run in order) and, for bcast/mcast, the local port."""
+    cdef Item orig
+    cdef Item* c
+    cdef int k, q, ncopies = 0
+    cdef int s = dp.br_port_start[b], cnt = dp.br_port_count[b]
+    cdef bint has_local = local_if >= 0 and is_mcast(dmac) and p != local_if
+    memcpy(&orig, it, sizeof(Item) - sizeof(Ev) * (NPEND - it.npend))
+    dp.sp -= 1
+    for k in range(s, s + cnt):
+        q = dp.br_ports[k]
+        if q != p or dp.ifs[q].hairpin:
+            ncopies += 1
+    if has_local:
+        c = fork(dp, &orig, S_RX, local_if, -1)
+        if c != NULL:
+            ev(dp, c, EV_BR_LOCAL, local_if, 0, 0)
+    for k in range(s + cnt - 1, s - 1, -1):
+        q = dp.br_ports[k]
+        if q != p or dp.ifs[q].hairpin:
+            c = fork(dp, &orig, S_BRIDGE_OUT, b, q)
+            if c != NULL:
+                c.flood = 1
+    if ncopies == 0 and not has_local:
+        end(dp, &orig, OUT_DROPPED, DROP_SAME_PORT, p, 0, False)
+    buf_put(dp, orig.mem, orig.cap)
+    return 2
+
+
+cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
+    cdef int b = it.a, p = it.b
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len
+    cdef int local_if, node, verdict, out_if, q
+    cdef bint from_local
+    cdef uint32_t dst_before, new_dst, nh
+    cdef int64_t mac
+    cdef uint64_t smac, dmac
+    cdef HSlot* s
+    cdef bint created
+    if n < 14:
+        return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, p, 0, False)
+    local_if = dp.br_local_if[b]
+    from_local = p == local_if
+    if (dp.br_netfilter[b] and not from_local and rd16(d, 12) == <uint32_t>ETH_IP
+            and ip_check(d, n) == 0):
+        node = dp.ifs[local_if].node
+        dst_before = rd32(d, 30)
+        verdict = prerouting(dp, it, node, p)
+        if verdict:
+            return end(dp, it, OUT_DROPPED, verdict, p, 0, False)
+        new_dst = rd32(d, 30)
+        if new_dst != dst_before:  # br_nf_pre_routing_finish: daddr changed
+            out_if = route_dev(dp, node, new_dst, &nh)
+            if out_if == local_if:
+                mac = neigh_get(dp, node, new_dst)
+                if mac < 0:
+                    return end(dp, it, OUT_NEIGH, 0, local_if, new_dst, True)
+                wr48(d, 0, <uint64_t>mac)
+                ev(dp, it, EV_BRIDGED_DNAT, node, 0, 0)
+            else:
+                wr48(d, 0, <uint64_t>dp.ifs[local_if].mac)
+            changed(it)
+    smac = rd48(d, 6)
+    if (not from_local and not is_mcast(smac) and smac != 0
+            and (local_if < 0 or smac != <uint64_t>dp.ifs[local_if].mac)):
+        s = ht_put(&dp.fdb, smac, <uint64_t>b, &created)
+        if s == NULL:
+            dp.err |= ERR_NOMEM
+        else:
+            s.v0 = p
+            s.v1 = dp.now
+    dmac = rd48(d, 0)
+    if local_if >= 0 and dmac == <uint64_t>dp.ifs[local_if].mac:
+        ev(dp, it, EV_BR_LOCAL, local_if, 0, 0)
+        it.stage = S_RX
+        it.a = local_if
+        return 0
+    if not is_mcast(dmac):
+        s = ht_find(&dp.fdb, dmac, <uint64_t>b)
+        if s != NULL and dp.now - s.v1 <= dp.ageing_ns:
+            q = <int>s.v0
+            if q == p and not dp.ifs[q].hairpin:
+                return end(dp, it, OUT_DROPPED, DROP_SAME_PORT, p, 0, False)
+            it.stage = S_BRIDGE_OUT
+            it.a = b
+            it.b = q
+            it.flood = 0
+            return 0
+    return flood(dp, it, b, p, local_if, dmac)
+
+
+cdef int st_bridge_out(DP* dp, Item* it) noexcept nogil:
+    cdef int b = it.a, q = it.b, verdict
+    cdef int local_if = dp.br_local_if[b]
+    if dp.br_netfilter[b] and rd16(DATA(it), 12) == <uint32_t>ETH_IP and it.ctx.node >= 0:
+        verdict = filter_forward(it)
+        if verdict:
+            return end(dp, it, OUT_DROPPED, verdict, q, 0, False)
+        postrouting(dp, it, dp.ifs[local_if].node, local_if)
+    ev(dp, it, EV_BR_FLOOD if it.flood else EV_BR_FDB, q, b, 0)
+    # a node bridge sends out of the veth; on the node network the port is the host itself
+    it.stage = S_TX if dp.ifs[q].kind == IF_VETH else S_RX
+    it.a = q
+    return 0
+
+
+cdef int output(DP* dp, Item* it, int node, int out_if, uint32_t nh) noexcept nogil:
+    """POSTROUTING then neighbour output (ip_finish_output2)."""
+    postrouting(dp, it, node, out_if)
+    cdef uint8_t* d = DATA(it)
+    cdef uint32_t dst = rd32(d, 30)
+    cdef uint32_t hop_ip = nh if nh else dst
+    if dp.record:
+        ev(dp, it, EV_ROUTE, lpm_lookup(dp.lpm, dst), nh, node)
+    cdef int64_t mac = neigh_get(dp, node, hop_ip)
+    if mac < 0:
+        ev(dp, it, EV_NEIGH_MISS, hop_ip, node, out_if)
+        wr48(d, 6, <uint64_t>dp.ifs[out_if].mac)
+        return end(dp, it, OUT_NEIGH, 0, out_if, hop_ip, True)
+    wr48(d, 0, <uint64_t>mac)
+    wr48(d, 6, <uint64_t>dp.ifs[out_if].mac)
+    changed(it)
+    ctx_reset(&it.ctx)
+    it.stage = S_TX
+    it.a = out_if
+    return 0
+
+
+cdef int local_in(DP* dp, Item* it, int node, int i) noexcept nogil:
+    cdef int verdict = it.ctx.verdict
+    if verdict:
+        return end(dp, it, OUT_DROPPED, verdict, i, 0, True)
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len
+    cdef int l4 = 14 + (d[14] & 0xF) * 4
+    if (dp.vxlan and d[23] == PROTO_UDP and n >= l4 + 8 + 8 + 14
+            and rd16(d, l4 + 2) == <uint32_t>VXLAN_PORT):
+        it.off += l4 + 16
+        it.len -= l4 + 16
+        changed(it)
+        ev(dp, it, EV_DECAP, node, VXLAN_VNI, 0)
+        ctx_reset(&it.ctx)
+        it.stage = S_RX
+        it.a = dp.node_vtep_if[node]
+        return 0
+    ev(dp, it, EV_NODE_INPUT, node, 0, 0)
+    return end(dp, it, OUT_DELIVERED, 0, i, 0, True)
+
+
+cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
+    cdef int i = it.a
+    cdef int node = dp.ifs[i].node
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len, bad, verdict, out_if, ttl
+    cdef uint32_t et = rd16(d, 12), dst, nh, old
+    if et == <uint32_t>ETH_ARP:
+        if n < 42:
+            return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
+        if local_if_of(dp, node, rd32(d, 38)) >= 0:
+            ev(dp, it, EV_NODE_INPUT, node, 0, 0)
+            return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
+        return end(dp, it, OUT_DROPPED, DROP_NOT_LOCAL, i, 0, False)
+    if et == <uint32_t>ETH_IPV6:
+        return end(dp, it, OUT_DROPPED, DROP_IPV6, i, 0, False)
+    if et != <uint32_t>ETH_IP:
+        return end(dp, it, OUT_DROPPED, DROP_UNKNOWN_ETHERTYPE, i, 0, False)
+    bad = ip_check(d, n)
+    if bad:
+        return end(dp, it, OUT_DROPPED, bad, i, 0, False)
+    if (rd32(d, 26) >> 24) == 127:
+        return end(dp, it, OUT_DROPPED, DROP_MARTIAN, i, 0, False)
+    if not (it.ctx.pre_done and it.ctx.node == node):
+        verdict = prerouting(dp, it, node, i)
+        if verdict:
+            return end(dp, it, OUT_DROPPED, verdict, i, 0, False)
+    dst = rd32(d, 30)
+    if local_if_of(dp, node, dst) >= 0:
+        return local_in(dp, it, node, i)
+    out_if = route_dev(dp, node, dst, &nh)
+    if out_if < 0:
+        return end(dp, it, OUT_DROPPED, DROP_NO_ROUTE, i, 0, False)
+    ttl = d[22]
+    if ttl <= 1:
+        return end(dp, it, OUT_DROPPED, DROP_TTL_EXCEEDED, i, 0, True)
+    verdict = filter_forward(it)
+    if verdict:
+        return end(dp, it, OUT_DROPPED, verdict, i, 0, True)
+    # ip_decrease_ttl
+    old = rd16(d, 22)
+    d[22] = ttl - 1
+    wr16(d, 24, csum_replace16(rd16(d, 24), old, rd16(d, 22)))
+    changed(it)
+    ev(dp, it, EV_TTL, ttl - 1, node, 0)
+    return output(dp, it, node, out_if, nh)
+
+
+cdef int st_local_out(DP* dp, Item* it) noexcept nogil:
+    """A packet from the node's own processes: route, nat OUTPUT, POSTROUTING."""
+    cdef int node = it.a
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len, out_if, verdict, li
+    cdef int loc = dp.node_local_if[node]
+    cdef uint32_t dst, nh
+    if n < 34 or rd16(d, 12) != <uint32_t>ETH_IP:
+        return end(dp, it, OUT_DROPPED, DROP_BAD_IP_HEADER, loc, 0, False)
+    dst = rd32(d, 30)
+    out_if = route_dev(dp, node, dst, &nh)
+    if rd32(d, 26) == 0 and out_if >= 0:  # unbound socket: the route's preferred source
+        set_src_auto(d, n, dp.ifs[out_if].ip, -1)
+    verdict = prerouting(dp, it, node, loc)  # nat OUTPUT shares KUBE-SERVICES (S-1)
+    if verdict:
+        return end(dp, it, OUT_DROPPED, verdict, loc, 0, False)
+    dst = rd32(d, 30)
+    li = local_if_of(dp, node, dst)
+    if li >= 0:
+        ev(dp, it, EV_NODE_INPUT, node, 0, 0)
+        return end(dp, it, OUT_DELIVERED, 0, li, 0, False)
+    out_if = route_dev(dp, node, dst, &nh)
+    if out_if < 0:
+        return end(dp, it, OUT_DROPPED, DROP_NO_ROUTE, loc, 0, False)
+    verdict = filter_forward(it)
+    if verdict:
+        return end(dp, it, OUT_DROPPED, verdict, loc, 0, True)
+    return output(dp, it, node, out_if, nh)
+
+
+cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noexcept nogil:
+    """reference ``_frame``: inject one frame and run every copy of it to an outcome."""
+    cdef Buf buf
+    cdef Item* it
+    cdef int r, st
+    if buf_get(dp, ln + HEADROOM, &buf) < 0:
+        return
+    it = push_slot(dp)
+    if it == NULL:
+        buf_put(dp, buf.mem, buf.cap)
+        return
+    it.mem = buf.mem
+    it.cap = buf.cap
+    it.off = HEADROOM
+    it.len = ln
+    memcpy(it.mem + HEADROOM, src, ln)
+    it.b = -1
+    ctx_reset(&it.ctx)
+    it.hops = 0
+    it.last_hop = -1
+    it.snap_off = -1
+    it.snap_len = 0
+    it.flood = 0
+    it.npend = 0
+    if mode == INJ_RX:
+        it.stage = S_RX
+        it.a = iface
+    elif dp.ifs[iface].kind == IF_NODE_LOCAL:
+        it.stage = S_LOCAL_OUT
+        it.a = dp.ifs[iface].node
+    else:
+        it.stage = S_TX
+        it.a = iface
+        if mode == INJ_TX_FIXL2:
+            fix_l2(dp, it, iface)
+        pod_local_route(dp, it, iface)
+    while dp.sp > 0:
+        it = &dp.stack[dp.sp - 1]
+        if it.hops >= MAX_HOPS:
+            r = end(dp, it, OUT_DROPPED, DROP_HOP_LIMIT, it.a, 0, False)
+        else:
+            st = it.stage
+            if st == S_TX:
+                r = st_tx(dp, it)
+            elif st == S_RX:
+                r = st_rx(dp, it)
+            elif st == S_BRIDGE_IN:
+                r = st_bridge_in(dp, it)
+            elif st == S_BRIDGE_OUT:
+                r = st_bridge_out(dp, it)
+            elif st == S_NODE_IN:
+                r = st_node_in(dp, it)
+            else:
+                r = st_local_out(dp, it)
+        if r == 1:
+            buf_put(dp, it.mem, it.cap)
+            dp.sp -= 1
+    ct_reap(dp)
+
+
+# ------------------------------------------------------------------ Python-facing helpers
+cdef object _i32(object a):
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
+cdef void* _res_ptr(object arr, int typenum, int64_t* n) except NULL:
+    """The data of a Results array, checked for dtype, contiguity and writability."""
+    if (not cnp.PyArray_Check(arr) or cnp.PyArray_TYPE(arr) != typenum
+            or not cnp.PyArray_ISCARRAY(arr) or cnp.PyArray_NDIM(arr) != 1):
+        raise TypeError(f"Results array of dtype {getattr(arr, 'dtype', type(arr))} "
+                        "is not a writable contiguous 1-d array of the expected type")
+    n[0] = cnp.PyArray_DIM(arr, 0)
+    return cnp.PyArray_DATA(arr)
+
+
+cdef object _input(object arr, object dtype):
+    if (cnp.PyArray_Check(arr) and arr.dtype == dtype and cnp.PyArray_ISCARRAY_RO(arr)
+            and cnp.PyArray_NDIM(arr) == 1):
+        return arr
+    return np.ascontiguousarray(arr, dtype=dtype).reshape(-1)
+
+
+cdef class Datapath:
+    """Batch datapath over compiled ``Tables``; state persists across ``process`` calls."""
+
+    cdef DP dp
+    cdef readonly object t
+    cdef readonly object seed
+    cdef readonly bint static_neighbours
+    cdef readonly Lpm lpm
+    cdef object _loaded
+    cdef list _keep
+
+    def __cinit__(self):
+        memset(&self.dp, 0, sizeof(DP))
+        self.dp.ce_free = -1
+        if (ht_init(&self.dp.ct, 1024) < 0 or ht_init(&self.dp.fdb, 64) < 0
+                or ht_init(&self.dp.neigh, 64) < 0 or ht_init(&self.dp.aff, 16) < 0
+                or ht_init(&self.dp.fe, 16) < 0 or ht_init(&self.dp.fe_np, 16) < 0):
+            raise MemoryError()
+
+    def __init__(self, tables, seed: int = 0, static_neighbours: bool = True) -> None:
+        self.seed = seed
+        self.dp.seed = <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)
+        self.static_neighbours = static_neighbours
+        self._loaded = None
+        self.load(tables)
+
+    def __dealloc__(self):
+        cdef int k
+        ht_free(&self.dp.ct)
+        ht_free(&self.dp.fdb)
+        ht_free(&self.dp.neigh)
+        ht_free(&self.dp.aff)
+        ht_free(&self.dp.fe)
+        ht_free(&self.dp.fe_np)
+        free(self.dp.ce)
+        free(self.dp.zombies)
+        free(self.dp.ifs)
+        free(self.dp.cands)
+        for k in range(self.dp.sp):
+            free(self.dp.stack[k].mem)
+        free(self.dp.stack)
+        for k in range(self.dp.n_pool):
+            free(self.dp.pool[k].mem)
+        free(self.dp.pool)
+
+    # ---------------------------------------------------------------- tables and state
+    def load(self, tables) -> None:
+        """Swap in new tables at a batch boundary; keep conntrack, re-resolve its services."""
+        t = tables
+        n_if = int(t.n_ifaces)
+        n_nodes = int(t.n_nodes)
+        if_kind = _i32(t.if_kind)
+        if_node = _i32(t.if_node)
+        if_peer = _i32(t.if_peer)
+        if_bridge = _i32(t.if_bridge)
+        if_hairpin = _i32(t.if_hairpin)
+        if_mac = np.ascontiguousarray(t.if_mac, dtype=np.int64)
+        if_ip = np.ascontiguousarray(t.if_ip, dtype=np.uint32)
+        br_local_if = _i32(t.br_local_if)
+        br_netfilter = _i32(t.br_netfilter)
+        br_port_start = _i32(t.br_port_start)
+        br_port_count = _i32(t.br_port_count)
+        br_ports = _i32(t.br_ports)
+        node_eth_if = _i32(t.node_eth_if)
+        node_br_if = _i32(t.node_br_if)
+        node_vtep_if = _i32(t.node_vtep_if)
+        node_local_if = _i32(t.node_local_if)
+        node_ip = np.ascontiguousarray(t.node_ip, dtype=np.uint32)
+        node_br_ip = np.ascontiguousarray(t.node_br_ip, dtype=np.uint32)
+        n_sp = len(t.sp_flags)
+        n_be = len(t.be_ip)
+        _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_local_if,
+                      br_netfilter, br_port_start, br_port_count, br_ports, node_eth_if,
+                      node_br_if, node_vtep_if, node_local_if, n_sp, n_be)
+
+        # routes: the LPM, and (out interface, next hop) per route and node (_route_dev)
+        lpm = Lpm()
+        n_rt = len(t.rt_prefix)
+        for i in range(n_rt):
+            lpm.add(int(t.rt_prefix[i]), int(t.rt_len[i]), i)
+        rt_out = np.full(max(1, n_rt * n_nodes), -1, np.int32)
+        rt_nh = np.zeros(max(1, n_rt * n_nodes), np.uint32)
+        for r in range(n_rt):
+            kind = int(t.rt_kind[r])
+            for node in range(n_nodes):
+                if kind == RT_POD_CIDR:
+                    owner = int(t.rt_node[r])
+                    if owner == node:
+                        o, nh = int(t.node_br_if[node]), 0
+                    elif t.vxlan:
+                        o, nh = int(t.node_vtep_if[node]), int(t.rt_prefix[r])
+                    else:
+                        o, nh = int(t.node_eth_if[node]), int(t.node_ip[owner])
+                elif kind == RT_NODE_NET:
+                    o, nh = int(t.node_eth_if[node]), 0
+                else:
+                    o, nh = int(t.node_eth_if[node]), int(t.gateway_ip)
+                rt_out[r * n_nodes + node] = o
+                rt_nh[r * n_nodes + node] = nh & 0xFFFFFFFF
+        # what _fix_l2 needs: each node's pod CIDR mask, the node network
+        node_pod_mask = np.full(max(1, n_nodes), 0xFFFFFF00, np.uint32)
+        for node in range(n_nodes):
+            for i in range(n_rt):
+                if int(t.rt_kind[i]) == RT_POD_CIDR and int(t.rt_node[i]) == node:
+                    node_pod_mask[node] = lpm_mask(int(t.rt_len[i]))
+                    break
+        net_prefix, net_mask = 0, 0xFFFFFFFF
+        for i in range(n_rt):
+            if int(t.rt_kind[i]) == RT_NODE_NET:
+                net_prefix, net_mask = int(t.rt_prefix[i]), lpm_mask(int(t.rt_len[i]))
+                break
+        # local addresses, as the reference's local_ips dict (the last interface wins)
+        local_ips = {}
+        for i in range(n_if):
+            k = int(if_kind[i])
+            if k in (IF_NODE_ETH, IF_BRIDGE, IF_VTEP):
+                local_ips[(int(if_node[i]), int(if_ip[i]))] = i
+        per_node = [[] for _ in range(n_nodes)]
+        for (node, ip), i in local_ips.items():
+            per_node[node].append((ip, i))
+        lip_k = max([1] + [len(x) for x in per_node])
+        lip_n = np.zeros(max(1, n_nodes), np.int32)
+        lip_ip = np.zeros(max(1, n_nodes) * lip_k, np.uint32)
+        lip_if = np.zeros(max(1, n_nodes) * lip_k, np.int32)
+        for node, lst in enumerate(per_node):
+            lip_n[node] = len(lst)
+            for j, (ip, i) in enumerate(lst):
+                lip_ip[node * lip_k + j] = ip
+                lip_if[node * lip_k + j] = i
+        # services
+        fe_map, fe_np_map = {}, {}
+        for i in range(len(t.fe_ip)):
+            key = (int(t.fe_proto[i]), int(t.fe_port[i]))
+            if int(t.fe_kind[i]) == FE_NODE_PORT:
+                fe_np_map[key] = i
+            else:
+                fe_map[(int(t.fe_ip[i]),) + key] = i
+        fe_sp = _i32(t.fe_sp)
+        fe_kind = _i32(t.fe_kind)
+        sp_flags = _i32(t.sp_flags)
+        sp_aff_ns = np.ascontiguousarray(t.sp_affinity_ns, dtype=np.int64)
+        sp_be_start = _i32(t.sp_be_start)
+        sp_be_count = _i32(t.sp_be_count)
+        be_ip = np.ascontiguousarray(t.be_ip, dtype=np.uint32)
+        be_port = _i32(t.be_port)
+        be_node = _i32(t.be_node)
+        own_ip = np.ascontiguousarray(t.own_ip, dtype=np.uint32)
+        own_if = _i32(t.own_if)
+        max_cands = max([1] + [int(c) for c in sp_be_count])
+
+        # ---- all checks passed: commit
+        cdef IfInfo* ifs = <IfInfo*>calloc(max(1, n_if), sizeof(IfInfo))
+        cdef int32_t* cands = <int32_t*>malloc(max_cands * sizeof(int32_t))
+        if ifs == NULL or cands == NULL:
+            free(ifs)
+            free(cands)
+            raise MemoryError()
+        for i in range(n_if):
+            ifs[i].kind = if_kind[i]
+            ifs[i].node = if_node[i]
+            ifs[i].peer = if_peer[i]
+            ifs[i].bridge = if_bridge[i]
+            ifs[i].hairpin = if_hairpin[i]
+            ifs[i].mac = if_mac[i]
+            ifs[i].ip = if_ip[i]
+        ht_clear(&self.dp.fe)
+        ht_clear(&self.dp.fe_np)
+        cdef bint created
+        cdef HSlot* s
+        for (ip, proto, port), i in fe_map.items():
+            s = ht_put(&self.dp.fe, ip, (<uint64_t>proto << 16) | <uint64_t>port, &created)
+            if s == NULL:
+                raise MemoryError()
+            s.v0 = i
+        for (proto, port), i in fe_np_map.items():
+            s = ht_put(&self.dp.fe_np, 0, (<uint64_t>proto << 16) | <uint64_t>port, &created)
+            if s == NULL:
+                raise MemoryError()
+            s.v0 = i
+        free(self.dp.ifs)
+        free(self.dp.cands)
+        self.dp.ifs = ifs
+        self.dp.cands = cands
+        keep = [br_local_if, br_netfilter, br_port_start, br_port_count, br_ports,
+                node_eth_if, node_br_if, node_vtep_if, node_local_if, node_ip, node_br_ip,
+                node_pod_mask, lip_n, lip_ip, lip_if, rt_out, rt_nh, fe_sp, fe_kind, sp_flags,
+                sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip, own_if]
+        for k, a in enumerate(keep):
+            if len(a) == 0:  # a valid pointer even for empty tables
+                keep[k] = np.zeros(1, a.dtype)
+        (br_local_if, br_netfilter, br_port_start, br_port_count, br_ports,
+         node_eth_if, node_br_if, node_vtep_if, node_local_if, node_ip, node_br_ip,
+         node_pod_mask, lip_n, lip_ip, lip_if, rt_out, rt_nh, fe_sp, fe_kind, sp_flags,
+         sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip, own_if) = keep
+        self._keep = keep
+        self.dp.n_if = n_if
+        self.dp.n_nodes = n_nodes
+        self.dp.n_br = len(t.br_local_if)
+        self.dp.n_rt = n_rt
+        self.dp.n_sp = n_sp
+        self.dp.br_local_if = <int32_t*>cnp.PyArray_DATA(br_local_if)
+        self.dp.br_netfilter = <int32_t*>cnp.PyArray_DATA(br_netfilter)
+        self.dp.br_port_start = <int32_t*>cnp.PyArray_DATA(br_port_start)
+        self.dp.br_port_count = <int32_t*>cnp.PyArray_DATA(br_port_count)
+        self.dp.br_ports = <int32_t*>cnp.PyArray_DATA(br_ports)
+        self.dp.node_eth_if = <int32_t*>cnp.PyArray_DATA(node_eth_if)
+        self.dp.node_br_if = <int32_t*>cnp.PyArray_DATA(node_br_if)
+        self.dp.node_vtep_if = <int32_t*>cnp.PyArray_DATA(node_vtep_if)
+        self.dp.node_local_if = <int32_t*>cnp.PyArray_DATA(node_local_if)
+        self.dp.node_ip = <uint32_t*>cnp.PyArray_DATA(node_ip)
+        self.dp.node_br_ip = <uint32_t*>cnp.PyArray_DATA(node_br_ip)
+        self.dp.node_pod_mask = <uint32_t*>cnp.PyArray_DATA(node_pod_mask)
+        self.dp.lip_n = <int32_t*>cnp.PyArray_DATA(lip_n)
+        self.dp.lip_ip = <uint32_t*>cnp.PyArray_DATA(lip_ip)
+        self.dp.lip_if = <int32_t*>cnp.PyArray_DATA(lip_if)
+        self.dp.lip_k = lip_k
+        self.dp.rt_out = <int32_t*>cnp.PyArray_DATA(rt_out)
+        self.dp.rt_nh = <uint32_t*>cnp.PyArray_DATA(rt_nh)
+        self.dp.fe_sp = <int32_t*>cnp.PyArray_DATA(fe_sp)
+        self.dp.fe_kind = <int32_t*>cnp.PyArray_DATA(fe_kind)
+        self.dp.sp_flags = <int32_t*>cnp.PyArray_DATA(sp_flags)
+        self.dp.sp_aff_ns = <int64_t*>cnp.PyArray_DATA(sp_aff_ns)
+        self.dp.sp_be_start = <int32_t*>cnp.PyArray_DATA(sp_be_start)
+        self.dp.sp_be_count = <int32_t*>cnp.PyArray_DATA(sp_be_count)
+        self.dp.be_ip = <uint32_t*>cnp.PyArray_DATA(be_ip)
+        self.dp.be_port = <int32_t*>cnp.PyArray_DATA(be_port)
+        self.dp.be_node = <int32_t*>cnp.PyArray_DATA(be_node)
+        self.dp.own_ip = <uint32_t*>cnp.PyArray_DATA(own_ip)
+        self.dp.own_if = <int32_t*>cnp.PyArray_DATA(own_if)
+        self.dp.n_own = len(t.own_ip)
+        self.dp.node_net_prefix = net_prefix & 0xFFFFFFFF
+        self.dp.node_net_mask = net_mask
+        self.dp.gateway_ip = int(t.gateway_ip) & 0xFFFFFFFF
+        self.dp.gateway_if = int(t.gateway_if)
+        cnet, cmask = t.cluster_cidr
+        self.dp.cnet = int(cnet) & 0xFFFFFFFF
+        self.dp.cmask = int(cmask) & 0xFFFFFFFF
+        self.dp.vxlan = bool(t.vxlan)
+        self.dp.ageing_ns = int(t.ageing_ns)
+        self.lpm = lpm
+        self.dp.lpm = &lpm.c
+        old = self._loaded
+        self.t = tables
+        if old is not None and old is not tables:
+            ht_clear(&self.dp.fdb)
+            self._remap_conntrack()
+        self._drop_negative_neighbours()
+        if self.static_neighbours:
+            self._seed_neighbours()
+        self._loaded = tables
+
+    cdef void _drop_negative_neighbours(self):
+        cdef HTab* t = &self.dp.neigh
+        cdef uint64_t i = 0
+        while i <= t.mask:  # backward shift may pull a later slot into i: look again
+            if t.s[i].k1 and t.s[i].v0 < 0:
+                ht_del(t, &t.s[i])
+            else:
+                i += 1
+
+    cdef void _seed_neighbours(self):
+        """What a settled cluster's kernels know (reference ``_seed_neighbours``)."""
+        cdef DP* dp = &self.dp
+        cdef int i, m, k, n
+        for i in range(dp.n_if):
+            k = dp.ifs[i].kind
+            n = dp.ifs[i].node
+            if k == IF_POD_ETH:
+                self._neigh_put(n, dp.ifs[i].ip, dp.ifs[i].mac)
+            elif (k == IF_NODE_ETH or k == IF_EXT_ETH or k == IF_GW_ETH or k == IF_VTEP):
+                for m in range(dp.n_nodes):
+                    if m != n:
+                        self._neigh_put(m, dp.ifs[i].ip, dp.ifs[i].mac)
+
+    cdef int _neigh_put(self, int node, uint32_t ip, int64_t mac) except -1:
+        cdef bint created
+        cdef HSlot* s = ht_put(&self.dp.neigh, ip, <uint32_t>node, &created)
+        if s == NULL:
+            raise MemoryError()
+        s.v0 = mac
+        return 0
+
+    def _remap_conntrack(self) -> None:
+        """After a table swap: find each DNAT entry's service port and backend again; flush
+        UDP entries whose backend is gone (CT-4)."""
+        cdef DP* dp = &self.dp
+        cdef uint64_t i
+        cdef int e, sp
+        cdef CtE* E
+        cdef HSlot* s
+        todo = []
+        for i in range(dp.ct.mask + 1):
+            if dp.ct.s[i].k1 and not (dp.ct.s[i].v0 & 1):
+                e = <int>(dp.ct.s[i].v0 >> 1)
+                if dp.ce[e].flags & CT_DNAT:
+                    todo.append(e)
+        for e in todo:
+            E = &dp.ce[e]
+            s = ht_find(&dp.fe, E.o_dip, (<uint64_t>E.o_proto << 16) | E.o_dport)
+            if s == NULL:
+                s = ht_find(&dp.fe_np, 0, (<uint64_t>E.o_proto << 16) | E.o_dport)
+            E.sp = -1
+            E.be = -1
+            if s != NULL:
+                sp = dp.fe_sp[s.v0]
+                E.sp = sp
+                E.be = find_backend(dp, sp, E.dnat_ip, E.dnat_port)
+            if E.be < 0 and E.o_proto == PROTO_UDP:
+                ct_delete(dp, e)
+        ct_reap(dp)
+
+    def reset(self) -> None:
+        ht_clear(&self.dp.fdb)
+        ht_clear(&self.dp.ct)
+        ht_clear(&self.dp.neigh)
+        ht_clear(&self.dp.aff)
+        free(self.dp.ce)
+        self.dp.ce = NULL
+        self.dp.ce_cap = 0
+        self.dp.ce_used = 0
+        self.dp.ce_free = -1
+        self.dp.n_zombies = 0
+        if self.static_neighbours:
+            self._seed_neighbours()
+
+    def neigh_set(self, node: int, ip: int, mac: int) -> None:
+        self._neigh_put(node, ip, mac)
+
+    def neigh_lookup(self, node: int, ip: int) -> int:
+        cdef HSlot* s = ht_find(&self.dp.neigh, <uint32_t>ip, <uint32_t><int32_t>node)
+        return s.v0 if s != NULL else -1
+
+    def cleanup(self, now: int) -> None:
+        """Expire FDB entries (ageing) and conntrack and affinity entries (timeouts)."""
+        cdef DP* dp = &self.dp
+        cdef int64_t t_now = now
+        cdef uint64_t i
+        cdef int e, sp
+        cdef HSlot* s
+        fdb_old = []
+        for i in range(dp.fdb.mask + 1):
+            if dp.fdb.s[i].k1 and t_now - dp.fdb.s[i].v1 > dp.ageing_ns:
+                fdb_old.append((dp.fdb.s[i].k0, dp.fdb.s[i].k1 & ~KEMU_OCC))
+        for k0, k1 in fdb_old:
+            ht_del(&dp.fdb, ht_find(&dp.fdb, k0, k1))
+        ct_old = []
+        for i in range(dp.ct.mask + 1):
+            if dp.ct.s[i].k1 and not (dp.ct.s[i].v0 & 1):
+                e = <int>(dp.ct.s[i].v0 >> 1)
+                if dp.ce[e].expires < t_now:
+                    ct_old.append(e)
+        for e in ct_old:
+            ct_delete(dp, e)
+        ct_reap(dp)
+        aff_old = []
+        for i in range(dp.aff.mask + 1):
+            if dp.aff.s[i].k1:
+                sp = <int>(dp.aff.s[i].k1 & 0xFFFFFFFF)
+                if not 0 <= sp < dp.n_sp:
+                    raise IndexError(f"index {sp} is out of bounds for axis 0 with size "
+                                     f"{dp.n_sp}")
+                if t_now - dp.aff.s[i].v1 > dp.sp_aff_ns[sp]:
+                    aff_old.append((dp.aff.s[i].k0, dp.aff.s[i].k1 & ~KEMU_OCC))
+        for k0, k1 in aff_old:
+            ht_del(&dp.aff, ht_find(&dp.aff, k0, k1))
+
+    def state(self) -> dict[str, list[tuple]]:
+        """Every piece of mutable state as sorted tuples (rendered by ``kemu.dataplane.dump``)."""
+        cdef DP* dp = &self.dp
+        cdef uint64_t i
+        cdef HSlot* s
+        cdef CtE* E
+        fdb, ct, neigh, aff = [], [], [], []
+        for i in range(dp.fdb.mask + 1):
+            s = &dp.fdb.s[i]
+            if s.k1:
+                fdb.append((<int64_t>(s.k1 & ~KEMU_OCC), s.k0, s.v0, s.v1))
+        for i in range(dp.ct.mask + 1):
+            s = &dp.ct.s[i]
+            if s.k1 and not (s.v0 & 1):
+                E = &dp.ce[s.v0 >> 1]
+                ct.append((E.node, E.o_proto, E.o_sip, E.o_sport, E.o_dip, E.o_dport,
+                           E.r_proto, E.r_sip, E.r_sport, E.r_dip, E.r_dport, E.flags,
+                           E.state, E.expires, E.sp, E.be))
+        for i in range(dp.neigh.mask + 1):
+            s = &dp.neigh.s[i]
+            if s.k1:
+                neigh.append((<int32_t><uint32_t>(s.k1 & 0xFFFFFFFF), s.k0, s.v0))
+        for i in range(dp.aff.mask + 1):
+            s = &dp.aff.s[i]
+            if s.k1:
+                aff.append((<int64_t>((s.k1 & ~KEMU_OCC) >> 32), <int64_t>(s.k1 & 0xFFFFFFFF),
+                            s.k0, s.v0 >> 16, s.v0 & 0xFFFF, s.v1))
+        return {"fdb": sorted(fdb), "conntrack": sorted(ct), "neigh": sorted(neigh),
+                "affinity": sorted(aff)}
+
+    # ---------------------------------------------------------------- the batch call
+    def process(self, buf, offsets, lengths, in_if, in_mode, ts_ns, Py_ssize_t start,
+                Py_ssize_t stop, res) -> int:
+        """Run frames ``start..stop-1``; return the index of the first frame not processed
+        (``stop`` unless ``res`` ran out of room)."""
+        cdef DP* dp = &self.dp
+        b_arr = _input(buf, np.uint8)
+        off_arr = _input(offsets, np.int64)
+        len_arr = _input(lengths, np.int32)
+        if_arr = _input(in_if, np.int32)
+        mode_arr = _input(in_mode, np.uint8)
+        ts_arr = _input(ts_ns, np.int64)
+        cdef const uint8_t* bp = <const uint8_t*>cnp.PyArray_DATA(b_arr)
+        cdef int64_t blen = cnp.PyArray_DIM(b_arr, 0)
+        cdef const int64_t* offp = <const int64_t*>cnp.PyArray_DATA(off_arr)
+        cdef const int32_t* lenp = <const int32_t*>cnp.PyArray_DATA(len_arr)
+        cdef const int32_t* ifp = <const int32_t*>cnp.PyArray_DATA(if_arr)
+        cdef const uint8_t* modep = <const uint8_t*>cnp.PyArray_DATA(mode_arr)
+        cdef const int64_t* tsp = <const int64_t*>cnp.PyArray_DATA(ts_arr)
+        cdef Py_ssize_t n_frames = min(len(off_arr), len(len_arr), len(if_arr), len(mode_arr),
+                                       len(ts_arr))
+        if start >= stop:
+            return stop
+        if start < 0 or stop > n_frames:
+            raise IndexError(f"frames {start}..{stop} outside 0..{n_frames}")
+        cdef bint record = bool(res.record)
+        cdef int64_t cap_hops = res.cap_hops, cap_events = res.cap_events
+        cdef int64_t cap_oc = res.cap_outcomes, n
+        dp.record = record
+        if record:
+            dp.hop_frame = <int32_t*>_res_ptr(res.hop_frame, cnp.NPY_INT32, &dp.hop_cap)
+            dp.hop_iface = <int32_t*>_res_ptr(res.hop_iface, cnp.NPY_INT32, &n)
+            dp.hop_cap = min(dp.hop_cap, n)
+            dp.hop_dir = <uint8_t*>_res_ptr(res.hop_dir, cnp.NPY_UINT8, &n)
+            dp.hop_cap = min(dp.hop_cap, n)
+            dp.hop_off = <int64_t*>_res_ptr(res.hop_off, cnp.NPY_INT64, &n)
+            dp.hop_cap = min(dp.hop_cap, n)
+            dp.hop_len = <int32_t*>_res_ptr(res.hop_len, cnp.NPY_INT32, &n)
+            dp.hop_cap = min(dp.hop_cap, n)
+            dp.ev_frame = <int32_t*>_res_ptr(res.ev_frame, cnp.NPY_INT32, &dp.ev_cap)
+            dp.ev_hop = <int32_t*>_res_ptr(res.ev_hop, cnp.NPY_INT32, &n)
+            dp.ev_cap = min(dp.ev_cap, n)
+            dp.ev_kind = <int16_t*>_res_ptr(res.ev_kind, cnp.NPY_INT16, &n)
+            dp.ev_cap = min(dp.ev_cap, n)
+            dp.ev_a = <int64_t*>_res_ptr(res.ev_a, cnp.NPY_INT64, &n)
+            dp.ev_cap = min(dp.ev_cap, n)
+            dp.ev_b = <int64_t*>_res_ptr(res.ev_b, cnp.NPY_INT64, &n)
+            dp.ev_cap = min(dp.ev_cap, n)
+            dp.ev_c = <int64_t*>_res_ptr(res.ev_c, cnp.NPY_INT64, &n)
+            dp.ev_cap = min(dp.ev_cap, n)
+        else:
+            dp.hop_cap = 0
+            dp.ev_cap = 0
+        dp.oc_frame = <int32_t*>_res_ptr(res.oc_frame, cnp.NPY_INT32, &dp.oc_cap)
+        dp.oc_kind = <uint8_t*>_res_ptr(res.oc_kind, cnp.NPY_UINT8, &n)
+        dp.oc_cap = min(dp.oc_cap, n)
+        dp.oc_reason = <int16_t*>_res_ptr(res.oc_reason, cnp.NPY_INT16, &n)
+        dp.oc_cap = min(dp.oc_cap, n)
+        dp.oc_iface = <int32_t*>_res_ptr(res.oc_iface, cnp.NPY_INT32, &n)
+        dp.oc_cap = min(dp.oc_cap, n)
+        dp.oc_hop = <int32_t*>_res_ptr(res.oc_hop, cnp.NPY_INT32, &n)
+        dp.oc_cap = min(dp.oc_cap, n)
+        dp.oc_a = <int64_t*>_res_ptr(res.oc_a, cnp.NPY_INT64, &n)
+        dp.oc_cap = min(dp.oc_cap, n)
+        dp.oc_off = <int64_t*>_res_ptr(res.oc_off, cnp.NPY_INT64, &n)
+        dp.oc_cap = min(dp.oc_cap, n)
+        dp.oc_len = <int32_t*>_res_ptr(res.oc_len, cnp.NPY_INT32, &n)
+        dp.oc_cap = min(dp.oc_cap, n)
+        dp.arena = <uint8_t*>_res_ptr(res.arena, cnp.NPY_UINT8, &dp.arena_cap)
+        dp.n_hops = res.n_hops
+        dp.n_events = res.n_events
+        dp.n_oc = res.n_outcomes
+        dp.arena_used = res.arena_used
+        dp.err = 0
+        cdef int64_t n_if = dp.n_if
+        cdef int64_t worst_hops = MAX_HOPS * (n_if + 2)
+        cdef int64_t few_hops = n_if * 2 + 8
+        cdef int64_t hops, arena, off, ln, real
+        cdef int32_t iface
+        cdef Py_ssize_t fi
+        cdef Py_ssize_t done = stop
+        for fi in range(start, stop):
+            ln = lenp[fi]
+            if record:  # Results.room
+                hops = worst_hops
+                arena = hops * (ln + 64) + 4096
+            else:
+                hops = few_hops
+                arena = (ln + 64) * few_hops
+            if not (dp.n_hops + hops <= cap_hops and dp.n_events + 2 * hops <= cap_events
+                    and dp.n_oc + hops <= cap_oc and dp.arena_used + arena <= dp.arena_cap):
+                done = fi
+                break
+            iface = ifp[fi]
+            off = offp[fi]
+            if iface < 0 or iface >= n_if or off < 0 or ln < 0:
+                done = -1 - fi
+                break
+            real = ln if off + ln <= blen else max(0, blen - off)  # buf[off: off + ln]
+            dp.now = tsp[fi]
+            dp.fi = <int32_t>fi
+            run_frame(dp, bp + off, <int>real, iface, modep[fi])
+            if dp.err:
+                done = -1 - fi
+                break
+        res.n_hops = dp.n_hops
+        res.n_events = dp.n_events
+        res.n_outcomes = dp.n_oc
+        res.arena_used = dp.arena_used
+        if done < 0:
+            fi = -1 - done
+            if dp.err:
+                err, dp.err = dp.err, 0
+                if err & ERR_NOMEM:
+                    raise MemoryError(f"frame {fi}: out of memory")
+                raise RuntimeError(f"frame {fi}: results arrays or pending events overflowed "
+                                   f"(error flags {err})")
+            raise IndexError(f"frame {fi}: interface {ifp[fi]} (of {n_if}), offset "
+                             f"{offp[fi]} or length {lenp[fi]} out of range")
+        return done
+
+
+def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_local_if,
+                  br_netfilter, br_port_start, br_port_count, br_ports, node_eth_if,
+                  node_br_if, node_vtep_if, node_local_if, n_sp, n_be) -> None:
+    """The C datapath indexes without bounds checks: refuse tables whose indices do not
+    point where the packet path will follow them (the compiler never makes such tables)."""
+    n_br = len(br_local_if)
+    if n_nodes >= 1 << 22 or n_if >= 1 << 30:
+        raise ValueError("tables too large")
+
+    def bad(what):
+        raise ValueError(f"inconsistent tables: {what}")
+
+    for name, arr in (("if_node", if_node), ("if_peer", if_peer), ("if_bridge", if_bridge),
+                      ("if_mac", t.if_mac), ("if_ip", t.if_ip), ("if_hairpin", t.if_hairpin)):
+        if len(arr) != n_if:
+            bad(f"{name} has {len(arr)} entries, not {n_if}")
+    for name, arr in (("node_eth_if", node_eth_if), ("node_br_if", node_br_if),
+                      ("node_vtep_if", node_vtep_if), ("node_local_if", node_local_if),
+                      ("node_ip", t.node_ip), ("node_br_ip", t.node_br_ip)):
+        if len(arr) != n_nodes:
+            bad(f"{name} has {len(arr)} entries, not {n_nodes}")
+    for i in range(n_if):
+        k, node = int(if_kind[i]), int(if_node[i])
+        if k in (IF_POD_ETH, IF_VETH) and not 0 <= int(if_peer[i]) < n_if:
+            bad(f"interface {i}: peer {int(if_peer[i])}")
+        if k == IF_POD_ETH and (i + 1 >= n_if or not 0 <= node < n_nodes):
+            bad(f"pod interface {i} without lo or node")
+        if k in (IF_VETH, IF_BRIDGE, IF_NODE_ETH, IF_EXT_ETH, IF_GW_ETH) and not (
+                0 <= int(if_bridge[i]) < n_br):
+            bad(f"interface {i}: bridge {int(if_bridge[i])}")
+        if k in (IF_NODE_ETH, IF_BRIDGE, IF_VTEP, IF_NODE_LOCAL) and not 0 <= node < n_nodes:
+            bad(f"interface {i}: node {node}")
+    if not (len(br_netfilter) == len(br_port_start) == len(br_port_count) == n_br):
+        bad("bridge arrays of different lengths")
+    for b in range(n_br):
+        lf = int(br_local_if[b])
+        if not -1 <= lf < n_if or (br_netfilter[b] and lf < 0):
+            bad(f"bridge {b}: local interface {lf}")
+        s, c = int(br_port_start[b]), int(br_port_count[b])
+        if s < 0 or c < 0 or s + c > len(br_ports):
+            bad(f"bridge {b}: ports {s}+{c}")
+    for q in br_ports:
+        if not 0 <= int(q) < n_if:
+            bad(f"bridge port {int(q)}")
+    for m in range(n_nodes):
+        for name, arr in (("eth", node_eth_if), ("br", node_br_if), ("local", node_local_if)):
+            if not 0 <= int(arr[m]) < n_if:
+                bad(f"node {m}: {name} interface {int(arr[m])}")
+        v = int(node_vtep_if[m])
+        if not -1 <= v < n_if or (t.vxlan and v < 0):
+            bad(f"node {m}: vtep interface {v}")
+    gw = int(t.gateway_if)
+    if not -1 <= gw < n_if:
+        bad(f"gateway interface {gw}")
+    if len(t.rt_kind) >= 1 << 24:
+        bad("too many routes")
+    if not (len(t.fe_ip) == len(t.fe_port) == len(t.fe_proto) == len(t.fe_kind)
+            == len(t.fe_sp)):
+        bad("frontend arrays of different lengths")
+    for sp in t.fe_sp:
+        if not 0 <= int(sp) < n_sp:
+            bad(f"frontend service port {int(sp)}")
+    if not (len(t.sp_affinity_ns) == len(t.sp_be_start) == len(t.sp_be_count) == n_sp):
+        bad("service-port arrays of different lengths")
+    for sp in range(n_sp):
+        s, c = int(t.sp_be_start[sp]), int(t.sp_be_count[sp])
+        if s < 0 or c < 0 or s + c > n_be:
+            bad(f"service port {sp}: backends {s}+{c}")
+    if not (len(t.be_port) == len(t.be_node) == n_be):
+        bad("backend arrays of different lengths")
+    if len(t.own_ip) != len(t.own_if):
+        bad("ownership arrays of different lengths")
+    for i in t.own_if:
+        if not 0 <= int(i) < n_if:
+            bad(f"owner interface {int(i)}")
