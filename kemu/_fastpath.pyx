@@ -389,7 +389,7 @@ ctypedef struct LpmC:
 
 
 cdef inline uint32_t lpm_mask(int depth) noexcept nogil:
-    return <uint32_t>((<uint64_t>0xFFFFFFFF << (32 - depth)) & 0xFFFFFFFF) if depth else 0
+    return <uint32_t>((0xFFFFFFFFULL << (32 - depth)) & 0xFFFFFFFFULL) if depth else 0
 
 
 cdef inline int32_t lpm_lookup(const LpmC* l, uint32_t ip) noexcept nogil:
@@ -633,8 +633,6 @@ cdef class Lpm:
     def __len__(self) -> int:
         return self.c.rules.n
 
-    cdef inline int32_t _lookup(self, uint32_t ip) noexcept nogil:
-        return lpm_lookup(&self.c, ip)
 
 
 # ------------------------------------------------------------------ datapath structs
@@ -1515,9 +1513,9 @@ cdef void fix_l2(DP* dp, Item* it, int iface) noexcept nogil:
         else:
             gw_mac = <uint64_t>dp.ifs[dp.gateway_if].mac if dp.gateway_if >= 0 else BROADCAST
             same = (dst & dp.node_net_mask) == dp.node_net_prefix
-        if (dst & 0xF0000000) == 0xE0000000 or dst == 0xFFFFFFFF:
-            wr48(d, 0, BROADCAST if dst == 0xFFFFFFFF else
-                 (<uint64_t>0x01005E000000 | (dst & 0x7FFFFF)))
+        if (dst & 0xF0000000U) == 0xE0000000U or dst == 0xFFFFFFFFU:
+            wr48(d, 0, BROADCAST if dst == 0xFFFFFFFFU else
+                 (0x01005E000000ULL | (dst & 0x7FFFFF)))
         elif same:
             owner = owner_of(dp, dst)
             if owner >= 0:
@@ -1670,7 +1668,7 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
     if bad:
         return end(dp, it, OUT_DROPPED, bad, i, 0, False)
     dst = rd32(d, 30)
-    if dst == f.ip or dst == 0xFFFFFFFF or (dst & 0xF0000000) == 0xE0000000:
+    if dst == f.ip or dst == 0xFFFFFFFFU or (dst & 0xF0000000U) == 0xE0000000U:
         return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
     if kind == IF_GW_ETH:
         return end(dp, it, OUT_LEFT, 0, i, 0, False)
@@ -2344,7 +2342,7 @@ cdef class Datapath:
         aff_old = []
         for i in range(dp.aff.mask + 1):
             if dp.aff.s[i].k1:
-                sp = <int>(dp.aff.s[i].k1 & 0xFFFFFFFF)
+                sp = <int>(dp.aff.s[i].k1 & 0xFFFFFFFFULL)
                 if not 0 <= sp < dp.n_sp:
                     raise IndexError(f"index {sp} is out of bounds for axis 0 with size "
                                      f"{dp.n_sp}")
@@ -2374,11 +2372,11 @@ cdef class Datapath:
         for i in range(dp.neigh.mask + 1):
             s = &dp.neigh.s[i]
             if s.k1:
-                neigh.append((<int32_t><uint32_t>(s.k1 & 0xFFFFFFFF), s.k0, s.v0))
+                neigh.append((<int32_t><uint32_t>(s.k1 & 0xFFFFFFFFULL), s.k0, s.v0))
         for i in range(dp.aff.mask + 1):
             s = &dp.aff.s[i]
             if s.k1:
-                aff.append((<int64_t>((s.k1 & ~KEMU_OCC) >> 32), <int64_t>(s.k1 & 0xFFFFFFFF),
+                aff.append((<int64_t>((s.k1 & ~KEMU_OCC) >> 32), <int64_t>(s.k1 & 0xFFFFFFFFULL),
                             s.k0, s.v0 >> 16, s.v0 & 0xFFFF, s.v1))
         return {"fdb": sorted(fdb), "conntrack": sorted(ct), "neigh": sorted(neigh),
                 "affinity": sorted(aff)}

@@ -175,7 +175,8 @@ def test_custom_ranges_from_the_document() -> None:
                                      "gateway": "192.168.0.254", "nodePortRange": "31000-31001"}},
                      svc("a", {"type": "NodePort"}))
     assert [(n.name, str(n.internal_ip), str(n.pod_cidr)) for n in c.nodes] == [
-        ("a", "192.168.0.1", "10.10.0.0/26"), ("b", "192.168.0.2", "10.10.0.64/26")]
+        ("a", "192.168.0.2", "10.10.0.0/26"), ("b", "192.168.0.3", "10.10.0.64/26")]
+    assert str(c.config.gateway_ip) == "192.168.0.254"
     s = c.service("default", "a")
     assert (str(s.cluster_ip), s.ports[0].node_port) == ("10.20.0.10", 31000)
 
@@ -383,3 +384,11 @@ CONFLICTS: dict[str, tuple[list[Any], list[str]]] = {
 @pytest.mark.parametrize("docs, expected", list(CONFLICTS.values()), ids=list(CONFLICTS))
 def test_conflict(docs: list[Any], expected: list[str]) -> None:
     assert problems(*docs) == expected
+
+
+def test_a_node_network_without_gateway() -> None:
+    c = load_cluster(DOC | {"spec": {"nodes": 2, "gateway": "none"}})
+    assert c.config.gateway_ip is None
+    assert [str(n.internal_ip) for n in c.nodes] == ["172.18.0.2", "172.18.0.3"]
+    assert c.to_dict()["gateway"] == {"ip": None, "mac": c.gateway_mac}
+    assert load_cluster(DOC | {"spec": {"gateway": None}}).config.gateway_ip is None

@@ -433,11 +433,11 @@ class Cluster:
             "config": {
                 "name": c.name, "cluster_cidr": str(c.cluster_cidr),
                 "node_cidr_prefix": c.node_cidr_prefix, "service_cidr": str(c.service_cidr),
-                "node_network": str(c.node_network), "gateway_ip": str(c.gateway_ip),
+                "node_network": str(c.node_network), "gateway_ip": jsonable(c.gateway_ip),
                 "mode": c.mode, "mtu": c.mtu, "dns_domain": c.dns_domain,
                 "node_port_range": list(c.node_port_range),
             },
-            "gateway": {"ip": str(c.gateway_ip), "mac": self.gateway_mac},
+            "gateway": {"ip": jsonable(c.gateway_ip), "mac": self.gateway_mac},
             "external_hosts": jsonable(c.external_hosts),
             "namespaces": jsonable([self.namespaces[n] for n in sorted(self.namespaces)]),
             "nodes": [{**jsonable(n), "gateway_ip": str(n.gateway_ip)} for n in self.nodes],

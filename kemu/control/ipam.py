@@ -192,13 +192,14 @@ def build_nodes(config: ClusterConfig, drafts: list[NodeDraft], problems: list[P
                 doc: tuple[str, str] = ("", "")) -> tuple[list[Node], AddressPool]:
     """Address the nodes (in name order) and the external hosts; returns the node network pool.
 
-    Node IPs: pins first, then the lowest free address of the node network (the gateway and
-    external hosts excluded), so node1 gets .2 with the default gateway .1. Pod CIDRs: pins
+    Node IPs: pins first, then the lowest free address of the node network from .2 up (the
+    gateway, default .1, and external hosts excluded). Pod CIDRs: pins
     (inside the cluster CIDR, not overlapping), then ``subnets``. ``doc`` is (source, object) of
     the kemu document, where external-host problems are reported.
     """
     net = config.node_network
-    pool = AddressPool(net, first=1, reserved={config.gateway_ip: "the node network's gateway"})
+    gateway = {config.gateway_ip: "the node network's gateway"} if config.gateway_ip else {}
+    pool = AddressPool(net, first=2, reserved=gateway)
     for i, host in enumerate(config.external_hosts):
         host.mac = host.mac or mac_address(f"ext/{host.name}/eth0")
         where = f"spec.externalHosts[{i}].ip"

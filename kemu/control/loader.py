@@ -243,7 +243,11 @@ def _classify(doc: Document, problems: list[Problem], ignored: list[str]) -> _It
 
 def parse_config(f: Fields, obj: dict[str, Any], name: str,
                  source: str) -> tuple[ClusterConfig, list[NodeDraft] | None]:
-    """The kemu ``Cluster`` document -> config, and its node list (None: not given)."""
+    """The kemu ``Cluster`` document -> config, and its node list (None: not given).
+
+    ``spec.gateway`` defaults to the first host of the node network; ``none`` (or null) means
+    the node network has no gateway router (nodes get no default route).
+    """
     spec = f.mapping(obj, "", "spec")
     f.known(spec, "spec", CLUSTER_SPEC_FIELDS)
     c = ClusterConfig(name=name)
@@ -260,7 +264,9 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
                   f"CIDR {c.cluster_cidr}")
         c.node_cidr_prefix = c.cluster_cidr.prefixlen
     c.gateway_ip = c.node_network.network_address + 1
-    if "gateway" in spec:
+    if "gateway" in spec and spec["gateway"] in (None, "none", "None"):
+        c.gateway_ip = None  # no gateway router: nodes have no default route
+    elif "gateway" in spec:
         gw = f.ip(spec["gateway"], "spec.gateway")
         if gw is not None and gw not in c.node_network:
             f.problem("spec.gateway", f"{gw} is outside the node network {c.node_network}")

@@ -34,7 +34,7 @@ class ClusterConfig:
     node_cidr_prefix: int = 24
     service_cidr: IPv4Network = IPv4Network("10.96.0.0/12")
     node_network: IPv4Network = IPv4Network("172.18.0.0/24")
-    gateway_ip: IPv4Address = IPv4Address("172.18.0.1")
+    gateway_ip: IPv4Address | None = IPv4Address("172.18.0.1")  # None: no default gateway
     mode: CrossNodeMode = "host-gw"
     mtu: int = 1500
     dns_domain: str = "cluster.local"
