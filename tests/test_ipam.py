@@ -392,3 +392,9 @@ def test_a_node_network_without_gateway() -> None:
     assert [str(n.internal_ip) for n in c.nodes] == ["172.18.0.2", "172.18.0.3"]
     assert c.to_dict()["gateway"] == {"ip": None, "mac": c.gateway_mac}
     assert load_cluster(DOC | {"spec": {"gateway": None}}).config.gateway_ip is None
+
+
+def test_unpinned_pods_are_addressed_in_key_order_on_each_node() -> None:
+    c = load_cluster(DOC | {"spec": {"nodes": 1}}, pod("z", spec={"nodeName": "node1"}),
+                     pod("a"))
+    assert [(p.name, str(p.ip)) for p in c.pods] == [("a", "10.244.0.2"), ("z", "10.244.0.3")]

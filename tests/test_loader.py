@@ -185,6 +185,16 @@ def test_other_api_groups_of_modelled_kinds_are_ignored() -> None:
                          "not modelled)"]
 
 
+def test_a_finished_job_makes_no_new_pods() -> None:
+    done = pod("migrate-x1", status={"phase": "Succeeded"})
+    done["metadata"]["ownerReferences"] = [{"kind": "Job", "name": "migrate"}]
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate",
+                                                                 "namespace": "shop"},
+           "spec": {"template": {"spec": {"containers": [{"name": "m"}]}}}}
+    c = load_cluster(done, job)
+    assert c.pods == [] and len(c.ignored) == 2
+
+
 def test_completed_pods_and_workloads_whose_pods_are_given_are_ignored() -> None:
     done = pod("done", status={"phase": "Succeeded", "podIP": "10.244.0.2"})
     owned = pod("web-abc-12345", labels={"app": "web"})

@@ -181,8 +181,8 @@ class Cluster:
             placed[d.key] = node
             counts[node.name] += 1
         ips: dict[str, IPv4Address] = {}
-        for key, node in placed.items():  # pins first, in key order
-            d = accepted[key]
+        for key in sorted(placed):  # pins first, then the others, each in key order
+            d, node = accepted[key], placed[key]
             if d.template.host_network:
                 if d.ip is not None and d.ip != node.internal_ip:
                     problem(d, "status.podIP", f"{d.ip} is not the IP {node.internal_ip} of node "
@@ -196,8 +196,8 @@ class Cluster:
                     problem(d, "status.podIP", err, prefix=False)
                     continue
                 ips[key] = d.ip
-        for key, node in placed.items():
-            d = accepted[key]
+        for key in sorted(placed):
+            d, node = accepted[key], placed[key]
             if key in ips or d.ip is not None:
                 continue
             ip = self._pod_pools[node.name].allocate(f"{d.namespace}/Pod/{d.name}")

@@ -162,12 +162,12 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
     claimed: set[tuple[str, str, str]] = set()  # (namespace, kind, name) owning given pods
     for i in items.get("Pod", []):
         draft, skip = workloads.parse_pod(i.f, i.doc.obj, i.namespace, i.name, i.doc.source)
+        if draft.owner is not None:  # even completed: a finished Job makes no new pods
+            claimed.add((i.namespace, draft.owner.kind, draft.owner.name))
         if skip:
             out.ignored.append(f"{i.doc.source}: {i.f.obj} ignored ({skip})")
             continue
         out.pods.append(draft)
-        if draft.owner is not None:
-            claimed.add((i.namespace, draft.owner.kind, draft.owner.name))
     for i in items.get("ReplicaSet", []):
         owner = workloads.owner_of(i.f, i.f.mapping(i.doc.obj, "", "metadata"))
         if owner is not None:

@@ -739,7 +739,10 @@ class Datapath:
         if proto in (C.PROTO_TCP, C.PROTO_UDP, C.PROTO_SCTP) and l4 + 4 <= tot_end:
             return proto, l4, u16(d, l4), u16(d, l4 + 2)
         if proto == C.PROTO_ICMP and l4 + 8 <= tot_end and d[l4] in (0, 8):
-            return proto, l4, u16(d, l4 + 4), 0
+            # the echo id stands for the request's source "port" and the reply's destination
+            # one, so a reply matches its request's reply tuple (nf_conntrack_proto_icmp)
+            ident = u16(d, l4 + 4)
+            return (proto, l4, ident, 0) if d[l4] == 8 else (proto, l4, 0, ident)
         return proto, l4, 0, 0
 
     def _prerouting(self, it: Item, node: int, in_if: int) -> int:
