@@ -676,6 +676,7 @@ ctypedef struct Ctx:             # reference.Ctx
     int32_t ct
     int32_t verdict
     int32_t verdict_sp
+    int32_t related              # an ICMP error's flow (entry), for the un-DNAT at POSTROUTING
     uint8_t reply_dir
     uint8_t new
     uint8_t pre_done
@@ -761,7 +762,7 @@ ctypedef struct DP:
     # ---- mutable state
     HTab ct                       # (node, tuple) -> entry * 2 + is_reply
     HTab fdb                      # (mac, bridge) -> (port, seen)
-    HTab neigh                    # (ip, node) -> mac
+    HTab neigh                    # (ip, node) -> (mac, header cached: reference neigh_hh)
     HTab aff                      # (sip, node << 32 | sp) -> (ip << 16 | port, last)
     CtE* ce
     int32_t ce_cap
@@ -872,6 +873,7 @@ cdef inline void ctx_reset(Ctx* c) noexcept nogil:
     c.ct = -1
     c.verdict = 0
     c.verdict_sp = -1
+    c.related = -1
     c.reply_dir = 0
     c.new = 0
     c.pre_done = 0
@@ -974,7 +976,12 @@ cdef int end(DP* dp, Item* it, int kind, int reason, int iface, int64_t a,
     cdef int k, node
     cdef int64_t o, off
     if it.ctx.new and kind == OUT_DROPPED and it.ctx.ct >= 0:
-        ct_delete(dp, it.ctx.ct)  # unconfirmed conntrack entries die with the packet
+        if (reason == DROP_TTL_EXCEEDED or reason == DROP_REJECT_NO_ENDPOINTS
+                or reason == DROP_NO_ROUTE):
+            # unconfirmed, but still RELATED to the ICMP error this drop causes
+            dp.ce[it.ctx.ct].expires = dp.now
+        else:
+            ct_delete(dp, it.ctx.ct)  # unconfirmed conntrack entries die with the packet
     if dp.record:
         for k in range(it.npend):
             emit(dp, it.last_hop, it.pend[k].kind, it.pend[k].a, it.pend[k].b,
@@ -1027,11 +1034,6 @@ cdef inline int route_dev(const DP* dp, int node, uint32_t dst, uint32_t* nh) no
     return dp.rt_out[r * dp.n_nodes + node]
 
 
-cdef inline int64_t neigh_get(const DP* dp, int node, uint32_t ip) noexcept nogil:
-    cdef HSlot* s = ht_find(&dp.neigh, ip, <uint32_t>node)
-    return s.v0 if s != NULL else -1
-
-
 cdef inline int find_backend(const DP* dp, int sp, uint32_t ip, int port) noexcept nogil:
     cdef int b, s = dp.sp_be_start[sp]
     for b in range(s, s + dp.sp_be_count[sp]):
@@ -1071,7 +1073,11 @@ cdef inline void l4info(const uint8_t* d, int n, int* proto, int* l4, int* sport
         sport[0] = rd16(d, o)
         dport[0] = rd16(d, o + 2)
     elif p == PROTO_ICMP and o + 8 <= tot_end and (d[o] == 0 or d[o] == 8):
-        sport[0] = rd16(d, o + 4)
+        # the echo id: the request's source "port", the reply's destination one
+        if d[o] == 8:
+            sport[0] = rd16(d, o + 4)
+        else:
+            dport[0] = rd16(d, o + 4)
 
 
 cdef inline int ip_check(const uint8_t* d, int n) noexcept nogil:
@@ -1359,12 +1365,14 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
         ctx.reply_dir = 0
         ctx.verdict = 0
         ctx.verdict_sp = -1
+        ctx.related = -1
     ctx.pre_done = 1
     if rd16(d, 20) & 0x3FFF:  # MF or fragment offset: conntrack would defragment
         return DROP_FRAGMENT
     l4info(d, n, &proto, &l4, &sport, &dport)
     if proto == PROTO_ICMP and (l4 + 1 > n or (d[l4] != 0 and d[l4] != 8)):
-        return 0  # ICMP errors are RELATED to the flow they quote
+        related_pre(dp, it, node, l4)  # no entry of its own: RELATED to what it quotes
+        return 0
     sip = rd32(d, 26)
     dip = rd32(d, 30)
     s = ht_find(&dp.ct, ck0(sip, dip), ck1(node, proto, sport, dport))
@@ -1433,6 +1441,109 @@ cdef inline int filter_forward(Item* it) noexcept nogil:
     return 0
 
 
+# ---- ICMP errors RELATED to a NATed flow (nf_nat_icmp_reply_translation)
+ctypedef struct Inner:           # a quoted TCP/UDP header inside an ICMP error
+    int inner
+    int il4
+    int iproto
+    int end
+
+
+cdef inline bint inner_of(const uint8_t* d, int n, int l4, Inner* q) noexcept nogil:
+    cdef int end = 14 + <int>rd16(d, 16)
+    if end > n:
+        end = n
+    cdef int inner = l4 + 8
+    if inner + 20 > end or d[inner] >> 4 != 4 or (d[inner] & 0xF) < 5:
+        return False
+    cdef int il4 = inner + (d[inner] & 0xF) * 4
+    cdef int iproto = d[inner + 9]
+    if (iproto != PROTO_TCP and iproto != PROTO_UDP) or il4 + 4 > end:
+        return False
+    q.inner = inner
+    q.il4 = il4
+    q.iproto = iproto
+    q.end = end
+    return True
+
+
+cdef inline void icmp_set16(uint8_t* d, int icmp_c, int off, uint32_t new) noexcept nogil:
+    cdef uint32_t old = rd16(d, off)
+    wr16(d, off, new)
+    wr16(d, icmp_c, csum_replace16(rd16(d, icmp_c), old, new))
+
+
+cdef void inner_set(uint8_t* d, int l4, const Inner* q, int at_ip, uint32_t ip, int port_at,
+                    int port) noexcept nogil:
+    """Rewrite a quoted address and port, fixing the quoted IP and L4 checksums and the
+    ICMP checksum over all of them."""
+    cdef int icmp_c = l4 + 2, co = -1
+    cdef uint32_t old_ip = rd32(d, at_ip), c
+    cdef uint32_t old_port = rd16(d, q.il4 + port_at)
+    icmp_set16(d, icmp_c, q.inner + 10, csum_replace32(rd16(d, q.inner + 10), old_ip, ip))
+    icmp_set16(d, icmp_c, at_ip, ip >> 16)
+    icmp_set16(d, icmp_c, at_ip + 2, ip & 0xFFFF)
+    if q.iproto == PROTO_TCP and q.il4 + 18 <= q.end:
+        co = q.il4 + 16
+    elif q.iproto == PROTO_UDP and q.il4 + 8 <= q.end and rd16(d, q.il4 + 6) != 0:
+        co = q.il4 + 6
+    if co >= 0:
+        c = csum_replace16(csum_replace32(rd16(d, co), old_ip, ip), old_port, <uint64_t>port)
+        if q.iproto == PROTO_UDP and c == 0:
+            c = 0xFFFF
+        icmp_set16(d, icmp_c, co, c)
+    icmp_set16(d, icmp_c, q.il4 + port_at, <uint32_t>port)
+
+
+cdef void related_pre(DP* dp, Item* it, int node, int l4) noexcept nogil:
+    """An ICMP error quoting a packet of a tracked flow: at PREROUTING, undo the flow's
+    SNAT (outer destination and quoted source back to the client)."""
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len, e
+    cdef Inner q
+    cdef HSlot* s
+    cdef CtE* E
+    if l4 >= n:
+        return  # (the reference reads past the frame here and raises)
+    cdef int t = d[l4]
+    if t != 3 and t != 4 and t != 5 and t != 11 and t != 12:
+        return
+    if not inner_of(d, n, l4, &q):
+        return
+    s = ht_find(&dp.ct, ck0(rd32(d, q.inner + 16), rd32(d, q.inner + 12)),
+                ck1(node, q.iproto, rd16(d, q.il4 + 2), rd16(d, q.il4)))
+    if s == NULL or not (s.v0 & 1):
+        return
+    e = <int>(s.v0 >> 1)
+    it.ctx.related = e
+    E = &dp.ce[e]
+    if E.flags & CT_SNAT:
+        set_addr(d, n, 30, E.o_sip, -1, PROTO_ICMP, l4, 0)
+        inner_set(d, l4, &q, q.inner + 12, E.o_sip, 0, E.o_sport)
+        changed(it)
+        ev(dp, it, EV_UNSNAT, E.o_sip, E.o_sport, node)
+
+
+cdef void related_post(DP* dp, Item* it, int node) noexcept nogil:
+    """At POSTROUTING: undo the flow's DNAT (outer source and quoted destination become
+    the Service's address, as the kernel rewrites them)."""
+    cdef int e = it.ctx.related
+    cdef Inner q
+    it.ctx.related = -1
+    if e < 0 or not dp.ce[e].flags & CT_DNAT:
+        return
+    cdef CtE* E = &dp.ce[e]
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len
+    cdef int l4 = 14 + (d[14] & 0xF) * 4
+    if not inner_of(d, n, l4, &q):
+        return
+    set_addr(d, n, 26, E.o_dip, -1, PROTO_ICMP, l4, 0)
+    inner_set(d, l4, &q, q.inner + 16, E.o_dip, 2, E.o_dport)
+    changed(it)
+    ev(dp, it, EV_UNDNAT, E.sp, E.be, node)
+
+
 cdef void masquerade(DP* dp, Item* it, int e, int node, int out_if, int proto,
                      int l4) noexcept nogil:
     cdef CtE* E = &dp.ce[e]
@@ -1466,6 +1577,8 @@ cdef void postrouting(DP* dp, Item* it, int node, int out_if) noexcept nogil:
     cdef Ctx* ctx = &it.ctx
     cdef int e = ctx.ct, proto, l4, sport, dport
     cdef CtE* E
+    if ctx.related >= 0 and ctx.node == node:
+        related_post(dp, it, node)
     if e < 0 or ctx.node != node:
         return
     cdef uint8_t* d = DATA(it)
@@ -1712,9 +1825,9 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
     cdef int local_if, node, verdict, out_if, q
     cdef bint from_local
     cdef uint32_t dst_before, new_dst, nh
-    cdef int64_t mac
     cdef uint64_t smac, dmac
     cdef HSlot* s
+    cdef HSlot* ns
     cdef bint created
     if n < 14:
         return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, p, 0, False)
@@ -1731,11 +1844,17 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
         if new_dst != dst_before:  # br_nf_pre_routing_finish: daddr changed
             out_if = route_dev(dp, node, new_dst, &nh)
             if out_if == local_if:
-                mac = neigh_get(dp, node, new_dst)
-                if mac < 0:
+                ns = ht_find(&dp.neigh, new_dst, <uint32_t>node)
+                if ns == NULL or ns.v0 < 0:
                     return end(dp, it, OUT_NEIGH, 0, local_if, new_dst, True)
-                wr48(d, 0, <uint64_t>mac)
+                wr48(d, 0, <uint64_t>ns.v0)
+                changed(it)
                 ev(dp, it, EV_BRIDGED_DNAT, node, 0, 0)
+                if not ns.v1:
+                    # br_nf_pre_routing_finish_bridge: without a cached header the frame
+                    # goes out through the bridge device once (neigh->output), then on
+                    ns.v1 = 1
+                    hop(dp, it, local_if, DIR_OUT)
             else:
                 wr48(d, 0, <uint64_t>dp.ifs[local_if].mac)
             changed(it)
@@ -1791,12 +1910,13 @@ cdef int output(DP* dp, Item* it, int node, int out_if, uint32_t nh) noexcept no
     cdef uint32_t hop_ip = nh if nh else dst
     if dp.record:
         ev(dp, it, EV_ROUTE, lpm_lookup(dp.lpm, dst), nh, node)
-    cdef int64_t mac = neigh_get(dp, node, hop_ip)
-    if mac < 0:
+    cdef HSlot* ns = ht_find(&dp.neigh, hop_ip, <uint32_t>node)
+    if ns == NULL or ns.v0 < 0:
         ev(dp, it, EV_NEIGH_MISS, hop_ip, node, out_if)
         wr48(d, 6, <uint64_t>dp.ifs[out_if].mac)
         return end(dp, it, OUT_NEIGH, 0, out_if, hop_ip, True)
-    wr48(d, 0, <uint64_t>mac)
+    ns.v1 = 1  # neigh_resolve_output caches the header
+    wr48(d, 0, <uint64_t>ns.v0)
     wr48(d, 6, <uint64_t>dp.ifs[out_if].mac)
     changed(it)
     ctx_reset(&it.ctx)
@@ -1861,15 +1981,15 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
     ttl = d[22]
     if ttl <= 1:
         return end(dp, it, OUT_DROPPED, DROP_TTL_EXCEEDED, i, 0, True)
-    verdict = filter_forward(it)
-    if verdict:
-        return end(dp, it, OUT_DROPPED, verdict, i, 0, True)
-    # ip_decrease_ttl
+    # ip_forward decrements the TTL before the FORWARD hook: a REJECT quotes TTL-1
     old = rd16(d, 22)
     d[22] = ttl - 1
     wr16(d, 24, csum_replace16(rd16(d, 24), old, rd16(d, 22)))
     changed(it)
     ev(dp, it, EV_TTL, ttl - 1, node, 0)
+    verdict = filter_forward(it)
+    if verdict:
+        return end(dp, it, OUT_DROPPED, verdict, i, 0, True)
     return output(dp, it, node, out_if, nh)
 
 
@@ -2231,19 +2351,9 @@ cdef class Datapath:
         if old is not None and old is not tables:
             ht_clear(&self.dp.fdb)
             self._remap_conntrack()
-        self._drop_negative_neighbours()
         if self.static_neighbours:
             self._seed_neighbours()
         self._loaded = tables
-
-    cdef void _drop_negative_neighbours(self):
-        cdef HTab* t = &self.dp.neigh
-        cdef uint64_t i = 0
-        while i <= t.mask:  # backward shift may pull a later slot into i: look again
-            if t.s[i].k1 and t.s[i].v0 < 0:
-                ht_del(t, &t.s[i])
-            else:
-                i += 1
 
     cdef void _seed_neighbours(self):
         """What a settled cluster's kernels know (reference ``_seed_neighbours``)."""
@@ -2253,17 +2363,21 @@ cdef class Datapath:
             k = dp.ifs[i].kind
             n = dp.ifs[i].node
             if k == IF_POD_ETH:
-                self._neigh_put(n, dp.ifs[i].ip, dp.ifs[i].mac)
+                self._neigh_put(n, dp.ifs[i].ip, dp.ifs[i].mac, False)
             elif (k == IF_NODE_ETH or k == IF_EXT_ETH or k == IF_GW_ETH or k == IF_VTEP):
                 for m in range(dp.n_nodes):
                     if m != n:
-                        self._neigh_put(m, dp.ifs[i].ip, dp.ifs[i].mac)
+                        self._neigh_put(m, dp.ifs[i].ip, dp.ifs[i].mac, False)
 
-    cdef int _neigh_put(self, int node, uint32_t ip, int64_t mac) except -1:
+    cdef int _neigh_put(self, int node, uint32_t ip, int64_t mac, bint api) except -1:
+        """``neigh[(node, ip)] = mac``; through the API (``neigh_set``) a changed address
+        also drops the cached header."""
         cdef bint created
         cdef HSlot* s = ht_put(&self.dp.neigh, ip, <uint32_t>node, &created)
         if s == NULL:
             raise MemoryError()
+        if api and (created or s.v0 != mac):
+            s.v1 = 0
         s.v0 = mac
         return 0
 
@@ -2311,7 +2425,7 @@ cdef class Datapath:
             self._seed_neighbours()
 
     def neigh_set(self, node: int, ip: int, mac: int) -> None:
-        self._neigh_put(node, ip, mac)
+        self._neigh_put(node, ip, mac, True)
 
     def neigh_lookup(self, node: int, ip: int) -> int:
         cdef HSlot* s = ht_find(&self.dp.neigh, <uint32_t>ip, <uint32_t><int32_t>node)
@@ -2372,7 +2486,7 @@ cdef class Datapath:
         for i in range(dp.neigh.mask + 1):
             s = &dp.neigh.s[i]
             if s.k1:
-                neigh.append((<int32_t><uint32_t>(s.k1 & 0xFFFFFFFFULL), s.k0, s.v0))
+                neigh.append((<int32_t><uint32_t>(s.k1 & 0xFFFFFFFFULL), s.k0, s.v0, s.v1))
         for i in range(dp.aff.mask + 1):
             s = &dp.aff.s[i]
             if s.k1:

@@ -65,7 +65,8 @@ def node_routes(cluster: Cluster) -> dict[str, list[Route]]:
             else:
                 routes.append(Route(other.pod_cidr, "eth0", via=other.internal_ip,
                                     target_node=other.name))
-        routes.append(Route(IPv4Network("0.0.0.0/0"), "eth0", via=cfg.gateway_ip))
+        if cfg.gateway_ip is not None:  # `gateway: none`: no default route
+            routes.append(Route(IPv4Network("0.0.0.0/0"), "eth0", via=cfg.gateway_ip))
         routes.sort(key=lambda r: (-r.prefix.prefixlen, int(r.prefix.network_address)))
         tables[node.name] = routes
     return tables

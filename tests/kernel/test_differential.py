@@ -1,0 +1,608 @@
+"""Differential tests: kemu against the real Linux kernel, hop by hop, on the same cluster.
+
+The kernel cluster is built once per module from kemu's own scenario cluster
+(``tests/data/scenario``) with ``kernel_topology`` (same nodes, IPs, MACs, pod CIDRs, bridge
+addresses, veth names and MACs, listeners, external hosts, gateway, Services as kemu resolved
+them); each test loads a fresh kemu (``respond=True``, static neighbours) for every data-plane
+backend this build has, injects the same Ethernet frames at the same place in both, and
+compares what every interface saw:
+
+* per interface (kemu's names; the kernel's veth names are mapped back), the ordered list of
+  ``(direction, decisive fields)``; the decisive fields are src/dst IP and ports, TTL, TCP
+  flags, ICMP type/code/id and the quoted header of ICMP errors (addresses, ports, TTL), ARP op
+  and addresses, and the Ethernet source/destination named by owner (``default/a``,
+  ``node1/cbr0``, ``node2/eth0``, ``gateway``, ...), never as raw MACs;
+* for linear paths also the global order of hops (kernel timestamps vs kemu's hop order).
+
+Both sides start each test the same way: static neighbours, every bridge has learned every MAC
+(``kc.learn_macs()`` in the kernel, one broadcast 0x88b5 frame from every pod, node, external
+host and the gateway in kemu), and no cached neighbour header (the kernel's permanent
+neighbour entries of the pods are re-created before each test, so the first bridged-DNAT packet
+behaves as in a fresh kemu). Source ports and ICMP ids are fresh per test (conntrack is not
+flushed between tests in the kernel).
+
+Not compared (a designed difference of kemu's emulated stacks, see DIFFERENCES.md): what a
+sender's stack does with answers to frames we injected raw. A kernel pod/host has no socket
+for them and answers with RST (TCP) or ICMP port unreachable (UDP); kemu's stacks remember the
+source ports they sent from and stay silent. Those frames are removed from the kernel side only
+after checking they are exactly that.
+
+The harness's node-network switch ports (``net/*``) have no kemu counterpart and are dropped.
+Needs root, ``ip``, ``bridge`` and ``iptables(-restore)``; skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scapy.layers.dns import DNS, DNSQR
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.l2 import ARP, Ether
+
+import kemu
+from kemu.dataplane import codes as C
+
+from .netns import Decoded, KernelCluster, Obs, decode
+from .topology import HARNESS_ONLY_PREFIXES, interface_map, kernel_topology, mac_roles
+
+pytestmark = pytest.mark.kernel
+
+SCENARIO = Path(__file__).resolve().parents[1] / "data" / "scenario"
+
+# addresses of tests/data/scenario (asserted against kemu's model in the fixture)
+A, B, C_, D = "10.244.0.2", "10.244.0.3", "10.244.1.2", "10.244.2.2"
+BR1, BR2 = "10.244.0.1", "10.244.1.1"
+NODE1, NODE2, NODE3 = "172.18.0.2", "172.18.0.3", "172.18.0.4"
+CLIENT, GW = "172.18.0.100", "172.18.0.1"
+SVC_A, SVC_B, SVC_C, SVC_CD, SVC_NONE = (f"10.96.0.2{i}" for i in range(5))
+NP_A, NP_C = 30080, 30081
+BCAST = "ff:ff:ff:ff:ff:ff"
+
+_ports = itertools.count(40000, 100)    # every test (and backend) gets its own port block
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "kernel differential tests need root (network namespaces)"
+    for tool in ("ip", "bridge", "iptables", "iptables-restore"):
+        if shutil.which(tool) is None:
+            return f"kernel differential tests need {tool!r} (not found)"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# rows: one frame seen on one interface in one direction, decisive fields only
+
+
+@dataclass(frozen=True)
+class Row:
+    iface: str        # kemu's interface name
+    direction: str    # "in" | "out"
+    what: str         # decisive fields, MACs named by owner
+    d: Decoded
+
+    def __str__(self) -> str:
+        return f"{self.iface:22s} {self.direction:3s} {self.what}"
+
+
+def _ep(ip: str | None, port: int | None) -> str:
+    return f"{ip}:{port}" if port is not None else str(ip)
+
+
+def summary(frame: bytes, roles: dict[str, str]) -> tuple[str, Decoded]:
+    d = decode(frame)
+
+    def r(mac: str | None) -> str:
+        return roles.get((mac or "").lower(), mac or "?")
+
+    head = f"{r(d.src_mac)}>{r(d.dst_mac)}"
+    if d.arp_op is not None:
+        return (f"{head} ARP op={d.arp_op} {d.arp_psrc}->{d.arp_pdst} hw={r(d.arp_hwsrc)}", d)
+    if d.src is None:
+        return f"{head} ethertype=0x{d.ethertype:04x}", d
+    s = f"{head} {d.l4.upper()} {_ep(d.src, d.sport)}>{_ep(d.dst, d.dport)} ttl={d.ttl}"
+    if d.proto == 6:
+        s += f" [{d.flags}]"
+    elif d.proto == 1:
+        s += f" type={d.icmp_type}/{d.icmp_code}"
+        if d.icmp_id is not None:
+            s += f" id={d.icmp_id}"
+        if d.inner is not None:
+            i = d.inner
+            s += (f" quoting[{i.l4} {_ep(i.src, i.sport)}>{_ep(i.dst, i.dport)} "
+                  f"ttl={i.ttl}]")
+    return s, d
+
+
+def fmt(rows: list[Row]) -> str:
+    return "\n".join(f"    {r}" for r in rows) or "    (nothing)"
+
+
+# --------------------------------------------------------------------------------------------
+# the two clusters
+
+
+@dataclass
+class Kernel:
+    kc: KernelCluster
+    topo: dict[str, Any]
+    to_kemu: dict[str, str]          # harness Obs.iface -> kemu interface name
+    roles: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[Kernel]:
+    why = _skip_reason()
+    if why:
+        pytest.skip(why)
+    emu0 = kemu.load(SCENARIO, backend="python")
+    topo = kernel_topology(emu0)
+    to_kemu = {v: k for k, v in interface_map(emu0).items()}
+    kc = KernelCluster(topo)
+    try:
+        kc.build()
+        kc.settle()
+        yield Kernel(kc, topo, to_kemu, mac_roles(emu0))
+    finally:
+        kc.teardown()
+
+
+def _learn(emu: Any) -> None:
+    """kemu's ``learn_macs``: one broadcast 0x88b5 frame from every pod, node, host, gateway."""
+    t = emu.tables
+    for i, name in enumerate(t.if_name):
+        if int(t.if_kind[i]) in (C.IF_POD_ETH, C.IF_NODE_ETH, C.IF_EXT_ETH, C.IF_GW_ETH):
+            src = int(t.if_mac[i]).to_bytes(6, "big")
+            emu.send(b"\xff" * 6 + src + b"\x88\xb5" + b"kemu-learn".ljust(46, b"\0"), src=name)
+
+
+@dataclass
+class Pair:
+    """The kernel cluster and one fresh kemu, driven together."""
+
+    k: Kernel
+    emu: Any
+    port: int                        # first port of this test's block
+
+    def __post_init__(self) -> None:
+        m = {p.key: p for p in self.emu.model.pods}
+        self.mac = {k: p.mac.lower() for k, p in m.items()}
+        self.mac.update({f"{n.name}/cbr0": n.bridge_mac.lower() for n in self.emu.model.nodes})
+        self.mac.update({f"{n.name}/eth0": n.mac.lower() for n in self.emu.model.nodes})
+        self.mac.update({f"ext/{h.name}": h.mac.lower()
+                         for h in self.emu.model.config.external_hosts})
+        self.mac["gateway"] = self.emu.model.gateway_mac.lower()
+
+    # ---- driving
+    def run(self, injections: list[tuple[str, Any]], wait: float = 0.3,
+            gap: float = 0.02) -> tuple[list[Row], list[Row]]:
+        """Inject each (where, frame) into both; ``where`` is the harness's (``pod:default/a``,
+        ``ext:client``, ``node:node1``). Returns (kernel rows, kemu rows)."""
+        frames = [(w, bytes(f)) for w, f in injections]
+        obs = self.k.kc.run(frames, wait=wait, gap=gap)
+        krows = self.kernel_rows(obs)
+        erows: list[Row] = []
+        for where, f in frames:
+            trace = self.emu.send(f, src=_kemu_src(where))
+            erows.extend(self.kemu_rows(trace))
+        return krows, erows
+
+    def kernel_rows(self, obs: list[Obs]) -> list[Row]:
+        rows = []
+        for o in obs:
+            if o.iface.startswith(HARNESS_ONLY_PREFIXES) or o.iface.endswith("/lo") and \
+                    o.iface.count("/") == 1:
+                continue            # node-network switch ports, node lo: not in kemu
+            name = self.k.to_kemu.get(o.iface)
+            assert name is not None, f"harness interface {o.iface} has no kemu counterpart"
+            what, d = summary(o.frame, self.k.roles)
+            rows.append(Row(name, o.direction, what, d))
+        return rows
+
+    def kemu_rows(self, trace: Any) -> list[Row]:
+        t = self.emu.tables
+        rows = []
+        for p in trace.packets:
+            for iface, direction, frame, _events in p.hops:
+                if int(t.if_kind[iface]) == C.IF_NODE_LOCAL:
+                    continue
+                what, d = summary(frame, self.k.roles)
+                rows.append(Row(t.if_name[iface], "in" if direction == C.DIR_IN else "out",
+                                what, d))
+        return rows
+
+
+def _kemu_src(where: str) -> str:
+    kind, _, name = where.partition(":")
+    return {"pod": name, "ext": f"ext/{name}", "node": f"{name}/eth0"}.get(kind, where)
+
+
+@pytest.fixture
+def pair(kernel: Kernel, backend: str) -> Pair:
+    kc = kernel.kc
+    # forget cached neighbour headers: re-create every node's permanent pod entries on cbr0
+    for n in kernel.topo["nodes"]:
+        lines = []
+        for p in kernel.topo["pods"]:
+            if p["node"] == n["name"]:
+                lines += [f"neigh del {p['ip']} dev cbr0",
+                          f"neigh replace {p['ip']} lladdr {p['mac']} dev cbr0 nud permanent"]
+        if lines:
+            _ip_batch(kc, f"node:{n['name']}", lines)
+    kc.learn_macs()
+    emu = kemu.load(SCENARIO, backend=backend, respond=True, static_neighbours=True, seed=0)
+    _check_scenario(emu)
+    _learn(emu)
+    return Pair(kernel, emu, next(_ports))
+
+
+def _ip_batch(kc: KernelCluster, role: str, lines: list[str]) -> None:
+    import subprocess
+
+    subprocess.run(["ip", "-n", kc.netns[role], "-batch", "-"], input="\n".join(lines) + "\n",
+                   text=True, check=True, capture_output=True, timeout=10)
+
+
+def _check_scenario(emu: Any) -> None:
+    pods = {p.key: str(p.ip) for p in emu.model.pods}
+    assert pods == {"default/a": A, "default/b": B, "default/c": C_, "default/d": D}
+    svcs = {s.name: str(s.cluster_ip) for s in emu.model.services}
+    assert (svcs["svc-a"], svcs["svc-b"], svcs["svc-c"], svcs["svc-cd"], svcs["svc-none"]) == (
+        SVC_A, SVC_B, SVC_C, SVC_CD, SVC_NONE)
+    assert [str(n.internal_ip) for n in emu.model.nodes] == [NODE1, NODE2, NODE3]
+
+
+# --------------------------------------------------------------------------------------------
+# comparison
+
+
+def _per_iface(rows: list[Row]) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    for r in rows:
+        out.setdefault(r.iface, []).append((r.direction, r.what))
+    return out
+
+
+def compare(krows: list[Row], erows: list[Row], *, ordered: bool = True,
+            keep: Callable[[Row], bool] | None = None) -> None:
+    """Assert kemu saw what the kernel saw: per interface, in order, on the decisive fields;
+    with ``ordered`` also the global hop sequence (linear paths only; floods reach ports in
+    the kernel's port-list order)."""
+    if keep is not None:
+        krows = [r for r in krows if keep(r)]
+        erows = [r for r in erows if keep(r)]
+    msg = f"\n  kernel:\n{fmt(krows)}\n  kemu:\n{fmt(erows)}"
+    kd, ed = _per_iface(krows), _per_iface(erows)
+    for iface in sorted(set(kd) | set(ed)):
+        assert kd.get(iface, []) == ed.get(iface, []), f"interface {iface} differs:{msg}"
+    if ordered:
+        assert [str(r) for r in krows] == [str(r) for r in erows], f"hop order differs:{msg}"
+
+
+def flow(*ports: int) -> Callable[[Row], bool]:
+    """Rows of TCP/UDP flows using one of ``ports`` (either side) and ICMP errors quoting them."""
+    want = set(ports)
+
+    def keep(r: Row) -> bool:
+        d = r.d
+        if d.proto in (6, 17):
+            return bool({d.sport, d.dport} & want)
+        if d.proto == 1 and d.inner is not None:
+            return bool({d.inner.sport, d.inner.dport} & want)
+        return False
+    return keep
+
+
+def drop_stack_answers(krows: list[Row], sender: str, kind: str, ports: set[int]) -> list[Row]:
+    """Remove the raw sender's own answers to the replies (see the module docstring): TCP RSTs
+    (``kind="tcp"``) or ICMP port unreachables (``kind="udp"``) that ``sender`` (an interface
+    name prefix, ``default/a`` / ``ext/client``) sends on its flows and everything they cause.
+    Asserts the kernel really sent them from ``sender``."""
+    def is_answer(r: Row) -> bool:
+        d = r.d
+        if kind == "tcp":
+            return d.proto == 6 and d.flags is not None and "R" in d.flags and bool(
+                {d.sport, d.dport} & ports)
+        return (d.proto == 1 and d.icmp_type == 3 and d.icmp_code == 3 and d.inner is not None
+                and d.inner.dport in ports and d.inner.proto == 17)
+    gone = [r for r in krows if is_answer(r)]
+    assert gone and gone[0].iface == f"{sender}/eth0" and gone[0].direction == "out", (
+        f"expected {sender}'s stack to answer first:\n{fmt(gone)}")
+    return [r for r in krows if not is_answer(r)]
+
+
+def tcp_syn(src: str, dst: str, sport: int, dport: int, smac: str, dmac: str,
+            ttl: int = 64) -> Any:
+    return (Ether(src=smac, dst=dmac) / IP(src=src, dst=dst, ttl=ttl)
+            / TCP(sport=sport, dport=dport, flags="S", seq=1000))
+
+
+def from_a(p: Pair, dst: str, sport: int, dport: int, ttl: int = 64) -> tuple[str, Any]:
+    return ("pod:default/a", tcp_syn(A, dst, sport, dport, p.mac["default/a"],
+                                     p.mac["node1/cbr0"], ttl))
+
+
+def from_client(p: Pair, dst: str, sport: int, dport: int, via: str = "node1/eth0"
+                ) -> tuple[str, Any]:
+    return ("ext:client", tcp_syn(CLIENT, dst, sport, dport, p.mac["ext/client"], p.mac[via]))
+
+
+# --------------------------------------------------------------------------------------------
+# L2 (L2-3, L2-4, L2-5)
+
+
+def test_arp_for_pod_gateway(pair: Pair) -> None:
+    """L2-3 (broadcast floods to every port, L2-4 hairpin reflects it to the sender too),
+    L2-5 (the bridge answers for its own IP; reply unicast to the pod)."""
+    p = pair
+    req = Ether(src=p.mac["default/a"], dst=BCAST) / ARP(
+        op=1, hwsrc=p.mac["default/a"], psrc=A, pdst=BR1)
+    k, e = p.run([("pod:default/a", req)])
+    is_arp = lambda r: r.d.arp_op is not None  # noqa: E731
+    compare(k, e, ordered=False, keep=is_arp)
+    replies = [r for r in k if r.d.arp_op == 2]
+    assert [(r.iface, r.direction) for r in replies] == [
+        ("node1/cbr0", "out"), ("node1/veth-a", "out"), ("default/a/eth0", "in")], fmt(k)
+
+
+def test_arp_for_node_network_gateway(pair: Pair) -> None:
+    """L2-3 on the node network (flooded to every host), L2-5 (the gateway answers)."""
+    p = pair
+    req = Ether(src=p.mac["ext/client"], dst=BCAST) / ARP(
+        op=1, hwsrc=p.mac["ext/client"], psrc=CLIENT, pdst=GW)
+    k, e = p.run([("ext:client", req)])
+    compare(k, e, ordered=False, keep=lambda r: r.d.arp_op is not None)
+    assert any(r.iface == "gateway/eth0" and r.d.arp_op == 2 for r in k), fmt(k)
+
+
+def test_icmp_same_node(pair: Pair) -> None:
+    """L2-3 (learned: unicast a -> b), M-1 (no NAT); bridged: no TTL change, never on cbr0."""
+    p = pair
+    ping = (Ether(src=p.mac["default/a"], dst=p.mac["default/b"]) / IP(src=A, dst=B)
+            / ICMP(id=p.port, seq=1))
+    k, e = p.run([("pod:default/a", ping)])
+    compare(k, e, keep=lambda r: r.d.icmp_id == p.port)
+    assert {r.d.ttl for r in k} == {64} and not [r for r in k if r.iface == "node1/cbr0"]
+
+
+def test_udp_same_node(pair: Pair) -> None:
+    """L2-3, M-1: UDP a -> b:53 (b answers; the kernel's listener echoes, kemu's DNS stack
+    answers the query: same addresses, ports and path) and a -> b:54 (closed: ICMP 3/3 from
+    b quoting a's datagram)."""
+    p = pair
+    sport = p.port
+    q = (Ether(src=p.mac["default/a"], dst=p.mac["default/b"]) / IP(src=A, dst=B)
+         / UDP(sport=sport, dport=53) / DNS(rd=1, qd=DNSQR(qname="svc-a.default.svc.cluster.local")))
+    closed = (Ether(src=p.mac["default/a"], dst=p.mac["default/b"]) / IP(src=A, dst=B)
+              / UDP(sport=sport + 1, dport=54) / b"x")
+    k, e = p.run([("pod:default/a", q), ("pod:default/a", closed)], gap=0.05)
+    k = drop_stack_answers(k, "default/a", "udp", {sport})
+    compare(k, e, keep=flow(sport))
+    compare(k, e, keep=flow(sport + 1))
+
+
+def test_unknown_unicast_flood(pair: Pair) -> None:
+    """L2-3 (unknown unicast floods to every port), L2-4 (hairpin: back out of the ingress
+    port too); not passed up to cbr0, never leaves the node."""
+    p = pair
+    f = (Ether(src=p.mac["default/a"], dst="02:00:00:00:99:99") / IP(src=A, dst="10.244.0.99")
+         / ICMP(id=p.port))
+    k, e = p.run([("pod:default/a", f)])
+    compare(k, e, ordered=False, keep=lambda r: r.d.icmp_id == p.port)
+    assert ("node1/veth-a", "out") in [(r.iface, r.direction) for r in k], fmt(k)
+
+
+# --------------------------------------------------------------------------------------------
+# routing (R-1, OV-4)
+
+
+def test_tcp_cross_node_syn_and_synack(pair: Pair) -> None:
+    """R-1 (other node's pod CIDR via its node IP), OV-4 (host-gw), M-1/M-5 (no NAT): the SYN
+    a -> c:8080 and c's SYN-ACK, TTL 64/63/62, MACs rewritten per routed hop."""
+    p = pair
+    k, e = p.run([from_a(p, C_, p.port, 8080)])
+    k = drop_stack_answers(k, "default/a", "tcp", {p.port})
+    compare(k, e, keep=flow(p.port))
+
+
+def test_default_route_to_sink(pair: Pair) -> None:
+    """R-1 (anything else -> default route via the gateway); the gateway is a sink."""
+    p = pair
+    f = (Ether(src=p.mac["default/a"], dst=p.mac["node1/cbr0"]) / IP(src=A, dst="192.0.2.1")
+         / ICMP(id=p.port))
+    k, e = p.run([("pod:default/a", f)])
+    compare(k, e, keep=lambda r: r.d.icmp_id == p.port or (
+        r.d.inner is not None and r.d.inner.dst == "192.0.2.1"))
+
+
+@pytest.mark.xfail(strict=True, reason="kemu cannot express a node without a default route: "
+                   "every kemu node gets 'default via <gateway>' (kemu/compiler/routes.py); "
+                   "see DIFFERENCES.md")
+def test_no_route(pair: Pair) -> None:
+    """R-1/R-2: node3 WITHOUT a default route (kernel only): client -> 8.8.8.8 sent to node3
+    gets ICMP 3/0 (net unreachable) from 172.18.0.4 at once, quoting TTL 64. kemu routes it to
+    the gateway instead."""
+    p = pair
+    kc = p.k.kc
+    f = (Ether(src=p.mac["ext/client"], dst=p.mac["node3/eth0"]) / IP(src=CLIENT, dst="8.8.8.8")
+         / ICMP(id=p.port))
+    kc.exec("node:node3", "ip", "route", "del", "default")
+    try:
+        k, e = p.run([("ext:client", f)])
+    finally:
+        kc.exec("node:node3", "ip", "route", "replace", "default", "via", GW, "dev", "eth0")
+    errs = [r for r in k if r.d.icmp_type == 3 and r.iface == "node3/eth0"]
+    assert errs and errs[0].d.icmp_code == 0 and errs[0].d.src == NODE3, fmt(k)
+    compare(k, e, keep=lambda r: r.d.icmp_id == p.port or (
+        r.d.inner is not None and r.d.inner.dst == "8.8.8.8"))
+
+
+# --------------------------------------------------------------------------------------------
+# Services (S-3..S-9, CT-1, CT-2)
+
+
+def test_clusterip_same_node_bridged_dnat(pair: Pair) -> None:
+    """S-3, CT-1, CT-2, L2-4 (br_netfilter): a -> svc-b:80 with the endpoint b on the same
+    bridge is DNATed in the bridge's PREROUTING and BRIDGED (no TTL decrement, MACs a -> b, no
+    SNAT). The first flow needs node1's neighbour entry for b without a cached header: it
+    leaves through ``node1/cbr0 out`` once; the second flow is bridged directly. The reply
+    is un-DNATed (source = ClusterIP) with b's MAC, never on cbr0."""
+    p = pair
+    first, second = p.port, p.port + 1
+    k, e = p.run([from_a(p, SVC_B, first, 80), from_a(p, SVC_B, second, 80)], gap=0.05)
+    k = drop_stack_answers(k, "default/a", "tcp", {first, second})
+    compare(k, e, keep=flow(first))
+    compare(k, e, keep=flow(second))
+
+
+def test_clusterip_udp_same_node(pair: Pair) -> None:
+    """S-3, CT-2 for UDP: a -> svc-b:53 (DNS) bridged-DNATed to b:53, the answer un-DNATed."""
+    p = pair
+    q = (Ether(src=p.mac["default/a"], dst=p.mac["node1/cbr0"]) / IP(src=A, dst=SVC_B)
+         / UDP(sport=p.port, dport=53) / DNS(rd=1, qd=DNSQR(qname="svc-c.default.svc.cluster.local")))
+    k, e = p.run([("pod:default/a", q)])
+    k = drop_stack_answers(k, "default/a", "udp", {p.port})
+    compare(k, e, keep=flow(p.port))
+
+
+def test_clusterip_remote_endpoint(pair: Pair) -> None:
+    """S-3, CT-1, CT-2, R-1: a -> svc-c:80, DNAT to c:8080 on node2 (``node1/cbr0 in`` already
+    DNATed), no SNAT for a pod source (S-6); the reply is un-DNATed at node1."""
+    p = pair
+    k, e = p.run([from_a(p, SVC_C, p.port, 80)])
+    k = drop_stack_answers(k, "default/a", "tcp", {p.port})
+    compare(k, e, keep=flow(p.port))
+
+
+def _endpoint_of(rows: list[Row], sport: int) -> str | None:
+    hit = [r.d.dst for r in rows if r.d.proto == 6 and r.d.sport == sport and r.d.flags == "S"
+           and r.direction == "in" and r.iface in ("default/c/eth0", "default/d/eth0")]
+    return hit[0] if len(hit) == 1 else None
+
+
+def _rename_port(rows: list[Row], old: int, new: int) -> list[str]:
+    """Rows as text with client port ``old`` written as ``new`` (to compare two flows)."""
+    out = []
+    for r in rows:
+        s = str(r).replace(f":{old}>", f":{new}>").replace(f":{old} ", f":{new} ")
+        out.append(s.replace(f">{A}:{old}", f">{A}:{new}"))
+    return out
+
+
+def test_two_endpoints(pair: Pair) -> None:
+    """S-4 (uniform random choice among svc-cd's endpoints c:8080 on node2 and d:9090 on
+    node3), CT-1, CT-2. The kernel picks at random, kemu by flow hash: for each endpoint, a
+    flow the kernel sent there is compared with a flow kemu sent there (client ports
+    renamed); every kernel flow reaches exactly one endpoint and kemu reaches both too."""
+    p = pair
+    ports = list(range(p.port, p.port + 16))
+    obs = p.k.kc.run([from_a(p, SVC_CD, s, 80) for s in ports], wait=0.4, gap=0.005)
+    krows = p.kernel_rows(obs)
+    kchose = {s: _endpoint_of(krows, s) for s in ports}
+    assert None not in kchose.values(), fmt(krows)
+    assert set(kchose.values()) == {C_, D}, kchose      # P(one endpoint only) = 2**-15
+    echose: dict[str, tuple[int, list[Row]]] = {}
+    for s in ports:
+        erows = p.kemu_rows(p.emu.send(bytes(from_a(p, SVC_CD, s, 80)[1]), src="default/a"))
+        ep = _endpoint_of(erows, s)
+        assert ep in (C_, D), fmt(erows)
+        echose.setdefault(ep, (s, erows))
+    assert set(echose) == {C_, D}, f"kemu sent all 16 flows to {set(echose)}"
+    kflows = [r for r in krows if not (r.d.proto == 6 and r.d.flags and "R" in r.d.flags)]
+    for ep, (es, erows) in sorted(echose.items()):
+        ks = min(s for s, v in kchose.items() if v == ep)
+        kpath = _rename_port([r for r in kflows if flow(ks)(r)], ks, 0)
+        epath = _rename_port([r for r in erows if flow(es)(r)], es, 0)
+        assert kpath == epath, (f"endpoint {ep}:\n  kernel (port {ks}):\n" + "\n".join(kpath)
+                                + f"\n  kemu (port {es}):\n" + "\n".join(epath))
+
+
+def test_hairpin_to_own_service(pair: Pair) -> None:
+    """S-5 (KUBE-SEP -s a -> MARK-MASQ: a reaching its own Service is SNATed to the bridge
+    IP, port kept), L2-4 (hairpin: back out of a's own port, MACs a -> a both ways), CT-2.
+    First flow through ``cbr0 out`` (before SNAT), second bridged directly."""
+    p = pair
+    first, second = p.port, p.port + 1
+    k, e = p.run([from_a(p, SVC_A, first, 80), from_a(p, SVC_A, second, 80)], gap=0.05)
+    k = drop_stack_answers(k, "default/a", "tcp", {first, second})
+    compare(k, e, keep=flow(first))
+    compare(k, e, keep=flow(second))
+
+
+def test_nodeport_local_endpoint(pair: Pair) -> None:
+    """S-3 (addrtype LOCAL -> KUBE-NODEPORTS), E-1 (masquerade: to the cbr0 address toward a
+    local pod, S-7), CT-2 (reply: un-SNAT in the bridge PREROUTING, un-DNAT at POSTROUTING)."""
+    p = pair
+    k, e = p.run([from_client(p, NODE1, p.port, NP_A)])
+    k = drop_stack_answers(k, "ext/client", "tcp", {p.port})
+    compare(k, e, keep=flow(p.port))
+
+
+def test_nodeport_remote_endpoint(pair: Pair) -> None:
+    """E-1, S-7 (MASQUERADE to the node IP, out of the interface it came in on, no ICMP
+    redirect), R-1, CT-2 (reply back through node1, TTL 62 at the client)."""
+    p = pair
+    k, e = p.run([from_client(p, NODE1, p.port, NP_C)])
+    k = drop_stack_answers(k, "ext/client", "tcp", {p.port})
+    compare(k, e, keep=flow(p.port))
+    assert not [r for r in k if r.d.icmp_type == 5]
+
+
+def test_external_client_to_clusterip(pair: Pair) -> None:
+    """S-6 (off-cluster source to a ClusterIP is masqueraded: b sees 10.244.0.1), CT-2."""
+    p = pair
+    k, e = p.run([from_client(p, SVC_B, p.port, 80)])
+    k = drop_stack_answers(k, "ext/client", "tcp", {p.port})
+    compare(k, e, keep=flow(p.port))
+
+
+def test_service_without_endpoints(pair: Pair) -> None:
+    """S-9: svc-none has no endpoints: filter REJECT -> ICMP 3/3 (not RST) from the cbr0
+    address, quoting the SYN after the forwarding TTL decrement (ttl 63)."""
+    p = pair
+    k, e = p.run([from_a(p, SVC_NONE, p.port, 80)])
+    compare(k, e, keep=flow(p.port))
+
+
+# --------------------------------------------------------------------------------------------
+# TTL expiry (ICMP 11)
+
+
+def test_ttl_expiry_on_first_node(pair: Pair) -> None:
+    """R-1: a -> c with TTL 1: node1 answers ICMP 11/0 from 10.244.0.1 quoting TTL 1; the SYN
+    never leaves node1."""
+    p = pair
+    k, e = p.run([from_a(p, C_, p.port, 8080, ttl=1)])
+    compare(k, e, keep=flow(p.port))
+
+
+def test_ttl_expiry_on_second_node(pair: Pair) -> None:
+    """R-1: a -> c with TTL 2 expires on node2, which answers from its node IP (the route back
+    to a), forwarded by node1 (TTL 63 at a)."""
+    p = pair
+    k, e = p.run([from_a(p, C_, p.port, 8080, ttl=2)])
+    compare(k, e, keep=flow(p.port))
+
+
+def test_ttl_one_to_bridged_service(pair: Pair) -> None:
+    """S-3 + br_netfilter: TTL 1 to svc-b (endpoint on the same bridge) is bridged and
+    delivered with TTL 1: no ICMP time exceeded. b answers; the answer is un-DNATed."""
+    p = pair
+    k, e = p.run([from_a(p, SVC_B, p.port, 80, ttl=1)])
+    k = drop_stack_answers(k, "default/a", "tcp", {p.port})
+    compare(k, e, keep=flow(p.port))
+
+
+def test_ttl_one_to_routed_service(pair: Pair) -> None:
+    """CT-2 for related ICMP: TTL 1 to svc-c (routed DNAT): ICMP 11/0 whose outer source is
+    the ClusterIP and whose quote is un-DNATed (a -> 10.96.0.22:80, ttl 1)."""
+    p = pair
+    k, e = p.run([from_a(p, SVC_C, p.port, 80, ttl=1)])
+    compare(k, e, keep=flow(p.port))
