@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from helpers import scenario
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import ARP, Ether
-
-from helpers import scenario
 
 BCAST = "ff:ff:ff:ff:ff:ff"
 

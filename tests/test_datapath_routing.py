@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from helpers import DATA, checksums_valid, scenario
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN
 
 import kemu
-from helpers import DATA, checksums_valid, scenario
 
 
 def test_cross_node_host_gw_decrements_ttl_at_each_node(backend: str) -> None:

@@ -11,10 +11,9 @@ import ipaddress
 from dataclasses import dataclass
 
 import pytest
+from helpers import all_frames, checksums_valid, delivered_frame, scenario
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
-
-from helpers import all_frames, checksums_valid, delivered_frame, scenario
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scapy.utils import wrpcap
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
+from scapy.utils import wrpcap
 
 from kemu._backend import IMPLEMENTATIONS
 from kemu.frontend.cli import main

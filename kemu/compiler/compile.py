@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from kemu.control.cluster import Cluster
 from kemu.control.model import Service

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from kemu.control.cluster import Cluster
 

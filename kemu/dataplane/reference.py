@@ -181,7 +181,7 @@ class Datapath:
     def _remap_conntrack(self) -> None:
         """After a table swap: find each DNAT entry's service port and backend again; flush
         UDP entries whose backend is gone (CT-4)."""
-        for key, (e, is_reply) in list(self.ct.items()):
+        for e, is_reply in list(self.ct.values()):
             if is_reply or not (e.flags & C.CT_DNAT):
                 continue
             proto, _sip, _sport, dip, dport = e.orig

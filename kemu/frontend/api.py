@@ -24,8 +24,8 @@ from typing import Any
 
 from kemu.control.cluster import Cluster, load_cluster
 from kemu.dataplane import codes as C
-from kemu.frontend.engine import Engine
 from kemu.errors import TopologyError
+from kemu.frontend.engine import Engine
 from kemu.frontend.trace import Trace
 
 

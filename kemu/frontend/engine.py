@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kemu import _backend
 from kemu.compiler.compile import compile_cluster
-from typing import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from kemu.control.cluster import Cluster
 from kemu.dataplane import codes as C
@@ -74,7 +75,8 @@ class Packet:
     frame: int              # index in its batch
     hops: list[tuple[int, int, bytes, list[tuple[int, int, int, int]]]] = field(
         default_factory=list)  # (iface, dir, bytes, events)
-    outcomes: list[tuple[int, int, int, int]] = field(default_factory=list)  # kind, reason, iface, a
+    # (kind, reason, iface, a) per place a copy ended
+    outcomes: list[tuple[int, int, int, int]] = field(default_factory=list)
     outcome_frames: list[bytes] = field(default_factory=list)  # the frame as it ended
     parent: int = -1        # index of the packet this one answers
 

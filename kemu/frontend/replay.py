@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kemu.frontend.api import EmulatedCluster
 from kemu.dataplane import codes as C
 from kemu.dataplane.describe import drop_text, event_text
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
-from kemu.frontend.engine import Batch
 from kemu.errors import KemuError, TopologyError
+from kemu.frontend.api import EmulatedCluster
+from kemu.frontend.engine import Batch
 from kemu.io.capture import Capture, iter_capture
 from kemu.io.flowlog import EndpointInfo, FlowLog
 from kemu.io.linktypes import to_ethernet

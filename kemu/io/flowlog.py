@@ -44,7 +44,7 @@ class EndpointInfo:
 
 
 def rfc3339(ns: int) -> str:
-    t = dt.datetime.fromtimestamp(ns // 10**9, tz=dt.timezone.utc)
+    t = dt.datetime.fromtimestamp(ns // 10**9, tz=dt.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 10**9:09d}Z"
 
 
@@ -106,7 +106,8 @@ class FlowLog:
                 elif kind == C.OUT_NEIGH:
                     verdict, why, point = "DROPPED", "UNKNOWN_L3_TARGET_ADDRESS", "TO_STACK"
                 else:
-                    verdict, why = "DROPPED", C.DROP_NAMES.get(reason, ("", "DROP_REASON_UNKNOWN"))[1]
+                    why = C.DROP_NAMES.get(reason, ("", "DROP_REASON_UNKNOWN"))[1]
+                    verdict = "DROPPED"
                     point = "TO_STACK"
                 lines.append(self._record(res, h, ts, verdict, why, point, svc, reply, number,
                                           events_of.get(h, [])))

@@ -101,21 +101,31 @@ def _listen(ports: list[tuple[str, int]]) -> list[list[Any]]:
     return out
 
 
-def kernel_topology(emu: Any, *, no_default_route: tuple[str, ...] = ()) -> dict[str, Any]:
+def kernel_topology(emu: Any) -> dict[str, Any]:
     """The harness topology dict of ``emu``'s cluster (see the module docstring).
 
-    ``no_default_route``: names of nodes built WITHOUT a default route in the kernel (the
-    harness's no-route scenario). kemu cannot express this (every kemu node has a default route
-    via the gateway), so a node named here makes the two clusters differ on purpose.
+    Every node gets a default route via the gateway, as in kemu (``kemu/compiler/routes.py``).
+    A kemu cluster with ``gateway: none`` (no gateway, no default routes) becomes nodes without
+    a default route; the harness always builds a gateway host, so it gets a free address of the
+    node network (recorded under ``kemu_skipped``). kemu removes default routes cluster-wide
+    only; a test that needs one node without it changes the kernel for its own run.
     """
     t = emu.tables
     m = emu.model
     cfg = m.config
     gw_if = int(t.gateway_if)
+    skipped: list[str] = []
+    if gw_if >= 0:
+        gateway = {"ip": ip_str(t.if_ip[gw_if]), "mac": mac_str(t.if_mac[gw_if])}
+    else:
+        used = {int(ip) for ip in t.if_ip}
+        free = next(str(h) for h in cfg.node_network.hosts() if int(h) not in used)
+        gateway = {"ip": free, "mac": m.gateway_mac.lower()}
+        skipped.append(f"gateway: none in kemu; the harness's gateway host gets {free} and no "
+                       "node has a default route")
     topo: dict[str, Any] = {
         "node_network": str(cfg.node_network),
-        "gateway": {"ip": ip_str(t.if_ip[gw_if]) if gw_if >= 0 else str(cfg.gateway_ip),
-                    "mac": mac_str(t.if_mac[gw_if]) if gw_if >= 0 else m.gateway_mac},
+        "gateway": gateway,
         "cluster_cidr": str(cfg.cluster_cidr),
         "service_cidr": str(cfg.service_cidr),
         "static_neighbors": True,
@@ -123,7 +133,7 @@ def kernel_topology(emu: Any, *, no_default_route: tuple[str, ...] = ()) -> dict
         "pods": [],
         "external_hosts": [],
         "services": [],
-        "kemu_skipped": [],
+        "kemu_skipped": skipped,
     }
     if cfg.mode != "host-gw":
         raise ValueError(f"the kernel harness builds host-gw clusters only, not {cfg.mode!r}")
@@ -138,7 +148,7 @@ def kernel_topology(emu: Any, *, no_default_route: tuple[str, ...] = ()) -> dict
             "pod_cidr": str(node.pod_cidr),
             "bridge_ip": ip_str(t.if_ip[br]),
             "bridge_mac": mac_str(t.if_mac[br]),
-            "default_route": name not in no_default_route,
+            "default_route": gw_if >= 0,
         })
     for k, key in enumerate(t.pod_key):
         eth = int(t.pod_eth_if[k])
