@@ -179,10 +179,10 @@ class Engine:
             base = len(packets)
             for k, (_f, _i, _m, origin, parent) in enumerate(pending):
                 packets.append(Packet(origin, k, parent=parent))
-            self._collect(res, packets, base)
+            self.collect(res, packets, base)
             pending = []
             for idx in range(base, len(packets)):
-                pending.extend(self._follow_up(packets[idx], idx))
+                pending.extend(self.follow_up(packets[idx], idx))
             if not pending and self._held:  # ARP went unanswered: host unreachable
                 for (_node, _ip), frames in sorted(self._held.items()):
                     for f, i, _m in frames:
@@ -194,7 +194,7 @@ class Engine:
         self.clock_ns = max(self.clock_ns, now)
         return packets
 
-    def _collect(self, res: Results, packets: list[Packet], base: int) -> None:
+    def collect(self, res: Results, packets: list[Packet], base: int) -> None:
         evs: dict[int, list[tuple[int, int, int, int]]] = {}
         for e in range(res.n_events):
             evs.setdefault(int(res.ev_hop[e]), []).append(
@@ -219,7 +219,7 @@ class Engine:
                                int(res.oc_iface[o]), int(res.oc_a[o])))
             p.outcome_frames.append(data)
 
-    def _follow_up(self, p: Packet, idx: int) -> list[tuple[bytes, int, int, str, int]]:
+    def follow_up(self, p: Packet, idx: int) -> list[tuple[bytes, int, int, str, int]]:
         t = self.tables
         out: list[tuple[bytes, int, int, str, int]] = []
         for (kind, reason, iface, a), data in zip(p.outcomes, p.outcome_frames, strict=True):

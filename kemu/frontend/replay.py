@@ -308,9 +308,6 @@ def _count(res: Results, n: int, summary: ReplaySummary) -> None:
     for o in first_drop.values():
         name = "neighbour unresolved" if kind[o] == C.OUT_NEIGH else drop_text(int(reason[o]))
         summary.dropped[name] += 1
-    silent = np.ones(n, bool)
-    silent[fr] = False
-    silent |= fate
     for f in np.nonzero(~fate)[0]:
         if int(f) not in first_drop:
             summary.dropped["ignored by every receiver"] += 1
@@ -364,10 +361,10 @@ def _respond(emu: EmulatedCluster, res: Results, batch: Batch, writer, flowlog, 
     from kemu.frontend.engine import Packet
 
     packets = [Packet("injected", k) for k in range(len(batch))]
-    eng._collect(res, packets, 0)  # noqa: SLF001 - the engine's own slow-path helpers
+    eng.collect(res, packets, 0)
     frames = []
     for idx, p in enumerate(packets):
-        for f, i, m, _origin, _parent in eng._follow_up(p, idx):  # noqa: SLF001
+        for f, i, m, _origin, _parent in eng.follow_up(p, idx):
             frames.append((f, i, m, int(batch.ts_ns[idx]) + 1000))
     if not frames:
         return
