@@ -39,7 +39,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +55,7 @@ from scapy.layers.l2 import ARP, Ether
 import kemu
 from kemu.dataplane import codes as C
 
-from .netns import Decoded, KernelCluster, Obs, decode
+from .netns import SO_TIMESTAMPNS, Decoded, KernelCluster, Obs, decode, in_netns
 from .topology import HARNESS_ONLY_PREFIXES, interface_map, kernel_topology, mac_roles
 
 SCENARIO = Path(__file__).resolve().parents[1] / "data" / "scenario"
@@ -145,17 +147,48 @@ class Kernel:
     ports: dict[str, int] = field(default_factory=dict)      # test name -> first port
 
 
+def _timestamp_keeper() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    return s
+
+
+def _wait_for_timestamps(kc: KernelCluster, topo: dict[str, Any]) -> None:
+    """Until a probe ping a -> b is seen with distinct, causally ordered kernel timestamps."""
+    a, b = topo["pods"][0], topo["pods"][1]
+    for n in range(50):
+        f = (Ether(src=a["mac"], dst=b["mac"]) / IP(src=a["ip"], dst=b["ip"])
+             / ICMP(id=100 + n))
+        obs = [o for o in kc.run([(f"pod:{a['key']}", f)], wait=0.05)
+               if o.d.icmp_type == 8 and o.iface.endswith("/eth0")]
+        if [o.direction for o in obs] == ["out", "in"] and obs[0].ts_ns < obs[1].ts_ns:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the kernel does not timestamp captured frames")
+
+
 @pytest.fixture(scope="module")
 def kernel() -> Iterator[Kernel]:
     emu0 = kemu.load(SCENARIO, backend="python")
     topo = kernel_topology(emu0)
     to_kemu = {v: k for k, v in interface_map(emu0).items()}
     kc = KernelCluster(topo)
+    keeper: socket.socket | None = None
     try:
         kc.build()
         kc.settle()
+        # The harness opens its capture sockets per run. With no other socket asking for
+        # timestamps, the kernel enables packet timestamping from a workqueue
+        # (net_enable_timestamp), so under load the first frames of a run can miss their
+        # receive stamp and are stamped when drained: the hop order is lost. One socket with
+        # SO_TIMESTAMPNS held open for the module (in the harness's switch netns) keeps
+        # timestamping on for every run.
+        keeper = in_netns(kc.netns["net"], _timestamp_keeper)
+        _wait_for_timestamps(kc, topo)
         yield Kernel(kc, topo, to_kemu, mac_roles(emu0))
     finally:
+        if keeper is not None:
+            keeper.close()
         kc.teardown()
 
 
