@@ -207,3 +207,28 @@ def test_udp_conntrack_flushed_when_endpoint_goes(backend: str) -> None:
     t = emu.send(IP(dst="10.96.0.21") / UDP(sport=5353, dport=53) / b"x", src="default/a")
     assert "10.96.0.21:53 reply 10.244.0.3" not in emu.dump()
     assert t.drop_reasons() == ["no endpoints (REJECT)"]
+
+
+def test_pod_to_nodeport_is_masqueraded(backend: str) -> None:
+    """E-1: KUBE-EXT marks every NodePort connection for masquerade, pods' too."""
+    emu = scenario(backend)
+    same = delivered_frame(emu.send(IP(dst="172.18.0.2") / TCP(sport=40201, dport=30081,
+                                                                 flags="S"), src="default/a"))
+    assert same.src == "172.18.0.2"
+    other = delivered_frame(emu.send(IP(dst="172.18.0.3") / TCP(sport=40202, dport=30081,
+                                                                  flags="S"), src="default/a"))
+    assert other.src == "10.244.1.1"
+
+
+def test_nodes_answer_ping_and_refuse_closed_ports(backend: str) -> None:
+    emu = scenario(backend, respond=True)
+    for dst in ("172.18.0.2", "10.244.0.1", "172.18.0.3"):
+        t = emu.send(IP(dst=dst) / ICMP(id=9, seq=1), src="default/a")
+        reply = Ether(t.answers()[0].hops[-1][2])
+        assert reply[ICMP].type == 0 and reply[IP].src == dst
+    t = emu.send(IP(dst="172.18.0.2") / TCP(sport=1234, dport=22, flags="S"), src="ext/client")
+    rst = Ether(t.answers()[0].hops[-1][2])
+    assert rst[TCP].flags == "RA" and rst[IP].src == "172.18.0.2"
+    t = emu.send(IP(dst="172.18.0.2") / UDP(sport=1235, dport=9) / b"x", src="ext/client")
+    err = Ether(t.answers()[0].hops[-1][2])
+    assert (err[ICMP].type, err[ICMP].code) == (3, 3) and err[IP].src == "172.18.0.2"

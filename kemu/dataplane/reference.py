@@ -809,10 +809,13 @@ class Datapath:
         local_only = False
         masq = False
         if external:
-            if flags & C.SP_ETP_LOCAL and not from_cluster and not local_src:
-                local_only = True  # E-2: KUBE-SVL, client IP kept
-            else:
-                masq = not from_cluster or local_src  # E-1 (and E-2 short-circuits)
+            if not flags & C.SP_ETP_LOCAL:
+                masq = True  # E-1: KUBE-EXT always marks for masquerade
+            elif local_src:
+                masq = True  # E-2: the node itself: masquerade, cluster-wide endpoints
+            elif not from_cluster:
+                local_only = True  # E-2: KUBE-SVL, local endpoints, client IP kept
+            # E-2: pods short-circuit to KUBE-SVC without masquerade
         else:
             masq = not from_cluster  # S-6
             if flags & C.SP_ITP_LOCAL:

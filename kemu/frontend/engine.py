@@ -233,6 +233,8 @@ class Engine:
                     out.append((ans, iface, C.INJ_TX_FIXL2, "answer", idx))
             elif kind == C.OUT_DELIVERED and ikind in (C.IF_BRIDGE, C.IF_NODE_ETH, C.IF_VTEP):
                 out.extend(self._node_arp(data, iface, idx))
+                if self.respond:
+                    out.extend(self._node_answer(data, iface, idx))
             elif kind == C.OUT_DROPPED and reason in ICMP_FOR_DROP:
                 err = self._node_icmp(data, iface, *ICMP_FOR_DROP[reason])
                 if err is not None:
@@ -257,6 +259,19 @@ class Engine:
             return [(mac + f[6:], i, m, "resumed", idx)
                     for f, i, m in self._held.pop((node, u32(data, 28)), [])]
         return []
+
+    def _node_answer(self, data: bytes, iface: int, idx: int) -> list:
+        """A node's own stack: it answers ping on its addresses, RSTs TCP and refuses UDP to
+        ports nothing listens on (no node services are modelled), from the address asked."""
+        t = self.tables
+        if len(data) < 34 or u16(data, 12) != 0x0800:
+            return []
+        node = int(t.if_node[iface])
+        stack = HostStack(u32(data, 30), int(t.if_mac[iface]), seed=self.seed)
+        ans = stack.answer(data)
+        if ans is None:
+            return []
+        return [(ans, int(t.node_local_if[node]), C.INJ_TX, "answer", idx)]
 
     def _node_icmp(self, data: bytes, iface: int, typ: int, code: int
                    ) -> tuple[bytes, int, int] | None:
