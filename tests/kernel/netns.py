@@ -747,6 +747,12 @@ class KernelCluster:
             if self.full_checksums:
                 self._no_tx_csum()
             self._start_listeners()
+            # Packet timestamping is switched on lazily, from a workqueue, when the first
+            # socket asks for it: under load the first frames of a run would miss their
+            # receive stamp and lose their order. One unbound socket asking for stamps for
+            # the whole life of the cluster keeps it on (it sends and receives nothing).
+            self._ts_keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._ts_keeper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         except BaseException:
             self.teardown()
             raise
@@ -756,6 +762,10 @@ class KernelCluster:
     def teardown(self) -> None:
         """Stop listeners, close sockets, delete every netns this cluster created. Idempotent."""
         self._stop.set()
+        keeper = getattr(self, "_ts_keeper", None)
+        if keeper is not None:
+            keeper.close()
+            self._ts_keeper = None
         if self._echo_thread is not None:
             self._echo_thread.join(2.0)
             self._echo_thread = None
