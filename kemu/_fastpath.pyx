@@ -33,6 +33,9 @@ every call (``Results.grow`` replaces them), and writes the counters back on ret
 from libc.stdint cimport (int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
                           uint64_t)
 from libc.stdlib cimport calloc, free, malloc, realloc
+
+cdef extern from "<stdlib.h>" nogil:
+    void* aligned_alloc(size_t alignment, size_t size)
 from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
@@ -159,31 +162,79 @@ cdef enum:              # error flags raised after a batch (never expected)
 cdef extern from *:
     """
     #include <stdint.h>
+    #include <string.h>
     static inline uint64_t kemu_mix64(uint64_t x) {
         x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
         x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
         return x ^ (x >> 31);
     }
+    /* multiplicative hashing: the high half of the products mixes every key bit */
     static inline uint64_t kemu_hkey(uint64_t k0, uint64_t k1) {
-        uint64_t h = (k0 * 0x9E3779B97F4A7C15ULL) ^ (k1 * 0xC2B2AE3D27D4EB4FULL);
-        h ^= h >> 32;
-        h *= 0xBF58476D1CE4E5B9ULL;
-        return h ^ (h >> 29);
+        return ((k0 * 0x9E3779B97F4A7C15ULL) ^ (k1 * 0xC2B2AE3D27D4EB4FULL)) >> 32;
     }
     #define KEMU_OCC 0x8000000000000000ULL
+    #define kemu_prefetch(p) __builtin_prefetch(p)
+    /* big-endian loads and stores at any alignment (one load and a byte swap) */
+    static inline uint32_t kemu_rd16(const uint8_t* p) {
+        uint16_t v; memcpy(&v, p, 2); return __builtin_bswap16(v);
+    }
+    static inline uint32_t kemu_rd32(const uint8_t* p) {
+        uint32_t v; memcpy(&v, p, 4); return __builtin_bswap32(v);
+    }
+    static inline void kemu_wr16(uint8_t* p, uint64_t v) {
+        uint16_t w = __builtin_bswap16((uint16_t)v); memcpy(p, &w, 2);
+    }
+    static inline void kemu_wr32(uint8_t* p, uint64_t v) {
+        uint32_t w = __builtin_bswap32((uint32_t)v); memcpy(p, &w, 4);
+    }
+    /* memcpy for frames: small ones (most) with a few overlapping 16-byte moves inline */
+    static inline void kemu_copy(uint8_t* d, const uint8_t* s, size_t n) {
+        if (n >= 16 && n <= 64) {
+            uint8_t t[16];
+            size_t i;
+            for (i = 0; i + 16 < n; i += 16) { memcpy(t, s + i, 16); memcpy(d + i, t, 16); }
+            memcpy(t, s + n - 16, 16); memcpy(d + n - 16, t, 16);
+        } else {
+            memcpy(d, s, n);
+        }
+    }
+    /* the one's-complement sum of n bytes (n a multiple of 4) folded to 16 bits, in
+       native byte order: 0xFFFF exactly when the big-endian sum is 0xFFFF too */
+    static inline uint32_t kemu_sum_words(const uint8_t* p, int n) {
+        uint64_t s = 0; uint32_t w; int i = 0;
+        if (n >= 20) {  /* the usual header, unrolled */
+            uint32_t a, b, c, d, e;
+            memcpy(&a, p, 4); memcpy(&b, p + 4, 4); memcpy(&c, p + 8, 4);
+            memcpy(&d, p + 12, 4); memcpy(&e, p + 16, 4);
+            s = (uint64_t)a + b + c + d + e;
+            i = 20;
+        }
+        for (; i < n; i += 4) { memcpy(&w, p + i, 4); s += w; }
+        s = (s & 0xFFFFFFFFULL) + (s >> 32);
+        s = (s & 0xFFFFFFFFULL) + (s >> 32);
+        s = (s & 0xFFFF) + (s >> 16);
+        s = (s & 0xFFFF) + (s >> 16);
+        return (uint32_t)((s & 0xFFFF) + (s >> 16));
+    }
     """
     uint64_t kemu_mix64(uint64_t x) noexcept nogil
     uint64_t kemu_hkey(uint64_t k0, uint64_t k1) noexcept nogil
     uint64_t KEMU_OCC
+    void kemu_prefetch(const void* p) noexcept nogil
+    uint32_t kemu_rd16(const uint8_t* p) noexcept nogil
+    uint32_t kemu_rd32(const uint8_t* p) noexcept nogil
+    void kemu_wr16(uint8_t* p, uint64_t v) noexcept nogil
+    void kemu_wr32(uint8_t* p, uint64_t v) noexcept nogil
+    uint32_t kemu_sum_words(const uint8_t* p, int n) noexcept nogil
+    void kemu_copy(uint8_t* d, const uint8_t* s, size_t n) noexcept nogil
 
 
 cdef inline uint32_t rd16(const uint8_t* d, Py_ssize_t o) noexcept nogil:
-    return (<uint32_t>d[o] << 8) | d[o + 1]
+    return kemu_rd16(d + o)
 
 
 cdef inline uint32_t rd32(const uint8_t* d, Py_ssize_t o) noexcept nogil:
-    return ((<uint32_t>d[o] << 24) | (<uint32_t>d[o + 1] << 16) | (<uint32_t>d[o + 2] << 8)
-            | d[o + 3])
+    return kemu_rd32(d + o)
 
 
 cdef inline uint64_t rd48(const uint8_t* d, Py_ssize_t o) noexcept nogil:
@@ -191,15 +242,11 @@ cdef inline uint64_t rd48(const uint8_t* d, Py_ssize_t o) noexcept nogil:
 
 
 cdef inline void wr16(uint8_t* d, Py_ssize_t o, uint64_t v) noexcept nogil:
-    d[o] = (v >> 8) & 0xFF
-    d[o + 1] = v & 0xFF
+    kemu_wr16(d + o, v)
 
 
 cdef inline void wr32(uint8_t* d, Py_ssize_t o, uint64_t v) noexcept nogil:
-    d[o] = (v >> 24) & 0xFF
-    d[o + 1] = (v >> 16) & 0xFF
-    d[o + 2] = (v >> 8) & 0xFF
-    d[o + 3] = v & 0xFF
+    kemu_wr32(d + o, v)
 
 
 cdef inline void wr48(uint8_t* d, Py_ssize_t o, uint64_t v) noexcept nogil:
@@ -645,31 +692,33 @@ ctypedef struct IfInfo:          # one interface, direct-indexed by id
     int32_t bridge
     int32_t hairpin
 
-ctypedef struct CtE:             # reference.CtEntry
+ctypedef struct Tup:             # one direction of a conntrack entry (protocol apart)
+    uint32_t sip
+    uint32_t dip
+    uint16_t sport
+    uint16_t dport
+
+ctypedef struct CtE:             # reference.CtEntry, in one 64-byte cache line
+    Tup t[2]                     # [0] the original tuple, [1] the reply tuple
     int64_t expires
-    uint32_t o_sip
-    uint32_t o_dip
-    uint32_t r_sip
-    uint32_t r_dip
     uint32_t dnat_ip
     uint32_t snat_ip
     int32_t node
-    int32_t flags
-    int32_t state
-    int32_t sp
+    int32_t sp                   # (a free entry: the next free one)
     int32_t be
-    int32_t dnat_port
-    int32_t snat_port
-    int32_t nkeys                # hash-table slots naming this entry
-    int32_t next_free
-    uint16_t o_sport
-    uint16_t o_dport
-    uint16_t r_sport
-    uint16_t r_dport
-    uint8_t o_proto
-    uint8_t r_proto
+    uint16_t dnat_port
+    uint16_t snat_port
+    uint8_t proto[2]
+    uint8_t flags
+    uint8_t state
     uint8_t masq
     uint8_t zombie               # queued for freeing at the end of the frame
+    uint8_t nkeys                # index slots naming this entry (0..2)
+
+ctypedef struct CtTab:           # conntrack index: (node, tuple) -> (entry, direction)
+    uint64_t* s                  # hash << 32 | (entry * 2 + is_reply + 1); 0: empty
+    uint64_t mask
+    int64_t n
 
 ctypedef struct Ctx:             # reference.Ctx
     int32_t node
@@ -701,6 +750,8 @@ ctypedef struct Item:            # reference.Item: one copy of a frame on the wo
     int64_t snap_off
     int32_t snap_len
     int32_t flood
+    int32_t ip_ok                # ip_rcv's checks passed and the header changed only by
+                                 # checksum-preserving rewrites since (reset with the data)
     int32_t npend
     Ev pend[NPEND]
 
@@ -760,7 +811,7 @@ ctypedef struct DP:
     int64_t ageing_ns
     uint64_t seed
     # ---- mutable state
-    HTab ct                       # (node, tuple) -> entry * 2 + is_reply
+    CtTab ct                      # (node, tuple) -> entry * 2 + is_reply
     HTab fdb                      # (mac, bridge) -> (port, seen)
     HTab neigh                    # (ip, node) -> (mac, header cached: reference neigh_hh)
     HTab aff                      # (sip, node << 32 | sp) -> (ip << 16 | port, last)
@@ -868,15 +919,19 @@ cdef inline Item* push_slot(DP* dp) noexcept nogil:
     return &dp.stack[dp.sp - 1]
 
 
+cdef Ctx CTX_NONE                 # reference Ctx(): a fresh context
+CTX_NONE.node = -1
+CTX_NONE.ct = -1
+CTX_NONE.verdict = 0
+CTX_NONE.verdict_sp = -1
+CTX_NONE.related = -1
+CTX_NONE.reply_dir = 0
+CTX_NONE.new = 0
+CTX_NONE.pre_done = 0
+
+
 cdef inline void ctx_reset(Ctx* c) noexcept nogil:
-    c.node = -1
-    c.ct = -1
-    c.verdict = 0
-    c.verdict_sp = -1
-    c.related = -1
-    c.reply_dir = 0
-    c.new = 0
-    c.pre_done = 0
+    c[0] = CTX_NONE
 
 
 cdef Item* fork(DP* dp, const Item* src, int stage, int a, int b) noexcept nogil:
@@ -935,7 +990,7 @@ cdef inline bint arena_put(DP* dp, Item* it, int64_t* off) noexcept nogil:
     if dp.arena_used + n > dp.arena_cap:
         dp.err |= ERR_RESULTS
         return False
-    memcpy(dp.arena + dp.arena_used, DATA(it), n)
+    kemu_copy(dp.arena + dp.arena_used, DATA(it), n)
     off[0] = dp.arena_used
     dp.arena_used += (n + 7) & ~7
     return True
@@ -1091,9 +1146,20 @@ cdef inline int ip_check(const uint8_t* d, int n) noexcept nogil:
     cdef int tot = rd16(d, 16)
     if tot < ihl or 14 + tot > n:
         return DROP_BAD_IP_HEADER
-    if ip_checksum(d, 14, ihl) != 0:
+    if kemu_sum_words(d + 14, ihl) != 0xFFFF:  # ip_checksum(d, 14, ihl) != 0
         return DROP_BAD_IP_CSUM
     return 0
+
+
+cdef inline int ip_check_it(Item* it) noexcept nogil:
+    """``ip_check`` of a copy's data, remembered while it passes: every later rewrite of
+    the IPv4 header (NAT, TTL) updates its checksum incrementally, which keeps a valid
+    header valid, and the length changes only with VXLAN (which resets the flag)."""
+    if it.ip_ok:
+        return 0
+    cdef int r = ip_check(it.mem + it.off, it.len)
+    it.ip_ok = r == 0
+    return r
 
 
 # ------------------------------------------------------------------ conntrack
@@ -1104,6 +1170,80 @@ cdef inline uint64_t ck0(uint32_t sip, uint32_t dip) noexcept nogil:
 cdef inline uint64_t ck1(int node, int proto, int sport, int dport) noexcept nogil:
     return ((<uint64_t>node << 40) | (<uint64_t>(proto & 0xFF) << 32)
             | (<uint64_t>(sport & 0xFFFF) << 16) | <uint64_t>(dport & 0xFFFF))
+
+
+cdef int ct_init(CtTab* t, int64_t cap) noexcept nogil:
+    cdef int64_t c = 16
+    while c < cap:
+        c <<= 1
+    t.s = <uint64_t*>calloc(c, sizeof(uint64_t))
+    t.mask = c - 1
+    t.n = 0
+    return 0 if t.s != NULL else -1
+
+
+cdef inline uint32_t ct_hash(int node, int proto, uint32_t sip, int sport, uint32_t dip,
+                             int dport) noexcept nogil:
+    return <uint32_t>kemu_hkey(ck0(sip, dip), ck1(node, proto, sport, dport))
+
+
+cdef inline int64_t ct_slot(const DP* dp, int node, int proto, uint32_t sip, int sport,
+                            uint32_t dip, int dport) noexcept nogil:
+    """The index slot naming the key ``(node, proto, sip, sport, dip, dport)``, or -1. A
+    slot keeps the hash and the entry; the key is the entry's tuple of that direction."""
+    cdef uint32_t h = ct_hash(node, proto, sip, sport, dip, dport), val
+    cdef uint64_t i = h & dp.ct.mask, v
+    cdef const CtE* E
+    cdef const Tup* t
+    while True:
+        v = dp.ct.s[i]
+        if v == 0:
+            return -1
+        if <uint32_t>(v >> 32) == h:
+            val = <uint32_t>v - 1
+            E = &dp.ce[val >> 1]
+            t = &E.t[val & 1]
+            if (t.sip == sip and t.dip == dip and t.sport == sport and t.dport == dport
+                    and E.proto[val & 1] == proto and E.node == node):
+                return i
+        i = (i + 1) & dp.ct.mask
+
+
+cdef inline int ct_val(const DP* dp, int64_t slot) noexcept nogil:
+    """entry * 2 + is_reply of a slot."""
+    return <int>(<uint32_t>dp.ct.s[slot] - 1)
+
+
+cdef int ct_grow(CtTab* t) noexcept nogil:
+    cdef uint64_t oldcap = t.mask + 1, cap = oldcap * 2, i, j
+    cdef uint64_t* s = <uint64_t*>calloc(cap, sizeof(uint64_t))
+    if s == NULL:
+        return -1
+    for i in range(oldcap):
+        if t.s[i]:
+            j = (t.s[i] >> 32) & (cap - 1)
+            while s[j]:
+                j = (j + 1) & (cap - 1)
+            s[j] = t.s[i]
+    free(t.s)
+    t.s = s
+    t.mask = cap - 1
+    return 0
+
+
+cdef void ct_del_slot(CtTab* t, uint64_t i) noexcept nogil:
+    """Backward-shift deletion (the home of a slot is in its stored hash)."""
+    cdef uint64_t mask = t.mask, j = i, k
+    while True:
+        j = (j + 1) & mask
+        if t.s[j] == 0:
+            break
+        k = (t.s[j] >> 32) & mask
+        if (j > i and (k <= i or k > j)) or (j < i and k <= i and k > j):
+            t.s[i] = t.s[j]
+            i = j
+    t.s[i] = 0
+    t.n -= 1
 
 
 cdef void ct_unref(DP* dp, int e) noexcept nogil:
@@ -1129,7 +1269,7 @@ cdef void ct_reap(DP* dp) noexcept nogil:
         e = dp.zombies[k]
         dp.ce[e].zombie = 0
         if dp.ce[e].nkeys == 0:
-            dp.ce[e].next_free = dp.ce_free
+            dp.ce[e].sp = dp.ce_free
             dp.ce_free = e
             dp.ce_used -= 1
     dp.n_zombies = 0
@@ -1141,17 +1281,20 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
     cdef CtE* p
     if dp.ce_free < 0:
         cap = dp.ce_cap * 2 if dp.ce_cap else 1024
-        p = <CtE*>realloc(dp.ce, cap * sizeof(CtE))
+        p = <CtE*>aligned_alloc(64, cap * sizeof(CtE))
         if p == NULL:
             dp.err |= ERR_NOMEM
             return -1
+        if dp.ce_cap:
+            memcpy(p, dp.ce, dp.ce_cap * sizeof(CtE))
+        free(dp.ce)
         dp.ce = p
         for e in range(cap - 1, dp.ce_cap - 1, -1):
-            p[e].next_free = dp.ce_free
+            p[e].sp = dp.ce_free
             dp.ce_free = e
         dp.ce_cap = cap
     e = dp.ce_free
-    dp.ce_free = dp.ce[e].next_free
+    dp.ce_free = dp.ce[e].sp
     dp.ce_used += 1
     memset(&dp.ce[e], 0, sizeof(CtE))
     dp.ce[e].sp = -1
@@ -1161,42 +1304,51 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
 
 cdef void ct_set(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t dip,
                  int dport, int e, int is_reply) noexcept nogil:
-    """``self.ct[key] = (e, is_reply)``: overwrites whatever the key named."""
-    cdef bint created
-    cdef HSlot* s = ht_put(&dp.ct, ck0(sip, dip), ck1(node, proto, sport, dport), &created)
-    if s == NULL:
-        dp.err |= ERR_NOMEM
-        return
-    if not created:
-        ct_unref(dp, <int>(s.v0 >> 1))
-    s.v0 = e * 2 + is_reply
+    """``self.ct[key] = (e, is_reply)``: overwrites whatever the key named. The key must be
+    entry ``e``'s tuple of that direction (set it first)."""
+    cdef int64_t i = ct_slot(dp, node, proto, sip, sport, dip, dport)
+    cdef uint64_t h = ct_hash(node, proto, sip, sport, dip, dport), j
+    if i >= 0:
+        ct_unref(dp, ct_val(dp, i) >> 1)
+        dp.ct.s[i] = (h << 32) | <uint64_t>(e * 2 + is_reply + 1)
+    else:
+        if (dp.ct.n + 1) * 10 > <int64_t>(dp.ct.mask + 1) * 7 and ct_grow(&dp.ct) < 0:
+            dp.err |= ERR_NOMEM
+            return
+        j = h & dp.ct.mask
+        while dp.ct.s[j]:
+            j = (j + 1) & dp.ct.mask
+        dp.ct.s[j] = (h << 32) | <uint64_t>(e * 2 + is_reply + 1)
+        dp.ct.n += 1
     dp.ce[e].nkeys += 1
 
 
 cdef void ct_pop(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t dip,
                  int dport) noexcept nogil:
     """``self.ct.pop(key, None)``."""
-    cdef HSlot* s = ht_find(&dp.ct, ck0(sip, dip), ck1(node, proto, sport, dport))
+    cdef int64_t i = ct_slot(dp, node, proto, sip, sport, dip, dport)
     cdef int e
-    if s != NULL:
-        e = <int>(s.v0 >> 1)
-        ht_del(&dp.ct, s)
+    if i >= 0:
+        e = ct_val(dp, i) >> 1
+        ct_del_slot(&dp.ct, i)
         ct_unref(dp, e)
 
 
 cdef void ct_del_if(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t dip,
                     int dport, int e, int is_reply) noexcept nogil:
-    cdef HSlot* s = ht_find(&dp.ct, ck0(sip, dip), ck1(node, proto, sport, dport))
-    if s != NULL and s.v0 == e * 2 + is_reply:
-        ht_del(&dp.ct, s)
+    cdef int64_t i = ct_slot(dp, node, proto, sip, sport, dip, dport)
+    if i >= 0 and ct_val(dp, i) == e * 2 + is_reply:
+        ct_del_slot(&dp.ct, i)
         ct_unref(dp, e)
 
 
 cdef void ct_delete(DP* dp, int e) noexcept nogil:
     """reference ``_ct_delete``: remove the keys that still name this entry."""
     cdef CtE E = dp.ce[e]
-    ct_del_if(dp, E.node, E.o_proto, E.o_sip, E.o_sport, E.o_dip, E.o_dport, e, 0)
-    ct_del_if(dp, E.node, E.r_proto, E.r_sip, E.r_sport, E.r_dip, E.r_dport, e, 1)
+    ct_del_if(dp, E.node, E.proto[0], E.t[0].sip, E.t[0].sport, E.t[0].dip, E.t[0].dport,
+              e, 0)
+    ct_del_if(dp, E.node, E.proto[1], E.t[1].sip, E.t[1].sport, E.t[1].dip, E.t[1].dport,
+              e, 1)
 
 
 cdef void ct_update(DP* dp, CtE* e, bint is_reply, const uint8_t* d, int n, int l4,
@@ -1294,10 +1446,13 @@ cdef int service(DP* dp, Item* it, int e, int node, int fe, uint32_t sip, int sp
     cdef uint64_t h
     cdef CtE* E
     if external:
-        if flags & SP_ETP_LOCAL and not from_cluster and not local_src:
-            local_only = True  # E-2: KUBE-SVL, client IP kept
-        else:
-            masq = (not from_cluster) or local_src  # E-1
+        if not flags & SP_ETP_LOCAL:
+            masq = True  # E-1: KUBE-EXT always marks for masquerade
+        elif local_src:
+            masq = True  # E-2: the node itself: masquerade, cluster-wide endpoints
+        elif not from_cluster:
+            local_only = True  # E-2: KUBE-SVL, local endpoints, client IP kept
+        # E-2: pods short-circuit to KUBE-SVC without masquerade
     else:
         masq = not from_cluster  # S-6
         if flags & SP_ITP_LOCAL:
@@ -1319,7 +1474,7 @@ cdef int service(DP* dp, Item* it, int e, int node, int fe, uint32_t sip, int sp
                 ev(dp, it, EV_AFFINITY, sp, b, node)
     E = &dp.ce[e]
     if be < 0:
-        h = flow_hash(dp.seed, node, proto, sip, sport, E.o_dip, E.o_dport)
+        h = flow_hash(dp.seed, node, proto, sip, sport, E.t[0].dip, E.t[0].dport)
         be = dp.cands[h % <uint64_t>ncands]
     cdef uint32_t bip = dp.be_ip[be]
     cdef int bport = dp.be_port[be]
@@ -1338,14 +1493,14 @@ cdef int service(DP* dp, Item* it, int e, int node, int fe, uint32_t sip, int sp
     E.sp = sp
     E.be = be
     E.masq = masq
-    E.r_proto = proto
-    E.r_sip = bip
-    E.r_sport = bport
-    E.r_dip = sip
-    E.r_dport = sport
+    E.proto[1] = proto
+    E.t[1].sip = bip
+    E.t[1].sport = bport
+    E.t[1].dip = sip
+    E.t[1].dport = sport
     set_dst(DATA(it), it.len, bip, bport, proto, l4)
     changed(it)
-    ev(dp, it, EV_DNAT, fe, be, E.o_dip)
+    ev(dp, it, EV_DNAT, fe, be, E.t[0].dip)
     return 0
 
 
@@ -1354,9 +1509,9 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
     cdef uint8_t* d = DATA(it)
     cdef int n = it.len
     cdef Ctx* ctx = &it.ctx
-    cdef int proto, l4, sport, dport, e, is_reply, fe, r
+    cdef int proto, l4, sport, dport, e, is_reply
     cdef uint32_t sip, dip
-    cdef HSlot* s
+    cdef int64_t slot
     cdef CtE* E
     if ctx.node != node:
         ctx.node = node
@@ -1371,18 +1526,19 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
         return DROP_FRAGMENT
     l4info(d, n, &proto, &l4, &sport, &dport)
     if proto == PROTO_ICMP and (l4 + 1 > n or (d[l4] != 0 and d[l4] != 8)):
-        related_pre(dp, it, node, l4)  # no entry of its own: RELATED to what it quotes
+        cold.related_pre(dp, it, node, l4)  # no entry of its own: RELATED to what it quotes
         return 0
     sip = rd32(d, 26)
     dip = rd32(d, 30)
-    s = ht_find(&dp.ct, ck0(sip, dip), ck1(node, proto, sport, dport))
-    if s != NULL:
-        e = <int>(s.v0 >> 1)
-        is_reply = <int>(s.v0 & 1)
+    slot = ct_slot(dp, node, proto, sip, sport, dip, dport)
+    if slot >= 0:
+        e = ct_val(dp, slot)
+        is_reply = e & 1
+        e >>= 1
         if dp.ce[e].expires < dp.now:
             ct_delete(dp, e)
-            s = NULL
-    if s != NULL:
+            slot = -1
+    if slot >= 0:
         E = &dp.ce[e]
         ctx.ct = e
         ctx.reply_dir = is_reply
@@ -1393,26 +1549,36 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
             changed(it)
             ev(dp, it, EV_CT_REUSE, E.sp, E.be, node)
         elif is_reply and E.flags & CT_SNAT:
-            set_dst(d, n, E.o_sip, E.o_sport, proto, l4)
+            set_dst(d, n, E.t[0].sip, E.t[0].sport, proto, l4)
             changed(it)
-            ev(dp, it, EV_UNSNAT, E.o_sip, E.o_sport, node)
+            ev(dp, it, EV_UNSNAT, E.t[0].sip, E.t[0].sport, node)
         return 0
-    # a new flow: KUBE-SERVICES (TCP/UDP only)
+    return cold.prerouting_new(dp, it, node, proto, l4, sport, dport, sip, dip)
+
+
+cdef int prerouting_new(DP* dp, Item* it, int node, int proto, int l4, int sport, int dport,
+                        uint32_t sip, uint32_t dip) noexcept nogil:
+    """A new flow: a conntrack entry, KUBE-SERVICES (TCP/UDP only)."""
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len, e, fe, r
+    cdef Ctx* ctx = &it.ctx
+    cdef HSlot* s
+    cdef CtE* E
     e = ct_alloc(dp)
     if e < 0:
         return 0
     E = &dp.ce[e]
     E.node = node
-    E.o_proto = proto
-    E.o_sip = sip
-    E.o_sport = sport
-    E.o_dip = dip
-    E.o_dport = dport
-    E.r_proto = proto
-    E.r_sip = dip
-    E.r_sport = dport
-    E.r_dip = sip
-    E.r_dport = sport
+    E.proto[0] = proto
+    E.t[0].sip = sip
+    E.t[0].sport = sport
+    E.t[0].dip = dip
+    E.t[0].dport = dport
+    E.proto[1] = proto
+    E.t[1].sip = dip
+    E.t[1].sport = dport
+    E.t[1].dip = sip
+    E.t[1].dport = sport
     ctx.ct = e
     ctx.reply_dir = 0
     ctx.new = 1
@@ -1428,9 +1594,9 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
                 ctx.verdict_sp = dp.fe_sp[fe]
     E = &dp.ce[e]
     ct_update(dp, E, False, d, n, l4, proto)
-    ct_set(dp, node, E.o_proto, E.o_sip, E.o_sport, E.o_dip, E.o_dport, e, 0)
+    ct_set(dp, node, E.proto[0], E.t[0].sip, E.t[0].sport, E.t[0].dip, E.t[0].dport, e, 0)
     E = &dp.ce[e]
-    ct_set(dp, node, E.r_proto, E.r_sip, E.r_sport, E.r_dip, E.r_dport, e, 1)
+    ct_set(dp, node, E.proto[1], E.t[1].sip, E.t[1].sport, E.t[1].dip, E.t[1].dport, e, 1)
     return 0
 
 
@@ -1501,7 +1667,7 @@ cdef void related_pre(DP* dp, Item* it, int node, int l4) noexcept nogil:
     cdef uint8_t* d = DATA(it)
     cdef int n = it.len, e
     cdef Inner q
-    cdef HSlot* s
+    cdef int64_t slot
     cdef CtE* E
     if l4 >= n:
         return  # (the reference reads past the frame here and raises)
@@ -1510,18 +1676,18 @@ cdef void related_pre(DP* dp, Item* it, int node, int l4) noexcept nogil:
         return
     if not inner_of(d, n, l4, &q):
         return
-    s = ht_find(&dp.ct, ck0(rd32(d, q.inner + 16), rd32(d, q.inner + 12)),
-                ck1(node, q.iproto, rd16(d, q.il4 + 2), rd16(d, q.il4)))
-    if s == NULL or not (s.v0 & 1):
+    slot = ct_slot(dp, node, q.iproto, rd32(d, q.inner + 16), rd16(d, q.il4 + 2),
+                   rd32(d, q.inner + 12), rd16(d, q.il4))
+    if slot < 0 or not (ct_val(dp, slot) & 1):
         return
-    e = <int>(s.v0 >> 1)
+    e = ct_val(dp, slot) >> 1
     it.ctx.related = e
     E = &dp.ce[e]
     if E.flags & CT_SNAT:
-        set_addr(d, n, 30, E.o_sip, -1, PROTO_ICMP, l4, 0)
-        inner_set(d, l4, &q, q.inner + 12, E.o_sip, 0, E.o_sport)
+        set_addr(d, n, 30, E.t[0].sip, -1, PROTO_ICMP, l4, 0)
+        inner_set(d, l4, &q, q.inner + 12, E.t[0].sip, 0, E.t[0].sport)
         changed(it)
-        ev(dp, it, EV_UNSNAT, E.o_sip, E.o_sport, node)
+        ev(dp, it, EV_UNSNAT, E.t[0].sip, E.t[0].sport, node)
 
 
 cdef void related_post(DP* dp, Item* it, int node) noexcept nogil:
@@ -1538,8 +1704,8 @@ cdef void related_post(DP* dp, Item* it, int node) noexcept nogil:
     cdef int l4 = 14 + (d[14] & 0xF) * 4
     if not inner_of(d, n, l4, &q):
         return
-    set_addr(d, n, 26, E.o_dip, -1, PROTO_ICMP, l4, 0)
-    inner_set(d, l4, &q, q.inner + 16, E.o_dip, 2, E.o_dport)
+    set_addr(d, n, 26, E.t[0].dip, -1, PROTO_ICMP, l4, 0)
+    inner_set(d, l4, &q, q.inner + 16, E.t[0].dip, 2, E.t[0].dport)
     changed(it)
     ev(dp, it, EV_UNDNAT, E.sp, E.be, node)
 
@@ -1548,21 +1714,20 @@ cdef void masquerade(DP* dp, Item* it, int e, int node, int out_if, int proto,
                      int l4) noexcept nogil:
     cdef CtE* E = &dp.ce[e]
     cdef uint32_t new_ip = dp.ifs[out_if].ip
-    cdef int port = E.o_sport, tries = 0
-    cdef int rproto = E.r_proto, rsport = E.r_sport
-    cdef uint32_t rsip = E.r_sip
+    cdef int port = E.t[0].sport, tries = 0
+    cdef int rproto = E.proto[1], rsport = E.t[1].sport
+    cdef uint32_t rsip = E.t[1].sip
     if proto == PROTO_TCP or proto == PROTO_UDP:
         # keep the source port unless the reply tuple would clash (nf_nat_used_tuple)
-        while (tries < 64512 and ht_find(&dp.ct, ck0(rsip, new_ip),
-                                         ck1(node, rproto, rsport, port)) != NULL):
+        while tries < 64512 and ct_slot(dp, node, rproto, rsip, rsport, new_ip, port) >= 0:
             port = 1024 + (port - 1024 + 1) % 64512 if port >= 1024 else 1024
             tries += 1
-    ct_pop(dp, node, E.r_proto, E.r_sip, E.r_sport, E.r_dip, E.r_dport)
-    E.r_proto = rproto
-    E.r_sip = rsip
-    E.r_sport = rsport
-    E.r_dip = new_ip
-    E.r_dport = port
+    ct_pop(dp, node, E.proto[1], E.t[1].sip, E.t[1].sport, E.t[1].dip, E.t[1].dport)
+    E.proto[1] = rproto
+    E.t[1].sip = rsip
+    E.t[1].sport = rsport
+    E.t[1].dip = new_ip
+    E.t[1].dport = port
     ct_set(dp, node, rproto, rsip, rsport, new_ip, port, e, 1)
     E.flags |= CT_SNAT
     E.snat_ip = new_ip
@@ -1578,21 +1743,23 @@ cdef void postrouting(DP* dp, Item* it, int node, int out_if) noexcept nogil:
     cdef int e = ctx.ct, proto, l4, sport, dport
     cdef CtE* E
     if ctx.related >= 0 and ctx.node == node:
-        related_post(dp, it, node)
+        cold.related_post(dp, it, node)
     if e < 0 or ctx.node != node:
         return
     cdef uint8_t* d = DATA(it)
     cdef int n = it.len
-    l4info(d, n, &proto, &l4, &sport, &dport)
     E = &dp.ce[e]
     if not ctx.reply_dir:
         if ctx.new and E.masq and not E.flags & CT_SNAT:
-            masquerade(dp, it, e, node, out_if, proto, l4)
+            l4info(d, n, &proto, &l4, &sport, &dport)
+            cold.masquerade(dp, it, e, node, out_if, proto, l4)
         elif E.flags & CT_SNAT:
+            l4info(d, n, &proto, &l4, &sport, &dport)
             set_src(d, n, E.snat_ip, E.snat_port if proto != PROTO_ICMP else -1, proto, l4)
             changed(it)
     elif E.flags & CT_DNAT:
-        set_src(d, n, E.o_dip, E.o_dport if proto != PROTO_ICMP else -1, proto, l4)
+        l4info(d, n, &proto, &l4, &sport, &dport)
+        set_src(d, n, E.t[0].dip, E.t[0].dport if proto != PROTO_ICMP else -1, proto, l4)
         changed(it)
         ev(dp, it, EV_UNDNAT, E.sp, E.be, node)
     ctx.new = 0  # confirmed
@@ -1706,6 +1873,7 @@ cdef int vxlan_encap(DP* dp, Item* it, int vtep) noexcept nogil:
     wr32(d, 45, VXLAN_VNI & 0xFFFFFF)   # bytes 46..48 (byte 45 stays 0)
     d[45] = 0
     changed(it)
+    it.ip_ok = 0
     ev(dp, it, EV_ENCAP, remote, VXLAN_VNI, 0)
     ctx_reset(&it.ctx)
     it.stage = S_LOCAL_OUT
@@ -1714,6 +1882,38 @@ cdef int vxlan_encap(DP* dp, Item* it, int vtep) noexcept nogil:
 
 
 # ------------------------------------------------------------------ stages
+# A stage that passes the copy on calls the next one directly (``go_*``) instead of pushing
+# it back: with the reference's LIFO stack the same copy would be popped next anyway, and
+# the hop-limit check it meets on the way is the same. Returns: 1 the copy ended (pop it),
+# 2 it was replaced by flood copies (already popped).
+cdef inline int hop_limit(DP* dp, Item* it) noexcept nogil:
+    return end(dp, it, OUT_DROPPED, DROP_HOP_LIMIT, it.a, 0, False)
+
+
+cdef inline int go_tx(DP* dp, Item* it) noexcept nogil:
+    return hop_limit(dp, it) if it.hops >= MAX_HOPS else st_tx(dp, it)
+
+
+cdef inline int go_rx(DP* dp, Item* it) noexcept nogil:
+    return hop_limit(dp, it) if it.hops >= MAX_HOPS else st_rx(dp, it)
+
+
+cdef inline int go_bridge_in(DP* dp, Item* it) noexcept nogil:
+    return hop_limit(dp, it) if it.hops >= MAX_HOPS else st_bridge_in(dp, it)
+
+
+cdef inline int go_bridge_out(DP* dp, Item* it) noexcept nogil:
+    return hop_limit(dp, it) if it.hops >= MAX_HOPS else st_bridge_out(dp, it)
+
+
+cdef inline int go_node_in(DP* dp, Item* it) noexcept nogil:
+    return hop_limit(dp, it) if it.hops >= MAX_HOPS else st_node_in(dp, it)
+
+
+cdef inline int go_local_out(DP* dp, Item* it) noexcept nogil:
+    return hop_limit(dp, it) if it.hops >= MAX_HOPS else st_local_out(dp, it)
+
+
 cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     cdef int i = it.a
     cdef IfInfo* f = &dp.ifs[i]
@@ -1723,20 +1923,26 @@ cdef int st_tx(DP* dp, Item* it) noexcept nogil:
         ctx_reset(&it.ctx)
         it.stage = S_RX
         it.a = f.peer
+        return go_rx(dp, it)
     elif kind == IF_POD_LO:
         it.stage = S_RX
+        return go_rx(dp, it)
     elif kind == IF_BRIDGE:
         it.stage = S_BRIDGE_IN
         it.a = f.bridge
         it.b = i
+        return go_bridge_in(dp, it)
     elif kind == IF_NODE_ETH or kind == IF_EXT_ETH or kind == IF_GW_ETH:
         ctx_reset(&it.ctx)
         it.stage = S_BRIDGE_IN
         it.a = f.bridge
         it.b = i
+        return go_bridge_in(dp, it)
     elif kind == IF_VTEP:
-        return vxlan_encap(dp, it, i)
-    return 0
+        if cold.vxlan_encap(dp, it, i):
+            return 1
+        return go_local_out(dp, it)
+    return go_tx(dp, it)  # no such device kind: the copy loops to the hop limit
 
 
 cdef int st_rx(DP* dp, Item* it) noexcept nogil:
@@ -1752,7 +1958,7 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
         it.stage = S_BRIDGE_IN
         it.a = f.bridge
         it.b = i
-        return 0
+        return go_bridge_in(dp, it)
     if kind == IF_POD_LO:
         return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
     d = DATA(it)
@@ -1764,7 +1970,7 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
         return end(dp, it, OUT_DROPPED, DROP_OTHERHOST, i, 0, False)
     if kind == IF_NODE_ETH or kind == IF_BRIDGE or kind == IF_VTEP:
         it.stage = S_NODE_IN
-        return 0
+        return go_node_in(dp, it)
     # end hosts: pods, external hosts, the gateway
     et = rd16(d, 12)
     if et == <uint32_t>ETH_ARP:
@@ -1777,7 +1983,7 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
         return end(dp, it, OUT_DROPPED, DROP_IPV6, i, 0, False)
     if et != <uint32_t>ETH_IP:
         return end(dp, it, OUT_DROPPED, DROP_UNKNOWN_ETHERTYPE, i, 0, False)
-    bad = ip_check(d, n)
+    bad = ip_check_it(it)
     if bad:
         return end(dp, it, OUT_DROPPED, bad, i, 0, False)
     dst = rd32(d, 30)
@@ -1834,7 +2040,7 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
     local_if = dp.br_local_if[b]
     from_local = p == local_if
     if (dp.br_netfilter[b] and not from_local and rd16(d, 12) == <uint32_t>ETH_IP
-            and ip_check(d, n) == 0):
+            and ip_check_it(it) == 0):
         node = dp.ifs[local_if].node
         dst_before = rd32(d, 30)
         verdict = prerouting(dp, it, node, p)
@@ -1861,7 +2067,9 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
     smac = rd48(d, 6)
     if (not from_local and not is_mcast(smac) and smac != 0
             and (local_if < 0 or smac != <uint64_t>dp.ifs[local_if].mac)):
-        s = ht_put(&dp.fdb, smac, <uint64_t>b, &created)
+        s = ht_find(&dp.fdb, smac, <uint64_t>b)  # learn: usually a refresh
+        if s == NULL:
+            s = ht_put(&dp.fdb, smac, <uint64_t>b, &created)
         if s == NULL:
             dp.err |= ERR_NOMEM
         else:
@@ -1872,7 +2080,7 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
         ev(dp, it, EV_BR_LOCAL, local_if, 0, 0)
         it.stage = S_RX
         it.a = local_if
-        return 0
+        return go_rx(dp, it)
     if not is_mcast(dmac):
         s = ht_find(&dp.fdb, dmac, <uint64_t>b)
         if s != NULL and dp.now - s.v1 <= dp.ageing_ns:
@@ -1883,8 +2091,8 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
             it.a = b
             it.b = q
             it.flood = 0
-            return 0
-    return flood(dp, it, b, p, local_if, dmac)
+            return go_bridge_out(dp, it)
+    return cold.flood(dp, it, b, p, local_if, dmac)
 
 
 cdef int st_bridge_out(DP* dp, Item* it) noexcept nogil:
@@ -1897,9 +2105,12 @@ cdef int st_bridge_out(DP* dp, Item* it) noexcept nogil:
         postrouting(dp, it, dp.ifs[local_if].node, local_if)
     ev(dp, it, EV_BR_FLOOD if it.flood else EV_BR_FDB, q, b, 0)
     # a node bridge sends out of the veth; on the node network the port is the host itself
-    it.stage = S_TX if dp.ifs[q].kind == IF_VETH else S_RX
     it.a = q
-    return 0
+    if dp.ifs[q].kind == IF_VETH:
+        it.stage = S_TX
+        return go_tx(dp, it)
+    it.stage = S_RX
+    return go_rx(dp, it)
 
 
 cdef int output(DP* dp, Item* it, int node, int out_if, uint32_t nh) noexcept nogil:
@@ -1922,7 +2133,7 @@ cdef int output(DP* dp, Item* it, int node, int out_if, uint32_t nh) noexcept no
     ctx_reset(&it.ctx)
     it.stage = S_TX
     it.a = out_if
-    return 0
+    return go_tx(dp, it)
 
 
 cdef int local_in(DP* dp, Item* it, int node, int i) noexcept nogil:
@@ -1938,10 +2149,11 @@ cdef int local_in(DP* dp, Item* it, int node, int i) noexcept nogil:
         it.len -= l4 + 16
         changed(it)
         ev(dp, it, EV_DECAP, node, VXLAN_VNI, 0)
+        it.ip_ok = 0
         ctx_reset(&it.ctx)
         it.stage = S_RX
         it.a = dp.node_vtep_if[node]
-        return 0
+        return go_rx(dp, it)
     ev(dp, it, EV_NODE_INPUT, node, 0, 0)
     return end(dp, it, OUT_DELIVERED, 0, i, 0, True)
 
@@ -1963,7 +2175,7 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
         return end(dp, it, OUT_DROPPED, DROP_IPV6, i, 0, False)
     if et != <uint32_t>ETH_IP:
         return end(dp, it, OUT_DROPPED, DROP_UNKNOWN_ETHERTYPE, i, 0, False)
-    bad = ip_check(d, n)
+    bad = ip_check_it(it)
     if bad:
         return end(dp, it, OUT_DROPPED, bad, i, 0, False)
     if (rd32(d, 26) >> 24) == 127:
@@ -2038,7 +2250,7 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
     it.cap = buf.cap
     it.off = HEADROOM
     it.len = ln
-    memcpy(it.mem + HEADROOM, src, ln)
+    kemu_copy(it.mem + HEADROOM, src, ln)
     it.b = -1
     ctx_reset(&it.ctx)
     it.hops = 0
@@ -2046,6 +2258,7 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
     it.snap_off = -1
     it.snap_len = 0
     it.flood = 0
+    it.ip_ok = 0
     it.npend = 0
     if mode == INJ_RX:
         it.stage = S_RX
@@ -2057,30 +2270,91 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
         it.stage = S_TX
         it.a = iface
         if mode == INJ_TX_FIXL2:
-            fix_l2(dp, it, iface)
+            cold.fix_l2(dp, it, iface)
         pod_local_route(dp, it, iface)
-    while dp.sp > 0:
+    while dp.sp > 0:  # the reference's LIFO stack: copies of a flood come back here
         it = &dp.stack[dp.sp - 1]
-        if it.hops >= MAX_HOPS:
-            r = end(dp, it, OUT_DROPPED, DROP_HOP_LIMIT, it.a, 0, False)
+        st = it.stage
+        if st == S_TX:
+            r = go_tx(dp, it)
+        elif st == S_RX:
+            r = go_rx(dp, it)
+        elif st == S_BRIDGE_IN:
+            r = go_bridge_in(dp, it)
+        elif st == S_BRIDGE_OUT:
+            r = go_bridge_out(dp, it)
+        elif st == S_NODE_IN:
+            r = go_node_in(dp, it)
         else:
-            st = it.stage
-            if st == S_TX:
-                r = st_tx(dp, it)
-            elif st == S_RX:
-                r = st_rx(dp, it)
-            elif st == S_BRIDGE_IN:
-                r = st_bridge_in(dp, it)
-            elif st == S_BRIDGE_OUT:
-                r = st_bridge_out(dp, it)
-            elif st == S_NODE_IN:
-                r = st_node_in(dp, it)
-            else:
-                r = st_local_out(dp, it)
+            r = go_local_out(dp, it)
         if r == 1:
             buf_put(dp, it.mem, it.cap)
             dp.sp -= 1
     ct_reap(dp)
+
+
+cdef inline uint64_t flow_key_hash(const DP* dp, const uint8_t* f, int64_t ln,
+                                   int iface) noexcept nogil:
+    """The conntrack hash a plain TCP/UDP frame entering at ``iface`` will look up first
+    (its node's), with bit 63 set; 0 when there is no such guess. Only for prefetching."""
+    cdef int ihl, proto, node
+    if ln < 54 or f[12] != 0x08 or f[13] != 0x00:
+        return 0
+    proto = f[23]
+    ihl = (f[14] & 0xF) * 4
+    if (proto != PROTO_TCP and proto != PROTO_UDP) or ihl < 20 or 14 + ihl + 4 > ln:
+        return 0
+    node = dp.ifs[iface].node
+    if node < 0:
+        return 0
+    return KEMU_OCC | ct_hash(node, proto, rd32(f, 26), rd16(f, 14 + ihl), rd32(f, 30),
+                              rd16(f, 14 + ihl + 2))
+
+
+cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const int64_t* offp,
+                                const int32_t* lenp, const int32_t* ifp, Py_ssize_t fi,
+                                Py_ssize_t stop, uint64_t* ring) noexcept nogil:
+    """Software pipeline over the batch: the index slot of frame fi+6, the entry of fi+3."""
+    cdef Py_ssize_t j = fi + 6
+    cdef uint64_t h, v
+    cdef int64_t off
+    if j < stop:
+        off = offp[j]
+        h = 0
+        if 0 <= off and off + lenp[j] <= blen and 0 <= ifp[j] < dp.n_if:
+            h = flow_key_hash(dp, bp + off, lenp[j], ifp[j])
+            if h:
+                kemu_prefetch(&dp.ct.s[h & dp.ct.mask])
+        ring[j & 7] = h
+    j = fi + 3
+    if j < stop:
+        h = ring[j & 7]
+        if h:
+            v = dp.ct.s[h & dp.ct.mask]
+            if v and <uint32_t>(v >> 32) == <uint32_t>h:
+                kemu_prefetch(&dp.ce[(<uint32_t>v - 1) >> 1])
+
+
+# Rare work is called through this table of pointers: the compiler cannot inline it, which
+# keeps the common path of the stages small (fewer registers spilled).
+ctypedef struct Cold:
+    int (*prerouting_new)(DP*, Item*, int, int, int, int, int, uint32_t,
+                          uint32_t) noexcept nogil
+    void (*related_pre)(DP*, Item*, int, int) noexcept nogil
+    void (*related_post)(DP*, Item*, int) noexcept nogil
+    void (*masquerade)(DP*, Item*, int, int, int, int, int) noexcept nogil
+    int (*flood)(DP*, Item*, int, int, int, uint64_t) noexcept nogil
+    int (*vxlan_encap)(DP*, Item*, int) noexcept nogil
+    void (*fix_l2)(DP*, Item*, int) noexcept nogil
+
+cdef Cold cold
+cold.prerouting_new = prerouting_new
+cold.related_pre = related_pre
+cold.related_post = related_post
+cold.masquerade = masquerade
+cold.flood = flood
+cold.vxlan_encap = vxlan_encap
+cold.fix_l2 = fix_l2
 
 
 # ------------------------------------------------------------------ Python-facing helpers
@@ -2098,8 +2372,10 @@ cdef void* _res_ptr(object arr, int typenum, int64_t* n) except NULL:
     return cnp.PyArray_DATA(arr)
 
 
-cdef object _input(object arr, object dtype):
-    if (cnp.PyArray_Check(arr) and arr.dtype == dtype and cnp.PyArray_ISCARRAY_RO(arr)
+cdef object _input(object arr, int typenum, object dtype):
+    """A 1-d contiguous native array of the given type: ``arr`` itself, or a converted copy."""
+    if (cnp.PyArray_Check(arr) and cnp.PyArray_TYPE(arr) == typenum
+            and cnp.PyArray_ISCARRAY_RO(arr) and cnp.PyArray_ISNOTSWAPPED(arr)
             and cnp.PyArray_NDIM(arr) == 1):
         return arr
     return np.ascontiguousarray(arr, dtype=dtype).reshape(-1)
@@ -2119,7 +2395,7 @@ cdef class Datapath:
     def __cinit__(self):
         memset(&self.dp, 0, sizeof(DP))
         self.dp.ce_free = -1
-        if (ht_init(&self.dp.ct, 1024) < 0 or ht_init(&self.dp.fdb, 64) < 0
+        if (ct_init(&self.dp.ct, 1024) < 0 or ht_init(&self.dp.fdb, 64) < 0
                 or ht_init(&self.dp.neigh, 64) < 0 or ht_init(&self.dp.aff, 16) < 0
                 or ht_init(&self.dp.fe, 16) < 0 or ht_init(&self.dp.fe_np, 16) < 0):
             raise MemoryError()
@@ -2133,7 +2409,7 @@ cdef class Datapath:
 
     def __dealloc__(self):
         cdef int k
-        ht_free(&self.dp.ct)
+        free(self.dp.ct.s)
         ht_free(&self.dp.fdb)
         ht_free(&self.dp.neigh)
         ht_free(&self.dp.aff)
@@ -2391,28 +2667,29 @@ cdef class Datapath:
         cdef HSlot* s
         todo = []
         for i in range(dp.ct.mask + 1):
-            if dp.ct.s[i].k1 and not (dp.ct.s[i].v0 & 1):
-                e = <int>(dp.ct.s[i].v0 >> 1)
+            if dp.ct.s[i] and not (ct_val(dp, i) & 1):
+                e = ct_val(dp, i) >> 1
                 if dp.ce[e].flags & CT_DNAT:
                     todo.append(e)
         for e in todo:
             E = &dp.ce[e]
-            s = ht_find(&dp.fe, E.o_dip, (<uint64_t>E.o_proto << 16) | E.o_dport)
+            s = ht_find(&dp.fe, E.t[0].dip, (<uint64_t>E.proto[0] << 16) | E.t[0].dport)
             if s == NULL:
-                s = ht_find(&dp.fe_np, 0, (<uint64_t>E.o_proto << 16) | E.o_dport)
+                s = ht_find(&dp.fe_np, 0, (<uint64_t>E.proto[0] << 16) | E.t[0].dport)
             E.sp = -1
             E.be = -1
             if s != NULL:
                 sp = dp.fe_sp[s.v0]
                 E.sp = sp
                 E.be = find_backend(dp, sp, E.dnat_ip, E.dnat_port)
-            if E.be < 0 and E.o_proto == PROTO_UDP:
+            if E.be < 0 and E.proto[0] == PROTO_UDP:
                 ct_delete(dp, e)
         ct_reap(dp)
 
     def reset(self) -> None:
         ht_clear(&self.dp.fdb)
-        ht_clear(&self.dp.ct)
+        memset(self.dp.ct.s, 0, (self.dp.ct.mask + 1) * sizeof(uint64_t))
+        self.dp.ct.n = 0
         ht_clear(&self.dp.neigh)
         ht_clear(&self.dp.aff)
         free(self.dp.ce)
@@ -2446,8 +2723,8 @@ cdef class Datapath:
             ht_del(&dp.fdb, ht_find(&dp.fdb, k0, k1))
         ct_old = []
         for i in range(dp.ct.mask + 1):
-            if dp.ct.s[i].k1 and not (dp.ct.s[i].v0 & 1):
-                e = <int>(dp.ct.s[i].v0 >> 1)
+            if dp.ct.s[i] and not (ct_val(dp, i) & 1):
+                e = ct_val(dp, i) >> 1
                 if dp.ce[e].expires < t_now:
                     ct_old.append(e)
         for e in ct_old:
@@ -2477,12 +2754,11 @@ cdef class Datapath:
             if s.k1:
                 fdb.append((<int64_t>(s.k1 & ~KEMU_OCC), s.k0, s.v0, s.v1))
         for i in range(dp.ct.mask + 1):
-            s = &dp.ct.s[i]
-            if s.k1 and not (s.v0 & 1):
-                E = &dp.ce[s.v0 >> 1]
-                ct.append((E.node, E.o_proto, E.o_sip, E.o_sport, E.o_dip, E.o_dport,
-                           E.r_proto, E.r_sip, E.r_sport, E.r_dip, E.r_dport, E.flags,
-                           E.state, E.expires, E.sp, E.be))
+            if dp.ct.s[i] and not (ct_val(dp, i) & 1):
+                E = &dp.ce[ct_val(dp, i) >> 1]
+                ct.append((E.node, E.proto[0], E.t[0].sip, E.t[0].sport, E.t[0].dip,
+                           E.t[0].dport, E.proto[1], E.t[1].sip, E.t[1].sport, E.t[1].dip,
+                           E.t[1].dport, E.flags, E.state, E.expires, E.sp, E.be))
         for i in range(dp.neigh.mask + 1):
             s = &dp.neigh.s[i]
             if s.k1:
@@ -2501,12 +2777,12 @@ cdef class Datapath:
         """Run frames ``start..stop-1``; return the index of the first frame not processed
         (``stop`` unless ``res`` ran out of room)."""
         cdef DP* dp = &self.dp
-        b_arr = _input(buf, np.uint8)
-        off_arr = _input(offsets, np.int64)
-        len_arr = _input(lengths, np.int32)
-        if_arr = _input(in_if, np.int32)
-        mode_arr = _input(in_mode, np.uint8)
-        ts_arr = _input(ts_ns, np.int64)
+        b_arr = _input(buf, cnp.NPY_UINT8, np.uint8)
+        off_arr = _input(offsets, cnp.NPY_INT64, np.int64)
+        len_arr = _input(lengths, cnp.NPY_INT32, np.int32)
+        if_arr = _input(in_if, cnp.NPY_INT32, np.int32)
+        mode_arr = _input(in_mode, cnp.NPY_UINT8, np.uint8)
+        ts_arr = _input(ts_ns, cnp.NPY_INT64, np.int64)
         cdef const uint8_t* bp = <const uint8_t*>cnp.PyArray_DATA(b_arr)
         cdef int64_t blen = cnp.PyArray_DIM(b_arr, 0)
         cdef const int64_t* offp = <const int64_t*>cnp.PyArray_DATA(off_arr)
@@ -2514,8 +2790,9 @@ cdef class Datapath:
         cdef const int32_t* ifp = <const int32_t*>cnp.PyArray_DATA(if_arr)
         cdef const uint8_t* modep = <const uint8_t*>cnp.PyArray_DATA(mode_arr)
         cdef const int64_t* tsp = <const int64_t*>cnp.PyArray_DATA(ts_arr)
-        cdef Py_ssize_t n_frames = min(len(off_arr), len(len_arr), len(if_arr), len(mode_arr),
-                                       len(ts_arr))
+        cdef Py_ssize_t n_frames = min(cnp.PyArray_DIM(off_arr, 0), cnp.PyArray_DIM(len_arr, 0),
+                                       cnp.PyArray_DIM(if_arr, 0), cnp.PyArray_DIM(mode_arr, 0),
+                                       cnp.PyArray_DIM(ts_arr, 0))
         if start >= stop:
             return stop
         if start < 0 or stop > n_frames:
@@ -2576,7 +2853,13 @@ cdef class Datapath:
         cdef int32_t iface
         cdef Py_ssize_t fi
         cdef Py_ssize_t done = stop
+        cdef uint64_t ring[8]
+        memset(ring, 0, sizeof(ring))
+        for fi in range(start, min(start + 6, stop)):  # prime the prefetch pipeline
+            if 0 <= offp[fi] and offp[fi] + lenp[fi] <= blen and 0 <= ifp[fi] < n_if:
+                ring[fi & 7] = flow_key_hash(dp, bp + offp[fi], lenp[fi], ifp[fi])
         for fi in range(start, stop):
+            prefetch_flows(dp, bp, blen, offp, lenp, ifp, fi, stop, ring)
             ln = lenp[fi]
             if record:  # Results.room
                 hops = worst_hops

@@ -867,3 +867,24 @@ def test_api_surface_matches_reference() -> None:
     assert public <= set(dir(_fastpath.Datapath))
     lpm_public = {n for n in dir(reference.Lpm) if not n.startswith("_")}
     assert lpm_public <= set(dir(_fastpath.Lpm))
+
+
+@pytest.mark.parametrize("mode", ["host-gw", "vxlan"])
+def test_equivalence_frame_sizes(mode: str) -> None:
+    """Empty, runt, jumbo and 64 KiB frames (VXLAN wraps them: the outer total length
+    overflows 16 bits), recorded into tiny Results that must grow."""
+    cl = scenario_cluster(mode)
+    t = compile_cluster(cl)
+    pod = {int(t.if_ip[i]): i for i in range(t.n_ifaces) if int(t.if_kind[i]) == C.IF_POD_ETH}
+    c0, s1 = ip_of("10.244.0.2"), ip_of("10.244.1.2")
+    rows = []
+    for size in (0, 1, 13, 14, 33, 34, 60, 1514, 9000, 65535):
+        body = bytes(range(256)) * (size // 256 + 1)
+        for proto in (C.PROTO_UDP, C.PROTO_TCP):
+            pl = udp(c0, s1, 1000, 8080, body[:max(0, size - 42)]) if proto == C.PROTO_UDP \
+                else tcp(c0, s1, 1000, 8080, 0x10, body[:max(0, size - 54)])
+            f = ether(0, 0, 0x0800, ipv4(c0, s1, proto, pl, tot=min(0xFFFF, 20 + len(pl))))
+            rows.append((f[:size] if size < len(f) else f, pod[c0], C.INJ_TX_FIXL2, len(rows)))
+    pair = Pair(t, 0, True, 1, 64, True)
+    pair.batch(Batch.of(rows))
+    assert pair.rres.arena_used > 65535
