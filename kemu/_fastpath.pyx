@@ -12,17 +12,25 @@ What lives here and how it is laid out:
   leaves it uniform. The rules (RIB) are kept in a hash table so that a delete can re-expand
   the next-longest covering rule, as rte_lpm's delete does. The /0 route is not expanded: an
   invalid entry falls back to it at lookup.
-- ``Datapath``: the packet path of ``reference.Datapath`` on C structs. Conntrack, FDB,
-  neighbour, affinity and frontend tables are open-addressing hash tables (power-of-two
-  capacity, linear probing, backward-shift deletion, growing at 70 % load). Conntrack
-  entries live in a pool and are referenced by index from the hash table (one slot per
-  direction, ``entry * 2 + is_reply``) and from the per-copy contexts. The reference keeps a
-  deleted ``CtEntry`` alive while a frame copy still holds it (and may even re-insert it), so
-  an entry here is freed only at the end of the frame in which its last key went away.
+- ``Datapath``: the packet path of ``reference.Datapath`` on C structs. FDB, neighbour,
+  affinity and frontend tables are open-addressing hash tables (power-of-two capacity, linear
+  probing, backward-shift deletion, growing at 70 % load). Conntrack entries (both tuples,
+  NAT, state, expiry) are 64-byte, cache-line aligned records in a pool; the conntrack index
+  holds 8-byte slots ``hash << 32 | entry * 2 + is_reply + 1`` (a key is the entry's tuple of
+  that direction), so a lookup reads one small slot and the entry it needs anyway. The
+  reference keeps a deleted ``CtEntry`` alive while a frame copy still holds it (and may even
+  re-insert it): an entry here is freed only at the end of the frame in which its last slot
+  went away.
 - Each input frame is copied into a buffer with headroom (VXLAN prepends 50 bytes in place);
   floods fork copies onto a LIFO work stack in the reference's order. Per-copy state
-  (``Item`` with its ``Ctx`` and pending events) is a C struct; the stack top is processed in
-  place.
+  (``Item`` with its ``Ctx`` and pending events) is a C struct, worked on in place at the top
+  of the stack; a stage hands the copy to the next one by a direct call (``go_*``), which is
+  what popping it again from the LIFO stack would do. Rare work (new flows, ICMP errors,
+  masquerade, floods, VXLAN, L2 fix-up) is called through a table of pointers so that it stays
+  out of the common path.
+- Speed without changing results: a passed ``ip_rcv`` check is remembered while the header
+  only changes by checksum-preserving rewrites; the conntrack slots and entries of the frames
+  a few places ahead in the batch are prefetched.
 
 Numbers come from ``kemu.dataplane.codes`` (and the conntrack timeouts from the reference),
 bound to C globals once at import. The inner functions hold no Python objects and run
