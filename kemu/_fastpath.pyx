@@ -2635,6 +2635,7 @@ cdef class Datapath:
         if old is not None and old is not tables:
             ht_clear(&self.dp.fdb)
             self._remap_conntrack()
+            self._remap_affinity(old)
         if self.static_neighbours:
             self._seed_neighbours()
         self._loaded = tables
@@ -2664,6 +2665,29 @@ cdef class Datapath:
             s.v1 = 0
         s.v0 = mac
         return 0
+
+    def _remap_affinity(self, old) -> None:
+        """Affinity records follow their service port by name (reference ``_remap_affinity``)."""
+        cdef DP* dp = &self.dp
+        cdef uint64_t i
+        cdef HSlot* s
+        cdef bint created
+        names = {name: k for k, name in enumerate(self.t.sp_name)}
+        rows = []
+        for i in range(dp.aff.mask + 1):
+            s = &dp.aff.s[i]
+            if s.k1:
+                rows.append((s.k0, <int64_t>((s.k1 & ~KEMU_OCC) >> 32),
+                             <int64_t>(s.k1 & 0xFFFFFFFFULL), s.v0, s.v1))
+        ht_clear(&dp.aff)
+        for k0, node, sp, v0, v1 in rows:
+            nsp = names.get(old.sp_name[sp], -1) if sp < len(old.sp_name) else -1
+            if nsp >= 0:
+                s = ht_put(&dp.aff, k0, (<uint64_t>node << 32) | <uint32_t>nsp, &created)
+                if s == NULL:
+                    raise MemoryError("affinity table")
+                s.v0 = v0
+                s.v1 = v1
 
     def _remap_conntrack(self) -> None:
         """After a table swap: find each DNAT entry's service port and backend again; flush

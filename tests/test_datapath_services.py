@@ -232,3 +232,16 @@ def test_nodes_answer_ping_and_refuse_closed_ports(backend: str) -> None:
     t = emu.send(IP(dst="172.18.0.2") / UDP(sport=1235, dport=9) / b"x", src="ext/client")
     err = Ether(t.answers()[0].hops[-1][2])
     assert (err[ICMP].type, err[ICMP].code) == (3, 3) and err[IP].src == "172.18.0.2"
+
+
+def test_affinity_survives_a_table_swap(backend: str) -> None:
+    """S-8 records follow their service port by name when the tables are recompiled."""
+    emu = scenario(backend)
+    first = delivered_frame(emu.send(IP(dst="10.96.0.27") / TCP(sport=31000, dport=80,
+                                                                  flags="S"), src="default/a"))
+    emu.model.delete_service("default", "svc-a")  # fewer service ports: indices shift
+    again = delivered_frame(emu.send(IP(dst="10.96.0.27") / TCP(sport=31001, dport=80,
+                                                                  flags="S"), src="default/a"))
+    assert again.dst == first.dst
+    emu.engine.dp.cleanup(10**15)
+    assert "affinity" not in emu.dump()

@@ -157,6 +157,7 @@ class Datapath:
         if old is not None and old is not tables:
             self.fdb.clear()
             self._remap_conntrack()
+            self._remap_affinity(old)
         if self.static_neighbours:
             self._seed_neighbours()
         self._loaded = tables
@@ -195,6 +196,17 @@ class Datapath:
                 e.be = self._find_backend(sp, e.dnat_ip, e.dnat_port)
             if e.be < 0 and proto == C.PROTO_UDP:
                 self._ct_delete(e)
+
+    def _remap_affinity(self, old: Tables) -> None:
+        """Affinity records follow their service port by name across a table swap; records
+        of ports that are gone are dropped."""
+        names = {name: i for i, name in enumerate(self.t.sp_name)}
+        records = self.affinity
+        self.affinity = {}
+        for (node, sp, client), value in records.items():
+            nsp = names.get(old.sp_name[sp], -1) if sp < len(old.sp_name) else -1
+            if nsp >= 0:
+                self.affinity[(node, nsp, client)] = value
 
     def _find_backend(self, sp: int, ip: int, port: int) -> int:
         t = self.t
@@ -731,11 +743,13 @@ class Datapath:
 
     # ---- netfilter
     def _l4(self, d: bytearray) -> tuple[int, int, int, int]:
-        """(proto, l4 offset, sport, dport); ports 0 where the protocol has none."""
-        ihl = (d[14] & 0xF) * 4
-        l4 = 14 + ihl
-        proto = d[23]
-        tot_end = 14 + u16(d, 16)
+        """(proto, l4 offset, sport, dport); ports 0 where the protocol has none. Safe on
+        short frames: the total length is clamped to the frame (local output and flannel.1
+        run no ``ip_rcv`` checks)."""
+        n = len(d)
+        l4 = 14 + ((d[14] & 0xF) * 4 if n > 14 else 0)
+        proto = d[23] if n > 23 else 0
+        tot_end = min(14 + u16(d, 16), n) if n > 17 else 0
         if proto in (C.PROTO_TCP, C.PROTO_UDP, C.PROTO_SCTP) and l4 + 4 <= tot_end:
             return proto, l4, u16(d, l4), u16(d, l4 + 2)
         if proto == C.PROTO_ICMP and l4 + 8 <= tot_end and d[l4] in (0, 8):
@@ -898,7 +912,7 @@ class Datapath:
         """An ICMP error quoting a packet of a tracked flow: at PREROUTING, undo the flow's
         SNAT (outer destination and quoted source back to the client)."""
         d = it.data
-        if d[l4] not in (3, 4, 5, 11, 12):
+        if l4 >= len(d) or d[l4] not in (3, 4, 5, 11, 12):
             return
         q = self._inner(d, l4)
         if q is None:
@@ -1075,7 +1089,8 @@ class Datapath:
             self._end(it, C.OUT_DROPPED, C.DROP_NO_ROUTE, vtep)
             return False
         inner = bytes(d)
-        proto, _l4, sport, dport = self._l4(d) if u16(d, 12) == ETH_IP else (0, 0, 0, 0)
+        ip = len(d) >= 14 and u16(d, 12) == ETH_IP
+        proto, _l4, sport, dport = self._l4(d) if ip else (0, 0, 0, 0)
         h = flow_hash(0, 0, proto, u32(d, 26) if len(d) >= 34 else 0, sport,
                       u32(d, 30) if len(d) >= 34 else 0, dport)
         src_port = 32768 + (h % 28232)  # the kernel's default local port range

@@ -42,6 +42,7 @@ COMMANDS: list[str] = [
     "kemu.frontend.show:SHOW",
     "kemu.frontend.replay_cmd:REPLAY",
     "kemu.frontend.trace_cmd:TRACE",
+    "kemu.frontend.bench_cmd:BENCH",
 ]
 
 
