@@ -22,6 +22,8 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
-# an editable install does not rebuild the extension when the .pyx changes: build it here
+# an editable install does not rebuild the extension when the .pyx changes: build it here,
+# with the build requirements (pip installed them only in its isolated build environment)
+python3 -m pip install -q --disable-pip-version-check "setuptools>=68" "Cython>=3.0"
 python3 setup.py -q build_ext --inplace
 python3 -c "import kemu._backend as b; assert b.BACKEND == 'cython', b.BACKEND; print('kemu: backend', b.BACKEND)"
