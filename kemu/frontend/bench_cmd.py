@@ -183,8 +183,12 @@ class Bench:
 
     # ---------------------------------------------------------------- helpers
     def measure(self, row: Row, fn: Callable[[int], Any],
-                setup: Callable[[int], Any] | None = None, repeat: int | None = None) -> Row:
-        """Time ``fn(run)`` ``repeat`` times (``setup(run)`` untimed before each)."""
+                setup: Callable[[int], Any] | None = None, repeat: int | None = None,
+                warmup: bool = False) -> Row:
+        """Time ``fn(run)`` ``repeat`` times (``setup(run)`` untimed before each; with
+        ``warmup`` one untimed run first, e.g. to fault in a fresh table's pages)."""
+        if warmup:
+            fn(-1)
         for r in range(repeat or self.repeat):
             if setup is not None:
                 setup(r)
@@ -375,7 +379,8 @@ class Bench:
                         "64 MiB first-level table, 1 KiB per second-level group, the rules)")
                 self.measure(Row("routes", label, "kemu Lpm.lookup_bulk (cython)", "lookups",
                                  len(ips)),
-                             lambda r, lpm=lpm, ips=ips, out=out: lpm.lookup_bulk(ips, out))
+                             lambda r, lpm=lpm, ips=ips, out=out: lpm.lookup_bulk(ips, out),
+                             warmup=True)
                 del lpm
             ref = IMPLEMENTATIONS["python"].Lpm()
             for a, b, c in zip(p.tolist(), d.tolist(), nh.tolist(), strict=True):
@@ -389,7 +394,8 @@ class Bench:
                 tree = P.PytriciaRoutes(p, d, nh)
                 as_ints = ips.tolist()
                 self.measure(Row("routes", label, "pytricia (map(tree.get, ints))", "lookups",
-                                 len(ips)), lambda r, tree=tree, a=as_ints: tree.lookup_bulk(a))
+                                 len(ips)), lambda r, tree=tree, a=as_ints: tree.lookup_bulk(a),
+                             warmup=True)
                 del tree
 
     def replay(self) -> None:
@@ -669,8 +675,8 @@ def cluster_footprint(nodes: int, pods: int, services: int, repeat: int,
     out["tables_bytes"] = int(sum(v.nbytes for v in vars(tables).values()
                                   if isinstance(v, np.ndarray)))
     out["bytes_per_pod"] = round((rss_bytes() - base) / pods, 1)
-    out["bytes_per_pod_note"] = ("RSS growth of load + compile + datapath per pod (the control "
-                                 "plane's Python objects dominate)")
+    out["bytes_per_pod_note"] = ("RSS growth of load + compile + Cython Datapath, per pod "
+                                 "(tables_bytes: the compiled numpy tables alone)")
     out["peak_rss_bytes"] = peak_rss_bytes()
     if repeat and dp is not None:
         small = compile_cluster(load_cluster(W.synthetic_cluster(3, 120, 30)))

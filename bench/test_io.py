@@ -1,0 +1,76 @@
+"""Capture I/O: indexing a pcap into frame arrays (``read_capture``, ``iter_capture``) and
+writing pcapng with every hop of a recorded batch (``PcapngWriter.write_batch``, comments
+included, as ``kemu replay`` writes them)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conftest import BATCH, Runner, need, record_rate, timed
+
+from kemu.dataplane import codes as C
+from kemu.dataplane.describe import event_text
+from kemu.frontend import workloads as W
+from kemu.io.capture import iter_capture, read_capture
+from kemu.io.pcapng import PcapngWriter
+
+CAPTURE_FRAMES = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory, mix):
+    path = tmp_path_factory.mktemp("capture") / "mix.pcap"
+    W.write_pcap(path, W.repeat_workload(mix, CAPTURE_FRAMES))
+    return path
+
+
+def test_read_capture(benchmark, capture):
+    benchmark.group = "io: capture reading"
+    timed(benchmark, lambda: read_capture(capture), CAPTURE_FRAMES, rounds=3,
+          mib=os.path.getsize(capture) / 2**20)
+
+
+def test_iter_capture(benchmark, capture):
+    benchmark.group = "io: capture reading"
+
+    def run():
+        return sum(len(c) for c in iter_capture(capture))
+
+    timed(benchmark, run, CAPTURE_FRAMES, rounds=3)
+
+
+@pytest.mark.parametrize("comments", [False, True])
+def test_pcapng_write(benchmark, tmp_path, tables, mix, comments):
+    """Every hop of ``BATCH * 16`` cluster-mix frames, written like ``kemu replay`` does."""
+    need("cython")
+    benchmark.group = "io: pcapng writing (every hop)"
+    r = Runner("cython", tables, mix.warm, record=True)
+    w = mix.head(BATCH * 16)
+    res = W.results_for(tables, len(w), True, 64)
+    W.drive(r.dp, w.shifted(10**9), res, batch=len(w))
+    n = res.n_hops
+    file_if = np.cumsum(tables.if_kind != C.IF_NODE_LOCAL) - 1
+    texts: list[str | None] = [None] * n
+    if comments:
+        by_hop: dict[int, list[str]] = {}
+        for e in range(res.n_events):
+            key = (int(res.ev_kind[e]), int(res.ev_a[e]), int(res.ev_b[e]), int(res.ev_c[e]))
+            if key[0] not in (C.EV_TTL, C.EV_FIXL2):
+                by_hop.setdefault(int(res.ev_hop[e]), []).append(event_text(tables, *key))
+        texts = ["; ".join(by_hop[h]) if h in by_hop else None for h in range(n)]
+    path = tmp_path / "out.pcapng"
+
+    def write():
+        with PcapngWriter(path) as out:
+            for i in range(tables.n_ifaces):
+                if int(tables.if_kind[i]) != C.IF_NODE_LOCAL:
+                    out.add_interface(tables.if_name[i], tables.if_desc[i])
+            out.write_batch(file_if[res.hop_iface[:n]], w.ts_ns[res.hop_frame[:n]],
+                            res.arena, res.hop_off[:n], res.hop_len[:n], res.hop_dir[:n],
+                            texts)
+
+    timed(benchmark, write, len(w), rounds=5)
+    record_rate(benchmark, len(w), hops=n,
+                hops_per_s=benchmark.extra_info.get("pps", 0) * n / len(w))
