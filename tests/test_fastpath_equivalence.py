@@ -44,6 +44,7 @@ from kemu.dataplane import codes as C
 from kemu.dataplane import reference
 from kemu.dataplane.packet import flow_hash, mix64
 from kemu.dataplane.results import Results
+from kemu.frontend.engine import Batch as EngineBatch
 
 try:
     from kemu import _fastpath
@@ -442,28 +443,10 @@ def hot(data: st.DataObject, p: Pools) -> tuple[list[int], list[int], list]:
 
 
 # ------------------------------------------------------------------ running both
-@dataclass
-class Batch:
-    buf: np.ndarray
-    offsets: np.ndarray
-    lengths: np.ndarray
-    in_if: np.ndarray
-    in_mode: np.ndarray
-    ts_ns: np.ndarray
+class Batch(EngineBatch):
+    """The engine's batch: frames as (bytes, interface, injection mode, time in ns)."""
 
-    @classmethod
-    def of(cls, frames: list[tuple[bytes, int, int, int]]) -> Batch:
-        lengths = np.array([len(f[0]) for f in frames], np.int32)
-        offsets = np.zeros(len(frames), np.int64)
-        if len(frames) > 1:
-            offsets[1:] = np.cumsum(lengths[:-1])
-        buf = np.frombuffer(b"".join(f[0] for f in frames) + b"\0", np.uint8).copy()
-        return cls(buf, offsets, lengths, np.array([f[1] for f in frames], np.int32),
-                   np.array([f[2] for f in frames], np.uint8),
-                   np.array([f[3] for f in frames], np.int64))
-
-    def __len__(self) -> int:
-        return len(self.lengths)
+    of = EngineBatch.from_frames
 
 
 def run(dp, res: Results, batch: Batch, n_if: int) -> list[int]:
