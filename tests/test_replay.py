@@ -191,3 +191,16 @@ def test_python_api_replay(tmp_path: Path) -> None:
     s = emu.replay(CAPTURE, tmp_path / "o.pcapng")
     assert s.packets == 14 and s.delivered == 13
     assert np.isclose(s.pps, s.packets / s.seconds)
+
+
+def test_node_arp_in_a_capture_enters_at_the_node_interface(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture
+                                                            ) -> None:
+    from scapy.layers.l2 import ARP
+
+    cap = tmp_path / "arp.pcap"
+    wrpcap(str(cap), [Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(psrc="172.18.0.2",
+                                                          pdst="172.18.0.3")])
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(cap), "--json", "--respond"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["delivered"] == 1 and summary["answers"] == 1, summary

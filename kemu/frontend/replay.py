@@ -127,7 +127,8 @@ class Placer:
             if int(kinds[i]) in (C.IF_NODE_ETH, C.IF_BRIDGE):
                 own_if[k] = int(t.node_local_if[int(t.if_node[i])])
         self.own_ip = t.own_ip.astype(np.int64)
-        self.own_if = own_if
+        self.own_if = own_if          # IPv4 from a node address: the node's own processes
+        self.own_if_l2 = t.own_if     # ARP from a node address: the interface holding it
 
     def place(self, buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,6 +161,9 @@ class Placer:
             pos_c = np.minimum(pos, len(self.own_ip) - 1)
             hit = has_ip & (self.own_ip[pos_c] == src_ip)
             iface[hit] = self.own_if[pos_c[hit]]
+            is_arp = np.zeros(n, bool)
+            is_arp[arp] = True
+            iface[hit & is_arp] = self.own_if_l2[pos_c[hit & is_arp]]
         rest = np.nonzero(ok & (iface < 0))[0]
         if len(rest) and len(self.mac_keys):
             o = offsets[rest] + 6
