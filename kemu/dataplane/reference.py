@@ -501,11 +501,7 @@ class Datapath:
             if u32(d, 38) == self.if_ip[i]:
                 return self._end(it, C.OUT_DELIVERED, 0, i)
             return self._end(it, C.OUT_DROPPED, C.DROP_NOT_LOCAL, i)
-        if et == ETH_IPV6:
-            return self._end(it, C.OUT_DROPPED, C.DROP_IPV6, i)
-        if et != ETH_IP:
-            return self._end(it, C.OUT_DROPPED, C.DROP_UNKNOWN_ETHERTYPE, i)
-        bad = self._ip_check(d)
+        bad = self._l3_check(d, et)
         if bad:
             return self._end(it, C.OUT_DROPPED, bad, i)
         dst = u32(d, 30)
@@ -514,6 +510,14 @@ class Datapath:
         if kind == C.IF_GW_ETH:
             return self._end(it, C.OUT_LEFT, 0, i)
         return self._end(it, C.OUT_DROPPED, C.DROP_NOT_LOCAL, i)
+
+    def _l3_check(self, d: bytearray, et: int) -> int:
+        """A drop reason for anything but a sane IPv4 packet (after ARP was handled), or 0."""
+        if et == ETH_IPV6:
+            return C.DROP_IPV6
+        if et != ETH_IP:
+            return C.DROP_UNKNOWN_ETHERTYPE
+        return self._ip_check(d)
 
     def _ip_check(self, d: bytearray) -> int:
         """``ip_rcv``'s sanity checks; a drop reason or 0."""
@@ -627,11 +631,7 @@ class Datapath:
                 self._ev(it, C.EV_NODE_INPUT, node)
                 return self._end(it, C.OUT_DELIVERED, 0, i)
             return self._end(it, C.OUT_DROPPED, C.DROP_NOT_LOCAL, i)
-        if et == ETH_IPV6:
-            return self._end(it, C.OUT_DROPPED, C.DROP_IPV6, i)
-        if et != ETH_IP:
-            return self._end(it, C.OUT_DROPPED, C.DROP_UNKNOWN_ETHERTYPE, i)
-        bad = self._ip_check(d)
+        bad = self._l3_check(d, et)
         if bad:
             return self._end(it, C.OUT_DROPPED, bad, i)
         if (u32(d, 26) >> 24) == 127:
