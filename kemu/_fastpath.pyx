@@ -3007,3 +3007,260 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
     for i in t.own_if:
         if not 0 <= int(i) < n_if:
             bad(f"owner interface {int(i)}")
+
+
+# ------------------------------------------------------------------ pcapng output of hops
+# The twins of ``kemu.io.hops`` (read it for the semantics): comment ids per recorded hop and
+# the enhanced packet blocks of a batch's hops, so that writing every hop costs no Python per
+# hop. Decisions are interned once: an event (kind, a, b, c) gets an id the first time it is
+# seen, a hop's list of events is a path in a trie whose nodes are comment ids; Python makes
+# the text of a new id once.
+
+cdef inline bint ev_key(int64_t kind, int64_t a, int64_t b, int64_t c, uint64_t* k0,
+                        uint64_t* k1) noexcept nogil:
+    """An event as a hash key; False when a value is outside (-2**32, 2**32)."""
+    cdef int64_t lim = (<int64_t>1) << 32
+    if kind < 0 or kind >= 1 << 16:
+        return False
+    if a <= -lim or a >= lim or b <= -lim or b >= lim or c <= -lim or c >= lim:
+        return False
+    cdef uint64_t neg = ((<uint64_t>(a < 0)) << 2) | ((<uint64_t>(b < 0)) << 1) | (
+        <uint64_t>(c < 0))
+    k0[0] = ((<uint64_t>a & 0xFFFFFFFFULL) << 32) | (<uint64_t>b & 0xFFFFFFFFULL)
+    k1[0] = ((<uint64_t>kind) << 35) | (neg << 32) | (<uint64_t>c & 0xFFFFFFFFULL)
+    return True
+
+
+cdef class HopComments:
+    """Comment ids of recorded hops; see ``kemu.io.hops.HopComments``."""
+
+    cdef HTab ev
+    cdef HTab tr
+    cdef readonly int64_t n_event_ids
+    cdef readonly int64_t n_comment_ids
+
+    def __cinit__(self):
+        if ht_init(&self.ev, 64) < 0 or ht_init(&self.tr, 64) < 0:
+            raise MemoryError()
+        self.n_event_ids = 0
+        self.n_comment_ids = 1
+
+    def __dealloc__(self):
+        ht_free(&self.ev)
+        ht_free(&self.tr)
+
+    def assign(self, ev_hop, ev_kind, ev_a, ev_b, ev_c, Py_ssize_t n_events, keep, skip,
+               cur):
+        cdef const int32_t[::1] eh = ev_hop
+        cdef const int16_t[::1] ek = ev_kind
+        cdef const int64_t[::1] ea = ev_a
+        cdef const int64_t[::1] eb = ev_b
+        cdef const int64_t[::1] ec = ev_c
+        cdef const uint8_t[::1] kp = keep
+        cdef const uint8_t[::1] sk = skip
+        cdef int32_t[::1] cu = cur
+        cdef Py_ssize_t n_hops = cu.shape[0], e
+        cdef int64_t h, k, eid
+        cdef uint64_t k0, k1
+        cdef bint created
+        cdef HSlot* s
+        if n_events < 0 or n_events > min(eh.shape[0], ek.shape[0], ea.shape[0],
+                                         eb.shape[0], ec.shape[0]):
+            raise ValueError(f"assign: {n_events} events, arrays hold fewer")
+        if kp.shape[0] < n_hops:
+            raise ValueError("assign: keep is shorter than cur")
+        new_events = []
+        new_comments = []
+        for e in range(n_events):
+            h = eh[e]
+            if h < 0 or h >= n_hops or not kp[h]:
+                continue
+            k = ek[e]
+            if 0 <= k < sk.shape[0] and sk[k]:
+                continue
+            if not ev_key(k, ea[e], eb[e], ec[e], &k0, &k1):
+                raise ValueError(f"assign: event {e} ({k}, {ea[e]}, {eb[e]}, {ec[e]}) has "
+                                 "a value outside (-2**32, 2**32)")
+            s = ht_put(&self.ev, k0, k1, &created)
+            if s == NULL:
+                raise MemoryError()
+            if created:
+                s.v0 = self.n_event_ids
+                self.n_event_ids += 1
+                new_events.append((k, ea[e], eb[e], ec[e]))
+            eid = s.v0
+            s = ht_put(&self.tr, <uint64_t>cu[h], <uint64_t>eid, &created)
+            if s == NULL:
+                raise MemoryError()
+            if created:
+                if self.n_comment_ids >= 0x7FFFFFFF:
+                    raise OverflowError("assign: more than 2**31 distinct comments")
+                s.v0 = self.n_comment_ids
+                self.n_comment_ids += 1
+                new_comments.append((cu[h], eid))
+            cu[h] = <int32_t>s.v0
+        return new_events, new_comments
+
+
+cdef inline void le32(uint8_t* p, uint32_t v) noexcept nogil:
+    p[0] = v & 0xFF
+    p[1] = (v >> 8) & 0xFF
+    p[2] = (v >> 16) & 0xFF
+    p[3] = v >> 24
+
+
+def encode_hops(hop_frame, hop_iface, hop_dir, hop_off, hop_len, Py_ssize_t n, keep,
+                file_if, frame_ts, hop_cid, comment_bytes, comment_start, comment_size,
+                arena):
+    """Enhanced packet blocks of the kept hops; see ``kemu.io.hops.encode_hops``."""
+    cdef const int32_t[::1] hf = hop_frame
+    cdef const int32_t[::1] hi = hop_iface
+    cdef const uint8_t[::1] hd = hop_dir
+    cdef const int64_t[::1] ho = hop_off
+    cdef const int32_t[::1] hl = hop_len
+    cdef const uint8_t[::1] kp = keep
+    cdef const int32_t[::1] fi = file_if
+    cdef const int64_t[::1] ft = frame_ts
+    cdef const int32_t[::1] hc = hop_cid
+    cdef const uint8_t[::1] cb = comment_bytes
+    cdef const int64_t[::1] cs = comment_start
+    cdef const int64_t[::1] cz = comment_size
+    cdef const uint8_t[::1] ar = arena
+    cdef Py_ssize_t h, first = 0, count = 0
+    cdef int64_t total = 0, blen, L, off, c, opt, ts, fr, i
+    cdef uint8_t* p
+    if n < 0 or n > min(hf.shape[0], hi.shape[0], hd.shape[0], ho.shape[0], hl.shape[0],
+                        kp.shape[0], hc.shape[0]):
+        raise ValueError(f"encode_hops: {n} hops, arrays hold fewer")
+    for h in range(n):       # check everything, and size the output
+        if not kp[h]:
+            continue
+        fr = hf[h]
+        if fr < 0 or fr >= ft.shape[0] or (h and hf[h - 1] > fr):
+            raise ValueError(f"encode_hops: hop {h}: frame {fr} out of range or order")
+        i = hi[h]
+        if i < 0 or i >= fi.shape[0] or fi[i] < 0:
+            raise ValueError(f"encode_hops: hop {h}: interface {i} has no file interface")
+        L = hl[h]
+        off = ho[h]
+        if L < 0 or off < 0 or off + L > ar.shape[0]:
+            raise ValueError(f"encode_hops: hop {h}: bytes outside the arena")
+        c = hc[h]
+        if c < 0 or c >= cz.shape[0] or cs[c] < 0 or cs[c] + cz[c] > cb.shape[0] or cz[c] & 3:
+            raise ValueError(f"encode_hops: hop {h}: comment {c} unknown")
+        if ft[fr] < 0:
+            raise ValueError(f"encode_hops: hop {h}: negative time stamp")
+        opt = cz[c] + (8 if hd[h] else 0)
+        total += 32 + ((L + 3) & ~3) + (opt + 4 if opt else 0)
+        count += 1
+    out = np.empty(total, np.uint8)
+    cdef uint8_t[::1] o = out
+    if total == 0:
+        return out, 0
+    p = &o[0]
+    with nogil:
+        for h in range(n):
+            if h == 0 or hf[h] != hf[h - 1]:
+                first = h
+            if not kp[h]:
+                continue
+            L = hl[h]
+            c = hc[h]
+            opt = cz[c] + (8 if hd[h] else 0)
+            blen = 32 + ((L + 3) & ~3) + (opt + 4 if opt else 0)
+            ts = ft[hf[h]] + (h - first)   # the hops of a frame a nanosecond apart
+            le32(p, 6)
+            le32(p + 4, <uint32_t>blen)
+            le32(p + 8, <uint32_t>fi[hi[h]])
+            le32(p + 12, <uint32_t>(<uint64_t>ts >> 32))
+            le32(p + 16, <uint32_t>(<uint64_t>ts & 0xFFFFFFFFULL))
+            le32(p + 20, <uint32_t>L)
+            le32(p + 24, <uint32_t>L)
+            memcpy(p + 28, &ar[ho[h]], L)
+            memset(p + 28 + L, 0, ((L + 3) & ~3) - L)
+            p += 28 + ((L + 3) & ~3)
+            if cz[c]:
+                memcpy(p, &cb[cs[c]], cz[c])
+                p += cz[c]
+            if hd[h]:
+                le32(p, 2 | (4 << 16))
+                le32(p + 4, hd[h])
+                p += 8
+            if opt:
+                le32(p, 0)
+                p += 4
+            le32(p, <uint32_t>blen)
+            p += 4
+    return out, count
+
+
+# ------------------------------------------------------------------ capture record scanning
+# The hot loops of ``kemu.io.capture`` (read it for the rules): walk records of one kind from
+# ``r`` in the window ``w`` and stop at the first one that is not plainly sound, leaving it to
+# the careful Python code. Same results as ``kemu.io.capture.pcap_scan``/``pcapng_scan``.
+
+cdef inline uint32_t rd32e(const uint8_t* p, bint big) noexcept nogil:
+    if big:
+        return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+    return (<uint32_t>p[3] << 24) | (<uint32_t>p[2] << 16) | (<uint32_t>p[1] << 8) | p[0]
+
+
+def pcap_scan(w, Py_ssize_t r, Py_ssize_t remaining, int64_t limit, bint big):
+    """Start offsets of up to ``remaining`` pcap records from ``r``; see capture.pcap_scan."""
+    cdef const uint8_t[::1] v = w
+    cdef Py_ssize_t end = v.shape[0], k = 0, q
+    cdef int64_t c
+    if r < 0 or remaining < 0:
+        raise ValueError("pcap_scan: negative start or count")
+    out = np.empty(max(0, min(remaining, (end - r) // 16 + 1)), np.int64)
+    cdef int64_t[::1] o = out
+    cdef const uint8_t* b = &v[0] if end else NULL
+    cdef bint finished = True
+    with nogil:
+        while k < o.shape[0]:
+            q = r + 16
+            if q > end:
+                finished = False
+                break
+            c = rd32e(b + r + 8, big)
+            if c > limit:
+                finished = False
+                break
+            q += c
+            if q > end:
+                finished = False
+                break
+            o[k] = r
+            k += 1
+            r = q
+        if k == o.shape[0] and k < remaining:
+            finished = False
+    return out[:k], r, finished
+
+
+def pcapng_scan(w, Py_ssize_t r, Py_ssize_t remaining, uint32_t kind, uint32_t minlen,
+                bint big):
+    """Start offsets of up to ``remaining`` sound pcapng blocks of type ``kind`` from ``r``;
+    see capture.pcapng_scan."""
+    cdef const uint8_t[::1] v = w
+    cdef Py_ssize_t end = v.shape[0], k = 0, q
+    cdef uint32_t bl
+    if r < 0 or remaining < 0:
+        raise ValueError("pcapng_scan: negative start or count")
+    out = np.empty(max(0, min(remaining, (end - r) // 12 + 1)), np.int64)
+    cdef int64_t[::1] o = out
+    cdef const uint8_t* b = &v[0] if end else NULL
+    with nogil:
+        while k < o.shape[0]:
+            if r + 12 > end:
+                break
+            bl = rd32e(b + r + 4, big)
+            if rd32e(b + r, big) != kind or bl < minlen or bl & 3:
+                break
+            q = r + bl
+            if q > end or rd32e(b + q - 4, big) != bl:
+                break
+            o[k] = r
+            k += 1
+            r = q
+    return out[:k], r

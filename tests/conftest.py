@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from kemu._backend import IMPLEMENTATIONS
+from kemu.io import capture
+from kemu.io.capture import scanners
 
 DATA = Path(__file__).resolve().parent / "data"
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,3 +31,10 @@ def scenario_path() -> Path:
 @pytest.fixture
 def example_path() -> Path:
     return ROOT / "examples" / "cluster"
+
+
+@pytest.fixture(params=sorted(scanners()))
+def capture_scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a capture test once per implementation of the record scanners."""
+    monkeypatch.setattr(capture, "_scanner", scanners()[request.param])
+    return request.param

@@ -36,6 +36,12 @@ from kemu.io.capture import (
 # -- builders ----------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _each_scanner(capture_scanner: str) -> str:
+    """Every test here runs with the compiled and the pure record scanners."""
+    return capture_scanner
+
+
 def pcap_file(records: list[tuple[int, bytes] | tuple[int, bytes, int]], *, endian: str = "<",
               ns: bool = False, linktype: int = 1, snaplen: int = 65535) -> bytes:
     """A classic pcap; each record is (ts_ns, data[, orig_len])."""

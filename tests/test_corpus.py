@@ -32,6 +32,12 @@ FILES = sorted(p for p in CORPUS.iterdir() if p.is_file() and p.name != "LICENSE
 PER_FILE_SECONDS = 20
 
 
+@pytest.fixture(autouse=True)
+def _each_scanner(capture_scanner: str) -> str:
+    """Every test here runs with the compiled and the pure record scanners."""
+    return capture_scanner
+
+
 class Timeout(Exception):
     pass
 

@@ -26,14 +26,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kemu.dataplane import codes as C
-from kemu.dataplane.describe import drop_text, event_text
+from kemu.dataplane.describe import drop_text
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
 from kemu.errors import KemuError, TopologyError
 from kemu.frontend.api import EmulatedCluster
 from kemu.frontend.engine import Batch
+from kemu.frontend.hopwriter import HopWriter
 from kemu.io.capture import Capture, iter_capture
 from kemu.io.flowlog import EndpointInfo, FlowLog
+from kemu.io.hops import implementations
 from kemu.io.linktypes import to_ethernet
 from kemu.io.pcapng import PcapngWriter
 
@@ -198,6 +200,8 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
     placer = Placer(t, inject_at, opts.unknown_at_gateway)
     summary = ReplaySummary()
     writer = _open_writer(out, t) if out is not None else None
+    hop_writer = HopWriter(writer, t, opts.capture_points, implementations()[emu.backend]) \
+        if writer is not None else None
     flow_tmp = f"{os.fspath(flows)}.part-{os.getpid()}" if flows is not None else None
     flow_file = open(flow_tmp, "w", encoding="utf-8") if flow_tmp else None  # noqa: SIM115
     try:
@@ -207,7 +211,6 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
                               kemu_format=opts.flow_format == "kemu")
         record = writer is not None or flowlog is not None or opts.respond
         res = Results(hops=max(4096, opts.batch * 16), record=record)
-        comments: dict[tuple, str] = {}
         done = 0
         for _loop in range(max(1, opts.loop)):
             for chunk in iter_capture(capture):
@@ -221,8 +224,8 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
                     n = min(n, opts.limit - done)
                 for lo in range(0, n, opts.batch):
                     hi = min(n, lo + opts.batch)
-                    _run_batch(emu, cap, lo, hi, placer, res, writer, flowlog, summary, opts,
-                               comments)
+                    _run_batch(emu, cap, lo, hi, placer, res, hop_writer, flowlog, summary,
+                               opts)
                     done += hi - lo
                     if progress is not None:
                         progress(done)
@@ -256,7 +259,8 @@ def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:
     if not os.path.isdir(folder):
         raise KemuError(f"{out}: directory {folder} does not exist")
     w = PcapngWriter(out, application=f"kemu {__version__} (backend {BACKEND})",
-                     comment="kemu: emulated Kubernetes cluster; one interface per hop")
+                     comment="kemu: emulated Kubernetes cluster; one interface per hop",
+                     background=True)
     for i in range(t.n_ifaces):
         if int(t.if_kind[i]) != C.IF_NODE_LOCAL:
             w.add_interface(t.if_name[i], t.if_desc[i])
@@ -264,8 +268,8 @@ def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:
 
 
 def _run_batch(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placer: Placer,
-               res: Results, writer: PcapngWriter | None, flowlog: FlowLog | None,
-               summary: ReplaySummary, opts: ReplayOptions, comments: dict) -> None:
+               res: Results, writer: HopWriter | None, flowlog: FlowLog | None,
+               summary: ReplaySummary, opts: ReplayOptions) -> None:
     offs = cap.offsets[lo:hi]
     lens = cap.lengths[lo:hi]
     iface, mode, why = placer.place(cap.buf, offs, lens)
@@ -284,82 +288,50 @@ def _run_batch(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placer: Pla
     summary.injected += len(sel)
     _count(res, len(sel), summary)
     if writer is not None:
-        _write_hops(writer, res, batch.ts_ns, emu.engine.tables, opts.capture_points, comments,
-                    summary)
+        summary.hops_written += writer.write(res, batch.ts_ns)
     if flowlog is not None:
         flowlog.write_batch(res, batch.ts_ns, cap.frame_numbers[lo:hi][sel])
     if opts.respond:
-        _respond(emu, res, batch, writer, flowlog, summary, opts, comments)
+        _respond(emu, res, batch, writer, flowlog, summary)
+
+
+_NOISE = np.zeros(1 << 16, bool)  # drop reasons that end a copy but are no drop
+_NOISE[[C.DROP_NOT_LOCAL, C.DROP_OTHERHOST, C.DROP_SAME_PORT]] = True
+_TRANSLATING = np.zeros(1 << 16, bool)  # events that rewrite addresses
+_TRANSLATING[[C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT, C.EV_CT_REUSE]] = True
 
 
 def _count(res: Results, n: int, summary: ReplaySummary) -> None:
+    """Fates of a batch's frames: delivered, left, or the first drop that ended them."""
     k = res.n_outcomes
     fr, kind, reason = res.oc_frame[:k], res.oc_kind[:k], res.oc_reason[:k]
-    noise = np.isin(reason, [C.DROP_NOT_LOCAL, C.DROP_OTHERHOST, C.DROP_SAME_PORT])
     delivered = np.zeros(n, bool)
     delivered[fr[kind == C.OUT_DELIVERED]] = True
     left = np.zeros(n, bool)
     left[fr[kind == C.OUT_LEFT]] = True
-    summary.delivered += int(delivered.sum())
-    summary.left += int((left & ~delivered).sum())
+    summary.delivered += int(np.count_nonzero(delivered))
+    summary.left += int(np.count_nonzero(left & ~delivered))
     fate = delivered | left
-    drops = (kind == C.OUT_DROPPED) & ~noise | (kind == C.OUT_NEIGH)
-    first_drop: dict[int, int] = {}
-    for o in np.nonzero(drops)[0]:
-        f = int(fr[o])
-        if not fate[f] and f not in first_drop:
-            first_drop[f] = o
-    for o in first_drop.values():
-        name = "neighbour unresolved" if kind[o] == C.OUT_NEIGH else drop_text(int(reason[o]))
-        summary.dropped[name] += 1
-    for f in np.nonzero(~fate)[0]:
-        if int(f) not in first_drop:
-            summary.dropped["ignored by every receiver"] += 1
+    drops = np.flatnonzero((kind == C.OUT_DROPPED) & ~_NOISE[reason.view(np.uint16)]
+                           | (kind == C.OUT_NEIGH))
+    drops = drops[~fate[fr[drops]]]
+    frames, first = np.unique(fr[drops], return_index=True)  # each frame's first drop
+    for (r, neigh), count in Counter(zip(reason[drops[first]].tolist(),
+                                         (kind[drops[first]] == C.OUT_NEIGH).tolist(),
+                                         strict=True)).items():
+        summary.dropped["neighbour unresolved" if neigh else drop_text(r)] += count
+    ignored = n - int(np.count_nonzero(fate)) - len(frames)
+    if ignored:
+        summary.dropped["ignored by every receiver"] += ignored
     if res.record:
-        ev = res.ev_kind[: res.n_events]
-        tr = np.isin(ev, [C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT, C.EV_CT_REUSE])
-        summary.translated += len(np.unique(res.ev_frame[: res.n_events][tr]))
+        m = res.n_events
+        translated = np.zeros(n, bool)
+        translated[res.ev_frame[:m][_TRANSLATING[res.ev_kind[:m].view(np.uint16)]]] = True
+        summary.translated += int(np.count_nonzero(translated))
 
 
-def _write_hops(writer: PcapngWriter, res: Results, ts: np.ndarray, t: Tables, points: str,
-                comments: dict, summary: ReplaySummary) -> None:
-    n = res.n_hops
-    if not n:
-        return
-    hop_if = res.hop_iface[:n]
-    keep = np.ones(n, bool)
-    if points == "pods":
-        keep = np.isin(t.if_kind[hop_if], [C.IF_POD_ETH, C.IF_POD_LO])
-    elif points == "drops":
-        keep = np.zeros(n, bool)
-        k = res.n_outcomes
-        d = res.oc_hop[:k][(res.oc_kind[:k] == C.OUT_DROPPED) & ~np.isin(
-            res.oc_reason[:k], [C.DROP_NOT_LOCAL, C.DROP_OTHERHOST])]
-        keep[d[d >= 0]] = True
-    texts: dict[int, list[str]] = {}
-    for e in range(res.n_events):
-        h = int(res.ev_hop[e])
-        if h >= 0 and keep[h]:
-            key = (int(res.ev_kind[e]), int(res.ev_a[e]), int(res.ev_b[e]), int(res.ev_c[e]))
-            s = comments.get(key)
-            if s is None:
-                s = comments[key] = event_text(t, *key)
-            if key[0] not in (C.EV_TTL, C.EV_FIXL2):
-                texts.setdefault(h, []).append(s)
-    idx = np.nonzero(keep)[0]
-    # interface ids in the file skip the node-local pseudo interfaces
-    file_if = np.cumsum(t.if_kind != C.IF_NODE_LOCAL) - 1
-    frame = res.hop_frame[idx]
-    # hops of one frame get consecutive nanoseconds so Wireshark keeps their order
-    rank = idx - np.searchsorted(res.hop_frame[:n], frame)
-    writer.write_batch(file_if[hop_if[idx]], ts[frame] + rank, res.arena, res.hop_off[idx],
-                       res.hop_len[idx], res.hop_dir[idx],
-                       ["; ".join(texts[h]) if h in texts else None for h in idx.tolist()])
-    summary.hops_written += len(idx)
-
-
-def _respond(emu: EmulatedCluster, res: Results, batch: Batch, writer, flowlog, summary,
-             opts: ReplayOptions, comments: dict) -> None:  # noqa: ANN001
+def _respond(emu: EmulatedCluster, res: Results, batch: Batch, writer: HopWriter | None,
+             flowlog: FlowLog | None, summary: ReplaySummary) -> None:
     """Answers of emulated stacks and node ICMP errors, a microsecond after their trigger."""
     eng = emu.engine
     from kemu.frontend.engine import Packet
@@ -377,7 +349,7 @@ def _respond(emu: EmulatedCluster, res: Results, batch: Batch, writer, flowlog, 
     eng.run(ab, ares)
     summary.answers += len(frames)
     if writer is not None:
-        _write_hops(writer, ares, ab.ts_ns, eng.tables, opts.capture_points, comments, summary)
+        summary.hops_written += writer.write(ares, ab.ts_ns)
     if flowlog is not None:
         flowlog.write_batch(ares, ab.ts_ns)
 

@@ -36,6 +36,7 @@ import sys
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import BinaryIO
 
 import numpy as np
@@ -115,6 +116,85 @@ class Capture:
         off = int(self.offsets[i])
         return self.buf[off : off + int(self.lengths[i])].tobytes()
 
+
+# -- the hot loops ----------------------------------------------------------------------------
+# Walking records is sequential (each length says where the next one starts), so it is the
+# one per-frame loop of reading. ``kemu._fastpath`` has compiled twins of these two functions;
+# ``scanner()`` picks the active backend's.
+
+def pcap_scan(w: memoryview, r: int, remaining: int, limit: int, big: bool
+               ) -> tuple[array, int, bool]:
+    """Offsets in ``w`` of up to ``remaining`` pcap records from ``r``, stopping before the
+    first one whose header or data is cut by the end of ``w`` or whose caplen is above
+    ``limit``; returns (offsets, where it stopped, whether ``remaining`` were found)."""
+    caplen_at = struct.Struct(">I" if big else "<I").unpack_from
+    end = len(w)
+    found = array("q")
+    append = found.append
+    for _ in range(remaining):  # one record per turn
+        q = r + 16
+        if q > end:
+            break
+        c = caplen_at(w, r + 8)[0]
+        if c > limit:
+            break
+        q += c
+        if q > end:
+            break
+        append(r)
+        r = q
+    else:
+        return found, r, True
+    return found, r, False
+
+
+def pcapng_scan(w: memoryview, r: int, remaining: int, kind: int, minlen: int, big: bool
+                 ) -> tuple[array, int]:
+    """Offsets in ``w`` of up to ``remaining`` pcapng blocks of type ``kind`` from ``r``,
+    stopping before the first block of another type, with a length below ``minlen`` or not a
+    multiple of 4, cut by the end of ``w`` or whose trailing length differs; returns
+    (offsets, where it stopped)."""
+    e = ">" if big else "<"
+    head = struct.Struct(e + "II").unpack_from
+    tail = struct.Struct(e + "I").unpack_from
+    end = len(w)
+    found = array("q")
+    append = found.append
+    for _ in range(remaining):  # one block per turn
+        if r + 12 > end:
+            break
+        t, bl = head(w, r)
+        if t != kind or bl < minlen or bl & 3:
+            break
+        q = r + bl
+        if q > end or tail(w, q - 4)[0] != bl:
+            break
+        append(r)
+        r = q
+    return found, r
+
+
+def scanners() -> dict[str, ModuleType]:
+    """Backend name -> module with ``pcap_scan`` and ``pcapng_scan`` (this one: "python")."""
+    from kemu._backend import IMPLEMENTATIONS
+
+    out = {"python": sys.modules[__name__]}
+    if "cython" in IMPLEMENTATIONS:
+        out["cython"] = IMPLEMENTATIONS["cython"]
+    return out
+
+
+_scanner: ModuleType | None = None
+
+
+def scanner() -> ModuleType:
+    """The active backend's scanners (``kemu._backend.BACKEND``)."""
+    global _scanner
+    if _scanner is None:
+        from kemu._backend import BACKEND
+
+        _scanner = scanners()[BACKEND]
+    return _scanner
 
 def copy_segments(dst: np.ndarray, dst_starts: np.ndarray, src: np.ndarray,
                   src_starts: np.ndarray, lengths: np.ndarray) -> None:
@@ -304,23 +384,13 @@ class _Parser:
     def _pcap_records(self, max_frames: int) -> None:
         self._at_window_end = False
         remaining = max_frames - len(self.positions)
-        w, base, end = self.win, self.base, len(self.win)
+        w, base = self.win, self.base
         caplen_at = struct.Struct(self.endian + "I").unpack_from
-        append, limit = self.positions.append, self.snap_limit
-        r = self.pos - base
-        for _ in range(remaining):  # the hot loop: one record per turn
-            q = r + 16
-            if q > end:
-                break
-            c = caplen_at(w, r + 8)[0]
-            if c > limit:
-                break
-            q += c
-            if q > end:
-                break
-            append(r)
-            r = q
-        else:
+        limit = self.snap_limit
+        found, r, finished = scanner().pcap_scan(w, self.pos - base, remaining, limit,
+                                                 self.endian == ">")
+        self.positions.frombytes(memoryview(found).cast("B"))
+        if finished:
             self.pos = r + base
             return
         self.pos = p = r + base
@@ -337,7 +407,7 @@ class _Parser:
             if c > limit:
                 if c <= MAX_SNAPLEN and nxt <= self.size and self._pcap_plausible(nxt):
                     self.bad[len(self.positions)] = "caplen above snaplen"
-                    append(r)
+                    self.positions.append(r)
                     self.pos = nxt
                 else:
                     self._stop(p, "caplen above snaplen")
@@ -387,9 +457,8 @@ class _Parser:
 
     def _pcapng_blocks(self, max_frames: int) -> None:
         self._at_window_end = False
-        w, base, end = self.win, self.base, len(self.win)
+        w, base = self.win, self.base
         positions = self.positions
-        append = positions.append
         while len(positions) < max_frames and not self.done and not self._at_window_end:
             p = self.pos
             if p == self.size:
@@ -399,21 +468,9 @@ class _Parser:
             if kind is None:
                 continue
             # A sound packet block of type `kind` opened a run: index the same blocks after it.
-            head = struct.Struct(self.endian + "II").unpack_from
-            tail = struct.Struct(self.endian + "I").unpack_from
-            minlen = _MIN_BLOCK[kind]
-            r = self.pos - base
-            for _ in range(max_frames - len(positions)):  # the hot loop: one block per turn
-                if r + 12 > end:
-                    break
-                t, bl = head(w, r)
-                if t != kind or bl < minlen or bl & 3:
-                    break
-                q = r + bl
-                if q > end or tail(w, q - 4)[0] != bl:
-                    break
-                append(r)
-                r = q
+            found, r = scanner().pcapng_scan(w, self.pos - base, max_frames - len(positions),
+                                             kind, _MIN_BLOCK[kind], self.endian == ">")
+            positions.frombytes(memoryview(found).cast("B"))
             self.pos = r + base
 
     def _pcapng_block(self, p: int, first: bool = False) -> int | str | None:

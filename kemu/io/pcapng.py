@@ -21,7 +21,9 @@ Invariants:
 from __future__ import annotations
 
 import os
+import queue
 import struct
+import threading
 import weakref
 from collections.abc import Sequence
 from types import TracebackType
@@ -64,8 +66,94 @@ def _block(btype: int, body: bytes) -> bytes:
     return struct.pack("<II", btype, blen) + body + struct.pack("<I", blen)
 
 
-def _discard(f: BinaryIO, tmp: str) -> None:
+def encode_epbs(iface: np.ndarray, ts_ns: np.ndarray, buf: np.ndarray, offsets: np.ndarray,
+                lengths: np.ndarray, flags: np.ndarray | None, cid: np.ndarray | None,
+                words: np.ndarray, first: np.ndarray, size: np.ndarray,
+                orig: np.ndarray | None = None) -> np.ndarray:
+    """The EPBs of packets ``buf[offsets[i]:+lengths[i]]`` as one little-endian uint8 array.
+
+    Comment ``cid[i]`` is the encoded option ``words[first[c]:+size[c]]`` (32-bit words; size
+    0 for none); ``flags[i]`` (when not 0) becomes ``epb_flags``. Arguments are trusted: the
+    callers check them.
+    """
+    data_words = (lengths + 3) >> 2
+    comment_words = size[cid] if cid is not None else 0
+    flag_words = np.where(flags != 0, 2, 0) if flags is not None else 0
+    opt_words = comment_words + flag_words
+    opt_words = opt_words + np.where(opt_words > 0, 1, 0)  # opt_endofopt
+    block_words = 8 + data_words + opt_words
+    ends = np.cumsum(block_words)
+    w = ends - block_words  # first word of each block
+    out32 = np.zeros(int(ends[-1]) if len(ends) else 0, dtype=_U32)
+    blen = block_words * 4
+    ts = ts_ns.view(np.uint64)
+    out32[w] = _EPB
+    out32[w + 1] = blen
+    out32[w + 2] = iface
+    out32[w + 3] = ts >> np.uint64(32)
+    out32[w + 4] = ts & np.uint64(0xFFFFFFFF)
+    out32[w + 5] = lengths
+    out32[w + 6] = lengths if orig is None else orig
+    out32[ends - 1] = blen
+    out = out32.view(np.uint8)
+    copy_segments(out, (w + 7) * 4, buf, offsets, lengths)
+    at = w + 7 + data_words  # first option word
+    if cid is not None:
+        has = np.flatnonzero(cid > 0)
+        if len(has):
+            c = cid[has]
+            copy_segments(out32, at[has], words, first[c], size[c])
+            at = at + comment_words
+    if flags is not None:
+        has = np.flatnonzero(flags != 0)
+        out32[at[has]] = _FLAGS_HEADER
+        out32[at[has] + 1] = flags[has]
+    return out
+
+
+class _Drain:
+    """A thread that writes queued blocks to the file, so that writing overlaps the work that
+    makes the next ones (``write`` releases the GIL). At most ``depth`` blocks wait."""
+
+    def __init__(self, f: BinaryIO, name: str, depth: int = 8) -> None:
+        self.f = f
+        self.queue: queue.Queue[bytes | memoryview | np.ndarray | None] = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self.dropping = False
+        self.thread = threading.Thread(target=self._run, name=f"pcapng writer {name}",
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            data = self.queue.get()
+            if data is None:
+                return
+            if self.error is None and not self.dropping:
+                try:
+                    self.f.write(data)
+                except BaseException as e:  # noqa: BLE001 - handed to the writing thread
+                    self.error = e
+
+    def put(self, data: bytes | memoryview | np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(data)
+
+    def finish(self, drop: bool = False) -> None:
+        """Write (or, with ``drop``, discard) what is queued and stop the thread."""
+        if self.thread.is_alive():
+            self.dropping = self.dropping or drop
+            self.queue.put(None)
+            self.thread.join()
+        if self.error is not None and not drop:
+            raise self.error
+
+
+def _discard(f: BinaryIO, tmp: str, drain: _Drain | None = None) -> None:
     try:
+        if drain is not None:
+            drain.finish(drop=True)
         f.close()
     finally:
         try:
@@ -86,12 +174,14 @@ class PcapngWriter:
     packets_written: int
 
     def __init__(self, path: str | os.PathLike[str], *, application: str = "kemu",
-                 hardware: str = "", comment: str = "", os_name: str = "") -> None:
+                 hardware: str = "", comment: str = "", os_name: str = "",
+                 background: bool = False) -> None:
         self.path = os.fspath(path)
         folder, name = os.path.split(self.path)
         self._tmp = os.path.join(folder, f"{name}.part-{os.getpid()}")
         self._f: BinaryIO = open(self._tmp, "wb", buffering=1 << 20)  # noqa: SIM115
-        self._finalizer = weakref.finalize(self, _discard, self._f, self._tmp)
+        self._drain = _Drain(self._f, name) if background else None
+        self._finalizer = weakref.finalize(self, _discard, self._f, self._tmp, self._drain)
         self._closed = False
         self._snaplens: list[int] = []
         self.packets_written = 0
@@ -115,7 +205,10 @@ class PcapngWriter:
     def _write(self, data: bytes | memoryview | np.ndarray) -> None:
         if self._closed:
             raise ValueError(f"{self.path}: writer is closed")
-        self._f.write(data)
+        if self._drain is not None:
+            self._drain.put(data)
+        else:
+            self._f.write(data)
 
     def add_interface(self, name: str, description: str = "", linktype: int = 1,
                       snaplen: int = 262144) -> int:
@@ -132,8 +225,8 @@ class PcapngWriter:
         self._snaplens.append(snaplen)
         return len(self._snaplens) - 1
 
-    def _comment_id(self, comment: str) -> int:
-        """The id of ``comment`` in the cache, encoding it on first sight."""
+    def comment_id(self, comment: str) -> int:
+        """The id of ``comment`` in the cache, encoding it on first sight (0: no comment)."""
         cid = self._comment_ids.get(comment)
         if cid is None:
             cid = len(self._comment_opts)
@@ -150,6 +243,18 @@ class PcapngWriter:
             self._comment_len = sizes
         return self._comment_words, self._comment_start, self._comment_len
 
+    def comment_options(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every cached comment as its encoded option: (bytes, first byte, byte count) per
+        id, for :func:`kemu.io.hops.encode_hops`."""
+        words, first, size = self._comment_table()
+        return words.view(np.uint8), first * 4, size * 4
+
+    def write_blocks(self, blocks: np.ndarray | bytes, packets: int) -> None:
+        """Append ``packets`` enhanced packet blocks encoded elsewhere (``encode_hops``), for
+        interfaces and comments of this writer. The array is not to be changed afterwards."""
+        self._write(blocks)
+        self.packets_written += packets
+
     def write_packet(self, iface: int, ts_ns: int, data: bytes | memoryview, *, flags: int = 0,
                      comment: str | None = None, orig_len: int | None = None) -> None:
         """Write one packet (an EPB) seen at interface ``iface`` at ``ts_ns`` ns since 1970."""
@@ -160,7 +265,7 @@ class PcapngWriter:
         data = bytes(data)
         n = len(data)
         flags &= 0xFFFFFFFF
-        opts = self._comment_opts[self._comment_id(comment)] if comment else b""
+        opts = self._comment_opts[self.comment_id(comment)] if comment else b""
         if flags:
             opts += struct.pack("<HHI", _OPT_FLAGS, 4, flags)
         if opts:
@@ -218,47 +323,15 @@ class PcapngWriter:
         known = self._comment_ids
         for text in dict.fromkeys(comments):  # each distinct comment once, in C
             if text not in known:
-                self._comment_id(text)  # type: ignore[arg-type]
+                self.comment_id(text)  # type: ignore[arg-type]
         return np.fromiter(map(known.__getitem__, comments), dtype=np.int64, count=len(comments))
 
     def _encode(self, iface: np.ndarray, ts_ns: np.ndarray, buf: np.ndarray,
                 offsets: np.ndarray, lengths: np.ndarray, flags: np.ndarray | None,
                 cid: np.ndarray | None, orig: np.ndarray | None) -> np.ndarray:
-        """The EPBs of one slice of packets, as one little-endian uint8 array."""
         words, first, size = self._comment_table()
-        data_words = (lengths + 3) >> 2
-        comment_words = size[cid] if cid is not None else 0
-        flag_words = np.where(flags != 0, 2, 0) if flags is not None else 0
-        opt_words = comment_words + flag_words
-        opt_words = opt_words + np.where(opt_words > 0, 1, 0)  # opt_endofopt
-        block_words = 8 + data_words + opt_words
-        ends = np.cumsum(block_words)
-        w = ends - block_words  # first word of each block
-        out32 = np.zeros(int(ends[-1]), dtype=_U32)
-        blen = block_words * 4
-        ts = ts_ns.view(np.uint64)
-        out32[w] = _EPB
-        out32[w + 1] = blen
-        out32[w + 2] = iface
-        out32[w + 3] = ts >> np.uint64(32)
-        out32[w + 4] = ts & np.uint64(0xFFFFFFFF)
-        out32[w + 5] = lengths
-        out32[w + 6] = lengths if orig is None else orig
-        out32[ends - 1] = blen
-        out = out32.view(np.uint8)
-        copy_segments(out, (w + 7) * 4, buf, offsets, lengths)
-        at = w + 7 + data_words  # first option word
-        if cid is not None:
-            has = np.flatnonzero(cid > 0)
-            if len(has):
-                c = cid[has]
-                copy_segments(out32, at[has], words, first[c], size[c])
-                at = at + comment_words
-        if flags is not None:
-            has = np.flatnonzero(flags != 0)
-            out32[at[has]] = _FLAGS_HEADER
-            out32[at[has] + 1] = flags[has]
-        return out
+        return encode_epbs(iface, ts_ns, buf, offsets, lengths, flags, cid, words, first, size,
+                           orig)
 
     # -- end -----------------------------------------------------------------------------------
 
@@ -268,6 +341,8 @@ class PcapngWriter:
             return
         self._closed = True
         try:
+            if self._drain is not None:
+                self._drain.finish()
             self._f.close()
             os.replace(self._tmp, self.path)
         except BaseException:
