@@ -27,3 +27,6 @@ python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 python3 -m pip install -q --disable-pip-version-check "setuptools>=68" "Cython>=3.0"
 python3 setup.py -q build_ext --inplace
 python3 -c "import kemu._backend as b; assert b.BACKEND == 'cython', b.BACKEND; print('kemu: backend', b.BACKEND)"
+# byte code now, as a regular pip install does (an editable install leaves it to the first
+# run, and never writes it when PYTHONDONTWRITEBYTECODE is set: every start would compile)
+python3 -m compileall -q kemu >/dev/null

@@ -237,3 +237,13 @@ def test_commands_come_from_the_table() -> None:
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     assert set(sub.choices) >= {"validate", "show"}  # type: ignore[arg-type]
+
+
+def test_a_command_alone_gets_its_own_parser_only() -> None:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert list(sub.choices) == list(cli.NAMES)  # type: ignore[arg-type]
+    for name in cli.NAMES:
+        only = cli.build_parser(name)
+        sub = next(a for a in only._actions if a.dest == "command")
+        assert list(sub.choices) == [name]  # type: ignore[arg-type]

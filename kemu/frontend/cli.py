@@ -44,6 +44,8 @@ COMMANDS: list[str] = [
     "kemu.frontend.trace_cmd:TRACE",
     "kemu.frontend.bench_cmd:BENCH",
 ]
+NAMES = ("validate", "show", "replay", "trace", "bench")
+"""The command of each entry of ``COMMANDS``, so that a run imports only its own module."""
 
 
 def add_manifest_args(parser: argparse.ArgumentParser) -> None:
@@ -100,12 +102,16 @@ class _Version(argparse.Action):
         parser.exit(EXIT_OK)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with ``only`` of that command alone (start-up time:
+    ``kemu replay`` need not import ``kemu bench``)."""
     parser = argparse.ArgumentParser(
         prog="kemu", description="Packet-level emulator of Kubernetes cluster networking.")
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for entry in COMMANDS:
+    for name, entry in zip(NAMES, COMMANDS, strict=True):
+        if only is not None and name != only:
+            continue
         module, _, attr = entry.partition(":")
         cmd: Command = getattr(importlib.import_module(module), attr)
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
@@ -117,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run kemu; returns the exit code (the console script exits with it)."""
     try:
-        parser = build_parser()
+        words = list(sys.argv[1:] if argv is None else argv)
+        parser = build_parser(words[0] if words and words[0] in NAMES else None)
         try:
             args = parser.parse_args(argv)
         except SystemExit as exit_:  # --help, --version, usage errors
