@@ -1,6 +1,6 @@
 """Capture I/O: indexing a pcap into frame arrays (``read_capture``, ``iter_capture``) and
-writing pcapng with every hop of a recorded batch (``PcapngWriter.write_batch``, comments
-included, as ``kemu replay`` writes them)."""
+writing pcapng with every hop of a recorded batch, comments included: as ``kemu replay``
+writes them (``HopWriter``, both backends) and through ``PcapngWriter.write_batch``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from conftest import BATCH, Runner, need, record_rate, timed
 from kemu.dataplane import codes as C
 from kemu.dataplane.describe import event_text
 from kemu.frontend import workloads as W
+from kemu.frontend.hopwriter import HopWriter
+from kemu.io import hops
 from kemu.io.capture import iter_capture, read_capture
 from kemu.io.pcapng import PcapngWriter
 
@@ -41,9 +43,35 @@ def test_iter_capture(benchmark, capture):
     timed(benchmark, run, CAPTURE_FRAMES, rounds=3)
 
 
+@pytest.mark.parametrize("impl", sorted(hops.implementations()))
+def test_hop_writer(benchmark, tmp_path, tables, mix, impl):
+    """Every hop of ``BATCH * 16`` cluster-mix frames written as ``kemu replay`` writes them
+    (``HopWriter``: comments interned, blocks encoded, a writer thread), per backend."""
+    need("cython")
+    benchmark.group = "io: pcapng writing (every hop)"
+    r = Runner("cython", tables, mix.warm, record=True)
+    w = mix.head(BATCH * 16 if impl == "cython" else BATCH)
+    res = W.results_for(tables, len(w), True, 64)
+    W.drive(r.dp, w.shifted(10**9), res, batch=len(w))
+    path = tmp_path / "out.pcapng"
+
+    def write():
+        with PcapngWriter(path, background=True) as out:
+            for i in range(tables.n_ifaces):
+                if int(tables.if_kind[i]) != C.IF_NODE_LOCAL:
+                    out.add_interface(tables.if_name[i], tables.if_desc[i])
+            HopWriter(out, tables, impl=hops.implementations()[impl]).write(res, w.ts_ns)
+
+    timed(benchmark, write, len(w), rounds=5, impl=impl)
+    record_rate(benchmark, len(w), hops=res.n_hops, impl=impl,
+                hops_per_s=benchmark.extra_info.get("pps", 0) * res.n_hops / len(w),
+                bytes=os.path.getsize(path))
+
+
 @pytest.mark.parametrize("comments", [False, True])
-def test_pcapng_write(benchmark, tmp_path, tables, mix, comments):
-    """Every hop of ``BATCH * 16`` cluster-mix frames, written like ``kemu replay`` does."""
+def test_pcapng_write_batch(benchmark, tmp_path, tables, mix, comments):
+    """The same hops through ``PcapngWriter.write_batch`` (numpy; comments made per hop in
+    Python), the general-purpose batch API."""
     need("cython")
     benchmark.group = "io: pcapng writing (every hop)"
     r = Runner("cython", tables, mix.warm, record=True)
