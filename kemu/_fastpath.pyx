@@ -3132,27 +3132,39 @@ def encode_hops(hop_frame, hop_iface, hop_dir, hop_off, hop_len, Py_ssize_t n, k
     if n < 0 or n > min(hf.shape[0], hi.shape[0], hd.shape[0], ho.shape[0], hl.shape[0],
                         kp.shape[0], hc.shape[0]):
         raise ValueError(f"encode_hops: {n} hops, arrays hold fewer")
-    for h in range(n):       # check everything, and size the output
-        if not kp[h]:
-            continue
-        fr = hf[h]
-        if fr < 0 or fr >= ft.shape[0] or (h and hf[h - 1] > fr):
-            raise ValueError(f"encode_hops: hop {h}: frame {fr} out of range or order")
-        i = hi[h]
-        if i < 0 or i >= fi.shape[0] or fi[i] < 0:
-            raise ValueError(f"encode_hops: hop {h}: interface {i} has no file interface")
-        L = hl[h]
-        off = ho[h]
-        if L < 0 or off < 0 or off + L > ar.shape[0]:
-            raise ValueError(f"encode_hops: hop {h}: bytes outside the arena")
-        c = hc[h]
-        if c < 0 or c >= cz.shape[0] or cs[c] < 0 or cs[c] + cz[c] > cb.shape[0] or cz[c] & 3:
-            raise ValueError(f"encode_hops: hop {h}: comment {c} unknown")
-        if ft[fr] < 0:
-            raise ValueError(f"encode_hops: hop {h}: negative time stamp")
-        opt = cz[c] + (8 if hd[h] else 0)
-        total += 32 + ((L + 3) & ~3) + (opt + 4 if opt else 0)
-        count += 1
+    cdef int err = 0
+    with nogil:
+        for h in range(n):       # check everything, and size the output
+            if not kp[h]:
+                continue
+            fr = hf[h]
+            if fr < 0 or fr >= ft.shape[0] or (h and hf[h - 1] > fr):
+                err = 1
+                break
+            i = hi[h]
+            if i < 0 or i >= fi.shape[0] or fi[i] < 0:
+                err = 2
+                break
+            L = hl[h]
+            off = ho[h]
+            if L < 0 or off < 0 or off + L > ar.shape[0]:
+                err = 3
+                break
+            c = hc[h]
+            if (c < 0 or c >= cz.shape[0] or cs[c] < 0 or cs[c] + cz[c] > cb.shape[0]
+                    or cz[c] & 3):
+                err = 4
+                break
+            if ft[fr] < 0:
+                err = 5
+                break
+            opt = cz[c] + (8 if hd[h] else 0)
+            total += 32 + ((L + 3) & ~3) + (opt + 4 if opt else 0)
+            count += 1
+    if err:
+        raise ValueError(f"encode_hops: hop {h}: " + (
+            f"frame {fr} out of range or order", f"interface {i} has no file interface",
+            "bytes outside the arena", f"comment {c} unknown", "negative time stamp")[err - 1])
     out = np.empty(total, np.uint8)
     cdef uint8_t[::1] o = out
     if total == 0:

@@ -11,6 +11,7 @@ first time it is seen.
 
 from __future__ import annotations
 
+import threading
 from types import ModuleType
 
 import numpy as np
@@ -61,25 +62,42 @@ class HopWriter:
             return keep
         return np.ones(n, np.uint8)
 
-    def write(self, res: Results, frame_ts: np.ndarray) -> int:
+    def write(self, res: Results, frame_ts: np.ndarray,
+              encoded: threading.Event | None = None) -> int:
         """Write the kept hops of ``res`` (frame ``i`` of the batch seen at ``frame_ts[i]``
-        ns); returns how many."""
-        n = res.n_hops
-        if not n:
+        ns); returns how many. The blocks are encoded on the writer's thread when it has one:
+        ``res`` must then stay untouched until ``encoded`` is set (it is set in any case)."""
+        try:
+            n = res.n_hops
+            keep = self.keep(res)
+            cur = np.zeros(n, np.int32)
+            new_events, new_comments = self.comments.assign(
+                res.ev_hop, res.ev_kind, res.ev_a, res.ev_b, res.ev_c, res.n_events, keep,
+                self.skip, cur)
+            if new_events or new_comments:
+                self._name(new_events, new_comments)
+            count = int(np.count_nonzero(keep))
+        except BaseException:
+            if encoded is not None:
+                encoded.set()
+            raise
+        if not count:
+            if encoded is not None:
+                encoded.set()
             return 0
-        keep = self.keep(res)
-        cur = np.zeros(n, np.int32)
-        new_events, new_comments = self.comments.assign(
-            res.ev_hop, res.ev_kind, res.ev_a, res.ev_b, res.ev_c, res.n_events, keep,
-            self.skip, cur)
-        if new_events or new_comments:
-            self._name(new_events, new_comments)
-        data, count = self.impl.encode_hops(
-            res.hop_frame, res.hop_iface, res.hop_dir, res.hop_off, res.hop_len, n, keep,
-            self.file_if, np.ascontiguousarray(frame_ts, np.int64), self.writer_cid[cur],
-            *self.writer.comment_options(), res.arena)
-        if count:
-            self.writer.write_blocks(data, count)
+        args = (res.hop_frame, res.hop_iface, res.hop_dir, res.hop_off, res.hop_len, n, keep,
+                self.file_if, np.ascontiguousarray(frame_ts, np.int64), self.writer_cid[cur],
+                *self.writer.comment_options(), res.arena)
+        encode = self.impl.encode_hops
+
+        def job() -> np.ndarray:
+            try:
+                return encode(*args)[0]
+            finally:
+                if encoded is not None:
+                    encoded.set()
+
+        self.writer.write_later(job, count)
         self.hops_written += count
         return count
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -210,8 +211,13 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
             flowlog = FlowLog(flow_file, t, _endpoint_infos(emu), _service_names(t),
                               kemu_format=opts.flow_format == "kemu")
         record = writer is not None or flowlog is not None or opts.respond
-        res = Results(hops=max(4096, opts.batch * 16), record=record)
-        done = 0
+        # two Results in turn: the writer's thread encodes one batch's hops while the next
+        # batch runs in the other
+        slots = [(Results(hops=max(4096, opts.batch * 16), record=record), threading.Event())
+                 for _ in range(2)]
+        for _res, encoded in slots:
+            encoded.set()
+        done = turn = 0
         for _loop in range(max(1, opts.loop)):
             for chunk in iter_capture(capture):
                 for d in chunk.damaged:
@@ -224,8 +230,12 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
                     n = min(n, opts.limit - done)
                 for lo in range(0, n, opts.batch):
                     hi = min(n, lo + opts.batch)
+                    res, encoded = slots[turn]
+                    turn ^= 1
+                    encoded.wait()
+                    encoded.clear()
                     _run_batch(emu, cap, lo, hi, placer, res, hop_writer, flowlog, summary,
-                               opts)
+                               opts, encoded)
                     done += hi - lo
                     if progress is not None:
                         progress(done)
@@ -269,7 +279,21 @@ def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:
 
 def _run_batch(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placer: Placer,
                res: Results, writer: HopWriter | None, flowlog: FlowLog | None,
-               summary: ReplaySummary, opts: ReplayOptions) -> None:
+               summary: ReplaySummary, opts: ReplayOptions, encoded: threading.Event) -> None:
+    """One batch: place, run, count, write; ``encoded`` is set once ``res`` is free again."""
+    handed = False  # whether the writer took res (it sets ``encoded`` then)
+    try:
+        handed = _run_batch_in(emu, cap, lo, hi, placer, res, writer, flowlog, summary, opts,
+                               encoded)
+    finally:
+        if not handed:
+            encoded.set()
+
+
+def _run_batch_in(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placer: Placer,
+                  res: Results, writer: HopWriter | None, flowlog: FlowLog | None,
+                  summary: ReplaySummary, opts: ReplayOptions, encoded: threading.Event
+                  ) -> bool:
     offs = cap.offsets[lo:hi]
     lens = cap.lengths[lo:hi]
     iface, mode, why = placer.place(cap.buf, offs, lens)
@@ -281,18 +305,20 @@ def _run_batch(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placer: Pla
             summary.unplaced[name] += k
     sel = np.nonzero(iface >= 0)[0]
     if not len(sel):
-        return
+        return False
     batch = Batch(cap.buf, offs[sel], lens[sel], iface[sel], mode[sel], cap.ts_ns[lo:hi][sel])
     res.clear()
     emu.engine.run(batch, res)
     summary.injected += len(sel)
     _count(res, len(sel), summary)
-    if writer is not None:
-        summary.hops_written += writer.write(res, batch.ts_ns)
     if flowlog is not None:
         flowlog.write_batch(res, batch.ts_ns, cap.frame_numbers[lo:hi][sel])
     if opts.respond:
         _respond(emu, res, batch, writer, flowlog, summary)
+    if writer is None:
+        return False
+    summary.hops_written += writer.write(res, batch.ts_ns, encoded)  # last: the writer's
+    return True                                                        # thread reads res
 
 
 _NOISE = np.zeros(1 << 16, bool)  # drop reasons that end a copy but are no drop

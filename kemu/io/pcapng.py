@@ -25,9 +25,9 @@ import queue
 import struct
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -117,7 +117,7 @@ class _Drain:
 
     def __init__(self, f: BinaryIO, name: str, depth: int = 8) -> None:
         self.f = f
-        self.queue: queue.Queue[bytes | memoryview | np.ndarray | None] = queue.Queue(depth)
+        self.queue: queue.Queue[Any] = queue.Queue(depth)
         self.error: BaseException | None = None
         self.dropping = False
         self.thread = threading.Thread(target=self._run, name=f"pcapng writer {name}",
@@ -129,13 +129,16 @@ class _Drain:
             data = self.queue.get()
             if data is None:
                 return
-            if self.error is None and not self.dropping:
-                try:
+            try:
+                if callable(data):  # a job that encodes the blocks here (always run: it may
+                    data = data()   # release what its caller waits for)
+                if self.error is None and not self.dropping:
                     self.f.write(data)
-                except BaseException as e:  # noqa: BLE001 - handed to the writing thread
+            except BaseException as e:  # noqa: BLE001 - handed to the writing thread
+                if self.error is None:
                     self.error = e
 
-    def put(self, data: bytes | memoryview | np.ndarray) -> None:
+    def put(self, data: Any) -> None:
         if self.error is not None:
             raise self.error
         self.queue.put(data)
@@ -253,6 +256,16 @@ class PcapngWriter:
         """Append ``packets`` enhanced packet blocks encoded elsewhere (``encode_hops``), for
         interfaces and comments of this writer. The array is not to be changed afterwards."""
         self._write(blocks)
+        self.packets_written += packets
+
+    def write_later(self, job: Callable[[], np.ndarray | bytes], packets: int) -> None:
+        """Like :meth:`write_blocks` with the blocks that ``job()`` returns, called on the
+        writer's thread when it has one (so that encoding overlaps the caller's work; the
+        job runs even when the file is being dropped), else now."""
+        if self._drain is None:
+            self.write_blocks(job(), packets)
+            return
+        self._write(job)  # type: ignore[arg-type]
         self.packets_written += packets
 
     def write_packet(self, iface: int, ts_ns: int, data: bytes | memoryview, *, flags: int = 0,
