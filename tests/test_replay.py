@@ -204,3 +204,45 @@ def test_node_arp_in_a_capture_enters_at_the_node_interface(tmp_path: Path,
     assert main(["replay", "-f", str(EXAMPLE), "-r", str(cap), "--json", "--respond"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["delivered"] == 1 and summary["answers"] == 1, summary
+
+
+@pytest.mark.parametrize("failure", ["interrupt", "encoder"])
+def test_replay_stopped_midway_leaves_nothing_behind(tmp_path: Path, backend: str,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     failure: str) -> None:
+    """Blocks are encoded on the writer's thread while the next batch runs: a Ctrl-C between
+    batches, or an error inside the encoder, stops the replay cleanly (no output, no temporary
+    file, no thread left) instead of hanging."""
+    import threading
+
+    import kemu
+    from kemu.frontend import hopwriter
+    from kemu.frontend.replay import ReplayOptions, replay
+
+    emu = kemu.load(EXAMPLE, backend=backend, respond=False)
+    threads = threading.active_count()
+    progress = None
+    if failure == "interrupt":
+        def progress(done: int) -> None:
+            if done >= 6:
+                raise KeyboardInterrupt
+
+        error: type[BaseException] = KeyboardInterrupt
+    else:
+        real = hopwriter.HopWriter.write
+
+        def broken(self, res, ts, encoded=None):  # noqa: ANN001, ANN202
+            self.impl = type("Broken", (), {"encode_hops": staticmethod(_raise)})
+            return real(self, res, ts, encoded)
+
+        monkeypatch.setattr(hopwriter.HopWriter, "write", broken)
+        error = ValueError
+    out, flows = tmp_path / "o.pcapng", tmp_path / "o.jsonl"
+    with pytest.raises(error):
+        replay(emu, CAPTURE, out, flows, ReplayOptions(batch=2), progress=progress)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert threading.active_count() == threads
+
+
+def _raise(*args: object) -> None:
+    raise ValueError("encode_hops: hop 0: comment 7 unknown")
