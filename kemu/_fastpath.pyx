@@ -493,57 +493,69 @@ cdef extern from *:
         return (uint32_t*)t;
     }
     /* The entry that answers for ip: its tbl24 entry, or the tbl8 one that an extended
-       entry points to (selected without a branch; integer arithmetic, as t8 may be NULL). */
+       entry points to; selected with a mask, as a branch here would be mispredicted for
+       every address in a random mix (integer arithmetic: t8 may be NULL). */
     static inline const uint32_t* kemu_lpm_answer(const uint32_t* t24, const uint32_t* t8,
                                                   uint32_t ip) {
-        const uint32_t* a = &t24[ip >> 8];
-        uint32_t e = *a;
+        uintptr_t a24 = (uintptr_t)&t24[ip >> 8];
+        uint32_t e = *(const uint32_t*)a24;
         uintptr_t a8 = (uintptr_t)t8
             + ((((uintptr_t)(e & KEMU_LPM_NH)) << 8) | (ip & 0xFF)) * sizeof(uint32_t);
-        return (e & KEMU_LPM_EXT) ? (const uint32_t*)a8 : a;
+        uintptr_t ext = (uintptr_t)0 - (uintptr_t)((e >> 25) & 1);   /* KEMU_LPM_EXT */
+        return (const uint32_t*)((a24 & ~ext) | (a8 & ext));
     }
     /* Batched lookups, a two-stage software pipeline: the tbl24 entry of address i + D is
        prefetched; at i + H (H < D: it has arrived by then) it is read and the entry that
        answers (itself, or a tbl8 entry) is prefetched and its address kept in a ring of H;
        at i that entry is read and the next hop written. So about D independent cache
        misses are in flight instead of the few the out-of-order window finds. D and H were
-       picked by measurement (bench/test_routes.py); H must be a power of two. */
+       picked by measurement (bench/test_routes.py); H must be a power of two. wide: out
+       is int64_t, else int32_t (a constant in each caller below). */
     #define KEMU_LPM_D 128
     #define KEMU_LPM_H 64
-    #define KEMU_LPM_BULK(NAME, T)                                                          \
-    static void NAME(const uint32_t* t24, const uint32_t* t8, const uint32_t* ips,         \
-                     T* out, size_t n, T miss) {                                            \
-        const uint32_t* ring[KEMU_LPM_H];                                                   \
-        const uint32_t* a;                                                                  \
-        uint32_t e;                                                                         \
-        size_t i;                                                                           \
-        for (i = 0; i < n && i < KEMU_LPM_D; i++) __builtin_prefetch(&t24[ips[i] >> 8]);    \
-        for (i = 0; i < n && i < KEMU_LPM_H; i++) {                                         \
-            a = kemu_lpm_answer(t24, t8, ips[i]);                                           \
-            __builtin_prefetch(a);                                                          \
-            ring[i] = a;                                                                    \
-        }                                                                                   \
-        i = 0;                                                                              \
-        if (n > KEMU_LPM_D) {                                                               \
-            _Pragma("GCC unroll 4")                                                         \
-            for (; i < n - KEMU_LPM_D; i++) {                                               \
-                __builtin_prefetch(&t24[ips[i + KEMU_LPM_D] >> 8]);                         \
-                e = *ring[i & (KEMU_LPM_H - 1)];                                            \
-                out[i] = (e & KEMU_LPM_VALID) ? (T)(e & KEMU_LPM_NH) : miss;                \
-                a = kemu_lpm_answer(t24, t8, ips[i + KEMU_LPM_H]);                          \
-                __builtin_prefetch(a);                                                      \
-                ring[i & (KEMU_LPM_H - 1)] = a;                                             \
-            }                                                                               \
-        }                                                                                   \
-        for (; i < n; i++) {                                                                \
-            e = *ring[i & (KEMU_LPM_H - 1)];                                                \
-            out[i] = (e & KEMU_LPM_VALID) ? (T)(e & KEMU_LPM_NH) : miss;                    \
-            if (i + KEMU_LPM_H < n)                                                         \
-                ring[i & (KEMU_LPM_H - 1)] = kemu_lpm_answer(t24, t8, ips[i + KEMU_LPM_H]); \
-        }                                                                                   \
+    static inline __attribute__((always_inline)) void kemu_lpm_bulk(
+            const uint32_t* t24, const uint32_t* t8, const uint32_t* ips, void* out,
+            size_t n, int32_t miss, const int wide) {
+        const uint32_t* ring[KEMU_LPM_H];
+        const uint32_t* a;
+        uint32_t e;
+        int32_t r;
+        size_t i;
+        for (i = 0; i < n && i < KEMU_LPM_D; i++) __builtin_prefetch(&t24[ips[i] >> 8]);
+        for (i = 0; i < n && i < KEMU_LPM_H; i++) {
+            a = kemu_lpm_answer(t24, t8, ips[i]);
+            __builtin_prefetch(a);
+            ring[i] = a;
+        }
+        i = 0;
+        if (n > KEMU_LPM_D) {
+            #pragma GCC unroll 4
+            for (; i < n - KEMU_LPM_D; i++) {
+                __builtin_prefetch(&t24[ips[i + KEMU_LPM_D] >> 8]);
+                e = *ring[i & (KEMU_LPM_H - 1)];
+                r = (e & KEMU_LPM_VALID) ? (int32_t)(e & KEMU_LPM_NH) : miss;
+                if (wide) ((int64_t*)out)[i] = r; else ((int32_t*)out)[i] = r;
+                a = kemu_lpm_answer(t24, t8, ips[i + KEMU_LPM_H]);
+                __builtin_prefetch(a);
+                ring[i & (KEMU_LPM_H - 1)] = a;
+            }
+        }
+        for (; i < n; i++) {
+            e = *ring[i & (KEMU_LPM_H - 1)];
+            r = (e & KEMU_LPM_VALID) ? (int32_t)(e & KEMU_LPM_NH) : miss;
+            if (wide) ((int64_t*)out)[i] = r; else ((int32_t*)out)[i] = r;
+            if (i + KEMU_LPM_H < n)
+                ring[i & (KEMU_LPM_H - 1)] = kemu_lpm_answer(t24, t8, ips[i + KEMU_LPM_H]);
+        }
     }
-    KEMU_LPM_BULK(kemu_lpm_bulk32, int32_t)
-    KEMU_LPM_BULK(kemu_lpm_bulk64, int64_t)
+    static void kemu_lpm_bulk32(const uint32_t* t24, const uint32_t* t8, const uint32_t* ips,
+                                int32_t* out, size_t n, int32_t miss) {
+        kemu_lpm_bulk(t24, t8, ips, out, n, miss, 0);
+    }
+    static void kemu_lpm_bulk64(const uint32_t* t24, const uint32_t* t8, const uint32_t* ips,
+                                int64_t* out, size_t n, int32_t miss) {
+        kemu_lpm_bulk(t24, t8, ips, out, n, miss, 1);
+    }
     static void kemu_lpm_fill32(int32_t* out, size_t n, int32_t v) {
         for (size_t i = 0; i < n; i++) out[i] = v;
     }
@@ -557,7 +569,7 @@ cdef extern from *:
     void kemu_lpm_bulk32(const uint32_t* t24, const uint32_t* t8, const uint32_t* ips,
                          int32_t* out, size_t n, int32_t miss) noexcept nogil
     void kemu_lpm_bulk64(const uint32_t* t24, const uint32_t* t8, const uint32_t* ips,
-                         int64_t* out, size_t n, int64_t miss) noexcept nogil
+                         int64_t* out, size_t n, int32_t miss) noexcept nogil
     void kemu_lpm_fill32(int32_t* out, size_t n, int32_t v) noexcept nogil
     void kemu_lpm_fill64(int64_t* out, size_t n, int64_t v) noexcept nogil
 
