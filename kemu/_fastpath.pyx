@@ -493,16 +493,23 @@ cdef extern from *:
         return (uint32_t*)t;
     }
     /* The entry that answers for ip: its tbl24 entry, or the tbl8 one that an extended
-       entry points to; selected with a mask, as a branch here would be mispredicted for
-       every address in a random mix (integer arithmetic: t8 may be NULL). */
+       entry points to. A branch here would be mispredicted for every address in a random
+       mix, and GCC makes one of a ?: (even with __builtin_expect_with_probability), so on
+       x86-64 the choice is a cmov; elsewhere a mask (integer arithmetic: t8 may be NULL). */
     static inline const uint32_t* kemu_lpm_answer(const uint32_t* t24, const uint32_t* t8,
                                                   uint32_t ip) {
         uintptr_t a24 = (uintptr_t)&t24[ip >> 8];
         uint32_t e = *(const uint32_t*)a24;
         uintptr_t a8 = (uintptr_t)t8
             + ((((uintptr_t)(e & KEMU_LPM_NH)) << 8) | (ip & 0xFF)) * sizeof(uint32_t);
+    #if defined(__x86_64__) && defined(__GNUC__)
+        __asm__("test %[m], %[e]; cmovnz %[a8], %[r]"
+                : [r] "+r"(a24) : [e] "r"(e), [m] "i"(KEMU_LPM_EXT), [a8] "r"(a8) : "cc");
+        return (const uint32_t*)a24;
+    #else
         uintptr_t ext = (uintptr_t)0 - (uintptr_t)((e >> 25) & 1);   /* KEMU_LPM_EXT */
         return (const uint32_t*)((a24 & ~ext) | (a8 & ext));
+    #endif
     }
     /* Batched lookups, a two-stage software pipeline: the tbl24 entry of address i + D is
        prefetched; at i + H (H < D: it has arrived by then) it is read and the entry that
