@@ -238,3 +238,162 @@ def test_implementations_agree_on_a_cluster_like_table() -> None:
     a.lookup_bulk(ips, out_a)
     b.lookup_bulk(ips, out_b)
     assert np.array_equal(out_a, out_b)
+
+
+# ---------------------------------------------------------------- lookup_bulk edge cases
+# The compiled lookup_bulk runs a software pipeline (addresses prefetched up to 128 ahead,
+# a ring of 64, the main loop unrolled by 4): lengths around those numbers, and tables
+# with second-level groups, must give the same answers as lookup().
+
+def _mixed_table(lpm, rng: np.random.Generator, n: int = 400) -> None:
+    for prefix, depth in zip(rng.integers(0, 2**32, n), rng.integers(8, 33, n), strict=True):
+        lpm.add(int(prefix), int(depth), int(prefix) % 5000)
+    for i in range(64):   # some groups in one /16, so that addresses there hit tbl8
+        lpm.add(0x0A0A0000 + (i << 8) + 128, 25, 7000 + i)
+    lpm.add(0x0A000000, 8, 6999)
+
+
+def _addresses(rng: np.random.Generator, n: int) -> np.ndarray:
+    near = 0x0A0A0000 + rng.integers(0, 1 << 14, n)
+    ips = np.where(rng.random(n) < 0.5, near, rng.integers(0, 2**32, n))
+    return ips.astype(np.uint32)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 63, 64, 65, 127, 128, 129, 130, 131, 191,
+                               192, 193, 255, 256, 257, 1000, 4099])
+def test_lookup_bulk_lengths(make_lpm, n) -> None:
+    lpm = make_lpm()
+    rng = np.random.default_rng(n)
+    _mixed_table(lpm, rng)
+    ips = _addresses(rng, n)
+    want = [lpm.lookup(int(ip)) for ip in ips]
+    for dtype in (np.int32, np.int64):
+        out = np.full(n + 2, -7, dtype)
+        lpm.lookup_bulk(ips, out)
+        assert out[:n].tolist() == want
+        assert out[n:].tolist() == [-7, -7]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float64, np.uint32, np.intp])
+def test_lookup_bulk_other_out_dtypes(make_lpm, dtype) -> None:
+    lpm = make_lpm()
+    rng = np.random.default_rng(5)
+    _mixed_table(lpm, rng, 50)
+    lpm.add(0, 0, 3)   # every answer fits in each dtype
+    ips = _addresses(rng, 300)
+    out = np.zeros(300, dtype)
+    lpm.lookup_bulk(ips, out)
+    assert out.tolist() == [lpm.lookup(int(ip)) for ip in ips]
+
+
+def test_lookup_bulk_strided_out_and_other_inputs(make_lpm) -> None:
+    lpm = make_lpm()
+    rng = np.random.default_rng(6)
+    _mixed_table(lpm, rng, 100)
+    ips = _addresses(rng, 500)
+    want = [lpm.lookup(int(ip)) for ip in ips]
+    for dtype in (np.int32, np.int64):
+        big = np.full(1000, -7, dtype)
+        lpm.lookup_bulk(ips, big[::2])   # a non-contiguous view is written too
+        assert big[::2].tolist() == want and set(big[1::2].tolist()) == {-7}
+    out = np.empty(500, np.int64)
+    lpm.lookup_bulk(ips.astype(np.int64)[::-1], out)   # any integer array, any layout
+    assert out.tolist() == want[::-1]
+    lpm.lookup_bulk([int(x) for x in ips[:10]], out)   # a list
+    assert out[:10].tolist() == want[:10]
+    with pytest.raises(IndexError):
+        lpm.lookup_bulk(ips, np.empty(499, np.int32))
+
+
+def test_lookup_bulk_empty_table_and_default_only(make_lpm) -> None:
+    ips = np.random.default_rng(8).integers(0, 2**32, 300).astype(np.uint32)
+    for dtype in (np.int32, np.int64):
+        lpm = make_lpm()
+        out = np.zeros(300, dtype)
+        lpm.lookup_bulk(ips, out)
+        assert set(out.tolist()) == {-1}
+        lpm.add(0, 0, 42)   # only a default route: no first-level table at all
+        lpm.lookup_bulk(ips, out)
+        assert set(out.tolist()) == {42}
+        lpm.add(0x0A000000, 8, 8)
+        lpm.delete(0x0A000000, 8)   # an all-empty first-level table falls back as well
+        lpm.lookup_bulk(ips, out)
+        assert set(out.tolist()) == {42}
+        lpm.delete(0, 0)
+        lpm.lookup_bulk(ips, out)
+        assert set(out.tolist()) == {-1}
+
+
+def test_lookup_bulk_after_changes(make_lpm) -> None:
+    """Adds and deletes between batches (groups allocated, grown, recycled, reused): each
+    batch agrees with the oracle."""
+    lpm, oracle = make_lpm(), Oracle()
+    rng = np.random.default_rng(9)
+    rules = []
+    for step in range(4):
+        for _ in range(80):
+            p, d = int(rng.integers(0, 2**32)), int(rng.integers(0, 33))
+            p = (p & 0xFFFF) | 0xC0A80000 if rng.random() < 0.5 else p
+            lpm.add(p, d, step * 1000 + d)
+            oracle.add(p, d, step * 1000 + d)
+            rules.append((p, d))
+        for k in rng.integers(0, len(rules), 30).tolist():
+            assert lpm.delete(*rules[k]) == oracle.delete(*rules[k])
+        ips = np.array(probes(list(oracle.rules)[:60]) + rng.integers(0, 2**32, 200).tolist(),
+                       np.uint32)
+        out = np.empty(len(ips), np.int32)
+        lpm.lookup_bulk(ips, out)
+        assert out.tolist() == [oracle.lookup(int(ip)) for ip in ips]
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(FastLpm is None or not os.path.exists("/proc/self/statm"),
+                    reason="needs the compiled Lpm and Linux")
+def test_memory_is_freed_with_the_lpm() -> None:
+    """The first-level table (64 MiB, hugepage-backed where possible) and the second-level
+    groups go back to the system when the Lpm goes away."""
+    import gc
+
+    gc.collect()
+    before = _rss()
+    lpm = FastLpm()
+    lpm.add(0, 1, 1)
+    lpm.add(0x80000000, 1, 2)   # touches the whole first-level table
+    for i in range(5000):       # 5,000 groups: 5 MiB of tbl8
+        lpm.add(0x0A000000 + (i << 8) + 128, 25, i)
+    out = np.empty(1000, np.int32)
+    lpm.lookup_bulk(np.arange(1000, dtype=np.uint32) << 20, out)
+    grown = _rss() - before
+    assert grown > 60 << 20
+    del lpm
+    gc.collect()
+    assert _rss() - before < 8 << 20
+
+
+def test_a_table_growing_past_the_hugepage_threshold() -> None:
+    """The compiled table moves its first level to hugepages once it holds 1,024 rules:
+    answers before and after the move (and after deletes) match the reference."""
+    if FastLpm is None:
+        pytest.skip("no compiled Lpm")
+    fast, ref = FastLpm(), ReferenceLpm()
+    rng = np.random.default_rng(11)
+    ips = rng.integers(0, 2**32, 3000).astype(np.uint32)
+    out = np.empty(len(ips), np.int32)
+    rules = []
+    for k in range(1500):
+        p, d = int(rng.integers(0, 2**32)), int(rng.integers(8, 33))
+        fast.add(p, d, k)
+        ref.add(p, d, k)
+        rules.append((p, d))
+        ips[k] = p   # addresses inside the rules too
+        if k in (0, 1000, 1022, 1023, 1024, 1025, 1499):
+            fast.lookup_bulk(ips, out)
+            assert out.tolist() == [ref.lookup(int(ip)) for ip in ips], k
+    for p, d in rules[::3]:
+        assert fast.delete(p, d) == ref.delete(p, d)
+    fast.lookup_bulk(ips, out)
+    assert out.tolist() == [ref.lookup(int(ip)) for ip in ips]
