@@ -21,7 +21,6 @@ Without a kemu document or Node objects the cluster has three nodes ``node1``..`
 from __future__ import annotations
 
 import bisect
-import copy
 import os
 from dataclasses import fields, is_dataclass
 from typing import Any
@@ -41,6 +40,7 @@ from kemu.control.model import (
     Service,
     ServicePort,
 )
+from kemu.control.selectors import PodIndex
 from kemu.errors import ManifestError, Problem
 
 API_SOURCE = "<api>"
@@ -80,6 +80,7 @@ class Cluster:
         self._nodes = {n.name: n for n in self.nodes}
         self._pods: dict[str, Pod] = {}
         self._by_ip: dict[IPv4Address, Pod] = {}
+        self._index = PodIndex()  # pods by label, for Service selectors
         self._services: dict[str, Service] = {}
         self._pod_pools = {n.name: ipam.pod_pool(n) for n in self.nodes}
         self._node_pool = node_pool
@@ -149,6 +150,10 @@ class Cluster:
             counts[p.node_name] = counts.get(p.node_name, 0) + 1
         placed: dict[str, Node] = {}
         pending: list[workloads.PodDraft] = []
+        by_cidr: ipam.NetworkLookup | None = None  # built on first use
+        by_ip: dict[IPv4Address, Node] = {}
+        for n in reversed(self.nodes):
+            by_ip[n.internal_ip] = n  # the first node with that IP wins
         for d in accepted.values():
             if d.node_name:
                 node = self._nodes.get(d.node_name)
@@ -157,8 +162,13 @@ class Cluster:
                             f"{self._node_list()})")
                     continue
             elif d.ip is not None:
-                node = next((n for n in self.nodes if (d.ip == n.internal_ip
-                             if d.template.host_network else d.ip in n.pod_cidr)), None)
+                if d.template.host_network:
+                    node = by_ip.get(d.ip)
+                else:
+                    if by_cidr is None:
+                        by_cidr = ipam.NetworkLookup(n.pod_cidr for n in self.nodes)
+                    found = by_cidr.find(d.ip)
+                    node = self.nodes[found] if found is not None else None
                 if node is None and not d.template.host_network:
                     problem(d, "status.podIP", f"{d.ip} is in no node's pod CIDR ("
                             + ", ".join(f"{n.name} {n.pod_cidr}" for n in self.nodes) + ")",
@@ -172,8 +182,9 @@ class Cluster:
                 continue
             placed[d.key] = node
             counts[node.name] += 1
+        spreader = ipam.Spreader(self.nodes, counts)
         for d in pending:
-            node = ipam.choose_node(self.nodes, counts, d.template.node_selector)
+            node = spreader.choose(d.template.node_selector)
             if node is None:
                 problem(d, "spec.nodeSelector", "matches no node's labels (nodes: "
                         f"{self._node_list()})")
@@ -221,7 +232,7 @@ class Cluster:
             macs.add(mac)
             pod = Pod(namespace=d.namespace, name=d.name, node_name=node.name, ip=ips[key],
                       mac=mac, labels=dict(d.labels),
-                      containers=copy.deepcopy(d.template.containers),
+                      containers=[c.clone() for c in d.template.containers],
                       host_network=d.template.host_network, ready=d.ready,
                       terminating=d.terminating, hostname=d.hostname, subdomain=d.subdomain,
                       owner=d.owner, source=d.source)
@@ -232,6 +243,7 @@ class Cluster:
     def _insert_pod(self, pod: Pod) -> None:
         bisect.insort(self.pods, pod, key=lambda p: p.key)
         self._pods[pod.key] = pod
+        self._index.add(pod)
         if not pod.host_network:
             self._by_ip[pod.ip] = pod
         self._ensure_namespace(pod.namespace)
@@ -291,7 +303,7 @@ class Cluster:
         return list(accepted.values())
 
     def _check_target_ports(self, d: loader.ServiceDraft, problems: list[Problem]) -> None:
-        for i in endpoints.unresolved_target_ports(d.service, self.pods):
+        for i in endpoints.unresolved_target_ports(d.service, self._index):
             sp = d.service.ports[i]
             problems.append(Problem(d.source, d.obj, f"spec.ports[{i}].targetPort",
                                     f"'{sp.target_port}' matches no {sp.protocol} containerPort "
@@ -329,7 +341,8 @@ class Cluster:
             self._slices.clear()
             self._slices_version = self.version
         if service.key not in self._slices:
-            self._slices[service.key] = endpoints.derive_slices(service, self.pods, self._nodes)
+            self._slices[service.key] = endpoints.derive_slices(service, self._index,
+                                                                   self._nodes)
         return list(self._slices[service.key])
 
     def all_endpoint_slices(self) -> list[EndpointSlice]:
@@ -370,6 +383,7 @@ class Cluster:
         pod = self.pod(namespace, name)
         self.pods.remove(pod)
         del self._pods[pod.key]
+        self._index.remove(pod)
         if not pod.host_network:
             self._by_ip.pop(pod.ip, None)
             self._pod_pools[pod.node_name].release(pod.ip)
@@ -383,6 +397,7 @@ class Cluster:
         if problems:
             raise ManifestError(problems)
         pod.labels = checked
+        self._index.add(pod)
         self.version += 1
 
     def set_pod_ready(self, namespace: str, name: str, ready: bool) -> None:

@@ -83,6 +83,11 @@ class Container:
     name: str
     ports: list[ContainerPort] = field(default_factory=list)
 
+    def clone(self) -> Container:
+        """A deep copy (what ``copy.deepcopy`` gives, at a fraction of its cost)."""
+        return Container(self.name, [ContainerPort(p.port, p.protocol, p.name, p.udp_echo)
+                                     for p in self.ports])
+
 
 @dataclass
 class OwnerRef:
