@@ -36,7 +36,7 @@ _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 def mac_address(name: str) -> str:
     """Locally administered unicast MAC derived from ``name`` (first octet 0x02)."""
     digest = hashlib.sha256(name.encode()).digest()
-    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+    return "02:" + digest[:5].hex(":")
 
 
 def mac_error(value: str) -> str | None:

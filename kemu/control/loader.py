@@ -317,6 +317,7 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
         f.problem("spec.nodes", "expected a node count or a list of nodes")
         return c, None
     drafts: list[NodeDraft] = []
+    names: set[str] = set()
     for i, n in enumerate(nodes):
         where = f"spec.nodes[{i}]"
         n = {"name": n} if isinstance(n, str) else n
@@ -328,7 +329,7 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
         if nname and (err := dns_subdomain_error(nname)):
             f.problem(join(where, "name"), f"'{nname}' {err}")
             continue
-        if any(x.name == nname for x in drafts):
+        if nname in names:
             f.problem(join(where, "name"), f"duplicate node '{nname}'")
             continue
         d = NodeDraft(nname, labels=f.labels(n, where, "labels"), source=source, obj=f.obj)
@@ -339,6 +340,7 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
                 join(where, "podCIDR")
         if nname:
             drafts.append(d)
+            names.add(nname)
     return c, drafts
 
 
