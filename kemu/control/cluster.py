@@ -404,7 +404,7 @@ class Cluster:
 
     def delete_pod(self, namespace: str, name: str) -> None:
         pod = self.pod(namespace, name)
-        self.pods.remove(pod)
+        _drop(self.pods, pod)
         del self._pods[pod.key]
         self._index.remove(pod)
         if not pod.host_network:
@@ -454,7 +454,7 @@ class Cluster:
         self.version += 1
 
     def _remove_service(self, svc: Service) -> None:
-        self.services.remove(svc)
+        _drop(self.services, svc)
         del self._services[svc.key]
         if svc.cluster_ip is not None:
             self._service_pool.release(svc.cluster_ip, f"{svc.namespace}/Service/{svc.name}")
@@ -485,6 +485,15 @@ class Cluster:
             "network_policies": jsonable(self.policies),
             "ignored": list(self.ignored),
         }
+
+
+def _drop(items: list[Any], obj: Pod | Service) -> None:
+    """Remove ``obj`` from ``items``, a list sorted by key (found by bisection)."""
+    at = bisect.bisect_left(items, obj.key, key=lambda o: o.key)
+    if at < len(items) and items[at] is obj:
+        del items[at]
+    else:  # the list was reordered from outside: the plain way
+        items.remove(obj)
 
 
 def jsonable(value: Any) -> Any:
