@@ -6,7 +6,8 @@ allocation, and keeps them consistent under edits: ``add_pod``/``delete_pod``,
 like loading does (raising ``ManifestError``), allocates what is missing, and bumps ``version``,
 the counter the compiler watches. EndpointSlices of selector Services are derived on demand
 from the current pods (``kemu.control.endpoints``) and cached per ``version``, so they are
-always current right after an edit.
+always current right after an edit; a ``PodIndex`` (pods by label, kept in step by every
+edit) gives each Service its pods without a scan of all pods.
 
 Placement and addressing (deterministic, pins first): pods with ``spec.nodeName`` (or a pinned
 IP inside a node's pod CIDR) stay there; the others, in ``namespace/name`` order, go to the

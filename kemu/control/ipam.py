@@ -12,9 +12,14 @@ allocation hands out the lowest free value, so a pin never moves another object'
   reserved ones named); pod CIDRs start at .2, skipping the bridge/gateway .1 (R-3).
 - ``subnets``: per-node pod CIDRs carved from the cluster CIDR in node order, skipping pins (R-1).
 - ``PortPool``: NodePorts from the NodePort range (S-13).
-- ``choose_node``: spreading: the eligible node with the fewest pods, ties by node name.
+- ``choose_node``: spreading: the eligible node with the fewest pods, ties by node name;
+  ``Spreader`` gives the same answers for many pods in a row (a heap per ``nodeSelector``).
+- ``NetworkLookup``: the first of many networks (node pod CIDRs) holding an address.
 - ``build_nodes``: node IPs on the node network (from .2; the gateway is .1) and pod CIDRs,
   in node-name order, pins first; external hosts' MACs and addresses.
+
+Costs stay near linear in the number of nodes and pods (5,000 nodes, 150,000 pods): pin
+overlaps are found by bisection in sorted address spans, never by comparing pairs.
 """
 
 from __future__ import annotations
