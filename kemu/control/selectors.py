@@ -18,7 +18,8 @@ absent for ``Exists``/``DoesNotExist``, label key and value syntax.
 selector is evaluated against the few pods that can match instead of every pod: candidates are
 the intersection of the index sets of ``matchLabels`` pairs, ``In`` (union over its values) and
 ``Exists`` requirements (all pods of the namespace when there are none), and every candidate is
-then checked with ``matches``/``matches_map``, so results are exactly those of a scan. Results
+then checked with ``matches`` (a map selector's candidates are already exact), so results
+are exactly those of a scan. Results
 are in ``namespace/name`` order, the order of ``Cluster.pods``.
 
 ``parse_policy`` reads a NetworkPolicy: ``podSelector`` (required; ``{}`` selects all), rules
@@ -157,8 +158,7 @@ class PodIndex:
     def select_map(self, namespace: str, selector: Mapping[str, str]) -> list[Pod]:
         """Pods of ``namespace`` matching the map selector, by key (``matches_map``)."""
         found = self._candidates(namespace, selector.items(), (), ())
-        return [pod for pod, labels in self._pick(namespace, found)
-                if matches_map(selector, labels)]
+        return [pod for pod, _ in self._pick(namespace, found)]  # exact: pairs only
 
     def select(self, namespace: str, selector: LabelSelector) -> list[Pod]:
         """Pods of ``namespace`` matching the ``LabelSelector``, by key (``matches``)."""
