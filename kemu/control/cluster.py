@@ -98,6 +98,8 @@ class Cluster:
         self._pods: dict[str, Pod] = {}
         self._by_ip: dict[IPv4Address, Pod] = {}
         self._index = PodIndex()  # pods by label, for Service selectors
+        self._per_node: dict[str, int] = {}  # node name -> number of pods
+        self._macs: set[str] = set()  # MACs of the pods
         self._services: dict[str, Service] = {}
         self._pod_pools = {n.name: ipam.pod_pool(n) for n in self.nodes}
         self._node_pool = node_pool
@@ -163,14 +165,11 @@ class Cluster:
             else:
                 accepted[key] = d
         counts = {n: 0 for n in self._nodes}
-        for p in self.pods:
-            counts[p.node_name] = counts.get(p.node_name, 0) + 1
+        counts.update(self._per_node)
         placed: dict[str, Node] = {}
         pending: list[workloads.PodDraft] = []
-        by_cidr: ipam.NetworkLookup | None = None  # built on first use
-        by_ip: dict[IPv4Address, Node] = {}
-        for n in reversed(self.nodes):
-            by_ip[n.internal_ip] = n  # the first node with that IP wins
+        by_cidr: ipam.NetworkLookup | None = None  # these two built on first use
+        by_ip: dict[IPv4Address, Node] | None = None
         for key, d in accepted.items():
             if d.node_name:
                 node = self._nodes.get(d.node_name)
@@ -180,6 +179,8 @@ class Cluster:
                     continue
             elif d.ip is not None:
                 if d.template.host_network:
+                    if by_ip is None:  # the first node with an IP wins
+                        by_ip = {n.internal_ip: n for n in reversed(self.nodes)}
                     node = by_ip.get(d.ip)
                 else:
                     if by_cidr is None:
@@ -235,7 +236,7 @@ class Cluster:
                         f"{node.pod_cidr} for pod {d.key}", prefix=False)
                 continue
             ips[key] = ip
-        macs = {p.mac for p in self.pods if p.mac}
+        macs = self._macs  # _insert_pod adds each new pod's
         out = []
         for key in sorted(ips):
             d, node = accepted[key], placed[key]
@@ -247,7 +248,6 @@ class Cluster:
                 if not d.template.host_network:
                     self._pod_pools[node.name].release(ips[key])
                 continue
-            macs.add(mac)
             pod = Pod(namespace=d.namespace, name=d.name, node_name=node.name, ip=ips[key],
                       mac=mac, labels=dict(d.labels),
                       containers=[c.clone() for c in d.template.containers],
@@ -268,6 +268,9 @@ class Cluster:
         """Register ``pod`` everywhere but in ``self.pods`` (the caller inserts it there)."""
         self._pods[pod.key] = pod
         self._index.add(pod)
+        self._per_node[pod.node_name] = self._per_node.get(pod.node_name, 0) + 1
+        if pod.mac:
+            self._macs.add(pod.mac)
         if not pod.host_network:
             self._by_ip[pod.ip] = pod
         self._ensure_namespace(pod.namespace)
@@ -408,6 +411,8 @@ class Cluster:
         _drop(self.pods, pod)
         del self._pods[pod.key]
         self._index.remove(pod)
+        self._per_node[pod.node_name] -= 1
+        self._macs.discard(pod.mac)
         if not pod.host_network:
             self._by_ip.pop(pod.ip, None)
             self._pod_pools[pod.node_name].release(pod.ip)
