@@ -174,11 +174,11 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
         if owner is not None:
             claimed.add((i.namespace, owner.kind, owner.name))
     claimed_sets: dict[str, list[str]] = {}  # namespace -> names of claimed ReplicaSets, sorted
-    for ns, k, n in claimed:
+    for ns, k, rs in claimed:
         if k == "ReplicaSet":
-            claimed_sets.setdefault(ns, []).append(n)
-    for names in claimed_sets.values():
-        names.sort()
+            claimed_sets.setdefault(ns, []).append(rs)
+    for rs_names in claimed_sets.values():
+        rs_names.sort()
     for kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job"):
         for i in items.get(kind, []):
             if (i.namespace, kind, i.name) in claimed or (kind == "Deployment" and _has_prefix(
