@@ -181,3 +181,13 @@ def test_example_record_counts(example: Cluster) -> None:
     # A: 4 ClusterIP svcs + 2 headless + 2 hostnames + 7 endpoint names + 10 pods;
     # PTR: 4 ClusterIPs + 9 ready endpoints; SRV: 4 ClusterIP ports + 2 headless; TXT: 1
     assert by_type == {"A": 25, "PTR": 13, "SRV": 6, "TXT": 1}
+
+
+def test_records_sort_and_names_below_agree_with_plain_forms(example: Cluster) -> None:
+    recs = dns.records(example)
+    assert recs == sorted(set(recs))  # the dataclass order
+    zone = dns._index(example)
+    names = {r.name for r in recs}
+    candidates = {n.split(".", k)[-1] for n in names for k in range(1, 6)} | {"x.", "svc."}
+    for name in sorted(candidates):
+        assert zone.has_below(name) == any(k.endswith("." + name) for k in names), name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kemu.control import load_cluster
+from kemu.control import endpoints, load_cluster
 from kemu.control.cluster import Cluster
 from kemu.control.model import Container, ContainerPort, Pod, Service, ServicePort
 from kemu.control.workloads import ALPHABET
@@ -326,3 +327,56 @@ def test_slices_for_selector_or_missing_services_are_ignored_with_a_reason() -> 
         "its slices; a real kube-proxy would also use this hand-made slice)",
         "<dict>: shop/EndpointSlice/x-1 ignored (no Service shop/x)"]
     assert backends(c, "shop/s") == []
+
+
+# --- the label index against a plain scan, through random edits -----------------------------
+
+def _scan_state(c: Cluster) -> list[Any]:
+    """Every Service's slices and unresolved ports as a scan over ``c.pods`` computes them."""
+    return [(s.key, endpoints.derive_slices(s, list(c.pods), c._nodes),
+             endpoints.unresolved_target_ports(s, list(c.pods))) for s in c.services]
+
+
+def _indexed_state(c: Cluster) -> list[Any]:
+    return [(s.key, c.endpoint_slices(s), endpoints.unresolved_target_ports(s, c._index))
+            for s in c.services]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_indexed_endpoints_equal_a_scan_through_api_edits(seed: int) -> None:
+    rng = random.Random(seed)
+    keys, values = ["app", "tier", "env"], ["web", "db", "x"]
+
+    def labels() -> dict[str, str]:
+        return {k: rng.choice(values) for k in rng.sample(keys, rng.randint(0, 3))}
+
+    ports = [{"name": "http", "containerPort": 8080}]
+    docs: list[dict[str, Any]] = [pod(f"p{i}", labels(), ports if i % 3 else [],
+                                      ns=rng.choice(["shop", "ops"])) for i in range(10)]
+    docs += [svc(f"s{i}", labels() or {"app": "web"}, [{"port": 80, "targetPort": "http"}],
+                 ns=rng.choice(["shop", "ops"])) for i in range(4)]
+    c = load_cluster(docs)
+    serial = 100
+    for _ in range(40):
+        op = rng.choice(["add_pod", "delete_pod", "set_pod_labels", "set_pod_ready",
+                         "add_service", "delete_service"])
+        if op == "add_pod":
+            serial += 1
+            c.add_pod(pod(f"p{serial}", labels(), ports, ns=rng.choice(["shop", "ops"])))
+        elif op == "add_service":
+            serial += 1
+            c.add_service(svc(f"s{serial}", labels() or {"tier": "db"},
+                              [{"port": 80, "targetPort": 8080}],
+                              ns=rng.choice(["shop", "ops"])))
+        elif op == "delete_service" and c.services:
+            s = rng.choice(c.services)
+            c.delete_service(s.namespace, s.name)
+        elif c.pods:
+            p = rng.choice(c.pods)
+            if op == "delete_pod":
+                c.delete_pod(p.namespace, p.name)
+            elif op == "set_pod_labels":
+                c.set_pod_labels(p.namespace, p.name, labels())
+            else:
+                c.set_pod_ready(p.namespace, p.name, rng.random() < 0.5)
+        assert _indexed_state(c) == _scan_state(c)

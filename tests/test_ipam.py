@@ -3,7 +3,9 @@ order independence, pins honoured exactly (the kubectl dump), every conflict rep
 
 from __future__ import annotations
 
+import copy
 import json
+import random
 import re
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 
 from kemu.control import ipam, load_cluster
-from kemu.control.model import Node
+from kemu.control.model import ClusterConfig, Container, ContainerPort, Node
 from kemu.errors import ManifestError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,6 +118,77 @@ def test_choose_node_spreads_with_ties_by_name() -> None:
     assert ipam.choose_node(nodes, {"a": 1}, {}).name == "b"
     assert ipam.choose_node(nodes, {"b": 2, "c": 1}, {"x": "1"}).name == "c"
     assert ipam.choose_node(nodes, {}, {"x": "2"}) is None
+
+
+# --- the fast lookups against brute force ------------------------------------------------------
+
+def _random_nets(rng: random.Random, n: int) -> list[IPv4Network]:
+    return [IPv4Network((0x0A000000 + (rng.randrange(64) << 8) >> (32 - p) << (32 - p), p))
+            for p in (rng.choice([22, 23, 24, 25, 26]) for _ in range(n))]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_subnets_equal_a_pairwise_overlap_scan(seed: int) -> None:
+    rng = random.Random(seed)
+    pins = dict(zip("abcdefgh", _random_nets(rng, rng.randrange(6)), strict=False))
+    names = sorted(set(pins) | set("abcdefghijkl"))
+    got = ipam.subnets(IPv4Network("10.0.0.0/18"), 24, names, pins)
+    free = (s for s in IPv4Network("10.0.0.0/18").subnets(new_prefix=24)
+            if not any(s.overlaps(t) for t in pins.values()))
+    assert got == {n: pins[n] if n in pins else next(free, None) for n in names}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pinned_pod_cidr_clashes_name_the_first_overlapping_node(seed: int) -> None:
+    rng = random.Random(seed)
+    nets = _random_nets(rng, 8)
+    drafts = [ipam.NodeDraft(f"n{i}", pod_cidr=c, cidr_field="podCIDR") for i, c in enumerate(nets)]
+    config = ClusterConfig(cluster_cidr=IPv4Network("10.0.0.0/16"))
+    problems: list[Any] = []
+    ipam.build_nodes(config, drafts, problems)
+    expected, pinned = [], {}
+    for d in drafts:
+        clash = next((n for n, c in pinned.items() if c.overlaps(d.pod_cidr)), None)
+        if clash is not None:
+            expected.append(f"{d.pod_cidr} overlaps Node/{clash}'s pod CIDR {pinned[clash]}")
+        else:
+            pinned[d.name] = d.pod_cidr
+    assert [p.message for p in problems] == expected
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_network_lookup_finds_the_first_network_holding_an_address(seed: int) -> None:
+    rng = random.Random(seed)
+    nets = _random_nets(rng, 10)
+    lookup = ipam.NetworkLookup(nets)
+    for _ in range(200):
+        ip = IPv4Address(0x0A000000 + rng.randrange(1 << 14))
+        assert lookup.find(ip) == next((i for i, n in enumerate(nets) if ip in n), None)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_spreader_chooses_what_choose_node_chooses(seed: int) -> None:
+    rng = random.Random(seed)
+    nodes = [Node(f"n{i}", IPv4Address(i), IPv4Network("10.0.0.0/24"),
+                  labels={"x": rng.choice("12")}) for i in rng.sample(range(9), 6)]
+    counts = {n.name: rng.randrange(3) for n in nodes if rng.random() < 0.7}
+    slow = dict(counts)
+    spreader = ipam.Spreader(nodes, counts)
+    for _ in range(30):
+        sel = rng.choice([{}, {"x": "1"}, {"x": "2"}, {"x": "3"}])
+        want = ipam.choose_node(nodes, slow, sel)
+        got = spreader.choose(sel)
+        assert got is want
+        if got is not None:
+            counts[got.name] = counts.get(got.name, 0) + 1
+            slow[got.name] = slow.get(got.name, 0) + 1
+
+
+def test_container_clone_is_a_deep_copy() -> None:
+    c = Container("c", [ContainerPort(80, "UDP", "dns", True), ContainerPort(8080)])
+    twin = c.clone()
+    assert twin == copy.deepcopy(c) and twin is not c
+    assert all(a is not b for a, b in zip(twin.ports, c.ports, strict=True))
 
 
 # --- the example cluster -----------------------------------------------------------------------

@@ -285,6 +285,24 @@ def test_pod_mac_annotation_and_udp_echo() -> None:
     assert got.mac == "02:aa:bb:cc:dd:ee" and got.containers[0].ports[0].udp_echo
 
 
+def test_identical_container_lists_parse_alike_and_apart() -> None:
+    """Pods repeating a container list (parsed once, then copied) stay independent."""
+    containers = [{"name": "c", "ports": [{"name": "dns", "containerPort": 53,
+                                           "protocol": "UDP"}]}]
+    pods = [pod(f"p{i}", {"containers": [dict(c) for c in containers]}) for i in range(3)]
+    pods[1]["metadata"]["annotations"] = {"kemu.dev/udp-echo": "dns"}
+    c = load_cluster(pods)
+    got = [c.pod("shop", f"p{i}").containers for i in range(3)]
+    assert [g[0].ports[0].udp_echo for g in got] == [False, True, False]
+    assert got[0] == got[2] and got[0][0] is not got[2][0]
+    # the same text with a tuple of ports is still an error after the list was remembered
+    bad = pod("q", {"containers": [{"name": "c", "ports": ({"name": "dns", "containerPort": 53,
+                                                            "protocol": "UDP"},)}]})
+    with pytest.raises(ManifestError) as err:
+        load_cluster(pods + [bad])
+    assert "spec.containers[0].ports: expected a list, got tuple" in str(err.value)
+
+
 def test_terminating_pod() -> None:
     p = pod("p")
     p["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"

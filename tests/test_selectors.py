@@ -1,15 +1,17 @@
-"""Label selectors: parsing and validation; matching checked against a brute-force matcher."""
+"""Label selectors: parsing and validation; matching checked against a brute-force matcher;
+the pod label index checked against a scan."""
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kemu.control.manifests import Fields
-from kemu.control.model import LabelSelector, LabelSelectorRequirement
-from kemu.control.selectors import describe, matches, matches_map, parse_selector
+from kemu.control.model import LabelSelector, LabelSelectorRequirement, Pod
+from kemu.control.selectors import PodIndex, describe, matches, matches_map, parse_selector
 from kemu.errors import Problem
 
 KEYS = st.sampled_from(["app", "tier", "env", "example.com/team"])
@@ -108,3 +110,68 @@ def test_describe_like_kubectl() -> None:
         {"key": "team", "operator": "Exists"}, {"key": "debug", "operator": "DoesNotExist"}]})
     assert describe(sel) == "app=web,tier in (a,b),env notin (dev),team,!debug"
     assert describe(LabelSelector()) == "<none>"
+
+
+# --- PodIndex: the same pods, in the same order, as a scan ------------------------------------
+
+NAMESPACES = st.sampled_from(["a", "b"])
+PODS = st.lists(st.tuples(NAMESPACES, LABELS), max_size=12)
+
+
+def _pods(specs: list[tuple[str, dict[str, str]]]) -> list[Pod]:
+    pods = [Pod(namespace=ns, name=f"p{i}", node_name="n", ip=IPv4Address(i), labels=labels)
+            for i, (ns, labels) in enumerate(specs)]
+    return sorted(pods, key=lambda p: p.key)
+
+
+def _scan(pods: list[Pod], ns: str, selector: LabelSelector) -> list[str]:
+    return [p.key for p in pods if p.namespace == ns and matches(selector, p.labels)]
+
+
+@given(PODS, SELECTOR, NAMESPACES)
+def test_pod_index_selects_what_a_scan_selects(specs: list[tuple[str, dict[str, str]]],
+                                               raw: dict[str, Any], ns: str) -> None:
+    selector, problems = parse(raw)
+    assert problems == []
+    pods = _pods(specs)
+    index = PodIndex(reversed(pods))  # insertion order must not matter
+    assert [p.key for p in index.select(ns, selector)] == _scan(pods, ns, selector)
+    assert [p.key for p in index.select_map(ns, selector.match_labels)] == [
+        p.key for p in pods if p.namespace == ns and matches_map(selector.match_labels, p.labels)]
+
+
+EDIT = st.tuples(st.sampled_from(["add", "remove", "relabel"]), st.integers(0, 11), NAMESPACES,
+                 LABELS)
+
+
+@given(PODS, st.lists(EDIT, max_size=15), st.lists(SELECTOR, min_size=1, max_size=3))
+def test_pod_index_follows_adds_removes_and_relabels(
+        specs: list[tuple[str, dict[str, str]]], edits: list[tuple[str, int, str, dict[str, str]]],
+        raws: list[dict[str, Any]]) -> None:
+    live = {p.key: p for p in _pods(specs)}
+    index = PodIndex(live.values())
+    for op, i, ns, labels in edits:
+        key = f"{ns}/p{i}"
+        if op == "add" and key not in live:
+            live[key] = Pod(namespace=ns, name=f"p{i}", node_name="n", ip=IPv4Address(i),
+                            labels=dict(labels))
+            index.add(live[key])
+        elif op == "remove" and key in live:
+            index.remove(live.pop(key))
+        elif op == "relabel" and key in live:
+            live[key].labels = dict(labels)
+            index.add(live[key])
+        assert len(index) == len(live)
+    pods = sorted(live.values(), key=lambda p: p.key)
+    for raw in raws:
+        selector, _ = parse(raw)
+        for ns in ("a", "b"):
+            assert [p.key for p in index.select(ns, selector)] == _scan(pods, ns, selector)
+
+
+def test_pod_index_of_an_unknown_namespace_is_empty() -> None:
+    index = PodIndex(_pods([("a", {"app": "web"})]))
+    assert index.select("zz", LabelSelector()) == [] and index.select_map("zz", {}) == []
+    assert [p.key for p in index.select("a", LabelSelector())] == ["a/p0"]
+    index.remove(Pod(namespace="zz", name="p0", node_name="n", ip=IPv4Address(0)))  # no-op
+    assert len(index) == 1

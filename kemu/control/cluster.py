@@ -6,7 +6,8 @@ allocation, and keeps them consistent under edits: ``add_pod``/``delete_pod``,
 like loading does (raising ``ManifestError``), allocates what is missing, and bumps ``version``,
 the counter the compiler watches. EndpointSlices of selector Services are derived on demand
 from the current pods (``kemu.control.endpoints``) and cached per ``version``, so they are
-always current right after an edit.
+always current right after an edit; a ``PodIndex`` (pods by label, kept in step by every
+edit) gives each Service its pods without a scan of all pods.
 
 Placement and addressing (deterministic, pins first): pods with ``spec.nodeName`` (or a pinned
 IP inside a node's pod CIDR) stay there; the others, in ``namespace/name`` order, go to the
@@ -21,7 +22,7 @@ Without a kemu document or Node objects the cluster has three nodes ``node1``..`
 from __future__ import annotations
 
 import bisect
-import copy
+import gc
 import os
 from dataclasses import fields, is_dataclass
 from typing import Any
@@ -41,6 +42,7 @@ from kemu.control.model import (
     Service,
     ServicePort,
 )
+from kemu.control.selectors import PodIndex
 from kemu.errors import ManifestError, Problem
 
 API_SOURCE = "<api>"
@@ -52,7 +54,22 @@ def load_cluster(*sources: str | os.PathLike[str] | dict[str, Any] | list[dict[s
     """Load manifests (files, directories, dicts, lists of dicts) into a ``Cluster``.
 
     Raises ``ManifestError`` carrying every problem of every source.
+
+    The cyclic garbage collector is paused meanwhile: loading allocates millions of objects
+    that all stay alive (or are freed by reference counting), and collections triggered by
+    those allocations would traverse every one of them again and again (40% of the time).
     """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(sources)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _load(sources: tuple[str | os.PathLike[str] | dict[str, Any] | list[dict[str, Any]], ...]
+          ) -> Cluster:
     names: list[str] = []
     docs, problems = manifests.read(*sources, order=names)
     parsed = loader.parse(docs, problems)
@@ -80,6 +97,9 @@ class Cluster:
         self._nodes = {n.name: n for n in self.nodes}
         self._pods: dict[str, Pod] = {}
         self._by_ip: dict[IPv4Address, Pod] = {}
+        self._index = PodIndex()  # pods by label, for Service selectors
+        self._per_node: dict[str, int] = {}  # node name -> number of pods
+        self._macs: set[str] = set()  # MACs of the pods
         self._services: dict[str, Service] = {}
         self._pod_pools = {n.name: ipam.pod_pool(n) for n in self.nodes}
         self._node_pool = node_pool
@@ -137,19 +157,20 @@ class Cluster:
             problems.append(Problem(d.source, d.obj, (d.path if prefix else "") + fld, msg))
 
         accepted: dict[str, workloads.PodDraft] = {}
-        for d in sorted(drafts, key=lambda d: d.key):
-            if d.key in self._pods or d.key in accepted:
-                other = self._pods[d.key].source if d.key in self._pods else accepted[d.key].source
-                problem(d, "metadata.name", f"pod {d.key} is defined twice (also in {other})",
+        for key, d in sorted(((d.key, d) for d in drafts), key=lambda kd: kd[0]):
+            if key in self._pods or key in accepted:
+                other = self._pods[key].source if key in self._pods else accepted[key].source
+                problem(d, "metadata.name", f"pod {key} is defined twice (also in {other})",
                         prefix=False)
             else:
-                accepted[d.key] = d
+                accepted[key] = d
         counts = {n: 0 for n in self._nodes}
-        for p in self.pods:
-            counts[p.node_name] = counts.get(p.node_name, 0) + 1
+        counts.update(self._per_node)
         placed: dict[str, Node] = {}
         pending: list[workloads.PodDraft] = []
-        for d in accepted.values():
+        by_cidr: ipam.NetworkLookup | None = None  # these two built on first use
+        by_ip: dict[IPv4Address, Node] | None = None
+        for key, d in accepted.items():
             if d.node_name:
                 node = self._nodes.get(d.node_name)
                 if node is None:
@@ -157,8 +178,15 @@ class Cluster:
                             f"{self._node_list()})")
                     continue
             elif d.ip is not None:
-                node = next((n for n in self.nodes if (d.ip == n.internal_ip
-                             if d.template.host_network else d.ip in n.pod_cidr)), None)
+                if d.template.host_network:
+                    if by_ip is None:  # the first node with an IP wins
+                        by_ip = {n.internal_ip: n for n in reversed(self.nodes)}
+                    node = by_ip.get(d.ip)
+                else:
+                    if by_cidr is None:
+                        by_cidr = ipam.NetworkLookup(n.pod_cidr for n in self.nodes)
+                    found = by_cidr.find(d.ip)
+                    node = self.nodes[found] if found is not None else None
                 if node is None and not d.template.host_network:
                     problem(d, "status.podIP", f"{d.ip} is in no node's pod CIDR ("
                             + ", ".join(f"{n.name} {n.pod_cidr}" for n in self.nodes) + ")",
@@ -170,10 +198,11 @@ class Cluster:
             else:
                 pending.append(d)
                 continue
-            placed[d.key] = node
+            placed[key] = node
             counts[node.name] += 1
+        spreader = ipam.Spreader(self.nodes, counts)
         for d in pending:
-            node = ipam.choose_node(self.nodes, counts, d.template.node_selector)
+            node = spreader.choose(d.template.node_selector)
             if node is None:
                 problem(d, "spec.nodeSelector", "matches no node's labels (nodes: "
                         f"{self._node_list()})")
@@ -181,7 +210,8 @@ class Cluster:
             placed[d.key] = node
             counts[node.name] += 1
         ips: dict[str, IPv4Address] = {}
-        for key in sorted(placed):  # pins first, then the others, each in key order
+        order = sorted(placed)
+        for key in order:  # pins first, then the others, each in key order
             d, node = accepted[key], placed[key]
             if d.template.host_network:
                 if d.ip is not None and d.ip != node.internal_ip:
@@ -196,7 +226,7 @@ class Cluster:
                     problem(d, "status.podIP", err, prefix=False)
                     continue
                 ips[key] = d.ip
-        for key in sorted(placed):
+        for key in order:
             d, node = accepted[key], placed[key]
             if key in ips or d.ip is not None:
                 continue
@@ -206,7 +236,7 @@ class Cluster:
                         f"{node.pod_cidr} for pod {d.key}", prefix=False)
                 continue
             ips[key] = ip
-        macs = {p.mac for p in self.pods if p.mac}
+        macs = self._macs  # _insert_pod adds each new pod's
         out = []
         for key in sorted(ips):
             d, node = accepted[key], placed[key]
@@ -218,20 +248,29 @@ class Cluster:
                 if not d.template.host_network:
                     self._pod_pools[node.name].release(ips[key])
                 continue
-            macs.add(mac)
             pod = Pod(namespace=d.namespace, name=d.name, node_name=node.name, ip=ips[key],
                       mac=mac, labels=dict(d.labels),
-                      containers=copy.deepcopy(d.template.containers),
+                      containers=[c.clone() for c in d.template.containers],
                       host_network=d.template.host_network, ready=d.ready,
                       terminating=d.terminating, hostname=d.hostname, subdomain=d.subdomain,
                       owner=d.owner, source=d.source)
             self._insert_pod(pod)
             out.append(pod)
+        if len(out) > 16:  # one sort of the whole list (two sorted runs: linear)
+            self.pods.extend(out)
+            self.pods.sort(key=lambda p: p.key)
+        else:
+            for pod in out:
+                bisect.insort(self.pods, pod, key=lambda p: p.key)
         return out
 
     def _insert_pod(self, pod: Pod) -> None:
-        bisect.insort(self.pods, pod, key=lambda p: p.key)
+        """Register ``pod`` everywhere but in ``self.pods`` (the caller inserts it there)."""
         self._pods[pod.key] = pod
+        self._index.add(pod)
+        self._per_node[pod.node_name] = self._per_node.get(pod.node_name, 0) + 1
+        if pod.mac:
+            self._macs.add(pod.mac)
         if not pod.host_network:
             self._by_ip[pod.ip] = pod
         self._ensure_namespace(pod.namespace)
@@ -291,7 +330,7 @@ class Cluster:
         return list(accepted.values())
 
     def _check_target_ports(self, d: loader.ServiceDraft, problems: list[Problem]) -> None:
-        for i in endpoints.unresolved_target_ports(d.service, self.pods):
+        for i in endpoints.unresolved_target_ports(d.service, self._index):
             sp = d.service.ports[i]
             problems.append(Problem(d.source, d.obj, f"spec.ports[{i}].targetPort",
                                     f"'{sp.target_port}' matches no {sp.protocol} containerPort "
@@ -329,7 +368,8 @@ class Cluster:
             self._slices.clear()
             self._slices_version = self.version
         if service.key not in self._slices:
-            self._slices[service.key] = endpoints.derive_slices(service, self.pods, self._nodes)
+            self._slices[service.key] = endpoints.derive_slices(service, self._index,
+                                                                   self._nodes)
         return list(self._slices[service.key])
 
     def all_endpoint_slices(self) -> list[EndpointSlice]:
@@ -368,8 +408,11 @@ class Cluster:
 
     def delete_pod(self, namespace: str, name: str) -> None:
         pod = self.pod(namespace, name)
-        self.pods.remove(pod)
+        _drop(self.pods, pod)
         del self._pods[pod.key]
+        self._index.remove(pod)
+        self._per_node[pod.node_name] -= 1
+        self._macs.discard(pod.mac)
         if not pod.host_network:
             self._by_ip.pop(pod.ip, None)
             self._pod_pools[pod.node_name].release(pod.ip)
@@ -383,6 +426,7 @@ class Cluster:
         if problems:
             raise ManifestError(problems)
         pod.labels = checked
+        self._index.add(pod)
         self.version += 1
 
     def set_pod_ready(self, namespace: str, name: str, ready: bool) -> None:
@@ -416,7 +460,7 @@ class Cluster:
         self.version += 1
 
     def _remove_service(self, svc: Service) -> None:
-        self.services.remove(svc)
+        _drop(self.services, svc)
         del self._services[svc.key]
         if svc.cluster_ip is not None:
             self._service_pool.release(svc.cluster_ip, f"{svc.namespace}/Service/{svc.name}")
@@ -447,6 +491,15 @@ class Cluster:
             "network_policies": jsonable(self.policies),
             "ignored": list(self.ignored),
         }
+
+
+def _drop(items: list[Any], obj: Pod | Service) -> None:
+    """Remove ``obj`` from ``items``, a list sorted by key (found by bisection)."""
+    at = bisect.bisect_left(items, obj.key, key=lambda o: o.key)
+    if at < len(items) and items[at] is obj:
+        del items[at]
+    else:  # the list was reordered from outside: the plain way
+        items.remove(obj)
 
 
 def jsonable(value: Any) -> Any:

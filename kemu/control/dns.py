@@ -27,6 +27,7 @@ zone nor under ``in-addr.arpa`` get ``REFUSED`` = 5: upstream resolution is not 
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 import weakref
@@ -108,21 +109,37 @@ def records(cluster: Cluster) -> list[DnsRecord]:
     for pod in cluster.pods:
         if not pod.host_network:
             out.add(DnsRecord(f"{dashed(pod.ip)}.{pod.namespace}.pod.{zone}.", "A", str(pod.ip)))
-    return sorted(out)
+    return sorted(out, key=_fields)  # the dataclass order, without its per-comparison tuples
 
 
-_cache: weakref.WeakKeyDictionary[Cluster, tuple[int, dict[str, list[DnsRecord]]]] = \
-    weakref.WeakKeyDictionary()
+def _fields(r: DnsRecord) -> tuple[str, str, str, int]:
+    return (r.name, r.type, r.value, r.ttl)
 
 
-def _index(cluster: Cluster) -> dict[str, list[DnsRecord]]:
+class _Zone(dict[str, list[DnsRecord]]):
+    """Records by name, and every name reversed and sorted (to find names below a name)."""
+
+    def __init__(self, recs: list[DnsRecord]) -> None:
+        super().__init__()
+        for r in recs:
+            self.setdefault(r.name, []).append(r)
+        self.reversed_names = sorted(name[::-1] for name in self)
+
+    def has_below(self, name: str) -> bool:
+        """Whether some name ends with ``"." + name`` (``name`` is an empty non-terminal)."""
+        tail = ("." + name)[::-1]
+        i = bisect.bisect_left(self.reversed_names, tail)
+        return i < len(self.reversed_names) and self.reversed_names[i].startswith(tail)
+
+
+_cache: weakref.WeakKeyDictionary[Cluster, tuple[int, _Zone]] = weakref.WeakKeyDictionary()
+
+
+def _index(cluster: Cluster) -> _Zone:
     cached = _cache.get(cluster)
     if cached is not None and cached[0] == cluster.version:
         return cached[1]
-    index: dict[str, list[DnsRecord]] = defaultdict(list)
-    for r in records(cluster):
-        index[r.name].append(r)
-    _cache[cluster] = (cluster.version, dict(index))
+    _cache[cluster] = (cluster.version, _Zone(records(cluster)))
     return _cache[cluster][1]
 
 
@@ -156,11 +173,11 @@ def lookup(cluster: Cluster, qname: str, qtype: str) -> tuple[int, list[DnsRecor
     return NXDOMAIN, []
 
 
-def _exists(cluster: Cluster, name: str, zone: str, index: dict[str, list[DnsRecord]]) -> bool:
+def _exists(cluster: Cluster, name: str, zone: str, index: _Zone) -> bool:
     """Names with no records of their own that still exist (NODATA, not NXDOMAIN)."""
     if name in (f"{zone}.", f"svc.{zone}.", f"pod.{zone}."):
         return True
     for ns in cluster.namespaces:
         if name in (f"{ns}.svc.{zone}.", f"{ns}.pod.{zone}."):
             return True
-    return any(k.endswith("." + name) for k in index)  # empty non-terminal (_tcp.web...)
+    return index.has_below(name)  # empty non-terminal (_tcp.web...)

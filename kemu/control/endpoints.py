@@ -14,6 +14,9 @@
   ``<service>-<5 chars of sha256>``. A Service selecting no pod gets one empty slice (the
   controller's placeholder).
 
+Pods are given as a list or as a ``kemu.control.selectors.PodIndex`` (what ``Cluster`` passes:
+selection then costs the matching pods, not every pod of the cluster).
+
 ``backends`` turns slices into (endpoint, target port) pairs for one Service port, whoever made
 the slices (derived, or given for selector-less Services), sorted by IP then port. It returns
 every endpoint with its conditions: choosing the usable ones (S-11) is the proxy's job.
@@ -32,7 +35,7 @@ from kemu.control.model import (
     Service,
     ServicePort,
 )
-from kemu.control.selectors import matches_map
+from kemu.control.selectors import PodIndex, matches_map
 from kemu.control.workloads import encode
 
 MAX_ENDPOINTS_PER_SLICE = 100
@@ -46,10 +49,16 @@ def target_port(port: ServicePort, pod: Pod) -> int | None:
     return port.target_port or port.port
 
 
-def selected_pods(service: Service, pods: Iterable[Pod]) -> list[Pod]:
-    """Pods the Service's selector picks (none for selector-less Services)."""
+def selected_pods(service: Service, pods: Iterable[Pod] | PodIndex) -> list[Pod]:
+    """Pods the Service's selector picks (none for selector-less Services).
+
+    ``pods`` is a list (scanned, result in its order) or a ``PodIndex`` (result in key order,
+    the order of ``Cluster.pods``).
+    """
     if service.selector is None:
         return []
+    if isinstance(pods, PodIndex):
+        return pods.select_map(service.namespace, service.selector)
     return [p for p in pods
             if p.namespace == service.namespace and matches_map(service.selector, p.labels)]
 
@@ -65,7 +74,7 @@ def pod_endpoint(service: Service, pod: Pod, nodes: Mapping[str, Node]) -> Endpo
                     zone=node.labels.get(ZONE_LABEL, "") if node is not None else "")
 
 
-def derive_slices(service: Service, pods: Iterable[Pod],
+def derive_slices(service: Service, pods: Iterable[Pod] | PodIndex,
                   nodes: Mapping[str, Node]) -> list[EndpointSlice]:
     """The EndpointSlices the controller keeps for ``service`` (see the module docstring)."""
     if service.selector is None or service.type == "ExternalName":
@@ -111,7 +120,7 @@ def backends(port: ServicePort, slices: Iterable[EndpointSlice]) -> list[tuple[E
     return out
 
 
-def unresolved_target_ports(service: Service, pods: Iterable[Pod]) -> list[int]:
+def unresolved_target_ports(service: Service, pods: Iterable[Pod] | PodIndex) -> list[int]:
     """Indexes of ports whose *named* targetPort matches no containerPort of any selected pod.
 
     Empty when the Service selects no pods at all (nothing to check against yet).

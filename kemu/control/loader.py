@@ -20,6 +20,7 @@ Addresses are not allocated here (see ``cluster`` and ``ipam``).
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,11 +173,16 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
         owner = workloads.owner_of(i.f, i.f.mapping(i.doc.obj, "", "metadata"))
         if owner is not None:
             claimed.add((i.namespace, owner.kind, owner.name))
+    claimed_sets: dict[str, list[str]] = {}  # namespace -> names of claimed ReplicaSets, sorted
+    for ns, k, rs in claimed:
+        if k == "ReplicaSet":
+            claimed_sets.setdefault(ns, []).append(rs)
+    for rs_names in claimed_sets.values():
+        rs_names.sort()
     for kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job"):
         for i in items.get(kind, []):
-            if (i.namespace, kind, i.name) in claimed or (kind == "Deployment" and any(
-                    ns == i.namespace and k == "ReplicaSet" and n.startswith(f"{i.name}-")
-                    for ns, k, n in claimed)):
+            if (i.namespace, kind, i.name) in claimed or (kind == "Deployment" and _has_prefix(
+                    claimed_sets.get(i.namespace, []), f"{i.name}-")):
                 out.ignored.append(f"{i.doc.source}: {i.f.obj} ignored (its pods are given)")
                 continue
             out.pods.extend(parse_workload(i.f, i.doc.obj, kind, i.namespace, i.name,
@@ -192,6 +198,12 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
     for i in items.get("NetworkPolicy", []):
         out.policies.append(parse_policy(i.f, i.doc.obj, i.namespace, i.name))
     return out
+
+
+def _has_prefix(names: list[str], prefix: str) -> bool:
+    """Whether a name of the sorted list ``names`` starts with ``prefix``."""
+    i = bisect.bisect_left(names, prefix)
+    return i < len(names) and names[i].startswith(prefix)
 
 
 def _classify(doc: Document, problems: list[Problem], ignored: list[str]) -> _Item | None:
@@ -317,6 +329,7 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
         f.problem("spec.nodes", "expected a node count or a list of nodes")
         return c, None
     drafts: list[NodeDraft] = []
+    names: set[str] = set()
     for i, n in enumerate(nodes):
         where = f"spec.nodes[{i}]"
         n = {"name": n} if isinstance(n, str) else n
@@ -328,7 +341,7 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
         if nname and (err := dns_subdomain_error(nname)):
             f.problem(join(where, "name"), f"'{nname}' {err}")
             continue
-        if any(x.name == nname for x in drafts):
+        if nname in names:
             f.problem(join(where, "name"), f"duplicate node '{nname}'")
             continue
         d = NodeDraft(nname, labels=f.labels(n, where, "labels"), source=source, obj=f.obj)
@@ -339,6 +352,7 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
                 join(where, "podCIDR")
         if nname:
             drafts.append(d)
+            names.add(nname)
     return c, drafts
 
 
@@ -417,7 +431,8 @@ def parse_workload(f: Fields, obj: dict[str, Any], kind: str, namespace: str, na
             f.problem("spec.selector", "does not match the template's labels "
                       "(spec.template.metadata.labels)")
     service_name = f.string(spec, "spec", "serviceName") if kind == "StatefulSet" else ""
-    eligible = [n.name for n in nodes if matches_map(t.node_selector, n.labels)]
+    eligible = ([n.name for n in nodes if matches_map(t.node_selector, n.labels)]
+                if kind == "DaemonSet" else [])  # only a DaemonSet places its own pods
     instances = workloads.expand(kind, namespace, name, count, template, service_name, eligible)
     return [workloads.draft_from(t, inst, namespace, source, f.obj) for inst in instances]
 

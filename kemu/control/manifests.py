@@ -17,6 +17,7 @@ source. Empty documents (``---`` with nothing after it) are skipped.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import json
 import os
@@ -195,6 +196,9 @@ def type_name(value: Any) -> str:
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_LETTER = re.compile(r"[a-z]")
+_DOTTED_QUAD = re.compile(r"(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\."
+                          r"(0|[1-9][0-9]{0,2})")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
@@ -206,6 +210,10 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
+# The validators below are pure functions of short strings that repeat a lot across objects
+# (port names, label keys and values): cached.
+
+@functools.lru_cache(maxsize=1 << 16)
 def dns_label_error(value: str, rfc1035: bool = False) -> str | None:
     """Why ``value`` is not a DNS label (RFC 1123, or RFC 1035: starting with a letter)."""
     pattern = _DNS1035_LABEL if rfc1035 else _DNS_LABEL
@@ -219,6 +227,8 @@ def dns_label_error(value: str, rfc1035: bool = False) -> str | None:
 
 
 def dns_subdomain_error(value: str) -> str | None:
+    if len(value) <= 63 and _DNS_LABEL.match(value):
+        return None  # one valid label (no dots): the common case, without the cache
     if len(value) > 253:
         return "must be no more than 253 characters"
     if not value or any(dns_label_error(part) for part in value.split(".")):
@@ -227,17 +237,19 @@ def dns_subdomain_error(value: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def port_name_error(value: str) -> str | None:
     """Why ``value`` is not an IANA service name (container port names, named targetPorts)."""
     if len(value) > 15:
         return "must be no more than 15 characters"
     if not _IANA_SVC_NAME.match(value) or "--" in value:
         return "must consist of lowercase letters, digits and '-' (no '--', not at either end)"
-    if not any(c.isalpha() for c in value):
+    if not _LETTER.search(value):  # the pattern above allows letters a-z only
         return "must contain at least one letter"
     return None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def label_key_error(key: str) -> str | None:
     prefix, _, name = key.rpartition("/")
     if prefix and dns_subdomain_error(prefix):
@@ -248,6 +260,7 @@ def label_key_error(key: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def label_value_error(value: str) -> str | None:
     if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
         return (f"label value '{value}' must be 63 characters or less, alphanumeric, '-', '_' "
@@ -276,8 +289,10 @@ class Fields:
 
     def mapping(self, d: dict[str, Any], path: str, key: str,
                 required: bool = False) -> dict[str, Any]:
-        value = self._get(d, path, key, required)
+        value = d.get(key)
         if value is None:
+            if required:
+                self.problem(join(path, key), "required field is missing")
             return {}
         if not isinstance(value, dict):
             self.problem(join(path, key), f"expected a mapping, got {type_name(value)}")
@@ -285,8 +300,10 @@ class Fields:
         return value
 
     def seq(self, d: dict[str, Any], path: str, key: str, required: bool = False) -> list[Any]:
-        value = self._get(d, path, key, required)
+        value = d.get(key)
         if value is None:
+            if required:
+                self.problem(join(path, key), "required field is missing")
             return []
         if not isinstance(value, list):
             self.problem(join(path, key), f"expected a list, got {type_name(value)}")
@@ -297,8 +314,9 @@ class Fields:
                  required: bool = False) -> list[tuple[str, dict[str, Any]]]:
         """A list of mappings as (path of the item, item); non-mappings are problems."""
         out = []
+        base = join(path, key)
         for i, item in enumerate(self.seq(d, path, key, required)):
-            where = join(join(path, key), i)
+            where = f"{base}[{i}]"
             if isinstance(item, dict):
                 out.append((where, item))
             else:
@@ -307,8 +325,10 @@ class Fields:
 
     def string(self, d: dict[str, Any], path: str, key: str, required: bool = False,
                default: str = "") -> str:
-        value = self._get(d, path, key, required)
+        value = d.get(key)
         if value is None:
+            if required:
+                self.problem(join(path, key), "required field is missing")
             return default
         if not isinstance(value, str):
             self.problem(join(path, key), f"expected a string, got {type_name(value)} "
@@ -379,6 +399,11 @@ class Fields:
         if not isinstance(value, str):
             self.problem(field, f"expected an IPv4 address, got {type_name(value)}")
             return None
+        m = _DOTTED_QUAD.fullmatch(value)
+        if m is not None:  # the usual form, parsed without ipaddress' general parser
+            a, b, c, d = (int(x) for x in m.groups())
+            if a < 256 and b < 256 and c < 256 and d < 256:
+                return ipaddress.IPv4Address(a << 24 | b << 16 | c << 8 | d)
         try:
             return ipaddress.IPv4Address(value)
         except ValueError:

@@ -14,6 +14,14 @@ Two forms exist in Kubernetes and both live here:
 Parsing checks what the API server checks: operators, values present for ``In``/``NotIn`` and
 absent for ``Exists``/``DoesNotExist``, label key and value syntax.
 
+``PodIndex`` indexes pods per namespace by label (key, value) and by label key, so that a
+selector is evaluated against the few pods that can match instead of every pod: candidates are
+the intersection of the index sets of ``matchLabels`` pairs, ``In`` (union over its values) and
+``Exists`` requirements (all pods of the namespace when there are none), and every candidate is
+then checked with ``matches`` (a map selector's candidates are already exact), so results
+are exactly those of a scan. Results
+are in ``namespace/name`` order, the order of ``Cluster.pods``.
+
 ``parse_policy`` reads a NetworkPolicy: ``podSelector`` (required; ``{}`` selects all), rules
 whose peers are a pod and/or namespace selector (one element = AND, P-5) or an ``ipBlock``
 whose ``except`` lies strictly inside its ``cidr`` (P-6), ports by number or name, ``endPort``
@@ -22,7 +30,7 @@ only with a numeric port (P-7), and ``policyTypes`` defaulted per P-3.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kemu.control.manifests import (
@@ -38,6 +46,7 @@ from kemu.control.model import (
     LabelSelector,
     LabelSelectorRequirement,
     NetworkPolicy,
+    Pod,
     PolicyPeer,
     PolicyPort,
     PolicyRule,
@@ -68,6 +77,96 @@ def matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
         if not ok:
             return False
     return True
+
+
+class PodIndex:
+    """Pods by namespace, label (key, value) and label key (see the module docstring).
+
+    Each pod is indexed under a copy of the labels it had when added: callers re-add a pod
+    (``add`` replaces) after changing its labels, and ``remove`` it when it goes.
+    """
+
+    def __init__(self, pods: Iterable[Pod] = ()) -> None:
+        # namespace -> pod key -> (pod, the labels it is indexed under)
+        self._pods: dict[str, dict[str, tuple[Pod, dict[str, str]]]] = {}
+        self._pairs: dict[str, dict[tuple[str, str], set[str]]] = {}  # ns -> (k, v) -> keys
+        self._keys: dict[str, dict[str, set[str]]] = {}  # ns -> label key -> pod keys
+        for pod in pods:
+            self.add(pod)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._pods.values())
+
+    def add(self, pod: Pod) -> None:
+        """Index ``pod`` under its current labels (replacing an earlier entry of its key)."""
+        key = pod.key
+        ns = pod.namespace
+        if key in self._pods.get(ns, ()):
+            self.remove(pod)
+        labels = dict(pod.labels)
+        self._pods.setdefault(ns, {})[key] = (pod, labels)
+        pairs = self._pairs.setdefault(ns, {})
+        keys = self._keys.setdefault(ns, {})
+        for item in labels.items():
+            pairs.setdefault(item, set()).add(key)
+            keys.setdefault(item[0], set()).add(key)
+
+    def remove(self, pod: Pod) -> None:
+        """Forget ``pod`` (by namespace and name); nothing happens when it is not indexed."""
+        ns, key = pod.namespace, pod.key
+        entry = self._pods.get(ns, {}).pop(key, None)
+        if entry is None:
+            return
+        pairs, keys = self._pairs[ns], self._keys[ns]
+        for item in entry[1].items():
+            members = pairs[item]
+            members.discard(key)
+            if not members:
+                del pairs[item]
+            members = keys[item[0]]
+            members.discard(key)
+            if not members:
+                del keys[item[0]]
+
+    def _candidates(self, namespace: str, pairs: Iterable[tuple[str, str]],
+                    any_of: Iterable[tuple[str, list[str]]], present: Iterable[str]
+                    ) -> Iterable[str]:
+        """Keys of the namespace's pods that have every pair, one of the values of each
+        (key, values) of ``any_of``, and every key of ``present``: a superset of the matches."""
+        index, by_key = self._pairs.get(namespace, {}), self._keys.get(namespace, {})
+        sets: list[set[str]] = [index.get(p, set()) for p in pairs]
+        for key, values in any_of:
+            union: set[str] = set()
+            for v in values:
+                union |= index.get((key, v), set())
+            sets.append(union)
+        sets += [by_key.get(k, set()) for k in present]
+        if not sets:
+            return self._pods.get(namespace, {}).keys()
+        sets.sort(key=len)
+        out = sets[0]
+        for other in sets[1:]:
+            if not out:
+                break
+            out = out & other
+        return out
+
+    def _pick(self, namespace: str, keys: Iterable[str]) -> list[tuple[Pod, dict[str, str]]]:
+        pods = self._pods.get(namespace, {})
+        return [pods[k] for k in sorted(keys)]
+
+    def select_map(self, namespace: str, selector: Mapping[str, str]) -> list[Pod]:
+        """Pods of ``namespace`` matching the map selector, by key (``matches_map``)."""
+        found = self._candidates(namespace, selector.items(), (), ())
+        return [pod for pod, _ in self._pick(namespace, found)]  # exact: pairs only
+
+    def select(self, namespace: str, selector: LabelSelector) -> list[Pod]:
+        """Pods of ``namespace`` matching the ``LabelSelector``, by key (``matches``)."""
+        reqs = selector.match_expressions
+        found = self._candidates(namespace, selector.match_labels.items(),
+                                 [(r.key, r.values) for r in reqs if r.operator == "In"],
+                                 [r.key for r in reqs if r.operator == "Exists"])
+        return [pod for pod, labels in self._pick(namespace, found) if matches(selector, labels)]
 
 
 def is_empty(selector: LabelSelector) -> bool:
