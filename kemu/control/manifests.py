@@ -28,11 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kemu.errors import Problem
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 DICT_SOURCE = "<dict>"
 
@@ -128,8 +125,11 @@ def parse_text(text: str, source: str, problems: list[Problem],
             problems.append(Problem(source, "", f"line {err.lineno}",
                                     f"{err.msg} (column {err.colno})"))
     else:
+        import yaml  # here: kemu replay of JSON manifests starts without it
+
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         try:
-            for doc in yaml.load_all(text, Loader=_Loader):
+            for doc in yaml.load_all(text, Loader=loader):
                 raw.append(doc)
         except yaml.MarkedYAMLError as err:
             mark = err.problem_mark or err.context_mark
