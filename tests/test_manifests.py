@@ -139,7 +139,7 @@ def test_reading_goes_on_after_a_bad_source() -> None:
 
 
 def test_uses_the_c_loader_when_pyyaml_has_it() -> None:
-    assert manifests._Loader is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    assert manifests.yaml_loader() is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # --- Fields -----------------------------------------------------------------------------------

@@ -114,6 +114,14 @@ def read_file(path: str, problems: list[Problem]) -> list[Document]:
     return parse_text(text, path, problems, as_json=path.endswith(".json"))
 
 
+def yaml_loader() -> Any:
+    """PyYAML's C loader when it has one. PyYAML is imported only when YAML is read: a
+    ``kemu replay`` of JSON manifests starts without it."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def parse_text(text: str, source: str, problems: list[Problem],
                as_json: bool = False) -> list[Document]:
     """Parse YAML (multi-document) or JSON text; items of lists become documents."""
@@ -125,11 +133,10 @@ def parse_text(text: str, source: str, problems: list[Problem],
             problems.append(Problem(source, "", f"line {err.lineno}",
                                     f"{err.msg} (column {err.colno})"))
     else:
-        import yaml  # here: kemu replay of JSON manifests starts without it
+        import yaml
 
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         try:
-            for doc in yaml.load_all(text, Loader=loader):
+            for doc in yaml.load_all(text, Loader=yaml_loader()):
                 raw.append(doc)
         except yaml.MarkedYAMLError as err:
             mark = err.problem_mark or err.context_mark
