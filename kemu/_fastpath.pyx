@@ -721,7 +721,7 @@ ctypedef struct CtE:             # reference.CtEntry, in one 64-byte cache line
     uint8_t state
     uint8_t masq
     uint8_t zombie               # queued for freeing at the end of the frame
-    uint8_t nkeys                # index slots naming this entry (0..2)
+    uint8_t keys                 # bit d: the index slot of tuple d names (this entry, d)
 
 ctypedef struct CtTab:           # conntrack index: (node, tuple) -> (entry, direction)
     uint64_t* s                  # hash << 32 | (entry * 2 + is_reply + 1); 0: empty
@@ -760,6 +760,7 @@ ctypedef struct Item:            # reference.Item: one copy of a frame on the wo
     int32_t flood
     int32_t ip_ok                # ip_rcv's checks passed and the header changed only by
                                  # checksum-preserving rewrites since (reset with the data)
+    int32_t ct_prev              # entry * 2 + d of this copy's last conntrack hit, -1
     int32_t npend
     Ev pend[NPEND]
 
@@ -824,6 +825,8 @@ ctypedef struct DP:
     HTab neigh                    # (ip, node) -> (mac, header cached: reference neigh_hh)
     HTab aff                      # (sip, node << 32 | sp) -> (ip << 16 | port, last)
     CtE* ce
+    int32_t* ce_hint              # [entry * 2 + d]: the entry * 2 + d the same copy met
+                                  # next (at the next node), -1; a guess checked on use
     int32_t ce_cap
     int32_t ce_used
     int32_t ce_free
@@ -1222,6 +1225,18 @@ cdef inline int ct_val(const DP* dp, int64_t slot) noexcept nogil:
     return <int>(<uint32_t>dp.ct.s[slot] - 1)
 
 
+cdef inline bint ct_is(const DP* dp, int val, int node, int proto, uint32_t sip, int sport,
+                       uint32_t dip, int dport) noexcept nogil:
+    """Whether the index names ``val`` (entry * 2 + d) for this key, without probing it:
+    true exactly when the entry still holds the index slot of direction d (``keys``) and
+    that direction's tuple is the key (a tuple changes only while its slot is released)."""
+    cdef const CtE* E = &dp.ce[val >> 1]
+    cdef const Tup* t = &E.t[val & 1]
+    return (E.keys >> (val & 1)) & 1 and (t.sip == sip and t.dip == dip and t.sport == sport
+                                          and t.dport == dport and E.proto[val & 1] == proto
+                                          and E.node == node)
+
+
 cdef int ct_grow(CtTab* t) noexcept nogil:
     cdef uint64_t oldcap = t.mask + 1, cap = oldcap * 2, i, j
     cdef uint64_t* s = <uint64_t*>calloc(cap, sizeof(uint64_t))
@@ -1254,11 +1269,13 @@ cdef void ct_del_slot(CtTab* t, uint64_t i) noexcept nogil:
     t.n -= 1
 
 
-cdef void ct_unref(DP* dp, int e) noexcept nogil:
+cdef void ct_unref(DP* dp, int val) noexcept nogil:
+    """The index slot of direction ``val & 1`` no longer names entry ``val >> 1``."""
+    cdef int e = val >> 1
     cdef CtE* E = &dp.ce[e]
     cdef int32_t* z
-    E.nkeys -= 1
-    if E.nkeys == 0 and not E.zombie:
+    E.keys &= ~(1 << (val & 1))
+    if E.keys == 0 and not E.zombie:
         if dp.n_zombies == dp.zombies_cap:
             z = <int32_t*>realloc(dp.zombies, (dp.zombies_cap * 2 + 16) * sizeof(int32_t))
             if z == NULL:
@@ -1276,7 +1293,7 @@ cdef void ct_reap(DP* dp) noexcept nogil:
     for k in range(dp.n_zombies):
         e = dp.zombies[k]
         dp.ce[e].zombie = 0
-        if dp.ce[e].nkeys == 0:
+        if dp.ce[e].keys == 0:
             dp.ce[e].sp = dp.ce_free
             dp.ce_free = e
             dp.ce_used -= 1
@@ -1287,12 +1304,19 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
     """A fresh entry (the pool may move: re-fetch ``CtE*`` after this); -1: no memory."""
     cdef int e, cap
     cdef CtE* p
+    cdef int32_t* hints
     if dp.ce_free < 0:
         cap = dp.ce_cap * 2 if dp.ce_cap else 1024
         p = <CtE*>aligned_alloc(64, cap * sizeof(CtE))
         if p == NULL:
             dp.err |= ERR_NOMEM
             return -1
+        hints = <int32_t*>realloc(dp.ce_hint, cap * 2 * sizeof(int32_t))
+        if hints == NULL:
+            free(p)
+            dp.err |= ERR_NOMEM
+            return -1
+        dp.ce_hint = hints
         if dp.ce_cap:
             memcpy(p, dp.ce, dp.ce_cap * sizeof(CtE))
         free(dp.ce)
@@ -1307,6 +1331,8 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
     memset(&dp.ce[e], 0, sizeof(CtE))
     dp.ce[e].sp = -1
     dp.ce[e].be = -1
+    dp.ce_hint[2 * e] = -1
+    dp.ce_hint[2 * e + 1] = -1
     return e
 
 
@@ -1317,7 +1343,7 @@ cdef void ct_set(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t 
     cdef int64_t i = ct_slot(dp, node, proto, sip, sport, dip, dport)
     cdef uint64_t h = ct_hash(node, proto, sip, sport, dip, dport), j
     if i >= 0:
-        ct_unref(dp, ct_val(dp, i) >> 1)
+        ct_unref(dp, ct_val(dp, i))
         dp.ct.s[i] = (h << 32) | <uint64_t>(e * 2 + is_reply + 1)
     else:
         if (dp.ct.n + 1) * 10 > <int64_t>(dp.ct.mask + 1) * 7 and ct_grow(&dp.ct) < 0:
@@ -1328,18 +1354,18 @@ cdef void ct_set(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t 
             j = (j + 1) & dp.ct.mask
         dp.ct.s[j] = (h << 32) | <uint64_t>(e * 2 + is_reply + 1)
         dp.ct.n += 1
-    dp.ce[e].nkeys += 1
+    dp.ce[e].keys |= 1 << is_reply
 
 
 cdef void ct_pop(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t dip,
                  int dport) noexcept nogil:
     """``self.ct.pop(key, None)``."""
     cdef int64_t i = ct_slot(dp, node, proto, sip, sport, dip, dport)
-    cdef int e
+    cdef int val
     if i >= 0:
-        e = ct_val(dp, i) >> 1
+        val = ct_val(dp, i)
         ct_del_slot(&dp.ct, i)
-        ct_unref(dp, e)
+        ct_unref(dp, val)
 
 
 cdef void ct_del_if(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t dip,
@@ -1347,7 +1373,7 @@ cdef void ct_del_if(DP* dp, int node, int proto, uint32_t sip, int sport, uint32
     cdef int64_t i = ct_slot(dp, node, proto, sip, sport, dip, dport)
     if i >= 0 and ct_val(dp, i) == e * 2 + is_reply:
         ct_del_slot(&dp.ct, i)
-        ct_unref(dp, e)
+        ct_unref(dp, e * 2 + is_reply)
 
 
 cdef void ct_delete(DP* dp, int e) noexcept nogil:
@@ -1517,7 +1543,7 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
     cdef uint8_t* d = DATA(it)
     cdef int n = it.len
     cdef Ctx* ctx = &it.ctx
-    cdef int proto, l4, sport, dport, e, is_reply
+    cdef int proto, l4, sport, dport, e, is_reply, prev, val, r
     cdef uint32_t sip, dip
     cdef int64_t slot
     cdef CtE* E
@@ -1538,15 +1564,23 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
         return 0
     sip = rd32(d, 26)
     dip = rd32(d, 30)
-    slot = ct_slot(dp, node, proto, sip, sport, dip, dport)
-    if slot >= 0:
-        e = ct_val(dp, slot)
-        is_reply = e & 1
-        e >>= 1
+    # a copy crossing several nodes meets the same entries in the same order every time:
+    # the entry found after the previous one last time is tried before the index
+    prev = it.ct_prev
+    val = dp.ce_hint[prev] if prev >= 0 else -1
+    if val < 0 or not ct_is(dp, val, node, proto, sip, sport, dip, dport):
+        slot = ct_slot(dp, node, proto, sip, sport, dip, dport)
+        val = ct_val(dp, slot) if slot >= 0 else -1
+        if prev >= 0 and val >= 0:
+            dp.ce_hint[prev] = val
+    if val >= 0:
+        is_reply = val & 1
+        e = val >> 1
         if dp.ce[e].expires < dp.now:
             ct_delete(dp, e)
-            slot = -1
-    if slot >= 0:
+            val = -1
+    if val >= 0:
+        it.ct_prev = val
         E = &dp.ce[e]
         ctx.ct = e
         ctx.reply_dir = is_reply
@@ -1561,7 +1595,13 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
             changed(it)
             ev(dp, it, EV_UNSNAT, E.t[0].sip, E.t[0].sport, node)
         return 0
-    return cold.prerouting_new(dp, it, node, proto, l4, sport, dport, sip, dip)
+    r = cold.prerouting_new(dp, it, node, proto, l4, sport, dport, sip, dip)
+    e = ctx.ct
+    if e >= 0 and dp.ce[e].keys & 1:
+        if prev >= 0:
+            dp.ce_hint[prev] = e * 2
+        it.ct_prev = e * 2
+    return r
 
 
 cdef int prerouting_new(DP* dp, Item* it, int node, int proto, int l4, int sport, int dport,
@@ -2198,13 +2238,13 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
     out_if = route_dev(dp, node, dst, &nh)
     if out_if < 0:
         return end(dp, it, OUT_DROPPED, DROP_NO_ROUTE, i, 0, False)
-    ttl = d[22]
+    old = rd16(d, 22)  # TTL and protocol: one load, one store (no byte store then
+    ttl = old >> 8     # a wider load of the same bytes, which stalls store forwarding)
     if ttl <= 1:
         return end(dp, it, OUT_DROPPED, DROP_TTL_EXCEEDED, i, 0, True)
     # ip_forward decrements the TTL before the FORWARD hook: a REJECT quotes TTL-1
-    old = rd16(d, 22)
-    d[22] = ttl - 1
-    wr16(d, 24, csum_replace16(rd16(d, 24), old, rd16(d, 22)))
+    wr16(d, 22, old - 0x100)
+    wr16(d, 24, csum_replace16(rd16(d, 24), old, old - 0x100))
     changed(it)
     ev(dp, it, EV_TTL, ttl - 1, node, 0)
     verdict = filter_forward(it)
@@ -2267,6 +2307,7 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
     it.snap_len = 0
     it.flood = 0
     it.ip_ok = 0
+    it.ct_prev = -1
     it.npend = 0
     if mode == INJ_RX:
         it.stage = S_RX
@@ -2321,10 +2362,12 @@ cdef inline uint64_t flow_key_hash(const DP* dp, const uint8_t* f, int64_t ln,
 
 cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const int64_t* offp,
                                 const int32_t* lenp, const int32_t* ifp, Py_ssize_t fi,
-                                Py_ssize_t stop, uint64_t* ring) noexcept nogil:
-    """Software pipeline over the batch: the index slot of frame fi+6, the entry of fi+3."""
+                                Py_ssize_t stop, uint64_t* ring, int32_t* ring2) noexcept nogil:
+    """Software pipeline over the batch: the index slot of frame fi+6, the entry (and its
+    hint) of fi+3, the entry the hint names (the next node's) of fi+1."""
     cdef Py_ssize_t j = fi + 6
     cdef uint64_t h, v
+    cdef int32_t val
     cdef int64_t off
     if j < stop:
         off = offp[j]
@@ -2337,10 +2380,21 @@ cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const i
     j = fi + 3
     if j < stop:
         h = ring[j & 7]
+        val = -1
         if h:
             v = dp.ct.s[h & dp.ct.mask]
             if v and <uint32_t>(v >> 32) == <uint32_t>h:
-                kemu_prefetch(&dp.ce[(<uint32_t>v - 1) >> 1])
+                val = <int32_t>(<uint32_t>v - 1)
+                kemu_prefetch(&dp.ce[val >> 1])
+                kemu_prefetch(&dp.ce_hint[val])
+        ring2[j & 7] = val
+    j = fi + 1
+    if j < stop:
+        val = ring2[j & 7]
+        if val >= 0:
+            val = dp.ce_hint[val]
+            if val >= 0:
+                kemu_prefetch(&dp.ce[val >> 1])
 
 
 # Rare work is called through this table of pointers: the compiler cannot inline it, which
@@ -2424,6 +2478,7 @@ cdef class Datapath:
         ht_free(&self.dp.fe)
         ht_free(&self.dp.fe_np)
         free(self.dp.ce)
+        free(self.dp.ce_hint)
         free(self.dp.zombies)
         free(self.dp.ifs)
         free(self.dp.cands)
@@ -2726,6 +2781,8 @@ cdef class Datapath:
         ht_clear(&self.dp.aff)
         free(self.dp.ce)
         self.dp.ce = NULL
+        free(self.dp.ce_hint)
+        self.dp.ce_hint = NULL
         self.dp.ce_cap = 0
         self.dp.ce_used = 0
         self.dp.ce_free = -1
@@ -2886,12 +2943,14 @@ cdef class Datapath:
         cdef Py_ssize_t fi
         cdef Py_ssize_t done = stop
         cdef uint64_t ring[8]
+        cdef int32_t ring2[8]
         memset(ring, 0, sizeof(ring))
+        memset(ring2, 0xFF, sizeof(ring2))
         for fi in range(start, min(start + 6, stop)):  # prime the prefetch pipeline
             if 0 <= offp[fi] and offp[fi] + lenp[fi] <= blen and 0 <= ifp[fi] < n_if:
                 ring[fi & 7] = flow_key_hash(dp, bp + offp[fi], lenp[fi], ifp[fi])
         for fi in range(start, stop):
-            prefetch_flows(dp, bp, blen, offp, lenp, ifp, fi, stop, ring)
+            prefetch_flows(dp, bp, blen, offp, lenp, ifp, fi, stop, ring, ring2)
             ln = lenp[fi]
             if record:  # Results.room
                 hops = worst_hops
