@@ -700,6 +700,13 @@ ctypedef struct IfInfo:          # one interface, direct-indexed by id
     int32_t bridge
     int32_t hairpin
 
+ctypedef struct NShared:         # a node-network neighbour every node knows (but its own)
+    int64_t mac                  # the last seeded address, from node ``node``: every other
+    int64_t mac2                 # node has ``mac``; node ``node`` itself has ``mac2`` (the
+    int32_t node                 # last one seeded from another node) when ``has2``
+    int32_t node2
+    int32_t has2
+
 ctypedef struct Tup:             # one direction of a conntrack entry (protocol apart)
     uint32_t sip
     uint32_t dip
@@ -792,11 +799,13 @@ ctypedef struct DP:
     const uint32_t* lip_ip
     const int32_t* lip_if
     int32_t lip_k
-    const int32_t* rt_out         # [route * n_nodes + node]: out interface (_route_dev)
-    const uint32_t* rt_nh         # next hop (0: connected)
+    const int32_t* rt_kind        # per route: codes.RT_*, resolved per node (_route_dev)
+    const int32_t* rt_owner       # the node owning a pod CIDR, -1
+    const uint32_t* rt_nh         # the next hop from any node that does not own it
     LpmC* lpm
     HTab fe
     HTab fe_np
+    HTab own                      # ip -> the interface owning it (Tables.owner_of)
     const int32_t* fe_sp
     const int32_t* fe_kind
     const int32_t* sp_flags
@@ -823,6 +832,11 @@ ctypedef struct DP:
     CtTab ct                      # (node, tuple) -> entry * 2 + is_reply
     HTab fdb                      # (mac, bridge) -> (port, seen)
     HTab neigh                    # (ip, node) -> (mac, header cached: reference neigh_hh)
+    HTab nshared                  # ip -> index into ``sh``: entries of every node (those
+    NShared* sh                   #   in ``neigh`` take precedence), header not cached
+    int64_t n_sh
+    int64_t sh_cap
+    int32_t sh_nodes              # the nodes the shared entries are for: 0..sh_nodes-1
     HTab aff                      # (sip, node << 32 | sp) -> (ip << 16 | port, last)
     CtE* ce
     int32_t* ce_hint              # [entry * 2 + d]: the entry * 2 + d the same copy met
@@ -1091,13 +1105,22 @@ cdef inline int local_if_of(const DP* dp, int node, uint32_t ip) noexcept nogil:
 
 
 cdef inline int route_dev(const DP* dp, int node, uint32_t dst, uint32_t* nh) noexcept nogil:
-    """reference ``_route_dev``: the out interface (-1: no route) and next hop."""
+    """reference ``_route_dev``: the out interface (-1: no route) and next hop. A node's
+    routes are the shared ones seen from it: its own pod CIDR is connected on the bridge,
+    another node's goes through the VTEP or eth0 to that node (R-1, OV-2, OV-4)."""
     cdef int32_t r = lpm_lookup(dp.lpm, dst)
     if r < 0:
         nh[0] = 0
         return -1
-    nh[0] = dp.rt_nh[r * dp.n_nodes + node]
-    return dp.rt_out[r * dp.n_nodes + node]
+    cdef int kind = dp.rt_kind[r]
+    if kind == RT_POD_CIDR:
+        if dp.rt_owner[r] == node:
+            nh[0] = 0
+            return dp.node_br_if[node]
+        nh[0] = dp.rt_nh[r]
+        return dp.node_vtep_if[node] if dp.vxlan else dp.node_eth_if[node]
+    nh[0] = dp.rt_nh[r]  # the node network: connected (0); anything else: the gateway
+    return dp.node_eth_if[node]
 
 
 cdef inline int find_backend(const DP* dp, int sp, uint32_t ip, int port) noexcept nogil:
@@ -1109,17 +1132,43 @@ cdef inline int find_backend(const DP* dp, int sp, uint32_t ip, int port) noexce
 
 
 cdef inline int owner_of(const DP* dp, uint32_t ip) noexcept nogil:
-    """``Tables.owner_of``: searchsorted (left) over ``own_ip``."""
-    cdef int64_t lo = 0, hi = dp.n_own, mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if dp.own_ip[mid] < ip:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < dp.n_own and dp.own_ip[lo] == ip:
-        return dp.own_if[lo]
-    return -1
+    """``Tables.owner_of`` (the first of equal addresses in ``own_ip``), hashed."""
+    cdef HSlot* s = ht_find(&dp.own, ip, 0)
+    return <int>s.v0 if s != NULL else -1
+
+
+cdef inline int64_t neigh_get(const DP* dp, int node, uint32_t ip, HSlot** slot) noexcept nogil:
+    """reference ``neigh.get((node, ip), -1)``: the node's own entry (``slot``) or the
+    shared one of the node network (``slot`` NULL: no cached header)."""
+    cdef HSlot* s = ht_find(&dp.neigh, ip, <uint32_t>node)
+    slot[0] = s
+    if s != NULL:
+        return s.v0
+    if dp.n_sh == 0 or node < 0 or node >= dp.sh_nodes:
+        return -1
+    s = ht_find(&dp.nshared, ip, 0)
+    if s == NULL:
+        return -1
+    cdef const NShared* S = &dp.sh[s.v0]
+    if S.node != node:
+        return S.mac
+    return S.mac2 if S.has2 else -1
+
+
+cdef inline bint neigh_cache(DP* dp, int node, uint32_t ip, HSlot* slot,
+                             int64_t mac) noexcept nogil:
+    """Mark the entry's header cached (``neigh_hh.add``); false if it already was."""
+    cdef bint created
+    if slot == NULL:
+        slot = ht_put(&dp.neigh, ip, <uint32_t>node, &created)
+        if slot == NULL:
+            dp.err |= ERR_NOMEM
+            return True
+        slot.v0 = mac
+    if slot.v1:
+        return False
+    slot.v1 = 1
+    return True
 
 
 cdef inline void l4info(const uint8_t* d, int n, int* proto, int* l4, int* sport,
@@ -2082,6 +2131,7 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
     cdef uint64_t smac, dmac
     cdef HSlot* s
     cdef HSlot* ns
+    cdef int64_t mac
     cdef bint created
     if n < 14:
         return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, p, 0, False)
@@ -2098,16 +2148,15 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
         if new_dst != dst_before:  # br_nf_pre_routing_finish: daddr changed
             out_if = route_dev(dp, node, new_dst, &nh)
             if out_if == local_if:
-                ns = ht_find(&dp.neigh, new_dst, <uint32_t>node)
-                if ns == NULL or ns.v0 < 0:
+                mac = neigh_get(dp, node, new_dst, &ns)
+                if mac < 0:
                     return end(dp, it, OUT_NEIGH, 0, local_if, new_dst, True)
-                wr48(d, 0, <uint64_t>ns.v0)
+                wr48(d, 0, <uint64_t>mac)
                 changed(it)
                 ev(dp, it, EV_BRIDGED_DNAT, node, 0, 0)
-                if not ns.v1:
+                if neigh_cache(dp, node, new_dst, ns, mac):
                     # br_nf_pre_routing_finish_bridge: without a cached header the frame
                     # goes out through the bridge device once (neigh->output), then on
-                    ns.v1 = 1
                     hop(dp, it, local_if, DIR_OUT)
             else:
                 wr48(d, 0, <uint64_t>dp.ifs[local_if].mac)
@@ -2169,13 +2218,15 @@ cdef int output(DP* dp, Item* it, int node, int out_if, uint32_t nh) noexcept no
     cdef uint32_t hop_ip = nh if nh else dst
     if dp.record:
         ev(dp, it, EV_ROUTE, lpm_lookup(dp.lpm, dst), nh, node)
-    cdef HSlot* ns = ht_find(&dp.neigh, hop_ip, <uint32_t>node)
-    if ns == NULL or ns.v0 < 0:
+    cdef HSlot* ns
+    cdef int64_t mac = neigh_get(dp, node, hop_ip, &ns)
+    if mac < 0:
         ev(dp, it, EV_NEIGH_MISS, hop_ip, node, out_if)
         wr48(d, 6, <uint64_t>dp.ifs[out_if].mac)
         return end(dp, it, OUT_NEIGH, 0, out_if, hop_ip, True)
-    ns.v1 = 1  # neigh_resolve_output caches the header
-    wr48(d, 0, <uint64_t>ns.v0)
+    if ns == NULL or not ns.v1:
+        neigh_cache(dp, node, hop_ip, ns, mac)  # neigh_resolve_output caches the header
+    wr48(d, 0, <uint64_t>mac)
     wr48(d, 6, <uint64_t>dp.ifs[out_if].mac)
     changed(it)
     ctx_reset(&it.ctx)
@@ -2459,6 +2510,7 @@ cdef class Datapath:
         self.dp.ce_free = -1
         if (ct_init(&self.dp.ct, 1024) < 0 or ht_init(&self.dp.fdb, 64) < 0
                 or ht_init(&self.dp.neigh, 64) < 0 or ht_init(&self.dp.aff, 16) < 0
+                or ht_init(&self.dp.nshared, 16) < 0 or ht_init(&self.dp.own, 16) < 0
                 or ht_init(&self.dp.fe, 16) < 0 or ht_init(&self.dp.fe_np, 16) < 0):
             raise MemoryError()
 
@@ -2474,6 +2526,9 @@ cdef class Datapath:
         free(self.dp.ct.s)
         ht_free(&self.dp.fdb)
         ht_free(&self.dp.neigh)
+        ht_free(&self.dp.nshared)
+        ht_free(&self.dp.own)
+        free(self.dp.sh)
         ht_free(&self.dp.aff)
         ht_free(&self.dp.fe)
         ht_free(&self.dp.fe_np)
@@ -2524,32 +2579,27 @@ cdef class Datapath:
         n_rt = len(t.rt_prefix)
         for i in range(n_rt):
             lpm.add(int(t.rt_prefix[i]), int(t.rt_len[i]), i)
-        rt_out = np.full(max(1, n_rt * n_nodes), -1, np.int32)
-        rt_nh = np.zeros(max(1, n_rt * n_nodes), np.uint32)
-        for r in range(n_rt):
-            kind = int(t.rt_kind[r])
-            for node in range(n_nodes):
-                if kind == RT_POD_CIDR:
-                    owner = int(t.rt_node[r])
-                    if owner == node:
-                        o, nh = int(t.node_br_if[node]), 0
-                    elif t.vxlan:
-                        o, nh = int(t.node_vtep_if[node]), int(t.rt_prefix[r])
-                    else:
-                        o, nh = int(t.node_eth_if[node]), int(t.node_ip[owner])
-                elif kind == RT_NODE_NET:
-                    o, nh = int(t.node_eth_if[node]), 0
-                else:
-                    o, nh = int(t.node_eth_if[node]), int(t.gateway_ip)
-                rt_out[r * n_nodes + node] = o
-                rt_nh[r * n_nodes + node] = nh & 0xFFFFFFFF
-        # what _fix_l2 needs: each node's pod CIDR mask, the node network
+        rt_kind = _i32(t.rt_kind)
+        rt_owner = _i32(t.rt_node)
+        rt_nh = np.zeros(max(1, n_rt), np.uint32)
         node_pod_mask = np.full(max(1, n_nodes), 0xFFFFFF00, np.uint32)
-        for node in range(n_nodes):
-            for i in range(n_rt):
-                if int(t.rt_kind[i]) == RT_POD_CIDR and int(t.rt_node[i]) == node:
-                    node_pod_mask[node] = lpm_mask(int(t.rt_len[i]))
-                    break
+        mask_set = np.zeros(max(1, n_nodes), bool)
+        for r in range(n_rt):
+            kind = int(rt_kind[r])
+            if kind == RT_POD_CIDR:
+                owner = int(rt_owner[r])
+                # (an owner of -1 takes the last node's address, as numpy indexing does)
+                nh = int(t.rt_prefix[r]) if t.vxlan else (
+                    int(t.node_ip[owner]) if -n_nodes <= owner < n_nodes else 0)
+                if 0 <= owner < n_nodes and not mask_set[owner]:
+                    # what _fix_l2 needs: each node's pod CIDR mask (its first route)
+                    node_pod_mask[owner] = lpm_mask(int(t.rt_len[r]))
+                    mask_set[owner] = True
+            elif kind == RT_NODE_NET:
+                nh = 0
+            else:
+                nh = int(t.gateway_ip)
+            rt_nh[r] = nh & 0xFFFFFFFF
         net_prefix, net_mask = 0, 0xFFFFFFFF
         for i in range(n_rt):
             if int(t.rt_kind[i]) == RT_NODE_NET:
@@ -2557,10 +2607,9 @@ cdef class Datapath:
                 break
         # local addresses, as the reference's local_ips dict (the last interface wins)
         local_ips = {}
-        for i in range(n_if):
-            k = int(if_kind[i])
-            if k in (IF_NODE_ETH, IF_BRIDGE, IF_VTEP):
-                local_ips[(int(if_node[i]), int(if_ip[i]))] = i
+        for i in np.flatnonzero((if_kind == IF_NODE_ETH) | (if_kind == IF_BRIDGE)
+                                | (if_kind == IF_VTEP)).tolist():
+            local_ips[(int(if_node[i]), int(if_ip[i]))] = i
         per_node = [[] for _ in range(n_nodes)]
         for (node, ip), i in local_ips.items():
             per_node[node].append((ip, i))
@@ -2570,9 +2619,9 @@ cdef class Datapath:
         lip_if = np.zeros(max(1, n_nodes) * lip_k, np.int32)
         for node, lst in enumerate(per_node):
             lip_n[node] = len(lst)
-            for j, (ip, i) in enumerate(lst):
-                lip_ip[node * lip_k + j] = ip
-                lip_if[node * lip_k + j] = i
+            for q, (ip, i) in enumerate(lst):
+                lip_ip[node * lip_k + q] = ip
+                lip_if[node * lip_k + q] = i
         # services
         fe_map, fe_np_map = {}, {}
         for i in range(len(t.fe_ip)):
@@ -2601,14 +2650,19 @@ cdef class Datapath:
             free(ifs)
             free(cands)
             raise MemoryError()
-        for i in range(n_if):
-            ifs[i].kind = if_kind[i]
-            ifs[i].node = if_node[i]
-            ifs[i].peer = if_peer[i]
-            ifs[i].bridge = if_bridge[i]
-            ifs[i].hairpin = if_hairpin[i]
-            ifs[i].mac = if_mac[i]
-            ifs[i].ip = if_ip[i]
+        cdef const int32_t[::1] v_kind = if_kind, v_node = if_node, v_peer = if_peer
+        cdef const int32_t[::1] v_bridge = if_bridge, v_hairpin = if_hairpin
+        cdef const int64_t[::1] v_mac = if_mac
+        cdef const uint32_t[::1] v_ip = if_ip
+        cdef Py_ssize_t j
+        for j in range(n_if):
+            ifs[j].kind = v_kind[j]
+            ifs[j].node = v_node[j]
+            ifs[j].peer = v_peer[j]
+            ifs[j].bridge = v_bridge[j]
+            ifs[j].hairpin = v_hairpin[j]
+            ifs[j].mac = v_mac[j]
+            ifs[j].ip = v_ip[j]
         ht_clear(&self.dp.fe)
         ht_clear(&self.dp.fe_np)
         cdef bint created
@@ -2623,21 +2677,32 @@ cdef class Datapath:
             if s == NULL:
                 raise MemoryError()
             s.v0 = i
+        ht_clear(&self.dp.own)
+        cdef const uint32_t[::1] v_own_ip = own_ip
+        cdef const int32_t[::1] v_own_if = own_if
+        for j in range(v_own_ip.shape[0]):
+            s = ht_put(&self.dp.own, v_own_ip[j], 0, &created)
+            if s == NULL:
+                raise MemoryError()
+            if created:
+                s.v0 = v_own_if[j]
         free(self.dp.ifs)
         free(self.dp.cands)
         self.dp.ifs = ifs
         self.dp.cands = cands
         keep = [br_local_if, br_netfilter, br_port_start, br_port_count, br_ports,
                 node_eth_if, node_br_if, node_vtep_if, node_local_if, node_ip, node_br_ip,
-                node_pod_mask, lip_n, lip_ip, lip_if, rt_out, rt_nh, fe_sp, fe_kind, sp_flags,
-                sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip, own_if]
+                node_pod_mask, lip_n, lip_ip, lip_if, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
+                sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
+                own_if]
         for k, a in enumerate(keep):
             if len(a) == 0:  # a valid pointer even for empty tables
                 keep[k] = np.zeros(1, a.dtype)
         (br_local_if, br_netfilter, br_port_start, br_port_count, br_ports,
          node_eth_if, node_br_if, node_vtep_if, node_local_if, node_ip, node_br_ip,
-         node_pod_mask, lip_n, lip_ip, lip_if, rt_out, rt_nh, fe_sp, fe_kind, sp_flags,
-         sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip, own_if) = keep
+         node_pod_mask, lip_n, lip_ip, lip_if, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
+         sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
+         own_if) = keep
         self._keep = keep
         self.dp.n_if = n_if
         self.dp.n_nodes = n_nodes
@@ -2660,7 +2725,8 @@ cdef class Datapath:
         self.dp.lip_ip = <uint32_t*>cnp.PyArray_DATA(lip_ip)
         self.dp.lip_if = <int32_t*>cnp.PyArray_DATA(lip_if)
         self.dp.lip_k = lip_k
-        self.dp.rt_out = <int32_t*>cnp.PyArray_DATA(rt_out)
+        self.dp.rt_kind = <int32_t*>cnp.PyArray_DATA(rt_kind)
+        self.dp.rt_owner = <int32_t*>cnp.PyArray_DATA(rt_owner)
         self.dp.rt_nh = <uint32_t*>cnp.PyArray_DATA(rt_nh)
         self.dp.fe_sp = <int32_t*>cnp.PyArray_DATA(fe_sp)
         self.dp.fe_kind = <int32_t*>cnp.PyArray_DATA(fe_kind)
@@ -2695,19 +2761,129 @@ cdef class Datapath:
             self._seed_neighbours()
         self._loaded = tables
 
-    cdef void _seed_neighbours(self):
-        """What a settled cluster's kernels know (reference ``_seed_neighbours``)."""
+    def _seed_neighbours(self) -> None:
+        """What a settled cluster's kernels know (reference ``_seed_neighbours``): every pod
+        on its node (in ``neigh``), every host of the node network and flannel's VTEP
+        addresses (OV-2) on every other node, kept once per address in ``nshared`` (the
+        same entries, without nodes x hosts of them). Writes apply in interface order, as in
+        the reference: an address written both ways is spelt out per node."""
         cdef DP* dp = &self.dp
-        cdef int i, m, k, n
-        for i in range(dp.n_if):
-            k = dp.ifs[i].kind
-            n = dp.ifs[i].node
-            if k == IF_POD_ETH:
-                self._neigh_put(n, dp.ifs[i].ip, dp.ifs[i].mac, False)
-            elif (k == IF_NODE_ETH or k == IF_EXT_ETH or k == IF_GW_ETH or k == IF_VTEP):
-                for m in range(dp.n_nodes):
-                    if m != n:
-                        self._neigh_put(m, dp.ifs[i].ip, dp.ifs[i].mac, False)
+        cdef int n_nodes = dp.n_nodes, m
+        cdef uint64_t i
+        cdef HSlot* s
+        cdef NShared* S
+        cdef bint created
+        t = self.t
+        kind = np.asarray(t.if_kind).astype(np.int64)
+        pods = np.flatnonzero(kind == IF_POD_ETH)
+        hosts = np.flatnonzero((kind == IF_NODE_ETH) | (kind == IF_EXT_ETH)
+                               | (kind == IF_GW_ETH) | (kind == IF_VTEP))
+        ip_all = np.asarray(t.if_ip).astype(np.int64) & 0xFFFFFFFF
+        if dp.n_sh and n_nodes != dp.sh_nodes:
+            self._spell_out_shared()
+        seed = {}  # ip -> [node, mac, has2, node2, mac2] of this seeding's host writes
+        for n, ip, mac in zip(np.asarray(t.if_node)[hosts].tolist(), ip_all[hosts].tolist(),
+                              np.asarray(t.if_mac)[hosts].tolist(), strict=True):
+            st = seed.get(ip)
+            if st is None:
+                seed[ip] = [n, mac, 0, 0, 0]
+            elif st[0] == n:
+                st[1] = mac
+            else:
+                seed[ip] = [n, mac, 1, st[0], st[1]]
+        pod_ips = ip_all[pods]
+        both = set(pod_ips.tolist()) & seed.keys() if seed else set()
+        for ip in sorted(both):
+            writes = [(int(kind[i]) == IF_POD_ETH, int(t.if_node[i]), int(t.if_mac[i]))
+                      for i in np.flatnonzero(ip_all == ip).tolist()
+                      if int(kind[i]) == IF_POD_ETH or i in set(hosts.tolist())]
+            for m in range(n_nodes):
+                val = None
+                for is_pod, n, mac in writes:
+                    if (n == m) == is_pod:
+                        val = mac
+                if val is not None:
+                    self._neigh_put(m, ip, val, False)
+            del seed[ip]
+        if dp.neigh.n and seed:  # entries of a node's own table take the new addresses
+            for i in range(dp.neigh.mask + 1):
+                s = &dp.neigh.s[i]
+                if s.k1:
+                    st = seed.get(s.k0)
+                    m = <int32_t><uint32_t>(s.k1 & 0xFFFFFFFFULL)
+                    if st is not None and 0 <= m < n_nodes:
+                        if st[0] != m:
+                            s.v0 = st[1]
+                        elif st[2]:
+                            s.v0 = st[4]
+        cdef int32_t[::1] pn = np.ascontiguousarray(np.asarray(t.if_node)[pods], np.int32)
+        cdef int64_t[::1] pip = np.ascontiguousarray(pod_ips, np.int64)
+        cdef int64_t[::1] pmac = np.ascontiguousarray(np.asarray(t.if_mac)[pods], np.int64)
+        cdef Py_ssize_t k
+        for k in range(pn.shape[0]):
+            if not both or pip[k] not in both:
+                self._neigh_put(pn[k], <uint32_t>pip[k], pmac[k], False)
+        for ip, st in seed.items():
+            s = ht_find(&dp.nshared, ip, 0)
+            if s == NULL:
+                if dp.n_sh == dp.sh_cap:
+                    S = <NShared*>realloc(dp.sh, (dp.sh_cap * 2 + 64) * sizeof(NShared))
+                    if S == NULL:
+                        raise MemoryError()
+                    dp.sh = S
+                    dp.sh_cap = dp.sh_cap * 2 + 64
+                s = ht_put(&dp.nshared, ip, 0, &created)
+                if s == NULL:
+                    raise MemoryError()
+                s.v0 = dp.n_sh
+                S = &dp.sh[dp.n_sh]
+                dp.n_sh += 1
+                S.node, S.mac, S.has2, S.node2, S.mac2 = st
+                continue
+            S = &dp.sh[s.v0]  # compose: the old writes, then this seeding's
+            if not st[2]:
+                if S.node != st[0]:
+                    st[2], st[3], st[4] = 1, S.node, S.mac
+                elif S.has2:
+                    st[2], st[3], st[4] = 1, S.node2, S.mac2
+            S.node, S.mac, S.has2, S.node2, S.mac2 = st
+        dp.sh_nodes = n_nodes
+
+    def _spell_out_shared(self) -> None:
+        """Shared entries become entries of each node they were for (before tables with
+        another node count: the reference's entries of the old nodes stay as they are)."""
+        cdef DP* dp = &self.dp
+        cdef uint64_t i
+        cdef int m
+        cdef int64_t mac
+        cdef HSlot* s
+        cdef HSlot* o
+        cdef NShared* S
+        cdef bint created
+        for i in range(dp.nshared.mask + 1):
+            s = &dp.nshared.s[i]
+            if not s.k1:
+                continue
+            S = &dp.sh[s.v0]
+            for m in range(dp.sh_nodes):
+                if ht_find(&dp.neigh, s.k0, <uint32_t>m) != NULL:
+                    continue
+                if S.node != m:
+                    mac = S.mac
+                elif S.has2:
+                    mac = S.mac2
+                else:
+                    continue
+                o = ht_put(&dp.neigh, s.k0, <uint32_t>m, &created)
+                if o == NULL:
+                    raise MemoryError()
+                o.v0 = mac
+        self._clear_shared()
+
+    cdef void _clear_shared(self):
+        ht_clear(&self.dp.nshared)
+        self.dp.n_sh = 0
+        self.dp.sh_nodes = 0
 
     cdef int _neigh_put(self, int node, uint32_t ip, int64_t mac, bint api) except -1:
         """``neigh[(node, ip)] = mac``; through the API (``neigh_set``) a changed address
@@ -2778,6 +2954,7 @@ cdef class Datapath:
         memset(self.dp.ct.s, 0, (self.dp.ct.mask + 1) * sizeof(uint64_t))
         self.dp.ct.n = 0
         ht_clear(&self.dp.neigh)
+        self._clear_shared()
         ht_clear(&self.dp.aff)
         free(self.dp.ce)
         self.dp.ce = NULL
@@ -2794,8 +2971,8 @@ cdef class Datapath:
         self._neigh_put(node, ip, mac, True)
 
     def neigh_lookup(self, node: int, ip: int) -> int:
-        cdef HSlot* s = ht_find(&self.dp.neigh, <uint32_t>ip, <uint32_t><int32_t>node)
-        return s.v0 if s != NULL else -1
+        cdef HSlot* s
+        return neigh_get(&self.dp, <int32_t>node, <uint32_t>ip, &s)
 
     def cleanup(self, now: int) -> None:
         """Expire FDB entries (ageing) and conntrack and affinity entries (timeouts)."""
@@ -2836,7 +3013,10 @@ cdef class Datapath:
         cdef DP* dp = &self.dp
         cdef uint64_t i
         cdef HSlot* s
+        cdef HSlot* o
         cdef CtE* E
+        cdef int m
+        cdef int64_t mac
         fdb, ct, neigh, aff = [], [], [], []
         for i in range(dp.fdb.mask + 1):
             s = &dp.fdb.s[i]
@@ -2852,6 +3032,14 @@ cdef class Datapath:
             s = &dp.neigh.s[i]
             if s.k1:
                 neigh.append((<int32_t><uint32_t>(s.k1 & 0xFFFFFFFFULL), s.k0, s.v0, s.v1))
+        for i in range(dp.nshared.mask + 1):
+            s = &dp.nshared.s[i]
+            if s.k1:
+                for m in range(dp.sh_nodes):
+                    if ht_find(&dp.neigh, s.k0, <uint32_t>m) == NULL:
+                        mac = neigh_get(dp, m, <uint32_t>s.k0, &o)
+                        if mac >= 0:
+                            neigh.append((m, s.k0, mac, 0))
         for i in range(dp.aff.mask + 1):
             s = &dp.aff.s[i]
             if s.k1:
@@ -3012,17 +3200,29 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
                       ("node_ip", t.node_ip), ("node_br_ip", t.node_br_ip)):
         if len(arr) != n_nodes:
             bad(f"{name} has {len(arr)} entries, not {n_nodes}")
-    for i in range(n_if):
-        k, node = int(if_kind[i]), int(if_node[i])
-        if k in (IF_POD_ETH, IF_VETH) and not 0 <= int(if_peer[i]) < n_if:
+    # per interface, vectorised; the first offending interface is named, in the order
+    # the checks would meet it one interface at a time
+    kind = np.asarray(if_kind, np.int64)
+    node = np.asarray(if_node, np.int64)
+    peer = np.asarray(if_peer, np.int64)
+    bridge = np.asarray(if_bridge, np.int64)
+    idx = np.arange(n_if)
+    bad_peer = np.isin(kind, (IF_POD_ETH, IF_VETH)) & ~((peer >= 0) & (peer < n_if))
+    bad_pod = (kind == IF_POD_ETH) & ((idx + 1 >= n_if) | ~((node >= 0) & (node < n_nodes)))
+    bad_br = (np.isin(kind, (IF_VETH, IF_BRIDGE, IF_NODE_ETH, IF_EXT_ETH, IF_GW_ETH))
+              & ~((bridge >= 0) & (bridge < n_br)))
+    bad_node = (np.isin(kind, (IF_NODE_ETH, IF_BRIDGE, IF_VTEP, IF_NODE_LOCAL))
+                & ~((node >= 0) & (node < n_nodes)))
+    any_bad = bad_peer | bad_pod | bad_br | bad_node
+    if any_bad.any():
+        i = int(np.flatnonzero(any_bad)[0])
+        if bad_peer[i]:
             bad(f"interface {i}: peer {int(if_peer[i])}")
-        if k == IF_POD_ETH and (i + 1 >= n_if or not 0 <= node < n_nodes):
+        if bad_pod[i]:
             bad(f"pod interface {i} without lo or node")
-        if k in (IF_VETH, IF_BRIDGE, IF_NODE_ETH, IF_EXT_ETH, IF_GW_ETH) and not (
-                0 <= int(if_bridge[i]) < n_br):
+        if bad_br[i]:
             bad(f"interface {i}: bridge {int(if_bridge[i])}")
-        if k in (IF_NODE_ETH, IF_BRIDGE, IF_VTEP, IF_NODE_LOCAL) and not 0 <= node < n_nodes:
-            bad(f"interface {i}: node {node}")
+        bad(f"interface {i}: node {int(if_node[i])}")
     if not (len(br_netfilter) == len(br_port_start) == len(br_port_count) == n_br):
         bad("bridge arrays of different lengths")
     for b in range(n_br):
@@ -3032,9 +3232,10 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
         s, c = int(br_port_start[b]), int(br_port_count[b])
         if s < 0 or c < 0 or s + c > len(br_ports):
             bad(f"bridge {b}: ports {s}+{c}")
-    for q in br_ports:
-        if not 0 <= int(q) < n_if:
-            bad(f"bridge port {int(q)}")
+    ports = np.asarray(br_ports, np.int64)
+    out = (ports < 0) | (ports >= n_if)
+    if out.any():
+        bad(f"bridge port {int(ports[np.flatnonzero(out)[0]])}")
     for m in range(n_nodes):
         for name, arr in (("eth", node_eth_if), ("br", node_br_if), ("local", node_local_if)):
             if not 0 <= int(arr[m]) < n_if:
@@ -3063,6 +3264,7 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
         bad("backend arrays of different lengths")
     if len(t.own_ip) != len(t.own_if):
         bad("ownership arrays of different lengths")
-    for i in t.own_if:
-        if not 0 <= int(i) < n_if:
-            bad(f"owner interface {int(i)}")
+    own = np.asarray(t.own_if, np.int64)
+    out = (own < 0) | (own >= n_if)
+    if out.any():
+        bad(f"owner interface {int(own[np.flatnonzero(out)[0]])}")
