@@ -158,6 +158,8 @@ cdef enum:
     S_NODE_IN = 4
     S_LOCAL_OUT = 5
     NPEND = 32          # pending events of one copy between two hops (at most ~8 happen)
+    NTOUCH = 8          # table records a frame's lookups touched, kept with its flow
+    TRACK_IFACES = 4096  # from this many interfaces on, keep and prefetch them
     HEADROOM = 128      # bytes before a frame copy: VXLAN prepends 50 in place
     MIN_BUF = 2048
 
@@ -841,13 +843,20 @@ ctypedef struct DP:
     CtE* ce
     int32_t* ce_hint              # [entry * 2 + d]: the entry * 2 + d the same copy met
                                   # next (at the next node), -1; a guess checked on use
+    void** ce_touch               # [entry * NTOUCH + k]: what the last frame of the flow
+                                  # looked up (interfaces, FDB and neighbour slots), to
+                                  # prefetch for the next one (addresses only: never read)
     int32_t ce_cap
     int32_t ce_used
     int32_t ce_free
     int32_t* zombies
     int32_t n_zombies
     int32_t zombies_cap
+    bint track                    # keep ce_touch: the tables outgrow the caches
     # ---- per batch
+    void* touch[NTOUCH]           # the current frame's lookups (ce_touch)
+    int32_t n_touch
+    int32_t first_ct              # the current frame's first conntrack entry, -1
     int64_t now
     int32_t fi
     bint record
@@ -1044,6 +1053,12 @@ cdef inline void hop(DP* dp, Item* it, int iface, int direction) noexcept nogil:
     for k in range(it.npend):
         emit(dp, h, it.pend[k].kind, it.pend[k].a, it.pend[k].b, it.pend[k].c)
     it.npend = 0
+
+
+cdef inline void touched(DP* dp, const void* p) noexcept nogil:
+    if dp.track and dp.n_touch < NTOUCH:
+        dp.touch[dp.n_touch] = <void*>p
+        dp.n_touch += 1
 
 
 cdef inline void changed(Item* it) noexcept nogil:
@@ -1354,6 +1369,7 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
     cdef int e, cap
     cdef CtE* p
     cdef int32_t* hints
+    cdef void** touch
     if dp.ce_free < 0:
         cap = dp.ce_cap * 2 if dp.ce_cap else 1024
         p = <CtE*>aligned_alloc(64, cap * sizeof(CtE))
@@ -1366,10 +1382,18 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
             dp.err |= ERR_NOMEM
             return -1
         dp.ce_hint = hints
+        touch = <void**>aligned_alloc(64, cap * NTOUCH * sizeof(void*))
+        if touch == NULL:
+            free(p)
+            dp.err |= ERR_NOMEM
+            return -1
         if dp.ce_cap:
             memcpy(p, dp.ce, dp.ce_cap * sizeof(CtE))
+            memcpy(touch, dp.ce_touch, dp.ce_cap * NTOUCH * sizeof(void*))
         free(dp.ce)
+        free(dp.ce_touch)
         dp.ce = p
+        dp.ce_touch = touch
         for e in range(cap - 1, dp.ce_cap - 1, -1):
             p[e].sp = dp.ce_free
             dp.ce_free = e
@@ -1382,6 +1406,7 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
     dp.ce[e].be = -1
     dp.ce_hint[2 * e] = -1
     dp.ce_hint[2 * e + 1] = -1
+    memset(&dp.ce_touch[e * NTOUCH], 0, NTOUCH * sizeof(void*))
     return e
 
 
@@ -1629,6 +1654,8 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
             ct_delete(dp, e)
             val = -1
     if val >= 0:
+        if dp.first_ct < 0:
+            dp.first_ct = e
         it.ct_prev = val
         E = &dp.ce[e]
         ctx.ct = e
@@ -1650,6 +1677,8 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
         if prev >= 0:
             dp.ce_hint[prev] = e * 2
         it.ct_prev = e * 2
+        if dp.first_ct < 0:
+            dp.first_ct = e
     return r
 
 
@@ -2017,6 +2046,7 @@ cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     cdef int kind = f.kind
     hop(dp, it, i, DIR_OUT)
     if kind == IF_POD_ETH or kind == IF_VETH:
+        touched(dp, f)
         ctx_reset(&it.ctx)
         it.stage = S_RX
         it.a = f.peer
@@ -2052,12 +2082,15 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
     cdef uint32_t et, dst
     hop(dp, it, i, DIR_IN)
     if kind == IF_VETH:
+        touched(dp, f)
         it.stage = S_BRIDGE_IN
         it.a = f.bridge
         it.b = i
         return go_bridge_in(dp, it)
     if kind == IF_POD_LO:
         return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
+    if kind == IF_POD_ETH:
+        touched(dp, f)
     d = DATA(it)
     n = it.len
     if n < 14:
@@ -2172,6 +2205,8 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
         else:
             s.v0 = p
             s.v1 = dp.now
+            if local_if >= 0:
+                touched(dp, s)
     dmac = rd48(d, 0)
     if local_if >= 0 and dmac == <uint64_t>dp.ifs[local_if].mac:
         ev(dp, it, EV_BR_LOCAL, local_if, 0, 0)
@@ -2181,6 +2216,8 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
     if not is_mcast(dmac):
         s = ht_find(&dp.fdb, dmac, <uint64_t>b)
         if s != NULL and dp.now - s.v1 <= dp.ageing_ns:
+            if local_if >= 0:
+                touched(dp, s)
             q = <int>s.v0
             if q == p and not dp.ifs[q].hairpin:
                 return end(dp, it, OUT_DROPPED, DROP_SAME_PORT, p, 0, False)
@@ -2226,6 +2263,8 @@ cdef int output(DP* dp, Item* it, int node, int out_if, uint32_t nh) noexcept no
         return end(dp, it, OUT_NEIGH, 0, out_if, hop_ip, True)
     if ns == NULL or not ns.v1:
         neigh_cache(dp, node, hop_ip, ns, mac)  # neigh_resolve_output caches the header
+    else:
+        touched(dp, ns)
     wr48(d, 0, <uint64_t>mac)
     wr48(d, 6, <uint64_t>dp.ifs[out_if].mac)
     changed(it)
@@ -2360,6 +2399,8 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
     it.ip_ok = 0
     it.ct_prev = -1
     it.npend = 0
+    dp.n_touch = 0
+    dp.first_ct = -1
     if mode == INJ_RX:
         it.stage = S_RX
         it.a = iface
@@ -2390,6 +2431,10 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
         if r == 1:
             buf_put(dp, it.mem, it.cap)
             dp.sp -= 1
+    if dp.track and dp.first_ct >= 0 and dp.ce[dp.first_ct].keys:
+        memcpy(&dp.ce_touch[dp.first_ct * NTOUCH], dp.touch, dp.n_touch * sizeof(void*))
+        if dp.n_touch < NTOUCH:
+            dp.ce_touch[dp.first_ct * NTOUCH + dp.n_touch] = NULL
     ct_reap(dp)
 
 
@@ -2414,23 +2459,26 @@ cdef inline uint64_t flow_key_hash(const DP* dp, const uint8_t* f, int64_t ln,
 cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const int64_t* offp,
                                 const int32_t* lenp, const int32_t* ifp, Py_ssize_t fi,
                                 Py_ssize_t stop, uint64_t* ring, int32_t* ring2) noexcept nogil:
-    """Software pipeline over the batch: the index slot of frame fi+6, the entry (and its
-    hint) of fi+3, the entry the hint names (the next node's) of fi+1."""
-    cdef Py_ssize_t j = fi + 6
+    """Software pipeline over the batch, for the flow a frame belongs to: the index slot
+    of frame fi+8 (and its interface), the entry of fi+4 (with its hint and the record of
+    what its last frame touched), then at fi+2 the next node's entry and those records."""
+    cdef Py_ssize_t j = fi + 8
     cdef uint64_t h, v
-    cdef int32_t val
+    cdef int32_t val, k
     cdef int64_t off
+    cdef void** rec
     if j < stop:
         off = offp[j]
         h = 0
         if 0 <= off and off + lenp[j] <= blen and 0 <= ifp[j] < dp.n_if:
+            kemu_prefetch(&dp.ifs[ifp[j]])
             h = flow_key_hash(dp, bp + off, lenp[j], ifp[j])
             if h:
                 kemu_prefetch(&dp.ct.s[h & dp.ct.mask])
-        ring[j & 7] = h
-    j = fi + 3
+        ring[j & 15] = h
+    j = fi + 4
     if j < stop:
-        h = ring[j & 7]
+        h = ring[j & 15]
         val = -1
         if h:
             v = dp.ct.s[h & dp.ct.mask]
@@ -2438,11 +2486,19 @@ cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const i
                 val = <int32_t>(<uint32_t>v - 1)
                 kemu_prefetch(&dp.ce[val >> 1])
                 kemu_prefetch(&dp.ce_hint[val])
-        ring2[j & 7] = val
-    j = fi + 1
+                if dp.track:
+                    kemu_prefetch(&dp.ce_touch[(val >> 1) * NTOUCH])
+        ring2[j & 15] = val
+    j = fi + 2
     if j < stop:
-        val = ring2[j & 7]
+        val = ring2[j & 15]
         if val >= 0:
+            if dp.track:
+                rec = &dp.ce_touch[(val >> 1) * NTOUCH]
+                for k in range(NTOUCH):
+                    if rec[k] == NULL:
+                        break
+                    kemu_prefetch(rec[k])
             val = dp.ce_hint[val]
             if val >= 0:
                 kemu_prefetch(&dp.ce[val >> 1])
@@ -2534,6 +2590,7 @@ cdef class Datapath:
         ht_free(&self.dp.fe_np)
         free(self.dp.ce)
         free(self.dp.ce_hint)
+        free(self.dp.ce_touch)
         free(self.dp.zombies)
         free(self.dp.ifs)
         free(self.dp.cands)
@@ -2706,6 +2763,9 @@ cdef class Datapath:
         self._keep = keep
         self.dp.n_if = n_if
         self.dp.n_nodes = n_nodes
+        # interfaces, FDB and neighbour entries past what the caches hold (a few thousand
+        # interfaces): prefetch what each flow's last frame looked up
+        self.dp.track = n_if > TRACK_IFACES
         self.dp.n_br = len(t.br_local_if)
         self.dp.n_rt = n_rt
         self.dp.n_sp = n_sp
@@ -2960,6 +3020,8 @@ cdef class Datapath:
         self.dp.ce = NULL
         free(self.dp.ce_hint)
         self.dp.ce_hint = NULL
+        free(self.dp.ce_touch)
+        self.dp.ce_touch = NULL
         self.dp.ce_cap = 0
         self.dp.ce_used = 0
         self.dp.ce_free = -1
@@ -3130,13 +3192,13 @@ cdef class Datapath:
         cdef int32_t iface
         cdef Py_ssize_t fi
         cdef Py_ssize_t done = stop
-        cdef uint64_t ring[8]
-        cdef int32_t ring2[8]
+        cdef uint64_t ring[16]
+        cdef int32_t ring2[16]
         memset(ring, 0, sizeof(ring))
         memset(ring2, 0xFF, sizeof(ring2))
-        for fi in range(start, min(start + 6, stop)):  # prime the prefetch pipeline
+        for fi in range(start, min(start + 8, stop)):  # prime the prefetch pipeline
             if 0 <= offp[fi] and offp[fi] + lenp[fi] <= blen and 0 <= ifp[fi] < n_if:
-                ring[fi & 7] = flow_key_hash(dp, bp + offp[fi], lenp[fi], ifp[fi])
+                ring[fi & 15] = flow_key_hash(dp, bp + offp[fi], lenp[fi], ifp[fi])
         for fi in range(start, stop):
             prefetch_flows(dp, bp, blen, offp, lenp, ifp, fi, stop, ring, ring2)
             ln = lenp[fi]
