@@ -159,7 +159,6 @@ cdef enum:
     S_LOCAL_OUT = 5
     NPEND = 32          # pending events of one copy between two hops (at most ~8 happen)
     NTOUCH = 8          # table records a frame's lookups touched, kept with its flow
-    TRACK_IFACES = 4096  # from this many interfaces on, keep and prefetch them
     HEADROOM = 128      # bytes before a frame copy: VXLAN prepends 50 in place
     MIN_BUF = 2048
 
@@ -2527,6 +2526,18 @@ cold.fix_l2 = fix_l2
 
 
 # ------------------------------------------------------------------ Python-facing helpers
+cdef int64_t track_ifaces = 4096   # past this many interfaces: ce_touch (see DP.track)
+
+
+def _set_track_ifaces(n: int) -> int:
+    """Set the interface count past which datapaths loaded from now on keep and prefetch
+    each flow's lookups (tests force it on small clusters); returns the previous one."""
+    global track_ifaces
+    old = track_ifaces
+    track_ifaces = n
+    return old
+
+
 cdef object _i32(object a):
     return np.ascontiguousarray(a, dtype=np.int32)
 
@@ -2765,7 +2776,7 @@ cdef class Datapath:
         self.dp.n_nodes = n_nodes
         # interfaces, FDB and neighbour entries past what the caches hold (a few thousand
         # interfaces): prefetch what each flow's last frame looked up
-        self.dp.track = n_if > TRACK_IFACES
+        self.dp.track = n_if > track_ifaces
         self.dp.n_br = len(t.br_local_if)
         self.dp.n_rt = n_rt
         self.dp.n_sp = n_sp
