@@ -25,11 +25,16 @@ from kemu.dataplane import codes as C
 from kemu.dataplane.tables import Tables
 
 
+LOOPBACK = 0x7F000001  # 127.0.0.1, a pod's lo
+
+
 def mac_to_int(mac: str) -> int:
     return int(mac.replace(":", "").replace("-", ""), 16)
 
 
 def _ip(addr: object) -> int:
+    if type(addr) is ipaddress.IPv4Address:  # the model's usual form: no re-parsing
+        return int(addr)
     return int(ipaddress.IPv4Address(str(addr)))
 
 
@@ -116,7 +121,7 @@ def compile_cluster(cluster: Cluster) -> Tables:
             eth = ifs.add(f"{pod.key}/eth0", C.IF_POD_ETH, desc=owner, kname="eth0", node=ni,
                           mac=mac_to_int(pod.mac), ip=_ip(pod.ip), owner=pi)
             lo = ifs.add(f"{pod.key}/lo", C.IF_POD_LO, desc=f"{owner} loopback", kname="lo",
-                         node=ni, ip=_ip("127.0.0.1"), owner=pi)
+                         node=ni, ip=LOOPBACK, owner=pi)
             ifs.rows[veth]["peer"], ifs.rows[eth]["peer"] = eth, veth
             ifs.rows[lo]["peer"] = lo
             pod_eth_if[pi] = eth
