@@ -24,7 +24,6 @@ from kemu.control.model import Service
 from kemu.dataplane import codes as C
 from kemu.dataplane.tables import Tables
 
-
 LOOPBACK = 0x7F000001  # 127.0.0.1, a pod's lo
 
 
