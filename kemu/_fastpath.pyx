@@ -39,7 +39,7 @@ every call (``Results.grow`` replaces them), and writes the counters back on ret
 """
 
 from libc.stdint cimport (int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
-                          uint64_t)
+                          uint64_t, uintptr_t)
 from libc.stdlib cimport calloc, free, malloc, realloc
 
 cdef extern from "<stdlib.h>" nogil:
@@ -158,7 +158,7 @@ cdef enum:
     S_NODE_IN = 4
     S_LOCAL_OUT = 5
     NPEND = 32          # pending events of one copy between two hops (at most ~8 happen)
-    NTOUCH = 8          # table records a frame's lookups touched, kept with its flow
+    NTOUCH = 16         # table records a frame's lookups touched, kept with its flow
     HEADROOM = 128      # bytes before a frame copy: VXLAN prepends 50 in place
     MIN_BUF = 2048
 
@@ -182,6 +182,22 @@ cdef extern from *:
         return ((k0 * 0x9E3779B97F4A7C15ULL) ^ (k1 * 0xC2B2AE3D27D4EB4FULL)) >> 32;
     }
     #define KEMU_OCC 0x8000000000000000ULL
+    #include <stdlib.h>
+    #include <sys/mman.h>
+    /* zeroed memory for a table; from 2 MiB on in transparent huge pages where the
+       kernel has them (THP "madvise" mode): random lookups in tables of tens of MiB
+       otherwise miss the TLB as often as the caches. Freed with free(). */
+    static void* kemu_zalloc(size_t n, size_t size) {
+        size_t bytes = n * size;
+        void* p = NULL;
+        if (bytes < ((size_t)1 << 21)) return calloc(n ? n : 1, size);
+        if (posix_memalign(&p, (size_t)1 << 21, bytes)) return NULL;
+    #ifdef MADV_HUGEPAGE
+        madvise(p, bytes, MADV_HUGEPAGE);
+    #endif
+        memset(p, 0, bytes);
+        return p;
+    }
     #define kemu_prefetch(p) __builtin_prefetch(p)
     /* big-endian loads and stores at any alignment (one load and a byte swap) */
     static inline uint32_t kemu_rd16(const uint8_t* p) {
@@ -229,6 +245,7 @@ cdef extern from *:
     uint64_t kemu_mix64(uint64_t x) noexcept nogil
     uint64_t kemu_hkey(uint64_t k0, uint64_t k1) noexcept nogil
     uint64_t KEMU_OCC
+    void* kemu_zalloc(size_t n, size_t size) noexcept nogil
     void kemu_prefetch(const void* p) noexcept nogil
     uint32_t kemu_rd16(const uint8_t* p) noexcept nogil
     uint32_t kemu_rd32(const uint8_t* p) noexcept nogil
@@ -331,7 +348,7 @@ cdef int ht_init(HTab* t, int64_t cap) noexcept nogil:
     cdef int64_t c = 16
     while c < cap:
         c <<= 1
-    t.s = <HSlot*>calloc(c, sizeof(HSlot))
+    t.s = <HSlot*>kemu_zalloc(c, sizeof(HSlot))
     t.mask = c - 1
     t.n = 0
     return 0 if t.s != NULL else -1
@@ -367,7 +384,7 @@ cdef int ht_grow(HTab* t) noexcept nogil:
     cdef HSlot* old = t.s
     cdef uint64_t oldcap = t.mask + 1, i, j
     cdef uint64_t cap = oldcap * 2
-    cdef HSlot* s = <HSlot*>calloc(cap, sizeof(HSlot))
+    cdef HSlot* s = <HSlot*>kemu_zalloc(cap, sizeof(HSlot))
     if s == NULL:
         return -1
     for i in range(oldcap):
@@ -844,7 +861,8 @@ ctypedef struct DP:
                                   # next (at the next node), -1; a guess checked on use
     void** ce_touch               # [entry * NTOUCH + k]: what the last frame of the flow
                                   # looked up (interfaces, FDB and neighbour slots), to
-                                  # prefetch for the next one (addresses only: never read)
+                                  # prefetch for the next one (addresses only: never read);
+                                  # allocated (ce_cap records) while ``track`` only
     int32_t ce_cap
     int32_t ce_used
     int32_t ce_free
@@ -1055,9 +1073,19 @@ cdef inline void hop(DP* dp, Item* it, int iface, int direction) noexcept nogil:
 
 
 cdef inline void touched(DP* dp, const void* p) noexcept nogil:
-    if dp.track and dp.n_touch < NTOUCH:
-        dp.touch[dp.n_touch] = <void*>p
-        dp.n_touch += 1
+    cdef int n = dp.n_touch
+    if dp.track and n < NTOUCH and not (
+            n and (<uintptr_t>dp.touch[n - 1]) >> 6 == (<uintptr_t>p) >> 6):
+        dp.touch[n] = <void*>p
+        dp.n_touch = n + 1
+
+
+cdef inline void touched_slot(DP* dp, const HTab* t, uint64_t k0, uint64_t k1,
+                              const HSlot* s) noexcept nogil:
+    """A hash lookup: where its probe started, and the slot it found."""
+    if dp.track:
+        touched(dp, &t.s[kemu_hkey(k0, k1 | KEMU_OCC) & t.mask])
+        touched(dp, s)
 
 
 cdef inline void changed(Item* it) noexcept nogil:
@@ -1250,7 +1278,7 @@ cdef int ct_init(CtTab* t, int64_t cap) noexcept nogil:
     cdef int64_t c = 16
     while c < cap:
         c <<= 1
-    t.s = <uint64_t*>calloc(c, sizeof(uint64_t))
+    t.s = <uint64_t*>kemu_zalloc(c, sizeof(uint64_t))
     t.mask = c - 1
     t.n = 0
     return 0 if t.s != NULL else -1
@@ -1302,7 +1330,7 @@ cdef inline bint ct_is(const DP* dp, int val, int node, int proto, uint32_t sip,
 
 cdef int ct_grow(CtTab* t) noexcept nogil:
     cdef uint64_t oldcap = t.mask + 1, cap = oldcap * 2, i, j
-    cdef uint64_t* s = <uint64_t*>calloc(cap, sizeof(uint64_t))
+    cdef uint64_t* s = <uint64_t*>kemu_zalloc(cap, sizeof(uint64_t))
     if s == NULL:
         return -1
     for i in range(oldcap):
@@ -1381,14 +1409,17 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
             dp.err |= ERR_NOMEM
             return -1
         dp.ce_hint = hints
-        touch = <void**>aligned_alloc(64, cap * NTOUCH * sizeof(void*))
-        if touch == NULL:
-            free(p)
-            dp.err |= ERR_NOMEM
-            return -1
+        touch = NULL
+        if dp.track:
+            touch = <void**>aligned_alloc(64, cap * NTOUCH * sizeof(void*))
+            if touch == NULL:
+                free(p)
+                dp.err |= ERR_NOMEM
+                return -1
+            if dp.ce_cap:
+                memcpy(touch, dp.ce_touch, dp.ce_cap * NTOUCH * sizeof(void*))
         if dp.ce_cap:
             memcpy(p, dp.ce, dp.ce_cap * sizeof(CtE))
-            memcpy(touch, dp.ce_touch, dp.ce_cap * NTOUCH * sizeof(void*))
         free(dp.ce)
         free(dp.ce_touch)
         dp.ce = p
@@ -1405,7 +1436,8 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
     dp.ce[e].be = -1
     dp.ce_hint[2 * e] = -1
     dp.ce_hint[2 * e + 1] = -1
-    memset(&dp.ce_touch[e * NTOUCH], 0, NTOUCH * sizeof(void*))
+    if dp.track:
+        memset(&dp.ce_touch[e * NTOUCH], 0, NTOUCH * sizeof(void*))
     return e
 
 
@@ -2044,8 +2076,8 @@ cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     cdef IfInfo* f = &dp.ifs[i]
     cdef int kind = f.kind
     hop(dp, it, i, DIR_OUT)
+    touched(dp, f)
     if kind == IF_POD_ETH or kind == IF_VETH:
-        touched(dp, f)
         ctx_reset(&it.ctx)
         it.stage = S_RX
         it.a = f.peer
@@ -2080,16 +2112,14 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
     cdef uint64_t dmac
     cdef uint32_t et, dst
     hop(dp, it, i, DIR_IN)
+    touched(dp, f)
     if kind == IF_VETH:
-        touched(dp, f)
         it.stage = S_BRIDGE_IN
         it.a = f.bridge
         it.b = i
         return go_bridge_in(dp, it)
     if kind == IF_POD_LO:
         return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
-    if kind == IF_POD_ETH:
-        touched(dp, f)
     d = DATA(it)
     n = it.len
     if n < 14:
@@ -2204,8 +2234,7 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
         else:
             s.v0 = p
             s.v1 = dp.now
-            if local_if >= 0:
-                touched(dp, s)
+            touched_slot(dp, &dp.fdb, smac, <uint64_t>b, s)
     dmac = rd48(d, 0)
     if local_if >= 0 and dmac == <uint64_t>dp.ifs[local_if].mac:
         ev(dp, it, EV_BR_LOCAL, local_if, 0, 0)
@@ -2215,8 +2244,7 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
     if not is_mcast(dmac):
         s = ht_find(&dp.fdb, dmac, <uint64_t>b)
         if s != NULL and dp.now - s.v1 <= dp.ageing_ns:
-            if local_if >= 0:
-                touched(dp, s)
+            touched_slot(dp, &dp.fdb, dmac, <uint64_t>b, s)
             q = <int>s.v0
             if q == p and not dp.ifs[q].hairpin:
                 return end(dp, it, OUT_DROPPED, DROP_SAME_PORT, p, 0, False)
@@ -2263,7 +2291,7 @@ cdef int output(DP* dp, Item* it, int node, int out_if, uint32_t nh) noexcept no
     if ns == NULL or not ns.v1:
         neigh_cache(dp, node, hop_ip, ns, mac)  # neigh_resolve_output caches the header
     else:
-        touched(dp, ns)
+        touched_slot(dp, &dp.neigh, hop_ip, <uint32_t>node, ns)
     wr48(d, 0, <uint64_t>mac)
     wr48(d, 6, <uint64_t>dp.ifs[out_if].mac)
     changed(it)
@@ -2458,19 +2486,21 @@ cdef inline uint64_t flow_key_hash(const DP* dp, const uint8_t* f, int64_t ln,
 cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const int64_t* offp,
                                 const int32_t* lenp, const int32_t* ifp, Py_ssize_t fi,
                                 Py_ssize_t stop, uint64_t* ring, int32_t* ring2) noexcept nogil:
-    """Software pipeline over the batch, for the flow a frame belongs to: the index slot
-    of frame fi+8 (and its interface), the entry of fi+4 (with its hint and the record of
+    """Software pipeline over the batch, for the flow a frame belongs to: the interface of
+    frame fi+12, the index slot of fi+8, the entry of fi+4 (with its hint and the record of
     what its last frame touched), then at fi+2 the next node's entry and those records."""
-    cdef Py_ssize_t j = fi + 8
+    cdef Py_ssize_t j = fi + 12
     cdef uint64_t h, v
     cdef int32_t val, k
     cdef int64_t off
     cdef void** rec
+    if j < stop and 0 <= ifp[j] < dp.n_if:
+        kemu_prefetch(&dp.ifs[ifp[j]])  # read for its node at fi+8
+    j = fi + 8
     if j < stop:
         off = offp[j]
         h = 0
         if 0 <= off and off + lenp[j] <= blen and 0 <= ifp[j] < dp.n_if:
-            kemu_prefetch(&dp.ifs[ifp[j]])
             h = flow_key_hash(dp, bp + off, lenp[j], ifp[j])
             if h:
                 kemu_prefetch(&dp.ct.s[h & dp.ct.mask])
@@ -2712,7 +2742,7 @@ cdef class Datapath:
         max_cands = max([1] + [int(c) for c in sp_be_count])
 
         # ---- all checks passed: commit
-        cdef IfInfo* ifs = <IfInfo*>calloc(max(1, n_if), sizeof(IfInfo))
+        cdef IfInfo* ifs = <IfInfo*>kemu_zalloc(max(1, n_if), sizeof(IfInfo))
         cdef int32_t* cands = <int32_t*>malloc(max_cands * sizeof(int32_t))
         if ifs == NULL or cands == NULL:
             free(ifs)
@@ -2776,7 +2806,15 @@ cdef class Datapath:
         self.dp.n_nodes = n_nodes
         # interfaces, FDB and neighbour entries past what the caches hold (a few thousand
         # interfaces): prefetch what each flow's last frame looked up
-        self.dp.track = n_if > track_ifaces
+        track = n_if > track_ifaces
+        if track != self.dp.track or not track:
+            free(self.dp.ce_touch)
+            self.dp.ce_touch = NULL
+            if track and self.dp.ce_cap:
+                self.dp.ce_touch = <void**>calloc(self.dp.ce_cap * NTOUCH, sizeof(void*))
+                if self.dp.ce_touch == NULL:
+                    track = False
+        self.dp.track = track
         self.dp.n_br = len(t.br_local_if)
         self.dp.n_rt = n_rt
         self.dp.n_sp = n_sp
