@@ -2515,8 +2515,9 @@ cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const i
                 val = <int32_t>(<uint32_t>v - 1)
                 kemu_prefetch(&dp.ce[val >> 1])
                 kemu_prefetch(&dp.ce_hint[val])
-                if dp.track:
+                if dp.track:  # the record: two cache lines
                     kemu_prefetch(&dp.ce_touch[(val >> 1) * NTOUCH])
+                    kemu_prefetch(&dp.ce_touch[(val >> 1) * NTOUCH + 8])
         ring2[j & 15] = val
     j = fi + 2
     if j < stop:
