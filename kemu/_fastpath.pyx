@@ -28,9 +28,20 @@ What lives here and how it is laid out:
   what popping it again from the LIFO stack would do. Rare work (new flows, ICMP errors,
   masquerade, floods, VXLAN, L2 fix-up) is called through a table of pointers so that it stays
   out of the common path.
+- Tables grow linearly with the cluster: routes are resolved per node at lookup from one
+  shared table (own pod CIDR: the bridge; another node's: VTEP or eth0 to it; R-1, OV-2,
+  OV-4); the static neighbours of the node network (node addresses, VTEPs, external hosts,
+  the gateway: known to every node but their own) are kept once per address (``nshared``),
+  a node's own entries (pods, API writes, cached headers) in ``neigh`` take precedence;
+  ``state()`` still lists every node's entries as the reference holds them.
 - Speed without changing results: a passed ``ip_rcv`` check is remembered while the header
   only changes by checksum-preserving rewrites; the conntrack slots and entries of the frames
-  a few places ahead in the batch are prefetched.
+  a few places ahead in the batch are prefetched; the entry a copy met at its next node is
+  remembered per entry and direction (``ce_hint``, checked exactly before use, so a frame
+  crossing two nodes probes the index once); with large tables (more than
+  ``track_ifaces`` interfaces) each entry also keeps the addresses its flow's last frame
+  looked up (``ce_touch``), prefetched for the flow's next frame. Tables of 2 MiB and more
+  are allocated in transparent huge pages where the kernel allows it.
 
 Numbers come from ``kemu.dataplane.codes`` (and the conntrack timeouts from the reference),
 bound to C globals once at import. The inner functions hold no Python objects and run
