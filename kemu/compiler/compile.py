@@ -115,7 +115,7 @@ def compile_cluster(cluster: Cluster) -> Tables:
             veth = ifs.add(f"{nm}/{veth_names[pod.key]}", C.IF_VETH,
                            desc=f"veth of {owner} on node {nm}",
                            kname=kernel_veth_name(pod.key), node=ni,
-                           mac=mac_to_int(_veth_mac(pod.key)), bridge=ni, hairpin=1, owner=pi)
+                           mac=_veth_mac_int(pod.key), bridge=ni, hairpin=1, owner=pi)
             bridge_ports[ni].append(veth)
             eth = ifs.add(f"{pod.key}/eth0", C.IF_POD_ETH, desc=owner, kname="eth0", node=ni,
                           mac=mac_to_int(pod.mac), ip=_ip(pod.ip), owner=pi)
@@ -209,6 +209,12 @@ def compile_cluster(cluster: Cluster) -> Tables:
 def _veth_mac(pod_key: str) -> str:
     d = hashlib.sha256(f"veth/{pod_key}".encode()).digest()
     return "02:" + ":".join(f"{b:02x}" for b in d[:5])
+
+
+def _veth_mac_int(pod_key: str) -> int:
+    """``mac_to_int(_veth_mac(pod_key))`` without the text in between."""
+    d = hashlib.sha256(f"veth/{pod_key}".encode()).digest()
+    return 0x02 << 40 | int.from_bytes(d[:5], "big")
 
 
 def _proxied(svc: Service) -> bool:
