@@ -2477,9 +2477,10 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
 
 
 cdef inline uint64_t flow_key_hash(const DP* dp, const uint8_t* f, int64_t ln,
-                                   int iface) noexcept nogil:
+                                   int iface, bint reply) noexcept nogil:
     """The conntrack hash a plain TCP/UDP frame entering at ``iface`` will look up first
-    (its node's), with bit 63 set; 0 when there is no such guess. Only for prefetching."""
+    (its node's), or with ``reply`` the one a new flow's reply key will have there if no NAT
+    changes it, with bit 63 set; 0 when there is no such guess. Only for prefetching."""
     cdef int ihl, proto, node
     if ln < 54 or f[12] != 0x08 or f[13] != 0x00:
         return 0
@@ -2490,6 +2491,9 @@ cdef inline uint64_t flow_key_hash(const DP* dp, const uint8_t* f, int64_t ln,
     node = dp.ifs[iface].node
     if node < 0:
         return 0
+    if reply:
+        return KEMU_OCC | ct_hash(node, proto, rd32(f, 30), rd16(f, 14 + ihl + 2),
+                                  rd32(f, 26), rd16(f, 14 + ihl))
     return KEMU_OCC | ct_hash(node, proto, rd32(f, 26), rd16(f, 14 + ihl), rd32(f, 30),
                               rd16(f, 14 + ihl + 2))
 
@@ -2512,7 +2516,7 @@ cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const i
         off = offp[j]
         h = 0
         if 0 <= off and off + lenp[j] <= blen and 0 <= ifp[j] < dp.n_if:
-            h = flow_key_hash(dp, bp + off, lenp[j], ifp[j])
+            h = flow_key_hash(dp, bp + off, lenp[j], ifp[j], False)
             if h:
                 kemu_prefetch(&dp.ct.s[h & dp.ct.mask])
         ring[j & 15] = h
@@ -2529,6 +2533,10 @@ cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const i
                 if dp.track:  # the record: two cache lines
                     kemu_prefetch(&dp.ce_touch[(val >> 1) * NTOUCH])
                     kemu_prefetch(&dp.ce_touch[(val >> 1) * NTOUCH + 8])
+            elif v == 0:  # a new flow: its reply key will be inserted too
+                h = flow_key_hash(dp, bp + offp[j], lenp[j], ifp[j], True)
+                if h:
+                    kemu_prefetch(&dp.ct.s[h & dp.ct.mask])
         ring2[j & 15] = val
     j = fi + 2
     if j < stop:
@@ -3259,7 +3267,7 @@ cdef class Datapath:
         memset(ring2, 0xFF, sizeof(ring2))
         for fi in range(start, min(start + 8, stop)):  # prime the prefetch pipeline
             if 0 <= offp[fi] and offp[fi] + lenp[fi] <= blen and 0 <= ifp[fi] < n_if:
-                ring[fi & 15] = flow_key_hash(dp, bp + offp[fi], lenp[fi], ifp[fi])
+                ring[fi & 15] = flow_key_hash(dp, bp + offp[fi], lenp[fi], ifp[fi], False)
         for fi in range(start, stop):
             prefetch_flows(dp, bp, blen, offp, lenp, ifp, fi, stop, ring, ring2)
             ln = lenp[fi]
