@@ -28,9 +28,20 @@ What lives here and how it is laid out:
   what popping it again from the LIFO stack would do. Rare work (new flows, ICMP errors,
   masquerade, floods, VXLAN, L2 fix-up) is called through a table of pointers so that it stays
   out of the common path.
+- Tables grow linearly with the cluster: routes are resolved per node at lookup from one
+  shared table (own pod CIDR: the bridge; another node's: VTEP or eth0 to it; R-1, OV-2,
+  OV-4); the static neighbours of the node network (node addresses, VTEPs, external hosts,
+  the gateway: known to every node but their own) are kept once per address (``nshared``),
+  a node's own entries (pods, API writes, cached headers) in ``neigh`` take precedence;
+  ``state()`` still lists every node's entries as the reference holds them.
 - Speed without changing results: a passed ``ip_rcv`` check is remembered while the header
   only changes by checksum-preserving rewrites; the conntrack slots and entries of the frames
-  a few places ahead in the batch are prefetched.
+  a few places ahead in the batch are prefetched; the entry a copy met at its next node is
+  remembered per entry and direction (``ce_hint``, checked exactly before use, so a frame
+  crossing two nodes probes the index once); with large tables (more than
+  ``track_ifaces`` interfaces) each entry also keeps the addresses its flow's last frame
+  looked up (``ce_touch``), prefetched for the flow's next frame. Tables of 2 MiB and more
+  are allocated in transparent huge pages where the kernel allows it.
 
 Numbers come from ``kemu.dataplane.codes`` (and the conntrack timeouts from the reference),
 bound to C globals once at import. The inner functions hold no Python objects and run
@@ -39,7 +50,7 @@ every call (``Results.grow`` replaces them), and writes the counters back on ret
 """
 
 from libc.stdint cimport (int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
-                          uint64_t)
+                          uint64_t, uintptr_t)
 from libc.stdlib cimport calloc, free, malloc, realloc
 
 cdef extern from "<stdlib.h>" nogil:
@@ -158,6 +169,7 @@ cdef enum:
     S_NODE_IN = 4
     S_LOCAL_OUT = 5
     NPEND = 32          # pending events of one copy between two hops (at most ~8 happen)
+    NTOUCH = 16         # table records a frame's lookups touched, kept with its flow
     HEADROOM = 128      # bytes before a frame copy: VXLAN prepends 50 in place
     MIN_BUF = 2048
 
@@ -181,6 +193,22 @@ cdef extern from *:
         return ((k0 * 0x9E3779B97F4A7C15ULL) ^ (k1 * 0xC2B2AE3D27D4EB4FULL)) >> 32;
     }
     #define KEMU_OCC 0x8000000000000000ULL
+    #include <stdlib.h>
+    #include <sys/mman.h>
+    /* zeroed memory for a table; from 2 MiB on in transparent huge pages where the
+       kernel has them (THP "madvise" mode): random lookups in tables of tens of MiB
+       otherwise miss the TLB as often as the caches. Freed with free(). */
+    static void* kemu_zalloc(size_t n, size_t size) {
+        size_t bytes = n * size;
+        void* p = NULL;
+        if (bytes < ((size_t)1 << 21)) return calloc(n ? n : 1, size);
+        if (posix_memalign(&p, (size_t)1 << 21, bytes)) return NULL;
+    #ifdef MADV_HUGEPAGE
+        madvise(p, bytes, MADV_HUGEPAGE);
+    #endif
+        memset(p, 0, bytes);
+        return p;
+    }
     #define kemu_prefetch(p) __builtin_prefetch(p)
     /* big-endian loads and stores at any alignment (one load and a byte swap) */
     static inline uint32_t kemu_rd16(const uint8_t* p) {
@@ -228,6 +256,7 @@ cdef extern from *:
     uint64_t kemu_mix64(uint64_t x) noexcept nogil
     uint64_t kemu_hkey(uint64_t k0, uint64_t k1) noexcept nogil
     uint64_t KEMU_OCC
+    void* kemu_zalloc(size_t n, size_t size) noexcept nogil
     void kemu_prefetch(const void* p) noexcept nogil
     uint32_t kemu_rd16(const uint8_t* p) noexcept nogil
     uint32_t kemu_rd32(const uint8_t* p) noexcept nogil
@@ -330,7 +359,7 @@ cdef int ht_init(HTab* t, int64_t cap) noexcept nogil:
     cdef int64_t c = 16
     while c < cap:
         c <<= 1
-    t.s = <HSlot*>calloc(c, sizeof(HSlot))
+    t.s = <HSlot*>kemu_zalloc(c, sizeof(HSlot))
     t.mask = c - 1
     t.n = 0
     return 0 if t.s != NULL else -1
@@ -366,7 +395,7 @@ cdef int ht_grow(HTab* t) noexcept nogil:
     cdef HSlot* old = t.s
     cdef uint64_t oldcap = t.mask + 1, i, j
     cdef uint64_t cap = oldcap * 2
-    cdef HSlot* s = <HSlot*>calloc(cap, sizeof(HSlot))
+    cdef HSlot* s = <HSlot*>kemu_zalloc(cap, sizeof(HSlot))
     if s == NULL:
         return -1
     for i in range(oldcap):
@@ -892,6 +921,13 @@ ctypedef struct IfInfo:          # one interface, direct-indexed by id
     int32_t bridge
     int32_t hairpin
 
+ctypedef struct NShared:         # a node-network neighbour every node knows (but its own)
+    int64_t mac                  # the last seeded address, from node ``node``: every other
+    int64_t mac2                 # node has ``mac``; node ``node`` itself has ``mac2`` (the
+    int32_t node                 # last one seeded from another node) when ``has2``
+    int32_t node2
+    int32_t has2
+
 ctypedef struct Tup:             # one direction of a conntrack entry (protocol apart)
     uint32_t sip
     uint32_t dip
@@ -913,7 +949,7 @@ ctypedef struct CtE:             # reference.CtEntry, in one 64-byte cache line
     uint8_t state
     uint8_t masq
     uint8_t zombie               # queued for freeing at the end of the frame
-    uint8_t nkeys                # index slots naming this entry (0..2)
+    uint8_t keys                 # bit d: the index slot of tuple d names (this entry, d)
 
 ctypedef struct CtTab:           # conntrack index: (node, tuple) -> (entry, direction)
     uint64_t* s                  # hash << 32 | (entry * 2 + is_reply + 1); 0: empty
@@ -952,6 +988,7 @@ ctypedef struct Item:            # reference.Item: one copy of a frame on the wo
     int32_t flood
     int32_t ip_ok                # ip_rcv's checks passed and the header changed only by
                                  # checksum-preserving rewrites since (reset with the data)
+    int32_t ct_prev              # entry * 2 + d of this copy's last conntrack hit, -1
     int32_t npend
     Ev pend[NPEND]
 
@@ -983,11 +1020,13 @@ ctypedef struct DP:
     const uint32_t* lip_ip
     const int32_t* lip_if
     int32_t lip_k
-    const int32_t* rt_out         # [route * n_nodes + node]: out interface (_route_dev)
-    const uint32_t* rt_nh         # next hop (0: connected)
+    const int32_t* rt_kind        # per route: codes.RT_*, resolved per node (_route_dev)
+    const int32_t* rt_owner       # the node owning a pod CIDR, -1
+    const uint32_t* rt_nh         # the next hop from any node that does not own it
     LpmC* lpm
     HTab fe
     HTab fe_np
+    HTab own                      # ip -> the interface owning it (Tables.owner_of)
     const int32_t* fe_sp
     const int32_t* fe_kind
     const int32_t* sp_flags
@@ -1014,15 +1053,30 @@ ctypedef struct DP:
     CtTab ct                      # (node, tuple) -> entry * 2 + is_reply
     HTab fdb                      # (mac, bridge) -> (port, seen)
     HTab neigh                    # (ip, node) -> (mac, header cached: reference neigh_hh)
+    HTab nshared                  # ip -> index into ``sh``: entries of every node (those
+    NShared* sh                   #   in ``neigh`` take precedence), header not cached
+    int64_t n_sh
+    int64_t sh_cap
+    int32_t sh_nodes              # the nodes the shared entries are for: 0..sh_nodes-1
     HTab aff                      # (sip, node << 32 | sp) -> (ip << 16 | port, last)
     CtE* ce
+    int32_t* ce_hint              # [entry * 2 + d]: the entry * 2 + d the same copy met
+                                  # next (at the next node), -1; a guess checked on use
+    void** ce_touch               # [entry * NTOUCH + k]: what the last frame of the flow
+                                  # looked up (interfaces, FDB and neighbour slots), to
+                                  # prefetch for the next one (addresses only: never read);
+                                  # allocated (ce_cap records) while ``track`` only
     int32_t ce_cap
     int32_t ce_used
     int32_t ce_free
     int32_t* zombies
     int32_t n_zombies
     int32_t zombies_cap
+    bint track                    # keep ce_touch: the tables outgrow the caches
     # ---- per batch
+    void* touch[NTOUCH]           # the current frame's lookups (ce_touch)
+    int32_t n_touch
+    int32_t first_ct              # the current frame's first conntrack entry, -1
     int64_t now
     int32_t fi
     bint record
@@ -1221,6 +1275,22 @@ cdef inline void hop(DP* dp, Item* it, int iface, int direction) noexcept nogil:
     it.npend = 0
 
 
+cdef inline void touched(DP* dp, const void* p) noexcept nogil:
+    cdef int n = dp.n_touch
+    if dp.track and n < NTOUCH and not (
+            n and (<uintptr_t>dp.touch[n - 1]) >> 6 == (<uintptr_t>p) >> 6):
+        dp.touch[n] = <void*>p
+        dp.n_touch = n + 1
+
+
+cdef inline void touched_slot(DP* dp, const HTab* t, uint64_t k0, uint64_t k1,
+                              const HSlot* s) noexcept nogil:
+    """A hash lookup: where its probe started, and the slot it found."""
+    if dp.track:
+        touched(dp, &t.s[kemu_hkey(k0, k1 | KEMU_OCC) & t.mask])
+        touched(dp, s)
+
+
 cdef inline void changed(Item* it) noexcept nogil:
     it.snap_off = -1
 
@@ -1280,13 +1350,22 @@ cdef inline int local_if_of(const DP* dp, int node, uint32_t ip) noexcept nogil:
 
 
 cdef inline int route_dev(const DP* dp, int node, uint32_t dst, uint32_t* nh) noexcept nogil:
-    """reference ``_route_dev``: the out interface (-1: no route) and next hop."""
+    """reference ``_route_dev``: the out interface (-1: no route) and next hop. A node's
+    routes are the shared ones seen from it: its own pod CIDR is connected on the bridge,
+    another node's goes through the VTEP or eth0 to that node (R-1, OV-2, OV-4)."""
     cdef int32_t r = lpm_lookup(dp.lpm, dst)
     if r < 0:
         nh[0] = 0
         return -1
-    nh[0] = dp.rt_nh[r * dp.n_nodes + node]
-    return dp.rt_out[r * dp.n_nodes + node]
+    cdef int kind = dp.rt_kind[r]
+    if kind == RT_POD_CIDR:
+        if dp.rt_owner[r] == node:
+            nh[0] = 0
+            return dp.node_br_if[node]
+        nh[0] = dp.rt_nh[r]
+        return dp.node_vtep_if[node] if dp.vxlan else dp.node_eth_if[node]
+    nh[0] = dp.rt_nh[r]  # the node network: connected (0); anything else: the gateway
+    return dp.node_eth_if[node]
 
 
 cdef inline int find_backend(const DP* dp, int sp, uint32_t ip, int port) noexcept nogil:
@@ -1298,17 +1377,43 @@ cdef inline int find_backend(const DP* dp, int sp, uint32_t ip, int port) noexce
 
 
 cdef inline int owner_of(const DP* dp, uint32_t ip) noexcept nogil:
-    """``Tables.owner_of``: searchsorted (left) over ``own_ip``."""
-    cdef int64_t lo = 0, hi = dp.n_own, mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if dp.own_ip[mid] < ip:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < dp.n_own and dp.own_ip[lo] == ip:
-        return dp.own_if[lo]
-    return -1
+    """``Tables.owner_of`` (the first of equal addresses in ``own_ip``), hashed."""
+    cdef HSlot* s = ht_find(&dp.own, ip, 0)
+    return <int>s.v0 if s != NULL else -1
+
+
+cdef inline int64_t neigh_get(const DP* dp, int node, uint32_t ip, HSlot** slot) noexcept nogil:
+    """reference ``neigh.get((node, ip), -1)``: the node's own entry (``slot``) or the
+    shared one of the node network (``slot`` NULL: no cached header)."""
+    cdef HSlot* s = ht_find(&dp.neigh, ip, <uint32_t>node)
+    slot[0] = s
+    if s != NULL:
+        return s.v0
+    if dp.n_sh == 0 or node < 0 or node >= dp.sh_nodes:
+        return -1
+    s = ht_find(&dp.nshared, ip, 0)
+    if s == NULL:
+        return -1
+    cdef const NShared* S = &dp.sh[s.v0]
+    if S.node != node:
+        return S.mac
+    return S.mac2 if S.has2 else -1
+
+
+cdef inline bint neigh_cache(DP* dp, int node, uint32_t ip, HSlot* slot,
+                             int64_t mac) noexcept nogil:
+    """Mark the entry's header cached (``neigh_hh.add``); false if it already was."""
+    cdef bint created
+    if slot == NULL:
+        slot = ht_put(&dp.neigh, ip, <uint32_t>node, &created)
+        if slot == NULL:
+            dp.err |= ERR_NOMEM
+            return True
+        slot.v0 = mac
+    if slot.v1:
+        return False
+    slot.v1 = 1
+    return True
 
 
 cdef inline void l4info(const uint8_t* d, int n, int* proto, int* l4, int* sport,
@@ -1376,7 +1481,7 @@ cdef int ct_init(CtTab* t, int64_t cap) noexcept nogil:
     cdef int64_t c = 16
     while c < cap:
         c <<= 1
-    t.s = <uint64_t*>calloc(c, sizeof(uint64_t))
+    t.s = <uint64_t*>kemu_zalloc(c, sizeof(uint64_t))
     t.mask = c - 1
     t.n = 0
     return 0 if t.s != NULL else -1
@@ -1414,9 +1519,21 @@ cdef inline int ct_val(const DP* dp, int64_t slot) noexcept nogil:
     return <int>(<uint32_t>dp.ct.s[slot] - 1)
 
 
+cdef inline bint ct_is(const DP* dp, int val, int node, int proto, uint32_t sip, int sport,
+                       uint32_t dip, int dport) noexcept nogil:
+    """Whether the index names ``val`` (entry * 2 + d) for this key, without probing it:
+    true exactly when the entry still holds the index slot of direction d (``keys``) and
+    that direction's tuple is the key (a tuple changes only while its slot is released)."""
+    cdef const CtE* E = &dp.ce[val >> 1]
+    cdef const Tup* t = &E.t[val & 1]
+    return (E.keys >> (val & 1)) & 1 and (t.sip == sip and t.dip == dip and t.sport == sport
+                                          and t.dport == dport and E.proto[val & 1] == proto
+                                          and E.node == node)
+
+
 cdef int ct_grow(CtTab* t) noexcept nogil:
     cdef uint64_t oldcap = t.mask + 1, cap = oldcap * 2, i, j
-    cdef uint64_t* s = <uint64_t*>calloc(cap, sizeof(uint64_t))
+    cdef uint64_t* s = <uint64_t*>kemu_zalloc(cap, sizeof(uint64_t))
     if s == NULL:
         return -1
     for i in range(oldcap):
@@ -1446,11 +1563,13 @@ cdef void ct_del_slot(CtTab* t, uint64_t i) noexcept nogil:
     t.n -= 1
 
 
-cdef void ct_unref(DP* dp, int e) noexcept nogil:
+cdef void ct_unref(DP* dp, int val) noexcept nogil:
+    """The index slot of direction ``val & 1`` no longer names entry ``val >> 1``."""
+    cdef int e = val >> 1
     cdef CtE* E = &dp.ce[e]
     cdef int32_t* z
-    E.nkeys -= 1
-    if E.nkeys == 0 and not E.zombie:
+    E.keys &= ~(1 << (val & 1))
+    if E.keys == 0 and not E.zombie:
         if dp.n_zombies == dp.zombies_cap:
             z = <int32_t*>realloc(dp.zombies, (dp.zombies_cap * 2 + 16) * sizeof(int32_t))
             if z == NULL:
@@ -1468,7 +1587,7 @@ cdef void ct_reap(DP* dp) noexcept nogil:
     for k in range(dp.n_zombies):
         e = dp.zombies[k]
         dp.ce[e].zombie = 0
-        if dp.ce[e].nkeys == 0:
+        if dp.ce[e].keys == 0:
             dp.ce[e].sp = dp.ce_free
             dp.ce_free = e
             dp.ce_used -= 1
@@ -1479,16 +1598,35 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
     """A fresh entry (the pool may move: re-fetch ``CtE*`` after this); -1: no memory."""
     cdef int e, cap
     cdef CtE* p
+    cdef int32_t* hints
+    cdef void** touch
     if dp.ce_free < 0:
         cap = dp.ce_cap * 2 if dp.ce_cap else 1024
         p = <CtE*>aligned_alloc(64, cap * sizeof(CtE))
         if p == NULL:
             dp.err |= ERR_NOMEM
             return -1
+        hints = <int32_t*>realloc(dp.ce_hint, cap * 2 * sizeof(int32_t))
+        if hints == NULL:
+            free(p)
+            dp.err |= ERR_NOMEM
+            return -1
+        dp.ce_hint = hints
+        touch = NULL
+        if dp.track:
+            touch = <void**>aligned_alloc(64, cap * NTOUCH * sizeof(void*))
+            if touch == NULL:
+                free(p)
+                dp.err |= ERR_NOMEM
+                return -1
+            if dp.ce_cap:
+                memcpy(touch, dp.ce_touch, dp.ce_cap * NTOUCH * sizeof(void*))
         if dp.ce_cap:
             memcpy(p, dp.ce, dp.ce_cap * sizeof(CtE))
         free(dp.ce)
+        free(dp.ce_touch)
         dp.ce = p
+        dp.ce_touch = touch
         for e in range(cap - 1, dp.ce_cap - 1, -1):
             p[e].sp = dp.ce_free
             dp.ce_free = e
@@ -1499,6 +1637,10 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
     memset(&dp.ce[e], 0, sizeof(CtE))
     dp.ce[e].sp = -1
     dp.ce[e].be = -1
+    dp.ce_hint[2 * e] = -1
+    dp.ce_hint[2 * e + 1] = -1
+    if dp.track:
+        memset(&dp.ce_touch[e * NTOUCH], 0, NTOUCH * sizeof(void*))
     return e
 
 
@@ -1509,7 +1651,7 @@ cdef void ct_set(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t 
     cdef int64_t i = ct_slot(dp, node, proto, sip, sport, dip, dport)
     cdef uint64_t h = ct_hash(node, proto, sip, sport, dip, dport), j
     if i >= 0:
-        ct_unref(dp, ct_val(dp, i) >> 1)
+        ct_unref(dp, ct_val(dp, i))
         dp.ct.s[i] = (h << 32) | <uint64_t>(e * 2 + is_reply + 1)
     else:
         if (dp.ct.n + 1) * 10 > <int64_t>(dp.ct.mask + 1) * 7 and ct_grow(&dp.ct) < 0:
@@ -1520,18 +1662,18 @@ cdef void ct_set(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t 
             j = (j + 1) & dp.ct.mask
         dp.ct.s[j] = (h << 32) | <uint64_t>(e * 2 + is_reply + 1)
         dp.ct.n += 1
-    dp.ce[e].nkeys += 1
+    dp.ce[e].keys |= 1 << is_reply
 
 
 cdef void ct_pop(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t dip,
                  int dport) noexcept nogil:
     """``self.ct.pop(key, None)``."""
     cdef int64_t i = ct_slot(dp, node, proto, sip, sport, dip, dport)
-    cdef int e
+    cdef int val
     if i >= 0:
-        e = ct_val(dp, i) >> 1
+        val = ct_val(dp, i)
         ct_del_slot(&dp.ct, i)
-        ct_unref(dp, e)
+        ct_unref(dp, val)
 
 
 cdef void ct_del_if(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t dip,
@@ -1539,7 +1681,7 @@ cdef void ct_del_if(DP* dp, int node, int proto, uint32_t sip, int sport, uint32
     cdef int64_t i = ct_slot(dp, node, proto, sip, sport, dip, dport)
     if i >= 0 and ct_val(dp, i) == e * 2 + is_reply:
         ct_del_slot(&dp.ct, i)
-        ct_unref(dp, e)
+        ct_unref(dp, e * 2 + is_reply)
 
 
 cdef void ct_delete(DP* dp, int e) noexcept nogil:
@@ -1709,7 +1851,7 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
     cdef uint8_t* d = DATA(it)
     cdef int n = it.len
     cdef Ctx* ctx = &it.ctx
-    cdef int proto, l4, sport, dport, e, is_reply
+    cdef int proto, l4, sport, dport, e, is_reply, prev, val, r
     cdef uint32_t sip, dip
     cdef int64_t slot
     cdef CtE* E
@@ -1730,15 +1872,25 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
         return 0
     sip = rd32(d, 26)
     dip = rd32(d, 30)
-    slot = ct_slot(dp, node, proto, sip, sport, dip, dport)
-    if slot >= 0:
-        e = ct_val(dp, slot)
-        is_reply = e & 1
-        e >>= 1
+    # a copy crossing several nodes meets the same entries in the same order every time:
+    # the entry found after the previous one last time is tried before the index
+    prev = it.ct_prev
+    val = dp.ce_hint[prev] if prev >= 0 else -1
+    if val < 0 or not ct_is(dp, val, node, proto, sip, sport, dip, dport):
+        slot = ct_slot(dp, node, proto, sip, sport, dip, dport)
+        val = ct_val(dp, slot) if slot >= 0 else -1
+        if prev >= 0 and val >= 0:
+            dp.ce_hint[prev] = val
+    if val >= 0:
+        is_reply = val & 1
+        e = val >> 1
         if dp.ce[e].expires < dp.now:
             ct_delete(dp, e)
-            slot = -1
-    if slot >= 0:
+            val = -1
+    if val >= 0:
+        if dp.first_ct < 0:
+            dp.first_ct = e
+        it.ct_prev = val
         E = &dp.ce[e]
         ctx.ct = e
         ctx.reply_dir = is_reply
@@ -1753,7 +1905,15 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
             changed(it)
             ev(dp, it, EV_UNSNAT, E.t[0].sip, E.t[0].sport, node)
         return 0
-    return cold.prerouting_new(dp, it, node, proto, l4, sport, dport, sip, dip)
+    r = cold.prerouting_new(dp, it, node, proto, l4, sport, dport, sip, dip)
+    e = ctx.ct
+    if e >= 0 and dp.ce[e].keys & 1:
+        if prev >= 0:
+            dp.ce_hint[prev] = e * 2
+        it.ct_prev = e * 2
+        if dp.first_ct < 0:
+            dp.first_ct = e
+    return r
 
 
 cdef int prerouting_new(DP* dp, Item* it, int node, int proto, int l4, int sport, int dport,
@@ -2119,6 +2279,7 @@ cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     cdef IfInfo* f = &dp.ifs[i]
     cdef int kind = f.kind
     hop(dp, it, i, DIR_OUT)
+    touched(dp, f)
     if kind == IF_POD_ETH or kind == IF_VETH:
         ctx_reset(&it.ctx)
         it.stage = S_RX
@@ -2154,6 +2315,7 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
     cdef uint64_t dmac
     cdef uint32_t et, dst
     hop(dp, it, i, DIR_IN)
+    touched(dp, f)
     if kind == IF_VETH:
         it.stage = S_BRIDGE_IN
         it.a = f.bridge
@@ -2234,6 +2396,7 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
     cdef uint64_t smac, dmac
     cdef HSlot* s
     cdef HSlot* ns
+    cdef int64_t mac
     cdef bint created
     if n < 14:
         return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, p, 0, False)
@@ -2250,16 +2413,15 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
         if new_dst != dst_before:  # br_nf_pre_routing_finish: daddr changed
             out_if = route_dev(dp, node, new_dst, &nh)
             if out_if == local_if:
-                ns = ht_find(&dp.neigh, new_dst, <uint32_t>node)
-                if ns == NULL or ns.v0 < 0:
+                mac = neigh_get(dp, node, new_dst, &ns)
+                if mac < 0:
                     return end(dp, it, OUT_NEIGH, 0, local_if, new_dst, True)
-                wr48(d, 0, <uint64_t>ns.v0)
+                wr48(d, 0, <uint64_t>mac)
                 changed(it)
                 ev(dp, it, EV_BRIDGED_DNAT, node, 0, 0)
-                if not ns.v1:
+                if neigh_cache(dp, node, new_dst, ns, mac):
                     # br_nf_pre_routing_finish_bridge: without a cached header the frame
                     # goes out through the bridge device once (neigh->output), then on
-                    ns.v1 = 1
                     hop(dp, it, local_if, DIR_OUT)
             else:
                 wr48(d, 0, <uint64_t>dp.ifs[local_if].mac)
@@ -2275,6 +2437,7 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
         else:
             s.v0 = p
             s.v1 = dp.now
+            touched_slot(dp, &dp.fdb, smac, <uint64_t>b, s)
     dmac = rd48(d, 0)
     if local_if >= 0 and dmac == <uint64_t>dp.ifs[local_if].mac:
         ev(dp, it, EV_BR_LOCAL, local_if, 0, 0)
@@ -2284,6 +2447,7 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
     if not is_mcast(dmac):
         s = ht_find(&dp.fdb, dmac, <uint64_t>b)
         if s != NULL and dp.now - s.v1 <= dp.ageing_ns:
+            touched_slot(dp, &dp.fdb, dmac, <uint64_t>b, s)
             q = <int>s.v0
             if q == p and not dp.ifs[q].hairpin:
                 return end(dp, it, OUT_DROPPED, DROP_SAME_PORT, p, 0, False)
@@ -2321,13 +2485,17 @@ cdef int output(DP* dp, Item* it, int node, int out_if, uint32_t nh) noexcept no
     cdef uint32_t hop_ip = nh if nh else dst
     if dp.record:
         ev(dp, it, EV_ROUTE, lpm_lookup(dp.lpm, dst), nh, node)
-    cdef HSlot* ns = ht_find(&dp.neigh, hop_ip, <uint32_t>node)
-    if ns == NULL or ns.v0 < 0:
+    cdef HSlot* ns
+    cdef int64_t mac = neigh_get(dp, node, hop_ip, &ns)
+    if mac < 0:
         ev(dp, it, EV_NEIGH_MISS, hop_ip, node, out_if)
         wr48(d, 6, <uint64_t>dp.ifs[out_if].mac)
         return end(dp, it, OUT_NEIGH, 0, out_if, hop_ip, True)
-    ns.v1 = 1  # neigh_resolve_output caches the header
-    wr48(d, 0, <uint64_t>ns.v0)
+    if ns == NULL or not ns.v1:
+        neigh_cache(dp, node, hop_ip, ns, mac)  # neigh_resolve_output caches the header
+    else:
+        touched_slot(dp, &dp.neigh, hop_ip, <uint32_t>node, ns)
+    wr48(d, 0, <uint64_t>mac)
     wr48(d, 6, <uint64_t>dp.ifs[out_if].mac)
     changed(it)
     ctx_reset(&it.ctx)
@@ -2390,13 +2558,13 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
     out_if = route_dev(dp, node, dst, &nh)
     if out_if < 0:
         return end(dp, it, OUT_DROPPED, DROP_NO_ROUTE, i, 0, False)
-    ttl = d[22]
+    old = rd16(d, 22)  # TTL and protocol: one load, one store (no byte store then
+    ttl = old >> 8     # a wider load of the same bytes, which stalls store forwarding)
     if ttl <= 1:
         return end(dp, it, OUT_DROPPED, DROP_TTL_EXCEEDED, i, 0, True)
     # ip_forward decrements the TTL before the FORWARD hook: a REJECT quotes TTL-1
-    old = rd16(d, 22)
-    d[22] = ttl - 1
-    wr16(d, 24, csum_replace16(rd16(d, 24), old, rd16(d, 22)))
+    wr16(d, 22, old - 0x100)
+    wr16(d, 24, csum_replace16(rd16(d, 24), old, old - 0x100))
     changed(it)
     ev(dp, it, EV_TTL, ttl - 1, node, 0)
     verdict = filter_forward(it)
@@ -2459,7 +2627,10 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
     it.snap_len = 0
     it.flood = 0
     it.ip_ok = 0
+    it.ct_prev = -1
     it.npend = 0
+    dp.n_touch = 0
+    dp.first_ct = -1
     if mode == INJ_RX:
         it.stage = S_RX
         it.a = iface
@@ -2490,13 +2661,18 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
         if r == 1:
             buf_put(dp, it.mem, it.cap)
             dp.sp -= 1
+    if dp.track and dp.first_ct >= 0 and dp.ce[dp.first_ct].keys:
+        memcpy(&dp.ce_touch[dp.first_ct * NTOUCH], dp.touch, dp.n_touch * sizeof(void*))
+        if dp.n_touch < NTOUCH:
+            dp.ce_touch[dp.first_ct * NTOUCH + dp.n_touch] = NULL
     ct_reap(dp)
 
 
 cdef inline uint64_t flow_key_hash(const DP* dp, const uint8_t* f, int64_t ln,
-                                   int iface) noexcept nogil:
+                                   int iface, bint reply) noexcept nogil:
     """The conntrack hash a plain TCP/UDP frame entering at ``iface`` will look up first
-    (its node's), with bit 63 set; 0 when there is no such guess. Only for prefetching."""
+    (its node's), or with ``reply`` the one a new flow's reply key will have there if no NAT
+    changes it, with bit 63 set; 0 when there is no such guess. Only for prefetching."""
     cdef int ihl, proto, node
     if ln < 54 or f[12] != 0x08 or f[13] != 0x00:
         return 0
@@ -2507,32 +2683,66 @@ cdef inline uint64_t flow_key_hash(const DP* dp, const uint8_t* f, int64_t ln,
     node = dp.ifs[iface].node
     if node < 0:
         return 0
+    if reply:
+        return KEMU_OCC | ct_hash(node, proto, rd32(f, 30), rd16(f, 14 + ihl + 2),
+                                  rd32(f, 26), rd16(f, 14 + ihl))
     return KEMU_OCC | ct_hash(node, proto, rd32(f, 26), rd16(f, 14 + ihl), rd32(f, 30),
                               rd16(f, 14 + ihl + 2))
 
 
 cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const int64_t* offp,
                                 const int32_t* lenp, const int32_t* ifp, Py_ssize_t fi,
-                                Py_ssize_t stop, uint64_t* ring) noexcept nogil:
-    """Software pipeline over the batch: the index slot of frame fi+6, the entry of fi+3."""
-    cdef Py_ssize_t j = fi + 6
+                                Py_ssize_t stop, uint64_t* ring, int32_t* ring2) noexcept nogil:
+    """Software pipeline over the batch, for the flow a frame belongs to: the interface of
+    frame fi+12, the index slot of fi+8, the entry of fi+4 (with its hint and the record of
+    what its last frame touched), then at fi+2 the next node's entry and those records."""
+    cdef Py_ssize_t j = fi + 12
     cdef uint64_t h, v
+    cdef int32_t val, k
     cdef int64_t off
+    cdef void** rec
+    if j < stop and 0 <= ifp[j] < dp.n_if:
+        kemu_prefetch(&dp.ifs[ifp[j]])  # read for its node at fi+8
+    j = fi + 8
     if j < stop:
         off = offp[j]
         h = 0
         if 0 <= off and off + lenp[j] <= blen and 0 <= ifp[j] < dp.n_if:
-            h = flow_key_hash(dp, bp + off, lenp[j], ifp[j])
+            h = flow_key_hash(dp, bp + off, lenp[j], ifp[j], False)
             if h:
                 kemu_prefetch(&dp.ct.s[h & dp.ct.mask])
-        ring[j & 7] = h
-    j = fi + 3
+        ring[j & 15] = h
+    j = fi + 4
     if j < stop:
-        h = ring[j & 7]
+        h = ring[j & 15]
+        val = -1
         if h:
             v = dp.ct.s[h & dp.ct.mask]
             if v and <uint32_t>(v >> 32) == <uint32_t>h:
-                kemu_prefetch(&dp.ce[(<uint32_t>v - 1) >> 1])
+                val = <int32_t>(<uint32_t>v - 1)
+                kemu_prefetch(&dp.ce[val >> 1])
+                kemu_prefetch(&dp.ce_hint[val])
+                if dp.track:  # the record: two cache lines
+                    kemu_prefetch(&dp.ce_touch[(val >> 1) * NTOUCH])
+                    kemu_prefetch(&dp.ce_touch[(val >> 1) * NTOUCH + 8])
+            elif v == 0:  # a new flow: its reply key will be inserted too
+                h = flow_key_hash(dp, bp + offp[j], lenp[j], ifp[j], True)
+                if h:
+                    kemu_prefetch(&dp.ct.s[h & dp.ct.mask])
+        ring2[j & 15] = val
+    j = fi + 2
+    if j < stop:
+        val = ring2[j & 15]
+        if val >= 0:
+            if dp.track:
+                rec = &dp.ce_touch[(val >> 1) * NTOUCH]
+                for k in range(NTOUCH):
+                    if rec[k] == NULL:
+                        break
+                    kemu_prefetch(rec[k])
+            val = dp.ce_hint[val]
+            if val >= 0:
+                kemu_prefetch(&dp.ce[val >> 1])
 
 
 # Rare work is called through this table of pointers: the compiler cannot inline it, which
@@ -2558,6 +2768,18 @@ cold.fix_l2 = fix_l2
 
 
 # ------------------------------------------------------------------ Python-facing helpers
+cdef int64_t track_ifaces = 4096   # past this many interfaces: ce_touch (see DP.track)
+
+
+def _set_track_ifaces(n: int) -> int:
+    """Set the interface count past which datapaths loaded from now on keep and prefetch
+    each flow's lookups (tests force it on small clusters); returns the previous one."""
+    global track_ifaces
+    old = track_ifaces
+    track_ifaces = n
+    return old
+
+
 cdef object _i32(object a):
     return np.ascontiguousarray(a, dtype=np.int32)
 
@@ -2597,6 +2819,7 @@ cdef class Datapath:
         self.dp.ce_free = -1
         if (ct_init(&self.dp.ct, 1024) < 0 or ht_init(&self.dp.fdb, 64) < 0
                 or ht_init(&self.dp.neigh, 64) < 0 or ht_init(&self.dp.aff, 16) < 0
+                or ht_init(&self.dp.nshared, 16) < 0 or ht_init(&self.dp.own, 16) < 0
                 or ht_init(&self.dp.fe, 16) < 0 or ht_init(&self.dp.fe_np, 16) < 0):
             raise MemoryError()
 
@@ -2612,10 +2835,15 @@ cdef class Datapath:
         free(self.dp.ct.s)
         ht_free(&self.dp.fdb)
         ht_free(&self.dp.neigh)
+        ht_free(&self.dp.nshared)
+        ht_free(&self.dp.own)
+        free(self.dp.sh)
         ht_free(&self.dp.aff)
         ht_free(&self.dp.fe)
         ht_free(&self.dp.fe_np)
         free(self.dp.ce)
+        free(self.dp.ce_hint)
+        free(self.dp.ce_touch)
         free(self.dp.zombies)
         free(self.dp.ifs)
         free(self.dp.cands)
@@ -2661,32 +2889,27 @@ cdef class Datapath:
         n_rt = len(t.rt_prefix)
         for i in range(n_rt):
             lpm.add(int(t.rt_prefix[i]), int(t.rt_len[i]), i)
-        rt_out = np.full(max(1, n_rt * n_nodes), -1, np.int32)
-        rt_nh = np.zeros(max(1, n_rt * n_nodes), np.uint32)
-        for r in range(n_rt):
-            kind = int(t.rt_kind[r])
-            for node in range(n_nodes):
-                if kind == RT_POD_CIDR:
-                    owner = int(t.rt_node[r])
-                    if owner == node:
-                        o, nh = int(t.node_br_if[node]), 0
-                    elif t.vxlan:
-                        o, nh = int(t.node_vtep_if[node]), int(t.rt_prefix[r])
-                    else:
-                        o, nh = int(t.node_eth_if[node]), int(t.node_ip[owner])
-                elif kind == RT_NODE_NET:
-                    o, nh = int(t.node_eth_if[node]), 0
-                else:
-                    o, nh = int(t.node_eth_if[node]), int(t.gateway_ip)
-                rt_out[r * n_nodes + node] = o
-                rt_nh[r * n_nodes + node] = nh & 0xFFFFFFFF
-        # what _fix_l2 needs: each node's pod CIDR mask, the node network
+        rt_kind = _i32(t.rt_kind)
+        rt_owner = _i32(t.rt_node)
+        rt_nh = np.zeros(max(1, n_rt), np.uint32)
         node_pod_mask = np.full(max(1, n_nodes), 0xFFFFFF00, np.uint32)
-        for node in range(n_nodes):
-            for i in range(n_rt):
-                if int(t.rt_kind[i]) == RT_POD_CIDR and int(t.rt_node[i]) == node:
-                    node_pod_mask[node] = lpm_mask(int(t.rt_len[i]))
-                    break
+        mask_set = np.zeros(max(1, n_nodes), bool)
+        for r in range(n_rt):
+            kind = int(rt_kind[r])
+            if kind == RT_POD_CIDR:
+                owner = int(rt_owner[r])
+                # (an owner of -1 takes the last node's address, as numpy indexing does)
+                nh = int(t.rt_prefix[r]) if t.vxlan else (
+                    int(t.node_ip[owner]) if -n_nodes <= owner < n_nodes else 0)
+                if 0 <= owner < n_nodes and not mask_set[owner]:
+                    # what _fix_l2 needs: each node's pod CIDR mask (its first route)
+                    node_pod_mask[owner] = lpm_mask(int(t.rt_len[r]))
+                    mask_set[owner] = True
+            elif kind == RT_NODE_NET:
+                nh = 0
+            else:
+                nh = int(t.gateway_ip)
+            rt_nh[r] = nh & 0xFFFFFFFF
         net_prefix, net_mask = 0, 0xFFFFFFFF
         for i in range(n_rt):
             if int(t.rt_kind[i]) == RT_NODE_NET:
@@ -2694,10 +2917,9 @@ cdef class Datapath:
                 break
         # local addresses, as the reference's local_ips dict (the last interface wins)
         local_ips = {}
-        for i in range(n_if):
-            k = int(if_kind[i])
-            if k in (IF_NODE_ETH, IF_BRIDGE, IF_VTEP):
-                local_ips[(int(if_node[i]), int(if_ip[i]))] = i
+        for i in np.flatnonzero((if_kind == IF_NODE_ETH) | (if_kind == IF_BRIDGE)
+                                | (if_kind == IF_VTEP)).tolist():
+            local_ips[(int(if_node[i]), int(if_ip[i]))] = i
         per_node = [[] for _ in range(n_nodes)]
         for (node, ip), i in local_ips.items():
             per_node[node].append((ip, i))
@@ -2707,9 +2929,9 @@ cdef class Datapath:
         lip_if = np.zeros(max(1, n_nodes) * lip_k, np.int32)
         for node, lst in enumerate(per_node):
             lip_n[node] = len(lst)
-            for j, (ip, i) in enumerate(lst):
-                lip_ip[node * lip_k + j] = ip
-                lip_if[node * lip_k + j] = i
+            for q, (ip, i) in enumerate(lst):
+                lip_ip[node * lip_k + q] = ip
+                lip_if[node * lip_k + q] = i
         # services
         fe_map, fe_np_map = {}, {}
         for i in range(len(t.fe_ip)):
@@ -2732,20 +2954,25 @@ cdef class Datapath:
         max_cands = max([1] + [int(c) for c in sp_be_count])
 
         # ---- all checks passed: commit
-        cdef IfInfo* ifs = <IfInfo*>calloc(max(1, n_if), sizeof(IfInfo))
+        cdef IfInfo* ifs = <IfInfo*>kemu_zalloc(max(1, n_if), sizeof(IfInfo))
         cdef int32_t* cands = <int32_t*>malloc(max_cands * sizeof(int32_t))
         if ifs == NULL or cands == NULL:
             free(ifs)
             free(cands)
             raise MemoryError()
-        for i in range(n_if):
-            ifs[i].kind = if_kind[i]
-            ifs[i].node = if_node[i]
-            ifs[i].peer = if_peer[i]
-            ifs[i].bridge = if_bridge[i]
-            ifs[i].hairpin = if_hairpin[i]
-            ifs[i].mac = if_mac[i]
-            ifs[i].ip = if_ip[i]
+        cdef const int32_t[::1] v_kind = if_kind, v_node = if_node, v_peer = if_peer
+        cdef const int32_t[::1] v_bridge = if_bridge, v_hairpin = if_hairpin
+        cdef const int64_t[::1] v_mac = if_mac
+        cdef const uint32_t[::1] v_ip = if_ip
+        cdef Py_ssize_t j
+        for j in range(n_if):
+            ifs[j].kind = v_kind[j]
+            ifs[j].node = v_node[j]
+            ifs[j].peer = v_peer[j]
+            ifs[j].bridge = v_bridge[j]
+            ifs[j].hairpin = v_hairpin[j]
+            ifs[j].mac = v_mac[j]
+            ifs[j].ip = v_ip[j]
         ht_clear(&self.dp.fe)
         ht_clear(&self.dp.fe_np)
         cdef bint created
@@ -2760,24 +2987,46 @@ cdef class Datapath:
             if s == NULL:
                 raise MemoryError()
             s.v0 = i
+        ht_clear(&self.dp.own)
+        cdef const uint32_t[::1] v_own_ip = own_ip
+        cdef const int32_t[::1] v_own_if = own_if
+        for j in range(v_own_ip.shape[0]):
+            s = ht_put(&self.dp.own, v_own_ip[j], 0, &created)
+            if s == NULL:
+                raise MemoryError()
+            if created:
+                s.v0 = v_own_if[j]
         free(self.dp.ifs)
         free(self.dp.cands)
         self.dp.ifs = ifs
         self.dp.cands = cands
         keep = [br_local_if, br_netfilter, br_port_start, br_port_count, br_ports,
                 node_eth_if, node_br_if, node_vtep_if, node_local_if, node_ip, node_br_ip,
-                node_pod_mask, lip_n, lip_ip, lip_if, rt_out, rt_nh, fe_sp, fe_kind, sp_flags,
-                sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip, own_if]
+                node_pod_mask, lip_n, lip_ip, lip_if, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
+                sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
+                own_if]
         for k, a in enumerate(keep):
             if len(a) == 0:  # a valid pointer even for empty tables
                 keep[k] = np.zeros(1, a.dtype)
         (br_local_if, br_netfilter, br_port_start, br_port_count, br_ports,
          node_eth_if, node_br_if, node_vtep_if, node_local_if, node_ip, node_br_ip,
-         node_pod_mask, lip_n, lip_ip, lip_if, rt_out, rt_nh, fe_sp, fe_kind, sp_flags,
-         sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip, own_if) = keep
+         node_pod_mask, lip_n, lip_ip, lip_if, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
+         sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
+         own_if) = keep
         self._keep = keep
         self.dp.n_if = n_if
         self.dp.n_nodes = n_nodes
+        # interfaces, FDB and neighbour entries past what the caches hold (a few thousand
+        # interfaces): prefetch what each flow's last frame looked up
+        track = n_if > track_ifaces
+        if track != self.dp.track or not track:
+            free(self.dp.ce_touch)
+            self.dp.ce_touch = NULL
+            if track and self.dp.ce_cap:
+                self.dp.ce_touch = <void**>calloc(self.dp.ce_cap * NTOUCH, sizeof(void*))
+                if self.dp.ce_touch == NULL:
+                    track = False
+        self.dp.track = track
         self.dp.n_br = len(t.br_local_if)
         self.dp.n_rt = n_rt
         self.dp.n_sp = n_sp
@@ -2797,7 +3046,8 @@ cdef class Datapath:
         self.dp.lip_ip = <uint32_t*>cnp.PyArray_DATA(lip_ip)
         self.dp.lip_if = <int32_t*>cnp.PyArray_DATA(lip_if)
         self.dp.lip_k = lip_k
-        self.dp.rt_out = <int32_t*>cnp.PyArray_DATA(rt_out)
+        self.dp.rt_kind = <int32_t*>cnp.PyArray_DATA(rt_kind)
+        self.dp.rt_owner = <int32_t*>cnp.PyArray_DATA(rt_owner)
         self.dp.rt_nh = <uint32_t*>cnp.PyArray_DATA(rt_nh)
         self.dp.fe_sp = <int32_t*>cnp.PyArray_DATA(fe_sp)
         self.dp.fe_kind = <int32_t*>cnp.PyArray_DATA(fe_kind)
@@ -2832,19 +3082,129 @@ cdef class Datapath:
             self._seed_neighbours()
         self._loaded = tables
 
-    cdef void _seed_neighbours(self):
-        """What a settled cluster's kernels know (reference ``_seed_neighbours``)."""
+    def _seed_neighbours(self) -> None:
+        """What a settled cluster's kernels know (reference ``_seed_neighbours``): every pod
+        on its node (in ``neigh``), every host of the node network and flannel's VTEP
+        addresses (OV-2) on every other node, kept once per address in ``nshared`` (the
+        same entries, without nodes x hosts of them). Writes apply in interface order, as in
+        the reference: an address written both ways is spelt out per node."""
         cdef DP* dp = &self.dp
-        cdef int i, m, k, n
-        for i in range(dp.n_if):
-            k = dp.ifs[i].kind
-            n = dp.ifs[i].node
-            if k == IF_POD_ETH:
-                self._neigh_put(n, dp.ifs[i].ip, dp.ifs[i].mac, False)
-            elif (k == IF_NODE_ETH or k == IF_EXT_ETH or k == IF_GW_ETH or k == IF_VTEP):
-                for m in range(dp.n_nodes):
-                    if m != n:
-                        self._neigh_put(m, dp.ifs[i].ip, dp.ifs[i].mac, False)
+        cdef int n_nodes = dp.n_nodes, m
+        cdef uint64_t i
+        cdef HSlot* s
+        cdef NShared* S
+        cdef bint created
+        t = self.t
+        kind = np.asarray(t.if_kind).astype(np.int64)
+        pods = np.flatnonzero(kind == IF_POD_ETH)
+        hosts = np.flatnonzero((kind == IF_NODE_ETH) | (kind == IF_EXT_ETH)
+                               | (kind == IF_GW_ETH) | (kind == IF_VTEP))
+        ip_all = np.asarray(t.if_ip).astype(np.int64) & 0xFFFFFFFF
+        if dp.n_sh and n_nodes != dp.sh_nodes:
+            self._spell_out_shared()
+        seed = {}  # ip -> [node, mac, has2, node2, mac2] of this seeding's host writes
+        for n, ip, mac in zip(np.asarray(t.if_node)[hosts].tolist(), ip_all[hosts].tolist(),
+                              np.asarray(t.if_mac)[hosts].tolist(), strict=True):
+            st = seed.get(ip)
+            if st is None:
+                seed[ip] = [n, mac, 0, 0, 0]
+            elif st[0] == n:
+                st[1] = mac
+            else:
+                seed[ip] = [n, mac, 1, st[0], st[1]]
+        pod_ips = ip_all[pods]
+        both = set(pod_ips.tolist()) & seed.keys() if seed else set()
+        for ip in sorted(both):
+            writes = [(int(kind[i]) == IF_POD_ETH, int(t.if_node[i]), int(t.if_mac[i]))
+                      for i in np.flatnonzero(ip_all == ip).tolist()
+                      if int(kind[i]) == IF_POD_ETH or i in set(hosts.tolist())]
+            for m in range(n_nodes):
+                val = None
+                for is_pod, n, mac in writes:
+                    if (n == m) == is_pod:
+                        val = mac
+                if val is not None:
+                    self._neigh_put(m, ip, val, False)
+            del seed[ip]
+        if dp.neigh.n and seed:  # entries of a node's own table take the new addresses
+            for i in range(dp.neigh.mask + 1):
+                s = &dp.neigh.s[i]
+                if s.k1:
+                    st = seed.get(s.k0)
+                    m = <int32_t><uint32_t>(s.k1 & 0xFFFFFFFFULL)
+                    if st is not None and 0 <= m < n_nodes:
+                        if st[0] != m:
+                            s.v0 = st[1]
+                        elif st[2]:
+                            s.v0 = st[4]
+        cdef int32_t[::1] pn = np.ascontiguousarray(np.asarray(t.if_node)[pods], np.int32)
+        cdef int64_t[::1] pip = np.ascontiguousarray(pod_ips, np.int64)
+        cdef int64_t[::1] pmac = np.ascontiguousarray(np.asarray(t.if_mac)[pods], np.int64)
+        cdef Py_ssize_t k
+        for k in range(pn.shape[0]):
+            if not both or pip[k] not in both:
+                self._neigh_put(pn[k], <uint32_t>pip[k], pmac[k], False)
+        for ip, st in seed.items():
+            s = ht_find(&dp.nshared, ip, 0)
+            if s == NULL:
+                if dp.n_sh == dp.sh_cap:
+                    S = <NShared*>realloc(dp.sh, (dp.sh_cap * 2 + 64) * sizeof(NShared))
+                    if S == NULL:
+                        raise MemoryError()
+                    dp.sh = S
+                    dp.sh_cap = dp.sh_cap * 2 + 64
+                s = ht_put(&dp.nshared, ip, 0, &created)
+                if s == NULL:
+                    raise MemoryError()
+                s.v0 = dp.n_sh
+                S = &dp.sh[dp.n_sh]
+                dp.n_sh += 1
+                S.node, S.mac, S.has2, S.node2, S.mac2 = st
+                continue
+            S = &dp.sh[s.v0]  # compose: the old writes, then this seeding's
+            if not st[2]:
+                if S.node != st[0]:
+                    st[2], st[3], st[4] = 1, S.node, S.mac
+                elif S.has2:
+                    st[2], st[3], st[4] = 1, S.node2, S.mac2
+            S.node, S.mac, S.has2, S.node2, S.mac2 = st
+        dp.sh_nodes = n_nodes
+
+    def _spell_out_shared(self) -> None:
+        """Shared entries become entries of each node they were for (before tables with
+        another node count: the reference's entries of the old nodes stay as they are)."""
+        cdef DP* dp = &self.dp
+        cdef uint64_t i
+        cdef int m
+        cdef int64_t mac
+        cdef HSlot* s
+        cdef HSlot* o
+        cdef NShared* S
+        cdef bint created
+        for i in range(dp.nshared.mask + 1):
+            s = &dp.nshared.s[i]
+            if not s.k1:
+                continue
+            S = &dp.sh[s.v0]
+            for m in range(dp.sh_nodes):
+                if ht_find(&dp.neigh, s.k0, <uint32_t>m) != NULL:
+                    continue
+                if S.node != m:
+                    mac = S.mac
+                elif S.has2:
+                    mac = S.mac2
+                else:
+                    continue
+                o = ht_put(&dp.neigh, s.k0, <uint32_t>m, &created)
+                if o == NULL:
+                    raise MemoryError()
+                o.v0 = mac
+        self._clear_shared()
+
+    cdef void _clear_shared(self):
+        ht_clear(&self.dp.nshared)
+        self.dp.n_sh = 0
+        self.dp.sh_nodes = 0
 
     cdef int _neigh_put(self, int node, uint32_t ip, int64_t mac, bint api) except -1:
         """``neigh[(node, ip)] = mac``; through the API (``neigh_set``) a changed address
@@ -2915,9 +3275,14 @@ cdef class Datapath:
         memset(self.dp.ct.s, 0, (self.dp.ct.mask + 1) * sizeof(uint64_t))
         self.dp.ct.n = 0
         ht_clear(&self.dp.neigh)
+        self._clear_shared()
         ht_clear(&self.dp.aff)
         free(self.dp.ce)
         self.dp.ce = NULL
+        free(self.dp.ce_hint)
+        self.dp.ce_hint = NULL
+        free(self.dp.ce_touch)
+        self.dp.ce_touch = NULL
         self.dp.ce_cap = 0
         self.dp.ce_used = 0
         self.dp.ce_free = -1
@@ -2929,8 +3294,8 @@ cdef class Datapath:
         self._neigh_put(node, ip, mac, True)
 
     def neigh_lookup(self, node: int, ip: int) -> int:
-        cdef HSlot* s = ht_find(&self.dp.neigh, <uint32_t>ip, <uint32_t><int32_t>node)
-        return s.v0 if s != NULL else -1
+        cdef HSlot* s
+        return neigh_get(&self.dp, <int32_t>node, <uint32_t>ip, &s)
 
     def cleanup(self, now: int) -> None:
         """Expire FDB entries (ageing) and conntrack and affinity entries (timeouts)."""
@@ -2971,7 +3336,10 @@ cdef class Datapath:
         cdef DP* dp = &self.dp
         cdef uint64_t i
         cdef HSlot* s
+        cdef HSlot* o
         cdef CtE* E
+        cdef int m
+        cdef int64_t mac
         fdb, ct, neigh, aff = [], [], [], []
         for i in range(dp.fdb.mask + 1):
             s = &dp.fdb.s[i]
@@ -2987,6 +3355,14 @@ cdef class Datapath:
             s = &dp.neigh.s[i]
             if s.k1:
                 neigh.append((<int32_t><uint32_t>(s.k1 & 0xFFFFFFFFULL), s.k0, s.v0, s.v1))
+        for i in range(dp.nshared.mask + 1):
+            s = &dp.nshared.s[i]
+            if s.k1:
+                for m in range(dp.sh_nodes):
+                    if ht_find(&dp.neigh, s.k0, <uint32_t>m) == NULL:
+                        mac = neigh_get(dp, m, <uint32_t>s.k0, &o)
+                        if mac >= 0:
+                            neigh.append((m, s.k0, mac, 0))
         for i in range(dp.aff.mask + 1):
             s = &dp.aff.s[i]
             if s.k1:
@@ -3077,13 +3453,15 @@ cdef class Datapath:
         cdef int32_t iface
         cdef Py_ssize_t fi
         cdef Py_ssize_t done = stop
-        cdef uint64_t ring[8]
+        cdef uint64_t ring[16]
+        cdef int32_t ring2[16]
         memset(ring, 0, sizeof(ring))
-        for fi in range(start, min(start + 6, stop)):  # prime the prefetch pipeline
+        memset(ring2, 0xFF, sizeof(ring2))
+        for fi in range(start, min(start + 8, stop)):  # prime the prefetch pipeline
             if 0 <= offp[fi] and offp[fi] + lenp[fi] <= blen and 0 <= ifp[fi] < n_if:
-                ring[fi & 7] = flow_key_hash(dp, bp + offp[fi], lenp[fi], ifp[fi])
+                ring[fi & 15] = flow_key_hash(dp, bp + offp[fi], lenp[fi], ifp[fi], False)
         for fi in range(start, stop):
-            prefetch_flows(dp, bp, blen, offp, lenp, ifp, fi, stop, ring)
+            prefetch_flows(dp, bp, blen, offp, lenp, ifp, fi, stop, ring, ring2)
             ln = lenp[fi]
             if record:  # Results.room
                 hops = worst_hops
@@ -3145,17 +3523,29 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
                       ("node_ip", t.node_ip), ("node_br_ip", t.node_br_ip)):
         if len(arr) != n_nodes:
             bad(f"{name} has {len(arr)} entries, not {n_nodes}")
-    for i in range(n_if):
-        k, node = int(if_kind[i]), int(if_node[i])
-        if k in (IF_POD_ETH, IF_VETH) and not 0 <= int(if_peer[i]) < n_if:
+    # per interface, vectorised; the first offending interface is named, in the order
+    # the checks would meet it one interface at a time
+    kind = np.asarray(if_kind, np.int64)
+    node = np.asarray(if_node, np.int64)
+    peer = np.asarray(if_peer, np.int64)
+    bridge = np.asarray(if_bridge, np.int64)
+    idx = np.arange(n_if)
+    bad_peer = np.isin(kind, (IF_POD_ETH, IF_VETH)) & ~((peer >= 0) & (peer < n_if))
+    bad_pod = (kind == IF_POD_ETH) & ((idx + 1 >= n_if) | ~((node >= 0) & (node < n_nodes)))
+    bad_br = (np.isin(kind, (IF_VETH, IF_BRIDGE, IF_NODE_ETH, IF_EXT_ETH, IF_GW_ETH))
+              & ~((bridge >= 0) & (bridge < n_br)))
+    bad_node = (np.isin(kind, (IF_NODE_ETH, IF_BRIDGE, IF_VTEP, IF_NODE_LOCAL))
+                & ~((node >= 0) & (node < n_nodes)))
+    any_bad = bad_peer | bad_pod | bad_br | bad_node
+    if any_bad.any():
+        i = int(np.flatnonzero(any_bad)[0])
+        if bad_peer[i]:
             bad(f"interface {i}: peer {int(if_peer[i])}")
-        if k == IF_POD_ETH and (i + 1 >= n_if or not 0 <= node < n_nodes):
+        if bad_pod[i]:
             bad(f"pod interface {i} without lo or node")
-        if k in (IF_VETH, IF_BRIDGE, IF_NODE_ETH, IF_EXT_ETH, IF_GW_ETH) and not (
-                0 <= int(if_bridge[i]) < n_br):
+        if bad_br[i]:
             bad(f"interface {i}: bridge {int(if_bridge[i])}")
-        if k in (IF_NODE_ETH, IF_BRIDGE, IF_VTEP, IF_NODE_LOCAL) and not 0 <= node < n_nodes:
-            bad(f"interface {i}: node {node}")
+        bad(f"interface {i}: node {int(if_node[i])}")
     if not (len(br_netfilter) == len(br_port_start) == len(br_port_count) == n_br):
         bad("bridge arrays of different lengths")
     for b in range(n_br):
@@ -3165,9 +3555,10 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
         s, c = int(br_port_start[b]), int(br_port_count[b])
         if s < 0 or c < 0 or s + c > len(br_ports):
             bad(f"bridge {b}: ports {s}+{c}")
-    for q in br_ports:
-        if not 0 <= int(q) < n_if:
-            bad(f"bridge port {int(q)}")
+    ports = np.asarray(br_ports, np.int64)
+    out = (ports < 0) | (ports >= n_if)
+    if out.any():
+        bad(f"bridge port {int(ports[np.flatnonzero(out)[0]])}")
     for m in range(n_nodes):
         for name, arr in (("eth", node_eth_if), ("br", node_br_if), ("local", node_local_if)):
             if not 0 <= int(arr[m]) < n_if:
@@ -3196,9 +3587,10 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
         bad("backend arrays of different lengths")
     if len(t.own_ip) != len(t.own_if):
         bad("ownership arrays of different lengths")
-    for i in t.own_if:
-        if not 0 <= int(i) < n_if:
-            bad(f"owner interface {int(i)}")
+    own = np.asarray(t.own_if, np.int64)
+    out = (own < 0) | (own >= n_if)
+    if out.any():
+        bad(f"owner interface {int(own[np.flatnonzero(out)[0]])}")
 
 
 # ------------------------------------------------------------------ pcapng output of hops

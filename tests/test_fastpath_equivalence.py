@@ -542,44 +542,48 @@ def shrink_cluster(cl: FakeCluster, how: int) -> FakeCluster:
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=SLOW)
 @given(cl=clusters(), data=st.data())
 def test_equivalence_random_streams(cl: FakeCluster, data: st.DataObject) -> None:
-    t = compile_cluster(cl)
-    p = pools_of(t)
-    hot_ips, hot_ports, hot_flows = hot(data, p)
-    pair = Pair(t, data.draw(st.sampled_from([0, 1, 2**64 - 1])), data.draw(st.booleans()),
-                data.draw(st.sampled_from([1, 16, 4096])),
-                data.draw(st.sampled_from([64, 4096, 1 << 20])),
-                data.draw(st.sampled_from([True, True, False])))
-    now = data.draw(st.sampled_from([0, 10**12]))
-    for _ in range(data.draw(st.integers(1, 4))):
-        stream = data.draw(frames(p, hot_ips, hot_ports, data.draw(st.integers(1, 60)),
-                                  hot_flows=hot_flows))
-        rows = []
-        for frame, iface, mode, step, _valid in stream:
-            now += step
-            rows.append((frame, iface, mode, now))
-        pair.batch(Batch.of(rows))
-        action = data.draw(st.integers(0, 12))
-        if action == 0:
-            pair.both("cleanup", now + data.draw(st.sampled_from([0, 31 * NS, 301 * NS])))
-        elif action == 1:
-            pair.both("load", pair.t)                       # the same tables: nothing flushed
-        elif action == 2:
-            t2 = compile_cluster(shrink_cluster(cl, data.draw(st.integers(0, 3))))
-            pair.both("load", t2)                           # swapped: FDB flushed, CT remapped
-            pair.t, p = t2, pools_of(t2)
-        elif action == 3:
-            node = data.draw(st.integers(0, t.n_nodes - 1))
-            pair.both("neigh_set", node, data.draw(st.sampled_from(p.ips)),
-                      data.draw(st.sampled_from(p.macs + [-1])))
-        elif action == 4:
-            pair.both("reset")
-        elif action == 5:
-            pair.rres.clear()
-            pair.fres.clear()
-    pair.both("cleanup", now + 400 * NS)
-    for node in range(pair.t.n_nodes):
-        for ip in p.ips[:8]:
-            assert pair.fast.neigh_lookup(node, ip) == pair.ref.neigh_lookup(node, ip)
+    track = _fastpath._set_track_ifaces(0 if data.draw(st.booleans()) else 4096)
+    try:
+        t = compile_cluster(cl)
+        p = pools_of(t)
+        hot_ips, hot_ports, hot_flows = hot(data, p)
+        pair = Pair(t, data.draw(st.sampled_from([0, 1, 2**64 - 1])), data.draw(st.booleans()),
+                    data.draw(st.sampled_from([1, 16, 4096])),
+                    data.draw(st.sampled_from([64, 4096, 1 << 20])),
+                    data.draw(st.sampled_from([True, True, False])))
+        now = data.draw(st.sampled_from([0, 10**12]))
+        for _ in range(data.draw(st.integers(1, 4))):
+            stream = data.draw(frames(p, hot_ips, hot_ports, data.draw(st.integers(1, 60)),
+                                      hot_flows=hot_flows))
+            rows = []
+            for frame, iface, mode, step, _valid in stream:
+                now += step
+                rows.append((frame, iface, mode, now))
+            pair.batch(Batch.of(rows))
+            action = data.draw(st.integers(0, 12))
+            if action == 0:
+                pair.both("cleanup", now + data.draw(st.sampled_from([0, 31 * NS, 301 * NS])))
+            elif action == 1:
+                pair.both("load", pair.t)                       # the same tables: nothing flushed
+            elif action == 2:
+                t2 = compile_cluster(shrink_cluster(cl, data.draw(st.integers(0, 3))))
+                pair.both("load", t2)                           # swapped: FDB flushed, CT remapped
+                pair.t, p = t2, pools_of(t2)
+            elif action == 3:
+                node = data.draw(st.integers(0, t.n_nodes - 1))
+                pair.both("neigh_set", node, data.draw(st.sampled_from(p.ips)),
+                          data.draw(st.sampled_from(p.macs + [-1])))
+            elif action == 4:
+                pair.both("reset")
+            elif action == 5:
+                pair.rres.clear()
+                pair.fres.clear()
+        pair.both("cleanup", now + 400 * NS)
+        for node in range(pair.t.n_nodes):
+            for ip in p.ips[:8]:
+                assert pair.fast.neigh_lookup(node, ip) == pair.ref.neigh_lookup(node, ip)
+    finally:
+        _fastpath._set_track_ifaces(track)
 
 
 @settings(max_examples=max(10, EXAMPLES // 4), deadline=None, suppress_health_check=SLOW)
@@ -754,6 +758,28 @@ def test_equivalence_conversation(mode: str, static: bool, record: bool) -> None
     pair.both("cleanup", rows[-1][3] + 10 * NS)
     pair.both("load", compile_cluster(shrink_cluster(cl, 1)))
     pair.batch(Batch.of(rows[:200]))
+
+
+@pytest.mark.parametrize("mode", ["host-gw", "vxlan"])
+@pytest.mark.parametrize("record", [True, False])
+def test_equivalence_with_flow_prefetch(mode: str, record: bool) -> None:
+    """Large tables make the fast path keep what each flow's frames looked up and prefetch
+    it (``ce_touch``): forced on for a small cluster, nothing observable changes."""
+    old = _fastpath._set_track_ifaces(0)
+    try:
+        cl = scenario_cluster(mode)
+        t = compile_cluster(cl)
+        pair = Pair(t, 5, True, 32, 1024, record)
+        rows = conversation(t)
+        for k in range(0, len(rows), 61):
+            pair.batch(Batch.of(rows[k: k + 61]))
+        pair.both("cleanup", rows[-1][3] + 10 * NS)
+        pair.both("load", compile_cluster(shrink_cluster(cl, 1)))  # fewer backends
+        pair.batch(Batch.of(rows[:300]))
+        pair.both("reset")
+        pair.batch(Batch.of(rows[300:600]))
+    finally:
+        _fastpath._set_track_ifaces(old)
 
 
 def test_floods_from_every_interface() -> None:

@@ -24,12 +24,16 @@ from kemu.control.model import Service
 from kemu.dataplane import codes as C
 from kemu.dataplane.tables import Tables
 
+LOOPBACK = 0x7F000001  # 127.0.0.1, a pod's lo
+
 
 def mac_to_int(mac: str) -> int:
     return int(mac.replace(":", "").replace("-", ""), 16)
 
 
 def _ip(addr: object) -> int:
+    if type(addr) is ipaddress.IPv4Address:  # the model's usual form: no re-parsing
+        return int(addr)
     return int(ipaddress.IPv4Address(str(addr)))
 
 
@@ -111,12 +115,12 @@ def compile_cluster(cluster: Cluster) -> Tables:
             veth = ifs.add(f"{nm}/{veth_names[pod.key]}", C.IF_VETH,
                            desc=f"veth of {owner} on node {nm}",
                            kname=kernel_veth_name(pod.key), node=ni,
-                           mac=mac_to_int(_veth_mac(pod.key)), bridge=ni, hairpin=1, owner=pi)
+                           mac=_veth_mac_int(pod.key), bridge=ni, hairpin=1, owner=pi)
             bridge_ports[ni].append(veth)
             eth = ifs.add(f"{pod.key}/eth0", C.IF_POD_ETH, desc=owner, kname="eth0", node=ni,
                           mac=mac_to_int(pod.mac), ip=_ip(pod.ip), owner=pi)
             lo = ifs.add(f"{pod.key}/lo", C.IF_POD_LO, desc=f"{owner} loopback", kname="lo",
-                         node=ni, ip=_ip("127.0.0.1"), owner=pi)
+                         node=ni, ip=LOOPBACK, owner=pi)
             ifs.rows[veth]["peer"], ifs.rows[eth]["peer"] = eth, veth
             ifs.rows[lo]["peer"] = lo
             pod_eth_if[pi] = eth
@@ -205,6 +209,12 @@ def compile_cluster(cluster: Cluster) -> Tables:
 def _veth_mac(pod_key: str) -> str:
     d = hashlib.sha256(f"veth/{pod_key}".encode()).digest()
     return "02:" + ":".join(f"{b:02x}" for b in d[:5])
+
+
+def _veth_mac_int(pod_key: str) -> int:
+    """``mac_to_int(_veth_mac(pod_key))`` without the text in between."""
+    d = hashlib.sha256(f"veth/{pod_key}".encode()).digest()
+    return 0x02 << 40 | int.from_bytes(d[:5], "big")
 
 
 def _proxied(svc: Service) -> bool:

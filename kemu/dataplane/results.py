@@ -59,10 +59,17 @@ class Results:
         hops = MAX_HOPS * (n_ifaces + 2)
         return hops, hops * (frame_len + 64) + 4096
 
+    def need(self, frame_len: int, n_ifaces: int) -> tuple[int, int]:
+        """What ``room`` reserves for one frame: the recording worst case, or without
+        recording a bound on the outcomes (every copy ends once: floods copy a frame to at
+        most every interface) and the frames kept with them."""
+        if self.record:
+            return self.worst_case(frame_len, n_ifaces)
+        few = n_ifaces * 2 + 8
+        return few, (frame_len + 64) * few
+
     def room(self, frame_len: int, n_ifaces: int) -> bool:
-        hops, arena = self.worst_case(frame_len, n_ifaces)
-        if not self.record:
-            hops, arena = n_ifaces * 2 + 8, (frame_len + 64) * (n_ifaces * 2 + 8)
+        hops, arena = self.need(frame_len, n_ifaces)
         return (self.n_hops + hops <= self.cap_hops
                 and self.n_events + 2 * hops <= self.cap_events
                 and self.n_outcomes + hops <= self.cap_outcomes
@@ -70,7 +77,7 @@ class Results:
 
     def grow(self, frame_len: int, n_ifaces: int) -> None:
         """Enlarge every array (keeping contents) so that at least one more frame fits."""
-        hops, arena = self.worst_case(frame_len, n_ifaces)
+        hops, arena = self.need(frame_len, n_ifaces)
         new_hops = max(2 * self.cap_hops, self.n_hops + hops, self.n_outcomes + hops)
         new_arena = max(2 * len(self.arena), self.arena_used + arena)
         old = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
