@@ -2804,7 +2804,10 @@ cdef object _input(object arr, int typenum, object dtype):
 
 
 cdef class Datapath:
-    """Batch datapath over compiled ``Tables``; state persists across ``process`` calls."""
+    """Batch datapath over compiled ``Tables``; state persists across ``process`` calls.
+
+    ``process`` runs its frames without the GIL, so that other threads go on meanwhile; one
+    ``Datapath`` is for one thread at a time (as the reference's is)."""
 
     cdef DP dp
     cdef readonly object t
@@ -3460,31 +3463,32 @@ cdef class Datapath:
         for fi in range(start, min(start + 8, stop)):  # prime the prefetch pipeline
             if 0 <= offp[fi] and offp[fi] + lenp[fi] <= blen and 0 <= ifp[fi] < n_if:
                 ring[fi & 15] = flow_key_hash(dp, bp + offp[fi], lenp[fi], ifp[fi], False)
-        for fi in range(start, stop):
-            prefetch_flows(dp, bp, blen, offp, lenp, ifp, fi, stop, ring, ring2)
-            ln = lenp[fi]
-            if record:  # Results.room
-                hops = worst_hops
-                arena = hops * (ln + 64) + 4096
-            else:
-                hops = few_hops
-                arena = (ln + 64) * few_hops
-            if not (dp.n_hops + hops <= cap_hops and dp.n_events + 2 * hops <= cap_events
-                    and dp.n_oc + hops <= cap_oc and dp.arena_used + arena <= dp.arena_cap):
-                done = fi
-                break
-            iface = ifp[fi]
-            off = offp[fi]
-            if iface < 0 or iface >= n_if or off < 0 or ln < 0:
-                done = -1 - fi
-                break
-            real = ln if off + ln <= blen else max(0, blen - off)  # buf[off: off + ln]
-            dp.now = tsp[fi]
-            dp.fi = <int32_t>fi
-            run_frame(dp, bp + off, <int>real, iface, modep[fi])
-            if dp.err:
-                done = -1 - fi
-                break
+        with nogil:  # other Python threads (replay's writer) run meanwhile
+            for fi in range(start, stop):
+                prefetch_flows(dp, bp, blen, offp, lenp, ifp, fi, stop, ring, ring2)
+                ln = lenp[fi]
+                if record:  # Results.room
+                    hops = worst_hops
+                    arena = hops * (ln + 64) + 4096
+                else:
+                    hops = few_hops
+                    arena = (ln + 64) * few_hops
+                if not (dp.n_hops + hops <= cap_hops and dp.n_events + 2 * hops <= cap_events
+                        and dp.n_oc + hops <= cap_oc and dp.arena_used + arena <= dp.arena_cap):
+                    done = fi
+                    break
+                iface = ifp[fi]
+                off = offp[fi]
+                if iface < 0 or iface >= n_if or off < 0 or ln < 0:
+                    done = -1 - fi
+                    break
+                real = ln if off + ln <= blen else max(0, blen - off)  # buf[off: off + ln]
+                dp.now = tsp[fi]
+                dp.fi = <int32_t>fi
+                run_frame(dp, bp + off, <int>real, iface, modep[fi])
+                if dp.err:
+                    done = -1 - fi
+                    break
         res.n_hops = dp.n_hops
         res.n_events = dp.n_events
         res.n_outcomes = dp.n_oc
@@ -3860,3 +3864,76 @@ def pcapng_scan(w, Py_ssize_t r, Py_ssize_t remaining, uint32_t kind, uint32_t m
             k += 1
             r = q
     return out[:k], r
+
+
+# ------------------------------------------------------------------ replay placement
+from libc.stdint cimport int8_t
+
+cdef inline int64_t sorted_find(const int64_t* keys, int64_t n, int64_t k) noexcept nogil:
+    """Index of the first ``k`` in sorted ``keys`` (numpy's searchsorted, left), or -1."""
+    cdef int64_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if keys[mid] < k:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if lo < n and keys[lo] == k else -1
+
+
+def place_frames(buf, offsets, lengths, own_ip, own_if, own_if_l2, mac_keys, mac_ifs,
+                 int gateway):
+    """Where each frame of a capture enters; see ``kemu.frontend.replay.Placer.place``."""
+    cdef const uint8_t[::1] b = buf
+    cdef const int64_t[::1] off = offsets
+    cdef const int32_t[::1] ln = lengths
+    cdef const int64_t[::1] oip = own_ip
+    cdef const int32_t[::1] oif = own_if
+    cdef const int32_t[::1] oif2 = own_if_l2
+    cdef const int64_t[::1] mk = mac_keys
+    cdef const int32_t[::1] mif = mac_ifs
+    cdef Py_ssize_t n = off.shape[0], i
+    cdef int64_t o, L, et, ip, pos, mac
+    cdef bint arp
+    if ln.shape[0] != n or oif.shape[0] != oip.shape[0] or oif2.shape[0] != oip.shape[0] \
+            or mif.shape[0] != mk.shape[0]:
+        raise ValueError("place_frames: arrays of different lengths")
+    for i in range(n):
+        if off[i] < 0 or ln[i] < 0 or off[i] + ln[i] > b.shape[0]:
+            raise ValueError(f"place_frames: frame {i} lies outside the buffer")
+    iface = np.full(n, -1, np.int32)
+    why = np.zeros(n, np.int8)
+    cdef int32_t[::1] fo = iface
+    cdef int8_t[::1] wo = why
+    cdef const uint8_t* d
+    with nogil:
+        for i in range(n):
+            o = off[i]
+            L = ln[i]
+            if L < 14:
+                wo[i] = 1
+                continue
+            d = &b[o]
+            et = (<int64_t>d[12] << 8) | d[13]
+            ip = -1
+            arp = False
+            if et == 0x0800 and L >= 34:
+                ip = rd32(d, 26)
+            elif et == 0x0806 and L >= 42:
+                ip = rd32(d, 28)
+                arp = True
+            if ip >= 0 and oip.shape[0]:
+                pos = sorted_find(&oip[0], oip.shape[0], ip)
+                if pos >= 0:
+                    fo[i] = oif2[pos] if arp else oif[pos]
+            if fo[i] < 0 and mk.shape[0]:
+                mac = <int64_t>rd48(d, 6)
+                pos = sorted_find(&mk[0], mk.shape[0], mac)
+                if pos >= 0:
+                    fo[i] = mif[pos]
+            if fo[i] < 0:
+                if gateway >= 0:
+                    fo[i] = gateway
+                else:
+                    wo[i] = 2
+    return iface, why

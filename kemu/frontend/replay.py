@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import numpy as np
 
@@ -113,25 +115,27 @@ class ReplaySummary:
 class Placer:
     """Decides where each frame of a capture enters, vectorised over a chunk."""
 
-    def __init__(self, t: Tables, inject_at: int | None, unknown_at_gateway: bool) -> None:
+    def __init__(self, t: Tables, inject_at: int | None, unknown_at_gateway: bool,
+                 impl: ModuleType | None = None) -> None:
         self.t = t
         self.inject_at = inject_at
-        self.unknown_at_gateway = unknown_at_gateway
+        self.impl = impl or sys.modules[__name__]  # place_frames: this module's or compiled
+        self.gateway = int(t.gateway_if) if unknown_at_gateway and t.gateway_if >= 0 else -1
         kinds = t.if_kind
         end_hosts = np.isin(kinds, [C.IF_POD_ETH, C.IF_EXT_ETH, C.IF_GW_ETH, C.IF_NODE_ETH])
         ids = np.nonzero(end_hosts)[0]
         order = np.argsort(t.if_mac[ids], kind="stable")
-        self.mac_keys = t.if_mac[ids][order]
+        self.mac_keys = np.ascontiguousarray(t.if_mac[ids][order], np.int64)
         self.mac_ifs = ids[order].astype(np.int32)
         # owners of IPs: node addresses mean the node's own processes
-        own_if = t.own_if.copy()
+        own_if = t.own_if.astype(np.int32)
         for k in range(len(own_if)):
             i = int(own_if[k])
             if int(kinds[i]) in (C.IF_NODE_ETH, C.IF_BRIDGE):
                 own_if[k] = int(t.node_local_if[int(t.if_node[i])])
         self.own_ip = t.own_ip.astype(np.int64)
         self.own_if = own_if          # IPv4 from a node address: the node's own processes
-        self.own_if_l2 = t.own_if     # ARP from a node address: the interface holding it
+        self.own_if_l2 = t.own_if.astype(np.int32)  # ARP from a node address: its interface
 
     def place(self, buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,46 +147,71 @@ class Placer:
                 else C.INJ_RX
             return (np.full(n, self.inject_at, np.int32), np.full(n, mode, np.uint8),
                     np.zeros(n, np.int8))
-        iface = np.full(n, -1, np.int32)
-        why = np.zeros(n, np.int8)  # 1 too short, 2 unknown source
-        ok = lengths >= 14
-        why[~ok] = 1
-        et = np.zeros(n, np.int64)
-        idx = np.nonzero(ok)[0]
-        et[idx] = (buf[offsets[idx] + 12].astype(np.int64) << 8) | buf[offsets[idx] + 13]
-        src_ip = np.full(n, -1, np.int64)
-        ipv4 = idx[(et[idx] == 0x0800) & (lengths[idx] >= 34)]
-        arp = idx[(et[idx] == 0x0806) & (lengths[idx] >= 42)]
-        for sel, at in ((ipv4, 26), (arp, 28)):
-            if len(sel):
-                o = offsets[sel] + at
-                src_ip[sel] = ((buf[o].astype(np.int64) << 24) | (buf[o + 1].astype(np.int64) << 16)
-                               | (buf[o + 2].astype(np.int64) << 8) | buf[o + 3])
-        has_ip = src_ip >= 0
-        if len(self.own_ip):
-            pos = np.searchsorted(self.own_ip, src_ip)
-            pos_c = np.minimum(pos, len(self.own_ip) - 1)
-            hit = has_ip & (self.own_ip[pos_c] == src_ip)
-            iface[hit] = self.own_if[pos_c[hit]]
-            is_arp = np.zeros(n, bool)
-            is_arp[arp] = True
-            iface[hit & is_arp] = self.own_if_l2[pos_c[hit & is_arp]]
-        rest = np.nonzero(ok & (iface < 0))[0]
-        if len(rest) and len(self.mac_keys):
-            o = offsets[rest] + 6
-            mac = np.zeros(len(rest), np.int64)
-            for k in range(6):
-                mac = (mac << 8) | buf[o + k].astype(np.int64)
-            pos = np.minimum(np.searchsorted(self.mac_keys, mac), len(self.mac_keys) - 1)
-            hit = self.mac_keys[pos] == mac
-            iface[rest[hit]] = self.mac_ifs[pos[hit]]
-        unknown = ok & (iface < 0)
-        why[unknown] = 2
-        if self.unknown_at_gateway and self.t.gateway_if >= 0:
-            iface[unknown] = self.t.gateway_if
-            why[unknown] = 0
-        mode = np.full(n, C.INJ_TX_FIXL2, np.uint8)
-        return iface, mode, why
+        iface, why = self.impl.place_frames(
+            buf, np.ascontiguousarray(offsets, np.int64), np.ascontiguousarray(lengths, np.int32),
+            self.own_ip, self.own_if, self.own_if_l2, self.mac_keys, self.mac_ifs,
+            self.gateway)
+        return iface, np.full(n, C.INJ_TX_FIXL2, np.uint8), why
+
+
+def place_frames(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
+                 own_ip: np.ndarray, own_if: np.ndarray, own_if_l2: np.ndarray,
+                 mac_keys: np.ndarray, mac_ifs: np.ndarray, gateway: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Where each frame enters, vectorised (``kemu._fastpath`` has the compiled twin):
+    (interface or -1, why-not code: 1 too short, 2 unknown source).
+
+    The owner of the source IPv4 address (of an ARP frame: the sender address; ``own_ip`` is
+    sorted, ``own_if``/``own_if_l2`` give the interface for IPv4/ARP), else the interface
+    owning the source MAC (``mac_keys`` sorted, ``mac_ifs``), else ``gateway`` when it is
+    not -1."""
+    n = len(offsets)
+    if len(lengths) != n or not len(own_ip) == len(own_if) == len(own_if_l2) \
+            or len(mac_keys) != len(mac_ifs):
+        raise ValueError("place_frames: arrays of different lengths")
+    outside = (offsets < 0) | (lengths < 0) | (offsets + lengths > len(buf))
+    if outside.any():
+        raise ValueError(f"place_frames: frame {int(np.flatnonzero(outside)[0])} lies outside "
+                         "the buffer")
+    iface = np.full(n, -1, np.int32)
+    why = np.zeros(n, np.int8)
+    ok = lengths >= 14
+    why[~ok] = 1
+    et = np.zeros(n, np.int64)
+    idx = np.nonzero(ok)[0]
+    et[idx] = (buf[offsets[idx] + 12].astype(np.int64) << 8) | buf[offsets[idx] + 13]
+    src_ip = np.full(n, -1, np.int64)
+    ipv4 = idx[(et[idx] == 0x0800) & (lengths[idx] >= 34)]
+    arp = idx[(et[idx] == 0x0806) & (lengths[idx] >= 42)]
+    for sel, at in ((ipv4, 26), (arp, 28)):
+        if len(sel):
+            o = offsets[sel] + at
+            src_ip[sel] = ((buf[o].astype(np.int64) << 24) | (buf[o + 1].astype(np.int64) << 16)
+                           | (buf[o + 2].astype(np.int64) << 8) | buf[o + 3])
+    has_ip = src_ip >= 0
+    if len(own_ip):
+        pos = np.searchsorted(own_ip, src_ip)
+        pos_c = np.minimum(pos, len(own_ip) - 1)
+        hit = has_ip & (own_ip[pos_c] == src_ip)
+        iface[hit] = own_if[pos_c[hit]]
+        is_arp = np.zeros(n, bool)
+        is_arp[arp] = True
+        iface[hit & is_arp] = own_if_l2[pos_c[hit & is_arp]]
+    rest = np.nonzero(ok & (iface < 0))[0]
+    if len(rest) and len(mac_keys):
+        o = offsets[rest] + 6
+        mac = np.zeros(len(rest), np.int64)
+        for k in range(6):
+            mac = (mac << 8) | buf[o + k].astype(np.int64)
+        pos = np.minimum(np.searchsorted(mac_keys, mac), len(mac_keys) - 1)
+        hit = mac_keys[pos] == mac
+        iface[rest[hit]] = mac_ifs[pos[hit]]
+    unknown = ok & (iface < 0)
+    why[unknown] = 2
+    if gateway >= 0:
+        iface[unknown] = gateway
+        why[unknown] = 0
+    return iface, why
 
 
 def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -198,7 +227,7 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
         except KeyError:
             raise TopologyError(f"--inject-at: no interface {opts.inject_at!r}; interfaces are "
                                 f"named like {t.if_name[0]!r}, 'ns/pod/eth0'") from None
-    placer = Placer(t, inject_at, opts.unknown_at_gateway)
+    placer = Placer(t, inject_at, opts.unknown_at_gateway, _placers()[emu.backend])
     summary = ReplaySummary()
     writer = _open_writer(out, t) if out is not None else None
     hop_writer = HopWriter(writer, t, opts.capture_points, implementations()[emu.backend]) \
@@ -259,6 +288,16 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
         raise
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _placers() -> dict[str, ModuleType]:
+    """Backend name -> module with ``place_frames`` (this one: "python")."""
+    from kemu._backend import IMPLEMENTATIONS
+
+    out = {"python": sys.modules[__name__]}
+    if "cython" in IMPLEMENTATIONS:
+        out["cython"] = IMPLEMENTATIONS["cython"]
+    return out
 
 
 def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:
