@@ -242,8 +242,10 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
         record = writer is not None or flowlog is not None or opts.respond
         # two Results in turn: the writer's thread encodes one batch's hops while the next
         # batch runs in the other
-        slots = [(Results(hops=max(4096, opts.batch * 16), record=record), threading.Event())
-                 for _ in range(2)]
+        worst_hops, worst_arena = Results.worst_case(1514, t.n_ifaces)
+        hops = opts.batch * 16 + worst_hops  # sized so that a batch of typical frames fits
+        slots = [(Results(hops=hops, arena=hops * 96 + worst_arena, record=record),
+                  threading.Event()) for _ in range(2)]
         for _res, encoded in slots:
             encoded.set()
         done = turn = 0
