@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from kemu.control.cluster import Cluster
+from kemu._gc import paused_gc
 from kemu.control.model import Service
 from kemu.dataplane import codes as C
 from kemu.dataplane.tables import Tables
+
+if TYPE_CHECKING:
+    from kemu.control.cluster import Cluster
 
 LOOPBACK = 0x7F000001  # 127.0.0.1, a pod's lo
 
@@ -76,6 +78,12 @@ def _owner_text(pod) -> str:
 
 
 def compile_cluster(cluster: Cluster) -> Tables:
+    """The flat tables of ``cluster`` (the cyclic garbage collector paused meanwhile)."""
+    with paused_gc():
+        return _compile(cluster)
+
+
+def _compile(cluster: Cluster) -> Tables:
     cfg = cluster.config
     nodes = cluster.nodes
     node_index = {n.name: i for i, n in enumerate(nodes)}

@@ -22,11 +22,11 @@ Without a kemu document or Node objects the cluster has three nodes ``node1``..`
 from __future__ import annotations
 
 import bisect
-import gc
 import os
 from dataclasses import fields, is_dataclass
 from typing import Any
 
+from kemu._gc import paused_gc
 from kemu.control import endpoints, ipam, loader, manifests, workloads
 from kemu.control.manifests import Document, Fields
 from kemu.control.model import (
@@ -55,17 +55,10 @@ def load_cluster(*sources: str | os.PathLike[str] | dict[str, Any] | list[dict[s
 
     Raises ``ManifestError`` carrying every problem of every source.
 
-    The cyclic garbage collector is paused meanwhile: loading allocates millions of objects
-    that all stay alive (or are freed by reference counting), and collections triggered by
-    those allocations would traverse every one of them again and again (40% of the time).
+    The cyclic garbage collector is paused meanwhile (``kemu._gc``).
     """
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         return _load(sources)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _load(sources: tuple[str | os.PathLike[str] | dict[str, Any] | list[dict[str, Any]], ...]
