@@ -3815,27 +3815,21 @@ def pcap_scan(w, Py_ssize_t r, Py_ssize_t remaining, int64_t limit, bint big):
     out = np.empty(max(0, min(remaining, (end - r) // 16 + 1)), np.int64)
     cdef int64_t[::1] o = out
     cdef const uint8_t* b = &v[0] if end else NULL
-    cdef bint finished = True
     with nogil:
         while k < o.shape[0]:
             q = r + 16
             if q > end:
-                finished = False
                 break
             c = rd32e(b + r + 8, big)
             if c > limit:
-                finished = False
                 break
             q += c
             if q > end:
-                finished = False
                 break
             o[k] = r
             k += 1
             r = q
-        if k == o.shape[0] and k < remaining:
-            finished = False
-    return out[:k], r, finished
+    return out[:k], r, k == remaining
 
 
 def pcapng_scan(w, Py_ssize_t r, Py_ssize_t remaining, uint32_t kind, uint32_t minlen,
