@@ -352,14 +352,14 @@ def _run_batch_in(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placer: 
     emu.engine.run(batch, res)
     summary.injected += len(sel)
     _count(res, len(sel), summary)
+    handed = writer is not None
+    if writer is not None:  # from here on res is only read: the writer's thread reads it too
+        summary.hops_written += writer.write(res, batch.ts_ns, encoded)
     if flowlog is not None:
         flowlog.write_batch(res, batch.ts_ns, cap.frame_numbers[lo:hi][sel])
     if opts.respond:
         _respond(emu, res, batch, writer, flowlog, summary)
-    if writer is None:
-        return False
-    summary.hops_written += writer.write(res, batch.ts_ns, encoded)  # last: the writer's
-    return True                                                        # thread reads res
+    return handed
 
 
 _NOISE = np.zeros(1 << 16, bool)  # drop reasons that end a copy but are no drop
