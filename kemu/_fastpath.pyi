@@ -50,3 +50,35 @@ def mix64(x: int) -> int: ...
 def py_flow_hash(seed: int, node: int, proto: int, sip: int, sport: int, dip: int,
                  dport: int) -> int: ...
 def _set_track_ifaces(n: int) -> int: ...
+
+# -- pcapng output of hops (twins of kemu.io.hops) -------------------------------------------
+
+class HopComments:
+    """Comment ids of recorded hops; see ``kemu.io.hops.HopComments``."""
+
+    n_event_ids: int
+    n_comment_ids: int
+    def assign(self, ev_hop: np.ndarray, ev_kind: np.ndarray, ev_a: np.ndarray,
+               ev_b: np.ndarray, ev_c: np.ndarray, n_events: int, keep: np.ndarray,
+               skip: np.ndarray, cur: np.ndarray
+               ) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int]]]: ...
+
+def encode_hops(hop_frame: np.ndarray, hop_iface: np.ndarray, hop_dir: np.ndarray,
+                hop_off: np.ndarray, hop_len: np.ndarray, n: int, keep: np.ndarray,
+                file_if: np.ndarray, frame_ts: np.ndarray, hop_cid: np.ndarray,
+                comment_bytes: np.ndarray, comment_start: np.ndarray,
+                comment_size: np.ndarray, arena: np.ndarray) -> tuple[np.ndarray, int]: ...
+
+# -- capture record scanning (twins of kemu.io.capture.pcap_scan / pcapng_scan) -------------
+
+def pcap_scan(w: memoryview, r: int, remaining: int, limit: int, big: bool
+              ) -> tuple[np.ndarray, int, bool]: ...
+def pcapng_scan(w: memoryview, r: int, remaining: int, kind: int, minlen: int, big: bool
+                ) -> tuple[np.ndarray, int]: ...
+
+# -- replay placement (twin of kemu.frontend.replay.place_frames) ----------------------------
+
+def place_frames(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
+                 own_ip: np.ndarray, own_if: np.ndarray, own_if_l2: np.ndarray,
+                 mac_keys: np.ndarray, mac_ifs: np.ndarray, gateway: int
+                 ) -> tuple[np.ndarray, np.ndarray]: ...
