@@ -3715,7 +3715,7 @@ def encode_hops(hop_frame, hop_iface, hop_dir, hop_off, hop_len, Py_ssize_t n, k
     cdef const int64_t[::1] cz = comment_size
     cdef const uint8_t[::1] ar = arena
     cdef Py_ssize_t h, first = 0, count = 0
-    cdef int64_t total = 0, blen, L, off, c, opt, ts, fr, i
+    cdef int64_t total = 0, blen, L, off, c = 0, opt, ts, fr = 0, i = 0
     cdef uint8_t* p
     if n < 0 or n > min(hf.shape[0], hi.shape[0], hd.shape[0], ho.shape[0], hl.shape[0],
                         kp.shape[0], hc.shape[0]):
