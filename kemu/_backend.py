@@ -37,3 +37,14 @@ elif not NO_EXTENSIONS:
         IMPLEMENTATIONS["cython"] = _compiled
     except ImportError:
         pass
+
+
+def twins(pure: str) -> dict[str, ModuleType]:
+    """Backend name -> module for functions that have a pure version in module ``pure``
+    and a compiled twin of the same name in ``kemu._fastpath`` (when it is built)."""
+    import sys
+
+    out = {"python": sys.modules[pure]}
+    if "cython" in IMPLEMENTATIONS:
+        out["cython"] = IMPLEMENTATIONS["cython"]
+    return out

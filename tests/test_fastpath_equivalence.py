@@ -755,9 +755,15 @@ def test_equivalence_conversation(mode: str, static: bool, record: bool) -> None
         assert (C.EV_ENCAP in kinds) == (mode == "vxlan")
     if not static:
         assert C.OUT_NEIGH in set(pair.rres.oc_kind[:pair.rres.n_outcomes].tolist())
+    reload_fewer_backends(pair, cl, rows, 200)
+
+
+def reload_fewer_backends(pair: Pair, cl: FakeCluster, rows: list, again: int) -> None:
+    """After a conversation: expire what it left, load the cluster with fewer backends and
+    send its first ``again`` frames once more, on both implementations."""
     pair.both("cleanup", rows[-1][3] + 10 * NS)
     pair.both("load", compile_cluster(shrink_cluster(cl, 1)))
-    pair.batch(Batch.of(rows[:200]))
+    pair.batch(Batch.of(rows[:again]))
 
 
 @pytest.mark.parametrize("mode", ["host-gw", "vxlan"])
@@ -773,9 +779,7 @@ def test_equivalence_with_flow_prefetch(mode: str, record: bool) -> None:
         rows = conversation(t)
         for k in range(0, len(rows), 61):
             pair.batch(Batch.of(rows[k: k + 61]))
-        pair.both("cleanup", rows[-1][3] + 10 * NS)
-        pair.both("load", compile_cluster(shrink_cluster(cl, 1)))  # fewer backends
-        pair.batch(Batch.of(rows[:300]))
+        reload_fewer_backends(pair, cl, rows, 300)
         pair.both("reset")
         pair.batch(Batch.of(rows[300:600]))
     finally:

@@ -294,12 +294,9 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
 
 def _placers() -> dict[str, ModuleType]:
     """Backend name -> module with ``place_frames`` (this one: "python")."""
-    from kemu._backend import IMPLEMENTATIONS
+    from kemu._backend import twins
 
-    out = {"python": sys.modules[__name__]}
-    if "cython" in IMPLEMENTATIONS:
-        out["cython"] = IMPLEMENTATIONS["cython"]
-    return out
+    return twins(__name__)
 
 
 def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:

@@ -176,12 +176,9 @@ def pcapng_scan(w: memoryview, r: int, remaining: int, kind: int, minlen: int, b
 
 def scanners() -> dict[str, ModuleType]:
     """Backend name -> module with ``pcap_scan`` and ``pcapng_scan`` (this one: "python")."""
-    from kemu._backend import IMPLEMENTATIONS
+    from kemu._backend import twins
 
-    out = {"python": sys.modules[__name__]}
-    if "cython" in IMPLEMENTATIONS:
-        out["cython"] = IMPLEMENTATIONS["cython"]
-    return out
+    return twins(__name__)
 
 
 _scanner: ModuleType | None = None

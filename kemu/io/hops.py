@@ -141,14 +141,9 @@ def encode_hops(hop_frame: np.ndarray, hop_iface: np.ndarray, hop_dir: np.ndarra
 
 def implementations() -> dict[str, ModuleType]:
     """Backend name -> the module holding ``HopComments`` and ``encode_hops``."""
-    import sys
+    from kemu._backend import twins
 
-    from kemu._backend import IMPLEMENTATIONS
-
-    out: dict[str, ModuleType] = {"python": sys.modules[__name__]}
-    if "cython" in IMPLEMENTATIONS:
-        out["cython"] = IMPLEMENTATIONS["cython"]
-    return out
+    return twins(__name__)
 
 
 def active() -> ModuleType:
