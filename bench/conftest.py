@@ -83,12 +83,20 @@ def need(impl: str) -> None:
 class Runner:
     """One implementation (a kemu backend or the Scapy pipeline) warmed on a workload."""
 
-    def __init__(self, impl: str, t: Tables, warm: W.Workload | None, record: bool = False
-                 ) -> None:
+    def __init__(self, impl: str, t: Tables, warm: W.Workload | None, record: bool = False,
+                 flow_cache: bool = True) -> None:
         self.impl, self.t, self.record, self.warm = impl, t, record, warm
         if impl == "scapy":
             self.dp: Any = P.ScapyPipeline(t)
             self.res = None
+        elif impl == "cython":
+            fast = IMPLEMENTATIONS[impl]
+            old = fast._set_flow_cache(flow_cache)  # off: every frame through the stages
+            try:
+                self.dp = fast.Datapath(t, 0, True)
+            finally:
+                fast._set_flow_cache(old)
+            self.res = W.results_for(t, BATCH, record, 1514)
         else:
             self.dp = IMPLEMENTATIONS[impl].Datapath(t, 0, True)
             self.res = W.results_for(t, BATCH, record, 1514)
@@ -96,10 +104,11 @@ class Runner:
             self.run(warm)
 
     @classmethod
-    def warmed(cls, impl: str, t: Tables, w: W.Workload, n: int, record: bool = False
-               ) -> Runner:
+    def warmed(cls, impl: str, t: Tables, w: W.Workload, n: int, record: bool = False,
+               flow_cache: bool = True) -> Runner:
         """Warmed with what frames ``0..n`` of ``w`` need (all of it for the fast path)."""
-        return cls(impl, t, w.warm if impl == "cython" else w.warm_for(0, n), record)
+        return cls(impl, t, w.warm if impl == "cython" else w.warm_for(0, n), record,
+                   flow_cache)
 
     def run(self, w: W.Workload) -> int:
         if self.impl == "scapy":

@@ -22,6 +22,17 @@ def test_cluster_mix(benchmark, impl, tables, mix):
           rounds=5 if impl == "cython" else 3, impl=impl)
 
 
+def test_cluster_mix_stages(benchmark, tables, mix):
+    """The fast path with its flow cache off: every frame through every stage."""
+    need("cython")
+    benchmark.group = "datapath: cluster mix"
+    w = mix.head(FRAMES["cython"])
+    r = Runner.warmed("cython", tables, mix, len(w), flow_cache=False)
+    clock = Clock(w)
+    timed(benchmark, lambda: r.run(clock.current), len(w), setup=clock.next, rounds=5,
+          impl="cython, flow cache off")
+
+
 @pytest.mark.parametrize("impl", sorted(set(DATAPATH_IMPLS) - {"scapy"}))
 def test_cluster_mix_every_hop(benchmark, impl, tables, mix):
     need(impl)

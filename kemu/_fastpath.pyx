@@ -43,10 +43,20 @@ What lives here and how it is laid out:
   looked up (``ce_touch``), prefetched for the flow's next frame. Tables of 2 MiB and more
   are allocated in transparent huge pages where the kernel allows it.
 
-Numbers come from ``kemu.dataplane.codes`` (and the conntrack timeouts from the reference),
-bound to C globals once at import. The inner functions hold no Python objects and run
-without the GIL; ``process`` takes the raw data of the caller's numpy arrays, re-acquired on
-every call (``Results.grow`` replaces them), and writes the counters back on return.
+- The flow cache (``fc_try``): with recording off, a frame of an established flow whose path
+  was cached (its FDB refreshes, conntrack entries and outcome) replays that path's effects
+  without the stages, as Linux's netfilter flowtable does for established connections. The
+  key holds every frame field the path's decisions read; the path holds while the FDB and
+  neighbour tables are unchanged, its conntrack entries keep their incarnation and have not
+  expired, its FDB entries have not aged and the TTL outlasts its routing hops. Anything
+  else (new flows, floods, ICMP, VXLAN, outcomes that keep the frame) takes the stages.
+  ``_set_flow_cache(False)`` turns it off for new Datapaths (benchmarks, tests).
+
+Numbers come from ``kemu.dataplane.codes`` (and the conntrack timeouts from the reference) as
+compile-time constants, checked against those modules at import. The inner functions hold no
+Python objects and run without the GIL; ``process`` takes the raw data of the caller's numpy
+arrays, re-acquired on every call (``Results.grow`` replaces them), and writes the counters
+back on return.
 """
 
 from libc.stdint cimport (int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
@@ -68,90 +78,190 @@ from kemu.dataplane import reference as _R
 cnp.import_array()
 
 # ------------------------------------------------------------------ constants, bound once
-cdef int IF_POD_ETH = _C.IF_POD_ETH
-cdef int IF_POD_LO = _C.IF_POD_LO
-cdef int IF_VETH = _C.IF_VETH
-cdef int IF_BRIDGE = _C.IF_BRIDGE
-cdef int IF_NODE_ETH = _C.IF_NODE_ETH
-cdef int IF_VTEP = _C.IF_VTEP
-cdef int IF_EXT_ETH = _C.IF_EXT_ETH
-cdef int IF_GW_ETH = _C.IF_GW_ETH
-cdef int IF_NODE_LOCAL = _C.IF_NODE_LOCAL
-cdef int DIR_IN = _C.DIR_IN
-cdef int DIR_OUT = _C.DIR_OUT
-cdef int INJ_TX = _C.INJ_TX
-cdef int INJ_TX_FIXL2 = _C.INJ_TX_FIXL2
-cdef int INJ_RX = _C.INJ_RX
-cdef int OUT_DELIVERED = _C.OUT_DELIVERED
-cdef int OUT_DROPPED = _C.OUT_DROPPED
-cdef int OUT_LEFT = _C.OUT_LEFT
-cdef int OUT_NEIGH = _C.OUT_NEIGH
-cdef int DROP_TOO_SHORT = _C.DROP_TOO_SHORT
-cdef int DROP_UNKNOWN_ETHERTYPE = _C.DROP_UNKNOWN_ETHERTYPE
-cdef int DROP_BAD_IP_HEADER = _C.DROP_BAD_IP_HEADER
-cdef int DROP_BAD_IP_CSUM = _C.DROP_BAD_IP_CSUM
-cdef int DROP_OTHERHOST = _C.DROP_OTHERHOST
-cdef int DROP_TTL_EXCEEDED = _C.DROP_TTL_EXCEEDED
-cdef int DROP_NO_ROUTE = _C.DROP_NO_ROUTE
-cdef int DROP_REJECT_NO_ENDPOINTS = _C.DROP_REJECT_NO_ENDPOINTS
-cdef int DROP_NO_LOCAL_ENDPOINTS = _C.DROP_NO_LOCAL_ENDPOINTS
-cdef int DROP_SAME_PORT = _C.DROP_SAME_PORT
-cdef int DROP_IPV6 = _C.DROP_IPV6
-cdef int DROP_NOT_LOCAL = _C.DROP_NOT_LOCAL
-cdef int DROP_HOP_LIMIT = _C.DROP_HOP_LIMIT
-cdef int DROP_FRAGMENT = _C.DROP_FRAGMENT
-cdef int DROP_MARTIAN = _C.DROP_MARTIAN
-cdef int EV_BR_FDB = _C.EV_BR_FDB
-cdef int EV_BR_FLOOD = _C.EV_BR_FLOOD
-cdef int EV_BR_LOCAL = _C.EV_BR_LOCAL
-cdef int EV_ROUTE = _C.EV_ROUTE
-cdef int EV_DNAT = _C.EV_DNAT
-cdef int EV_SNAT = _C.EV_SNAT
-cdef int EV_UNDNAT = _C.EV_UNDNAT
-cdef int EV_UNSNAT = _C.EV_UNSNAT
-cdef int EV_CT_REUSE = _C.EV_CT_REUSE
-cdef int EV_DELIVER = _C.EV_DELIVER
-cdef int EV_DROP = _C.EV_DROP
-cdef int EV_LEFT = _C.EV_LEFT
-cdef int EV_BRIDGED_DNAT = _C.EV_BRIDGED_DNAT
-cdef int EV_ENCAP = _C.EV_ENCAP
-cdef int EV_DECAP = _C.EV_DECAP
-cdef int EV_AFFINITY = _C.EV_AFFINITY
-cdef int EV_LOCAL_ROUTE = _C.EV_LOCAL_ROUTE
-cdef int EV_NEIGH_MISS = _C.EV_NEIGH_MISS
-cdef int EV_FIXL2 = _C.EV_FIXL2
-cdef int EV_TTL = _C.EV_TTL
-cdef int EV_NODE_INPUT = _C.EV_NODE_INPUT
-cdef int RT_POD_CIDR = _C.RT_POD_CIDR
-cdef int RT_NODE_NET = _C.RT_NODE_NET
-cdef int FE_CLUSTER_IP = _C.FE_CLUSTER_IP
-cdef int FE_NODE_PORT = _C.FE_NODE_PORT
-cdef int SP_AFFINITY = _C.SP_AFFINITY
-cdef int SP_ITP_LOCAL = _C.SP_ITP_LOCAL
-cdef int SP_ETP_LOCAL = _C.SP_ETP_LOCAL
-cdef int CT_DNAT = _C.CT_DNAT
-cdef int CT_SNAT = _C.CT_SNAT
-cdef int CT_REPLIED = _C.CT_REPLIED
-cdef int PROTO_ICMP = _C.PROTO_ICMP
-cdef int PROTO_TCP = _C.PROTO_TCP
-cdef int PROTO_UDP = _C.PROTO_UDP
-cdef int PROTO_SCTP = _C.PROTO_SCTP
-cdef int MAX_HOPS = _C.MAX_HOPS
-cdef int VXLAN_PORT = _C.VXLAN_PORT
-cdef int VXLAN_VNI = _C.VXLAN_VNI
-cdef int ETH_IP = _P.ETH_IP
-cdef int ETH_ARP = _P.ETH_ARP
-cdef int ETH_IPV6 = _P.ETH_IPV6
+cdef enum:  # compile-time constants (the C compiler folds and combines them), with the
+            # values of kemu.dataplane.codes, .packet and .reference, which stay their one
+            # definition: _check_codes() refuses to import a build that disagrees
+    IF_POD_ETH = 1
+    IF_POD_LO = 2
+    IF_VETH = 3
+    IF_BRIDGE = 4
+    IF_NODE_ETH = 5
+    IF_VTEP = 6
+    IF_EXT_ETH = 7
+    IF_GW_ETH = 8
+    IF_NODE_LOCAL = 9
+    DIR_IN = 1
+    DIR_OUT = 2
+    INJ_TX = 0
+    INJ_TX_FIXL2 = 1
+    INJ_RX = 2
+    OUT_DELIVERED = 1
+    OUT_DROPPED = 2
+    OUT_LEFT = 3
+    OUT_NEIGH = 4
+    DROP_TOO_SHORT = 1
+    DROP_UNKNOWN_ETHERTYPE = 2
+    DROP_BAD_IP_HEADER = 3
+    DROP_BAD_IP_CSUM = 4
+    DROP_OTHERHOST = 5
+    DROP_TTL_EXCEEDED = 6
+    DROP_NO_ROUTE = 7
+    DROP_REJECT_NO_ENDPOINTS = 8
+    DROP_NO_LOCAL_ENDPOINTS = 9
+    DROP_SAME_PORT = 10
+    DROP_IPV6 = 11
+    DROP_NOT_LOCAL = 12
+    DROP_HOP_LIMIT = 13
+    DROP_FRAGMENT = 14
+    DROP_MARTIAN = 15
+    EV_BR_FDB = 1
+    EV_BR_FLOOD = 2
+    EV_BR_LOCAL = 3
+    EV_ROUTE = 4
+    EV_DNAT = 5
+    EV_SNAT = 6
+    EV_UNDNAT = 7
+    EV_UNSNAT = 8
+    EV_CT_REUSE = 9
+    EV_DELIVER = 10
+    EV_DROP = 11
+    EV_LEFT = 12
+    EV_BRIDGED_DNAT = 13
+    EV_ENCAP = 14
+    EV_DECAP = 15
+    EV_AFFINITY = 16
+    EV_LOCAL_ROUTE = 17
+    EV_NEIGH_MISS = 18
+    EV_FIXL2 = 19
+    EV_TTL = 20
+    EV_NODE_INPUT = 21
+    RT_POD_CIDR = 1
+    RT_NODE_NET = 2
+    FE_CLUSTER_IP = 1
+    FE_NODE_PORT = 4
+    SP_AFFINITY = 1
+    SP_ITP_LOCAL = 2
+    SP_ETP_LOCAL = 4
+    CT_DNAT = 1
+    CT_SNAT = 2
+    CT_REPLIED = 4
+    PROTO_ICMP = 1
+    PROTO_TCP = 6
+    PROTO_UDP = 17
+    PROTO_SCTP = 132
+    MAX_HOPS = 64
+    VXLAN_PORT = 8472
+    VXLAN_VNI = 1
+    ETH_IP = 2048
+    ETH_ARP = 2054
+    ETH_IPV6 = 34525
+    CT_NONE = 0
+    CT_SYN_SENT = 1
+    CT_SYN_RECV = 2
+    CT_ESTABLISHED = 3
+    CT_FIN = 4
+    CT_CLOSE = 5
+    CT_UDP = 6
+    CT_ICMP = 7
+
+_CODES = (
+    ('IF_POD_ETH', IF_POD_ETH, _C),
+    ('IF_POD_LO', IF_POD_LO, _C),
+    ('IF_VETH', IF_VETH, _C),
+    ('IF_BRIDGE', IF_BRIDGE, _C),
+    ('IF_NODE_ETH', IF_NODE_ETH, _C),
+    ('IF_VTEP', IF_VTEP, _C),
+    ('IF_EXT_ETH', IF_EXT_ETH, _C),
+    ('IF_GW_ETH', IF_GW_ETH, _C),
+    ('IF_NODE_LOCAL', IF_NODE_LOCAL, _C),
+    ('DIR_IN', DIR_IN, _C),
+    ('DIR_OUT', DIR_OUT, _C),
+    ('INJ_TX', INJ_TX, _C),
+    ('INJ_TX_FIXL2', INJ_TX_FIXL2, _C),
+    ('INJ_RX', INJ_RX, _C),
+    ('OUT_DELIVERED', OUT_DELIVERED, _C),
+    ('OUT_DROPPED', OUT_DROPPED, _C),
+    ('OUT_LEFT', OUT_LEFT, _C),
+    ('OUT_NEIGH', OUT_NEIGH, _C),
+    ('DROP_TOO_SHORT', DROP_TOO_SHORT, _C),
+    ('DROP_UNKNOWN_ETHERTYPE', DROP_UNKNOWN_ETHERTYPE, _C),
+    ('DROP_BAD_IP_HEADER', DROP_BAD_IP_HEADER, _C),
+    ('DROP_BAD_IP_CSUM', DROP_BAD_IP_CSUM, _C),
+    ('DROP_OTHERHOST', DROP_OTHERHOST, _C),
+    ('DROP_TTL_EXCEEDED', DROP_TTL_EXCEEDED, _C),
+    ('DROP_NO_ROUTE', DROP_NO_ROUTE, _C),
+    ('DROP_REJECT_NO_ENDPOINTS', DROP_REJECT_NO_ENDPOINTS, _C),
+    ('DROP_NO_LOCAL_ENDPOINTS', DROP_NO_LOCAL_ENDPOINTS, _C),
+    ('DROP_SAME_PORT', DROP_SAME_PORT, _C),
+    ('DROP_IPV6', DROP_IPV6, _C),
+    ('DROP_NOT_LOCAL', DROP_NOT_LOCAL, _C),
+    ('DROP_HOP_LIMIT', DROP_HOP_LIMIT, _C),
+    ('DROP_FRAGMENT', DROP_FRAGMENT, _C),
+    ('DROP_MARTIAN', DROP_MARTIAN, _C),
+    ('EV_BR_FDB', EV_BR_FDB, _C),
+    ('EV_BR_FLOOD', EV_BR_FLOOD, _C),
+    ('EV_BR_LOCAL', EV_BR_LOCAL, _C),
+    ('EV_ROUTE', EV_ROUTE, _C),
+    ('EV_DNAT', EV_DNAT, _C),
+    ('EV_SNAT', EV_SNAT, _C),
+    ('EV_UNDNAT', EV_UNDNAT, _C),
+    ('EV_UNSNAT', EV_UNSNAT, _C),
+    ('EV_CT_REUSE', EV_CT_REUSE, _C),
+    ('EV_DELIVER', EV_DELIVER, _C),
+    ('EV_DROP', EV_DROP, _C),
+    ('EV_LEFT', EV_LEFT, _C),
+    ('EV_BRIDGED_DNAT', EV_BRIDGED_DNAT, _C),
+    ('EV_ENCAP', EV_ENCAP, _C),
+    ('EV_DECAP', EV_DECAP, _C),
+    ('EV_AFFINITY', EV_AFFINITY, _C),
+    ('EV_LOCAL_ROUTE', EV_LOCAL_ROUTE, _C),
+    ('EV_NEIGH_MISS', EV_NEIGH_MISS, _C),
+    ('EV_FIXL2', EV_FIXL2, _C),
+    ('EV_TTL', EV_TTL, _C),
+    ('EV_NODE_INPUT', EV_NODE_INPUT, _C),
+    ('RT_POD_CIDR', RT_POD_CIDR, _C),
+    ('RT_NODE_NET', RT_NODE_NET, _C),
+    ('FE_CLUSTER_IP', FE_CLUSTER_IP, _C),
+    ('FE_NODE_PORT', FE_NODE_PORT, _C),
+    ('SP_AFFINITY', SP_AFFINITY, _C),
+    ('SP_ITP_LOCAL', SP_ITP_LOCAL, _C),
+    ('SP_ETP_LOCAL', SP_ETP_LOCAL, _C),
+    ('CT_DNAT', CT_DNAT, _C),
+    ('CT_SNAT', CT_SNAT, _C),
+    ('CT_REPLIED', CT_REPLIED, _C),
+    ('PROTO_ICMP', PROTO_ICMP, _C),
+    ('PROTO_TCP', PROTO_TCP, _C),
+    ('PROTO_UDP', PROTO_UDP, _C),
+    ('PROTO_SCTP', PROTO_SCTP, _C),
+    ('MAX_HOPS', MAX_HOPS, _C),
+    ('VXLAN_PORT', VXLAN_PORT, _C),
+    ('VXLAN_VNI', VXLAN_VNI, _C),
+    ('ETH_IP', ETH_IP, _P),
+    ('ETH_ARP', ETH_ARP, _P),
+    ('ETH_IPV6', ETH_IPV6, _P),
+    ('CT_NONE', CT_NONE, _R),
+    ('CT_SYN_SENT', CT_SYN_SENT, _R),
+    ('CT_SYN_RECV', CT_SYN_RECV, _R),
+    ('CT_ESTABLISHED', CT_ESTABLISHED, _R),
+    ('CT_FIN', CT_FIN, _R),
+    ('CT_CLOSE', CT_CLOSE, _R),
+    ('CT_UDP', CT_UDP, _R),
+    ('CT_ICMP', CT_ICMP, _R),
+)
+
+
+def _check_codes() -> None:
+    """The enum above against the Python definitions (one source of the numbers)."""
+    for name, value, module in _CODES:
+        if getattr(module, name) != value:
+            raise ImportError(f"kemu._fastpath was built with {name} = {value}, but "
+                              f"{module.__name__} says {getattr(module, name)}: rebuild it")
+
+
+_check_codes()
+
 cdef uint64_t BROADCAST = _P.BROADCAST
 # conntrack states and timeouts (defined once, in the reference)
-cdef int CT_NONE = _R.CT_NONE
-cdef int CT_SYN_SENT = _R.CT_SYN_SENT
-cdef int CT_SYN_RECV = _R.CT_SYN_RECV
-cdef int CT_ESTABLISHED = _R.CT_ESTABLISHED
-cdef int CT_FIN = _R.CT_FIN
-cdef int CT_CLOSE = _R.CT_CLOSE
-cdef int CT_UDP = _R.CT_UDP
-cdef int CT_ICMP = _R.CT_ICMP
 cdef int N_TCP_TIMEOUTS = len(_R.TCP_TIMEOUTS)
 cdef int64_t TCP_TIMEOUT_NS[16]
 for _i, _v in enumerate(_R.TCP_TIMEOUTS[:16]):
@@ -169,6 +279,8 @@ cdef enum:
     S_NODE_IN = 4
     S_LOCAL_OUT = 5
     NPEND = 32          # pending events of one copy between two hops (at most ~8 happen)
+    FC_N = 4            # FDB refreshes, FDB lookups and conntrack entries per cached path
+    FC_BITS = 16        # flow cache entries: 2^16 (8 MiB, allocated on first use)
     NTOUCH = 16         # table records a frame's lookups touched, kept with its flow
     HEADROOM = 128      # bytes before a frame copy: VXLAN prepends 50 in place
     MIN_BUF = 2048
@@ -296,20 +408,22 @@ cdef inline bint is_mcast(uint64_t mac) noexcept nogil:
 
 
 cdef inline uint32_t csum_fold(uint64_t s) noexcept nogil:
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
+    """The one's-complement fold of a sum below 2^32 (two folds always suffice there)."""
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
     return <uint32_t>s
 
 
 cdef inline uint32_t csum_replace16(uint32_t check, uint32_t old, uint64_t new) noexcept nogil:
-    """RFC 1624 eqn. 3, as ``packet.csum_replace16`` (``new`` unmasked, like there)."""
-    cdef uint64_t s = (~check & 0xFFFF) + (~old & 0xFFFF) + new
-    return ~csum_fold(s) & 0xFFFF
+    """RFC 1624 eqn. 3, as ``packet.csum_replace16`` (``new`` below 2^31, unmasked there)."""
+    return ~csum_fold((~check & 0xFFFF) + (~old & 0xFFFF) + new) & 0xFFFF
 
 
 cdef inline uint32_t csum_replace32(uint32_t check, uint32_t old, uint32_t new) noexcept nogil:
-    check = csum_replace16(check, old >> 16, new >> 16)
-    return csum_replace16(check, old & 0xFFFF, new & 0xFFFF)
+    """Two ``csum_replace16`` in one sum: one's-complement addition is associative (and a
+    fold yields 0 only for an all-zero sum, in both forms)."""
+    return ~csum_fold((~check & 0xFFFF) + (~old >> 16) + (~old & 0xFFFF) + (new >> 16)
+                      + (new & 0xFFFF)) & 0xFFFF
 
 
 cdef inline uint32_t ip_checksum(const uint8_t* b, Py_ssize_t o, Py_ssize_t n) noexcept nogil:
@@ -353,6 +467,7 @@ ctypedef struct HTab:
     HSlot* s
     uint64_t mask
     int64_t n
+    uint64_t changes     # keys added or removed, slots moved (invalidates cached paths)
 
 
 cdef int ht_init(HTab* t, int64_t cap) noexcept nogil:
@@ -376,6 +491,7 @@ cdef void ht_clear(HTab* t) noexcept nogil:
     if t.s != NULL:
         memset(t.s, 0, (t.mask + 1) * sizeof(HSlot))
     t.n = 0
+    t.changes += 1
 
 
 cdef inline HSlot* ht_find(const HTab* t, uint64_t k0, uint64_t k1) noexcept nogil:
@@ -407,6 +523,7 @@ cdef int ht_grow(HTab* t) noexcept nogil:
     free(old)
     t.s = s
     t.mask = cap - 1
+    t.changes += 1
     return 0
 
 
@@ -429,6 +546,7 @@ cdef inline HSlot* ht_put(HTab* t, uint64_t k0, uint64_t k1, bint* created) noex
             s.v0 = 0
             s.v1 = 0
             t.n += 1
+            t.changes += 1
             created[0] = True
             return s
         i = (i + 1) & t.mask
@@ -449,6 +567,7 @@ cdef void ht_del(HTab* t, HSlot* slot) noexcept nogil:
     t.s[i].k0 = 0
     t.s[i].k1 = 0
     t.n -= 1
+    t.changes += 1
 
 
 # ------------------------------------------------------------------ LPM (DIR-24-8)
@@ -996,6 +1115,29 @@ ctypedef struct Buf:
     uint8_t* mem
     int32_t cap
 
+ctypedef struct FcKey:           # a frame's flow cache key, worked out ahead (prefetch_flows)
+    uint64_t key[4]
+    uint64_t idx
+    int32_t ttl
+    int32_t ok                   # the frame is one the flow cache can hold (fc_parse)
+
+ctypedef struct FcE:             # a cached path of an established flow: two cache lines
+    uint64_t key[4]              # what the path's decisions read of the frame (fc_parse)
+    uint64_t gen                 # fc_gen() when cached; the path holds while it is unchanged
+    int64_t out_a                # the outcome
+    int32_t out_iface
+    int16_t out_reason
+    uint8_t out_kind
+    uint8_t ttl_k                # routing hops on the path (each decrements the TTL)
+    uint8_t n_learn
+    uint8_t n_check
+    uint8_t n_ct
+    uint8_t pad[5]
+    int32_t learn[FC_N]          # FDB slots the path refreshes (seen = now; port unchanged)
+    int32_t check[FC_N]          # FDB slots the path forwards by (must not have aged)
+    int32_t ct[FC_N]             # conntrack entry * 2 + is_reply, in path order
+    uint32_t inc[FC_N]           # ... and the entries' incarnations (ce_inc)
+
 ctypedef struct DP:
     # ---- tables (pointers into arrays owned by the Python object)
     int32_t n_if
@@ -1019,6 +1161,7 @@ ctypedef struct DP:
     const int32_t* lip_n          # local addresses per node (reference local_ips)
     const uint32_t* lip_ip
     const int32_t* lip_if
+    const uint64_t* lip_bloom     # per node: bit lip_bit(ip) set for each local address
     int32_t lip_k
     const int32_t* rt_kind        # per route: codes.RT_*, resolved per node (_route_dev)
     const int32_t* rt_owner       # the node owning a pod CIDR, -1
@@ -1073,6 +1216,32 @@ ctypedef struct DP:
     int32_t n_zombies
     int32_t zombies_cap
     bint track                    # keep ce_touch: the tables outgrow the caches
+    uint32_t* ce_inc              # [entry]: incarnation, bumped on allocation and whenever
+                                  # the entry loses an index key (cached paths check it)
+    # ---- the flow cache (fc_try): established flows' paths, replayed without the stages
+    FcE* fc
+    bint fc_on                    # enabled, and not recording (hops need the stages)
+    int64_t fc_hits               # frames run by their cached path
+    uint64_t fc_bump              # explicit invalidations: API writes, a MAC that moved, a
+                                  # neighbour header cached (see fc_gen)
+    bint tr_ok                    # the current frame's path so far is one fc can hold
+    uint64_t tr_gen
+    uint64_t tr_idx
+    uint64_t tr_key[4]
+    const uint8_t* tr_frame       # the input frame (valid until the frame is done)
+    int32_t tr_nl
+    int32_t tr_nc
+    int32_t tr_nct
+    int32_t tr_k
+    int32_t tr_nout
+    int32_t tr_learn[FC_N]
+    int32_t tr_check[FC_N]
+    int32_t tr_ct[FC_N]
+    uint32_t tr_inc[FC_N]
+    int32_t tr_out_kind
+    int32_t tr_out_reason
+    int32_t tr_out_iface
+    int64_t tr_out_a
     # ---- per batch
     void* touch[NTOUCH]           # the current frame's lookups (ce_touch)
     int32_t n_touch
@@ -1295,11 +1464,54 @@ cdef inline void changed(Item* it) noexcept nogil:
     it.snap_off = -1
 
 
+# ---- what a frame's path reads and changes, for the flow cache (fc_try, fc_insert)
+cdef inline uint64_t fc_gen(const DP* dp) noexcept nogil:
+    """Changes to the tables a cached path depends on besides conntrack (which is checked
+    entry by entry): FDB, neighbours, explicit invalidations. Each counter only grows."""
+    return dp.fdb.changes + dp.neigh.changes + dp.nshared.changes + dp.fc_bump
+
+
+cdef inline void tr_learn(DP* dp, const HSlot* s) noexcept nogil:
+    if dp.tr_ok:
+        if dp.tr_nl == FC_N:
+            dp.tr_ok = 0
+        else:
+            dp.tr_learn[dp.tr_nl] = <int32_t>(s - dp.fdb.s)
+            dp.tr_nl += 1
+
+
+cdef inline void tr_check(DP* dp, const HSlot* s) noexcept nogil:
+    if dp.tr_ok:
+        if dp.tr_nc == FC_N:
+            dp.tr_ok = 0
+        else:
+            dp.tr_check[dp.tr_nc] = <int32_t>(s - dp.fdb.s)
+            dp.tr_nc += 1
+
+
+cdef inline void tr_ct(DP* dp, int val) noexcept nogil:
+    if dp.tr_ok:
+        if dp.tr_nct == FC_N:
+            dp.tr_ok = 0
+        else:
+            dp.tr_ct[dp.tr_nct] = val
+            dp.tr_inc[dp.tr_nct] = dp.ce_inc[val >> 1]
+            dp.tr_nct += 1
+
+
 cdef int end(DP* dp, Item* it, int kind, int reason, int iface, int64_t a,
              bint keep) noexcept nogil:
     """Terminal outcome of one copy (reference ``_end``); returns 1 (pop the copy)."""
     cdef int k, node
     cdef int64_t o, off
+    dp.tr_nout += 1
+    if dp.tr_ok:
+        if keep or kind == OUT_NEIGH:
+            dp.tr_ok = 0  # the outcome keeps the frame's bytes: only the stages make them
+        dp.tr_out_kind = kind
+        dp.tr_out_reason = reason
+        dp.tr_out_iface = iface
+        dp.tr_out_a = a
     if it.ctx.new and kind == OUT_DROPPED and it.ctx.ct >= 0:
         if (reason == DROP_TTL_EXCEEDED or reason == DROP_REJECT_NO_ENDPOINTS
                 or reason == DROP_NO_ROUTE):
@@ -1340,9 +1552,16 @@ cdef int end(DP* dp, Item* it, int kind, int reason, int iface, int64_t a,
 
 
 # ------------------------------------------------------------------ lookups
+cdef inline uint32_t lip_bit(uint32_t ip) noexcept nogil:
+    """The bit of ``ip`` in a node's ``lip_bloom`` (the top 6 bits of a multiplicative hash)."""
+    return (ip * <uint32_t>0x9E3779B1U) >> 26
+
+
 cdef inline int local_if_of(const DP* dp, int node, uint32_t ip) noexcept nogil:
     """reference ``local_ips.get((node, ip))``: the node's interface owning ``ip``, or -1."""
     cdef int k, base = node * dp.lip_k
+    if not (dp.lip_bloom[node] >> lip_bit(ip)) & 1:  # most addresses are not local
+        return -1
     for k in range(dp.lip_n[node]):
         if dp.lip_ip[base + k] == ip:
             return dp.lip_if[base + k]
@@ -1413,6 +1632,7 @@ cdef inline bint neigh_cache(DP* dp, int node, uint32_t ip, HSlot* slot,
     if slot.v1:
         return False
     slot.v1 = 1
+    dp.fc_bump += 1  # the path of the next frame differs (no extra hop through the bridge)
     return True
 
 
@@ -1569,6 +1789,7 @@ cdef void ct_unref(DP* dp, int val) noexcept nogil:
     cdef CtE* E = &dp.ce[e]
     cdef int32_t* z
     E.keys &= ~(1 << (val & 1))
+    dp.ce_inc[e] += 1  # cached paths through this entry no longer hold
     if E.keys == 0 and not E.zombie:
         if dp.n_zombies == dp.zombies_cap:
             z = <int32_t*>realloc(dp.zombies, (dp.zombies_cap * 2 + 16) * sizeof(int32_t))
@@ -1599,6 +1820,7 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
     cdef int e, cap
     cdef CtE* p
     cdef int32_t* hints
+    cdef uint32_t* incs
     cdef void** touch
     if dp.ce_free < 0:
         cap = dp.ce_cap * 2 if dp.ce_cap else 1024
@@ -1612,6 +1834,13 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
             dp.err |= ERR_NOMEM
             return -1
         dp.ce_hint = hints
+        incs = <uint32_t*>realloc(dp.ce_inc, cap * sizeof(uint32_t))
+        if incs == NULL:
+            free(p)
+            dp.err |= ERR_NOMEM
+            return -1
+        memset(&incs[dp.ce_cap], 0, (cap - dp.ce_cap) * sizeof(uint32_t))
+        dp.ce_inc = incs
         touch = NULL
         if dp.track:
             touch = <void**>aligned_alloc(64, cap * NTOUCH * sizeof(void*))
@@ -1639,6 +1868,7 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
     dp.ce[e].be = -1
     dp.ce_hint[2 * e] = -1
     dp.ce_hint[2 * e + 1] = -1
+    dp.ce_inc[e] += 1
     if dp.track:
         memset(&dp.ce_touch[e * NTOUCH], 0, NTOUCH * sizeof(void*))
     return e
@@ -1647,21 +1877,31 @@ cdef int ct_alloc(DP* dp) noexcept nogil:
 cdef void ct_set(DP* dp, int node, int proto, uint32_t sip, int sport, uint32_t dip,
                  int dport, int e, int is_reply) noexcept nogil:
     """``self.ct[key] = (e, is_reply)``: overwrites whatever the key named. The key must be
-    entry ``e``'s tuple of that direction (set it first)."""
-    cdef int64_t i = ct_slot(dp, node, proto, sip, sport, dip, dport)
-    cdef uint64_t h = ct_hash(node, proto, sip, sport, dip, dport), j
-    if i >= 0:
-        ct_unref(dp, ct_val(dp, i))
-        dp.ct.s[i] = (h << 32) | <uint64_t>(e * 2 + is_reply + 1)
-    else:
-        if (dp.ct.n + 1) * 10 > <int64_t>(dp.ct.mask + 1) * 7 and ct_grow(&dp.ct) < 0:
-            dp.err |= ERR_NOMEM
-            return
-        j = h & dp.ct.mask
-        while dp.ct.s[j]:
-            j = (j + 1) & dp.ct.mask
-        dp.ct.s[j] = (h << 32) | <uint64_t>(e * 2 + is_reply + 1)
-        dp.ct.n += 1
+    entry ``e``'s tuple of that direction (set it first). One probe: the key's slot, or the
+    empty one that ends its probe sequence (the index grows first, at 70 % load)."""
+    cdef uint32_t h = ct_hash(node, proto, sip, sport, dip, dport), val
+    cdef uint64_t i, v
+    cdef const CtE* E
+    cdef const Tup* t
+    if (dp.ct.n + 1) * 10 > <int64_t>(dp.ct.mask + 1) * 7 and ct_grow(&dp.ct) < 0:
+        dp.err |= ERR_NOMEM
+        return
+    i = h & dp.ct.mask
+    while True:
+        v = dp.ct.s[i]
+        if v == 0:
+            dp.ct.n += 1
+            break
+        if <uint32_t>(v >> 32) == h:
+            val = <uint32_t>v - 1
+            E = &dp.ce[val >> 1]
+            t = &E.t[val & 1]
+            if (t.sip == sip and t.dip == dip and t.sport == sport and t.dport == dport
+                    and E.proto[val & 1] == proto and E.node == node):
+                ct_unref(dp, <int>val)
+                break
+        i = (i + 1) & dp.ct.mask
+    dp.ct.s[i] = (<uint64_t>h << 32) | <uint64_t>(e * 2 + is_reply + 1)
     dp.ce[e].keys |= 1 << is_reply
 
 
@@ -1702,6 +1942,9 @@ cdef void ct_update(DP* dp, CtE* e, bint is_reply, const uint8_t* d, int n, int 
     if proto == PROTO_TCP and l4 + 14 <= n:
         fl = d[l4 + 13]
         st = e.state
+        if st == CT_ESTABLISHED and not fl & 0x07:  # the usual segment: no SYN, FIN, RST
+            e.expires = dp.now + TCP_TIMEOUT_NS[CT_ESTABLISHED]
+            return
         if st == CT_CLOSE or fl & 0x04:
             st = CT_CLOSE
         elif fl & 0x01 or st == CT_FIN:
@@ -1868,6 +2111,7 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
         return DROP_FRAGMENT
     l4info(d, n, &proto, &l4, &sport, &dport)
     if proto == PROTO_ICMP and (l4 + 1 > n or (d[l4] != 0 and d[l4] != 8)):
+        dp.tr_ok = 0  # rare work: not a path the flow cache holds
         cold.related_pre(dp, it, node, l4)  # no entry of its own: RELATED to what it quotes
         return 0
     sip = rd32(d, 26)
@@ -1886,8 +2130,10 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
         e = val >> 1
         if dp.ce[e].expires < dp.now:
             ct_delete(dp, e)
+            dp.tr_ok = 0
             val = -1
     if val >= 0:
+        tr_ct(dp, val)
         if dp.first_ct < 0:
             dp.first_ct = e
         it.ct_prev = val
@@ -1905,6 +2151,7 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
             changed(it)
             ev(dp, it, EV_UNSNAT, E.t[0].sip, E.t[0].sport, node)
         return 0
+    dp.tr_ok = 0  # rare work: not a path the flow cache holds
     r = cold.prerouting_new(dp, it, node, proto, l4, sport, dport, sip, dip)
     e = ctx.ct
     if e >= 0 and dp.ce[e].keys & 1:
@@ -2103,6 +2350,7 @@ cdef void postrouting(DP* dp, Item* it, int node, int out_if) noexcept nogil:
     cdef int e = ctx.ct, proto, l4, sport, dport
     cdef CtE* E
     if ctx.related >= 0 and ctx.node == node:
+        dp.tr_ok = 0  # rare work: not a path the flow cache holds
         cold.related_post(dp, it, node)
     if e < 0 or ctx.node != node:
         return
@@ -2112,6 +2360,7 @@ cdef void postrouting(DP* dp, Item* it, int node, int out_if) noexcept nogil:
     if not ctx.reply_dir:
         if ctx.new and E.masq and not E.flags & CT_SNAT:
             l4info(d, n, &proto, &l4, &sport, &dport)
+            dp.tr_ok = 0  # rare work: not a path the flow cache holds
             cold.masquerade(dp, it, e, node, out_if, proto, l4)
         elif E.flags & CT_SNAT:
             l4info(d, n, &proto, &l4, &sport, &dport)
@@ -2300,6 +2549,7 @@ cdef int st_tx(DP* dp, Item* it) noexcept nogil:
         it.b = i
         return go_bridge_in(dp, it)
     elif kind == IF_VTEP:
+        dp.tr_ok = 0  # rare work: not a path the flow cache holds
         if cold.vxlan_encap(dp, it, i):
             return 1
         return go_local_out(dp, it)
@@ -2435,8 +2685,11 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
         if s == NULL:
             dp.err |= ERR_NOMEM
         else:
+            if s.v0 != p:
+                dp.fc_bump += 1  # the MAC moved: cached paths to it are stale
             s.v0 = p
             s.v1 = dp.now
+            tr_learn(dp, s)
             touched_slot(dp, &dp.fdb, smac, <uint64_t>b, s)
     dmac = rd48(d, 0)
     if local_if >= 0 and dmac == <uint64_t>dp.ifs[local_if].mac:
@@ -2447,6 +2700,7 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
     if not is_mcast(dmac):
         s = ht_find(&dp.fdb, dmac, <uint64_t>b)
         if s != NULL and dp.now - s.v1 <= dp.ageing_ns:
+            tr_check(dp, s)
             touched_slot(dp, &dp.fdb, dmac, <uint64_t>b, s)
             q = <int>s.v0
             if q == p and not dp.ifs[q].hairpin:
@@ -2456,6 +2710,7 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
             it.b = q
             it.flood = 0
             return go_bridge_out(dp, it)
+    dp.tr_ok = 0  # rare work: not a path the flow cache holds
     return cold.flood(dp, it, b, p, local_if, dmac)
 
 
@@ -2513,6 +2768,7 @@ cdef int local_in(DP* dp, Item* it, int node, int i) noexcept nogil:
     cdef int l4 = 14 + (d[14] & 0xF) * 4
     if (dp.vxlan and d[23] == PROTO_UDP and n >= l4 + 8 + 8 + 14
             and rd16(d, l4 + 2) == <uint32_t>VXLAN_PORT):
+        dp.tr_ok = 0  # the inner frame's bytes decide from here
         it.off += l4 + 16
         it.len -= l4 + 16
         changed(it)
@@ -2565,6 +2821,7 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
     # ip_forward decrements the TTL before the FORWARD hook: a REJECT quotes TTL-1
     wr16(d, 22, old - 0x100)
     wr16(d, 24, csum_replace16(rd16(d, 24), old, old - 0x100))
+    dp.tr_k += 1
     changed(it)
     ev(dp, it, EV_TTL, ttl - 1, node, 0)
     verdict = filter_forward(it)
@@ -2641,6 +2898,7 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
         it.stage = S_TX
         it.a = iface
         if mode == INJ_TX_FIXL2:
+            dp.tr_ok = 0  # rare work: not a path the flow cache holds
             cold.fix_l2(dp, it, iface)
         pod_local_route(dp, it, iface)
     while dp.sp > 0:  # the reference's LIFO stack: copies of a flood come back here
@@ -2661,6 +2919,8 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
         if r == 1:
             buf_put(dp, it.mem, it.cap)
             dp.sp -= 1
+    if dp.tr_ok and dp.tr_nout == 1 and fc_gen(dp) == dp.tr_gen:
+        cold.fc_insert(dp)
     if dp.track and dp.first_ct >= 0 and dp.ce[dp.first_ct].keys:
         memcpy(&dp.ce_touch[dp.first_ct * NTOUCH], dp.touch, dp.n_touch * sizeof(void*))
         if dp.n_touch < NTOUCH:
@@ -2691,8 +2951,9 @@ cdef inline uint64_t flow_key_hash(const DP* dp, const uint8_t* f, int64_t ln,
 
 
 cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const int64_t* offp,
-                                const int32_t* lenp, const int32_t* ifp, Py_ssize_t fi,
-                                Py_ssize_t stop, uint64_t* ring, int32_t* ring2) noexcept nogil:
+                                const int32_t* lenp, const int32_t* ifp, const uint8_t* modep,
+                                Py_ssize_t fi, Py_ssize_t stop, uint64_t* ring, int32_t* ring2,
+                                FcKey* fring) noexcept nogil:
     """Software pipeline over the batch, for the flow a frame belongs to: the interface of
     frame fi+12, the index slot of fi+8, the entry of fi+4 (with its hint and the record of
     what its last frame touched), then at fi+2 the next node's entry and those records."""
@@ -2705,6 +2966,10 @@ cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const i
         kemu_prefetch(&dp.ifs[ifp[j]])  # read for its node at fi+8
     j = fi + 8
     if j < stop:
+        fc_key(dp, bp, blen, offp, lenp, ifp, modep, j, &fring[j & 15])
+        if fring[j & 15].ok and dp.fc != NULL:  # its cached path: two cache lines
+            kemu_prefetch(&dp.fc[fring[j & 15].idx])
+            kemu_prefetch((<char*>&dp.fc[fring[j & 15].idx]) + 64)
         off = offp[j]
         h = 0
         if 0 <= off and off + lenp[j] <= blen and 0 <= ifp[j] < dp.n_if:
@@ -2745,6 +3010,171 @@ cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const i
                 kemu_prefetch(&dp.ce[val >> 1])
 
 
+# ------------------------------------------------------------------ the flow cache
+# Established flows take the same path frame after frame. With recording off, a frame of a
+# flow whose path was cached replays that path's effects without the stages: the FDB
+# entries it refreshes (seen = now), the conntrack entries it updates (TCP state, timeouts;
+# the same ct_update, in path order) and its one outcome. The result and state() are those
+# of the stages, byte for byte, by construction:
+# - the key holds every field of the frame that a decision on such a path reads; other
+#   frames (ARP, ICMP, fragments, options, bad checksums, short ones) never use the cache;
+# - the path is cached only when it did nothing else: one outcome that keeps no bytes, no
+#   rare work (new flows, floods, NAT of ICMP errors, VXLAN, ...), no table change;
+# - it holds while fc_gen() is unchanged (FDB and neighbour tables, API writes), while each
+#   of its conntrack entries keeps its incarnation and has not expired, while each FDB entry
+#   it forwards by is fresh, and while the TTL outlasts its routing hops.
+# Linux does the same for established flows with its netfilter flowtable.
+cdef int64_t fc_default = 1     # new Datapaths use the flow cache (``_set_flow_cache``)
+
+
+def _set_flow_cache(on: bool) -> bool:
+    """Whether Datapaths made from now on use the flow cache (for benchmarks and tests);
+    returns the previous setting."""
+    global fc_default
+    old = bool(fc_default)
+    fc_default = 1 if on else 0
+    return old
+
+
+cdef inline bint fc_parse(const uint8_t* f, int64_t ln, int iface, int mode,
+                          uint64_t* key, int32_t* ttl) noexcept nogil:
+    """The key of a plain TCP/UDP over IPv4 frame (no options, not a fragment, the L4
+    header whole): what its path's decisions read of it. The header checksum must be valid
+    too: checked on a hit (``fc_try``) and before caching (``fc_insert``)."""
+    cdef int proto, tot
+    if ln < 42 or f[12] != 0x08 or f[13] != 0x00 or f[14] != 0x45:
+        return False
+    proto = f[23]
+    tot = kemu_rd16(f + 16)
+    if proto == PROTO_TCP:
+        if tot < 40:
+            return False
+    elif proto != PROTO_UDP or tot < 28:
+        return False
+    if 14 + tot > ln or kemu_rd16(f + 20) & 0x3FFF:
+        return False
+    key[0] = rd48(f, 0) | (<uint64_t>proto << 48) | (<uint64_t>(mode & 0xFF) << 56)
+    key[1] = rd48(f, 6)
+    key[2] = (<uint64_t>kemu_rd32(f + 26) << 32) | kemu_rd32(f + 30)
+    key[3] = ((<uint64_t>kemu_rd16(f + 34) << 48) | (<uint64_t>kemu_rd16(f + 36) << 32)
+              | <uint32_t>iface)
+    ttl[0] = f[22]
+    return True
+
+
+cdef inline uint64_t fc_index(const uint64_t* key) noexcept nogil:
+    return ((key[0] * 0x9E3779B97F4A7C15ULL) ^ (key[1] * 0xC2B2AE3D27D4EB4FULL)
+            ^ (key[2] * 0x165667B19E3779F9ULL) ^ (key[3] * 0xD6E8FEB86659FD93ULL)) >> (64 - FC_BITS)
+
+
+cdef inline void fc_key(const DP* dp, const uint8_t* bp, int64_t blen, const int64_t* offp,
+                        const int32_t* lenp, const int32_t* ifp, const uint8_t* modep,
+                        Py_ssize_t j, FcKey* fk) noexcept nogil:
+    """Frame j's key, when the flow cache is on and the frame is in the buffer."""
+    cdef int64_t off = offp[j]
+    fk.ok = (dp.fc_on and 0 <= off and off + lenp[j] <= blen and 0 <= ifp[j] < dp.n_if
+             and fc_parse(bp + off, lenp[j], ifp[j], modep[j], fk.key, &fk.ttl))
+    if fk.ok:
+        fk.idx = fc_index(fk.key)
+
+
+cdef bint fc_try(DP* dp, const uint8_t* f, int64_t ln, const FcKey* fk) noexcept nogil:
+    """Run a frame by its cached path (its key ``fk`` worked out by ``fc_key``); false (and
+    tracing set up for the stages, when the frame could be cached) if none holds."""
+    cdef int k, e
+    cdef int64_t o
+    cdef FcE* E
+    cdef const uint64_t* key = &fk.key[0]
+    cdef int ttl = fk.ttl
+    dp.tr_ok = 0
+    if not fk.ok:
+        return False
+    cdef uint64_t gen = fc_gen(dp), idx = fk.idx
+    if dp.fc != NULL:
+        E = &dp.fc[idx]
+        if (E.gen == gen and E.key[0] == key[0] and E.key[1] == key[1]
+                and E.key[2] == key[2] and E.key[3] == key[3] and ttl > E.ttl_k
+                and kemu_sum_words(f + 14, 20) == 0xFFFF):
+            for k in range(E.n_ct):
+                e = E.ct[k] >> 1
+                if dp.ce_inc[e] != E.inc[k] or dp.ce[e].expires < dp.now:
+                    break
+            else:
+                for k in range(E.n_check):
+                    if dp.now - dp.fdb.s[E.check[k]].v1 > dp.ageing_ns:
+                        break
+                else:
+                    o = dp.n_oc
+                    if o >= dp.oc_cap:
+                        return False
+                    for k in range(E.n_learn):
+                        dp.fdb.s[E.learn[k]].v1 = dp.now
+                    for k in range(E.n_ct):
+                        ct_update(dp, &dp.ce[E.ct[k] >> 1], E.ct[k] & 1, f, <int>ln, 34,
+                                  <int>((key[0] >> 48) & 0xFF))
+                    dp.oc_frame[o] = dp.fi
+                    dp.oc_kind[o] = E.out_kind
+                    dp.oc_reason[o] = E.out_reason
+                    dp.oc_iface[o] = E.out_iface
+                    dp.oc_hop[o] = -1
+                    dp.oc_a[o] = E.out_a
+                    dp.oc_off[o] = -1
+                    dp.oc_len[o] = 0
+                    dp.n_oc = o + 1
+                    dp.fc_hits += 1
+                    return True
+    dp.tr_ok = 1  # trace the stages: this frame's path may be cached
+    dp.tr_gen = gen
+    dp.tr_idx = idx
+    dp.tr_frame = f
+    memcpy(dp.tr_key, key, sizeof(dp.tr_key))
+    dp.tr_nl = 0
+    dp.tr_nc = 0
+    dp.tr_nct = 0
+    dp.tr_k = 0
+    dp.tr_nout = 0
+    return False
+
+
+cdef void fc_insert(DP* dp) noexcept nogil:
+    """Cache the path the stages just traced (``run_frame``, when it qualified)."""
+    cdef int k
+    cdef FcE* E
+    cdef const CtE* E_ct
+    if dp.tr_k > 255 or kemu_sum_words(dp.tr_frame + 14, 20) != 0xFFFF:
+        return  # (a bad header checksum: the stages dropped it, valid ones would not be)
+    for k in range(dp.tr_nct):
+        E_ct = &dp.ce[dp.tr_ct[k] >> 1]
+        if dp.ce_inc[dp.tr_ct[k] >> 1] != dp.tr_inc[k]:
+            return
+        # like Linux's flowtable: established connections only (new ones, which may
+        # never send a second frame, would only churn the cache)
+        if not (E_ct.state == CT_ESTABLISHED or (E_ct.state == CT_UDP
+                                                 and E_ct.flags & CT_REPLIED)):
+            return
+    if dp.fc == NULL:
+        # zero pages faulted in as entries are first written, in huge pages where possible
+        dp.fc = <FcE*>kemu_lpm_alloc((<size_t>1 << FC_BITS) * sizeof(FcE), True)
+        if dp.fc == NULL:
+            dp.fc_on = 0
+            return
+    E = &dp.fc[dp.tr_idx]
+    memcpy(E.key, dp.tr_key, sizeof(E.key))
+    E.gen = dp.tr_gen
+    E.out_a = dp.tr_out_a
+    E.out_iface = dp.tr_out_iface
+    E.out_reason = <int16_t>dp.tr_out_reason
+    E.out_kind = <uint8_t>dp.tr_out_kind
+    E.ttl_k = <uint8_t>dp.tr_k
+    E.n_learn = <uint8_t>dp.tr_nl
+    E.n_check = <uint8_t>dp.tr_nc
+    E.n_ct = <uint8_t>dp.tr_nct
+    memcpy(E.learn, dp.tr_learn, sizeof(E.learn))
+    memcpy(E.check, dp.tr_check, sizeof(E.check))
+    memcpy(E.ct, dp.tr_ct, sizeof(E.ct))
+    memcpy(E.inc, dp.tr_inc, sizeof(E.inc))
+
+
 # Rare work is called through this table of pointers: the compiler cannot inline it, which
 # keeps the common path of the stages small (fewer registers spilled).
 ctypedef struct Cold:
@@ -2756,6 +3186,7 @@ ctypedef struct Cold:
     int (*flood)(DP*, Item*, int, int, int, uint64_t) noexcept nogil
     int (*vxlan_encap)(DP*, Item*, int) noexcept nogil
     void (*fix_l2)(DP*, Item*, int) noexcept nogil
+    void (*fc_insert)(DP*) noexcept nogil
 
 cdef Cold cold
 cold.prerouting_new = prerouting_new
@@ -2765,6 +3196,7 @@ cold.masquerade = masquerade
 cold.flood = flood
 cold.vxlan_encap = vxlan_encap
 cold.fix_l2 = fix_l2
+cold.fc_insert = fc_insert
 
 
 # ------------------------------------------------------------------ Python-facing helpers
@@ -2816,6 +3248,7 @@ cdef class Datapath:
     cdef readonly Lpm lpm
     cdef object _loaded
     cdef list _keep
+    cdef bint fc_enabled
 
     def __cinit__(self):
         memset(&self.dp, 0, sizeof(DP))
@@ -2830,6 +3263,7 @@ cdef class Datapath:
         self.seed = seed
         self.dp.seed = <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)
         self.static_neighbours = static_neighbours
+        self.fc_enabled = fc_default != 0
         self._loaded = None
         self.load(tables)
 
@@ -2847,6 +3281,8 @@ cdef class Datapath:
         free(self.dp.ce)
         free(self.dp.ce_hint)
         free(self.dp.ce_touch)
+        free(self.dp.ce_inc)
+        kemu_lpm_dealloc(self.dp.fc, (<size_t>1 << FC_BITS) * sizeof(FcE), True)
         free(self.dp.zombies)
         free(self.dp.ifs)
         free(self.dp.cands)
@@ -2860,6 +3296,7 @@ cdef class Datapath:
     # ---------------------------------------------------------------- tables and state
     def load(self, tables) -> None:
         """Swap in new tables at a batch boundary; keep conntrack, re-resolve its services."""
+        self.dp.fc_bump += 1  # every cached path may change
         t = tables
         n_if = int(t.n_ifaces)
         n_nodes = int(t.n_nodes)
@@ -2930,11 +3367,13 @@ cdef class Datapath:
         lip_n = np.zeros(max(1, n_nodes), np.int32)
         lip_ip = np.zeros(max(1, n_nodes) * lip_k, np.uint32)
         lip_if = np.zeros(max(1, n_nodes) * lip_k, np.int32)
+        lip_bloom = np.zeros(max(1, n_nodes), np.uint64)
         for node, lst in enumerate(per_node):
             lip_n[node] = len(lst)
             for q, (ip, i) in enumerate(lst):
                 lip_ip[node * lip_k + q] = ip
                 lip_if[node * lip_k + q] = i
+                lip_bloom[node] |= np.uint64(1) << np.uint64(lip_bit(ip))
         # services
         fe_map, fe_np_map = {}, {}
         for i in range(len(t.fe_ip)):
@@ -3005,7 +3444,7 @@ cdef class Datapath:
         self.dp.cands = cands
         keep = [br_local_if, br_netfilter, br_port_start, br_port_count, br_ports,
                 node_eth_if, node_br_if, node_vtep_if, node_local_if, node_ip, node_br_ip,
-                node_pod_mask, lip_n, lip_ip, lip_if, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
+                node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
                 sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
                 own_if]
         for k, a in enumerate(keep):
@@ -3013,7 +3452,7 @@ cdef class Datapath:
                 keep[k] = np.zeros(1, a.dtype)
         (br_local_if, br_netfilter, br_port_start, br_port_count, br_ports,
          node_eth_if, node_br_if, node_vtep_if, node_local_if, node_ip, node_br_ip,
-         node_pod_mask, lip_n, lip_ip, lip_if, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
+         node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
          sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
          own_if) = keep
         self._keep = keep
@@ -3048,6 +3487,7 @@ cdef class Datapath:
         self.dp.lip_n = <int32_t*>cnp.PyArray_DATA(lip_n)
         self.dp.lip_ip = <uint32_t*>cnp.PyArray_DATA(lip_ip)
         self.dp.lip_if = <int32_t*>cnp.PyArray_DATA(lip_if)
+        self.dp.lip_bloom = <uint64_t*>cnp.PyArray_DATA(lip_bloom)
         self.dp.lip_k = lip_k
         self.dp.rt_kind = <int32_t*>cnp.PyArray_DATA(rt_kind)
         self.dp.rt_owner = <int32_t*>cnp.PyArray_DATA(rt_owner)
@@ -3273,7 +3713,13 @@ cdef class Datapath:
                 ct_delete(dp, e)
         ct_reap(dp)
 
+    @property
+    def flow_cache_hits(self) -> int:
+        """Frames run by the flow cache (their established flow's cached path) so far."""
+        return self.dp.fc_hits
+
     def reset(self) -> None:
+        self.dp.fc_bump += 1
         ht_clear(&self.dp.fdb)
         memset(self.dp.ct.s, 0, (self.dp.ct.mask + 1) * sizeof(uint64_t))
         self.dp.ct.n = 0
@@ -3286,6 +3732,8 @@ cdef class Datapath:
         self.dp.ce_hint = NULL
         free(self.dp.ce_touch)
         self.dp.ce_touch = NULL
+        free(self.dp.ce_inc)
+        self.dp.ce_inc = NULL
         self.dp.ce_cap = 0
         self.dp.ce_used = 0
         self.dp.ce_free = -1
@@ -3294,6 +3742,7 @@ cdef class Datapath:
             self._seed_neighbours()
 
     def neigh_set(self, node: int, ip: int, mac: int) -> None:
+        self.dp.fc_bump += 1
         self._neigh_put(node, ip, mac, True)
 
     def neigh_lookup(self, node: int, ip: int) -> int:
@@ -3302,6 +3751,7 @@ cdef class Datapath:
 
     def cleanup(self, now: int) -> None:
         """Expire FDB entries (ageing) and conntrack and affinity entries (timeouts)."""
+        self.dp.fc_bump += 1
         cdef DP* dp = &self.dp
         cdef int64_t t_now = now
         cdef uint64_t i
@@ -3404,6 +3854,7 @@ cdef class Datapath:
         cdef int64_t cap_hops = res.cap_hops, cap_events = res.cap_events
         cdef int64_t cap_oc = res.cap_outcomes, n
         dp.record = record
+        dp.fc_on = self.fc_enabled and not record
         if record:
             dp.hop_frame = <int32_t*>_res_ptr(res.hop_frame, cnp.NPY_INT32, &dp.hop_cap)
             dp.hop_iface = <int32_t*>_res_ptr(res.hop_iface, cnp.NPY_INT32, &n)
@@ -3458,14 +3909,17 @@ cdef class Datapath:
         cdef Py_ssize_t done = stop
         cdef uint64_t ring[16]
         cdef int32_t ring2[16]
+        cdef FcKey fring[16]
         memset(ring, 0, sizeof(ring))
         memset(ring2, 0xFF, sizeof(ring2))
         for fi in range(start, min(start + 8, stop)):  # prime the prefetch pipeline
+            fc_key(dp, bp, blen, offp, lenp, ifp, modep, fi, &fring[fi & 15])
             if 0 <= offp[fi] and offp[fi] + lenp[fi] <= blen and 0 <= ifp[fi] < n_if:
                 ring[fi & 15] = flow_key_hash(dp, bp + offp[fi], lenp[fi], ifp[fi], False)
         with nogil:  # other Python threads (replay's writer) run meanwhile
             for fi in range(start, stop):
-                prefetch_flows(dp, bp, blen, offp, lenp, ifp, fi, stop, ring, ring2)
+                prefetch_flows(dp, bp, blen, offp, lenp, ifp, modep, fi, stop, ring, ring2,
+                               fring)
                 ln = lenp[fi]
                 if record:  # Results.room
                     hops = worst_hops
@@ -3485,6 +3939,8 @@ cdef class Datapath:
                 real = ln if off + ln <= blen else max(0, blen - off)  # buf[off: off + ln]
                 dp.now = tsp[fi]
                 dp.fi = <int32_t>fi
+                if fc_try(dp, bp + off, real, &fring[fi & 15]):
+                    continue
                 run_frame(dp, bp + off, <int>real, iface, modep[fi])
                 if dp.err:
                     done = -1 - fi

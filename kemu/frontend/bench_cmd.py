@@ -47,6 +47,7 @@ MIX = "cluster mix"
 CHURN = "churn"
 FAST, REF, SCAPY, KERNEL = ("kemu fast path (cython)", "kemu reference (pure Python)",
                             "Scapy-object pipeline", "Linux kernel (netns, bridge, iptables)")
+STAGES = FAST + ", flow cache off"  # every frame through every stage
 
 
 @dataclass(frozen=True)
@@ -260,12 +261,16 @@ class Bench:
                     "mean_frame_bytes": round(self.churn.n_bytes / len(self.churn), 1),
                     "new_flow_share": round(self.sizes.churn_flows / len(self.churn), 3)}}
 
-    def _fast(self, record: bool = False) -> tuple[Any, Any]:
+    def _fast(self, record: bool = False, flow_cache: bool = True) -> tuple[Any, Any]:
         from kemu._backend import IMPLEMENTATIONS
         from kemu.frontend import workloads as W
 
         impl = IMPLEMENTATIONS["cython"]
-        dp = impl.Datapath(self.tables, 0, True)
+        old = impl._set_flow_cache(flow_cache)
+        try:
+            dp = impl.Datapath(self.tables, 0, True)
+        finally:
+            impl._set_flow_cache(old)
         res = W.results_for(self.tables, self.batch, record, 1514)
         return dp, res
 
@@ -278,25 +283,36 @@ class Bench:
             self.info["fast_path"] = "not built"
             return
         span = len(self.mix) * 1000
-        for record, name in ((False, FAST), (True, FAST + ", every hop recorded")):
-            dp, res = self._fast(record)
+        for record, cache, name in ((False, True, FAST), (False, False, STAGES),
+                                    (True, True, FAST + ", every hop recorded")):
+            dp, res = self._fast(record, cache)
             W.drive(dp, self.mix.warm, res, self.batch)
             shifted: list[Any] = [None]
 
             def setup(r: int, s: list[Any] = shifted) -> None:
                 s[0] = self.mix.shifted((r + 1) * span)
 
-            self.measure(Row("datapath", MIX, name, "frames", len(self.mix)),
-                         lambda r, dp=dp, res=res, s=shifted: W.drive(dp, s[0], res, self.batch),
-                         setup)
+            before = dp.flow_cache_hits
+            row = self.measure(Row("datapath", MIX, name, "frames", len(self.mix)),
+                               lambda r, dp=dp, res=res, s=shifted: W.drive(dp, s[0], res,
+                                                                            self.batch),
+                               setup)
+            share = (dp.flow_cache_hits - before) / (len(self.mix) * len(row.runs))
+            if name == FAST:
+                row.note = (f"{share:.1%} of frames by the flow cache (established flows' "
+                            "cached paths); the row below runs every frame through the stages")
+                self.info["flow_cache_share"] = {MIX: round(share, 4)}
         dp, res = self._fast(False)
 
         def churn_setup(r: int) -> None:
             dp.reset()
             W.drive(dp, self.churn.warm, res, self.batch)
 
-        self.measure(Row("datapath", CHURN, FAST, "frames", len(self.churn)),
-                     lambda r: W.drive(dp, self.churn, res, self.batch), churn_setup)
+        before = dp.flow_cache_hits
+        row = self.measure(Row("datapath", CHURN, FAST, "frames", len(self.churn)),
+                           lambda r: W.drive(dp, self.churn, res, self.batch), churn_setup)
+        self.info.setdefault("flow_cache_share", {})[CHURN] = round(
+            (dp.flow_cache_hits - before) / (len(self.churn) * len(row.runs)), 4)
         # bytes per flow: conntrack after the churn flows, measured on a fresh datapath
         dp2, res2 = self._fast(False)
         W.drive(dp2, self.churn.warm, res2, self.batch)
@@ -567,9 +583,13 @@ class Bench:
             return a.median / b.median if a and b and b.median else None
 
         fast = self.row(FAST, MIX)
+        stages = self.row(STAGES, MIX)
         out = {"fast/reference": ratio(fast, self.row(REF, MIX)),
                "fast/scapy": ratio(fast, self.row(SCAPY, MIX)),
-               "fast/kernel": ratio(fast, self.row(KERNEL, MIX))}
+               "fast/kernel": ratio(fast, self.row(KERNEL, MIX)),
+               "stages/reference": ratio(stages, self.row(REF, MIX)),
+               "stages/scapy": ratio(stages, self.row(SCAPY, MIX)),
+               "stages/kernel": ratio(stages, self.row(KERNEL, MIX))}
         k = self.info.get("kernel") or {}
         if fast and k.get("forwarding_only_pps"):
             out["fast/kernel forwarding only"] = fast.median / k["forwarding_only_pps"]
