@@ -3053,6 +3053,8 @@ cdef inline bint fc_parse(const uint8_t* f, int64_t ln, int iface, int mode,
         return False
     if 14 + tot > ln or kemu_rd16(f + 20) & 0x3FFF:
         return False
+    if proto == PROTO_TCP and f[47] & 0x02:  # SYN, SYN-ACK: a flow starting, not cached
+        return False
     key[0] = rd48(f, 0) | (<uint64_t>proto << 48) | (<uint64_t>(mode & 0xFF) << 56)
     key[1] = rd48(f, 6)
     key[2] = (<uint64_t>kemu_rd32(f + 26) << 32) | kemu_rd32(f + 30)
