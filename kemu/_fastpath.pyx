@@ -582,29 +582,30 @@ cdef extern from *:
     #define KEMU_LPM_VALID 0x1000000u
     #define KEMU_LPM_EXT 0x2000000u
     #define KEMU_LPM_NH 0xFFFFFFu
-    #define KEMU_LPM_HUGE ((size_t)2 << 20)
-    /* Zeroed memory for the tables; with huge set, on Linux, an anonymous mapping aligned
-       to 2 MiB and marked MADV_HUGEPAGE, so that transparent hugepages (in "madvise" mode
-       too) back it with 2 MiB pages and the random reads of lookups stop missing the TLB
+    #define KEMU_HUGE ((size_t)2 << 20)
+    /* Zeroed memory for the big tables (the Lpm's, the datapath's flow cache); with huge
+       set, on Linux, an anonymous mapping aligned to 2 MiB and marked MADV_HUGEPAGE, so
+       that transparent hugepages (in "madvise" mode too) back it with 2 MiB pages and the
+       random reads of lookups stop missing the TLB
        (the 64 MiB of tbl24 are 16,384 small pages but 32 huge ones). Pages are faulted in
        lazily: an untouched 2 MiB costs no memory. Otherwise (and elsewhere) calloc.
-       kemu_lpm_dealloc takes the same size and flag. */
+       kemu_map_free takes the same size and flag. */
     #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    #define KEMU_LPM_CAN_HUGE 1
+    #define KEMU_CAN_HUGE 1
     #else
-    #define KEMU_LPM_CAN_HUGE 0
+    #define KEMU_CAN_HUGE 0
     #endif
-    static void* kemu_lpm_alloc(size_t size, int huge) {
-    #if KEMU_LPM_CAN_HUGE
+    static void* kemu_map_alloc(size_t size, int huge) {
+    #if KEMU_CAN_HUGE
         if (huge) {
-            size_t len = (size + KEMU_LPM_HUGE - 1) & ~(KEMU_LPM_HUGE - 1);
-            char* p = (char*)mmap(NULL, len + KEMU_LPM_HUGE, PROT_READ | PROT_WRITE,
+            size_t len = (size + KEMU_HUGE - 1) & ~(KEMU_HUGE - 1);
+            char* p = (char*)mmap(NULL, len + KEMU_HUGE, PROT_READ | PROT_WRITE,
                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
             char* a;
             if (p == (char*)MAP_FAILED) return NULL;
-            a = (char*)(((uintptr_t)p + KEMU_LPM_HUGE - 1) & ~(uintptr_t)(KEMU_LPM_HUGE - 1));
+            a = (char*)(((uintptr_t)p + KEMU_HUGE - 1) & ~(uintptr_t)(KEMU_HUGE - 1));
             if (a > p) munmap(p, (size_t)(a - p));
-            munmap(a + len, (size_t)(p + KEMU_LPM_HUGE - a));   /* the rest of the slack */
+            munmap(a + len, (size_t)(p + KEMU_HUGE - a));   /* the rest of the slack */
             madvise(a, len, MADV_HUGEPAGE);   /* advice: without THP, small pages */
             return a;
         }
@@ -612,11 +613,11 @@ cdef extern from *:
         (void)huge;
         return calloc(1, size);
     }
-    static void kemu_lpm_dealloc(void* p, size_t size, int huge) {
+    static void kemu_map_free(void* p, size_t size, int huge) {
         if (p == NULL) return;
-    #if KEMU_LPM_CAN_HUGE
+    #if KEMU_CAN_HUGE
         if (huge) {
-            munmap(p, (size + KEMU_LPM_HUGE - 1) & ~(KEMU_LPM_HUGE - 1));
+            munmap(p, (size + KEMU_HUGE - 1) & ~(KEMU_HUGE - 1));
             return;
         }
     #endif
@@ -629,8 +630,8 @@ cdef extern from *:
         char* t;
         size_t b;
         int k;
-        if (!KEMU_LPM_CAN_HUGE) return NULL;
-        t = (char*)kemu_lpm_alloc(size, 1);
+        if (!KEMU_CAN_HUGE) return NULL;
+        t = (char*)kemu_map_alloc(size, 1);
         if (t == NULL) return NULL;
         for (b = 0; b + 4096 <= size; b += 4096) {
             const uint64_t* w = (const uint64_t*)((const char*)old + b);
@@ -718,8 +719,8 @@ cdef extern from *:
         for (size_t i = 0; i < n; i++) out[i] = v;
     }
     """
-    void* kemu_lpm_alloc(size_t size, int huge) noexcept nogil
-    void kemu_lpm_dealloc(void* p, size_t size, int huge) noexcept nogil
+    void* kemu_map_alloc(size_t size, int huge) noexcept nogil
+    void kemu_map_free(void* p, size_t size, int huge) noexcept nogil
     uint32_t* kemu_lpm_to_huge(const uint32_t* old, size_t size) noexcept nogil
     void kemu_lpm_bulk32(const uint32_t* t24, const uint32_t* t8, const uint32_t* ips,
                          int32_t* out, size_t n, int32_t miss) noexcept nogil
@@ -775,8 +776,8 @@ cdef int lpm_init(LpmC* l) noexcept nogil:
 
 
 cdef void lpm_free(LpmC* l) noexcept nogil:
-    kemu_lpm_dealloc(l.tbl24, LPM_TBL24_BYTES, l.tbl24_huge)
-    kemu_lpm_dealloc(l.tbl8, l.groups_cap * LPM_GROUP_BYTES,
+    kemu_map_free(l.tbl24, LPM_TBL24_BYTES, l.tbl24_huge)
+    kemu_map_free(l.tbl8, l.groups_cap * LPM_GROUP_BYTES,
                      l.groups_cap * LPM_GROUP_BYTES >= LPM_HUGE_BYTES)
     free(l.free_groups)
     ht_free(&l.rules)
@@ -796,13 +797,13 @@ cdef int64_t lpm_group_alloc(LpmC* l) noexcept nogil:
         if cap > LPM_MAX_GROUPS:
             cap = LPM_MAX_GROUPS
         # a new block rather than realloc: from 2 MiB on it is a hugepage mapping
-        t8 = <uint32_t*>kemu_lpm_alloc(cap * LPM_GROUP_BYTES,
+        t8 = <uint32_t*>kemu_map_alloc(cap * LPM_GROUP_BYTES,
                                        cap * LPM_GROUP_BYTES >= LPM_HUGE_BYTES)
         if t8 == NULL:
             return -1
         if l.tbl8 != NULL:
             memcpy(t8, l.tbl8, l.groups_hwm * LPM_GROUP_BYTES)
-            kemu_lpm_dealloc(l.tbl8, l.groups_cap * LPM_GROUP_BYTES,
+            kemu_map_free(l.tbl8, l.groups_cap * LPM_GROUP_BYTES,
                              l.groups_cap * LPM_GROUP_BYTES >= LPM_HUGE_BYTES)
         l.tbl8 = t8
         l.groups_cap = cap
@@ -870,7 +871,7 @@ cdef int lpm_add(LpmC* l, uint32_t prefix, int depth, uint32_t nh) noexcept nogi
         l.default_nh = nh
         return 0
     if l.tbl24 == NULL:
-        l.tbl24 = <uint32_t*>kemu_lpm_alloc(LPM_TBL24_BYTES, False)
+        l.tbl24 = <uint32_t*>kemu_map_alloc(LPM_TBL24_BYTES, False)
         if l.tbl24 == NULL:
             ht_del(&l.rules, ht_find(&l.rules, prefix, <uint64_t>depth))
             return -1
@@ -3156,7 +3157,7 @@ cdef void fc_insert(DP* dp) noexcept nogil:
             return
     if dp.fc == NULL:
         # zero pages faulted in as entries are first written, in huge pages where possible
-        dp.fc = <FcE*>kemu_lpm_alloc((<size_t>1 << FC_BITS) * sizeof(FcE), True)
+        dp.fc = <FcE*>kemu_map_alloc((<size_t>1 << FC_BITS) * sizeof(FcE), True)
         if dp.fc == NULL:
             dp.fc_on = 0
             return
@@ -3284,7 +3285,7 @@ cdef class Datapath:
         free(self.dp.ce_hint)
         free(self.dp.ce_touch)
         free(self.dp.ce_inc)
-        kemu_lpm_dealloc(self.dp.fc, (<size_t>1 << FC_BITS) * sizeof(FcE), True)
+        kemu_map_free(self.dp.fc, (<size_t>1 << FC_BITS) * sizeof(FcE), True)
         free(self.dp.zombies)
         free(self.dp.ifs)
         free(self.dp.cands)
