@@ -77,7 +77,7 @@ from kemu.dataplane import reference as _R
 
 cnp.import_array()
 
-# ------------------------------------------------------------------ constants, bound once
+# ------------------------------------------------------------------ constants
 cdef enum:  # compile-time constants (the C compiler folds and combines them), with the
             # values of kemu.dataplane.codes, .packet and .reference, which stay their one
             # definition: _check_codes() refuses to import a build that disagrees

@@ -876,3 +876,12 @@ def test_equivalence_frame_sizes(mode: str) -> None:
     pair = Pair(t, 0, True, 1, 64, True)
     pair.batch(Batch.of(rows))
     assert pair.rres.arena_used > 65535
+
+
+def test_compiled_codes_match_their_python_definitions(monkeypatch) -> None:
+    """The datapath's numbers are compile-time constants; the import-time check refuses a
+    build whose numbers disagree with kemu.dataplane.codes (their one definition)."""
+    _fastpath._check_codes()
+    monkeypatch.setattr(C, "DROP_MARTIAN", C.DROP_MARTIAN + 100)
+    with pytest.raises(ImportError, match="DROP_MARTIAN"):
+        _fastpath._check_codes()
