@@ -2963,20 +2963,30 @@ cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const i
     cdef int32_t val, k
     cdef int64_t off
     cdef void** rec
+    cdef FcKey* fk
+    cdef int node
     if j < stop and 0 <= ifp[j] < dp.n_if:
         kemu_prefetch(&dp.ifs[ifp[j]])  # read for its node at fi+8
     j = fi + 8
     if j < stop:
-        fc_key(dp, bp, blen, offp, lenp, ifp, modep, j, &fring[j & 15])
-        if fring[j & 15].ok and dp.fc != NULL:  # its cached path: two cache lines
-            kemu_prefetch(&dp.fc[fring[j & 15].idx])
-            kemu_prefetch((<char*>&dp.fc[fring[j & 15].idx]) + 64)
-        off = offp[j]
+        fk = &fring[j & 15]
+        fc_key(dp, bp, blen, offp, lenp, ifp, modep, j, fk)
         h = 0
-        if 0 <= off and off + lenp[j] <= blen and 0 <= ifp[j] < dp.n_if:
-            h = flow_key_hash(dp, bp + off, lenp[j], ifp[j], False)
-            if h:
-                kemu_prefetch(&dp.ct.s[h & dp.ct.mask])
+        if fk.ok:  # the frame is parsed already: its first conntrack key from its fc key
+            if dp.fc != NULL:  # its cached path: two cache lines
+                kemu_prefetch(&dp.fc[fk.idx])
+                kemu_prefetch((<char*>&dp.fc[fk.idx]) + 64)
+            node = dp.ifs[ifp[j]].node
+            if node >= 0:
+                h = KEMU_OCC | ct_hash(node, <int>((fk.key[0] >> 48) & 0xFF),
+                                       <uint32_t>(fk.key[2] >> 32), <int>(fk.key[3] >> 48),
+                                       <uint32_t>fk.key[2], <int>((fk.key[3] >> 32) & 0xFFFF))
+        else:
+            off = offp[j]
+            if 0 <= off and off + lenp[j] <= blen and 0 <= ifp[j] < dp.n_if:
+                h = flow_key_hash(dp, bp + off, lenp[j], ifp[j], False)
+        if h:
+            kemu_prefetch(&dp.ct.s[h & dp.ct.mask])
         ring[j & 15] = h
     j = fi + 4
     if j < stop:
