@@ -2956,7 +2956,9 @@ cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const i
                                 Py_ssize_t fi, Py_ssize_t stop, uint64_t* ring, int32_t* ring2,
                                 FcKey* fring) noexcept nogil:
     """Software pipeline over the batch, for the flow a frame belongs to: the interface of
-    frame fi+12, the index slot of fi+8, the entry of fi+4 (with its hint and the record of
+    frame fi+16; the flow cache key of fi+12 and its cached path; at fi+8, what that path
+    will touch (its conntrack entries and FDB slots) when it is likely to hold, else the
+    conntrack index slot; at fi+4 the entry that slot names (with its hint and the record of
     what its last frame touched), then at fi+2 the next node's entry and those records."""
     cdef Py_ssize_t j = fi + 12
     cdef uint64_t h, v
@@ -2964,23 +2966,41 @@ cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const i
     cdef int64_t off
     cdef void** rec
     cdef FcKey* fk
-    cdef int node
-    if j < stop and 0 <= ifp[j] < dp.n_if:
-        kemu_prefetch(&dp.ifs[ifp[j]])  # read for its node at fi+8
-    j = fi + 8
+    cdef const FcE* E
+    cdef int node, e
+    if j + 4 < stop and 0 <= ifp[j + 4] < dp.n_if:
+        kemu_prefetch(&dp.ifs[ifp[j + 4]])  # frame fi+16's: read for its node at fi+8
     if j < stop:
         fk = &fring[j & 15]
         fc_key(dp, bp, blen, offp, lenp, ifp, modep, j, fk)
+        if fk.ok and dp.fc != NULL:  # its cached path: two cache lines
+            kemu_prefetch(&dp.fc[fk.idx])
+            kemu_prefetch((<char*>&dp.fc[fk.idx]) + 64)
+    j = fi + 8
+    if j < stop:
+        fk = &fring[j & 15]
         h = 0
-        if fk.ok:  # the frame is parsed already: its first conntrack key from its fc key
-            if dp.fc != NULL:  # its cached path: two cache lines
-                kemu_prefetch(&dp.fc[fk.idx])
-                kemu_prefetch((<char*>&dp.fc[fk.idx]) + 64)
-            node = dp.ifs[ifp[j]].node
-            if node >= 0:
-                h = KEMU_OCC | ct_hash(node, <int>((fk.key[0] >> 48) & 0xFF),
-                                       <uint32_t>(fk.key[2] >> 32), <int>(fk.key[3] >> 48),
-                                       <uint32_t>fk.key[2], <int>((fk.key[3] >> 32) & 0xFFFF))
+        if fk.ok:  # the frame is parsed already
+            E = &dp.fc[fk.idx] if dp.fc != NULL else NULL
+            if (E != NULL and E.gen == fc_gen(dp) and E.key[2] == fk.key[2]
+                    and E.key[3] == fk.key[3]):
+                # a cached path, most likely: what fc_try will read and write, not what
+                # the stages would (the index, hints)
+                for k in range(E.n_ct):
+                    e = E.ct[k] >> 1
+                    kemu_prefetch(&dp.ce[e])
+                    kemu_prefetch(&dp.ce_inc[e])
+                for k in range(E.n_learn):
+                    kemu_prefetch(&dp.fdb.s[E.learn[k]])
+                for k in range(E.n_check):
+                    kemu_prefetch(&dp.fdb.s[E.check[k]])
+            else:  # its first conntrack key, from its flow cache key
+                node = dp.ifs[ifp[j]].node
+                if node >= 0:
+                    h = KEMU_OCC | ct_hash(node, <int>((fk.key[0] >> 48) & 0xFF),
+                                           <uint32_t>(fk.key[2] >> 32), <int>(fk.key[3] >> 48),
+                                           <uint32_t>fk.key[2],
+                                           <int>((fk.key[3] >> 32) & 0xFFFF))
         else:
             off = offp[j]
             if 0 <= off and off + lenp[j] <= blen and 0 <= ifp[j] < dp.n_if:
@@ -3925,9 +3945,10 @@ cdef class Datapath:
         cdef FcKey fring[16]
         memset(ring, 0, sizeof(ring))
         memset(ring2, 0xFF, sizeof(ring2))
-        for fi in range(start, min(start + 8, stop)):  # prime the prefetch pipeline
+        for fi in range(start, min(start + 12, stop)):  # prime the prefetch pipeline
             fc_key(dp, bp, blen, offp, lenp, ifp, modep, fi, &fring[fi & 15])
-            if 0 <= offp[fi] and offp[fi] + lenp[fi] <= blen and 0 <= ifp[fi] < n_if:
+            if fi < start + 8 and 0 <= offp[fi] and offp[fi] + lenp[fi] <= blen \
+                    and 0 <= ifp[fi] < n_if:
                 ring[fi & 15] = flow_key_hash(dp, bp + offp[fi], lenp[fi], ifp[fi], False)
         with nogil:  # other Python threads (replay's writer) run meanwhile
             for fi in range(start, stop):

@@ -288,6 +288,13 @@ def test_kemu_bench_quick_writes_json(tmp_path, capsys):
     rep = data["info"]["replay"]
     assert rep["summary"]["delivered"] == rep["frames"]  # the capture replays cleanly
     assert rep["startup_imports_scapy"] is False
+    # each place's ceiling: plain writes of the same bytes there, beside its replay row
+    for where, ceiling in rep["plain_write"].items():
+        assert ceiling["bytes"] == rep["output_bytes"] and ceiling["bytes_per_second"] > 0
+        place = "/dev/shm" if where == "memory" else "the same directory"
+        assert ("cluster mix capture",
+                f"only writing the same bytes into {place} (Python f.write)") in names
+    assert "disk" in rep["plain_write"]
     assert all({"target", "measured", "goal", "met"} <= set(t) for t in data["targets"])
 
 
