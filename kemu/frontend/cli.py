@@ -122,6 +122,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run kemu; returns the exit code (the console script exits with it)."""
+    # kemu does no linear algebra: one BLAS thread (numpy's OpenBLAS otherwise starts one
+    # per core at import, and they spin for a while, taking CPU from replay's threads)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         words = list(sys.argv[1:] if argv is None else argv)
         parser = build_parser(words[0] if words and words[0] in NAMES else None)
