@@ -293,7 +293,7 @@ def test_kemu_bench_quick_writes_json(tmp_path, capsys):
         assert ceiling["bytes"] == rep["output_bytes"] and ceiling["bytes_per_second"] > 0
         place = "/dev/shm" if where == "memory" else "the same directory"
         assert ("cluster mix capture",
-                f"only writing the same bytes into {place} (Python f.write)") in names
+                f"only writing the same bytes into {place} (as replay writes)") in names
     assert "disk" in rep["plain_write"]
     assert all({"target", "measured", "goal", "met"} <= set(t) for t in data["targets"])
 

@@ -647,10 +647,11 @@ def concat(chunks: list[Capture]) -> dict[str, list]:
     return out
 
 
+@pytest.mark.parametrize("reuse", [False, True])
 @pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
 @pytest.mark.parametrize("chunk_frames", [1, 7, 100, 262144])
 def test_iter_capture_concatenates_to_read_capture(tmp_path: Path, fmt: str,
-                                                   chunk_frames: int) -> None:
+                                                   chunk_frames: int, reuse: bool) -> None:
     frames = [udp(i, (i * 37) % 900) for i in range(600)]  # ~330 kB: several 64 kB windows
     if fmt == "pcap":
         records = [(10**9 + i * 1000, f) for i, f in enumerate(frames)]
@@ -663,11 +664,22 @@ def test_iter_capture_concatenates_to_read_capture(tmp_path: Path, fmt: str,
         data = b"".join(blocks)
     path = write(tmp_path, f"big.{fmt}", data[:-7])  # and a truncated last record
     whole = read_capture(path)
+    want = concat([whole])
+    if reuse:  # one buffer for every window: each chunk is read before the next is asked for
+        parts, bases = [], set()
+        for c in iter_capture(path, chunk_frames, chunk_bytes=1 << 16, reuse_buffer=True):
+            assert len(c) <= chunk_frames and len(c.buf) <= max(1 << 16, 2000)
+            parts.append(concat([c]))
+            if len(c.buf):
+                bases.add(c.buf.__array_interface__["data"][0])
+        got = {k: [x for p in parts for x in p[k]] for k in want}
+        assert len(bases) == 1  # several windows (330 kB in 64 kB ones), one memory
+        assert got == want
+        return
     chunks = list(iter_capture(path, chunk_frames, chunk_bytes=1 << 16))
     assert all(len(c) <= chunk_frames for c in chunks)
     assert all(len(c.buf) <= max(1 << 16, 2000) for c in chunks)
     got = concat(chunks)
-    want = concat([whole])
     assert got == want
     assert whole.damaged and whole.damaged[-1].reason == "truncated record"
 

@@ -65,17 +65,13 @@ class HopWriter:
     def write(self, res: Results, frame_ts: np.ndarray,
               encoded: threading.Event | None = None) -> int:
         """Write the kept hops of ``res`` (frame ``i`` of the batch seen at ``frame_ts[i]``
-        ns); returns how many. The blocks are encoded on the writer's thread when it has one:
-        ``res`` must then stay untouched until ``encoded`` is set (it is set in any case)."""
+        ns); returns how many. Their comments and blocks are made on the writer's thread when
+        it has one (in order, one batch after the other: the comment state is that thread's
+        alone): ``res`` must then stay untouched until ``encoded`` is set (it is set in any
+        case)."""
         try:
             n = res.n_hops
             keep = self.keep(res)
-            cur = np.zeros(n, np.int32)
-            new_events, new_comments = self.comments.assign(
-                res.ev_hop, res.ev_kind, res.ev_a, res.ev_b, res.ev_c, res.n_events, keep,
-                self.skip, cur)
-            if new_events or new_comments:
-                self._name(new_events, new_comments)
             count = int(np.count_nonzero(keep))
         except BaseException:
             if encoded is not None:
@@ -85,14 +81,20 @@ class HopWriter:
             if encoded is not None:
                 encoded.set()
             return 0
-        args = (res.hop_frame, res.hop_iface, res.hop_dir, res.hop_off, res.hop_len, n, keep,
-                self.file_if, np.ascontiguousarray(frame_ts, np.int64), self.writer_cid[cur],
-                *self.writer.comment_options(), res.arena)
-        encode = self.impl.encode_hops
+        ts = np.ascontiguousarray(frame_ts, np.int64)
 
         def job() -> np.ndarray:
             try:
-                return encode(*args)[0]
+                cur = np.zeros(n, np.int32)
+                new_events, new_comments = self.comments.assign(
+                    res.ev_hop, res.ev_kind, res.ev_a, res.ev_b, res.ev_c, res.n_events, keep,
+                    self.skip, cur)
+                if new_events or new_comments:
+                    self._name(new_events, new_comments)
+                return self.impl.encode_hops(
+                    res.hop_frame, res.hop_iface, res.hop_dir, res.hop_off, res.hop_len, n,
+                    keep, self.file_if, ts, self.writer_cid[cur],
+                    *self.writer.comment_options(), res.arena)[0]
             finally:
                 if encoded is not None:
                     encoded.set()

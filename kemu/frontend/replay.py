@@ -250,7 +250,7 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
             encoded.set()
         done = turn = 0
         for _loop in range(max(1, opts.loop)):
-            for chunk in iter_capture(capture):
+            for chunk in iter_capture(capture, reuse_buffer=True):  # done with each in turn
                 for d in chunk.damaged:
                     summary.damaged[d.reason] += 1
                 cap = to_ethernet(chunk)
@@ -308,7 +308,7 @@ def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:
         raise KemuError(f"{out}: directory {folder} does not exist")
     w = PcapngWriter(out, application=f"kemu {__version__} (backend {BACKEND})",
                      comment="kemu: emulated Kubernetes cluster; one interface per hop",
-                     background=True)
+                     background=True, direct=True)
     for i in range(t.n_ifaces):
         if int(t.if_kind[i]) != C.IF_NODE_LOCAL:
             w.add_interface(t.if_name[i], t.if_desc[i])

@@ -30,6 +30,8 @@ than one chunk).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import struct
 import sys
@@ -252,12 +254,14 @@ class _Parser:
     the whole file; :func:`iter_capture` bounded ones.
     """
 
-    def __init__(self, path: str, f: BinaryIO, size: int) -> None:
+    def __init__(self, path: str, f: BinaryIO, size: int, reuse: bool = False) -> None:
         self.path, self.f, self.size = path, f, size
         self.pos = 0  # absolute offset of the next record or block to index
         self.frames = 0  # packet records met so far, kept or not
         self.done = False
         self.arr = np.zeros(0, dtype=np.uint8)  # the window of the file indexed now
+        self.reuse = reuse  # windows read into one buffer (iter_capture's reuse_buffer)
+        self.spare: np.ndarray | None = None
         self.win = memoryview(self.arr)  # the same bytes, for struct
         self.base = 0  # absolute offset of win[0]
         self.positions = array("q")  # per chunk: where each packet record starts, in win
@@ -293,12 +297,19 @@ class _Parser:
 
     def _load_window(self, start: int, n: int) -> None:
         n = max(0, min(n, self.size - start))
-        arr = np.empty(n, dtype=np.uint8)
+        if self.spare is not None and len(self.spare) >= n:
+            arr = self.spare[:n]  # its pages are there already (new ones cost, on a VM more)
+        else:
+            arr = np.empty(n, dtype=np.uint8)
+            if self.reuse:
+                self.spare = arr
         self.f.seek(start)
         got = self.f.readinto(memoryview(arr))
         if got != n:
             raise CaptureError(self.path, "file changed while being read", offset=start + got)
         self.arr, self.win, self.base = arr, memoryview(arr), start
+        if start + n < self.size:  # the kernel reads the next window while this one is used
+            _will_need(self.f, start + n, n)
 
     # -- headers -------------------------------------------------------------------------------
 
@@ -722,6 +733,14 @@ def _raw_to_ns(raw: np.ndarray, resol: int, offset_s: int) -> np.ndarray:
 _PARSE_ERRORS = (struct.error, ValueError, IndexError, OverflowError)
 
 
+def _will_need(f: BinaryIO, offset: int, length: int) -> None:
+    """Ask the kernel to read ``length`` bytes at ``offset`` ahead (no-op where it can't)."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            advise(f.fileno(), offset, length, os.POSIX_FADV_WILLNEED)
+
+
 def _open(path: str | os.PathLike[str]) -> tuple[str, BinaryIO, int]:
     name = os.fspath(path)
     try:
@@ -751,13 +770,18 @@ def read_capture(path: str | os.PathLike[str]) -> Capture:
 
 
 def iter_capture(path: str | os.PathLike[str], chunk_frames: int = 262144, *,
-                 chunk_bytes: int = _DEFAULT_CHUNK_BYTES) -> Iterator[Capture]:
+                 chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+                 reuse_buffer: bool = False) -> Iterator[Capture]:
     """Index the capture at ``path`` chunk by chunk, for captures too large for memory.
 
     Each chunk holds at most ``chunk_frames`` frames and its ``buf`` is a window of the file of
     about ``chunk_bytes`` (more only when a single record is larger). Frame numbers continue
     across chunks; damage is reported with the chunk that met it (a chunk may hold no frame
     but only damage). Concatenating the chunks gives :func:`read_capture`'s result.
+
+    With ``reuse_buffer`` every window is read into the same memory: a chunk's ``buf`` holds
+    its frames only until the next chunk is asked for (for a consumer done with each chunk
+    before the next, as replay is).
     """
     if chunk_frames < 1:
         raise ValueError("chunk_frames must be positive")
@@ -765,7 +789,7 @@ def iter_capture(path: str | os.PathLike[str], chunk_frames: int = 262144, *,
     pending: list[Damage] = []
     with f:
         try:
-            parser = _Parser(name, f, size)
+            parser = _Parser(name, f, size, reuse_buffer)
             while not parser.done:
                 cap = parser.chunk(chunk_frames, max(chunk_bytes, 1 << 16))
                 if len(cap) == 0:

@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from kemu.io.capture import copy_segments
+from kemu.io.directio import DirectFile
 
 __all__ = ["INBOUND", "OUTBOUND", "PcapngWriter"]
 
@@ -115,7 +116,7 @@ class _Drain:
     """A thread that writes queued blocks to the file, so that writing overlaps the work that
     makes the next ones (``write`` releases the GIL). At most ``depth`` blocks wait."""
 
-    def __init__(self, f: BinaryIO, name: str, depth: int = 8) -> None:
+    def __init__(self, f: BinaryIO | DirectFile, name: str, depth: int = 8) -> None:
         self.f = f
         self.queue: queue.Queue[Any] = queue.Queue(depth)
         self.error: BaseException | None = None
@@ -153,11 +154,11 @@ class _Drain:
             raise self.error
 
 
-def _discard(f: BinaryIO, tmp: str, drain: _Drain | None = None) -> None:
+def _discard(f: BinaryIO | DirectFile, tmp: str, drain: _Drain | None = None) -> None:
     try:
         if drain is not None:
             drain.finish(drop=True)
-        f.close()
+        f.discard() if isinstance(f, DirectFile) else f.close()
     finally:
         try:
             os.unlink(tmp)
@@ -178,11 +179,15 @@ class PcapngWriter:
 
     def __init__(self, path: str | os.PathLike[str], *, application: str = "kemu",
                  hardware: str = "", comment: str = "", os_name: str = "",
-                 background: bool = False) -> None:
+                 background: bool = False, direct: bool = False) -> None:
         self.path = os.fspath(path)
         folder, name = os.path.split(self.path)
         self._tmp = os.path.join(folder, f"{name}.part-{os.getpid()}")
-        self._f: BinaryIO = open(self._tmp, "wb", buffering=1 << 20)  # noqa: SIM115
+        # direct: around the page cache where the file system allows (kemu.io.directio), for
+        # files of gigabytes such as replay's
+        self._f: BinaryIO | DirectFile = (
+            DirectFile(self._tmp) if direct
+            else open(self._tmp, "wb", buffering=1 << 20))  # noqa: SIM115
         self._drain = _Drain(self._f, name) if background else None
         self._finalizer = weakref.finalize(self, _discard, self._f, self._tmp, self._drain)
         self._closed = False
