@@ -249,9 +249,9 @@ def test_replay_stopped_midway_leaves_nothing_behind(tmp_path: Path, backend: st
     else:
         real = hopwriter.HopWriter.write
 
-        def broken(self, res, ts, encoded=None):  # noqa: ANN001, ANN202
+        def broken(self, res, ts, encoded=None, first=None):  # noqa: ANN001, ANN202
             self.impl = type("Broken", (), {"encode_hops": staticmethod(_raise)})
-            return real(self, res, ts, encoded)
+            return real(self, res, ts, encoded, first)
 
         monkeypatch.setattr(hopwriter.HopWriter, "write", broken)
         error = ValueError

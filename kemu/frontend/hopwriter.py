@@ -12,6 +12,7 @@ first time it is seen.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
@@ -63,16 +64,19 @@ class HopWriter:
         return np.ones(n, np.uint8)
 
     def write(self, res: Results, frame_ts: np.ndarray,
-              encoded: threading.Event | None = None) -> int:
+              encoded: threading.Event | None = None,
+              first: Callable[[], None] | None = None) -> int:
         """Write the kept hops of ``res`` (frame ``i`` of the batch seen at ``frame_ts[i]``
         ns); returns how many. Their comments and blocks are made on the writer's thread when
         it has one (in order, one batch after the other: the comment state is that thread's
-        alone): ``res`` must then stay untouched until ``encoded`` is set (it is set in any
-        case)."""
+        alone), after ``first()`` (the caller's own reading of ``res``, done there too):
+        ``res`` must then stay untouched until ``encoded`` is set (it is set in any case)."""
         try:
             n = res.n_hops
             keep = self.keep(res)
             count = int(np.count_nonzero(keep))
+            if not count and first is not None:
+                first()
         except BaseException:
             if encoded is not None:
                 encoded.set()
@@ -85,6 +89,8 @@ class HopWriter:
 
         def job() -> np.ndarray:
             try:
+                if first is not None:
+                    first()
                 cur = np.zeros(n, np.int32)
                 new_events, new_comments = self.comments.assign(
                     res.ev_hop, res.ev_kind, res.ev_a, res.ev_b, res.ev_c, res.n_events, keep,

@@ -348,10 +348,15 @@ def _run_batch_in(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placer: 
     res.clear()
     emu.engine.run(batch, res)
     summary.injected += len(sel)
-    _count(res, len(sel), summary)
+    k = len(sel)
     handed = writer is not None
     if writer is not None:  # from here on res is only read: the writer's thread reads it too
-        summary.hops_written += writer.write(res, batch.ts_ns, encoded)
+        # the fates are counted there too, before the blocks are made (the summary's counts
+        # are read once the writer is closed)
+        summary.hops_written += writer.write(res, batch.ts_ns, encoded,
+                                             first=lambda: _count(res, k, summary))
+    else:
+        _count(res, k, summary)
     if flowlog is not None:
         flowlog.write_batch(res, batch.ts_ns, cap.frame_numbers[lo:hi][sel])
     if opts.respond:

@@ -26,6 +26,8 @@ import queue
 import threading
 from typing import Any
 
+import numpy as np
+
 _ALIGN = 4096
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 
@@ -53,14 +55,15 @@ class DirectFile:
                     raise
                 self.direct = False
         self.fd = fd if fd >= 0 else os.open(path, base, 0o666)
-        # anonymous mappings: page-aligned, as O_DIRECT wants
+        # anonymous mappings: page-aligned, as O_DIRECT wants; filled through numpy, which
+        # copies without holding the GIL
         self._bufs = [mmap.mmap(-1, chunk) for _ in range(buffers)]
-        self._free: queue.Queue[memoryview] = queue.Queue()
+        self._free: queue.Queue[np.ndarray] = queue.Queue()
         for b in self._bufs[1:]:
-            self._free.put(memoryview(b))
-        self._view = memoryview(self._bufs[0])
+            self._free.put(np.frombuffer(b, np.uint8))
+        self._view = np.frombuffer(self._bufs[0], np.uint8)
         self._fill = 0
-        self._full: queue.Queue[memoryview | None] = queue.Queue()
+        self._full: queue.Queue[np.ndarray | None] = queue.Queue()
         self._error: BaseException | None = None
         self._dropping = False
         self._thread = threading.Thread(target=self._run, name="kemu direct writer",
@@ -72,11 +75,11 @@ class DirectFile:
         """Append ``data`` (any buffer); returns its length in bytes."""
         if self.closed:
             raise ValueError("write to a closed DirectFile")
-        mv = memoryview(data).cast("B")
+        mv = np.frombuffer(memoryview(data).cast("B"), np.uint8)
         n, pos, cap = len(mv), 0, len(self._view)
         while pos < n:
             k = min(n - pos, cap - self._fill)
-            self._view[self._fill:self._fill + k] = mv[pos:pos + k]
+            np.copyto(self._view[self._fill:self._fill + k], mv[pos:pos + k])
             self._fill += k
             pos += k
             if self._fill == cap:
@@ -106,7 +109,7 @@ class DirectFile:
             finally:
                 self._free.put(view)
 
-    def _write_all(self, view: memoryview) -> None:
+    def _write_all(self, view: np.ndarray) -> None:
         done = 0
         while done < len(view):
             try:
@@ -153,9 +156,9 @@ class DirectFile:
             self._stop()
             os.close(self.fd)
         finally:
-            self._view.release()
+            del self._view  # the arrays over the buffers go first
             while not self._free.empty():
-                self._free.get().release()
+                self._free.get()
             for b in self._bufs:
                 with contextlib.suppress(BufferError):  # a view still held: freed with it
                     b.close()
