@@ -240,12 +240,12 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
             flowlog = FlowLog(flow_file, t, _endpoint_infos(emu), _service_names(t),
                               kemu_format=opts.flow_format == "kemu")
         record = writer is not None or flowlog is not None or opts.respond
-        # two Results in turn: the writer's thread encodes one batch's hops while the next
-        # batch runs in the other
+        # three Results in turn: the writer's thread encodes one batch's hops while the next
+        # batches run in the others (the third absorbs the two threads' jitter)
         worst_hops, worst_arena = Results.worst_case(1514, t.n_ifaces)
         hops = opts.batch * 16 + worst_hops  # sized so that a batch of typical frames fits
         slots = [(Results(hops=hops, arena=hops * 96 + worst_arena, record=record),
-                  threading.Event()) for _ in range(2)]
+                  threading.Event()) for _ in range(3)]
         for _res, encoded in slots:
             encoded.set()
         done = turn = 0
@@ -262,7 +262,7 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
                 for lo in range(0, n, opts.batch):
                     hi = min(n, lo + opts.batch)
                     res, encoded = slots[turn]
-                    turn ^= 1
+                    turn = (turn + 1) % len(slots)
                     encoded.wait()
                     encoded.clear()
                     _run_batch(emu, cap, lo, hi, placer, res, hop_writer, flowlog, summary,
@@ -337,18 +337,20 @@ def _run_batch_in(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placer: 
     iface, mode, why = placer.place(cap.buf, offs, lens)
     summary.packets += hi - lo
     summary.bytes += int(lens.sum())
-    for code, name in ((1, "frame too short"), (2, "unknown source")):
-        k = int(np.count_nonzero(why == code))
-        if k:
-            summary.unplaced[name] += k
-    sel = np.nonzero(iface >= 0)[0]
-    if not len(sel):
-        return False
+    k = int(np.count_nonzero(iface >= 0))
+    sel: np.ndarray | slice = slice(None)
+    if k < hi - lo:  # some not placed: count them, run the others
+        for code, name in ((1, "frame too short"), (2, "unknown source")):
+            unplaced = int(np.count_nonzero(why == code))
+            if unplaced:
+                summary.unplaced[name] += unplaced
+        if not k:
+            return False
+        sel = np.flatnonzero(iface >= 0)
     batch = Batch(cap.buf, offs[sel], lens[sel], iface[sel], mode[sel], cap.ts_ns[lo:hi][sel])
     res.clear()
     emu.engine.run(batch, res)
-    summary.injected += len(sel)
-    k = len(sel)
+    summary.injected += k
     handed = writer is not None
     if writer is not None:  # from here on res is only read: the writer's thread reads it too
         # the fates are counted there too, before the blocks are made (the summary's counts
