@@ -291,9 +291,9 @@ def test_kemu_bench_quick_writes_json(tmp_path, capsys):
     # each place's ceiling: plain writes of the same bytes there, beside its replay row
     for where, ceiling in rep["plain_write"].items():
         assert ceiling["bytes"] == rep["output_bytes"] and ceiling["bytes_per_second"] > 0
-        place = "/dev/shm" if where == "memory" else "the same directory"
+        place = "/dev/shm" if where == "memory" else "same directory"
         assert ("cluster mix capture",
-                f"only writing the same bytes into {place} (as replay writes)") in names
+                f"only writing its bytes ({place}, as replay writes)") in names
     assert "disk" in rep["plain_write"]
     assert all({"target", "measured", "goal", "met"} <= set(t) for t in data["targets"])
 

@@ -518,9 +518,9 @@ class Bench:
                 info["plain_write"][where] = {"folder": folder, "bytes": size,
                                               "seconds": round(secs, 3),
                                               "bytes_per_second": size / secs}
-                place = "/dev/shm" if where == "memory" else "the same directory"
-                self.rows.append(Row("replay", f"{MIX} capture", "only writing the same bytes "
-                                     f"into {place} (as replay writes)", "frames", n, [n / secs],
+                place = "/dev/shm" if where == "memory" else "same directory"
+                self.rows.append(Row("replay", f"{MIX} capture", "only writing its bytes "
+                                     f"({place}, as replay writes)", "frames", n, [n / secs],
                                      note=f"{size / secs / 1e6:,.0f} MB/s: the ceiling for "
                                      f"whole-process replay there"))
                 _say(f"replay ({where}): plain writes of the same bytes {size / secs / 1e6:,.0f}"
