@@ -1472,22 +1472,15 @@ cdef inline uint64_t fc_gen(const DP* dp) noexcept nogil:
     return dp.fdb.changes + dp.neigh.changes + dp.nshared.changes + dp.fc_bump
 
 
-cdef inline void tr_learn(DP* dp, const HSlot* s) noexcept nogil:
+cdef inline void tr_fdb(DP* dp, int32_t* slots, int32_t* n, const HSlot* s) noexcept nogil:
+    """Trace an FDB slot the path refreshes (``dp.tr_learn``/``tr_nl``) or forwards by
+    (``dp.tr_check``/``tr_nc``); a path touching more than FC_N of either is not cached."""
     if dp.tr_ok:
-        if dp.tr_nl == FC_N:
+        if n[0] == FC_N:
             dp.tr_ok = 0
         else:
-            dp.tr_learn[dp.tr_nl] = <int32_t>(s - dp.fdb.s)
-            dp.tr_nl += 1
-
-
-cdef inline void tr_check(DP* dp, const HSlot* s) noexcept nogil:
-    if dp.tr_ok:
-        if dp.tr_nc == FC_N:
-            dp.tr_ok = 0
-        else:
-            dp.tr_check[dp.tr_nc] = <int32_t>(s - dp.fdb.s)
-            dp.tr_nc += 1
+            slots[n[0]] = <int32_t>(s - dp.fdb.s)
+            n[0] += 1
 
 
 cdef inline void tr_ct(DP* dp, int val) noexcept nogil:
@@ -2690,7 +2683,7 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
                 dp.fc_bump += 1  # the MAC moved: cached paths to it are stale
             s.v0 = p
             s.v1 = dp.now
-            tr_learn(dp, s)
+            tr_fdb(dp, dp.tr_learn, &dp.tr_nl, s)
             touched_slot(dp, &dp.fdb, smac, <uint64_t>b, s)
     dmac = rd48(d, 0)
     if local_if >= 0 and dmac == <uint64_t>dp.ifs[local_if].mac:
@@ -2701,7 +2694,7 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
     if not is_mcast(dmac):
         s = ht_find(&dp.fdb, dmac, <uint64_t>b)
         if s != NULL and dp.now - s.v1 <= dp.ageing_ns:
-            tr_check(dp, s)
+            tr_fdb(dp, dp.tr_check, &dp.tr_nc, s)
             touched_slot(dp, &dp.fdb, dmac, <uint64_t>b, s)
             q = <int>s.v0
             if q == p and not dp.ifs[q].hairpin:
