@@ -4,6 +4,7 @@ The same API, with the same results byte for byte, as ``kemu.dataplane.reference
 (``Datapath``) and ``kemu.dataplane.lpm`` (``Lpm``).
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -70,7 +71,8 @@ def encode_hops(hop_frame: np.ndarray, hop_iface: np.ndarray, hop_dir: np.ndarra
                 hop_off: np.ndarray, hop_len: np.ndarray, n: int, keep: np.ndarray,
                 file_if: np.ndarray, frame_ts: np.ndarray, hop_cid: np.ndarray,
                 comment_bytes: np.ndarray, comment_start: np.ndarray,
-                comment_size: np.ndarray, arena: np.ndarray) -> tuple[np.ndarray, int]: ...
+                comment_size: np.ndarray, arena: np.ndarray,
+                space: Callable[[int], np.ndarray] | None = None) -> tuple[np.ndarray, int]: ...
 
 # -- capture record scanning (twins of kemu.io.capture.pcap_scan / pcapng_scan) -------------
 
@@ -80,6 +82,11 @@ def pcapng_scan(w: memoryview, r: int, remaining: int, kind: int, minlen: int, b
                 ) -> tuple[np.ndarray, int]: ...
 
 # -- replay placement (twin of kemu.frontend.replay.place_frames) ----------------------------
+
+def count_fates(oc_frame: np.ndarray, oc_kind: np.ndarray, oc_reason: np.ndarray,
+                n_outcomes: int, n: int, noise: np.ndarray, ev_frame: np.ndarray,
+                ev_kind: np.ndarray, n_events: int, translating: np.ndarray
+                ) -> tuple[int, int, int, int, list[tuple[int, bool]]]: ...
 
 def place_frames(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
                  own_ip: np.ndarray, own_if: np.ndarray, own_if_l2: np.ndarray,

@@ -3752,17 +3752,18 @@ cdef class Datapath:
         ht_clear(&self.dp.neigh)
         self._clear_shared()
         ht_clear(&self.dp.aff)
-        free(self.dp.ce)
-        self.dp.ce = NULL
-        free(self.dp.ce_hint)
-        self.dp.ce_hint = NULL
-        free(self.dp.ce_touch)
-        self.dp.ce_touch = NULL
-        free(self.dp.ce_inc)
-        self.dp.ce_inc = NULL
-        self.dp.ce_cap = 0
-        self.dp.ce_used = 0
+        # The entry pool keeps its memory, as the kernel's conntrack slab does on a flush:
+        # every entry is free again, handed out in the order a new pool would use (0, 1, ...),
+        # and the flows that follow need no growth (copies, fresh pages). Incarnations go on
+        # counting (fc_bump already dropped every cached path).
+        cdef int e
         self.dp.ce_free = -1
+        for e in range(self.dp.ce_cap - 1, -1, -1):
+            self.dp.ce[e].sp = self.dp.ce_free
+            self.dp.ce[e].keys = 0
+            self.dp.ce[e].zombie = 0
+            self.dp.ce_free = e
+        self.dp.ce_used = 0
         self.dp.n_zombies = 0
         if self.static_neighbours:
             self._seed_neighbours()
@@ -4140,36 +4141,58 @@ cdef class HopComments:
             raise ValueError(f"assign: {n_events} events, arrays hold fewer")
         if kp.shape[0] < n_hops:
             raise ValueError("assign: keep is shorter than cur")
-        new_events = []
-        new_comments = []
-        for e in range(n_events):
-            h = eh[e]
-            if h < 0 or h >= n_hops or not kp[h]:
-                continue
-            k = ek[e]
-            if 0 <= k < sk.shape[0] and sk[k]:
-                continue
-            if not ev_key(k, ea[e], eb[e], ec[e], &k0, &k1):
-                raise ValueError(f"assign: event {e} ({k}, {ea[e]}, {eb[e]}, {ec[e]}) has "
-                                 "a value outside (-2**32, 2**32)")
-            s = ht_put(&self.ev, k0, k1, &created)
-            if s == NULL:
-                raise MemoryError()
-            if created:
-                s.v0 = self.n_event_ids
-                self.n_event_ids += 1
-                new_events.append((k, ea[e], eb[e], ec[e]))
-            eid = s.v0
-            s = ht_put(&self.tr, <uint64_t>cu[h], <uint64_t>eid, &created)
-            if s == NULL:
-                raise MemoryError()
-            if created:
-                if self.n_comment_ids >= 0x7FFFFFFF:
-                    raise OverflowError("assign: more than 2**31 distinct comments")
-                s.v0 = self.n_comment_ids
-                self.n_comment_ids += 1
-                new_comments.append((cu[h], eid))
-            cu[h] = <int32_t>s.v0
+        # the walk runs without the GIL (the writer's thread does it while the datapath's
+        # thread wants the GIL between batches); what it created is listed after
+        cdef Py_ssize_t n_new_ev = 0, n_new_cm = 0, bad = -1
+        cdef int err = 0
+        new_ev_at = np.empty(max(1, n_events), np.int64)   # index of each new event
+        new_cm_at = np.empty(2 * max(1, n_events), np.int64)  # (parent, event id) pairs
+        cdef int64_t[::1] nev = new_ev_at
+        cdef int64_t[::1] ncm = new_cm_at
+        with nogil:
+            for e in range(n_events):
+                h = eh[e]
+                if h < 0 or h >= n_hops or not kp[h]:
+                    continue
+                k = ek[e]
+                if 0 <= k < sk.shape[0] and sk[k]:
+                    continue
+                if not ev_key(k, ea[e], eb[e], ec[e], &k0, &k1):
+                    err, bad = 1, e
+                    break
+                s = ht_put(&self.ev, k0, k1, &created)
+                if s == NULL:
+                    err = 2
+                    break
+                if created:
+                    s.v0 = self.n_event_ids
+                    self.n_event_ids += 1
+                    nev[n_new_ev] = e
+                    n_new_ev += 1
+                eid = s.v0
+                s = ht_put(&self.tr, <uint64_t>cu[h], <uint64_t>eid, &created)
+                if s == NULL:
+                    err = 2
+                    break
+                if created:
+                    if self.n_comment_ids >= 0x7FFFFFFF:
+                        err = 3
+                        break
+                    s.v0 = self.n_comment_ids
+                    self.n_comment_ids += 1
+                    ncm[2 * n_new_cm] = cu[h]
+                    ncm[2 * n_new_cm + 1] = eid
+                    n_new_cm += 1
+                cu[h] = <int32_t>s.v0
+        if err == 1:
+            raise ValueError(f"assign: event {bad} ({ek[bad]}, {ea[bad]}, {eb[bad]}, "
+                             f"{ec[bad]}) has a value outside (-2**32, 2**32)")
+        if err == 2:
+            raise MemoryError()
+        if err == 3:
+            raise OverflowError("assign: more than 2**31 distinct comments")
+        new_events = [(ek[e], ea[e], eb[e], ec[e]) for e in nev[:n_new_ev]]
+        new_comments = [(ncm[2 * e], ncm[2 * e + 1]) for e in range(n_new_cm)]
         return new_events, new_comments
 
 
@@ -4182,7 +4205,7 @@ cdef inline void le32(uint8_t* p, uint32_t v) noexcept nogil:
 
 def encode_hops(hop_frame, hop_iface, hop_dir, hop_off, hop_len, Py_ssize_t n, keep,
                 file_if, frame_ts, hop_cid, comment_bytes, comment_start, comment_size,
-                arena):
+                arena, space=None):
     """Enhanced packet blocks of the kept hops; see ``kemu.io.hops.encode_hops``."""
     cdef const int32_t[::1] hf = hop_frame
     cdef const int32_t[::1] hi = hop_iface
@@ -4236,10 +4259,19 @@ def encode_hops(hop_frame, hop_iface, hop_dir, hop_off, hop_len, Py_ssize_t n, k
         raise ValueError(f"encode_hops: hop {h}: " + (
             f"frame {fr} out of range or order", f"interface {i} has no file interface",
             "bytes outside the arena", f"comment {c} unknown", "negative time stamp")[err - 1])
-    out = np.empty(total, np.uint8)
-    cdef uint8_t[::1] o = out
     if total == 0:
-        return out, 0
+        return np.zeros(0, np.uint8), 0
+    if space is None:
+        out = np.empty(total, np.uint8)
+    else:   # where the writer wants the bytes (``PcapngWriter.write_later``): no copy after
+        out = space(total)
+        if (not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.ndim != 1
+                or out.shape[0] < total or not out.flags.writeable
+                or not out.flags.c_contiguous):
+            raise ValueError(f"encode_hops: space({total}) must give a writable contiguous "
+                             f"uint8 array of {total} bytes or more")
+        out = out[:total]
+    cdef uint8_t[::1] o = out
     p = &o[0]
     with nogil:
         for h in range(n):
@@ -4356,6 +4388,67 @@ cdef inline int64_t sorted_find(const int64_t* keys, int64_t n, int64_t k) noexc
         else:
             hi = mid
     return lo if lo < n and keys[lo] == k else -1
+
+
+def count_fates(oc_frame, oc_kind, oc_reason, Py_ssize_t n_outcomes, Py_ssize_t n, noise,
+                ev_frame, ev_kind, Py_ssize_t n_events, translating):
+    """Fates of a batch's frames; see ``kemu.frontend.replay.count_fates``."""
+    cdef const int32_t[::1] fr = oc_frame
+    cdef const uint8_t[::1] kind = oc_kind
+    cdef const int16_t[::1] reason = oc_reason
+    cdef const uint8_t[::1] nz = noise.view(np.uint8)
+    cdef const int32_t[::1] ef = ev_frame
+    cdef const int16_t[::1] ek = ev_kind
+    cdef const uint8_t[::1] tr = translating.view(np.uint8)
+    cdef Py_ssize_t i, f, n_drops = 0
+    cdef int64_t delivered = 0, left = 0, fated = 0, translated = 0
+    if (n_outcomes < 0 or n_outcomes > min(fr.shape[0], kind.shape[0], reason.shape[0])
+            or n_events < 0 or n_events > min(ef.shape[0], ek.shape[0])):
+        raise ValueError("count_fates: counts beyond the arrays")
+    if nz.shape[0] < 1 << 16 or tr.shape[0] < 1 << 16:
+        raise ValueError("count_fates: noise and translating need 65536 entries")
+    for i in range(n_outcomes):
+        if fr[i] < 0 or fr[i] >= n:
+            raise ValueError(f"count_fates: a frame index outside 0..{n - 1}")
+    for i in range(n_events):
+        if ef[i] < 0 or ef[i] >= n:
+            raise ValueError(f"count_fates: a frame index outside 0..{n - 1}")
+    # per frame: 1 delivered, 2 left, 4 its drop counted, 8 translated
+    state = np.zeros(max(1, n), np.uint8)
+    ended = np.empty(max(1, n), np.int64)   # per frame: the outcome that ended it (flag 4)
+    dropped = np.empty(max(1, n), np.int64)   # the frames ended by a drop, in order
+    cdef uint8_t[::1] st = state
+    cdef int64_t[::1] en = ended
+    cdef int64_t[::1] dl = dropped
+    with nogil:
+        for i in range(n_outcomes):
+            if kind[i] == OUT_DELIVERED:
+                st[fr[i]] |= 1
+            elif kind[i] == OUT_LEFT:
+                st[fr[i]] |= 2
+        for i in range(n_outcomes):
+            f = fr[i]
+            if st[f] & 7:
+                continue
+            if (kind[i] == OUT_DROPPED and not nz[<uint16_t>reason[i]]) or kind[i] == OUT_NEIGH:
+                st[f] |= 4
+                en[f] = i
+        for i in range(n_events):
+            if tr[<uint16_t>ek[i]] and not st[ef[i]] & 8:
+                st[ef[i]] |= 8
+                translated += 1
+        for f in range(n):
+            if st[f] & 1:
+                delivered += 1
+            elif st[f] & 2:
+                left += 1
+            if st[f] & 3:
+                fated += 1
+            elif st[f] & 4:
+                dl[n_drops] = en[f]
+                n_drops += 1
+    drops = [(reason[dl[j]], kind[dl[j]] == OUT_NEIGH) for j in range(n_drops)]
+    return delivered, left, n - fated - n_drops, translated, drops
 
 
 def place_frames(buf, offsets, lengths, own_ip, own_if, own_if_l2, mac_keys, mac_ifs,

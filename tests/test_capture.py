@@ -11,6 +11,8 @@ import os
 import shutil
 import struct
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Loopback
 from scapy.utils import RawPcapReader, wrpcap, wrpcapng
 
 from kemu.errors import CaptureError
+from kemu.io.ahead import ahead
 from kemu.io.capture import (
     MAX_SNAPLEN,
     SUPPORTED_LINKTYPES,
@@ -647,11 +650,12 @@ def concat(chunks: list[Capture]) -> dict[str, list]:
     return out
 
 
-@pytest.mark.parametrize("reuse", [False, True])
+@pytest.mark.parametrize(("reuse", "read_ahead"), [(False, False), (True, False),
+                                                   (False, True), (True, True)])
 @pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
 @pytest.mark.parametrize("chunk_frames", [1, 7, 100, 262144])
-def test_iter_capture_concatenates_to_read_capture(tmp_path: Path, fmt: str,
-                                                   chunk_frames: int, reuse: bool) -> None:
+def test_iter_capture_concatenates_to_read_capture(tmp_path: Path, fmt: str, chunk_frames: int,
+                                                   reuse: bool, read_ahead: bool) -> None:
     frames = [udp(i, (i * 37) % 900) for i in range(600)]  # ~330 kB: several 64 kB windows
     if fmt == "pcap":
         records = [(10**9 + i * 1000, f) for i, f in enumerate(frames)]
@@ -665,23 +669,62 @@ def test_iter_capture_concatenates_to_read_capture(tmp_path: Path, fmt: str,
     path = write(tmp_path, f"big.{fmt}", data[:-7])  # and a truncated last record
     whole = read_capture(path)
     want = concat([whole])
-    if reuse:  # one buffer for every window: each chunk is read before the next is asked for
-        parts, bases = [], set()
-        for c in iter_capture(path, chunk_frames, chunk_bytes=1 << 16, reuse_buffer=True):
+    if reuse:  # windows read into the same memory (three in turn when read ahead, as replay
+        parts, bases = [], set()   # does): each chunk is read before the next is taken
+        chunks = iter_capture(path, chunk_frames, chunk_bytes=1 << 16,
+                              reuse_buffer=3 if read_ahead else True)
+        for c in ahead(chunks, "kemu capture reader") if read_ahead else chunks:
             assert len(c) <= chunk_frames and len(c.buf) <= max(1 << 16, 2000)
+            if read_ahead:
+                time.sleep(0.001)  # the reader goes on meanwhile: it must not touch c.buf
             parts.append(concat([c]))
             if len(c.buf):
                 bases.add(c.buf.__array_interface__["data"][0])
         got = {k: [x for p in parts for x in p[k]] for k in want}
-        assert len(bases) == 1  # several windows (330 kB in 64 kB ones), one memory
+        assert len(bases) == (3 if read_ahead else 1)  # several windows (330 kB, 64 kB each)
         assert got == want
         return
-    chunks = list(iter_capture(path, chunk_frames, chunk_bytes=1 << 16))
+    chunks = iter_capture(path, chunk_frames, chunk_bytes=1 << 16)
+    chunks = list(ahead(chunks) if read_ahead else chunks)
     assert all(len(c) <= chunk_frames for c in chunks)
     assert all(len(c.buf) <= max(1 << 16, 2000) for c in chunks)
     got = concat(chunks)
     assert got == want
     assert whole.damaged and whole.damaged[-1].reason == "truncated record"
+
+
+def _readers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "kemu capture reader"]
+
+
+def test_read_ahead_raises_where_reading_in_turn_does(tmp_path: Path) -> None:
+    """An error met by the reader thread reaches the caller after the chunks before it, as
+    the same error reading in turn; leaving the loop early stops the reader."""
+    path = write(tmp_path, "wifi.pcapng", shb() + idb(linktype=105)
+                 + epb("<", 0, 0, b"\x08\x00" + b"\0" * 22))
+    with pytest.raises(CaptureError, match="no interface"):
+        list(iter_capture(path))
+    with pytest.raises(CaptureError, match="no interface"):
+        list(ahead(iter_capture(path), "kemu capture reader"))
+    assert not _readers()
+    frames = [udp(i, i) for i in range(400)]
+    path = write(tmp_path, "many.pcap", pcap_file([(10**9 + i, f) for i, f in enumerate(frames)]))
+    cut = path.read_bytes()[:-30]  # the last record cut short: damage after 39 full chunks
+    short = write(tmp_path, "short.pcap", cut)
+    seen = [len(c) for c in ahead(iter_capture(short, 10, chunk_bytes=1 << 16),
+                                  "kemu capture reader")]
+    assert seen == [len(c) for c in iter_capture(short, 10, chunk_bytes=1 << 16)]
+    for stop_after in (1, 2):
+        it = ahead(iter_capture(path, 10, chunk_bytes=1 << 16, reuse_buffer=3),
+                   "kemu capture reader")
+        for k, c in enumerate(it):
+            assert len(c) == 10
+            if k + 1 == stop_after:
+                break
+        it.close()  # type: ignore[attr-defined]
+        assert not _readers()
+    with pytest.raises(ValueError, match="reuse_buffer"):
+        iter_capture(path, reuse_buffer=0)
 
 
 # -- robustness ---------------------------------------------------------------------------------

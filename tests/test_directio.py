@@ -52,6 +52,43 @@ def test_sizes_at_and_around_the_buffer(tmp_path, size):
         f.write(b"x")
 
 
+def _staged(f: DirectFile, a: np.ndarray) -> bool:
+    return any(np.shares_memory(a, np.frombuffer(b, np.uint8)) for b in f._bufs)
+
+
+@pytest.mark.parametrize("direct", [True, False])
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_bytes_laid_out_in_space_are_written_in_place(tmp_path, direct, seed):
+    """space(n) then write of its first k bytes, mixed with plain writes, sizes across the
+    chunk, the slack and beyond a whole buffer: the file holds exactly those bytes, and those
+    that fit were made in the staging buffer itself (no copy)."""
+    rng = random.Random(seed)
+    path = tmp_path / "out.bin"
+    want = []
+    slack = 2 * 4096
+    with DirectFile(str(path), direct=direct, chunk=CHUNK, slack=slack) as f:
+        for _ in range(120):
+            if rng.random() < 0.3:
+                p = rng.randbytes(rng.randrange(0, 2 * CHUNK))
+                f.write(p)
+                want.append(p)
+                continue
+            n = rng.choice([0, 1, 4095, 4096, slack, slack + 1, CHUNK + slack, CHUNK + slack + 1,
+                            rng.randrange(0, CHUNK + 2 * slack)])
+            room = f.space(n)
+            assert len(room) == n and room.dtype == np.uint8
+            if 0 < n <= CHUNK + slack - 4095:  # room for it after at most 4095 carried bytes
+                assert _staged(f, room)
+            elif n > CHUNK + slack:
+                assert not _staged(f, room)
+            k = rng.randrange(0, n + 1)
+            data = rng.randbytes(k)
+            room[:k] = np.frombuffer(data, np.uint8)
+            f.write(room[:k])
+            want.append(data)
+    assert path.read_bytes() == b"".join(want)
+
+
 def test_discard_writes_nothing_more(tmp_path):
     path = tmp_path / "out.bin"
     f = DirectFile(str(path), chunk=CHUNK)
@@ -115,8 +152,10 @@ def test_other_errors_are_not_swallowed(tmp_path, monkeypatch):
 
 
 def test_bad_chunk_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="multiple of 4096"):
+    with pytest.raises(ValueError, match="multiples of 4096"):
         DirectFile(str(tmp_path / "x"), chunk=1000)
+    with pytest.raises(ValueError, match="multiples of 4096"):
+        DirectFile(str(tmp_path / "x"), slack=100)
     with pytest.raises(ValueError, match="buffers"):
         DirectFile(str(tmp_path / "x"), buffers=1)
 

@@ -786,6 +786,27 @@ def test_equivalence_with_flow_prefetch(mode: str, record: bool) -> None:
         _fastpath._set_track_ifaces(old)
 
 
+@pytest.mark.parametrize("mode", ["host-gw", "vxlan"])
+@pytest.mark.parametrize("record", [True, False])
+@pytest.mark.parametrize("track", [True, False])
+def test_reset_then_the_conversation_again(mode: str, record: bool, track: bool) -> None:
+    """``reset`` keeps the conntrack entry pool's memory and hands its entries out again: the
+    same conversation after a reset gives what the reference gives after its reset, round
+    after round (entries recycled, their prefetch records and incarnations reused)."""
+    old = _fastpath._set_track_ifaces(0 if track else 4096)
+    try:
+        t = compile_cluster(scenario_cluster(mode))
+        rows = conversation(t)
+        pair = Pair(t, 7, True, 32, 1024, record)
+        for _round in range(3):
+            for k in range(0, len(rows), 89):
+                pair.batch(Batch.of(rows[k: k + 89]))
+            assert pair.fast.state()["conntrack"]
+            pair.both("reset")
+    finally:
+        _fastpath._set_track_ifaces(old)
+
+
 def test_floods_from_every_interface() -> None:
     """Broadcast, unknown unicast and the interface's own MAC, sent and received at every
     interface (VXLAN mode: VTEPs encapsulate towards their own MAC too)."""

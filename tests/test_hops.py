@@ -149,6 +149,31 @@ def test_blocks_equal_write_packet_hop_by_hop(tmp_path: Path, impl, seed: int) -
     assert (tmp_path / "a.pcapng").read_bytes() == (tmp_path / "b.pcapng").read_bytes()
 
 
+def test_blocks_laid_out_in_given_space(tmp_path: Path, impl) -> None:  # noqa: ANN001
+    """``space``: the same bytes, in the memory the caller gave (a writer's staging buffer),
+    and a space that cannot hold them is refused."""
+    rng = np.random.default_rng(11)
+    b = hop_batch(rng, 200, 30)
+    n = len(b["hop_frame"])
+    b["keep"][b["hop_iface"] == 2] = 0
+    cid = rng.integers(0, len(COMMENTS) + 1, n).astype(np.int32)
+    w = writer_with(tmp_path / "a.pcapng", COMMENTS)
+    args = (b["hop_frame"], b["hop_iface"], b["hop_dir"], b["hop_off"], b["hop_len"], n,
+            b["keep"], FILE_IF, b["frame_ts"], cid, *w.comment_options(), b["arena"])
+    want, count = impl.encode_hops(*args)
+    room = np.full(len(want) + 100, 0xEE, np.uint8)
+    asked = []
+    got, count2 = impl.encode_hops(*args, lambda k: asked.append(k) or room)
+    assert asked == [len(want)] and count2 == count
+    assert np.shares_memory(got, room) and got.tobytes() == want.tobytes()
+    assert (room[len(want):] == 0xEE).all()  # nothing written past the blocks
+    for bad in (np.zeros(len(want) - 1, np.uint8), np.zeros(len(want), np.int32),
+                np.zeros(2 * len(want), np.uint8)[::2], np.frombuffer(bytes(len(want)), np.uint8)):
+        with pytest.raises(ValueError, match="space"):
+            impl.encode_hops(*args, lambda k, bad=bad: bad)
+    w.abort()
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda b: b["hop_frame"].__setitem__(3, 99), "hop 3: frame 99 out of range or order"),
     (lambda b: b["hop_frame"].__setitem__(4, 0), "hop 4: frame 0 out of range or order"),

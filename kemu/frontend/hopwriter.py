@@ -22,7 +22,7 @@ from kemu.dataplane.describe import event_text
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
 from kemu.io import hops
-from kemu.io.pcapng import PcapngWriter
+from kemu.io.pcapng import PcapngWriter, Space
 
 POINTS = ("all", "pods", "drops")
 _QUIET = (C.EV_TTL, C.EV_FIXL2)  # events that get no words of their own
@@ -42,6 +42,7 @@ class HopWriter:
         self.event_texts: list[str] = []
         self.comment_texts: list[str] = [""]
         self.writer_cid = np.zeros(1, np.int32)  # comment id -> the writer's comment id
+        self._options: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.skip = np.zeros(64, np.uint8)
         self.skip[list(_QUIET)] = 1
         self.file_if = (np.cumsum(t.if_kind != C.IF_NODE_LOCAL) - 1).astype(np.int32)
@@ -87,7 +88,7 @@ class HopWriter:
             return 0
         ts = np.ascontiguousarray(frame_ts, np.int64)
 
-        def job() -> np.ndarray:
+        def job(space: Space) -> np.ndarray:
             try:
                 if first is not None:
                     first()
@@ -99,8 +100,8 @@ class HopWriter:
                     self._name(new_events, new_comments)
                 return self.impl.encode_hops(
                     res.hop_frame, res.hop_iface, res.hop_dir, res.hop_off, res.hop_len, n,
-                    keep, self.file_if, ts, self.writer_cid[cur],
-                    *self.writer.comment_options(), res.arena)[0]
+                    keep, self.file_if, ts, cur, *self._comment_options(), res.arena,
+                    space)[0]
             finally:
                 if encoded is not None:
                     encoded.set()
@@ -108,6 +109,14 @@ class HopWriter:
         self.writer.write_later(job, count)
         self.hops_written += count
         return count
+
+    def _comment_options(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The writer's encoded comment options indexed by this writer's comment ids (the
+        hops' own ids then need no translation, hop by hop)."""
+        if self._options is None:
+            data, first, size = self.writer.comment_options()
+            self._options = (data, first[self.writer_cid], size[self.writer_cid])
+        return self._options
 
     def _name(self, new_events: list, new_comments: list) -> None:
         """Texts of newly seen decisions and lists of decisions."""
@@ -121,3 +130,4 @@ class HopWriter:
             self.comment_texts.append(text)
             ids.append(self.writer.comment_id(text))
         self.writer_cid = np.concatenate([self.writer_cid, np.array(ids, np.int32)])
+        self._options = None

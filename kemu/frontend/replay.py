@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -36,6 +36,7 @@ from kemu.errors import KemuError, TopologyError
 from kemu.frontend.api import EmulatedCluster
 from kemu.frontend.engine import Batch
 from kemu.frontend.hopwriter import HopWriter
+from kemu.io.ahead import ahead
 from kemu.io.capture import Capture, iter_capture
 from kemu.io.flowlog import EndpointInfo, FlowLog
 from kemu.io.hops import implementations
@@ -43,6 +44,7 @@ from kemu.io.linktypes import to_ethernet
 from kemu.io.pcapng import PcapngWriter
 
 BATCH = 4096
+Placement = tuple[np.ndarray, np.ndarray, np.ndarray]  # per frame: interface, mode, why not
 
 
 @dataclass
@@ -250,11 +252,9 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
             encoded.set()
         done = turn = 0
         for _loop in range(max(1, opts.loop)):
-            for chunk in iter_capture(capture, reuse_buffer=True):  # done with each in turn
-                for d in chunk.damaged:
-                    summary.damaged[d.reason] += 1
-                cap = to_ethernet(chunk)
-                for d in cap.damaged[len(chunk.damaged):]:
+            # the next chunk read, indexed and placed on a thread of its own meanwhile
+            for cap, placed in ahead(_placed_chunks(capture, placer), "kemu capture reader"):
+                for d in cap.damaged:
                     summary.damaged[d.reason] += 1
                 n = len(cap)
                 if opts.limit:
@@ -265,7 +265,7 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
                     turn = (turn + 1) % len(slots)
                     encoded.wait()
                     encoded.clear()
-                    _run_batch(emu, cap, lo, hi, placer, res, hop_writer, flowlog, summary,
+                    _run_batch(emu, cap, lo, hi, placed, res, hop_writer, flowlog, summary,
                                opts, encoded)
                     done += hi - lo
                     if progress is not None:
@@ -315,26 +315,37 @@ def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:
     return w
 
 
-def _run_batch(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placer: Placer,
+def _placed_chunks(capture: str | os.PathLike[str], placer: Placer
+                   ) -> Iterator[tuple[Capture, Placement]]:
+    """The capture as Ethernet chunks with each frame's placement (the reader thread's work).
+    Windows rotate through three memories: the chunk being replayed, one waiting, one being
+    made (``kemu.io.ahead``); replay is done with a chunk's bytes when it takes the next."""
+    for chunk in iter_capture(capture, chunk_bytes=32 << 20, reuse_buffer=3):
+        cap = to_ethernet(chunk)  # (its damage: the chunk's and the conversion's)
+        yield cap, placer.place(cap.buf, cap.offsets, cap.lengths)
+
+
+def _run_batch(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placed: Placement,
                res: Results, writer: HopWriter | None, flowlog: FlowLog | None,
                summary: ReplaySummary, opts: ReplayOptions, encoded: threading.Event) -> None:
-    """One batch: place, run, count, write; ``encoded`` is set once ``res`` is free again."""
+    """One batch: run, count, write; ``encoded`` is set once ``res`` is free again."""
     handed = False  # whether the writer took res (it sets ``encoded`` then)
     try:
-        handed = _run_batch_in(emu, cap, lo, hi, placer, res, writer, flowlog, summary, opts,
+        handed = _run_batch_in(emu, cap, lo, hi, placed, res, writer, flowlog, summary, opts,
                                encoded)
     finally:
         if not handed:
             encoded.set()
 
 
-def _run_batch_in(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placer: Placer,
+def _run_batch_in(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placed: Placement,
                   res: Results, writer: HopWriter | None, flowlog: FlowLog | None,
                   summary: ReplaySummary, opts: ReplayOptions, encoded: threading.Event
                   ) -> bool:
     offs = cap.offsets[lo:hi]
     lens = cap.lengths[lo:hi]
-    iface, mode, why = placer.place(cap.buf, offs, lens)
+    iface, mode, why = (a[lo:hi] for a in placed)
+    fates = _placers()[emu.backend]  # count_fates of the backend
     summary.packets += hi - lo
     summary.bytes += int(lens.sum())
     k = int(np.count_nonzero(iface >= 0))
@@ -356,9 +367,9 @@ def _run_batch_in(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placer: 
         # the fates are counted there too, before the blocks are made (the summary's counts
         # are read once the writer is closed)
         summary.hops_written += writer.write(res, batch.ts_ns, encoded,
-                                             first=lambda: _count(res, k, summary))
+                                             first=lambda: _count(res, k, summary, fates))
     else:
-        _count(res, k, summary)
+        _count(res, k, summary, fates)
     if flowlog is not None:
         flowlog.write_batch(res, batch.ts_ns, cap.frame_numbers[lo:hi][sel])
     if opts.respond:
@@ -372,33 +383,55 @@ _TRANSLATING = np.zeros(1 << 16, bool)  # events that rewrite addresses
 _TRANSLATING[[C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT, C.EV_CT_REUSE]] = True
 
 
-def _count(res: Results, n: int, summary: ReplaySummary) -> None:
-    """Fates of a batch's frames: delivered, left, or the first drop that ended them."""
-    k = res.n_outcomes
-    fr, kind, reason = res.oc_frame[:k], res.oc_kind[:k], res.oc_reason[:k]
+def _count(res: Results, n: int, summary: ReplaySummary, impl: ModuleType) -> None:
+    """Fates of a batch's frames into the summary (``count_fates`` of ``impl``)."""
+    delivered, left, ignored, translated, drops = impl.count_fates(
+        res.oc_frame, res.oc_kind, res.oc_reason, res.n_outcomes, n, _NOISE,
+        res.ev_frame, res.ev_kind, res.n_events if res.record else 0, _TRANSLATING)
+    summary.delivered += delivered
+    summary.left += left
+    for (r, neigh), count in Counter(drops).items():
+        summary.dropped["neighbour unresolved" if neigh else drop_text(r)] += count
+    if ignored:
+        summary.dropped["ignored by every receiver"] += ignored
+    summary.translated += translated
+
+
+def count_fates(oc_frame: np.ndarray, oc_kind: np.ndarray, oc_reason: np.ndarray,
+                n_outcomes: int, n: int, noise: np.ndarray, ev_frame: np.ndarray,
+                ev_kind: np.ndarray, n_events: int, translating: np.ndarray
+                ) -> tuple[int, int, int, int, list[tuple[int, bool]]]:
+    """Fates of frames ``0..n-1`` from their outcomes (``kemu._fastpath`` has the compiled
+    twin): (delivered, left and not delivered, ignored by every receiver, translated, the
+    drop that ended each other frame as (reason, neighbour unresolved), in frame order).
+
+    A frame's fate: delivered if any copy was; else left the cluster if any copy did; else
+    its first drop (in outcome order) that is not noise (``noise[reason]``: drops that end a
+    copy but are no drop), or a copy stuck on an unresolved neighbour; else ignored. It was
+    translated when one of its events is of a kind marked in ``translating``."""
+    if not 0 <= n_outcomes <= min(len(oc_frame), len(oc_kind), len(oc_reason)) or not (
+            0 <= n_events <= min(len(ev_frame), len(ev_kind))):
+        raise ValueError("count_fates: counts beyond the arrays")
+    fr, kind, reason = oc_frame[:n_outcomes], oc_kind[:n_outcomes], oc_reason[:n_outcomes]
+    if len(fr) and (int(fr.min()) < 0 or int(fr.max()) >= n) or n_events and (
+            int(ev_frame[:n_events].min()) < 0 or int(ev_frame[:n_events].max()) >= n):
+        raise ValueError(f"count_fates: a frame index outside 0..{n - 1}")
     delivered = np.zeros(n, bool)
     delivered[fr[kind == C.OUT_DELIVERED]] = True
     left = np.zeros(n, bool)
     left[fr[kind == C.OUT_LEFT]] = True
-    summary.delivered += int(np.count_nonzero(delivered))
-    summary.left += int(np.count_nonzero(left & ~delivered))
     fate = delivered | left
-    drops = np.flatnonzero((kind == C.OUT_DROPPED) & ~_NOISE[reason.view(np.uint16)]
+    drops = np.flatnonzero((kind == C.OUT_DROPPED) & ~noise[reason.view(np.uint16)]
                            | (kind == C.OUT_NEIGH))
     drops = drops[~fate[fr[drops]]]
     frames, first = np.unique(fr[drops], return_index=True)  # each frame's first drop
-    for (r, neigh), count in Counter(zip(reason[drops[first]].tolist(),
-                                         (kind[drops[first]] == C.OUT_NEIGH).tolist(),
-                                         strict=True)).items():
-        summary.dropped["neighbour unresolved" if neigh else drop_text(r)] += count
-    ignored = n - int(np.count_nonzero(fate)) - len(frames)
-    if ignored:
-        summary.dropped["ignored by every receiver"] += ignored
-    if res.record:
-        m = res.n_events
-        translated = np.zeros(n, bool)
-        translated[res.ev_frame[:m][_TRANSLATING[res.ev_kind[:m].view(np.uint16)]]] = True
-        summary.translated += int(np.count_nonzero(translated))
+    ended = drops[first]
+    translated = np.zeros(n, bool)
+    translated[ev_frame[:n_events][translating[ev_kind[:n_events].view(np.uint16)]]] = True
+    return (int(np.count_nonzero(delivered)), int(np.count_nonzero(left & ~delivered)),
+            n - int(np.count_nonzero(fate)) - len(frames), int(np.count_nonzero(translated)),
+            list(zip(reason[ended].tolist(), (kind[ended] == C.OUT_NEIGH).tolist(),
+                     strict=True)))
 
 
 def _respond(emu: EmulatedCluster, res: Results, batch: Batch, writer: HopWriter | None,

@@ -254,14 +254,15 @@ class _Parser:
     the whole file; :func:`iter_capture` bounded ones.
     """
 
-    def __init__(self, path: str, f: BinaryIO, size: int, reuse: bool = False) -> None:
+    def __init__(self, path: str, f: BinaryIO, size: int, reuse: int = 0) -> None:
         self.path, self.f, self.size = path, f, size
         self.pos = 0  # absolute offset of the next record or block to index
         self.frames = 0  # packet records met so far, kept or not
         self.done = False
         self.arr = np.zeros(0, dtype=np.uint8)  # the window of the file indexed now
-        self.reuse = reuse  # windows read into one buffer (iter_capture's reuse_buffer)
-        self.spare: np.ndarray | None = None
+        # windows read into these memories in turn (iter_capture's reuse_buffer), if any
+        self.spares: list[np.ndarray | None] = [None] * reuse
+        self.turn = 0
         self.win = memoryview(self.arr)  # the same bytes, for struct
         self.base = 0  # absolute offset of win[0]
         self.positions = array("q")  # per chunk: where each packet record starts, in win
@@ -297,12 +298,15 @@ class _Parser:
 
     def _load_window(self, start: int, n: int) -> None:
         n = max(0, min(n, self.size - start))
-        if self.spare is not None and len(self.spare) >= n:
-            arr = self.spare[:n]  # its pages are there already (new ones cost, on a VM more)
+        k = self.turn % len(self.spares) if self.spares else -1
+        self.turn += 1
+        spare = self.spares[k] if k >= 0 else None
+        if spare is not None and len(spare) >= n:
+            arr = spare[:n]  # its pages are there already (new ones cost, on a VM more)
         else:
             arr = np.empty(n, dtype=np.uint8)
-            if self.reuse:
-                self.spare = arr
+            if k >= 0:
+                self.spares[k] = arr
         self.f.seek(start)
         got = self.f.readinto(memoryview(arr))
         if got != n:
@@ -771,7 +775,7 @@ def read_capture(path: str | os.PathLike[str]) -> Capture:
 
 def iter_capture(path: str | os.PathLike[str], chunk_frames: int = 262144, *,
                  chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
-                 reuse_buffer: bool = False) -> Iterator[Capture]:
+                 reuse_buffer: bool | int = False) -> Iterator[Capture]:
     """Index the capture at ``path`` chunk by chunk, for captures too large for memory.
 
     Each chunk holds at most ``chunk_frames`` frames and its ``buf`` is a window of the file of
@@ -779,17 +783,26 @@ def iter_capture(path: str | os.PathLike[str], chunk_frames: int = 262144, *,
     across chunks; damage is reported with the chunk that met it (a chunk may hold no frame
     but only damage). Concatenating the chunks gives :func:`read_capture`'s result.
 
-    With ``reuse_buffer`` every window is read into the same memory: a chunk's ``buf`` holds
-    its frames only until the next chunk is asked for (for a consumer done with each chunk
-    before the next, as replay is).
+    With ``reuse_buffer`` windows are read into the same memory again and again: a chunk's
+    ``buf`` holds its frames only until the next chunk is asked for (for a consumer done with
+    each chunk before the next, as replay is). A number ``k`` instead of True: windows rotate
+    through ``k`` memories, and a chunk's ``buf`` holds until the ``k``-th chunk after it is
+    asked for (3 for a consumer one chunk behind a reader thread: see ``kemu.io.ahead``).
     """
     if chunk_frames < 1:
         raise ValueError("chunk_frames must be positive")
+    if reuse_buffer is not False and int(reuse_buffer) < 1:
+        raise ValueError("reuse_buffer: True or a number of buffers >= 1")
+    return _iter_chunks(path, chunk_frames, chunk_bytes, int(reuse_buffer))
+
+
+def _iter_chunks(path: str | os.PathLike[str], chunk_frames: int, chunk_bytes: int,
+                 buffers: int) -> Iterator[Capture]:
     name, f, size = _open(path)
     pending: list[Damage] = []
     with f:
         try:
-            parser = _Parser(name, f, size, reuse_buffer)
+            parser = _Parser(name, f, size, buffers)
             while not parser.done:
                 cap = parser.chunk(chunk_frames, max(chunk_bytes, 1 << 16))
                 if len(cap) == 0:

@@ -10,9 +10,13 @@ direct (``dd``, ``oflag=direct``).
 How: bytes are gathered in a page-aligned staging buffer and written a whole buffer at a time
 (multiples of 4 KiB, from aligned memory: what ``O_DIRECT`` asks); the tail, at :meth:`close`,
 is written after ``O_DIRECT`` is switched off for the descriptor (``fcntl F_SETFL``), so the
-file has exactly the bytes written. Where ``O_DIRECT`` is unknown (not Linux) or refused (some
-file systems refuse the ``open`` or the first ``write``: ``EINVAL``), the same code writes
-through the cache: only the speed differs, never the bytes.
+file has exactly the bytes written. A producer that can lay its bytes out in place asks
+:meth:`DirectFile.space` for the staging memory they will occupy and writes them there: the
+bytes are then copied by nobody (replay's hop blocks, gigabytes, are encoded this way).
+
+Where ``O_DIRECT`` is unknown (not Linux) or refused (some file systems refuse the ``open`` or
+the first ``write``: ``EINVAL``), the same code writes through the cache: only the speed
+differs, never the bytes.
 """
 
 from __future__ import annotations
@@ -38,12 +42,18 @@ class DirectFile:
 
     Full staging buffers go to a thread of their own that writes them (``O_DIRECT`` writes
     return when the device has the bytes) while the caller fills the next one: ``buffers``
-    of ``chunk`` bytes, so that writing overlaps the work that makes the bytes."""
+    buffers, handed over once they hold ``chunk`` bytes, so that writing overlaps the work
+    that makes the bytes. Each has ``slack`` bytes more (``chunk`` by default) for
+    :meth:`space`: a block laid out in place may run past ``chunk``; the buffer then goes with
+    its bytes up to the last whole 4 KiB, and the few after move to the next one."""
 
     def __init__(self, path: str, *, direct: bool = True, chunk: int = 8 << 20,
-                 buffers: int = 3) -> None:
-        if chunk <= 0 or chunk % _ALIGN or buffers < 2:
-            raise ValueError(f"chunk {chunk}: a positive multiple of {_ALIGN}; buffers >= 2")
+                 buffers: int = 3, slack: int | None = None) -> None:
+        slack = chunk if slack is None else slack
+        if chunk <= 0 or chunk % _ALIGN or buffers < 2 or slack < 0 or slack % _ALIGN:
+            raise ValueError(f"chunk {chunk}, slack {slack}: multiples of {_ALIGN}, chunk "
+                             "positive; buffers >= 2")
+        self._chunk = chunk
         base = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
         self.direct = bool(direct and _O_DIRECT)
         fd = -1
@@ -57,13 +67,13 @@ class DirectFile:
         self.fd = fd if fd >= 0 else os.open(path, base, 0o666)
         # anonymous mappings: page-aligned, as O_DIRECT wants; filled through numpy, which
         # copies without holding the GIL
-        self._bufs = [mmap.mmap(-1, chunk) for _ in range(buffers)]
+        self._bufs = [mmap.mmap(-1, chunk + slack) for _ in range(buffers)]
         self._free: queue.Queue[np.ndarray] = queue.Queue()
         for b in self._bufs[1:]:
             self._free.put(np.frombuffer(b, np.uint8))
         self._view = np.frombuffer(self._bufs[0], np.uint8)
         self._fill = 0
-        self._full: queue.Queue[np.ndarray | None] = queue.Queue()
+        self._full: queue.Queue[tuple[np.ndarray, int] | None] = queue.Queue()
         self._error: BaseException | None = None
         self._dropping = False
         self._thread = threading.Thread(target=self._run, name="kemu direct writer",
@@ -72,38 +82,64 @@ class DirectFile:
         self.closed = False
 
     def write(self, data: Any) -> int:
-        """Append ``data`` (any buffer); returns its length in bytes."""
+        """Append ``data`` (any buffer); returns its length in bytes. Bytes already in place
+        (a prefix of what :meth:`space` gave last) are taken where they are."""
         if self.closed:
             raise ValueError("write to a closed DirectFile")
         mv = np.frombuffer(memoryview(data).cast("B"), np.uint8)
-        n, pos, cap = len(mv), 0, len(self._view)
+        n, pos = len(mv), 0
+        if n and n <= len(self._view) - self._fill and (
+                mv.ctypes.data == self._view.ctypes.data + self._fill):
+            self._fill += n  # laid out in place
+            if self._fill >= self._chunk:
+                self._hand_over()
+            return n
         while pos < n:
-            k = min(n - pos, cap - self._fill)
+            k = min(n - pos, self._chunk - self._fill)
             np.copyto(self._view[self._fill:self._fill + k], mv[pos:pos + k])
             self._fill += k
             pos += k
-            if self._fill == cap:
+            if self._fill == self._chunk:
                 self._hand_over()
         return n
 
+    def space(self, n: int) -> np.ndarray:
+        """Writable memory for the next ``n`` bytes of the file: :meth:`write` of the array
+        (or of its first bytes) appends them without copying them. Any other write or
+        ``space`` call first makes it stale. Beyond a buffer's size, a fresh array (that
+        :meth:`write` copies)."""
+        if self.closed:
+            raise ValueError("space of a closed DirectFile")
+        if n > len(self._view) - self._fill and self._fill >= _ALIGN:
+            self._hand_over()  # what is there goes now: room for n in the next buffer
+        if n > len(self._view) - self._fill:
+            return np.empty(n, np.uint8)
+        return self._view[self._fill:self._fill + n]
+
     def _hand_over(self) -> None:
-        """The full buffer to the writing thread; the next free one to fill."""
+        """The buffer's bytes up to the last whole 4 KiB to the writing thread (all of them
+        when it is full); the rest, fewer than 4 KiB, to the start of the next free one."""
         if self._error is not None:
             raise self._error
-        self._full.put(self._view)
+        view, fill = self._view, self._fill
+        whole = fill - fill % _ALIGN
+        self._full.put((view, whole))
         self._view = self._free.get()
-        self._fill = 0
+        self._fill = fill - whole
+        if self._fill:  # the writing thread reads view[:whole] only
+            np.copyto(self._view[:self._fill], view[whole:fill])
         if self._error is not None:
             raise self._error
 
     def _run(self) -> None:
         while True:
-            view = self._full.get()
-            if view is None:
+            item = self._full.get()
+            if item is None:
                 return
+            view, size = item
             try:
                 if self._error is None and not self._dropping:
-                    self._write_all(view)
+                    self._write_all(view[:size])
             except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
                 self._error = e.with_traceback(None)  # (its frames would hold the buffer)
             finally:

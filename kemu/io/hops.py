@@ -19,6 +19,7 @@ same names and the same results (``implementations()`` gives both where both exi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
@@ -84,8 +85,11 @@ def encode_hops(hop_frame: np.ndarray, hop_iface: np.ndarray, hop_dir: np.ndarra
                 hop_off: np.ndarray, hop_len: np.ndarray, n: int, keep: np.ndarray,
                 file_if: np.ndarray, frame_ts: np.ndarray, hop_cid: np.ndarray,
                 comment_bytes: np.ndarray, comment_start: np.ndarray,
-                comment_size: np.ndarray, arena: np.ndarray) -> tuple[np.ndarray, int]:
+                comment_size: np.ndarray, arena: np.ndarray,
+                space: Callable[[int], np.ndarray] | None = None) -> tuple[np.ndarray, int]:
     """The EPBs of hops ``h < n`` with ``keep[h]``, as one uint8 array, and their count.
+    With ``space``, the array is ``space(size)[:size]`` (where a writer wants the bytes, see
+    ``PcapngWriter.write_later``), else a new one.
 
     ``comment_bytes[comment_start[c]:+comment_size[c]]`` is comment ``c``'s encoded option
     (a multiple of 4 bytes; size 0: none). ``hop_frame`` must not decrease; the hops of one
@@ -136,7 +140,22 @@ def encode_hops(hop_frame: np.ndarray, hop_iface: np.ndarray, hop_dir: np.ndarra
     out = encode_epbs(fif, ts + rank, arena, off, length, hop_dir[idx].astype(np.int64),
                       cid, words, np.asarray(comment_start, np.int64) >> 2,
                       np.asarray(comment_size, np.int64) >> 2)
+    if space is not None:
+        into = _checked_space(space, len(out))
+        into[:] = out
+        out = into
     return out, len(idx)
+
+
+def _checked_space(space: Callable[[int], np.ndarray], size: int) -> np.ndarray:
+    """``space(size)``, checked: a writable one-dimensional uint8 array of ``size`` bytes or
+    more; its first ``size``."""
+    got = space(size)
+    if (not isinstance(got, np.ndarray) or got.dtype != np.uint8 or got.ndim != 1
+            or len(got) < size or not got.flags.writeable or not got.flags.c_contiguous):
+        raise ValueError(f"encode_hops: space({size}) must give a writable contiguous uint8 "
+                         f"array of {size} bytes or more")
+    return got[:size]
 
 
 def implementations() -> dict[str, ModuleType]:

@@ -112,12 +112,33 @@ def encode_epbs(iface: np.ndarray, ts_ns: np.ndarray, buf: np.ndarray, offsets: 
     return out
 
 
+class _Scratch:
+    """``space(n)`` for a file that has none of its own: one array, reused (grown when too
+    small), so that blocks encoded batch after batch do not fault in fresh memory each time.
+    What it gave is written (copied out) before it is asked again."""
+
+    def __init__(self) -> None:
+        self.buf = np.zeros(0, np.uint8)
+
+    def __call__(self, n: int) -> np.ndarray:
+        if len(self.buf) < n:
+            self.buf = np.empty(max(n, 2 * len(self.buf)), np.uint8)
+        return self.buf[:n]
+
+
+Space = Callable[[int], np.ndarray]
+"""``space(n)``: writable memory for the next ``n`` bytes of a file (see
+:meth:`PcapngWriter.write_later`)."""
+
+
 class _Drain:
     """A thread that writes queued blocks to the file, so that writing overlaps the work that
     makes the next ones (``write`` releases the GIL). At most ``depth`` blocks wait."""
 
-    def __init__(self, f: BinaryIO | DirectFile, name: str, depth: int = 8) -> None:
+    def __init__(self, f: BinaryIO | DirectFile, name: str, space: Space,
+                 depth: int = 8) -> None:
         self.f = f
+        self.space = space
         self.queue: queue.Queue[Any] = queue.Queue(depth)
         self.error: BaseException | None = None
         self.dropping = False
@@ -132,7 +153,7 @@ class _Drain:
                 return
             try:
                 if callable(data):  # a job that encodes the blocks here (always run: it may
-                    data = data()   # release what its caller waits for)
+                    data = data(self.space)   # release what its caller waits for)
                 if self.error is None and not self.dropping:
                     self.f.write(data)
             except BaseException as e:  # noqa: BLE001 - handed to the writing thread
@@ -188,7 +209,10 @@ class PcapngWriter:
         self._f: BinaryIO | DirectFile = (
             DirectFile(self._tmp) if direct
             else open(self._tmp, "wb", buffering=1 << 20))  # noqa: SIM115
-        self._drain = _Drain(self._f, name) if background else None
+        # where write_later's jobs encode: in the file's staging buffers when it has them
+        self._space: Space = (self._f.space if isinstance(self._f, DirectFile)
+                              else _Scratch())
+        self._drain = _Drain(self._f, name, self._space) if background else None
         self._finalizer = weakref.finalize(self, _discard, self._f, self._tmp, self._drain)
         self._closed = False
         self._snaplens: list[int] = []
@@ -263,12 +287,14 @@ class PcapngWriter:
         self._write(blocks)
         self.packets_written += packets
 
-    def write_later(self, job: Callable[[], np.ndarray | bytes], packets: int) -> None:
-        """Like :meth:`write_blocks` with the blocks that ``job()`` returns, called on the
-        writer's thread when it has one (so that encoding overlaps the caller's work; the
-        job runs even when the file is being dropped), else now."""
+    def write_later(self, job: Callable[[Space], np.ndarray | bytes], packets: int) -> None:
+        """Like :meth:`write_blocks` with the blocks that ``job(space)`` returns, called on
+        the writer's thread when it has one (so that encoding overlaps the caller's work; the
+        job runs even when the file is being dropped), else now. ``space(n)`` is writable
+        memory for ``n`` bytes where the file wants them next: blocks the job encodes there
+        and returns (a prefix of that array) are not copied again."""
         if self._drain is None:
-            self.write_blocks(job(), packets)
+            self.write_blocks(job(self._space), packets)
             return
         self._write(job)  # type: ignore[arg-type]
         self.packets_written += packets
