@@ -320,7 +320,9 @@ def _placed_chunks(capture: str | os.PathLike[str], placer: Placer
     """The capture as Ethernet chunks with each frame's placement (the reader thread's work).
     Windows rotate through three memories: the chunk being replayed, one waiting, one being
     made (``kemu.io.ahead``); replay is done with a chunk's bytes when it takes the next."""
-    for chunk in iter_capture(capture, chunk_bytes=32 << 20, reuse_buffer=3):
+    # 8 MiB windows: the three stay in the last-level cache between the reader's copy and the
+    # datapath's reads (whole replays measured 1.04M frames/s with 32 MiB, 1.15M with 8)
+    for chunk in iter_capture(capture, chunk_bytes=8 << 20, reuse_buffer=3):
         cap = to_ethernet(chunk)  # (its damage: the chunk's and the conversion's)
         yield cap, placer.place(cap.buf, cap.offsets, cap.lengths)
 
