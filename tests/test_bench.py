@@ -298,6 +298,24 @@ def test_kemu_bench_quick_writes_json(tmp_path, capsys):
     assert all({"target", "measured", "goal", "met"} <= set(t) for t in data["targets"])
 
 
+def test_cluster_footprint_reports_rounds_and_huge_pages():
+    """The scale measurement (here on a small cluster): both mixes' rounds alternate, the
+    ratio is that of their medians, and the process's memory in 2 MiB pages is reported."""
+    from kemu.frontend.bench_cmd import cluster_footprint, huge_page_bytes
+
+    got = cluster_footprint(6, 60, 10, 2, "slices")
+    assert got["load_compile_seconds"] >= 0 and got["bytes_per_pod"] > 0
+    if "cython" not in IMPLEMENTATIONS:
+        assert "mix_ratio" not in got
+        return
+    assert [len(v) for v in got["mix_runs"].values()] == [2, 2]
+    pps = {k: float(np.median(v)) for k, v in got["mix_runs"].items()}
+    assert got["mix_ratio"] == pytest.approx(pps["scale"] / pps["three-node"])
+    huge = huge_page_bytes()
+    assert huge is None or huge >= 0
+    assert got["anon_huge_page_bytes"] is None or got["anon_huge_page_bytes"] >= 0
+
+
 # ------------------------------------------------------------------ the kernel peer
 @pytest.mark.kernel
 def test_kernel_peer_delivers_every_frame_and_cleans_up(tables):
