@@ -527,8 +527,9 @@ class Bench:
                             f"{info['output_bytes'] / max(1, n):,.0f} bytes written per frame")
                 self.rows.append(row)
                 _say(f"replay ({where}): {row.median:,.0f} frames/s")
-                # the ceiling there, right after: new files' pages cost what they cost on
-                # this machine (on a VM, the host's too), whoever writes them
+                # the pace of writes there, right after (about a ceiling: replay lays its
+                # blocks out in the staging buffers, this copies them in): new files' pages
+                # cost what they cost on this machine (on a VM, the host's too)
                 size = info["output_bytes"]
                 secs = _write_seconds(os.path.join(folder, f"kemu-bench-{os.getpid()}.bin"),
                                       size)
@@ -538,8 +539,8 @@ class Bench:
                 place = "/dev/shm" if where == "memory" else "same directory"
                 self.rows.append(Row("replay", f"{MIX} capture", "only writing its bytes "
                                      f"({place}, as replay writes)", "frames", n, [n / secs],
-                                     note=f"{size / secs / 1e6:,.0f} MB/s: the ceiling for "
-                                     f"whole-process replay there"))
+                                     note=f"{size / secs / 1e6:,.0f} MB/s: the pace of writes "
+                                     "there right after, the way replay writes"))
                 _say(f"replay ({where}): plain writes of the same bytes {size / secs / 1e6:,.0f}"
                      " MB/s")
             s = summaries[-1]
