@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from kemu.dataplane import codes as C
 from kemu.frontend import replay as R
 
-IMPLS = R._placers()  # noqa: SLF001 - the modules holding the twins of this backend
+IMPLS = R._twins()  # noqa: SLF001 - backend name -> module with count_fates
 NOISE = R._NOISE  # noqa: SLF001
 TRANSLATING = R._TRANSLATING  # noqa: SLF001
 KINDS = [C.OUT_DELIVERED, C.OUT_DROPPED, C.OUT_LEFT, C.OUT_NEIGH]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from kemu.frontend import replay as R
 
-IMPLS = R._placers()  # noqa: SLF001
+IMPLS = R._twins()  # noqa: SLF001
 
 
 def oracle(frames: list[bytes], own: dict[int, tuple[int, int]], macs: dict[int, int],

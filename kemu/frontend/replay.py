@@ -1,7 +1,9 @@
 """Replay a capture through an emulated cluster: kemu's main job.
 
-Frames are read in chunks (no Python object per frame), converted to Ethernet, placed where
-their source lives and pushed through the batch datapath in batches. Placement, in order:
+Frames are read in chunks (no Python object per frame), converted to Ethernet and placed where
+their source lives on a reader thread (``kemu.io.ahead``), then pushed through the batch
+datapath in batches; hop comments and pcapng blocks are made on the writer's thread
+(``kemu.frontend.hopwriter``, ``kemu.io.pcapng``). Placement, in order:
 the pod, external host, gateway or node owning the source IPv4 address (ARP: the sender
 address), else the interface owning the source MAC; frames with neither are counted by reason
 (or, with ``unknown_at_gateway``, enter from the gateway). A placed frame is transmitted by its
@@ -229,7 +231,7 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
         except KeyError:
             raise TopologyError(f"--inject-at: no interface {opts.inject_at!r}; interfaces are "
                                 f"named like {t.if_name[0]!r}, 'ns/pod/eth0'") from None
-    placer = Placer(t, inject_at, opts.unknown_at_gateway, _placers()[emu.backend])
+    placer = Placer(t, inject_at, opts.unknown_at_gateway, _twins()[emu.backend])
     summary = ReplaySummary()
     writer = _open_writer(out, t) if out is not None else None
     hop_writer = HopWriter(writer, t, opts.capture_points, implementations()[emu.backend]) \
@@ -292,8 +294,9 @@ def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathL
     return summary
 
 
-def _placers() -> dict[str, ModuleType]:
-    """Backend name -> module with ``place_frames`` (this one: "python")."""
+def _twins() -> dict[str, ModuleType]:
+    """Backend name -> module with ``place_frames`` and ``count_fates`` (this one:
+    "python")."""
     from kemu._backend import twins
 
     return twins(__name__)
@@ -347,7 +350,7 @@ def _run_batch_in(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placed: 
     offs = cap.offsets[lo:hi]
     lens = cap.lengths[lo:hi]
     iface, mode, why = (a[lo:hi] for a in placed)
-    fates = _placers()[emu.backend]  # count_fates of the backend
+    fates = _twins()[emu.backend]  # its count_fates
     summary.packets += hi - lo
     summary.bytes += int(lens.sum())
     k = int(np.count_nonzero(iface >= 0))
