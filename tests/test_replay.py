@@ -264,3 +264,46 @@ def test_replay_stopped_midway_leaves_nothing_behind(tmp_path: Path, backend: st
 
 def _raise(*args: object) -> None:
     raise ValueError("encode_hops: hop 0: comment 7 unknown")
+
+
+def test_reader_thread_and_window_rotation_change_nothing(tmp_path: Path, backend: str,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Replay reads the next chunk on a reader thread into windows rotating through three
+    memories. With chunks of 50 frames in 64 KiB windows (the example's frames 300 times over:
+    many windows, each reused while replay works on the others), the pcapng and flow log
+    are those of reading chunk after chunk on the main thread, and of the default sizes."""
+    import kemu
+    from kemu.frontend import replay as R
+    from kemu.io import capture as K
+    from kemu.io.capture import read_capture
+
+    src = read_capture(CAPTURE)
+    big = tmp_path / "big.pcap"
+    with big.open("wb") as f:  # the example 300 times, 0.1 s apart each time
+        f.write(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000"))
+        for k in range(300):
+            for i in range(len(src.offsets)):
+                o, n = int(src.offsets[i]), int(src.lengths[i])
+                ts = int(src.ts_ns[i]) // 1000 + k * 100_000
+                f.write(np.array([ts // 10**6, ts % 10**6, n, n], "<u4").tobytes())
+                f.write(src.buf[o:o + n].tobytes())
+    real_iter = K.iter_capture
+
+    def small(path, *args, reuse_buffer=False, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        return real_iter(path, 50, chunk_bytes=1 << 16, reuse_buffer=reuse_buffer)
+
+    def outputs(name: str) -> tuple[bytes, bytes, dict]:
+        emu = kemu.load(EXAMPLE, backend=backend, respond=False)
+        s = emu.replay(big, tmp_path / f"{name}.pcapng", tmp_path / f"{name}.jsonl")
+        counts = {k: v for k, v in vars(s).items() if k not in ("seconds", "pps")}
+        return ((tmp_path / f"{name}.pcapng").read_bytes(),
+                (tmp_path / f"{name}.jsonl").read_bytes(), counts)
+
+    default = outputs("default")
+    monkeypatch.setattr(R, "iter_capture", small)
+    ahead = outputs("ahead")
+    monkeypatch.setattr(R, "ahead", lambda items, name: items)  # in turn, on this thread
+    in_turn = outputs("in-turn")
+    assert ahead == in_turn == default
+    assert default[2]["packets"] == 4200 and default[2]["delivered"] == 3900
