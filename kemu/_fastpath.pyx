@@ -1682,15 +1682,6 @@ cdef inline int ip_check_it(Item* it) noexcept nogil:
 
 
 # ------------------------------------------------------------------ conntrack
-cdef inline uint64_t ck0(uint32_t sip, uint32_t dip) noexcept nogil:
-    return (<uint64_t>sip << 32) | dip
-
-
-cdef inline uint64_t ck1(int node, int proto, int sport, int dport) noexcept nogil:
-    return ((<uint64_t>node << 40) | (<uint64_t>(proto & 0xFF) << 32)
-            | (<uint64_t>(sport & 0xFFFF) << 16) | <uint64_t>(dport & 0xFFFF))
-
-
 cdef int ct_init(CtTab* t, int64_t cap) noexcept nogil:
     cdef int64_t c = 16
     while c < cap:
@@ -1703,7 +1694,21 @@ cdef int ct_init(CtTab* t, int64_t cap) noexcept nogil:
 
 cdef inline uint32_t ct_hash(int node, int proto, uint32_t sip, int sport, uint32_t dip,
                              int dport) noexcept nogil:
-    return <uint32_t>kemu_hkey(ck0(sip, dip), ck1(node, proto, sport, dport))
+    """The index hash of a key. Its low 24 bits (the home slot, in an index of up to 2^24
+    slots) come from the flow's two ends in either order and not the node: the keys of one
+    flow on every node it crosses, both directions, start their probes in the same cache
+    line, so a frame going on to the next node, and a new flow's reply key, find the line
+    already fetched (as the kernel hashes a flow's tuples to nearby buckets only by chance,
+    this is kemu's own layout). The high 8 bits tell those keys apart (node and direction),
+    so a probe compares entries only on a match of all 32 bits."""
+    cdef uint64_t a = (<uint64_t>sip << 16) | <uint64_t>(sport & 0xFFFF)
+    cdef uint64_t b = (<uint64_t>dip << 16) | <uint64_t>(dport & 0xFFFF)
+    cdef bint swap = b < a
+    cdef uint64_t lo = b if swap else a, hi = a if swap else b
+    cdef uint32_t h = <uint32_t>kemu_hkey(lo | (<uint64_t>(proto & 0xFF) << 48), hi)
+    cdef uint32_t tag = <uint32_t>(((<uint64_t>(node * 2 + swap) + 1) * 0x9E3779B97F4A7C15ULL)
+                                   >> 56)
+    return (h & 0xFFFFFFU) ^ (tag << 24) ^ (h & 0xFF000000U)
 
 
 cdef inline int64_t ct_slot(const DP* dp, int node, int proto, uint32_t sip, int sport,
