@@ -24,7 +24,7 @@ fi
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 # an editable install does not rebuild the extension when the .pyx changes: build it here,
 # with the build requirements (pip installed them only in its isolated build environment)
-python3 -m pip install -q --disable-pip-version-check "setuptools>=68" "Cython>=3.0"
+python3 -m pip install -q --disable-pip-version-check "setuptools>=77" "Cython>=3.0"
 python3 setup.py -q build_ext --inplace
 python3 -c "import kemu._backend as b; assert b.BACKEND == 'cython', b.BACKEND; print('kemu: backend', b.BACKEND)"
 # byte code now, as a regular pip install does (an editable install leaves it to the first
