@@ -642,16 +642,31 @@ class Bench:
         sc = self.info.get("scale") or {}
         big = f"{max(self.sizes.route_sizes) // 1000}k prefixes"
         lpm = "kemu Lpm.lookup_bulk (cython)"
-        unlike = self.unlike_targets()
+        churn_t, replay_t = "datapath, churn, frames/s", "kemu replay whole process, frames/s"
+        shm_t = "the same, pcapng into /dev/shm (memory), frames/s"
+        routes_t, pytricia_t = f"route lookups/s, {big}", f"Lpm / pytricia, {big}"
+        # rows measured on another workload than their goal is set for (issue 5: 100k
+        # churn flows, 500k prefixes, a 4,000,000-frame capture): shown, not judged
+        z = self.sizes
+        unlike: dict[str, str] = {}
+        if z.churn_flows != 100_000:
+            unlike[churn_t] = f"{z.churn_flows:,} churn flows; the goal is for 100,000"
+        if max(z.route_sizes) != 500_000:
+            unlike[routes_t] = unlike[pytricia_t] = (
+                f"{max(z.route_sizes):,} prefixes; the goal is for 500,000")
+        if z.replay_frames != 4_000_000:
+            unlike[replay_t] = unlike[shm_t] = (
+                f"a {z.replay_frames:,}-frame capture (start-up weighs more); the goal is "
+                "for 4,000,000: --replay-frames 4000000")
         rows: list[tuple[str, float | None, float, str]] = [
             ("datapath, cluster mix, frames/s", pps(FAST, MIX), 5e6, ">="),
-            ("datapath, churn, frames/s", pps(FAST, CHURN), 2e6, ">="),
+            (churn_t, pps(FAST, CHURN), 2e6, ">="),
             ("datapath + every hop recorded, cluster mix, frames/s",
              pps(FAST + ", every hop recorded", MIX), 2e6, ">="),
-            ("kemu replay whole process, frames/s",
+            (replay_t,
              pps("kemu replay (whole process, pcapng of every hop)", f"{MIX} capture"), 1e6,
              ">="),
-            ("the same, pcapng into /dev/shm (memory), frames/s",
+            (shm_t,
              pps("kemu replay, pcapng into /dev/shm (tmpfs)", f"{MIX} capture"), 1e6, ">="),
             ("kemu replay start-up, s", (rep.get("startup_seconds") or {}).get("median"), 0.4,
              "<"),
@@ -659,9 +674,9 @@ class Bench:
             ("fast path / Scapy pipeline", ratios["fast/scapy"], 3000, ">="),
             ("fast path / Linux kernel", ratios["fast/kernel"], 30, ">="),
             ("route lookups/s, 10k prefixes", pps(lpm, "10k prefixes"), 100e6, ">="),
-            (f"route lookups/s, {big}", pps(lpm, big), 40e6, ">="),
+            (routes_t, pps(lpm, big), 40e6, ">="),
             ("Lpm / pytricia, 10k prefixes", ratios.get("lpm/pytricia 10k prefixes"), 80, ">="),
-            (f"Lpm / pytricia, {big}", ratios.get(f"lpm/pytricia {big}"), 80, ">="),
+            (pytricia_t, ratios.get(f"lpm/pytricia {big}"), 80, ">="),
             ("scale: load + compile, s", sc.get("load_compile_seconds"), 30, "<"),
             ("scale: load + compile peak memory, GiB",
              (sc.get("load_compile_peak_rss_bytes") or 0) / 2**30 or None, 4, "<"),
@@ -677,7 +692,7 @@ class Bench:
                          0.0 if rep.get("startup_imports_scapy") else 1.0, 1.0, ">="))
         out = []
         for name, value, target, op in rows:
-            why = next((w for key, w in unlike.items() if key in name), None)
+            why = unlike.get(name)
             met = None if value is None or why else (
                 value >= target if op == ">=" else value < target)
             out.append({"target": name, "measured": value, "goal": f"{op} {target:g}",
@@ -685,23 +700,6 @@ class Bench:
                         "factor": (value / target if op == ">=" else target / value)
                         if value else None})
         return out
-
-    def unlike_targets(self) -> dict[str, str]:
-        """Why a target row measured another workload than the one its goal is set for
-        (issue 5: 100k churn flows, 500k prefixes, a 4,000,000-frame capture), keyed by a
-        part of the rows' names: such a row is shown, not judged."""
-        z = self.sizes
-        why: dict[str, str] = {}
-        if z.churn_flows != 100_000:
-            why["churn"] = f"{z.churn_flows:,} churn flows; the goal is for 100,000"
-        if max(z.route_sizes) != 500_000:
-            why[f"{max(z.route_sizes) // 1000}k prefixes"] = (
-                f"{max(z.route_sizes):,} prefixes; the goal is for 500,000")
-        if z.replay_frames != 4_000_000:
-            why["kemu replay whole process"] = why["the same, pcapng into /dev/shm"] = (
-                f"a {z.replay_frames:,}-frame capture (start-up weighs more); the goal is "
-                "for 4,000,000: --replay-frames 4000000")
-        return why
 
     def to_json(self) -> dict[str, Any]:
         return {"machine": machine(),
