@@ -1,0 +1,217 @@
+# codes.pxi: The numbers the datapath shares with Python: device kinds, stages, outcomes, drop
+# reasons, event kinds and conntrack states as compile-time enums (values from
+# ``kemu.dataplane.codes`` and ``.packet``; ``_check_codes`` refuses a build that disagrees at
+# import), the conntrack timeouts (from ``kemu.dataplane.reference.conntrack``), and the batch
+# error flags. Twin: ``kemu/dataplane/codes.py`` (the one definition).
+
+cdef enum:  # compile-time constants (the C compiler folds and combines them), with the
+            # values of kemu.dataplane.codes, .packet and .reference, which stay their one
+            # definition: _check_codes() refuses to import a build that disagrees
+    IF_POD_ETH = 1
+    IF_POD_LO = 2
+    IF_VETH = 3
+    IF_BRIDGE = 4
+    IF_NODE_ETH = 5
+    IF_VTEP = 6
+    IF_EXT_ETH = 7
+    IF_GW_ETH = 8
+    IF_NODE_LOCAL = 9
+    DIR_IN = 1
+    DIR_OUT = 2
+    INJ_TX = 0
+    INJ_TX_FIXL2 = 1
+    INJ_RX = 2
+    OUT_DELIVERED = 1
+    OUT_DROPPED = 2
+    OUT_LEFT = 3
+    OUT_NEIGH = 4
+    DROP_TOO_SHORT = 1
+    DROP_UNKNOWN_ETHERTYPE = 2
+    DROP_BAD_IP_HEADER = 3
+    DROP_BAD_IP_CSUM = 4
+    DROP_OTHERHOST = 5
+    DROP_TTL_EXCEEDED = 6
+    DROP_NO_ROUTE = 7
+    DROP_REJECT_NO_ENDPOINTS = 8
+    DROP_NO_LOCAL_ENDPOINTS = 9
+    DROP_SAME_PORT = 10
+    DROP_IPV6 = 11
+    DROP_NOT_LOCAL = 12
+    DROP_HOP_LIMIT = 13
+    DROP_FRAGMENT = 14
+    DROP_MARTIAN = 15
+    EV_BR_FDB = 1
+    EV_BR_FLOOD = 2
+    EV_BR_LOCAL = 3
+    EV_ROUTE = 4
+    EV_DNAT = 5
+    EV_SNAT = 6
+    EV_UNDNAT = 7
+    EV_UNSNAT = 8
+    EV_CT_REUSE = 9
+    EV_DELIVER = 10
+    EV_DROP = 11
+    EV_LEFT = 12
+    EV_BRIDGED_DNAT = 13
+    EV_ENCAP = 14
+    EV_DECAP = 15
+    EV_AFFINITY = 16
+    EV_LOCAL_ROUTE = 17
+    EV_NEIGH_MISS = 18
+    EV_FIXL2 = 19
+    EV_TTL = 20
+    EV_NODE_INPUT = 21
+    RT_POD_CIDR = 1
+    RT_NODE_NET = 2
+    FE_CLUSTER_IP = 1
+    FE_NODE_PORT = 4
+    SP_AFFINITY = 1
+    SP_ITP_LOCAL = 2
+    SP_ETP_LOCAL = 4
+    CT_DNAT = 1
+    CT_SNAT = 2
+    CT_REPLIED = 4
+    PROTO_ICMP = 1
+    PROTO_TCP = 6
+    PROTO_UDP = 17
+    PROTO_SCTP = 132
+    MAX_HOPS = 64
+    VXLAN_PORT = 8472
+    VXLAN_VNI = 1
+    ETH_IP = 2048
+    ETH_ARP = 2054
+    ETH_IPV6 = 34525
+    CT_NONE = 0
+    CT_SYN_SENT = 1
+    CT_SYN_RECV = 2
+    CT_ESTABLISHED = 3
+    CT_FIN = 4
+    CT_CLOSE = 5
+    CT_UDP = 6
+    CT_ICMP = 7
+
+_CODES = (
+    ('IF_POD_ETH', IF_POD_ETH, _C),
+    ('IF_POD_LO', IF_POD_LO, _C),
+    ('IF_VETH', IF_VETH, _C),
+    ('IF_BRIDGE', IF_BRIDGE, _C),
+    ('IF_NODE_ETH', IF_NODE_ETH, _C),
+    ('IF_VTEP', IF_VTEP, _C),
+    ('IF_EXT_ETH', IF_EXT_ETH, _C),
+    ('IF_GW_ETH', IF_GW_ETH, _C),
+    ('IF_NODE_LOCAL', IF_NODE_LOCAL, _C),
+    ('DIR_IN', DIR_IN, _C),
+    ('DIR_OUT', DIR_OUT, _C),
+    ('INJ_TX', INJ_TX, _C),
+    ('INJ_TX_FIXL2', INJ_TX_FIXL2, _C),
+    ('INJ_RX', INJ_RX, _C),
+    ('OUT_DELIVERED', OUT_DELIVERED, _C),
+    ('OUT_DROPPED', OUT_DROPPED, _C),
+    ('OUT_LEFT', OUT_LEFT, _C),
+    ('OUT_NEIGH', OUT_NEIGH, _C),
+    ('DROP_TOO_SHORT', DROP_TOO_SHORT, _C),
+    ('DROP_UNKNOWN_ETHERTYPE', DROP_UNKNOWN_ETHERTYPE, _C),
+    ('DROP_BAD_IP_HEADER', DROP_BAD_IP_HEADER, _C),
+    ('DROP_BAD_IP_CSUM', DROP_BAD_IP_CSUM, _C),
+    ('DROP_OTHERHOST', DROP_OTHERHOST, _C),
+    ('DROP_TTL_EXCEEDED', DROP_TTL_EXCEEDED, _C),
+    ('DROP_NO_ROUTE', DROP_NO_ROUTE, _C),
+    ('DROP_REJECT_NO_ENDPOINTS', DROP_REJECT_NO_ENDPOINTS, _C),
+    ('DROP_NO_LOCAL_ENDPOINTS', DROP_NO_LOCAL_ENDPOINTS, _C),
+    ('DROP_SAME_PORT', DROP_SAME_PORT, _C),
+    ('DROP_IPV6', DROP_IPV6, _C),
+    ('DROP_NOT_LOCAL', DROP_NOT_LOCAL, _C),
+    ('DROP_HOP_LIMIT', DROP_HOP_LIMIT, _C),
+    ('DROP_FRAGMENT', DROP_FRAGMENT, _C),
+    ('DROP_MARTIAN', DROP_MARTIAN, _C),
+    ('EV_BR_FDB', EV_BR_FDB, _C),
+    ('EV_BR_FLOOD', EV_BR_FLOOD, _C),
+    ('EV_BR_LOCAL', EV_BR_LOCAL, _C),
+    ('EV_ROUTE', EV_ROUTE, _C),
+    ('EV_DNAT', EV_DNAT, _C),
+    ('EV_SNAT', EV_SNAT, _C),
+    ('EV_UNDNAT', EV_UNDNAT, _C),
+    ('EV_UNSNAT', EV_UNSNAT, _C),
+    ('EV_CT_REUSE', EV_CT_REUSE, _C),
+    ('EV_DELIVER', EV_DELIVER, _C),
+    ('EV_DROP', EV_DROP, _C),
+    ('EV_LEFT', EV_LEFT, _C),
+    ('EV_BRIDGED_DNAT', EV_BRIDGED_DNAT, _C),
+    ('EV_ENCAP', EV_ENCAP, _C),
+    ('EV_DECAP', EV_DECAP, _C),
+    ('EV_AFFINITY', EV_AFFINITY, _C),
+    ('EV_LOCAL_ROUTE', EV_LOCAL_ROUTE, _C),
+    ('EV_NEIGH_MISS', EV_NEIGH_MISS, _C),
+    ('EV_FIXL2', EV_FIXL2, _C),
+    ('EV_TTL', EV_TTL, _C),
+    ('EV_NODE_INPUT', EV_NODE_INPUT, _C),
+    ('RT_POD_CIDR', RT_POD_CIDR, _C),
+    ('RT_NODE_NET', RT_NODE_NET, _C),
+    ('FE_CLUSTER_IP', FE_CLUSTER_IP, _C),
+    ('FE_NODE_PORT', FE_NODE_PORT, _C),
+    ('SP_AFFINITY', SP_AFFINITY, _C),
+    ('SP_ITP_LOCAL', SP_ITP_LOCAL, _C),
+    ('SP_ETP_LOCAL', SP_ETP_LOCAL, _C),
+    ('CT_DNAT', CT_DNAT, _C),
+    ('CT_SNAT', CT_SNAT, _C),
+    ('CT_REPLIED', CT_REPLIED, _C),
+    ('PROTO_ICMP', PROTO_ICMP, _C),
+    ('PROTO_TCP', PROTO_TCP, _C),
+    ('PROTO_UDP', PROTO_UDP, _C),
+    ('PROTO_SCTP', PROTO_SCTP, _C),
+    ('MAX_HOPS', MAX_HOPS, _C),
+    ('VXLAN_PORT', VXLAN_PORT, _C),
+    ('VXLAN_VNI', VXLAN_VNI, _C),
+    ('ETH_IP', ETH_IP, _P),
+    ('ETH_ARP', ETH_ARP, _P),
+    ('ETH_IPV6', ETH_IPV6, _P),
+    ('CT_NONE', CT_NONE, _R),
+    ('CT_SYN_SENT', CT_SYN_SENT, _R),
+    ('CT_SYN_RECV', CT_SYN_RECV, _R),
+    ('CT_ESTABLISHED', CT_ESTABLISHED, _R),
+    ('CT_FIN', CT_FIN, _R),
+    ('CT_CLOSE', CT_CLOSE, _R),
+    ('CT_UDP', CT_UDP, _R),
+    ('CT_ICMP', CT_ICMP, _R),
+)
+
+
+def _check_codes() -> None:
+    """The enum above against the Python definitions (one source of the numbers)."""
+    for name, value, module in _CODES:
+        if getattr(module, name) != value:
+            raise ImportError(f"kemu._fastpath was built with {name} = {value}, but "
+                              f"{module.__name__} says {getattr(module, name)}: rebuild it")
+
+
+_check_codes()
+
+cdef uint64_t BROADCAST = _P.BROADCAST
+# conntrack states and timeouts (defined once, in the reference)
+cdef int N_TCP_TIMEOUTS = len(_R.TCP_TIMEOUTS)
+cdef int64_t TCP_TIMEOUT_NS[16]
+for _i, _v in enumerate(_R.TCP_TIMEOUTS[:16]):
+    TCP_TIMEOUT_NS[_i] = _v * _R.NS
+cdef int64_t UDP_TIMEOUT_NS = _R.UDP_TIMEOUT * _R.NS
+cdef int64_t UDP_STREAM_TIMEOUT_NS = _R.UDP_STREAM_TIMEOUT * _R.NS
+cdef int64_t ICMP_TIMEOUT_NS = _R.ICMP_TIMEOUT * _R.NS
+cdef int64_t OTHER_TIMEOUT_NS = _R.OTHER_TIMEOUT * _R.NS
+
+cdef enum:
+    S_TX = 0            # work-stack stages (private to each implementation)
+    S_RX = 1
+    S_BRIDGE_IN = 2
+    S_BRIDGE_OUT = 3
+    S_NODE_IN = 4
+    S_LOCAL_OUT = 5
+    NPEND = 32          # pending events of one copy between two hops (at most ~8 happen)
+    FC_N = 4            # FDB refreshes, FDB lookups and conntrack entries per cached path
+    FC_BITS = 16        # flow cache entries: 2^16 (8 MiB, allocated on first use)
+    NTOUCH = 16         # table records a frame's lookups touched, kept with its flow
+    HEADROOM = 128      # bytes before a frame copy: VXLAN prepends 50 in place
+    MIN_BUF = 2048
+
+cdef enum:              # error flags raised after a batch (never expected)
+    ERR_NOMEM = 1
+    ERR_RESULTS = 2
+    ERR_PEND = 4

@@ -1,0 +1,63 @@
+# inject.pxi: Injection: a frame entering at a host's interface gets the Ethernet addresses its
+# own stack would write (``fix_l2``), and a pod's on-link route (``pod_local_route``). Twin:
+# ``kemu/dataplane/reference/inject.py``.
+
+cdef inline int owner_of(const DP* dp, uint32_t ip) noexcept nogil:
+    """``Tables.owner_of`` (the first of equal addresses in ``own_ip``), hashed."""
+    cdef HSlot* s = ht_find(&dp.own, ip, 0)
+    return <int>s.v0 if s != NULL else -1
+
+
+# ------------------------------------------------------------------ injection helpers
+cdef void fix_l2(DP* dp, Item* it, int iface) noexcept nogil:
+    """Rewrite Ethernet addresses as the sending host's own stack would have set them."""
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len
+    cdef int kind, node, owner
+    cdef uint64_t mac, gw_mac
+    cdef uint32_t dst, subnet, bip
+    cdef bint same
+    if n < 14:
+        return
+    kind = dp.ifs[iface].kind
+    mac = <uint64_t>dp.ifs[iface].mac
+    wr48(d, 6, mac)
+    cdef uint32_t et = rd16(d, 12)
+    if et == <uint32_t>ETH_ARP and n >= 42:
+        wr48(d, 22, mac)
+    elif et == <uint32_t>ETH_IP and n >= 34:
+        dst = rd32(d, 30)
+        if kind == IF_POD_ETH:
+            node = dp.ifs[iface].node
+            bip = dp.node_br_ip[node]
+            gw_mac = <uint64_t>dp.ifs[dp.node_br_if[node]].mac
+            subnet = dp.node_pod_mask[node]
+            same = (dst & subnet) == (bip & subnet)
+        else:
+            gw_mac = <uint64_t>dp.ifs[dp.gateway_if].mac if dp.gateway_if >= 0 else BROADCAST
+            same = (dst & dp.node_net_mask) == dp.node_net_prefix
+        if (dst & 0xF0000000U) == 0xE0000000U or dst == 0xFFFFFFFFU:
+            wr48(d, 0, BROADCAST if dst == 0xFFFFFFFFU else
+                 (0x01005E000000ULL | (dst & 0x7FFFFF)))
+        elif same:
+            owner = owner_of(dp, dst)
+            if owner >= 0:
+                wr48(d, 0, <uint64_t>dp.ifs[owner].mac)
+        else:
+            wr48(d, 0, gw_mac)
+    ev(dp, it, EV_FIXL2, iface, 0, 0)
+
+
+cdef void pod_local_route(DP* dp, Item* it, int iface) noexcept nogil:
+    """M-4: a pod's packets to its own IP or 127/8 stay in the pod, on ``lo``."""
+    if dp.ifs[iface].kind != IF_POD_ETH:
+        return
+    cdef uint8_t* d = DATA(it)
+    cdef uint32_t dst
+    if it.len >= 34 and rd16(d, 12) == <uint32_t>ETH_IP:
+        dst = rd32(d, 30)
+        if dst == dp.ifs[iface].ip or (dst >> 24) == 127:
+            wr48(d, 0, 0)
+            wr48(d, 6, 0)
+            it.a = iface + 1  # the compiler places lo right after the pod's eth0
+            ev(dp, it, EV_LOCAL_ROUTE, iface, 0, 0)

@@ -1,0 +1,158 @@
+# netfilter.pxi: The netfilter hooks of a node: PREROUTING / OUTPUT (conntrack lookup, then
+# KUBE-SERVICES for new flows), FORWARD (``filter_forward``: the verdict kube-proxy's REJECT left)
+# and POSTROUTING (SNAT of marked flows, un-NAT of RELATED ICMP). A new hook or a stage at a hook
+# (NetworkPolicy) is called from here. Twin: ``kemu/dataplane/reference/netfilter.py``.
+
+cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
+    """Conntrack lookup, KUBE-SERVICES for new flows, DNAT. A drop reason or 0."""
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len
+    cdef Ctx* ctx = &it.ctx
+    cdef int proto, l4, sport, dport, e, is_reply, prev, val, r
+    cdef uint32_t sip, dip
+    cdef int64_t slot
+    cdef CtE* E
+    if ctx.node != node:
+        ctx.node = node
+        ctx.ct = -1
+        ctx.new = 0
+        ctx.reply_dir = 0
+        ctx.verdict = 0
+        ctx.verdict_sp = -1
+        ctx.related = -1
+    ctx.pre_done = 1
+    if rd16(d, 20) & 0x3FFF:  # MF or fragment offset: conntrack would defragment
+        return DROP_FRAGMENT
+    l4info(d, n, &proto, &l4, &sport, &dport)
+    if proto == PROTO_ICMP and (l4 + 1 > n or (d[l4] != 0 and d[l4] != 8)):
+        dp.tr_ok = 0  # rare work: not a path the flow cache holds
+        cold.related_pre(dp, it, node, l4)  # no entry of its own: RELATED to what it quotes
+        return 0
+    sip = rd32(d, 26)
+    dip = rd32(d, 30)
+    # a copy crossing several nodes meets the same entries in the same order every time:
+    # the entry found after the previous one last time is tried before the index
+    prev = it.ct_prev
+    val = dp.ce_hint[prev] if prev >= 0 else -1
+    if val < 0 or not ct_is(dp, val, node, proto, sip, sport, dip, dport):
+        slot = ct_slot(dp, node, proto, sip, sport, dip, dport)
+        val = ct_val(dp, slot) if slot >= 0 else -1
+        if prev >= 0 and val >= 0:
+            dp.ce_hint[prev] = val
+    if val >= 0:
+        is_reply = val & 1
+        e = val >> 1
+        if dp.ce[e].expires < dp.now:
+            ct_delete(dp, e)
+            dp.tr_ok = 0
+            val = -1
+    if val >= 0:
+        tr_ct(dp, val)
+        if dp.first_ct < 0:
+            dp.first_ct = e
+        it.ct_prev = val
+        E = &dp.ce[e]
+        ctx.ct = e
+        ctx.reply_dir = is_reply
+        ctx.new = 0
+        ct_update(dp, E, is_reply, d, n, l4, proto)
+        if not is_reply and E.flags & CT_DNAT:
+            set_dst(d, n, E.dnat_ip, E.dnat_port, proto, l4)
+            changed(it)
+            ev(dp, it, EV_CT_REUSE, E.sp, E.be, node)
+        elif is_reply and E.flags & CT_SNAT:
+            set_dst(d, n, E.t[0].sip, E.t[0].sport, proto, l4)
+            changed(it)
+            ev(dp, it, EV_UNSNAT, E.t[0].sip, E.t[0].sport, node)
+        return 0
+    dp.tr_ok = 0  # rare work: not a path the flow cache holds
+    r = cold.prerouting_new(dp, it, node, proto, l4, sport, dport, sip, dip)
+    e = ctx.ct
+    if e >= 0 and dp.ce[e].keys & 1:
+        if prev >= 0:
+            dp.ce_hint[prev] = e * 2
+        it.ct_prev = e * 2
+        if dp.first_ct < 0:
+            dp.first_ct = e
+    return r
+
+
+cdef int prerouting_new(DP* dp, Item* it, int node, int proto, int l4, int sport, int dport,
+                        uint32_t sip, uint32_t dip) noexcept nogil:
+    """A new flow: a conntrack entry, KUBE-SERVICES (TCP/UDP only)."""
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len, e, fe, r
+    cdef Ctx* ctx = &it.ctx
+    cdef HSlot* s
+    cdef CtE* E
+    e = ct_alloc(dp)
+    if e < 0:
+        return 0
+    E = &dp.ce[e]
+    E.node = node
+    E.proto[0] = proto
+    E.t[0].sip = sip
+    E.t[0].sport = sport
+    E.t[0].dip = dip
+    E.t[0].dport = dport
+    E.proto[1] = proto
+    E.t[1].sip = dip
+    E.t[1].sport = dport
+    E.t[1].dip = sip
+    E.t[1].dport = sport
+    ctx.ct = e
+    ctx.reply_dir = 0
+    ctx.new = 1
+    if proto == PROTO_TCP or proto == PROTO_UDP:
+        s = ht_find(&dp.fe, dip, (<uint64_t>proto << 16) | <uint64_t>dport)
+        if s == NULL and local_if_of(dp, node, dip) >= 0:
+            s = ht_find(&dp.fe_np, 0, (<uint64_t>proto << 16) | <uint64_t>dport)
+        if s != NULL:
+            fe = <int>s.v0
+            r = service(dp, it, e, node, fe, sip, sport, proto, l4)
+            if r:
+                ctx.verdict = r
+                ctx.verdict_sp = dp.fe_sp[fe]
+    E = &dp.ce[e]
+    ct_update(dp, E, False, d, n, l4, proto)
+    ct_set(dp, node, E.proto[0], E.t[0].sip, E.t[0].sport, E.t[0].dip, E.t[0].dport, e, 0)
+    E = &dp.ce[e]
+    ct_set(dp, node, E.proto[1], E.t[1].sip, E.t[1].sport, E.t[1].dip, E.t[1].dport, e, 1)
+    return 0
+
+
+cdef inline int filter_forward(Item* it) noexcept nogil:
+    """filter FORWARD/OUTPUT: KUBE-SERVICES REJECT/DROP for NEW flows (S-9)."""
+    if it.ctx.new and it.ctx.verdict:
+        return it.ctx.verdict
+    return 0
+
+
+cdef void postrouting(DP* dp, Item* it, int node, int out_if) noexcept nogil:
+    """KUBE-POSTROUTING masquerade for marked new flows; reply un-DNAT; confirm."""
+    cdef Ctx* ctx = &it.ctx
+    cdef int e = ctx.ct, proto, l4, sport, dport
+    cdef CtE* E
+    if ctx.related >= 0 and ctx.node == node:
+        dp.tr_ok = 0  # rare work: not a path the flow cache holds
+        cold.related_post(dp, it, node)
+    if e < 0 or ctx.node != node:
+        return
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len
+    E = &dp.ce[e]
+    if not ctx.reply_dir:
+        if ctx.new and E.masq and not E.flags & CT_SNAT:
+            l4info(d, n, &proto, &l4, &sport, &dport)
+            dp.tr_ok = 0  # rare work: not a path the flow cache holds
+            cold.masquerade(dp, it, e, node, out_if, proto, l4)
+        elif E.flags & CT_SNAT:
+            l4info(d, n, &proto, &l4, &sport, &dport)
+            set_src(d, n, E.snat_ip, E.snat_port if proto != PROTO_ICMP else -1, proto, l4)
+            changed(it)
+    elif E.flags & CT_DNAT:
+        l4info(d, n, &proto, &l4, &sport, &dport)
+        set_src(d, n, E.t[0].dip, E.t[0].dport if proto != PROTO_ICMP else -1, proto, l4)
+        changed(it)
+        ev(dp, it, EV_UNDNAT, E.sp, E.be, node)
+    ctx.new = 0  # confirmed

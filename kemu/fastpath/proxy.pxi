@@ -1,0 +1,85 @@
+# proxy.pxi: kube-proxy in iptables mode for a new flow (S-1..S-8): the frontend's Service port,
+# endpoint choice by flow hash or ClientIP affinity, REJECT with no endpoints, DNAT, the
+# masquerade mark. Twin: ``kemu/dataplane/reference/proxy.py``.
+
+cdef inline int find_backend(const DP* dp, int sp, uint32_t ip, int port) noexcept nogil:
+    cdef int b, s = dp.sp_be_start[sp]
+    for b in range(s, s + dp.sp_be_count[sp]):
+        if dp.be_ip[b] == ip and dp.be_port[b] == port:
+            return b
+    return -1
+
+
+cdef int service(DP* dp, Item* it, int e, int node, int fe, uint32_t sip, int sport,
+                 int proto, int l4) noexcept nogil:
+    """KUBE-SVC/KUBE-EXT/KUBE-SEP for a new flow: pick a backend, DNAT, mark masquerade."""
+    cdef int sp = dp.fe_sp[fe]
+    cdef int kind = dp.fe_kind[fe]
+    cdef int flags = dp.sp_flags[sp]
+    cdef int start = dp.sp_be_start[sp], count = dp.sp_be_count[sp]
+    cdef bint from_cluster = (sip & dp.cmask) == dp.cnet
+    cdef bint external = kind != FE_CLUSTER_IP
+    cdef bint local_src = local_if_of(dp, node, sip) >= 0
+    cdef bint local_only = False, masq = False
+    cdef int b, be = -1, ncands = 0
+    cdef HSlot* s
+    cdef bint created
+    cdef uint64_t h
+    cdef CtE* E
+    if external:
+        if not flags & SP_ETP_LOCAL:
+            masq = True  # E-1: KUBE-EXT always marks for masquerade
+        elif local_src:
+            masq = True  # E-2: the node itself: masquerade, cluster-wide endpoints
+        elif not from_cluster:
+            local_only = True  # E-2: KUBE-SVL, local endpoints, client IP kept
+        # E-2: pods short-circuit to KUBE-SVC without masquerade
+    else:
+        masq = not from_cluster  # S-6
+        if flags & SP_ITP_LOCAL:
+            local_only = True
+    for b in range(start, start + count):
+        if not local_only or dp.be_node[b] == node:
+            dp.cands[ncands] = b
+            ncands += 1
+    if count == 0:
+        return DROP_REJECT_NO_ENDPOINTS
+    if ncands == 0:
+        return DROP_NO_LOCAL_ENDPOINTS
+    if flags & SP_AFFINITY:
+        s = ht_find(&dp.aff, sip, (<uint64_t>node << 32) | <uint32_t>sp)
+        if s != NULL and dp.now - s.v1 <= dp.sp_aff_ns[sp]:
+            b = find_backend(dp, sp, <uint32_t>(s.v0 >> 16), <int>(s.v0 & 0xFFFF))
+            if b >= 0 and (not local_only or dp.be_node[b] == node):
+                be = b
+                ev(dp, it, EV_AFFINITY, sp, b, node)
+    E = &dp.ce[e]
+    if be < 0:
+        h = flow_hash(dp.seed, node, proto, sip, sport, E.t[0].dip, E.t[0].dport)
+        be = dp.cands[h % <uint64_t>ncands]
+    cdef uint32_t bip = dp.be_ip[be]
+    cdef int bport = dp.be_port[be]
+    if flags & SP_AFFINITY:
+        s = ht_put(&dp.aff, sip, (<uint64_t>node << 32) | <uint32_t>sp, &created)
+        if s == NULL:
+            dp.err |= ERR_NOMEM
+        else:
+            s.v0 = (<int64_t>bip << 16) | bport
+            s.v1 = dp.now
+    if sip == bip:
+        masq = True  # S-5: hairpin
+    E.flags |= CT_DNAT
+    E.dnat_ip = bip
+    E.dnat_port = bport
+    E.sp = sp
+    E.be = be
+    E.masq = masq
+    E.proto[1] = proto
+    E.t[1].sip = bip
+    E.t[1].sport = bport
+    E.t[1].dip = sip
+    E.t[1].dport = sport
+    set_dst(DATA(it), it.len, bip, bport, proto, l4)
+    changed(it)
+    ev(dp, it, EV_DNAT, fe, be, E.t[0].dip)
+    return 0

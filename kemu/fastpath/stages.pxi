@@ -1,0 +1,211 @@
+# stages.pxi: The stage dispatch: how a copy moves between stages (``go_*``: a direct call, with
+# the hop limit), the device-kind registry (``st_tx``/``st_rx``: what sending and receiving on
+# each kind of interface does; a new kind is a room plus one line here), ``run_frame`` (one frame
+# and all its copies to their outcomes), and the table of rare work (``cold``) that keeps the
+# common path small. Twin: ``kemu/dataplane/reference/stages.py``.
+
+# A stage that passes the copy on calls the next one directly (``go_*``) instead of pushing
+# it back: with the reference's LIFO stack the same copy would be popped next anyway, and
+# the hop-limit check it meets on the way is the same. Returns: 1 the copy ended (pop it),
+# 2 it was replaced by flood copies (already popped).
+cdef inline int hop_limit(DP* dp, Item* it) noexcept nogil:
+    return end(dp, it, OUT_DROPPED, DROP_HOP_LIMIT, it.a, 0, False)
+
+
+cdef inline int go_tx(DP* dp, Item* it) noexcept nogil:
+    return hop_limit(dp, it) if it.hops >= MAX_HOPS else st_tx(dp, it)
+
+
+cdef inline int go_rx(DP* dp, Item* it) noexcept nogil:
+    return hop_limit(dp, it) if it.hops >= MAX_HOPS else st_rx(dp, it)
+
+
+cdef inline int go_bridge_in(DP* dp, Item* it) noexcept nogil:
+    return hop_limit(dp, it) if it.hops >= MAX_HOPS else st_bridge_in(dp, it)
+
+
+cdef inline int go_bridge_out(DP* dp, Item* it) noexcept nogil:
+    return hop_limit(dp, it) if it.hops >= MAX_HOPS else st_bridge_out(dp, it)
+
+
+cdef inline int go_node_in(DP* dp, Item* it) noexcept nogil:
+    return hop_limit(dp, it) if it.hops >= MAX_HOPS else st_node_in(dp, it)
+
+
+cdef inline int go_local_out(DP* dp, Item* it) noexcept nogil:
+    return hop_limit(dp, it) if it.hops >= MAX_HOPS else st_local_out(dp, it)
+
+
+cdef int st_tx(DP* dp, Item* it) noexcept nogil:
+    cdef int i = it.a
+    cdef IfInfo* f = &dp.ifs[i]
+    cdef int kind = f.kind
+    hop(dp, it, i, DIR_OUT)
+    touched(dp, f)
+    if kind == IF_POD_ETH or kind == IF_VETH:
+        ctx_reset(&it.ctx)
+        it.stage = S_RX
+        it.a = f.peer
+        return go_rx(dp, it)
+    elif kind == IF_POD_LO:
+        it.stage = S_RX
+        return go_rx(dp, it)
+    elif kind == IF_BRIDGE:
+        it.stage = S_BRIDGE_IN
+        it.a = f.bridge
+        it.b = i
+        return go_bridge_in(dp, it)
+    elif kind == IF_NODE_ETH or kind == IF_EXT_ETH or kind == IF_GW_ETH:
+        ctx_reset(&it.ctx)
+        it.stage = S_BRIDGE_IN
+        it.a = f.bridge
+        it.b = i
+        return go_bridge_in(dp, it)
+    elif kind == IF_VTEP:
+        dp.tr_ok = 0  # rare work: not a path the flow cache holds
+        if cold.vxlan_encap(dp, it, i):
+            return 1
+        return go_local_out(dp, it)
+    return go_tx(dp, it)  # no such device kind: the copy loops to the hop limit
+
+
+cdef int st_rx(DP* dp, Item* it) noexcept nogil:
+    cdef int i = it.a
+    cdef IfInfo* f = &dp.ifs[i]
+    cdef int kind = f.kind, bad
+    cdef uint8_t* d
+    cdef int n
+    cdef uint64_t dmac
+    cdef uint32_t et, dst
+    hop(dp, it, i, DIR_IN)
+    touched(dp, f)
+    if kind == IF_VETH:
+        it.stage = S_BRIDGE_IN
+        it.a = f.bridge
+        it.b = i
+        return go_bridge_in(dp, it)
+    if kind == IF_POD_LO:
+        return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
+    d = DATA(it)
+    n = it.len
+    if n < 14:
+        return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
+    dmac = rd48(d, 0)
+    if dmac != <uint64_t>f.mac and not is_mcast(dmac):
+        return end(dp, it, OUT_DROPPED, DROP_OTHERHOST, i, 0, False)
+    if kind == IF_NODE_ETH or kind == IF_BRIDGE or kind == IF_VTEP:
+        it.stage = S_NODE_IN
+        return go_node_in(dp, it)
+    # end hosts: pods, external hosts, the gateway
+    et = rd16(d, 12)
+    if et == <uint32_t>ETH_ARP:
+        if n < 42:
+            return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
+        if rd32(d, 38) == f.ip:
+            return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
+        return end(dp, it, OUT_DROPPED, DROP_NOT_LOCAL, i, 0, False)
+    if et == <uint32_t>ETH_IPV6:
+        return end(dp, it, OUT_DROPPED, DROP_IPV6, i, 0, False)
+    if et != <uint32_t>ETH_IP:
+        return end(dp, it, OUT_DROPPED, DROP_UNKNOWN_ETHERTYPE, i, 0, False)
+    bad = ip_check_it(it)
+    if bad:
+        return end(dp, it, OUT_DROPPED, bad, i, 0, False)
+    dst = rd32(d, 30)
+    if dst == f.ip or dst == 0xFFFFFFFFU or (dst & 0xF0000000U) == 0xE0000000U:
+        return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
+    if kind == IF_GW_ETH:
+        return end(dp, it, OUT_LEFT, 0, i, 0, False)
+    return end(dp, it, OUT_DROPPED, DROP_NOT_LOCAL, i, 0, False)
+
+
+cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noexcept nogil:
+    """reference ``_frame``: inject one frame and run every copy of it to an outcome."""
+    cdef Buf buf
+    cdef Item* it
+    cdef int r, st
+    if buf_get(dp, ln + HEADROOM, &buf) < 0:
+        return
+    it = push_slot(dp)
+    if it == NULL:
+        buf_put(dp, buf.mem, buf.cap)
+        return
+    it.mem = buf.mem
+    it.cap = buf.cap
+    it.off = HEADROOM
+    it.len = ln
+    kemu_copy(it.mem + HEADROOM, src, ln)
+    it.b = -1
+    ctx_reset(&it.ctx)
+    it.hops = 0
+    it.last_hop = -1
+    it.snap_off = -1
+    it.snap_len = 0
+    it.flood = 0
+    it.ip_ok = 0
+    it.ct_prev = -1
+    it.npend = 0
+    dp.n_touch = 0
+    dp.first_ct = -1
+    if mode == INJ_RX:
+        it.stage = S_RX
+        it.a = iface
+    elif dp.ifs[iface].kind == IF_NODE_LOCAL:
+        it.stage = S_LOCAL_OUT
+        it.a = dp.ifs[iface].node
+    else:
+        it.stage = S_TX
+        it.a = iface
+        if mode == INJ_TX_FIXL2:
+            dp.tr_ok = 0  # rare work: not a path the flow cache holds
+            cold.fix_l2(dp, it, iface)
+        pod_local_route(dp, it, iface)
+    while dp.sp > 0:  # the reference's LIFO stack: copies of a flood come back here
+        it = &dp.stack[dp.sp - 1]
+        st = it.stage
+        if st == S_TX:
+            r = go_tx(dp, it)
+        elif st == S_RX:
+            r = go_rx(dp, it)
+        elif st == S_BRIDGE_IN:
+            r = go_bridge_in(dp, it)
+        elif st == S_BRIDGE_OUT:
+            r = go_bridge_out(dp, it)
+        elif st == S_NODE_IN:
+            r = go_node_in(dp, it)
+        else:
+            r = go_local_out(dp, it)
+        if r == 1:
+            buf_put(dp, it.mem, it.cap)
+            dp.sp -= 1
+    if dp.tr_ok and dp.tr_nout == 1 and fc_gen(dp) == dp.tr_gen:
+        cold.fc_insert(dp)
+    if dp.track and dp.first_ct >= 0 and dp.ce[dp.first_ct].keys:
+        memcpy(&dp.ce_touch[dp.first_ct * NTOUCH], dp.touch, dp.n_touch * sizeof(void*))
+        if dp.n_touch < NTOUCH:
+            dp.ce_touch[dp.first_ct * NTOUCH + dp.n_touch] = NULL
+    ct_reap(dp)
+
+
+# Rare work is called through this table of pointers: the compiler cannot inline it, which
+# keeps the common path of the stages small (fewer registers spilled).
+ctypedef struct Cold:
+    int (*prerouting_new)(DP*, Item*, int, int, int, int, int, uint32_t,
+                          uint32_t) noexcept nogil
+    void (*related_pre)(DP*, Item*, int, int) noexcept nogil
+    void (*related_post)(DP*, Item*, int) noexcept nogil
+    void (*masquerade)(DP*, Item*, int, int, int, int, int) noexcept nogil
+    int (*flood)(DP*, Item*, int, int, int, uint64_t) noexcept nogil
+    int (*vxlan_encap)(DP*, Item*, int) noexcept nogil
+    void (*fix_l2)(DP*, Item*, int) noexcept nogil
+    void (*fc_insert)(DP*) noexcept nogil
+
+cdef Cold cold
+cold.prerouting_new = prerouting_new
+cold.related_pre = related_pre
+cold.related_post = related_post
+cold.masquerade = masquerade
+cold.flood = flood
+cold.vxlan_encap = vxlan_encap
+cold.fix_l2 = fix_l2
+cold.fc_insert = fc_insert

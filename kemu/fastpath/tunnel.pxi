@@ -1,0 +1,62 @@
+# tunnel.pxi: Overlays: VXLAN (flannel.1, VNI 1, UDP 8472: OV-2) encapsulation towards the VTEP
+# owning the inner destination, and decapsulation at the node's local input. Twin:
+# ``kemu/dataplane/reference/tunnel.py``.
+
+cdef int vxlan_encap(DP* dp, Item* it, int vtep) noexcept nogil:
+    """flannel.1 TX: wrap in Ether/IPv4/UDP 8472/VXLAN towards the VTEP owning the inner
+    destination MAC, then route from the node's own stack. 0: go on; 1: the copy ended."""
+    cdef int node = dp.ifs[vtep].node
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len, m, v, remote = -1, k
+    cdef uint64_t dmac = 0, h
+    cdef int proto = 0, l4 = 0, sport = 0, dport = 0
+    cdef uint32_t sip = 0, dip = 0
+    cdef Buf buf
+    for k in range(6 if n >= 6 else n):
+        dmac = (dmac << 8) | d[k]
+    for m in range(dp.n_nodes):
+        v = dp.node_vtep_if[m]
+        if v >= 0 and <uint64_t>dp.ifs[v].mac == dmac:
+            remote = m
+    if remote < 0:
+        return end(dp, it, OUT_DROPPED, DROP_NO_ROUTE, vtep, 0, False)
+    if n >= 14 and rd16(d, 12) == <uint32_t>ETH_IP:
+        l4info(d, n, &proto, &l4, &sport, &dport)
+    if n >= 34:
+        sip = rd32(d, 26)
+        dip = rd32(d, 30)
+    h = flow_hash(0, 0, proto, sip, sport, dip, dport)
+    cdef int src_port = 32768 + <int>(h % 28232)  # the kernel's default local port range
+    if it.off < 50:
+        if buf_get(dp, n + 50 + HEADROOM, &buf) < 0:
+            return end(dp, it, OUT_DROPPED, DROP_NO_ROUTE, vtep, 0, False)
+        memcpy(buf.mem + HEADROOM + 50, d, n)
+        buf_put(dp, it.mem, it.cap)
+        it.mem = buf.mem
+        it.cap = buf.cap
+        it.off = HEADROOM + 50
+    it.off -= 50
+    it.len = n + 50
+    d = DATA(it)
+    memset(d, 0, 50)
+    wr16(d, 12, ETH_IP)
+    d[14] = 0x45
+    wr16(d, 16, 20 + 8 + 8 + n)
+    d[22] = 64
+    d[23] = PROTO_UDP
+    wr32(d, 26, dp.node_ip[node])
+    wr32(d, 30, dp.node_ip[remote])
+    wr16(d, 24, ip_checksum(d, 14, 20))
+    wr16(d, 34, src_port)
+    wr16(d, 36, VXLAN_PORT)
+    wr16(d, 38, 8 + 8 + n)
+    d[42] = 0x08
+    wr32(d, 45, VXLAN_VNI & 0xFFFFFF)   # bytes 46..48 (byte 45 stays 0)
+    d[45] = 0
+    changed(it)
+    it.ip_ok = 0
+    ev(dp, it, EV_ENCAP, remote, VXLAN_VNI, 0)
+    ctx_reset(&it.ctx)
+    it.stage = S_LOCAL_OUT
+    it.a = node
+    return 0
