@@ -52,7 +52,9 @@ include "fastpath/tunnel.pxi"     # VXLAN encapsulation and decapsulation
 include "fastpath/inject.pxi"     # how an injected frame enters its host
 
 # -- devices and the pipeline -----------------------------------------------------------------
-include "fastpath/bridge.pxi"     # Linux bridge: learning, forwarding, flooding
+include "fastpath/veth.pxi"       # veth pairs and lo: what one end sends, the other gets
+include "fastpath/bridge.pxi"     # Linux bridge: ports, learning, forwarding, flooding
+include "fastpath/host.pxi"       # end hosts' receive side: pods, external hosts, gateway
 include "fastpath/routing.pxi"    # routes, neighbours, ip_rcv/forward/output, local out
 include "fastpath/stages.pxi"     # stage dispatch, device-kind registry, run_frame, cold
 include "fastpath/flowcache.pxi"  # flow cache for established flows, prefetching

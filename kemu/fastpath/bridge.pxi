@@ -2,6 +2,34 @@
 # clock, flooding of broadcast/multicast/unknown unicast, hairpin, br_netfilter on bridged IPv4.
 # Twin: ``kemu/dataplane/reference/bridge.py``.
 
+cdef inline int bridge_xmit(DP* dp, Item* it, int i, const IfInfo* f) noexcept nogil:
+    """The node's bridge device transmits (br_dev_xmit): into the bridge, from its local
+    port; the node's context (conntrack, NAT) stays with the packet."""
+    it.stage = S_BRIDGE_IN
+    it.a = f.bridge
+    it.b = i
+    return go_bridge_in(dp, it)
+
+
+cdef inline int port_xmit(DP* dp, Item* it, int i, const IfInfo* f) noexcept nogil:
+    """A host on the node network transmits: the segment is a bridge whose port is the
+    host's interface; a new namespace's context starts."""
+    ctx_reset(&it.ctx)
+    it.stage = S_BRIDGE_IN
+    it.a = f.bridge
+    it.b = i
+    return go_bridge_in(dp, it)
+
+
+cdef inline int port_rcv(DP* dp, Item* it, int i, const IfInfo* f) noexcept nogil:
+    """A bridge port (a host-side veth) receives: br_handle_frame takes the frame into the
+    bridge it is enslaved to."""
+    it.stage = S_BRIDGE_IN
+    it.a = f.bridge
+    it.b = i
+    return go_bridge_in(dp, it)
+
+
 cdef int flood(DP* dp, Item* it, int b, int p, int local_if, uint64_t dmac) noexcept nogil:
     """Broadcast, multicast, unknown unicast (L2-3): the copy is replaced by one copy per
     port (pushed in reverse, so ports run in order) and, for bcast/mcast, the local port."""

@@ -108,19 +108,16 @@ cdef int local_in(DP* dp, Item* it, int node, int i) noexcept nogil:
     cdef int n = it.len
     cdef int l4 = 14 + (d[14] & 0xF) * 4
     if (dp.vxlan and d[23] == PROTO_UDP and n >= l4 + 8 + 8 + 14
-            and rd16(d, l4 + 2) == <uint32_t>VXLAN_PORT):
-        dp.tr_ok = 0  # the inner frame's bytes decide from here
-        it.off += l4 + 16
-        it.len -= l4 + 16
-        changed(it)
-        ev(dp, it, EV_DECAP, node, VXLAN_VNI, 0)
-        it.ip_ok = 0
-        ctx_reset(&it.ctx)
-        it.stage = S_RX
-        it.a = dp.node_vtep_if[node]
-        return go_rx(dp, it)
+            and rd16(d, l4 + 2) == <uint32_t>VXLAN_PORT):  # the VXLAN socket
+        return vxlan_rcv(dp, it, node, l4)
     ev(dp, it, EV_NODE_INPUT, node, 0, 0)
     return end(dp, it, OUT_DELIVERED, 0, i, 0, True)
+
+
+cdef inline int node_rcv(DP* dp, Item* it) noexcept nogil:
+    """A node's device receives a frame addressed to it: on to the node's IP stack."""
+    it.stage = S_NODE_IN
+    return go_node_in(dp, it)
 
 
 cdef int st_node_in(DP* dp, Item* it) noexcept nogil:

@@ -36,6 +36,23 @@ cdef inline int go_local_out(DP* dp, Item* it) noexcept nogil:
     return hop_limit(dp, it) if it.hops >= MAX_HOPS else st_local_out(dp, it)
 
 
+# ---- the device-kind registry
+# Sending on an interface (``st_tx``) and receiving on one (``st_rx``) do what its kind does.
+# Each kind's work lives in the room of its device; this table is the one place that maps a
+# kind to it. A new kind of device: its code in ``kemu.dataplane.codes``, its room with its
+# ``*_xmit``/``*_rcv`` functions, one line in each function below, and the same line in the
+# twin's ``TX``/``RX`` tables (``kemu/dataplane/reference/stages.py``).
+#
+#   kind          transmit                          receive
+#   IF_POD_ETH    veth_xmit (veth): the peer's rx   host_rcv (host): a pod's own stack
+#   IF_VETH       veth_xmit (veth)                  port_rcv (bridge): into its bridge
+#   IF_POD_LO     lo_xmit (veth): rx on itself      delivered
+#   IF_BRIDGE     bridge_xmit (bridge)              node_rcv (routing): the node's stack
+#   IF_NODE_ETH   port_xmit (bridge): the node      node_rcv (routing)
+#                 network is a bridge too
+#   IF_EXT_ETH    port_xmit (bridge)                host_rcv (host): an external host
+#   IF_GW_ETH     port_xmit (bridge)                host_rcv (host): leaves the cluster
+#   IF_VTEP       vxlan_xmit (tunnel)               node_rcv (routing)
 cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     cdef int i = it.a
     cdef IfInfo* f = &dp.ifs[i]
@@ -43,80 +60,38 @@ cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     hop(dp, it, i, DIR_OUT)
     touched(dp, f)
     if kind == IF_POD_ETH or kind == IF_VETH:
-        ctx_reset(&it.ctx)
-        it.stage = S_RX
-        it.a = f.peer
-        return go_rx(dp, it)
+        return veth_xmit(dp, it, f)
     elif kind == IF_POD_LO:
-        it.stage = S_RX
-        return go_rx(dp, it)
+        return lo_xmit(dp, it)
     elif kind == IF_BRIDGE:
-        it.stage = S_BRIDGE_IN
-        it.a = f.bridge
-        it.b = i
-        return go_bridge_in(dp, it)
+        return bridge_xmit(dp, it, i, f)
     elif kind == IF_NODE_ETH or kind == IF_EXT_ETH or kind == IF_GW_ETH:
-        ctx_reset(&it.ctx)
-        it.stage = S_BRIDGE_IN
-        it.a = f.bridge
-        it.b = i
-        return go_bridge_in(dp, it)
+        return port_xmit(dp, it, i, f)
     elif kind == IF_VTEP:
-        dp.tr_ok = 0  # rare work: not a path the flow cache holds
-        if cold.vxlan_encap(dp, it, i):
-            return 1
-        return go_local_out(dp, it)
+        return vxlan_xmit(dp, it, i)
     return go_tx(dp, it)  # no such device kind: the copy loops to the hop limit
 
 
 cdef int st_rx(DP* dp, Item* it) noexcept nogil:
     cdef int i = it.a
     cdef IfInfo* f = &dp.ifs[i]
-    cdef int kind = f.kind, bad
-    cdef uint8_t* d
-    cdef int n
+    cdef int kind = f.kind
     cdef uint64_t dmac
-    cdef uint32_t et, dst
     hop(dp, it, i, DIR_IN)
     touched(dp, f)
     if kind == IF_VETH:
-        it.stage = S_BRIDGE_IN
-        it.a = f.bridge
-        it.b = i
-        return go_bridge_in(dp, it)
+        return port_rcv(dp, it, i, f)
     if kind == IF_POD_LO:
         return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
-    d = DATA(it)
-    n = it.len
-    if n < 14:
+    # every other kind is an Ethernet device that drops frames for another host
+    if it.len < 14:
         return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
-    dmac = rd48(d, 0)
+    dmac = rd48(DATA(it), 0)
     if dmac != <uint64_t>f.mac and not is_mcast(dmac):
         return end(dp, it, OUT_DROPPED, DROP_OTHERHOST, i, 0, False)
     if kind == IF_NODE_ETH or kind == IF_BRIDGE or kind == IF_VTEP:
-        it.stage = S_NODE_IN
-        return go_node_in(dp, it)
-    # end hosts: pods, external hosts, the gateway
-    et = rd16(d, 12)
-    if et == <uint32_t>ETH_ARP:
-        if n < 42:
-            return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
-        if rd32(d, 38) == f.ip:
-            return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
-        return end(dp, it, OUT_DROPPED, DROP_NOT_LOCAL, i, 0, False)
-    if et == <uint32_t>ETH_IPV6:
-        return end(dp, it, OUT_DROPPED, DROP_IPV6, i, 0, False)
-    if et != <uint32_t>ETH_IP:
-        return end(dp, it, OUT_DROPPED, DROP_UNKNOWN_ETHERTYPE, i, 0, False)
-    bad = ip_check_it(it)
-    if bad:
-        return end(dp, it, OUT_DROPPED, bad, i, 0, False)
-    dst = rd32(d, 30)
-    if dst == f.ip or dst == 0xFFFFFFFFU or (dst & 0xF0000000U) == 0xE0000000U:
-        return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
-    if kind == IF_GW_ETH:
-        return end(dp, it, OUT_LEFT, 0, i, 0, False)
-    return end(dp, it, OUT_DROPPED, DROP_NOT_LOCAL, i, 0, False)
+        return node_rcv(dp, it)
+    return host_rcv(dp, it, i, f, kind)
 
 
 cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noexcept nogil:

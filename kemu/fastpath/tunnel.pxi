@@ -60,3 +60,26 @@ cdef int vxlan_encap(DP* dp, Item* it, int vtep) noexcept nogil:
     it.stage = S_LOCAL_OUT
     it.a = node
     return 0
+
+
+cdef inline int vxlan_xmit(DP* dp, Item* it, int i) noexcept nogil:
+    """flannel.1 transmits: encapsulate, then out through the node's own stack."""
+    dp.tr_ok = 0  # rare work: not a path the flow cache holds
+    if cold.vxlan_encap(dp, it, i):
+        return 1
+    return go_local_out(dp, it)
+
+
+cdef inline int vxlan_rcv(DP* dp, Item* it, int node, int l4) noexcept nogil:
+    """The node's VXLAN socket got a datagram: strip the outer headers, and the inner frame
+    is received on flannel.1 in a fresh context."""
+    dp.tr_ok = 0  # the inner frame's bytes decide from here
+    it.off += l4 + 16
+    it.len -= l4 + 16
+    changed(it)
+    ev(dp, it, EV_DECAP, node, VXLAN_VNI, 0)
+    it.ip_ok = 0
+    ctx_reset(&it.ctx)
+    it.stage = S_RX
+    it.a = dp.node_vtep_if[node]
+    return go_rx(dp, it)
