@@ -115,7 +115,7 @@ cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const i
                 kemu_prefetch(&dp.ce[val >> 1])
 
 
-# ------------------------------------------------------------------ the flow cache
+# ---- the flow cache
 # Established flows take the same path frame after frame. With recording off, a frame of a
 # flow whose path was cached replays that path's effects without the stages: the FDB
 # entries it refreshes (seen = now), the conntrack entries it updates (TCP state, timeouts;

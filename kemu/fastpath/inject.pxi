@@ -8,7 +8,7 @@ cdef inline int owner_of(const DP* dp, uint32_t ip) noexcept nogil:
     return <int>s.v0 if s != NULL else -1
 
 
-# ------------------------------------------------------------------ injection helpers
+# ---- injection helpers
 cdef void fix_l2(DP* dp, Item* it, int iface) noexcept nogil:
     """Rewrite Ethernet addresses as the sending host's own stack would have set them."""
     cdef uint8_t* d = DATA(it)

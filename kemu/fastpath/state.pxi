@@ -260,7 +260,7 @@ ctypedef struct DP:
     int64_t arena_used
 
 
-# ------------------------------------------------------------------ buffers and the work stack
+# ---- buffers and the work stack
 cdef inline uint8_t* DATA(Item* it) noexcept nogil:
     return it.mem + it.off
 
