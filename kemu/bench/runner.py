@@ -2,11 +2,11 @@
 
 What it measures, each the median of ``--repeat`` runs (with min and max), side by side:
 
-- the datapath on the *cluster mix* (``kemu.frontend.workloads.cluster_mix``: 64-byte TCP
+- the datapath on the *cluster mix* (``kemu.bench.workloads.cluster_mix``: 64-byte TCP
   frames, 10k flows with warm conntrack, half pod -> ClusterIP with the endpoint on another
   node, a quarter same-node and a quarter cross-node pod -> pod) on a synthetic three-node
   cluster (120 pods, 30 Services): the Cython fast path without and with every hop recorded,
-  the pure-Python reference, and ``kemu.frontend.peers.ScapyPipeline`` making the same
+  the pure-Python reference, and ``kemu.bench.peers.ScapyPipeline`` making the same
   decisions on Scapy objects; the *churn* workload (100k new flows, IMIX sizes);
 - the Linux kernel forwarding the same frames through the same cluster built from network
   namespaces (``KernelPeer``; root, iproute2, iptables and br_netfilter needed; skipped with
@@ -261,9 +261,9 @@ class Bench:
         self.info["seconds"] = round(time.perf_counter() - self.t0, 1)
 
     def setup(self) -> None:
+        from kemu.bench import workloads as W
         from kemu.compiler.compile import compile_cluster
         from kemu.control.cluster import load_cluster
-        from kemu.frontend import workloads as W
 
         _say("generating workloads")
         self.docs = W.synthetic_cluster(3, 120, 30)
@@ -280,7 +280,7 @@ class Bench:
 
     def _fast(self, record: bool = False, flow_cache: bool = True) -> tuple[Any, Any]:
         from kemu._backend import IMPLEMENTATIONS
-        from kemu.frontend import workloads as W
+        from kemu.bench import workloads as W
 
         impl = IMPLEMENTATIONS["cython"]
         old = impl._set_flow_cache(flow_cache)
@@ -293,7 +293,7 @@ class Bench:
 
     def datapath(self) -> None:
         from kemu._backend import IMPLEMENTATIONS
-        from kemu.frontend import workloads as W
+        from kemu.bench import workloads as W
 
         if "cython" not in IMPLEMENTATIONS:
             _say("the Cython extension is not built: fast-path rows skipped")
@@ -342,8 +342,8 @@ class Bench:
 
     def peers(self) -> None:
         from kemu._backend import IMPLEMENTATIONS
-        from kemu.frontend import peers as P
-        from kemu.frontend import workloads as W
+        from kemu.bench import peers as P
+        from kemu.bench import workloads as W
 
         ref = IMPLEMENTATIONS["python"]
         dp = ref.Datapath(self.tables, 0, True)
@@ -364,7 +364,7 @@ class Bench:
                      lambda r: sp.run(self.mix, r * n, (r + 1) * n), repeat=repeat)
 
     def kernel(self) -> None:
-        from kemu.frontend import peers as P
+        from kemu.bench import peers as P
 
         ok, why = P.kernel_available()
         if not ok:
@@ -414,8 +414,8 @@ class Bench:
         import numpy as np
 
         from kemu._backend import IMPLEMENTATIONS
-        from kemu.frontend import peers as P
-        from kemu.frontend import workloads as W
+        from kemu.bench import peers as P
+        from kemu.bench import workloads as W
 
         for n in self.sizes.route_sizes:
             label = f"{n // 1000}k prefixes"
@@ -458,7 +458,7 @@ class Bench:
         directory (a disk, usually) and into /dev/shm (memory), each beside the rate at which
         plain ``write`` calls put the same bytes there right after (the ceiling); and the
         start-up time of ``kemu replay`` on a one-frame capture."""
-        from kemu.frontend import workloads as W
+        from kemu.bench import workloads as W
 
         n = self.sizes.replay_frames
         info: dict[str, Any] = {"frames": n}
@@ -553,7 +553,7 @@ class Bench:
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        code = f"import json, kemu.frontend.bench_cmd as b; print(json.dumps(b.{fn}(*{args!r})))"
+        code = f"import json, kemu.bench.runner as b; print(json.dumps(b.{fn}(*{args!r})))"
         try:
             p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                text=True, timeout=timeout)
@@ -778,9 +778,9 @@ def cluster_footprint(nodes: int, pods: int, services: int, repeat: int,
     """Load and compile a synthetic cluster in this (fresh) process: seconds, memory per
     pod; with ``repeat``, the cluster mix on it against the three-node cluster, alternating
     runs (the median ratio of rates)."""
+    from kemu.bench import workloads as W
     from kemu.compiler.compile import compile_cluster
     from kemu.control.cluster import load_cluster
-    from kemu.frontend import workloads as W
 
     out: dict[str, Any] = {"nodes": nodes, "pods": pods, "services": services,
                            "endpoints": endpoints}
