@@ -42,7 +42,7 @@ COMMANDS: list[str] = [
     "kemu.frontend.show:SHOW",
     "kemu.frontend.replay_cmd:REPLAY",
     "kemu.frontend.trace_cmd:TRACE",
-    "kemu.bench.runner:BENCH",
+    "kemu.bench.command:BENCH",
 ]
 NAMES = ("validate", "show", "replay", "trace", "bench")
 """The command of each entry of ``COMMANDS``, so that a run imports only its own module."""
