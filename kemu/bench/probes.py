@@ -76,7 +76,7 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    from kemu import __version__
+    from kemu._version import __version__
 
     return {"cpu": cpu, "nproc": os.cpu_count(), "python": platform.python_version(),
             "system": f"{platform.system()} {platform.release()}", "kemu": __version__,

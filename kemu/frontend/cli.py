@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import kemu
+from kemu._version import __version__
 from kemu.errors import KemuError
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class _Version(argparse.Action):
             from kemu._backend import BACKEND
         except ImportError:  # the data plane is not built/installed
             BACKEND = "unavailable"
-        print(f"kemu {kemu.__version__} (backend: {BACKEND})")
+        print(f"kemu {__version__} (backend: {BACKEND})")
         parser.exit(EXIT_OK)
 
 

@@ -319,8 +319,8 @@ def _twins() -> dict[str, ModuleType]:
 
 
 def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:
-    from kemu import __version__
     from kemu._backend import BACKEND
+    from kemu._version import __version__
 
     folder = os.path.dirname(os.fspath(out)) or "."
     if not os.path.isdir(folder):
