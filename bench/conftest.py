@@ -1,6 +1,6 @@
 """Fixtures of kemu's benchmark suites (``python -m pytest bench/ --benchmark-only``).
 
-Workloads come from ``kemu.frontend.workloads`` and are built once per session, outside any
+Workloads come from ``kemu.bench.workloads`` and are built once per session, outside any
 timed region; every suite puts kemu's fast path, its pure-Python reference and the peers
 (Scapy pipeline, pytricia, the Linux kernel) side by side, and stores the rate in
 ``benchmark.extra_info["pps"]`` (frames, lookups or hops per second; median round).
@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from kemu._backend import IMPLEMENTATIONS
+from kemu.bench import peers as P
+from kemu.bench import workloads as W
 from kemu.compiler.compile import compile_cluster
 from kemu.control.cluster import load_cluster
 from kemu.dataplane.tables import Tables
-from kemu.frontend import peers as P
-from kemu.frontend import workloads as W
 
 BATCH = 1024
 MIX_FRAMES = 200_000

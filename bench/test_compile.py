@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from conftest import SCALE, timed
 
+from kemu.bench import workloads as W
 from kemu.compiler.compile import compile_cluster
 from kemu.control.cluster import load_cluster
-from kemu.frontend import workloads as W
 
 SIZES = [(3, 120, 30), (30, 900, 90), (100, 3_000, 200)]
 if SCALE:

@@ -8,7 +8,7 @@ import time
 import pytest
 from conftest import DATAPATH_IMPLS, FRAMES, NO_KERNEL, Clock, Runner, need, record_rate, timed
 
-from kemu.frontend import peers as P
+from kemu.bench import peers as P
 
 
 @pytest.mark.parametrize("impl", DATAPATH_IMPLS)
@@ -56,7 +56,7 @@ def test_churn(benchmark, impl, tables, churn):
 
 def test_kernel(benchmark, tables, mix):
     """The Linux kernel forwarding the cluster mix through the same cluster in network
-    namespaces, one core (see ``kemu.frontend.peers.KernelPeer``)."""
+    namespaces, one core (see ``kemu.bench.peers.KernelPeer``)."""
     ok, why = P.kernel_available()
     if NO_KERNEL or not ok:
         pytest.skip("KEMU_BENCH_NO_KERNEL set" if NO_KERNEL else why)
@@ -83,7 +83,7 @@ def test_kernel(benchmark, tables, mix):
 def test_batch_size(benchmark, batch, tables, mix):
     """Frames per ``Datapath.process`` call: the per-call cost is amortised over the batch."""
     need("cython")
-    from kemu.frontend import workloads as W
+    from kemu.bench import workloads as W
 
     benchmark.group = "datapath: cluster mix by batch size (cython)"
     w = mix.head(FRAMES["cython"] // 2)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import BATCH, Runner, need, record_rate, timed
 
+from kemu.bench import workloads as W
 from kemu.dataplane import codes as C
 from kemu.dataplane.describe import event_text
-from kemu.frontend import workloads as W
 from kemu.frontend.hopwriter import HopWriter
 from kemu.io import hops
 from kemu.io.capture import iter_capture, read_capture

@@ -9,8 +9,8 @@ import pytest
 from conftest import timed
 
 from kemu._backend import IMPLEMENTATIONS
-from kemu.frontend import peers as P
-from kemu.frontend import workloads as W
+from kemu.bench import peers as P
+from kemu.bench import workloads as W
 
 LOOKUPS = 2_000_000
 _tables: dict[int, tuple] = {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from conftest import DATAPATH_IMPLS, FRAMES, Clock, Runner, need, timed
 
-from kemu.frontend import workloads as W
+from kemu.bench import workloads as W
 
 _cache: dict[str, W.Workload] = {}
 

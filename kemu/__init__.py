@@ -1,9 +1,11 @@
 """kemu: a packet-level emulator of Kubernetes cluster networking.
 
-Layers, imports pointing one way: ``kemu.control`` (the cluster model from manifests) ->
-``kemu.compiler`` (flat tables) -> ``kemu.dataplane`` (the batch datapath: the Cython
-``kemu._fastpath`` and its pure-Python reference) -> ``kemu.io`` (captures, pcapng, flow logs)
-and ``kemu.frontend`` (the engine, the Python API, replay, traces, the CLI).
+Packages: ``kemu.control`` (the cluster model from manifests) and ``kemu.dataplane`` (the
+batch datapath: the Cython ``kemu._fastpath`` and its pure-Python reference), which never
+import each other; ``kemu.compiler`` (the model compiled into the dataplane's flat tables);
+``kemu.io`` (captures, pcapng, flow logs); ``kemu.frontend`` (the engine, the Python API,
+replay, traces, the CLI); ``kemu.bench`` (``kemu bench``). Imports point one way, each
+package importing only from those before it; ``tests/test_layers.py`` keeps it so.
 
 The Python API in one line: ``kemu.load(paths...)`` returns an ``EmulatedCluster`` whose
 ``send()`` traces a packet and ``replay()`` runs a capture (see ``kemu.frontend.api``).
@@ -13,7 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from kemu._version import __version__
+
 __all__ = ["EmulatedCluster", "load", "__version__"]
 
 if TYPE_CHECKING:

@@ -19,11 +19,11 @@ import pytest
 from helpers import checksums_valid
 
 from kemu._backend import IMPLEMENTATIONS
+from kemu.bench import peers as P
+from kemu.bench import workloads as W
 from kemu.compiler.compile import compile_cluster
 from kemu.control.cluster import load_cluster
 from kemu.dataplane import codes as C
-from kemu.frontend import peers as P
-from kemu.frontend import workloads as W
 from kemu.frontend.cli import main
 from kemu.io.capture import read_capture
 
@@ -254,8 +254,9 @@ def test_kube_proxy_rules_shape(tables):
 
 
 def test_no_scapy_or_heavy_imports_at_import_time():
-    code = ("import sys, kemu.frontend.bench_cmd, kemu.frontend.peers, "
-            "kemu.frontend.workloads; "
+    code = ("import sys, kemu.bench.command, kemu.bench.footprint, kemu.bench.peers, "
+            "kemu.bench.probes, kemu.bench.report, kemu.bench.rows, kemu.bench.runner, "
+            "kemu.bench.workloads; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'scapy', 'pytricia', "
             "'matplotlib'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -301,7 +302,8 @@ def test_kemu_bench_quick_writes_json(tmp_path, capsys):
 def test_cluster_footprint_reports_rounds_and_huge_pages():
     """The scale measurement (here on a small cluster): both mixes' rounds alternate, the
     ratio is that of their medians, and the process's memory in 2 MiB pages is reported."""
-    from kemu.frontend.bench_cmd import cluster_footprint, huge_page_bytes
+    from kemu.bench.footprint import cluster_footprint
+    from kemu.bench.probes import huge_page_bytes
 
     got = cluster_footprint(6, 60, 10, 2, "slices")
     assert got["load_compile_seconds"] >= 0 and got["bytes_per_pod"] >= 0  # (RSS may not grow)
@@ -344,7 +346,8 @@ def test_targets_judge_only_the_workloads_their_goals_are_for(quick, replay_fram
     """A goal of issue 5 is set for one workload (100k churn flows, 500k prefixes, a
     4,000,000-frame capture): a run on another one (``--quick``, the default 1M-frame
     replay) shows the figure but neither meets nor misses it; the rest are judged."""
-    from kemu.frontend.bench_cmd import CHURN, FAST, MIX, Bench, Row
+    from kemu.bench.rows import CHURN, FAST, MIX, Row
+    from kemu.bench.runner import Bench
 
     b = Bench(quick=quick, replay_frames=replay_frames)
     big = f"{max(b.sizes.route_sizes) // 1000}k prefixes"

@@ -35,12 +35,12 @@ from test_fastpath_equivalence import (
     tcp,
 )
 
+from kemu.bench import workloads as W
 from kemu.compiler.compile import compile_cluster
 from kemu.control.cluster import load_cluster
 from kemu.dataplane import codes as C
 from kemu.dataplane import reference
 from kemu.dataplane.results import Results
-from kemu.frontend import workloads as W
 
 try:
     from kemu import _fastpath

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import kemu
+from kemu._version import __version__
 from kemu.errors import KemuError
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ COMMANDS: list[str] = [
     "kemu.frontend.show:SHOW",
     "kemu.frontend.replay_cmd:REPLAY",
     "kemu.frontend.trace_cmd:TRACE",
-    "kemu.frontend.bench_cmd:BENCH",
+    "kemu.bench.command:BENCH",
 ]
 NAMES = ("validate", "show", "replay", "trace", "bench")
 """The command of each entry of ``COMMANDS``, so that a run imports only its own module."""
@@ -98,7 +98,7 @@ class _Version(argparse.Action):
             from kemu._backend import BACKEND
         except ImportError:  # the data plane is not built/installed
             BACKEND = "unavailable"
-        print(f"kemu {kemu.__version__} (backend: {BACKEND})")
+        print(f"kemu {__version__} (backend: {BACKEND})")
         parser.exit(EXIT_OK)
 
 

@@ -27,16 +27,17 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 
+from kemu.control.cluster import Cluster
 from kemu.dataplane import codes as C
 from kemu.dataplane.describe import drop_text
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
 from kemu.errors import KemuError, TopologyError
-from kemu.frontend.api import EmulatedCluster
-from kemu.frontend.engine import Batch
+from kemu.frontend.engine import Batch, Engine
 from kemu.frontend.hopwriter import HopWriter
 from kemu.io.ahead import ahead
 from kemu.io.capture import Capture, iter_capture
@@ -47,6 +48,21 @@ from kemu.io.pcapng import PcapngWriter
 
 BATCH = 4096
 Placement = tuple[np.ndarray, np.ndarray, np.ndarray]  # per frame: interface, mode, why not
+
+
+class Emulation(Protocol):
+    """What replay needs of an emulated cluster: its model, the engine running it, the
+    compiled tables and the backend's name. ``kemu.frontend.api.EmulatedCluster`` is one
+    (the API imports replay for ``EmulatedCluster.replay``; replay does not import the API)."""
+
+    model: Cluster
+    engine: Engine
+
+    @property
+    def tables(self) -> Tables: ...
+
+    @property
+    def backend(self) -> str: ...
 
 
 @dataclass
@@ -218,7 +234,7 @@ def place_frames(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
     return iface, why
 
 
-def replay(emu: EmulatedCluster, capture: str | os.PathLike, out: str | os.PathLike | None = None,
+def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | None = None,
            flows: str | os.PathLike | None = None, options: ReplayOptions | None = None,
            progress: Callable[[int], None] | None = None) -> ReplaySummary:
     opts = options or ReplayOptions()
@@ -303,8 +319,8 @@ def _twins() -> dict[str, ModuleType]:
 
 
 def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:
-    from kemu import __version__
     from kemu._backend import BACKEND
+    from kemu._version import __version__
 
     folder = os.path.dirname(os.fspath(out)) or "."
     if not os.path.isdir(folder):
@@ -330,7 +346,7 @@ def _placed_chunks(capture: str | os.PathLike[str], placer: Placer
         yield cap, placer.place(cap.buf, cap.offsets, cap.lengths)
 
 
-def _run_batch(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placed: Placement,
+def _run_batch(emu: Emulation, cap: Capture, lo: int, hi: int, placed: Placement,
                res: Results, writer: HopWriter | None, flowlog: FlowLog | None,
                summary: ReplaySummary, opts: ReplayOptions, encoded: threading.Event) -> None:
     """One batch: run, count, write; ``encoded`` is set once ``res`` is free again."""
@@ -343,7 +359,7 @@ def _run_batch(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placed: Pla
             encoded.set()
 
 
-def _run_batch_in(emu: EmulatedCluster, cap: Capture, lo: int, hi: int, placed: Placement,
+def _run_batch_in(emu: Emulation, cap: Capture, lo: int, hi: int, placed: Placement,
                   res: Results, writer: HopWriter | None, flowlog: FlowLog | None,
                   summary: ReplaySummary, opts: ReplayOptions, encoded: threading.Event
                   ) -> bool:
@@ -439,7 +455,7 @@ def count_fates(oc_frame: np.ndarray, oc_kind: np.ndarray, oc_reason: np.ndarray
                      strict=True)))
 
 
-def _respond(emu: EmulatedCluster, res: Results, batch: Batch, writer: HopWriter | None,
+def _respond(emu: Emulation, res: Results, batch: Batch, writer: HopWriter | None,
              flowlog: FlowLog | None, summary: ReplaySummary) -> None:
     """Answers of emulated stacks and node ICMP errors, a microsecond after their trigger."""
     eng = emu.engine
@@ -463,7 +479,7 @@ def _respond(emu: EmulatedCluster, res: Results, batch: Batch, writer: HopWriter
         flowlog.write_batch(ares, ab.ts_ns)
 
 
-def _endpoint_infos(emu: EmulatedCluster) -> dict[int, EndpointInfo]:
+def _endpoint_infos(emu: Emulation) -> dict[int, EndpointInfo]:
     out = {}
     for pod in emu.model.pods:
         if pod.host_network:

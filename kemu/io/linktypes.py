@@ -24,12 +24,10 @@ Ethernet frames are copied as they are and the others converted per link type wi
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from kemu.io.capture import Capture
+from kemu.io.frames import Capture, Damage, copy_segments
 
 __all__ = [
     "ETHERNET",
@@ -102,8 +100,6 @@ def _be16(block: np.ndarray, at: int) -> np.ndarray:
 
 def to_ethernet(cap: Capture) -> Capture:
     """``cap`` with every frame as an Ethernet frame (``cap`` itself when all already are)."""
-    from kemu.io.capture import Damage, copy_segments
-
     lt = cap.linktypes
     if not len(lt) or bool(np.all(lt == ETHERNET)):
         return cap

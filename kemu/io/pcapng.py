@@ -31,8 +31,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from kemu.io.capture import copy_segments
 from kemu.io.directio import DirectFile
+from kemu.io.frames import copy_segments
 
 __all__ = ["INBOUND", "OUTBOUND", "PcapngWriter"]
 

@@ -39,7 +39,7 @@ import numpy as np
 from kemu.dataplane import codes as C
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
-from kemu.io.capture import copy_segments
+from kemu.io.frames import copy_segments
 
 MIX_SERVICE, MIX_SAME_NODE, MIX_CROSS_NODE = 0, 1, 2
 MIX_NAMES = ("pod->ClusterIP (remote endpoint)", "pod->pod same node", "pod->pod cross node")

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
+from kemu.bench.workloads import Workload
 from kemu.dataplane import codes as C
 from kemu.dataplane.packet import flow_hash
 from kemu.dataplane.tables import Tables
-from kemu.frontend.workloads import Workload
 
 
 def _mac(v: int) -> str:
