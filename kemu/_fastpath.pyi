@@ -81,7 +81,7 @@ def pcap_scan(w: memoryview, r: int, remaining: int, limit: int, big: bool
 def pcapng_scan(w: memoryview, r: int, remaining: int, kind: int, minlen: int, big: bool
                 ) -> tuple[np.ndarray, int]: ...
 
-# -- replay placement (twin of kemu.frontend.replay.place_frames) ----------------------------
+# -- replay placement (twins in kemu.frontend.placement) ---------------------------------
 
 def count_fates(oc_frame: np.ndarray, oc_kind: np.ndarray, oc_reason: np.ndarray,
                 n_outcomes: int, n: int, noise: np.ndarray, ev_frame: np.ndarray,

@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kemu.dataplane import codes as C
-from kemu.frontend import replay as R
+from kemu.frontend import placement as P
 
-IMPLS = R._twins()  # noqa: SLF001 - backend name -> module with count_fates
-NOISE = R._NOISE  # noqa: SLF001
-TRANSLATING = R._TRANSLATING  # noqa: SLF001
+IMPLS = P.implementations()  # backend name -> module with count_fates
+NOISE = P.NOISE
+TRANSLATING = P.TRANSLATING
 KINDS = [C.OUT_DELIVERED, C.OUT_DROPPED, C.OUT_LEFT, C.OUT_NEIGH]
 REASONS = [C.DROP_NOT_LOCAL, C.DROP_OTHERHOST, C.DROP_SAME_PORT, 1, 2, 3, 7, -3]
 EVENTS = [C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_ROUTE, C.EV_ENCAP, -1]

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kemu.frontend import replay as R
+from kemu.frontend import placement as P
 
-IMPLS = R._twins()  # noqa: SLF001
+IMPLS = P.implementations()
 
 
 def oracle(frames: list[bytes], own: dict[int, tuple[int, int]], macs: dict[int, int],

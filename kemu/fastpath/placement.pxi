@@ -16,7 +16,7 @@ cdef inline int64_t sorted_find(const int64_t* keys, int64_t n, int64_t k) noexc
 
 def count_fates(oc_frame, oc_kind, oc_reason, Py_ssize_t n_outcomes, Py_ssize_t n, noise,
                 ev_frame, ev_kind, Py_ssize_t n_events, translating):
-    """Fates of a batch's frames; see ``kemu.frontend.replay.count_fates``."""
+    """Fates of a batch's frames; see ``kemu.frontend.placement.count_fates``."""
     cdef const int32_t[::1] fr = oc_frame
     cdef const uint8_t[::1] kind = oc_kind
     cdef const int16_t[::1] reason = oc_reason
@@ -77,7 +77,7 @@ def count_fates(oc_frame, oc_kind, oc_reason, Py_ssize_t n_outcomes, Py_ssize_t 
 
 def place_frames(buf, offsets, lengths, own_ip, own_if, own_if_l2, mac_keys, mac_ifs,
                  int gateway):
-    """Where each frame of a capture enters; see ``kemu.frontend.replay.Placer.place``."""
+    """Where each frame of a capture enters; see ``kemu.frontend.placement.Placer.place``."""
     cdef const uint8_t[::1] b = buf
     cdef const int64_t[::1] off = offsets
     cdef const int32_t[::1] ln = lengths
