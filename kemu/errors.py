@@ -57,3 +57,13 @@ class CaptureError(KemuError):
 
 class TopologyError(KemuError):
     """A request names something the emulated cluster does not have (pod, interface, ...)."""
+
+
+class OutputError(KemuError):
+    """An output file cannot be written: refused before the work (it is one of the inputs, its
+    directory is missing or read-only, ...) or failed while writing (``ENOSPC``, ``EIO``).
+    Nothing is left under its name nor as a temporary ``.part-*`` file beside it."""
+
+    def __init__(self, path: str, message: str, errno: int | None = None) -> None:
+        self.path, self.errno = path, errno
+        super().__init__(message)

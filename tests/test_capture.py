@@ -7,6 +7,9 @@ oracle for bytes, lengths and time stamps, and Scapy dissects the converted Ethe
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import shutil
 import struct
@@ -35,6 +38,7 @@ from kemu.io.capture import (
     read_capture,
     to_ethernet,
 )
+from kemu.io.compressed import open_decompressed
 
 # -- builders ----------------------------------------------------------------------------------
 
@@ -763,3 +767,53 @@ def test_mutated_files_never_crash(tmp_path: Path, which: int, edits: list[tuple
         assert d.frame >= 1 and 0 <= d.offset <= len(data) and d.reason
     chunks = list(iter_capture(path, 2, chunk_bytes=1 << 16))
     assert concat(chunks) == concat([read_capture(path)])
+
+
+# -- compressed captures (kemu.io.compressed) ---------------------------------------------------
+COMPRESSORS = {"gzip": gzip.compress, "xz": lzma.compress, "bzip2": bz2.compress}
+
+
+@pytest.mark.parametrize("kind", sorted(COMPRESSORS))
+def test_compressed_files_read_as_the_file_inside(tmp_path: Path, kind: str) -> None:
+    """Recognised by their magic bytes (the file's name says nothing), read whole or in
+    chunks; ``open_decompressed`` decompresses once for several passes (replay's loops) and
+    gives None for a file that is not compressed."""
+    frames = [udp(i, i) for i in range(300)]
+    raw = pcap_file([(10**9 + i, f) for i, f in enumerate(frames)])
+    plain = write(tmp_path, "plain.pcap", raw)
+    packed = write(tmp_path, "packed.pcap", COMPRESSORS[kind](raw))
+    expected = concat([read_capture(plain)])
+    assert concat([read_capture(packed)]) == expected
+    assert concat(list(iter_capture(packed, 7, chunk_bytes=1 << 16))) == expected
+    with open_decompressed(packed) as f:
+        assert f is not None
+        for _ in range(2):
+            assert concat(list(iter_capture(packed, 7, chunk_bytes=1 << 16, file=f))) == expected
+    assert f.closed
+    with open_decompressed(plain) as f:
+        assert f is None
+    with open_decompressed(tmp_path / "missing.pcap") as f:
+        assert f is None  # the reader reports it as any unreadable file
+
+
+@settings(max_examples=int(os.environ.get("KEMU_FUZZ_EXAMPLES", "300")) // 3, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(sorted(COMPRESSORS)),
+       edits=st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), max_size=4),
+       cut=st.integers(0, 2000))
+def test_damaged_compressed_files_never_crash(tmp_path: Path, kind: str,
+                                              edits: list[tuple[int, int]], cut: int) -> None:
+    """Corrupt or cut compressed data: a CaptureError naming the file, or the frames that
+    could be read; never another exception."""
+    data = bytearray(COMPRESSORS[kind](_seed_files()[0]))
+    for at, value in edits:
+        if 6 <= at < len(data):  # the magic stays: damage inside the stream
+            data[at] = value
+    del data[max(6, len(data) - cut % (len(data) + 1)):]
+    path = write(tmp_path, "fuzz.gz", bytes(data))
+    try:
+        cap = read_capture(path)
+    except CaptureError as err:
+        assert str(err).startswith(str(path))
+        return
+    check_consistent(cap)

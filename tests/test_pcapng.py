@@ -215,6 +215,30 @@ def test_exception_inside_with_leaves_nothing(tmp_path: Path, error: type[BaseEx
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("background", [False, True])
+def test_a_write_error_names_the_file_and_leaves_nothing(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         background: bool) -> None:
+    """ENOSPC met by the writing thread (direct file) or here: an OutputError naming the
+    final file and the system's error; the writer's abort leaves nothing."""
+    import errno
+
+    from kemu.errors import OutputError
+    from kemu.io import directio
+
+    def full(self: object, view: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(directio.DirectFile, "_write_all", full)
+    path = tmp_path / "out.pcapng"
+    with pytest.raises(OutputError, match=r"out.pcapng: cannot write: No space left on device"):
+        with PcapngWriter(path, background=background, direct=True) as w:
+            w.add_interface("a")
+            for i in range(2000):
+                w.write_packet(0, i, frame(i, 1400))
+    assert leftovers(tmp_path) == []
+
+
 def test_abort_keeps_an_older_file_untouched(tmp_path: Path) -> None:
     path = tmp_path / "out.pcapng"
     path.write_bytes(b"older output")

@@ -74,6 +74,12 @@ def read(*sources: Source, order: list[str] | None = None
     return docs, problems
 
 
+def files(*sources: str | os.PathLike[str]) -> list[str]:
+    """The files :func:`read` reads for these sources (a directory's manifests; ``-`` as
+    such), without reading them: what a command must never overwrite."""
+    return [path for src in sources for path in _expand(src, [])]
+
+
 def _count(docs: list[Document], source: str) -> int:
     return sum(1 for d in docs if d.source == source)
 

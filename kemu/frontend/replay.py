@@ -13,7 +13,9 @@ interface instead. Emulated time follows the capture's timestamps.
 
 Output: a pcapng with every hop (``capture_points``: all, pods, drops), a Hubble-style flow
 log, and a ``ReplaySummary`` in tcpreplay's manner. Outputs are written under temporary names
-and renamed when complete.
+and renamed when complete (``kemu.io.outputs``: checked first, never an input, nothing left
+behind on failure). A compressed capture (gzip, xz, bzip2, zstd) is decompressed once into
+an unnamed temporary file (``kemu.io.compressed``).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
@@ -42,9 +45,11 @@ from kemu.frontend.placement import NOISE, TRANSLATING, Placer
 from kemu.frontend.placement import implementations as placement_twins
 from kemu.io.ahead import ahead
 from kemu.io.capture import Capture, iter_capture
+from kemu.io.compressed import open_decompressed
 from kemu.io.flowlog import EndpointInfo, FlowLog
 from kemu.io.hops import implementations
 from kemu.io.linktypes import to_ethernet
+from kemu.io.outputs import AtomicFile, check_outputs
 from kemu.io.pcapng import PcapngWriter
 
 BATCH = 4096
@@ -138,6 +143,8 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
            progress: Callable[[int], None] | None = None) -> ReplaySummary:
     opts = options or ReplayOptions()
     t0 = time.perf_counter()
+    check_outputs({"out=": out, "flows=": flows},
+                  {f"the input capture (capture={os.fspath(capture)})": capture})
     t = emu.tables
     inject_at = None
     if opts.inject_at is not None:
@@ -148,12 +155,15 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
                                 f"named like {t.if_name[0]!r}, 'ns/pod/eth0'") from None
     placer = Placer(t, inject_at, opts.unknown_at_gateway, placement_twins()[emu.backend])
     summary = ReplaySummary()
-    writer = _open_writer(out, t) if out is not None else None
-    hop_writer = HopWriter(writer, t, opts.capture_points, implementations()[emu.backend]) \
-        if writer is not None else None
-    flow_tmp = f"{os.fspath(flows)}.part-{os.getpid()}" if flows is not None else None
-    flow_file = open(flow_tmp, "w", encoding="utf-8") if flow_tmp else None  # noqa: SIM115
+    writer = flow_file = None
+    # a compressed capture decompressed once, here (not on the reader thread, once per loop)
+    source = ExitStack()
     try:
+        file = source.enter_context(open_decompressed(capture))
+        writer = _open_writer(out, t) if out is not None else None
+        hop_writer = HopWriter(writer, t, opts.capture_points, implementations()[emu.backend]) \
+            if writer is not None else None
+        flow_file = AtomicFile(flows) if flows is not None else None
         flowlog = None
         if flow_file is not None:
             flowlog = FlowLog(flow_file, t, _endpoint_infos(emu), _service_names(t),
@@ -170,7 +180,7 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
         done = turn = 0
         for _loop in range(max(1, opts.loop)):
             # the next chunk read, indexed and placed on a thread of its own meanwhile
-            for cap, placed in ahead(_placed_chunks(capture, placer), "kemu capture reader"):
+            for cap, placed in ahead(_placed_chunks(capture, placer, file), "kemu capture reader"):
                 for d in cap.damaged:
                     summary.damaged[d.reason] += 1
                 n = len(cap)
@@ -194,17 +204,16 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
         if writer is not None:
             writer.close()
         if flow_file is not None:
-            flow_file.close()
-            os.replace(flow_tmp, os.fspath(flows))  # type: ignore[arg-type]
+            flow_file.commit()
             summary.flow_records = flowlog.records if flowlog else 0
     except BaseException:
         if writer is not None:
             writer.abort()
         if flow_file is not None:
-            flow_file.close()
-            if os.path.exists(flow_tmp):  # type: ignore[arg-type]
-                os.unlink(flow_tmp)  # type: ignore[arg-type]
+            flow_file.discard()
         raise
+    finally:
+        source.close()
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -225,14 +234,15 @@ def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:
     return w
 
 
-def _placed_chunks(capture: str | os.PathLike[str], placer: Placer
-                   ) -> Iterator[tuple[Capture, Placement]]:
-    """The capture as Ethernet chunks with each frame's placement (the reader thread's work).
+def _placed_chunks(capture: str | os.PathLike[str], placer: Placer,
+                   file: BinaryIO | None = None) -> Iterator[tuple[Capture, Placement]]:
+    """The capture (``file``'s bytes when given, see ``iter_capture``) as Ethernet chunks with
+    each frame's placement (the reader thread's work).
     Windows rotate through three memories: the chunk being replayed, one waiting, one being
     made (``kemu.io.ahead``); replay is done with a chunk's bytes when it takes the next."""
     # 8 MiB windows: the three stay in the last-level cache between the reader's copy and the
     # datapath's reads (whole replays measured 1.04M frames/s with 32 MiB, 1.15M with 8)
-    for chunk in iter_capture(capture, chunk_bytes=8 << 20, reuse_buffer=3):
+    for chunk in iter_capture(capture, chunk_bytes=8 << 20, reuse_buffer=3, file=file):
         cap = to_ethernet(chunk)  # (its damage: the chunk's and the conversion's)
         yield cap, placer.place(cap.buf, cap.offsets, cap.lengths)
 

@@ -45,6 +45,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from kemu.errors import CaptureError
+from kemu.io.compressed import decompressed
 from kemu.io.frames import Capture, Damage, copy_segments
 from kemu.io.linktypes import (
     SUPPORTED_DESCRIPTION,
@@ -670,10 +671,16 @@ def _will_need(f: BinaryIO, offset: int, length: int) -> None:
             advise(f.fileno(), offset, length, os.POSIX_FADV_WILLNEED)
 
 
-def _open(path: str | os.PathLike[str]) -> tuple[str, BinaryIO, int]:
+def _open(path: str | os.PathLike[str], file: BinaryIO | None = None
+          ) -> tuple[str, BinaryIO, int]:
+    """(name, file, size) of the capture at ``path``, decompressed if it is compressed
+    (``kemu.io.compressed``), or of ``file`` when given (its bytes; ``path`` names it)."""
     name = os.fspath(path)
     try:
+        if file is not None:
+            return name, file, os.fstat(file.fileno()).st_size
         f = open(name, "rb")  # noqa: SIM115 - closed by the callers
+        f = decompressed(name, f)
         size = os.fstat(f.fileno()).st_size
     except OSError as err:
         raise CaptureError(name, f"cannot open: {err.strerror or err}") from None
@@ -681,7 +688,8 @@ def _open(path: str | os.PathLike[str]) -> tuple[str, BinaryIO, int]:
 
 
 def read_capture(path: str | os.PathLike[str]) -> Capture:
-    """Index the whole capture at ``path``; ``buf`` is the file's bytes."""
+    """Index the whole capture at ``path``; ``buf`` is the file's bytes (decompressed, for a
+    gzip, xz, bzip2 or zstd file: ``kemu.io.compressed``)."""
     name, f, size = _open(path)
     try:
         with f:
@@ -700,7 +708,8 @@ def read_capture(path: str | os.PathLike[str]) -> Capture:
 
 def iter_capture(path: str | os.PathLike[str], chunk_frames: int = 262144, *,
                  chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
-                 reuse_buffer: bool | int = False) -> Iterator[Capture]:
+                 reuse_buffer: bool | int = False,
+                 file: BinaryIO | None = None) -> Iterator[Capture]:
     """Index the capture at ``path`` chunk by chunk, for captures too large for memory.
 
     Each chunk holds at most ``chunk_frames`` frames and its ``buf`` is a window of the file of
@@ -713,19 +722,23 @@ def iter_capture(path: str | os.PathLike[str], chunk_frames: int = 262144, *,
     each chunk before the next, as replay is). A number ``k`` instead of True: windows rotate
     through ``k`` memories, and a chunk's ``buf`` holds until the ``k``-th chunk after it is
     asked for (3 for a consumer one chunk behind a reader thread: see ``kemu.io.ahead``).
+
+    A compressed capture is decompressed first (``kemu.io.compressed``). ``file``: read these
+    bytes (a seekable binary file, left open) instead of opening ``path``, which then only
+    names them in messages; replay passes a compressed capture decompressed once this way.
     """
     if chunk_frames < 1:
         raise ValueError("chunk_frames must be positive")
     if reuse_buffer is not False and int(reuse_buffer) < 1:
         raise ValueError("reuse_buffer: True or a number of buffers >= 1")
-    return _iter_chunks(path, chunk_frames, chunk_bytes, int(reuse_buffer))
+    return _iter_chunks(path, chunk_frames, chunk_bytes, int(reuse_buffer), file)
 
 
 def _iter_chunks(path: str | os.PathLike[str], chunk_frames: int, chunk_bytes: int,
-                 buffers: int) -> Iterator[Capture]:
-    name, f, size = _open(path)
+                 buffers: int, file: BinaryIO | None = None) -> Iterator[Capture]:
+    name, f, size = _open(path, file)
     pending: list[Damage] = []
-    with f:
+    with f if file is None else contextlib.nullcontext(f):
         try:
             parser = _Parser(name, f, size, buffers)
             while not parser.done:

@@ -11,7 +11,9 @@ Invariants:
 - Nothing appears under the final name until the file is complete: blocks go to
   ``<name>.part-<pid>`` beside it, which :meth:`PcapngWriter.close` renames over the final name
   and :meth:`PcapngWriter.abort` deletes (a ``with`` block aborts on any exception, including
-  KeyboardInterrupt; a writer dropped without either is aborted when collected).
+  KeyboardInterrupt; a writer dropped without either is aborted when collected). An error of
+  the system while writing (``ENOSPC``, ``EIO``, met here or on the writing threads) is raised
+  as :class:`~kemu.errors.OutputError` naming the final file (``kemu.io.outputs``).
 - :meth:`PcapngWriter.write_batch` writes exactly the bytes that :meth:`write_packet` would for
   the same packets, one by one; options come in code order (comment, then flags), a packet with
   neither has no options at all, and an empty comment is no comment.
@@ -33,6 +35,7 @@ import numpy as np
 
 from kemu.io.directio import DirectFile
 from kemu.io.frames import copy_segments
+from kemu.io.outputs import part_name, write_error
 
 __all__ = ["INBOUND", "OUTBOUND", "PcapngWriter"]
 
@@ -202,13 +205,16 @@ class PcapngWriter:
                  hardware: str = "", comment: str = "", os_name: str = "",
                  background: bool = False, direct: bool = False) -> None:
         self.path = os.fspath(path)
-        folder, name = os.path.split(self.path)
-        self._tmp = os.path.join(folder, f"{name}.part-{os.getpid()}")
+        name = os.path.basename(self.path)
+        self._tmp = part_name(self.path)
         # direct: around the page cache where the file system allows (kemu.io.directio), for
         # files of gigabytes such as replay's
-        self._f: BinaryIO | DirectFile = (
-            DirectFile(self._tmp) if direct
-            else open(self._tmp, "wb", buffering=1 << 20))  # noqa: SIM115
+        try:
+            self._f: BinaryIO | DirectFile = (
+                DirectFile(self._tmp) if direct
+                else open(self._tmp, "wb", buffering=1 << 20))  # noqa: SIM115
+        except OSError as err:
+            raise write_error(self.path, err) from None
         # where write_later's jobs encode: in the file's staging buffers when it has them
         self._space: Space = (self._f.space if isinstance(self._f, DirectFile)
                               else _Scratch())
@@ -237,10 +243,13 @@ class PcapngWriter:
     def _write(self, data: bytes | memoryview | np.ndarray) -> None:
         if self._closed:
             raise ValueError(f"{self.path}: writer is closed")
-        if self._drain is not None:
-            self._drain.put(data)
-        else:
-            self._f.write(data)
+        try:
+            if self._drain is not None:
+                self._drain.put(data)
+            else:
+                self._f.write(data)
+        except OSError as err:
+            raise write_error(self.path, err) from None
 
     def add_interface(self, name: str, description: str = "", linktype: int = 1,
                       snaplen: int = 262144) -> int:
@@ -389,6 +398,9 @@ class PcapngWriter:
                 self._drain.finish()
             self._f.close()
             os.replace(self._tmp, self.path)
+        except OSError as err:
+            self._finalizer()
+            raise write_error(self.path, err) from None
         except BaseException:
             self._finalizer()
             raise
