@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kemu.dataplane import codes as C
-from kemu.dataplane.lpm import Lpm
 from kemu.dataplane.packet import (
     BROADCAST,
     ETH_ARP,
@@ -45,6 +44,7 @@ from kemu.dataplane.packet import (
     u32,
     u48,
 )
+from kemu.dataplane.reference.lpm import Lpm
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
 
