@@ -34,9 +34,11 @@ SEMANTICS ids it implements.
     netfilter   PREROUTING / OUTPUT, FORWARD, POSTROUTING
     tunnel      VXLAN encapsulation and decapsulation
     inject      how an injected frame enters its host
-    bridge      the Linux bridge
+    veth        veth pairs and lo: what one end sends, the other gets
+    bridge      the Linux bridge: ports, learning, forwarding, flooding
+    host        end hosts' receive side: pods, external hosts, the gateway
     routing     a node's IP stack: routes, neighbours, forward, local in and out
-    stages      a frame's run: the stage loop, TX and RX
+    stages      a frame's run: the stage loop, the device-kind registry (TX, RX)
     datapath    Datapath: load, reset, cleanup, state, process
 
 Rooms without a module here: ``htab`` (the reference's tables are dicts), ``flowcache``

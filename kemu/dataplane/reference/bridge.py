@@ -1,10 +1,13 @@
 """The Linux bridge: ports, learning, forwarding, flooding, br_netfilter.
 
-Owns ``Bridge``: ``_bridge_in`` (br_netfilter PREROUTING for bridged IPv4 and bridged DNAT
-when the new destination is on the same bridge; MAC learning; the bridge's own port; FDB
-forwarding with ageing on the emulated clock; flooding of broadcast, multicast and unknown
-unicast, L2-3; hairpin ports may send back, L2-4) and ``_bridge_out`` (br_netfilter FORWARD
-and POSTROUTING, then out of the port).
+Owns ``Bridge``: its devices sending into their bridge (``_bridge_xmit``: the node's bridge
+device, the node's context kept; ``_port_xmit``: a host on the node network, whose segment is
+a bridge too) and a port receiving (``_port_rcv``: br_handle_frame), and the two stages:
+``_bridge_in`` (br_netfilter PREROUTING for bridged IPv4 and bridged DNAT when the new
+destination is on the same bridge; MAC learning; the bridge's own port; FDB forwarding with
+ageing on the emulated clock; ``_flood`` for broadcast, multicast and unknown unicast, L2-3;
+hairpin ports may send back, L2-4) and ``_bridge_out`` (br_netfilter FORWARD and
+POSTROUTING, then out of the port).
 
 Compiled twin: ``kemu/fastpath/bridge.pxi``.
 SEMANTICS ids: L2-3, L2-4.
@@ -18,12 +21,31 @@ from kemu.dataplane.reference.netfilter import Netfilter
 from kemu.dataplane.reference.parse import Parse
 from kemu.dataplane.reference.record import Record
 from kemu.dataplane.reference.routing import Routing
-from kemu.dataplane.reference.state import S_BRIDGE_OUT, S_RX, S_TX, Item
+from kemu.dataplane.reference.state import S_BRIDGE_IN, S_BRIDGE_OUT, S_RX, S_TX, Ctx, Item
 from kemu.dataplane.reference.util import is_multicast_mac, put48, u16, u32, u48
 
 
 class Bridge(Routing, Netfilter, Record, Parse):
-    """A bridge's stages: in (from a port) and out (to a port)."""
+    """A bridge's stages, in (from a port) and out (to a port), and its devices' TX/RX."""
+
+    def _bridge_xmit(self, it: Item, i: int, stack: list[Item]) -> None:
+        """The node's bridge device transmits (br_dev_xmit): into the bridge, from its local
+        port; the node's context (conntrack, NAT) stays with the packet."""
+        it.stage, it.a, it.b = S_BRIDGE_IN, self.if_bridge[i], i
+        stack.append(it)
+
+    def _port_xmit(self, it: Item, i: int, stack: list[Item]) -> None:
+        """A host on the node network transmits: the segment is a bridge whose port is the
+        host's interface; a new namespace's context starts."""
+        it.ctx = Ctx()
+        it.stage, it.a, it.b = S_BRIDGE_IN, self.if_bridge[i], i
+        stack.append(it)
+
+    def _port_rcv(self, it: Item, i: int, stack: list[Item]) -> None:
+        """A bridge port (a host-side veth) receives: br_handle_frame takes the frame into the
+        bridge it is enslaved to."""
+        it.stage, it.a, it.b = S_BRIDGE_IN, self.if_bridge[i], i
+        stack.append(it)
 
     def _bridge_in(self, it: Item, stack: list[Item]) -> None:
         b, p = it.a, it.b
@@ -76,6 +98,14 @@ class Bridge(Routing, Netfilter, Record, Parse):
                 it.stage, it.a, it.b = S_BRIDGE_OUT, b, q
                 it.flood = False
                 return stack.append(it)
+        self._flood(it, b, p, local_if, dmac, stack)
+
+    def _flood(self, it: Item, b: int, p: int, local_if: int, dmac: int,
+               stack: list[Item]) -> None:
+        """The copy is replaced by one copy per port but the one it came in on (unless that
+        is a hairpin port), pushed in reverse so that the ports run in order, and for
+        broadcast and multicast one for the bridge's own port; with none: dropped."""
+        t = self.t
         # flood: broadcast, multicast, unknown unicast (L2-3); local port for bcast/mcast
         s, n = int(t.br_port_start[b]), int(t.br_port_count[b])
         copies = []

@@ -1,11 +1,12 @@
 """A node's IP stack: local addresses, routes, neighbours.
 
-Owns ``Routing``: ``_node_in`` (ip_rcv's checks, PREROUTING unless the bridge ran it, then
-local input or forward: LPM route, TTL, filter FORWARD), ``_local_in`` (delivery, or the
-VXLAN socket: ``tunnel.py``), ``_local_out`` (the node's own packets: route, nat OUTPUT
-sharing KUBE-SERVICES, S-1, filter OUTPUT, POSTROUTING), ``_output`` (POSTROUTING then
-neighbour output, ip_finish_output2: a miss holds the packet, a hit caches the header) and
-the route lookup (``_route_id``, ``_route_dev``: R-1, R-2).
+Owns ``Routing``: a node's device receiving (``_node_rcv``: on to the node's IP stack),
+``_node_in`` (ip_rcv's checks, PREROUTING unless the bridge ran it, then local input or
+forward: LPM route, TTL, filter FORWARD), ``_local_in`` (delivery, or the VXLAN socket:
+``tunnel.py``), ``_local_out`` (the node's own packets: route, nat OUTPUT sharing
+KUBE-SERVICES, S-1, filter OUTPUT, POSTROUTING), ``_output`` (POSTROUTING then neighbour
+output, ip_finish_output2: a miss holds the packet, a hit caches the header) and the route
+lookup (``_route_id``, ``_route_dev``: R-1, R-2).
 
 Compiled twin: ``kemu/fastpath/routing.pxi``.
 SEMANTICS ids: R-1, R-2, S-1, S-9.
@@ -19,13 +20,18 @@ from kemu.dataplane.reference.nat import Nat
 from kemu.dataplane.reference.netfilter import Netfilter
 from kemu.dataplane.reference.parse import Parse
 from kemu.dataplane.reference.record import Record
-from kemu.dataplane.reference.state import S_TX, Ctx, Item
+from kemu.dataplane.reference.state import S_NODE_IN, S_TX, Ctx, Item
 from kemu.dataplane.reference.tunnel import Tunnel
 from kemu.dataplane.reference.util import csum_replace16, put16, put48, u16, u32
 
 
 class Routing(Tunnel, Netfilter, Nat, Record, Parse):
     """ip_rcv, forward, local in and out, output; routes and neighbours."""
+
+    def _node_rcv(self, it: Item, i: int, stack: list[Item]) -> None:
+        """A node's device receives a frame addressed to it: on to the node's IP stack."""
+        it.stage, it.a = S_NODE_IN, i
+        stack.append(it)
 
     def _node_in(self, it: Item, stack: list[Item]) -> None:
         i = it.a

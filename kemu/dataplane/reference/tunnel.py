@@ -1,9 +1,9 @@
 """Overlays: flannel's VXLAN device flannel.1 (VNI 1, UDP 8472).
 
-Owns ``Tunnel``: ``_vxlan_encap`` (flannel.1 transmits: wrap the frame in
-Ether/IPv4/UDP/VXLAN towards the VTEP owning the inner destination MAC, flannel's static FDB,
-then route it from the node's own stack) and ``_vxlan_decap`` (the node's VXLAN socket at
-local input: the inner frame is received on flannel.1 in a fresh context; the compiled
+Owns ``Tunnel``: ``_vxlan_xmit`` (flannel.1 transmits) and ``_vxlan_encap`` (wrap the frame
+in Ether/IPv4/UDP/VXLAN towards the VTEP owning the inner destination MAC, flannel's static
+FDB, then route it from the node's own stack), and ``_vxlan_decap`` (the node's VXLAN socket
+at local input: the inner frame is received on flannel.1 in a fresh context; the compiled
 twin's ``vxlan_rcv``).
 
 Compiled twin: ``kemu/fastpath/tunnel.pxi``.
@@ -66,6 +66,12 @@ class Tunnel(Record, Parse):
         it.ctx = Ctx()
         it.stage, it.a = S_LOCAL_OUT, node
         return True
+
+    def _vxlan_xmit(self, it: Item, i: int, stack: list[Item]) -> None:
+        """flannel.1 transmits: encapsulate, then out through the node's own stack."""
+        if not self._vxlan_encap(it, i):
+            return
+        stack.append(it)
 
     def _vxlan_decap(self, it: Item, node: int, l4: int, stack: list[Item]) -> None:
         d = it.data
