@@ -44,8 +44,10 @@ SEMANTICS ids it implements.
 Rooms without a module here: ``htab`` (the reference's tables are dicts), ``flowcache``
 (compiled only; ``tests/test_flow_cache.py`` checks that it changes no result), and
 ``hops``, ``capture``, ``placement``, whose twins are ``kemu/io/hops.py``,
-``kemu/io/capture.py`` and ``kemu/frontend/placement.py``; ``codes`` is
-``kemu/dataplane/codes.py``.
+``kemu/io/capture.py`` and ``kemu/frontend/replay.py`` (``place_frames``, ``count_fates``;
+the comment of ``placement.pxi`` names a ``kemu/frontend/placement.py`` that does not exist);
+``codes`` is ``kemu/dataplane/codes.py``. ``tests/test_twins.py`` keeps the rooms and the
+modules matched.
 
 How the class is split: ``Datapath`` is one class made of mixins, one per module, each
 holding that room's methods under their old names. Each room's mixin derives from the rooms
