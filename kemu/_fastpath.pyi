@@ -1,7 +1,7 @@
 """Type stub of the Cython datapath (``kemu/_fastpath.pyx``).
 
 The same API, with the same results byte for byte, as ``kemu.dataplane.reference``
-(``Datapath``) and ``kemu.dataplane.lpm`` (``Lpm``).
+(``Datapath``, ``Lpm``: ``kemu/dataplane/reference/datapath.py`` and ``lpm.py``).
 """
 
 from collections.abc import Callable

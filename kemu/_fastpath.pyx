@@ -30,7 +30,7 @@ import numpy as np
 
 from kemu.dataplane import codes as _C
 from kemu.dataplane import packet as _P
-from kemu.dataplane import reference as _R
+from kemu.dataplane.reference import conntrack as _R
 
 cnp.import_array()
 

@@ -1,12 +1,12 @@
 """Longest-prefix match: both implementations against a brute-force scan of the rules.
 
-``kemu.dataplane.lpm.Lpm`` (one dict per depth) and ``kemu._fastpath.Lpm`` (DIR-24-8 after
-DPDK's rte_lpm) must agree with an oracle that knows nothing about either: every rule is an
-``ipaddress.IPv4Network`` and a lookup scans them all for the longest one containing the
-address. Cases: DPDK's ``test_lpm`` idea (one address, every depth 1..32 added, then deleted
-backwards, checking the fallback each time), random rule sets with deletes (Hypothesis),
-the /0 default, overlapping prefixes, more than 32,767 second-level groups, and
-``lookup_bulk`` against ``lookup``.
+``kemu.dataplane.reference.lpm.Lpm`` (one dict per depth) and ``kemu._fastpath.Lpm``
+(DIR-24-8 after DPDK's rte_lpm) must agree with an oracle that knows nothing about either:
+every rule is an ``ipaddress.IPv4Network`` and a lookup scans them all for the longest one
+containing the address. Cases: DPDK's ``test_lpm`` idea (one address, every depth 1..32
+added, then deleted backwards, checking the fallback each time), random rule sets with
+deletes (Hypothesis), the /0 default, overlapping prefixes, more than 32,767 second-level
+groups, and ``lookup_bulk`` against ``lookup``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kemu.dataplane.lpm import Lpm as ReferenceLpm
+from kemu.dataplane.reference.lpm import Lpm as ReferenceLpm
 
 try:
     from kemu._fastpath import Lpm as FastLpm

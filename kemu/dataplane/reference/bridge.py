@@ -1,0 +1,139 @@
+"""The Linux bridge: ports, learning, forwarding, flooding, br_netfilter.
+
+Owns ``Bridge``: its devices sending into their bridge (``_bridge_xmit``: the node's bridge
+device, the node's context kept; ``_port_xmit``: a host on the node network, whose segment is
+a bridge too) and a port receiving (``_port_rcv``: br_handle_frame), and the two stages:
+``_bridge_in`` (br_netfilter PREROUTING for bridged IPv4 and bridged DNAT when the new
+destination is on the same bridge; MAC learning; the bridge's own port; FDB forwarding with
+ageing on the emulated clock; ``_flood`` for broadcast, multicast and unknown unicast, L2-3;
+hairpin ports may send back, L2-4) and ``_bridge_out`` (br_netfilter FORWARD and
+POSTROUTING, then out of the port).
+
+Compiled twin: ``kemu/fastpath/bridge.pxi``.
+SEMANTICS ids: L2-3, L2-4.
+"""
+
+from __future__ import annotations
+
+from kemu.dataplane import codes as C
+from kemu.dataplane.packet import ETH_IP
+from kemu.dataplane.reference.netfilter import Netfilter
+from kemu.dataplane.reference.parse import Parse
+from kemu.dataplane.reference.record import Record
+from kemu.dataplane.reference.routing import Routing
+from kemu.dataplane.reference.state import S_BRIDGE_IN, S_BRIDGE_OUT, S_RX, S_TX, Ctx, Item
+from kemu.dataplane.reference.util import is_multicast_mac, put48, u16, u32, u48
+
+
+class Bridge(Routing, Netfilter, Record, Parse):
+    """A bridge's stages, in (from a port) and out (to a port), and its devices' TX/RX."""
+
+    def _bridge_xmit(self, it: Item, i: int, stack: list[Item]) -> None:
+        """The node's bridge device transmits (br_dev_xmit): into the bridge, from its local
+        port; the node's context (conntrack, NAT) stays with the packet."""
+        it.stage, it.a, it.b = S_BRIDGE_IN, self.if_bridge[i], i
+        stack.append(it)
+
+    def _port_xmit(self, it: Item, i: int, stack: list[Item]) -> None:
+        """A host on the node network transmits: the segment is a bridge whose port is the
+        host's interface; a new namespace's context starts."""
+        it.ctx = Ctx()
+        it.stage, it.a, it.b = S_BRIDGE_IN, self.if_bridge[i], i
+        stack.append(it)
+
+    def _port_rcv(self, it: Item, i: int, stack: list[Item]) -> None:
+        """A bridge port (a host-side veth) receives: br_handle_frame takes the frame into the
+        bridge it is enslaved to."""
+        it.stage, it.a, it.b = S_BRIDGE_IN, self.if_bridge[i], i
+        stack.append(it)
+
+    def _bridge_in(self, it: Item, stack: list[Item]) -> None:
+        b, p = it.a, it.b
+        t = self.t
+        d = it.data
+        if len(d) < 14:
+            return self._end(it, C.OUT_DROPPED, C.DROP_TOO_SHORT, p)
+        local_if = int(t.br_local_if[b])
+        from_local = p == local_if
+        if (t.br_netfilter[b] and not from_local and u16(d, 12) == ETH_IP
+                and self._ip_check(d) == 0):
+            node = self.if_node[local_if]
+            dst_before = u32(d, 30)
+            verdict = self._prerouting(it, node, p)
+            if verdict:
+                return self._end(it, C.OUT_DROPPED, verdict, p)
+            new_dst = u32(d, 30)
+            if new_dst != dst_before:  # br_nf_pre_routing_finish: daddr changed
+                out_if, _nh = self._route_dev(node, new_dst)
+                if out_if == local_if:
+                    mac = self.neigh.get((node, new_dst), -1)
+                    if mac < 0:
+                        return self._end(it, C.OUT_NEIGH, 0, local_if, new_dst, keep=True)
+                    put48(d, 0, mac)
+                    self._changed(it)
+                    self._ev(it, C.EV_BRIDGED_DNAT, node)
+                    if (node, new_dst) not in self.neigh_hh:
+                        # br_nf_pre_routing_finish_bridge: without a cached header the frame
+                        # goes out through the bridge device once (neigh->output), then on
+                        self.neigh_hh.add((node, new_dst))
+                        self._hop(it, local_if, C.DIR_OUT)
+                else:
+                    put48(d, 0, self.if_mac[local_if])
+                self._changed(it)
+        smac = u48(d, 6)
+        if not from_local and not is_multicast_mac(smac) and smac != 0 and (
+                local_if < 0 or smac != self.if_mac[local_if]):
+            self.fdb[(b, smac)] = (p, self.now)
+        dmac = u48(d, 0)
+        if local_if >= 0 and dmac == self.if_mac[local_if]:
+            self._ev(it, C.EV_BR_LOCAL, local_if)
+            it.stage, it.a = S_RX, local_if
+            return stack.append(it)
+        if not is_multicast_mac(dmac):
+            ent = self.fdb.get((b, dmac))
+            if ent is not None and self.now - ent[1] <= t.ageing_ns:
+                q = ent[0]
+                if q == p and not self.if_hairpin[q]:
+                    return self._end(it, C.OUT_DROPPED, C.DROP_SAME_PORT, p)
+                it.stage, it.a, it.b = S_BRIDGE_OUT, b, q
+                it.flood = False
+                return stack.append(it)
+        self._flood(it, b, p, local_if, dmac, stack)
+
+    def _flood(self, it: Item, b: int, p: int, local_if: int, dmac: int,
+               stack: list[Item]) -> None:
+        """The copy is replaced by one copy per port but the one it came in on (unless that
+        is a hairpin port), pushed in reverse so that the ports run in order, and for
+        broadcast and multicast one for the bridge's own port; with none: dropped."""
+        t = self.t
+        # flood: broadcast, multicast, unknown unicast (L2-3); local port for bcast/mcast
+        s, n = int(t.br_port_start[b]), int(t.br_port_count[b])
+        copies = []
+        for k in range(s, s + n):
+            q = int(t.br_ports[k])
+            if q != p or self.if_hairpin[q]:
+                copies.append(it.fork(S_BRIDGE_OUT, b, q))
+        if local_if >= 0 and is_multicast_mac(dmac) and p != local_if:
+            c = it.fork(S_RX, local_if)
+            self._ev(c, C.EV_BR_LOCAL, local_if)
+            stack.append(c)
+        for c in reversed(copies):
+            c.flood = True
+            stack.append(c)
+        if not copies and not (local_if >= 0 and is_multicast_mac(dmac) and p != local_if):
+            self._end(it, C.OUT_DROPPED, C.DROP_SAME_PORT, p)
+
+    def _bridge_out(self, it: Item, stack: list[Item]) -> None:
+        b, q = it.a, it.b
+        t = self.t
+        d = it.data
+        local_if = int(t.br_local_if[b])
+        if t.br_netfilter[b] and u16(d, 12) == ETH_IP and it.ctx.node >= 0:
+            verdict = self._filter_forward(it)
+            if verdict:
+                return self._end(it, C.OUT_DROPPED, verdict, q)
+            self._postrouting(it, self.if_node[local_if], local_if)
+        self._ev(it, C.EV_BR_FLOOD if it.flood else C.EV_BR_FDB, q, b)
+        # a node bridge sends out of the veth; on the node network the port is the host itself
+        it.stage, it.a = (S_TX if self.if_kind[q] == C.IF_VETH else S_RX), q
+        stack.append(it)

@@ -1,0 +1,178 @@
+"""The public ``Datapath``: tables in, batches of frames through, state out.
+
+Owns ``Datapath``, the rooms' mixins put together, and the API of its own methods:
+``__init__``, ``load`` (a table swap at a batch boundary: conntrack is kept and its services
+found again, ``_remap_conntrack``, CT-4; affinity records follow their service port by name,
+``_remap_affinity``), ``_seed_neighbours`` (what a settled cluster's kernels know; flannel's
+static VTEP entries, OV-2), ``reset``, ``neigh_set``, ``neigh_lookup``, ``cleanup`` (FDB
+ageing, conntrack and affinity expiry), ``state`` (every piece of mutable state as sorted
+tuples) and ``process`` (the batch call).
+
+Compiled twin: ``kemu/fastpath/datapath.pxi``.
+SEMANTICS ids: CT-4, OV-2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kemu.dataplane import codes as C
+from kemu.dataplane.reference.conntrack import Conntrack
+from kemu.dataplane.reference.lpm import Lpm
+from kemu.dataplane.reference.proxy import Proxy
+from kemu.dataplane.reference.stages import Stages
+from kemu.dataplane.results import Results
+from kemu.dataplane.tables import Tables
+
+
+class Datapath(Stages, Proxy, Conntrack):
+    """Batch datapath over compiled ``Tables``; state persists across ``process`` calls."""
+
+    def __init__(self, tables: Tables, seed: int = 0, static_neighbours: bool = True) -> None:
+        self.seed = seed
+        self.static_neighbours = static_neighbours
+        self.fdb = {}         # the mutable state (annotated in ``State``)
+        self.ct = {}
+        self.neigh = {}
+        self.neigh_hh = set()
+        self.affinity = {}
+        self.t = tables
+        self.load(tables)
+
+    # ---------------------------------------------------------------- tables and state
+    def load(self, tables: Tables) -> None:
+        """Swap in new tables at a batch boundary; keep conntrack, re-resolve its services."""
+        old = getattr(self, "_loaded", None)
+        self.t = t = tables
+        self.lpm = Lpm()
+        for i in range(len(t.rt_prefix)):
+            self.lpm.add(int(t.rt_prefix[i]), int(t.rt_len[i]), i)
+        self.fe = {}
+        self.fe_nodeport = {}
+        for i in range(len(t.fe_ip)):
+            key = (int(t.fe_proto[i]), int(t.fe_port[i]))
+            if int(t.fe_kind[i]) == C.FE_NODE_PORT:
+                self.fe_nodeport[key] = i
+            else:
+                self.fe[(int(t.fe_ip[i]),) + key] = i
+        self.local_ips = {}
+        for i in range(t.n_ifaces):
+            k = int(t.if_kind[i])
+            if k in (C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP):
+                self.local_ips[(int(t.if_node[i]), int(t.if_ip[i]))] = i
+        self.if_kind = [int(x) for x in t.if_kind]
+        self.if_mac = [int(x) for x in t.if_mac]
+        self.if_ip = [int(x) for x in t.if_ip]
+        self.if_node = [int(x) for x in t.if_node]
+        self.if_peer = [int(x) for x in t.if_peer]
+        self.if_bridge = [int(x) for x in t.if_bridge]
+        self.if_hairpin = [int(x) for x in t.if_hairpin]
+        if old is not None and old is not tables:
+            self.fdb.clear()
+            self._remap_conntrack()
+            self._remap_affinity(old)
+        if self.static_neighbours:
+            self._seed_neighbours()
+        self._loaded = tables
+
+    def _seed_neighbours(self) -> None:
+        """What a settled cluster's kernels know: every pod on its node's bridge, every host
+        of the node network on every node, flannel's static VTEP entries (OV-2)."""
+        t = self.t
+        for i in range(t.n_ifaces):
+            k, n = self.if_kind[i], self.if_node[i]
+            if k == C.IF_POD_ETH:
+                self.neigh[(n, self.if_ip[i])] = self.if_mac[i]
+            elif k in (C.IF_NODE_ETH, C.IF_EXT_ETH, C.IF_GW_ETH):
+                for m in range(t.n_nodes):
+                    if m != n:
+                        self.neigh[(m, self.if_ip[i])] = self.if_mac[i]
+            elif k == C.IF_VTEP:
+                for m in range(t.n_nodes):
+                    if m != n:
+                        self.neigh[(m, self.if_ip[i])] = self.if_mac[i]
+
+    def _remap_conntrack(self) -> None:
+        """After a table swap: find each DNAT entry's service port and backend again; flush
+        UDP entries whose backend is gone (CT-4)."""
+        for e, is_reply in list(self.ct.values()):
+            if is_reply or not (e.flags & C.CT_DNAT):
+                continue
+            proto, _sip, _sport, dip, dport = e.orig
+            fe = self.fe.get((dip, proto, dport))
+            if fe is None:
+                fe = self.fe_nodeport.get((proto, dport))
+            e.sp, e.be = -1, -1
+            if fe is not None:
+                sp = int(self.t.fe_sp[fe])
+                e.sp = sp
+                e.be = self._find_backend(sp, e.dnat_ip, e.dnat_port)
+            if e.be < 0 and proto == C.PROTO_UDP:
+                self._ct_delete(e)
+
+    def _remap_affinity(self, old: Tables) -> None:
+        """Affinity records follow their service port by name across a table swap; records
+        of ports that are gone are dropped."""
+        names = {name: i for i, name in enumerate(self.t.sp_name)}
+        records = self.affinity
+        self.affinity = {}
+        for (node, sp, client), value in records.items():
+            nsp = names.get(old.sp_name[sp], -1) if sp < len(old.sp_name) else -1
+            if nsp >= 0:
+                self.affinity[(node, nsp, client)] = value
+
+    def reset(self) -> None:
+        self.fdb.clear()
+        self.ct.clear()
+        self.neigh.clear()
+        self.neigh_hh.clear()
+        self.affinity.clear()
+        if self.static_neighbours:
+            self._seed_neighbours()
+
+    def neigh_set(self, node: int, ip: int, mac: int) -> None:
+        if self.neigh.get((node, ip)) != mac:
+            self.neigh_hh.discard((node, ip))
+        self.neigh[(node, ip)] = mac
+
+    def neigh_lookup(self, node: int, ip: int) -> int:
+        return self.neigh.get((node, ip), -1)
+
+    def cleanup(self, now: int) -> None:
+        """Expire FDB entries (ageing) and conntrack and affinity entries (timeouts)."""
+        age = self.t.ageing_ns
+        for k, (_port, seen) in list(self.fdb.items()):
+            if now - seen > age:
+                del self.fdb[k]
+        self._ct_expire(now)
+        for k, (_ip, _port, last) in list(self.affinity.items()):
+            if now - last > int(self.t.sp_affinity_ns[k[1]]):
+                del self.affinity[k]
+
+    def state(self) -> dict[str, list[tuple]]:
+        """Every piece of mutable state as sorted tuples (rendered by ``kemu.dataplane.dump``)."""
+        fdb = sorted((b, mac, port, seen) for (b, mac), (port, seen) in self.fdb.items())
+        ct = sorted(
+            (e.node,) + e.orig + e.reply + (e.flags, e.state, e.expires, e.sp,
+                                            e.be)
+            for e, is_reply in self.ct.values() if not is_reply)
+        neigh = sorted((n, ip, mac, int((n, ip) in self.neigh_hh))
+                       for (n, ip), mac in self.neigh.items())
+        aff = sorted(k + v for k, v in self.affinity.items())
+        return {"fdb": fdb, "conntrack": ct, "neigh": neigh, "affinity": aff}
+
+    # ---------------------------------------------------------------- the batch call
+    def process(self, buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
+                in_if: np.ndarray, in_mode: np.ndarray, ts_ns: np.ndarray, start: int,
+                stop: int, res: Results) -> int:
+        """Run frames ``start..stop-1``; return the index of the first frame not processed
+        (``stop`` unless ``res`` ran out of room)."""
+        n_if = self.t.n_ifaces
+        for fi in range(start, stop):
+            ln = int(lengths[fi])
+            if not res.room(ln, n_if):
+                return fi
+            off = int(offsets[fi])
+            data = bytearray(buf[off: off + ln].tobytes())
+            self._frame(fi, data, int(in_if[fi]), int(in_mode[fi]), int(ts_ns[fi]), res)
+        return stop

@@ -1,0 +1,89 @@
+"""Injection: how a frame enters its host.
+
+Owns ``Inject``: ``_fix_l2`` (rewrite the Ethernet addresses as the sending host's own
+stack would have set them: its MAC, the on-link owner's or the gateway's, multicast and
+broadcast mapped), its helpers ``_node_net`` and ``_pod_cidr_mask``, and
+``_pod_local_route`` (M-4: a pod's packets to its own IP or 127/8 stay in the pod, on
+``lo``).
+
+Compiled twin: ``kemu/fastpath/inject.pxi``.
+SEMANTICS ids: M-4.
+"""
+
+from __future__ import annotations
+
+from kemu.dataplane import codes as C
+from kemu.dataplane.packet import BROADCAST, ETH_ARP, ETH_IP
+from kemu.dataplane.reference.record import Record
+from kemu.dataplane.reference.state import Item
+from kemu.dataplane.reference.util import put48, u16, u32
+
+
+class Inject(Record):
+    """What the sending host's stack does to an injected frame."""
+
+    def _fix_l2(self, it: Item, iface: int) -> None:
+        """Rewrite Ethernet addresses as the sending host's own stack would have set them."""
+        d = it.data
+        if len(d) < 14:
+            return
+        kind = self.if_kind[iface]
+        mac = self.if_mac[iface]
+        put48(d, 6, mac)
+        et = u16(d, 12)
+        if et == ETH_ARP and len(d) >= 42:
+            put48(d, 22, mac)
+        elif et == ETH_IP and len(d) >= 34:
+            dst = u32(d, 30)
+            t = self.t
+            if kind == C.IF_POD_ETH:
+                node = self.if_node[iface]
+                bip = int(t.node_br_ip[node])
+                gw_mac = self.if_mac[int(t.node_br_if[node])]
+                subnet = self._pod_cidr_mask(node)
+                same = (dst & subnet) == (bip & subnet)
+            else:
+                gw_mac = self.if_mac[t.gateway_if] if t.gateway_if >= 0 else BROADCAST
+                net = self._node_net
+                same = (dst & net[1]) == net[0]
+            if (dst & 0xF0000000) == 0xE0000000 or dst == 0xFFFFFFFF:
+                put48(d, 0, BROADCAST if dst == 0xFFFFFFFF else
+                      0x01005E000000 | (dst & 0x7FFFFF))
+            elif same:
+                owner = t.owner_of(dst)
+                if owner >= 0:
+                    put48(d, 0, self.if_mac[owner])
+            else:
+                put48(d, 0, gw_mac)
+        self._ev(it, C.EV_FIXL2, iface)
+
+    @property
+    def _node_net(self) -> tuple[int, int]:
+        t = self.t
+        for i in range(len(t.rt_kind)):
+            if int(t.rt_kind[i]) == C.RT_NODE_NET:
+                ln = int(t.rt_len[i])
+                return int(t.rt_prefix[i]), (0xFFFFFFFF << (32 - ln)) & 0xFFFFFFFF
+        return 0, 0xFFFFFFFF
+
+    def _pod_cidr_mask(self, node: int) -> int:
+        t = self.t
+        for i in range(len(t.rt_kind)):
+            if int(t.rt_kind[i]) == C.RT_POD_CIDR and int(t.rt_node[i]) == node:
+                ln = int(t.rt_len[i])
+                return (0xFFFFFFFF << (32 - ln)) & 0xFFFFFFFF
+        return 0xFFFFFF00
+
+    def _pod_local_route(self, it: Item, iface: int) -> None:
+        """M-4: a pod's packets to its own IP or 127/8 stay in the pod, on ``lo``."""
+        if self.if_kind[iface] != C.IF_POD_ETH:
+            return
+        d = it.data
+        if len(d) >= 34 and u16(d, 12) == ETH_IP:
+            dst = u32(d, 30)
+            if dst == self.if_ip[iface] or (dst >> 24) == 127:
+                lo = iface + 1  # the compiler places lo right after the pod's eth0
+                put48(d, 0, 0)
+                put48(d, 6, 0)
+                it.a = lo
+                self._ev(it, C.EV_LOCAL_ROUTE, iface)

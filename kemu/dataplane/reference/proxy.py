@@ -1,0 +1,89 @@
+"""kube-proxy in iptables mode, for a new flow: the Service port a frontend names, the endpoint.
+
+Owns ``Proxy``: ``_service`` (KUBE-SVC / KUBE-EXT / KUBE-SEP: the candidate endpoints, local
+ones only under a Local traffic policy; ClientIP session affinity, kept in
+``State.affinity``, else the flow hash; REJECT or DROP without endpoints; DNAT; the
+masquerade mark: S-5, S-6, E-1, E-2) and ``_find_backend`` (a service port's endpoint by
+address and port). ``netfilter.py``'s ``_prerouting`` calls ``_service`` for new TCP and UDP
+flows to a frontend (S-1..S-8).
+
+Compiled twin: ``kemu/fastpath/proxy.pxi``.
+SEMANTICS ids: S-1..S-8, E-1, E-2.
+"""
+
+from __future__ import annotations
+
+from kemu.dataplane import codes as C
+from kemu.dataplane.reference.nat import Nat
+from kemu.dataplane.reference.record import Record
+from kemu.dataplane.reference.state import CtEntry, Item
+from kemu.dataplane.reference.util import flow_hash
+
+
+class Proxy(Nat, Record):
+    """KUBE-SERVICES for a new flow."""
+
+    def _service(self, it: Item, e: CtEntry, node: int, fe: int, sip: int, sport: int,
+                 proto: int, l4: int) -> int:
+        """KUBE-SVC/KUBE-EXT/KUBE-SEP for a new flow: pick a backend, DNAT, mark masquerade."""
+        t = self.t
+        sp = int(t.fe_sp[fe])
+        kind = int(t.fe_kind[fe])
+        flags = int(t.sp_flags[sp])
+        start, count = int(t.sp_be_start[sp]), int(t.sp_be_count[sp])
+        cnet, cmask = t.cluster_cidr
+        from_cluster = (sip & cmask) == cnet
+        external = kind != C.FE_CLUSTER_IP
+        local_src = (node, sip) in self.local_ips
+        local_only = False
+        masq = False
+        if external:
+            if not flags & C.SP_ETP_LOCAL:
+                masq = True  # E-1: KUBE-EXT always marks for masquerade
+            elif local_src:
+                masq = True  # E-2: the node itself: masquerade, cluster-wide endpoints
+            elif not from_cluster:
+                local_only = True  # E-2: KUBE-SVL, local endpoints, client IP kept
+            # E-2: pods short-circuit to KUBE-SVC without masquerade
+        else:
+            masq = not from_cluster  # S-6
+            if flags & C.SP_ITP_LOCAL:
+                local_only = True
+        cands = list(range(start, start + count))
+        if local_only:
+            cands = [b for b in cands if int(t.be_node[b]) == node]
+        if count == 0:
+            return C.DROP_REJECT_NO_ENDPOINTS
+        if not cands:
+            return C.DROP_NO_LOCAL_ENDPOINTS
+        be = -1
+        if flags & C.SP_AFFINITY:
+            rec = self.affinity.get((node, sp, sip))
+            if rec is not None and self.now - rec[2] <= int(t.sp_affinity_ns[sp]):
+                b = self._find_backend(sp, rec[0], rec[1])
+                if b in cands:
+                    be = b
+                    self._ev(it, C.EV_AFFINITY, sp, b, node)
+        if be < 0:
+            h = flow_hash(self.seed, node, proto, sip, sport, e.orig[3], e.orig[4])
+            be = cands[h % len(cands)]
+        if flags & C.SP_AFFINITY:
+            self.affinity[(node, sp, sip)] = (int(t.be_ip[be]), int(t.be_port[be]), self.now)
+        bip, bport = int(t.be_ip[be]), int(t.be_port[be])
+        if sip == bip:
+            masq = True  # S-5: hairpin
+        e.flags |= C.CT_DNAT
+        e.dnat_ip, e.dnat_port, e.sp, e.be, e.masq = bip, bport, sp, be, masq
+        e.reply = (proto, bip, bport, sip, sport)
+        self._set_dst(it.data, bip, bport, proto, l4)
+        self._changed(it)
+        self._ev(it, C.EV_DNAT, fe, be, e.orig[3])
+        return 0
+
+    def _find_backend(self, sp: int, ip: int, port: int) -> int:
+        t = self.t
+        s = int(t.sp_be_start[sp])
+        for b in range(s, s + int(t.sp_be_count[sp])):
+            if int(t.be_ip[b]) == ip and int(t.be_port[b]) == port:
+                return b
+        return -1

@@ -1,0 +1,156 @@
+"""A node's IP stack: local addresses, routes, neighbours.
+
+Owns ``Routing``: a node's device receiving (``_node_rcv``: on to the node's IP stack),
+``_node_in`` (ip_rcv's checks, PREROUTING unless the bridge ran it, then local input or
+forward: LPM route, TTL, filter FORWARD), ``_local_in`` (delivery, or the VXLAN socket:
+``tunnel.py``), ``_local_out`` (the node's own packets: route, nat OUTPUT sharing
+KUBE-SERVICES, S-1, filter OUTPUT, POSTROUTING), ``_output`` (POSTROUTING then neighbour
+output, ip_finish_output2: a miss holds the packet, a hit caches the header) and the route
+lookup (``_route_id``, ``_route_dev``: R-1, R-2).
+
+Compiled twin: ``kemu/fastpath/routing.pxi``.
+SEMANTICS ids: R-1, R-2, S-1, S-9.
+"""
+
+from __future__ import annotations
+
+from kemu.dataplane import codes as C
+from kemu.dataplane.packet import ETH_ARP, ETH_IP
+from kemu.dataplane.reference.nat import Nat
+from kemu.dataplane.reference.netfilter import Netfilter
+from kemu.dataplane.reference.parse import Parse
+from kemu.dataplane.reference.record import Record
+from kemu.dataplane.reference.state import S_NODE_IN, S_TX, Ctx, Item
+from kemu.dataplane.reference.tunnel import Tunnel
+from kemu.dataplane.reference.util import csum_replace16, put16, put48, u16, u32
+
+
+class Routing(Tunnel, Netfilter, Nat, Record, Parse):
+    """ip_rcv, forward, local in and out, output; routes and neighbours."""
+
+    def _node_rcv(self, it: Item, i: int, stack: list[Item]) -> None:
+        """A node's device receives a frame addressed to it: on to the node's IP stack."""
+        it.stage, it.a = S_NODE_IN, i
+        stack.append(it)
+
+    def _node_in(self, it: Item, stack: list[Item]) -> None:
+        i = it.a
+        node = self.if_node[i]
+        d = it.data
+        et = u16(d, 12)
+        if et == ETH_ARP:
+            if len(d) < 42:
+                return self._end(it, C.OUT_DROPPED, C.DROP_TOO_SHORT, i)
+            if (node, u32(d, 38)) in self.local_ips:
+                self._ev(it, C.EV_NODE_INPUT, node)
+                return self._end(it, C.OUT_DELIVERED, 0, i)
+            return self._end(it, C.OUT_DROPPED, C.DROP_NOT_LOCAL, i)
+        bad = self._l3_check(d, et)
+        if bad:
+            return self._end(it, C.OUT_DROPPED, bad, i)
+        if (u32(d, 26) >> 24) == 127:
+            return self._end(it, C.OUT_DROPPED, C.DROP_MARTIAN, i)
+        if not (it.ctx.pre_done and it.ctx.node == node):
+            verdict = self._prerouting(it, node, i)
+            if verdict:
+                return self._end(it, C.OUT_DROPPED, verdict, i)
+        dst = u32(d, 30)
+        if (node, dst) in self.local_ips:
+            return self._local_in(it, node, i, stack)
+        out_if, nh = self._route_dev(node, dst)
+        if out_if < 0:
+            return self._end(it, C.OUT_DROPPED, C.DROP_NO_ROUTE, i)
+        ttl = d[22]
+        if ttl <= 1:
+            return self._end(it, C.OUT_DROPPED, C.DROP_TTL_EXCEEDED, i, keep=True)
+        # ip_forward decrements the TTL before the FORWARD hook: a REJECT quotes TTL-1
+        old = u16(d, 22)
+        d[22] = ttl - 1
+        put16(d, 24, csum_replace16(u16(d, 24), old, u16(d, 22)))
+        self._changed(it)
+        self._ev(it, C.EV_TTL, ttl - 1, node)
+        verdict = self._filter_forward(it)
+        if verdict:
+            return self._end(it, C.OUT_DROPPED, verdict, i, keep=True)
+        self._output(it, node, out_if, nh, stack)
+
+    def _local_in(self, it: Item, node: int, i: int, stack: list[Item]) -> None:
+        d = it.data
+        verdict = it.ctx.verdict
+        if verdict:
+            return self._end(it, C.OUT_DROPPED, verdict, i, keep=True)
+        ihl = (d[14] & 0xF) * 4
+        l4 = 14 + ihl
+        if (self.t.vxlan and d[23] == C.PROTO_UDP and len(d) >= l4 + 8 + 8 + 14
+                and u16(d, l4 + 2) == C.VXLAN_PORT):
+            return self._vxlan_decap(it, node, l4, stack)
+        self._ev(it, C.EV_NODE_INPUT, node)
+        self._end(it, C.OUT_DELIVERED, 0, i, keep=True)
+
+    def _local_out(self, it: Item, stack: list[Item]) -> None:
+        """A packet from the node's own processes: route, nat OUTPUT, POSTROUTING."""
+        node = it.a
+        d = it.data
+        loc = int(self.t.node_local_if[node])
+        if len(d) < 34 or u16(d, 12) != ETH_IP:
+            return self._end(it, C.OUT_DROPPED, C.DROP_BAD_IP_HEADER, loc)
+        dst = u32(d, 30)
+        out_if, nh = self._route_dev(node, dst)
+        if u32(d, 26) == 0 and out_if >= 0:  # unbound socket: the route's preferred source
+            self._set_src(d, self.if_ip[out_if], -1)
+        verdict = self._prerouting(it, node, loc)  # nat OUTPUT shares KUBE-SERVICES (S-1)
+        if verdict:
+            return self._end(it, C.OUT_DROPPED, verdict, loc)
+        dst = u32(d, 30)
+        if (node, dst) in self.local_ips:
+            self._ev(it, C.EV_NODE_INPUT, node)
+            return self._end(it, C.OUT_DELIVERED, 0, self.local_ips[(node, dst)])
+        out_if, nh = self._route_dev(node, dst)
+        if out_if < 0:
+            return self._end(it, C.OUT_DROPPED, C.DROP_NO_ROUTE, loc)
+        verdict = self._filter_forward(it)
+        if verdict:
+            return self._end(it, C.OUT_DROPPED, verdict, loc, keep=True)
+        self._output(it, node, out_if, nh, stack)
+
+    def _output(self, it: Item, node: int, out_if: int, nh: int, stack: list[Item]) -> None:
+        """POSTROUTING then neighbour output (ip_finish_output2)."""
+        d = it.data
+        self._postrouting(it, node, out_if)
+        dst = u32(d, 30)
+        hop = nh if nh else dst
+        self._ev(it, C.EV_ROUTE, self._route_id(dst), nh, node)
+        mac = self.neigh.get((node, hop), -1)
+        if mac < 0:
+            self._ev(it, C.EV_NEIGH_MISS, hop, node, out_if)
+            put48(d, 6, self.if_mac[out_if])
+            return self._end(it, C.OUT_NEIGH, 0, out_if, hop, keep=True)
+        self.neigh_hh.add((node, hop))  # neigh_resolve_output caches the header
+        put48(d, 0, mac)
+        put48(d, 6, self.if_mac[out_if])
+        self._changed(it)
+        it.ctx = Ctx()
+        it.stage, it.a = S_TX, out_if
+        stack.append(it)
+
+    # ---- routing
+    def _route_id(self, dst: int) -> int:
+        return self.lpm.lookup(dst)
+
+    def _route_dev(self, node: int, dst: int) -> tuple[int, int]:
+        """(out interface, next hop or 0 for connected) of ``dst`` on ``node``; (-1, 0)."""
+        r = self.lpm.lookup(dst)
+        if r < 0:
+            return -1, 0
+        t = self.t
+        kind = int(t.rt_kind[r])
+        if kind == C.RT_POD_CIDR:
+            owner = int(t.rt_node[r])
+            if owner == node:
+                return int(t.node_br_if[node]), 0
+            if t.vxlan:
+                return int(t.node_vtep_if[node]), int(t.rt_prefix[r])
+            return int(t.node_eth_if[node]), int(t.node_ip[owner])
+        if kind == C.RT_NODE_NET:
+            return int(t.node_eth_if[node]), 0
+        return int(t.node_eth_if[node]), t.gateway_ip

@@ -1,0 +1,84 @@
+"""Overlays: flannel's VXLAN device flannel.1 (VNI 1, UDP 8472).
+
+Owns ``Tunnel``: ``_vxlan_xmit`` (flannel.1 transmits) and ``_vxlan_encap`` (wrap the frame
+in Ether/IPv4/UDP/VXLAN towards the VTEP owning the inner destination MAC, flannel's static
+FDB, then route it from the node's own stack), and ``_vxlan_decap`` (the node's VXLAN socket
+at local input: the inner frame is received on flannel.1 in a fresh context; the compiled
+twin's ``vxlan_rcv``).
+
+Compiled twin: ``kemu/fastpath/tunnel.pxi``.
+SEMANTICS ids: OV-1..OV-3.
+"""
+
+from __future__ import annotations
+
+from kemu.dataplane import codes as C
+from kemu.dataplane.packet import ETH_IP
+from kemu.dataplane.reference.parse import Parse
+from kemu.dataplane.reference.record import Record
+from kemu.dataplane.reference.state import S_LOCAL_OUT, S_RX, Ctx, Item
+from kemu.dataplane.reference.util import flow_hash, ip_checksum, put16, put32, u16, u32, u48
+
+
+class Tunnel(Record, Parse):
+    """VXLAN encapsulation and decapsulation (OV-1..OV-3)."""
+
+    def _vxlan_encap(self, it: Item, vtep: int) -> bool:
+        """flannel.1 TX: wrap the frame in Ether/IPv4/UDP 8472/VXLAN VNI 1 towards the VTEP
+        owning the inner destination MAC (flannel's static FDB), then route it from the
+        node's own stack."""
+        t = self.t
+        d = it.data
+        node = self.if_node[vtep]
+        dmac = u48(d, 0)
+        remote = -1
+        for m in range(t.n_nodes):
+            v = int(t.node_vtep_if[m])
+            if v >= 0 and self.if_mac[v] == dmac:
+                remote = m
+        if remote < 0:
+            self._end(it, C.OUT_DROPPED, C.DROP_NO_ROUTE, vtep)
+            return False
+        inner = bytes(d)
+        ip = len(d) >= 14 and u16(d, 12) == ETH_IP
+        proto, _l4, sport, dport = self._l4(d) if ip else (0, 0, 0, 0)
+        h = flow_hash(0, 0, proto, u32(d, 26) if len(d) >= 34 else 0, sport,
+                      u32(d, 30) if len(d) >= 34 else 0, dport)
+        src_port = 32768 + (h % 28232)  # the kernel's default local port range
+        outer = bytearray(50) + bytearray(inner)
+        put16(outer, 12, ETH_IP)
+        tot = 20 + 8 + 8 + len(inner)
+        outer[14] = 0x45
+        put16(outer, 16, tot)
+        outer[22] = 64
+        outer[23] = C.PROTO_UDP
+        put32(outer, 26, int(t.node_ip[node]))
+        put32(outer, 30, int(t.node_ip[remote]))
+        put16(outer, 24, ip_checksum(outer, 14, 20))
+        put16(outer, 34, src_port)
+        put16(outer, 36, C.VXLAN_PORT)
+        put16(outer, 38, 8 + 8 + len(inner))
+        outer[42] = 0x08
+        outer[46:49] = C.VXLAN_VNI.to_bytes(3, "big")
+        it.data = outer
+        self._changed(it)
+        self._ev(it, C.EV_ENCAP, remote, C.VXLAN_VNI)
+        it.ctx = Ctx()
+        it.stage, it.a = S_LOCAL_OUT, node
+        return True
+
+    def _vxlan_xmit(self, it: Item, i: int, stack: list[Item]) -> None:
+        """flannel.1 transmits: encapsulate, then out through the node's own stack."""
+        if not self._vxlan_encap(it, i):
+            return
+        stack.append(it)
+
+    def _vxlan_decap(self, it: Item, node: int, l4: int, stack: list[Item]) -> None:
+        d = it.data
+        inner = bytearray(d[l4 + 16:])
+        it.data = inner
+        self._changed(it)
+        self._ev(it, C.EV_DECAP, node, C.VXLAN_VNI)
+        it.ctx = Ctx()
+        it.stage, it.a = S_RX, int(self.t.node_vtep_if[node])
+        stack.append(it)
