@@ -61,7 +61,7 @@ include "fastpath/flowcache.pxi"  # flow cache for established flows, prefetchin
 
 # -- Python-facing ----------------------------------------------------------------------------
 include "fastpath/datapath.pxi"   # class Datapath: API writes, reset, state, process
-include "fastpath/tables.pxi"     # loading Tables into the C state, checked first
+include "fastpath/load.pxi"       # loading Tables into the C state, checked first
 include "fastpath/hops.pxi"       # pcapng hop comments and blocks (twin: kemu.io.hops)
 include "fastpath/capture.pxi"    # pcap/pcapng record scanning (twin: kemu.io.capture)
 include "fastpath/placement.pxi"  # replay placement and fates (twin: kemu.frontend.placement)

@@ -289,7 +289,7 @@ def test_graph_sees_every_kind_of_import(graph):
     assert "kemu.frontend.api" in graph["kemu"]  # under TYPE_CHECKING and inside __getattr__
     assert "kemu._fastpath" in graph["kemu._backend"]  # from kemu import _fastpath
     assert {"kemu.dataplane.codes", "kemu.dataplane.packet",  # the .pyx, by regex
-            "kemu.dataplane.reference"} <= set(graph["kemu._fastpath"])
+            "kemu.dataplane.reference.conntrack"} <= set(graph["kemu._fastpath"])
     assert {"kemu.bench.command", "kemu.bench.runner", "kemu.io.frames"} <= set(graph)
 
 

@@ -27,10 +27,7 @@ REFERENCE = ROOT / "kemu" / "dataplane" / "reference"
 NO_TWIN = {"htab": "no file of its own", "flowcache": "the reference has no twin"}
 # rooms whose comment names a twin that does not exist (yet): strict xfail, so that fixing
 # the comment or adding the file fails here until the entry is removed
-KNOWN_BROKEN = {
-    "placement": "placement.pxi names kemu/frontend/placement.py; place_frames and "
-                 "count_fates live in kemu/frontend/replay.py",
-}
+KNOWN_BROKEN: dict[str, str] = {}
 TWIN = re.compile(r"Twin: ``(kemu/[^`]+)``")
 
 

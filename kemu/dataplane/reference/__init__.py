@@ -39,13 +39,13 @@ SEMANTICS ids it implements.
     host        end hosts' receive side: pods, external hosts, the gateway
     routing     a node's IP stack: routes, neighbours, forward, local in and out
     stages      a frame's run: the stage loop, the device-kind registry (TX, RX)
-    datapath    Datapath: load, reset, cleanup, state, process
+    load        Load.load: Tables in, what the stages read derived once
+    datapath    Datapath: remapping after a load, reset, cleanup, state, process
 
 Rooms without a module here: ``htab`` (the reference's tables are dicts), ``flowcache``
 (compiled only; ``tests/test_flow_cache.py`` checks that it changes no result), and
 ``hops``, ``capture``, ``placement``, whose twins are ``kemu/io/hops.py``,
-``kemu/io/capture.py`` and ``kemu/frontend/replay.py`` (``place_frames``, ``count_fates``;
-the comment of ``placement.pxi`` names a ``kemu/frontend/placement.py`` that does not exist);
+``kemu/io/capture.py`` and ``kemu/frontend/placement.py``;
 ``codes`` is ``kemu/dataplane/codes.py``. ``tests/test_twins.py`` keeps the rooms and the
 modules matched.
 

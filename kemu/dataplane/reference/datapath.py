@@ -1,11 +1,11 @@
 """The public ``Datapath``: tables in, batches of frames through, state out.
 
 Owns ``Datapath``, the rooms' mixins put together, and the API of its own methods:
-``__init__``, ``load`` (a table swap at a batch boundary: conntrack is kept and its services
-found again, ``_remap_conntrack``, CT-4; affinity records follow their service port by name,
-``_remap_affinity``), ``_seed_neighbours`` (what a settled cluster's kernels know; flannel's
-static VTEP entries, OV-2), ``reset``, ``neigh_set``, ``neigh_lookup``, ``cleanup`` (FDB
-ageing, conntrack and affinity expiry), ``state`` (every piece of mutable state as sorted
+``__init__``; what ``load`` (``load.py``) calls after a table swap: conntrack is kept and its
+services found again (``_remap_conntrack``, CT-4), affinity records follow their service port
+by name (``_remap_affinity``), ``_seed_neighbours`` (what a settled cluster's kernels know;
+flannel's static VTEP entries, OV-2); ``reset``, ``neigh_set``, ``neigh_lookup``, ``cleanup``
+(FDB ageing, conntrack and affinity expiry), ``state`` (every piece of mutable state as sorted
 tuples) and ``process`` (the batch call).
 
 Compiled twin: ``kemu/fastpath/datapath.pxi``.
@@ -18,14 +18,14 @@ import numpy as np
 
 from kemu.dataplane import codes as C
 from kemu.dataplane.reference.conntrack import Conntrack
-from kemu.dataplane.reference.lpm import Lpm
+from kemu.dataplane.reference.load import Load
 from kemu.dataplane.reference.proxy import Proxy
 from kemu.dataplane.reference.stages import Stages
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
 
 
-class Datapath(Stages, Proxy, Conntrack):
+class Datapath(Load, Stages, Proxy, Conntrack):
     """Batch datapath over compiled ``Tables``; state persists across ``process`` calls."""
 
     def __init__(self, tables: Tables, seed: int = 0, static_neighbours: bool = True) -> None:
@@ -38,42 +38,6 @@ class Datapath(Stages, Proxy, Conntrack):
         self.affinity = {}
         self.t = tables
         self.load(tables)
-
-    # ---------------------------------------------------------------- tables and state
-    def load(self, tables: Tables) -> None:
-        """Swap in new tables at a batch boundary; keep conntrack, re-resolve its services."""
-        old = getattr(self, "_loaded", None)
-        self.t = t = tables
-        self.lpm = Lpm()
-        for i in range(len(t.rt_prefix)):
-            self.lpm.add(int(t.rt_prefix[i]), int(t.rt_len[i]), i)
-        self.fe = {}
-        self.fe_nodeport = {}
-        for i in range(len(t.fe_ip)):
-            key = (int(t.fe_proto[i]), int(t.fe_port[i]))
-            if int(t.fe_kind[i]) == C.FE_NODE_PORT:
-                self.fe_nodeport[key] = i
-            else:
-                self.fe[(int(t.fe_ip[i]),) + key] = i
-        self.local_ips = {}
-        for i in range(t.n_ifaces):
-            k = int(t.if_kind[i])
-            if k in (C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP):
-                self.local_ips[(int(t.if_node[i]), int(t.if_ip[i]))] = i
-        self.if_kind = [int(x) for x in t.if_kind]
-        self.if_mac = [int(x) for x in t.if_mac]
-        self.if_ip = [int(x) for x in t.if_ip]
-        self.if_node = [int(x) for x in t.if_node]
-        self.if_peer = [int(x) for x in t.if_peer]
-        self.if_bridge = [int(x) for x in t.if_bridge]
-        self.if_hairpin = [int(x) for x in t.if_hairpin]
-        if old is not None and old is not tables:
-            self.fdb.clear()
-            self._remap_conntrack()
-            self._remap_affinity(old)
-        if self.static_neighbours:
-            self._seed_neighbours()
-        self._loaded = tables
 
     def _seed_neighbours(self) -> None:
         """What a settled cluster's kernels know: every pod on its node's bridge, every host

@@ -1,8 +1,8 @@
-# tables.pxi: Loading compiled ``Tables`` into the datapath's C state: the checks that make a
-# bad table an exception instead of a crash (``_check_tables``), what the stages read derived
-# once per load (per-node local addresses and their bloom bits, route next hops, frontend
-# hash tables), committed to ``DP`` only when every check passed. Twin: ``load`` in
-# ``kemu/dataplane/reference/datapath.py``.
+# load.pxi: Loading compiled ``Tables`` into the datapath's C state: the checks that make a bad
+# table an exception instead of a crash (``_check_tables``), what the stages read derived once
+# per load (per-node local addresses and their bloom bits, route next hops, frontend hash
+# tables), committed to ``DP`` only when every check passed. Twin:
+# ``kemu/dataplane/reference/load.py``.
 
 cdef int load_tables(Datapath self, tables) except -1:
     """``Datapath.load``: check ``tables`` (``_check_tables``), derive what the stages
