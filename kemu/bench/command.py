@@ -14,6 +14,7 @@ import sys
 from kemu.bench.report import plot
 from kemu.bench.runner import Bench
 from kemu.frontend.cli import EXIT_OK, Command
+from kemu.io.outputs import AtomicFile
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -44,9 +45,8 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(bench.render())
     data = bench.to_json()
     if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
+        with AtomicFile(args.json_out) as f:  # renamed into place when complete
+            f.write(json.dumps(data, indent=2) + "\n")
         print(f"wrote {args.json_out}")
     if args.plot:
         try:

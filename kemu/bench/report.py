@@ -9,10 +9,13 @@ than its goal is set for), the text table, the JSON document (``--json``); and `
 
 from __future__ import annotations
 
+import io
+import os
 from typing import Any
 
 from kemu.bench.probes import machine
 from kemu.bench.rows import CHURN, FAST, KERNEL, MIX, REF, SCAPY, STAGES, Row, Sizes
+from kemu.io.outputs import AtomicFile
 
 
 class Report:
@@ -227,5 +230,8 @@ def plot(data: dict[str, Any], path: str) -> None:
     fig.suptitle(f"kemu bench: {m['cpu']}, {m['nproc']} CPUs, Python {m['python']} "
                  "(blue: kemu, orange: peers; median, min-max)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, dpi=110, format=os.path.splitext(path)[1][1:] or "png")
+    with AtomicFile(path, "wb") as f:  # renamed into place when complete
+        f.write(image.getvalue())
     plt.close(fig)
