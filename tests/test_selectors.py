@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from kemu.control.manifests import Fields
 from kemu.control.model import LabelSelector, LabelSelectorRequirement, Pod
-from kemu.control.selectors import PodIndex, describe, matches, matches_map, parse_selector
+from kemu.control.selectors import (
+    PodIndex,
+    describe,
+    matches,
+    matches_map,
+    parse_selector,
+    parse_selector_text,
+)
 from kemu.errors import Problem
 
 KEYS = st.sampled_from(["app", "tier", "env", "example.com/team"])
@@ -110,6 +117,66 @@ def test_describe_like_kubectl() -> None:
         {"key": "team", "operator": "Exists"}, {"key": "debug", "operator": "DoesNotExist"}]})
     assert describe(sel) == "app=web,tier in (a,b),env notin (dev),team,!debug"
     assert describe(LabelSelector()) == "<none>"
+
+
+# --- kubectl's -l text form ------------------------------------------------------------------
+
+TEXT_REQ = st.one_of(
+    st.tuples(KEYS, st.sampled_from(["=", "==", "!="]), VALUES.map(lambda v: [v])),
+    st.tuples(KEYS, st.sampled_from(["in", "notin"]), st.lists(VALUES, min_size=1, max_size=3)),
+    st.tuples(KEYS, st.sampled_from(["", "!"]), st.just([])),
+)
+
+
+def text_of(req: tuple[str, str, list[str]], space: str) -> str:
+    key, op, values = req
+    if op in ("in", "notin"):
+        return f"{key} {op}{space}({f',{space}'.join(values)})"
+    if op in ("", "!"):
+        return f"{op}{space}{key}" if op else key
+    return f"{key}{space}{op}{space}{values[0]}"
+
+
+def holds(reqs: list[tuple[str, str, list[str]]], labels: dict[str, str]) -> bool:
+    """kubectl's meaning, requirement by requirement, over the (key, value) pairs."""
+    pairs = list(labels.items())
+    for key, op, values in reqs:
+        has_key = any(k == key for k, _ in pairs)
+        has_value = any(k == key and v in values for k, v in pairs)
+        ok = {"=": has_value, "==": has_value, "in": has_value, "!=": not has_value,
+              "notin": not has_value, "": has_key, "!": not has_key}[op]
+        if not ok:
+            return False
+    return True
+
+
+@given(st.lists(TEXT_REQ, max_size=4), st.sampled_from(["", " "]), LABELS)
+def test_selector_text_agrees_with_brute_force(reqs: list, space: str,
+                                               labels: dict[str, str]) -> None:
+    text = f",{space}".join(text_of(r, space) for r in reqs)
+    assert matches(parse_selector_text(text), labels) == holds(reqs, labels), text
+
+
+def test_selector_text_errors_name_the_requirement() -> None:
+    import pytest
+
+    for text, message in [
+            ("app in (a", "unbalanced '(' in 'app in (a'"),
+            ("app=a)", "unbalanced ')' in 'app=a)'"),
+            ("a,,b", "empty requirement in 'a,,b'"),
+            ("replicas>1", "'replicas>1' is not a requirement: key, !key, key=value, key!=value, "
+                           "key in (v1,v2) or key notin (v1,v2) (kemu does not model the numeric "
+                           "< and > operators)"),
+            ("app=a b", "'app=a b' is not a requirement"),
+            ("-app=x", "label key '-app': name must be 63 characters or less"),
+            ("app=-x", "label value '-x' must be 63 characters or less")]:
+        with pytest.raises(ValueError) as err:
+            parse_selector_text(text)
+        assert str(err.value).startswith(message), (text, str(err.value))
+    assert describe(parse_selector_text("")) == "<none>"
+    assert describe(parse_selector_text("app in ()")) == "app in ()"  # kubectl: the value ""
+    assert describe(parse_selector_text(" app = web , !debug,tier notin (a, b)")) == (
+        "app in (web),!debug,tier notin (a,b)")
 
 
 # --- PodIndex: the same pods, in the same order, as a scan ------------------------------------

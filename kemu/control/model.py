@@ -250,6 +250,7 @@ class NetworkPolicy:
     policy_types: list[str]  # defaulted per P-3
     ingress: list[PolicyRule] = field(default_factory=list)
     egress: list[PolicyRule] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)  # metadata.labels (kubectl -l)
     source: str = ""
 
     @property

@@ -14,6 +14,12 @@ Two forms exist in Kubernetes and both live here:
 Parsing checks what the API server checks: operators, values present for ``In``/``NotIn`` and
 absent for ``Exists``/``DoesNotExist``, label key and value syntax.
 
+``parse_selector_text`` reads kubectl's ``-l`` text form (``app=web,tier!=db``,
+``env in (a,b)``, ``env notin (a)``, ``team``, ``!debug``; ``==`` is ``=``) into the same
+``LabelSelector``: every requirement becomes a ``matchExpressions`` entry (``=`` is ``In`` of one
+value, ``!=`` is ``NotIn`` of one value: like kubectl it matches objects without the key), so
+``matches`` evaluates it with the API server's semantics.
+
 ``PodIndex`` indexes pods per namespace by label (key, value) and by label key, so that a
 selector is evaluated against the few pods that can match instead of every pod: candidates are
 the intersection of the index sets of ``matchLabels`` pairs, ``In`` (union over its values) and
@@ -30,6 +36,7 @@ only with a numeric port (P-7), and ``policyTypes`` defaulted per P-3.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -207,6 +214,63 @@ def parse_selector(f: Fields, d: dict[str, Any], path: str, key: str) -> LabelSe
     return selector
 
 
+_TEXT_SET = re.compile(r"^(?P<key>[^\s!=(),<>]+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)$")
+_TEXT_EQ = re.compile(r"^(?P<key>[^\s!=(),<>]+)\s*(?P<op>==|=|!=)\s*(?P<value>[^\s!=(),<>]*)$")
+_TEXT_KEY = re.compile(r"^(?P<neg>!?)\s*(?P<key>[^\s!=(),<>]+)$")
+
+
+def parse_selector_text(text: str) -> LabelSelector:
+    """kubectl's ``-l`` syntax -> ``LabelSelector`` (module docstring); ``ValueError`` names
+    the first requirement that is not one (unbalanced parentheses, bad key or value, ``<``/``>``
+    which kubectl accepts for numbers only and kemu does not model)."""
+    parts: list[str] = []
+    depth, start = 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+            if depth > 1:
+                raise ValueError(f"nested parentheses in {text!r}")
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"unbalanced ')' in {text!r}")
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth:
+        raise ValueError(f"unbalanced '(' in {text!r}")
+    parts.append(text[start:])
+    selector = LabelSelector()
+    for raw in parts:
+        part = raw.strip()
+        if not part:
+            if text.strip():
+                raise ValueError(f"empty requirement in {text!r}")
+            continue
+        if m := _TEXT_SET.match(part):
+            # "()" is the set of the empty value, as kubectl parses it
+            values = [v.strip() for v in m["values"].split(",")]
+            req = LabelSelectorRequirement(m["key"], "In" if m["op"] == "in" else "NotIn",
+                                           values)
+        elif m := _TEXT_EQ.match(part):
+            req = LabelSelectorRequirement(m["key"], "NotIn" if m["op"] == "!=" else "In",
+                                           [m["value"]])
+        elif m := _TEXT_KEY.match(part):
+            req = LabelSelectorRequirement(m["key"], "DoesNotExist" if m["neg"] else "Exists")
+        else:
+            hint = " (kemu does not model the numeric < and > operators)" if any(
+                c in part for c in "<>") else ""
+            raise ValueError(f"{part!r} is not a requirement: key, !key, key=value, "
+                             f"key!=value, key in (v1,v2) or key notin (v1,v2){hint}")
+        if err := label_key_error(req.key):
+            raise ValueError(err)
+        for v in req.values:
+            if err := label_value_error(v):
+                raise ValueError(err)
+        selector.match_expressions.append(req)
+    return selector
+
+
 def describe(selector: LabelSelector) -> str:
     """kubectl's text form: ``app=web,tier in (a,b),!debug``; ``<none>`` when empty."""
     parts = [f"{k}={v}" for k, v in sorted(selector.match_labels.items())]
@@ -231,7 +295,8 @@ def parse_policy(f: Fields, obj: dict[str, Any], namespace: str, name: str) -> N
         f.problem("spec.podSelector", "required field is missing (use {} to select all pods)")
     pol = NetworkPolicy(namespace=namespace, name=name, source=f.source,
                         pod_selector=parse_selector(f, spec, "spec", "podSelector"),
-                        policy_types=[])
+                        policy_types=[],
+                        labels=f.labels(f.mapping(obj, "", "metadata"), "metadata", "labels"))
     types = f.seq(spec, "spec", "policyTypes")
     for i, t in enumerate(types):
         if t not in ("Ingress", "Egress"):
