@@ -280,18 +280,21 @@ class AddressMap:
         # IPv4: a whole header
         ip = np.flatnonzero((et == 0x0800) & (ln >= 34))
         if len(ip):
-            hdr = _rows(buf, off[ip] + 14, 20)
+            hdr = _rows(buf, off[ip] + 14, 20)  # as 32-bit words: 3 source, 4 destination
             ihl = (hdr[:, 0] & 0xF).astype(np.int64) * 4
             good = (hdr[:, 0] >> 4 == 4) & (ihl >= 20) & (ln[ip] >= 14 + ihl)
-            addrs = hdr[:, 12:20].copy().view(">u4").astype(np.int64)
-            sk, dk = self.lookup(addrs[:, 0]), self.lookup(addrs[:, 1])
+            words = hdr.view(">u4")
+            s_old, d_old = words[:, 3].astype(np.int64), words[:, 4].astype(np.int64)
+            sk, dk = self.lookup(s_old), self.lookup(d_old)
             hit = good & ((sk >= 0) | (dk >= 0))
-            if hit.any():
-                ip, sk, dk, hdr, addrs = ip[hit], sk[hit], dk[hit], hdr[hit], addrs[hit]
+            if not hit.all():
+                ip, sk, dk, hdr = ip[hit], sk[hit], dk[hit], hdr[hit]
+                s_old, d_old = s_old[hit], d_old[hit]
+            if len(ip):
                 src_k[ip], dst_k[ip] = sk, dk
-                self._rewrite_ipv4(buf, off[ip], ln[ip], hdr, addrs[:, 0], addrs[:, 1],
-                                   np.where(sk >= 0, self.values[sk], addrs[:, 0]),
-                                   np.where(dk >= 0, self.values[dk], addrs[:, 1]))
+                self._rewrite_ipv4(buf, off[ip], ln[ip], hdr, s_old, d_old,
+                                   np.where(sk >= 0, self.values[sk], s_old),
+                                   np.where(dk >= 0, self.values[dk], d_old))
         # ARP: sender and target protocol addresses (IPv4 over Ethernet)
         arp = np.flatnonzero((et == 0x0806) & (ln >= 42))
         if len(arp):
@@ -308,9 +311,9 @@ class AddressMap:
                       s_new: np.ndarray, d_new: np.ndarray) -> None:
         """Frames at ``off`` with IPv4 headers ``hdr`` (their first 20 bytes, as rows)."""
         olds, news = (s_old, d_old), (s_new, d_new)
-        hdr[:, 12:20] = np.stack([s_new, d_new], axis=1).astype(">u4").view(np.uint8)
-        check = (hdr[:, 10].astype(np.int64) << 8) | hdr[:, 11]
-        hdr[:, 10:12] = _bytes16(csum_update(check, olds, news))
+        words, halves = hdr.view(">u4"), hdr.view(">u2")
+        words[:, 3], words[:, 4] = s_new, d_new
+        halves[:, 5] = csum_update(halves[:, 5], olds, news)
         _put_rows(buf, off + 14, hdr)
         ihl = (hdr[:, 0] & 0xF).astype(np.int64) * 4
         l4 = off + 14 + ihl
