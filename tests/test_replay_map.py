@@ -123,10 +123,11 @@ def test_backends_write_the_same_bytes(tmp_path: Path, foreign: Path,
                                        capsys: pytest.CaptureFixture) -> None:
     if len(IMPLEMENTATIONS) < 2:
         pytest.skip("only one backend in this run (KEMU_NO_EXTENSIONS=1)")
-    args = ("--map", f"{CLIENT}=default/client", "--map", f"{SERVER}=svc/shop/frontend")
-    _, _, a = _replay(tmp_path, foreign, "cython", *args, capsys=capsys)
-    _, _, b = _replay(tmp_path, foreign, "python", *args, capsys=capsys)
-    assert a.read_bytes() == b.read_bytes()
+    for args in (("--map", f"{CLIENT}=default/client", "--map", f"{SERVER}=svc/shop/frontend"),
+                 ("--map", f"{CLIENT}=default/client", "--unknown-at-gateway")):
+        _, _, a = _replay(tmp_path, foreign, "cython", *args, capsys=capsys)
+        _, _, b = _replay(tmp_path, foreign, "python", *args, capsys=capsys)
+        assert a.read_bytes() == b.read_bytes()
 
 
 def test_cidr_onto_a_namespace(tmp_path: Path, foreign: Path, backend: str,
