@@ -146,7 +146,10 @@ class Trace:
                         return Verdict(True, f"{done} ({text})")
                     return Verdict(False, f"{words} ({text}){self._drop_note()}")
         if answers:
-            kind, frame, _reached, p = next((a for a in answers if a[0] in want), answers[0])
+            kind, frame, reached, p = next((a for a in answers if a[0] in want), answers[0])
+            if reached:  # an answer, but not one that completes the exchange
+                return Verdict(False, f"unexpected answer ({_answer_words(kind, frame)} from "
+                                      f"{_endpoint(frame, kind)}{self._by(p)})")
             return Verdict(False, f"no answer reached the sender (the "
                                   f"{_answer_words(kind, frame)} from {_endpoint(frame, kind)}"
                                   f"{self._by(p)}, {self._fate(p)})")
