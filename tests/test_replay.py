@@ -159,7 +159,8 @@ def test_answers_follow_their_batch_in_the_file(tmp_path: Path, backend: str,
 def test_unknown_sources_are_counted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     cap = tmp_path / "stranger.pcap"
     wrpcap(str(cap), [Ether() / IP(src="192.0.2.7", dst="10.244.0.2") / TCP()] * 3)
-    assert main(["replay", "-f", str(EXAMPLE), "-r", str(cap), "--json"]) == 0
+    # nothing placed: a negative answer, with a hint on stderr (tests/test_replay_map.py)
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(cap), "--json"]) == 1
     summary = json.loads(capsys.readouterr().out)
     assert summary["unplaced"] == {"unknown source": 3}
     assert main(["replay", "-f", str(EXAMPLE), "-r", str(cap), "--json",

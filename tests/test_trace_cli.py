@@ -36,7 +36,7 @@ def test_minimal_golden(name: str, backend: str, capsys: pytest.CaptureFixture) 
     if os.environ.get("KEMU_UPDATE_GOLDEN"):
         golden.write_text(out)
     assert out == golden.read_text()
-    assert rc == (1 if name in ("no-endpoints", "ttl-expiry") else 0)
+    assert rc == (1 if name in ("no-endpoints", "ttl-expiry", "closed-port") else 0)
 
 
 def test_summary_groups_by_node(capsys: pytest.CaptureFixture) -> None:
@@ -60,6 +60,9 @@ def test_machine_readable(fmt: str, capsys: pytest.CaptureFixture) -> None:
                  "-o", fmt]) == 0
     out = capsys.readouterr().out
     data = json.loads(out) if fmt == "json" else yaml.safe_load(out)
+    assert data["reachable"] is True
+    assert data["reason"] == "connection established (SYN-ACK from 10.96.0.22:80, pod default/c)"
+    assert list(data)[:2] == ["reachable", "reason"]
     first = data["packets"][0]
     assert first["outcome"] == "DELIVERED"
     assert {"node", "component", "action", "detail", "interface"} <= set(
@@ -77,3 +80,67 @@ def test_bad_arguments_exit_2(args: list[str], message: str,
                               capsys: pytest.CaptureFixture) -> None:
     assert main(["trace", "-f", str(SCENARIO), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+EXAMPLE = ROOT / "examples" / "cluster"
+BACKEND_POD = "shop/backend-hdjlqw9kdn-gxszb"  # on node2, listens on 9090
+REACH = {  # name: (arguments, exit code, the reason's words)
+    "pod-to-service": (["-S", "default/client", "-D", "shop/backend"], 0,
+                       "connection established (SYN-ACK from 10.96.0.11:9090, pod shop/backend-"),
+    "service-without-endpoints": (["-S", "default/client", "-D", "shop/legacy"], 1,
+                                  "unreachable (ICMP port unreachable from 10.244.0.1, node "
+                                  "node1); dropped on node1: no endpoints (REJECT)"),
+    "tcp-closed-port": (["-S", "default/client", "-D", BACKEND_POD, "-p", "tcp,dport=1"], 1,
+                        f"connection refused (RST from 10.244.1.3:1, pod {BACKEND_POD})"),
+    "icmp-echo": (["-S", "default/client", "-D", BACKEND_POD, "-p", "icmp"], 0,
+                  f"answered (echo reply from 10.244.1.3, pod {BACKEND_POD})"),
+    "dns": (["-S", "default/client", "-D", "kube-system/kube-dns", "-p", "udp,dport=53"], 0,
+            "answered (DNS answer from 10.96.0.10:53, pod kube-system/coredns-"),
+    "udp-closed-port": (["-S", "default/client", "-D", BACKEND_POD, "-p", "udp,dport=9"], 1,
+                        f"unreachable (ICMP port unreachable from 10.244.1.3, pod {BACKEND_POD})"),
+    "reply-leaves": (["-S", "default/client", "-D", "ext/db"], 1,
+                     "no answer reached the sender (the SYN-ACK from 172.18.0.200:5432, "
+                     "external host db, left the cluster through the gateway)"),
+    "request-leaves": (["-S", "default/client", "-D", "8.8.8.8"], 1,
+                       "no answer: the packet left the cluster through the gateway (to 8.8.8.8)"),
+    "no-respond": (["-S", "default/client", "-D", "shop/backend", "--no-respond"], 1,
+                   "no answer: delivered to pod shop/backend-hdjlqw9kdn-cmtwh; the emulated "
+                   "stacks do not answer (--no-respond)"),
+    "nodeport-from-outside": (["-S", "ext/client", "-D", "node2", "-p", "tcp,dport=30080"], 0,
+                              "connection established (SYN-ACK from 172.18.0.3:30080, pod "
+                              "shop/frontend-"),
+    "node-to-pod": (["-S", "node1", "-D", "shop/frontend"], 0,
+                    "connection established (SYN-ACK from 10.244.0.4:8080, pod shop/frontend-"),
+    "tcp-ack-unanswered": (["-S", "default/client", "-D", "shop/backend", "-p",
+                            "tcp,flags=A"], 1, "no answer: delivered to pod shop/backend-"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REACH))
+def test_exit_code_answers_can_a_reach_b(name: str, backend: str,
+                                         capsys: pytest.CaptureFixture) -> None:
+    args, code, reason = REACH[name]
+    for level in ("--minimal", "--summary", "--detailed"):
+        assert main(["trace", "-f", str(EXAMPLE), *args, level, "--backend", backend]) == code
+        last = capsys.readouterr().out.splitlines()[-1]
+        assert last.startswith(f"result: {reason}"), last
+    assert main(["trace", "-f", str(EXAMPLE), *args, "-o", "json", "--backend", backend]) == code
+    data = json.loads(capsys.readouterr().out)
+    assert data["reachable"] is (code == 0)
+    assert data["reason"].startswith(reason)
+
+
+def test_verdict_in_the_api() -> None:
+    from scapy.layers.inet import IP, TCP
+
+    import kemu
+
+    cluster = kemu.load(str(EXAMPLE))
+    trace = cluster.send(IP(dst="10.96.0.11") / TCP(dport=9090, flags="S"),
+                         src="default/client")
+    assert trace.verdict().reachable
+    # a source address nobody in the cluster owns: the answer leaves through the gateway
+    trace = cluster.send(IP(src="203.0.113.9", dst="10.244.1.3") / TCP(sport=5, dport=9090),
+                         src="default/client")
+    v = trace.verdict()
+    assert not v.reachable and "left the cluster through the gateway" in v.reason

@@ -104,6 +104,9 @@ EV_NEIGH_MISS = 18  # next hop unresolved: a=next hop IPv4, b=node, c=out iface
 EV_FIXL2 = 19       # injection rewrote Ethernet addresses: a=iface
 EV_TTL = 20         # TTL decremented (routed hop): a=new TTL, b=node
 EV_NODE_INPUT = 21  # delivered to the node's own stack: a=node
+# Set by replay, not by the datapath: the EV_FIXL2 of a frame whose source the cluster does not
+# know, placed at the gateway (--unknown-at-gateway): a=iface
+EV_AT_GATEWAY = 22
 
 # Route kinds (tables.rt_kind)
 RT_POD_CIDR = 1   # a node's pod CIDR: connected on that node, remote elsewhere

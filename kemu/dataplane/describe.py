@@ -99,7 +99,13 @@ def event_text(t: Tables, kind: int, a: int, b: int, c: int) -> str:
         return f"ttl {a}"
     if kind == C.EV_NODE_INPUT:
         return f"local delivery on node {t.node_name[a]}"
+    if kind == C.EV_AT_GATEWAY:
+        return AT_GATEWAY
     return f"event {kind}"
+
+
+AT_GATEWAY = "entered at the gateway: source unknown to the cluster"
+"""Words for a replayed frame placed at the gateway, in its pcapng comment and the summary."""
 
 
 def _sp(t: Tables, sp: int) -> str:

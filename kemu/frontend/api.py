@@ -125,7 +125,8 @@ class EmulatedCluster:
             time_ns = self._clock
         packets_out = self.engine.exchange(frames, time_ns)
         self._clock = max(self._clock, self.engine.clock_ns)
-        return Trace(self.engine.tables, packets_out)
+        return Trace(self.engine.tables, packets_out, sender=iface if src is not None else -1,
+                     respond=self.engine.respond)
 
     def replay(self, capture: str | os.PathLike, out: str | os.PathLike | None = None,
                flows: str | os.PathLike | None = None, **options: Any):  # noqa: ANN201

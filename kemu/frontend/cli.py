@@ -54,8 +54,9 @@ COMMANDS: list[str] = [
     "kemu.frontend.replay_cmd:REPLAY",
     "kemu.frontend.trace_cmd:TRACE",
     "kemu.bench.command:BENCH",
+    "kemu.frontend.wireshark_cmd:WIRESHARK_PROFILE",
 ]
-NAMES = ("validate", "show", "replay", "trace", "bench")
+NAMES = ("validate", "show", "replay", "trace", "bench", "wireshark-profile")
 """The command of each entry of ``COMMANDS``, so that a run imports only its own module."""
 OUTPUTS: dict[str, dict[str, str]] = {
     "replay": {"-w": "out", "--flows": "flows"},

@@ -7,6 +7,10 @@ Placement, in order: the pod, external host, gateway or node owning the source I
 (ARP: the sender address), else the interface owning the source MAC; frames with neither are
 counted by reason (or, with ``unknown_at_gateway``, enter from the gateway). ``inject_at``
 puts every frame at one interface instead.
+
+``Placer.place`` gives each frame a why-code: 0 placed by its owner, ``WHY_SHORT`` too short,
+``WHY_UNKNOWN`` source unknown (not placed), ``WHY_AT_GATEWAY`` source unknown, placed at the
+gateway; replay adds ``WHY_SERVICE`` (a mapped source that is a Service address: not placed).
 """
 
 from __future__ import annotations
@@ -17,7 +21,12 @@ from types import ModuleType
 import numpy as np
 
 from kemu.dataplane import codes as C
+from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
+
+WHY_SHORT, WHY_UNKNOWN, WHY_AT_GATEWAY, WHY_SERVICE = 1, 2, 3, 4
+UNPLACED = {WHY_SHORT: "frame too short", WHY_UNKNOWN: "unknown source",
+            WHY_SERVICE: "source is a Service address (its endpoints answer with --respond)"}
 
 
 class Placer:
@@ -57,8 +66,11 @@ class Placer:
                     np.zeros(n, np.int8))
         iface, why = self.impl.place_frames(
             buf, np.ascontiguousarray(offsets, np.int64), np.ascontiguousarray(lengths, np.int32),
-            self.own_ip, self.own_if, self.own_if_l2, self.mac_keys, self.mac_ifs,
-            self.gateway)
+            self.own_ip, self.own_if, self.own_if_l2, self.mac_keys, self.mac_ifs, -1)
+        if self.gateway >= 0:  # the unknown enter at the gateway, marked so (same places)
+            unknown = why == WHY_UNKNOWN
+            iface[unknown] = self.gateway
+            why[unknown] = WHY_AT_GATEWAY
         return iface, np.full(n, C.INJ_TX_FIXL2, np.uint8), why
 
 
@@ -163,6 +175,39 @@ NOISE = np.zeros(1 << 16, bool)  # drop reasons that end a copy but are no drop
 NOISE[[C.DROP_NOT_LOCAL, C.DROP_OTHERHOST, C.DROP_SAME_PORT]] = True
 TRANSLATING = np.zeros(1 << 16, bool)  # events that rewrite addresses
 TRANSLATING[[C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT, C.EV_CT_REUSE]] = True
+
+
+def mark_at_gateway(res: Results, at_gateway: np.ndarray) -> int:
+    """Of a batch's frames, those placed at the gateway for an unknown source
+    (``at_gateway[frame]``): their injection (``EV_FIXL2``, never written) becomes
+    ``EV_AT_GATEWAY``, whose words (``describe.AT_GATEWAY``) the comment of their first hop
+    carries, as the summary does. Returns how many."""
+    count = int(np.count_nonzero(at_gateway))
+    ne = res.n_events if res.record else 0
+    if count and ne:
+        kinds = res.ev_kind[:ne]
+        kinds[(kinds == C.EV_FIXL2) & at_gateway[res.ev_frame[:ne]]] = C.EV_AT_GATEWAY
+    return count
+
+
+def unknown_sources(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
+                    why: np.ndarray) -> list[int]:
+    """The distinct IPv4 source (ARP: sender) addresses of frames not placed for an unknown
+    source (``why``: their why-codes)."""
+    sel = np.flatnonzero(why == WHY_UNKNOWN)
+    if not len(sel):
+        return []
+    off = np.asarray(offsets, np.int64)[sel]
+    ln = np.asarray(lengths, np.int64)[sel]
+    src = np.full(len(sel), -1, np.int64)
+    ok = np.flatnonzero(ln >= 14)
+    et = (buf[off[ok] + 12].astype(np.int64) << 8) | buf[off[ok] + 13]
+    for pick, at in ((ok[(et == 0x0800) & (ln[ok] >= 34)], 26),
+                     (ok[(et == 0x0806) & (ln[ok] >= 42)], 28)):
+        o = off[pick] + at
+        src[pick] = ((buf[o].astype(np.int64) << 24) | (buf[o + 1].astype(np.int64) << 16)
+                     | (buf[o + 2].astype(np.int64) << 8) | buf[o + 3])
+    return np.unique(src[src >= 0]).tolist()
 
 
 def implementations() -> dict[str, ModuleType]:

@@ -9,7 +9,8 @@ address), else the interface owning the source MAC; frames with neither are coun
 (or, with ``unknown_at_gateway``, enter from the gateway). A placed frame is transmitted by its
 owner with Ethernet addresses rewritten as the owner's stack would address it (captures from a
 real cluster carry that cluster's MACs, not kemu's). ``inject_at`` puts every frame at one
-interface instead. Emulated time follows the capture's timestamps.
+interface instead. Emulated time follows the capture's timestamps. ``address_map`` rewrites a
+foreign capture's addresses onto the cluster's hosts first (``kemu.frontend.addrmap``).
 
 Output: a pcapng with every hop (``capture_points``: all, pods, drops), a Hubble-style flow
 log, and a ``ReplaySummary`` in tcpreplay's manner. Outputs are written under temporary names
@@ -25,23 +26,31 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import numpy as np
 
 from kemu.control.cluster import Cluster
 from kemu.dataplane import codes as C
-from kemu.dataplane.describe import drop_text
+from kemu.dataplane.describe import AT_GATEWAY, drop_text
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
 from kemu.errors import KemuError, TopologyError
 from kemu.frontend.engine import Batch, Engine
 from kemu.frontend.hopwriter import HopWriter
-from kemu.frontend.placement import NOISE, TRANSLATING, Placer
+from kemu.frontend.placement import (
+    NOISE,
+    TRANSLATING,
+    UNPLACED,
+    WHY_AT_GATEWAY,
+    Placer,
+    mark_at_gateway,
+    unknown_sources,
+)
 from kemu.frontend.placement import implementations as placement_twins
 from kemu.io.ahead import ahead
 from kemu.io.capture import Capture, iter_capture
@@ -51,6 +60,9 @@ from kemu.io.hops import implementations
 from kemu.io.linktypes import to_ethernet
 from kemu.io.outputs import AtomicFile, check_outputs
 from kemu.io.pcapng import PcapngWriter
+
+if TYPE_CHECKING:
+    from kemu.frontend.addrmap import AddressMap
 
 BATCH = 4096
 Placement = tuple[np.ndarray, np.ndarray, np.ndarray]  # per frame: interface, mode, why not
@@ -81,6 +93,9 @@ class ReplayOptions:
     capture_points: str = "all"    # all | pods | drops
     flow_format: str = "hubble"    # hubble | kemu
     batch: int = BATCH
+    # capture address or CIDR -> NS/POD, NS/, svc/NS/NAME, ext/NAME, node/NAME or a cluster
+    # IP ({"10.0.0.5": "default/client"} or ["10.0.0.5=default/client"]; addrmap)
+    address_map: Mapping[str, str] | Iterable[str] | None = None
 
 
 @dataclass
@@ -98,13 +113,22 @@ class ReplaySummary:
     hops_written: int = 0
     flow_records: int = 0
     seconds: float = 0.0
+    at_gateway: int = 0            # injected at the gateway: source unknown to the cluster
+    mapped: int | None = None      # frames rewritten by an address map (None: no map)
+    mapped_addresses: int = 0      # the map's capture addresses met in them
+    unknown_sources: set[int] = field(default_factory=set)  # of unplaced frames (some)
 
     @property
     def pps(self) -> float:
         return self.packets / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict:
-        return {"packets": self.packets, "bytes": self.bytes, "injected": self.injected,
+        extra: dict = {}
+        if self.at_gateway:
+            extra["enteredAtGateway"] = self.at_gateway
+        if self.mapped is not None:
+            extra["mapped"] = {"frames": self.mapped, "addresses": self.mapped_addresses}
+        return {**extra, "packets": self.packets, "bytes": self.bytes, "injected": self.injected,
                 "delivered": self.delivered, "left": self.left,
                 "dropped": dict(sorted(self.dropped.items())),
                 "droppedTotal": sum(self.dropped.values()), "translated": self.translated,
@@ -119,7 +143,10 @@ class ReplaySummary:
             f"{self.seconds:.2f} seconds",
             f"Rated: {self.bytes / self.seconds if self.seconds else 0:.1f} Bps, "
             f"{self.pps:.1f} pps",
+            *([f"Mapped:      {self.mapped} frames ({self.mapped_addresses} addresses)"]
+              if self.mapped is not None else []),
             f"Injected:    {self.injected}",
+            *([f"  {AT_GATEWAY}: {self.at_gateway}"] if self.at_gateway else []),
             f"Delivered:   {self.delivered}",
             f"Left:        {self.left} (through the gateway)",
             f"Translated:  {self.translated}",
@@ -154,7 +181,15 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
             raise TopologyError(f"--inject-at: no interface {opts.inject_at!r}; interfaces are "
                                 f"named like {t.if_name[0]!r}, 'ns/pod/eth0'") from None
     placer = Placer(t, inject_at, opts.unknown_at_gateway, placement_twins()[emu.backend])
+    amap = None
+    if opts.address_map:
+        from kemu.frontend.addrmap import AddressMap, parse_rules
+
+        amap = AddressMap.build(emu.model, t, parse_rules(opts.address_map), capture,
+                                opts.limit)
     summary = ReplaySummary()
+    if amap is not None:
+        summary.mapped = 0
     writer = flow_file = None
     # a compressed capture decompressed once, here (not on the reader thread, once per loop)
     source = ExitStack()
@@ -180,12 +215,15 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
         done = turn = 0
         for _loop in range(max(1, opts.loop)):
             # the next chunk read, indexed and placed on a thread of its own meanwhile
-            for cap, placed in ahead(_placed_chunks(capture, placer, file), "kemu capture reader"):
+            for cap, placed, mapped in ahead(_placed_chunks(capture, placer, amap, file),
+                                             "kemu capture reader"):
                 for d in cap.damaged:
                     summary.damaged[d.reason] += 1
                 n = len(cap)
                 if opts.limit:
                     n = min(n, opts.limit - done)
+                if mapped is not None and amap is not None:
+                    summary.mapped = (summary.mapped or 0) + amap.count(mapped, n)
                 for lo in range(0, n, opts.batch):
                     hi = min(n, lo + opts.batch)
                     res, encoded = slots[turn]
@@ -214,6 +252,8 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
         raise
     finally:
         source.close()
+    if amap is not None:
+        summary.mapped_addresses = int(np.count_nonzero(amap.hits))
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -234,17 +274,23 @@ def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:
     return w
 
 
-def _placed_chunks(capture: str | os.PathLike[str], placer: Placer,
-                   file: BinaryIO | None = None) -> Iterator[tuple[Capture, Placement]]:
+def _placed_chunks(capture: str | os.PathLike[str], placer: Placer, amap: AddressMap | None,
+                   file: BinaryIO | None = None
+                   ) -> Iterator[tuple[Capture, Placement, tuple[np.ndarray, np.ndarray] | None]]:
     """The capture (``file``'s bytes when given, see ``iter_capture``) as Ethernet chunks with
-    each frame's placement (the reader thread's work).
-    Windows rotate through three memories: the chunk being replayed, one waiting, one being
-    made (``kemu.io.ahead``); replay is done with a chunk's bytes when it takes the next."""
+    each frame's placement (the reader thread's work), rewritten through ``amap`` first (then
+    also the map index of each frame's source and destination). Windows rotate through three
+    memories: the chunk being replayed, one waiting, one being made (``kemu.io.ahead``); replay
+    is done with a chunk's bytes when it takes the next."""
     # 8 MiB windows: the three stay in the last-level cache between the reader's copy and the
     # datapath's reads (whole replays measured 1.04M frames/s with 32 MiB, 1.15M with 8)
     for chunk in iter_capture(capture, chunk_bytes=8 << 20, reuse_buffer=3, file=file):
         cap = to_ethernet(chunk)  # (its damage: the chunk's and the conversion's)
-        yield cap, placer.place(cap.buf, cap.offsets, cap.lengths)
+        mapped = amap.apply(cap) if amap is not None else None
+        placed = placer.place(cap.buf, cap.offsets, cap.lengths)
+        if mapped is not None and amap is not None:
+            amap.unplace_services(placed, mapped)
+        yield cap, placed, mapped
 
 
 def _run_batch(emu: Emulation, cap: Capture, lo: int, hi: int, placed: Placement,
@@ -273,10 +319,12 @@ def _run_batch_in(emu: Emulation, cap: Capture, lo: int, hi: int, placed: Placem
     k = int(np.count_nonzero(iface >= 0))
     sel: np.ndarray | slice = slice(None)
     if k < hi - lo:  # some not placed: count them, run the others
-        for code, name in ((1, "frame too short"), (2, "unknown source")):
+        for code, name in UNPLACED.items():
             unplaced = int(np.count_nonzero(why == code))
             if unplaced:
                 summary.unplaced[name] += unplaced
+        if len(summary.unknown_sources) < 100_000:
+            summary.unknown_sources.update(unknown_sources(cap.buf, offs, lens, why))
         if not k:
             return False
         sel = np.flatnonzero(iface >= 0)
@@ -284,6 +332,8 @@ def _run_batch_in(emu: Emulation, cap: Capture, lo: int, hi: int, placed: Placem
     res.clear()
     emu.engine.run(batch, res)
     summary.injected += k
+    if opts.unknown_at_gateway:
+        summary.at_gateway += mark_at_gateway(res, why[sel] == WHY_AT_GATEWAY)
     handed = writer is not None
     if writer is not None:  # from here on res is only read: the writer's thread reads it too
         # the fates are counted there too, before the blocks are made (the summary's counts

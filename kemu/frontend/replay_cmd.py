@@ -2,7 +2,9 @@
 
 Conventions from tshark (``-r``, ``-w``) and tcpreplay (``--limit``, ``--loop``, a final
 summary with packets, bytes and packets per second). A progress bar on stderr when it is a
-terminal, updated per batch. No Scapy on this path (start-up time).
+terminal, updated per batch. No Scapy on this path (start-up time). ``--map`` places a
+capture from elsewhere onto the cluster's hosts (``kemu.frontend.addrmap``). When no frame of
+a capture could be placed, a hint on stderr says why and how to map, and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import os
 import sys
 
-from kemu.frontend.cli import EXIT_OK, Command, add_manifest_args
+from kemu.frontend.cli import EXIT_NEGATIVE, EXIT_OK, Command, add_manifest_args
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -35,7 +37,15 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="emulated stacks answer and nodes send ICMP errors (off: the capture "
                         "already holds both directions)")
     p.add_argument("--unknown-at-gateway", action="store_true",
-                   help="frames whose source the cluster does not know enter from the gateway")
+                   help="frames whose source the cluster does not know enter from the gateway "
+                        "(their first hop's comment and the summary say so)")
+    p.add_argument("--map", dest="address_map", action="append", metavar="ADDR=TARGET",
+                   help="replay a capture from elsewhere: its IPv4 address or CIDR ADDR becomes "
+                        "TARGET in both directions (repeatable): NS/POD; NS/ (a CIDR's hosts "
+                        "onto the namespace's pods, in address and name order); svc/NS/NAME or "
+                        "a ClusterIP (frames to it are load-balanced; its replies are not "
+                        "placed: use --respond); ext/NAME; node/NAME; or an IP of the cluster. "
+                        "E.g. --map 10.0.0.5=default/client --map 10.0.0.0/24=shop/")
     p.add_argument("--backend", choices=("auto", "cython", "python"), default="auto")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -52,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
                           icmp_errors=args.respond)
     opts = ReplayOptions(limit=args.limit, loop=args.loop, inject_at=args.inject_at,
                          respond=args.respond, unknown_at_gateway=args.unknown_at_gateway,
-                         capture_points=args.capture_points, flow_format=args.flow_format)
+                         capture_points=args.capture_points, flow_format=args.flow_format,
+                         address_map=args.address_map)
     progress = _progress() if sys.stderr.isatty() and not args.json else None
     try:
         summary = replay(emu, args.capture, args.out, args.flows, opts,
@@ -67,7 +78,36 @@ def run(args: argparse.Namespace) -> int:
         for path in (args.out, args.flows):
             if path:
                 print(f"wrote {path}")
+    if summary.packets and not summary.injected:
+        sys.stdout.flush()
+        print(f"kemu: {nothing_placed(summary, args)}", file=sys.stderr)
+        return EXIT_NEGATIVE
     return EXIT_OK
+
+
+def nothing_placed(summary, args: argparse.Namespace) -> str:  # noqa: ANN001 - ReplaySummary
+    """Why no frame of the capture could be placed, and what to do about it."""
+    import ipaddress
+
+    head = f"no frame of {args.capture} could be placed"
+    unknown = summary.unplaced.get("unknown source", 0)
+    service = sum(n for why, n in summary.unplaced.items() if why.startswith("source is a Serv"))
+    if not unknown:
+        reasons = ", ".join(f"{why}: {n}" for why, n in sorted(summary.unplaced.items()))
+        more = " (its replies come from the Service's endpoints with --respond)" \
+            if service else ""
+        return f"{head} ({reasons or 'nothing to place'}){more}"
+    srcs = [str(ipaddress.IPv4Address(a)) for a in sorted(summary.unknown_sources)]
+    files = " ".join(f"-f {m}" for m in args.manifests)
+    if srcs:
+        shown = ", ".join(srcs[:2]) + (f" and {len(srcs) - 2} more" if len(srcs) > 2 else "")
+        what = f"its sources ({shown}) are not in the cluster"
+        example = srcs[0]
+    else:
+        what = "its frames have no IPv4 source and a source MAC the cluster does not know"
+        example = "ADDR"
+    return (f"{head}: {what}; map them with --map {example}=NAMESPACE/POD "
+            f"(kemu show {files} pods -A lists pods) or use --unknown-at-gateway")
 
 
 def raise_missing(path: str) -> None:

@@ -4,7 +4,10 @@ A ``Trace`` wraps the engine's ``Packet`` records. ``observations()`` groups dec
 node in the manner of Antrea Traceflow: each has a component (Forwarding, LB, NAT, Routing,
 Overlay) and an action (Forwarded, Delivered, Dropped, Rejected, Left). Three renderings:
 ``minimal`` (one line per packet, stable for golden tests), ``summary`` (observations) and
-``detailed`` (every hop with its decisions).
+``detailed`` (every hop with its decisions). ``verdict()`` answers "can the sender reach the
+destination?": yes when the exchange completes (a SYN-ACK, an echo reply, a UDP reply reaches
+the sender), no for a drop, a RST, an ICMP error, no answer, or an answer that ends elsewhere
+(e.g. leaves the cluster through the gateway); with the reason in words.
 """
 
 from __future__ import annotations
@@ -41,10 +44,27 @@ class Observation:
                 "detail": self.detail, "interface": self.interface}
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the exchange a trace started completed, and why (one line of words)."""
+
+    reachable: bool
+    reason: str
+
+
+_ICMP_ERRORS = {(3, 0): "network unreachable", (3, 1): "host unreachable",
+                (3, 2): "protocol unreachable", (3, 3): "port unreachable",
+                (3, 4): "fragmentation needed", (3, 9): "network prohibited",
+                (3, 10): "host prohibited", (3, 13): "administratively prohibited",
+                (11, 0): "time exceeded (TTL)", (11, 1): "time exceeded (reassembly)"}
+
+
 @dataclass
 class Trace:
     tables: Tables
     packets: list[Packet] = field(default_factory=list)
+    sender: int = -1        # the interface that sent packet 0 (-1: its source address's owner)
+    respond: bool = True    # whether the emulated stacks answered
 
     # ------------------------------------------------------------ verdicts
     @property
@@ -90,6 +110,110 @@ class Trace:
         t = self.tables
         return [(t.if_name[i], "in" if d == C.DIR_IN else "out")
                 for i, d, _data, _e in self.packets[packet].hops]
+
+    # ------------------------------------------------------------ can A reach B?
+    def verdict(self) -> Verdict:
+        """Reachable when the answer the first packet asks for reaches its sender: a SYN-ACK
+        to a SYN (any TCP segment but a RST to other segments), an echo reply to an echo
+        request, a UDP datagram to a UDP datagram. Not reachable on a drop, a RST, an ICMP
+        error, no answer (``respond`` off: the stacks never answer) or an answer that ends
+        elsewhere (dropped, left through the gateway, delivered to another host)."""
+        if not self.packets or not self.packets[0].hops:
+            return Verdict(False, "nothing was sent")
+        request = self.packets[0].hops[0][2]
+        chain = {0}  # the request and its resumptions (held for ARP, then sent on)
+        for n, p in enumerate(self.packets):
+            if p.origin == "resumed" and p.parent in chain:
+                chain.add(n)
+        mine = self._sender_ifaces(request)
+        want = _wanted(request)
+        answers = []  # (kind, frame as it arrived or was first sent, where it ended, packet)
+        for p in self.packets:
+            if p.origin not in ("answer", "icmp-error") or p.parent not in chain or not p.hops:
+                continue
+            reached = [f for (k, _r, i, _a), f in zip(p.outcomes, p.outcome_frames, strict=True)
+                       if k == C.OUT_DELIVERED and i in mine]
+            frame = reached[0] if reached and len(reached[0]) >= 14 else p.hops[0][2]
+            answers.append((_kind(frame), frame, bool(reached), p))
+        for kinds, words in ((want, None), ({"rst"}, "connection refused"),
+                             ({"icmp-error"}, "unreachable")):
+            for kind, frame, reached, p in answers:
+                if reached and kind in kinds:
+                    text = f"{_answer_words(kind, frame)} from {_endpoint(frame, kind)}" \
+                        f"{self._by(p)}"
+                    if words is None:
+                        done = "connection established" if kind == "synack" else "answered"
+                        return Verdict(True, f"{done} ({text})")
+                    return Verdict(False, f"{words} ({text}){self._drop_note()}")
+        if answers:
+            kind, frame, reached, p = next((a for a in answers if a[0] in want), answers[0])
+            if reached:  # an answer, but not one that completes the exchange
+                return Verdict(False, f"unexpected answer ({_answer_words(kind, frame)} from "
+                                      f"{_endpoint(frame, kind)}{self._by(p)})")
+            return Verdict(False, f"no answer reached the sender (the "
+                                  f"{_answer_words(kind, frame)} from {_endpoint(frame, kind)}"
+                                  f"{self._by(p)}, {self._fate(p)})")
+        fate = self.outcome(0)
+        if fate == "DROPPED":
+            return Verdict(False, f"dropped{self._drop_where()}: "
+                                  f"{', '.join(self.drop_reasons(0)) or 'ignored'}")
+        if fate == "LEFT":
+            return Verdict(False, "no answer: the packet left the cluster through the gateway "
+                                  f"(to {ip_str(u32(request, 30)) if _is_ip(request) else '?'})")
+        if fate == "NEIGH_MISS":
+            return Verdict(False, "no answer: the next hop's address was not resolved")
+        to = ", ".join(sorted(set(self.delivered_to(0)))) or "?"
+        if not self.respond:
+            return Verdict(False, f"no answer: delivered to {to}; the emulated stacks do not "
+                                  "answer (--no-respond)")
+        return Verdict(False, f"no answer: delivered to {to}, which sent nothing back")
+
+    def _sender_ifaces(self, request: bytes) -> set[int]:
+        t = self.tables
+        i = self.sender
+        if i < 0 and _is_ip(request):
+            i = t.owner_of(u32(request, 26))
+        if i < 0:
+            return set()
+        kind = int(t.if_kind[i])
+        if kind in (C.IF_NODE_LOCAL, C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP):
+            node = int(t.if_node[i])  # a node's processes: any of its addresses
+            return {k for k in range(t.n_ifaces) if int(t.if_node[k]) == node and int(
+                t.if_kind[k]) in (C.IF_NODE_LOCAL, C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP)}
+        return {i}
+
+    def _by(self, p: Packet) -> str:
+        """Who sent an answer, when its source address does not say it (NAT, a node)."""
+        who = owner_text(self.tables, p.hops[0][0])
+        return f", {who}" if who != "?" else ""
+
+    def _fate(self, p: Packet) -> str:
+        kinds = {k for k, r, _i, _a in p.outcomes if not (k == C.OUT_DROPPED and r in (
+            C.DROP_NOT_LOCAL, C.DROP_OTHERHOST))}
+        if C.OUT_LEFT in kinds:
+            return "left the cluster through the gateway"
+        drops = [(r, i) for k, r, i, _a in p.outcomes if k == C.OUT_DROPPED
+                 and r not in (C.DROP_NOT_LOCAL, C.DROP_OTHERHOST)]
+        if drops:
+            where = f" on {_node_of(self.tables, drops[0][1])}" if drops[0][1] >= 0 else ""
+            return f"was dropped{where}: {drop_text(drops[0][0])}"
+        ends = [owner_text(self.tables, i) for k, _r, i, _a in p.outcomes
+                if k == C.OUT_DELIVERED]
+        if ends:
+            return f"was delivered to {', '.join(sorted(set(ends)))} instead"
+        return "was lost (neighbour unresolved)" if C.OUT_NEIGH in kinds else "was ignored"
+
+    def _drop_where(self) -> str:
+        nodes = [_node_of(self.tables, i) for k, r, i, _a in self.packets[0].outcomes
+                 if k == C.OUT_DROPPED and r not in (C.DROP_NOT_LOCAL, C.DROP_OTHERHOST)
+                 and i >= 0]
+        return f" on {nodes[0]}" if nodes else ""
+
+    def _drop_note(self) -> str:
+        """The request's drop, when an ICMP error or RST came of one."""
+        if self.outcome(0) != "DROPPED" or not self.drop_reasons(0):
+            return ""
+        return f"; dropped{self._drop_where()}: {', '.join(self.drop_reasons(0))}"
 
     # ------------------------------------------------------------ observations
     def observations(self, packet: int = 0) -> list[Observation]:
@@ -172,6 +296,61 @@ class Trace:
                      for i, d, data, ev in p.hops],
             "observations": [o.to_dict() for o in self.observations(n)],
         } for n, p in enumerate(self.packets)]}
+
+
+def _is_ip(data: bytes) -> bool:
+    return len(data) >= 34 and u16(data, 12) == ETH_IP
+
+
+def _l4(data: bytes) -> int:
+    return 14 + (data[14] & 0xF) * 4
+
+
+def _kind(data: bytes) -> str:
+    """What an answer is: synack, rst, tcp, echo-reply, icmp-error, icmp, udp, other."""
+    if not _is_ip(data) or len(data) < _l4(data) + 1:
+        return "other"
+    proto, l4 = data[23], _l4(data)
+    if proto == C.PROTO_TCP and len(data) >= l4 + 14:
+        flags = data[l4 + 13]
+        return "rst" if flags & 4 else "synack" if flags & 0x12 == 0x12 else "tcp"
+    if proto == C.PROTO_ICMP:
+        return "echo-reply" if data[l4] == 0 else "icmp-error" if data[l4] in (
+            3, 4, 5, 11, 12) else "icmp"
+    return "udp" if proto == C.PROTO_UDP else "other"
+
+
+def _wanted(request: bytes) -> set[str]:
+    """The answers that complete the exchange ``request`` starts."""
+    kind = _kind(request)
+    if kind in ("synack", "rst", "tcp"):
+        l4 = _l4(request)
+        flags = request[l4 + 13]
+        return {"synack"} if flags & 0x12 == 0x02 else {"synack", "tcp"}
+    if _is_ip(request) and request[23] == C.PROTO_ICMP:
+        return {"echo-reply"} if request[_l4(request)] == 8 else {"echo-reply", "icmp"}
+    return {"udp"} if kind == "udp" else {"udp", "synack", "tcp", "echo-reply", "icmp"}
+
+
+def _answer_words(kind: str, data: bytes) -> str:
+    if kind == "icmp-error":
+        l4 = _l4(data)
+        code = (data[l4], data[l4 + 1]) if len(data) > l4 + 1 else (0, 0)
+        return "ICMP " + _ICMP_ERRORS.get(code, f"error type {code[0]} code {code[1]}")
+    if kind == "udp" and len(data) >= _l4(data) + 4 and 53 in (
+            u16(data, _l4(data)), u16(data, _l4(data) + 2)):
+        return "DNS answer"
+    return {"synack": "SYN-ACK", "rst": "RST", "tcp": "TCP segment", "echo-reply": "echo reply",
+            "icmp": "ICMP message", "udp": "UDP reply"}.get(kind, "answer")
+
+
+def _endpoint(data: bytes, kind: str) -> str:
+    if not _is_ip(data):
+        return "?"
+    src = ip_str(u32(data, 26))
+    if kind in ("synack", "rst", "tcp", "udp") and len(data) >= _l4(data) + 2:
+        return f"{src}:{u16(data, _l4(data))}"
+    return src
 
 
 def _node_of(t: Tables, iface: int) -> str:

@@ -3,8 +3,14 @@
 In the manner of Antrea Traceflow: ``-S`` source (``ns/pod``, ``ext/<host>``, a node, an
 IP), ``-D`` destination (``ns/pod``, ``ns/svc``, ``ext/<host>``, a node, an IP), ``-p``
 protocol and fields (``tcp,dport=80``, ``udp,dport=53``, ``icmp``). Observations grouped by
-node; with the emulated stacks on (default) the answer is traced back too. Exit 1 when the
-packet is dropped.
+node; with the emulated stacks on (default) the answer is traced back too.
+
+The exit code answers "can the source reach the destination?": 0 when the exchange completes
+(a SYN-ACK, an echo reply or a UDP reply reaches the source), 1 for a drop, a RST, an ICMP
+error, no answer (always so with ``--no-respond``) or an answer that does not reach the source
+(e.g. it leaves the cluster through the gateway). The text output's last line says why
+(``result: ...``); JSON and YAML carry ``reachable`` and ``reason``. UDP to port 53 carries a
+DNS query.
 """
 
 from __future__ import annotations
@@ -23,14 +29,16 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="ns/pod, ns/svc, ext/<host>, node or IP")
     p.add_argument("-p", "--protocol", default="tcp",
                    help="tcp|udp|icmp[,dport=N][,sport=N][,flags=S][,ttl=N] (default tcp, "
-                        "dport: the service's first port, else 80)")
+                        "dport: the service's first port, else 80; udp to port 53 sends a "
+                        "DNS query)")
     level = p.add_mutually_exclusive_group()
     level.add_argument("--detailed", dest="level", action="store_const", const="detailed")
     level.add_argument("--summary", dest="level", action="store_const", const="summary")
     level.add_argument("--minimal", dest="level", action="store_const", const="minimal")
     p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
     p.add_argument("--no-respond", action="store_true",
-                   help="emulated stacks do not answer (trace one direction only)")
+                   help="emulated stacks do not answer (trace one direction only; nothing "
+                        "answers, so the exit code is 1: not shown reachable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=("auto", "cython", "python"), default="auto")
     p.set_defaults(level="summary")
@@ -100,19 +108,34 @@ def run(args: argparse.Namespace) -> int:
     if proto == "tcp":
         pkt = ip / TCP(sport=sport, dport=dport, flags=fields.get("flags", "S"), seq=1000)
     elif proto == "udp":
-        pkt = ip / UDP(sport=sport, dport=dport) / b"kemu"
+        pkt = ip / UDP(sport=sport, dport=dport) / (_dns_query(emu) if dport == 53 else b"kemu")
     else:
         pkt = ip / ICMP(id=1, seq=1) / b"kemu"
     trace = emu.send(pkt, src=args.source)
-    if args.output == "json":
-        print(json.dumps(trace.to_dict(), indent=2))
-    elif args.output == "yaml":
-        import yaml
+    verdict = trace.verdict()
+    if args.output in ("json", "yaml"):
+        data = {"reachable": verdict.reachable, "reason": verdict.reason, **trace.to_dict()}
+        if args.output == "json":
+            print(json.dumps(data, indent=2))
+        else:
+            import yaml
 
-        print(yaml.safe_dump(trace.to_dict(), sort_keys=False), end="")
+            print(yaml.safe_dump(data, sort_keys=False), end="")
     else:
         print(getattr(trace, args.level)(), end="")
-    return EXIT_NEGATIVE if trace.dropped else EXIT_OK
+        print(f"result: {verdict.reason}")
+    return EXIT_OK if verdict.reachable else EXIT_NEGATIVE
+
+
+def _dns_query(emu) -> bytes:  # noqa: ANN001
+    """A DNS query (A record) for the first Service with a ClusterIP, else kubernetes.default."""
+    from scapy.layers.dns import DNS, DNSQR
+
+    m = emu.model
+    named = sorted((s.namespace, s.name) for s in m.services if s.cluster_ip is not None)
+    ns, name = named[0] if named else ("default", "kubernetes")
+    qname = f"{name}.{ns}.svc.{m.config.dns_domain}"
+    return bytes(DNS(id=0x6B65, rd=1, qd=DNSQR(qname=qname, qtype="A")))
 
 
 TRACE = Command("trace", "trace one packet (and its answer) through the cluster", configure,
