@@ -532,11 +532,6 @@ def test_show_usage_problems_exit_2_without_traceback(capsys, argv: list[str],
 
 # --- every option has help -----------------------------------------------------------------------
 
-# options whose help lands with other branches (remove when they are merged)
-PENDING = {"trace": ["--detailed", "--summary", "--minimal", "--output", "--seed", "--backend"],
-           "replay": ["--backend"]}
-
-
 def test_every_option_of_every_command_has_help() -> None:
     import argparse
 
@@ -560,11 +555,8 @@ def test_every_option_of_every_command_has_help() -> None:
     for command, p in sub.choices.items():
         check(command, p)
     assert set(sub.choices) == set(cli.NAMES)
-    for command, names in PENDING.items():
-        assert set(names) <= seen[command], f"PENDING names options {command} does not have"
-    unexpected = {c: [n for n in names if n not in PENDING.get(c, [])]
-                  for c, names in missing.items()}
-    assert {c: n for c, n in unexpected.items() if n} == {}
+    assert {"--detailed", "--backend"} <= seen["trace"] and "--flows" in seen["replay"]
+    assert missing == {}
 
 
 # --- validate and exit codes ---------------------------------------------------------------

@@ -46,7 +46,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "a ClusterIP (frames to it are load-balanced; its replies are not "
                         "placed: use --respond); ext/NAME; node/NAME; or an IP of the cluster. "
                         "E.g. --map 10.0.0.5=default/client --map 10.0.0.0/24=shop/")
-    p.add_argument("--backend", choices=("auto", "cython", "python"), default="auto")
+    p.add_argument("--backend", choices=("auto", "cython", "python"), default="auto",
+                   help="data-plane implementation (default auto: the compiled one when built)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 

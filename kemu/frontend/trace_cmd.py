@@ -32,15 +32,21 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "dport: the service's first port, else 80; udp to port 53 sends a "
                         "DNS query)")
     level = p.add_mutually_exclusive_group()
-    level.add_argument("--detailed", dest="level", action="store_const", const="detailed")
-    level.add_argument("--summary", dest="level", action="store_const", const="summary")
-    level.add_argument("--minimal", dest="level", action="store_const", const="minimal")
-    p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
+    level.add_argument("--detailed", dest="level", action="store_const", const="detailed",
+                       help="every hop: interface, packet and the datapath's decisions")
+    level.add_argument("--summary", dest="level", action="store_const", const="summary",
+                       help="observations grouped by node (default)")
+    level.add_argument("--minimal", dest="level", action="store_const", const="minimal",
+                       help="one line per packet: its outcome and where it ended")
+    p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text",
+                   help="output format (default text; json and yaml hold every hop)")
     p.add_argument("--no-respond", action="store_true",
                    help="emulated stacks do not answer (trace one direction only; nothing "
                         "answers, so the exit code is 1: not shown reachable)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=("auto", "cython", "python"), default="auto")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of load-balancing choices (default 0)")
+    p.add_argument("--backend", choices=("auto", "cython", "python"), default="auto",
+                   help="data-plane implementation (default auto: the compiled one when built)")
     p.set_defaults(level="summary")
 
 
