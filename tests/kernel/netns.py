@@ -1045,7 +1045,8 @@ class KernelCluster:
         ``frame`` is bytes or anything ``bytes()`` accepts (a Scapy packet); for ``where``
         ``sock:<netns role>`` (``sock:node:node1``) it is ``(dst, dport, sport)``: a TCP socket
         of that namespace's own stack connects (non-blocking, open until the capture ends).
-        ``wait`` and ``gap`` are seconds (bounded). ``ifaces`` restricts capture to those kemu interface names.
+        ``wait`` and ``gap`` are seconds (bounded). ``ifaces`` restricts capture to those kemu
+        interface names.
         """
         if not self.built:
             raise HarnessError("run() before build()")
