@@ -64,8 +64,9 @@ FLOWS = [
          "172.18.0.3", 30082, "10.244.1.2:8080"),
     Flow("pod to pod across nodes: no NAT (M-1, M-5)", "default/a", "10.244.2.2", 9090,
          "10.244.2.2:9090"),
-    Flow("pod to an external host: no masquerade by kube-proxy (M-5)", "default/a",
-         "172.18.0.200", 80, "172.18.0.200:80"),
+    Flow("pod to an external host: not kube-proxy's, but flannel's ipMasq masquerades it to "
+         "the node (M-5, OV-5)", "default/a", "172.18.0.200", 80, "172.18.0.200:80",
+         masq=True, seen_src="172.18.0.2"),
 ]
 
 

@@ -32,6 +32,12 @@ def dump_tables(t: Tables) -> str:
         local = int(t.br_local_if[b])
         out.append(f"{name} local {t.if_name[local] if local >= 0 else '-'} "
                    f"br_netfilter {int(t.br_netfilter[b])} ports {ports}")
+    out.append("[masquerade]")
+    out.append(f"kube-proxy random-fully {int(t.masq_random_fully)}")
+    nm = " ".join(f"{ip_str(n)}/{bin(int(m)).count('1')}"
+                  for n, m in zip(t.nonmasq_net, t.nonmasq_mask, strict=True))
+    out.append(f"egress {int(t.egress_masq)} random-fully {int(t.egress_random_fully)} "
+               f"except {nm or '-'}")
     out.append("[routes]")
     for node, name in enumerate(t.node_name):
         for r in range(len(t.rt_prefix)):

@@ -60,7 +60,8 @@ CLUSTER_SCOPED = {"Namespace", "Node", "Cluster"}
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 CLUSTER_SPEC_FIELDS = ("nodes", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR", "nodeNetwork",
-                       "gateway", "mode", "mtu", "dnsDomain", "nodePortRange", "externalHosts")
+                       "gateway", "mode", "mtu", "dnsDomain", "nodePortRange", "externalHosts",
+                       "kubeProxy", "masquerade")
 SERVICE_SPEC_FIELDS = (
     "type", "clusterIP", "clusterIPs", "ports", "selector", "externalIPs", "sessionAffinity",
     "sessionAffinityConfig", "loadBalancerIP", "loadBalancerSourceRanges", "loadBalancerClass",
@@ -297,6 +298,21 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
             c.node_port_range = (int(lo), int(hi))
         else:
             f.problem("spec.nodePortRange", f"'{text}' is not a port range like 30000-32767")
+    kp = f.mapping(spec, "spec", "kubeProxy")
+    f.known(kp, "spec.kubeProxy", ("masqueradeRandomFully",))
+    c.masquerade_random_fully = f.boolean(kp, "spec.kubeProxy", "masqueradeRandomFully",
+                                          default=True)
+    mq = f.mapping(spec, "spec", "masquerade")
+    f.known(mq, "spec.masquerade", ("enabled", "randomFully", "nonMasqueradeCIDRs"))
+    c.ip_masq = f.boolean(mq, "spec.masquerade", "enabled", default=True)
+    c.ip_masq_random_fully = f.boolean(mq, "spec.masquerade", "randomFully", default=True)
+    if "nonMasqueradeCIDRs" in mq:
+        nets = []
+        for j, text in enumerate(f.seq(mq, "spec.masquerade", "nonMasqueradeCIDRs")):
+            net = f.cidr(text, f"spec.masquerade.nonMasqueradeCIDRs[{j}]")
+            if net is not None:
+                nets.append(net)
+        c.non_masquerade_cidrs = nets
     for i, (hpath, h) in enumerate(f.mappings(spec, "spec", "externalHosts")):
         f.known(h, hpath, ("name", "ip", "ports"))
         hname = f.string(h, hpath, "name", required=True) or f"external-{i}"

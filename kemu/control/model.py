@@ -40,6 +40,23 @@ class ClusterConfig:
     dns_domain: str = "cluster.local"
     node_port_range: tuple[int, int] = (30000, 32767)
     external_hosts: list[ExternalHost] = field(default_factory=list)
+    # kube-proxy's MASQUERADE (S-7): ``--random-fully`` (kube-proxy adds it where iptables
+    # supports it, as modern iptables does): a seeded random port; False: the source port is
+    # kept unless the reply tuple is taken (``spec.kubeProxy.masqueradeRandomFully``)
+    masquerade_random_fully: bool = True
+    # pod traffic leaving the cluster (M-5, OV-5): flannel's ipMasq, ``-s <node podCIDR> !
+    # -d <nonMasqueradeCIDRs> -j MASQUERADE [--random-fully]`` (``spec.masquerade``); no
+    # CIDRs given: flannel's rule, the cluster CIDR (ip-masq-agent's defaults, RFC 1918 and
+    # link-local, can be listed instead)
+    ip_masq: bool = True
+    ip_masq_random_fully: bool = True
+    non_masquerade_cidrs: list[IPv4Network] | None = None
+
+    def non_masquerade(self) -> list[IPv4Network]:
+        """The destinations pod traffic keeps its address to (default: the cluster CIDR)."""
+        if self.non_masquerade_cidrs is None:
+            return [self.cluster_cidr]
+        return list(self.non_masquerade_cidrs)
 
 
 @dataclass

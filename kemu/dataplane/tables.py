@@ -54,6 +54,15 @@ class Tables:
     gateway_if: int
     cluster_cidr: tuple[int, int]  # (network, mask)
     vxlan: bool
+    # masquerade (S-7, M-5, OV-5): kube-proxy's MASQUERADE with --random-fully (a seeded
+    # random port) or without (the port kept unless the reply tuple is taken); pod traffic
+    # leaving through eth0 from the node's pod CIDR to a destination outside every
+    # non-masquerade CIDR is masqueraded (flannel ipMasq) when ``egress_masq``
+    masq_random_fully: bool
+    egress_masq: bool
+    egress_random_fully: bool
+    nonmasq_net: np.ndarray   # uint32
+    nonmasq_mask: np.ndarray  # uint32
     # services (S-3, S-4)
     fe_ip: np.ndarray         # uint32, 0 for node ports
     fe_port: np.ndarray       # uint16

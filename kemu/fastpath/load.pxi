@@ -106,6 +106,10 @@ cdef int load_tables(Datapath self, tables) except -1:
     be_node = _i32(t.be_node)
     own_ip = np.ascontiguousarray(t.own_ip, dtype=np.uint32)
     own_if = _i32(t.own_if)
+    nm_net = np.ascontiguousarray(t.nonmasq_net, dtype=np.uint32)
+    nm_mask = np.ascontiguousarray(t.nonmasq_mask, dtype=np.uint32)
+    if len(nm_net) != len(nm_mask):
+        raise ValueError("inconsistent tables: nonmasq_net and nonmasq_mask differ in length")
     max_cands = max([1] + [int(c) for c in sp_be_count])
 
     # ---- all checks passed: commit
@@ -159,7 +163,7 @@ cdef int load_tables(Datapath self, tables) except -1:
             node_eth_if, node_br_if, node_vtep_if, node_local_if, node_ip, node_br_ip,
             node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
             sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
-            own_if]
+            own_if, nm_net, nm_mask]
     for k, a in enumerate(keep):
         if len(a) == 0:  # a valid pointer even for empty tables
             keep[k] = np.zeros(1, a.dtype)
@@ -167,7 +171,7 @@ cdef int load_tables(Datapath self, tables) except -1:
      node_eth_if, node_br_if, node_vtep_if, node_local_if, node_ip, node_br_ip,
      node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
      sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
-     own_if) = keep
+     own_if, nm_net, nm_mask) = keep
     self._keep = keep
     self.dp.n_if = n_if
     self.dp.n_nodes = n_nodes
@@ -225,6 +229,12 @@ cdef int load_tables(Datapath self, tables) except -1:
     self.dp.cnet = int(cnet) & 0xFFFFFFFF
     self.dp.cmask = int(cmask) & 0xFFFFFFFF
     self.dp.vxlan = bool(t.vxlan)
+    self.dp.masq_rf = bool(t.masq_random_fully)
+    self.dp.egress_masq = bool(t.egress_masq)
+    self.dp.egress_rf = bool(t.egress_random_fully)
+    self.dp.nm_net = <uint32_t*>cnp.PyArray_DATA(nm_net)
+    self.dp.nm_mask = <uint32_t*>cnp.PyArray_DATA(nm_mask)
+    self.dp.n_nm = len(t.nonmasq_net)
     self.dp.ageing_ns = int(t.ageing_ns)
     self.lpm = lpm
     self.dp.lpm = &lpm.c

@@ -1,5 +1,6 @@
 # nat.pxi: Address and port rewrites with incremental checksums (``set_src``/``set_dst``),
-# masquerade (SNAT to the outgoing interface, source port kept unless taken: N-2), and the
+# masquerade (SNAT to the outgoing interface, source port kept unless taken or a seeded
+# random one with --random-fully: S-7), and the
 # translation of ICMP errors RELATED to a NATed flow (nf_nat_icmp_reply_translation: N-4). Twin:
 # ``kemu/dataplane/reference/nat.py``.
 
@@ -147,18 +148,46 @@ cdef void related_post(DP* dp, Item* it, int node) noexcept nogil:
     ev(dp, it, EV_UNDNAT, E.sp, E.be, node)
 
 
+cdef inline bint nat_used(const DP* dp, int e, int node, int proto, uint32_t sip, int sport,
+                          uint32_t dip, int dport) noexcept nogil:
+    """nf_nat_used_tuple: the reply tuple is another connection's (entry ``e``'s own reply
+    key, its tuple before the SNAT, is no clash: nf_conntrack_tuple_taken ignores it)."""
+    cdef int64_t slot = ct_slot(dp, node, proto, sip, sport, dip, dport)
+    return slot >= 0 and (ct_val(dp, slot) >> 1) != e
+
+
 cdef void masquerade(DP* dp, Item* it, int e, int node, int out_if, int proto,
-                     int l4) noexcept nogil:
+                     int l4, bint random_fully) noexcept nogil:
+    """MASQUERADE (S-7, get_unique_tuple): the outgoing interface's address; the source port
+    kept unless the reply tuple is taken; with ``random_fully``
+    (NF_NAT_RANGE_PROTO_RANDOM_FULLY), or on a clash, a port of the source port's class
+    (1-511, 600-1023, 1024-65535) from a random offset (kemu's seed and the tuple), the
+    next free one after it (nf_nat_l4proto_unique_tuple)."""
     cdef CtE* E = &dp.ce[e]
     cdef uint32_t new_ip = dp.ifs[out_if].ip
-    cdef int port = E.t[0].sport, tries = 0
+    cdef int port = E.t[0].sport, tries = 0, lo, size
     cdef int rproto = E.proto[1], rsport = E.t[1].sport
     cdef uint32_t rsip = E.t[1].sip
+    cdef uint64_t off
     if proto == PROTO_TCP or proto == PROTO_UDP:
-        # keep the source port unless the reply tuple would clash (nf_nat_used_tuple)
-        while tries < 64512 and ct_slot(dp, node, rproto, rsip, rsport, new_ip, port) >= 0:
-            port = 1024 + (port - 1024 + 1) % 64512 if port >= 1024 else 1024
-            tries += 1
+        if random_fully or nat_used(dp, e, node, rproto, rsip, rsport, new_ip, port):
+            if port < 512:
+                lo = 1
+                size = 511
+            elif port < 1024:
+                lo = 600
+                size = 424
+            else:
+                lo = 1024
+                size = 64512
+            off = (flow_hash(dp.seed, node, proto, E.t[0].sip, E.t[0].sport, E.t[0].dip,
+                             E.t[0].dport) >> 32) & 0xFFFF
+            port = lo + <int>(off % <uint64_t>size)
+            while tries < size - 1 and nat_used(dp, e, node, rproto, rsip, rsport, new_ip,
+                                                port):
+                off += 1
+                port = lo + <int>(off % <uint64_t>size)
+                tries += 1
     ct_pop(dp, node, E.proto[1], E.t[1].sip, E.t[1].sport, E.t[1].dip, E.t[1].dport)
     E.proto[1] = rproto
     E.t[1].sip = rsip

@@ -1,7 +1,8 @@
 # netfilter.pxi: The netfilter hooks of a node: PREROUTING / OUTPUT (conntrack lookup, then
-# KUBE-SERVICES for new flows), FORWARD (``filter_forward``: the verdict kube-proxy's REJECT left)
-# and POSTROUTING (SNAT of marked flows, un-NAT of RELATED ICMP). A new hook or a stage at a hook
-# (NetworkPolicy) is called from here. Twin: ``kemu/dataplane/reference/netfilter.py``.
+# KUBE-SERVICES for new flows), FORWARD (``filter_forward``: the verdict kube-proxy's REJECT left),
+# POSTROUTING (SNAT of marked flows and of pod traffic leaving the cluster, un-NAT of RELATED
+# ICMP) and LOCAL_IN (``local_in_nat``: a reply to the node's own socket un-DNATed). A new hook
+# or a stage at a hook (NetworkPolicy) is called from here. Twin: ``kemu/dataplane/reference/netfilter.py``.
 
 cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
     """Conntrack lookup, KUBE-SERVICES for new flows, DNAT. A drop reason or 0."""
@@ -128,8 +129,26 @@ cdef inline int filter_forward(Item* it) noexcept nogil:
     return 0
 
 
+cdef inline bint egress_masq(const DP* dp, int node, int out_if, uint32_t sip,
+                             uint32_t dip) noexcept nogil:
+    """flannel ipMasq (M-5, OV-5): ``-s <node podCIDR> ! -d <nonMasqueradeCIDRs> -j
+    MASQUERADE`` for a new flow, where it leaves through the node's eth0."""
+    cdef int32_t r
+    cdef int k
+    if not dp.egress_masq or out_if != dp.node_eth_if[node]:
+        return False
+    r = lpm_lookup(dp.lpm, sip)
+    if r < 0 or dp.rt_kind[r] != RT_POD_CIDR or dp.rt_owner[r] != node:
+        return False
+    for k in range(dp.n_nm):
+        if (dip & dp.nm_mask[k]) == dp.nm_net[k]:
+            return False
+    return True
+
+
 cdef void postrouting(DP* dp, Item* it, int node, int out_if) noexcept nogil:
-    """KUBE-POSTROUTING masquerade for marked new flows; reply un-DNAT; confirm."""
+    """KUBE-POSTROUTING masquerade for marked new flows (S-7), flannel's for pod traffic
+    leaving the cluster (M-5); reply un-DNAT; confirm."""
     cdef Ctx* ctx = &it.ctx
     cdef int e = ctx.ct, proto, l4, sport, dport
     cdef CtE* E
@@ -142,10 +161,12 @@ cdef void postrouting(DP* dp, Item* it, int node, int out_if) noexcept nogil:
     cdef int n = it.len
     E = &dp.ce[e]
     if not ctx.reply_dir:
-        if ctx.new and E.masq and not E.flags & CT_SNAT:
+        if ctx.new and not E.flags & CT_SNAT and (
+                E.masq or egress_masq(dp, node, out_if, rd32(d, 26), rd32(d, 30))):
             l4info(d, n, &proto, &l4, &sport, &dport)
             dp.tr_ok = 0  # rare work: not a path the flow cache holds
-            cold.masquerade(dp, it, e, node, out_if, proto, l4)
+            cold.masquerade(dp, it, e, node, out_if, proto, l4,
+                            dp.masq_rf if E.masq else dp.egress_rf)
         elif E.flags & CT_SNAT:
             l4info(d, n, &proto, &l4, &sport, &dport)
             set_src(d, n, E.snat_ip, E.snat_port if proto != PROTO_ICMP else -1, proto, l4)
@@ -155,4 +176,22 @@ cdef void postrouting(DP* dp, Item* it, int node, int out_if) noexcept nogil:
         set_src(d, n, E.t[0].dip, E.t[0].dport if proto != PROTO_ICMP else -1, proto, l4)
         changed(it)
         ev(dp, it, EV_UNDNAT, E.sp, E.be, node)
-    ctx.new = 0  # confirmed
+
+
+cdef inline void local_in_nat(DP* dp, Item* it, int node) noexcept nogil:
+    """NF_INET_LOCAL_IN conntrack NAT: a reply delivered to the node's own stack is
+    un-DNATed here (the source back to the Service address the node's socket connected to,
+    CT-2), as POSTROUTING does for a reply forwarded on; its un-SNAT was done at
+    PREROUTING."""
+    cdef Ctx* ctx = &it.ctx
+    cdef int e = ctx.ct, proto, l4, sport, dport
+    cdef CtE* E
+    if e < 0 or ctx.node != node:
+        return
+    E = &dp.ce[e]
+    if ctx.reply_dir and E.flags & CT_DNAT:
+        l4info(DATA(it), it.len, &proto, &l4, &sport, &dport)
+        set_src(DATA(it), it.len, E.t[0].dip, E.t[0].dport if proto != PROTO_ICMP else -1,
+                proto, l4)
+        changed(it)
+        ev(dp, it, EV_UNDNAT, E.sp, E.be, node)

@@ -110,6 +110,7 @@ cdef int local_in(DP* dp, Item* it, int node, int i) noexcept nogil:
     if (dp.vxlan and d[23] == PROTO_UDP and n >= l4 + 8 + 8 + 14
             and rd16(d, l4 + 2) == <uint32_t>VXLAN_PORT):  # the VXLAN socket
         return vxlan_rcv(dp, it, node, l4)
+    local_in_nat(dp, it, node)
     ev(dp, it, EV_NODE_INPUT, node, 0, 0)
     return end(dp, it, OUT_DELIVERED, 0, i, 0, True)
 

@@ -169,7 +169,7 @@ ctypedef struct Cold:
                           uint32_t) noexcept nogil
     void (*related_pre)(DP*, Item*, int, int) noexcept nogil
     void (*related_post)(DP*, Item*, int) noexcept nogil
-    void (*masquerade)(DP*, Item*, int, int, int, int, int) noexcept nogil
+    void (*masquerade)(DP*, Item*, int, int, int, int, int, bint) noexcept nogil
     int (*flood)(DP*, Item*, int, int, int, uint64_t) noexcept nogil
     int (*vxlan_encap)(DP*, Item*, int) noexcept nogil
     void (*fix_l2)(DP*, Item*, int) noexcept nogil

@@ -163,6 +163,12 @@ ctypedef struct DP:
     uint32_t cnet
     uint32_t cmask
     bint vxlan
+    bint masq_rf                  # kube-proxy's MASQUERADE --random-fully (S-7)
+    bint egress_masq              # flannel ipMasq: pod traffic leaving the cluster (M-5)
+    bint egress_rf                # its MASQUERADE --random-fully
+    const uint32_t* nm_net        # the non-masquerade CIDRs (network, mask)
+    const uint32_t* nm_mask
+    int32_t n_nm
     int64_t ageing_ns
     uint64_t seed
     # ---- mutable state

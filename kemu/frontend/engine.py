@@ -79,6 +79,7 @@ class Packet:
     outcomes: list[tuple[int, int, int, int]] = field(default_factory=list)
     outcome_frames: list[bytes] = field(default_factory=list)  # the frame as it ended
     parent: int = -1        # index of the packet this one answers
+    sent: bytes = b""       # the frame as its sender sent it (before any NAT)
 
 
 class Engine:
@@ -100,6 +101,9 @@ class Engine:
         self.dp = self.impl.Datapath(self.tables, seed, static_neighbours)
         self._stacks: dict[int, HostStack] = {}
         self._held: dict[tuple[int, int], list[tuple[bytes, int, int]]] = {}
+        # per node: (proto, local port) of the connections the node's own processes opened
+        # (kubelet probes, hostNetwork pods, ``-S node1``), as a pod's stack remembers its own
+        self._node_clients: dict[int, set[tuple[int, int]]] = {}
         self.clock_ns = 0
 
     # ------------------------------------------------------------ tables
@@ -110,6 +114,7 @@ class Engine:
             self._version = self.cluster.version
             self.dp.load(self.tables)
             self._stacks.clear()
+            self._node_clients.clear()
 
     def reset(self) -> None:
         self.dp.reset()
@@ -167,18 +172,21 @@ class Engine:
         packets: list[Packet] = []
         pending = [(f, i, m, "injected", -1) for f, i, m in frames]
         for f, i, _m in frames:
-            if int(self.tables.if_kind[i]) in (C.IF_POD_ETH, C.IF_EXT_ETH):
+            kind = int(self.tables.if_kind[i])
+            if kind in (C.IF_POD_ETH, C.IF_EXT_ETH):
                 st = self.stack_of(i)
                 if st is not None:
                     st.note_sent(f)
+            elif kind == C.IF_NODE_LOCAL:
+                self._node_socket(int(self.tables.if_node[i])).note_sent(f)
         for _round in range(MAX_ROUNDS):
             if not pending:
                 break
             batch = Batch.from_frames([(f, i, m, now) for f, i, m, _o, _p in pending])
             res = self.run(batch)
             base = len(packets)
-            for k, (_f, _i, _m, origin, parent) in enumerate(pending):
-                packets.append(Packet(origin, k, parent=parent))
+            for k, (f, i, _m, origin, parent) in enumerate(pending):
+                packets.append(Packet(origin, k, parent=parent, sent=self._as_sent(f, i)))
             self.collect(res, packets, base)
             pending = []
             for idx in range(base, len(packets)):
@@ -260,14 +268,38 @@ class Engine:
                     for f, i, m in self._held.pop((node, u32(data, 28)), [])]
         return []
 
+    def _as_sent(self, frame: bytes, iface: int) -> bytes:
+        """The frame as its sender sent it: a node's unbound socket has the source address
+        connect() picked (the preferred source of the route to the destination, before any
+        NAT; the datapath fills it in the same way)."""
+        t = self.tables
+        if (int(t.if_kind[iface]) != C.IF_NODE_LOCAL or len(frame) < 34
+                or u16(frame, 12) != 0x0800 or u32(frame, 26) != 0):
+            return bytes(frame)
+        out_if = route_dev(t, int(t.if_node[iface]), u32(frame, 30))
+        if out_if < 0:
+            return bytes(frame)
+        f = bytearray(frame)
+        f[26:30] = int(t.if_ip[out_if]).to_bytes(4, "big")
+        return bytes(f)
+
+    def _node_socket(self, node: int) -> HostStack:
+        """The client sockets of a node's processes (the answers to them are theirs)."""
+        st = HostStack(0, 0, seed=self.seed)
+        st.clients = self._node_clients.setdefault(node, set())
+        return st
+
     def _node_answer(self, data: bytes, iface: int, idx: int) -> list:
         """A node's own stack: it answers ping on its addresses, RSTs TCP and refuses UDP to
-        ports nothing listens on (no node services are modelled), from the address asked."""
+        ports nothing listens on (no node services are modelled), from the address asked.
+        Answers to the connections its own processes opened go to their sockets: a SYN-ACK
+        completes the handshake without an answer (as a pod's emulated client does)."""
         t = self.tables
         if len(data) < 34 or u16(data, 12) != 0x0800:
             return []
         node = int(t.if_node[iface])
         stack = HostStack(u32(data, 30), int(t.if_mac[iface]), seed=self.seed)
+        stack.clients = self._node_clients.get(node, set())
         ans = stack.answer(data)
         if ans is None:
             return []
@@ -307,6 +339,24 @@ class Engine:
             return []
         req = arp_request(int(t.if_mac[out_if]), int(t.if_ip[out_if]), nexthop)
         return [(req, out_if, C.INJ_TX, "arp", idx)]
+
+
+def route_dev(t: Tables, node: int, dst: int) -> int:
+    """The interface ``node`` routes ``dst`` out of (R-1, R-2), -1: no route; as the
+    datapath's ``route_dev`` (for names, not the fast path)."""
+    best, best_len = -1, -1
+    for r in range(len(t.rt_prefix)):
+        ln = int(t.rt_len[r])
+        mask = (0xFFFFFFFF << (32 - ln)) & 0xFFFFFFFF if ln else 0
+        if ln > best_len and (dst & mask) == int(t.rt_prefix[r]):
+            best, best_len = r, ln
+    if best < 0:
+        return -1
+    if int(t.rt_kind[best]) == C.RT_POD_CIDR:
+        if int(t.rt_node[best]) == node:
+            return int(t.node_br_if[node])
+        return int(t.node_vtep_if[node]) if t.vxlan else int(t.node_eth_if[node])
+    return int(t.node_eth_if[node])
 
 
 def _pick(backend: str | None) -> ModuleType:

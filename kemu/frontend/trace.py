@@ -250,7 +250,7 @@ class Trace:
     def minimal(self) -> str:
         lines = []
         for n, p in enumerate(self.packets):
-            lines.append(f"{p.origin}: {_summary(p.hops[0][2]) if p.hops else '-'} => "
+            lines.append(f"{p.origin}: {_first(p)} => "
                          f"{self.outcome(n)}"
                          + (f" ({', '.join(self.drop_reasons(n))})" if self.drop_reasons(n)
                             else "")
@@ -261,7 +261,7 @@ class Trace:
     def summary(self) -> str:
         lines = []
         for n, p in enumerate(self.packets):
-            lines.append(f"{p.origin}: {_summary(p.hops[0][2]) if p.hops else '-'}")
+            lines.append(f"{p.origin}: {_first(p)}")
             current = None
             for o in self.observations(n):
                 if o.node != current:
@@ -351,6 +351,13 @@ def _endpoint(data: bytes, kind: str) -> str:
     if kind in ("synack", "rst", "tcp", "udp") and len(data) >= _l4(data) + 2:
         return f"{src}:{u16(data, _l4(data))}"
     return src
+
+
+def _first(p: Packet) -> str:
+    """A packet as its sender sent it (before any NAT on the way), else its first hop."""
+    if p.sent:
+        return _summary(p.sent)
+    return _summary(p.hops[0][2]) if p.hops else "-"
 
 
 def _node_of(t: Tables, iface: int) -> str:

@@ -243,6 +243,17 @@ def _open_tx_socket(ifname: str) -> socket.socket:
     return s
 
 
+def _tcp_connect(dst: str, dport: int, sport: int) -> socket.socket:
+    """A process's TCP client socket: bound to ``sport``, a non-blocking connect() started."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.bind(("0.0.0.0", sport))
+    s.setblocking(False)
+    s.connect_ex((dst, dport))
+    return s
+
+
 def _open_listeners(listen: Sequence[Sequence[Any]]) -> list[tuple[str, socket.socket]]:
     out: list[tuple[str, socket.socket]] = []
     try:
@@ -335,11 +346,34 @@ def chain_hash(*parts: str) -> str:
     return base64.b32encode(hashlib.sha256("".join(parts).encode()).digest()).decode()[:16]
 
 
-def kube_proxy_rules(topo: dict[str, Any]) -> str:
-    """iptables-restore input in the shape kube-proxy's iptables proxier writes (S-1..S-9, E-1).
+def flannel_masq_rules(topo: dict[str, Any], node: str | None) -> tuple[list[str], list[str]]:
+    """(nat chains, nat rules) of flanneld's ``--ip-masq`` on ``node`` (M-5, OV-5), as
+    flannel's ``MasqRules`` writes them (``FLANNEL-POSTRTG``), without ``--random-fully`` (kemu's
+    ``spec.masquerade.randomFully: false``) and without flannel's host rule ``! -s <cluster> -d
+    <cluster> -j MASQUERADE`` (node/external traffic to remote pods, not modelled by kemu).
+    Nothing unless ``topo["ip_masq"]``."""
+    if not topo.get("ip_masq") or node is None:
+        return [], []
+    pod = next(n["pod_cidr"] for n in topo["nodes"] if n["name"] == node)
+    cluster = topo["cluster_cidr"]
+    c = '-m comment --comment "flanneld masq"'
+    return ["FLANNEL-POSTRTG"], [
+        f"-A POSTROUTING {c} -j FLANNEL-POSTRTG",
+        f"-A FLANNEL-POSTRTG -m mark --mark {MASQ_MARK}/{MASQ_MARK} {c} -j RETURN",
+        f"-A FLANNEL-POSTRTG -s {pod} -d {cluster} {c} -j RETURN",
+        f"-A FLANNEL-POSTRTG -s {cluster} -d {pod} {c} -j RETURN",
+        f"-A FLANNEL-POSTRTG ! -s {cluster} -d {pod} {c} -j RETURN",
+        f"-A FLANNEL-POSTRTG -s {pod} ! -d {cluster} {c} -j MASQUERADE",
+    ]
 
-    Identical on every node (all services use externalTrafficPolicy=Cluster,
-    internalTrafficPolicy=Cluster, no session affinity).
+
+def kube_proxy_rules(topo: dict[str, Any], node: str | None = None) -> str:
+    """iptables-restore input in the shape kube-proxy's iptables proxier writes (S-1..S-9, E-1),
+    plus flannel's masquerade of ``node``'s pod traffic leaving the cluster when
+    ``topo["ip_masq"]`` (``flannel_masq_rules``).
+
+    kube-proxy's part is identical on every node (all services use
+    externalTrafficPolicy=Cluster, internalTrafficPolicy=Cluster, no session affinity).
     """
     cluster_cidr = topo["cluster_cidr"]
     f_chains = ["KUBE-EXTERNAL-SERVICES", "KUBE-FIREWALL", "KUBE-FORWARD", "KUBE-NODEPORTS",
@@ -433,8 +467,9 @@ def kube_proxy_rules(topo: dict[str, Any]) -> str:
     lines += [f":{c} - [0:0]" for c in f_chains]
     lines += filt + ["COMMIT", "*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]",
                      ":OUTPUT ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]"]
-    lines += [f":{c} - [0:0]" for c in n_chains]
-    lines += nat_head + nodeport_rules + services_rules + other + ["COMMIT"]
+    fl_chains, fl_rules = flannel_masq_rules(topo, node)
+    lines += [f":{c} - [0:0]" for c in n_chains + fl_chains]
+    lines += nat_head + fl_rules + nodeport_rules + services_rules + other + ["COMMIT"]
     return "\n".join(lines) + "\n"
 
 
@@ -904,9 +939,9 @@ class KernelCluster:
                         + neigh_l2(f"ext:{h}"))
 
     def _load_iptables(self) -> None:
-        text = kube_proxy_rules(self.topo)
         assert self._tmpdir is not None
         for name in self._nodes:
+            text = kube_proxy_rules(self.topo, name)
             path = os.path.join(self._tmpdir, f"iptables-{name}.rules")
             with open(path, "w") as f:
                 f.write(text)
@@ -1007,8 +1042,11 @@ class KernelCluster:
             gap: float = 0.02, ifaces: Iterable[str] | None = None) -> list[Obs]:
         """Capture every interface, send each (where, frame) in order, wait, return ``Obs``.
 
-        ``frame`` is bytes or anything ``bytes()`` accepts (a Scapy packet). ``wait`` and ``gap``
-        are seconds (bounded). ``ifaces`` restricts capture to those kemu interface names.
+        ``frame`` is bytes or anything ``bytes()`` accepts (a Scapy packet); for ``where``
+        ``sock:<netns role>`` (``sock:node:node1``) it is ``(dst, dport, sport)``: a TCP socket
+        of that namespace's own stack connects (non-blocking, open until the capture ends).
+        ``wait`` and ``gap`` are seconds (bounded). ``ifaces`` restricts capture to those kemu
+        interface names.
         """
         if not self.built:
             raise HarnessError("run() before build()")
@@ -1018,6 +1056,7 @@ class KernelCluster:
             self.ifaces.values())
         caps: list[tuple[_Iface, socket.socket]] = []
         txs: dict[str, socket.socket] = {}
+        clients: list[socket.socket] = []
         try:
             by_ns: dict[str, list[_Iface]] = {}
             for i in wanted:
@@ -1026,19 +1065,26 @@ class KernelCluster:
                 socks = in_netns(ns, _open_capture_sockets, [i.ifname for i in ifs], self.rcvbuf)
                 caps.extend(zip(ifs, socks, strict=True))
             for where, _ in injections:
-                if where not in txs:
+                if where not in txs and not where.startswith("sock:"):
                     ns, ifname = self._tx_target(where)
                     txs[where] = in_netns(ns, _open_tx_socket, ifname)
             for k, (where, frame) in enumerate(injections):
                 if k:
                     time.sleep(gap)
-                txs[where].send(bytes(frame))
+                if where.startswith("sock:"):  # a process's connect(): (dst, dport, sport)
+                    if where[5:] not in self.netns:
+                        raise HarnessError(f"unknown injection point {where!r}")
+                    clients.append(in_netns(self.netns[where[5:]], _tcp_connect, *frame))
+                else:
+                    txs[where].send(bytes(frame))
             time.sleep(wait)
             return self._drain(caps)
         finally:
             for _, s in caps:
                 s.close()
             for s in txs.values():
+                s.close()
+            for s in clients:
                 s.close()
 
     def learn_macs(self, roles: Iterable[str] | None = None, wait: float = 0.05) -> None:

@@ -537,11 +537,26 @@ def test_external_client_to_pod(pair: Pair) -> None:
 
 
 def test_pod_to_external_host(pair: Pair) -> None:
-    """R-1, M-5 (kube-proxy does not masquerade pod -> outside): a -> web:80 on the node
-    network, source a; web has no route to the pod CIDR, so its SYN-ACK goes to the gateway."""
+    """R-1, M-5/OV-5 (not kube-proxy, but flannel's ipMasq masquerades pod traffic leaving
+    the cluster: ``-s 10.244.0.0/24 ! -d 10.244.0.0/16 -j MASQUERADE``): a -> web:80 leaves
+    node1 as 172.18.0.2:port (kept: no clash, no --random-fully); web's SYN-ACK comes back to
+    node1, is un-SNATed (CT-2) and bridged to a."""
     p = pair
     k, e = p.run([from_a(p, WEB, p.port, 80)])
+    k = drop_stack_answers(k, "default/a", "tcp", {p.port})
     compare(k, e, keep=flow(p.port))
+    assert any(r.iface == "default/a/eth0" and r.direction == "in" and r.d.flags == "SA"
+               and r.d.src == WEB for r in e), fmt(e)
+
+
+def test_pod_to_pod_not_masqueraded(pair: Pair) -> None:
+    """M-1, OV-5: flannel's masquerade rule excepts the cluster CIDR: a -> d (node3) keeps
+    a's address on every hop."""
+    p = pair
+    k, e = p.run([from_a(p, D, p.port, 9090)])
+    k = drop_stack_answers(k, "default/a", "tcp", {p.port})
+    compare(k, e, keep=flow(p.port))
+    assert all(r.d.src in (A, D) for r in e if flow(p.port)(r)), fmt(e)
 
 
 def test_default_route_to_sink(pair: Pair) -> None:
@@ -832,3 +847,56 @@ def test_ttl_expiry_on_nodeport(pair: Pair) -> None:
     k, e = p.run([("ext:client", f1), ("ext:client", f2)], gap=0.05)
     compare(k, e, keep=flow(p.port))
     compare(k, e, keep=flow(p.port + 1))
+
+
+# --------------------------------------------------------------------------------------------
+# the node's own connections (a process in the node's namespace connects: CT-2 at LOCAL_IN)
+
+
+def _not_final_ack(r: Row) -> bool:
+    """Everything but the node's final ACK of the handshake (kemu's emulated client sockets,
+    pods' and nodes' alike, take the SYN-ACK without answering; see DIFFERENCES.md)."""
+    return not (r.d.proto == 6 and r.d.flags == "A")
+
+
+def _node_connect(p: Pair, dst: str, dport: int) -> tuple[list[Row], list[Row]]:
+    """node1's stack connects to dst:dport from port ``p.port`` (a real socket in the kernel,
+    a SYN from node1's processes in kemu)."""
+    sport = p.port
+    krows = p.kernel_rows(p.kernel_run([("sock:node:node1", (dst, dport, sport))]))
+    trace = p.emu.send(IP(dst=dst) / TCP(sport=sport, dport=dport, flags="S", seq=1000),
+                       src="node1")
+    erows = p.kemu_rows(trace)
+    keep = flow(sport)
+    # the kernel's socket completed the handshake: its final ACK left node1, and no RST
+    assert any(r.iface == "node1/eth0" and r.direction == "out" and r.d.flags == "A"
+               for r in krows if keep(r)), fmt(krows)
+    assert not any("R" in (r.d.flags or "") for r in krows + erows if keep(r)), (
+        f"\n  kernel:\n{fmt(krows)}\n  kemu:\n{fmt(erows)}")
+    return [r for r in krows if _not_final_ack(r)], erows
+
+
+def test_node_to_service_on_other_node(pair: Pair) -> None:
+    """S-1 (nat OUTPUT -> KUBE-SERVICES), S-6 (the node's address is outside the cluster CIDR:
+    masqueraded, to the same address, port kept), CT-2 at LOCAL_IN: node1's socket connects to
+    svc-c (10.96.0.22:80, endpoint c:8080 on node2); c's SYN-ACK is un-SNATed and un-DNATed
+    on node1's input, so the socket sees 10.96.0.22:80 and completes (no RST)."""
+    p = pair
+    k, e = _node_connect(p, SVC_C, 80)
+    compare(k, e, keep=flow(p.port))
+
+
+def test_node_to_nodeport_on_other_node(pair: Pair) -> None:
+    """E-1 from a node: node1's socket connects to node2:30081 (endpoint c on node2,
+    masqueraded to node2's cbr0 address); the answer comes back as 172.18.0.3:30081."""
+    p = pair
+    k, e = _node_connect(p, NODE2, NP_C)
+    compare(k, e, keep=flow(p.port))
+
+
+def test_node_to_external_host(pair: Pair) -> None:
+    """M-5 does not apply to the node's own traffic (not from a pod CIDR): node1's socket
+    connects to web:80 from 172.18.0.2; web's SYN-ACK completes it."""
+    p = pair
+    k, e = _node_connect(p, WEB, 80)
+    compare(k, e, keep=flow(p.port))

@@ -17,7 +17,12 @@ harness ignores):
   its ClusterIP or nodePort is not proxied at all);
 * SCTP service ports, externalIPs and LoadBalancer ingress IPs (no rules for them);
 * headless and ExternalName Services are not proxied by kube-proxy either (S-13): not listed;
-* hostNetwork pods (no veth, no sandbox netns).
+* hostNetwork pods (no veth, no sandbox netns);
+* ``--random-fully`` (kemu's seeded random masquerade ports; the kernel's are random) and
+  non-masquerade CIDRs other than the cluster CIDR (flannel's rule has only that one).
+
+``"ip_masq"`` asks the harness for flannel's masquerade of pod traffic leaving the cluster
+(``tests.kernel.netns.flannel_masq_rules``) when kemu's cluster has it (``spec.masquerade``).
 
 ``interface_map(emu)`` maps kemu's interface names to the harness's ``Obs.iface`` names. They
 are the same (``node1/eth0``, ``node1/cbr0``, ``default/a/eth0``, ``default/a/lo``,
@@ -135,6 +140,16 @@ def kernel_topology(emu: Any) -> dict[str, Any]:
         "services": [],
         "kemu_skipped": skipped,
     }
+    # flannel's ipMasq (M-5, OV-5): the harness writes flannel's rule, whose only exception is
+    # the cluster CIDR, and no MASQUERADE with --random-fully (the kernel's port would be
+    # random, kemu's seeded)
+    nonmasq = [(int(n), int(m)) for n, m in zip(t.nonmasq_net, t.nonmasq_mask, strict=True)]
+    topo["ip_masq"] = bool(t.egress_masq) and nonmasq == [tuple(t.cluster_cidr)]
+    if bool(t.egress_masq) and not topo["ip_masq"]:
+        skipped.append("masquerade: nonMasqueradeCIDRs other than the cluster CIDR (flannel "
+                       "cannot say it): no masquerade rule in the kernel")
+    if t.masq_random_fully or (t.egress_masq and t.egress_random_fully):
+        skipped.append("MASQUERADE --random-fully: the kernel's rules keep the port")
     if cfg.mode != "host-gw":
         raise ValueError(f"the kernel harness builds host-gw clusters only, not {cfg.mode!r}")
     for n, node in enumerate(m.nodes):

@@ -2,8 +2,9 @@
 
 Owns ``Nat``: rewrites with incremental checksums (``_l4_csum_off``, ``_set_addr``,
 ``_set_dst``, ``_set_src``), masquerade (``_masquerade``: SNAT to the outgoing interface's
-address, S-7, keeping the source port unless the reply tuple would clash, as
-nf_nat_used_tuple) and the translation of ICMP errors that quote a packet of a NATed flow
+address, S-7: the source port kept unless the reply tuple is another connection's, as
+get_unique_tuple/nf_nat_used_tuple, or a seeded random one with --random-fully) and the
+translation of ICMP errors that quote a packet of a NATed flow
 (nf_nat_icmp_reply_translation: ``_inner``, ``_inner_set``; ``_related_pre`` undoes the
 flow's SNAT at PREROUTING, ``_related_post`` its DNAT at POSTROUTING).
 
@@ -17,7 +18,15 @@ from kemu.dataplane import codes as C
 from kemu.dataplane.reference.parse import Parse
 from kemu.dataplane.reference.record import Record
 from kemu.dataplane.reference.state import CtEntry, Item
-from kemu.dataplane.reference.util import csum_replace16, csum_replace32, put16, put32, u16, u32
+from kemu.dataplane.reference.util import (
+    csum_replace16,
+    csum_replace32,
+    flow_hash,
+    put16,
+    put32,
+    u16,
+    u32,
+)
 
 
 class Nat(Record, Parse):
@@ -54,16 +63,33 @@ class Nat(Record, Parse):
             proto, l4, _s, _d = self._l4(d)
         self._set_addr(d, 26, ip, port, proto, l4, 0)
 
+    def _nat_used(self, e: CtEntry, key: tuple[int, int, int, int, int, int]) -> bool:
+        """nf_nat_used_tuple: the reply tuple is another connection's (entry ``e``'s own reply
+        key, its tuple before the SNAT, is no clash: nf_conntrack_tuple_taken ignores it)."""
+        hit = self.ct.get(key)
+        return hit is not None and hit[0] is not e
+
     def _masquerade(self, it: Item, e: CtEntry, node: int, out_if: int, proto: int,
-                    l4: int) -> None:
+                    l4: int, random_fully: bool) -> None:
+        """MASQUERADE (S-7, get_unique_tuple): the outgoing interface's address; the source
+        port kept unless the reply tuple is taken; with ``random_fully``
+        (NF_NAT_RANGE_PROTO_RANDOM_FULLY), or on a clash, a port of the source port's class
+        (1-511, 600-1023, 1024-65535) from a random offset (kemu's seed and the tuple), the
+        next free one after it (nf_nat_l4proto_unique_tuple)."""
         new_ip = self.if_ip[out_if]
         port = e.orig[2]
-        # keep the source port unless the reply tuple would clash (nf_nat_used_tuple)
         rproto, rsip, rsport = e.reply[0], e.reply[1], e.reply[2]
-        if proto in (C.PROTO_TCP, C.PROTO_UDP):
+        if proto in (C.PROTO_TCP, C.PROTO_UDP) and (
+                random_fully or self._nat_used(e, (node, rproto, rsip, rsport, new_ip, port))):
+            lo, size = (1, 511) if port < 512 else (600, 424) if port < 1024 else (1024, 64512)
+            off = (flow_hash(self.seed, node, proto, e.orig[1], e.orig[2], e.orig[3],
+                             e.orig[4]) >> 32) & 0xFFFF
+            port = lo + off % size
             tries = 0
-            while (node, rproto, rsip, rsport, new_ip, port) in self.ct and tries < 64512:
-                port = 1024 + (port - 1024 + 1) % 64512 if port >= 1024 else 1024
+            while tries < size - 1 and self._nat_used(e, (node, rproto, rsip, rsport, new_ip,
+                                                          port)):
+                off += 1
+                port = lo + off % size
                 tries += 1
         self.ct.pop((node,) + e.reply, None)
         e.reply = (rproto, rsip, rsport, new_ip, port)

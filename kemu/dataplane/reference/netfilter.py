@@ -4,8 +4,10 @@ Owns ``Netfilter``: ``_prerouting`` (PREROUTING, and nat OUTPUT for the node's o
 conntrack lookup, ICMP errors RELATED to a tracked flow, kube-proxy's KUBE-SERVICES for new
 flows, DNAT: CT-1, CT-2, S-1..S-8), ``_filter_forward`` (filter FORWARD/OUTPUT: the REJECT
 or DROP that KUBE-SERVICES left for a new flow, S-9) and ``_postrouting``
-(KUBE-POSTROUTING: masquerade of marked new flows, S-7; un-DNAT of replies; the entry is
-confirmed). A new hook, or a stage at a hook, is called from here.
+(KUBE-POSTROUTING: masquerade of marked new flows, S-7, and flannel's of pod traffic leaving
+the cluster, ``_egress_masq``, M-5; un-DNAT of replies; the entry is confirmed) and
+``_local_in_nat`` (LOCAL_IN: a reply to the node's own socket un-DNATed, CT-2). A new hook,
+or a stage at a hook, is called from here.
 
 Compiled twin: ``kemu/fastpath/netfilter.pxi``.
 SEMANTICS ids: CT-1, CT-2, S-1..S-9.
@@ -82,8 +84,21 @@ class Netfilter(Proxy, Nat, Record, Conntrack, Parse):
             return ctx.verdict
         return 0
 
+    def _egress_masq(self, node: int, out_if: int, sip: int, dip: int) -> bool:
+        """flannel ipMasq (M-5, OV-5): ``-s <node podCIDR> ! -d <nonMasqueradeCIDRs> -j
+        MASQUERADE`` for a new flow, where it leaves through the node's eth0."""
+        t = self.t
+        if not t.egress_masq or out_if != int(t.node_eth_if[node]):
+            return False
+        r = self.lpm.lookup(sip)
+        if r < 0 or int(t.rt_kind[r]) != C.RT_POD_CIDR or int(t.rt_node[r]) != node:
+            return False
+        return not any((dip & int(m)) == int(n)
+                       for n, m in zip(t.nonmasq_net, t.nonmasq_mask, strict=True))
+
     def _postrouting(self, it: Item, node: int, out_if: int) -> None:
-        """KUBE-POSTROUTING masquerade (S-7) for marked new flows; reply un-DNAT; confirm."""
+        """KUBE-POSTROUTING masquerade (S-7) for marked new flows, flannel's for pod traffic
+        leaving the cluster (M-5); reply un-DNAT; confirm."""
         ctx = it.ctx
         if ctx.related is not None and ctx.node == node:
             self._related_post(it, node)
@@ -93,8 +108,11 @@ class Netfilter(Proxy, Nat, Record, Conntrack, Parse):
         d = it.data
         proto, l4, _sport, _dport = self._l4(d)
         if not ctx.reply_dir:
-            if ctx.new and e.masq and not e.flags & C.CT_SNAT:
-                self._masquerade(it, e, node, out_if, proto, l4)
+            if ctx.new and not e.flags & C.CT_SNAT and (
+                    e.masq or self._egress_masq(node, out_if, u32(d, 26), u32(d, 30))):
+                self._masquerade(it, e, node, out_if, proto, l4,
+                                 self.t.masq_random_fully if e.masq
+                                 else self.t.egress_random_fully)
             elif e.flags & C.CT_SNAT:
                 self._set_src(d, e.snat_ip, e.snat_port if proto != C.PROTO_ICMP else -1,
                               proto, l4)
@@ -104,3 +122,19 @@ class Netfilter(Proxy, Nat, Record, Conntrack, Parse):
             self._changed(it)
             self._ev(it, C.EV_UNDNAT, e.sp, e.be, node)
         ctx.new = False  # confirmed
+
+    def _local_in_nat(self, it: Item, node: int) -> None:
+        """NF_INET_LOCAL_IN conntrack NAT: a reply delivered to the node's own stack is
+        un-DNATed here (the source back to the Service address the node's socket connected
+        to, CT-2), as POSTROUTING does for a reply forwarded on; its un-SNAT was done at
+        PREROUTING."""
+        ctx = it.ctx
+        e = ctx.ct
+        if e is None or ctx.node != node:
+            return
+        if ctx.reply_dir and e.flags & C.CT_DNAT:
+            d = it.data
+            proto, l4, _sport, _dport = self._l4(d)
+            self._set_src(d, e.orig[3], e.orig[4] if proto != C.PROTO_ICMP else -1, proto, l4)
+            self._changed(it)
+            self._ev(it, C.EV_UNDNAT, e.sp, e.be, node)

@@ -84,6 +84,7 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
         if (self.t.vxlan and d[23] == C.PROTO_UDP and len(d) >= l4 + 8 + 8 + 14
                 and u16(d, l4 + 2) == C.VXLAN_PORT):
             return self._vxlan_decap(it, node, l4, stack)
+        self._local_in_nat(it, node)
         self._ev(it, C.EV_NODE_INPUT, node)
         self._end(it, C.OUT_DELIVERED, 0, i, keep=True)
 
