@@ -98,9 +98,9 @@ REACH = {  # name: (arguments, exit code, the reason's words)
             "answered (DNS answer from 10.96.0.10:53, pod kube-system/coredns-"),
     "udp-closed-port": (["-S", "default/client", "-D", BACKEND_POD, "-p", "udp,dport=9"], 1,
                         f"unreachable (ICMP port unreachable from 10.244.1.3, pod {BACKEND_POD})"),
-    "reply-leaves": (["-S", "default/client", "-D", "ext/db"], 1,
-                     "no answer reached the sender (the SYN-ACK from 172.18.0.200:5432, "
-                     "external host db, left the cluster through the gateway)"),
+    "pod-to-external-host": (["-S", "default/client", "-D", "ext/db"], 0,  # masqueraded
+                             "connection established (SYN-ACK from 172.18.0.200:5432, "
+                             "external host db)"),
     "request-leaves": (["-S", "default/client", "-D", "8.8.8.8"], 1,
                        "no answer: the packet left the cluster through the gateway (to 8.8.8.8)"),
     "no-respond": (["-S", "default/client", "-D", "shop/backend", "--no-respond"], 1,
@@ -110,7 +110,7 @@ REACH = {  # name: (arguments, exit code, the reason's words)
                               "connection established (SYN-ACK from 172.18.0.3:30080, pod "
                               "shop/frontend-"),
     "node-to-pod": (["-S", "node1", "-D", "shop/frontend"], 0,
-                    "connection established (SYN-ACK from 10.244.0.4:8080, pod shop/frontend-"),
+                    "connection established (SYN-ACK from 10.96.0.12:80, pod shop/frontend-"),
     "tcp-ack-unanswered": (["-S", "default/client", "-D", "shop/backend", "-p",
                             "tcp,flags=A"], 1, "no answer: delivered to pod shop/backend-"),
 }
@@ -128,6 +128,26 @@ def test_exit_code_answers_can_a_reach_b(name: str, backend: str,
     data = json.loads(capsys.readouterr().out)
     assert data["reachable"] is (code == 0)
     assert data["reason"].startswith(reason)
+
+
+def test_an_answer_that_leaves_the_cluster_is_no_answer(backend: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """Without egress masquerade (``spec.masquerade.enabled: false``) the external host
+    answers the pod's own address, which the gateway routes out of the cluster: exit 1."""
+    import shutil
+
+    cluster = tmp_path / "cluster"
+    shutil.copytree(EXAMPLE, cluster)
+    doc = cluster / "cluster.yaml"
+    text = doc.read_text()
+    assert "masquerade: {enabled: true, randomFully: true}" in text
+    doc.write_text(text.replace("masquerade: {enabled: true, randomFully: true}",
+                                "masquerade: {enabled: false}"))
+    assert main(["trace", "-f", str(cluster), "-S", "default/client", "-D", "ext/db",
+                 "--backend", backend]) == 1
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == ("result: no answer reached the sender (the SYN-ACK from 172.18.0.200:5432, "
+                    "external host db, left the cluster through the gateway)"), last
 
 
 def test_verdict_in_the_api() -> None:
