@@ -18,6 +18,7 @@ import numpy as np
 
 from kemu import _backend
 from kemu.compiler.compile import compile_cluster
+from kemu.control.listen import Listening, listening_map
 
 if TYPE_CHECKING:
     from kemu.control.cluster import Cluster
@@ -99,6 +100,7 @@ class Engine:
         self._version = cluster.version
         self.dp = self.impl.Datapath(self.tables, seed, static_neighbours)
         self._stacks: dict[int, HostStack] = {}
+        self._listening: dict[str, Listening] | None = None  # pod key -> listening set
         self._held: dict[tuple[int, int], list[tuple[bytes, int, int]]] = {}
         self.clock_ns = 0
 
@@ -110,6 +112,7 @@ class Engine:
             self._version = self.cluster.version
             self.dp.load(self.tables)
             self._stacks.clear()
+            self._listening = None
 
     def reset(self) -> None:
         self.dp.reset()
@@ -143,19 +146,22 @@ class Engine:
         ip, mac = int(t.if_ip[iface]), int(t.if_mac[iface])
         listen: set[tuple[int, int]] = set()
         echo: set[int] = set()
+        listen_all = False
         if kind == C.IF_POD_ETH:
             pod = self.cluster.pods[int(t.if_owner[iface])]
-            for p in pod.container_ports():
-                listen.add((C.PROTO_NUMBERS[p.protocol], p.port))
-                if p.udp_echo:
-                    echo.add(p.port)
+            if self._listening is None:
+                self._listening = listening_map(self.cluster)
+            ls = self._listening[pod.key]
+            listen = {(C.PROTO_NUMBERS[proto], port) for proto, port in ls.ports}
+            listen_all = ls.all
+            echo = {p.port for p in pod.container_ports() if p.udp_echo}
         elif kind == C.IF_EXT_ETH:
             ext = self.cluster.config.external_hosts[int(t.if_owner[iface])]
             for proto, port in ext.ports:
                 listen.add((C.PROTO_NUMBERS[proto.upper()], int(port)))
         elif kind != C.IF_GW_ETH:
             return None
-        st = HostStack(ip, mac, listen, echo, self.resolver, self.seed)
+        st = HostStack(ip, mac, listen, echo, self.resolver, self.seed, listen_all)
         self._stacks[iface] = st
         return st
 
