@@ -32,6 +32,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-respond", action="store_true",
                    help="emulated stacks do not answer (trace one direction only)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cold", action="store_true",
+                   help="start on empty FDBs (first-packet floods), not warm as a running "
+                        "cluster")
     p.add_argument("--backend", choices=("auto", "cython", "python"), default="auto")
     p.set_defaults(level="summary")
 
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     proto, fields = parse_protocol(args.protocol)
     emu = EmulatedCluster(load(args), backend=args.backend, seed=args.seed,
-                          respond=not args.no_respond)
+                          respond=not args.no_respond, cold=args.cold)
     dst, default_port = destination(emu, args.destination)
     ip = IP(dst=dst, ttl=int(fields.get("ttl", 64)))
     dport = int(fields.get("dport", default_port or 80))
