@@ -48,7 +48,7 @@ def check_golden(name: str, text: str) -> None:
 
 # --- golden files ------------------------------------------------------------------------------
 
-CASES = [(r, o) for r in ("nodes", "pods", "services", "endpoints", "dns")
+CASES = [(r, o) for r in ("nodes", "pods", "services", "endpoints", "dns", "listeners")
          for o in show.OUTPUTS]
 
 

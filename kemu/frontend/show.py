@@ -1,8 +1,9 @@
 """``kemu show``: the cluster as kubectl-like tables, routing tables, DNS records, JSON or YAML.
 
 One renderer per resource (``nodes``, ``pods``, ``services``, ``endpoints``, ``routes``,
-``dns``); the golden files under ``tests/golden/`` are this module's output, so ``show`` and the
-tests share it. Tables are plain aligned text (three spaces between columns, like kubectl);
+``dns``, ``listeners``: what each pod's emulated stack answers, ``kemu.control.listen``); the
+golden files under ``tests/golden/`` are this module's output, so ``show`` and the tests share
+it. Tables are plain aligned text (three spaces between columns, like kubectl);
 ``-o wide`` adds columns; ``-o json``/``-o yaml`` print the matching part of
 ``Cluster.to_dict()`` (``routes`` and ``dns`` their own lists).
 
@@ -20,9 +21,10 @@ from typing import Any
 
 from kemu.frontend.cli import Command, add_manifest_args, load
 
-RESOURCES = ("nodes", "pods", "services", "endpoints", "routes", "dns")
+RESOURCES = ("nodes", "pods", "services", "endpoints", "routes", "dns", "listeners")
 ALIASES = {"node": "nodes", "no": "nodes", "pod": "pods", "po": "pods", "service": "services",
-           "svc": "services", "endpoint": "endpoints", "ep": "endpoints", "route": "routes"}
+           "svc": "services", "endpoint": "endpoints", "ep": "endpoints", "route": "routes",
+           "listener": "listeners"}
 OUTPUTS = ("table", "wide", "json", "yaml")
 MAX_TABLE_ENDPOINTS = 3  # kubectl's "+ N more..."
 
@@ -183,9 +185,26 @@ def render_dns(cluster: Any, ns: str | None, all_ns: bool, wide: bool) -> str:
     return table(["NAME", "TTL", "TYPE", "DATA"], rows)
 
 
+def _listeners(cluster: Any, ns: str | None, all_ns: bool) -> list[tuple[Any, Any]]:
+    from kemu.control.listen import listening_map
+
+    lm = listening_map(cluster)
+    return [(p, lm[p.key]) for p in cluster.pods
+            if (all_ns or p.namespace == ns) and not p.host_network]
+
+
+def render_listeners(cluster: Any, ns: str | None, all_ns: bool, wide: bool) -> str:
+    """Each pod's listening set (``spec.listen`` of the Cluster: declared|services|all)."""
+    headers = _headers(all_ns, "NAME", "IP", "LISTENING")
+    rows = [(p.namespace, [p.name, str(p.ip), ls.text()])
+            for p, ls in _listeners(cluster, ns, all_ns)]
+    return table(headers, _scope(rows, all_ns))
+
+
 RENDERERS: dict[str, Callable[[Any, str | None, bool, bool], str]] = {
     "nodes": render_nodes, "pods": render_pods, "services": render_services,
     "endpoints": render_endpoints, "routes": render_routes, "dns": render_dns,
+    "listeners": render_listeners,
 }
 
 
@@ -201,6 +220,12 @@ def data(cluster: Any, resource: str, ns: str | None, all_ns: bool) -> dict[str,
     if resource == "dns":
         return {"dns": [{"name": r.name, "type": r.type, "ttl": r.ttl, "value": r.value}
                         for r in _dns_records(cluster, ns)]}
+    if resource == "listeners":
+        return {"listeners": [
+            {"namespace": p.namespace, "name": p.name, "ip": str(p.ip), "all": ls.all,
+             "ports": [{"port": port, "protocol": proto}
+                       for proto, port in sorted(ls.ports, key=lambda k: (k[1], k[0]))]}
+            for p, ls in _listeners(cluster, ns, all_ns)]}
     key = {"endpoints": "endpoint_slices"}.get(resource, resource)
     items = cluster.to_dict()[key]
     if resource != "nodes" and not all_ns:
@@ -245,5 +270,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-SHOW = Command("show", "show nodes, pods, services, endpoints, routes or dns records",
+SHOW = Command("show", "show nodes, pods, services, endpoints, routes, dns records or "
+               "listeners",
                _configure, _run)
