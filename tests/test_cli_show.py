@@ -49,7 +49,7 @@ def check_golden(name: str, text: str) -> None:
 # --- golden files ------------------------------------------------------------------------------
 
 KINDS = ("nodes", "pods", "services", "endpoints", "networkpolicies", "namespaces")
-CASES = [(r, o) for r in (*KINDS, "dns", "interfaces") for o in show.outputs_of(r)]
+CASES = [(r, o) for r in (*KINDS, "dns", "interfaces", "listeners") for o in show.outputs_of(r)]
 
 
 def expected_err(resource: str) -> str:

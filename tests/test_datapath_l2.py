@@ -36,8 +36,9 @@ def test_broadcast_floods_every_port_and_hairpins_back(backend: str) -> None:
 
 
 def test_unknown_unicast_floods_then_learning_forwards(backend: str) -> None:
-    """L2-3: unknown destination MAC floods; once learned, the frame goes to one port."""
-    emu = scenario(backend)
+    """L2-3: unknown destination MAC floods; once learned, the frame goes to one port (a
+    cold start: a warm one has learned every MAC already, tests/test_warm.py)."""
+    emu = scenario(backend, cold=True)
     t = emu.tables
     b_mac = f"{int(t.if_mac[t.iface('default/b/eth0')]):012x}"
     b_mac = ":".join(b_mac[i:i + 2] for i in range(0, 12, 2))

@@ -67,8 +67,9 @@ def test_no_route_without_a_gateway(backend: str, tmp_path) -> None:
 
 
 def test_neighbour_resolution_with_arp(backend: str) -> None:
-    """Without static neighbours, node1 ARPs for node2 before forwarding, then resumes."""
-    emu = scenario(backend, static_neighbours=False, respond=True)
+    """Without static neighbours, node1 ARPs for node2 before forwarding, then resumes (a
+    cold start: a warm one has resolved its neighbours, tests/test_warm.py)."""
+    emu = scenario(backend, static_neighbours=False, respond=True, cold=True)
     trace = emu.send(IP(dst="10.244.1.2") / TCP(sport=1, dport=8080, flags="S"),
                      src="default/a")
     origins = [p.origin for p in trace.packets]

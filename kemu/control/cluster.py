@@ -246,7 +246,8 @@ class Cluster:
                       containers=[c.clone() for c in d.template.containers],
                       host_network=d.template.host_network, ready=d.ready,
                       terminating=d.terminating, hostname=d.hostname, subdomain=d.subdomain,
-                      owner=d.owner, source=d.source)
+                      owner=d.owner, source=d.source, listen=list(d.template.listen),
+                      listen_all=d.template.listen_all)
             self._insert_pod(pod)
             out.append(pod)
         if len(out) > 16:  # one sort of the whole list (two sorted runs: linear)
@@ -471,7 +472,7 @@ class Cluster:
                 "name": c.name, "cluster_cidr": str(c.cluster_cidr),
                 "node_cidr_prefix": c.node_cidr_prefix, "service_cidr": str(c.service_cidr),
                 "node_network": str(c.node_network), "gateway_ip": jsonable(c.gateway_ip),
-                "mode": c.mode, "mtu": c.mtu, "dns_domain": c.dns_domain,
+                "mode": c.mode, "mtu": c.mtu, "dns_domain": c.dns_domain, "listen": c.listen,
                 "node_port_range": list(c.node_port_range),
             },
             "gateway": {"ip": jsonable(c.gateway_ip), "mac": self.gateway_mac},

@@ -61,7 +61,7 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 CLUSTER_SPEC_FIELDS = ("nodes", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR", "nodeNetwork",
                        "gateway", "mode", "mtu", "dnsDomain", "nodePortRange", "externalHosts",
-                       "kubeProxy", "masquerade")
+                       "kubeProxy", "masquerade", "listen")
 SERVICE_SPEC_FIELDS = (
     "type", "clusterIP", "clusterIPs", "ports", "selector", "externalIPs", "sessionAffinity",
     "sessionAffinityConfig", "loadBalancerIP", "loadBalancerSourceRanges", "loadBalancerClass",
@@ -287,6 +287,8 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
             c.gateway_ip = gw
     c.mode = f.choice(spec, "spec", "mode", ("host-gw", "vxlan"), "host-gw")  # type: ignore[assignment]
     c.mtu = f.integer(spec, "spec", "mtu", default=1500, lo=576, hi=9216) or 1500
+    c.listen = f.choice(spec, "spec", "listen", ("declared", "services", "all"),  # type: ignore[assignment]
+                        "services")
     c.dns_domain = f.string(spec, "spec", "dnsDomain", default="cluster.local").rstrip(".")
     if err := dns_subdomain_error(c.dns_domain):
         f.problem("spec.dnsDomain", f"'{c.dns_domain}' {err}")

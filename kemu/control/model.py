@@ -22,6 +22,7 @@ IPv4Network = ipaddress.IPv4Network
 
 Protocol = Literal["TCP", "UDP", "SCTP"]
 CrossNodeMode = Literal["host-gw", "vxlan"]
+ListenMode = Literal["declared", "services", "all"]
 
 
 @dataclass
@@ -40,6 +41,10 @@ class ClusterConfig:
     dns_domain: str = "cluster.local"
     node_port_range: tuple[int, int] = (30000, 32767)
     external_hosts: list[ExternalHost] = field(default_factory=list)
+    # what the emulated pod stacks listen on (``kemu.control.listen``): ``declared``
+    # containerPorts only, ``services`` (default) those plus every port a Service sends to and
+    # every probe port, ``all`` every port
+    listen: ListenMode = "services"
     # kube-proxy's MASQUERADE (S-7): ``--random-fully`` (kube-proxy adds it where iptables
     # supports it, as modern iptables does): a seeded random port; False: the source port is
     # kept unless the reply tuple is taken (``spec.kubeProxy.masqueradeRandomFully``)
@@ -99,11 +104,14 @@ class ContainerPort:
 class Container:
     name: str
     ports: list[ContainerPort] = field(default_factory=list)
+    # TCP ports its liveness/readiness/startup probes connect to (httpGet, tcpSocket, grpc),
+    # named ones resolved against this container's ports: the application listens there
+    probe_ports: list[int] = field(default_factory=list)
 
     def clone(self) -> Container:
         """A deep copy (what ``copy.deepcopy`` gives, at a fraction of its cost)."""
         return Container(self.name, [ContainerPort(p.port, p.protocol, p.name, p.udp_echo)
-                                     for p in self.ports])
+                                     for p in self.ports], list(self.probe_ports))
 
 
 @dataclass
@@ -128,6 +136,9 @@ class Pod:
     subdomain: str = ""
     owner: OwnerRef | None = None
     source: str = ""  # file the pod (or its template) came from
+    # annotation kemu.dev/listen: extra (protocol, port) the pod listens on; "all": every port
+    listen: list[tuple[str, int]] = field(default_factory=list)
+    listen_all: bool = False
 
     @property
     def key(self) -> str:

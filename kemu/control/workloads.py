@@ -33,6 +33,9 @@ from kemu.control.model import Container, ContainerPort, IPv4Address, OwnerRef, 
 ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 MAC_ANNOTATION = "kemu.dev/mac"
 UDP_ECHO_ANNOTATION = "kemu.dev/udp-echo"
+LISTEN_ANNOTATION = "kemu.dev/listen"
+PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+PROBE_HANDLERS = ("httpGet", "tcpSocket", "grpc")
 UNSET_IP = IPv4Address(0)  # a Pod object given with this IP gets one allocated
 CONTAINER_PORT_FIELDS = ("name", "containerPort", "protocol", "hostPort", "hostIP")
 
@@ -49,6 +52,8 @@ class PodTemplate:
     hostname: str = ""
     subdomain: str = ""
     mac: str = ""  # pinned with the kemu.dev/mac annotation
+    listen: list[tuple[str, int]] = field(default_factory=list)  # kemu.dev/listen
+    listen_all: bool = False
 
 
 @dataclass
@@ -115,6 +120,9 @@ def parse_template(f: Fields, meta: dict[str, Any], spec: dict[str, Any], mpath:
     echo = annotations.get(UDP_ECHO_ANNOTATION)
     if echo is not None:
         _udp_echo(f, t, echo, f"{join(mpath, 'annotations')}[{UDP_ECHO_ANNOTATION}]")
+    listen = annotations.get(LISTEN_ANNOTATION)
+    if listen is not None:
+        _listen(f, t, listen, f"{join(mpath, 'annotations')}[{LISTEN_ANNOTATION}]")
     return t
 
 
@@ -179,8 +187,34 @@ def _parse_containers(f: Fields, spec: dict[str, Any], spath: str) -> list[Conta
             owners[number, protocol] = name
             container.ports.append(ContainerPort(port=number, protocol=protocol,  # type: ignore[arg-type]
                                                  name=pname))
+        container.probe_ports = probe_ports(c, container)
         containers.append(container)
     return containers
+
+
+def probe_ports(raw: dict[str, Any], container: Container) -> list[int]:
+    """The TCP ports the kubelet's probes of a container connect to (``httpGet.port``,
+    ``tcpSocket.port``, ``grpc.port`` of its liveness, readiness and startup probes), named
+    ones resolved against the container's own ports; sorted, without repeats. Probes are not
+    validated (a malformed one adds nothing): the kubelet, not the network, judges them."""
+    out: set[int] = set()
+    for probe_key in PROBES:
+        probe = raw.get(probe_key)
+        if not isinstance(probe, dict):
+            continue
+        for handler_key in PROBE_HANDLERS:
+            handler = probe.get(handler_key)
+            if not isinstance(handler, dict):
+                continue
+            port = handler.get("port")
+            if isinstance(port, str) and not port.isdigit():
+                port = next((p.port for p in container.ports
+                             if p.name == port and p.protocol == "TCP"), None)
+            elif isinstance(port, str):
+                port = int(port)
+            if isinstance(port, int) and not isinstance(port, bool) and 1 <= port <= 65535:
+                out.add(port)
+    return sorted(out)
 
 
 def _udp_echo(f: Fields, t: PodTemplate, value: Any, where: str) -> None:
@@ -195,6 +229,33 @@ def _udp_echo(f: Fields, t: PodTemplate, value: Any, where: str) -> None:
             f.problem(where, f"'{item}' is not a UDP containerPort of this pod")
         for p in hits:
             p.udp_echo = True
+
+
+def parse_listen(value: Any) -> tuple[list[tuple[str, int]], bool] | str:
+    """``kemu.dev/listen``: ``"all"``, or ports ``"8080,9000/udp,53/tcp"`` (TCP unless
+    ``/udp`` or ``/sctp`` follows) -> (sorted (protocol, port) list, all), or a problem."""
+    if not isinstance(value, str):
+        return 'expected a string like "8080,9000/udp" or "all"'
+    if value.strip().lower() == "all":
+        return [], True
+    ports: set[tuple[str, int]] = set()
+    for item in (x.strip() for x in value.split(",") if x.strip()):
+        number, _, proto = item.partition("/")
+        proto = (proto or "tcp").strip().upper()
+        number = number.strip()
+        if not number.isdigit() or not 1 <= int(number) <= 65535 or \
+                proto not in ("TCP", "UDP", "SCTP"):
+            return f"'{item}' is not a port like 8080, 9000/udp or 53/tcp (or say \"all\")"
+        ports.add((proto, int(number)))
+    return sorted(ports), False
+
+
+def _listen(f: Fields, t: PodTemplate, value: Any, where: str) -> None:
+    parsed = parse_listen(value)
+    if isinstance(parsed, str):
+        f.problem(where, parsed)
+    else:
+        t.listen, t.listen_all = parsed
 
 
 def owner_of(f: Fields, meta: dict[str, Any]) -> OwnerRef | None:
@@ -312,9 +373,15 @@ def pod_to_dict(pod: Pod) -> dict[str, Any]:
     echo = [str(p.port) for p in pod.container_ports() if p.udp_echo]
     if echo:
         annotations[UDP_ECHO_ANNOTATION] = ",".join(echo)
+    if pod.listen_all or pod.listen:
+        annotations[LISTEN_ANNOTATION] = "all" if pod.listen_all else ",".join(
+            f"{port}/{proto.lower()}" for proto, port in pod.listen)
     spec: dict[str, Any] = {"containers": [
         {"name": c.name, "ports": [{"containerPort": p.port, "protocol": p.protocol,
-                                    **({"name": p.name} if p.name else {})} for p in c.ports]}
+                                    **({"name": p.name} if p.name else {})} for p in c.ports],
+         # probe ports as tcpSocket probes (one port per probe: at most three)
+         **{probe: {"tcpSocket": {"port": port}}
+            for probe, port in zip(PROBES, c.probe_ports, strict=False)}}
         for c in pod.containers]}
     for key, value in (("nodeName", pod.node_name), ("hostNetwork", pod.host_network),
                        ("hostname", pod.hostname), ("subdomain", pod.subdomain)):

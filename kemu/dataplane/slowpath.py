@@ -1,13 +1,21 @@
 """The slow path: answers of emulated end-host stacks and ICMP errors of node kernels.
 
 Rare packets leave the batch datapath here, as in a real switch: an ARP request for an
-address an interface owns, an ICMP echo request, a TCP SYN to a pod (SYN-ACK if a container
-declares the port, RST if not), UDP to a closed port (ICMP port unreachable, type 3 code 3),
-UDP echo ports, DNS queries to a DNS pod (answered by a resolver callback), and the ICMP
-errors a node sends when it drops (time exceeded, port unreachable for S-9, net
-unreachable). Everything is built from bytes; no Scapy. Answers are Ethernet frames ready
-to inject; their layout follows what Linux sends (TTL 64, ICMP errors quote up to 548 bytes
-of the offending datagram with TOS 0xC0, as ``icmp_send`` does).
+address an interface owns, an ICMP echo request, a TCP SYN to a pod (SYN-ACK if the pod
+listens on the port, RST if not), UDP to a listening port (an echo of the payload; DNS
+queries to a DNS pod answered by a resolver callback), UDP to a closed port (ICMP port
+unreachable, type 3 code 3), and the ICMP errors a node sends when it drops (time exceeded,
+port unreachable for S-9, net unreachable). What a pod listens on is the control plane's
+decision (``kemu.control.listen``). Everything is built from bytes; no Scapy. Answers are
+Ethernet frames ready to inject; their layout follows what Linux sends (TTL 64, ICMP errors
+quote up to 548 bytes of the offending datagram with TOS 0xC0, as ``icmp_send`` does).
+
+DF: TCP and UDP answers set DF, ICMP ones (echo replies, errors) do not, as Linux does with
+``ip_no_pmtu_disc`` 0: sockets default to ``IP_PMTUDISC_WANT`` and ``__ip_make_skb`` /
+``ip_build_and_send_pkt`` set DF when ``ip_dont_fragment`` holds (a UDP reply fitting the
+route's MTU, a SYN-ACK, a RST); ``icmp_reply`` and ``icmp_send`` send through the per-CPU
+ICMP socket, which ``icmp_sk_init`` makes ``IP_PMTUDISC_DONT``: no DF
+(``net/ipv4/icmp.c``, ``net/ipv4/ip_output.c``, ``include/net/ip.h``).
 """
 
 from __future__ import annotations
@@ -88,8 +96,8 @@ def icmp_error(orig: bytes, type_: int, code: int, src: int = 0) -> bytes:
 def _reply_ip(frame: bytes, proto: int, payload: bytes) -> bytes:
     """An IPv4 frame from the receiver back to the sender (L2 filled in at injection)."""
     src, dst = u32(frame, 30), u32(frame, 26)
-    return ether(u48(frame, 6), u48(frame, 0), ETH_IP) + ipv4(src, dst, proto, payload,
-                                                            df=proto == C.PROTO_TCP)
+    return ether(u48(frame, 6), u48(frame, 0), ETH_IP) + ipv4(
+        src, dst, proto, payload, df=proto in (C.PROTO_TCP, C.PROTO_UDP))  # see DF above
 
 
 def tcp_segment(src: int, dst: int, sport: int, dport: int, seq: int, ack: int, flags: int,
@@ -111,15 +119,18 @@ def udp_datagram(src: int, dst: int, sport: int, dport: int, payload: bytes) -> 
 class HostStack:
     """What one end host (pod sandbox, external host, gateway) answers.
 
-    ``listen``: set of (proto number, port) the host's containers declare; ``udp_echo``: UDP
-    ports that echo; ``resolver``: answers DNS on UDP 53 when the host listens there.
+    ``listen``: set of (proto number, port) the host's applications listen on (a pod's:
+    ``kemu.control.listen``); ``listen_all``: every port; ``udp_echo``: UDP ports that echo
+    even when not listening (older ``kemu.dev/udp-echo``; every listening UDP port echoes);
+    ``resolver``: answers DNS on UDP 53 when the host listens there.
     """
 
     def __init__(self, ip: int, mac: int, listen: set[tuple[int, int]] | None = None,
                  udp_echo: set[int] | None = None, resolver: Resolver | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, listen_all: bool = False) -> None:
         self.ip, self.mac = ip, mac
         self.listen = listen or set()
+        self.listen_all = listen_all
         self.udp_echo = udp_echo or set()
         self.resolver = resolver
         self.seed = seed
@@ -169,7 +180,7 @@ class HostStack:
         data_len = end - l4 - (frame[l4 + 12] >> 4) * 4
         if flags & 0x04 or (C.PROTO_TCP, dport) in self.clients:
             return None  # never answer a RST; a client socket takes its own answers
-        if (C.PROTO_TCP, dport) in self.listen:
+        if self.listen_all or (C.PROTO_TCP, dport) in self.listen:
             if flags & 0x02 and not flags & 0x10:
                 isn = flow_hash(self.seed, 0, C.PROTO_TCP, src, sport, dst, dport) & 0xFFFFFFFF
                 mss = b"\x02\x04\x05\xb4"
@@ -189,20 +200,21 @@ class HostStack:
         src, dst = u32(frame, 26), u32(frame, 30)
         sport, dport = u16(frame, l4), u16(frame, l4 + 2)
         payload = bytes(frame[l4 + 8: end])
-        if dport in self.udp_echo:
-            return _reply_ip(frame, C.PROTO_UDP, udp_datagram(dst, src, dport, sport, payload))
         if (C.PROTO_UDP, dport) in self.clients:
-            return None
-        if (C.PROTO_UDP, dport) in self.listen:
-            if dport == 53 and self.resolver is not None:
-                ans = self.resolver(payload)
-                if ans is not None:
-                    return _reply_ip(frame, C.PROTO_UDP,
-                                     udp_datagram(dst, src, dport, sport, ans))
-            return None
-        # closed: ICMP port unreachable from the host itself
-        err = icmp_error(frame, 3, 3, src=dst)
-        return ether(u48(frame, 6), u48(frame, 0), ETH_IP) + err[14:]
+            return None  # a client socket takes its answers (no echo ping-pong)
+        listening = (C.PROTO_UDP, dport) in self.listen
+        if listening and dport == 53 and self.resolver is not None and \
+                dport not in self.udp_echo:
+            # a DNS server: a DNS answer, nothing for what is not a query it can parse
+            payload = self.resolver(payload)
+            if payload is None:
+                return None
+        elif not (listening or self.listen_all or dport in self.udp_echo):
+            # closed: ICMP port unreachable from the host itself
+            err = icmp_error(frame, 3, 3, src=dst)
+            return ether(u48(frame, 6), u48(frame, 0), ETH_IP) + err[14:]
+        # an answer: the echo of the payload (or the DNS answer)
+        return _reply_ip(frame, C.PROTO_UDP, udp_datagram(dst, src, dport, sport, payload))
 
 
 # Which node drops earn an ICMP error, and which one (type, code)

@@ -322,6 +322,23 @@ cdef class Datapath:
         self.dp.fc_bump += 1
         self._neigh_put(node, ip, mac, True)
 
+    def fdb_set(self, bridge: int, mac: int, port: int, now: int) -> None:
+        """Learn ``mac`` behind ``port`` of ``bridge`` at time ``now``, as a frame from it
+        entering there would (``br_fdb_update``): a warm start's FDB, written directly."""
+        cdef bint created
+        cdef HSlot* s
+        if not (0 <= port < self.dp.n_if and self.dp.ifs[port].bridge == bridge
+                and self.dp.ifs[port].kind != IF_BRIDGE and bridge >= 0):
+            raise ValueError(f"interface {port} is not a port of bridge {bridge}")
+        if not 0 < mac < (1 << 48) or mac >> 40 & 1:
+            raise ValueError(f"{mac:#x} is not a unicast MAC address")
+        self.dp.fc_bump += 1
+        s = ht_put(&self.dp.fdb, <uint64_t>mac, <uint64_t>bridge, &created)
+        if s == NULL:
+            raise MemoryError()
+        s.v0 = port
+        s.v1 = now
+
     def neigh_lookup(self, node: int, ip: int) -> int:
         cdef HSlot* s
         return neigh_get(&self.dp, <int32_t>node, <uint32_t>ip, &s)

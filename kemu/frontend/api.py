@@ -12,8 +12,10 @@ replay captures.
 ``send`` injects one frame where its source lives and follows it, answers included (the
 emulated end-host stacks answer unless ``respond=False``); ``send_many`` pushes many frames
 through the batch datapath in one call. State (FDBs, conntrack, neighbours, affinity)
-persists between sends until ``reset()``. Scapy is imported only when a Scapy packet is
-given.
+persists between sends until ``reset()``. The cluster starts warm, as one that has been
+running (bridges have learned every MAC, neighbours are resolved: no first-packet floods);
+``cold=True`` starts on empty FDBs to see first-packet behaviour (see ``kemu.frontend.engine``).
+Scapy is imported only when a Scapy packet is given.
 """
 
 from __future__ import annotations
@@ -34,12 +36,12 @@ class EmulatedCluster:
 
     def __init__(self, model: Cluster, *, backend: str | None = None, seed: int = 0,
                  respond: bool = True, icmp_errors: bool = True,
-                 static_neighbours: bool = True) -> None:
+                 static_neighbours: bool = True, cold: bool = False) -> None:
         self.model = model
         resolver = _dns_resolver(model)
         self.engine = Engine(model, backend=backend, seed=seed, respond=respond,
                              icmp_errors=icmp_errors, static_neighbours=static_neighbours,
-                             resolver=resolver)
+                             resolver=resolver, warm=not cold)
         self._clock = 0
 
     @property
@@ -141,6 +143,8 @@ class EmulatedCluster:
         self.engine.clock_ns = max(self.engine.clock_ns, self._clock)
 
     def reset(self) -> None:
+        """Forget all state (FDBs, conntrack, neighbours, affinity); a warm cluster learns
+        everything again before the next frame."""
         self.engine.reset()
 
     def dump(self) -> str:

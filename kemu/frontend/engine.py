@@ -6,6 +6,14 @@ tables at a batch boundary. ``run`` pushes a batch through the fast path, growin
 arrays as needed. ``exchange`` adds the slow path: answers of emulated end-host stacks
 (a setting), ICMP errors of node kernels, and ARP resolution of neighbour misses, each
 injected back into the datapath until the exchange settles.
+
+Warm start (the default; ``warm=False`` is a cold one): a cluster that has been running a
+while, not one just booted. Before the first frame (and again after ``reset`` or a table
+swap) every bridge has learned the MAC of every host behind its ports (each pod on its node's
+bridge, every node, external host and gateway on the node network: what one frame from each
+teaches, L2-3) and, without static neighbours, every node has resolved its neighbours (L2-5),
+all stamped with the first frame's time so that nothing has aged (300 s, L2-3). A cold start
+shows first-packet behaviour: unknown unicast flooded to every port until learned.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import numpy as np
 
 from kemu import _backend
 from kemu.compiler.compile import compile_cluster
+from kemu.control.listen import Listening, listening_map
 
 if TYPE_CHECKING:
     from kemu.control.cluster import Cluster
@@ -85,7 +94,8 @@ class Packet:
 class Engine:
     def __init__(self, cluster: Cluster, *, backend: str | None = None, seed: int = 0,
                  respond: bool = True, icmp_errors: bool = True,
-                 static_neighbours: bool = True, resolver: Resolver | None = None) -> None:
+                 static_neighbours: bool = True, resolver: Resolver | None = None,
+                 warm: bool = True) -> None:
         self.cluster = cluster
         self.impl: ModuleType = _pick(backend)
         self.backend = "cython" if self.impl is _backend.IMPLEMENTATIONS.get("cython") \
@@ -100,11 +110,14 @@ class Engine:
         self._version = cluster.version
         self.dp = self.impl.Datapath(self.tables, seed, static_neighbours)
         self._stacks: dict[int, HostStack] = {}
+        self._listening: dict[str, Listening] | None = None  # pod key -> listening set
         self._held: dict[tuple[int, int], list[tuple[bytes, int, int]]] = {}
         # per node: (proto, local port) of the connections the node's own processes opened
         # (kubelet probes, hostNetwork pods, ``-S node1``), as a pod's stack remembers its own
         self._node_clients: dict[int, set[tuple[int, int]]] = {}
         self.clock_ns = 0
+        self.warm = warm
+        self._warm_due = warm  # learn everything before the next frame (at its time)
 
     # ------------------------------------------------------------ tables
     def sync(self) -> None:
@@ -115,16 +128,52 @@ class Engine:
             self.dp.load(self.tables)
             self._stacks.clear()
             self._node_clients.clear()
+            self._listening = None
+            self._warm_due = self.warm  # new pods, nodes or hosts: learned too
 
     def reset(self) -> None:
         self.dp.reset()
+        self._warm_due = self.warm
 
     def dump(self) -> str:
+        """The state as it is: a warm start's entries are there once a frame has run."""
         return dump_state(self.tables, self.dp.state())
+
+    def learn_all(self, now: int) -> None:
+        """A warm start: every bridge port's MAC learned and (without static neighbours)
+        every node's neighbours resolved at ``now``, as after a while of traffic."""
+        t = self.tables
+        kind, peer, bridge, mac = t.if_kind, t.if_peer, t.if_bridge, t.if_mac
+        neighbours = []
+        for i in range(t.n_ifaces):
+            k = int(kind[i])
+            if k == C.IF_VTEP and not self.static_neighbours:
+                neighbours.append((k, int(t.if_node[i]), int(t.if_ip[i]), int(mac[i])))
+                continue
+            if k == C.IF_POD_ETH:
+                port = int(peer[i])  # the node-side veth, the bridge port
+            elif k in (C.IF_NODE_ETH, C.IF_EXT_ETH, C.IF_GW_ETH):
+                port = i
+            else:
+                continue
+            if port >= 0 and int(bridge[port]) >= 0 and int(mac[i]):
+                self.dp.fdb_set(int(bridge[port]), int(mac[i]), port, now)
+            if not self.static_neighbours and int(t.if_ip[i]):
+                neighbours.append((k, int(t.if_node[i]), int(t.if_ip[i]), int(mac[i])))
+        for k, node, ip, m in neighbours:  # what _seed_neighbours gives with static ones
+            if k == C.IF_POD_ETH:
+                self.dp.neigh_set(node, ip, m)
+            else:
+                for other in range(t.n_nodes):
+                    if other != node:
+                        self.dp.neigh_set(other, ip, m)
 
     # ------------------------------------------------------------ fast path
     def run(self, batch: Batch, res: Results | None = None, record: bool = True) -> Results:
         self.sync()
+        if self._warm_due and len(batch):
+            self.learn_all(int(batch.ts_ns[0]))
+            self._warm_due = False
         if res is None:
             res = Results(hops=max(1024, 16 * len(batch)), record=record)
         start, n = 0, len(batch)
@@ -148,19 +197,22 @@ class Engine:
         ip, mac = int(t.if_ip[iface]), int(t.if_mac[iface])
         listen: set[tuple[int, int]] = set()
         echo: set[int] = set()
+        listen_all = False
         if kind == C.IF_POD_ETH:
             pod = self.cluster.pods[int(t.if_owner[iface])]
-            for p in pod.container_ports():
-                listen.add((C.PROTO_NUMBERS[p.protocol], p.port))
-                if p.udp_echo:
-                    echo.add(p.port)
+            if self._listening is None:
+                self._listening = listening_map(self.cluster)
+            ls = self._listening[pod.key]
+            listen = {(C.PROTO_NUMBERS[proto], port) for proto, port in ls.ports}
+            listen_all = ls.all
+            echo = {p.port for p in pod.container_ports() if p.udp_echo}
         elif kind == C.IF_EXT_ETH:
             ext = self.cluster.config.external_hosts[int(t.if_owner[iface])]
             for proto, port in ext.ports:
                 listen.add((C.PROTO_NUMBERS[proto.upper()], int(port)))
         elif kind != C.IF_GW_ETH:
             return None
-        st = HostStack(ip, mac, listen, echo, self.resolver, self.seed)
+        st = HostStack(ip, mac, listen, echo, self.resolver, self.seed, listen_all)
         self._stacks[iface] = st
         return st
 

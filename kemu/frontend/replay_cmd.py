@@ -46,6 +46,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "a ClusterIP (frames to it are load-balanced; its replies are not "
                         "placed: use --respond); ext/NAME; node/NAME; or an IP of the cluster. "
                         "E.g. --map 10.0.0.5=default/client --map 10.0.0.0/24=shop/")
+    p.add_argument("--cold", action="store_true",
+                   help="start on empty FDBs (as a just-booted cluster), not warm as the "
+                        "running cluster a capture comes from")
     p.add_argument("--backend", choices=("auto", "cython", "python"), default="auto",
                    help="data-plane implementation (default auto: the compiled one when built)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.exists(args.capture):
         raise_missing(args.capture)
     emu = EmulatedCluster(model, backend=args.backend, seed=args.seed, respond=args.respond,
-                          icmp_errors=args.respond)
+                          icmp_errors=args.respond, cold=args.cold)
     opts = ReplayOptions(limit=args.limit, loop=args.loop, inject_at=args.inject_at,
                          respond=args.respond, unknown_at_gateway=args.unknown_at_gateway,
                          capture_points=args.capture_points, flow_format=args.flow_format,

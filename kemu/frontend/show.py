@@ -6,7 +6,7 @@ output, so ``show`` and the tests share it. Tables are plain aligned text (three
 columns, like kubectl); ``-o wide`` adds columns. ``-o json``/``-o yaml``: Kubernetes kinds
 (``nodes``, ``pods``, ``services``, ``endpoints`` (EndpointSlices), ``networkpolicies``,
 ``namespaces``) as kubectl prints them (a ``List``), kemu's own views (``routes``, ``dns``,
-``interfaces``, ``conntrack``, ``fdb``, ``neighbours``) in the schema documented in
+``interfaces``, ``listeners``, ``conntrack``, ``fdb``, ``neighbours``) in the schema documented in
 ``kemu.frontend.views``, which builds both. ``-o name`` prints ``kind/name`` per object of a
 Kubernetes kind; ``-l`` selects them by label (kubectl's syntax).
 
@@ -37,14 +37,14 @@ from kemu.frontend.cli import EXIT_OK, Command, add_manifest_args, load
 
 KUBERNETES = ("nodes", "pods", "services", "endpoints", "networkpolicies", "namespaces")
 STATE = ("conntrack", "fdb", "neighbours")
-RESOURCES = (*KUBERNETES, "routes", "dns", "interfaces", *STATE)
+RESOURCES = (*KUBERNETES, "routes", "dns", "interfaces", "listeners", *STATE)
 ALIASES = {"node": "nodes", "no": "nodes", "pod": "pods", "po": "pods", "service": "services",
            "svc": "services", "endpoint": "endpoints", "ep": "endpoints",
            "networkpolicy": "networkpolicies", "netpol": "networkpolicies",
            "namespace": "namespaces", "ns": "namespaces", "route": "routes",
            "interface": "interfaces", "ifaces": "interfaces", "iface": "interfaces",
            "neighbors": "neighbours", "neighbour": "neighbours", "neighbor": "neighbours",
-           "neigh": "neighbours", "ct": "conntrack"}
+           "neigh": "neighbours", "ct": "conntrack", "listener": "listeners"}
 OUTPUTS = ("table", "wide", "json", "yaml", "name")
 MAX_TABLE_ENDPOINTS = 3  # kubectl's "+ N more..."
 POLICY_WARNING = "kemu: warning: NetworkPolicy is not enforced by kemu yet; listed as parsed"
@@ -325,6 +325,9 @@ def show(cluster: Any, resource: str, namespace: str | None = None,
         items = views.interface_items(cluster, _tables_of(cluster),
                                       None if all_namespaces else namespace)
         rows_of = views.interface_rows
+    elif resource == "listeners":
+        items = views.listener_items(cluster, None if all_namespaces else namespace or "default")
+        rows_of = views.listener_rows
     else:
         if state is None:
             from kemu.frontend.api import EmulatedCluster
@@ -480,4 +483,5 @@ def _run(args: argparse.Namespace) -> int:
 
 
 SHOW = Command("show", "show nodes, pods, services, endpoints, network policies, namespaces, "
-               "routes, dns records, interfaces, conntrack, fdb or neighbours", _configure, _run)
+               "routes, dns records, interfaces, listeners, conntrack, fdb or neighbours",
+               _configure, _run)

@@ -45,6 +45,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "answers, so the exit code is 1: not shown reachable)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of load-balancing choices (default 0)")
+    p.add_argument("--cold", action="store_true",
+                   help="start on empty FDBs (first-packet floods), not warm as a running "
+                        "cluster")
     p.add_argument("--backend", choices=("auto", "cython", "python"), default="auto",
                    help="data-plane implementation (default auto: the compiled one when built)")
     p.set_defaults(level="summary")
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     proto, fields = parse_protocol(args.protocol)
     emu = EmulatedCluster(load(args), backend=args.backend, seed=args.seed,
-                          respond=not args.no_respond)
+                          respond=not args.no_respond, cold=args.cold)
     dst, default_port = destination(emu, args.destination)
     ip = IP(dst=dst, ttl=int(fields.get("ttl", 64)))
     dport = int(fields.get("dport", default_port or 80))

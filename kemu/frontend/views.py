@@ -54,6 +54,10 @@ No ``uid``, ``resourceVersion`` or timestamps: kemu has none. ``-o name`` prints
   ``peer``: str | null (the other end of a veth pair); ``bridge``: str | null (the bridge or
   segment it is a port of: ``node1/cbr0``, ``node-network``); ``hairpin``: bool;
   ``description``: str (the pcapng's interface description).
+- ``ListenerList`` (what each pod's emulated stack answers, ``kemu.control.listen``; hostNetwork
+  pods are left out: the node's stack answers for them): ``namespace``: str; ``name``: str;
+  ``ip``: str; ``all``: bool (every port listens); ``ports``: [{``port``: int, ``protocol``:
+  ``TCP`` | ``UDP`` | ``SCTP``}] (sorted by port); ``text``: str (the table's LISTENING column).
 - ``ConntrackList`` (each connection once, by its original direction): ``node``: str;
   ``protocol``: str (TCP, UDP, ICMP); ``original`` and ``reply``: {``src``: str, ``sport``: int,
   ``dst``: str, ``dport``: int} (ICMP: the echo id as ``sport``, 0 as ``dport``); ``state``:
@@ -119,6 +123,7 @@ KINDS: dict[str, tuple[str, bool]] = {
     "nodes": ("node", False), "namespaces": ("namespace", False),
 }
 VIEW_KINDS = {"routes": "RouteList", "dns": "DnsRecordList", "interfaces": "InterfaceList",
+              "listeners": "ListenerList",
               "conntrack": "ConntrackList", "fdb": "FdbEntryList",
               "neighbours": "NeighbourList"}
 
@@ -450,6 +455,26 @@ def interface_items(cluster: Cluster, t: Tables, ns: str | None = None
             "description": t.if_desc[i],
         })
     return out
+
+
+def listener_items(cluster: Cluster, ns: str | None = None) -> list[dict[str, Any]]:
+    """What each pod's emulated stack answers (``kemu.control.listen``; module docstring);
+    with ``ns``, only that namespace's pods. hostNetwork pods have no stack of their own."""
+    from kemu.control.listen import listening_map
+
+    lm = listening_map(cluster)
+    return [{"namespace": p.namespace, "name": p.name, "ip": str(p.ip),
+             "all": lm[p.key].all,
+             "ports": [{"port": port, "protocol": proto}
+                       for proto, port in sorted(lm[p.key].ports, key=lambda k: (k[1], k[0]))],
+             "text": lm[p.key].text()}
+            for p in cluster.pods if (ns is None or p.namespace == ns) and not p.host_network]
+
+
+def listener_rows(items: Sequence[Mapping[str, Any]], wide: bool
+                  ) -> tuple[list[str], list[list[str]]]:
+    return (["NAMESPACE", "NAME", "IP", "LISTENING"],
+            [[it["namespace"], it["name"], it["ip"], it["text"]] for it in items])
 
 
 def owner_word(owner: Mapping[str, str]) -> str:

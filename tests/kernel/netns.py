@@ -499,6 +499,7 @@ class Decoded:
     icmp_code: int | None = None
     icmp_id: int | None = None
     inner: Decoded | None = None       # the header quoted in an ICMP error (no MACs)
+    df: bool | None = None             # IPv4 don't-fragment bit
 
     @property
     def l4(self) -> str:
@@ -520,6 +521,7 @@ def _decode_ip(buf: bytes, src_mac: str = "", dst_mac: str = "", et: int = 0x080
         return Decoded(src_mac, dst_mac, et)
     ihl = (buf[0] & 0x0F) * 4
     ttl, proto = buf[8], buf[9]
+    df = bool(buf[6] & 0x40)
     src, dst = socket.inet_ntoa(buf[12:16]), socket.inet_ntoa(buf[16:20])
     l4 = buf[ihl:]
     kw: dict[str, Any] = {}
@@ -533,7 +535,7 @@ def _decode_ip(buf: bytes, src_mac: str = "", dst_mac: str = "", et: int = 0x080
             kw["icmp_id"] = struct.unpack("!H", l4[4:6])[0]
         if l4[0] in (3, 4, 5, 11, 12) and not quoted and len(l4) >= 28:
             kw["inner"] = _decode_ip(l4[8:], quoted=True)
-    return Decoded(src_mac, dst_mac, et, src=src, dst=dst, proto=proto, ttl=ttl, **kw)
+    return Decoded(src_mac, dst_mac, et, src=src, dst=dst, proto=proto, ttl=ttl, df=df, **kw)
 
 
 def decode(frame: bytes) -> Decoded:

@@ -8,7 +8,7 @@ backend this build has, injects the same Ethernet frames at the same place in bo
 compares what every interface saw:
 
 * per interface (kemu's names; the kernel's veth names are mapped back), the ordered list of
-  ``(direction, decisive fields)``; the decisive fields are src/dst IP and ports, TTL, TCP
+  ``(direction, decisive fields)``; the decisive fields are src/dst IP and ports, TTL, DF, TCP
   flags, ICMP type/code/id and the quoted header of ICMP errors (addresses, ports, TTL), ARP op
   and addresses, and the Ethernet source/destination named by owner (``default/a``,
   ``node1/cbr0``, ``node2/eth0``, ``gateway``, ...), never as raw MACs;
@@ -115,6 +115,8 @@ def summary(frame: bytes, roles: dict[str, str]) -> tuple[str, Decoded]:
     if d.src is None:
         return f"{head} ethertype=0x{d.ethertype:04x}", d
     s = f"{head} {d.l4.upper()} {_ep(d.src, d.sport)}>{_ep(d.dst, d.dport)} ttl={d.ttl}"
+    if d.df:
+        s += " DF"
     if d.proto == 6:
         s += f" [{d.flags}]"
     elif d.proto == 1:
@@ -484,6 +486,27 @@ def test_udp_same_node(pair: Pair) -> None:
     k = drop_stack_answers(k, "default/a", "udp", {sport})
     compare(k, e, keep=flow(sport))
     compare(k, e, keep=flow(sport + 1))
+
+
+def test_df_of_answers(pair: Pair) -> None:
+    """DF (a decisive field): a ping with DF set gets an echo reply without it (``icmp_reply``
+    sends through the ICMP socket, ``IP_PMTUDISC_DONT``); a SYN without DF gets a SYN-ACK and
+    a RST with it, a UDP query an answer with it (sockets' default ``IP_PMTUDISC_WANT``)."""
+    p = pair
+    ping = (Ether(src=p.mac["default/a"], dst=p.mac["default/b"]) / IP(src=A, dst=B, flags="DF")
+            / ICMP(id=p.port, seq=1))
+    syn = (Ether(src=p.mac["default/a"], dst=p.mac["default/b"]) / IP(src=A, dst=B)
+           / TCP(sport=p.port + 1, dport=8080, flags="S", seq=1000))
+    closed = (Ether(src=p.mac["default/a"], dst=p.mac["default/b"]) / IP(src=A, dst=B)
+              / TCP(sport=p.port + 2, dport=81, flags="S", seq=1000))
+    k, e = p.run([("pod:default/a", ping), ("pod:default/a", syn), ("pod:default/a", closed)],
+                 gap=0.05)
+    k = drop_stack_answers(k, "default/a", "tcp", {p.port + 1})
+    compare(k, e, keep=icmp_id(p.port))
+    compare(k, e, keep=flow(p.port + 1))
+    compare(k, e, keep=flow(p.port + 2))
+    replies = [r for r in e if r.iface == "default/a/eth0" and r.direction == "in"]
+    assert [(r.d.proto, r.d.df) for r in replies] == [(1, False), (6, True), (6, True)]
 
 
 def test_unknown_unicast_flood(pair: Pair) -> None:

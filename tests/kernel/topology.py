@@ -3,7 +3,8 @@
 ``kernel_topology(emu)`` turns a loaded ``kemu.EmulatedCluster`` into the plain dict that
 ``tests.kernel.netns.KernelCluster`` builds from network namespaces: the same nodes (node IP and
 eth0 MAC, pod CIDR, cbr0 address and MAC), the same pods (IP, eth0 MAC, the node-side veth with
-kemu's kernel name and MAC, real listening sockets for the declared containerPorts), the same
+kemu's kernel name and MAC, real listening sockets where kemu's stack listens:
+``kemu.control.listen``), the same
 external hosts and gateway, and the Services as kemu resolved them (ClusterIP port -> ready
 endpoints ``ip:targetPort``, nodePorts). Every value is read from kemu's compiled tables
 (``emu.tables``), i.e. from what kemu's datapath itself uses, so the two clusters cannot drift.
@@ -38,6 +39,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from kemu.control.listen import listening_map
 from kemu.dataplane import codes as C
 
 __all__ = ["kernel_topology", "interface_map", "mac_roles", "mac_str", "ip_str",
@@ -118,6 +120,7 @@ def kernel_topology(emu: Any) -> dict[str, Any]:
     t = emu.tables
     m = emu.model
     cfg = m.config
+    listening = listening_map(m)
     gw_if = int(t.gateway_if)
     skipped: list[str] = []
     if gw_if >= 0:
@@ -182,7 +185,8 @@ def kernel_topology(emu: Any) -> dict[str, Any]:
             "mac": mac_str(t.if_mac[eth]),
             "veth": t.if_kernel_name[veth],
             "veth_mac": mac_str(t.if_mac[veth]),
-            "listen": _listen([(p.protocol, p.port) for p in pod.container_ports()]),
+            # what kemu's stack listens on (kemu.control.listen): declared, Service, probe ports
+            "listen": _listen(sorted(listening[pod.key].ports)),
         })
     for h, ext in enumerate(cfg.external_hosts):
         i = int(t.ext_if[h])

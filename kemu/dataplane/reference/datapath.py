@@ -99,6 +99,16 @@ class Datapath(Load, Stages, Proxy, Conntrack):
             self.neigh_hh.discard((node, ip))
         self.neigh[(node, ip)] = mac
 
+    def fdb_set(self, bridge: int, mac: int, port: int, now: int) -> None:
+        """Learn ``mac`` behind ``port`` of ``bridge`` at time ``now``, as a frame from it
+        entering there would (``br_fdb_update``): a warm start's FDB, written directly."""
+        if not (0 <= port < len(self.if_bridge) and self.if_bridge[port] == bridge
+                and self.if_kind[port] != C.IF_BRIDGE and bridge >= 0):
+            raise ValueError(f"interface {port} is not a port of bridge {bridge}")
+        if not 0 < mac < (1 << 48) or mac >> 40 & 1:
+            raise ValueError(f"{mac:#x} is not a unicast MAC address")
+        self.fdb[(bridge, mac)] = (port, now)
+
     def neigh_lookup(self, node: int, ip: int) -> int:
         return self.neigh.get((node, ip), -1)
 
