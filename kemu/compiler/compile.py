@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from kemu.control.cluster import Cluster
 
 LOOPBACK = 0x7F000001  # 127.0.0.1, a pod's lo
+LO_MTU = 65536         # a pod's lo and a node's own processes (loopback_setup)
+VXLAN_OVERHEAD = 50    # L2-2, OV-1: flannel's encapOverhead (outer Ether+IPv4+UDP+VXLAN)
 
 
 def mac_to_int(mac: str) -> int:
@@ -52,10 +54,10 @@ class _Ifaces:
 
     def add(self, name: str, kind: int, *, desc: str = "", kname: str = "", node: int = -1,
             mac: int = 0, ip: int = 0, bridge: int = -1, hairpin: int = 0,
-            owner: int = -1) -> int:
+            owner: int = -1, mtu: int = 1500) -> int:
         self.rows.append(dict(name=name, kind=kind, desc=desc, kname=kname or name.split("/")[-1],
                               node=node, mac=mac, ip=ip, bridge=bridge, hairpin=hairpin,
-                              owner=owner, peer=-1))
+                              owner=owner, peer=-1, mtu=mtu))
         return len(self.rows) - 1
 
     def column(self, key: str, dtype: type) -> np.ndarray:
@@ -94,6 +96,12 @@ def _compile(cluster: Cluster) -> Tables:
     node_eth, node_br, node_vtep, node_local = [], [], [], []
     pod_eth_if = [-1] * len(cluster.pods)
     veth_names = _veth_names(cluster)
+    # L2-2: the uplinks have the Cluster's MTU; in VXLAN mode flannel gives flannel.1 that
+    # minus 50 and writes it as FLANNEL_MTU into subnet.env, which the flannel CNI plugin
+    # hands the bridge plugin: cbr0, the veths and the pods' eth0 get it too; host-gw:
+    # every device the uplink's MTU
+    mtu = cfg.mtu
+    pod_mtu = mtu - VXLAN_OVERHEAD if cfg.mode == "vxlan" else mtu
     pods_by_node: dict[str, list[int]] = {}
     for pi, p in enumerate(cluster.pods):
         pods_by_node.setdefault(p.node_name, []).append(pi)
@@ -102,19 +110,20 @@ def _compile(cluster: Cluster) -> Tables:
         nm = node.name
         node_eth.append(ifs.add(f"{nm}/eth0", C.IF_NODE_ETH, desc=f"Node {nm} uplink",
                                 node=ni, mac=mac_to_int(node.mac), ip=_ip(node.internal_ip),
-                                bridge=seg))
+                                bridge=seg, mtu=mtu))
         bridge_ports[seg].append(node_eth[-1])
         node_br.append(ifs.add(f"{nm}/cbr0", C.IF_BRIDGE, desc=f"Node {nm} pod bridge",
                                node=ni, mac=mac_to_int(node.bridge_mac),
-                               ip=_ip(node.gateway_ip), bridge=ni))
+                               ip=_ip(node.gateway_ip), bridge=ni, mtu=pod_mtu))
         if cfg.mode == "vxlan":
             node_vtep.append(ifs.add(f"{nm}/flannel.1", C.IF_VTEP, desc=f"Node {nm} VXLAN VTEP",
                                      node=ni, mac=mac_to_int(node.vtep_mac),
-                                     ip=_ip(node.pod_cidr.network_address)))
+                                     ip=_ip(node.pod_cidr.network_address),
+                                     mtu=mtu - VXLAN_OVERHEAD))
         else:
             node_vtep.append(-1)
         node_local.append(ifs.add(f"{nm}/local", C.IF_NODE_LOCAL, desc=f"Node {nm} processes",
-                                  node=ni, ip=_ip(node.internal_ip)))
+                                  node=ni, ip=_ip(node.internal_ip), mtu=LO_MTU))
         for pi in pods_by_node.get(nm, []):
             pod = cluster.pods[pi]
             if pod.host_network:
@@ -123,12 +132,13 @@ def _compile(cluster: Cluster) -> Tables:
             veth = ifs.add(f"{nm}/{veth_names[pod.key]}", C.IF_VETH,
                            desc=f"veth of {owner} on node {nm}",
                            kname=kernel_veth_name(pod.key), node=ni,
-                           mac=_veth_mac_int(pod.key), bridge=ni, hairpin=1, owner=pi)
+                           mac=_veth_mac_int(pod.key), bridge=ni, hairpin=1, owner=pi,
+                           mtu=pod_mtu)
             bridge_ports[ni].append(veth)
             eth = ifs.add(f"{pod.key}/eth0", C.IF_POD_ETH, desc=owner, kname="eth0", node=ni,
-                          mac=mac_to_int(pod.mac), ip=_ip(pod.ip), owner=pi)
+                          mac=mac_to_int(pod.mac), ip=_ip(pod.ip), owner=pi, mtu=pod_mtu)
             lo = ifs.add(f"{pod.key}/lo", C.IF_POD_LO, desc=f"{owner} loopback", kname="lo",
-                         node=ni, ip=LOOPBACK, owner=pi)
+                         node=ni, ip=LOOPBACK, owner=pi, mtu=LO_MTU)
             ifs.rows[veth]["peer"], ifs.rows[eth]["peer"] = eth, veth
             ifs.rows[lo]["peer"] = lo
             pod_eth_if[pi] = eth
@@ -136,12 +146,14 @@ def _compile(cluster: Cluster) -> Tables:
     for ei, ext in enumerate(cfg.external_hosts):
         ext_if.append(ifs.add(f"ext/{ext.name}/eth0", C.IF_EXT_ETH,
                               desc=f"External host {ext.name}", kname="eth0",
-                              mac=mac_to_int(ext.mac), ip=_ip(ext.ip), bridge=seg, owner=ei))
+                              mac=mac_to_int(ext.mac), ip=_ip(ext.ip), bridge=seg, owner=ei,
+                              mtu=mtu))
         bridge_ports[seg].append(ext_if[-1])
     gw_if = -1
     if cfg.gateway_ip is not None:
         gw_if = ifs.add("gateway/eth0", C.IF_GW_ETH, desc="Node network gateway", kname="eth0",
-                        mac=mac_to_int(cluster.gateway_mac), ip=_ip(cfg.gateway_ip), bridge=seg)
+                        mac=mac_to_int(cluster.gateway_mac), ip=_ip(cfg.gateway_ip), bridge=seg,
+                        mtu=mtu)
         bridge_ports[seg].append(gw_if)
 
     # bridges
@@ -182,6 +194,7 @@ def _compile(cluster: Cluster) -> Tables:
         if_bridge=ifs.column("bridge", np.int32),
         if_hairpin=ifs.column("hairpin", np.uint8),
         if_owner=ifs.column("owner", np.int32),
+        if_mtu=ifs.column("mtu", np.int32),
         br_name=tuple(f"{n.name}/cbr0" for n in nodes) + ("node-network",),
         br_local_if=np.array(node_br + [-1], dtype=np.int32),
         br_netfilter=np.array([1] * n_nodes + [0], dtype=np.uint8),

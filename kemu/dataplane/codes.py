@@ -60,6 +60,8 @@ DROP_FRAGMENT = 14             # non-first fragments without conntrack reassembl
 DROP_MARTIAN = 15              # source address not acceptable (127/8 from the wire, S-15)
 DROP_UNSUPPORTED_L4 = 16       # node stack: protocol kemu does not forward through NAT
 DROP_NO_STACK = 17             # delivered to a node address nothing listens on
+DROP_FRAG_NEEDED = 18          # DF set and longer than the out device's MTU (ip_forward's
+                               # ip_exceeds_mtu, ip_fragment): ICMP 3/4 with the MTU
 
 DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.proto)
     DROP_TOO_SHORT: ("too short", "INVALID_PACKET_DROPPED"),
@@ -79,6 +81,7 @@ DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.prot
     DROP_MARTIAN: ("martian source", "INVALID_SOURCE_IP"),
     DROP_UNSUPPORTED_L4: ("unsupported L4 protocol", "UNKNOWN_L4_PROTOCOL"),
     DROP_NO_STACK: ("no socket", "SOCKET_LOOKUP_FAILED"),
+    DROP_FRAG_NEEDED: ("fragmentation needed (DF, longer than the MTU)", "FRAG_NEEDED"),
 }
 
 # Events: decisions attached to a hop (ev_hop), rendered as pcapng comments, flow log

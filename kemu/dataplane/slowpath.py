@@ -83,13 +83,15 @@ def arp_request(src_mac: int, src_ip: int, target_ip: int) -> bytes:
     return ether(0xFFFFFFFFFFFF, src_mac, ETH_ARP) + body
 
 
-def icmp_error(orig: bytes, type_: int, code: int, src: int = 0) -> bytes:
+def icmp_error(orig: bytes, type_: int, code: int, src: int = 0, mtu: int = 0) -> bytes:
     """An ICMP error about ``orig`` (an Ethernet frame), addressed to its source. ``src`` 0
-    lets the node's routing pick the source address (``icmp_send`` with saddr 0)."""
+    lets the node's routing pick the source address (``icmp_send`` with saddr 0); ``mtu``:
+    the next-hop MTU of a "fragmentation needed" (3/4, RFC 1191: the header's low 16 bits,
+    ``icmp_send``'s ``info``)."""
     ip = orig[14:]
     tot = u16(ip, 2) if len(ip) >= 20 else len(ip)
     quoted = ip[: min(tot, len(ip), 576 - 28)]
-    msg = icmp(type_, code, bytes(4), quoted)
+    msg = icmp(type_, code, struct.pack("!HH", 0, mtu & 0xFFFF), quoted)
     return ether(0, 0, ETH_IP) + ipv4(src, u32(ip, 12), C.PROTO_ICMP, msg, tos=0xC0)
 
 
@@ -222,6 +224,7 @@ ICMP_FOR_DROP = {
     C.DROP_TTL_EXCEEDED: (11, 0),
     C.DROP_REJECT_NO_ENDPOINTS: (3, 3),
     C.DROP_NO_ROUTE: (3, 0),
+    C.DROP_FRAG_NEEDED: (3, 4),  # RFC 1191: the next-hop MTU in the header (the outcome's a)
 }
 
 

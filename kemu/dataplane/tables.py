@@ -29,6 +29,8 @@ class Tables:
     if_bridge: np.ndarray    # int32, bridge the interface is a port of, -1
     if_hairpin: np.ndarray   # uint8
     if_owner: np.ndarray     # int32, pod index (pod devices), external host index, -1
+    if_mtu: np.ndarray       # int32, the device's MTU (L2-2): a forwarded or sent IPv4
+                             # packet longer than its out device's MTU is refused (DF) there
     # bridges: 0..n_nodes-1 are node bridges (cbr0), n_nodes is the node-network segment
     br_name: tuple[str, ...]
     br_local_if: np.ndarray  # int32, the bridge device itself (cbr0), -1 for the segment

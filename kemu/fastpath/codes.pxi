@@ -40,6 +40,7 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     DROP_HOP_LIMIT = 13
     DROP_FRAGMENT = 14
     DROP_MARTIAN = 15
+    DROP_FRAG_NEEDED = 18
     EV_BR_FDB = 1
     EV_BR_FLOOD = 2
     EV_BR_LOCAL = 3
@@ -124,6 +125,7 @@ _CODES = (
     ('DROP_HOP_LIMIT', DROP_HOP_LIMIT, _C),
     ('DROP_FRAGMENT', DROP_FRAGMENT, _C),
     ('DROP_MARTIAN', DROP_MARTIAN, _C),
+    ('DROP_FRAG_NEEDED', DROP_FRAG_NEEDED, _C),
     ('EV_BR_FDB', EV_BR_FDB, _C),
     ('EV_BR_FLOOD', EV_BR_FLOOD, _C),
     ('EV_BR_LOCAL', EV_BR_LOCAL, _C),

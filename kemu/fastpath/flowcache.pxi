@@ -127,7 +127,8 @@ cdef inline void prefetch_flows(DP* dp, const uint8_t* bp, int64_t blen, const i
 #   rare work (new flows, floods, NAT of ICMP errors, VXLAN, ...), no table change;
 # - it holds while fc_gen() is unchanged (FDB and neighbour tables, API writes), while each
 #   of its conntrack entries keeps its incarnation and has not expired, while each FDB entry
-#   it forwards by is fresh, and while the TTL outlasts its routing hops.
+#   it forwards by is fresh, while the TTL outlasts its routing hops, and for frames no longer
+#   than the smallest MTU its routing hops checked (``max_len``: a longer one may be refused).
 # Linux does the same for established flows with its netfilter flowtable.
 cdef int64_t fc_default = 1     # new Datapaths use the flow cache (``_set_flow_cache``)
 
@@ -201,6 +202,7 @@ cdef bint fc_try(DP* dp, const uint8_t* f, int64_t ln, const FcKey* fk) noexcept
         E = &dp.fc[idx]
         if (E.gen == gen and E.key[0] == key[0] and E.key[1] == key[1]
                 and E.key[2] == key[2] and E.key[3] == key[3] and ttl > E.ttl_k
+                and kemu_rd16(f + 16) <= E.max_len
                 and kemu_sum_words(f + 14, 20) == 0xFFFF):
             for k in range(E.n_ct):
                 e = E.ct[k] >> 1
@@ -239,6 +241,7 @@ cdef bint fc_try(DP* dp, const uint8_t* f, int64_t ln, const FcKey* fk) noexcept
     dp.tr_nc = 0
     dp.tr_nct = 0
     dp.tr_k = 0
+    dp.tr_mtu = 0xFFFF
     dp.tr_nout = 0
     return False
 
@@ -273,6 +276,7 @@ cdef void fc_insert(DP* dp) noexcept nogil:
     E.out_reason = <int16_t>dp.tr_out_reason
     E.out_kind = <uint8_t>dp.tr_out_kind
     E.ttl_k = <uint8_t>dp.tr_k
+    E.max_len = <uint16_t>dp.tr_mtu
     E.n_learn = <uint8_t>dp.tr_nl
     E.n_check = <uint8_t>dp.tr_nc
     E.n_ct = <uint8_t>dp.tr_nct

@@ -18,6 +18,7 @@ cdef int load_tables(Datapath self, tables) except -1:
     if_peer = _i32(t.if_peer)
     if_bridge = _i32(t.if_bridge)
     if_hairpin = _i32(t.if_hairpin)
+    if_mtu = _i32(t.if_mtu)
     if_mac = np.ascontiguousarray(t.if_mac, dtype=np.int64)
     if_ip = np.ascontiguousarray(t.if_ip, dtype=np.uint32)
     br_local_if = _i32(t.br_local_if)
@@ -120,7 +121,7 @@ cdef int load_tables(Datapath self, tables) except -1:
         free(cands)
         raise MemoryError()
     cdef const int32_t[::1] v_kind = if_kind, v_node = if_node, v_peer = if_peer
-    cdef const int32_t[::1] v_bridge = if_bridge, v_hairpin = if_hairpin
+    cdef const int32_t[::1] v_bridge = if_bridge, v_hairpin = if_hairpin, v_mtu = if_mtu
     cdef const int64_t[::1] v_mac = if_mac
     cdef const uint32_t[::1] v_ip = if_ip
     cdef Py_ssize_t j
@@ -130,6 +131,7 @@ cdef int load_tables(Datapath self, tables) except -1:
         ifs[j].peer = v_peer[j]
         ifs[j].bridge = v_bridge[j]
         ifs[j].hairpin = v_hairpin[j]
+        ifs[j].mtu = <uint16_t>(v_mtu[j] if 0 <= v_mtu[j] <= 0xFFFF else 0xFFFF)
         ifs[j].mac = v_mac[j]
         ifs[j].ip = v_ip[j]
     ht_clear(&self.dp.fe)
@@ -263,7 +265,8 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
         raise ValueError(f"inconsistent tables: {what}")
 
     for name, arr in (("if_node", if_node), ("if_peer", if_peer), ("if_bridge", if_bridge),
-                      ("if_mac", t.if_mac), ("if_ip", t.if_ip), ("if_hairpin", t.if_hairpin)):
+                      ("if_mac", t.if_mac), ("if_ip", t.if_ip), ("if_hairpin", t.if_hairpin),
+                      ("if_mtu", t.if_mtu)):
         if len(arr) != n_if:
             bad(f"{name} has {len(arr)} entries, not {n_if}")
     for name, arr in (("node_eth_if", node_eth_if), ("node_br_if", node_br_if),

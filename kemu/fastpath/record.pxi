@@ -132,7 +132,7 @@ cdef int end(DP* dp, Item* it, int kind, int reason, int iface, int64_t a,
         dp.tr_out_a = a
     if it.ctx.new and kind == OUT_DROPPED and it.ctx.ct >= 0:
         if (reason == DROP_TTL_EXCEEDED or reason == DROP_REJECT_NO_ENDPOINTS
-                or reason == DROP_NO_ROUTE):
+                or reason == DROP_NO_ROUTE or reason == DROP_FRAG_NEEDED):
             # unconfirmed, but still RELATED to the ICMP error this drop causes
             dp.ce[it.ctx.ct].expires = dp.now
         else:

@@ -73,6 +73,16 @@ cdef inline bint neigh_cache(DP* dp, int node, uint32_t ip, HSlot* slot,
     return True
 
 
+cdef inline bint too_big(DP* dp, const uint8_t* d, int out_if) noexcept nogil:
+    """reference ``_too_big``: an IPv4 packet with DF set longer than ``out_if``'s MTU
+    (``ip_exceeds_mtu``: the total length against the device MTU, L2-2). The size a path's
+    cached replay may take is the smallest MTU it met (``tr_mtu``, the flow cache)."""
+    cdef uint32_t mtu = dp.ifs[out_if].mtu
+    if mtu < dp.tr_mtu:
+        dp.tr_mtu = mtu
+    return rd16(d, 16) > mtu and (rd16(d, 20) & 0x4000) != 0
+
+
 cdef int output(DP* dp, Item* it, int node, int out_if, uint32_t nh) noexcept nogil:
     """POSTROUTING then neighbour output (ip_finish_output2)."""
     postrouting(dp, it, node, out_if)
@@ -157,6 +167,8 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
     ttl = old >> 8     # a wider load of the same bytes, which stalls store forwarding)
     if ttl <= 1:
         return end(dp, it, OUT_DROPPED, DROP_TTL_EXCEEDED, i, 0, True)
+    if too_big(dp, d, out_if):  # ip_forward: before the TTL decrement and FORWARD
+        return end(dp, it, OUT_DROPPED, DROP_FRAG_NEEDED, i, dp.ifs[out_if].mtu, True)
     # ip_forward decrements the TTL before the FORWARD hook: a REJECT quotes TTL-1
     wr16(d, 22, old - 0x100)
     wr16(d, 24, csum_replace16(rd16(d, 24), old, old - 0x100))
@@ -196,4 +208,6 @@ cdef int st_local_out(DP* dp, Item* it) noexcept nogil:
     verdict = filter_forward(it)
     if verdict:
         return end(dp, it, OUT_DROPPED, verdict, loc, 0, True)
+    if too_big(dp, d, out_if):  # ip_fragment refuses a DF packet (the sender's own error)
+        return end(dp, it, OUT_DROPPED, DROP_FRAG_NEEDED, loc, dp.ifs[out_if].mtu, True)
     return output(dp, it, node, out_if, nh)

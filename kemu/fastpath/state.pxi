@@ -11,7 +11,8 @@ ctypedef struct IfInfo:          # one interface, direct-indexed by id
     int32_t node
     int32_t peer
     int32_t bridge
-    int32_t hairpin
+    uint16_t hairpin
+    uint16_t mtu                 # L2-2 (65536 of lo held as 65535: no IPv4 packet is longer)
 
 ctypedef struct NShared:         # a node-network neighbour every node knows (but its own)
     int64_t mac                  # the last seeded address, from node ``node``: every other
@@ -105,7 +106,8 @@ ctypedef struct FcE:             # a cached path of an established flow: two cac
     uint8_t n_learn
     uint8_t n_check
     uint8_t n_ct
-    uint8_t pad[5]
+    uint16_t max_len             # the smallest MTU the path met: longer frames take the stages
+    uint8_t pad[2]
     int32_t learn[FC_N]          # FDB slots the path refreshes (seen = now; port unchanged)
     int32_t check[FC_N]          # FDB slots the path forwards by (must not have aged)
     int32_t ct[FC_N]             # conntrack entry * 2 + is_reply, in path order
@@ -212,6 +214,7 @@ ctypedef struct DP:
     int32_t tr_nc
     int32_t tr_nct
     int32_t tr_k
+    uint32_t tr_mtu               # the smallest MTU the traced path checked (too_big)
     int32_t tr_nout
     int32_t tr_learn[FC_N]
     int32_t tr_check[FC_N]

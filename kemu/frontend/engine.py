@@ -296,7 +296,8 @@ class Engine:
                 if self.respond:
                     out.extend(self._node_answer(data, iface, idx))
             elif kind == C.OUT_DROPPED and reason in ICMP_FOR_DROP:
-                err = self._node_icmp(data, iface, *ICMP_FOR_DROP[reason])
+                err = self._node_icmp(data, iface, *ICMP_FOR_DROP[reason],
+                                      mtu=a if reason == C.DROP_FRAG_NEEDED else 0)
                 if err is not None:
                     out.append(err + ("icmp-error", idx))
             elif kind == C.OUT_NEIGH:
@@ -357,7 +358,7 @@ class Engine:
             return []
         return [(ans, int(t.node_local_if[node]), C.INJ_TX, "answer", idx)]
 
-    def _node_icmp(self, data: bytes, iface: int, typ: int, code: int
+    def _node_icmp(self, data: bytes, iface: int, typ: int, code: int, mtu: int = 0
                    ) -> tuple[bytes, int, int] | None:
         """The ICMP error a node kernel sends about a frame it dropped (``icmp_send``): from
         the destination when that is the node's own address (RTCF_LOCAL), else from the
@@ -372,7 +373,7 @@ class Engine:
         owner = t.owner_of(dst)
         local = owner >= 0 and int(t.if_node[owner]) == node and int(t.if_kind[owner]) in (
             C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP)
-        return (icmp_error(data, typ, code, src=dst if local else 0),
+        return (icmp_error(data, typ, code, src=dst if local else 0, mtu=mtu),
                 int(t.node_local_if[node]), C.INJ_TX)
 
     def _resolve(self, data: bytes, out_if: int, nexthop: int, idx: int) -> list:

@@ -235,7 +235,8 @@ class Trace:
                         continue
                     action = "Rejected" if a == C.DROP_REJECT_NO_ENDPOINTS else "Dropped"
                     comp = {C.DROP_REJECT_NO_ENDPOINTS: "LB", C.DROP_NO_LOCAL_ENDPOINTS: "LB",
-                            C.DROP_TTL_EXCEEDED: "Routing", C.DROP_NO_ROUTE: "Routing"
+                            C.DROP_TTL_EXCEEDED: "Routing", C.DROP_NO_ROUTE: "Routing",
+                            C.DROP_FRAG_NEEDED: "Routing"
                             }.get(a, "Forwarding")
                 o = Observation(node, comp, action, event_text(t, kind, a, b, c),
                                 t.if_name[iface])
@@ -387,5 +388,7 @@ def _summary(data: bytes) -> str:
                                                        (8, "P")) if fl & bit) + "]"
         return f"{name} {src}:{sp} > {dst}:{dp}{extra} ttl {ttl}"
     if proto == C.PROTO_ICMP and len(data) >= l4 + 2:
-        return f"ICMP {src} > {dst} type {data[l4]} code {data[l4 + 1]} ttl {ttl}"
+        mtu = (f" mtu {u16(data, l4 + 6)}" if data[l4] == 3 and data[l4 + 1] == 4
+               and len(data) >= l4 + 8 else "")  # RFC 1191's next-hop MTU
+        return f"ICMP {src} > {dst} type {data[l4]} code {data[l4 + 1]}{mtu} ttl {ttl}"
     return f"IP {src} > {dst} proto {proto} ttl {ttl}"

@@ -28,9 +28,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("-D", "--destination", required=True,
                    help="ns/pod, ns/svc, ext/<host>, node or IP")
     p.add_argument("-p", "--protocol", default="tcp",
-                   help="tcp|udp|icmp[,dport=N][,sport=N][,flags=S][,ttl=N] (default tcp, "
-                        "dport: the service's first port, else 80; udp to port 53 sends a "
-                        "DNS query)")
+                   help="tcp|udp|icmp[,dport=N][,sport=N][,flags=S][,ttl=N][,size=N][,df] "
+                        "(default tcp, dport: the service's first port, else 80; udp to "
+                        "port 53 sends a DNS query; size: the IPv4 total length, padded; "
+                        "df: Don't Fragment set)")
     level = p.add_mutually_exclusive_group()
     level.add_argument("--detailed", dest="level", action="store_const", const="detailed",
                        help="every hop: interface, packet and the datapath's decisions")
@@ -62,9 +63,13 @@ def parse_protocol(spec: str) -> tuple[str, dict[str, str]]:
         raise KemuError(f"-p {spec!r}: protocol must be tcp, udp or icmp")
     fields = {}
     for part in parts[1:]:
+        if part.lower() == "df":
+            fields["df"] = "1"
+            continue
         key, eq, value = part.partition("=")
-        if not eq or key not in ("dport", "sport", "flags", "ttl"):
-            raise KemuError(f"-p {spec!r}: {part!r} is not dport=, sport=, flags= or ttl=")
+        if not eq or key not in ("dport", "sport", "flags", "ttl", "size"):
+            raise KemuError(f"-p {spec!r}: {part!r} is not dport=, sport=, flags=, ttl=, "
+                            "size= or df")
         if key != "flags" and not value.isdigit():
             raise KemuError(f"-p {spec!r}: {key} must be a number")
         fields[key] = value
@@ -104,6 +109,7 @@ def destination(emu, spec: str) -> tuple[str, int | None]:  # noqa: ANN001
 def run(args: argparse.Namespace) -> int:
     from scapy.layers.inet import ICMP, IP, TCP, UDP
 
+    from kemu.errors import KemuError
     from kemu.frontend.api import EmulatedCluster
     from kemu.frontend.cli import load
 
@@ -111,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     emu = EmulatedCluster(load(args), backend=args.backend, seed=args.seed,
                           respond=not args.no_respond, cold=args.cold)
     dst, default_port = destination(emu, args.destination)
-    ip = IP(dst=dst, ttl=int(fields.get("ttl", 64)))
+    ip = IP(dst=dst, ttl=int(fields.get("ttl", 64)), flags="DF" if "df" in fields else 0)
     dport = int(fields.get("dport", default_port or 80))
     sport = int(fields.get("sport", 40000))
     if proto == "tcp":
@@ -120,6 +126,12 @@ def run(args: argparse.Namespace) -> int:
         pkt = ip / UDP(sport=sport, dport=dport) / (_dns_query(emu) if dport == 53 else b"kemu")
     else:
         pkt = ip / ICMP(id=1, seq=1) / b"kemu"
+    if "size" in fields:
+        size = int(fields["size"])
+        if not len(pkt) <= size <= 65535:
+            raise KemuError(f"-p {args.protocol!r}: size must be {len(pkt)}..65535")
+        if size > len(pkt):
+            pkt = pkt / (b"\0" * (size - len(pkt)))
     trace = emu.send(pkt, src=args.source)
     verdict = trace.verdict()
     if args.output in ("json", "yaml"):

@@ -46,11 +46,13 @@ No ``uid``, ``resourceVersion`` or timestamps: kemu has none. ``-o name`` prints
   (``node-eth``, ``bridge``, ``veth``, ``vtep``, ``pod-eth``, ``pod-lo``, ``external``,
   ``gateway``); ``kernelName``: str (the name a Linux node would give it, <= 15 characters);
   ``node``: str | null (the node it is on; null for external hosts and the gateway); ``mac``:
-  str; ``ip``: str | null; ``mtu``: int (*assumed*, not modelled: the datapath has no MTU and
-  never fragments or drops for size; this is the value a Linux node would use: the kemu Cluster
-  document's ``spec.mtu``, default 1500, for every device, that minus 50 for ``flannel.1`` (the
-  VXLAN overhead: 1450 by default), 65536 for ``lo``); ``owner``: {``kind``: ``Node`` | ``Pod``
-  | ``ExternalHost`` | ``Gateway``, ``name``: str (``ns/pod`` for pods)} (a veth is its pod's);
+  str; ``ip``: str | null; ``mtu``: int (the device's MTU, as the datapath enforces it: the
+  kemu Cluster document's ``spec.mtu``, default 1500, for node uplinks, external hosts and
+  the gateway; in VXLAN mode that minus 50 for ``flannel.1`` and, as flannel's CNI plugin
+  hands ``FLANNEL_MTU`` to the bridge plugin, for ``cbr0``, the veths and the pods'
+  ``eth0``; host-gw: every device the same; 65536 for ``lo``); ``owner``: {``kind``:
+  ``Node`` | ``Pod`` | ``ExternalHost`` | ``Gateway``, ``name``: str (``ns/pod`` for pods)}
+  (a veth is its pod's);
   ``peer``: str | null (the other end of a veth pair); ``bridge``: str | null (the bridge or
   segment it is a port of: ``node1/cbr0``, ``node-network``); ``hairpin``: bool;
   ``description``: str (the pcapng's interface description).
@@ -112,8 +114,6 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 SLICE_CONTROLLER = "endpointslice-controller.k8s.io"
 TERMINATING_SINCE = "1970-01-01T00:00:00Z"  # kemu has no object clock (workloads.pod_to_dict)
-LO_MTU = 65536
-VXLAN_OVERHEAD = 50
 
 # resource -> (kind for -o name, namespaced)
 KINDS: dict[str, tuple[str, bool]] = {
@@ -420,7 +420,6 @@ OWNER_KINDS = {C.IF_POD_ETH: "Pod", C.IF_POD_LO: "Pod", C.IF_VETH: "Pod",
 def interface_items(cluster: Cluster, t: Tables, ns: str | None = None
                     ) -> list[dict[str, Any]]:
     """Every device (module docstring); with ``ns``, only those of that namespace's pods."""
-    mtu = cluster.config.mtu
     out = []
     for i in range(t.n_ifaces):
         kind = int(t.if_kind[i])
@@ -446,8 +445,7 @@ def interface_items(cluster: Cluster, t: Tables, ns: str | None = None
             "node": t.node_name[node] if node >= 0 else None,
             "mac": mac_str(t.if_mac[i]),
             "ip": ip_str(t.if_ip[i]) if int(t.if_ip[i]) else None,
-            "mtu": LO_MTU if kind == C.IF_POD_LO else (
-                mtu - VXLAN_OVERHEAD if kind == C.IF_VTEP else mtu),
+            "mtu": int(t.if_mtu[i]),
             "owner": {"kind": owner_kind, "name": owner},
             "peer": t.if_name[peer] if peer >= 0 and peer != i else None,
             "bridge": t.br_name[bridge] if bridge >= 0 else None,

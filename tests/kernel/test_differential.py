@@ -37,6 +37,7 @@ Each scenario runs in the kernel once and its capture is reused for every kemu b
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import socket
@@ -121,6 +122,9 @@ def summary(frame: bytes, roles: dict[str, str]) -> tuple[str, Decoded]:
         s += f" [{d.flags}]"
     elif d.proto == 1:
         s += f" type={d.icmp_type}/{d.icmp_code}"
+        if d.icmp_type == 3 and d.icmp_code == 4 and len(frame) >= 14 + 20 + 8:
+            l4 = 14 + (frame[14] & 0xF) * 4  # RFC 1191: the next-hop MTU
+            s += f" mtu={int.from_bytes(frame[l4 + 6:l4 + 8], 'big')}"
         if d.icmp_id is not None:
             s += f" id={d.icmp_id}"
         if d.inner is not None:
@@ -618,6 +622,37 @@ def test_no_route(pair: Pair, tmp_path: Path) -> None:
          / ICMP(id=p.port))
     k, e = p.run([("ext:client", f)], env=lambda: _node3_without_default_route(p.k))
     compare(k, e, keep=lambda r: icmp_id(p.port)(r) or quoting(r, "8.8.8.8"))
+
+
+@contextlib.contextmanager
+def _node1_eth0_mtu(k: Kernel, mtu: int) -> Iterator[None]:
+    k.kc.exec("node:node1", "ip", "link", "set", "dev", "eth0", "mtu", str(mtu))
+    try:
+        yield
+    finally:
+        k.kc.exec("node:node1", "ip", "link", "set", "dev", "eth0", "mtu", "1500")
+
+
+def test_frag_needed_from_the_node(pair: Pair) -> None:
+    """L2-2 (ip_forward's ip_exceeds_mtu): node1's eth0 lowered to 1400; a 1500-byte DF
+    segment a -> c is refused on node1, which answers ICMP 3/4 with the next-hop MTU 1400
+    from 10.244.0.1, quoting TTL 64 (before the decrement); nothing leaves node1. kemu gets
+    the same MTU for node1/eth0 through its tables (the Cluster's ``spec.mtu`` is one value
+    for every uplink)."""
+    p = pair
+    t = p.emu.tables
+    mtu = t.if_mtu.copy()
+    mtu[t.iface("node1/eth0")] = 1400
+    p.emu.engine.tables = dataclasses.replace(t, if_mtu=mtu)
+    p.emu.engine.dp.load(p.emu.engine.tables)
+    f = (Ether(src=p.mac["default/a"], dst=p.mac["node1/cbr0"])
+         / IP(src=A, dst=C_, flags="DF") / TCP(sport=p.port, dport=8080, flags="A", seq=1)
+         / (b"k" * 1460))
+    assert len(f) == 1514
+    k, e = p.run([("pod:default/a", f)], env=lambda: _node1_eth0_mtu(p.k, 1400))
+    compare(k, e, keep=flow(p.port))
+    assert any("type=3/4 mtu=1400" in r.what and r.iface == "default/a/eth0" for r in k), fmt(k)
+    assert not any(r.iface == "node1/eth0" for r in k if flow(p.port)(r)), fmt(k)
 
 
 # --------------------------------------------------------------------------------------------

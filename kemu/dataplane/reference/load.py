@@ -57,6 +57,7 @@ class Load(State):
         self.if_peer = [int(x) for x in t.if_peer]
         self.if_bridge = [int(x) for x in t.if_bridge]
         self.if_hairpin = [int(x) for x in t.if_hairpin]
+        self.if_mtu = [int(x) for x in t.if_mtu]
         if old is not None and old is not tables:
             self.fdb.clear()
             self._remap_conntrack()

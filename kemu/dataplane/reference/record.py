@@ -64,7 +64,8 @@ class Record(Conntrack):
         """Terminal outcome of one copy; pending events attach to its last hop."""
         res = self.res
         if it.ctx.new and kind == C.OUT_DROPPED and it.ctx.ct is not None:
-            if reason in (C.DROP_TTL_EXCEEDED, C.DROP_REJECT_NO_ENDPOINTS, C.DROP_NO_ROUTE):
+            if reason in (C.DROP_TTL_EXCEEDED, C.DROP_REJECT_NO_ENDPOINTS, C.DROP_NO_ROUTE,
+                          C.DROP_FRAG_NEEDED):
                 # unconfirmed, but the ICMP error this drop causes is still RELATED to it
                 # (the kernel attaches the entry to the error): it expires right away
                 it.ctx.ct.expires = self.now

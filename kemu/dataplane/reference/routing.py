@@ -2,14 +2,15 @@
 
 Owns ``Routing``: a node's device receiving (``_node_rcv``: on to the node's IP stack),
 ``_node_in`` (ip_rcv's checks, PREROUTING unless the bridge ran it, then local input or
-forward: LPM route, TTL, filter FORWARD), ``_local_in`` (delivery, or the VXLAN socket:
+forward: LPM route, TTL, the out device's MTU for DF packets (``_too_big``: ICMP 3/4 from
+the slow path), filter FORWARD), ``_local_in`` (delivery, or the VXLAN socket:
 ``tunnel.py``), ``_local_out`` (the node's own packets: route, nat OUTPUT sharing
-KUBE-SERVICES, S-1, filter OUTPUT, POSTROUTING), ``_output`` (POSTROUTING then neighbour
-output, ip_finish_output2: a miss holds the packet, a hit caches the header) and the route
-lookup (``_route_id``, ``_route_dev``: R-1, R-2).
+KUBE-SERVICES, S-1, filter OUTPUT, the MTU, POSTROUTING), ``_output`` (POSTROUTING then
+neighbour output, ip_finish_output2: a miss holds the packet, a hit caches the header) and
+the route lookup (``_route_id``, ``_route_dev``: R-1, R-2).
 
 Compiled twin: ``kemu/fastpath/routing.pxi``.
-SEMANTICS ids: R-1, R-2, S-1, S-9.
+SEMANTICS ids: R-1, R-2, S-1, S-9, L2-2.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
         ttl = d[22]
         if ttl <= 1:
             return self._end(it, C.OUT_DROPPED, C.DROP_TTL_EXCEEDED, i, keep=True)
+        if self._too_big(d, out_if):  # ip_forward: before the TTL decrement and FORWARD
+            return self._end(it, C.OUT_DROPPED, C.DROP_FRAG_NEEDED, i, self.if_mtu[out_if],
+                             keep=True)
         # ip_forward decrements the TTL before the FORWARD hook: a REJECT quotes TTL-1
         old = u16(d, 22)
         d[22] = ttl - 1
@@ -112,7 +116,15 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
         verdict = self._filter_forward(it)
         if verdict:
             return self._end(it, C.OUT_DROPPED, verdict, loc, keep=True)
+        if self._too_big(d, out_if):  # ip_fragment refuses a DF packet (the sender's own error)
+            return self._end(it, C.OUT_DROPPED, C.DROP_FRAG_NEEDED, loc, self.if_mtu[out_if],
+                             keep=True)
         self._output(it, node, out_if, nh, stack)
+
+    def _too_big(self, d: bytearray, out_if: int) -> bool:
+        """An IPv4 packet with DF set longer than ``out_if``'s MTU (``ip_exceeds_mtu``: the
+        total length against the device MTU, L2-2): refused with ICMP 3/4 (the slow path)."""
+        return u16(d, 16) > self.if_mtu[out_if] and bool(u16(d, 20) & 0x4000)
 
     def _output(self, it: Item, node: int, out_if: int, nh: int, stack: list[Item]) -> None:
         """POSTROUTING then neighbour output (ip_finish_output2)."""

@@ -110,6 +110,7 @@ class State:
     if_peer: list[int]
     if_bridge: list[int]
     if_hairpin: list[int]
+    if_mtu: list[int]
     # the frame being run (Stages._frame)
     now: int                                         # its timestamp (ns)
     res: Results
