@@ -142,6 +142,14 @@ class Engine:
         """The state as it is: a warm start's entries are there once a frame has run."""
         return dump_state(self.tables, self.dp.state())
 
+    def settle(self) -> None:
+        """Tables current and a due warm start's learning done now (at the engine's
+        clock), before a tool writes state over it (``flush_fdb``, ``delete_neighbour``)."""
+        self.sync()
+        if self._warm_due:
+            self.learn_all(self.clock_ns)
+            self._warm_due = False
+
     def learn_all(self, now: int) -> None:
         """A warm start: every bridge port's MAC learned and (without static neighbours)
         every node's neighbours resolved at ``now``, as after a while of traffic."""
