@@ -365,26 +365,45 @@ def _count(res: Results, n: int, summary: ReplaySummary, impl: ModuleType) -> No
 
 def _respond(emu: Emulation, res: Results, batch: Batch, writer: HopWriter | None,
              flowlog: FlowLog | None, summary: ReplaySummary) -> None:
-    """Answers of emulated stacks and node ICMP errors, a microsecond after their trigger."""
+    """Answers of emulated stacks and node ICMP errors, a microsecond after their trigger,
+    and the answers to those (an ARP request, its reply, the frames held for it, their
+    answers, ...) for as many rounds as ``send`` follows (``MAX_ROUNDS``, the same loop as
+    ``Engine.exchange``, ARP that went unanswered included: ICMP host unreachable)."""
     eng = emu.engine
-    from kemu.frontend.engine import Packet
+    from kemu.frontend.engine import MAX_ROUNDS, Packet
 
     packets = [Packet("injected", k) for k in range(len(batch))]
     eng.collect(res, packets, 0)
+    ts = [int(x) for x in batch.ts_ns]
     frames = []
     for idx, p in enumerate(packets):
         for f, i, m, _origin, _parent in eng.follow_up(p, idx):
-            frames.append((f, i, m, int(batch.ts_ns[idx]) + 1000))
-    if not frames:
-        return
-    ab = Batch.from_frames(frames)
-    ares = Results(hops=4096)
-    eng.run(ab, ares)
-    summary.answers += len(frames)
-    if writer is not None:
-        summary.hops_written += writer.write(ares, ab.ts_ns)
-    if flowlog is not None:
-        flowlog.write_batch(ares, ab.ts_ns)
+            frames.append((f, i, m, ts[idx] + 1000))
+    for _round in range(1, MAX_ROUNDS):
+        if not frames and eng._held:  # ARP went unanswered: host unreachable
+            for (_node, _ip), held in sorted(eng._held.items()):
+                for f, i, _m in held:
+                    err = eng._node_icmp(f, i, 3, 1)
+                    if err is not None:
+                        frames.append(err + (max(ts) + 1000,))
+            eng._held.clear()
+        if not frames:
+            return
+        ab = Batch.from_frames(frames)
+        ares = Results(hops=4096)
+        eng.run(ab, ares)
+        summary.answers += len(frames)
+        if writer is not None:
+            summary.hops_written += writer.write(ares, ab.ts_ns)
+        if flowlog is not None:
+            flowlog.write_batch(ares, ab.ts_ns)
+        packets = [Packet("answer", k) for k in range(len(ab))]
+        eng.collect(ares, packets, 0)
+        ts = [int(x) for x in ab.ts_ns]
+        frames = []
+        for idx, p in enumerate(packets):
+            for f, i, m, _origin, _parent in eng.follow_up(p, idx):
+                frames.append((f, i, m, ts[idx] + 1000))
 
 
 def _endpoint_infos(emu: Emulation) -> dict[int, EndpointInfo]:
