@@ -339,3 +339,31 @@ def test_respond_follows_as_many_rounds_as_send(tmp_path: Path, backend: str) ->
                 "neigh": st["neigh"], "fdb": [e[:3] for e in st["fdb"]]}
 
     assert timeless(emu.engine.dp) == timeless(sender.engine.dp)
+
+
+def test_keep_l2_floods_an_unknown_mac(tmp_path: Path, backend: str) -> None:
+    """--inject-at rewrites a frame's Ethernet addresses as its sender's stack would;
+    --keep-l2 keeps them: a destination MAC the bridge has not learned is flooded to every
+    other port (L2-3) and ignored by hosts it is not for (the kernel's PACKET_OTHERHOST)."""
+    import kemu
+    from kemu.frontend.replay import ReplayOptions, replay
+
+    scenario = ROOT / "tests" / "data" / "scenario"
+    frame = Ether(src="02:94:16:80:91:8b", dst="02:00:00:00:00:99") / IP(
+        src="10.244.0.2", dst="10.244.0.3") / TCP(sport=40000, dport=80, flags="S")
+    cap = tmp_path / "unknown.pcap"
+    wrpcap(str(cap), [frame])
+    seen = {}
+    for keep in (False, True):
+        emu = kemu.load(scenario, backend=backend)
+        s = replay(emu, cap, tmp_path / f"{keep}.pcapng", tmp_path / f"{keep}.jsonl",
+                   options=ReplayOptions(inject_at="default/a/eth0", keep_l2=keep,
+                                         flow_format="kemu"))
+        seen[keep] = (s, (tmp_path / f"{keep}.jsonl").read_text())
+    fixed, kept = seen[False][0], seen[True][0]
+    assert fixed.delivered == 1 and not fixed.dropped  # rewritten: b's MAC, delivered
+    assert kept.delivered == 0 and kept.dropped  # kept: flooded, nobody's MAC
+    assert dict(kept.dropped) == {"ignored by every receiver": 1}
+    assert kept.hops_written > fixed.hops_written  # the flood's copies
+    assert main(["replay", "-f", str(scenario), "-r", str(cap), "--inject-at",
+                 "default/a/eth0", "--keep-l2", "--backend", backend]) == 0

@@ -8,9 +8,11 @@ the pod, external host, gateway or node owning the source IPv4 address (ARP: the
 address), else the interface owning the source MAC; frames with neither are counted by reason
 (or, with ``unknown_at_gateway``, enter from the gateway). A placed frame is transmitted by its
 owner with Ethernet addresses rewritten as the owner's stack would address it (captures from a
-real cluster carry that cluster's MACs, not kemu's). ``inject_at`` puts every frame at one
-interface instead. Emulated time follows the capture's timestamps. ``address_map`` rewrites a
-foreign capture's addresses onto the cluster's hosts first (``kemu.frontend.addrmap``).
+real cluster carry that cluster's MACs, not kemu's) unless ``keep_l2`` (then as captured: an
+unknown destination MAC is flooded by the bridge, a foreign one ignored by its receiver).
+``inject_at`` puts every frame at one interface instead. Emulated time follows the capture's
+timestamps. ``address_map`` rewrites a foreign capture's addresses onto the cluster's hosts
+first (``kemu.frontend.addrmap``).
 
 Output: a pcapng with every hop (``capture_points``: all, pods, drops), a Hubble-style flow
 log, and a ``ReplaySummary`` in tcpreplay's manner. Outputs are written under temporary names
@@ -88,6 +90,7 @@ class ReplayOptions:
     limit: int = 0                 # stop after this many input frames (0: all)
     loop: int = 1                  # replay the capture this many times
     inject_at: str | None = None
+    keep_l2: bool = False          # frames keep their own Ethernet addresses (no fix-up)
     respond: bool = False          # synthesize answers of emulated stacks and ICMP errors
     unknown_at_gateway: bool = False
     capture_points: str = "all"    # all | pods | drops
@@ -180,7 +183,8 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
         except KeyError:
             raise TopologyError(f"--inject-at: no interface {opts.inject_at!r}; interfaces are "
                                 f"named like {t.if_name[0]!r}, 'ns/pod/eth0'") from None
-    placer = Placer(t, inject_at, opts.unknown_at_gateway, placement_twins()[emu.backend])
+    placer = Placer(t, inject_at, opts.unknown_at_gateway, placement_twins()[emu.backend],
+                    keep_l2=opts.keep_l2)
     amap = None
     if opts.address_map:
         from kemu.frontend.addrmap import AddressMap, parse_rules
