@@ -78,3 +78,54 @@ def test_send_from_hostnetwork_pod_leaves_from_the_node(backend: str) -> None:
     # the node's client socket took the SYN-ACK: no RST answer to it
     assert not [f for f in trace.frames_at("node1/local", "out")
                 if TCP in Ether(f) and Ether(f)[TCP].flags & 0x04]
+
+
+WEB_HP = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+          "spec": {"nodeName": "node1", "containers": [
+              {"name": "w", "ports": [{"containerPort": 8080, "hostPort": 30800}]}]}}
+
+
+def test_hostport_from_outside_reaches_the_pod(backend: str) -> None:
+    emu = load(backend, WEB_HP)
+    node1 = str(emu.model.node("node1").internal_ip)
+    web = str(emu.model.pod("default", "web").ip)
+    trace = emu.send(syn(node1, 30800), src="ext/outside")
+    at_web = received(trace, "default/web/eth0")
+    # CNI-HOSTPORT-DNAT: to podIP:containerPort, the client's address kept (no SETMARK)
+    assert at_web[0].dst == web and at_web[0][TCP].dport == 8080
+    assert at_web[0].src == "172.18.0.200"
+    back = received(trace, "ext/outside/eth0")
+    assert back[-1][TCP].flags == "SA" and back[-1].src == node1 and back[-1][TCP].sport == 30800
+    assert f"DNAT {node1}:30800 -> {web}:8080 hostPort default/web" in trace.detailed()
+
+
+def test_hostport_is_mapped_on_its_node_only(backend: str) -> None:
+    emu = load(backend, WEB_HP)
+    node2 = str(emu.model.node("node2").internal_ip)
+    trace = emu.send(syn(node2, 30800), src="ext/outside")
+    assert not trace.frames_at("default/web/eth0")
+    back = received(trace, "ext/outside/eth0")
+    assert back[-1][TCP].flags == "RA" and back[-1].src == node2  # node2's own RST
+
+
+def test_hostport_from_a_pod_of_another_node(backend: str) -> None:
+    """node2 routes to node1's address untouched (not local there: no DNAT on node2; its
+    egress masquerade, flannel --ip-masq, takes the source); node1 maps it."""
+    emu = load(backend, WEB_HP)
+    node1 = str(emu.model.node("node1").internal_ip)
+    node2 = str(emu.model.node("node2").internal_ip)
+    trace = emu.send(syn(node1, 30800), src="default/client")
+    leaving = [Ether(f)[IP] for f in trace.frames_at("node2/eth0", "out")][0]
+    assert leaving.dst == node1 and leaving[TCP].dport == 30800
+    assert received(trace, "default/web/eth0")[0].src == node2
+    assert trace.verdict().reachable
+
+
+def test_hostport_hairpin_from_its_own_node_is_masqueraded(backend: str) -> None:
+    other = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "other"},
+             "spec": {"nodeName": "node1", "containers": [{"name": "c"}]}}
+    emu = load(backend, WEB_HP, other)
+    node1 = str(emu.model.node("node1").internal_ip)
+    trace = emu.send(syn(node1, 30800), src="default/other")
+    assert received(trace, "default/web/eth0")[0].src == str(emu.model.node("node1").gateway_ip)
+    assert trace.verdict().reachable
