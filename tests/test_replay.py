@@ -308,3 +308,62 @@ def test_reader_thread_and_window_rotation_change_nothing(tmp_path: Path, backen
     in_turn = outputs("in-turn")
     assert ahead == in_turn == default
     assert default[2]["packets"] == 4200 and default[2]["delivered"] == 3900
+
+
+def test_respond_follows_as_many_rounds_as_send(tmp_path: Path, backend: str) -> None:
+    """Without static neighbours on a cold cluster a SYN across nodes is an ARP chain: ARP
+    request, reply, the held SYN resumed, its SYN-ACK (and that one's ARP, ...): replay with
+    --respond answers every round, as ``send`` does (it stopped after the first)."""
+    import kemu
+    from kemu.frontend.replay import ReplayOptions, replay
+
+    scenario = ROOT / "tests" / "data" / "scenario"
+    syn = Ether(src="02:94:16:80:91:8b", dst="02:ba:4d:b8:5d:c3") / IP(
+        src="10.244.0.2", dst="10.244.1.2") / TCP(sport=40000, dport=80, flags="S")
+    sender = kemu.load(scenario, backend=backend, respond=True, static_neighbours=False,
+                       cold=True)
+    sent = sender.send(syn, src="default/a", time_ns=1_000_000)
+    rounds = len(sent.packets) - 1
+    assert rounds >= 4 and any(p.origin == "resumed" for p in sent.packets)
+    cap = tmp_path / "syn.pcap"
+    wrpcap(str(cap), [syn])
+    emu = kemu.load(scenario, backend=backend, respond=True, static_neighbours=False,
+                    cold=True)
+    s = replay(emu, cap, tmp_path / "o.pcapng", options=ReplayOptions(respond=True))
+    assert s.answers == rounds
+    # the same state as after send (the SYN-ACK came back: the flow is tracked as replied,
+    # every neighbour resolved), but for the times
+    def timeless(dp: object) -> dict:
+        st = dp.state()  # type: ignore[attr-defined]
+        return {"conntrack": [e[:13] + e[14:] for e in st["conntrack"]],
+                "neigh": st["neigh"], "fdb": [e[:3] for e in st["fdb"]]}
+
+    assert timeless(emu.engine.dp) == timeless(sender.engine.dp)
+
+
+def test_keep_l2_floods_an_unknown_mac(tmp_path: Path, backend: str) -> None:
+    """--inject-at rewrites a frame's Ethernet addresses as its sender's stack would;
+    --keep-l2 keeps them: a destination MAC the bridge has not learned is flooded to every
+    other port (L2-3) and ignored by hosts it is not for (the kernel's PACKET_OTHERHOST)."""
+    import kemu
+    from kemu.frontend.replay import ReplayOptions, replay
+
+    scenario = ROOT / "tests" / "data" / "scenario"
+    frame = Ether(src="02:94:16:80:91:8b", dst="02:00:00:00:00:99") / IP(
+        src="10.244.0.2", dst="10.244.0.3") / TCP(sport=40000, dport=80, flags="S")
+    cap = tmp_path / "unknown.pcap"
+    wrpcap(str(cap), [frame])
+    seen = {}
+    for keep in (False, True):
+        emu = kemu.load(scenario, backend=backend)
+        s = replay(emu, cap, tmp_path / f"{keep}.pcapng", tmp_path / f"{keep}.jsonl",
+                   options=ReplayOptions(inject_at="default/a/eth0", keep_l2=keep,
+                                         flow_format="kemu"))
+        seen[keep] = (s, (tmp_path / f"{keep}.jsonl").read_text())
+    fixed, kept = seen[False][0], seen[True][0]
+    assert fixed.delivered == 1 and not fixed.dropped  # rewritten: b's MAC, delivered
+    assert kept.delivered == 0 and kept.dropped  # kept: flooded, nobody's MAC
+    assert dict(kept.dropped) == {"ignored by every receiver": 1}
+    assert kept.hops_written > fixed.hops_written  # the flood's copies
+    assert main(["replay", "-f", str(scenario), "-r", str(cap), "--inject-at",
+                 "default/a/eth0", "--keep-l2", "--backend", backend]) == 0

@@ -294,6 +294,36 @@ def _compile_services(cluster: Cluster, node_index: dict[str, int]) -> dict:
                     fe.append((_ip(ip), port.port, proto, C.FE_LOAD_BALANCER, sp))
             if port.node_port and svc.type in ("NodePort", "LoadBalancer"):
                 fe.append((0, port.node_port, proto, C.FE_NODE_PORT, sp))
+    # hostPort (the CNI portmap plugin): CNI-HOSTPORT-DNAT, --dst-type LOCAL -p PROTO --dport
+    # HOSTPORT -j DNAT --to podIP:containerPort on the pod's node only: a frontend on each of
+    # that node's own addresses (eth0, cbr0, flannel.1), matched there only (FE_HOST_PORT)
+    for pi, pod in enumerate(cluster.pods):
+        ni = node_index.get(pod.node_name, -1)
+        if pod.host_network or ni < 0 or pod.ip is None:
+            continue  # a hostNetwork pod binds the node's port itself: nothing to map
+        node = cluster.nodes[ni]
+        local = [_ip(node.internal_ip), _ip(node.gateway_ip)]
+        if cluster.config.mode == "vxlan":
+            local.append(_ip(node.pod_cidr.network_address))
+        for cp in pod.container_ports():
+            if not cp.host_port:
+                continue
+            sp = len(sp_name)
+            proto = C.PROTO_NUMBERS[cp.protocol]
+            sp_name.append(f"{pod.key}:{cp.host_port}/{cp.protocol}")
+            sp_ip.append(_ip(node.internal_ip))
+            sp_port.append(cp.host_port)
+            sp_proto.append(proto)
+            sp_flags.append(C.SP_HOST_PORT)
+            sp_aff.append(0)
+            sp_start.append(len(be_ip))
+            sp_count.append(1)
+            be_ip.append(_ip(pod.ip))
+            be_port.append(cp.port)
+            be_node.append(ni)
+            be_pod.append(pi)
+            for ip in local:
+                fe.append((ip, cp.host_port, proto, C.FE_HOST_PORT, sp))
     fe.sort()
     return dict(
         fe_ip=np.array([f[0] for f in fe], dtype=np.uint32),

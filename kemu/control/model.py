@@ -98,6 +98,7 @@ class ContainerPort:
     name: str = ""
     # kemu extension (annotation kemu.dev/udp-echo): the emulated stack echoes UDP here.
     udp_echo: bool = False
+    host_port: int = 0  # 0: none; else the node's port the CNI portmap plugin maps here
 
 
 @dataclass
@@ -110,7 +111,8 @@ class Container:
 
     def clone(self) -> Container:
         """A deep copy (what ``copy.deepcopy`` gives, at a fraction of its cost)."""
-        return Container(self.name, [ContainerPort(p.port, p.protocol, p.name, p.udp_echo)
+        return Container(self.name, [ContainerPort(p.port, p.protocol, p.name, p.udp_echo,
+                                                   p.host_port)
                                      for p in self.ports], list(self.probe_ports))
 
 

@@ -168,6 +168,7 @@ def _parse_containers(f: Fields, spec: dict[str, Any], spath: str) -> list[Conta
             f.known(p, ppath, CONTAINER_PORT_FIELDS)
             number = f.integer(p, ppath, "containerPort", required=True, lo=1, hi=65535)
             protocol = f.protocol(p, ppath)
+            host_port = f.integer(p, ppath, "hostPort", lo=1, hi=65535) or 0
             pname = f.string(p, ppath, "name")
             if pname and (err := port_name_error(pname)):
                 f.problem(join(ppath, "name"), f"'{pname}' {err}")
@@ -186,7 +187,7 @@ def _parse_containers(f: Fields, spec: dict[str, Any], spath: str) -> list[Conta
                 continue
             owners[number, protocol] = name
             container.ports.append(ContainerPort(port=number, protocol=protocol,  # type: ignore[arg-type]
-                                                 name=pname))
+                                                 name=pname, host_port=host_port))
         container.probe_ports = probe_ports(c, container)
         containers.append(container)
     return containers

@@ -121,14 +121,20 @@ FE_CLUSTER_IP = 1
 FE_EXTERNAL_IP = 2
 FE_LOAD_BALANCER = 3
 FE_NODE_PORT = 4  # fe_ip is 0: matches any local address of the node (S-3 addrtype LOCAL)
+# a pod's hostPort (CNI portmap CNI-HOSTPORT-DNAT, --dst-type LOCAL): fe_ip is one address of
+# the node hosting the pod, matched only on that node; masquerade only from the node's own pod
+# subnet (CNI-HOSTPORT-SETMARK: hairpin)
+FE_HOST_PORT = 6
 
 FE_KIND_NAMES = {FE_CLUSTER_IP: "ClusterIP", FE_EXTERNAL_IP: "ExternalIP",
-                 FE_LOAD_BALANCER: "LoadBalancer", FE_NODE_PORT: "NodePort"}
+                 FE_LOAD_BALANCER: "LoadBalancer", FE_NODE_PORT: "NodePort",
+                 FE_HOST_PORT: "hostPort"}
 
 # Service-port flags (tables.sp_flags)
 SP_AFFINITY = 1          # sessionAffinity ClientIP (S-8)
 SP_ITP_LOCAL = 2         # internalTrafficPolicy Local
 SP_ETP_LOCAL = 4         # externalTrafficPolicy Local
+SP_HOST_PORT = 8         # not a Service: a pod's hostPort (named "ns/pod:hostPort/PROTO")
 
 # Conntrack entry flags
 CT_DNAT = 1

@@ -65,12 +65,14 @@ def event_text(t: Tables, kind: int, a: int, b: int, c: int) -> str:
     if kind == C.EV_DNAT:
         sp = int(t.fe_sp[a])
         fe_port = int(t.fe_port[a])
+        if int(t.fe_kind[a]) == C.FE_HOST_PORT:  # CNI portmap's CNI-HOSTPORT-DNAT
+            return f"DNAT {ip_str(c)}:{fe_port} -> {backend_text(t, b)} {_svc(t, sp)}"
         return (f"DNAT {ip_str(c)}:{fe_port} -> {backend_text(t, b)} svc {t.sp_name[sp]}"
                 f" ({C.FE_KIND_NAMES[int(t.fe_kind[a])]})")
     if kind == C.EV_CT_REUSE:
-        return f"conntrack: established, DNAT -> {backend_text(t, b)} svc {_sp(t, a)}"
+        return f"conntrack: established, DNAT -> {backend_text(t, b)} {_svc(t, a)}"
     if kind == C.EV_UNDNAT:
-        return f"conntrack: reply, un-DNAT src -> svc {_sp(t, a)}"
+        return f"conntrack: reply, un-DNAT src -> {_svc(t, a)}"
     if kind == C.EV_SNAT:
         return f"MASQUERADE src -> {ip_str(a)}:{b}"
     if kind == C.EV_UNSNAT:
@@ -110,6 +112,13 @@ AT_GATEWAY = "entered at the gateway: source unknown to the cluster"
 
 def _sp(t: Tables, sp: int) -> str:
     return t.sp_name[sp] if 0 <= sp < len(t.sp_name) else "?"
+
+
+def _svc(t: Tables, sp: int) -> str:
+    """``svc ns/name[:port]``, or ``hostPort ns/pod`` for a pod's hostPort mapping."""
+    if 0 <= sp < len(t.sp_name) and int(t.sp_flags[sp]) & C.SP_HOST_PORT:
+        return f"hostPort {t.sp_name[sp].split(':', 1)[0]}"
+    return f"svc {_sp(t, sp)}"
 
 
 def owner_text(t: Tables, iface: int) -> str:

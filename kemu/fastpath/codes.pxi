@@ -66,6 +66,7 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     RT_NODE_NET = 2
     FE_CLUSTER_IP = 1
     FE_NODE_PORT = 4
+    FE_HOST_PORT = 6
     SP_AFFINITY = 1
     SP_ITP_LOCAL = 2
     SP_ETP_LOCAL = 4
@@ -151,6 +152,7 @@ _CODES = (
     ('RT_NODE_NET', RT_NODE_NET, _C),
     ('FE_CLUSTER_IP', FE_CLUSTER_IP, _C),
     ('FE_NODE_PORT', FE_NODE_PORT, _C),
+    ('FE_HOST_PORT', FE_HOST_PORT, _C),
     ('SP_AFFINITY', SP_AFFINITY, _C),
     ('SP_ITP_LOCAL', SP_ITP_LOCAL, _C),
     ('SP_ETP_LOCAL', SP_ETP_LOCAL, _C),

@@ -339,6 +339,48 @@ cdef class Datapath:
         s.v0 = port
         s.v1 = now
 
+    def conntrack_flush(self, node=None) -> None:
+        """``conntrack -F`` on one node (every node: None); affinity records stay
+        (reference ``conntrack_flush``)."""
+        cdef DP* dp = &self.dp
+        cdef uint64_t i
+        cdef int e
+        dp.fc_bump += 1
+        todo = []
+        for i in range(dp.ct.mask + 1):
+            if dp.ct.s[i] and not (ct_val(dp, i) & 1):
+                e = ct_val(dp, i) >> 1
+                if node is None or dp.ce[e].node == node:
+                    todo.append(e)
+        for e in todo:
+            ct_delete(dp, e)
+        ct_reap(dp)
+
+    def fdb_flush(self, bridge: int) -> None:
+        """``bridge fdb flush dev BRIDGE`` (reference ``fdb_flush``)."""
+        cdef DP* dp = &self.dp
+        cdef uint64_t i
+        dp.fc_bump += 1
+        todo = []
+        for i in range(dp.fdb.mask + 1):
+            if dp.fdb.s[i].k1 and <int64_t>(dp.fdb.s[i].k1 & ~KEMU_OCC) == bridge:
+                todo.append((dp.fdb.s[i].k0, dp.fdb.s[i].k1 & ~KEMU_OCC))
+        for k0, k1 in todo:
+            ht_del(&dp.fdb, ht_find(&dp.fdb, k0, k1))
+
+    def neigh_delete(self, node: int, ip: int) -> bool:
+        """``ip neigh del IP`` on ``node`` (reference ``neigh_delete``): shared entries of
+        the node network are spelt out per node first, then the node's own one goes."""
+        cdef HSlot* s
+        self.dp.fc_bump += 1
+        if self.dp.n_sh:
+            self._spell_out_shared()
+        s = ht_find(&self.dp.neigh, <uint32_t>ip, <uint32_t>node)
+        if s == NULL:
+            return False
+        ht_del(&self.dp.neigh, s)
+        return True
+
     def neigh_lookup(self, node: int, ip: int) -> int:
         cdef HSlot* s
         return neigh_get(&self.dp, <int32_t>node, <uint32_t>ip, &s)

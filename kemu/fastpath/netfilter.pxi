@@ -106,6 +106,8 @@ cdef int prerouting_new(DP* dp, Item* it, int node, int proto, int l4, int sport
     ctx.new = 1
     if proto == PROTO_TCP or proto == PROTO_UDP:
         s = ht_find(&dp.fe, dip, (<uint64_t>proto << 16) | <uint64_t>dport)
+        if s != NULL and dp.fe_kind[s.v0] == FE_HOST_PORT and local_if_of(dp, node, dip) < 0:
+            s = NULL  # another node's hostPort: not a local address here
         if s == NULL and local_if_of(dp, node, dip) >= 0:
             s = ht_find(&dp.fe_np, 0, (<uint64_t>proto << 16) | <uint64_t>dport)
         if s != NULL:

@@ -26,7 +26,11 @@ cdef int service(DP* dp, Item* it, int e, int node, int fe, uint32_t sip, int sp
     cdef bint created
     cdef uint64_t h
     cdef CtE* E
-    if external:
+    cdef int32_t r
+    if kind == FE_HOST_PORT:  # CNI-HOSTPORT-SETMARK: from the node's own pod subnet
+        r = lpm_lookup(dp.lpm, sip)
+        masq = r >= 0 and dp.rt_kind[r] == RT_POD_CIDR and dp.rt_owner[r] == node
+    elif external:
         if not flags & SP_ETP_LOCAL:
             masq = True  # E-1: KUBE-EXT always marks for masquerade
         elif local_src:

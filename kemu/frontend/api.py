@@ -147,6 +147,37 @@ class EmulatedCluster:
         everything again before the next frame."""
         self.engine.reset()
 
+    # ------------------------------------------------------------ state a tool can set
+    def _node(self, node: str) -> int:
+        t = self.tables
+        name = node[5:] if node.startswith("node/") else node
+        if name not in t.node_name:
+            raise TopologyError(f"unknown node {node!r} (have: {', '.join(t.node_name)})")
+        return t.node_name.index(name)
+
+    def flush_conntrack(self, node: str | None = None) -> None:
+        """``conntrack -F`` on ``node`` (every node when None). ClientIP affinity records
+        (``recent`` lists) are not conntrack and stay."""
+        self.engine.settle()
+        self.engine.dp.conntrack_flush(None if node is None else self._node(node))
+
+    def flush_fdb(self, bridge: str) -> None:
+        """``bridge fdb flush`` of one bridge: ``node1/cbr0`` (or ``node1``: its pod
+        bridge), or ``node-network``. Nothing relearns it but traffic."""
+        t = self.tables
+        name = bridge if bridge in t.br_name else f"{bridge}/cbr0"
+        if name not in t.br_name:
+            raise TopologyError(f"unknown bridge {bridge!r} (have: {', '.join(t.br_name)})")
+        self.engine.settle()  # a warm start's learning first: the flush is over it
+        self.engine.dp.fdb_flush(t.br_name.index(name))
+
+    def delete_neighbour(self, node: str, ip: str) -> bool:
+        """``ip neigh del IP`` on ``node``; False if the node had no entry for it. Without
+        static neighbours the node ARPs again; with them nobody answers (ICMP 3/1)."""
+        n = self._node(node)
+        self.engine.settle()
+        return bool(self.engine.dp.neigh_delete(n, int(ipaddress.IPv4Address(ip))))
+
     def dump(self) -> str:
         """FDBs, conntrack, neighbours and affinity as deterministic text."""
         return self.engine.dump()

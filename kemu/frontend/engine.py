@@ -111,6 +111,8 @@ class Engine:
         self.dp = self.impl.Datapath(self.tables, seed, static_neighbours)
         self._stacks: dict[int, HostStack] = {}
         self._listening: dict[str, Listening] | None = None  # pod key -> listening set
+        # node -> what its hostNetwork pods listen on (``_node_listening``)
+        self._node_listen: dict[int, tuple[set[tuple[int, int]], set[int], bool]] = {}
         self._held: dict[tuple[int, int], list[tuple[bytes, int, int]]] = {}
         # per node: (proto, local port) of the connections the node's own processes opened
         # (kubelet probes, hostNetwork pods, ``-S node1``), as a pod's stack remembers its own
@@ -129,6 +131,7 @@ class Engine:
             self._stacks.clear()
             self._node_clients.clear()
             self._listening = None
+            self._node_listen.clear()
             self._warm_due = self.warm  # new pods, nodes or hosts: learned too
 
     def reset(self) -> None:
@@ -138,6 +141,14 @@ class Engine:
     def dump(self) -> str:
         """The state as it is: a warm start's entries are there once a frame has run."""
         return dump_state(self.tables, self.dp.state())
+
+    def settle(self) -> None:
+        """Tables current and a due warm start's learning done now (at the engine's
+        clock), before a tool writes state over it (``flush_fdb``, ``delete_neighbour``)."""
+        self.sync()
+        if self._warm_due:
+            self.learn_all(self.clock_ns)
+            self._warm_due = False
 
     def learn_all(self, now: int) -> None:
         """A warm start: every bridge port's MAC learned and (without static neighbours)
@@ -342,16 +353,43 @@ class Engine:
         st.clients = self._node_clients.setdefault(node, set())
         return st
 
+    def _node_listening(self, node: int) -> tuple[set[tuple[int, int]], set[int], bool]:
+        """What listens in a node's network namespace: the ports of its hostNetwork pods
+        (M-3: their sockets are the node's, bound on every node address), as
+        ``kemu.control.listen`` gives them; (listen, UDP echo ports, every port)."""
+        got = self._node_listen.get(node)
+        if got is not None:
+            return got
+        name = self.tables.node_name[node]
+        listen: set[tuple[int, int]] = set()
+        echo: set[int] = set()
+        listen_all = False
+        for pod in self.cluster.pods:
+            if not pod.host_network or pod.node_name != name:
+                continue
+            if self._listening is None:
+                self._listening = listening_map(self.cluster)
+            ls = self._listening[pod.key]
+            listen |= {(C.PROTO_NUMBERS[proto], port) for proto, port in ls.ports}
+            listen_all = listen_all or ls.all
+            echo |= {p.port for p in pod.container_ports() if p.udp_echo}
+        got = (listen, echo, listen_all)
+        self._node_listen[node] = got
+        return got
+
     def _node_answer(self, data: bytes, iface: int, idx: int) -> list:
-        """A node's own stack: it answers ping on its addresses, RSTs TCP and refuses UDP to
-        ports nothing listens on (no node services are modelled), from the address asked.
+        """A node's own stack: it answers ping on its addresses, SYN-ACKs TCP and answers
+        UDP on the ports its hostNetwork pods listen on (M-3), RSTs TCP and refuses UDP to
+        ports nothing listens on, from the address asked.
         Answers to the connections its own processes opened go to their sockets: a SYN-ACK
         completes the handshake without an answer (as a pod's emulated client does)."""
         t = self.tables
         if len(data) < 34 or u16(data, 12) != 0x0800:
             return []
         node = int(t.if_node[iface])
-        stack = HostStack(u32(data, 30), int(t.if_mac[iface]), seed=self.seed)
+        listen, echo, listen_all = self._node_listening(node)
+        stack = HostStack(u32(data, 30), int(t.if_mac[iface]), listen, echo, self.resolver,
+                          self.seed, listen_all)
         stack.clients = self._node_clients.get(node, set())
         ans = stack.answer(data)
         if ans is None:

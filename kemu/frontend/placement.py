@@ -33,9 +33,12 @@ class Placer:
     """Decides where each frame of a capture enters, vectorised over a chunk."""
 
     def __init__(self, t: Tables, inject_at: int | None, unknown_at_gateway: bool,
-                 impl: ModuleType | None = None) -> None:
+                 impl: ModuleType | None = None, keep_l2: bool = False) -> None:
         self.t = t
         self.inject_at = inject_at
+        # keep_l2: frames keep their own Ethernet addresses (INJ_TX, no fix-up): an unknown
+        # or foreign MAC is then flooded or ignored as the kernel would
+        self.fix_l2 = C.INJ_TX if keep_l2 else C.INJ_TX_FIXL2
         self.impl = impl or sys.modules[__name__]  # place_frames: this module's or compiled
         self.gateway = int(t.gateway_if) if unknown_at_gateway and t.gateway_if >= 0 else -1
         kinds = t.if_kind
@@ -60,7 +63,7 @@ class Placer:
         n = len(offsets)
         if self.inject_at is not None:
             kind = int(self.t.if_kind[self.inject_at])
-            mode = C.INJ_TX_FIXL2 if kind in (C.IF_POD_ETH, C.IF_EXT_ETH, C.IF_GW_ETH) \
+            mode = self.fix_l2 if kind in (C.IF_POD_ETH, C.IF_EXT_ETH, C.IF_GW_ETH) \
                 else C.INJ_RX
             return (np.full(n, self.inject_at, np.int32), np.full(n, mode, np.uint8),
                     np.zeros(n, np.int8))
@@ -71,7 +74,7 @@ class Placer:
             unknown = why == WHY_UNKNOWN
             iface[unknown] = self.gateway
             why[unknown] = WHY_AT_GATEWAY
-        return iface, np.full(n, C.INJ_TX_FIXL2, np.uint8), why
+        return iface, np.full(n, self.fix_l2, np.uint8), why
 
 
 def place_frames(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,

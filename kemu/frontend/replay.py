@@ -8,9 +8,11 @@ the pod, external host, gateway or node owning the source IPv4 address (ARP: the
 address), else the interface owning the source MAC; frames with neither are counted by reason
 (or, with ``unknown_at_gateway``, enter from the gateway). A placed frame is transmitted by its
 owner with Ethernet addresses rewritten as the owner's stack would address it (captures from a
-real cluster carry that cluster's MACs, not kemu's). ``inject_at`` puts every frame at one
-interface instead. Emulated time follows the capture's timestamps. ``address_map`` rewrites a
-foreign capture's addresses onto the cluster's hosts first (``kemu.frontend.addrmap``).
+real cluster carry that cluster's MACs, not kemu's) unless ``keep_l2`` (then as captured: an
+unknown destination MAC is flooded by the bridge, a foreign one ignored by its receiver).
+``inject_at`` puts every frame at one interface instead. Emulated time follows the capture's
+timestamps. ``address_map`` rewrites a foreign capture's addresses onto the cluster's hosts
+first (``kemu.frontend.addrmap``).
 
 Output: a pcapng with every hop (``capture_points``: all, pods, drops), a Hubble-style flow
 log, and a ``ReplaySummary`` in tcpreplay's manner. Outputs are written under temporary names
@@ -88,6 +90,7 @@ class ReplayOptions:
     limit: int = 0                 # stop after this many input frames (0: all)
     loop: int = 1                  # replay the capture this many times
     inject_at: str | None = None
+    keep_l2: bool = False          # frames keep their own Ethernet addresses (no fix-up)
     respond: bool = False          # synthesize answers of emulated stacks and ICMP errors
     unknown_at_gateway: bool = False
     capture_points: str = "all"    # all | pods | drops
@@ -180,7 +183,8 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
         except KeyError:
             raise TopologyError(f"--inject-at: no interface {opts.inject_at!r}; interfaces are "
                                 f"named like {t.if_name[0]!r}, 'ns/pod/eth0'") from None
-    placer = Placer(t, inject_at, opts.unknown_at_gateway, placement_twins()[emu.backend])
+    placer = Placer(t, inject_at, opts.unknown_at_gateway, placement_twins()[emu.backend],
+                    keep_l2=opts.keep_l2)
     amap = None
     if opts.address_map:
         from kemu.frontend.addrmap import AddressMap, parse_rules
@@ -365,26 +369,45 @@ def _count(res: Results, n: int, summary: ReplaySummary, impl: ModuleType) -> No
 
 def _respond(emu: Emulation, res: Results, batch: Batch, writer: HopWriter | None,
              flowlog: FlowLog | None, summary: ReplaySummary) -> None:
-    """Answers of emulated stacks and node ICMP errors, a microsecond after their trigger."""
+    """Answers of emulated stacks and node ICMP errors, a microsecond after their trigger,
+    and the answers to those (an ARP request, its reply, the frames held for it, their
+    answers, ...) for as many rounds as ``send`` follows (``MAX_ROUNDS``, the same loop as
+    ``Engine.exchange``, ARP that went unanswered included: ICMP host unreachable)."""
     eng = emu.engine
-    from kemu.frontend.engine import Packet
+    from kemu.frontend.engine import MAX_ROUNDS, Packet
 
     packets = [Packet("injected", k) for k in range(len(batch))]
     eng.collect(res, packets, 0)
+    ts = [int(x) for x in batch.ts_ns]
     frames = []
     for idx, p in enumerate(packets):
         for f, i, m, _origin, _parent in eng.follow_up(p, idx):
-            frames.append((f, i, m, int(batch.ts_ns[idx]) + 1000))
-    if not frames:
-        return
-    ab = Batch.from_frames(frames)
-    ares = Results(hops=4096)
-    eng.run(ab, ares)
-    summary.answers += len(frames)
-    if writer is not None:
-        summary.hops_written += writer.write(ares, ab.ts_ns)
-    if flowlog is not None:
-        flowlog.write_batch(ares, ab.ts_ns)
+            frames.append((f, i, m, ts[idx] + 1000))
+    for _round in range(1, MAX_ROUNDS):
+        if not frames and eng._held:  # ARP went unanswered: host unreachable
+            for (_node, _ip), held in sorted(eng._held.items()):
+                for f, i, _m in held:
+                    err = eng._node_icmp(f, i, 3, 1)
+                    if err is not None:
+                        frames.append(err + (max(ts) + 1000,))
+            eng._held.clear()
+        if not frames:
+            return
+        ab = Batch.from_frames(frames)
+        ares = Results(hops=4096)
+        eng.run(ab, ares)
+        summary.answers += len(frames)
+        if writer is not None:
+            summary.hops_written += writer.write(ares, ab.ts_ns)
+        if flowlog is not None:
+            flowlog.write_batch(ares, ab.ts_ns)
+        packets = [Packet("answer", k) for k in range(len(ab))]
+        eng.collect(ares, packets, 0)
+        ts = [int(x) for x in ab.ts_ns]
+        frames = []
+        for idx, p in enumerate(packets):
+            for f, i, m, _origin, _parent in eng.follow_up(p, idx):
+                frames.append((f, i, m, ts[idx] + 1000))
 
 
 def _endpoint_infos(emu: Emulation) -> dict[int, EndpointInfo]:

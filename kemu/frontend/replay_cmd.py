@@ -33,6 +33,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loop", type=int, default=1, metavar="N", help="replay N times")
     p.add_argument("--inject-at", metavar="IFACE",
                    help="enter every frame at this interface (e.g. node1/eth0)")
+    p.add_argument("--keep-l2", action="store_true",
+                   help="inject frames with their own Ethernet addresses (default: rewritten as "
+                        "their sender's stack would address them); an unknown MAC is then "
+                        "flooded or dropped by MAC as the kernel would")
     p.add_argument("--respond", action="store_true",
                    help="emulated stacks answer and nodes send ICMP errors (off: the capture "
                         "already holds both directions)")
@@ -65,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     emu = EmulatedCluster(model, backend=args.backend, seed=args.seed, respond=args.respond,
                           icmp_errors=args.respond, cold=args.cold)
     opts = ReplayOptions(limit=args.limit, loop=args.loop, inject_at=args.inject_at,
-                         respond=args.respond, unknown_at_gateway=args.unknown_at_gateway,
+                         keep_l2=args.keep_l2, respond=args.respond,
+                         unknown_at_gateway=args.unknown_at_gateway,
                          capture_points=args.capture_points, flow_format=args.flow_format,
                          address_map=args.address_map)
     progress = _progress() if sys.stderr.isatty() and not args.json else None

@@ -958,3 +958,83 @@ def test_node_to_external_host(pair: Pair) -> None:
     p = pair
     k, e = _node_connect(p, WEB, 80)
     compare(k, e, keep=flow(p.port))
+
+
+# --------------------------------------------------------------------------------------------
+# hostPort (the CNI portmap plugin: CNI-HOSTPORT-DNAT, CNI-HOSTPORT-SETMARK)
+
+HOST_PORT = 30900
+
+
+@contextlib.contextmanager
+def _portmap_on_node1(k: Kernel) -> Iterator[None]:
+    """The rules portmap installs for pod a's ``hostPort: 30900`` -> 8080 (node1 only)."""
+    dn = ["-p", "tcp", "-m", "tcp", "--dport", str(HOST_PORT)]
+    rules = [
+        ["-N", "CNI-HOSTPORT-DNAT"], ["-N", "CNI-HOSTPORT-SETMARK"], ["-N", "CNI-HOSTPORT-MASQ"],
+        ["-A", "CNI-HOSTPORT-SETMARK", "-j", "MARK", "--set-xmark", "0x2000/0x2000"],
+        ["-A", "CNI-HOSTPORT-MASQ", "-m", "mark", "--mark", "0x2000/0x2000", "-j",
+         "MASQUERADE"],
+        ["-A", "CNI-HOSTPORT-DNAT", *dn, "-s", "10.244.0.0/24", "-j", "CNI-HOSTPORT-SETMARK"],
+        ["-A", "CNI-HOSTPORT-DNAT", *dn, "-s", "127.0.0.1", "-j", "CNI-HOSTPORT-SETMARK"],
+        ["-A", "CNI-HOSTPORT-DNAT", *dn, "-j", "DNAT", "--to-destination", f"{A}:8080"],
+        ["-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j",
+         "CNI-HOSTPORT-DNAT"],
+        ["-A", "OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"],
+        ["-A", "POSTROUTING", "-j", "CNI-HOSTPORT-MASQ"],
+    ]
+    for r in rules:
+        k.kc.exec("node:node1", "iptables", "-t", "nat", *r)
+    try:
+        yield
+    finally:
+        for r in reversed(rules):
+            if r[0] == "-A" and r[1] in ("PREROUTING", "OUTPUT", "POSTROUTING"):
+                k.kc.exec("node:node1", "iptables", "-t", "nat", "-D", *r[1:])
+        for chain in ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"):
+            k.kc.exec("node:node1", "iptables", "-t", "nat", "-F", chain)
+            k.kc.exec("node:node1", "iptables", "-t", "nat", "-X", chain)
+
+
+def _with_host_port(p: Pair, tmp_path: Path) -> None:
+    text = (SCENARIO / "cluster.yaml").read_text()
+    old = "containers: [{name: c, ports: [{containerPort: 8080, name: http}]}]\nstatus: " \
+          "{podIP: 10.244.0.2}"
+    assert old in text
+    (tmp_path / "cluster.yaml").write_text(text.replace(old, old.replace(
+        "name: http}", f"name: http, hostPort: {HOST_PORT}}}"), 1))
+    p.emu = kemu.load(tmp_path / "cluster.yaml", backend=p.backend, respond=True,
+                      static_neighbours=True, seed=0)
+    _learn(p.emu)
+
+
+def test_hostport_from_external_client(pair: Pair, tmp_path: Path) -> None:
+    """portmap's CNI-HOSTPORT-DNAT (--dst-type LOCAL): client -> node1:30900 is DNATed to
+    a:8080 with the client's address kept, the SYN-ACK un-DNATed back from node1:30900."""
+    p = pair
+    _with_host_port(p, tmp_path)
+    k, e = p.run([from_client(p, NODE1, p.port, HOST_PORT)],
+                 env=lambda: _portmap_on_node1(p.k))
+    k = drop_stack_answers(k, "ext/client", "tcp", {p.port})
+    compare(k, e, keep=flow(p.port))
+
+
+def test_hostport_not_mapped_on_other_node(pair: Pair, tmp_path: Path) -> None:
+    """portmap maps a hostPort on the pod's node only: client -> node2:30900 reaches node2's
+    own stack (nothing listens: its RST)."""
+    p = pair
+    _with_host_port(p, tmp_path)
+    k, e = p.run([from_client(p, NODE2, p.port, HOST_PORT, via="node2/eth0")],
+                 env=lambda: _portmap_on_node1(p.k))
+    compare(k, e, keep=flow(p.port))
+
+
+def test_hostport_hairpin_from_own_node(pair: Pair, tmp_path: Path) -> None:
+    """CNI-HOSTPORT-SETMARK: b (node1's own pod subnet) -> node1:30900 -> a:8080 is
+    masqueraded (to cbr0's address) so that a's reply comes back through node1."""
+    p = pair
+    _with_host_port(p, tmp_path)
+    syn = tcp_syn(B, NODE1, p.port, HOST_PORT, p.mac["default/b"], p.mac["node1/cbr0"])
+    k, e = p.run([("pod:default/b", syn)], env=lambda: _portmap_on_node1(p.k))
+    k = drop_stack_answers(k, "default/b", "tcp", {p.port})
+    compare(k, e, keep=flow(p.port))

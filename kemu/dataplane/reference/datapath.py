@@ -109,6 +109,23 @@ class Datapath(Load, Stages, Proxy, Conntrack):
             raise ValueError(f"{mac:#x} is not a unicast MAC address")
         self.fdb[(bridge, mac)] = (port, now)
 
+    def conntrack_flush(self, node: int | None = None) -> None:
+        """``conntrack -F`` on one node (every node: None); affinity records stay (they
+        are ``recent`` lists, not conntrack)."""
+        for e, is_reply in list(self.ct.values()):
+            if not is_reply and (node is None or e.node == node):
+                self._ct_delete(e)
+
+    def fdb_flush(self, bridge: int) -> None:
+        """``bridge fdb flush dev BRIDGE``: forget every learned MAC of one bridge."""
+        for k in [k for k in self.fdb if k[0] == bridge]:
+            del self.fdb[k]
+
+    def neigh_delete(self, node: int, ip: int) -> bool:
+        """``ip neigh del IP`` on ``node``; False if there was no entry."""
+        self.neigh_hh.discard((node, ip))
+        return self.neigh.pop((node, ip), None) is not None
+
     def neigh_lookup(self, node: int, ip: int) -> int:
         return self.neigh.get((node, ip), -1)
 

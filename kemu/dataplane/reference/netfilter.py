@@ -67,6 +67,9 @@ class Netfilter(Proxy, Nat, Record, Conntrack, Parse):
         ctx.ct, ctx.reply_dir, ctx.new = e, False, True
         if proto in (C.PROTO_TCP, C.PROTO_UDP):
             fe = self.fe.get((dip, proto, dport))
+            if fe is not None and int(self.t.fe_kind[fe]) == C.FE_HOST_PORT \
+                    and (node, dip) not in self.local_ips:
+                fe = None  # another node's hostPort: not a local address here
             if fe is None and (node, dip) in self.local_ips:
                 fe = self.fe_nodeport.get((proto, dport))
             if fe is not None:

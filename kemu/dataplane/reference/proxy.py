@@ -37,7 +37,10 @@ class Proxy(Nat, Record):
         local_src = (node, sip) in self.local_ips
         local_only = False
         masq = False
-        if external:
+        if kind == C.FE_HOST_PORT:  # CNI-HOSTPORT-SETMARK: from the node's own pod subnet
+            r = self.lpm.lookup(sip)
+            masq = r >= 0 and int(t.rt_kind[r]) == C.RT_POD_CIDR and int(t.rt_node[r]) == node
+        elif external:
             if not flags & C.SP_ETP_LOCAL:
                 masq = True  # E-1: KUBE-EXT always marks for masquerade
             elif local_src:
