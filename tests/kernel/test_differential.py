@@ -922,8 +922,9 @@ def _node_connect(p: Pair, dst: str, dport: int) -> tuple[list[Row], list[Row]]:
     a SYN from node1's processes in kemu)."""
     sport = p.port
     krows = p.kernel_rows(p.kernel_run([("sock:node:node1", (dst, dport, sport))]))
-    trace = p.emu.send(IP(dst=dst) / TCP(sport=sport, dport=dport, flags="S", seq=1000),
-                       src="node1")
+    # a Linux socket's SYN: DF set (IP_PMTUDISC_WANT, the default)
+    trace = p.emu.send(IP(dst=dst, flags="DF") / TCP(sport=sport, dport=dport, flags="S",
+                                                     seq=1000), src="node1")
     erows = p.kemu_rows(trace)
     keep = flow(sport)
     # the kernel's socket completed the handshake: its final ACK left node1, and no RST
