@@ -32,8 +32,9 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "demo.pcapng"
+    # --cold: first-packet floods too, so that every coloring rule has frames to color
     assert main(["replay", "-f", str(ROOT / "examples" / "cluster"), "-r",
-                 str(ROOT / "examples" / "capture.pcap"), "-w", str(out)]) == 0
+                 str(ROOT / "examples" / "capture.pcap"), "-w", str(out), "--cold"]) == 0
     return out
 
 
