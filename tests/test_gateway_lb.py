@@ -1,4 +1,4 @@
-"""The gateway as a router (R-6) and LoadBalancer Services from outside (E-6, KEP-1669)."""
+"""The gateway as a router and LoadBalancer Services from outside (E-4; E-6, S-11: KEP-1669)."""
 
 from __future__ import annotations
 

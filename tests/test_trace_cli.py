@@ -133,7 +133,7 @@ def test_exit_code_answers_can_a_reach_b(name: str, backend: str,
 def test_an_answer_that_leaves_the_cluster_is_no_answer(backend: str, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     """Without egress masquerade (``spec.masquerade.enabled: false``) the external host
-    answers the pod's own address through its default route, the gateway (R-6): in host-gw
+    answers the pod's own address through its default route, the gateway: in host-gw
     mode the gateway routes the pod CIDR to its node (the connection completes); in VXLAN
     mode pod CIDRs are not routable on the node network and the gateway's default route
     takes the answer out of the cluster: exit 1."""

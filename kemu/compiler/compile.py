@@ -8,8 +8,8 @@ iptables mode (S-3: ClusterIP, externalIPs, LoadBalancer ingress, NodePorts; S-4
 S-11 only ready endpoints, falling back to serving+terminating ones when none is ready,
 per node for a Local traffic policy (KEP-1669, ``BE_LOCAL_FALLBACK``);
 S-13 headless and ExternalName services are not proxied; E-5 LB ipMode is not modelled:
-every ingress IP is treated as VIP; E-6 loadBalancerSourceRanges per service port), the
-gateway's routes (R-6: ``RT_LB`` host routes to the node serving each LoadBalancer address in
+every ingress IP is treated as VIP; E-4 loadBalancerSourceRanges per service port), the
+gateway's routes (``RT_LB`` host routes to the node serving each LoadBalancer address in
 routed mode) and the L2 announcement of LoadBalancer addresses (L2 mode: the announcing
 node's eth0 owns the address, so its stack answers ARP for it and injected frames are
 addressed to it; ``routes.lb_announcers``).

@@ -1,4 +1,4 @@
-"""Node and gateway routing tables as kemu programs them (R-1, R-2, R-6, OV-2, OV-4).
+"""Node and gateway routing tables as kemu programs them (R-1, R-2, OV-2, OV-4).
 
 Every node gets, like a kubenet/flannel node: its own pod CIDR on the bridge (connected), each
 other node's pod CIDR via that node's IP (host-gw) or via ``<subnet>.0`` on ``flannel.1``
@@ -6,7 +6,7 @@ other node's pod CIDR via that node's IP (host-gw) or via ``<subnet>.0`` on ``fl
 gateway. ``node_routes`` is the readable form (``kemu show routes``); the compiler flattens
 the same routes into the shared LPM table.
 
-The gateway (R-6) is a Linux router on the node network: the node network connected, each
+The gateway is a Linux router on the node network: the node network connected, each
 pod CIDR via its node in host-gw mode (VXLAN pod CIDRs are not routable on the node network:
 they follow its default route out), routed LoadBalancer addresses via the node that serves
 them, and a default route out of the cluster (``gateway_routes``).
@@ -108,7 +108,7 @@ def lb_announcers(cluster: Cluster) -> dict[IPv4Address, str]:
 
 
 def gateway_routes(cluster: Cluster) -> list[Route]:
-    """The gateway's routing table (R-6), most specific first; empty without a gateway."""
+    """The gateway's routing table, most specific first; empty without a gateway."""
     cfg = cluster.config
     if cfg.gateway_ip is None:
         return []

@@ -60,7 +60,7 @@ DROP_FRAGMENT = 14             # non-first fragments without conntrack reassembl
 DROP_MARTIAN = 15              # source address not acceptable (127/8 from the wire, S-15)
 DROP_UNSUPPORTED_L4 = 16       # node stack: protocol kemu does not forward through NAT
 DROP_NO_STACK = 17             # delivered to a node address nothing listens on
-DROP_LB_SOURCE_RANGE = 18      # E-6: LoadBalancer source outside loadBalancerSourceRanges
+DROP_LB_SOURCE_RANGE = 18      # E-4: LoadBalancer source outside loadBalancerSourceRanges
 
 DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.proto)
     DROP_TOO_SHORT: ("too short", "INVALID_PACKET_DROPPED"),

@@ -84,7 +84,7 @@ class Tables:
     # KEP-1669: a serving+terminating endpoint used only by a Local traffic policy on its own
     # node, which has no ready endpoint (codes.BE_LOCAL_FALLBACK); 0: an ordinary backend
     be_flags: np.ndarray      # int32
-    # E-6: loadBalancerSourceRanges of a service port (checked at its LoadBalancer
+    # E-4: loadBalancerSourceRanges of a service port (checked at its LoadBalancer
     # frontends): ranges src_net/src_mask[sp_src_start : +sp_src_count]; count 0: any source
     sp_src_start: np.ndarray  # int32
     sp_src_count: np.ndarray  # int32

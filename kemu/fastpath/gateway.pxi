@@ -1,4 +1,4 @@
-# gateway.pxi: The node network's gateway, a Linux router (R-6): its own address and ARP as an end
+# gateway.pxi: The node network's gateway, a Linux router: its own address and ARP as an end
 # host's (``host_rcv``); anything else is forwarded: the route lookup in the shared table seen
 # from the gateway (a pod CIDR via its node in host-gw mode, the node network connected, a routed
 # LoadBalancer address via its node; VXLAN pod CIDRs and everything else: the default route out
@@ -23,14 +23,7 @@ cdef int gw_rcv(DP* dp, Item* it, int i, const IfInfo* f) noexcept nogil:
     r = lpm_lookup(dp.lpm, dst)
     if r < 0:
         return end(dp, it, OUT_DROPPED, DROP_NO_ROUTE, i, 0, False)
-    kind = dp.rt_kind[r]
-    if kind == RT_NODE_NET:
-        nh = 0
-    elif (kind == RT_POD_CIDR and not dp.vxlan) or kind == RT_LB:
-        nh = dp.node_ip[dp.rt_owner[r]]
-    else:
-        return end(dp, it, OUT_LEFT, 0, i, 0, False)  # the default route: out of the cluster
-    old = rd16(d, 22)
+    old = rd16(d, 22)  # ip_forward: the TTL first, whichever way the packet goes
     ttl = old >> 8
     if ttl <= 1:
         return end(dp, it, OUT_DROPPED, DROP_TTL_EXCEEDED, i, 0, False)
@@ -39,6 +32,13 @@ cdef int gw_rcv(DP* dp, Item* it, int i, const IfInfo* f) noexcept nogil:
     dp.tr_k += 1
     changed(it)
     ev(dp, it, EV_TTL, ttl - 1, -1, 0)
+    kind = dp.rt_kind[r]
+    if kind == RT_NODE_NET:
+        nh = 0
+    elif (kind == RT_POD_CIDR and not dp.vxlan) or kind == RT_LB:
+        nh = dp.node_ip[dp.rt_owner[r]]
+    else:
+        return end(dp, it, OUT_LEFT, 0, i, 0, True)  # the default route: out of the cluster
     ev(dp, it, EV_ROUTE, r, nh, -1)
     owner = owner_of(dp, nh if nh else dst)
     if owner < 0 or owner == i:

@@ -11,7 +11,7 @@ cdef inline int find_backend(const DP* dp, int sp, uint32_t ip, int port) noexce
 
 
 cdef inline bint src_allowed(const DP* dp, int sp, uint32_t sip) noexcept nogil:
-    """E-6: ``sip`` is in one of the service port's loadBalancerSourceRanges (none: any)."""
+    """E-4: ``sip`` is in one of the service port's loadBalancerSourceRanges (none: any)."""
     cdef int k, s = dp.sp_src_start[sp], c = dp.sp_src_count[sp]
     if c == 0:
         return True
@@ -38,7 +38,7 @@ cdef int service(DP* dp, Item* it, int e, int node, int fe, uint32_t sip, int sp
     cdef uint64_t h
     cdef CtE* E
     if kind == FE_LOAD_BALANCER and not src_allowed(dp, sp, sip):
-        return DROP_LB_SOURCE_RANGE  # E-6: KUBE-FW's DROP (no ICMP)
+        return DROP_LB_SOURCE_RANGE  # E-4: KUBE-FW's DROP (no ICMP)
     if external:
         if not flags & SP_ETP_LOCAL:
             masq = True  # E-1: KUBE-EXT always marks for masquerade

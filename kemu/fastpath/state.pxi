@@ -153,7 +153,7 @@ ctypedef struct DP:
     const int32_t* be_port
     const int32_t* be_node
     const int32_t* be_flags       # codes.BE_* (KEP-1669 local fallback)
-    const int32_t* sp_src_start   # loadBalancerSourceRanges per service port (E-6)
+    const int32_t* sp_src_start   # loadBalancerSourceRanges per service port (E-4)
     const int32_t* sp_src_count
     const uint32_t* src_net
     const uint32_t* src_mask

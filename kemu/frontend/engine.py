@@ -429,7 +429,7 @@ def route_dev(t: Tables, node: int, dst: int) -> int:
 
 
 def gateway_next_hop(t: Tables, dst: int) -> int:
-    """The next hop the gateway routes ``dst`` to (R-6; the datapath's ``gw_rcv``): ``dst``
+    """The next hop the gateway routes ``dst`` to (the datapath's ``gw_rcv``): ``dst``
     itself on the node network, the owning node's address for a pod CIDR (host-gw) or a
     routed LoadBalancer address; 0: the default route, out of the cluster."""
     best, best_len = -1, -1

@@ -1,4 +1,4 @@
-"""The node network's gateway, a Linux router (R-6).
+"""The node network's gateway, a Linux router.
 
 Owns ``Gateway``: ``_gw_rcv`` (a frame addressed to the gateway at L2: ARP and IPv4 to its
 own address as an end host's, ``_host_rcv``; anything else is forwarded: the route lookup in
@@ -9,7 +9,7 @@ exceeded, the slow path's ICMP error from the gateway), the next hop's static ne
 entry (the node network's owner of the address; none: host unreachable)).
 
 Compiled twin: ``kemu/fastpath/gateway.pxi``.
-SEMANTICS ids: R-6.
+SEMANTICS ids: R-1, R-2 (seen from the gateway).
 """
 
 from __future__ import annotations
@@ -40,14 +40,7 @@ class Gateway(Host, Record):
         if r < 0:
             return self._end(it, C.OUT_DROPPED, C.DROP_NO_ROUTE, i)
         t = self.t
-        kind = int(t.rt_kind[r])
-        if kind == C.RT_NODE_NET:
-            nh = 0
-        elif (kind == C.RT_POD_CIDR and not t.vxlan) or kind == C.RT_LB:
-            nh = int(t.node_ip[int(t.rt_node[r])])
-        else:
-            return self._end(it, C.OUT_LEFT, 0, i)  # the default route: out of the cluster
-        ttl = d[22]
+        ttl = d[22]  # ip_forward: the TTL first, whichever way the packet goes
         if ttl <= 1:
             return self._end(it, C.OUT_DROPPED, C.DROP_TTL_EXCEEDED, i)
         old = u16(d, 22)
@@ -55,6 +48,13 @@ class Gateway(Host, Record):
         put16(d, 24, csum_replace16(u16(d, 24), old, u16(d, 22)))
         self._changed(it)
         self._ev(it, C.EV_TTL, ttl - 1, -1)
+        kind = int(t.rt_kind[r])
+        if kind == C.RT_NODE_NET:
+            nh = 0
+        elif (kind == C.RT_POD_CIDR and not t.vxlan) or kind == C.RT_LB:
+            nh = int(t.node_ip[int(t.rt_node[r])])
+        else:  # the default route: out of the cluster
+            return self._end(it, C.OUT_LEFT, 0, i, keep=True)
         self._ev(it, C.EV_ROUTE, r, nh, -1)
         hop = nh if nh else dst
         owner = t.owner_of(hop)

@@ -38,7 +38,7 @@ class Proxy(Nat, Record):
         local_only = False
         masq = False
         if kind == C.FE_LOAD_BALANCER and not self._src_allowed(sp, sip):
-            return C.DROP_LB_SOURCE_RANGE  # E-6: KUBE-FW's DROP (no ICMP)
+            return C.DROP_LB_SOURCE_RANGE  # E-4: KUBE-FW's DROP (no ICMP)
         if external:
             if not flags & C.SP_ETP_LOCAL:
                 masq = True  # E-1: KUBE-EXT always marks for masquerade
@@ -85,7 +85,7 @@ class Proxy(Nat, Record):
         return 0
 
     def _src_allowed(self, sp: int, sip: int) -> bool:
-        """E-6: ``sip`` is in one of the service port's loadBalancerSourceRanges (none: any)."""
+        """E-4: ``sip`` is in one of the service port's loadBalancerSourceRanges (none: any)."""
         t = self.t
         s, c = int(t.sp_src_start[sp]), int(t.sp_src_count[sp])
         if c == 0:
