@@ -55,6 +55,7 @@ include "fastpath/inject.pxi"     # how an injected frame enters its host
 include "fastpath/veth.pxi"       # veth pairs and lo: what one end sends, the other gets
 include "fastpath/bridge.pxi"     # Linux bridge: ports, learning, forwarding, flooding
 include "fastpath/host.pxi"       # end hosts' receive side: pods, external hosts, gateway
+include "fastpath/gateway.pxi"    # the gateway: a router on the node network
 include "fastpath/routing.pxi"    # routes, neighbours, ip_rcv/forward/output, local out
 include "fastpath/stages.pxi"     # stage dispatch, device-kind registry, run_frame, cold
 include "fastpath/flowcache.pxi"  # flow cache for established flows, prefetching

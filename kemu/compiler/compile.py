@@ -5,9 +5,14 @@ per pod, the node bridge ``cbr0`` holding the pod CIDR's gateway address, hairpi
 pod port L2-4; the node uplink on the node network; flannel.1 in VXLAN mode, OV-1), the
 shared route table (R-1, OV-2, OV-4), and kube-proxy's service frontends and backends in
 iptables mode (S-3: ClusterIP, externalIPs, LoadBalancer ingress, NodePorts; S-4 backends;
-S-11 only ready endpoints, falling back to serving+terminating ones when none is ready;
+S-11 only ready endpoints, falling back to serving+terminating ones when none is ready,
+per node for a Local traffic policy (KEP-1669, ``BE_LOCAL_FALLBACK``);
 S-13 headless and ExternalName services are not proxied; E-5 LB ipMode is not modelled:
-every ingress IP is treated as VIP).
+every ingress IP is treated as VIP; E-4 loadBalancerSourceRanges per service port), the
+gateway's routes (``RT_LB`` host routes to the node serving each LoadBalancer address in
+routed mode) and the L2 announcement of LoadBalancer addresses (L2 mode: the announcing
+node's eth0 owns the address, so its stack answers ARP for it and injected frames are
+addressed to it; ``routes.lb_announcers``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kemu._gc import paused_gc
+from kemu.compiler.routes import lb_announcers
 from kemu.control.model import Service
 from kemu.dataplane import codes as C
 from kemu.dataplane.tables import Tables
@@ -168,6 +174,9 @@ def _compile(cluster: Cluster) -> Tables:
               for i, n in enumerate(nodes)]
     routes.append((_ip(cfg.node_network.network_address), cfg.node_network.prefixlen,
                    C.RT_NODE_NET, -1))
+    announcers = lb_announcers(cluster)
+    if cfg.lb_mode == "routed" and cfg.gateway_ip is not None:
+        routes += [(_ip(ip), 32, C.RT_LB, node_index[node]) for ip, node in announcers.items()]
     if cfg.gateway_ip is not None:
         routes.append((0, 0, C.RT_DEFAULT, -1))
     routes.sort(key=lambda r: (r[1], r[0]))
@@ -179,6 +188,9 @@ def _compile(cluster: Cluster) -> Tables:
     for i, r in enumerate(ifs.rows):
         if r["kind"] in (C.IF_POD_ETH, C.IF_EXT_ETH, C.IF_GW_ETH, C.IF_NODE_ETH, C.IF_BRIDGE):
             owners.setdefault(r["ip"], i)
+    if cfg.lb_mode == "l2":  # the announcing node's eth0 answers ARP for the address
+        for ip, node in announcers.items():
+            owners.setdefault(_ip(ip), node_eth[node_index[node]])
     own = sorted(owners.items())
 
     ifs_peer = ifs.column("peer", np.int32)
@@ -255,7 +267,8 @@ def _compile_services(cluster: Cluster, node_index: dict[str, int]) -> dict:
     fe: list[tuple[int, int, int, int, int]] = []
     sp_name, sp_ip, sp_port, sp_proto, sp_flags, sp_aff = [], [], [], [], [], []
     sp_start, sp_count = [], []
-    be_ip, be_port, be_node, be_pod = [], [], [], []
+    be_ip, be_port, be_node, be_pod, be_flags = [], [], [], [], []
+    sp_src_start, sp_src_count, src_net, src_mask = [], [], [], []
     for svc in cluster.services:
         if not _proxied(svc):
             continue
@@ -276,16 +289,29 @@ def _compile_services(cluster: Cluster, node_index: dict[str, int]) -> dict:
             sp_flags.append(flags)
             sp_aff.append(svc.affinity_timeout * 10**9)
             backends = cluster.backends(svc, port)
-            usable = [(ep, tp) for ep, tp in backends if ep.ready]
+            usable = [(ep, tp, 0) for ep, tp in backends if ep.ready]
             if not usable:  # S-11: fall back to serving and terminating endpoints
-                usable = [(ep, tp) for ep, tp in backends if ep.serving and ep.terminating]
+                usable = [(ep, tp, 0) for ep, tp in backends if ep.serving and ep.terminating]
+            elif flags & (C.SP_ITP_LOCAL | C.SP_ETP_LOCAL):
+                # KEP-1669: a Local policy falls back per node: a node without a ready
+                # endpoint uses its own serving+terminating ones (only for Local traffic)
+                ready_nodes = {ep.node_name for ep, _tp, _f in usable}
+                usable += [(ep, tp, C.BE_LOCAL_FALLBACK) for ep, tp in backends
+                           if not ep.ready and ep.serving and ep.terminating
+                           and ep.node_name not in ready_nodes]
             sp_start.append(len(be_ip))
             sp_count.append(len(usable))
-            for ep, tp in usable:
+            for ep, tp, bf in usable:
                 be_ip.append(_ip(ep.ip))
                 be_port.append(tp)
                 be_node.append(node_index.get(ep.node_name, -1))
                 be_pod.append(pod_index.get(ep.pod, -1))
+                be_flags.append(bf)
+            sp_src_start.append(len(src_net))
+            ranges = svc.load_balancer_source_ranges if svc.type == "LoadBalancer" else []
+            sp_src_count.append(len(ranges))
+            src_net.extend(_ip(n.network_address) for n in ranges)
+            src_mask.extend(_ip(n.netmask) for n in ranges)
             fe.append((_ip(svc.cluster_ip), port.port, proto, C.FE_CLUSTER_IP, sp))
             for ip in svc.external_ips:
                 fe.append((_ip(ip), port.port, proto, C.FE_EXTERNAL_IP, sp))
@@ -343,4 +369,9 @@ def _compile_services(cluster: Cluster, node_index: dict[str, int]) -> dict:
         be_port=np.array(be_port, dtype=np.uint16),
         be_node=np.array(be_node, dtype=np.int32),
         be_pod=np.array(be_pod, dtype=np.int32),
+        be_flags=np.array(be_flags, dtype=np.int32),
+        sp_src_start=np.array(sp_src_start, dtype=np.int32),
+        sp_src_count=np.array(sp_src_count, dtype=np.int32),
+        src_net=np.array(src_net, dtype=np.uint32),
+        src_mask=np.array(src_mask, dtype=np.uint32),
     )

@@ -98,6 +98,11 @@ class Cluster:
         self._node_pool = node_pool
         self._service_pool = ipam.AddressPool(self.config.service_cidr, first=10)
         self._node_ports = ipam.PortPool(*self.config.node_port_range)
+        # LoadBalancer addresses (spec.loadBalancer.pool): every address of each CIDR, in
+        # order (MetalLB hands out a CIDR's network and broadcast addresses too)
+        self._lb_pools = [ipam.AddressPool(n, first=0) for n in self.config.lb_pool]
+        for pool in self._lb_pools:
+            pool.reserved.clear()
         self._explicit: dict[tuple[str, str], list[EndpointSlice]] = {}
         self._slices: dict[str, list[EndpointSlice]] = {}
         self._slices_version = -1
@@ -308,8 +313,23 @@ class Cluster:
             tenth = cidr.network_address + 10
             if self._service_pool.claim(tenth, "kube-system/Service/kube-dns") is None:
                 dns.service.cluster_ip, dns.wants_ip = tenth, False
+        for d in accepted.values():  # pinned LoadBalancer addresses first
+            svc = d.service
+            if svc.type == "LoadBalancer" and not svc.load_balancer_ips and \
+                    svc.load_balancer_ip is not None:
+                svc.load_balancer_ips = [svc.load_balancer_ip]
+            for ip in svc.load_balancer_ips if svc.type == "LoadBalancer" else []:
+                for pool in self._lb_pools:
+                    if ip in pool:
+                        pool.claim(ip, f"{svc.namespace}/Service/{svc.name}")
         for key, d in accepted.items():
             label = f"{d.service.namespace}/Service/{d.service.name}"
+            if d.service.type == "LoadBalancer" and not d.service.load_balancer_ips:
+                for pool in self._lb_pools:  # IPAM: the lowest free pool address
+                    ip = pool.allocate(label)
+                    if ip is not None:
+                        d.service.load_balancer_ips = [ip]
+                        break
             if d.wants_ip and d.service.cluster_ip is None:
                 d.service.cluster_ip = self._service_pool.allocate(label)
                 if d.service.cluster_ip is None:
@@ -458,6 +478,9 @@ class Cluster:
         del self._services[svc.key]
         if svc.cluster_ip is not None:
             self._service_pool.release(svc.cluster_ip, f"{svc.namespace}/Service/{svc.name}")
+        for ip in svc.load_balancer_ips:
+            for pool in self._lb_pools:
+                pool.release(ip, f"{svc.namespace}/Service/{svc.name}")
         for sp in svc.ports:
             if sp.node_port:
                 self._node_ports.release(sp.node_port, f"{svc.namespace}/Service/{svc.name}")

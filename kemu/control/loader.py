@@ -61,7 +61,7 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 CLUSTER_SPEC_FIELDS = ("nodes", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR", "nodeNetwork",
                        "gateway", "mode", "mtu", "dnsDomain", "nodePortRange", "externalHosts",
-                       "kubeProxy", "masquerade", "listen")
+                       "kubeProxy", "masquerade", "listen", "loadBalancer")
 SERVICE_SPEC_FIELDS = (
     "type", "clusterIP", "clusterIPs", "ports", "selector", "externalIPs", "sessionAffinity",
     "sessionAffinityConfig", "loadBalancerIP", "loadBalancerSourceRanges", "loadBalancerClass",
@@ -315,6 +315,13 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
             if net is not None:
                 nets.append(net)
         c.non_masquerade_cidrs = nets
+    lbc = f.mapping(spec, "spec", "loadBalancer")
+    f.known(lbc, "spec.loadBalancer", ("pool", "mode"))
+    c.lb_mode = f.choice(lbc, "spec.loadBalancer", "mode", ("l2", "routed"), "l2")  # type: ignore[assignment]
+    for j, text in enumerate(f.seq(lbc, "spec.loadBalancer", "pool")):
+        net = f.cidr(text, f"spec.loadBalancer.pool[{j}]")
+        if net is not None:
+            c.lb_pool.append(net)
     for i, (hpath, h) in enumerate(f.mappings(spec, "spec", "externalHosts")):
         f.known(h, hpath, ("name", "ip", "ports"))
         hname = f.string(h, hpath, "name", required=True) or f"external-{i}"
@@ -521,6 +528,11 @@ def parse_service(f: Fields, obj: dict[str, Any], namespace: str, name: str,
     svc.load_balancer_source_ranges = [
         n for i, v in enumerate(ranges)
         if (n := f.cidr(v, f"spec.loadBalancerSourceRanges[{i}]")) is not None]
+    if "loadBalancerIP" in spec and spec["loadBalancerIP"]:
+        if svc.type != "LoadBalancer":
+            f.problem("spec.loadBalancerIP", "is only for type LoadBalancer")
+        else:
+            svc.load_balancer_ip = f.ip(spec["loadBalancerIP"], "spec.loadBalancerIP")
     lb = f.mapping(status, "status", "loadBalancer")
     for ipath, ing in f.mappings(lb, "status.loadBalancer", "ingress"):
         if "ip" in ing and "." in str(ing["ip"]):

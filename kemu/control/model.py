@@ -56,6 +56,11 @@ class ClusterConfig:
     ip_masq: bool = True
     ip_masq_random_fully: bool = True
     non_masquerade_cidrs: list[IPv4Network] | None = None
+    # LoadBalancer Services (``spec.loadBalancer``): the address pool IPAM assigns from and
+    # how an address reaches the nodes: ``l2`` (MetalLB L2: one node answers ARP for it),
+    # ``routed`` (a cloud load balancer: the gateway routes it to a node)
+    lb_pool: list[IPv4Network] = field(default_factory=list)
+    lb_mode: Literal["l2", "routed"] = "l2"
 
     def non_masquerade(self) -> list[IPv4Network]:
         """The destinations pod traffic keeps its address to (default: the cluster CIDR)."""
@@ -182,6 +187,7 @@ class Service:
     external_ips: list[IPv4Address] = field(default_factory=list)
     load_balancer_ips: list[IPv4Address] = field(default_factory=list)
     load_balancer_source_ranges: list[IPv4Network] = field(default_factory=list)
+    load_balancer_ip: IPv4Address | None = None  # spec.loadBalancerIP (deprecated pin)
     external_name: str = ""
     publish_not_ready_addresses: bool = False
     labels: dict[str, str] = field(default_factory=dict)

@@ -62,6 +62,7 @@ DROP_UNSUPPORTED_L4 = 16       # node stack: protocol kemu does not forward thro
 DROP_NO_STACK = 17             # delivered to a node address nothing listens on
 DROP_FRAG_NEEDED = 18          # DF set and longer than the out device's MTU (ip_forward's
                                # ip_exceeds_mtu, ip_fragment): ICMP 3/4 with the MTU
+DROP_LB_SOURCE_RANGE = 19      # E-4: LoadBalancer source outside loadBalancerSourceRanges
 
 DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.proto)
     DROP_TOO_SHORT: ("too short", "INVALID_PACKET_DROPPED"),
@@ -80,6 +81,8 @@ DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.prot
     DROP_FRAGMENT: ("IP fragment", "IP_FRAGMENTATION_NOT_SUPPORTED"),
     DROP_MARTIAN: ("martian source", "INVALID_SOURCE_IP"),
     DROP_UNSUPPORTED_L4: ("unsupported L4 protocol", "UNKNOWN_L4_PROTOCOL"),
+    DROP_LB_SOURCE_RANGE: ("source not in loadBalancerSourceRanges (KUBE-FW DROP)",
+                           "POLICY_DENIED"),
     DROP_NO_STACK: ("no socket", "SOCKET_LOOKUP_FAILED"),
     DROP_FRAG_NEEDED: ("fragmentation needed (DF, longer than the MTU)", "FRAG_NEEDED"),
 }
@@ -115,6 +118,10 @@ EV_AT_GATEWAY = 22
 RT_POD_CIDR = 1   # a node's pod CIDR: connected on that node, remote elsewhere
 RT_NODE_NET = 2   # the node network, connected on eth0
 RT_DEFAULT = 3    # default via the gateway
+RT_LB = 4         # routed mode: a LoadBalancer address, via node rt_node at the gateway
+
+# Backend flags (tables.be_flags)
+BE_LOCAL_FALLBACK = 1  # KEP-1669: only for a Local policy's node without a ready endpoint
 
 # Frontend kinds (tables.fe_kind)
 FE_CLUSTER_IP = 1

@@ -83,6 +83,15 @@ class Tables:
     be_port: np.ndarray       # uint16
     be_node: np.ndarray       # int32
     be_pod: np.ndarray        # int32
+    # KEP-1669: a serving+terminating endpoint used only by a Local traffic policy on its own
+    # node, which has no ready endpoint (codes.BE_LOCAL_FALLBACK); 0: an ordinary backend
+    be_flags: np.ndarray      # int32
+    # E-4: loadBalancerSourceRanges of a service port (checked at its LoadBalancer
+    # frontends): ranges src_net/src_mask[sp_src_start : +sp_src_count]; count 0: any source
+    sp_src_start: np.ndarray  # int32
+    sp_src_count: np.ndarray  # int32
+    src_net: np.ndarray       # uint32
+    src_mask: np.ndarray      # uint32
     # address ownership: which interface owns an address (sorted by ip)
     own_ip: np.ndarray        # uint32
     own_if: np.ndarray        # int32

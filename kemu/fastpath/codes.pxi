@@ -41,6 +41,7 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     DROP_FRAGMENT = 14
     DROP_MARTIAN = 15
     DROP_FRAG_NEEDED = 18
+    DROP_LB_SOURCE_RANGE = 19
     EV_BR_FDB = 1
     EV_BR_FLOOD = 2
     EV_BR_LOCAL = 3
@@ -64,12 +65,15 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     EV_NODE_INPUT = 21
     RT_POD_CIDR = 1
     RT_NODE_NET = 2
+    RT_LB = 4
     FE_CLUSTER_IP = 1
+    FE_LOAD_BALANCER = 3
     FE_NODE_PORT = 4
     FE_HOST_PORT = 6
     SP_AFFINITY = 1
     SP_ITP_LOCAL = 2
     SP_ETP_LOCAL = 4
+    BE_LOCAL_FALLBACK = 1
     CT_DNAT = 1
     CT_SNAT = 2
     CT_REPLIED = 4
@@ -127,6 +131,7 @@ _CODES = (
     ('DROP_FRAGMENT', DROP_FRAGMENT, _C),
     ('DROP_MARTIAN', DROP_MARTIAN, _C),
     ('DROP_FRAG_NEEDED', DROP_FRAG_NEEDED, _C),
+    ('DROP_LB_SOURCE_RANGE', DROP_LB_SOURCE_RANGE, _C),
     ('EV_BR_FDB', EV_BR_FDB, _C),
     ('EV_BR_FLOOD', EV_BR_FLOOD, _C),
     ('EV_BR_LOCAL', EV_BR_LOCAL, _C),
@@ -150,12 +155,15 @@ _CODES = (
     ('EV_NODE_INPUT', EV_NODE_INPUT, _C),
     ('RT_POD_CIDR', RT_POD_CIDR, _C),
     ('RT_NODE_NET', RT_NODE_NET, _C),
+    ('RT_LB', RT_LB, _C),
     ('FE_CLUSTER_IP', FE_CLUSTER_IP, _C),
+    ('FE_LOAD_BALANCER', FE_LOAD_BALANCER, _C),
     ('FE_NODE_PORT', FE_NODE_PORT, _C),
     ('FE_HOST_PORT', FE_HOST_PORT, _C),
     ('SP_AFFINITY', SP_AFFINITY, _C),
     ('SP_ITP_LOCAL', SP_ITP_LOCAL, _C),
     ('SP_ETP_LOCAL', SP_ETP_LOCAL, _C),
+    ('BE_LOCAL_FALLBACK', BE_LOCAL_FALLBACK, _C),
     ('CT_DNAT', CT_DNAT, _C),
     ('CT_SNAT', CT_SNAT, _C),
     ('CT_REPLIED', CT_REPLIED, _C),

@@ -105,6 +105,11 @@ cdef int load_tables(Datapath self, tables) except -1:
     be_ip = np.ascontiguousarray(t.be_ip, dtype=np.uint32)
     be_port = _i32(t.be_port)
     be_node = _i32(t.be_node)
+    be_flags = _i32(t.be_flags)
+    sp_src_start = _i32(t.sp_src_start)
+    sp_src_count = _i32(t.sp_src_count)
+    src_net = np.ascontiguousarray(t.src_net, dtype=np.uint32)
+    src_mask = np.ascontiguousarray(t.src_mask, dtype=np.uint32)
     own_ip = np.ascontiguousarray(t.own_ip, dtype=np.uint32)
     own_if = _i32(t.own_if)
     nm_net = np.ascontiguousarray(t.nonmasq_net, dtype=np.uint32)
@@ -165,7 +170,7 @@ cdef int load_tables(Datapath self, tables) except -1:
             node_eth_if, node_br_if, node_vtep_if, node_local_if, node_ip, node_br_ip,
             node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
             sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
-            own_if, nm_net, nm_mask]
+            own_if, nm_net, nm_mask, be_flags, sp_src_start, sp_src_count, src_net, src_mask]
     for k, a in enumerate(keep):
         if len(a) == 0:  # a valid pointer even for empty tables
             keep[k] = np.zeros(1, a.dtype)
@@ -173,7 +178,7 @@ cdef int load_tables(Datapath self, tables) except -1:
      node_eth_if, node_br_if, node_vtep_if, node_local_if, node_ip, node_br_ip,
      node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
      sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
-     own_if, nm_net, nm_mask) = keep
+     own_if, nm_net, nm_mask, be_flags, sp_src_start, sp_src_count, src_net, src_mask) = keep
     self._keep = keep
     self.dp.n_if = n_if
     self.dp.n_nodes = n_nodes
@@ -220,6 +225,11 @@ cdef int load_tables(Datapath self, tables) except -1:
     self.dp.be_ip = <uint32_t*>cnp.PyArray_DATA(be_ip)
     self.dp.be_port = <int32_t*>cnp.PyArray_DATA(be_port)
     self.dp.be_node = <int32_t*>cnp.PyArray_DATA(be_node)
+    self.dp.be_flags = <int32_t*>cnp.PyArray_DATA(be_flags)
+    self.dp.sp_src_start = <int32_t*>cnp.PyArray_DATA(sp_src_start)
+    self.dp.sp_src_count = <int32_t*>cnp.PyArray_DATA(sp_src_count)
+    self.dp.src_net = <uint32_t*>cnp.PyArray_DATA(src_net)
+    self.dp.src_mask = <uint32_t*>cnp.PyArray_DATA(src_mask)
     self.dp.own_ip = <uint32_t*>cnp.PyArray_DATA(own_ip)
     self.dp.own_if = <int32_t*>cnp.PyArray_DATA(own_if)
     self.dp.n_own = len(t.own_ip)
@@ -334,8 +344,18 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
         s, c = int(t.sp_be_start[sp]), int(t.sp_be_count[sp])
         if s < 0 or c < 0 or s + c > n_be:
             bad(f"service port {sp}: backends {s}+{c}")
-    if not (len(t.be_port) == len(t.be_node) == n_be):
+    if not (len(t.be_port) == len(t.be_node) == len(t.be_flags) == n_be):
         bad("backend arrays of different lengths")
+    if not (len(t.sp_src_start) == len(t.sp_src_count) == n_sp
+            and len(t.src_net) == len(t.src_mask)):
+        bad("source-range arrays of different lengths")
+    for sp in range(n_sp):
+        s, c = int(t.sp_src_start[sp]), int(t.sp_src_count[sp])
+        if s < 0 or c < 0 or s + c > len(t.src_net):
+            bad(f"service port {sp}: source ranges {s}+{c}")
+    for r in range(len(t.rt_kind)):
+        if int(t.rt_kind[r]) == RT_LB and not 0 <= int(t.rt_node[r]) < n_nodes:
+            bad(f"route {r}: node {int(t.rt_node[r])}")
     if len(t.own_ip) != len(t.own_if):
         bad("ownership arrays of different lengths")
     own = np.asarray(t.own_if, np.int64)

@@ -10,6 +10,17 @@ cdef inline int find_backend(const DP* dp, int sp, uint32_t ip, int port) noexce
     return -1
 
 
+cdef inline bint src_allowed(const DP* dp, int sp, uint32_t sip) noexcept nogil:
+    """E-4: ``sip`` is in one of the service port's loadBalancerSourceRanges (none: any)."""
+    cdef int k, s = dp.sp_src_start[sp], c = dp.sp_src_count[sp]
+    if c == 0:
+        return True
+    for k in range(s, s + c):
+        if (sip & dp.src_mask[k]) == dp.src_net[k]:
+            return True
+    return False
+
+
 cdef int service(DP* dp, Item* it, int e, int node, int fe, uint32_t sip, int sport,
                  int proto, int l4) noexcept nogil:
     """KUBE-SVC/KUBE-EXT/KUBE-SEP for a new flow: pick a backend, DNAT, mark masquerade."""
@@ -27,6 +38,8 @@ cdef int service(DP* dp, Item* it, int e, int node, int fe, uint32_t sip, int sp
     cdef uint64_t h
     cdef CtE* E
     cdef int32_t r
+    if kind == FE_LOAD_BALANCER and not src_allowed(dp, sp, sip):
+        return DROP_LB_SOURCE_RANGE  # E-4: KUBE-FW's DROP (no ICMP)
     if kind == FE_HOST_PORT:  # CNI-HOSTPORT-SETMARK: from the node's own pod subnet
         r = lpm_lookup(dp.lpm, sip)
         masq = r >= 0 and dp.rt_kind[r] == RT_POD_CIDR and dp.rt_owner[r] == node
@@ -42,8 +55,9 @@ cdef int service(DP* dp, Item* it, int e, int node, int fe, uint32_t sip, int sp
         masq = not from_cluster  # S-6
         if flags & SP_ITP_LOCAL:
             local_only = True
-    for b in range(start, start + count):
-        if not local_only or dp.be_node[b] == node:
+    for b in range(start, start + count):  # KEP-1669 fallbacks: only for Local traffic
+        if (dp.be_node[b] == node if local_only else
+                not dp.be_flags[b] & BE_LOCAL_FALLBACK):
             dp.cands[ncands] = b
             ncands += 1
     if count == 0:
@@ -54,7 +68,8 @@ cdef int service(DP* dp, Item* it, int e, int node, int fe, uint32_t sip, int sp
         s = ht_find(&dp.aff, sip, (<uint64_t>node << 32) | <uint32_t>sp)
         if s != NULL and dp.now - s.v1 <= dp.sp_aff_ns[sp]:
             b = find_backend(dp, sp, <uint32_t>(s.v0 >> 16), <int>(s.v0 & 0xFFFF))
-            if b >= 0 and (not local_only or dp.be_node[b] == node):
+            if b >= 0 and (dp.be_node[b] == node if local_only else
+                           not dp.be_flags[b] & BE_LOCAL_FALLBACK):
                 be = b
                 ev(dp, it, EV_AFFINITY, sp, b, node)
     E = &dp.ce[e]

@@ -140,8 +140,8 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
     if et == <uint32_t>ETH_ARP:
         if n < 42:
             return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
-        if local_if_of(dp, node, rd32(d, 38)) >= 0:
-            ev(dp, it, EV_NODE_INPUT, node, 0, 0)
+        if local_if_of(dp, node, rd32(d, 38)) >= 0 or owner_of(dp, rd32(d, 38)) == i:
+            ev(dp, it, EV_NODE_INPUT, node, 0, 0)  # (owner: an announced LB address, L2)
             return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
         return end(dp, it, OUT_DROPPED, DROP_NOT_LOCAL, i, 0, False)
     if et == <uint32_t>ETH_IPV6:

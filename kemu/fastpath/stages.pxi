@@ -51,7 +51,7 @@ cdef inline int go_local_out(DP* dp, Item* it) noexcept nogil:
 #   IF_NODE_ETH   port_xmit (bridge): the node      node_rcv (routing)
 #                 network is a bridge too
 #   IF_EXT_ETH    port_xmit (bridge)                host_rcv (host): an external host
-#   IF_GW_ETH     port_xmit (bridge)                host_rcv (host): leaves the cluster
+#   IF_GW_ETH     port_xmit (bridge)                gw_rcv (gateway): a router
 #   IF_VTEP       vxlan_xmit (tunnel)               node_rcv (routing)
 cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     cdef int i = it.a
@@ -91,6 +91,8 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
         return end(dp, it, OUT_DROPPED, DROP_OTHERHOST, i, 0, False)
     if kind == IF_NODE_ETH or kind == IF_BRIDGE or kind == IF_VTEP:
         return node_rcv(dp, it)
+    if kind == IF_GW_ETH:
+        return gw_rcv(dp, it, i, f)
     return host_rcv(dp, it, i, f, kind)
 
 

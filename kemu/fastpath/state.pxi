@@ -154,6 +154,11 @@ ctypedef struct DP:
     const uint32_t* be_ip
     const int32_t* be_port
     const int32_t* be_node
+    const int32_t* be_flags       # codes.BE_* (KEP-1669 local fallback)
+    const int32_t* sp_src_start   # loadBalancerSourceRanges per service port (E-4)
+    const int32_t* sp_src_count
+    const uint32_t* src_net
+    const uint32_t* src_mask
     const uint32_t* own_ip
     const int32_t* own_if
     int64_t n_own

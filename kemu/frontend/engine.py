@@ -404,6 +404,8 @@ class Engine:
         t = self.tables
         if not self.icmp_errors or not data or is_icmp_error(data) or iface < 0:
             return None
+        if int(t.if_kind[iface]) == C.IF_GW_ETH:
+            return self._gateway_icmp(data, iface, typ, code)
         node = int(t.if_node[iface])
         if node < 0:
             return None
@@ -413,6 +415,21 @@ class Engine:
             C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP)
         return (icmp_error(data, typ, code, src=dst if local else 0, mtu=mtu),
                 int(t.node_local_if[node]), C.INJ_TX)
+
+    def _gateway_icmp(self, data: bytes, iface: int, typ: int, code: int
+                      ) -> tuple[bytes, int, int] | None:
+        """The ICMP error the gateway (a Linux router) sends about a packet it dropped: from
+        its own address, out of its eth0 towards the next hop of its route back to the
+        sender (``gateway_next_hop``); an error whose way back is the default route leaves
+        the cluster unseen (None)."""
+        t = self.tables
+        err = icmp_error(data, typ, code, src=int(t.if_ip[iface]))
+        hop = gateway_next_hop(t, u32(err, 30))
+        owner = t.owner_of(hop) if hop else -1
+        if owner < 0 or owner == iface:
+            return None
+        l2 = int(t.if_mac[owner]).to_bytes(6, "big") + int(t.if_mac[iface]).to_bytes(6, "big")
+        return (l2 + err[12:], iface, C.INJ_TX)
 
     def _resolve(self, data: bytes, out_if: int, nexthop: int, idx: int) -> list:
         """Neighbour miss: without static neighbours, ARP for the next hop and hold the
@@ -448,6 +465,26 @@ def route_dev(t: Tables, node: int, dst: int) -> int:
             return int(t.node_br_if[node])
         return int(t.node_vtep_if[node]) if t.vxlan else int(t.node_eth_if[node])
     return int(t.node_eth_if[node])
+
+
+def gateway_next_hop(t: Tables, dst: int) -> int:
+    """The next hop the gateway routes ``dst`` to (the datapath's ``gw_rcv``): ``dst``
+    itself on the node network, the owning node's address for a pod CIDR (host-gw) or a
+    routed LoadBalancer address; 0: the default route, out of the cluster."""
+    best, best_len = -1, -1
+    for r in range(len(t.rt_prefix)):
+        ln = int(t.rt_len[r])
+        mask = (0xFFFFFFFF << (32 - ln)) & 0xFFFFFFFF if ln else 0
+        if ln > best_len and (dst & mask) == int(t.rt_prefix[r]):
+            best, best_len = r, ln
+    if best < 0:
+        return 0
+    kind = int(t.rt_kind[best])
+    if kind == C.RT_NODE_NET:
+        return dst
+    if (kind == C.RT_POD_CIDR and not t.vxlan) or kind == C.RT_LB:
+        return int(t.node_ip[int(t.rt_node[best])])
+    return 0
 
 
 def _pick(backend: str | None) -> ModuleType:

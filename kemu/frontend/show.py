@@ -221,9 +221,13 @@ def render_route_table(routes: Mapping[str, Sequence[Any]]) -> str:
 
 
 def _node_routes(cluster: Any) -> Mapping[str, Sequence[Any]]:
-    from kemu.compiler.routes import node_routes
+    from kemu.compiler.routes import gateway_routes, node_routes
 
-    return node_routes(cluster)  # type: ignore[no-any-return]
+    routes = dict(node_routes(cluster))
+    gw = gateway_routes(cluster)
+    if gw:
+        routes["gateway"] = gw
+    return routes
 
 
 def route_items(cluster: Any) -> list[dict[str, Any]]:

@@ -32,7 +32,9 @@ No ``uid``, ``resourceVersion`` or timestamps: kemu has none. ``-o name`` prints
 ``"trace <src> -> <dst>"``; empty for a freshly loaded cluster) and the emulated clock then
 (nanoseconds; a capture's own timestamps after a replay). Items, field: type (meaning):
 
-- ``RouteList`` (one per route of each node, as ``ip route`` lists them): ``node``: str;
+- ``RouteList`` (one per route of each node and of the gateway, as ``ip route`` lists them;
+  the gateway's ``default dev eth0`` is its way out of the cluster): ``node``: str (a node's
+  name or ``gateway``);
   ``prefix``: str (CIDR); ``dev``: str (``eth0``, ``cbr0``, ``flannel.1``); ``via``: str | null
   (next hop); ``src``: str | null (preferred source); ``proto``: str (``kernel``, ``static``);
   ``onlink``: bool.

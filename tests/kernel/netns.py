@@ -11,8 +11,11 @@ This is a library for tests, not a test module. From a plain, JSON-able topology
   end of the veth (``veth``/``veth_mac``) is a ``cbr0`` port with hairpin on. Ports in ``listen``
   get real sockets created inside the pod netns (TCP listen, UDP echo) owned by this process;
 * netns ``net``: bridge ``br0`` = the node network; nodes (port ``n-<node>``), the gateway (``gw``)
-  and external hosts (``x-<name>``) attach by veth pairs. The gateway is a sink (ip_forward=0);
-  external hosts have a default route via the gateway.
+  and external hosts (``x-<name>``) attach by veth pairs. The gateway is a sink (ip_forward=0)
+  unless the topology's gateway says ``"router": True`` (kemu's gateway): then it forwards
+  (ip_forward=1, send_redirects=0: kemu models no ICMP redirects), routes each pod CIDR via its
+  node and has a blackhole default route (the outside world: what leaves is not seen again, as
+  kemu's LEFT; no dummy device needed); external hosts have a default route via the gateway.
 
 Optional topology keys beyond kemu's: a node may carry ``"default_route": False`` (no default
 route; the no-route scenario). Settings (keyword arguments of ``KernelCluster``), each chosen to
@@ -851,7 +854,11 @@ class KernelCluster:
                       ("net.bridge.bridge-nf-call-arptables", 0, True),
                       ("net.bridge.bridge-nf-call-ip6tables", 0, True)]
             elif role == "gateway":
-                s += [("net.ipv4.ip_forward", 0, False)]
+                router = bool(self.topo["gateway"].get("router", False))
+                s += [("net.ipv4.ip_forward", int(router), False)]
+                if router:
+                    s += [("net.ipv4.conf.all.send_redirects", 0, False),
+                          ("net.ipv4.conf.default.send_redirects", 0, False)]
             self.sysctl_readback[role] = in_netns(ns, _sysctls, s)
             if role.startswith("node:"):
                 self.sysctl_readback[role].update(in_netns(ns, lambda: {
@@ -933,8 +940,13 @@ class KernelCluster:
                           if q["node"] == p["node"] and q["key"] != key]
             self._batch(f"pod:{key}", lines)
 
+        router = []
+        if gw.get("router", False):
+            router = [f"route add {n['pod_cidr']} via {n['ip']} dev eth0"
+                      for n in self._nodes.values()]
+            router.append("route add blackhole default")  # the outside world: silence
         self._batch("gateway", ["link set lo up", f"addr add {gw['ip']}/{node_plen} dev eth0",
-                                "link set eth0 up"] + neigh_l2("gateway"))
+                                "link set eth0 up"] + neigh_l2("gateway") + router)
         for h, v in self._exts.items():
             self._batch(f"ext:{h}", ["link set lo up", f"addr add {v['ip']}/{node_plen} dev eth0",
                                      "link set eth0 up", f"route add default via {gw['ip']}"]

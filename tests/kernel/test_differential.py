@@ -595,6 +595,41 @@ def test_default_route_to_sink(pair: Pair) -> None:
     compare(k, e, keep=lambda r: icmp_id(p.port)(r) or quoting(r, "192.0.2.1"))
 
 
+def test_gateway_routes_client_to_pod(pair: Pair) -> None:
+    """The gateway router: the client sends to c through its default route, the gateway,
+    which routes the pod CIDR via node2 (TTL 63 at node2's eth0, 62 at c); c's SYN-ACK goes
+    from node2 straight to the client (the node network is connected)."""
+    p = pair
+    k, e = p.run([from_client(p, C_, p.port, 8080, via="gateway")])
+    k = drop_stack_answers(k, "ext/client", "tcp", {p.port})
+    compare(k, e, keep=flow(p.port))
+    assert any(r.iface == "default/c/eth0" and r.direction == "in" and r.d.ttl == 62
+               for r in e), fmt(e)
+
+
+def test_gateway_ttl_expiry(pair: Pair) -> None:
+    """The gateway router: the client's packet to c with TTL 1 expires at the gateway, which
+    answers ICMP 11/0 from 172.18.0.1 quoting TTL 1; nothing reaches node2."""
+    p = pair
+    f = (Ether(src=p.mac["ext/client"], dst=p.mac["gateway"]) / IP(src=CLIENT, dst=C_, ttl=1)
+         / TCP(sport=p.port, dport=8080, flags="S", seq=1000))
+    k, e = p.run([("ext:client", f)])
+    compare(k, e, keep=lambda r: flow(p.port)(r) or quoting(r, C_))
+    assert any(r.iface == "ext/client/eth0" and r.direction == "in" and r.d.icmp_type == 11
+               and r.d.src == GW for r in e), fmt(e)
+
+
+def test_gateway_default_route_leaves(pair: Pair) -> None:
+    """The gateway router: the client's packet to an address outside the cluster's networks:
+    the gateway forwards it out of the cluster (the kernel: its blackhole default route; kemu:
+    LEFT), nothing comes back."""
+    p = pair
+    f = (Ether(src=p.mac["ext/client"], dst=p.mac["gateway"]) / IP(src=CLIENT, dst="192.0.2.7")
+         / ICMP(id=p.port))
+    k, e = p.run([("ext:client", f)])
+    compare(k, e, keep=lambda r: icmp_id(p.port)(r) or quoting(r, "192.0.2.7"))
+
+
 @contextlib.contextmanager
 def _node3_without_default_route(k: Kernel) -> Iterator[None]:
     k.kc.exec("node:node3", "ip", "route", "del", "default")

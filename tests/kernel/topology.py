@@ -124,7 +124,9 @@ def kernel_topology(emu: Any) -> dict[str, Any]:
     gw_if = int(t.gateway_if)
     skipped: list[str] = []
     if gw_if >= 0:
-        gateway = {"ip": ip_str(t.if_ip[gw_if]), "mac": mac_str(t.if_mac[gw_if])}
+        # kemu's gateway is a router (the pod CIDRs via their nodes, a default route out)
+        gateway = {"ip": ip_str(t.if_ip[gw_if]), "mac": mac_str(t.if_mac[gw_if]),
+                   "router": True}
     else:
         used = {int(ip) for ip in t.if_ip}
         free = next(str(h) for h in cfg.node_network.hosts() if int(h) not in used)

@@ -37,6 +37,7 @@ SEMANTICS ids it implements.
     veth        veth pairs and lo: what one end sends, the other gets
     bridge      the Linux bridge: ports, learning, forwarding, flooding
     host        end hosts' receive side: pods, external hosts, the gateway
+    gateway     the node network's gateway: a router (routes, TTL, static neighbours)
     routing     a node's IP stack: routes, neighbours, forward, local in and out
     stages      a frame's run: the stage loop, the device-kind registry (TX, RX)
     load        Load.load: Tables in, what the stages read derived once

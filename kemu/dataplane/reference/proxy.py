@@ -37,6 +37,8 @@ class Proxy(Nat, Record):
         local_src = (node, sip) in self.local_ips
         local_only = False
         masq = False
+        if kind == C.FE_LOAD_BALANCER and not self._src_allowed(sp, sip):
+            return C.DROP_LB_SOURCE_RANGE  # E-4: KUBE-FW's DROP (no ICMP)
         if kind == C.FE_HOST_PORT:  # CNI-HOSTPORT-SETMARK: from the node's own pod subnet
             r = self.lpm.lookup(sip)
             masq = r >= 0 and int(t.rt_kind[r]) == C.RT_POD_CIDR and int(t.rt_node[r]) == node
@@ -55,6 +57,8 @@ class Proxy(Nat, Record):
         cands = list(range(start, start + count))
         if local_only:
             cands = [b for b in cands if int(t.be_node[b]) == node]
+        else:  # KEP-1669 fallbacks: only for Local traffic
+            cands = [b for b in cands if not int(t.be_flags[b]) & C.BE_LOCAL_FALLBACK]
         if count == 0:
             return C.DROP_REJECT_NO_ENDPOINTS
         if not cands:
@@ -82,6 +86,14 @@ class Proxy(Nat, Record):
         self._changed(it)
         self._ev(it, C.EV_DNAT, fe, be, e.orig[3])
         return 0
+
+    def _src_allowed(self, sp: int, sip: int) -> bool:
+        """E-4: ``sip`` is in one of the service port's loadBalancerSourceRanges (none: any)."""
+        t = self.t
+        s, c = int(t.sp_src_start[sp]), int(t.sp_src_count[sp])
+        if c == 0:
+            return True
+        return any((sip & int(t.src_mask[k])) == int(t.src_net[k]) for k in range(s, s + c))
 
     def _find_backend(self, sp: int, ip: int, port: int) -> int:
         t = self.t

@@ -42,7 +42,8 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
         if et == ETH_ARP:
             if len(d) < 42:
                 return self._end(it, C.OUT_DROPPED, C.DROP_TOO_SHORT, i)
-            if (node, u32(d, 38)) in self.local_ips:
+            tpa = u32(d, 38)  # (owner: a LoadBalancer address the node announces, L2)
+            if (node, tpa) in self.local_ips or self.t.owner_of(tpa) == i:
                 self._ev(it, C.EV_NODE_INPUT, node)
                 return self._end(it, C.OUT_DELIVERED, 0, i)
             return self._end(it, C.OUT_DROPPED, C.DROP_NOT_LOCAL, i)

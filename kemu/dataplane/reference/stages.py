@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from kemu.dataplane import codes as C
 from kemu.dataplane.reference.bridge import Bridge
+from kemu.dataplane.reference.gateway import Gateway
 from kemu.dataplane.reference.host import Host
 from kemu.dataplane.reference.inject import Inject
 from kemu.dataplane.reference.record import Record
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 #   IF_NODE_ETH   _port_xmit (bridge): the node      _node_rcv (routing)
 #                 network is a bridge too
 #   IF_EXT_ETH    _port_xmit (bridge)                _host_rcv (host): an external host
-#   IF_GW_ETH     _port_xmit (bridge)                _host_rcv (host): leaves the cluster
+#   IF_GW_ETH     _port_xmit (bridge)                _gw_rcv (gateway): a router
 #   IF_VTEP       _vxlan_xmit (tunnel)               _node_rcv (routing)
 TX: dict[int, Device] = {
     C.IF_POD_ETH: Veth._veth_xmit,
@@ -75,7 +76,7 @@ RX: dict[int, Device] = {
     C.IF_BRIDGE: Routing._node_rcv,
     C.IF_NODE_ETH: Routing._node_rcv,
     C.IF_EXT_ETH: Host._host_rcv,
-    C.IF_GW_ETH: Host._host_rcv,
+    C.IF_GW_ETH: Gateway._gw_rcv,
     C.IF_VTEP: Routing._node_rcv,
 }
 # The kinds whose receive takes a frame for any destination MAC: a bridge port and lo. Every
@@ -83,7 +84,7 @@ RX: dict[int, Device] = {
 RX_ANY_MAC = frozenset({C.IF_VETH, C.IF_POD_LO})
 
 
-class Stages(Veth, Bridge, Host, Routing, Tunnel, Inject, Record):
+class Stages(Veth, Bridge, Gateway, Host, Routing, Tunnel, Inject, Record):
     """A frame's run: its copies through the stages."""
 
     def _frame(self, fi: int, data: bytearray, iface: int, mode: int, now: int,
