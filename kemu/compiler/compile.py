@@ -344,10 +344,13 @@ def _compile_services(cluster: Cluster, node_index: dict[str, int]) -> dict:
             sp_aff.append(0)
             sp_start.append(len(be_ip))
             sp_count.append(1)
+            sp_src_start.append(len(src_net))  # no source ranges: not a LoadBalancer
+            sp_src_count.append(0)
             be_ip.append(_ip(pod.ip))
             be_port.append(cp.port)
             be_node.append(ni)
             be_pod.append(pi)
+            be_flags.append(0)
             for ip in local:
                 fe.append((ip, cp.host_port, proto, C.FE_HOST_PORT, sp))
     fe.sort()
