@@ -49,6 +49,8 @@ from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
 
 S_TX, S_RX, S_BRIDGE_IN, S_BRIDGE_OUT, S_NODE_IN, S_LOCAL_OUT = range(6)
+# events that rewrite addresses: a copy with one ends with oc_nat set (with recording off too)
+_TRANSLATING = frozenset((C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT, C.EV_CT_REUSE))
 NS = 10**9
 # conntrack timeouts (kube-proxy sets established 24 h and close-wait 1 h; kernel defaults else)
 CT_NONE, CT_SYN_SENT, CT_SYN_RECV, CT_ESTABLISHED, CT_FIN, CT_CLOSE, CT_UDP, CT_ICMP = range(8)
@@ -106,10 +108,12 @@ class Item:
     snap_len: int = 0
     pend: list = field(default_factory=list)
     flood: bool = False
+    nat: bool = False    # a translation rewrote this copy (Results.oc_nat), recording or not
 
     def fork(self, stage: int, a: int, b: int = -1) -> Item:
         return Item(bytearray(self.data), stage, a, b, self.ctx.copy(), self.hops,
-                    self.last_hop, self.snap_off, self.snap_len, list(self.pend), self.flood)
+                    self.last_hop, self.snap_off, self.snap_len, list(self.pend), self.flood,
+                    self.nat)
 
 
 class Datapath:
@@ -373,6 +377,7 @@ class Datapath:
         res.oc_a[o] = a
         res.oc_off[o] = -1
         res.oc_len[o] = 0
+        res.oc_nat[o] = it.nat
         if keep:  # the frame is needed again (neighbour hold, ICMP error quoting)
             n = len(it.data)
             res.arena[res.arena_used: res.arena_used + n] = np.frombuffer(bytes(it.data),
@@ -385,6 +390,8 @@ class Datapath:
         return self.if_node[iface] if iface >= 0 else -1
 
     def _ev(self, it: Item, kind: int, a: int = 0, b: int = 0, c: int = 0) -> None:
+        if kind in _TRANSLATING:
+            it.nat = True
         if self.res.record:
             it.pend.append((kind, a, b, c))
 

@@ -81,6 +81,7 @@ ctypedef struct Item:            # reference.Item: one copy of a frame on the wo
     int32_t ip_ok                # ip_rcv's checks passed and the header changed only by
                                  # checksum-preserving rewrites since (reset with the data)
     int32_t ct_prev              # entry * 2 + d of this copy's last conntrack hit, -1
+    int32_t nat                  # a translation rewrote this copy (oc_nat), recording or not
     int32_t npend
     Ev pend[NPEND]
 
@@ -105,7 +106,8 @@ ctypedef struct FcE:             # a cached path of an established flow: two cac
     uint8_t n_learn
     uint8_t n_check
     uint8_t n_ct
-    uint8_t pad[5]
+    uint8_t out_nat              # the outcome's oc_nat
+    uint8_t pad[4]
     int32_t learn[FC_N]          # FDB slots the path refreshes (seen = now; port unchanged)
     int32_t check[FC_N]          # FDB slots the path forwards by (must not have aged)
     int32_t ct[FC_N]             # conntrack entry * 2 + is_reply, in path order
@@ -214,6 +216,7 @@ ctypedef struct DP:
     int32_t tr_out_kind
     int32_t tr_out_reason
     int32_t tr_out_iface
+    int32_t tr_out_nat
     int64_t tr_out_a
     # ---- per batch
     void* touch[NTOUCH]           # the current frame's lookups (ce_touch)
@@ -251,6 +254,7 @@ ctypedef struct DP:
     int64_t* oc_a
     int64_t* oc_off
     int32_t* oc_len
+    uint8_t* oc_nat
     int64_t oc_cap
     uint8_t* arena
     int64_t arena_cap
