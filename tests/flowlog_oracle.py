@@ -3,7 +3,10 @@ before its records were interned and encoded per batch (``encode_flows``), kept 
 both twins write the same bytes (tests/test_flowlog.py).
 
 Changes since, made on purpose in both: an outcome without a hop lists the decisions of its
-own frame's hop-less events (the old code listed every hop-less event of the batch).
+own frame's hop-less events (the old code listed every hop-less event of the batch); a
+Service's ClusterIP is no endpoint (no ``reserved:world``): records name the Service, a
+request's ``destination_service`` (its DNAT, else a ClusterIP destination), a reply's
+``source_service`` (its un-DNAT, else a ClusterIP source).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class OracleFlowLog:
         self.services = services     # service-port id -> (namespace, name)
         self.kemu_format = kemu_format
         self.records = 0
+        self.cluster_ips = {int(ip): services[sp] for sp, ip in enumerate(tables.sp_ip)
+                            if int(ip) and sp in services}
 
     def write_batch(self, res: Results, ts_ns, frame_numbers=None) -> None:  # noqa: ANN001
         t = self.t
@@ -51,7 +56,8 @@ class OracleFlowLog:
         for fi in sorted(set(hops_of) | set(outcomes_of)):
             ts = int(ts_ns[fi])
             number = int(frame_numbers[fi]) if frame_numbers is not None else fi + 1
-            svc: tuple[str, str] | None = None
+            src_svc: tuple[str, str] | None = None
+            dst_svc: tuple[str, str] | None = None
             reply = False
             for h in hops_of.get(fi, []):
                 for e in events_of.get(h, []):
@@ -61,11 +67,13 @@ class OracleFlowLog:
                     a = int(res.ev_a[e])
                     sp = int(t.fe_sp[a]) if kind == C.EV_DNAT else (
                         a if kind == C.EV_UNDNAT else -1)
-                    if sp >= 0:
-                        svc = self.services.get(sp)
+                    if sp >= 0 and kind == C.EV_DNAT:
+                        dst_svc = self.services.get(sp)
+                    elif sp >= 0:
+                        src_svc = self.services.get(sp)
                     reply = reply or kind in (C.EV_UNDNAT, C.EV_UNSNAT)
-                    lines.append(self._record(res, h, ts, "TRANSLATED", None, "TO_STACK", svc,
-                                              reply, number, [e]))
+                    lines.append(self._record(res, h, ts, "TRANSLATED", None, "TO_STACK",
+                                              src_svc, dst_svc, reply, number, [e]))
             for o in outcomes_of.get(fi, []):
                 kind, reason = int(res.oc_kind[o]), int(res.oc_reason[o])
                 if kind == C.OUT_DROPPED and reason in _NOISE:
@@ -88,26 +96,30 @@ class OracleFlowLog:
                 evs = events_of.get(h, [])
                 if h < 0:  # the frame's own hop-less events
                     evs = [e for e in evs if int(res.ev_frame[e]) == fi]
-                lines.append(self._record(res, h, ts, verdict, why, point, svc, reply, number,
-                                          evs))
+                lines.append(self._record(res, h, ts, verdict, why, point, src_svc, dst_svc,
+                                          reply, number, evs))
         if lines:
             self.out.write("".join(lines))
             self.records += len(lines)
 
-    def _endpoint(self, ip: int) -> dict:
+    def _address(self, ip: int) -> tuple[dict | None, tuple[str, str] | None]:
+        """(the endpoint of an address, or None for a Service's ClusterIP; that Service)."""
         info = self.endpoints.get(ip)
         if info is not None:
-            return info.to_dict()
+            return info.to_dict(), None
         owner = self.t.owner_of(ip)
         if owner >= 0 and int(self.t.if_kind[owner]) in (C.IF_NODE_ETH, C.IF_BRIDGE):
-            return {"labels": ["reserved:host"]}
+            return {"labels": ["reserved:host"]}, None
+        if ip in self.cluster_ips:
+            return None, self.cluster_ips[ip]
         cnet, cmask = self.t.cluster_cidr
         if ip & cmask == cnet:
-            return {"labels": ["reserved:unmanaged"]}
-        return {"labels": ["reserved:world"]}
+            return {"labels": ["reserved:unmanaged"]}, None
+        return {"labels": ["reserved:world"]}, None
 
     def _record(self, res: Results, h: int, ts: int, verdict: str, why: str | None,
-                point: str, svc: tuple[str, str] | None, reply: bool, number: int,
+                point: str, src_svc: tuple[str, str] | None,
+                dst_svc: tuple[str, str] | None, reply: bool, number: int,
                 evs: list[int]) -> str:
         t = self.t
         flow: dict = {"time": rfc3339(ts), "verdict": verdict}
@@ -123,16 +135,24 @@ class OracleFlowLog:
             flow.update(_packet_fields(data))
             ip = flow.get("IP")
             if ip:
-                flow["source"] = self._endpoint(int(ipaddress.IPv4Address(ip["source"])))
-                flow["destination"] = self._endpoint(
+                src, src_addr_svc = self._address(int(ipaddress.IPv4Address(ip["source"])))
+                dst, dst_addr_svc = self._address(
                     int(ipaddress.IPv4Address(ip["destination"])))
+                if src is not None:
+                    flow["source"] = src
+                if dst is not None:
+                    flow["destination"] = dst
+                src_svc = src_svc or src_addr_svc
+                dst_svc = dst_svc or dst_addr_svc
             flow["interface"] = {"name": t.if_name[iface]}
         flow["Type"] = "L3_L4"
         flow["node_name"] = node
         flow["trace_observation_point"] = point
         flow["is_reply"] = reply
-        if svc:
-            flow["destination_service"] = {"name": svc[1], "namespace": svc[0]}
+        if src_svc:
+            flow["source_service"] = {"name": src_svc[1], "namespace": src_svc[0]}
+        if dst_svc:
+            flow["destination_service"] = {"name": dst_svc[1], "namespace": dst_svc[0]}
         if self.kemu_format:
             flow["kemu"] = {"frame": number, "hop": h,
                             "decisions": [event_text(t, int(res.ev_kind[e]), int(res.ev_a[e]),

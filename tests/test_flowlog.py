@@ -363,8 +363,10 @@ def test_translated_frames_are_those_with_translating_events(tmp_path: Path, bac
 
 
 # the example's flow log, pinned: a change here is a change of the output, made on purpose
-EXAMPLE_MD5 = {"hubble": "01af1aaf757442c7957c4a2811000104",
-               "kemu": "d991aa0833dda976331b9879917f05c3"}
+# (before Services were named on replies: 01af1aaf757442c7957c4a2811000104 hubble,
+# d991aa0833dda976331b9879917f05c3 kemu)
+EXAMPLE_MD5 = {"hubble": "29388b61ebfe4c995d0065e497ff3b15",
+               "kemu": "4e7f290437aba441d289143b14d4d973"}
 
 
 @pytest.mark.parametrize("fmt", sorted(EXAMPLE_MD5))
@@ -376,3 +378,68 @@ def test_example_flow_log_bytes_are_pinned(tmp_path: Path, backend: str, fmt: st
                  str(tmp_path / "x.pcapng"), "--flows", str(out), "--flow-format", fmt,
                  "--backend", backend]) == 0
     assert hashlib.md5(out.read_bytes()).hexdigest() == EXAMPLE_MD5[fmt]
+
+
+# ------------------------------------------------------------------ who the records name
+CLUSTER_IPS = {"10.96.0.10": ("kube-system", "kube-dns"), "10.96.0.11": ("shop", "backend"),
+               "10.96.0.12": ("shop", "frontend"), "10.96.0.13": ("shop", "legacy")}
+
+
+def check_names(records: list[dict]) -> None:
+    """A Service's ClusterIP is named as its Service, never as an endpoint; cluster-scoped
+    objects have no namespace; namespaced ones (pods, Services) have theirs."""
+    for r in records:
+        f = r["flow"]
+        for side in ("source", "destination"):
+            ep = f.get(side)
+            addr = f.get("IP", {}).get(side)
+            if addr in CLUSTER_IPS:
+                ns, name = CLUSTER_IPS[addr]
+                assert ep is None, f
+                assert f.get(f"{side}_service") == {"name": name, "namespace": ns}, f
+            elif addr is not None:
+                assert ep is not None, f
+            if ep is not None:
+                assert ("namespace" in ep) == ("pod_name" in ep), ep
+                if "namespace" not in ep:
+                    assert len(ep["labels"]) == 1 and ep["labels"][0].startswith("reserved:")
+        for side in ("source_service", "destination_service"):
+            if side in f:
+                assert set(f[side]) == {"name", "namespace"} and f[side]["namespace"], f
+        assert isinstance(f["node_name"], str) and r["node_name"] == f["node_name"]
+
+
+def test_replies_name_their_service(tmp_path: Path, backend: str) -> None:
+    out = tmp_path / "f.jsonl"
+    emu = kemu.load(EXAMPLE, backend=backend, respond=False)
+    replay(emu, CAPTURE, None, out)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    check_names(records)
+    dns_replies = [r["flow"] for r in records if r["flow"]["is_reply"]
+                   and r["flow"]["IP"]["source"] == "10.96.0.10"]
+    assert [f["verdict"] for f in dns_replies] == ["TRANSLATED", "FORWARDED"]
+    for f in dns_replies:
+        assert f["source_service"] == {"name": "kube-dns", "namespace": "kube-system"}
+        assert "source" not in f and "destination_service" not in f
+        assert f["destination"]["pod_name"] == "client"
+    requests = [r["flow"] for r in records if not r["flow"]["is_reply"]
+                and r["flow"].get("destination_service", {}).get("name") == "kube-dns"]
+    assert requests and all(f["destination"]["pod_name"].startswith("coredns")
+                            for f in requests)  # after the DNAT: the backend pod
+    rejected = next(r["flow"] for r in records if r["flow"]["verdict"] == "DROPPED")
+    assert rejected["destination_service"] == {"name": "legacy", "namespace": "shop"}
+    assert "destination" not in rejected
+
+
+def test_random_mix_names(tmp_path: Path) -> None:
+    cap = tmp_path / "mix.pcap"
+    random_capture(cap, 11, 500)
+    out = tmp_path / "f.jsonl"
+    emu = kemu.load(EXAMPLE, backend="python", respond=True)
+    replay(emu, cap, None, out, ReplayOptions(respond=True))
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    check_names(records)
+    labels = {lab for r in records for side in ("source", "destination")
+              for lab in r["flow"].get(side, {}).get("labels", []) if lab.startswith("reserved")}
+    assert labels == {"reserved:host", "reserved:world", "reserved:unmanaged"}
+    assert any("source_service" in r["flow"] for r in records)

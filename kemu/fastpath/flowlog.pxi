@@ -47,6 +47,7 @@ ctypedef struct FlowCtx:         # what encode_flows reads, as raw pointers
     int64_t n_if
     const int64_t* ep_ip
     const int32_t* ep_piece
+    const int32_t* ep_svc
     int64_t n_ep
     int64_t cnet
     int64_t cmask
@@ -167,8 +168,9 @@ cdef inline uint8_t* fl_ip(uint8_t* p, const uint8_t* a) noexcept nogil:
     return p
 
 
-cdef inline int64_t fl_endpoint(const FlowCtx* c, int64_t ip) noexcept nogil:
-    """The endpoint piece of an address (``kemu.io.flowlog._endpoint``)."""
+cdef inline int64_t fl_endpoint(const FlowCtx* c, int64_t ip, int64_t* svc) noexcept nogil:
+    """The endpoint piece of an address or -1, and in ``svc`` the piece of the Service whose
+    ClusterIP it is or -1 (``kemu.io.flowlog._endpoint``)."""
     cdef int64_t lo = 0, hi = c.n_ep, mid
     while lo < hi:
         mid = (lo + hi) >> 1
@@ -177,16 +179,18 @@ cdef inline int64_t fl_endpoint(const FlowCtx* c, int64_t ip) noexcept nogil:
         else:
             hi = mid
     if lo < c.n_ep and c.ep_ip[lo] == ip:
+        svc[0] = c.ep_svc[lo]
         return c.ep_piece[lo]
+    svc[0] = -1
     return c.unmanaged if (ip & c.cmask) == c.cnet else c.world
 
 
 cdef uint8_t* fl_record(const FlowCtx* c, uint8_t* p, int64_t h, int verdict, int64_t why,
-                        int point, int64_t svc, bint reply, int64_t number, int64_t dec,
-                        const uint8_t* ts, int tsl) noexcept nogil:
+                        int point, int64_t src_svc, int64_t dst_svc, bint reply,
+                        int64_t number, int64_t dec, const uint8_t* ts, int tsl) noexcept nogil:
     """One record (``kemu.io.flowlog._record``); the hop's bytes are checked already."""
     cdef const uint8_t* d
-    cdef int64_t ln, l4, node = c.network_node, iface
+    cdef int64_t ln, l4, node = c.network_node, iface, ep, addr_svc
     cdef int proto, fl, k
     cdef bint first
     p = fl_lit(p, b'{"flow":{"time":"')
@@ -260,10 +264,18 @@ cdef uint8_t* fl_record(const FlowCtx* c, uint8_t* p, int64_t h, int verdict, in
                 p = fl_u64(p, d[l4 + 1])
                 p[0] = 34
                 p += 1
-            p = fl_lit(p, b',"source":')
-            p = fl_piece(p, c, fl_endpoint(c, kemu_rd32(d + 26)))
-            p = fl_lit(p, b',"destination":')
-            p = fl_piece(p, c, fl_endpoint(c, kemu_rd32(d + 30)))
+            ep = fl_endpoint(c, kemu_rd32(d + 26), &addr_svc)
+            if ep >= 0:
+                p = fl_lit(p, b',"source":')
+                p = fl_piece(p, c, ep)
+            if src_svc < 0:
+                src_svc = addr_svc
+            ep = fl_endpoint(c, kemu_rd32(d + 30), &addr_svc)
+            if ep >= 0:
+                p = fl_lit(p, b',"destination":')
+                p = fl_piece(p, c, ep)
+            if dst_svc < 0:
+                dst_svc = addr_svc
         p = fl_piece(p, c, c.if_piece[iface])
     p = fl_lit(p, b',"Type":"L3_L4","node_name":')
     p = fl_piece(p, c, node)
@@ -273,9 +285,12 @@ cdef uint8_t* fl_record(const FlowCtx* c, uint8_t* p, int64_t h, int verdict, in
         p = fl_lit(p, b'","is_reply":true')
     else:
         p = fl_lit(p, b'","is_reply":false')
-    if svc >= 0:
+    if src_svc >= 0:
+        p = fl_lit(p, b',"source_service":')
+        p = fl_piece(p, c, src_svc)
+    if dst_svc >= 0:
         p = fl_lit(p, b',"destination_service":')
-        p = fl_piece(p, c, svc)
+        p = fl_piece(p, c, dst_svc)
     if dec >= 0:
         p = fl_lit(p, b',"kemu":{"frame":')
         p = fl_i64(p, number)
@@ -344,6 +359,7 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
     cdef const int32_t[::1] sp_piece = pieces.sp_piece
     cdef const int64_t[::1] ep_ip = pieces.ep_ip
     cdef const int32_t[::1] ep_piece = pieces.ep_piece
+    cdef const int32_t[::1] ep_svc = pieces.ep_svc
     cdef int64_t n_pieces = min(ps.shape[0], pz.shape[0])
     cdef int64_t neigh_why = pieces.neigh_why
     cdef Py_ssize_t i
@@ -353,7 +369,7 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
             raise ValueError(f"encode_flows: piece {i} outside the text")
     cdef FlowCtx c
     c.n_if = min(if_piece.shape[0], if_node.shape[0], if_point.shape[0])
-    c.n_ep = min(ep_ip.shape[0], ep_piece.shape[0])
+    c.n_ep = min(ep_ip.shape[0], ep_piece.shape[0], ep_svc.shape[0])
     c.network_node = pieces.network_node
     c.unmanaged = pieces.unmanaged
     c.world = pieces.world
@@ -362,7 +378,8 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
             or not fl_ids_ok(if_node, c.n_if, n_pieces, False)
             or not fl_ids_ok(why, 1 << 16, n_pieces, True)
             or not fl_ids_ok(sp_piece, sp_piece.shape[0], n_pieces, True)
-            or not fl_ids_ok(ep_piece, c.n_ep, n_pieces, False)
+            or not fl_ids_ok(ep_piece, c.n_ep, n_pieces, True)
+            or not fl_ids_ok(ep_svc, c.n_ep, n_pieces, True)
             or not 0 <= neigh_why < n_pieces
             or not 0 <= c.network_node < n_pieces or not 0 <= c.unmanaged < n_pieces
             or not 0 <= c.world < n_pieces
@@ -391,6 +408,7 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
     c.if_node = &if_node[0] if if_node.shape[0] else NULL
     c.ep_ip = &ep_ip[0] if ep_ip.shape[0] else NULL
     c.ep_piece = &ep_piece[0] if ep_piece.shape[0] else NULL
+    c.ep_svc = &ep_svc[0] if ep_svc.shape[0] else NULL
     c.cnet = pieces.cnet
     c.cmask = pieces.cmask
     c.kemu_format = kemu_format
@@ -434,7 +452,8 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
     cdef uint8_t tsb[64]
     cdef uint8_t head[48]
     cdef int head_len = 0, tsl
-    cdef int64_t last_secs = 0, secs, ns, fi, number, sp, svc, a, dec, reason, iface
+    cdef int64_t last_secs = 0, secs, ns, fi, number, sp, src_svc, dst_svc, a, dec, reason
+    cdef int64_t iface
     cdef bint have_secs = False, reply
     cdef int verdict, point, err = 0
     cdef int64_t bad = 0, count = 0, n_fe = fe_sp.shape[0], n_sp = sp_piece.shape[0]
@@ -458,7 +477,7 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
             tsb[tsl] = 90  # 'Z'
             tsl += 1
             number = fnum[fi]
-            svc = -1
+            src_svc = dst_svc = -1  # the frame's un-DNAT and DNAT so far: their Services
             reply = False
             while hp < n_hops and hf[hp] == fi:
                 h = hp
@@ -479,12 +498,14 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
                         sp = fe_sp[a]
                     elif kind == EV_UNDNAT:
                         sp = a
-                    if sp >= 0:
-                        svc = sp_piece[sp] if sp < n_sp else -1
+                    if sp >= 0 and kind == EV_DNAT:
+                        dst_svc = sp_piece[sp] if sp < n_sp else -1
+                    elif sp >= 0:
+                        src_svc = sp_piece[sp] if sp < n_sp else -1
                     reply = reply or kind == EV_UNDNAT or kind == EV_UNSNAT
                     dec = edec[e] if kemu_format else -1
-                    p = fl_record(&c, p, h, FL_TRANSLATED, -1, 0, svc, reply, number, dec,
-                                  tsb, tsl)
+                    p = fl_record(&c, p, h, FL_TRANSLATED, -1, 0, src_svc, dst_svc, reply,
+                                  number, dec, tsb, tsl)
                     count += 1
                 if err:
                     break
@@ -520,8 +541,8 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
                 dec = -1
                 if kemu_format:
                     dec = hdec[h] if h >= 0 else fdec[fi]
-                p = fl_record(&c, p, h, verdict, reason, point, svc, reply, number, dec, tsb,
-                              tsl)
+                p = fl_record(&c, p, h, verdict, reason, point, src_svc, dst_svc, reply, number,
+                              dec, tsb, tsl)
                 count += 1
             if err:
                 break

@@ -5,10 +5,20 @@ service DNAT, masquerade and their reverse translations, then one record per pla
 the frame ended: ``FORWARDED`` when delivered to an endpoint (``TO_ENDPOINT``), a node
 (``TO_HOST``) or out of the cluster (``TO_NETWORK``), ``DROPPED`` with Hubble's
 ``drop_reason_desc``. Flood copies that end hosts ignore are not reported. Field names follow
-``flow.proto``'s JSON mapping (``IP``, ``l4``, ``source``, ``destination``, ``Type``,
-``trace_observation_point``, ``node_name``, ``destination_service``, ``is_reply``).
-``--flow-format kemu`` adds ``kemu``: the frame number, the hop and the texts of the
-decisions taken there (an outcome without a hop: its frame's hop-less decisions).
+``flow.proto``'s JSON mapping with its field names (``IP``, ``l4``, ``source``,
+``destination``, ``Type``, ``trace_observation_point``, ``node_name``, ``source_service``,
+``destination_service``, ``is_reply``). ``--flow-format kemu`` adds ``kemu``: the frame
+number, the hop and the texts of the decisions taken there (an outcome without a hop: its
+frame's hop-less decisions).
+
+Endpoints: a pod is its namespace, labels, name and workload; a node's address is
+``reserved:host``, other addresses ``reserved:unmanaged`` inside the cluster CIDR and
+``reserved:world`` outside. Cluster-scoped objects (nodes, ``reserved:*`` identities) have no
+``namespace``. A Service's ClusterIP is no endpoint: a record names the Service instead
+(``{"name":..., "namespace":...}``), ``destination_service`` for a request (the frame's
+service DNAT, else a ClusterIP destination: a REJECTed one) and ``source_service`` for a reply
+(its un-DNAT, else a ClusterIP source), and has no ``source``/``destination`` endpoint for that
+address.
 
 How records are made: without Python per record. What a record says is mostly fixed per
 decision (interface, node, endpoints, service, verdict, the list of decisions); only the time,
@@ -100,8 +110,9 @@ class Pieces:
     a record without a hop. ``why[reason & 0xFFFF]``: ``,"drop_reason_desc":...`` of a drop
     reason; ``neigh_why`` that of an unresolved neighbour. ``fe_sp`` (frontend -> service
     port) and ``sp_piece`` (service port -> ``{"name":...,"namespace":...}``, -1 for none).
-    ``ep_ip`` (sorted) and ``ep_piece``: the endpoint of an address that has one of its own
-    (pods, nodes); other addresses are ``unmanaged`` inside the cluster CIDR (``cnet``,
+    ``ep_ip`` (sorted), ``ep_piece`` and ``ep_svc``: the endpoint of an address that has one
+    of its own (pods, nodes; -1 for a Service's ClusterIP) and the Service whose ClusterIP it
+    is (-1 for none); other addresses are ``unmanaged`` inside the cluster CIDR (``cnet``,
     ``cmask``), ``world`` outside. ``kemu_format``: records carry ``kemu``."""
 
     def __init__(self, t: Tables, endpoints: dict[int, EndpointInfo],
@@ -136,17 +147,22 @@ class Pieces:
         for sp, (ns, name) in services.items():
             if 0 <= sp < len(self.sp_piece):
                 self.sp_piece[sp] = add(_json({"name": name, "namespace": ns}))
-        # endpoints of their own: pods first, then node addresses (Tables.owner_of)
-        own: dict[int, int] = {}
+        # addresses of their own: pods first, then node addresses (Tables.owner_of), then
+        # Services' ClusterIPs (no endpoint: their Service)
+        own: dict[int, tuple[int, int]] = {}
         for ip, info in endpoints.items():
-            own[int(ip)] = add(_json(info.to_dict()))
+            own[int(ip)] = (add(_json(info.to_dict())), -1)
         host = add(_json({"labels": ["reserved:host"]}))
         for ip, i in zip(t.own_ip.tolist(), t.own_if.tolist(), strict=True):
             if int(kinds[i]) in (C.IF_NODE_ETH, C.IF_BRIDGE):
-                own.setdefault(int(ip), host)
+                own.setdefault(int(ip), (host, -1))
+        for sp, ip in enumerate(t.sp_ip.tolist()):
+            if ip and int(self.sp_piece[sp]) >= 0:
+                own.setdefault(int(ip), (-1, int(self.sp_piece[sp])))
         order = sorted(own)
         self.ep_ip = np.array(order, np.int64)
-        self.ep_piece = np.array([own[ip] for ip in order], np.int32)
+        self.ep_piece = np.array([own[ip][0] for ip in order], np.int32)
+        self.ep_svc = np.array([own[ip][1] for ip in order], np.int32)
         self.cnet, self.cmask = (int(v) for v in t.cluster_cidr)
         self.unmanaged = add(_json({"labels": ["reserved:unmanaged"]}))
         self.world = add(_json({"labels": ["reserved:world"]}))
@@ -197,8 +213,8 @@ def _grown(a: np.ndarray, need: int) -> np.ndarray:
 
 
 def record_bound(pieces: Pieces) -> int:
-    """The most bytes one record can take: its own text, at most 8 pieces and a list of
-    decisions."""
+    """The most bytes one record can take: its own text, at most 8 pieces (drop reason, two
+    endpoints, interface, node twice, two services) and a list of decisions."""
     return RECORD_TEXT + 8 * pieces.max_size + pieces.max_list
 
 
@@ -248,7 +264,8 @@ def encode_flows(res: Results, frame_ts: np.ndarray, frame_number: np.ndarray,
             raise ValueError(f"encode_flows: frame {fi} outside 0..{n_frames - 1}")
         ts = _time(int(frame_ts[fi]), seconds)
         number = int(frame_number[fi])
-        svc, reply = -1, False
+        src_svc = dst_svc = -1  # the frame's un-DNAT and DNAT so far: their Services
+        reply = False
         while hp < n_hops and hop_frame[hp] == fi:
             for e in tr_of.get(hp, ()):
                 kind, a = int(kinds[e]), int(res.ev_a[e])
@@ -259,12 +276,14 @@ def encode_flows(res: Results, frame_ts: np.ndarray, frame_number: np.ndarray,
                     sp = int(fe_sp[a])
                 elif kind == C.EV_UNDNAT:
                     sp = a
-                if sp >= 0:
-                    svc = int(sp_piece[sp]) if sp < len(sp_piece) else -1
+                if sp >= 0 and kind == C.EV_DNAT:
+                    dst_svc = int(sp_piece[sp]) if sp < len(sp_piece) else -1
+                elif sp >= 0:
+                    src_svc = int(sp_piece[sp]) if sp < len(sp_piece) else -1
                 reply = reply or kind in (C.EV_UNDNAT, C.EV_UNSNAT)
                 dec = int(ev_dec[e]) if kemu_format else -1
-                out.append(_record(res, pieces, hp, ts, b"TRANSLATED", -1, P_STACK, svc, reply,
-                                   number, dec))
+                out.append(_record(res, pieces, hp, ts, b"TRANSLATED", -1, P_STACK, src_svc,
+                                   dst_svc, reply, number, dec))
             hp += 1
         while op < n_oc and oc_frame[op] == fi:
             o = op
@@ -289,7 +308,8 @@ def encode_flows(res: Results, frame_ts: np.ndarray, frame_number: np.ndarray,
             dec = -1
             if kemu_format:
                 dec = int(hop_dec[h]) if h >= 0 else int(frame_dec[fi])
-            out.append(_record(res, pieces, h, ts, verdict, w, point, svc, reply, number, dec))
+            out.append(_record(res, pieces, h, ts, verdict, w, point, src_svc, dst_svc, reply,
+                               number, dec))
     data = b"".join(out)
     if any(len(r) > bound for r in out):  # (the compiled twin lays out into the bound)
         raise AssertionError("encode_flows: a record beyond record_bound")
@@ -328,7 +348,8 @@ _FLAGS = ((1, b"FIN"), (2, b"SYN"), (4, b"RST"), (8, b"PSH"), (16, b"ACK"), (32,
 
 
 def _record(res: Results, pieces: Pieces, h: int, ts: bytes, verdict: bytes, why: int,
-            point: int, svc: int, reply: bool, number: int, dec: int) -> bytes:
+            point: int, src_svc: int, dst_svc: int, reply: bool, number: int,
+            dec: int) -> bytes:
     items = pieces.items
     parts = [b'{"flow":{"time":"', ts, b'","verdict":"', verdict, b'"']
     if why >= 0:
@@ -365,13 +386,21 @@ def _record(res: Results, pieces: Pieces, h: int, ts: bytes, verdict: bytes, why
             elif proto == C.PROTO_ICMP and ln >= l4 + 2:
                 parts.append(b',"l4":{"ICMPv4":{"type":%d,"code":%d}},"Summary":"ICMPv4 type %d'
                              b' code %d"' % (d[l4], d[l4 + 1], d[l4], d[l4 + 1]))
-            parts += [b',"source":', items[_endpoint(pieces, sip)], b',"destination":',
-                      items[_endpoint(pieces, dip)]]
+            src, src_addr_svc = _endpoint(pieces, sip)
+            dst, dst_addr_svc = _endpoint(pieces, dip)
+            if src >= 0:
+                parts += [b',"source":', items[src]]
+            if dst >= 0:
+                parts += [b',"destination":', items[dst]]
+            src_svc = src_svc if src_svc >= 0 else src_addr_svc
+            dst_svc = dst_svc if dst_svc >= 0 else dst_addr_svc
         parts.append(items[int(pieces.if_piece[iface])])
     parts += [b',"Type":"L3_L4","node_name":', node, b',"trace_observation_point":"',
               _POINTS[point], b'","is_reply":', b"true" if reply else b"false"]
-    if svc >= 0:
-        parts += [b',"destination_service":', items[svc]]
+    if src_svc >= 0:
+        parts += [b',"source_service":', items[src_svc]]
+    if dst_svc >= 0:
+        parts += [b',"destination_service":', items[dst_svc]]
     if dec >= 0:
         parts += [b',"kemu":{"frame":%d,"hop":%d,"decisions":' % (number, h), items[dec], b"}"]
     parts += [b'},"node_name":', node, b',"time":"', ts, b'"}\n']
@@ -390,11 +419,12 @@ def _ip(b: bytes) -> bytes:
     return b"%d.%d.%d.%d" % (b[0], b[1], b[2], b[3])
 
 
-def _endpoint(pieces: Pieces, ip: int) -> int:
+def _endpoint(pieces: Pieces, ip: int) -> tuple[int, int]:
+    """(endpoint piece or -1, the piece of the Service whose ClusterIP it is or -1)."""
     k = int(np.searchsorted(pieces.ep_ip, ip))
     if k < len(pieces.ep_ip) and int(pieces.ep_ip[k]) == ip:
-        return int(pieces.ep_piece[k])
-    return pieces.unmanaged if ip & pieces.cmask == pieces.cnet else pieces.world
+        return int(pieces.ep_piece[k]), int(pieces.ep_svc[k])
+    return pieces.unmanaged if ip & pieces.cmask == pieces.cnet else pieces.world, -1
 
 
 class FlowLog:
