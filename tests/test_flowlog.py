@@ -218,7 +218,8 @@ def tiny_results(ts_hop_frames: list[int], oc_frames: list[int]) -> Results:
     """Results with a hop per entry of ``ts_hop_frames`` (frame index) on interface 0,
     an outcome per entry of ``oc_frames`` (delivered at its frame's first hop)."""
     res = Results(hops=64, arena=1 << 12)
-    frame = bytes(Ether(src=MACS[0], dst=MACS[1]) / IP(src=POD_IPS[0], dst=POD_IPS[1]) / TCP())
+    frame = bytes(Ether(src=MACS[0], dst=MACS[1]) / IP(src=POD_IPS[0], dst=POD_IPS[1])
+                  / TCP(sport=65535, dport=65535, flags="FSRPAU"))  # (the longest text)
     res.arena[:len(frame)] = np.frombuffer(frame, np.uint8)
     for h, fi in enumerate(ts_hop_frames):
         res.hop_frame[h], res.hop_iface[h], res.hop_off[h], res.hop_len[h] = fi, 0, 0, len(frame)

@@ -433,7 +433,9 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
                 tl[ts_[eh[e] + 1]] = e
                 ts_[eh[e] + 1] += 1
     # (now hop h's are tl[ts_[h]:ts_[h + 1]])
-    cdef int64_t bound = FL_TEXT + 8 * <int64_t>pieces.max_size + <int64_t>pieces.max_list
+    cdef int64_t bound = (FL_TEXT + 2 * <int64_t>pieces.max_endpoint
+                          + 2 * <int64_t>pieces.max_service + 4 * <int64_t>pieces.max_size
+                          + <int64_t>pieces.max_list)  # kemu.io.flowlog.record_bound
     cdef int64_t total = (ts_[n_hops] + n_oc) * bound
     if total == 0:
         return np.zeros(0, np.uint8), 0

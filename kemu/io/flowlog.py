@@ -118,8 +118,9 @@ class Pieces:
     def __init__(self, t: Tables, endpoints: dict[int, EndpointInfo],
                  services: dict[int, tuple[str, str]], kemu_format: bool = False) -> None:
         self.items: list[bytes] = []
-        self.max_size = 0   # of the pieces made here
-        self.max_list = 0   # of the lists of decisions (``add_list``)
+        # the longest piece of each kind: a record holds at most two endpoints, two
+        # services, four others (drop reason, interface, node twice) and a list
+        self.max_endpoint = self.max_service = self.max_size = self.max_list = 0
         self._data = np.zeros(1 << 16, np.uint8)
         self._used = 0
         self._start = np.zeros(256, np.int64)
@@ -146,13 +147,13 @@ class Pieces:
         self.sp_piece = np.full(len(t.sp_name), -1, np.int32)
         for sp, (ns, name) in services.items():
             if 0 <= sp < len(self.sp_piece):
-                self.sp_piece[sp] = add(_json({"name": name, "namespace": ns}))
+                self.sp_piece[sp] = self.add_service(_json({"name": name, "namespace": ns}))
         # addresses of their own: pods first, then node addresses (Tables.owner_of), then
         # Services' ClusterIPs (no endpoint: their Service)
         own: dict[int, tuple[int, int]] = {}
         for ip, info in endpoints.items():
-            own[int(ip)] = (add(_json(info.to_dict())), -1)
-        host = add(_json({"labels": ["reserved:host"]}))
+            own[int(ip)] = (self.add_endpoint(_json(info.to_dict())), -1)
+        host = self.add_endpoint(_json({"labels": ["reserved:host"]}))
         for ip, i in zip(t.own_ip.tolist(), t.own_if.tolist(), strict=True):
             if int(kinds[i]) in (C.IF_NODE_ETH, C.IF_BRIDGE):
                 own.setdefault(int(ip), (host, -1))
@@ -164,12 +165,22 @@ class Pieces:
         self.ep_piece = np.array([own[ip][0] for ip in order], np.int32)
         self.ep_svc = np.array([own[ip][1] for ip in order], np.int32)
         self.cnet, self.cmask = (int(v) for v in t.cluster_cidr)
-        self.unmanaged = add(_json({"labels": ["reserved:unmanaged"]}))
-        self.world = add(_json({"labels": ["reserved:world"]}))
+        self.unmanaged = self.add_endpoint(_json({"labels": ["reserved:unmanaged"]}))
+        self.world = self.add_endpoint(_json({"labels": ["reserved:world"]}))
 
     def add(self, text: bytes) -> int:
-        """A new piece; its id."""
+        """A new piece (a drop reason, an interface, a node); its id."""
         self.max_size = max(self.max_size, len(text))
+        return self._add(text)
+
+    def add_endpoint(self, text: bytes) -> int:
+        """A new endpoint (``{"labels":...}``); its id."""
+        self.max_endpoint = max(self.max_endpoint, len(text))
+        return self._add(text)
+
+    def add_service(self, text: bytes) -> int:
+        """A new Service (``{"name":...,"namespace":...}``); its id."""
+        self.max_service = max(self.max_service, len(text))
         return self._add(text)
 
     def add_list(self, text: bytes) -> int:
@@ -213,9 +224,10 @@ def _grown(a: np.ndarray, need: int) -> np.ndarray:
 
 
 def record_bound(pieces: Pieces) -> int:
-    """The most bytes one record can take: its own text, at most 8 pieces (drop reason, two
-    endpoints, interface, node twice, two services) and a list of decisions."""
-    return RECORD_TEXT + 8 * pieces.max_size + pieces.max_list
+    """The most bytes one record can take: its own text, two endpoints, two services, four
+    other pieces (drop reason, interface, node twice) and a list of decisions."""
+    return (RECORD_TEXT + 2 * pieces.max_endpoint + 2 * pieces.max_service
+            + 4 * pieces.max_size + pieces.max_list)
 
 
 def encode_flows(res: Results, frame_ts: np.ndarray, frame_number: np.ndarray,
@@ -435,8 +447,9 @@ class FlowLog:
     one, or ``kemu._fastpath``; the active backend's by default)."""
 
     # the most bytes laid out in the file's own buffers at once (DirectFile gives up to a
-    # buffer's worth in place, 16 MiB by default); larger batches go through a scratch array
-    IN_PLACE = 8 << 20
+    # buffer's worth in place, 16 MiB but a few KiB by default); larger batches go through a
+    # scratch array and are copied there
+    IN_PLACE = 12 << 20
 
     def __init__(self, out: IO[Any], tables: Tables, endpoints: dict[int, EndpointInfo],
                  services: dict[int, tuple[str, str]], kemu_format: bool = False,
@@ -491,8 +504,10 @@ class FlowLog:
         hop_ids = np.zeros(n_hops, np.int32)
         hc = self.comments
         cols = (res.ev_kind, res.ev_a, res.ev_b, res.ev_c)
-        new = [hc.assign(res.ev_hop, *cols, n_ev, np.ones(n_hops, np.uint8), self._none,
-                         hop_ids)]
+        ended = np.zeros(n_hops, np.uint8)  # the hops copies ended at: their records' lists
+        oc_hop = res.oc_hop[:res.n_outcomes]
+        ended[oc_hop[(oc_hop >= 0) & (oc_hop < n_hops)]] = 1
+        new = [hc.assign(res.ev_hop, *cols, n_ev, ended, self._none, hop_ids)]
         kinds = res.ev_kind[:n_ev]
         hop = res.ev_hop[:n_ev]
         tr = np.flatnonzero(TRANSLATIONS[kinds.view(np.uint16)].astype(bool) & (hop >= 0))
