@@ -1,6 +1,8 @@
-"""Capture I/O: indexing a pcap into frame arrays (``read_capture``, ``iter_capture``) and
+"""Capture I/O: indexing a pcap into frame arrays (``read_capture``, ``iter_capture``),
 writing pcapng with every hop of a recorded batch, comments included: as ``kemu replay``
-writes them (``HopWriter``, both backends) and through ``PcapngWriter.write_batch``."""
+writes them (``HopWriter``, both backends) and through ``PcapngWriter.write_batch``; and the
+Hubble flow log of the same batch as ``kemu replay --flows`` writes it (``FlowLog``, both
+backends and both formats)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from kemu.bench import workloads as W
 from kemu.dataplane import codes as C
 from kemu.dataplane.describe import event_text
 from kemu.frontend.hopwriter import HopWriter
-from kemu.io import hops
+from kemu.io import flowlog, hops
 from kemu.io.capture import iter_capture, read_capture
+from kemu.io.flowlog import FlowLog
 from kemu.io.pcapng import PcapngWriter
 
 CAPTURE_FRAMES = 1_000_000
@@ -102,3 +105,32 @@ def test_pcapng_write_batch(benchmark, tmp_path, tables, mix, comments):
     timed(benchmark, write, len(w), rounds=5)
     record_rate(benchmark, len(w), hops=n,
                 hops_per_s=benchmark.extra_info.get("pps", 0) * n / len(w))
+
+
+@pytest.mark.parametrize("fmt", ["hubble", "kemu"])
+@pytest.mark.parametrize("impl", sorted(flowlog.implementations()))
+def test_flow_log(benchmark, tmp_path, tables, mix, impl, fmt):
+    """The flow log of ``BATCH * 16`` cluster-mix frames (every hop recorded) as ``kemu
+    replay --flows`` writes it (``FlowLog``: pieces made once, records laid out per batch,
+    one write), per backend; written to a file in the temporary directory."""
+    from types import SimpleNamespace
+
+    from kemu.control.cluster import load_cluster
+    from kemu.frontend.replay import _endpoint_infos, _service_names
+
+    need("cython")
+    benchmark.group = f"io: flow log writing ({fmt})"
+    r = Runner("cython", tables, mix.warm, record=True)
+    w = mix.head(BATCH * 16 if impl == "cython" else BATCH)
+    res = W.results_for(tables, len(w), True, 64)
+    W.drive(r.dp, w.shifted(10**9), res, batch=len(w))
+    model = load_cluster(W.synthetic_cluster(3, 120, 30))
+    infos = _endpoint_infos(SimpleNamespace(model=model))
+    path = tmp_path / "flows.jsonl"
+    with open(path, "wb") as out:  # (the pieces are made once, as in a replay)
+        log = FlowLog(out, tables, infos, _service_names(tables), fmt == "kemu",
+                      flowlog.implementations()[impl])
+        timed(benchmark, lambda: log.write_batch(res, w.ts_ns), len(w), rounds=5, impl=impl)
+        rounds = 6  # (a warm-up round and 5 timed)
+        record_rate(benchmark, len(w), impl=impl, records=log.records // rounds,
+                    bytes=os.path.getsize(path) // rounds)

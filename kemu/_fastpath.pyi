@@ -89,10 +89,20 @@ def pcapng_scan(w: memoryview, r: int, remaining: int, kind: int, minlen: int, b
 
 def count_fates(oc_frame: np.ndarray, oc_kind: np.ndarray, oc_reason: np.ndarray,
                 n_outcomes: int, n: int, noise: np.ndarray, ev_frame: np.ndarray,
-                ev_kind: np.ndarray, n_events: int, translating: np.ndarray
+                ev_kind: np.ndarray, n_events: int, translating: np.ndarray,
+                oc_nat: np.ndarray | None = None
                 ) -> tuple[int, int, int, int, list[tuple[int, bool]]]: ...
 
 def place_frames(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
                  own_ip: np.ndarray, own_if: np.ndarray, own_if_l2: np.ndarray,
                  mac_keys: np.ndarray, mac_ifs: np.ndarray, gateway: int
                  ) -> tuple[np.ndarray, np.ndarray]: ...
+
+# -- the flow log (twin of kemu.io.flowlog.encode_flows) -------------------------------------
+
+FLOW_RECORD_TEXT: int
+
+def encode_flows(res: Results, frame_ts: np.ndarray, frame_number: np.ndarray,
+                 hop_dec: np.ndarray, ev_dec: np.ndarray, frame_dec: np.ndarray, pieces: Any,
+                 space: Callable[[int], np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, int]: ...

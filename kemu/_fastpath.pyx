@@ -66,3 +66,4 @@ include "fastpath/load.pxi"       # loading Tables into the C state, checked fir
 include "fastpath/hops.pxi"       # pcapng hop comments and blocks (twin: kemu.io.hops)
 include "fastpath/capture.pxi"    # pcap/pcapng record scanning (twin: kemu.io.capture)
 include "fastpath/placement.pxi"  # replay placement and fates (twin: kemu.frontend.placement)
+include "fastpath/flowlog.pxi"    # flow log records (twin: kemu.io.flowlog)

@@ -464,7 +464,7 @@ def run(dp, res: Results, batch: Batch, n_if: int) -> list[int]:
 HOPS = ["hop_frame", "hop_iface", "hop_dir", "hop_off", "hop_len"]
 EVENTS = ["ev_frame", "ev_hop", "ev_kind", "ev_a", "ev_b", "ev_c"]
 OUTCOMES = ["oc_frame", "oc_kind", "oc_reason", "oc_iface", "oc_hop", "oc_a", "oc_off",
-            "oc_len"]
+            "oc_len", "oc_nat"]
 
 
 def assert_same_results(ref: Results, fast: Results) -> None:

@@ -1,5 +1,6 @@
 """Fates of replayed frames (``count_fates``, pure and compiled): against a brute-force
-per-frame oracle on random outcomes and events, as replay's summary counts them."""
+per-frame oracle on random outcomes, events and translated marks (``oc_nat``), as replay's
+summary counts them."""
 
 from __future__ import annotations
 
@@ -60,10 +61,18 @@ def test_fates_equal_the_per_frame_oracle(data: st.DataObject, n: int, spare: in
     events = data.draw(st.lists(st.tuples(frame, st.sampled_from(EVENTS)), max_size=40))
     fr, kind, reason, ef, ek = arrays(outcomes, events, spare)
     want = oracle(n, outcomes, events)
+    # outcomes marked translated (Results.oc_nat): counted as a translating event would be
+    nat = data.draw(st.lists(st.booleans(), min_size=len(outcomes), max_size=len(outcomes)))
+    marked = [(f, C.EV_DNAT) for (f, _k, _r), m in zip(outcomes, nat, strict=True) if m]
+    want_nat = oracle(n, outcomes, events + marked)
+    oc_nat = np.array(nat + [True] * spare, np.uint8)
     for name, mod in IMPLS.items():
         got = mod.count_fates(fr, kind, reason, len(outcomes), n, NOISE, ef, ek, len(events),
                               TRANSLATING)
         assert got == want, name
+        got = mod.count_fates(fr, kind, reason, len(outcomes), n, NOISE, ef, ek, len(events),
+                              TRANSLATING, oc_nat)
+        assert got == want_nat, name
 
 
 @pytest.mark.parametrize("name", sorted(IMPLS))
@@ -80,3 +89,8 @@ def test_bad_counts_and_frames_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="outside 0..0"):
         count(fr, kind, reason, 1, 1, NOISE, ef, ek, 1, TRANSLATING)
     assert count(fr, kind, reason, 2, 6, NOISE, ef, ek, 1, TRANSLATING) == (1, 1, 4, 1, [])
+    nat = np.array([0, 1], np.uint8)
+    with pytest.raises(ValueError, match="beyond the arrays"):
+        count(fr, kind, reason, 2, 6, NOISE, ef, ek, 0, TRANSLATING, nat[:1])
+    assert count(fr, kind, reason, 2, 6, NOISE, ef, ek, 0, TRANSLATING, nat) == (1, 1, 4, 1, [])
+    assert count(fr, kind, reason, 2, 6, NOISE, ef, ek, 1, TRANSLATING, nat) == (1, 1, 4, 2, [])

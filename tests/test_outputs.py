@@ -273,8 +273,8 @@ def test_a_failing_flow_log_is_one_line_and_leaves_nothing(work: Path,
                                                            ) -> None:
     from kemu.frontend import replay as R
 
-    def failing(path: str) -> AtomicFile:
-        f = AtomicFile(path)
+    def failing(path: str, *args: object, **kwargs: object) -> AtomicFile:
+        f = AtomicFile(path, *args, **kwargs)  # type: ignore[arg-type]
         f._f = _Failing(f._f)  # type: ignore[assignment]
         return f
 

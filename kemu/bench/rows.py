@@ -18,6 +18,7 @@ CHURN = "churn"
 FAST, REF, SCAPY, KERNEL = ("kemu fast path (cython)", "kemu reference (pure Python)",
                             "Scapy-object pipeline", "Linux kernel (netns, bridge, iptables)")
 STAGES = FAST + ", flow cache off"  # every frame through every stage
+FLOWS_ROW = "kemu replay, pcapng and flow log (whole process)"  # -w and --flows
 
 
 @dataclass(frozen=True)

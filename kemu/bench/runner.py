@@ -14,8 +14,9 @@ What it measures, each the median of ``--repeat`` runs (with min and max), side 
 - batched route lookups: kemu's ``Lpm.lookup_bulk`` against pytricia, 10k and 500k prefixes;
 - whole-process ``kemu replay`` of a cluster-mix capture to a pcapng of every hop (1M frames
   by default, ``--replay-frames 4000000`` for the issue's target; three runs into the
-  temporary directory, one into /dev/shm), and the start-up time of ``kemu replay`` (and
-  whether it imports Scapy);
+  temporary directory, one into /dev/shm), the same with the Hubble flow log too
+  (``--flows``, three runs into the temporary directory), and the start-up time of ``kemu
+  replay`` (and whether it imports Scapy);
 - memory: bytes per route, per conntrack flow and per pod;
 - with ``--scale``: a 5,000-node, 150,000-pod, 10,000-Service cluster loaded and compiled in a
   child process (seconds, peak memory) and the cluster mix on it against the three-node one;
@@ -44,7 +45,18 @@ from typing import Any
 
 from kemu.bench.probes import free_bytes, rss_bytes, write_seconds
 from kemu.bench.report import Report
-from kemu.bench.rows import CHURN, FAST, KERNEL, MIX, REF, SCAPY, STAGES, Row, Sizes
+from kemu.bench.rows import (
+    CHURN,
+    FAST,
+    FLOWS_ROW,
+    KERNEL,
+    MIX,
+    REF,
+    SCAPY,
+    STAGES,
+    Row,
+    Sizes,
+)
 
 
 def _say(text: str) -> None:
@@ -381,11 +393,42 @@ class Bench(Report):
                                      "there right after, the way replay writes"))
                 _say(f"replay ({where}): plain writes of the same bytes {size / secs / 1e6:,.0f}"
                      " MB/s")
+            self._replay_flows(cmd, env, cap, tmp, n, info)
             s = summaries[-1]
             info["summary"] = {k: s.get(k) for k in ("packets", "injected", "delivered",
                                                      "droppedTotal", "hopsWritten", "pps")}
             _say(f"replay: start-up {info['startup_seconds']['median']:.2f} s")
         self.info["replay"] = info
+
+    def _replay_flows(self, cmd: list[str], env: dict[str, str], cap: str, tmp: str, n: int,
+                      info: dict[str, Any]) -> None:
+        """Whole-process ``kemu replay`` writing the pcapng of every hop and the Hubble flow
+        log (``--flows``) side by side into the temporary directory: three runs, the
+        median."""
+        out, flows = os.path.join(tmp, "both.pcapng"), os.path.join(tmp, "both.jsonl")
+        if free_bytes(tmp) < 2.2 * info.get("output_bytes", 0):
+            info["skipped_flows"] = f"not enough room in {tmp}"
+            return
+        row = Row("replay", f"{MIX} capture", FLOWS_ROW, "frames", n)
+        try:
+            for _ in range(min(self.repeat, 3)):
+                t0 = time.perf_counter()
+                p = subprocess.run(cmd + ["-r", cap, "-w", out, "--flows", flows],
+                                   env=env, check=True, capture_output=True, text=True)
+                row.runs.append(n / (time.perf_counter() - t0))
+                info["flow_records"] = json.loads(p.stdout).get("flowRecords")
+                info["flow_log_bytes"] = os.path.getsize(flows)
+                for f in (out, flows):
+                    os.unlink(f)
+        finally:
+            for f in (out, flows):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f)
+        row.note = (f"{info['flow_records'] / max(1, n):.2f} flow records, "
+                    f"{info['flow_log_bytes'] / max(1, n):,.0f} bytes of flow log per frame "
+                    "besides the pcapng")
+        self.rows.append(row)
+        _say(f"replay with --flows: {row.median:,.0f} frames/s")
 
     def _child(self, fn: str, *args: Any, timeout: float = 1800) -> dict[str, Any]:
         env = dict(os.environ)

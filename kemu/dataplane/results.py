@@ -3,7 +3,10 @@
 Both implementations fill the same ``Results``: a hop is one frame seen at one interface in
 one direction (with the frame's bytes at that moment, stored once per change in ``arena``);
 an event is a decision attached to a hop (codes.EV_*); an outcome is where one copy of a
-frame ended (codes.OUT_*). Floods fan one input frame out into several outcomes.
+frame ended (codes.OUT_*). Floods fan one input frame out into several outcomes. An outcome's
+``oc_nat`` is 1 when a translation (service DNAT, masquerade, their reverses, a conntrack NAT
+reused) rewrote that copy on its way, with recording on or off: the events of those kinds
+are recorded only with recording on.
 
 Capacity protocol: before each input frame the implementation checks ``room(frame_len)``;
 when it is short the call returns early with the index of the next frame, and the driver
@@ -47,6 +50,7 @@ class Results:
         self.oc_a = np.zeros(hops, np.int64)
         self.oc_off = np.zeros(hops, np.int64)
         self.oc_len = np.zeros(hops, np.int32)
+        self.oc_nat = np.zeros(hops, np.uint8)
         self.arena = np.zeros(arena, np.uint8)
 
     def clear(self) -> None:

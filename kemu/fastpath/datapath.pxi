@@ -530,6 +530,8 @@ cdef class Datapath:
         dp.oc_cap = min(dp.oc_cap, n)
         dp.oc_len = <int32_t*>_res_ptr(res.oc_len, cnp.NPY_INT32, &n)
         dp.oc_cap = min(dp.oc_cap, n)
+        dp.oc_nat = <uint8_t*>_res_ptr(res.oc_nat, cnp.NPY_UINT8, &n)
+        dp.oc_cap = min(dp.oc_cap, n)
         dp.arena = <uint8_t*>_res_ptr(res.arena, cnp.NPY_UINT8, &dp.arena_cap)
         dp.n_hops = res.n_hops
         dp.n_events = res.n_events

@@ -229,6 +229,7 @@ cdef bint fc_try(DP* dp, const uint8_t* f, int64_t ln, const FcKey* fk) noexcept
                     dp.oc_a[o] = E.out_a
                     dp.oc_off[o] = -1
                     dp.oc_len[o] = 0
+                    dp.oc_nat[o] = E.out_nat
                     dp.n_oc = o + 1
                     dp.fc_hits += 1
                     return True
@@ -275,6 +276,7 @@ cdef void fc_insert(DP* dp) noexcept nogil:
     E.out_iface = dp.tr_out_iface
     E.out_reason = <int16_t>dp.tr_out_reason
     E.out_kind = <uint8_t>dp.tr_out_kind
+    E.out_nat = <uint8_t>dp.tr_out_nat
     E.ttl_k = <uint8_t>dp.tr_k
     E.max_len = <uint16_t>dp.tr_mtu
     E.n_learn = <uint8_t>dp.tr_nl

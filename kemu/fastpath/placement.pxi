@@ -15,7 +15,7 @@ cdef inline int64_t sorted_find(const int64_t* keys, int64_t n, int64_t k) noexc
 
 
 def count_fates(oc_frame, oc_kind, oc_reason, Py_ssize_t n_outcomes, Py_ssize_t n, noise,
-                ev_frame, ev_kind, Py_ssize_t n_events, translating):
+                ev_frame, ev_kind, Py_ssize_t n_events, translating, oc_nat=None):
     """Fates of a batch's frames; see ``kemu.frontend.placement.count_fates``."""
     cdef const int32_t[::1] fr = oc_frame
     cdef const uint8_t[::1] kind = oc_kind
@@ -24,10 +24,14 @@ def count_fates(oc_frame, oc_kind, oc_reason, Py_ssize_t n_outcomes, Py_ssize_t 
     cdef const int32_t[::1] ef = ev_frame
     cdef const int16_t[::1] ek = ev_kind
     cdef const uint8_t[::1] tr = translating.view(np.uint8)
+    cdef const uint8_t[::1] nat = (oc_nat if oc_nat is not None
+                                   else np.zeros(1, np.uint8)).view(np.uint8)
+    cdef bint has_nat = oc_nat is not None
     cdef Py_ssize_t i, f, n_drops = 0
     cdef int64_t delivered = 0, left = 0, fated = 0, translated = 0
     if (n_outcomes < 0 or n_outcomes > min(fr.shape[0], kind.shape[0], reason.shape[0])
-            or n_events < 0 or n_events > min(ef.shape[0], ek.shape[0])):
+            or n_events < 0 or n_events > min(ef.shape[0], ek.shape[0])
+            or (has_nat and nat.shape[0] < n_outcomes)):
         raise ValueError("count_fates: counts beyond the arrays")
     if nz.shape[0] < 1 << 16 or tr.shape[0] < 1 << 16:
         raise ValueError("count_fates: noise and translating need 65536 entries")
@@ -61,6 +65,11 @@ def count_fates(oc_frame, oc_kind, oc_reason, Py_ssize_t n_outcomes, Py_ssize_t 
             if tr[<uint16_t>ek[i]] and not st[ef[i]] & 8:
                 st[ef[i]] |= 8
                 translated += 1
+        if has_nat:
+            for i in range(n_outcomes):
+                if nat[i] and not st[fr[i]] & 8:
+                    st[fr[i]] |= 8
+                    translated += 1
         for f in range(n):
             if st[f] & 1:
                 delivered += 1

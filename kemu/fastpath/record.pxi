@@ -20,6 +20,9 @@ cdef inline void emit(DP* dp, int64_t hop, int64_t kind, int64_t a, int64_t b,
 
 cdef inline void ev(DP* dp, Item* it, int64_t kind, int64_t a, int64_t b,
                     int64_t c) noexcept nogil:
+    if (kind == EV_DNAT or kind == EV_SNAT or kind == EV_UNDNAT or kind == EV_UNSNAT
+            or kind == EV_CT_REUSE):  # (constant at every call site: folded away)
+        it.nat = 1  # the copy's outcome says so (oc_nat), recording or not
     if not dp.record:
         return
     if it.npend == NPEND:
@@ -129,6 +132,7 @@ cdef int end(DP* dp, Item* it, int kind, int reason, int iface, int64_t a,
         dp.tr_out_kind = kind
         dp.tr_out_reason = reason
         dp.tr_out_iface = iface
+        dp.tr_out_nat = it.nat
         dp.tr_out_a = a
     if it.ctx.new and kind == OUT_DROPPED and it.ctx.ct >= 0:
         if (reason == DROP_TTL_EXCEEDED or reason == DROP_REJECT_NO_ENDPOINTS
@@ -161,6 +165,7 @@ cdef int end(DP* dp, Item* it, int kind, int reason, int iface, int64_t a,
     dp.oc_a[o] = a
     dp.oc_off[o] = -1
     dp.oc_len[o] = 0
+    dp.oc_nat[o] = <uint8_t>it.nat
     if keep:  # the frame is needed again (neighbour hold, ICMP error quoting)
         if arena_put(dp, it, &off):
             dp.oc_off[o] = off

@@ -121,6 +121,7 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
     it.flood = 0
     it.ip_ok = 0
     it.ct_prev = -1
+    it.nat = 0
     it.npend = 0
     dp.n_touch = 0
     dp.first_ct = -1

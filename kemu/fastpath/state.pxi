@@ -82,6 +82,7 @@ ctypedef struct Item:            # reference.Item: one copy of a frame on the wo
     int32_t ip_ok                # ip_rcv's checks passed and the header changed only by
                                  # checksum-preserving rewrites since (reset with the data)
     int32_t ct_prev              # entry * 2 + d of this copy's last conntrack hit, -1
+    int32_t nat                  # a translation rewrote this copy (oc_nat), recording or not
     int32_t npend
     Ev pend[NPEND]
 
@@ -106,6 +107,7 @@ ctypedef struct FcE:             # a cached path of an established flow: two cac
     uint8_t n_learn
     uint8_t n_check
     uint8_t n_ct
+    uint8_t out_nat              # the outcome's oc_nat
     uint16_t max_len             # the smallest MTU the path met: longer frames take the stages
     uint8_t pad[2]
     int32_t learn[FC_N]          # FDB slots the path refreshes (seen = now; port unchanged)
@@ -228,6 +230,7 @@ ctypedef struct DP:
     int32_t tr_out_kind
     int32_t tr_out_reason
     int32_t tr_out_iface
+    int32_t tr_out_nat
     int64_t tr_out_a
     # ---- per batch
     void* touch[NTOUCH]           # the current frame's lookups (ce_touch)
@@ -265,6 +268,7 @@ ctypedef struct DP:
     int64_t* oc_a
     int64_t* oc_off
     int32_t* oc_len
+    uint8_t* oc_nat
     int64_t oc_cap
     uint8_t* arena
     int64_t arena_cap

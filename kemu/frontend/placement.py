@@ -139,7 +139,8 @@ def place_frames(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
 
 def count_fates(oc_frame: np.ndarray, oc_kind: np.ndarray, oc_reason: np.ndarray,
                 n_outcomes: int, n: int, noise: np.ndarray, ev_frame: np.ndarray,
-                ev_kind: np.ndarray, n_events: int, translating: np.ndarray
+                ev_kind: np.ndarray, n_events: int, translating: np.ndarray,
+                oc_nat: np.ndarray | None = None
                 ) -> tuple[int, int, int, int, list[tuple[int, bool]]]:
     """Fates of frames ``0..n-1`` from their outcomes (``kemu._fastpath`` has the compiled
     twin): (delivered, left and not delivered, ignored by every receiver, translated, the
@@ -148,9 +149,12 @@ def count_fates(oc_frame: np.ndarray, oc_kind: np.ndarray, oc_reason: np.ndarray
     A frame's fate: delivered if any copy was; else left the cluster if any copy did; else
     its first drop (in outcome order) that is not noise (``noise[reason]``: drops that end a
     copy but are no drop), or a copy stuck on an unresolved neighbour; else ignored. It was
-    translated when one of its events is of a kind marked in ``translating``."""
+    translated when one of its events is of a kind marked in ``translating``, or one of its
+    outcomes has ``oc_nat`` set (``Results.oc_nat``: known with recording off too; replay
+    counts from it alone, with no events)."""
     if not 0 <= n_outcomes <= min(len(oc_frame), len(oc_kind), len(oc_reason)) or not (
-            0 <= n_events <= min(len(ev_frame), len(ev_kind))):
+            0 <= n_events <= min(len(ev_frame), len(ev_kind))) or (
+            oc_nat is not None and len(oc_nat) < n_outcomes):
         raise ValueError("count_fates: counts beyond the arrays")
     fr, kind, reason = oc_frame[:n_outcomes], oc_kind[:n_outcomes], oc_reason[:n_outcomes]
     if len(fr) and (int(fr.min()) < 0 or int(fr.max()) >= n) or n_events and (
@@ -168,6 +172,8 @@ def count_fates(oc_frame: np.ndarray, oc_kind: np.ndarray, oc_reason: np.ndarray
     ended = drops[first]
     translated = np.zeros(n, bool)
     translated[ev_frame[:n_events][translating[ev_kind[:n_events].view(np.uint16)]]] = True
+    if oc_nat is not None:
+        translated[fr[oc_nat[:n_outcomes] != 0]] = True
     return (int(np.count_nonzero(delivered)), int(np.count_nonzero(left & ~delivered)),
             n - int(np.count_nonzero(fate)) - len(frames), int(np.count_nonzero(translated)),
             list(zip(reason[ended].tolist(), (kind[ended] == C.OUT_NEIGH).tolist(),

@@ -58,6 +58,7 @@ from kemu.io.ahead import ahead
 from kemu.io.capture import Capture, iter_capture
 from kemu.io.compressed import open_decompressed
 from kemu.io.flowlog import EndpointInfo, FlowLog
+from kemu.io.flowlog import implementations as flowlog_twins
 from kemu.io.hops import implementations
 from kemu.io.linktypes import to_ethernet
 from kemu.io.outputs import AtomicFile, check_outputs
@@ -202,11 +203,13 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
         writer = _open_writer(out, t) if out is not None else None
         hop_writer = HopWriter(writer, t, opts.capture_points, implementations()[emu.backend]) \
             if writer is not None else None
-        flow_file = AtomicFile(flows) if flows is not None else None
+        # the flow log's bytes around the page cache, laid out in the file's own buffers
+        flow_file = AtomicFile(flows, "wb", direct=True) if flows is not None else None
         flowlog = None
         if flow_file is not None:
             flowlog = FlowLog(flow_file, t, _endpoint_infos(emu), _service_names(t),
-                              kemu_format=opts.flow_format == "kemu")
+                              kemu_format=opts.flow_format == "kemu",
+                              impl=flowlog_twins()[emu.backend])
         record = writer is not None or flowlog is not None or opts.respond
         # three Results in turn: the writer's thread encodes one batch's hops while the next
         # batches run in the others (the third absorbs the two threads' jitter)
@@ -354,10 +357,12 @@ def _run_batch_in(emu: Emulation, cap: Capture, lo: int, hi: int, placed: Placem
 
 
 def _count(res: Results, n: int, summary: ReplaySummary, impl: ModuleType) -> None:
-    """Fates of a batch's frames into the summary (``count_fates`` of ``impl``)."""
+    """Fates of a batch's frames into the summary (``count_fates`` of ``impl``). Translated
+    frames are counted from the outcomes' ``oc_nat`` alone, set with recording on or off (the
+    events say it only when recorded): the same count with or without outputs."""
     delivered, left, ignored, translated, drops = impl.count_fates(
         res.oc_frame, res.oc_kind, res.oc_reason, res.n_outcomes, n, NOISE,
-        res.ev_frame, res.ev_kind, res.n_events if res.record else 0, TRANSLATING)
+        res.ev_frame, res.ev_kind, 0, TRANSLATING, res.oc_nat)
     summary.delivered += delivered
     summary.left += left
     for (r, neigh), count in Counter(drops).items():

@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from kemu.errors import OutputError
+from kemu.io.directio import DirectFile
 
 __all__ = ["AtomicFile", "check_outputs", "part_name", "write_error"]
 
@@ -164,9 +165,9 @@ def check_outputs(outputs: Mapping[str, PathLike | None],
         _writable(label, path)
 
 
-def _remove(f: IO[Any], tmp: str) -> None:
+def _remove(f: IO[Any] | DirectFile, tmp: str) -> None:
     try:
-        f.close()
+        f.discard() if isinstance(f, DirectFile) else f.close()
     except OSError:  # the last bytes would not go (ENOSPC): the file goes anyway
         pass
     try:
@@ -186,12 +187,16 @@ class AtomicFile:
     """
 
     def __init__(self, path: PathLike, mode: str = "w", *, encoding: str | None = "utf-8",
-                 buffering: int = -1) -> None:
+                 buffering: int = -1, direct: bool = False) -> None:
         self.path = os.fspath(path)
         self.tmp = part_name(self.path)
         try:
-            self._f: IO[Any] = open(self.tmp, mode, buffering=buffering,  # noqa: SIM115
-                                    encoding=None if "b" in mode else encoding)
+            if direct:  # bytes around the page cache (``DirectFile``), laid out in place
+                self._f: IO[Any] | DirectFile = DirectFile(self.tmp)
+                self.space = self._f.space
+            else:
+                self._f = open(self.tmp, mode, buffering=buffering,  # noqa: SIM115
+                               encoding=None if "b" in mode else encoding)
         except OSError as err:
             raise write_error(self.path, err) from None
         self._finalizer = weakref.finalize(self, _remove, self._f, self.tmp)

@@ -45,8 +45,8 @@ SEMANTICS ids it implements.
 
 Rooms without a module here: ``htab`` (the reference's tables are dicts), ``flowcache``
 (compiled only; ``tests/test_flow_cache.py`` checks that it changes no result), and
-``hops``, ``capture``, ``placement``, whose twins are ``kemu/io/hops.py``,
-``kemu/io/capture.py`` and ``kemu/frontend/placement.py``;
+``hops``, ``capture``, ``placement``, ``flowlog``, whose twins are ``kemu/io/hops.py``,
+``kemu/io/capture.py``, ``kemu/frontend/placement.py`` and ``kemu/io/flowlog.py``;
 ``codes`` is ``kemu/dataplane/codes.py``. ``tests/test_twins.py`` keeps the rooms and the
 modules matched.
 

@@ -19,6 +19,8 @@ from kemu.dataplane import codes as C
 from kemu.dataplane.reference.conntrack import Conntrack
 from kemu.dataplane.reference.state import Item
 
+# events that rewrite addresses: a copy with one ends with oc_nat set (with recording off too)
+TRANSLATING = frozenset((C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT, C.EV_CT_REUSE))
 
 class Record(Conntrack):
     """Hops, events and outcomes of a frame's copies."""
@@ -90,6 +92,7 @@ class Record(Conntrack):
         res.oc_a[o] = a
         res.oc_off[o] = -1
         res.oc_len[o] = 0
+        res.oc_nat[o] = it.nat
         if keep:  # the frame is needed again (neighbour hold, ICMP error quoting)
             n = len(it.data)
             res.arena[res.arena_used: res.arena_used + n] = np.frombuffer(bytes(it.data),
@@ -102,5 +105,7 @@ class Record(Conntrack):
         return self.if_node[iface] if iface >= 0 else -1
 
     def _ev(self, it: Item, kind: int, a: int = 0, b: int = 0, c: int = 0) -> None:
+        if kind in TRANSLATING:
+            it.nat = True
         if self.res.record:
             it.pend.append((kind, a, b, c))

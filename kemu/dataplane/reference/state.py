@@ -74,10 +74,12 @@ class Item:
     snap_len: int = 0
     pend: list = field(default_factory=list)
     flood: bool = False
+    nat: bool = False    # a translation rewrote this copy (Results.oc_nat), recording or not
 
     def fork(self, stage: int, a: int, b: int = -1) -> Item:
         return Item(bytearray(self.data), stage, a, b, self.ctx.copy(), self.hops,
-                    self.last_hop, self.snap_off, self.snap_len, list(self.pend), self.flood)
+                    self.last_hop, self.snap_off, self.snap_len, list(self.pend), self.flood,
+                    self.nat)
 
 
 class State:
