@@ -588,3 +588,28 @@ def test_named_target_port_found_on_some_pod_is_fine() -> None:
                      svc("s", {"selector": {"app": "x"},
                                "ports": [{"port": 80, "targetPort": "web"}]}))
     assert len(c.backends(c.service("shop", "s"), c.service("shop", "s").ports[0])) == 1
+
+
+# --- found by tests/test_fuzz.py: sizes that must be refused or handled fast --------------------
+
+def test_many_replicas_are_named_in_linear_time() -> None:
+    """A Deployment of 100,000 replicas (the most allowed) took minutes: each new pod name was
+    looked up in a list of the names before it."""
+    import time
+
+    from kemu.control.workloads import expand
+
+    start = time.perf_counter()
+    pods = expand("ReplicaSet", "shop", "web", 100_000, {})
+    assert len({p.name for p in pods}) == 100_000
+    assert time.perf_counter() - start < 10
+
+
+def test_job_parallelism_and_completions_are_bounded() -> None:
+    """``parallelism: 2**70`` made kemu try to name 2**70 pods (a hang)."""
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "shop"},
+           "spec": {"parallelism": 2**70, "completions": -1,
+                    "template": {"metadata": {"labels": {"a": "b"}}, "spec": HTTP}}}
+    assert problems(job) == [
+        "<dict>: shop/Job/j: spec.parallelism: 1180591620717411303424 is out of range 0-100000",
+        "<dict>: shop/Job/j: spec.completions: -1 is out of range 0-100000"]

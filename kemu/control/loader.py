@@ -69,6 +69,8 @@ SERVICE_SPEC_FIELDS = (
     "trafficDistribution")
 SERVICE_PORT_FIELDS = ("name", "protocol", "appProtocol", "port", "targetPort", "nodePort")
 MAX_AFFINITY_TIMEOUT = 86400
+MAX_REPLICAS = 100000
+"""Most pods one workload may ask for (replicas, a Job's parallelism and completions)."""
 
 
 @dataclass
@@ -414,13 +416,14 @@ def parse_workload(f: Fields, obj: dict[str, Any], kind: str, namespace: str, na
     tspec = f.mapping(template, "spec.template", "spec", required=bool(template))
     t = workloads.parse_template(f, tmeta, tspec, "spec.template.metadata", "spec.template.spec")
     if kind == "Job":
-        parallelism = f.integer(spec, "spec", "parallelism", default=1, lo=0) or 0
-        completions = f.integer(spec, "spec", "completions", lo=0)
+        parallelism = f.integer(spec, "spec", "parallelism", default=1, lo=0,
+                                hi=MAX_REPLICAS) or 0
+        completions = f.integer(spec, "spec", "completions", lo=0, hi=MAX_REPLICAS)
         count = min(parallelism, completions) if completions is not None else parallelism
     elif kind == "DaemonSet":
         count = 0
     else:
-        count = f.integer(spec, "spec", "replicas", default=1, lo=0, hi=100000) or 0
+        count = f.integer(spec, "spec", "replicas", default=1, lo=0, hi=MAX_REPLICAS) or 0
     if kind != "Job":
         selector = parse_selector(f, spec, "spec", "selector")
         if "selector" not in spec:

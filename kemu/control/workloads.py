@@ -250,11 +250,13 @@ class Instance:
 
 def _unique(prefix: str, seed: str, n: int) -> list[str]:
     names: list[str] = []
+    taken: set[str] = set()  # (a set: 100,000 replicas must not take n**2 steps)
     for i in range(n):
         salt = 0
-        while (candidate := f"{prefix}-{encode(f'{seed}/{i}/{salt}', 5)}") in names:
+        while (candidate := f"{prefix}-{encode(f'{seed}/{i}/{salt}', 5)}") in taken:
             salt += 1
         names.append(candidate)
+        taken.add(candidate)
     return names
 
 
