@@ -299,6 +299,7 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
             c.node_port_range = (int(lo), int(hi))
         else:
             f.problem("spec.nodePortRange", f"'{text}' is not a port range like 30000-32767")
+    hosts: set[str] = set()  # names of c.external_hosts
     for i, (hpath, h) in enumerate(f.mappings(spec, "spec", "externalHosts")):
         f.known(h, hpath, ("name", "ip", "ports"))
         hname = f.string(h, hpath, "name", required=True) or f"external-{i}"
@@ -315,10 +316,11 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
                 host.ports.append((proto.upper(), int(num)))
             else:
                 f.problem(join(join(hpath, "ports"), j), f"'{p}' is not like \"tcp/80\"")
-        if any(x.name == hname for x in c.external_hosts):
+        if hname in hosts:
             f.problem(join(hpath, "name"), f"duplicate external host '{hname}'")
         elif ip is not None:
             c.external_hosts.append(host)
+            hosts.add(hname)
     if "nodes" not in spec:
         return c, None
     nodes = spec["nodes"]
@@ -518,6 +520,8 @@ def parse_service(f: Fields, obj: dict[str, Any], namespace: str, name: str,
 
 def _service_ports(f: Fields, spec: dict[str, Any], type_: str) -> list[ServicePort]:
     out: list[ServicePort] = []
+    names: set[str] = set()  # (sets: a Service of 10,000 ports must not take n**2 steps)
+    numbers: set[tuple[int, str]] = set()
     items = f.mappings(spec, "spec", "ports")
     for ppath, p in items:
         f.known(p, ppath, SERVICE_PORT_FIELDS)
@@ -528,10 +532,12 @@ def _service_ports(f: Fields, spec: dict[str, Any], type_: str) -> list[ServiceP
             f.problem(join(ppath, "name"), f"'{sp.name}' {err}")
         elif not sp.name and len(items) > 1:
             f.problem(join(ppath, "name"), "required when a Service has more than one port")
-        elif sp.name and any(o.name == sp.name for o in out):
+        elif sp.name and sp.name in names:
             f.problem(join(ppath, "name"), f"duplicate port name '{sp.name}'")
-        if number and any(o.port == number and o.protocol == sp.protocol for o in out):
+        if number and (number, sp.protocol) in numbers:
             f.problem(ppath, f"duplicate port {number}/{sp.protocol}")
+        names.add(sp.name)
+        numbers.add((number or 0, sp.protocol))
         target = p.get("targetPort")
         if target is None or target == 0:
             sp.target_port = sp.port

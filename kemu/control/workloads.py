@@ -146,6 +146,7 @@ def _parse_containers(f: Fields, spec: dict[str, Any], spath: str) -> list[Conta
     containers: list[Container] = []
     owners: dict[tuple[int, str], str] = {}   # (port, protocol) -> container name (M-4)
     names: dict[str, str] = {}                # port name -> container name
+    seen: set[str] = set()                    # container names
     items = f.mappings(spec, spath, "containers", required=True)
     if "containers" in spec and isinstance(spec["containers"], list) and not spec["containers"]:
         f.problem(join(spath, "containers"), "must have at least one container")
@@ -153,8 +154,9 @@ def _parse_containers(f: Fields, spec: dict[str, Any], spath: str) -> list[Conta
         name = f.string(c, cpath, "name", required=True)
         if name and (err := dns_label_error(name)):
             f.problem(join(cpath, "name"), f"'{name}' {err}")
-        if any(x.name == name for x in containers) and name:
+        if name in seen and name:
             f.problem(join(cpath, "name"), f"duplicate container name '{name}'")
+        seen.add(name)
         container = Container(name=name)
         for ppath, p in f.mappings(c, cpath, "ports"):
             f.known(p, ppath, CONTAINER_PORT_FIELDS)
