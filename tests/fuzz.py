@@ -10,7 +10,8 @@ snaplen, off by one; time stamps) and the global header (magic variants, version
 link type); pcapng blocks (type, total length and the trailing copy, section header byte
 order and version, options with bad lengths, interface ids out of range, IDB link type,
 snaplen and time-stamp resolution, EPBs rewritten as SPBs or obsolete PBs); records
-duplicated, dropped, swapped and spliced in from another capture. One to three at a time.
+duplicated, dropped, swapped and spliced in from another capture. One to three at a time,
+and now and then the result compressed (gzip, bzip2, xz), whole or cut short.
 
 Manifests (``mutate_documents``, ``mutate_text``): on the parsed YAML tree, keys deleted,
 values of the wrong type (containers, strings, numbers, booleans, null, huge and negative
@@ -386,6 +387,24 @@ def m_records(rng: random.Random, data: bytearray, other: bytes | None = None) -
     return f"record at {off} ({n} bytes): {what}"
 
 
+def m_compress(rng: random.Random, data: bytearray) -> str:
+    """The capture compressed as gzip, bzip2 or xz (kemu may read these), maybe cut short."""
+    import bz2
+    import gzip
+    import lzma
+
+    name, packed = rng.choice((("gzip", gzip.compress), ("bzip2", bz2.compress),
+                               ("xz", lzma.compress)))
+    out = packed(bytes(data))
+    how = f"compressed with {name}"
+    if rng.random() < 0.4:
+        cut = rng.randrange(len(out))
+        out = out[:cut]
+        how += f", cut to {cut} bytes"
+    data[:] = out
+    return how
+
+
 PCAP_MUTATORS: list[tuple[Mut, int]] = [
     (m_bitflip, 4), (m_bytes, 2), (m_truncate, 3), (m_pcap_record, 5), (m_pcap_header, 3),
     (m_records, 3)]
@@ -407,6 +426,8 @@ def mutate_capture(rng: random.Random, seed: bytes, other: bytes | None = None
             steps.append(m_records(rng, data, other))
         else:
             steps.append(fn(rng, data))
+    if rng.random() < 0.04:  # last: compressing first would leave the others no structure
+        steps.append(m_compress(rng, data))
     return bytes(data), "; ".join(steps)
 
 
