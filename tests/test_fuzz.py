@@ -24,7 +24,7 @@ the iteration and the mutations, and its files are kept under pytest's ``tmp_pat
 (``failures/<test>-<iteration>/``) with the command line to rerun.
 
 Settings (environment): ``KEMU_FUZZ_ITERATIONS`` mutants per capture test and a quarter of
-that for manifests (each goes through seven commands); the default, 750, takes about a minute
+that for manifests (each goes through seven commands); the default, 700, takes about a minute
 for the whole file on a 2-core machine, on the compiled backend and on the pure-Python one
 (``KEMU_NO_EXTENSIONS=1``) alike. ``KEMU_FUZZ_SEED`` (default 1) picks the mutations and the
 corpus sample, ``KEMU_FUZZ_TIME_LIMIT`` is the limit per call in seconds (default 20). CI runs
@@ -32,7 +32,7 @@ the defaults; a longer session, with a new seed each time::
 
     KEMU_FUZZ_ITERATIONS=20000 KEMU_FUZZ_SEED=$RANDOM python -m pytest -q -s tests/test_fuzz.py
 
-(about 25 minutes on the compiled backend; ``-s`` prints the exit codes and the slowest call of
+(about an hour on the compiled backend; ``-s`` prints the exit codes and the slowest call of
 each test). A failing iteration is rerun alone with the same seed and
 ``KEMU_FUZZ_ONLY=<iteration>`` (its files are also kept, see above).
 """
@@ -71,7 +71,7 @@ MANIFEST_SEEDS = [ROOT / "examples" / "cluster", ROOT / "examples" / "dump",
 
 # measured to take about 60 s for the whole file on either backend (2 cores): these tiny
 # captures cost kemu's fixed work per call (loading, compiling, threads, files), not the datapath
-DEFAULT_ITERATIONS = 750
+DEFAULT_ITERATIONS = 700
 ITERATIONS = int(os.environ.get("KEMU_FUZZ_ITERATIONS") or DEFAULT_ITERATIONS)
 MANIFEST_SHARE = 4  # a manifest mutant goes through 7 commands: ITERATIONS // 4 of them
 SEED = int(os.environ.get("KEMU_FUZZ_SEED") or 1)
