@@ -31,6 +31,7 @@ from kemu.errors import CaptureError
 from kemu.io.ahead import ahead
 from kemu.io.capture import (
     MAX_SNAPLEN,
+    MAX_TS_NS,
     SUPPORTED_LINKTYPES,
     Capture,
     Damage,
@@ -283,9 +284,35 @@ def test_pcapng_binary_and_decimal_resolutions_exact(tmp_path: Path) -> None:
         path = write(tmp_path, f"r{resol}.pcapng", b"".join(blocks))
         cap = read_capture(path)
         per_s = 2 ** (resol & 0x7F) if resol & 0x80 else 10 ** resol
-        expect = [(r * 10**9 // per_s) & ((1 << 64) - 1) for r in raw_list]
-        expect = [x - (1 << 64) if x >= 1 << 63 else x for x in expect]
+        expect = [min(r * 10**9 // per_s, MAX_TS_NS) for r in raw_list]  # clamped, not wrapped
         assert cap.ts_ns.tolist() == expect, resol
+
+
+def test_pcapng_time_stamps_out_of_range_are_clamped(tmp_path: Path) -> None:
+    """Found by tests/test_fuzz.py: a zeroed if_tsresol (seconds) made raw time stamps wrap to
+    negative nanoseconds, and replay's pcapng writer raised on them (a traceback). Time stamps
+    are clamped to 0 .. MAX_TS_NS (1970 to 2106) and the replay goes through."""
+    blocks = [shb(), idb(tsresol=0), idb(tsresol=6, tsoffset=-(1 << 40)),
+              idb(tsresol=0x80, tsoffset=1 << 62), idb(tsresol=6, tsoffset=-10)]
+    blocks += [epb("<", 0, 1_700_000_000, udp(1)), epb("<", 0, (1 << 64) - 1, udp(2)),
+               epb("<", 1, 1_700_000_000_000_000, udp(3)), epb("<", 2, 5, udp(4)),
+               epb("<", 3, 4_000_000, udp(5)), epb("<", 3, 20_000_000, udp(6))]
+    path = write(tmp_path, "times.pcapng", b"".join(blocks))
+    cap = read_capture(path)
+    assert cap.ts_ns.tolist() == [1_700_000_000 * 10**9, MAX_TS_NS, 0, MAX_TS_NS, 0,
+                                  10 * 10**9]
+    pcap = write(tmp_path, "late.pcap", pcap_file([(0, udp(1))]))
+    data = bytearray(pcap.read_bytes())
+    struct.pack_into("<II", data, 24, 0xFFFFFFFF, 0xFFFFFFFF)  # the last second, + 4295 s
+    pcap.write_bytes(bytes(data))
+    assert read_capture(pcap).ts_ns.tolist() == [MAX_TS_NS]
+    from kemu.frontend.cli import main
+
+    out = tmp_path / "out.pcapng"
+    root = Path(__file__).resolve().parents[1]
+    assert main(["replay", "-f", str(root / "examples" / "cluster"), "-r", str(path),
+                 "-w", str(out), "--respond", "--unknown-at-gateway"]) == 0
+    assert read_capture(out).ts_ns.max() <= MAX_TS_NS + 10**6
 
 
 def test_mixed_link_types_drop_unsupported_frames(tmp_path: Path) -> None:

@@ -588,3 +588,52 @@ def test_named_target_port_found_on_some_pod_is_fine() -> None:
                      svc("s", {"selector": {"app": "x"},
                                "ports": [{"port": 80, "targetPort": "web"}]}))
     assert len(c.backends(c.service("shop", "s"), c.service("shop", "s").ports[0])) == 1
+
+
+# --- found by tests/test_fuzz.py: sizes that must be refused or handled fast --------------------
+
+def test_many_replicas_are_named_in_linear_time() -> None:
+    """A Deployment of 100,000 replicas (the most allowed) took minutes: each new pod name was
+    looked up in a list of the names before it."""
+    import time
+
+    from kemu.control.workloads import expand
+
+    start = time.perf_counter()
+    pods = expand("ReplicaSet", "shop", "web", 100_000, {})
+    assert len({p.name for p in pods}) == 100_000
+    assert time.perf_counter() - start < 10
+
+
+def test_job_parallelism_and_completions_are_bounded() -> None:
+    """``parallelism: 2**70`` made kemu try to name 2**70 pods (a hang)."""
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "shop"},
+           "spec": {"parallelism": 2**70, "completions": -1,
+                    "template": {"metadata": {"labels": {"a": "b"}}, "spec": HTTP}}}
+    assert problems(job) == [
+        "<dict>: shop/Job/j: spec.parallelism: 1180591620717411303424 is out of range 0-100000",
+        "<dict>: shop/Job/j: spec.completions: -1 is out of range 0-100000"]
+
+
+
+def test_long_lists_of_ports_containers_and_hosts_load_in_linear_time() -> None:
+    """A Service of 20,000 ports took minutes (each port's name and number compared with every
+    port before it); so did a pod's containers and the kemu document's external hosts."""
+    import time
+
+    n = 20_000
+    big_svc = svc("s", {"selector": {"app": "x"},
+                        "ports": [{"name": f"p{i}", "port": 1 + i} for i in range(n)]})
+    big_pod = pod("p", {"containers": [{"name": f"c{i}"} for i in range(n)]}, labels={"app": "x"})
+    hosts = DOC | {"spec": {"nodeNetwork": "172.16.0.0/12", "externalHosts": [
+        {"name": f"h{i}", "ip": f"172.20.{i // 250}.{i % 250 + 1}"} for i in range(n)]}}
+    start = time.perf_counter()
+    cluster = load_cluster(big_svc, big_pod, hosts)
+    assert time.perf_counter() - start < 20
+    assert len(cluster.service("shop", "s").ports) == n
+    assert len(cluster.pod("shop", "p").containers) == n
+    assert len(cluster.config.external_hosts) == n
+    twice = svc("t", {"ports": [{"name": "a", "port": 1}, {"name": "a", "port": 1}]})
+    assert problems(twice) == ["<dict>: shop/Service/t: spec.ports[1].name: duplicate port "
+                               "name 'a'", "<dict>: shop/Service/t: spec.ports[1]: duplicate "
+                               "port 1/TCP"]

@@ -138,6 +138,73 @@ def test_reading_goes_on_after_a_bad_source() -> None:
     assert len(docs) == 1 and len(problems) == 1
 
 
+# --- found by tests/test_fuzz.py: documents that are no tree to walk -----------------------------
+
+DEEP_LABELS = ("kind: Pod\napiVersion: v1\nmetadata:\n  name: p\n  labels: "
+               + "[" * 1000 + "]" * 1000 + "\nspec: {containers: [{name: c}]}\n")
+
+
+def test_recursive_alias_is_a_problem_not_a_crash(tmp_path) -> None:
+    """``ports: &p [*p]`` made a list that contains itself: json.dumps in the loader raised
+    ValueError (a traceback)."""
+    problems: list[Problem] = []
+    docs = parse_text("kind: A\n---\nkind: Pod\nspec: &s {containers: [*s]}\n", "x.yaml",
+                      problems)
+    assert [d.obj["kind"] for d in docs] == ["A"]
+    assert [str(p) for p in problems] == [
+        "x.yaml: document 2: a list or mapping contains itself (a recursive YAML alias)"]
+
+
+def test_alias_bomb_is_refused_without_expanding_it() -> None:
+    """A billion laughs: 9 levels of 9 aliases, 387,420,489 values from 300 bytes (the loader
+    hashed every workload template with json.dumps: a hang, then memory)."""
+    levels = ["&l0 [" + ", ".join(["lol"] * 9) + "]"]
+    levels += [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    problems: list[Problem] = []
+    docs = parse_text("kind: Pod\nx: [" + ", ".join(levels) + "]\n", "bomb.yaml", problems)
+    assert docs == [] and [str(p) for p in problems] == [
+        f"bomb.yaml: document 1: YAML aliases repeat more than {manifests.MAX_ALIAS_VALUES} "
+        "values (a billion-laughs document?)"]
+    few = parse_text("kind: Pod\nx: &a [1, 2]\ny: [*a, *a]\n", "ok.yaml", problems)
+    assert len(few) == 1 and len(problems) == 1  # aliases as such are fine
+
+
+def test_deep_nesting_is_a_problem_naming_file_and_document() -> None:
+    """1,000 levels of lists in a label value raised RecursionError in the loader's messages
+    (json.dumps) and in its container cache (repr)."""
+    problems: list[Problem] = []
+    assert parse_text(DEEP_LABELS, "deep.yaml", problems) == []
+    assert [str(p) for p in problems] == [
+        f"deep.yaml: document 1: nested deeper than {manifests.MAX_DEPTH} levels"]
+    problems = []
+    assert parse_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}", "deep.json", problems,
+                      as_json=True) == []
+    assert [str(p) for p in problems] == [
+        f"deep.json: nested deeper than {manifests.MAX_DEPTH} levels"]
+    problems = []
+    ok = "kind: Pod\nx: " + "[" * (manifests.MAX_DEPTH - 1) + "]" * (manifests.MAX_DEPTH - 1)
+    assert len(parse_text(ok, "ok.yaml", problems)) == 1 and not problems
+
+
+def test_very_deep_yaml_never_reaches_the_c_composer(tmp_path) -> None:
+    """PyYAML's C composer recurses per level: 50,000 levels (of flow lists, or of compact
+    block sequences on one line) crashed the process with SIGSEGV. Run in a child process so
+    that a crash fails this test instead of ending the run."""
+    import subprocess
+
+    for name, text in (("flow", "a: " + "[" * 50_000 + "]" * 50_000),
+                       ("block", "a:\n" + "- " * 50_000 + "x\n")):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        r = subprocess.run([sys.executable, "-m", "kemu", "validate", "-f", str(path)],
+                           capture_output=True, text=True, timeout=120, check=False,
+                           cwd=Path(__file__).resolve().parents[1])
+        assert r.returncode == 2, (name, r.returncode, r.stderr[-500:])
+        assert r.stderr.startswith(f"kemu: {path}: line 2: nested deeper than "
+                                   f"{manifests.MAX_DEPTH} levels" if name == "block" else
+                                   f"kemu: {path}: line 1: nested deeper than"), r.stderr
+
+
 def test_uses_the_c_loader_when_pyyaml_has_it() -> None:
     assert manifests.yaml_loader() is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

@@ -70,6 +70,8 @@ SERVICE_SPEC_FIELDS = (
     "trafficDistribution")
 SERVICE_PORT_FIELDS = ("name", "protocol", "appProtocol", "port", "targetPort", "nodePort")
 MAX_AFFINITY_TIMEOUT = 86400
+MAX_REPLICAS = 100000
+"""Most pods one workload may ask for (replicas, a Job's parallelism and completions)."""
 
 
 @dataclass
@@ -322,6 +324,7 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
         net = f.cidr(text, f"spec.loadBalancer.pool[{j}]")
         if net is not None:
             c.lb_pool.append(net)
+    hosts: set[str] = set()  # names of c.external_hosts
     for i, (hpath, h) in enumerate(f.mappings(spec, "spec", "externalHosts")):
         f.known(h, hpath, ("name", "ip", "ports"))
         hname = f.string(h, hpath, "name", required=True) or f"external-{i}"
@@ -338,10 +341,11 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
                 host.ports.append((proto.upper(), int(num)))
             else:
                 f.problem(join(join(hpath, "ports"), j), f"'{p}' is not like \"tcp/80\"")
-        if any(x.name == hname for x in c.external_hosts):
+        if hname in hosts:
             f.problem(join(hpath, "name"), f"duplicate external host '{hname}'")
         elif ip is not None:
             c.external_hosts.append(host)
+            hosts.add(hname)
     if "nodes" not in spec:
         return c, None
     nodes = spec["nodes"]
@@ -439,13 +443,14 @@ def parse_workload(f: Fields, obj: dict[str, Any], kind: str, namespace: str, na
     tspec = f.mapping(template, "spec.template", "spec", required=bool(template))
     t = workloads.parse_template(f, tmeta, tspec, "spec.template.metadata", "spec.template.spec")
     if kind == "Job":
-        parallelism = f.integer(spec, "spec", "parallelism", default=1, lo=0) or 0
-        completions = f.integer(spec, "spec", "completions", lo=0)
+        parallelism = f.integer(spec, "spec", "parallelism", default=1, lo=0,
+                                hi=MAX_REPLICAS) or 0
+        completions = f.integer(spec, "spec", "completions", lo=0, hi=MAX_REPLICAS)
         count = min(parallelism, completions) if completions is not None else parallelism
     elif kind == "DaemonSet":
         count = 0
     else:
-        count = f.integer(spec, "spec", "replicas", default=1, lo=0, hi=100000) or 0
+        count = f.integer(spec, "spec", "replicas", default=1, lo=0, hi=MAX_REPLICAS) or 0
     if kind != "Job":
         selector = parse_selector(f, spec, "spec", "selector")
         if "selector" not in spec:
@@ -545,6 +550,8 @@ def parse_service(f: Fields, obj: dict[str, Any], namespace: str, name: str,
 
 def _service_ports(f: Fields, spec: dict[str, Any], type_: str) -> list[ServicePort]:
     out: list[ServicePort] = []
+    names: set[str] = set()  # (sets: a Service of 10,000 ports must not take n**2 steps)
+    numbers: set[tuple[int, str]] = set()
     items = f.mappings(spec, "spec", "ports")
     for ppath, p in items:
         f.known(p, ppath, SERVICE_PORT_FIELDS)
@@ -555,10 +562,12 @@ def _service_ports(f: Fields, spec: dict[str, Any], type_: str) -> list[ServiceP
             f.problem(join(ppath, "name"), f"'{sp.name}' {err}")
         elif not sp.name and len(items) > 1:
             f.problem(join(ppath, "name"), "required when a Service has more than one port")
-        elif sp.name and any(o.name == sp.name for o in out):
+        elif sp.name and sp.name in names:
             f.problem(join(ppath, "name"), f"duplicate port name '{sp.name}'")
-        if number and any(o.port == number and o.protocol == sp.protocol for o in out):
+        if number and (number, sp.protocol) in numbers:
             f.problem(ppath, f"duplicate port {number}/{sp.protocol}")
+        names.add(sp.name)
+        numbers.add((number or 0, sp.protocol))
         target = p.get("targetPort")
         if target is None or target == 0:
             sp.target_port = sp.port

@@ -11,7 +11,13 @@ Owns everything between the bytes on disk and a plain ``dict`` per Kubernetes ob
 
 Invariants: reading never raises for bad input; an unreadable or unparsable file gives a
 ``Problem`` naming the file (and the line, for parse errors) and reading goes on with the next
-source. Empty documents (``---`` with nothing after it) are skipped.
+source. Empty documents (``---`` with nothing after it) are skipped. Every document handed on
+is a tree the loader can walk: nested at most :data:`MAX_DEPTH` levels, no list or mapping
+inside itself (a recursive YAML alias), and aliases repeating at most :data:`MAX_ALIAS_VALUES`
+values (a "billion laughs" document of a few hundred bytes names billions); others are a
+``Problem`` naming the file and document. Text nested far deeper than that never reaches
+PyYAML's C composer, which recurses per level and crashes the process (not an exception) past
+some 30,000 levels.
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ from kemu.errors import Problem
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 DICT_SOURCE = "<dict>"
+MAX_DEPTH = 100
+"""Deepest nesting of mappings and lists in one document (Kubernetes objects need ~15)."""
+MAX_ALIAS_VALUES = 1_000_000
+"""Most values that YAML aliases may add to one document by repeating what they name."""
+_COMPOSER_SAFE_DEPTH = 24000  # text surely nested less deeply goes to the C composer unchecked
+# (its recursion took 30,000 levels and crashed at 50,000 in an 8 MiB stack, x86-64)
 
 
 @dataclass(frozen=True)
@@ -138,12 +150,21 @@ def parse_text(text: str, source: str, problems: list[Problem],
         except json.JSONDecodeError as err:
             problems.append(Problem(source, "", f"line {err.lineno}",
                                     f"{err.msg} (column {err.colno})"))
+        except RecursionError:
+            problems.append(Problem(source, "", "", f"nested deeper than {MAX_DEPTH} levels"))
     else:
         import yaml
 
         try:
+            deep = _too_deep(text)
+            if deep is not None:
+                problems.append(Problem(source, "", f"line {deep.line + 1}", f"nested deeper "
+                                        f"than {MAX_DEPTH} levels (column {deep.column + 1})"))
+                return []
             for doc in yaml.load_all(text, Loader=yaml_loader()):
                 raw.append(doc)
+        except RecursionError:  # PyYAML without its C part composes recursively
+            problems.append(Problem(source, "", "", f"nested deeper than {MAX_DEPTH} levels"))
         except yaml.MarkedYAMLError as err:
             mark = err.problem_mark or err.context_mark
             line = f"line {mark.line + 1}" if mark is not None else ""
@@ -153,11 +174,13 @@ def parse_text(text: str, source: str, problems: list[Problem],
             problems.append(Problem(source, "", line, message))
         except yaml.YAMLError as err:
             problems.append(Problem(source, "", "", f"cannot parse YAML: {err}"))
-    return _flatten(raw, source, 0, problems)
+    return _flatten(raw, source, 0, problems, len(text), aliases=not as_json)
 
 
-def _flatten(raw: Iterable[Any], source: str, start: int,
-             problems: list[Problem]) -> list[Document]:
+def _flatten(raw: Iterable[Any], source: str, start: int, problems: list[Problem],
+             text_size: int | None = None, aliases: bool = False) -> list[Document]:
+    """Documents of ``raw``, lists flattened; parsed text (``text_size`` characters, with YAML
+    ``aliases`` or not) must pass :func:`shape_problem` (API dicts are trusted to be trees)."""
     out: list[Document] = []
 
     def visit(obj: Any, where: str) -> None:
@@ -184,8 +207,114 @@ def _flatten(raw: Iterable[Any], source: str, start: int,
         out.append(Document(source, start + len(out), obj))
 
     for n, doc in enumerate(raw):
-        visit(doc, f"document {n + 1}")
+        where = f"document {n + 1}"
+        problem = (shape_problem(doc, text_size if aliases else None)
+                   if text_size is not None else None)
+        if problem is not None:
+            problems.append(Problem(source, where, "", problem))
+            continue
+        visit(doc, where)
     return out
+
+
+_LONG_LINE = _COMPOSER_SAFE_DEPTH // 8
+_COMPACT_RUN = re.compile(rf" *(?:[-?] +){{{_LONG_LINE}}}")
+
+
+def _too_deep(text: str) -> Any:
+    """Where YAML ``text`` nests deeper than :data:`MAX_DEPTH` (a PyYAML mark), when it may
+    nest deeper than the C composer can take; else None.
+
+    Cheap bounds first: flow collections nest by brackets, at most as deep as ``text`` has
+    opening ones; a block collection nests in another by indentation (one level more for a
+    sequence that is a mapping's value) or by compact ``- `` and ``? `` entries opening a line,
+    so within about twice the length of a line. Only text over a bound (crafted to be deep, or
+    with thousands of brackets or lines of thousands of characters) is parsed to events,
+    which PyYAML makes without recursion, to find the depth exactly (that costs about a third
+    of loading it).
+    """
+    suspect = text.count("[") + text.count("{") > _COMPOSER_SAFE_DEPTH // 2
+    if not suspect:
+        lines = text.split("\n")
+        if max(map(len, lines)) > _LONG_LINE:
+            suspect = any(len(line) - len(line.lstrip(" ")) > _LONG_LINE
+                          or _COMPACT_RUN.match(line) for line in lines if len(line) > _LONG_LINE)
+    if not suspect:
+        return None
+    import yaml
+
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml_loader()):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return event.start_mark
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # loading reports it
+    return None
+
+
+def shape_problem(doc: Any, text_size: int | None = None) -> str | None:
+    """Why ``doc`` is no tree the loader can walk (see the module docstring), or None.
+
+    ``text_size``: the length of the text it was read from, when aliases are possible (YAML):
+    without them a document cannot hold more values than its text has characters. The
+    common case costs one walk, level by level, that stops as soon as a document is too deep
+    or holds too many values; only then does a second walk tell why.
+    """
+    if not isinstance(doc, dict | list):
+        return None
+    budget = (text_size + MAX_ALIAS_VALUES) if text_size is not None else None
+    level, depth, seen = [doc], 0, 0
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            return _shape_why(doc)
+        below: list[Any] = []
+        for node in level:
+            seen += len(node)
+            if budget is not None and seen > budget:
+                return _shape_why(doc)
+            below += [v for v in (node.values() if isinstance(node, dict) else node)
+                      if isinstance(v, dict | list)]
+        level = below
+    return None
+
+
+def _shape_why(doc: Any) -> str:
+    """What :func:`shape_problem` found: one walk without recursion that walks a list or
+    mapping met again through an alias only once (a billion-laughs document costs no more
+    than its text)."""
+    expanded: dict[int, int] = {}  # id of a container walked -> values in it, aliases repeated
+    path: set[int] = set()  # ids of the containers from the document down to the current one
+    distinct = 0
+    stack: list[tuple[Any, bool]] = [(doc, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        values = node.values() if isinstance(node, dict) else node
+        if done:
+            path.discard(key)
+            expanded[key] = len(node) + sum(expanded[id(v)] for v in values
+                                            if isinstance(v, dict | list))
+            continue
+        if key in expanded:
+            continue
+        if key in path:
+            return "a list or mapping contains itself (a recursive YAML alias)"
+        path.add(key)
+        if len(path) > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        distinct += len(node)
+        stack.append((node, True))
+        stack.extend((v, False) for v in values if isinstance(v, dict | list))
+    if expanded[id(doc)] - distinct > MAX_ALIAS_VALUES:
+        return (f"YAML aliases repeat more than {MAX_ALIAS_VALUES} values (a billion-laughs "
+                "document?)")
+    return f"nested deeper than {MAX_DEPTH} levels or too large"  # (not expected)
 
 
 def type_name(value: Any) -> str:

@@ -154,6 +154,7 @@ def _parse_containers(f: Fields, spec: dict[str, Any], spath: str) -> list[Conta
     containers: list[Container] = []
     owners: dict[tuple[int, str], str] = {}   # (port, protocol) -> container name (M-4)
     names: dict[str, str] = {}                # port name -> container name
+    seen: set[str] = set()                    # container names
     items = f.mappings(spec, spath, "containers", required=True)
     if "containers" in spec and isinstance(spec["containers"], list) and not spec["containers"]:
         f.problem(join(spath, "containers"), "must have at least one container")
@@ -161,8 +162,9 @@ def _parse_containers(f: Fields, spec: dict[str, Any], spath: str) -> list[Conta
         name = f.string(c, cpath, "name", required=True)
         if name and (err := dns_label_error(name)):
             f.problem(join(cpath, "name"), f"'{name}' {err}")
-        if any(x.name == name for x in containers) and name:
+        if name in seen and name:
             f.problem(join(cpath, "name"), f"duplicate container name '{name}'")
+        seen.add(name)
         container = Container(name=name)
         for ppath, p in f.mappings(c, cpath, "ports"):
             f.known(p, ppath, CONTAINER_PORT_FIELDS)
@@ -312,11 +314,13 @@ class Instance:
 
 def _unique(prefix: str, seed: str, n: int) -> list[str]:
     names: list[str] = []
+    taken: set[str] = set()  # (a set: 100,000 replicas must not take n**2 steps)
     for i in range(n):
         salt = 0
-        while (candidate := f"{prefix}-{encode(f'{seed}/{i}/{salt}', 5)}") in names:
+        while (candidate := f"{prefix}-{encode(f'{seed}/{i}/{salt}', 5)}") in taken:
             salt += 1
         names.append(candidate)
+        taken.add(candidate)
     return names
 
 

@@ -15,7 +15,8 @@ Invariants of every :class:`Capture` this module returns:
   including the damaged ones left out, and the few non-packet pcapng blocks Wireshark lists
   (custom blocks, systemd journal entries, sysdig events); numbers increase, with gaps.
 - ``ts_ns`` is nanoseconds since the epoch (pcapng ``if_tsresol`` and ``if_tsoffset`` applied;
-  SPBs, which carry no time stamp, get 0).
+  SPBs, which carry no time stamp, get 0), within ``0 ..`` :data:`MAX_TS_NS`: a pcapng time
+  stamp before 1970 or after 2106 (the span of a classic pcap's clock) is clamped to that range.
 
 Bad input, decided the way Wireshark and tcpdump decide it: a file that cannot be read at all
 raises :class:`~kemu.errors.CaptureError` (and nothing else ever escapes); a damaged record
@@ -57,6 +58,7 @@ from kemu.io.linktypes import (
 
 __all__ = [
     "MAX_SNAPLEN",
+    "MAX_TS_NS",
     "SUPPORTED_LINKTYPES",
     "Capture",
     "Damage",
@@ -68,6 +70,10 @@ __all__ = [
 
 MAX_SNAPLEN = 262144
 """Largest captured length accepted for one frame (Wireshark's limit for these link types)."""
+MAX_TS_NS = (1 << 32) * 1_000_000_000 - 1
+"""Latest time stamp of a frame (2106-02-07, the end of a classic pcap's 32-bit seconds).
+pcapng time stamps can say more (64 bits of any resolution, a 64-bit offset); clamping them
+here keeps every later sum of emulated times (answers a microsecond later, ...) in int64."""
 
 _PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000),
@@ -374,6 +380,7 @@ class _Parser:
             keep[i] = False
             reasons[i] = why
         ts = sec.astype(np.int64) * 1_000_000_000 + frac.astype(np.int64) * self.frac_mult
+        np.minimum(ts, MAX_TS_NS, out=ts)  # (a fraction above one second at the last second)
         damaged = [Damage(self.frames + i + 1, self.base + int(pos[i]), reasons[i])
                    for i in sorted(reasons)]
         sel = np.flatnonzero(keep) if reasons else slice(None)
@@ -633,31 +640,38 @@ def _gather_words(buf: np.ndarray, pos: np.ndarray, start: int, count: int, endi
 
 
 def _raw_to_ns(raw: np.ndarray, resol: int, offset_s: int) -> np.ndarray:
-    """pcapng time stamp units (``if_tsresol`` byte ``resol``) to int64 nanoseconds."""
+    """pcapng time stamp units (``if_tsresol`` byte ``resol``) to int64 nanoseconds, plus
+    ``offset_s`` seconds, clamped to ``0 ..`` :data:`MAX_TS_NS` (never wrapping around)."""
     raw = raw.astype(np.uint64)
-    giga = np.uint64(1_000_000_000)
+    giga = 1_000_000_000
     n = resol & 0x7F
     if not resol & 0x80:  # 10^-n seconds
         if n <= 9:
-            ns = raw * np.uint64(10 ** (9 - n))
+            ns = _times(raw, 10 ** (9 - n))
         elif n - 9 <= 19:
             ns = raw // np.uint64(10 ** (n - 9))
         else:
             ns = np.zeros_like(raw)
     elif n == 0:
-        ns = raw * giga
+        ns = _times(raw, giga)
     elif n <= 34:  # 2^-n seconds, exact: whole seconds plus the fraction
         whole = raw >> np.uint64(n)
         frac = raw & np.uint64((1 << n) - 1)
-        ns = whole * giga + ((frac * giga) >> np.uint64(n))
+        ns = _times(whole, giga) + ((frac * np.uint64(giga)) >> np.uint64(n))
     else:
         whole = raw >> np.uint64(n) if n < 64 else np.zeros_like(raw)
         frac32 = (raw >> np.uint64(n - 32)) & np.uint64(0xFFFFFFFF) if n - 32 < 64 else whole
-        ns = whole * giga + ((frac32 * giga) >> np.uint64(32))
-    out = ns.view(np.int64)
-    if offset_s:
-        out = out + np.int64(offset_s) * np.int64(1_000_000_000)
+        ns = _times(whole, giga) + ((frac32 * np.uint64(giga)) >> np.uint64(32))
+    out = np.minimum(ns, np.uint64(MAX_TS_NS)).astype(np.int64)
+    if offset_s:  # (beyond 2^32 s either way every time stamp is clamped anyway)
+        offset_s = max(-(1 << 32), min(offset_s, 1 << 32))
+        out = np.clip(out + np.int64(offset_s) * np.int64(giga), 0, MAX_TS_NS)
     return out
+
+
+def _times(a: np.ndarray, k: int) -> np.ndarray:
+    """``a * k`` for uint64 ``a``, saturated at :data:`MAX_TS_NS` instead of wrapping."""
+    return np.where(a > np.uint64(MAX_TS_NS // k), np.uint64(MAX_TS_NS), a * np.uint64(k))
 
 
 _PARSE_ERRORS = (struct.error, ValueError, IndexError, OverflowError)
