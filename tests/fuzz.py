@@ -331,7 +331,7 @@ def m_pcapng_interface(rng: random.Random, data: bytearray) -> str:
 def m_pcapng_packet_kind(rng: random.Random, data: bytearray) -> str:
     """An EPB rewritten as a simple packet block or an obsolete packet block."""
     raw = bytes(data)
-    epbs = [b for b in pcapng_blocks(raw) if b[1] == 6]
+    epbs = [b for b in pcapng_blocks(raw) if b[1] == 6 and b[2] >= 32]
     if not epbs:
         return m_bitflip(rng, data)
     off, _t, blen, e = rng.choice(epbs)
