@@ -449,15 +449,22 @@ class Engine:
         return [(req, out_if, C.INJ_TX, "arp", idx)]
 
 
-def route_dev(t: Tables, node: int, dst: int) -> int:
-    """The interface ``node`` routes ``dst`` out of (R-1, R-2), -1: no route; as the
-    datapath's ``route_dev`` (for names, not the fast path)."""
+def longest_route(t: Tables, dst: int) -> int:
+    """The id of the longest route of the shared table matching ``dst`` (R-2), -1: none (a
+    scan: for names and the slow path, not the fast path)."""
     best, best_len = -1, -1
     for r in range(len(t.rt_prefix)):
         ln = int(t.rt_len[r])
         mask = (0xFFFFFFFF << (32 - ln)) & 0xFFFFFFFF if ln else 0
         if ln > best_len and (dst & mask) == int(t.rt_prefix[r]):
             best, best_len = r, ln
+    return best
+
+
+def route_dev(t: Tables, node: int, dst: int) -> int:
+    """The interface ``node`` routes ``dst`` out of (R-1, R-2), -1: no route; as the
+    datapath's ``route_dev`` (for names, not the fast path)."""
+    best = longest_route(t, dst)
     if best < 0:
         return -1
     if int(t.rt_kind[best]) == C.RT_POD_CIDR:
@@ -471,12 +478,7 @@ def gateway_next_hop(t: Tables, dst: int) -> int:
     """The next hop the gateway routes ``dst`` to (the datapath's ``gw_rcv``): ``dst``
     itself on the node network, the owning node's address for a pod CIDR (host-gw) or a
     routed LoadBalancer address; 0: the default route, out of the cluster."""
-    best, best_len = -1, -1
-    for r in range(len(t.rt_prefix)):
-        ln = int(t.rt_len[r])
-        mask = (0xFFFFFFFF << (32 - ln)) & 0xFFFFFFFF if ln else 0
-        if ln > best_len and (dst & mask) == int(t.rt_prefix[r]):
-            best, best_len = r, ln
+    best = longest_route(t, dst)
     if best < 0:
         return 0
     kind = int(t.rt_kind[best])
