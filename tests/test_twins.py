@@ -25,9 +25,6 @@ ROOMS = ROOT / "kemu" / "fastpath"
 REFERENCE = ROOT / "kemu" / "dataplane" / "reference"
 # rooms whose opening comment says they have no twin file
 NO_TWIN = {"htab": "no file of its own", "flowcache": "the reference has no twin"}
-# rooms whose comment names a twin that does not exist (yet): strict xfail, so that fixing
-# the comment or adding the file fails here until the entry is removed
-KNOWN_BROKEN: dict[str, str] = {}
 TWIN = re.compile(r"Twin: ``(kemu/[^`]+)``")
 
 
@@ -55,9 +52,7 @@ def test_the_rooms_and_modules_are_there() -> None:
     assert {"state", "record", "stages", "datapath", "lpm", "util"} <= set(module_names())
 
 
-@pytest.mark.parametrize("room", [
-    pytest.param(r, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BROKEN[r]))
-    if r in KNOWN_BROKEN else r for r in room_names()])
+@pytest.mark.parametrize("room", room_names())
 def test_each_room_names_a_twin_that_exists(room: str) -> None:
     comment = opening_comment(ROOMS / f"{room}.pxi")
     assert comment.startswith(f"{room}.pxi: "), f"{room}.pxi opens without its comment"

@@ -370,8 +370,8 @@ def draft_from(template: PodTemplate, inst: Instance, namespace: str, source: st
                     owner=inst.owner, source=source, obj=obj, path="spec.template.")
 
 
-def pod_to_dict(pod: Pod) -> dict[str, Any]:
-    """A ``Pod`` as the manifest that would load into it (``add_pod`` takes either)."""
+def pod_annotations(pod: Pod) -> dict[str, str]:
+    """kemu's annotations that load back into ``pod``: its MAC, UDP echo ports, listen."""
     annotations = {}
     if pod.mac:
         annotations[MAC_ANNOTATION] = pod.mac
@@ -381,6 +381,12 @@ def pod_to_dict(pod: Pod) -> dict[str, Any]:
     if pod.listen_all or pod.listen:
         annotations[LISTEN_ANNOTATION] = "all" if pod.listen_all else ",".join(
             f"{port}/{proto.lower()}" for proto, port in pod.listen)
+    return annotations
+
+
+def pod_to_dict(pod: Pod) -> dict[str, Any]:
+    """A ``Pod`` as the manifest that would load into it (``add_pod`` takes either)."""
+    annotations = pod_annotations(pod)
     spec: dict[str, Any] = {"containers": [
         {"name": c.name, "ports": [{"containerPort": p.port, "protocol": p.protocol,
                                     **({"name": p.name} if p.name else {})} for p in c.ports],

@@ -103,7 +103,7 @@ from kemu.control.model import (
     Service,
 )
 from kemu.control.selectors import matches
-from kemu.control.workloads import MAC_ANNOTATION, UDP_ECHO_ANNOTATION
+from kemu.control.workloads import pod_annotations
 from kemu.dataplane import codes as C
 from kemu.dataplane.describe import backend_text, ip_str, mac_str
 from kemu.dataplane.tables import Tables
@@ -234,12 +234,7 @@ OWNER_API = {"ReplicaSet": "apps/v1", "StatefulSet": "apps/v1", "DaemonSet": "ap
 
 
 def pod_item(cluster: Cluster, pod: Pod) -> dict[str, Any]:
-    annotations = {}
-    if pod.mac:
-        annotations[MAC_ANNOTATION] = pod.mac
-    echo = [str(p.port) for p in pod.container_ports() if p.udp_echo]
-    if echo:
-        annotations[UDP_ECHO_ANNOTATION] = ",".join(echo)
+    annotations = pod_annotations(pod)
     owners = [{"apiVersion": OWNER_API.get(pod.owner.kind, "v1"), "blockOwnerDeletion": True,
                "controller": True, "kind": pod.owner.kind, "name": pod.owner.name}
               ] if pod.owner else []
