@@ -112,9 +112,12 @@ def nothing_placed(summary, args: argparse.Namespace) -> str:  # noqa: ANN001 - 
         shown = ", ".join(srcs[:2]) + (f" and {len(srcs) - 2} more" if len(srcs) > 2 else "")
         what = f"its sources ({shown}) are not in the cluster"
         example = srcs[0]
-    else:
-        what = "its frames have no IPv4 source and a source MAC the cluster does not know"
-        example = "ADDR"
+    else:  # nothing --map could rewrite: no IPv4 source to map
+        return (f"{head}: its frames have no IPv4 header right after the Ethernet header "
+                "(VLAN-tagged, IPv6 or another protocol: kemu places frames by IPv4 source "
+                "and models no VLANs) and source MACs the cluster does not know; enter them "
+                "at one interface with --inject-at IFACE (kemu show "
+                f"{files} interfaces lists them) or use --unknown-at-gateway")
     return (f"{head}: {what}; map them with --map {example}=NAMESPACE/POD "
             f"(kemu show {files} pods -A lists pods) or use --unknown-at-gateway")
 
