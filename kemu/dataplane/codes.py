@@ -63,6 +63,7 @@ DROP_NO_STACK = 17             # delivered to a node address nothing listens on
 DROP_FRAG_NEEDED = 18          # DF set and longer than the out device's MTU (ip_forward's
                                # ip_exceeds_mtu, ip_fragment): ICMP 3/4 with the MTU
 DROP_LB_SOURCE_RANGE = 19      # E-4: LoadBalancer source outside loadBalancerSourceRanges
+DROP_POLICY = 20               # P-1/P-2: NetworkPolicy denies a new connection (ingress or egress)
 
 DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.proto)
     DROP_TOO_SHORT: ("too short", "INVALID_PACKET_DROPPED"),
@@ -85,6 +86,7 @@ DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.prot
                            "POLICY_DENIED"),
     DROP_NO_STACK: ("no socket", "SOCKET_LOOKUP_FAILED"),
     DROP_FRAG_NEEDED: ("fragmentation needed (DF, longer than the MTU)", "FRAG_NEEDED"),
+    DROP_POLICY: ("policy denied", "POLICY_DENIED"),
 }
 
 # Events: decisions attached to a hop (ev_hop), rendered as pcapng comments, flow log
@@ -113,6 +115,14 @@ EV_NODE_INPUT = 21  # delivered to the node's own stack: a=node
 # Set by replay, not by the datapath: the EV_FIXL2 of a frame whose source the cluster does not
 # know, placed at the gateway (--unknown-at-gateway): a=iface
 EV_AT_GATEWAY = 22
+# NetworkPolicy verdicts of a new connection (P-1, P-2), at the hop where they are made:
+# a=pod index whose policy decided (the destination for ingress, the source for egress),
+# b=direction (POL_INGRESS, POL_EGRESS), c=rule id (EV_POLICY_ALLOW; -1: allowed because the
+# pod is not isolated in that direction) or -1 (EV_POLICY_DENY: no rule allows)
+EV_POLICY_ALLOW = 23
+EV_POLICY_DENY = 24
+POL_INGRESS = 1
+POL_EGRESS = 2
 
 # Route kinds (tables.rt_kind)
 RT_POD_CIDR = 1   # a node's pod CIDR: connected on that node, remote elsewhere

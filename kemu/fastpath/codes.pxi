@@ -42,6 +42,7 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     DROP_MARTIAN = 15
     DROP_FRAG_NEEDED = 18
     DROP_LB_SOURCE_RANGE = 19
+    DROP_POLICY = 20
     EV_BR_FDB = 1
     EV_BR_FLOOD = 2
     EV_BR_LOCAL = 3
@@ -63,6 +64,10 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     EV_FIXL2 = 19
     EV_TTL = 20
     EV_NODE_INPUT = 21
+    EV_POLICY_ALLOW = 23
+    EV_POLICY_DENY = 24
+    POL_INGRESS = 1
+    POL_EGRESS = 2
     RT_POD_CIDR = 1
     RT_NODE_NET = 2
     RT_LB = 4
@@ -132,6 +137,7 @@ _CODES = (
     ('DROP_MARTIAN', DROP_MARTIAN, _C),
     ('DROP_FRAG_NEEDED', DROP_FRAG_NEEDED, _C),
     ('DROP_LB_SOURCE_RANGE', DROP_LB_SOURCE_RANGE, _C),
+    ('DROP_POLICY', DROP_POLICY, _C),
     ('EV_BR_FDB', EV_BR_FDB, _C),
     ('EV_BR_FLOOD', EV_BR_FLOOD, _C),
     ('EV_BR_LOCAL', EV_BR_LOCAL, _C),
@@ -153,6 +159,10 @@ _CODES = (
     ('EV_FIXL2', EV_FIXL2, _C),
     ('EV_TTL', EV_TTL, _C),
     ('EV_NODE_INPUT', EV_NODE_INPUT, _C),
+    ('EV_POLICY_ALLOW', EV_POLICY_ALLOW, _C),
+    ('EV_POLICY_DENY', EV_POLICY_DENY, _C),
+    ('POL_INGRESS', POL_INGRESS, _C),
+    ('POL_EGRESS', POL_EGRESS, _C),
     ('RT_POD_CIDR', RT_POD_CIDR, _C),
     ('RT_NODE_NET', RT_NODE_NET, _C),
     ('RT_LB', RT_LB, _C),
