@@ -20,6 +20,7 @@ from kemu.bench.rows import (
     FLOWS_ROW,
     KERNEL,
     MIX,
+    POLICY,
     REF,
     SCAPY,
     STAGES,
@@ -68,6 +69,7 @@ class Report:
         sc = self.info.get("scale") or {}
         if sc.get("mix_ratio") is not None:
             out["scale mix/three-node mix"] = sc["mix_ratio"]
+        out["policy mix/mix"] = ratio(self.row(FAST, POLICY), fast)
         return out
 
     def targets(self) -> list[dict[str, Any]]:
@@ -125,6 +127,10 @@ class Report:
             ("scale: load + compile peak memory, GiB",
              (sc.get("load_compile_peak_rss_bytes") or 0) / 2**30 or None, 4, "<"),
             ("scale: cluster mix / three-node rate", sc.get("mix_ratio"), 0.7, ">="),
+            ("cluster mix with 1,000 NetworkPolicies / without", ratios["policy mix/mix"],
+             0.85, ">="),
+            ("scale: compile 10,000 NetworkPolicies, s",
+             (sc.get("policy") or {}).get("compile_seconds"), 10, "<"),
         ]
         sel = self.info.get("scale_selector") or {}
         if sel:

@@ -11,6 +11,9 @@ What it measures, each the median of ``--repeat`` runs (with min and max), side 
 - the Linux kernel forwarding the same frames through the same cluster built from network
   namespaces (``KernelPeer``; root, iproute2, iptables and br_netfilter needed; skipped with
   ``--no-kernel``);
+- the cluster mix again with 1,000 NetworkPolicies over 100 namespaces that isolate every pod
+  and allow exactly the mix's connections (``policy`` row, its ratio to the mix row; the
+  goal is >= 0.85), and the time ``compile_cluster`` takes with them;
 - batched route lookups: kemu's ``Lpm.lookup_bulk`` against pytricia, 10k and 500k prefixes;
 - whole-process ``kemu replay`` of a cluster-mix capture to a pcapng of every hop (1M frames
   by default, ``--replay-frames 4000000`` for the issue's target; three runs into the
@@ -51,6 +54,9 @@ from kemu.bench.rows import (
     FLOWS_ROW,
     KERNEL,
     MIX,
+    POLICY,
+    POLICY_COUNT,
+    POLICY_NAMESPACES,
     REF,
     SCAPY,
     STAGES,
@@ -120,6 +126,12 @@ class Bench(Report):
         self.tables = compile_cluster(load_cluster(self.docs))
         self.mix = W.cluster_mix(self.tables, 10_000, self.sizes.mix_frames)
         self.churn = W.churn(self.tables, self.sizes.churn_flows)
+        t0 = time.perf_counter()
+        self.policy_tables = compile_cluster(load_cluster(
+            self.docs + W.synthetic_policies(POLICY_COUNT, POLICY_NAMESPACES)))
+        self.info["policy_compile_seconds"] = round(time.perf_counter() - t0, 3)
+        if self.policy_tables.if_name != self.tables.if_name:
+            raise RuntimeError("the policy cluster's interfaces differ from the mix cluster's")
         self.info["cluster"] = {"nodes": 3, "pods": 120, "services": 30,
                                 "interfaces": self.tables.n_ifaces}
         self.info["workloads"] = {
@@ -169,6 +181,7 @@ class Bench(Report):
                 row.note = (f"{share:.1%} of frames by the flow cache (established flows' "
                             "cached paths); the row below runs every frame through the stages")
                 self.info["flow_cache_share"] = {MIX: round(share, 4)}
+        self.policy_row(span)
         dp, res = self._fast(False)
 
         def churn_setup(r: int) -> None:
@@ -189,6 +202,43 @@ class Bench(Report):
         self.memory["bytes_per_flow_note"] = (
             "RSS growth of the Cython datapath over the churn flows, conntrack entries on "
             "every node a flow crosses (1 or 2) included")
+
+    def policy_row(self, span: int) -> None:
+        """The cluster mix through tables with NetworkPolicies (#17): the fast path with its
+        flow cache, as the mix row; every connection of the mix must be allowed."""
+        from kemu._backend import IMPLEMENTATIONS
+        from kemu.bench import workloads as W
+        from kemu.dataplane import codes as C
+
+        impl = IMPLEMENTATIONS["cython"]
+        dp = impl.Datapath(self.policy_tables, 0, True)
+        res = W.results_for(self.policy_tables, self.batch, False, 1514)
+        denied = [0]
+
+        def count(r: Any, lo: int, hi: int) -> None:
+            n = r.n_outcomes
+            denied[0] += int(((r.oc_kind[:n] == C.OUT_DROPPED)
+                              & (r.oc_reason[:n] == C.DROP_POLICY)).sum())
+
+        W.drive(dp, self.mix.warm, res, self.batch, count)
+        shifted: list[Any] = [None]
+
+        def setup(r: int) -> None:
+            shifted[0] = self.mix.shifted((r + 1) * span)
+
+        row = self.measure(Row("datapath", POLICY, FAST, "frames", len(self.mix)),
+                           lambda r: W.drive(dp, shifted[0], res, self.batch, count), setup)
+        mix = self.row(FAST, MIX)
+        t = self.policy_tables
+        ratio = row.median / mix.median if mix and mix.median else 0.0
+        row.note = (f"{POLICY_COUNT:,} NetworkPolicies over {POLICY_NAMESPACES} namespaces "
+                    f"({len(t.ident_name)} identities, {len(t.pm_rule):,} policy-map entries); "
+                    f"{ratio:.2f} of the cluster mix row; {denied[0]} frames denied")
+        self.info["policy"] = {"policies": len(t.pol_name), "rules": len(t.rule_pol),
+                               "identities": len(t.ident_name),
+                               "map_entries": len(t.pm_rule), "denied_frames": denied[0],
+                               "mix_ratio": round(ratio, 4),
+                               "compile_seconds": self.info.get("policy_compile_seconds")}
 
     def peers(self) -> None:
         from kemu._backend import IMPLEMENTATIONS
