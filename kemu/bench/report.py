@@ -69,7 +69,8 @@ class Report:
         sc = self.info.get("scale") or {}
         if sc.get("mix_ratio") is not None:
             out["scale mix/three-node mix"] = sc["mix_ratio"]
-        out["policy mix/mix"] = ratio(self.row(FAST, POLICY), fast)
+        out["policy mix/mix"] = (self.info.get("policy") or {}).get("mix_ratio") or ratio(
+            self.row(FAST, POLICY), fast)
         return out
 
     def targets(self) -> list[dict[str, Any]]:
@@ -203,6 +204,11 @@ class Report:
                     f"{sc['mix_pps']['three-node']:,.0f} on three nodes (alternating rounds)"
                     + (f"; {huge / 2**20:,.0f} MiB of the process in 2 MiB pages"
                        if huge is not None else ""))
+        pol = (sc or {}).get("policy") or {}
+        if "compile_seconds" in pol:
+            lines.append(f"scale policies: {pol['policies']:,} NetworkPolicies, "
+                         f"{pol['identities']:,} identities, {pol['map_entries']:,} map "
+                         f"entries: compiled in {pol['compile_seconds']:.1f} s")
         sel = self.info.get("scale_selector")
         if sel:
             full = sel.get("full") or {}

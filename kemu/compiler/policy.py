@@ -97,6 +97,7 @@ class _Idents:
         self.ns_labels = {name: ns.labels for name, ns in cluster.namespaces.items()}
         self._pods_cache: dict[tuple, tuple[int, ...]] = {}
         self._ns_cache: dict[tuple, tuple[str, ...]] = {}
+        self._peer_cache: dict[tuple, tuple[int, ...]] = {}
 
     def in_namespace(self, ns: str, sel: LabelSelector) -> tuple[int, ...]:
         key = (ns, _selector_key(sel))
@@ -122,13 +123,19 @@ class _Idents:
         if ns_sel is None:
             assert pod_sel is not None
             return self.in_namespace(pol.namespace, pod_sel)
-        out: list[int] = []
-        for ns in self.namespaces(ns_sel):
-            if pod_sel is None:
-                out.extend(self.by_ns.get(ns, ()))
-            else:
-                out.extend(self.in_namespace(ns, pod_sel))
-        return out
+        key = (None if pod_sel is None else _selector_key(pod_sel), _selector_key(ns_sel))
+        hit = self._peer_cache.get(key)
+        if hit is None:
+            out: list[int] = []
+            for ns in self.namespaces(ns_sel):
+                if ns not in self.by_ns:
+                    continue
+                if pod_sel is None:
+                    out.extend(self.by_ns[ns])
+                else:
+                    out.extend(self.in_namespace(ns, pod_sel))
+            hit = self._peer_cache[key] = tuple(out)
+        return hit
 
 
 def _simple_ports(rule: PolicyRule) -> bool:
