@@ -82,8 +82,8 @@ class _Idents:
             pod_key.append(k)
         order = sorted(keys, key=keys.__getitem__)
         index = {k: i for i, k in enumerate(order)}
-        self.names = tuple(f"{ns}:" + ",".join(f"{a}={b}" for a, b in keys[k][1])
-                           for k in order for ns in (k[0],))
+        self.names = tuple(f"{k[0]}:" + ",".join(f"{a}={b}" for a, b in keys[k][1])
+                           for k in order)
         self.labels = [dict(k[1]) for k in order]
         self.by_ns: dict[str, list[int]] = {}
         for i, k in enumerate(order):
