@@ -159,21 +159,21 @@ def _resolve(cluster: Cluster, spec: str, base: str, port: int | str | None, rol
         svc = _service(cluster, f"{ns}/{name}")
         pod = _pod(cluster, f"{ns}/{name}")
         if role == "source" and pod is not None:
-            return _pod_target(spec, pod, port, "")
+            return _pod_target(spec, pod, port, "", protocol)
         if svc is not None:
             return _service_target(cluster, spec, svc, port, role, protocol, "")
         if pod is not None:
-            return _pod_target(spec, pod, port, "")
+            return _pod_target(spec, pod, port, "", protocol)
         raise _unknown(cluster, spec, role)
     if len(parts) == 1 and base:
         # a bare name: as a source a pod of ``default`` first (kubectl), as a destination a
         # Service by DNS first (a pod's resolver); external hosts and nodes after both
         pod = _pod(cluster, f"default/{base}")
         if role == "source" and pod is not None:
-            return _pod_target(spec, pod, port, "")
+            return _pod_target(spec, pod, port, "", protocol)
         found = _by_dns(cluster, spec, base, port, role, client, protocol)
         if found is None and pod is not None:
-            found = _pod_target(spec, pod, port, "")
+            found = _pod_target(spec, pod, port, "", protocol)
         if found is None:
             found = _host(cluster, spec, base, port)
         if found is not None:
@@ -224,7 +224,7 @@ def _by_kind(cluster: Cluster, spec: str, ns: str, kind: str, alias: str, name: 
         pod = _pod(cluster, f"{ns}/{name}")
         if pod is None:
             raise _unknown(cluster, spec, role)
-        return _pod_target(spec, pod, port, "")
+        return _pod_target(spec, pod, port, "", protocol)
     if kind == "Service":
         svc = _service(cluster, f"{ns}/{name}")
         if svc is None:
@@ -234,7 +234,7 @@ def _by_kind(cluster: Cluster, spec: str, ns: str, kind: str, alias: str, name: 
     if not pods:
         raise _unknown(cluster, spec, role)
     pod, why = choose(pods)
-    return _pod_target(spec, pod, port, f"{kind} {ns}/{name}: {why}")
+    return _pod_target(spec, pod, port, f"{kind} {ns}/{name}: {why}", protocol)
 
 
 def workload_pods(cluster: Cluster, namespace: str, kind: str, name: str) -> list[Pod]:
@@ -265,7 +265,8 @@ def choose(pods: list[Pod]) -> tuple[Pod, str]:
                    f"pod{'s' if len(pods) > 1 else ''} (none is ready)")
 
 
-def _pod_target(spec: str, pod: Pod, port: int | str | None, note: str) -> Target:
+def _pod_target(spec: str, pod: Pod, port: int | str | None, note: str,
+                protocol: str | None = None) -> Target:
     proto = None
     if isinstance(port, str):
         found = [p for p in pod.container_ports() if p.name == port]
@@ -273,6 +274,9 @@ def _pod_target(spec: str, pod: Pod, port: int | str | None, note: str) -> Targe
             names = sorted({p.name for p in pod.container_ports() if p.name})
             raise TopologyError(f"{spec!r}: pod {pod.key} declares no port {port!r}"
                                 + _did_you_mean(port, names, "") + _listing(names))
+        if protocol is not None and found[0].protocol != protocol:
+            raise TopologyError(f"{spec!r}: port {port} of pod {pod.key} is "
+                                f"{found[0].protocol}, not {protocol} (-p)")
         note = _join(note, f"port {port} = {found[0].port}/{found[0].protocol}")
         port, proto = found[0].port, found[0].protocol
     elif port is not None:
@@ -386,7 +390,7 @@ def _by_dns(cluster: Cluster, spec: str, name: str, port: int | str | None, role
             note = f"DNS {fqdn.rstrip('.')} A {ip}"
             pod = cluster.pod_by_ip(ip)
             if pod is not None:
-                return _pod_target(spec, pod, port, note)
+                return _pod_target(spec, pod, port, note, protocol)
             return _numbered(Target(spec, "ip", str(ip), ip, note=note), port, str(ip))
     return None
 
@@ -434,7 +438,12 @@ def _unknown(cluster: Cluster, spec: str, role: Role) -> TopologyError:
 
 
 def _did_you_mean(typed: str, names: Iterable[str], prefix: str) -> str:
-    close = difflib.get_close_matches(typed, list(dict.fromkeys(names)), n=3, cutoff=0.6)
+    # near as a whole and near in the last part (``default/nothing`` is not near
+    # ``default/sticky`` because both are in ``default``)
+    tail = typed.rsplit("/", 1)[-1]
+    close = [c for c in difflib.get_close_matches(typed, list(dict.fromkeys(names)), n=10,
+                                                  cutoff=0.6)
+             if difflib.SequenceMatcher(None, tail, c.rsplit("/", 1)[-1]).ratio() >= 0.6][:3]
     if not close:
         return ""
     quoted = [f"'{prefix}{c}'" for c in close]
