@@ -398,55 +398,72 @@ def _by_dns(cluster: Cluster, spec: str, name: str, port: int | str | None, role
 # --- errors -------------------------------------------------------------------------------
 
 
-def known_names(cluster: Cluster, role: Role, typed: str = "") -> list[str]:
-    """Every name of this cluster a user could type for ``role``, in the shapes of the
-    module docstring (DNS names in the shape ``typed`` has, workloads with its kind)."""
-    out: list[str] = [f"ext/{e.name}" for e in cluster.config.external_hosts]
-    out += [n.name for n in cluster.nodes]
-    out += [p.key for p in cluster.pods]
-    out += [p.name for p in cluster.pods if p.namespace == "default"]
-    out += [s.key for s in cluster.services]
-    alias = typed.split("/")[-2].lower() if typed.count("/") in (1, 2) else ""
+def known_names(cluster: Cluster, typed: str = "") -> dict[str, str]:
+    """Every name of this cluster a user could type -> what it names (``pod ns/name``, ...),
+    in the shapes of the module docstring: DNS names in the shape ``typed`` has, workloads
+    with its spelling of the kind."""
+    out: dict[str, str] = {}
+    for e in cluster.config.external_hosts:
+        out[f"ext/{e.name}"] = f"external {e.name}"
+    for n in cluster.nodes:
+        out[n.name] = f"node {n.name}"
+    for p in cluster.pods:
+        out[p.key] = f"pod {p.key}"
+        if p.namespace == "default":
+            out.setdefault(p.name, f"pod {p.key}")
+    for s in cluster.services:
+        out[s.key] = f"service {s.key}"
+    parts = typed.split("/")
+    alias = parts[-2].lower() if len(parts) in (2, 3) else ""
     workloads = sorted({(p.namespace, *w) for p in cluster.pods if (w := owner(p))})
     for ns, kind, name in workloads:
         if kind in WORKLOADS:
             word = alias if KINDS.get(alias) == kind else SHORT[kind]
-            out.append(f"{word}/{name}" if ns == "default" else f"{ns}/{word}/{name}")
+            out[f"{word}/{name}" if ns == "default" else f"{ns}/{word}/{name}"] = \
+                f"{kind} {ns}/{name}"
     zone = dns.zone_of(cluster)
     dots = typed.count(".")
     for s in cluster.services:
         if typed.rstrip(".").endswith(zone):
-            out.append(f"{s.name}.{s.namespace}.svc.{zone}")
+            out[f"{s.name}.{s.namespace}.svc.{zone}"] = f"service {s.key}"
         elif dots == 2:
-            out.append(f"{s.name}.{s.namespace}.svc")
+            out[f"{s.name}.{s.namespace}.svc"] = f"service {s.key}"
         elif dots == 1:
-            out.append(f"{s.name}.{s.namespace}")
+            out[f"{s.name}.{s.namespace}"] = f"service {s.key}"
         elif s.namespace == "default":
-            out.append(s.name)
+            out.setdefault(s.name, f"service {s.key}")
     return out
 
 
 def _unknown(cluster: Cluster, spec: str, role: Role) -> TopologyError:
-    base, _ = split_port(spec)
+    base, port = split_port(spec)
     hint = ("" if "/" in base or "." not in base else
             " (a DNS name is looked up in the cluster zone only: kemu emulates no upstream DNS)")
-    more = _did_you_mean(base, known_names(cluster, role, base), "")
+    more = _did_you_mean(base, known_names(cluster, base), "" if port is None else f":{port}")
     if not more:
         more = (": not a pod, workload, Service, external host, node or IPv4 address of this "
                 "cluster")
     return TopologyError(f"unknown {role} {spec!r}{more}{hint}")
 
 
-def _did_you_mean(typed: str, names: Iterable[str], prefix: str) -> str:
+def _did_you_mean(typed: str, names: Iterable[str] | dict[str, str], suffix: str) -> str:
+    """``: did you mean 'a', 'b' or 'c'?``: up to three names near ``typed`` (difflib), one
+    per object when ``names`` maps each to what it names; ``""`` when none is near."""
+    named = names if isinstance(names, dict) else {n: n for n in names}
     # near as a whole and near in the last part (``default/nothing`` is not near
     # ``default/sticky`` because both are in ``default``)
     tail = typed.rsplit("/", 1)[-1]
-    close = [c for c in difflib.get_close_matches(typed, list(dict.fromkeys(names)), n=10,
-                                                  cutoff=0.6)
-             if difflib.SequenceMatcher(None, tail, c.rsplit("/", 1)[-1]).ratio() >= 0.6][:3]
+    close: list[str] = []
+    seen: set[str] = set()
+    for c in difflib.get_close_matches(typed, list(named), n=12, cutoff=0.6):
+        if named[c] in seen or difflib.SequenceMatcher(
+                None, tail, c.rsplit("/", 1)[-1]).ratio() < 0.6:
+            continue
+        seen.add(named[c])
+        close.append(c)
     if not close:
         return ""
-    quoted = [f"'{prefix}{c}'" for c in close]
+    quoted = [f"'{c}{suffix}'" for c in close[:3]]
     words = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
     return f": did you mean {words}?"
 
