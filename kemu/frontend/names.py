@@ -238,8 +238,10 @@ def _by_kind(cluster: Cluster, spec: str, ns: str, kind: str, alias: str, name: 
 
 
 def workload_pods(cluster: Cluster, namespace: str, kind: str, name: str) -> list[Pod]:
-    """The pods of workload ``kind`` ``namespace/name`` (see the module docstring)."""
-    return [p for p in cluster.pods if p.namespace == namespace and owner(p) == (kind, name)]
+    """The pods of workload ``kind`` ``namespace/name`` (see the module docstring): a
+    Deployment's ReplicaSet names its pods too."""
+    return [p for p in cluster.pods if p.namespace == namespace and p.owner is not None
+            and ((p.owner.kind, p.owner.name) == (kind, name) or owner(p) == (kind, name))]
 
 
 def owner(pod: Pod) -> tuple[str, str] | None:
@@ -415,7 +417,8 @@ def known_names(cluster: Cluster, typed: str = "") -> dict[str, str]:
         out[s.key] = f"service {s.key}"
     parts = typed.split("/")
     alias = parts[-2].lower() if len(parts) in (2, 3) else ""
-    workloads = sorted({(p.namespace, *w) for p in cluster.pods if (w := owner(p))})
+    workloads = sorted({(p.namespace, *w) for p in cluster.pods if p.owner is not None
+                        for w in {owner(p), (p.owner.kind, p.owner.name)} if w is not None})
     for ns, kind, name in workloads:
         if kind in WORKLOADS:
             word = alias if KINDS.get(alias) == kind else SHORT[kind]
@@ -430,8 +433,9 @@ def known_names(cluster: Cluster, typed: str = "") -> dict[str, str]:
             out[f"{s.name}.{s.namespace}.svc"] = f"service {s.key}"
         elif dots == 1:
             out[f"{s.name}.{s.namespace}"] = f"service {s.key}"
-        elif s.namespace == "default":
-            out.setdefault(s.name, f"service {s.key}")
+        else:  # a bare name: other namespaces' Services as ``svc.ns``
+            out.setdefault(s.name if s.namespace == "default" else f"{s.name}.{s.namespace}",
+                           f"service {s.key}")
     return out
 
 
