@@ -525,3 +525,17 @@ def test_api_unknown_source_names_the_nearest(extra: Path) -> None:
         cluster.interface_of("shop/sts/rdis")
     with pytest.raises(TopologyError, match="unknown source"):
         cluster.send(b"\0" * 60, src="nobody")
+
+
+def test_headless_service_without_ports_is_its_endpoints(extra: Path) -> None:
+    cluster = load_cluster(EXAMPLE, extra)
+    cluster.add_service({"apiVersion": "v1", "kind": "Service",
+                         "metadata": {"name": "peers", "namespace": "shop"},
+                         "spec": {"clusterIP": "None", "selector": {"app": "redis"}}})
+    t = names.resolve_destination(cluster, "peers.shop")
+    assert (t.kind, t.name, t.port) == ("pod", "shop/redis-0", None)
+    cluster.set_pod_ready("shop", "redis-0", False)
+    assert names.resolve_destination(cluster, "peers.shop").name == "shop/redis-1"
+    cluster.set_pod_ready("shop", "redis-1", False)
+    with pytest.raises(TopologyError, match="has no ready endpoint"):
+        names.resolve_destination(cluster, "peers.shop")

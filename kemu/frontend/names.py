@@ -307,9 +307,11 @@ def _service_target(cluster: Cluster, spec: str, svc: Service, port: int | str |
         return Target(spec, "service", svc.key, svc.cluster_ip, sp.port, sp.protocol,
                       _join(note, f"Service {svc.key} port {_port_words(sp)}"))
     # headless: the A records are the ready endpoints (D-4): the first by pod name
-    ports = [sp] if sp is not None else svc.ports[:1]
-    ready = [(e, n) for p in ports for e, n in cluster.backends(svc, p)
-             if e.ready or svc.publish_not_ready_addresses]
+    if sp is not None:  # the endpoints with that port, and its number on each (S-13)
+        found = cluster.backends(svc, sp)
+    else:  # a headless Service may have no ports: its A records are its endpoints all the same
+        found = [(e, None) for s in cluster.endpoint_slices(svc) for e in s.endpoints]
+    ready = [(e, n) for e, n in found if e.ready or svc.publish_not_ready_addresses]
     if not ready:
         raise TopologyError(f"destination {spec!r}: headless Service {svc.key} has no ready "
                             "endpoint (its name does not resolve, D-4)")
