@@ -522,7 +522,8 @@ def test_replay_options_reach_the_replay(capsys) -> None:
     (["pods", "-l", "app in (web"], "kemu: -l 'app in (web': unbalanced '(' in 'app in (web'\n"),
     (["fdb", "--replay", "no/such.pcap"], "kemu: no/such.pcap: No such file or directory\n"),
     (["fdb", "--trace", "default/client", "nowhere/nothing"],
-     "kemu: -D nowhere/nothing: not a pod, Service, external host, node or IPv4 address\n"),
+     "kemu: unknown destination 'nowhere/nothing': not a pod, workload, Service, external "
+     "host, node or IPv4 address of this cluster\n"),
 ])
 def test_show_usage_problems_exit_2_without_traceback(capsys, argv: list[str],
                                                       message: str) -> None:

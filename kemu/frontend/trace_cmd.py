@@ -92,7 +92,14 @@ def parse_protocol(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def destination(emu, spec: str, client: str | None = None,  # noqa: ANN001
-                protocol: str | None = None) -> Target:
+                protocol: str | None = None) -> tuple[str, int | None]:
+    """(IPv4 address, port or None) of ``-D`` (see ``target``)."""
+    t = target(emu, spec, client, protocol)
+    return str(t.ip), t.port
+
+
+def target(emu, spec: str, client: str | None = None,  # noqa: ANN001
+           protocol: str | None = None) -> Target:
     """What ``-D`` names (``kemu.frontend.names.resolve_destination``), from the pod
     ``client`` (``ns/name``: its namespace is the resolver's, D-10) if the source is one;
     ``protocol`` is ``-p``'s (``TCP``/``UDP``) when it gave one. Without a port in the name:
@@ -149,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     src = emu.resolve_source(args.source)
     client = src.name if src is not None and src.kind == "pod" else None
     explicit = proto.upper() if args.protocol and proto != "icmp" else None
-    dst = destination(emu, args.destination, client, explicit)
+    dst = target(emu, args.destination, client, explicit)
     if dst.protocol is not None and args.protocol is None:
         if dst.protocol not in ("TCP", "UDP"):
             raise KemuError(f"-D {args.destination}: port {dst.port} is {dst.protocol}; kemu "
@@ -188,9 +195,9 @@ def run(args: argparse.Namespace) -> int:
 
             print(yaml.safe_dump(data, sort_keys=False), end="")
     else:
-        for role, target in (("source", src), ("destination", dst)):
-            if target is not None and target.note:
-                print(f"{role}: {target.typed} -> {_became(target)} ({target.note})")
+        for role, named in (("source", src), ("destination", dst)):
+            if named is not None and named.note:
+                print(f"{role}: {named.typed} -> {_became(named)} ({named.note})")
         print(getattr(trace, args.level)(), end="")
         print(f"result: {verdict.reason}")
     return EXIT_OK if verdict.reachable else EXIT_NEGATIVE
