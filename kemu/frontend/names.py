@@ -24,7 +24,10 @@ touches the data plane. The forms, tried in this order:
   given; a trailing dot: only as given). ``<ns>`` is the source pod's namespace for ``-D``
   and ``default`` otherwise (a source has no resolver yet). A bare name that no Service
   answers is then a pod of ``default`` (kubectl's default namespace), as before. Names
-  outside the zone are not resolved: kemu emulates no upstream DNS.
+  outside the zone are not resolved: kemu emulates no upstream DNS. kemu models less than
+  kubelet here: every source pod searches as a ``ClusterFirst`` pod of its namespace, also a
+  ``hostNetwork`` one (which, without ``dnsPolicy: ClusterFirstWithHostNet``, would use its
+  node's resolver) and whatever its ``dnsConfig`` says.
 
 Any of them may end in ``:PORT`` (a number) or ``:PORTNAME``. For a Service that picks the
 Service port (by number, the first with it, of ``-p``'s protocol when given; by name, S-13)
