@@ -422,8 +422,8 @@ def known_names(cluster: Cluster, typed: str = "") -> dict[str, str]:
         out[s.key] = f"service {s.key}"
     parts = typed.split("/")
     alias = parts[-2].lower() if len(parts) in (2, 3) else ""
-    workloads = sorted({(p.namespace, *w) for p in cluster.pods if p.owner is not None
-                        for w in {owner(p), (p.owner.kind, p.owner.name)} if w is not None})
+    # a Deployment, not the ReplicaSets it made (``rs/NAME-HASH`` resolves all the same)
+    workloads = sorted({(p.namespace, *w) for p in cluster.pods if (w := owner(p))})
     for ns, kind, name in workloads:
         if kind in WORKLOADS:
             word = alias if KINDS.get(alias) == kind else SHORT[kind]
