@@ -38,6 +38,7 @@ from kemu.control.model import (
     Namespace,
     NetworkPolicy,
     Node,
+    Notice,
     Pod,
     Service,
     ServicePort,
@@ -69,8 +70,41 @@ def _load(sources: tuple[str | os.PathLike[str] | dict[str, Any] | list[dict[str
     cluster = Cluster._build(parsed, problems)
     if problems:  # grouped by file, in reading order
         order = {s: i for i, s in reversed(list(enumerate(names)))}
-        raise ManifestError(sorted(problems, key=lambda p: order.get(p.source, len(names))))
+        raise ManifestError(group_problems(
+            sorted(problems, key=lambda p: order.get(p.source, len(names)))))
     return cluster
+
+
+def group_problems(problems: list[Problem]) -> list[Problem]:
+    """Identical problems (same file, field and message) of many objects as one, naming the
+    first object and how many more said the same."""
+    first: dict[tuple[str, str, str], int] = {}
+    counts: list[int] = []
+    kept: list[Problem] = []
+    for p in problems:
+        key = (p.source, p.field, p.message)
+        at = first.get(key)
+        if at is None:
+            first[key] = len(kept)
+            kept.append(p)
+            counts.append(1)
+        else:
+            counts[at] += 1
+    return [p if n == 1 else Problem(p.source, p.obj, p.field,
+                                     f"{p.message} (and {n - 1} more like it)")
+            for p, n in zip(kept, counts, strict=True)]
+
+
+def group_notices(notices: list[Notice]) -> list[Notice]:
+    """Notices saying the same thing (same field and message) as one, with their count."""
+    out: dict[tuple[str, str], Notice] = {}
+    for n in notices:
+        key = (n.field, n.message)
+        if key in out:
+            out[key].count += n.count
+        else:
+            out[key] = Notice(n.source, n.obj, n.field, n.message, n.count, n.covers)
+    return list(out.values())
 
 
 class Cluster:
@@ -86,6 +120,8 @@ class Cluster:
         self.policies: list[NetworkPolicy] = []
         self.gateway_mac = ipam.mac_address("gateway")
         self.ignored: list[str] = []
+        self.notices: list[Notice] = []  # accepted but not modelled: warnings, said once
+        self.said: set[str] = set()  # lines of ``ignored`` that a notice says (per kind)
         self.version = 0
         self._nodes = {n.name: n for n in self.nodes}
         self._pods: dict[str, Pod] = {}
@@ -120,7 +156,7 @@ class Cluster:
         cluster._admit_pods(parsed.pods, problems)
         added = cluster._admit_services(parsed.services, problems)
         for draft in added:
-            cluster._check_target_ports(draft, problems)
+            cluster._check_target_ports(draft)
         for sd in parsed.slices:
             svc = cluster._services.get(f"{sd.slice.namespace}/{sd.slice.service}")
             if svc is None or svc.selector is not None:
@@ -138,6 +174,8 @@ class Cluster:
         for pol in cluster.policies:
             cluster._ensure_namespace(pol.namespace)
         cluster.ignored.sort()
+        cluster.said = {n.covers for n in parsed.notices if n.covers}
+        cluster.notices = group_notices(parsed.notices + cluster.notices)
         return cluster
 
     def _ensure_namespace(self, name: str) -> None:
@@ -208,6 +246,7 @@ class Cluster:
             placed[d.key] = node
             counts[node.name] += 1
         ips: dict[str, IPv4Address] = {}
+        full: dict[tuple[str, str], tuple[list[str], dict[str, IPv4Network]]] = {}
         order = sorted(placed)
         for key in order:  # pins first, then the others, each in key order
             d, node = accepted[key], placed[key]
@@ -229,11 +268,18 @@ class Cluster:
             if key in ips or d.ip is not None:
                 continue
             ip = self._pod_pools[node.name].allocate(f"{d.namespace}/Pod/{d.name}")
-            if ip is None:
-                problem(d, "", f"node {node.name} has no free pod address left in "
-                        f"{node.pod_cidr} for pod {d.key}", prefix=False)
+            if ip is None:  # said once per object below, not once per pod
+                pods, nodes = full.setdefault((d.source, d.obj), ([], {}))
+                pods.append(d.key)
+                nodes[node.name] = node.pod_cidr
                 continue
             ips[key] = ip
+        for (source, obj), (pods, nodes) in full.items():
+            where = ", ".join(f"{n} {c}" for n, c in sorted(nodes.items()))
+            what = f"pod {pods[0]}" if len(pods) == 1 else \
+                f"{len(pods)} pods (the first {pods[0]})"
+            problems.append(Problem(source, obj, "", f"no free pod address left for {what}: "
+                                    f"the pod CIDRs are full ({where})"))
         macs = self._macs  # _insert_pod adds each new pod's
         out = []
         for key in sorted(ips):
@@ -343,12 +389,17 @@ class Cluster:
             self._ensure_namespace(d.service.namespace)
         return list(accepted.values())
 
-    def _check_target_ports(self, d: loader.ServiceDraft, problems: list[Problem]) -> None:
-        for i in endpoints.unresolved_target_ports(d.service, self._index):
+    def _check_target_ports(self, d: loader.ServiceDraft) -> None:
+        """Warn about named targetPorts that selected pods do not declare (accepted, as
+        Kubernetes does; those pods are left out of that port's endpoints)."""
+        for i, missing, selected in endpoints.missing_target_ports(d.service, self._index):
             sp = d.service.ports[i]
-            problems.append(Problem(d.source, d.obj, f"spec.ports[{i}].targetPort",
-                                    f"'{sp.target_port}' matches no {sp.protocol} containerPort "
-                                    "of the pods it selects"))
+            which = "any of the pods it selects" if missing == selected else \
+                f"{missing} of the {selected} pods it selects"
+            self.notices.append(Notice(
+                d.source, d.obj, f"spec.ports[{i}].targetPort",
+                f"port {sp.port}/{sp.protocol}: '{sp.target_port}' is no {sp.protocol} "
+                f"containerPort name of {which}: they are left out of its endpoints"))
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -460,7 +511,7 @@ class Cluster:
         if not problems and parsed.services:
             added = self._admit_services(parsed.services, problems)
             for d in added:
-                self._check_target_ports(d, problems)
+                self._check_target_ports(d)
             if problems:
                 for d in added:
                     self._remove_service(d.service)

@@ -21,6 +21,7 @@ Addresses are not allocated here (see ``cluster`` and ``ipam``).
 from __future__ import annotations
 
 import bisect
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ from kemu.control.model import (
     IPv4Address,
     Namespace,
     NetworkPolicy,
+    Notice,
     Service,
     ServicePort,
 )
@@ -55,7 +57,40 @@ MODELLED = {
     ("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"),
     ("apps", "DaemonSet"), ("batch", "Job"), ("discovery.k8s.io", "EndpointSlice"),
     ("networking.k8s.io", "NetworkPolicy"), ("kemu.dev", "Cluster"),
+    ("", "ReplicationController"), ("", "Endpoints"),
 }
+KNOWN_KINDS: dict[str, tuple[str, ...]] = {
+    "": ("Binding", "ComponentStatus", "ConfigMap", "Endpoints", "Event", "LimitRange",
+         "Namespace", "Node", "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodTemplate",
+         "ReplicationController", "ResourceQuota", "Secret", "Service", "ServiceAccount"),
+    "apps": ("ControllerRevision", "DaemonSet", "Deployment", "ReplicaSet", "StatefulSet"),
+    "batch": ("CronJob", "Job"),
+    "autoscaling": ("HorizontalPodAutoscaler", "Scale"),
+    "policy": ("Eviction", "PodDisruptionBudget", "PodSecurityPolicy"),
+    "networking.k8s.io": ("IPAddress", "Ingress", "IngressClass", "NetworkPolicy",
+                          "ServiceCIDR"),
+    "discovery.k8s.io": ("EndpointSlice",),
+    "rbac.authorization.k8s.io": ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"),
+    "apiextensions.k8s.io": ("CustomResourceDefinition",),
+    "admissionregistration.k8s.io": (
+        "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
+        "MutatingWebhookConfiguration", "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding", "ValidatingWebhookConfiguration"),
+    "storage.k8s.io": ("CSIDriver", "CSINode", "CSIStorageCapacity", "StorageClass",
+                       "VolumeAttachment", "VolumeAttributesClass"),
+    "scheduling.k8s.io": ("PriorityClass",),
+    "coordination.k8s.io": ("Lease", "LeaseCandidate"),
+    "certificates.k8s.io": ("CertificateSigningRequest", "ClusterTrustBundle"),
+    "node.k8s.io": ("RuntimeClass",),
+    "events.k8s.io": ("Event",),
+    "apiregistration.k8s.io": ("APIService",),
+    "flowcontrol.apiserver.k8s.io": ("FlowSchema", "PriorityLevelConfiguration"),
+    "resource.k8s.io": ("DeviceClass", "ResourceClaim", "ResourceClaimTemplate",
+                        "ResourceSlice"),
+    "kemu.dev": ("Cluster",),
+}
+"""Every kind of the API groups Kubernetes itself serves (v1.33): a kind not listed for one of
+these groups is a typo (an error with a suggestion); other groups (CRDs) are not checked."""
 CLUSTER_SCOPED = {"Namespace", "Node", "Cluster"}
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
@@ -108,6 +143,7 @@ class Parsed:
     slices: list[SliceDraft] = field(default_factory=list)
     policies: list[NetworkPolicy] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)  # accepted, not modelled (warnings)
 
 
 def _group(api_version: str) -> str:
@@ -133,7 +169,7 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
     items: dict[str, list[_Item]] = {}
     seen: dict[tuple[str, str, str], str] = {}
     for doc in docs:
-        item = _classify(doc, problems, out.ignored)
+        item = _classify(doc, problems, out.ignored, out.notices)
         if item is None:
             continue
         key = (item.kind, item.namespace, item.name)
@@ -209,7 +245,8 @@ def _has_prefix(names: list[str], prefix: str) -> bool:
     return i < len(names) and names[i].startswith(prefix)
 
 
-def _classify(doc: Document, problems: list[Problem], ignored: list[str]) -> _Item | None:
+def _classify(doc: Document, problems: list[Problem], ignored: list[str],
+              unmodelled: list[Notice]) -> _Item | None:
     obj = doc.obj
     where = f"document {doc.index + 1}"
     kind, api = obj.get("kind"), obj.get("apiVersion")
@@ -228,9 +265,18 @@ def _classify(doc: Document, problems: list[Problem], ignored: list[str]) -> _It
     if not isinstance(api, str) or not api:
         f.problem("apiVersion", "required field is missing")
         return None
-    if (_group(api), kind) not in MODELLED:
+    group = _group(api)
+    if group in KNOWN_KINDS and kind not in KNOWN_KINDS[group]:
+        hint = difflib.get_close_matches(kind, KNOWN_KINDS[group], n=1, cutoff=0.6) or \
+            [k for k in KNOWN_KINDS[group] if k.lower() == kind.lower()]
+        also = f" (did you mean '{hint[0]}'?)" if hint else ""
+        f.problem("kind", f"'{kind}' is not a kind of {api}{also}")
+        return None
+    if (group, kind) not in MODELLED:
         what = f"{api} {kind}" if kind in {k for _, k in MODELLED} else kind
         ignored.append(f"{doc.source}: {where} ignored ({what} is not modelled)")
+        unmodelled.append(Notice(doc.source, where, "", f"{what} is not modelled: ignored",
+                                 covers=ignored[-1]))
         return None
     if kind == "Cluster" and api != KEMU_API:
         f.problem("apiVersion", f"'{api}' is not supported (use {KEMU_API})")

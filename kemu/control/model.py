@@ -70,6 +70,27 @@ class ClusterConfig:
 
 
 @dataclass
+class Notice:
+    """Input kemu accepts but does not model (or acts on in part), said once as a warning.
+
+    Located like a ``Problem`` (file, object, field); ``count`` is how many objects said the
+    same thing (the first of them is named).
+    """
+
+    source: str
+    obj: str
+    field: str
+    message: str
+    count: int = 1
+    covers: str = ""  # the line of ``Cluster.ignored`` this notice says, if any
+
+    def __str__(self) -> str:
+        where = ": ".join(p for p in (self.source, self.obj, self.field) if p)
+        text = f"{where}: {self.message}" if where else self.message
+        return text + (f" (and {self.count - 1} more like it)" if self.count > 1 else "")
+
+
+@dataclass
 class ExternalHost:
     """A host on the node network outside the cluster (a client, a database, ...)."""
 

@@ -93,8 +93,17 @@ def _validate(args: argparse.Namespace) -> int:
         text += f" (ignored: {len(cluster.ignored)} {_plural('object', len(cluster.ignored))})"
     print(f"ok: {text}")
     for line in cluster.ignored:
-        print(f"  {line}")
+        if line not in cluster.said:  # ignored kinds are said once per kind, as warnings
+            print(f"  {line}")
+    warn(cluster)
     return EXIT_OK
+
+
+def warn(cluster: Cluster) -> None:
+    """Say on stderr, once each, what the manifests ask for that kemu does not model (the
+    cluster's notices; silence means modelled). ``validate``, ``trace`` and ``replay``."""
+    for notice in cluster.notices:
+        print(f"kemu: warning: {notice}", file=sys.stderr)
 
 
 def _plural(word: str, n: int) -> str:

@@ -60,10 +60,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kemu.frontend.api import EmulatedCluster
-    from kemu.frontend.cli import load
+    from kemu.frontend.cli import load, warn
     from kemu.frontend.replay import ReplayOptions, replay
 
     model = load(args)
+    warn(model)
     if not os.path.exists(args.capture):
         raise_missing(args.capture)
     emu = EmulatedCluster(model, backend=args.backend, seed=args.seed, respond=args.respond,

@@ -148,10 +148,12 @@ def run(args: argparse.Namespace) -> int:
     from kemu.errors import KemuError
     from kemu.frontend import names
     from kemu.frontend.api import EmulatedCluster
-    from kemu.frontend.cli import load
+    from kemu.frontend.cli import load, warn
 
     proto, fields = parse_protocol(args.protocol or "tcp")
-    emu = EmulatedCluster(load(args), backend=args.backend, seed=args.seed,
+    model = load(args)
+    warn(model)
+    emu = EmulatedCluster(model, backend=args.backend, seed=args.seed,
                           respond=not args.no_respond, cold=args.cold)
     src = emu.resolve_source(args.source)
     client = src.name if src is not None and src.kind == "pod" else None
