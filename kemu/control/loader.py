@@ -218,7 +218,8 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
             claimed_sets.setdefault(ns, []).append(rs)
     for rs_names in claimed_sets.values():
         rs_names.sort()
-    for kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job"):
+    for kind in ("Deployment", "ReplicaSet", "ReplicationController", "StatefulSet",
+                 "DaemonSet", "Job"):
         for i in items.get(kind, []):
             if (i.namespace, kind, i.name) in claimed or (kind == "Deployment" and _has_prefix(
                     claimed_sets.get(i.namespace, []), f"{i.name}-")):
@@ -497,7 +498,17 @@ def parse_workload(f: Fields, obj: dict[str, Any], kind: str, namespace: str, na
         count = 0
     else:
         count = f.integer(spec, "spec", "replicas", default=1, lo=0, hi=MAX_REPLICAS) or 0
-    if kind != "Job":
+    if kind == "ReplicationController":  # a plain map, defaulted to the template's labels
+        selector_map = f.labels(spec, "spec", "selector")
+        if "selector" in spec and not selector_map:
+            f.problem("spec.selector", "must not be empty")
+        elif selector_map and not matches_map(selector_map, t.labels):
+            f.problem("spec.selector", "does not match the template's labels "
+                      "(spec.template.metadata.labels)")
+        elif not selector_map and not t.labels:
+            f.problem("spec.template.metadata.labels", "required field is missing (the "
+                      "selector defaults to them)")
+    elif kind != "Job":
         selector = parse_selector(f, spec, "spec", "selector")
         if "selector" not in spec:
             f.problem("spec.selector", "required field is missing")

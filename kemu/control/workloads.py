@@ -7,7 +7,7 @@ way the Kubernetes controllers name them, deterministically from the input:
 - Deployment ``web`` -> ReplicaSet ``web-<hash>`` -> pods ``web-<hash>-<sfx>``; ``<hash>`` is 10
   characters from sha256 of the template (label ``pod-template-hash``), ``<sfx>`` 5 characters
   from sha256 of the ReplicaSet name and replica index;
-- ReplicaSet ``rs`` -> ``rs-<sfx>``; StatefulSet ``db`` -> ``db-0`` .. ``db-<n-1>`` with hostname =
+- ReplicaSet (and v1 ReplicationController) ``rs`` -> ``rs-<sfx>``; StatefulSet ``db`` -> ``db-0`` .. ``db-<n-1>`` with hostname =
   pod name and subdomain = ``spec.serviceName`` (D-5); DaemonSet ``ds`` -> ``ds-<sfx>`` on each
   node its ``nodeSelector`` allows (sfx from the node name); Job ``j`` -> ``j-<sfx>`` x
   ``min(parallelism, completions)`` (default 1).
@@ -334,7 +334,7 @@ def expand(kind: str, namespace: str, name: str, replicas: int, raw_template: An
         owner = OwnerRef("ReplicaSet", rs)
         return [Instance(n, {"pod-template-hash": thash}, owner)
                 for n in _unique(rs, f"{namespace}/ReplicaSet/{rs}", replicas)]
-    if kind == "ReplicaSet":
+    if kind in ("ReplicaSet", "ReplicationController"):
         return [Instance(n, {}, OwnerRef(kind, name)) for n in _unique(name, seed, replicas)]
     if kind == "StatefulSet":
         owner = OwnerRef(kind, name)
