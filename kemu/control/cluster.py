@@ -157,9 +157,20 @@ class Cluster:
         added = cluster._admit_services(parsed.services, problems)
         for draft in added:
             cluster._check_target_ports(draft)
+        given_mirrors = {(sd.slice.namespace, sd.slice.service) for sd in parsed.slices
+                         if sd.mirrored and not sd.from_endpoints}
         for sd in parsed.slices:
             svc = cluster._services.get(f"{sd.slice.namespace}/{sd.slice.service}")
-            if svc is None or svc.selector is not None:
+            if sd.from_endpoints:  # kemu's mirror of a v1 Endpoints object
+                if svc is None:
+                    line = (f"{sd.source}: {sd.obj} ignored (no Service "
+                            f"{sd.slice.namespace}/{sd.slice.service} to mirror it for)")
+                    if line not in cluster.ignored:
+                        cluster.ignored.append(line)
+                    continue
+                if svc.selector is not None or (svc.namespace, svc.name) in given_mirrors:
+                    continue  # the endpoints controller's own output, or mirrored already
+            elif svc is None or svc.selector is not None:
                 reason = (f"no Service {sd.slice.namespace}/{sd.slice.service}" if svc is None
                           else f"Service {svc.key} has a selector: kemu derives its slices")
                 if svc is not None and not sd.controller_managed:

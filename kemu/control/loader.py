@@ -94,6 +94,11 @@ these groups is a typo (an error with a suggestion); other groups (CRDs) are not
 CLUSTER_SCOPED = {"Namespace", "Node", "Cluster"}
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+MIRROR_CONTROLLER = "endpointslicemirroring-controller.k8s.io"
+SKIP_MIRROR_LABEL = "endpointslice.kubernetes.io/skip-mirror"
+LEADER_ANNOTATION = "control-plane.alpha.kubernetes.io/leader"
+MAX_MIRRORED_PER_SUBSET = 1000
+"""The mirroring controller's default ``--mirroring-max-endpoints-per-subset``."""
 CLUSTER_SPEC_FIELDS = ("nodes", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR", "nodeNetwork",
                        "gateway", "mode", "mtu", "dnsDomain", "nodePortRange", "externalHosts",
                        "kubeProxy", "masquerade", "listen", "loadBalancer")
@@ -128,6 +133,8 @@ class SliceDraft:
     source: str
     obj: str
     controller_managed: bool  # made by the EndpointSlice controller of a real cluster
+    mirrored: bool = False    # made by the mirroring controller (labelled so, or by kemu)
+    from_endpoints: bool = False  # kemu's mirror of a v1 Endpoints object given here
 
 
 @dataclass
@@ -235,9 +242,21 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
             out.ignored.append(f"{i.doc.source}: {i.f.obj} ignored ({parsed})")
         elif parsed is not None:
             out.slices.append(parsed)
+    for i in items.get("Endpoints", []):
+        mirrored = mirror_endpoints(i.f, i.doc.obj, i.namespace, i.name, out.notices)
+        if isinstance(mirrored, str):
+            out.ignored.append(f"{i.doc.source}: {i.f.obj} ignored ({mirrored})")
+        else:
+            out.slices.extend(mirrored)
     for i in items.get("NetworkPolicy", []):
         out.policies.append(parse_policy(i.f, i.doc.obj, i.namespace, i.name))
+        _policy_not_enforced(i.f)
     return out
+
+
+def _policy_not_enforced(f: Fields) -> None:
+    """NetworkPolicy is parsed and shown but not enforced by the datapath yet."""
+    f.notice("", "NetworkPolicy is not enforced by kemu yet")
 
 
 def _has_prefix(names: list[str], prefix: str) -> bool:
@@ -259,7 +278,7 @@ def _classify(doc: Document, problems: list[Problem], ignored: list[str],
         name, meta = "kemu", meta if isinstance(meta, dict) else {}
     if isinstance(kind, str) and isinstance(name, str):
         where = object_label(kind, namespace, name)
-    f = Fields(problems, doc.source, where)
+    f = Fields(problems, doc.source, where, unmodelled)
     if not isinstance(kind, str) or not kind:
         f.problem("kind", "required field is missing")
         return None
@@ -438,6 +457,8 @@ def parse_node(f: Fields, obj: dict[str, Any], name: str, source: str) -> NodeDr
     status = f.mapping(obj, "", "status")
     d = NodeDraft(name, labels=f.labels(meta, "metadata", "labels"), source=source, obj=f.obj)
     cidrs = f.seq(spec, "spec", "podCIDRs")
+    if any(isinstance(c, str) and ":" in c for c in cidrs):
+        f.notice("spec.podCIDRs", "IPv6 pod CIDRs are not modelled (IPv4 only)")
     if "podCIDR" in spec:
         d.pod_cidr, d.cidr_field = f.cidr(spec["podCIDR"], "spec.podCIDR"), "spec.podCIDR"
     elif cidrs:
@@ -541,6 +562,10 @@ def parse_service(f: Fields, obj: dict[str, Any], namespace: str, name: str,
     ips = f.seq(spec, "spec", "clusterIPs")
     if not ip_text and ips and isinstance(ips[0], str):
         ip_text, ip_field = ips[0], "spec.clusterIPs[0]"
+    if ":" in ip_text:  # an IPv6 (primary) ClusterIP: its IPv4 one, if any, else allocate
+        v4 = [(i, v) for i, v in enumerate(ips) if isinstance(v, str) and "." in v]
+        ip_text, ip_field = (v4[0][1], f"spec.clusterIPs[{v4[0][0]}]") if v4 else ("", "")
+    _family_notices(f, spec, "spec")
     headless = ip_text == "None"
     if svc.type == "ExternalName":
         svc.external_name = f.string(spec, "spec", "externalName", required=True).rstrip(".")
@@ -601,8 +626,38 @@ def parse_service(f: Fields, obj: dict[str, Any], namespace: str, name: str,
             ip = f.ip(ing["ip"], join(ipath, "ip"))
             if ip is not None:
                 svc.load_balancer_ips.append(ip)
+        elif "ip" in ing:
+            f.notice(join(ipath, "ip"), "IPv6 load-balancer addresses are not modelled")
+        elif "hostname" in ing:
+            f.notice(join(ipath, "hostname"), "a load balancer known by hostname only is not "
+                     "modelled (no address to send to)")
+        if ing.get("ipMode", "VIP") != "VIP":
+            f.notice(join(ipath, "ipMode"), f"ipMode {ing.get('ipMode')} is not modelled: "
+                     "kube-proxy short-circuits this address as for ipMode VIP (S-13)")
+    for key, what in (
+            ("trafficDistribution", "topology hints are not modelled: every endpoint is used"),
+            ("healthCheckNodePort", "kube-proxy's health-check server is not modelled"),
+            ("loadBalancerClass", "kemu's load balancer serves every class")):
+        if spec.get(key) not in (None, ""):
+            f.notice(join("spec", key), what)
     svc.publish_not_ready_addresses = f.boolean(spec, "spec", "publishNotReadyAddresses")
     return draft
+
+
+SCTP_NOTICE = ("SCTP is matched and NATed by port only: its association states, its CRC32c "
+               "checksum after NAT and answers of the emulated stacks are not modelled")
+
+
+def _family_notices(f: Fields, spec: dict[str, Any], path: str) -> None:
+    """IPv6 and dual-stack Services: kemu models IPv4 single-stack only."""
+    families = [v for v in f.seq(spec, path, "ipFamilies") if isinstance(v, str)]
+    policy = spec.get("ipFamilyPolicy")
+    if "IPv6" in families:
+        f.notice(join(path, "ipFamilies"), "IPv6 is not modelled: the Service gets an IPv4 "
+                 "ClusterIP only")
+    elif policy in ("RequireDualStack", "PreferDualStack"):
+        f.notice(join(path, "ipFamilyPolicy"), f"{policy}: dual-stack is not modelled (IPv4 "
+                 "only)")
 
 
 def _service_ports(f: Fields, spec: dict[str, Any], type_: str) -> list[ServicePort]:
@@ -615,6 +670,8 @@ def _service_ports(f: Fields, spec: dict[str, Any], type_: str) -> list[ServiceP
         number = f.integer(p, ppath, "port", required=True, lo=1, hi=65535)
         sp = ServicePort(port=number or 0, protocol=f.protocol(p, ppath),  # type: ignore[arg-type]
                          name=f.string(p, ppath, "name"))
+        if sp.protocol == "SCTP":
+            f.notice(join(ppath, "protocol"), SCTP_NOTICE)
         if sp.name and (err := dns_label_error(sp.name)):
             f.problem(join(ppath, "name"), f"'{sp.name}' {err}")
         elif not sp.name and len(items) > 1:
@@ -667,6 +724,9 @@ def parse_slice(f: Fields, obj: dict[str, Any], namespace: str,
         cond = f.mapping(e, epath, "conditions")
         cpath = join(epath, "conditions")
         ready = f.boolean(cond, cpath, "ready", default=True)
+        if e.get("hints"):
+            f.notice(join(epath, "hints"), "topology hints are not modelled: every endpoint "
+                     "is used (S-11)")
         ref = f.mapping(e, epath, "targetRef")
         pod = ""
         if ref.get("kind") == "Pod" and isinstance(ref.get("name"), str):
@@ -685,4 +745,74 @@ def parse_slice(f: Fields, obj: dict[str, Any], namespace: str,
                                         name=f.string(p, ppath, "name")))
     s.endpoints.sort(key=lambda e: e.ip)
     managed = labels.get(MANAGED_BY_LABEL) == "endpointslice-controller.k8s.io"
-    return SliceDraft(s, f.source, f.obj, managed) if service else None
+    mirrored = labels.get(MANAGED_BY_LABEL) == MIRROR_CONTROLLER
+    return SliceDraft(s, f.source, f.obj, managed, mirrored) if service else None
+
+
+def mirror_endpoints(f: Fields, obj: dict[str, Any], namespace: str, name: str,
+                     notices: list[Notice]) -> list[SliceDraft] | str:
+    """A legacy v1 Endpoints object -> the EndpointSlices the mirroring controller makes of it
+    (kubernetes pkg/controller/endpointslicemirroring), or why it mirrors nothing.
+
+    Skipped: Endpoints labelled ``endpointslice.kubernetes.io/skip-mirror: "true"`` and
+    leader-election records (annotation ``control-plane.alpha.kubernetes.io/leader``); whether
+    the Service exists and has no selector is decided by the cluster. Per subset: ``addresses``
+    become ready endpoints, ``notReadyAddresses`` not ready ones (ready first), at most
+    :data:`MAX_MIRRORED_PER_SUBSET` of them; addresses that are not IPv4 are skipped (with a
+    notice). Subsets with the same ports share slices.
+    """
+    meta = f.mapping(obj, "", "metadata")
+    labels = f.labels(meta, "metadata", "labels")
+    annotations = f.mapping(meta, "metadata", "annotations")
+    if labels.get(SKIP_MIRROR_LABEL) == "true":
+        return f"labelled {SKIP_MIRROR_LABEL}: \"true\": not mirrored"
+    if LEADER_ANNOTATION in annotations:
+        return "a leader-election record: not mirrored"
+    f.known(obj, "", ("apiVersion", "kind", "metadata", "subsets"))
+    groups: dict[tuple[tuple[int, str, str], ...], list[Endpoint]] = {}
+    for spath, sub in f.mappings(obj, "", "subsets"):
+        f.known(sub, spath, ("addresses", "notReadyAddresses", "ports"))
+        ports: list[tuple[int, str, str]] = []
+        for ppath, p in f.mappings(sub, spath, "ports"):
+            f.known(p, ppath, ("name", "port", "protocol", "appProtocol"))
+            number = f.integer(p, ppath, "port", required=True, lo=1, hi=65535)
+            if number:
+                ports.append((number, f.protocol(p, ppath), f.string(p, ppath, "name")))
+        members: list[Endpoint] = []
+        for key, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for apath, a in f.mappings(sub, spath, key):
+                f.known(a, apath, ("ip", "hostname", "nodeName", "targetRef"))
+                text = a.get("ip")
+                if isinstance(text, str) and ":" in text:
+                    notices.append(Notice(f.source, f.obj, join(apath, "ip"), "IPv6 addresses "
+                                          "are not modelled: not mirrored"))
+                    continue
+                ip = f.ip(text, join(apath, "ip"))
+                if ip is None:
+                    continue
+                ref = f.mapping(a, apath, "targetRef")
+                pod = ""
+                if ref.get("kind") == "Pod" and isinstance(ref.get("name"), str):
+                    pod = f"{ref.get('namespace') or namespace}/{ref['name']}"
+                members.append(Endpoint(ip=ip, ready=ready, serving=ready, pod=pod,
+                                        node_name=f.string(a, apath, "nodeName"),
+                                        hostname=f.string(a, apath, "hostname")))
+        if len(members) > MAX_MIRRORED_PER_SUBSET:
+            notices.append(Notice(f.source, f.obj, spath, f"{len(members)} addresses: the "
+                                  f"mirroring controller mirrors only the first "
+                                  f"{MAX_MIRRORED_PER_SUBSET} (ready ones first)"))
+            members = members[:MAX_MIRRORED_PER_SUBSET]
+        groups.setdefault(tuple(sorted(ports)), []).extend(members)
+    out = []
+    for port_set, members in sorted(groups.items()):
+        members.sort(key=lambda e: (not e.ready, e.ip))
+        for chunk in range(0, len(members), MAX_MIRRORED_PER_SUBSET):
+            seed = f"{namespace}/Endpoints/{name}/{port_set}/{chunk}"
+            s = EndpointSlice(namespace=namespace, name=f"{name}-{workloads.encode(seed, 5)}",
+                              service=name, managed=False,
+                              endpoints=members[chunk:chunk + MAX_MIRRORED_PER_SUBSET],
+                              ports=[EndpointPort(port=n, protocol=p, name=pn)  # type: ignore[arg-type]
+                                     for n, p, pn in port_set])
+            out.append(SliceDraft(s, f.source, f.obj, False, mirrored=True,
+                                  from_endpoints=True))
+    return out
