@@ -392,8 +392,8 @@ CONFLICTS: dict[str, tuple[list[Any], list[str]]] = {
          "already used by another pod"]),
     "node out of pod addresses": (
         [DOC | {"spec": {"nodes": 1, "nodeCIDRMaskSize": 30}}, pod("a"), pod("b")],
-        ["<dict>: default/Pod/b: node node1 has no free pod address left in 10.244.0.0/30 for "
-         "pod default/b"]),
+        ["<dict>: default/Pod/b: no free pod address left for pod default/b: the pod CIDRs "
+         "are full (node1 10.244.0.0/30)"]),
     "cluster IP outside the service CIDR": (
         [svc("a", {"clusterIP": "10.0.0.5"})],
         ["<dict>: default/Service/a: spec.clusterIP: 10.0.0.5 is outside the service CIDR "
