@@ -68,9 +68,14 @@ def node_routes(cluster: Cluster) -> dict[str, list[Route]]:
                   target_node=node.name),
             Route(cfg.node_network, "eth0", src=node.internal_ip, proto="kernel"),
         ]
+        routes += [Route(b, "cbr0", src=node.gateway_ip, target_node=node.name)
+                   for b in node.pod_blocks]  # a dump's pod blocks (Calico, Cilium)
         for other in cluster.nodes:
             if other.name == node.name:
                 continue
+            if cfg.mode != "vxlan":
+                routes += [Route(b, "eth0", via=other.internal_ip, target_node=other.name)
+                           for b in other.pod_blocks]
             if cfg.mode == "vxlan":
                 routes.append(Route(other.pod_cidr, "flannel.1",
                                     via=other.pod_cidr.network_address, onlink=True,
@@ -114,8 +119,8 @@ def gateway_routes(cluster: Cluster) -> list[Route]:
         return []
     routes = [Route(cfg.node_network, "eth0", src=cfg.gateway_ip, proto="kernel")]
     if cfg.mode != "vxlan":
-        routes += [Route(n.pod_cidr, "eth0", via=n.internal_ip, target_node=n.name)
-                   for n in cluster.nodes]
+        routes += [Route(c, "eth0", via=n.internal_ip, target_node=n.name)
+                   for n in cluster.nodes for c in (n.pod_cidr, *n.pod_blocks)]
     if cfg.lb_mode == "routed":
         by_name = {n.name: n for n in cluster.nodes}
         routes += [Route(IPv4Network(f"{ip}/32"), "eth0", via=by_name[node].internal_ip,

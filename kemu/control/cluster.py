@@ -131,6 +131,13 @@ class Cluster:
         self._macs: set[str] = set()  # MACs of the pods
         self._services: dict[str, Service] = {}
         self._pod_pools = {n.name: ipam.pod_pool(n) for n in self.nodes}
+        # pods' addresses in blocks outside their node's pod CIDR (Calico, Cilium), every
+        # address usable (blocks are not subnets: no network or broadcast address)
+        self._block_pools: dict[IPv4Network, ipam.AddressPool] = {}
+        for n in self.nodes:
+            for b in n.pod_blocks:
+                self._block_pools[b] = ipam.AddressPool(b, first=0)
+                self._block_pools[b].reserved.clear()
         self._node_pool = node_pool
         self._service_pool = ipam.AddressPool(self.config.service_cidr, first=10)
         self._node_ports = ipam.PortPool(*self.config.node_port_range)
@@ -217,6 +224,7 @@ class Cluster:
         pending: list[workloads.PodDraft] = []
         by_cidr: ipam.NetworkLookup | None = None  # these two built on first use
         by_ip: dict[IPv4Address, Node] | None = None
+        owners: list[Node] = []  # the node of each network of by_cidr
         for key, d in accepted.items():
             if d.node_name:
                 node = self._nodes.get(d.node_name)
@@ -231,9 +239,11 @@ class Cluster:
                     node = by_ip.get(d.ip)
                 else:
                     if by_cidr is None:
-                        by_cidr = ipam.NetworkLookup(n.pod_cidr for n in self.nodes)
+                        owners = [n for n in self.nodes for _ in (n.pod_cidr, *n.pod_blocks)]
+                        by_cidr = ipam.NetworkLookup(c for n in self.nodes
+                                                     for c in (n.pod_cidr, *n.pod_blocks))
                     found = by_cidr.find(d.ip)
-                    node = self.nodes[found] if found is not None else None
+                    node = owners[found] if found is not None else None
                 if node is None and not d.template.host_network:
                     problem(d, "status.podIP", f"{d.ip} is in no node's pod CIDR ("
                             + ", ".join(f"{n.name} {n.pod_cidr}" for n in self.nodes) + ")",
@@ -267,9 +277,9 @@ class Cluster:
                             f"{node.name} (hostNetwork pod)", prefix=False)
                 ips[key] = node.internal_ip
             elif d.ip is not None:
+                pool = self._pool_of(node, d.ip)
                 err = (f"{d.ip} is outside {node.name}'s pod CIDR {node.pod_cidr}"
-                       if d.ip not in node.pod_cidr
-                       else self._pod_pools[node.name].claim(d.ip, f"{d.namespace}/Pod/{d.name}"))
+                       if pool is None else pool.claim(d.ip, f"{d.namespace}/Pod/{d.name}"))
                 if err:
                     problem(d, "status.podIP", err, prefix=False)
                     continue
@@ -319,6 +329,12 @@ class Cluster:
             for pod in out:
                 bisect.insort(self.pods, pod, key=lambda p: p.key)
         return out
+
+    def _pool_of(self, node: Node, ip: IPv4Address) -> ipam.AddressPool | None:
+        """The pool of ``node`` holding ``ip``: its pod CIDR's or one of its blocks'."""
+        if ip in node.pod_cidr:
+            return self._pod_pools[node.name]
+        return next((self._block_pools[b] for b in node.pod_blocks if ip in b), None)
 
     def _insert_pod(self, pod: Pod) -> None:
         """Register ``pod`` everywhere but in ``self.pods`` (the caller inserts it there)."""
@@ -491,7 +507,9 @@ class Cluster:
         self._macs.discard(pod.mac)
         if not pod.host_network:
             self._by_ip.pop(pod.ip, None)
-            self._pod_pools[pod.node_name].release(pod.ip)
+            pool = self._pool_of(self._nodes[pod.node_name], pod.ip)
+            if pool is not None:
+                pool.release(pod.ip)
         self.version += 1
 
     def set_pod_labels(self, namespace: str, name: str, labels: dict[str, str]) -> None:

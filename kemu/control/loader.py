@@ -25,7 +25,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from kemu.control import workloads
+from kemu.control import ipam, workloads
 from kemu.control.ipam import NodeDraft
 from kemu.control.manifests import (
     Document,
@@ -251,6 +251,14 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
     for i in items.get("NetworkPolicy", []):
         out.policies.append(parse_policy(i.f, i.doc.obj, i.namespace, i.name))
         _policy_not_enforced(i.f)
+    if not configs and items.get("Node"):  # a cluster dump: its address ranges from itself
+        said = ipam.infer(out.config, out.nodes, [
+            ipam.PodAddress(d.ip, d.node_name) for d in out.pods
+            if d.ip is not None and d.node_name and not d.template.host_network],
+            [d.cluster_ip for d in out.services if d.cluster_ip is not None])
+        if said:
+            out.notices.append(Notice(items["Node"][0].doc.source, "", "", "no kemu Cluster "
+                                      f"document: inferred {said}"))
     return out
 
 

@@ -110,6 +110,9 @@ class Node:
     mac: str = ""          # eth0 on the node network
     bridge_mac: str = ""   # cbr0
     vtep_mac: str = ""     # flannel.1 (VXLAN mode)
+    # blocks of pod addresses outside ``pod_cidr`` routed to this node (Calico's /26 blocks,
+    # Cilium's cluster-pool /24s), inferred from a cluster dump's pod IPs
+    pod_blocks: list[IPv4Network] = field(default_factory=list)
 
     @property
     def gateway_ip(self) -> IPv4Address:
