@@ -3,8 +3,10 @@
 Every node gets, like a kubenet/flannel node: its own pod CIDR on the bridge (connected), each
 other node's pod CIDR via that node's IP (host-gw) or via ``<subnet>.0`` on ``flannel.1``
 (VXLAN, onlink), the node network (connected on ``eth0``) and a default route via the
-gateway. ``node_routes`` is the readable form (``kemu show routes``); the compiler flattens
-the same routes into the shared LPM table.
+gateway. Pod blocks a dump's pods live in outside their node's pod CIDR (Calico, Cilium;
+inferred only without a kemu document, so host-gw) are routed like pod CIDRs: on the bridge
+at home, via the owning node elsewhere and on the gateway. ``node_routes`` is the readable
+form (``kemu show routes``); the compiler flattens the same routes into the shared LPM table.
 
 The gateway is a Linux router on the node network: the node network connected, each
 pod CIDR via its node in host-gw mode (VXLAN pod CIDRs are not routable on the node network:

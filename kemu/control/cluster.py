@@ -17,6 +17,11 @@ ClusterIPs: pins, then ``kube-system/kube-dns`` gets the 10th address, then the 
 lowest free address from the 10th up, in key order; NodePorts: pins, then the lowest free port.
 
 Without a kemu document or Node objects the cluster has three nodes ``node1``..``node3``.
+
+Problems are grouped before they are raised: the same problem (file, field, message) of many
+objects is one line naming the first and counting the others. ``Cluster.notices`` holds the
+warnings (accepted input kemu does not model, named targetPorts no selected pod declares,
+what was inferred for a dump), notices saying the same thing grouped the same way.
 """
 
 from __future__ import annotations

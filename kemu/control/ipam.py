@@ -17,6 +17,8 @@ allocation hands out the lowest free value, so a pin never moves another object'
 - ``NetworkLookup``: the first of many networks (node pod CIDRs) holding an address.
 - ``build_nodes``: node IPs on the node network (from .2; the gateway is .1) and pod CIDRs,
   in node-name order, pins first; external hosts' MACs and addresses.
+- ``infer``: a cluster dump's node network, cluster and service CIDRs and per-node pod
+  blocks (Calico, Cilium cluster-pool) from its own objects, when no kemu document says them.
 
 Costs stay near linear in the number of nodes and pods (5,000 nodes, 150,000 pods): pin
 overlaps are found by bisection in sorted address spans, never by comparing pairs.

@@ -1,10 +1,16 @@
 """Documents -> parsed, defaulted and validated objects (``Parsed``), as the API server would.
 
 The loader reads what each modelled kind says (Namespace, Node, Pod, Deployment, ReplicaSet,
-StatefulSet, DaemonSet, Job, Service, EndpointSlice, NetworkPolicy, the kemu ``Cluster``
-document), applies the API server's defaults, and records a ``Problem`` for every invalid field
-(file, object ``namespace/Kind/name`` and JSON path). It never stops at the first problem:
-``kemu.control.cluster.load_cluster`` raises one ``ManifestError`` with all of them.
+ReplicationController, StatefulSet, DaemonSet, Job, Service, EndpointSlice, v1 Endpoints
+(mirrored into EndpointSlices as kube-controller-manager's mirroring controller does),
+NetworkPolicy, the kemu ``Cluster`` document), applies the API server's defaults, and records a
+``Problem`` for every invalid field (file, object ``namespace/Kind/name`` and JSON path). It
+never stops at the first problem: ``kemu.control.cluster.load_cluster`` raises one
+``ManifestError`` with all of them. Input it accepts but kemu does not model (IPv6 and
+dual-stack, SCTP, ``ipMode``, topology hints, NetworkPolicy enforcement, ...) becomes a
+``Notice`` (``Parsed.notices``), a warning the front ends print once; silence means modelled.
+Without a kemu ``Cluster`` document, a dump's Node objects make the address ranges inferred
+(``kemu.control.ipam.infer``).
 
 Defaults: namespace ``default``; port protocol TCP; ``targetPort`` = ``port``; Service type
 ClusterIP, sessionAffinity None (ClientIP timeout 10800 s, max 86400), traffic policies
@@ -12,9 +18,12 @@ Cluster; NetworkPolicy ``policyTypes`` per P-3; ``kubernetes.io/metadata.name`` 
 ``status``, ``managedFields``, ``uid``, ``resourceVersion`` are ignored except the status
 fields kemu honours (pod IPs and readiness, node addresses, LoadBalancer ingress IPs).
 
-Kinds kemu does not model, and objects of other API groups, go to ``ignored`` (not errors).
-Unknown fields are errors where kemu interprets every field (Service spec and ports, container
-ports, NetworkPolicy, EndpointSlice, the kemu document); elsewhere they are ignored.
+A kind that does not exist in an API group Kubernetes serves (``apps/v1 Deploymnet``) is an
+error with a suggestion (``KNOWN_KINDS``); kinds kemu does not model, and objects of other API
+groups (CRDs), go to ``ignored`` and to one notice per kind (not errors).
+Unknown fields are errors, with the nearest known name, where kemu knows every field (Service
+spec and ports, pod specs and containers, container ports, NetworkPolicy, EndpointSlice,
+Endpoints, the kemu document); elsewhere they are ignored.
 Addresses are not allocated here (see ``cluster`` and ``ipam``).
 """
 

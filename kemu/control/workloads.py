@@ -7,10 +7,10 @@ way the Kubernetes controllers name them, deterministically from the input:
 - Deployment ``web`` -> ReplicaSet ``web-<hash>`` -> pods ``web-<hash>-<sfx>``; ``<hash>`` is 10
   characters from sha256 of the template (label ``pod-template-hash``), ``<sfx>`` 5 characters
   from sha256 of the ReplicaSet name and replica index;
-- ReplicaSet (and v1 ReplicationController) ``rs`` -> ``rs-<sfx>``; StatefulSet ``db`` -> ``db-0`` .. ``db-<n-1>`` with hostname =
-  pod name and subdomain = ``spec.serviceName`` (D-5); DaemonSet ``ds`` -> ``ds-<sfx>`` on each
-  node its ``nodeSelector`` allows (sfx from the node name); Job ``j`` -> ``j-<sfx>`` x
-  ``min(parallelism, completions)`` (default 1).
+- ReplicaSet (and v1 ReplicationController) ``rs`` -> ``rs-<sfx>``; StatefulSet ``db`` ->
+  ``db-0`` .. ``db-<n-1>`` with hostname = pod name and subdomain = ``spec.serviceName``
+  (D-5); DaemonSet ``ds`` -> ``ds-<sfx>`` on each node its ``nodeSelector`` allows (sfx from
+  the node name); Job ``j`` -> ``j-<sfx>`` x ``min(parallelism, completions)`` (default 1).
 
 Suffixes use Kubernetes' alphabet without vowels (``bcdfghjklmnpqrstvwxz2456789``).
 
