@@ -33,9 +33,11 @@ def test_covering_is_the_smallest_network_no_longer_than_asked() -> None:
 def test_the_dump_loads_without_its_cluster_document_and_gives_the_same_cluster() -> None:
     alone = load_cluster(DUMP)
     given = load_cluster(DUMP.parent)  # with examples/dump/cluster.yaml
-    for attr in ("cluster_cidr", "service_cidr", "node_network", "gateway_ip",
-                 "node_cidr_prefix"):
+    for attr in ("cluster_cidr", "node_network", "gateway_ip", "node_cidr_prefix"):
         assert getattr(alone.config, attr) == getattr(given.config, attr), attr
+    # the ClusterIPs (10.100.x) lie in the default service CIDR: kept (the document pins a /16)
+    assert (alone.config.service_cidr, given.config.service_cidr) == (
+        IPv4Network("10.96.0.0/12"), IPv4Network("10.100.0.0/16"))
     assert [(n.name, n.internal_ip, n.pod_cidr, n.pod_blocks) for n in alone.nodes] == \
         [(n.name, n.internal_ip, n.pod_cidr, n.pod_blocks) for n in given.nodes]
     assert [(p.key, p.ip, p.node_name) for p in alone.pods] == \
@@ -44,8 +46,17 @@ def test_the_dump_loads_without_its_cluster_document_and_gives_the_same_cluster(
         [(s.key, s.cluster_ip) for s in given.services]
     assert [str(n) for n in alone.notices if "inferred" in str(n)] == [
         f"{DUMP}: no kemu Cluster document: inferred node network 192.168.49.0/24 (gateway "
-        "192.168.49.1), cluster CIDR 10.88.0.0/16, service CIDR 10.100.0.0/16"]
+        "192.168.49.1), cluster CIDR 10.88.0.0/16"]
     assert not [n for n in given.notices if "inferred" in str(n)]
+
+
+def test_nothing_is_inferred_where_the_defaults_hold() -> None:
+    config = ClusterConfig()
+    nodes = [NodeDraft("a", ip=IPv4Address("172.18.0.7"), pod_cidr=IPv4Network(
+        "10.244.3.0/24"))]
+    assert infer(config, nodes, [PodAddress(IPv4Address("10.244.3.9"), "a")],
+                 [IPv4Address("10.96.0.1")]) == ""
+    assert config == ClusterConfig()
 
 
 def test_the_gateway_moves_off_a_node_address() -> None:
@@ -60,7 +71,8 @@ def test_the_gateway_moves_off_a_node_address() -> None:
 def test_calico_blocks_are_inferred_and_routed_to_their_nodes() -> None:
     c = load_cluster(CALICO)
     assert (c.config.cluster_cidr, c.config.service_cidr, c.config.node_network) == (
-        IPv4Network("192.168.0.0/16"), IPv4Network("10.96.0.0/16"), IPv4Network("172.20.0.0/24"))
+        IPv4Network("192.168.0.0/16"), IPv4Network("10.96.0.0/12"),  # the default holds
+        IPv4Network("172.20.0.0/24"))
     assert {n.name: (str(n.pod_cidr), [str(b) for b in n.pod_blocks]) for n in c.nodes} == {
         "cp": ("10.244.0.0/24", ["192.168.33.0/25"]),
         "worker1": ("10.244.1.0/24", ["192.168.33.128/25"]),
@@ -87,7 +99,9 @@ def test_blocks_are_as_short_as_the_pods_allow() -> None:
                        pod_cidr=IPv4Network(f"10.244.{i}.0/24")) for i, n in enumerate("ab")]
     pods = [PodAddress(IPv4Address("10.0.0.17"), "a"), PodAddress(IPv4Address("10.0.0.200"), "a"),
             PodAddress(IPv4Address("10.0.1.9"), "b")]
-    infer(config, nodes, pods, [IPv4Address("10.96.0.1")])
+    assert "service CIDR" not in infer(config, nodes, pods, [IPv4Address("10.96.0.1")])
+    assert infer(ClusterConfig(), [], [], [IPv4Address("10.0.0.1"), IPv4Address(
+        "10.0.3.1")]) == "service CIDR 10.0.0.0/16"
     assert [d.pod_blocks for d in nodes] == [[IPv4Network("10.0.0.0/24")],
                                              [IPv4Network("10.0.1.0/24")]]
     assert config.cluster_cidr == IPv4Network("10.0.0.0/16")

@@ -392,8 +392,9 @@ class PodAddress:
 
 def infer(config: ClusterConfig, nodes: list[NodeDraft], pods: list[PodAddress],
           cluster_ips: list[IPv4Address]) -> str:
-    """Fill ``config`` from a cluster dump (no kemu Cluster document); returns what was
-    inferred, in one line.
+    """Fill ``config`` from a cluster dump (no kemu Cluster document) where its defaults do
+    not hold (some address lies outside the default range); returns what was inferred, in one
+    line ("" when the defaults hold).
 
     - node network: the smallest prefix holding every node's InternalIP, at most /24; its
       gateway the first address unless a node has it (then the last one, else none);
@@ -411,7 +412,7 @@ def infer(config: ClusterConfig, nodes: list[NodeDraft], pods: list[PodAddress],
     said = []
     ips = [d.ip for d in nodes if d.ip is not None]
     net = covering(ips, NODE_NETWORK_MAX_PREFIX)
-    if net is not None:
+    if net is not None and any(ip not in config.node_network for ip in ips):
         config.node_network = net
         taken = set(ips)
         gw = next((g for g in (net.network_address + 1, net.broadcast_address - 1)
@@ -425,17 +426,20 @@ def infer(config: ClusterConfig, nodes: list[NodeDraft], pods: list[PodAddress],
     if outside:  # the CNI's own IPAM: its pool is what the pods use, not the podCIDRs
         for d in nodes:
             d.cidr_unused = True
-        cluster = covering([p.ip for p in pods], CLUSTER_CIDR_MAX_PREFIX)
+        held: list[IPv4Address | IPv4Network] = [p.ip for p in pods]
     else:
-        cluster = covering([*cidrs, *(p.ip for p in pods)], CLUSTER_CIDR_MAX_PREFIX)
-    if cluster is not None:
+        held = [*cidrs, *(p.ip for p in pods)]
+    cluster = covering(held, CLUSTER_CIDR_MAX_PREFIX)
+    if cluster is not None and any(
+            (a not in config.cluster_cidr) if isinstance(a, IPv4Address)
+            else not a.subnet_of(config.cluster_cidr) for a in held):
         config.cluster_cidr = cluster
         lengths = {c.prefixlen for c in cidrs}
         if len(lengths) == 1 and (n := lengths.pop()) >= cluster.prefixlen:
             config.node_cidr_prefix = n
         said.append(f"cluster CIDR {cluster}")
     services = covering(cluster_ips, SERVICE_CIDR_MAX_PREFIX)
-    if services is not None:
+    if services is not None and any(ip not in config.service_cidr for ip in cluster_ips):
         config.service_cidr = services
         said.append(f"service CIDR {services}")
     if outside:
