@@ -101,7 +101,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 def warn(cluster: Cluster) -> None:
     """Say on stderr, once each, what the manifests ask for that kemu does not model (the
-    cluster's notices; silence means modelled). ``validate``, ``trace`` and ``replay``."""
+    cluster's notices; silence means modelled). ``validate``, and ``trace`` and ``replay``
+    once their work is done (an error that stops them stays their one line)."""
     for notice in cluster.notices:
         print(f"kemu: warning: {notice}", file=sys.stderr)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING
 
 from kemu.frontend.cli import EXIT_NEGATIVE, EXIT_OK, Command, add_manifest_args
@@ -152,7 +153,6 @@ def run(args: argparse.Namespace) -> int:
 
     proto, fields = parse_protocol(args.protocol or "tcp")
     model = load(args)
-    warn(model)
     emu = EmulatedCluster(model, backend=args.backend, seed=args.seed,
                           respond=not args.no_respond, cold=args.cold)
     src = emu.resolve_source(args.source)
@@ -202,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{role}: {named.typed} -> {_became(named)} ({named.note})")
         print(getattr(trace, args.level)(), end="")
         print(f"result: {verdict.reason}")
+    sys.stdout.flush()
+    warn(model)  # after the trace: an error that stops it (a bad -S/-D) stays its one line
     return EXIT_OK if verdict.reachable else EXIT_NEGATIVE
 
 
