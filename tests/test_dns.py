@@ -28,7 +28,7 @@ def ask(c: Cluster, name: str, qtype: str) -> tuple[int, list[str]]:
 
 
 def test_dns_version_d1(example: Cluster) -> None:
-    assert ask(example, f"dns-version.{Z}", "TXT") == (NOERROR, ['"1.0.1"'])
+    assert ask(example, f"dns-version.{Z}", "TXT") == (NOERROR, ['"1.1.0"'])
 
 
 def test_cluster_ip_service_a_record_d2(example: Cluster) -> None:
@@ -155,7 +155,7 @@ def test_custom_dns_domain() -> None:
                      {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"},
                       "spec": {"clusterIP": "10.96.0.50", "ports": [{"port": 80}]}})
     assert ask(c, "a.default.svc.corp.internal", "A") == (NOERROR, ["10.96.0.50"])
-    assert ask(c, "dns-version.corp.internal", "TXT") == (NOERROR, ['"1.0.1"'])
+    assert ask(c, "dns-version.corp.internal", "TXT") == (NOERROR, ['"1.1.0"'])
     assert ask(c, f"a.default.svc.{Z}", "A") == (REFUSED, [])
 
 
@@ -191,3 +191,16 @@ def test_records_sort_and_names_below_agree_with_plain_forms(example: Cluster) -
     candidates = {n.split(".", k)[-1] for n in names for k in range(1, 6)} | {"x.", "svc."}
     for name in sorted(candidates):
         assert zone.has_below(name) == any(k.endswith("." + name) for k in names), name
+
+
+def test_schema_1_1_0_ipv6_questions_on_an_ipv4_model(example: Cluster) -> None:
+    """Schema 1.1.0 added AAAA and ip6.arpa PTRs; kemu models IPv4 only: AAAA is NODATA on
+    existing names (D-9), ip6.arpa names are in a zone CoreDNS serves (NXDOMAIN, not
+    REFUSED), an ExternalName asked as AAAA still gives its CNAME (D-7)."""
+    assert ask(example, f"backend.shop.svc.{Z}", "AAAA") == (NOERROR, [])
+    assert ask(example, f"redis-0.redis.shop.svc.{Z}", "AAAA") == (NOERROR, [])
+    v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."
+    assert ask(example, v6, "PTR") == (NXDOMAIN, [])
+    c = load_cluster({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext"},
+                      "spec": {"type": "ExternalName", "externalName": "www.example.com"}})
+    assert ask(c, f"ext.default.svc.{Z}", "AAAA") == (NOERROR, ["www.example.com."])
