@@ -46,13 +46,18 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from kemu.control.manifests import Fields, dns_subdomain_error, join
-from kemu.control.model import DnsConfig, Pod
+from kemu.control.model import ClusterConfig, DnsConfig, Pod, Service
 
-if TYPE_CHECKING:
-    from kemu.control.cluster import Cluster
+
+class Cluster(Protocol):
+    """What this module reads of ``kemu.control.cluster.Cluster`` (which imports the loader,
+    which imports this module: a protocol, not an import)."""
+
+    config: ClusterConfig
+    services: list[Service]
 
 POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
 MAX_NAMESERVERS = 3        # validation.MaxDNSNameservers; glibc's MAXNS
