@@ -1,8 +1,14 @@
-"""DNS on the wire for the emulated cluster DNS pods (D-1..D-9, D-8 TTL 5 s).
+"""DNS on the wire for the emulated cluster DNS pods (D-1..D-9, D-8 TTL 5 s) and their clients.
 
-Parses a query datagram, asks ``kemu.control.dns.lookup`` for the answer and encodes the
-response (A, AAAA, CNAME, PTR, SRV, TXT records; NXDOMAIN vs NODATA as D-9 says). No
-compression on output; names are case-insensitive on input and echoed as asked.
+Server side: ``answer`` parses a query message, asks ``kemu.control.dns.lookup`` (through the
+callback ``make_resolver`` builds) for the answer and encodes the response (A, AAAA, CNAME,
+PTR, SRV, TXT records; NXDOMAIN vs NODATA as D-9 says). No compression on output; names are
+case-insensitive on input and echoed as asked. The same message answers UDP datagrams and
+RFC 7766 TCP streams (the framing is the slow path's, ``kemu.dataplane.slowpath``).
+
+Client side (``kemu dig``, a pod's resolver): ``query`` encodes a question (RD set, as
+glibc's ``res_mkquery``), ``parse_message`` decodes a response into a ``Message`` (header,
+question, answer records in presentation form, compression pointers followed).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -98,3 +105,95 @@ def make_resolver(model: Any, dns: ModuleType) -> Callable[[bytes], bytes | None
         return answer(payload, lambda name, qtype: dns.lookup(model, name, qtype))
 
     return resolve
+
+
+RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
+               5: "REFUSED"}
+
+
+def query(ident: int, qname: str, qtype: str) -> bytes:
+    """A standard query for ``qname``/``qtype`` (class IN), recursion desired."""
+    header = struct.pack("!HHHHHH", ident & 0xFFFF, 0x0100, 1, 0, 0, 0)
+    return header + encode_name(qname) + struct.pack("!HH", TYPES[qtype.upper()], 1)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One resource record of a response, in zone-file presentation form."""
+
+    name: str
+    type: str
+    ttl: int
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.name}\t{self.ttl}\tIN\t{self.type}\t{self.value}"
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded DNS response: id, flags, rcode, the question, the answer records."""
+
+    ident: int
+    flags: int
+    rcode: int
+    qname: str
+    qtype: str
+    answers: tuple[Answer, ...]
+
+    @property
+    def status(self) -> str:
+        return RCODE_NAMES.get(self.rcode, str(self.rcode))
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flags & 0x8000)
+
+
+def _rdata_text(msg: bytes, rtype: int, off: int, n: int) -> str:
+    rd = msg[off: off + n]
+    if rtype == 1 and n == 4:
+        return str(ipaddress.IPv4Address(rd))
+    if rtype == 28 and n == 16:
+        return str(ipaddress.IPv6Address(rd))
+    if rtype in (2, 5, 12):
+        return parse_name(msg, off)[0]
+    if rtype == 16:
+        parts, i = [], 0
+        while i < n:
+            k = rd[i]
+            parts.append('"' + rd[i + 1: i + 1 + k].decode("ascii", "replace") + '"')
+            i += 1 + k
+        return " ".join(parts)
+    if rtype == 33 and n >= 7:
+        prio, weight, port = struct.unpack_from("!HHH", msg, off)
+        return f"{prio} {weight} {port} {parse_name(msg, off + 6)[0]}"
+    return "\\# " + str(n) + (" " + rd.hex() if n else "")  # RFC 3597
+
+
+def parse_message(msg: bytes) -> Message:
+    """Decode a response; ``ValueError`` when it is not a well-formed DNS message."""
+    if len(msg) < 12:
+        raise ValueError("shorter than a DNS header")
+    ident, flags, qd, an = struct.unpack_from("!HHHH", msg)
+    off, qname, qtype = 12, "", ""
+    for _ in range(qd):
+        name, off = parse_name(msg, off)
+        if off + 4 > len(msg):
+            raise ValueError("question runs past the message")
+        t = struct.unpack_from("!H", msg, off)[0]
+        qname, qtype = qname or name, qtype or TYPE_NAMES.get(t, str(t))
+        off += 4
+    answers = []
+    for _ in range(an):
+        name, off = parse_name(msg, off)
+        if off + 10 > len(msg):
+            raise ValueError("record runs past the message")
+        rtype, _cls, ttl, n = struct.unpack_from("!HHIH", msg, off)
+        off += 10
+        if off + n > len(msg):
+            raise ValueError("record data runs past the message")
+        answers.append(Answer(name, TYPE_NAMES.get(rtype, str(rtype)), ttl,
+                              _rdata_text(msg, rtype, off, n)))
+        off += n
+    return Message(ident, flags, flags & 0xF, qname, qtype, tuple(answers))
