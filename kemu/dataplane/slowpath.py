@@ -405,9 +405,9 @@ class HostStack:
             return []
         et = u16(frame, 12)
         if et == ETH_ARP:
-            if len(frame) >= 42 and u32(frame, 38) == self.ip:
-                return [arp_reply(frame, self.mac)]  # type: ignore[list-item]
-            return []
+            reply = arp_reply(frame, self.mac) if len(frame) >= 42 and u32(
+                frame, 38) == self.ip else None
+            return [] if reply is None else [reply]
         if et != ETH_IP or not transport or len(frame) < 34:
             return []
         if u32(frame, 30) != self.ip or u16(frame, 20) & 0x3FFF:

@@ -31,7 +31,7 @@ from kemu.frontend.engine import Engine
 from kemu.frontend.trace import Trace
 
 if TYPE_CHECKING:
-    from kemu.frontend.dig_cmd import DigResult
+    from kemu.frontend.dig import DigResult
 
 
 class EmulatedCluster:
@@ -191,9 +191,9 @@ class EmulatedCluster:
         """Look ``name`` up from ``pod`` (``ns/pod``) as its resolver does: its resolv.conf's
         search list and ndots, each query a packet through the datapath to its nameserver
         and back (UDP, or TCP with ``tcp=True``). The result holds every query (``queries``)
-        and the one that answered (``answer``, ``records``); see ``kemu.frontend.dig_cmd``.
+        and the one that answered (``answer``, ``records``); see ``kemu.frontend.dig``.
         """
-        from kemu.frontend.dig_cmd import lookup
+        from kemu.frontend.dig import lookup
 
         return lookup(self, pod, name, qtype, tcp=tcp)
 
