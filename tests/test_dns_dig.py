@@ -171,3 +171,40 @@ def test_dig_writes_the_lookup_to_a_pcapng(tmp_path: Path, capsys, backend: str)
     # an output that is an input is refused before anything runs
     assert main(["dig", "-f", str(EXAMPLE / "client.yaml"), "-f", str(EXAMPLE), "-S",
                  "client", "x", "-w", str(EXAMPLE / "client.yaml")]) == 2
+
+
+def many(n: int, options: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """A headless Service of ``n`` pods, and a client pod with the given resolver options."""
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"m{i}", "labels": {"app": "m"}},
+         "spec": {"containers": [{"name": "c"}]}} for i in range(n)]
+    docs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "many"},
+                 "spec": {"clusterIP": "None", "selector": {"app": "m"},
+                          "ports": [{"port": 80}]}})
+    spec: dict[str, Any] = {"containers": [{"name": "c"}]}
+    if options:
+        spec["dnsConfig"] = {"options": options}
+    docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "asker"}, "spec": spec})
+    return docs
+
+
+def test_udp_answer_too_long_is_truncated_and_asked_again_over_tcp(backend: str) -> None:
+    emu = kemu.load(EXAMPLE, many(20), backend=backend)
+    r = emu.dig("default/asker", "many")
+    udp, tcp = r.queries
+    assert (udp.transport, tcp.transport) == ("UDP", "TCP") and udp.qname == tcp.qname
+    assert udp.message is not None and udp.message.truncated and not udp.answered
+    assert 0 < len(udp.message.answers) < 20  # what fitted in 512 bytes
+    assert r.answer is tcp and len(r.records) == 20
+    udp_bytes = udp.traces[0].answers()[-1].hops[-1][2]
+    assert len(udp_bytes) - 42 <= 512  # Ethernet, IP and UDP headers aside
+    assert "truncated: TC set, asked again over TCP" in r.text()
+
+
+def test_edns0_raises_the_udp_limit_and_use_vc_asks_over_tcp(backend: str) -> None:
+    emu = kemu.load(EXAMPLE, many(20, [{"name": "edns0"}]), backend=backend)
+    r = emu.dig("default/asker", "many")
+    assert [q.transport for q in r.queries] == ["UDP"] and len(r.records) == 20
+    emu = kemu.load(EXAMPLE, many(2, [{"name": "use-vc"}]), backend=backend)
+    r = emu.dig("default/asker", "many")
+    assert [q.transport for q in r.queries] == ["TCP"] and len(r.records) == 2

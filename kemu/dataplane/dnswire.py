@@ -70,8 +70,39 @@ def _rdata(rtype: str, value: Any) -> bytes:
     raise ValueError(f"cannot encode {rtype}")
 
 
-def answer(query: bytes, lookup: Callable[[str, str], tuple[int, list]]) -> bytes | None:
-    """The response to a DNS query datagram, or None when it is not a query."""
+UDP_SIZE = 512        # RFC 1035 4.2.1: a UDP message without EDNS0
+TYPE_OPT = 41         # RFC 6891 EDNS0 pseudo-record
+TCP_SIZE = 65535      # RFC 7766: a TCP message is limited by its 2-byte length only
+
+
+def _edns_size(query: bytes, off: int) -> int | None:
+    """The UDP payload size of the query's EDNS0 OPT record (after the question at
+    ``off``), or None without one."""
+    arcount = struct.unpack_from("!H", query, 10)[0]
+    for _ in range(arcount):
+        try:
+            _name, off = parse_name(query, off)
+        except ValueError:
+            return None
+        if off + 10 > len(query):
+            return None
+        rtype, rclass, _ttl, n = struct.unpack_from("!HHIH", query, off)
+        if rtype == TYPE_OPT:
+            return rclass
+        off += 10 + n
+    return None
+
+
+def answer(query: bytes, lookup: Callable[[str, str], tuple[int, list]], *,
+           tcp: bool = False) -> bytes | None:
+    """The response to a DNS query message, or None when it is not a query.
+
+    Over UDP (``tcp`` False) the response fits the client's limit as CoreDNS makes it fit
+    (``request.Scrub``, miekg/dns ``Msg.Truncate``): 512 bytes, or the EDNS0 OPT's payload
+    size when the query has one (then the response carries an OPT too); answer records that
+    do not fit are left out and TC set, which sends the client to TCP (glibc's ``res_send``
+    retries over TCP on TC). Over TCP nothing is cut.
+    """
     if len(query) < 12:
         return None
     ident, flags, qd = struct.unpack_from("!HHH", query)
@@ -84,25 +115,40 @@ def answer(query: bytes, lookup: Callable[[str, str], tuple[int, list]]) -> byte
     if off + 4 > len(query):
         return None
     qtype, qclass = struct.unpack_from("!HH", query, off)
+    edns = _edns_size(query, off + 4)
+    opt = b"\0" + struct.pack("!HHIH", TYPE_OPT, max(UDP_SIZE, edns), 0, 0) \
+        if edns is not None else b""
+    limit = TCP_SIZE if tcp else max(UDP_SIZE, edns or 0)
     rcode, records = lookup(qname, TYPE_NAMES.get(qtype, str(qtype)))
+    question = query[12: off + 4]
+    size = 12 + len(question) + len(opt)
     body = b""
     n = 0
+    truncated = False
     for r in records:
         try:
             rd = _rdata(r.type, r.value)
         except ValueError:
             continue
-        body += encode_name(r.name) + struct.pack("!HHIH", TYPES[r.type], 1, int(r.ttl), len(rd))
-        body += rd
+        rr = encode_name(r.name) + struct.pack("!HHIH", TYPES[r.type], 1, int(r.ttl), len(rd))
+        rr += rd
+        if size + len(rr) > limit:
+            truncated = True
+            break
+        body += rr
+        size += len(rr)
         n += 1
-    rflags = 0x8000 | 0x0400 | (flags & 0x0100) | 0x0080 | (rcode & 0xF)
-    header = struct.pack("!HHHHHH", ident, rflags, 1, n, 0, 0)
-    return header + query[12: off + 4] + body
+    rflags = 0x8000 | 0x0400 | (flags & 0x0100) | 0x0080 | (rcode & 0xF) | (
+        0x0200 if truncated else 0)
+    header = struct.pack("!HHHHHH", ident, rflags, 1, n, 0, 1 if opt else 0)
+    return header + question + body + opt
 
 
-def make_resolver(model: Any, dns: ModuleType) -> Callable[[bytes], bytes | None]:
-    def resolve(payload: bytes) -> bytes | None:
-        return answer(payload, lambda name, qtype: dns.lookup(model, name, qtype))
+def make_resolver(model: Any, dns: ModuleType) -> Callable[..., bytes | None]:
+    """``resolve(query, tcp=False)``: the response of the cluster DNS (``answer``)."""
+
+    def resolve(payload: bytes, tcp: bool = False) -> bytes | None:
+        return answer(payload, lambda name, qtype: dns.lookup(model, name, qtype), tcp=tcp)
 
     return resolve
 
@@ -111,10 +157,12 @@ RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOT
                5: "REFUSED"}
 
 
-def query(ident: int, qname: str, qtype: str) -> bytes:
-    """A standard query for ``qname``/``qtype`` (class IN), recursion desired."""
-    header = struct.pack("!HHHHHH", ident & 0xFFFF, 0x0100, 1, 0, 0, 0)
-    return header + encode_name(qname) + struct.pack("!HH", TYPES[qtype.upper()], 1)
+def query(ident: int, qname: str, qtype: str, edns: int | None = None) -> bytes:
+    """A standard query for ``qname``/``qtype`` (class IN), recursion desired; ``edns``: an
+    EDNS0 OPT record with that UDP payload size (glibc's ``options edns0``: 1200)."""
+    header = struct.pack("!HHHHHH", ident & 0xFFFF, 0x0100, 1, 0, 0, 1 if edns else 0)
+    opt = b"\0" + struct.pack("!HHIH", TYPE_OPT, edns, 0, 0) if edns else b""
+    return header + encode_name(qname) + struct.pack("!HH", TYPES[qtype.upper()], 1) + opt
 
 
 @dataclass(frozen=True)
@@ -148,6 +196,11 @@ class Message:
     @property
     def is_response(self) -> bool:
         return bool(self.flags & 0x8000)
+
+    @property
+    def truncated(self) -> bool:
+        """TC: the answer did not fit a UDP message (ask again over TCP)."""
+        return bool(self.flags & 0x0200)
 
 
 def _rdata_text(msg: bytes, rtype: int, off: int, n: int) -> str:

@@ -57,8 +57,9 @@ from kemu.dataplane.packet import (
     u48,
 )
 
-# a DNS resolver: (query payload bytes) -> response payload bytes or None
-Resolver = Callable[[bytes], bytes | None]
+# a DNS resolver: (query message, tcp=False) -> the response message or None; over UDP the
+# response fits a UDP message (TC set when records were left out), over TCP it is whole
+Resolver = Callable[..., bytes | None]
 
 
 def mac_bytes(mac: int) -> bytes:
@@ -219,7 +220,7 @@ def dns_over_tcp(resolver: Resolver) -> Application:
                 break
             query = bytes(stream.data[2: 2 + n])
             del stream.data[: 2 + n]
-            answer = resolver(query)
+            answer = resolver(query, tcp=True)
             if answer is not None:
                 out += len(answer).to_bytes(2, "big") + answer
         return out

@@ -8,7 +8,10 @@ still tried if it was not). Each query is a real packet sent from the pod throug
 datapath (``Emulator.send``) to the nameserver (the kube-dns ClusterIP, DNAT'd to a
 CoreDNS pod, whose emulated stack answers) and back: UDP, or TCP with ``tcp=True`` (RFC
 7766: handshake, one length-prefixed query, the answer acknowledged, FIN both ways), as
-glibc's ``use-vc`` option does. A query whose answer does not come back (dropped, REJECTed,
+glibc does with ``options use-vc`` in the pod's resolv.conf (honoured too). A UDP answer with
+TC set (it did not fit 512 bytes, or the EDNS0 size that ``options edns0`` advertises: 1200,
+as glibc) is asked again over TCP from the same nameserver, as glibc's ``res_send`` does;
+both queries are listed. A query whose answer does not come back (dropped, REJECTed,
 left the cluster) goes to the next nameserver of the file, as glibc rotates through them
 (one attempt each: kemu's clock does not wait out ``timeout:``). One type is asked per name,
 like ``dig +search`` and ``host -t``, where getaddrinfo would ask A and AAAA together.
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 
 EPHEMERAL = (32768, 60999)  # Linux's net.ipv4.ip_local_port_range
 FIRST_ID = 0x1000
+EDNS_SIZE = 1200  # glibc's RESOLV_EDNS_BUFFER_SIZE with options edns0
 TCP_ISN = 1_000_000
 _QUIET = (C.EV_TTL, C.EV_FIXL2)
 
@@ -91,8 +95,10 @@ class DnsQuery:
 
     @property
     def answered(self) -> bool:
-        """glibc's ``res_query`` success: NOERROR with at least one answer record."""
-        return self.message is not None and self.rcode == 0 and bool(self.message.answers)
+        """glibc's ``res_query`` success: NOERROR with at least one answer record (a
+        truncated UDP answer is asked again over TCP instead)."""
+        return self.message is not None and self.rcode == 0 and bool(
+            self.message.answers) and not self.message.truncated
 
 
 @dataclass
@@ -131,7 +137,8 @@ class DigResult:
                              "kemu trace)")
                 continue
             m = q.message
-            lines.append(f";; ->>HEADER<<- opcode: QUERY, status: {m.status}, id: {m.ident}")
+            lines.append(f";; ->>HEADER<<- opcode: QUERY, status: {m.status}, id: {m.ident}"
+                         + (" (truncated: TC set, asked again over TCP)" if m.truncated else ""))
             lines += [";; QUESTION SECTION:", f";{m.qname}\t\tIN\t{m.qtype}"]
             if m.answers:
                 lines += ["", ";; ANSWER SECTION:", *(str(a) for a in m.answers)]
@@ -153,6 +160,7 @@ class DigResult:
                 "answered": self.answered, "resolvConf": self.resolv_conf,
                 "queries": [{"name": q.qname, "type": q.qtype, "server": q.server,
                              "transport": q.transport, "id": q.ident, "status": q.status,
+                             "truncated": bool(q.message and q.message.truncated),
                              "answeredBy": q.answered_by,
                              "answers": [{"name": r.name, "type": r.type, "ttl": r.ttl,
                                           "value": r.value}
@@ -186,12 +194,17 @@ def lookup(emu: Emulator, pod_ref: str, name: str, qtype: str = "A", *,
     if not servers:
         raise KemuError(f"pod {pod.key} has no IPv4 nameserver in its resolv.conf "
                         f"(policy {conf.policy}); kemu models IPv4 only")
+    tcp = tcp or "use-vc" in conf.options
+    edns = EDNS_SIZE if "edns0" in conf.options else None
     search = Search(name.lower(), conf)
     for qname in search:
         q = None
         for server in servers:
-            q = _ask(emu, pod.key, qname, qtype, server, tcp)
+            q = _ask(emu, pod.key, qname, qtype, server, tcp, edns)
             result.queries.append(q)
+            if q.message is not None and q.message.truncated and not tcp:
+                q = _ask(emu, pod.key, qname, qtype, server, True, edns)  # TC: again by TCP
+                result.queries.append(q)
             if q.message is not None:
                 break
         search.result(q.rcode if q is not None else None, q is not None and q.answered)
@@ -207,11 +220,11 @@ def _ports(emu: Emulator) -> itertools.cycle:
 
 
 def _ask(emu: Emulator, src: str, qname: str, qtype: str, server: str,
-         tcp: bool) -> DnsQuery:
+         tcp: bool, edns: int | None = None) -> DnsQuery:
     port = next(_ports(emu))
     ident = FIRST_ID + port - EPHEMERAL[0]
     q = DnsQuery(qname, qtype, server, "TCP" if tcp else "UDP", ident & 0xFFFF)
-    msg = dnswire.query(q.ident, qname, qtype)
+    msg = dnswire.query(q.ident, qname, qtype, edns)
     payload = _tcp_exchange(emu, src, server, port, msg, q) if tcp else \
         _udp_exchange(emu, src, server, port, msg, q)
     if payload is not None:
