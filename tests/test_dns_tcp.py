@@ -224,3 +224,25 @@ def test_stream_reassembly_unit() -> None:
     assert bytes(s.data) == b"x" * 11 + b"helloworld" and s.rcv_nxt == 5
     s.accept(0xFFFFFFF5, b"zzzzzz")  # old bytes: nothing new
     assert s.received == 21
+
+
+def test_reset_forgets_the_connections(cluster: kemu.EmulatedCluster) -> None:
+    c = Conn(cluster, BACKEND_VIP, 9090)
+    c.open()
+    assert any(s.streams for s in cluster.engine._stacks.values())
+    cluster.reset()
+    assert not any(s.streams for s in cluster.engine._stacks.values())
+    # data of the forgotten connection: no answer (its SYN was not seen)
+    assert c.send("PA", b"GET / HTTP/1.1\r\n\r\n") == []
+
+
+def test_host_network_pod_answers_http_over_the_nodes_stack(backend: str) -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hn"},
+           "spec": {"hostNetwork": True, "nodeName": "node2",
+                    "containers": [{"name": "c", "ports": [{"containerPort": 8088}]}]}}
+    cl = kemu.load(EXAMPLE, pod, backend=backend)
+    c = Conn(cl, "172.18.0.3", 8088)  # node2's address: the pod's sockets are the node's
+    c.open()
+    req = b"GET /x HTTP/1.1\r\n\r\n"
+    (ans,) = c.send("PA", req)
+    assert ans[TCP].ack == c.seq + len(req) and b"200 OK" in bytes(ans[TCP].payload)

@@ -138,6 +138,9 @@ class Engine:
 
     def reset(self) -> None:
         self.dp.reset()
+        for st in self._stacks.values():  # the emulated stacks' TCP connections go too
+            st.streams.clear()
+        self._node_streams.clear()
         self._warm_due = self.warm
 
     def dump(self) -> str:
