@@ -204,3 +204,26 @@ def test_schema_1_1_0_ipv6_questions_on_an_ipv4_model(example: Cluster) -> None:
     c = load_cluster({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext"},
                       "spec": {"type": "ExternalName", "externalName": "www.example.com"}})
     assert ask(c, f"ext.default.svc.{Z}", "AAAA") == (NOERROR, ["www.example.com."])
+
+
+def test_negative_answers_carry_the_zones_soa_d9(example: Cluster) -> None:
+    """On the wire: NXDOMAIN and NODATA have the zone's SOA in the authority section, as
+    CoreDNS sends them; positive and REFUSED answers have none."""
+    from kemu.dataplane import dnswire
+
+    resolve = dnswire.make_resolver(example, dns)
+
+    def ask_wire(name: str, qtype: str) -> dnswire.Message:
+        return dnswire.parse_message(resolve(dnswire.query(9, name, qtype)))
+
+    soa = f"ns.dns.{Z} hostmaster.{Z} {example.version} 7200 1800 86400 5"
+    for name, qtype, rcode in ((f"nope.shop.svc.{Z}", "A", NXDOMAIN),
+                               (f"backend.shop.svc.{Z}", "AAAA", NOERROR)):
+        m = ask_wire(name, qtype)
+        assert (m.rcode, m.answers) == (rcode, ())
+        assert [(a.name, a.type, a.ttl, a.value) for a in m.authority] == [(Z, "SOA", 5, soa)]
+    m = ask_wire("9.9.9.9.in-addr.arpa.", "PTR")
+    assert m.rcode == NXDOMAIN and m.authority[0].name == "in-addr.arpa."
+    assert ask_wire(f"backend.shop.svc.{Z}", "A").authority == ()
+    assert ask_wire("example.com.", "A").authority == ()
+    assert dns.soa(example, "example.com") is None

@@ -36,7 +36,12 @@ Values are in zone-file presentation form (``0 100 53 kube-dns.kube-system.svc.c
 ``lookup(cluster, qname, qtype)`` answers like CoreDNS with ``pods insecure`` (kubeadm's
 Corefile), with the rcode as an int: names compare case-insensitively (D-8); an existing name
 without the asked type is NODATA (``NOERROR`` = 0, no answers), a missing one ``NXDOMAIN`` = 3
-(D-9); a headless Service without ready endpoints does not exist (D-4). Names neither in the
+(D-9); a headless Service without ready endpoints does not exist (D-4). ``soa(cluster, qname)``
+is the SOA record CoreDNS puts in the authority section of those negative answers (D-9), for
+the zone the name is in: ``cluster.local. 5 IN SOA ns.dns.cluster.local.
+hostmaster.cluster.local. <serial> 7200 1800 86400 5`` (the same for ``in-addr.arpa.`` and
+``ip6.arpa.``); CoreDNS's serial is the time of the last change it saw, kemu's the cluster's
+``version`` (its count of changes). Names neither in the
 zone nor under ``in-addr.arpa``/``ip6.arpa`` get ``REFUSED`` = 5: upstream resolution is not
 emulated.
 """
@@ -188,6 +193,17 @@ def lookup(cluster: Cluster, qname: str, qtype: str) -> tuple[int, list[DnsRecor
     if _exists(cluster, name, zone, index):
         return NOERROR, []
     return NXDOMAIN, []
+
+
+def soa(cluster: Cluster, qname: str) -> DnsRecord | None:
+    """The SOA of the zone ``qname`` is in (the cluster zone or a reverse zone), or None."""
+    name = qname.lower().rstrip(".") + "."
+    zone = zone_of(cluster) + "."
+    for z in (zone, "in-addr.arpa.", "ip6.arpa."):
+        if name == z or name.endswith("." + z):
+            return DnsRecord(z, "SOA", f"ns.dns.{z} hostmaster.{z} {cluster.version} 7200 1800 "
+                                       f"86400 {TTL}")
+    return None
 
 
 def _exists(cluster: Cluster, name: str, zone: str, index: _Zone) -> bool:

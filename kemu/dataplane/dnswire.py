@@ -2,13 +2,15 @@
 
 Server side: ``answer`` parses a query message, asks ``kemu.control.dns.lookup`` (through the
 callback ``make_resolver`` builds) for the answer and encodes the response (A, AAAA, CNAME,
-PTR, SRV, TXT records; NXDOMAIN vs NODATA as D-9 says). No compression on output; names are
+PTR, SRV, TXT records; NXDOMAIN vs NODATA as D-9 says, with the zone's SOA in the authority
+section). No compression on output; names are
 case-insensitive on input and echoed as asked. The same message answers UDP datagrams and
 RFC 7766 TCP streams (the framing is the slow path's, ``kemu.dataplane.slowpath``).
 
 Client side (``kemu dig``, a pod's resolver): ``query`` encodes a question (RD set, as
 glibc's ``res_mkquery``), ``parse_message`` decodes a response into a ``Message`` (header,
-question, answer records in presentation form, compression pointers followed).
+question, answer and authority records in presentation form, compression pointers
+followed).
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ def _rdata(rtype: str, value: Any) -> bytes:
     if rtype == "TXT":
         s = str(value).strip('"').encode()
         return bytes([len(s)]) + s
+    if rtype == "SOA":  # "mname rname serial refresh retry expire minimum"
+        mname, rname, *numbers = str(value).split()
+        return encode_name(mname) + encode_name(rname) + struct.pack(
+            "!IIIII", *(int(x) for x in numbers))
     if rtype == "SRV":  # "prio weight port target"
         prio, weight, port, target = str(value).split()
         return struct.pack("!HHH", int(prio), int(weight), int(port)) + encode_name(target)
@@ -93,15 +99,22 @@ def _edns_size(query: bytes, off: int) -> int | None:
     return None
 
 
+def _rr(r: Any) -> bytes:
+    rd = _rdata(r.type, r.value)
+    return encode_name(r.name) + struct.pack("!HHIH", TYPES[r.type], 1, int(r.ttl), len(rd)) + rd
+
+
 def answer(query: bytes, lookup: Callable[[str, str], tuple[int, list]], *,
-           tcp: bool = False) -> bytes | None:
+           tcp: bool = False, authority: Callable[[str], list] | None = None) -> bytes | None:
     """The response to a DNS query message, or None when it is not a query.
 
     Over UDP (``tcp`` False) the response fits the client's limit as CoreDNS makes it fit
     (``request.Scrub``, miekg/dns ``Msg.Truncate``): 512 bytes, or the EDNS0 OPT's payload
     size when the query has one (then the response carries an OPT too); answer records that
     do not fit are left out and TC set, which sends the client to TCP (glibc's ``res_send``
-    retries over TCP on TC). Over TCP nothing is cut.
+    retries over TCP on TC). Over TCP nothing is cut. ``authority(qname)``: the records of
+    the authority section of a negative answer (NXDOMAIN, or NODATA: NOERROR without
+    records), the zone's SOA as CoreDNS sends it (D-9).
     """
     if len(query) < 12:
         return None
@@ -127,28 +140,39 @@ def answer(query: bytes, lookup: Callable[[str, str], tuple[int, list]], *,
     truncated = False
     for r in records:
         try:
-            rd = _rdata(r.type, r.value)
+            rr = _rr(r)
         except ValueError:
             continue
-        rr = encode_name(r.name) + struct.pack("!HHIH", TYPES[r.type], 1, int(r.ttl), len(rd))
-        rr += rd
         if size + len(rr) > limit:
             truncated = True
             break
         body += rr
         size += len(rr)
         n += 1
+    auth, ns = b"", 0
+    if authority is not None and not n and rcode in (0, 3):
+        for r in authority(qname):
+            rr = _rr(r)
+            if size + len(rr) <= limit:
+                auth += rr
+                size += len(rr)
+                ns += 1
     rflags = 0x8000 | 0x0400 | (flags & 0x0100) | 0x0080 | (rcode & 0xF) | (
         0x0200 if truncated else 0)
-    header = struct.pack("!HHHHHH", ident, rflags, 1, n, 0, 1 if opt else 0)
-    return header + question + body + opt
+    header = struct.pack("!HHHHHH", ident, rflags, 1, n, ns, 1 if opt else 0)
+    return header + question + body + auth + opt
 
 
 def make_resolver(model: Any, dns: ModuleType) -> Callable[..., bytes | None]:
     """``resolve(query, tcp=False)``: the response of the cluster DNS (``answer``)."""
 
+    def soa(name: str) -> list:
+        record = dns.soa(model, name)
+        return [] if record is None else [record]
+
     def resolve(payload: bytes, tcp: bool = False) -> bytes | None:
-        return answer(payload, lambda name, qtype: dns.lookup(model, name, qtype), tcp=tcp)
+        return answer(payload, lambda name, qtype: dns.lookup(model, name, qtype), tcp=tcp,
+                      authority=soa)
 
     return resolve
 
@@ -188,6 +212,7 @@ class Message:
     qname: str
     qtype: str
     answers: tuple[Answer, ...]
+    authority: tuple[Answer, ...] = ()
 
     @property
     def status(self) -> str:
@@ -218,6 +243,13 @@ def _rdata_text(msg: bytes, rtype: int, off: int, n: int) -> str:
             parts.append('"' + rd[i + 1: i + 1 + k].decode("ascii", "replace") + '"')
             i += 1 + k
         return " ".join(parts)
+    if rtype == 6:
+        mname, o = parse_name(msg, off)
+        rname, o = parse_name(msg, o)
+        if o + 20 > off + n:
+            raise ValueError("SOA runs past its record")
+        return f"{mname} {rname} " + " ".join(str(x) for x in struct.unpack_from("!IIIII",
+                                                                                   msg, o))
     if rtype == 33 and n >= 7:
         prio, weight, port = struct.unpack_from("!HHH", msg, off)
         return f"{prio} {weight} {port} {parse_name(msg, off + 6)[0]}"
@@ -228,7 +260,7 @@ def parse_message(msg: bytes) -> Message:
     """Decode a response; ``ValueError`` when it is not a well-formed DNS message."""
     if len(msg) < 12:
         raise ValueError("shorter than a DNS header")
-    ident, flags, qd, an = struct.unpack_from("!HHHH", msg)
+    ident, flags, qd, an, ns = struct.unpack_from("!HHHHH", msg)
     off, qname, qtype = 12, "", ""
     for _ in range(qd):
         name, off = parse_name(msg, off)
@@ -237,16 +269,18 @@ def parse_message(msg: bytes) -> Message:
         t = struct.unpack_from("!H", msg, off)[0]
         qname, qtype = qname or name, qtype or TYPE_NAMES.get(t, str(t))
         off += 4
-    answers = []
-    for _ in range(an):
-        name, off = parse_name(msg, off)
-        if off + 10 > len(msg):
-            raise ValueError("record runs past the message")
-        rtype, _cls, ttl, n = struct.unpack_from("!HHIH", msg, off)
-        off += 10
-        if off + n > len(msg):
-            raise ValueError("record data runs past the message")
-        answers.append(Answer(name, TYPE_NAMES.get(rtype, str(rtype)), ttl,
-                              _rdata_text(msg, rtype, off, n)))
-        off += n
-    return Message(ident, flags, flags & 0xF, qname, qtype, tuple(answers))
+    sections: list[list[Answer]] = [[], []]
+    for section, count in ((0, an), (1, ns)):
+        for _ in range(count):
+            name, off = parse_name(msg, off)
+            if off + 10 > len(msg):
+                raise ValueError("record runs past the message")
+            rtype, _cls, ttl, n = struct.unpack_from("!HHIH", msg, off)
+            off += 10
+            if off + n > len(msg):
+                raise ValueError("record data runs past the message")
+            sections[section].append(Answer(name, TYPE_NAMES.get(rtype, str(rtype)), ttl,
+                                            _rdata_text(msg, rtype, off, n)))
+            off += n
+    return Message(ident, flags, flags & 0xF, qname, qtype, tuple(sections[0]),
+                   tuple(sections[1]))

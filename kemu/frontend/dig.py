@@ -142,6 +142,8 @@ class DigResult:
             lines += [";; QUESTION SECTION:", f";{m.qname}\t\tIN\t{m.qtype}"]
             if m.answers:
                 lines += ["", ";; ANSWER SECTION:", *(str(a) for a in m.answers)]
+            if m.authority:
+                lines += ["", ";; AUTHORITY SECTION:", *(str(a) for a in m.authority)]
             lines.append(f";; SERVER: {q.server}#53({q.server}) ({q.transport})"
                          + (f", answered by {q.answered_by}" if q.answered_by else ""))
         a = self.answer
