@@ -208,3 +208,12 @@ def test_edns0_raises_the_udp_limit_and_use_vc_asks_over_tcp(backend: str) -> No
     emu = kemu.load(EXAMPLE, many(2, [{"name": "use-vc"}]), backend=backend)
     r = emu.dig("default/asker", "many")
     assert [q.transport for q in r.queries] == ["TCP"] and len(r.records) == 2
+
+
+def test_names_are_sent_as_typed_and_compared_case_insensitively(
+        cluster: kemu.EmulatedCluster) -> None:
+    r = cluster.dig("shop/redis-0", "BackEnd")
+    assert asked(r) == [("BackEnd.shop.svc.cluster.local.", "NOERROR")]  # D-8
+    assert r.queries[0].message is not None
+    assert r.queries[0].message.qname == "BackEnd.shop.svc.cluster.local."  # echoed as asked
+    assert r.records[0].value == "10.96.0.11"

@@ -1,4 +1,4 @@
-"""A name looked up from a pod as its resolver does: ``Emulator.dig``, ``kemu dig``.
+"""A name looked up from a pod as its resolver does: ``EmulatedCluster.dig``, ``kemu dig``.
 
 The pod's resolv.conf (``kemu.control.resolvconf``, D-10) gives the nameservers, the search
 list and ``ndots``; ``Search`` walks the candidate names in glibc's ``res_nsearch`` order,
@@ -27,7 +27,7 @@ microsecond after what it answers (as the engine's rounds), the hops of one pack
 nanosecond apart, each send a millisecond after the previous one (as the API's clock).
 
 ``kemu.frontend.dig_cmd`` is the command (exit 0 when a query got an answer with records, 1
-when none did); the API imports this module for ``Emulator.dig``, which this module
+when none did); the API imports this module for ``EmulatedCluster.dig``, which this module
 does not import (``Emulator`` says what it uses of one).
 """
 
@@ -198,7 +198,7 @@ def lookup(emu: Emulator, pod_ref: str, name: str, qtype: str = "A", *,
                         f"(policy {conf.policy}); kemu models IPv4 only")
     tcp = tcp or "use-vc" in conf.options
     edns = EDNS_SIZE if "edns0" in conf.options else None
-    search = Search(name.lower(), conf)
+    search = Search(name, conf)  # as typed: the server compares case-insensitively (D-8)
     for qname in search:
         q = None
         for server in servers:
