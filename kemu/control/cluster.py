@@ -323,8 +323,9 @@ class Cluster:
                       containers=[c.clone() for c in d.template.containers],
                       host_network=d.template.host_network, ready=d.ready,
                       terminating=d.terminating, hostname=d.hostname, subdomain=d.subdomain,
-                      owner=d.owner, source=d.source, listen=list(d.template.listen),
-                      listen_all=d.template.listen_all)
+                      dns_policy=d.template.dns_policy,  # type: ignore[arg-type]
+                      dns_config=d.template.dns_config, owner=d.owner, source=d.source,
+                      listen=list(d.template.listen), listen_all=d.template.listen_all)
             self._insert_pod(pod)
             out.append(pod)
         if len(out) > 16:  # one sort of the whole list (two sorted runs: linear)

@@ -57,6 +57,7 @@ from kemu.control.model import (
     Service,
     ServicePort,
 )
+from kemu.control.resolvconf import parse_dns_config
 from kemu.control.selectors import is_empty, matches, matches_map, parse_policy, parse_selector
 from kemu.errors import Problem
 
@@ -110,7 +111,7 @@ MAX_MIRRORED_PER_SUBSET = 1000
 """The mirroring controller's default ``--mirroring-max-endpoints-per-subset``."""
 CLUSTER_SPEC_FIELDS = ("nodes", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR", "nodeNetwork",
                        "gateway", "mode", "mtu", "dnsDomain", "nodePortRange", "externalHosts",
-                       "kubeProxy", "masquerade", "listen", "loadBalancer")
+                       "kubeProxy", "masquerade", "listen", "loadBalancer", "nodeDNS")
 SERVICE_SPEC_FIELDS = (
     "type", "clusterIP", "clusterIPs", "ports", "selector", "externalIPs", "sessionAffinity",
     "sessionAffinityConfig", "loadBalancerIP", "loadBalancerSourceRanges", "loadBalancerClass",
@@ -378,6 +379,7 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
     if err := dns_subdomain_error(c.dns_domain):
         f.problem("spec.dnsDomain", f"'{c.dns_domain}' {err}")
         c.dns_domain = "cluster.local"
+    c.node_dns = parse_dns_config(f, spec, "spec", "nodeDNS")  # the nodes' resolv.conf
     if "nodePortRange" in spec:
         text = f.string(spec, "spec", "nodePortRange")
         lo, _, hi = text.partition("-")

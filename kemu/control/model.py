@@ -26,6 +26,17 @@ ListenMode = Literal["declared", "services", "all"]
 
 
 @dataclass
+class DnsConfig:
+    """A pod's ``spec.dnsConfig`` (or the node's resolv.conf, ``spec.nodeDNS`` of the Cluster
+    document): what ``kemu.control.resolvconf`` merges as kubelet does. Options keep their
+    order; a value of None is an option without ``:value`` (``single-request``)."""
+
+    nameservers: list[str] = field(default_factory=list)
+    searches: list[str] = field(default_factory=list)
+    options: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+@dataclass
 class ClusterConfig:
     """What manifests cannot say: the kemu ``Cluster`` document (kemu.dev/v1alpha1)."""
 
@@ -61,6 +72,9 @@ class ClusterConfig:
     # ``routed`` (a cloud load balancer: the gateway routes it to a node)
     lb_pool: list[IPv4Network] = field(default_factory=list)
     lb_mode: Literal["l2", "routed"] = "l2"
+    # the nodes' /etc/resolv.conf (``spec.nodeDNS``), what dnsPolicy Default gives a pod and
+    # ClusterFirst appends its searches from; None: ``nameserver <gateway>`` only
+    node_dns: DnsConfig | None = None
 
     def non_masquerade(self) -> list[IPv4Network]:
         """The destinations pod traffic keeps its address to (default: the cluster CIDR)."""
@@ -165,6 +179,10 @@ class Pod:
     terminating: bool = False
     hostname: str = ""
     subdomain: str = ""
+    # spec.dnsPolicy and spec.dnsConfig: the pod's resolv.conf (``kemu.control.resolvconf``)
+    dns_policy: Literal["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"] = \
+        "ClusterFirst"
+    dns_config: DnsConfig | None = None
     owner: OwnerRef | None = None
     source: str = ""  # file the pod (or its template) came from
     # annotation kemu.dev/listen: extra (protocol, port) the pod listens on; "all": every port

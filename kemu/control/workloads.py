@@ -29,7 +29,8 @@ from typing import Any
 
 from kemu.control import ipam
 from kemu.control.manifests import Fields, dns_label_error, join, port_name_error
-from kemu.control.model import Container, ContainerPort, IPv4Address, OwnerRef, Pod
+from kemu.control.model import Container, ContainerPort, DnsConfig, IPv4Address, OwnerRef, Pod
+from kemu.control.resolvconf import parse_dns_config, parse_dns_policy
 
 ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 MAC_ANNOTATION = "kemu.dev/mac"
@@ -71,6 +72,8 @@ class PodTemplate:
     node_selector: dict[str, str] = field(default_factory=dict)
     hostname: str = ""
     subdomain: str = ""
+    dns_policy: str = "ClusterFirst"  # spec.dnsPolicy, spec.dnsConfig (D-10)
+    dns_config: DnsConfig | None = None
     mac: str = ""  # pinned with the kemu.dev/mac annotation
     listen: list[tuple[str, int]] = field(default_factory=list)  # kemu.dev/listen
     listen_all: bool = False
@@ -126,6 +129,8 @@ def parse_template(f: Fields, meta: dict[str, Any], spec: dict[str, Any], mpath:
             f.problem(join(spath, key), f"'{value}' {err}")
             value = ""
         setattr(t, key, value)
+    t.dns_policy = parse_dns_policy(f, spec, spath)
+    t.dns_config = parse_dns_config(f, spec, spath, need_nameserver=t.dns_policy == "None")
     t.containers = _containers(f, spec, spath)
     annotations = f.mapping(meta, mpath, "annotations")
     mac = annotations.get(MAC_ANNOTATION)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kemu.control.cluster import Cluster, load_cluster
 from kemu.dataplane import codes as C
@@ -31,6 +31,9 @@ from kemu.frontend import names
 from kemu.frontend.engine import Engine
 from kemu.frontend.names import Target
 from kemu.frontend.trace import Trace
+
+if TYPE_CHECKING:
+    from kemu.frontend.dig import DigResult
 
 
 class EmulatedCluster:
@@ -189,6 +192,18 @@ class EmulatedCluster:
     def dump(self) -> str:
         """FDBs, conntrack, neighbours and affinity as deterministic text."""
         return self.engine.dump()
+
+    # ------------------------------------------------------------ a pod's resolver
+    def dig(self, pod: str, name: str, qtype: str = "A", *, tcp: bool = False
+            ) -> DigResult:
+        """Look ``name`` up from ``pod`` (``ns/pod``) as its resolver does: its resolv.conf's
+        search list and ndots, each query a packet through the datapath to its nameserver
+        and back (UDP, or TCP with ``tcp=True``). The result holds every query (``queries``)
+        and the one that answered (``answer``, ``records``); see ``kemu.frontend.dig``.
+        """
+        from kemu.frontend.dig import lookup
+
+        return lookup(self, pod, name, qtype, tcp=tcp)
 
 
 def load(*sources: str | os.PathLike | dict | list, **options: Any) -> EmulatedCluster:

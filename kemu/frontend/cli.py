@@ -53,13 +53,15 @@ COMMANDS: list[str] = [
     "kemu.frontend.show:SHOW",
     "kemu.frontend.replay_cmd:REPLAY",
     "kemu.frontend.trace_cmd:TRACE",
+    "kemu.frontend.dig_cmd:DIG",
     "kemu.bench.command:BENCH",
     "kemu.frontend.wireshark_cmd:WIRESHARK_PROFILE",
 ]
-NAMES = ("validate", "show", "replay", "trace", "bench", "wireshark-profile")
+NAMES = ("validate", "show", "replay", "trace", "dig", "bench", "wireshark-profile")
 """The command of each entry of ``COMMANDS``, so that a run imports only its own module."""
 OUTPUTS: dict[str, dict[str, str]] = {
     "replay": {"-w": "out", "--flows": "flows"},
+    "dig": {"-w": "out"},
     "bench": {"--json": "json_out", "--plot": "plot"},
 }
 """The files each command writes: option -> attribute of its arguments (``trace``, ``show``
