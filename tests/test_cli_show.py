@@ -522,7 +522,8 @@ def test_replay_options_reach_the_replay(capsys) -> None:
     (["pods", "-l", "app in (web"], "kemu: -l 'app in (web': unbalanced '(' in 'app in (web'\n"),
     (["fdb", "--replay", "no/such.pcap"], "kemu: no/such.pcap: No such file or directory\n"),
     (["fdb", "--trace", "default/client", "nowhere/nothing"],
-     "kemu: -D nowhere/nothing: not a pod, Service, external host, node or IPv4 address\n"),
+     "kemu: unknown destination 'nowhere/nothing': not a pod, workload, Service, external "
+     "host, node or IPv4 address of this cluster\n"),
 ])
 def test_show_usage_problems_exit_2_without_traceback(capsys, argv: list[str],
                                                       message: str) -> None:
@@ -568,12 +569,15 @@ def test_validate_ok(capsys) -> None:
 
 
 def test_validate_lists_ignored_objects(capsys) -> None:
-    code, out, _ = run(capsys, "validate", "-f", "examples/dump")
+    code, out, err = run(capsys, "validate", "-f", "examples/dump")
     assert code == 0
     assert out.splitlines()[0] == ("ok: 3 nodes, 5 pods, 4 services, 4 endpoint slices, 0 "
                                    "network policies (ignored: 3 objects)")
-    assert out.splitlines()[1] == ("  examples/dump/cluster-dump.yaml: web/ConfigMap/"
-                                   "kube-root-ca.crt ignored (ConfigMap is not modelled)")
+    assert out.splitlines()[1] == ("  examples/dump/cluster-dump.yaml: web/EndpointSlice/"
+                                   "web-n8v2c ignored (Service web/web has a selector: kemu "
+                                   "derives its slices)")
+    assert ("kemu: warning: examples/dump/cluster-dump.yaml: web/ConfigMap/kube-root-ca.crt: "
+            "ConfigMap is not modelled: ignored") in err.splitlines()
 
 
 def test_validate_invalid_manifests_exit_2_with_every_problem(capsys) -> None:
@@ -581,8 +585,8 @@ def test_validate_invalid_manifests_exit_2_with_every_problem(capsys) -> None:
                          str(BAD / "conflicts.yaml"))
     assert (code, out) == (2, "")
     assert err.splitlines() == [
-        f"kemu: {BAD / 'web.yaml'}: shop/Service/web: spec.ports[0].targetPort: 'htp' matches "
-        "no TCP containerPort of the pods it selects",
+        f"kemu: {BAD / 'web.yaml'}: shop/Deployment/web: spec.template.spec: unknown field "
+        "'contianers' (did you mean 'containers'?)",
         f"kemu: {BAD / 'conflicts.yaml'}: default/Pod/a: spec.containers[1].ports[0]: port "
         "8080/TCP of container 'sidecar' is already declared by container 'app' (containers "
         "of a pod share one network namespace, M-4)",

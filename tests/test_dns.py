@@ -28,7 +28,7 @@ def ask(c: Cluster, name: str, qtype: str) -> tuple[int, list[str]]:
 
 
 def test_dns_version_d1(example: Cluster) -> None:
-    assert ask(example, f"dns-version.{Z}", "TXT") == (NOERROR, ['"1.0.1"'])
+    assert ask(example, f"dns-version.{Z}", "TXT") == (NOERROR, ['"1.1.0"'])
 
 
 def test_cluster_ip_service_a_record_d2(example: Cluster) -> None:
@@ -155,7 +155,7 @@ def test_custom_dns_domain() -> None:
                      {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"},
                       "spec": {"clusterIP": "10.96.0.50", "ports": [{"port": 80}]}})
     assert ask(c, "a.default.svc.corp.internal", "A") == (NOERROR, ["10.96.0.50"])
-    assert ask(c, "dns-version.corp.internal", "TXT") == (NOERROR, ['"1.0.1"'])
+    assert ask(c, "dns-version.corp.internal", "TXT") == (NOERROR, ['"1.1.0"'])
     assert ask(c, f"a.default.svc.{Z}", "A") == (REFUSED, [])
 
 
@@ -191,3 +191,39 @@ def test_records_sort_and_names_below_agree_with_plain_forms(example: Cluster) -
     candidates = {n.split(".", k)[-1] for n in names for k in range(1, 6)} | {"x.", "svc."}
     for name in sorted(candidates):
         assert zone.has_below(name) == any(k.endswith("." + name) for k in names), name
+
+
+def test_schema_1_1_0_ipv6_questions_on_an_ipv4_model(example: Cluster) -> None:
+    """Schema 1.1.0 added AAAA and ip6.arpa PTRs; kemu models IPv4 only: AAAA is NODATA on
+    existing names (D-9), ip6.arpa names are in a zone CoreDNS serves (NXDOMAIN, not
+    REFUSED), an ExternalName asked as AAAA still gives its CNAME (D-7)."""
+    assert ask(example, f"backend.shop.svc.{Z}", "AAAA") == (NOERROR, [])
+    assert ask(example, f"redis-0.redis.shop.svc.{Z}", "AAAA") == (NOERROR, [])
+    v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."
+    assert ask(example, v6, "PTR") == (NXDOMAIN, [])
+    c = load_cluster({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext"},
+                      "spec": {"type": "ExternalName", "externalName": "www.example.com"}})
+    assert ask(c, f"ext.default.svc.{Z}", "AAAA") == (NOERROR, ["www.example.com."])
+
+
+def test_negative_answers_carry_the_zones_soa_d9(example: Cluster) -> None:
+    """On the wire: NXDOMAIN and NODATA have the zone's SOA in the authority section, as
+    CoreDNS sends them; positive and REFUSED answers have none."""
+    from kemu.dataplane import dnswire
+
+    resolve = dnswire.make_resolver(example, dns)
+
+    def ask_wire(name: str, qtype: str) -> dnswire.Message:
+        return dnswire.parse_message(resolve(dnswire.query(9, name, qtype)))
+
+    soa = f"ns.dns.{Z} hostmaster.{Z} {example.version} 7200 1800 86400 5"
+    for name, qtype, rcode in ((f"nope.shop.svc.{Z}", "A", NXDOMAIN),
+                               (f"backend.shop.svc.{Z}", "AAAA", NOERROR)):
+        m = ask_wire(name, qtype)
+        assert (m.rcode, m.answers) == (rcode, ())
+        assert [(a.name, a.type, a.ttl, a.value) for a in m.authority] == [(Z, "SOA", 5, soa)]
+    m = ask_wire("9.9.9.9.in-addr.arpa.", "PTR")
+    assert m.rcode == NXDOMAIN and m.authority[0].name == "in-addr.arpa."
+    assert ask_wire(f"backend.shop.svc.{Z}", "A").authority == ()
+    assert ask_wire("example.com.", "A").authority == ()
+    assert dns.soa(example, "example.com") is None

@@ -392,8 +392,8 @@ CONFLICTS: dict[str, tuple[list[Any], list[str]]] = {
          "already used by another pod"]),
     "node out of pod addresses": (
         [DOC | {"spec": {"nodes": 1, "nodeCIDRMaskSize": 30}}, pod("a"), pod("b")],
-        ["<dict>: default/Pod/b: node node1 has no free pod address left in 10.244.0.0/30 for "
-         "pod default/b"]),
+        ["<dict>: default/Pod/b: no free pod address left for pod default/b: the pod CIDRs "
+         "are full (node1 10.244.0.0/30)"]),
     "cluster IP outside the service CIDR": (
         [svc("a", {"clusterIP": "10.0.0.5"})],
         ["<dict>: default/Service/a: spec.clusterIP: 10.0.0.5 is outside the service CIDR "
@@ -424,8 +424,8 @@ CONFLICTS: dict[str, tuple[list[Any], list[str]]] = {
         [DOC | {"spec": {"nodes": [{"name": "a", "ip": "172.18.0.5"},
                                    {"name": "b", "ip": "172.18.0.5"}]}}],
         ["<dict>: Cluster/t: spec.nodes[1].ip: 172.18.0.5 is already used by Node/a"]),
-    "node IP outside the node network": (
-        [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "a"},
+    "node IP outside the node network": (  # (a kemu document: nothing is inferred)
+        [DOC, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "a"},
           "status": {"addresses": [{"type": "InternalIP", "address": "10.1.1.1"}]}}],
         ["<dict>: Node/a: status.addresses[0].address: 10.1.1.1 is outside the node network "
          "172.18.0.0/24 (set spec.nodeNetwork in the kemu Cluster document)"]),
@@ -435,7 +435,7 @@ CONFLICTS: dict[str, tuple[list[Any], list[str]]] = {
         ["<dict>: Cluster/t: spec.nodes[1].podCIDR: 10.244.0.0/23 overlaps Node/a's pod CIDR "
          "10.244.0.0/24"]),
     "pod CIDR outside the cluster CIDR": (
-        [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "a"},
+        [DOC, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "a"},
           "spec": {"podCIDR": "10.88.0.0/24"}}],
         ["<dict>: Node/a: spec.podCIDR: 10.88.0.0/24 is outside the cluster CIDR 10.244.0.0/16 "
          "(set spec.clusterCIDR in the kemu Cluster document)"]),

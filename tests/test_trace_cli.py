@@ -72,7 +72,7 @@ def test_machine_readable(fmt: str, capsys: pytest.CaptureFixture) -> None:
 
 @pytest.mark.parametrize("args,message", [
     (["-S", "default/nobody", "-D", "default/a"], "unknown source"),
-    (["-S", "default/a", "-D", "default/nothing"], "-D default/nothing"),
+    (["-S", "default/a", "-D", "default/nothing"], "unknown destination 'default/nothing'"),
     (["-S", "default/a", "-D", "default/c", "-p", "gre"], "protocol must be"),
     (["-S", "default/a", "-D", "default/c", "-p", "tcp,dport=x"], "dport must be a number"),
 ])

@@ -171,8 +171,8 @@ def _compile(cluster: Cluster) -> Tables:
         br_flat.extend(ports)
 
     # routes: pod CIDRs, node network, default
-    routes = [(_ip(n.pod_cidr.network_address), n.pod_cidr.prefixlen, C.RT_POD_CIDR, i)
-              for i, n in enumerate(nodes)]
+    routes = [(_ip(c.network_address), c.prefixlen, C.RT_POD_CIDR, i)
+              for i, n in enumerate(nodes) for c in (n.pod_cidr, *n.pod_blocks)]
     routes.append((_ip(cfg.node_network.network_address), cfg.node_network.prefixlen,
                    C.RT_NODE_NET, -1))
     announcers = lb_announcers(cluster)

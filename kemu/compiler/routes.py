@@ -3,8 +3,10 @@
 Every node gets, like a kubenet/flannel node: its own pod CIDR on the bridge (connected), each
 other node's pod CIDR via that node's IP (host-gw) or via ``<subnet>.0`` on ``flannel.1``
 (VXLAN, onlink), the node network (connected on ``eth0``) and a default route via the
-gateway. ``node_routes`` is the readable form (``kemu show routes``); the compiler flattens
-the same routes into the shared LPM table.
+gateway. Pod blocks a dump's pods live in outside their node's pod CIDR (Calico, Cilium;
+inferred only without a kemu document, so host-gw) are routed like pod CIDRs: on the bridge
+at home, via the owning node elsewhere and on the gateway. ``node_routes`` is the readable
+form (``kemu show routes``); the compiler flattens the same routes into the shared LPM table.
 
 The gateway is a Linux router on the node network: the node network connected, each
 pod CIDR via its node in host-gw mode (VXLAN pod CIDRs are not routable on the node network:
@@ -68,9 +70,14 @@ def node_routes(cluster: Cluster) -> dict[str, list[Route]]:
                   target_node=node.name),
             Route(cfg.node_network, "eth0", src=node.internal_ip, proto="kernel"),
         ]
+        routes += [Route(b, "cbr0", src=node.gateway_ip, target_node=node.name)
+                   for b in node.pod_blocks]  # a dump's pod blocks (Calico, Cilium)
         for other in cluster.nodes:
             if other.name == node.name:
                 continue
+            if cfg.mode != "vxlan":
+                routes += [Route(b, "eth0", via=other.internal_ip, target_node=other.name)
+                           for b in other.pod_blocks]
             if cfg.mode == "vxlan":
                 routes.append(Route(other.pod_cidr, "flannel.1",
                                     via=other.pod_cidr.network_address, onlink=True,
@@ -114,8 +121,8 @@ def gateway_routes(cluster: Cluster) -> list[Route]:
         return []
     routes = [Route(cfg.node_network, "eth0", src=cfg.gateway_ip, proto="kernel")]
     if cfg.mode != "vxlan":
-        routes += [Route(n.pod_cidr, "eth0", via=n.internal_ip, target_node=n.name)
-                   for n in cluster.nodes]
+        routes += [Route(c, "eth0", via=n.internal_ip, target_node=n.name)
+                   for n in cluster.nodes for c in (n.pod_cidr, *n.pod_blocks)]
     if cfg.lb_mode == "routed":
         by_name = {n.name: n for n in cluster.nodes}
         routes += [Route(IPv4Network(f"{ip}/32"), "eth0", via=by_name[node].internal_ip,

@@ -17,6 +17,11 @@ ClusterIPs: pins, then ``kube-system/kube-dns`` gets the 10th address, then the 
 lowest free address from the 10th up, in key order; NodePorts: pins, then the lowest free port.
 
 Without a kemu document or Node objects the cluster has three nodes ``node1``..``node3``.
+
+Problems are grouped before they are raised: the same problem (file, field, message) of many
+objects is one line naming the first and counting the others. ``Cluster.notices`` holds the
+warnings (accepted input kemu does not model, named targetPorts no selected pod declares,
+what was inferred for a dump), notices saying the same thing grouped the same way.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from kemu.control.model import (
     Namespace,
     NetworkPolicy,
     Node,
+    Notice,
     Pod,
     Service,
     ServicePort,
@@ -69,8 +75,41 @@ def _load(sources: tuple[str | os.PathLike[str] | dict[str, Any] | list[dict[str
     cluster = Cluster._build(parsed, problems)
     if problems:  # grouped by file, in reading order
         order = {s: i for i, s in reversed(list(enumerate(names)))}
-        raise ManifestError(sorted(problems, key=lambda p: order.get(p.source, len(names))))
+        raise ManifestError(group_problems(
+            sorted(problems, key=lambda p: order.get(p.source, len(names)))))
     return cluster
+
+
+def group_problems(problems: list[Problem]) -> list[Problem]:
+    """Identical problems (same file, field and message) of many objects as one, naming the
+    first object and how many more said the same."""
+    first: dict[tuple[str, str, str], int] = {}
+    counts: list[int] = []
+    kept: list[Problem] = []
+    for p in problems:
+        key = (p.source, p.field, p.message)
+        at = first.get(key)
+        if at is None:
+            first[key] = len(kept)
+            kept.append(p)
+            counts.append(1)
+        else:
+            counts[at] += 1
+    return [p if n == 1 else Problem(p.source, p.obj, p.field,
+                                     f"{p.message} (and {n - 1} more like it)")
+            for p, n in zip(kept, counts, strict=True)]
+
+
+def group_notices(notices: list[Notice]) -> list[Notice]:
+    """Notices saying the same thing (same field and message) as one, with their count."""
+    out: dict[tuple[str, str], Notice] = {}
+    for n in notices:
+        key = (n.field, n.message)
+        if key in out:
+            out[key].count += n.count
+        else:
+            out[key] = Notice(n.source, n.obj, n.field, n.message, n.count, n.covers)
+    return list(out.values())
 
 
 class Cluster:
@@ -86,6 +125,8 @@ class Cluster:
         self.policies: list[NetworkPolicy] = []
         self.gateway_mac = ipam.mac_address("gateway")
         self.ignored: list[str] = []
+        self.notices: list[Notice] = []  # accepted but not modelled: warnings, said once
+        self.said: set[str] = set()  # lines of ``ignored`` that a notice says (per kind)
         self.version = 0
         self._nodes = {n.name: n for n in self.nodes}
         self._pods: dict[str, Pod] = {}
@@ -95,6 +136,13 @@ class Cluster:
         self._macs: set[str] = set()  # MACs of the pods
         self._services: dict[str, Service] = {}
         self._pod_pools = {n.name: ipam.pod_pool(n) for n in self.nodes}
+        # pods' addresses in blocks outside their node's pod CIDR (Calico, Cilium), every
+        # address usable (blocks are not subnets: no network or broadcast address)
+        self._block_pools: dict[IPv4Network, ipam.AddressPool] = {}
+        for n in self.nodes:
+            for b in n.pod_blocks:
+                self._block_pools[b] = ipam.AddressPool(b, first=0)
+                self._block_pools[b].reserved.clear()
         self._node_pool = node_pool
         self._service_pool = ipam.AddressPool(self.config.service_cidr, first=10)
         self._node_ports = ipam.PortPool(*self.config.node_port_range)
@@ -120,10 +168,21 @@ class Cluster:
         cluster._admit_pods(parsed.pods, problems)
         added = cluster._admit_services(parsed.services, problems)
         for draft in added:
-            cluster._check_target_ports(draft, problems)
+            cluster._check_target_ports(draft)
+        given_mirrors = {(sd.slice.namespace, sd.slice.service) for sd in parsed.slices
+                         if sd.mirrored and not sd.from_endpoints}
         for sd in parsed.slices:
             svc = cluster._services.get(f"{sd.slice.namespace}/{sd.slice.service}")
-            if svc is None or svc.selector is not None:
+            if sd.from_endpoints:  # kemu's mirror of a v1 Endpoints object
+                if svc is None:
+                    line = (f"{sd.source}: {sd.obj} ignored (no Service "
+                            f"{sd.slice.namespace}/{sd.slice.service} to mirror it for)")
+                    if line not in cluster.ignored:
+                        cluster.ignored.append(line)
+                    continue
+                if svc.selector is not None or (svc.namespace, svc.name) in given_mirrors:
+                    continue  # the endpoints controller's own output, or mirrored already
+            elif svc is None or svc.selector is not None:
                 reason = (f"no Service {sd.slice.namespace}/{sd.slice.service}" if svc is None
                           else f"Service {svc.key} has a selector: kemu derives its slices")
                 if svc is not None and not sd.controller_managed:
@@ -138,6 +197,8 @@ class Cluster:
         for pol in cluster.policies:
             cluster._ensure_namespace(pol.namespace)
         cluster.ignored.sort()
+        cluster.said = {n.covers for n in parsed.notices if n.covers}
+        cluster.notices = group_notices(parsed.notices + cluster.notices)
         return cluster
 
     def _ensure_namespace(self, name: str) -> None:
@@ -168,6 +229,7 @@ class Cluster:
         pending: list[workloads.PodDraft] = []
         by_cidr: ipam.NetworkLookup | None = None  # these two built on first use
         by_ip: dict[IPv4Address, Node] | None = None
+        owners: list[Node] = []  # the node of each network of by_cidr
         for key, d in accepted.items():
             if d.node_name:
                 node = self._nodes.get(d.node_name)
@@ -182,9 +244,11 @@ class Cluster:
                     node = by_ip.get(d.ip)
                 else:
                     if by_cidr is None:
-                        by_cidr = ipam.NetworkLookup(n.pod_cidr for n in self.nodes)
+                        owners = [n for n in self.nodes for _ in (n.pod_cidr, *n.pod_blocks)]
+                        by_cidr = ipam.NetworkLookup(c for n in self.nodes
+                                                     for c in (n.pod_cidr, *n.pod_blocks))
                     found = by_cidr.find(d.ip)
-                    node = self.nodes[found] if found is not None else None
+                    node = owners[found] if found is not None else None
                 if node is None and not d.template.host_network:
                     problem(d, "status.podIP", f"{d.ip} is in no node's pod CIDR ("
                             + ", ".join(f"{n.name} {n.pod_cidr}" for n in self.nodes) + ")",
@@ -208,6 +272,7 @@ class Cluster:
             placed[d.key] = node
             counts[node.name] += 1
         ips: dict[str, IPv4Address] = {}
+        full: dict[tuple[str, str], tuple[list[str], dict[str, IPv4Network]]] = {}
         order = sorted(placed)
         for key in order:  # pins first, then the others, each in key order
             d, node = accepted[key], placed[key]
@@ -217,9 +282,9 @@ class Cluster:
                             f"{node.name} (hostNetwork pod)", prefix=False)
                 ips[key] = node.internal_ip
             elif d.ip is not None:
+                pool = self._pool_of(node, d.ip)
                 err = (f"{d.ip} is outside {node.name}'s pod CIDR {node.pod_cidr}"
-                       if d.ip not in node.pod_cidr
-                       else self._pod_pools[node.name].claim(d.ip, f"{d.namespace}/Pod/{d.name}"))
+                       if pool is None else pool.claim(d.ip, f"{d.namespace}/Pod/{d.name}"))
                 if err:
                     problem(d, "status.podIP", err, prefix=False)
                     continue
@@ -229,11 +294,18 @@ class Cluster:
             if key in ips or d.ip is not None:
                 continue
             ip = self._pod_pools[node.name].allocate(f"{d.namespace}/Pod/{d.name}")
-            if ip is None:
-                problem(d, "", f"node {node.name} has no free pod address left in "
-                        f"{node.pod_cidr} for pod {d.key}", prefix=False)
+            if ip is None:  # said once per object below, not once per pod
+                pods, nodes = full.setdefault((d.source, d.obj), ([], {}))
+                pods.append(d.key)
+                nodes[node.name] = node.pod_cidr
                 continue
             ips[key] = ip
+        for (source, obj), (pods, nodes) in full.items():
+            where = ", ".join(f"{n} {c}" for n, c in sorted(nodes.items()))
+            what = f"pod {pods[0]}" if len(pods) == 1 else \
+                f"{len(pods)} pods (the first {pods[0]})"
+            problems.append(Problem(source, obj, "", f"no free pod address left for {what}: "
+                                    f"the pod CIDRs are full ({where})"))
         macs = self._macs  # _insert_pod adds each new pod's
         out = []
         for key in sorted(ips):
@@ -251,8 +323,9 @@ class Cluster:
                       containers=[c.clone() for c in d.template.containers],
                       host_network=d.template.host_network, ready=d.ready,
                       terminating=d.terminating, hostname=d.hostname, subdomain=d.subdomain,
-                      owner=d.owner, source=d.source, listen=list(d.template.listen),
-                      listen_all=d.template.listen_all)
+                      dns_policy=d.template.dns_policy,  # type: ignore[arg-type]
+                      dns_config=d.template.dns_config, owner=d.owner, source=d.source,
+                      listen=list(d.template.listen), listen_all=d.template.listen_all)
             self._insert_pod(pod)
             out.append(pod)
         if len(out) > 16:  # one sort of the whole list (two sorted runs: linear)
@@ -262,6 +335,12 @@ class Cluster:
             for pod in out:
                 bisect.insort(self.pods, pod, key=lambda p: p.key)
         return out
+
+    def _pool_of(self, node: Node, ip: IPv4Address) -> ipam.AddressPool | None:
+        """The pool of ``node`` holding ``ip``: its pod CIDR's or one of its blocks'."""
+        if ip in node.pod_cidr:
+            return self._pod_pools[node.name]
+        return next((self._block_pools[b] for b in node.pod_blocks if ip in b), None)
 
     def _insert_pod(self, pod: Pod) -> None:
         """Register ``pod`` everywhere but in ``self.pods`` (the caller inserts it there)."""
@@ -343,12 +422,17 @@ class Cluster:
             self._ensure_namespace(d.service.namespace)
         return list(accepted.values())
 
-    def _check_target_ports(self, d: loader.ServiceDraft, problems: list[Problem]) -> None:
-        for i in endpoints.unresolved_target_ports(d.service, self._index):
+    def _check_target_ports(self, d: loader.ServiceDraft) -> None:
+        """Warn about named targetPorts that selected pods do not declare (accepted, as
+        Kubernetes does; those pods are left out of that port's endpoints)."""
+        for i, missing, selected in endpoints.missing_target_ports(d.service, self._index):
             sp = d.service.ports[i]
-            problems.append(Problem(d.source, d.obj, f"spec.ports[{i}].targetPort",
-                                    f"'{sp.target_port}' matches no {sp.protocol} containerPort "
-                                    "of the pods it selects"))
+            which = "any of the pods it selects" if missing == selected else \
+                f"{missing} of the {selected} pods it selects"
+            self.notices.append(Notice(
+                d.source, d.obj, f"spec.ports[{i}].targetPort",
+                f"port {sp.port}/{sp.protocol}: '{sp.target_port}' is no {sp.protocol} "
+                f"containerPort name of {which}: they are left out of its endpoints"))
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -429,7 +513,9 @@ class Cluster:
         self._macs.discard(pod.mac)
         if not pod.host_network:
             self._by_ip.pop(pod.ip, None)
-            self._pod_pools[pod.node_name].release(pod.ip)
+            pool = self._pool_of(self._nodes[pod.node_name], pod.ip)
+            if pool is not None:
+                pool.release(pod.ip)
         self.version += 1
 
     def set_pod_labels(self, namespace: str, name: str, labels: dict[str, str]) -> None:
@@ -460,7 +546,7 @@ class Cluster:
         if not problems and parsed.services:
             added = self._admit_services(parsed.services, problems)
             for d in added:
-                self._check_target_ports(d, problems)
+                self._check_target_ports(d)
             if problems:
                 for d in added:
                     self._remove_service(d.service)

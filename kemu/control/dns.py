@@ -1,9 +1,10 @@
 """Cluster DNS: the records CoreDNS's kubernetes plugin serves, and lookups against them.
 
 ``records(cluster)`` lists every record of the cluster zone (``cluster.local`` by default) per
-the Kubernetes DNS specification v1.0.1 as CoreDNS implements it:
+the Kubernetes DNS specification, schema 1.1.0 (kubernetes/dns docs/specification.md), as
+CoreDNS's kubernetes plugin implements it:
 
-- D-1 ``dns-version.<zone>. TXT "1.0.1"``;
+- D-1 ``dns-version.<zone>. TXT "1.1.0"``;
 - D-2 ClusterIP Service: ``<svc>.<ns>.svc.<zone>. A <clusterIP>`` and its PTR;
 - D-3 SRV per *named* port ``_<port>._<proto>.<svc>.<ns>.svc.<zone>.`` -> the service name;
 - D-4 headless: one A per *ready* endpoint at the service name, SRV = ready endpoints x named
@@ -14,15 +15,35 @@ the Kubernetes DNS specification v1.0.1 as CoreDNS implements it:
 - D-6 pod records ``a-b-c-d.<ns>.pod.<zone>. A`` for every pod with its own IP;
 - D-7 ExternalName: ``<svc>.<ns>.svc.<zone>. CNAME <externalName>.``.
 
+What schema 1.1.0 changed from 1.0.1, and what kemu does about it:
+
+- IPv6 (the dual-stack update): ``AAAA`` for IPv6 ClusterIPs and endpoints, ``ip6.arpa.``
+  PTRs, ExternalName CNAMEs asked as ``AAAA``. kemu's model is IPv4 only (an IPv6 family is
+  warned about as not modelled where it is loaded), so no name has an ``AAAA`` record:
+  ``AAAA`` questions get NODATA on existing names (D-9), the CNAME on ExternalName ones, and
+  ``ip6.arpa.`` names NXDOMAIN (the kubernetes plugin is authoritative for both reverse
+  zones in kubeadm's Corefile) instead of REFUSED.
+- The deprecated ``a-b-c-d.<ns>.pod.<zone>`` records left the required set (section 2.6 of
+  1.0.1 removed); CoreDNS still serves them with ``pods insecure`` (kubeadm's Corefile), a
+  schema extension section 3 allows: kemu keeps them (D-6).
+- SRV records are written ``<priority> <weight> <port> <target>`` (RFC 2782 order; 1.0.1's
+  text had weight first): what kemu always sent.
+
 TTL 5 s everywhere (D-8). SRV priority 0, weight ``100 // n`` among the n records of a name.
 Values are in zone-file presentation form (``0 100 53 kube-dns.kube-system.svc.cluster.local.``,
-``"1.0.1"``); names are lowercase, absolute (trailing dot).
+``"1.1.0"``); names are lowercase, absolute (trailing dot).
 
 ``lookup(cluster, qname, qtype)`` answers like CoreDNS with ``pods insecure`` (kubeadm's
 Corefile), with the rcode as an int: names compare case-insensitively (D-8); an existing name
 without the asked type is NODATA (``NOERROR`` = 0, no answers), a missing one ``NXDOMAIN`` = 3
-(D-9); a headless Service without ready endpoints does not exist (D-4). Names neither in the
-zone nor under ``in-addr.arpa`` get ``REFUSED`` = 5: upstream resolution is not emulated.
+(D-9); a headless Service without ready endpoints does not exist (D-4). ``soa(cluster, qname)``
+is the SOA record CoreDNS puts in the authority section of those negative answers (D-9), for
+the zone the name is in: ``cluster.local. 5 IN SOA ns.dns.cluster.local.
+hostmaster.cluster.local. <serial> 7200 1800 86400 5`` (the same for ``in-addr.arpa.`` and
+``ip6.arpa.``); CoreDNS's serial is the time of the last change it saw, kemu's the cluster's
+``version`` (its count of changes). Names neither in the
+zone nor under ``in-addr.arpa``/``ip6.arpa`` get ``REFUSED`` = 5: upstream resolution is not
+emulated.
 """
 
 from __future__ import annotations
@@ -39,7 +60,7 @@ if TYPE_CHECKING:
     from kemu.control.cluster import Cluster
 
 TTL = 5
-SPEC_VERSION = "1.0.1"
+SPEC_VERSION = "1.1.0"
 NOERROR, NXDOMAIN, REFUSED = 0, 3, 5  # DNS rcodes (RFC 1035)
 RCODE_NAMES = {NOERROR: "NOERROR", NXDOMAIN: "NXDOMAIN", REFUSED: "REFUSED"}
 
@@ -149,7 +170,8 @@ def lookup(cluster: Cluster, qname: str, qtype: str) -> tuple[int, list[DnsRecor
     qtype = qtype.upper()
     zone = zone_of(cluster)
     index = _index(cluster)
-    if not (name == f"{zone}." or name.endswith(f".{zone}.") or name.endswith(".in-addr.arpa.")):
+    if not (name == f"{zone}." or name.endswith(f".{zone}.") or name.endswith(".in-addr.arpa.")
+            or name.endswith(".ip6.arpa.")):
         return REFUSED, []
     found = index.get(name)
     if found is not None:
@@ -171,6 +193,17 @@ def lookup(cluster: Cluster, qname: str, qtype: str) -> tuple[int, list[DnsRecor
     if _exists(cluster, name, zone, index):
         return NOERROR, []
     return NXDOMAIN, []
+
+
+def soa(cluster: Cluster, qname: str) -> DnsRecord | None:
+    """The SOA of the zone ``qname`` is in (the cluster zone or a reverse zone), or None."""
+    name = qname.lower().rstrip(".") + "."
+    zone = zone_of(cluster) + "."
+    for z in (zone, "in-addr.arpa.", "ip6.arpa."):
+        if name == z or name.endswith("." + z):
+            return DnsRecord(z, "SOA", f"ns.dns.{z} hostmaster.{z} {cluster.version} 7200 1800 "
+                                       f"86400 {TTL}")
+    return None
 
 
 def _exists(cluster: Cluster, name: str, zone: str, index: _Zone) -> bool:

@@ -131,3 +131,18 @@ def unresolved_target_ports(service: Service, pods: Iterable[Pod] | PodIndex) ->
     return [i for i, sp in enumerate(service.ports)
             if isinstance(sp.target_port, str)
             and all(p.find_port(sp.target_port, sp.protocol) is None for p in chosen)]
+
+
+def missing_target_ports(service: Service, pods: Iterable[Pod] | PodIndex
+                         ) -> list[tuple[int, int, int]]:
+    """(port index, pods without it, pods selected) for each *named* targetPort that some
+    selected pod does not declare: the controller leaves those pods out of that port's
+    slices (Kubernetes accepts the Service). Empty when the Service selects no pod."""
+    chosen = selected_pods(service, pods)
+    out = []
+    for i, sp in enumerate(service.ports):
+        if isinstance(sp.target_port, str):
+            missing = sum(1 for p in chosen if p.find_port(sp.target_port, sp.protocol) is None)
+            if missing:
+                out.append((i, missing, len(chosen)))
+    return out

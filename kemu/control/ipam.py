@@ -17,6 +17,8 @@ allocation hands out the lowest free value, so a pin never moves another object'
 - ``NetworkLookup``: the first of many networks (node pod CIDRs) holding an address.
 - ``build_nodes``: node IPs on the node network (from .2; the gateway is .1) and pod CIDRs,
   in node-name order, pins first; external hosts' MACs and addresses.
+- ``infer``: a cluster dump's node network, cluster and service CIDRs and per-node pod
+  blocks (Calico, Cilium cluster-pool) from its own objects, when no kemu document says them.
 
 Costs stay near linear in the number of nodes and pods (5,000 nodes, 150,000 pods): pin
 overlaps are found by bisection in sorted address spans, never by comparing pairs.
@@ -283,6 +285,8 @@ class NodeDraft:
     cidr_field: str = ""
     source: str = ""
     obj: str = ""
+    pod_blocks: list[IPv4Network] = field(default_factory=list)  # see ``infer``
+    cidr_unused: bool = False  # a dump's podCIDR its CNI does not use: may lie anywhere
 
 
 def build_nodes(config: ClusterConfig, drafts: list[NodeDraft], problems: list[Problem],
@@ -325,7 +329,7 @@ def build_nodes(config: ClusterConfig, drafts: list[NodeDraft], problems: list[P
     for d in drafts:
         if d.pod_cidr is None:
             continue
-        if not d.pod_cidr.subnet_of(config.cluster_cidr):
+        if not d.pod_cidr.subnet_of(config.cluster_cidr) and not d.cidr_unused:
             problems.append(Problem(d.source, d.obj, d.cidr_field, f"{d.pod_cidr} is outside the "
                                     f"cluster CIDR {config.cluster_cidr} (set spec.clusterCIDR "
                                     "in the kemu Cluster document)"))
@@ -351,5 +355,107 @@ def build_nodes(config: ClusterConfig, drafts: list[NodeDraft], problems: list[P
         nodes.append(Node(name=d.name, internal_ip=ip, pod_cidr=cidr, labels=dict(d.labels),
                           mac=mac_address(f"node/{d.name}/eth0"),
                           bridge_mac=mac_address(f"node/{d.name}/cbr0"),
-                          vtep_mac=mac_address(f"node/{d.name}/flannel.1")))
+                          vtep_mac=mac_address(f"node/{d.name}/flannel.1"),
+                          pod_blocks=list(d.pod_blocks)))
     return nodes, pool
+
+
+# --- a cluster dump's address ranges ----------------------------------------------------------
+
+NODE_NETWORK_MAX_PREFIX = 24
+CLUSTER_CIDR_MAX_PREFIX = 16
+SERVICE_CIDR_MAX_PREFIX = 16
+
+
+def covering(addresses: Iterable[IPv4Address | IPv4Network], longest: int) -> IPv4Network | None:
+    """The smallest network holding every address (and network), but no longer than
+    ``/longest``; None for no address."""
+    lo = hi = None
+    for a in addresses:
+        first, last = (int(a.network_address), int(a.broadcast_address)) \
+            if isinstance(a, IPv4Network) else (int(a), int(a))
+        lo = first if lo is None else min(lo, first)
+        hi = last if hi is None else max(hi, last)
+    if lo is None or hi is None:
+        return None
+    prefix = min(longest, 32 - (lo ^ hi).bit_length())
+    return IPv4Network((lo, prefix), strict=False)
+
+
+@dataclass
+class PodAddress:
+    """What ``infer`` needs of a pod: its pinned IP and its node."""
+
+    ip: IPv4Address
+    node: str
+
+
+def infer(config: ClusterConfig, nodes: list[NodeDraft], pods: list[PodAddress],
+          cluster_ips: list[IPv4Address]) -> str:
+    """Fill ``config`` from a cluster dump (no kemu Cluster document) where its defaults do
+    not hold (some address lies outside the default range); returns what was inferred, in one
+    line ("" when the defaults hold).
+
+    - node network: the smallest prefix holding every node's InternalIP, at most /24; its
+      gateway the first address unless a node has it (then the last one, else none);
+    - cluster CIDR: the smallest prefix holding every ``podCIDR`` and pod IP, at most /16
+      (what flannel and kubeadm default to), ``nodeCIDRMaskSize`` the nodes' podCIDR length;
+      when pods live outside their node's podCIDR, the pod IPs alone (the CNI's pool) and
+      the podCIDRs stay the nodes' bridge subnets wherever they are;
+    - service CIDR: the smallest prefix holding every ClusterIP (the ``kubernetes`` Service's
+      first address among them), at most /16;
+    - pod blocks: pod IPs outside their node's ``podCIDR`` (Calico and Cilium cluster-pool
+      IPAM hand out blocks per node) are routed to their node in blocks of the shortest
+      length from /24 to /32 at which no block holds pods of two nodes (Calico's /26, Cilium's
+      /24 as a rule); ``NodeDraft.pod_blocks``.
+    """
+    said = []
+    ips = [d.ip for d in nodes if d.ip is not None]
+    net = covering(ips, NODE_NETWORK_MAX_PREFIX)
+    if net is not None and any(ip not in config.node_network for ip in ips):
+        config.node_network = net
+        taken = set(ips)
+        gw = next((g for g in (net.network_address + 1, net.broadcast_address - 1)
+                   if g not in taken), None) if net.num_addresses > 2 else None
+        config.gateway_ip = gw
+        said.append(f"node network {net} (gateway {gw or 'none'})")
+    cidrs = [d.pod_cidr for d in nodes if d.pod_cidr is not None]
+    by_name = {d.name: d for d in nodes}
+    outside = [p for p in pods if p.node in by_name and (
+        by_name[p.node].pod_cidr is None or p.ip not in by_name[p.node].pod_cidr)]
+    if outside:  # the CNI's own IPAM: its pool is what the pods use, not the podCIDRs
+        for d in nodes:
+            d.cidr_unused = True
+        held: list[IPv4Address | IPv4Network] = [p.ip for p in pods]
+    else:
+        held = [*cidrs, *(p.ip for p in pods)]
+    cluster = covering(held, CLUSTER_CIDR_MAX_PREFIX)
+    if cluster is not None and any(
+            (a not in config.cluster_cidr) if isinstance(a, IPv4Address)
+            else not a.subnet_of(config.cluster_cidr) for a in held):
+        config.cluster_cidr = cluster
+        lengths = {c.prefixlen for c in cidrs}
+        if len(lengths) == 1 and (n := lengths.pop()) >= cluster.prefixlen:
+            config.node_cidr_prefix = n
+        said.append(f"cluster CIDR {cluster}")
+    services = covering(cluster_ips, SERVICE_CIDR_MAX_PREFIX)
+    if services is not None and any(ip not in config.service_cidr for ip in cluster_ips):
+        config.service_cidr = services
+        said.append(f"service CIDR {services}")
+    if outside:
+        length = 24
+        while length < 32:
+            owner: dict[int, str] = {}
+            mask = (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
+            if all(owner.setdefault(int(p.ip) & mask, p.node) == p.node
+                   for p in pods if p.node in by_name):
+                break
+            length += 1
+        blocks: dict[str, set[IPv4Network]] = {}
+        for p in outside:
+            blocks.setdefault(p.node, set()).add(IPv4Network((int(p.ip), length), strict=False))
+        for name, nets in blocks.items():
+            by_name[name].pod_blocks = sorted(nets)
+        said.append(f"{sum(map(len, blocks.values()))} pod address blocks /{length} outside "
+                    f"the nodes' podCIDRs routed to their nodes")
+    return ", ".join(said)

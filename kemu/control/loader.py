@@ -1,10 +1,16 @@
 """Documents -> parsed, defaulted and validated objects (``Parsed``), as the API server would.
 
 The loader reads what each modelled kind says (Namespace, Node, Pod, Deployment, ReplicaSet,
-StatefulSet, DaemonSet, Job, Service, EndpointSlice, NetworkPolicy, the kemu ``Cluster``
-document), applies the API server's defaults, and records a ``Problem`` for every invalid field
-(file, object ``namespace/Kind/name`` and JSON path). It never stops at the first problem:
-``kemu.control.cluster.load_cluster`` raises one ``ManifestError`` with all of them.
+ReplicationController, StatefulSet, DaemonSet, Job, Service, EndpointSlice, v1 Endpoints
+(mirrored into EndpointSlices as kube-controller-manager's mirroring controller does),
+NetworkPolicy, the kemu ``Cluster`` document), applies the API server's defaults, and records a
+``Problem`` for every invalid field (file, object ``namespace/Kind/name`` and JSON path). It
+never stops at the first problem: ``kemu.control.cluster.load_cluster`` raises one
+``ManifestError`` with all of them. Input it accepts but kemu does not model (IPv6 and
+dual-stack, SCTP, ``ipMode``, topology hints, NetworkPolicy enforcement, ...) becomes a
+``Notice`` (``Parsed.notices``), a warning the front ends print once; silence means modelled.
+Without a kemu ``Cluster`` document, a dump's Node objects make the address ranges inferred
+(``kemu.control.ipam.infer``).
 
 Defaults: namespace ``default``; port protocol TCP; ``targetPort`` = ``port``; Service type
 ClusterIP, sessionAffinity None (ClientIP timeout 10800 s, max 86400), traffic policies
@@ -12,19 +18,23 @@ Cluster; NetworkPolicy ``policyTypes`` per P-3; ``kubernetes.io/metadata.name`` 
 ``status``, ``managedFields``, ``uid``, ``resourceVersion`` are ignored except the status
 fields kemu honours (pod IPs and readiness, node addresses, LoadBalancer ingress IPs).
 
-Kinds kemu does not model, and objects of other API groups, go to ``ignored`` (not errors).
-Unknown fields are errors where kemu interprets every field (Service spec and ports, container
-ports, NetworkPolicy, EndpointSlice, the kemu document); elsewhere they are ignored.
+A kind that does not exist in an API group Kubernetes serves (``apps/v1 Deploymnet``) is an
+error with a suggestion (``KNOWN_KINDS``); kinds kemu does not model, and objects of other API
+groups (CRDs), go to ``ignored`` and to one notice per kind (not errors).
+Unknown fields are errors, with the nearest known name, where kemu knows every field (Service
+spec and ports, pod specs and containers, container ports, NetworkPolicy, EndpointSlice,
+Endpoints, the kemu document); elsewhere they are ignored.
 Addresses are not allocated here (see ``cluster`` and ``ipam``).
 """
 
 from __future__ import annotations
 
 import bisect
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from kemu.control import workloads
+from kemu.control import ipam, workloads
 from kemu.control.ipam import NodeDraft
 from kemu.control.manifests import (
     Document,
@@ -43,9 +53,11 @@ from kemu.control.model import (
     IPv4Address,
     Namespace,
     NetworkPolicy,
+    Notice,
     Service,
     ServicePort,
 )
+from kemu.control.resolvconf import parse_dns_config
 from kemu.control.selectors import is_empty, matches, matches_map, parse_policy, parse_selector
 from kemu.errors import Problem
 
@@ -55,13 +67,51 @@ MODELLED = {
     ("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"),
     ("apps", "DaemonSet"), ("batch", "Job"), ("discovery.k8s.io", "EndpointSlice"),
     ("networking.k8s.io", "NetworkPolicy"), ("kemu.dev", "Cluster"),
+    ("", "ReplicationController"), ("", "Endpoints"),
 }
+KNOWN_KINDS: dict[str, tuple[str, ...]] = {
+    "": ("Binding", "ComponentStatus", "ConfigMap", "Endpoints", "Event", "LimitRange",
+         "Namespace", "Node", "PersistentVolume", "PersistentVolumeClaim", "Pod", "PodTemplate",
+         "ReplicationController", "ResourceQuota", "Secret", "Service", "ServiceAccount"),
+    "apps": ("ControllerRevision", "DaemonSet", "Deployment", "ReplicaSet", "StatefulSet"),
+    "batch": ("CronJob", "Job"),
+    "autoscaling": ("HorizontalPodAutoscaler", "Scale"),
+    "policy": ("Eviction", "PodDisruptionBudget", "PodSecurityPolicy"),
+    "networking.k8s.io": ("IPAddress", "Ingress", "IngressClass", "NetworkPolicy",
+                          "ServiceCIDR"),
+    "discovery.k8s.io": ("EndpointSlice",),
+    "rbac.authorization.k8s.io": ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"),
+    "apiextensions.k8s.io": ("CustomResourceDefinition",),
+    "admissionregistration.k8s.io": (
+        "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
+        "MutatingWebhookConfiguration", "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding", "ValidatingWebhookConfiguration"),
+    "storage.k8s.io": ("CSIDriver", "CSINode", "CSIStorageCapacity", "StorageClass",
+                       "VolumeAttachment", "VolumeAttributesClass"),
+    "scheduling.k8s.io": ("PriorityClass",),
+    "coordination.k8s.io": ("Lease", "LeaseCandidate"),
+    "certificates.k8s.io": ("CertificateSigningRequest", "ClusterTrustBundle"),
+    "node.k8s.io": ("RuntimeClass",),
+    "events.k8s.io": ("Event",),
+    "apiregistration.k8s.io": ("APIService",),
+    "flowcontrol.apiserver.k8s.io": ("FlowSchema", "PriorityLevelConfiguration"),
+    "resource.k8s.io": ("DeviceClass", "ResourceClaim", "ResourceClaimTemplate",
+                        "ResourceSlice"),
+    "kemu.dev": ("Cluster",),
+}
+"""Every kind of the API groups Kubernetes itself serves (v1.33): a kind not listed for one of
+these groups is a typo (an error with a suggestion); other groups (CRDs) are not checked."""
 CLUSTER_SCOPED = {"Namespace", "Node", "Cluster"}
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+MIRROR_CONTROLLER = "endpointslicemirroring-controller.k8s.io"
+SKIP_MIRROR_LABEL = "endpointslice.kubernetes.io/skip-mirror"
+LEADER_ANNOTATION = "control-plane.alpha.kubernetes.io/leader"
+MAX_MIRRORED_PER_SUBSET = 1000
+"""The mirroring controller's default ``--mirroring-max-endpoints-per-subset``."""
 CLUSTER_SPEC_FIELDS = ("nodes", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR", "nodeNetwork",
                        "gateway", "mode", "mtu", "dnsDomain", "nodePortRange", "externalHosts",
-                       "kubeProxy", "masquerade", "listen", "loadBalancer",
+                       "kubeProxy", "masquerade", "listen", "loadBalancer", "nodeDNS",
                        "networkPolicy")
 SERVICE_SPEC_FIELDS = (
     "type", "clusterIP", "clusterIPs", "ports", "selector", "externalIPs", "sessionAffinity",
@@ -94,6 +144,8 @@ class SliceDraft:
     source: str
     obj: str
     controller_managed: bool  # made by the EndpointSlice controller of a real cluster
+    mirrored: bool = False    # made by the mirroring controller (labelled so, or by kemu)
+    from_endpoints: bool = False  # kemu's mirror of a v1 Endpoints object given here
 
 
 @dataclass
@@ -109,6 +161,7 @@ class Parsed:
     slices: list[SliceDraft] = field(default_factory=list)
     policies: list[NetworkPolicy] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)  # accepted, not modelled (warnings)
 
 
 def _group(api_version: str) -> str:
@@ -134,7 +187,7 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
     items: dict[str, list[_Item]] = {}
     seen: dict[tuple[str, str, str], str] = {}
     for doc in docs:
-        item = _classify(doc, problems, out.ignored)
+        item = _classify(doc, problems, out.ignored, out.notices)
         if item is None:
             continue
         key = (item.kind, item.namespace, item.name)
@@ -183,7 +236,8 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
             claimed_sets.setdefault(ns, []).append(rs)
     for rs_names in claimed_sets.values():
         rs_names.sort()
-    for kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job"):
+    for kind in ("Deployment", "ReplicaSet", "ReplicationController", "StatefulSet",
+                 "DaemonSet", "Job"):
         for i in items.get(kind, []):
             if (i.namespace, kind, i.name) in claimed or (kind == "Deployment" and _has_prefix(
                     claimed_sets.get(i.namespace, []), f"{i.name}-")):
@@ -199,8 +253,22 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
             out.ignored.append(f"{i.doc.source}: {i.f.obj} ignored ({parsed})")
         elif parsed is not None:
             out.slices.append(parsed)
+    for i in items.get("Endpoints", []):
+        mirrored = mirror_endpoints(i.f, i.doc.obj, i.namespace, i.name, out.notices)
+        if isinstance(mirrored, str):
+            out.ignored.append(f"{i.doc.source}: {i.f.obj} ignored ({mirrored})")
+        else:
+            out.slices.extend(mirrored)
     for i in items.get("NetworkPolicy", []):
         out.policies.append(parse_policy(i.f, i.doc.obj, i.namespace, i.name))
+    if not configs and items.get("Node"):  # a cluster dump: its address ranges from itself
+        said = ipam.infer(out.config, out.nodes, [
+            ipam.PodAddress(d.ip, d.node_name) for d in out.pods
+            if d.ip is not None and d.node_name and not d.template.host_network],
+            [d.cluster_ip for d in out.services if d.cluster_ip is not None])
+        if said:
+            out.notices.append(Notice(items["Node"][0].doc.source, "", "", "no kemu Cluster "
+                                      f"document: inferred {said}"))
     return out
 
 
@@ -210,7 +278,8 @@ def _has_prefix(names: list[str], prefix: str) -> bool:
     return i < len(names) and names[i].startswith(prefix)
 
 
-def _classify(doc: Document, problems: list[Problem], ignored: list[str]) -> _Item | None:
+def _classify(doc: Document, problems: list[Problem], ignored: list[str],
+              unmodelled: list[Notice]) -> _Item | None:
     obj = doc.obj
     where = f"document {doc.index + 1}"
     kind, api = obj.get("kind"), obj.get("apiVersion")
@@ -222,16 +291,25 @@ def _classify(doc: Document, problems: list[Problem], ignored: list[str]) -> _It
         name, meta = "kemu", meta if isinstance(meta, dict) else {}
     if isinstance(kind, str) and isinstance(name, str):
         where = object_label(kind, namespace, name)
-    f = Fields(problems, doc.source, where)
+    f = Fields(problems, doc.source, where, unmodelled)
     if not isinstance(kind, str) or not kind:
         f.problem("kind", "required field is missing")
         return None
     if not isinstance(api, str) or not api:
         f.problem("apiVersion", "required field is missing")
         return None
-    if (_group(api), kind) not in MODELLED:
+    group = _group(api)
+    if group in KNOWN_KINDS and kind not in KNOWN_KINDS[group]:
+        hint = difflib.get_close_matches(kind, KNOWN_KINDS[group], n=1, cutoff=0.6) or \
+            [k for k in KNOWN_KINDS[group] if k.lower() == kind.lower()]
+        also = f" (did you mean '{hint[0]}'?)" if hint else ""
+        f.problem("kind", f"'{kind}' is not a kind of {api}{also}")
+        return None
+    if (group, kind) not in MODELLED:
         what = f"{api} {kind}" if kind in {k for _, k in MODELLED} else kind
         ignored.append(f"{doc.source}: {where} ignored ({what} is not modelled)")
+        unmodelled.append(Notice(doc.source, where, "", f"{what} is not modelled: ignored",
+                                 covers=ignored[-1]))
         return None
     if kind == "Cluster" and api != KEMU_API:
         f.problem("apiVersion", f"'{api}' is not supported (use {KEMU_API})")
@@ -296,6 +374,7 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
     if err := dns_subdomain_error(c.dns_domain):
         f.problem("spec.dnsDomain", f"'{c.dns_domain}' {err}")
         c.dns_domain = "cluster.local"
+    c.node_dns = parse_dns_config(f, spec, "spec", "nodeDNS")  # the nodes' resolv.conf
     if "nodePortRange" in spec:
         text = f.string(spec, "spec", "nodePortRange")
         lo, _, hi = text.partition("-")
@@ -395,6 +474,8 @@ def parse_node(f: Fields, obj: dict[str, Any], name: str, source: str) -> NodeDr
     status = f.mapping(obj, "", "status")
     d = NodeDraft(name, labels=f.labels(meta, "metadata", "labels"), source=source, obj=f.obj)
     cidrs = f.seq(spec, "spec", "podCIDRs")
+    if any(isinstance(c, str) and ":" in c for c in cidrs):
+        f.notice("spec.podCIDRs", "IPv6 pod CIDRs are not modelled (IPv4 only)")
     if "podCIDR" in spec:
         d.pod_cidr, d.cidr_field = f.cidr(spec["podCIDR"], "spec.podCIDR"), "spec.podCIDR"
     elif cidrs:
@@ -455,7 +536,17 @@ def parse_workload(f: Fields, obj: dict[str, Any], kind: str, namespace: str, na
         count = 0
     else:
         count = f.integer(spec, "spec", "replicas", default=1, lo=0, hi=MAX_REPLICAS) or 0
-    if kind != "Job":
+    if kind == "ReplicationController":  # a plain map, defaulted to the template's labels
+        selector_map = f.labels(spec, "spec", "selector")
+        if "selector" in spec and not selector_map:
+            f.problem("spec.selector", "must not be empty")
+        elif selector_map and not matches_map(selector_map, t.labels):
+            f.problem("spec.selector", "does not match the template's labels "
+                      "(spec.template.metadata.labels)")
+        elif not selector_map and not t.labels:
+            f.problem("spec.template.metadata.labels", "required field is missing (the "
+                      "selector defaults to them)")
+    elif kind != "Job":
         selector = parse_selector(f, spec, "spec", "selector")
         if "selector" not in spec:
             f.problem("spec.selector", "required field is missing")
@@ -488,6 +579,10 @@ def parse_service(f: Fields, obj: dict[str, Any], namespace: str, name: str,
     ips = f.seq(spec, "spec", "clusterIPs")
     if not ip_text and ips and isinstance(ips[0], str):
         ip_text, ip_field = ips[0], "spec.clusterIPs[0]"
+    if ":" in ip_text:  # an IPv6 (primary) ClusterIP: its IPv4 one, if any, else allocate
+        v4 = [(i, v) for i, v in enumerate(ips) if isinstance(v, str) and "." in v]
+        ip_text, ip_field = (v4[0][1], f"spec.clusterIPs[{v4[0][0]}]") if v4 else ("", "")
+    _family_notices(f, spec, "spec")
     headless = ip_text == "None"
     if svc.type == "ExternalName":
         svc.external_name = f.string(spec, "spec", "externalName", required=True).rstrip(".")
@@ -548,8 +643,38 @@ def parse_service(f: Fields, obj: dict[str, Any], namespace: str, name: str,
             ip = f.ip(ing["ip"], join(ipath, "ip"))
             if ip is not None:
                 svc.load_balancer_ips.append(ip)
+        elif "ip" in ing:
+            f.notice(join(ipath, "ip"), "IPv6 load-balancer addresses are not modelled")
+        elif "hostname" in ing:
+            f.notice(join(ipath, "hostname"), "a load balancer known by hostname only is not "
+                     "modelled (no address to send to)")
+        if ing.get("ipMode", "VIP") != "VIP":
+            f.notice(join(ipath, "ipMode"), f"ipMode {ing.get('ipMode')} is not modelled: "
+                     "kube-proxy short-circuits this address as for ipMode VIP (S-13)")
+    for key, what in (
+            ("trafficDistribution", "topology hints are not modelled: every endpoint is used"),
+            ("healthCheckNodePort", "kube-proxy's health-check server is not modelled"),
+            ("loadBalancerClass", "kemu's load balancer serves every class")):
+        if spec.get(key) not in (None, ""):
+            f.notice(join("spec", key), what)
     svc.publish_not_ready_addresses = f.boolean(spec, "spec", "publishNotReadyAddresses")
     return draft
+
+
+SCTP_NOTICE = ("SCTP is matched and NATed by port only: its association states, its CRC32c "
+               "checksum after NAT and answers of the emulated stacks are not modelled")
+
+
+def _family_notices(f: Fields, spec: dict[str, Any], path: str) -> None:
+    """IPv6 and dual-stack Services: kemu models IPv4 single-stack only."""
+    families = [v for v in f.seq(spec, path, "ipFamilies") if isinstance(v, str)]
+    policy = spec.get("ipFamilyPolicy")
+    if "IPv6" in families:
+        f.notice(join(path, "ipFamilies"), "IPv6 is not modelled: the Service gets an IPv4 "
+                 "ClusterIP only")
+    elif policy in ("RequireDualStack", "PreferDualStack"):
+        f.notice(join(path, "ipFamilyPolicy"), f"{policy}: dual-stack is not modelled (IPv4 "
+                 "only)")
 
 
 def _service_ports(f: Fields, spec: dict[str, Any], type_: str) -> list[ServicePort]:
@@ -562,6 +687,8 @@ def _service_ports(f: Fields, spec: dict[str, Any], type_: str) -> list[ServiceP
         number = f.integer(p, ppath, "port", required=True, lo=1, hi=65535)
         sp = ServicePort(port=number or 0, protocol=f.protocol(p, ppath),  # type: ignore[arg-type]
                          name=f.string(p, ppath, "name"))
+        if sp.protocol == "SCTP":
+            f.notice(join(ppath, "protocol"), SCTP_NOTICE)
         if sp.name and (err := dns_label_error(sp.name)):
             f.problem(join(ppath, "name"), f"'{sp.name}' {err}")
         elif not sp.name and len(items) > 1:
@@ -614,6 +741,9 @@ def parse_slice(f: Fields, obj: dict[str, Any], namespace: str,
         cond = f.mapping(e, epath, "conditions")
         cpath = join(epath, "conditions")
         ready = f.boolean(cond, cpath, "ready", default=True)
+        if e.get("hints"):
+            f.notice(join(epath, "hints"), "topology hints are not modelled: every endpoint "
+                     "is used (S-11)")
         ref = f.mapping(e, epath, "targetRef")
         pod = ""
         if ref.get("kind") == "Pod" and isinstance(ref.get("name"), str):
@@ -632,4 +762,74 @@ def parse_slice(f: Fields, obj: dict[str, Any], namespace: str,
                                         name=f.string(p, ppath, "name")))
     s.endpoints.sort(key=lambda e: e.ip)
     managed = labels.get(MANAGED_BY_LABEL) == "endpointslice-controller.k8s.io"
-    return SliceDraft(s, f.source, f.obj, managed) if service else None
+    mirrored = labels.get(MANAGED_BY_LABEL) == MIRROR_CONTROLLER
+    return SliceDraft(s, f.source, f.obj, managed, mirrored) if service else None
+
+
+def mirror_endpoints(f: Fields, obj: dict[str, Any], namespace: str, name: str,
+                     notices: list[Notice]) -> list[SliceDraft] | str:
+    """A legacy v1 Endpoints object -> the EndpointSlices the mirroring controller makes of it
+    (kubernetes pkg/controller/endpointslicemirroring), or why it mirrors nothing.
+
+    Skipped: Endpoints labelled ``endpointslice.kubernetes.io/skip-mirror: "true"`` and
+    leader-election records (annotation ``control-plane.alpha.kubernetes.io/leader``); whether
+    the Service exists and has no selector is decided by the cluster. Per subset: ``addresses``
+    become ready endpoints, ``notReadyAddresses`` not ready ones (ready first), at most
+    :data:`MAX_MIRRORED_PER_SUBSET` of them; addresses that are not IPv4 are skipped (with a
+    notice). Subsets with the same ports share slices.
+    """
+    meta = f.mapping(obj, "", "metadata")
+    labels = f.labels(meta, "metadata", "labels")
+    annotations = f.mapping(meta, "metadata", "annotations")
+    if labels.get(SKIP_MIRROR_LABEL) == "true":
+        return f"labelled {SKIP_MIRROR_LABEL}: \"true\": not mirrored"
+    if LEADER_ANNOTATION in annotations:
+        return "a leader-election record: not mirrored"
+    f.known(obj, "", ("apiVersion", "kind", "metadata", "subsets"))
+    groups: dict[tuple[tuple[int, str, str], ...], list[Endpoint]] = {}
+    for spath, sub in f.mappings(obj, "", "subsets"):
+        f.known(sub, spath, ("addresses", "notReadyAddresses", "ports"))
+        ports: list[tuple[int, str, str]] = []
+        for ppath, p in f.mappings(sub, spath, "ports"):
+            f.known(p, ppath, ("name", "port", "protocol", "appProtocol"))
+            number = f.integer(p, ppath, "port", required=True, lo=1, hi=65535)
+            if number:
+                ports.append((number, f.protocol(p, ppath), f.string(p, ppath, "name")))
+        members: list[Endpoint] = []
+        for key, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for apath, a in f.mappings(sub, spath, key):
+                f.known(a, apath, ("ip", "hostname", "nodeName", "targetRef"))
+                text = a.get("ip")
+                if isinstance(text, str) and ":" in text:
+                    notices.append(Notice(f.source, f.obj, join(apath, "ip"), "IPv6 addresses "
+                                          "are not modelled: not mirrored"))
+                    continue
+                ip = f.ip(text, join(apath, "ip"))
+                if ip is None:
+                    continue
+                ref = f.mapping(a, apath, "targetRef")
+                pod = ""
+                if ref.get("kind") == "Pod" and isinstance(ref.get("name"), str):
+                    pod = f"{ref.get('namespace') or namespace}/{ref['name']}"
+                members.append(Endpoint(ip=ip, ready=ready, serving=ready, pod=pod,
+                                        node_name=f.string(a, apath, "nodeName"),
+                                        hostname=f.string(a, apath, "hostname")))
+        if len(members) > MAX_MIRRORED_PER_SUBSET:
+            notices.append(Notice(f.source, f.obj, spath, f"{len(members)} addresses: the "
+                                  f"mirroring controller mirrors only the first "
+                                  f"{MAX_MIRRORED_PER_SUBSET} (ready ones first)"))
+            members = members[:MAX_MIRRORED_PER_SUBSET]
+        groups.setdefault(tuple(sorted(ports)), []).extend(members)
+    out = []
+    for port_set, members in sorted(groups.items()):
+        members.sort(key=lambda e: (not e.ready, e.ip))
+        for chunk in range(0, len(members), MAX_MIRRORED_PER_SUBSET):
+            seed = f"{namespace}/Endpoints/{name}/{port_set}/{chunk}"
+            s = EndpointSlice(namespace=namespace, name=f"{name}-{workloads.encode(seed, 5)}",
+                              service=name, managed=False,
+                              endpoints=members[chunk:chunk + MAX_MIRRORED_PER_SUBSET],
+                              ports=[EndpointPort(port=n, protocol=p, name=pn)  # type: ignore[arg-type]
+                                     for n, p, pn in port_set])
+            out.append(SliceDraft(s, f.source, f.obj, False, mirrored=True,
+                                  from_endpoints=True))
+    return out

@@ -417,11 +417,20 @@ class Fields:
     return a safe fallback after recording the problem, so callers go on and find more.
     """
 
-    def __init__(self, problems: list[Problem], source: str, obj: str) -> None:
+    def __init__(self, problems: list[Problem], source: str, obj: str,
+                 notices: list[Any] | None = None) -> None:
         self.problems, self.source, self.obj = problems, source, obj
+        self.notices = notices  # kemu.control.model.Notice items (None: not collected)
 
     def problem(self, field: str, message: str) -> None:
         self.problems.append(Problem(self.source, self.obj, field, message))
+
+    def notice(self, field: str, message: str) -> None:
+        """Record accepted input that kemu does not model (a warning, not a problem)."""
+        if self.notices is not None:
+            from kemu.control.model import Notice
+
+            self.notices.append(Notice(self.source, self.obj, field, message))
 
     def _get(self, d: dict[str, Any], path: str, key: str, required: bool) -> Any:
         value = d.get(key)

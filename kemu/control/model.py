@@ -26,6 +26,17 @@ ListenMode = Literal["declared", "services", "all"]
 
 
 @dataclass
+class DnsConfig:
+    """A pod's ``spec.dnsConfig`` (or the node's resolv.conf, ``spec.nodeDNS`` of the Cluster
+    document): what ``kemu.control.resolvconf`` merges as kubelet does. Options keep their
+    order; a value of None is an option without ``:value`` (``single-request``)."""
+
+    nameservers: list[str] = field(default_factory=list)
+    searches: list[str] = field(default_factory=list)
+    options: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+@dataclass
 class ClusterConfig:
     """What manifests cannot say: the kemu ``Cluster`` document (kemu.dev/v1alpha1)."""
 
@@ -61,6 +72,9 @@ class ClusterConfig:
     # ``routed`` (a cloud load balancer: the gateway routes it to a node)
     lb_pool: list[IPv4Network] = field(default_factory=list)
     lb_mode: Literal["l2", "routed"] = "l2"
+    # the nodes' /etc/resolv.conf (``spec.nodeDNS``), what dnsPolicy Default gives a pod and
+    # ClusterFirst appends its searches from; None: ``nameserver <gateway>`` only
+    node_dns: DnsConfig | None = None
     # NetworkPolicy and ICMP (P-8, ``spec.networkPolicy.icmp``): ``deny`` (default; kube-router
     # and Cilium): ICMP to or from a pod isolated in that direction passes only by a rule
     # without ports (all protocols); ``allow``: ICMP is never judged by policy. ICMP errors
@@ -72,6 +86,27 @@ class ClusterConfig:
         if self.non_masquerade_cidrs is None:
             return [self.cluster_cidr]
         return list(self.non_masquerade_cidrs)
+
+
+@dataclass
+class Notice:
+    """Input kemu accepts but does not model (or acts on in part), said once as a warning.
+
+    Located like a ``Problem`` (file, object, field); ``count`` is how many objects said the
+    same thing (the first of them is named).
+    """
+
+    source: str
+    obj: str
+    field: str
+    message: str
+    count: int = 1
+    covers: str = ""  # the line of ``Cluster.ignored`` this notice says, if any
+
+    def __str__(self) -> str:
+        where = ": ".join(p for p in (self.source, self.obj, self.field) if p)
+        text = f"{where}: {self.message}" if where else self.message
+        return text + (f" (and {self.count - 1} more like it)" if self.count > 1 else "")
 
 
 @dataclass
@@ -94,6 +129,9 @@ class Node:
     mac: str = ""          # eth0 on the node network
     bridge_mac: str = ""   # cbr0
     vtep_mac: str = ""     # flannel.1 (VXLAN mode)
+    # blocks of pod addresses outside ``pod_cidr`` routed to this node (Calico's /26 blocks,
+    # Cilium's cluster-pool /24s), inferred from a cluster dump's pod IPs
+    pod_blocks: list[IPv4Network] = field(default_factory=list)
 
     @property
     def gateway_ip(self) -> IPv4Address:
@@ -146,6 +184,10 @@ class Pod:
     terminating: bool = False
     hostname: str = ""
     subdomain: str = ""
+    # spec.dnsPolicy and spec.dnsConfig: the pod's resolv.conf (``kemu.control.resolvconf``)
+    dns_policy: Literal["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"] = \
+        "ClusterFirst"
+    dns_config: DnsConfig | None = None
     owner: OwnerRef | None = None
     source: str = ""  # file the pod (or its template) came from
     # annotation kemu.dev/listen: extra (protocol, port) the pod listens on; "all": every port

@@ -305,8 +305,10 @@ def parse_policy(f: Fields, obj: dict[str, Any], namespace: str, name: str) -> N
             f.problem(f"spec.policyTypes[{i}]", f"duplicate {t}")
         else:
             pol.policy_types.append(t)
-    if "policyTypes" not in spec or not types:  # P-3
-        pol.policy_types = ["Ingress"] + (["Egress"] if "egress" in spec else [])
+    if "policyTypes" not in spec or not types:  # P-3: Egress iff there is an egress rule
+        egress = spec.get("egress")
+        pol.policy_types = ["Ingress"] + (["Egress"] if isinstance(egress, list) and egress
+                                          else [])
     for direction, peers_key in (("ingress", "from"), ("egress", "to")):
         rules = getattr(pol, direction)
         for rpath, r in f.mappings(spec, "spec", direction):

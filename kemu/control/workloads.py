@@ -7,10 +7,10 @@ way the Kubernetes controllers name them, deterministically from the input:
 - Deployment ``web`` -> ReplicaSet ``web-<hash>`` -> pods ``web-<hash>-<sfx>``; ``<hash>`` is 10
   characters from sha256 of the template (label ``pod-template-hash``), ``<sfx>`` 5 characters
   from sha256 of the ReplicaSet name and replica index;
-- ReplicaSet ``rs`` -> ``rs-<sfx>``; StatefulSet ``db`` -> ``db-0`` .. ``db-<n-1>`` with hostname =
-  pod name and subdomain = ``spec.serviceName`` (D-5); DaemonSet ``ds`` -> ``ds-<sfx>`` on each
-  node its ``nodeSelector`` allows (sfx from the node name); Job ``j`` -> ``j-<sfx>`` x
-  ``min(parallelism, completions)`` (default 1).
+- ReplicaSet (and v1 ReplicationController) ``rs`` -> ``rs-<sfx>``; StatefulSet ``db`` ->
+  ``db-0`` .. ``db-<n-1>`` with hostname = pod name and subdomain = ``spec.serviceName``
+  (D-5); DaemonSet ``ds`` -> ``ds-<sfx>`` on each node its ``nodeSelector`` allows (sfx from
+  the node name); Job ``j`` -> ``j-<sfx>`` x ``min(parallelism, completions)`` (default 1).
 
 Suffixes use Kubernetes' alphabet without vowels (``bcdfghjklmnpqrstvwxz2456789``).
 
@@ -21,6 +21,7 @@ are unique in the pod.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -28,7 +29,8 @@ from typing import Any
 
 from kemu.control import ipam
 from kemu.control.manifests import Fields, dns_label_error, join, port_name_error
-from kemu.control.model import Container, ContainerPort, IPv4Address, OwnerRef, Pod
+from kemu.control.model import Container, ContainerPort, DnsConfig, IPv4Address, OwnerRef, Pod
+from kemu.control.resolvconf import parse_dns_config, parse_dns_policy
 
 ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 MAC_ANNOTATION = "kemu.dev/mac"
@@ -38,6 +40,25 @@ PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 PROBE_HANDLERS = ("httpGet", "tcpSocket", "grpc")
 UNSET_IP = IPv4Address(0)  # a Pod object given with this IP gets one allocated
 CONTAINER_PORT_FIELDS = ("name", "containerPort", "protocol", "hostPort", "hostIP")
+POD_SPEC_FIELDS = frozenset((
+    "activeDeadlineSeconds", "affinity", "automountServiceAccountToken", "containers",
+    "dnsConfig", "dnsPolicy", "enableServiceLinks", "ephemeralContainers", "hostAliases",
+    "hostIPC", "hostNetwork", "hostPID", "hostUsers", "hostname", "hostnameOverride",
+    "imagePullSecrets", "initContainers", "nodeName", "nodeSelector", "os", "overhead",
+    "preemptionPolicy", "priority", "priorityClassName", "readinessGates", "resourceClaims",
+    "resources", "restartPolicy", "runtimeClassName", "schedulerName", "schedulingGates",
+    "securityContext", "serviceAccount", "serviceAccountName", "setHostnameAsFQDN",
+    "shareProcessNamespace", "subdomain", "terminationGracePeriodSeconds", "tolerations",
+    "topologySpreadConstraints", "volumes"))
+"""Every field of a Kubernetes PodSpec (v1.34): others are typos (the API server's strict
+field validation, ``kubectl``'s default, refuses them)."""
+CONTAINER_FIELDS = frozenset((
+    "args", "command", "env", "envFrom", "image", "imagePullPolicy", "lifecycle",
+    "livenessProbe", "name", "ports", "readinessProbe", "resizePolicy", "resources",
+    "restartPolicy", "restartPolicyRules", "securityContext", "startupProbe", "stdin",
+    "stdinOnce", "terminationMessagePath", "terminationMessagePolicy", "tty", "volumeDevices",
+    "volumeMounts", "workingDir"))
+"""Every field of a Kubernetes Container (v1.34)."""
 
 
 @dataclass
@@ -51,6 +72,8 @@ class PodTemplate:
     node_selector: dict[str, str] = field(default_factory=dict)
     hostname: str = ""
     subdomain: str = ""
+    dns_policy: str = "ClusterFirst"  # spec.dnsPolicy, spec.dnsConfig (D-10)
+    dns_config: DnsConfig | None = None
     mac: str = ""  # pinned with the kemu.dev/mac annotation
     listen: list[tuple[str, int]] = field(default_factory=list)  # kemu.dev/listen
     listen_all: bool = False
@@ -95,6 +118,8 @@ def parse_template(f: Fields, meta: dict[str, Any], spec: dict[str, Any], mpath:
                    spath: str, allow_mac: bool = False) -> PodTemplate:
     """Parse a pod's metadata and spec (a Pod's own, or a workload's ``spec.template``)."""
     t = PodTemplate(labels=f.labels(meta, mpath, "labels"))
+    if not POD_SPEC_FIELDS.issuperset(spec):
+        f.known(spec, spath, sorted(POD_SPEC_FIELDS))
     t.host_network = f.boolean(spec, spath, "hostNetwork")
     t.node_name = f.string(spec, spath, "nodeName")
     t.node_selector = f.labels(spec, spath, "nodeSelector")
@@ -104,6 +129,8 @@ def parse_template(f: Fields, meta: dict[str, Any], spec: dict[str, Any], mpath:
             f.problem(join(spath, key), f"'{value}' {err}")
             value = ""
         setattr(t, key, value)
+    t.dns_policy = parse_dns_policy(f, spec, spath)
+    t.dns_config = parse_dns_config(f, spec, spath, need_nameserver=t.dns_policy == "None")
     t.containers = _containers(f, spec, spath)
     annotations = f.mapping(meta, mpath, "annotations")
     mac = annotations.get(MAC_ANNOTATION)
@@ -155,10 +182,15 @@ def _parse_containers(f: Fields, spec: dict[str, Any], spath: str) -> list[Conta
     owners: dict[tuple[int, str], str] = {}   # (port, protocol) -> container name (M-4)
     names: dict[str, str] = {}                # port name -> container name
     seen: set[str] = set()                    # container names
-    items = f.mappings(spec, spath, "containers", required=True)
+    typo = "containers" not in spec and any(
+        k not in POD_SPEC_FIELDS and difflib.get_close_matches(str(k), ["containers"], n=1)
+        for k in spec)  # said as an unknown field with its suggestion (parse_template)
+    items = f.mappings(spec, spath, "containers", required=not typo)
     if "containers" in spec and isinstance(spec["containers"], list) and not spec["containers"]:
         f.problem(join(spath, "containers"), "must have at least one container")
     for cpath, c in items:
+        if not CONTAINER_FIELDS.issuperset(c):
+            f.known(c, cpath, sorted(CONTAINER_FIELDS))
         name = f.string(c, cpath, "name", required=True)
         if name and (err := dns_label_error(name)):
             f.problem(join(cpath, "name"), f"'{name}' {err}")
@@ -171,6 +203,13 @@ def _parse_containers(f: Fields, spec: dict[str, Any], spath: str) -> list[Conta
             number = f.integer(p, ppath, "containerPort", required=True, lo=1, hi=65535)
             protocol = f.protocol(p, ppath)
             host_port = f.integer(p, ppath, "hostPort", lo=1, hi=65535) or 0
+            if p.get("hostIP") not in (None, "", "0.0.0.0"):
+                f.notice(join(ppath, "hostIP"), "hostIP is not modelled: the hostPort is "
+                         "mapped on every address of the node")
+            if protocol == "SCTP":
+                f.notice(join(ppath, "protocol"), "SCTP is matched and NATed by port only: "
+                         "its association states, its CRC32c checksum after NAT and answers "
+                         "of the emulated stacks are not modelled")
             pname = f.string(p, ppath, "name")
             if pname and (err := port_name_error(pname)):
                 f.problem(join(ppath, "name"), f"'{pname}' {err}")
@@ -284,6 +323,8 @@ def parse_pod(f: Fields, obj: dict[str, Any], namespace: str, name: str,
                      owner=owner_of(f, meta), source=source, obj=f.obj)
     draft.terminating = meta.get("deletionTimestamp") is not None
     ips = f.mappings(status, "status", "podIPs")
+    if any(":" in str(p.get("ip", "")) for _, p in ips):
+        f.notice("status.podIPs", "IPv6 pod addresses are not modelled (IPv4 only)")
     if "podIP" in status:
         draft.ip = f.ip(status["podIP"], "status.podIP")
     elif ips and "ip" in ips[0][1]:
@@ -334,7 +375,7 @@ def expand(kind: str, namespace: str, name: str, replicas: int, raw_template: An
         owner = OwnerRef("ReplicaSet", rs)
         return [Instance(n, {"pod-template-hash": thash}, owner)
                 for n in _unique(rs, f"{namespace}/ReplicaSet/{rs}", replicas)]
-    if kind == "ReplicaSet":
+    if kind in ("ReplicaSet", "ReplicationController"):
         return [Instance(n, {}, OwnerRef(kind, name)) for n in _unique(name, seed, replicas)]
     if kind == "StatefulSet":
         owner = OwnerRef(kind, name)

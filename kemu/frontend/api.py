@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kemu.control.cluster import Cluster, load_cluster
 from kemu.dataplane import codes as C
 from kemu.errors import KemuError, ManifestError, TopologyError
+from kemu.frontend import names
 from kemu.frontend.engine import Engine
+from kemu.frontend.names import Target
 from kemu.frontend.trace import Trace
+
+if TYPE_CHECKING:
+    from kemu.frontend.dig import DigResult
 
 
 class EmulatedCluster:
@@ -54,32 +59,38 @@ class EmulatedCluster:
         return self.engine.backend
 
     # ------------------------------------------------------------ where things live
+    def resolve_source(self, src: str) -> Target | None:
+        """What a source name means (``kemu.frontend.names``): a pod (a workload's or a
+        Service's: ``deploy/frontend``, ``shop/sts/redis``, ``svc/web``, chosen
+        deterministically, ``note`` says which), an external host, a node or an address;
+        None for a full interface name (``node1/cbr0``)."""
+        if src in self.tables.if_name:
+            return None
+        return names.resolve_source(self.model, src)
+
     def interface_of(self, src: str) -> int:
-        """Resolve a source: ``ns/pod``, a pod name in ``default``, ``ext/<name>`` or an
-        external host's name, ``node/<name>`` or a node name (the node's own processes), an
-        IP address, or a full interface name (``node1/cbr0``)."""
+        """Resolve a source to the interface it transmits on: any name of
+        ``resolve_source`` (``ns/pod``, a pod name in ``default``, ``[ns/]kind/name`` of a
+        workload or Service, a Service's DNS name, ``ext/<name>`` or an external host's name,
+        ``node/<name>`` or a node name (the node's own processes), an IP address), or a full
+        interface name (``node1/cbr0``). Unknown names raise ``TopologyError`` naming the
+        nearest valid ones."""
         t = self.tables
-        if src in t.if_name:
+        target = self.resolve_source(src)
+        if target is None:
             return t.iface(src)
-        key = src if "/" in src else f"default/{src}"
-        if key in t.pod_key:
-            i = int(t.pod_eth_if[t.pod_key.index(key)])
+        if target.kind == "pod":
+            n = t.pod_key.index(target.name)
+            i = int(t.pod_eth_if[n])
             if i < 0:  # hostNetwork pod: the node's stack (M-3)
-                pod = self.model.pods[t.pod_key.index(key)]
+                pod = self.model.pods[n]
                 return int(t.node_local_if[t.node_name.index(pod.node_name)])
             return i
-        name = src[4:] if src.startswith("ext/") else src
-        if name in t.ext_name:
-            return int(t.ext_if[t.ext_name.index(name)])
-        name = src[5:] if src.startswith("node/") else src
-        if name in t.node_name:
-            return int(t.node_local_if[t.node_name.index(name)])
-        try:
-            ip = int(ipaddress.IPv4Address(src))
-        except ValueError:
-            raise TopologyError(f"unknown source {src!r}: not a pod, external host, node, "
-                                "interface or IPv4 address of this cluster") from None
-        owner = t.owner_of(ip)
+        if target.kind == "external":
+            return int(t.ext_if[t.ext_name.index(target.name)])
+        if target.kind == "node":
+            return int(t.node_local_if[t.node_name.index(target.name)])
+        owner = t.owner_of(int(target.ip))  # type: ignore[arg-type]
         if owner < 0:
             raise TopologyError(f"no pod, host or node owns {src}")
         if int(t.if_kind[owner]) in (C.IF_NODE_ETH, C.IF_BRIDGE):
@@ -181,6 +192,18 @@ class EmulatedCluster:
     def dump(self) -> str:
         """FDBs, conntrack, neighbours and affinity as deterministic text."""
         return self.engine.dump()
+
+    # ------------------------------------------------------------ a pod's resolver
+    def dig(self, pod: str, name: str, qtype: str = "A", *, tcp: bool = False
+            ) -> DigResult:
+        """Look ``name`` up from ``pod`` (``ns/pod``) as its resolver does: its resolv.conf's
+        search list and ndots, each query a packet through the datapath to its nameserver
+        and back (UDP, or TCP with ``tcp=True``). The result holds every query (``queries``)
+        and the one that answered (``answer``, ``records``); see ``kemu.frontend.dig``.
+        """
+        from kemu.frontend.dig import lookup
+
+        return lookup(self, pod, name, qtype, tcp=tcp)
 
     # ------------------------------------------------------------ NetworkPolicy (#17)
     def apply(self, *sources: str | os.PathLike | dict | list) -> list[str]:

@@ -53,13 +53,15 @@ COMMANDS: list[str] = [
     "kemu.frontend.show:SHOW",
     "kemu.frontend.replay_cmd:REPLAY",
     "kemu.frontend.trace_cmd:TRACE",
+    "kemu.frontend.dig_cmd:DIG",
     "kemu.bench.command:BENCH",
     "kemu.frontend.wireshark_cmd:WIRESHARK_PROFILE",
 ]
-NAMES = ("validate", "show", "replay", "trace", "bench", "wireshark-profile")
+NAMES = ("validate", "show", "replay", "trace", "dig", "bench", "wireshark-profile")
 """The command of each entry of ``COMMANDS``, so that a run imports only its own module."""
 OUTPUTS: dict[str, dict[str, str]] = {
     "replay": {"-w": "out", "--flows": "flows"},
+    "dig": {"-w": "out"},
     "bench": {"--json": "json_out", "--plot": "plot"},
 }
 """The files each command writes: option -> attribute of its arguments (``trace``, ``show``
@@ -93,8 +95,18 @@ def _validate(args: argparse.Namespace) -> int:
         text += f" (ignored: {len(cluster.ignored)} {_plural('object', len(cluster.ignored))})"
     print(f"ok: {text}")
     for line in cluster.ignored:
-        print(f"  {line}")
+        if line not in cluster.said:  # ignored kinds are said once per kind, as warnings
+            print(f"  {line}")
+    warn(cluster)
     return EXIT_OK
+
+
+def warn(cluster: Cluster) -> None:
+    """Say on stderr, once each, what the manifests ask for that kemu does not model (the
+    cluster's notices; silence means modelled). ``validate``, and ``trace`` and ``replay``
+    once their work is done (an error that stops them stays their one line)."""
+    for notice in cluster.notices:
+        print(f"kemu: warning: {notice}", file=sys.stderr)
 
 
 def _plural(word: str, n: int) -> str:

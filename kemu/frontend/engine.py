@@ -117,6 +117,7 @@ class Engine:
         # per node: (proto, local port) of the connections the node's own processes opened
         # (kubelet probes, hostNetwork pods, ``-S node1``), as a pod's stack remembers its own
         self._node_clients: dict[int, set[tuple[int, int]]] = {}
+        self._node_streams: dict[int, dict] = {}  # per node: its accepted TCP connections
         self.clock_ns = 0
         self.warm = warm
         self._warm_due = warm  # learn everything before the next frame (at its time)
@@ -130,12 +131,16 @@ class Engine:
             self.dp.load(self.tables)
             self._stacks.clear()
             self._node_clients.clear()
+            self._node_streams.clear()
             self._listening = None
             self._node_listen.clear()
             self._warm_due = self.warm  # new pods, nodes or hosts: learned too
 
     def reset(self) -> None:
         self.dp.reset()
+        for st in self._stacks.values():  # the emulated stacks' TCP connections go too
+            st.streams.clear()
+        self._node_streams.clear()
         self._warm_due = self.warm
 
     def dump(self) -> str:
@@ -299,8 +304,7 @@ class Engine:
                 st = self.stack_of(iface)
                 if st is None:
                     continue
-                ans = st.answer(data, transport=self.respond and ikind != C.IF_GW_ETH)
-                if ans is not None:
+                for ans in st.answers(data, transport=self.respond and ikind != C.IF_GW_ETH):
                     out.append((ans, iface, C.INJ_TX_FIXL2, "answer", idx))
             elif kind == C.OUT_DELIVERED and ikind in (C.IF_BRIDGE, C.IF_NODE_ETH, C.IF_VTEP):
                 out.extend(self._node_arp(data, iface, idx))
@@ -391,10 +395,9 @@ class Engine:
         stack = HostStack(u32(data, 30), int(t.if_mac[iface]), listen, echo, self.resolver,
                           self.seed, listen_all)
         stack.clients = self._node_clients.get(node, set())
-        ans = stack.answer(data)
-        if ans is None:
-            return []
-        return [(ans, int(t.node_local_if[node]), C.INJ_TX, "answer", idx)]
+        stack.streams = self._node_streams.setdefault(node, {})
+        return [(ans, int(t.node_local_if[node]), C.INJ_TX, "answer", idx)
+                for ans in stack.answers(data)]
 
     def _node_icmp(self, data: bytes, iface: int, typ: int, code: int, mtu: int = 0
                    ) -> tuple[bytes, int, int] | None:

@@ -60,7 +60,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kemu.frontend.api import EmulatedCluster
-    from kemu.frontend.cli import load
+    from kemu.frontend.cli import load, warn
     from kemu.frontend.replay import ReplayOptions, replay
 
     model = load(args)
@@ -87,11 +87,12 @@ def run(args: argparse.Namespace) -> int:
         for path in (args.out, args.flows):
             if path:
                 print(f"wrote {path}")
-    if summary.packets and not summary.injected:
-        sys.stdout.flush()
+    sys.stdout.flush()
+    placed = not (summary.packets and not summary.injected)
+    if not placed:
         print(f"kemu: {nothing_placed(summary, args)}", file=sys.stderr)
-        return EXIT_NEGATIVE
-    return EXIT_OK
+    warn(model)  # after the run: an error that stops it stays its one line
+    return EXIT_OK if placed else EXIT_NEGATIVE
 
 
 def nothing_placed(summary, args: argparse.Namespace) -> str:  # noqa: ANN001 - ReplaySummary

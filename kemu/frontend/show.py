@@ -37,14 +37,15 @@ from kemu.frontend.cli import EXIT_OK, Command, add_manifest_args, load
 
 KUBERNETES = ("nodes", "pods", "services", "endpoints", "networkpolicies", "namespaces")
 STATE = ("conntrack", "fdb", "neighbours")
-RESOURCES = (*KUBERNETES, "routes", "dns", "interfaces", "listeners", *STATE)
+RESOURCES = (*KUBERNETES, "routes", "dns", "resolvconf", "interfaces", "listeners", *STATE)
 ALIASES = {"node": "nodes", "no": "nodes", "pod": "pods", "po": "pods", "service": "services",
            "svc": "services", "endpoint": "endpoints", "ep": "endpoints",
            "networkpolicy": "networkpolicies", "netpol": "networkpolicies",
            "namespace": "namespaces", "ns": "namespaces", "route": "routes",
            "interface": "interfaces", "ifaces": "interfaces", "iface": "interfaces",
            "neighbors": "neighbours", "neighbour": "neighbours", "neighbor": "neighbours",
-           "neigh": "neighbours", "ct": "conntrack", "listener": "listeners"}
+           "neigh": "neighbours", "ct": "conntrack", "listener": "listeners",
+           "resolv.conf": "resolvconf"}
 OUTPUTS = ("table", "wide", "json", "yaml", "name")
 MAX_TABLE_ENDPOINTS = 3  # kubectl's "+ N more..."
 POLICY_WARNING = "kemu: warning: NetworkPolicy is not enforced by kemu yet; listed as parsed"
@@ -296,21 +297,26 @@ def parse_selector(text: str | None) -> Any:
 
 def show(cluster: Any, resource: str, namespace: str | None = None,
          all_namespaces: bool = False, output: str = "table", selector: str | None = None,
-         state: views.DatapathState | None = None) -> Shown:
+         state: views.DatapathState | None = None, name: str | None = None) -> Shown:
     """What ``kemu show`` prints for ``resource`` (the golden files hold exactly ``text``).
-    ``state``: the datapath state the state views read (default: a freshly loaded one)."""
+    ``state``: the datapath state the state views read (default: a freshly loaded one);
+    ``name``: the pod of ``resolvconf`` (``ns/pod``, or ``pod`` in ``namespace``)."""
     resource = ALIASES.get(resource, resource)
     if resource not in RESOURCES:
         raise KemuError(f"unknown resource {resource!r} (have: {', '.join(RESOURCES)})")
     if output not in outputs_of(resource):
         raise KemuError(f"-o {output}: {resource} are kemu's own view, not Kubernetes objects "
                         "(use -o table, wide, json or yaml)")
+    if name is not None and resource != "resolvconf":
+        raise KemuError(f"{name!r}: only resolvconf takes a name (kemu show resolvconf ns/pod)")
     if resource in KUBERNETES:
         return _show_kubernetes(cluster, resource, namespace, all_namespaces, output,
                                 parse_selector(selector))
     if selector is not None:
         raise KemuError(f"-l: {resource} have no labels (-l selects pods, services, endpoints, "
                         "networkpolicies, nodes and namespaces)")
+    if resource == "resolvconf":
+        return _show_resolvconf(cluster, name, namespace, output)
     wide = output == "wide"
     notes: list[str] = []
     metadata = None
@@ -348,6 +354,20 @@ def show(cluster: Any, resource: str, namespace: str | None = None,
         return Shown("", [*notes, "No resources found"])
     headers, rows = rows_of(items, wide)
     return Shown(table(headers, rows), notes)
+
+
+def _show_resolvconf(cluster: Any, name: str | None, namespace: str | None,
+                     output: str) -> Shown:
+    """A pod's /etc/resolv.conf exactly as the file would be (D-10); kubelet's
+    ``DNSConfigForming`` warnings (limits exceeded) on stderr."""
+    if name is None:
+        raise KemuError("resolvconf needs a pod: kemu show resolvconf NAMESPACE/POD")
+    pod = views.find_pod(cluster, name, namespace)
+    item = views.resolvconf_item(cluster, pod)
+    notes = [f"kemu: warning: pod {pod.key}: {w}" for w in item["warnings"]]
+    if output in ("json", "yaml"):
+        return Shown(_dump(views.kemu_list("resolvconf", [item]), output, False), notes)
+    return Shown(item["text"], notes)
 
 
 def _show_kubernetes(cluster: Any, resource: str, namespace: str | None, all_ns: bool,
@@ -428,6 +448,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("resource", choices=sorted([*RESOURCES, *ALIASES]), metavar="RESOURCE",
                         help="one of: " + ", ".join(RESOURCES) + " (kubectl's short names "
                         "work: po, svc, ep, netpol, no, ns; ifaces for interfaces)")
+    parser.add_argument("name", nargs="?", metavar="NAME",
+                        help="for resolvconf: the pod, NAMESPACE/POD (or POD with -n): its "
+                        "/etc/resolv.conf as kubelet writes it")
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", help="namespace (default: default); for dns and "
                        "interfaces, only that namespace's names or pods' devices")
@@ -479,7 +502,7 @@ def _run(args: argparse.Namespace) -> int:
     cluster = load(args)
     state = run_traffic(cluster, args) if resource in STATE else None
     shown = show(cluster, resource, args.namespace, args.all_namespaces, args.output,
-                 args.selector, state)
+                 args.selector, state, args.name)
     for line in shown.notes:
         print(line, file=sys.stderr)
     sys.stdout.write(shown.text)
@@ -487,5 +510,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 SHOW = Command("show", "show nodes, pods, services, endpoints, network policies, namespaces, "
-               "routes, dns records, interfaces, listeners, conntrack, fdb or neighbours",
+               "routes, dns records, a pod's resolv.conf, interfaces, listeners, conntrack, "
+               "fdb or neighbours",
                _configure, _run)

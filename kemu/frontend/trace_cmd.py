@@ -1,9 +1,15 @@
 """``kemu trace``: craft one packet, send it through the cluster, show what happened.
 
-In the manner of Antrea Traceflow: ``-S`` source (``ns/pod``, ``ext/<host>``, a node, an
-IP), ``-D`` destination (``ns/pod``, ``ns/svc``, ``ext/<host>``, a node, an IP), ``-p``
-protocol and fields (``tcp,dport=80``, ``udp,dport=53``, ``icmp``). Observations grouped by
-node; with the emulated stacks on (default) the answer is traced back too.
+In the manner of Antrea Traceflow: ``-S`` source and ``-D`` destination, each any name of
+``kemu.frontend.names``: ``ns/pod``, ``ns/svc``, ``[ns/]kind/name`` of a workload (one of its
+pods, chosen deterministically), a Service's DNS name (``svc``, ``svc.ns``,
+``svc.ns.svc.cluster.local``; for ``-D`` looked up as the source pod's resolver would, D-10),
+``ext/<host>``, a node, an IP; ``-D`` may end in ``:port`` or ``:portname`` (the Service port,
+and its protocol unless ``-p`` says one). ``-p`` protocol and fields (``tcp,dport=80``,
+``udp,dport=53``, ``icmp``). When a name took a choice or a translation, the text output's
+first lines say what it became (``source: deploy/frontend -> ...``); JSON and YAML carry
+``source`` and ``destination``. Observations grouped by node; with the emulated stacks on
+(default) the answer is traced back too.
 
 The exit code answers "can the source reach the destination?": 0 when the exchange completes
 (a SYN-ACK, an echo reply or a UDP reply reaches the source), 1 for a drop, a RST, an ICMP
@@ -16,22 +22,32 @@ DNS query.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
+import sys
+from typing import TYPE_CHECKING
 
 from kemu.frontend.cli import EXIT_NEGATIVE, EXIT_OK, Command, add_manifest_args
+
+if TYPE_CHECKING:
+    from kemu.frontend.names import Target
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     add_manifest_args(p)
-    p.add_argument("-S", "--source", required=True, help="ns/pod, ext/<host>, node or IP")
+    p.add_argument("-S", "--source", required=True,
+                   help="ns/pod, [ns/]kind/name (deploy, sts, ds, rs, rc, job, pod, svc: one "
+                        "of its pods, the first ready by name), a Service's DNS name, "
+                        "ext/<host>, node or IP")
     p.add_argument("-D", "--destination", required=True,
-                   help="ns/pod, ns/svc, ext/<host>, node or IP")
-    p.add_argument("-p", "--protocol", default="tcp",
+                   help="ns/pod, ns/svc, [ns/]kind/name, a DNS name (svc, svc.ns, "
+                        "svc.ns.svc.<zone>: searched from the source pod's namespace as its "
+                        "resolver would), ext/<host>, node or IP; optionally :port or "
+                        ":portname (the Service port, and its protocol unless -p says one)")
+    p.add_argument("-p", "--protocol", default=None,
                    help="tcp|udp|icmp[,dport=N][,sport=N][,flags=S][,ttl=N][,size=N][,df] "
-                        "(default tcp, dport: the service's first port, else 80; udp to "
-                        "port 53 sends a DNS query; size: the IPv4 total length, padded; "
-                        "df: Don't Fragment set)")
+                        "(default tcp or the protocol of -D's :port; dport: -D's :port, else "
+                        "the service's first port, else 80; udp to port 53 sends a DNS "
+                        "query; size: the IPv4 total length, padded; df: Don't Fragment set)")
     level = p.add_mutually_exclusive_group()
     level.add_argument("--detailed", dest="level", action="store_const", const="detailed",
                        help="every hop: interface, packet and the datapath's decisions")
@@ -76,49 +92,85 @@ def parse_protocol(spec: str) -> tuple[str, dict[str, str]]:
     return proto, fields
 
 
-def destination(emu, spec: str) -> tuple[str, int | None]:  # noqa: ANN001
-    """(IPv4 address, default port or None) of ``-D``."""
-    from kemu.errors import KemuError
+def destination(emu, spec: str, client: str | None = None,  # noqa: ANN001
+                protocol: str | None = None) -> tuple[str, int | None]:
+    """(IPv4 address, port or None) of ``-D`` (see ``target``)."""
+    t = target(emu, spec, client, protocol)
+    return str(t.ip), t.port
+
+
+def target(emu, spec: str, client: str | None = None,  # noqa: ANN001
+           protocol: str | None = None) -> Target:
+    """What ``-D`` names (``kemu.frontend.names.resolve_destination``), from the pod
+    ``client`` (``ns/name``: its namespace is the resolver's, D-10) if the source is one;
+    ``protocol`` is ``-p``'s (``TCP``/``UDP``) when it gave one. Without a port in the name:
+    a Service's first port, a pod's first container port, an external host's first port."""
+    from kemu.control.model import Pod
+    from kemu.frontend import names
+    from kemu.frontend.names import Target
 
     m = emu.model
-    try:
-        return str(ipaddress.IPv4Address(spec)), None
-    except ValueError:
-        pass
-    ns, _, name = spec.rpartition("/")
-    ns = ns or "default"
-    for svc in m.services:
-        if svc.namespace == ns and svc.name == name:
-            if svc.cluster_ip is None:
-                raise KemuError(f"-D {spec}: Service {svc.key} has no ClusterIP "
-                                f"({'headless' if svc.headless else svc.type})")
-            return str(svc.cluster_ip), svc.ports[0].port if svc.ports else None
-    for pod in m.pods:
-        if pod.namespace == ns and pod.name == name:
-            ports = pod.container_ports()
-            return str(pod.ip), ports[0].port if ports else None
-    for ext in m.config.external_hosts:
-        if spec in (ext.name, f"ext/{ext.name}"):
-            return str(ext.ip), ext.ports[0][1] if ext.ports else None
-    for node in m.nodes:
-        if spec in (node.name, f"node/{node.name}"):
-            return str(node.internal_ip), None
-    raise KemuError(f"-D {spec}: not a pod, Service, external host, node or IPv4 address")
+    pod: Pod | None = None
+    if client is not None:
+        ns, _, name = client.partition("/")
+        pod = m.pod(ns, name)
+    target = names.resolve_destination(m, spec, pod, protocol)
+    if target.kind == "service":
+        svc = m.service(*target.name.split("/", 1))
+        if target.port is None and svc.ports:  # the Service's first port, as before
+            return Target(target.typed, target.kind, target.name, target.ip,
+                          svc.ports[0].port, None, target.note)
+    elif target.kind == "pod" and target.port is None:
+        ns, _, name = target.name.partition("/")
+        ports = m.pod(ns, name).container_ports()
+        if ports:
+            return Target(target.typed, target.kind, target.name, target.ip, ports[0].port,
+                          None, target.note)
+    elif target.kind == "external" and target.port is None:
+        ext = next(e for e in m.config.external_hosts if e.name == target.name)
+        if ext.ports:
+            return Target(target.typed, target.kind, target.name, target.ip, ext.ports[0][1],
+                          None, target.note)
+    return target
+
+
+def _described(target: Target | None) -> dict[str, object]:
+    """``source``/``destination`` of the JSON and YAML output."""
+    if target is None:
+        return {"typed": None}
+    return {"typed": target.typed, "kind": target.kind, "name": target.name,
+            "ip": str(target.ip) if target.ip is not None else None, "port": target.port,
+            "protocol": target.protocol, "note": target.note}
 
 
 def run(args: argparse.Namespace) -> int:
     from scapy.layers.inet import ICMP, IP, TCP, UDP
 
     from kemu.errors import KemuError
+    from kemu.frontend import names
     from kemu.frontend.api import EmulatedCluster
-    from kemu.frontend.cli import load
+    from kemu.frontend.cli import load, warn
 
-    proto, fields = parse_protocol(args.protocol)
-    emu = EmulatedCluster(load(args), backend=args.backend, seed=args.seed,
+    proto, fields = parse_protocol(args.protocol or "tcp")
+    model = load(args)
+    emu = EmulatedCluster(model, backend=args.backend, seed=args.seed,
                           respond=not args.no_respond, cold=args.cold)
-    dst, default_port = destination(emu, args.destination)
-    ip = IP(dst=dst, ttl=int(fields.get("ttl", 64)), flags="DF" if "df" in fields else 0)
-    dport = int(fields.get("dport", default_port or 80))
+    src = emu.resolve_source(args.source)
+    client = src.name if src is not None and src.kind == "pod" else None
+    explicit = proto.upper() if args.protocol and proto != "icmp" else None
+    dst = target(emu, args.destination, client, explicit)
+    if dst.protocol is not None and args.protocol is None:
+        if dst.protocol not in ("TCP", "UDP"):
+            raise KemuError(f"-D {args.destination}: port {dst.port} is {dst.protocol}; kemu "
+                            "traces tcp, udp and icmp (give -p)")
+        proto = dst.protocol.lower()
+    if names.split_port(args.destination)[1] is not None and "dport" in fields \
+            and int(fields["dport"]) != dst.port:
+        raise KemuError(f"-D {args.destination} names port {dst.port} but -p says "
+                        f"dport={fields['dport']}: give the port once")
+    ip = IP(dst=str(dst.ip), ttl=int(fields.get("ttl", 64)),
+            flags="DF" if "df" in fields else 0)
+    dport = int(fields.get("dport", dst.port or 80))
     sport = int(fields.get("sport", 40000))
     if proto == "tcp":
         pkt = ip / TCP(sport=sport, dport=dport, flags=fields.get("flags", "S"), seq=1000)
@@ -132,10 +184,12 @@ def run(args: argparse.Namespace) -> int:
             raise KemuError(f"-p {args.protocol!r}: size must be {len(pkt)}..65535")
         if size > len(pkt):
             pkt = pkt / (b"\0" * (size - len(pkt)))
-    trace = emu.send(pkt, src=args.source)
+    trace = emu.send(pkt, src=client or args.source)
     verdict = trace.verdict()
     if args.output in ("json", "yaml"):
-        data = {"reachable": verdict.reachable, "reason": verdict.reason, **trace.to_dict()}
+        data = {"reachable": verdict.reachable, "reason": verdict.reason,
+                "source": _described(src), "destination": _described(dst),
+                **trace.to_dict()}
         if args.output == "json":
             print(json.dumps(data, indent=2))
         else:
@@ -143,9 +197,23 @@ def run(args: argparse.Namespace) -> int:
 
             print(yaml.safe_dump(data, sort_keys=False), end="")
     else:
+        for role, named in (("source", src), ("destination", dst)):
+            if named is not None and named.note:
+                print(f"{role}: {named.typed} -> {_became(named)} ({named.note})")
         print(getattr(trace, args.level)(), end="")
         print(f"result: {verdict.reason}")
+    sys.stdout.flush()
+    warn(model)  # after the trace: an error that stops it (a bad -S/-D) stays its one line
     return EXIT_OK if verdict.reachable else EXIT_NEGATIVE
+
+
+def _became(t: Target) -> str:
+    """``pod shop/x-1 10.244.0.3:8080/TCP``: what a name became, in a few words."""
+    where = f"{t.ip}" if t.port is None else f"{t.ip}:{t.port}"
+    what = {"pod": "pod", "service": "Service", "external": "external host", "node": "node",
+            "ip": ""}[t.kind]
+    name = f"{what} {t.name} " if t.kind != "ip" else ""
+    return f"{name}{where}" + (f"/{t.protocol}" if t.protocol else "")
 
 
 def _dns_query(emu) -> bytes:  # noqa: ANN001

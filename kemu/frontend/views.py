@@ -92,6 +92,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kemu.control.model import (
+    DnsConfig,
     EndpointSlice,
     LabelSelector,
     Namespace,
@@ -124,7 +125,8 @@ KINDS: dict[str, tuple[str, bool]] = {
     "networkpolicies": ("networkpolicy.networking.k8s.io", True),
     "nodes": ("node", False), "namespaces": ("namespace", False),
 }
-VIEW_KINDS = {"routes": "RouteList", "dns": "DnsRecordList", "interfaces": "InterfaceList",
+VIEW_KINDS = {"resolvconf": "ResolvConfList", "routes": "RouteList", "dns": "DnsRecordList",
+              "interfaces": "InterfaceList",
               "listeners": "ListenerList",
               "conntrack": "ConntrackList", "fdb": "FdbEntryList",
               "neighbours": "NeighbourList"}
@@ -253,12 +255,29 @@ def pod_item(cluster: Cluster, pod: Pod) -> dict[str, Any]:
                        ("subdomain", pod.subdomain)):
         if value:
             spec[key] = value
+    if pod.dns_policy != "ClusterFirst":  # what loads back into the same resolv.conf
+        spec["dnsPolicy"] = pod.dns_policy
+    if pod.dns_config is not None:
+        spec["dnsConfig"] = dns_config_dict(pod.dns_config)
     host_ip = str(cluster.node(pod.node_name).internal_ip)
     status = {"conditions": [{"status": "True" if pod.ready else "False", "type": "Ready"}],
               "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "phase": "Running",
               "podIP": str(pod.ip), "podIPs": [{"ip": str(pod.ip)}]}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
             "status": status}
+
+
+def dns_config_dict(cfg: DnsConfig) -> dict[str, Any]:
+    """A ``dnsConfig`` as the API server returns it (empty lists left out)."""
+    out: dict[str, Any] = {}
+    if cfg.nameservers:
+        out["nameservers"] = list(cfg.nameservers)
+    if cfg.searches:
+        out["searches"] = list(cfg.searches)
+    if cfg.options:
+        out["options"] = [{"name": n, **({"value": v} if v is not None else {})}
+                          for n, v in cfg.options]
+    return out
 
 
 def service_item(svc: Service) -> dict[str, Any]:
@@ -644,3 +663,37 @@ def neighbour_rows(items: Sequence[Mapping[str, Any]], wide: bool
 STATE_VIEWS = {"conntrack": (conntrack_items, conntrack_rows),
                "fdb": (fdb_items, fdb_rows),
                "neighbours": (neighbour_items, neighbour_rows)}
+
+
+# --- a pod's resolv.conf ------------------------------------------------------------------------
+
+def find_pod(cluster: Cluster, ref: str, namespace: str | None) -> Pod:
+    """``ns/pod``, or ``pod`` in ``namespace`` (default ``default``); an unknown one is a
+    ``KemuError`` naming the nearest pods."""
+    import difflib
+
+    from kemu.errors import KemuError
+
+    ns, sep, name = ref.partition("/")
+    if not sep:
+        ns, name = namespace or "default", ref
+    try:
+        return cluster.pod(ns, name)
+    except KeyError:
+        keys = [p.key for p in cluster.pods]
+        near = difflib.get_close_matches(f"{ns}/{name}", keys, n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise KemuError(f"no pod {ns}/{name} in this cluster{hint}") from None
+
+
+def resolvconf_item(cluster: Cluster, pod: Pod) -> dict[str, Any]:
+    """The ``resolvconf`` view of one pod (``kemu.control.resolvconf``): ``-o json|yaml``
+    give ``{"pod", "dnsPolicy" (as given), "effectivePolicy" (ClusterFirst on hostNetwork:
+    Default), "nameservers", "searches", "options", "warnings", "text"}``; the table form
+    prints ``text``, the file as the pod sees it."""
+    from kemu.control.resolvconf import resolv_conf
+
+    conf = resolv_conf(cluster, pod)
+    return {"pod": pod.key, "dnsPolicy": pod.dns_policy, "effectivePolicy": conf.policy,
+            "nameservers": conf.nameservers, "searches": conf.searches,
+            "options": conf.options, "warnings": conf.warnings, "text": conf.text()}
