@@ -64,6 +64,11 @@ DROP_FRAG_NEEDED = 18          # DF set and longer than the out device's MTU (ip
                                # ip_exceeds_mtu, ip_fragment): ICMP 3/4 with the MTU
 DROP_LB_SOURCE_RANGE = 19      # E-4: LoadBalancer source outside loadBalancerSourceRanges
 DROP_POLICY = 20               # P-1/P-2: NetworkPolicy denies a new connection (ingress or egress)
+# a node route set by ``ip route replace`` of a type that discards (R-2, ``spec.routes``):
+# blackhole silently, unreachable with ICMP 3/1, prohibit with ICMP 3/13 (ip_error)
+DROP_BLACKHOLE = 30
+DROP_ROUTE_UNREACHABLE = 31
+DROP_ROUTE_PROHIBIT = 32
 
 DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.proto)
     DROP_TOO_SHORT: ("too short", "INVALID_PACKET_DROPPED"),
@@ -87,6 +92,9 @@ DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.prot
     DROP_NO_STACK: ("no socket", "SOCKET_LOOKUP_FAILED"),
     DROP_FRAG_NEEDED: ("fragmentation needed (DF, longer than the MTU)", "FRAG_NEEDED"),
     DROP_POLICY: ("policy denied", "POLICY_DENIED"),
+    DROP_BLACKHOLE: ("blackhole route", "FIB_LOOKUP_FAILED"),
+    DROP_ROUTE_UNREACHABLE: ("unreachable route", "FIB_LOOKUP_FAILED"),
+    DROP_ROUTE_PROHIBIT: ("prohibit route", "FIB_LOOKUP_FAILED"),
 }
 
 # Events: decisions attached to a hop (ev_hop), rendered as pcapng comments, flow log

@@ -33,6 +33,14 @@ def short_if(t: Tables, iface: int) -> str:
 def route_text(t: Tables, route: int, nh: int, node: int) -> str:
     if route < 0:
         return "no route"
+    if route >= len(t.rt_prefix):  # route k of a node's own table (R-2, Tables.nrt_*)
+        k = route - len(t.rt_prefix)
+        ln = int(t.nrt_len[k])
+        prefix = "default" if ln == 0 else f"{ip_str(t.nrt_prefix[k])}/{ln}"
+        out = int(t.nrt_if[k])
+        dev = t.if_kernel_name[out] if out >= 0 else "?"
+        via = f" via {ip_str(nh)}" if nh else ""
+        return f"route {prefix}{via} dev {dev} (set on this node)"
     ln = int(t.rt_len[route])
     prefix = "default" if ln == 0 else f"{ip_str(t.rt_prefix[route])}/{ln}"
     kind = int(t.rt_kind[route])

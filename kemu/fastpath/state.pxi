@@ -143,6 +143,12 @@ ctypedef struct DP:
     const int32_t* rt_kind        # per route: codes.RT_*, resolved per node (_route_dev)
     const int32_t* rt_owner       # the node owning a pod CIDR, -1
     const uint32_t* rt_nh         # the next hop from any node that does not own it
+    const int32_t* nrt_start      # a node with its own route table (Tables.node_rt_*, R-2):
+    const int32_t* nrt_count      # routes nrt_*[start : +count], longest first; 0: shared
+    const uint32_t* nrt_prefix
+    const uint32_t* nrt_mask
+    const int32_t* nrt_if         # out interface, or -reason of a discarding route
+    const uint32_t* nrt_nh
     LpmC* lpm
     HTab fe
     HTab fe_np

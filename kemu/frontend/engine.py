@@ -463,7 +463,15 @@ def longest_route(t: Tables, dst: int) -> int:
 
 def route_dev(t: Tables, node: int, dst: int) -> int:
     """The interface ``node`` routes ``dst`` out of (R-1, R-2), -1: no route; as the
-    datapath's ``route_dev`` (for names, not the fast path)."""
+    datapath's ``route_dev`` (for names, not the fast path); a node with its own table (R-2):
+    its first route containing ``dst`` (-reason for a discarding one)."""
+    if int(t.node_rt_count[node]):
+        s = int(t.node_rt_start[node])
+        for k in range(s, s + int(t.node_rt_count[node])):
+            ln = int(t.nrt_len[k])
+            if (dst ^ int(t.nrt_prefix[k])) & ((0xFFFFFFFF << (32 - ln)) & 0xFFFFFFFF) == 0:
+                return int(t.nrt_if[k])
+        return -1
     best = longest_route(t, dst)
     if best < 0:
         return -1

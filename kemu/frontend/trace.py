@@ -236,7 +236,9 @@ class Trace:
                     action = "Rejected" if a == C.DROP_REJECT_NO_ENDPOINTS else "Dropped"
                     comp = {C.DROP_REJECT_NO_ENDPOINTS: "LB", C.DROP_NO_LOCAL_ENDPOINTS: "LB",
                             C.DROP_TTL_EXCEEDED: "Routing", C.DROP_NO_ROUTE: "Routing",
-                            C.DROP_FRAG_NEEDED: "Routing"
+                            C.DROP_FRAG_NEEDED: "Routing", C.DROP_BLACKHOLE: "Routing",
+                            C.DROP_ROUTE_UNREACHABLE: "Routing",
+                            C.DROP_ROUTE_PROHIBIT: "Routing"
                             }.get(a, "Forwarding")
                 o = Observation(node, comp, action, event_text(t, kind, a, b, c),
                                 t.if_name[iface])
