@@ -111,6 +111,10 @@ def event_text(t: Tables, kind: int, a: int, b: int, c: int) -> str:
         return f"local delivery on node {t.node_name[a]}"
     if kind == C.EV_AT_GATEWAY:
         return AT_GATEWAY
+    if kind == C.EV_FRAGMENT:
+        return f"fragmented: {a} fragments for MTU {b}"
+    if kind == C.EV_DEFRAG:
+        return f"conntrack defrag: {a} fragments reassembled, {b} bytes"
     return f"event {kind}"
 
 

@@ -121,13 +121,24 @@ cdef inline bint too_big(DP* dp, const uint8_t* d, int out_if) noexcept nogil:
 
 
 cdef int output(DP* dp, Item* it, int node, int out_if, uint32_t nh) noexcept nogil:
-    """POSTROUTING then neighbour output (ip_finish_output2)."""
+    """POSTROUTING, ip_fragment if longer than the MTU or reassembled (``frag``), then
+    neighbour output (ip_finish_output2)."""
     postrouting(dp, it, node, out_if)
     cdef uint8_t* d = DATA(it)
     cdef uint32_t dst = rd32(d, 30)
     cdef uint32_t hop_ip = nh if nh else dst
     if dp.record:
         ev(dp, it, EV_ROUTE, route_id(dp, node, dst), nh, node)
+    if rd16(d, 16) > dp.ifs[out_if].mtu or it.frag_max:
+        return cold.frag_output(dp, it, node, out_if, hop_ip, dp.ifs[out_if].mtu)
+    return neigh_output(dp, it, node, out_if, hop_ip)
+
+
+cdef inline int neigh_output(DP* dp, Item* it, int node, int out_if,
+                             uint32_t hop_ip) noexcept nogil:
+    """Neighbour output (ip_finish_output2): a miss holds the packet, a hit caches the
+    header."""
+    cdef uint8_t* d = DATA(it)
     cdef HSlot* ns
     cdef int64_t mac = neigh_get(dp, node, hop_ip, &ns)
     if mac < 0:
@@ -174,6 +185,7 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
     cdef uint8_t* d = DATA(it)
     cdef int n = it.len, bad, verdict, out_if, ttl
     cdef uint32_t et = rd16(d, 12), dst, nh, old
+    it.frag_max = 0  # ip_rcv_core clears the control block (frag_max_size)
     if et == <uint32_t>ETH_ARP:
         if n < 42:
             return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
@@ -194,6 +206,7 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
         verdict = prerouting(dp, it, node, i)
         if verdict:
             return end(dp, it, OUT_DROPPED, verdict, i, 0, False)
+        d = DATA(it)  # (a reassembled packet may have moved)
     dst = rd32(d, 30)
     if local_if_of(dp, node, dst) >= 0:
         return local_in(dp, it, node, i)
@@ -234,6 +247,8 @@ cdef int st_local_out(DP* dp, Item* it) noexcept nogil:
     verdict = prerouting(dp, it, node, loc)  # nat OUTPUT shares KUBE-SERVICES (S-1)
     if verdict:
         return end(dp, it, OUT_DROPPED, verdict, loc, 0, False)
+    d = DATA(it)  # (a reassembled packet may have moved)
+    n = it.len
     dst = rd32(d, 30)
     li = local_if_of(dp, node, dst)
     if li >= 0:

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from kemu.control.cluster import Cluster
 from kemu.dataplane import codes as C
 from kemu.dataplane.describe import dump_state
-from kemu.dataplane.packet import u16, u32, u48
+from kemu.dataplane.packet import ip_checksum, u16, u32, u48
+from kemu.dataplane.reference.frag import Reassembly, fragment, is_fragment
 from kemu.dataplane.results import Results
 from kemu.dataplane.slowpath import (
     ICMP_FOR_DROP,
@@ -117,6 +118,8 @@ class Engine:
         # per node: (proto, local port) of the connections the node's own processes opened
         # (kubelet probes, hostNetwork pods, ``-S node1``), as a pod's stack remembers its own
         self._node_clients: dict[int, set[tuple[int, int]]] = {}
+        # end hosts' reassembly queues (pods, external hosts, the gateway), by interface
+        self._reasm: dict[int, Reassembly] = {}
         self.clock_ns = 0
         self.warm = warm
         self._warm_due = warm  # learn everything before the next frame (at its time)
@@ -136,6 +139,7 @@ class Engine:
 
     def reset(self) -> None:
         self.dp.reset()
+        self._reasm.clear()
         self._warm_due = self.warm
 
     def dump(self) -> str:
@@ -299,9 +303,16 @@ class Engine:
                 st = self.stack_of(iface)
                 if st is None:
                     continue
+                if is_fragment(data):  # the host's own ip_defrag before its stack (L2-2)
+                    r, q = self._reasm.setdefault(iface, Reassembly()).add(data,
+                                                                          self.clock_ns)
+                    if r != 1 or q is None:
+                        continue
+                    data = bytes(q.packet(data))
                 ans = st.answer(data, transport=self.respond and ikind != C.IF_GW_ETH)
                 if ans is not None:
-                    out.append((ans, iface, C.INJ_TX_FIXL2, "answer", idx))
+                    out.extend((f, iface, C.INJ_TX_FIXL2, "answer", idx)
+                               for f in self._fit(ans, iface))
             elif kind == C.OUT_DELIVERED and ikind in (C.IF_BRIDGE, C.IF_NODE_ETH, C.IF_VTEP):
                 out.extend(self._node_arp(data, iface, idx))
                 if self.respond:
@@ -314,6 +325,20 @@ class Engine:
             elif kind == C.OUT_NEIGH:
                 out.extend(self._resolve(data, iface, a, idx))
         return out
+
+    def _fit(self, frame: bytes, iface: int) -> list[bytes]:
+        """An end host's answer as its kernel sends it out of ``iface``: a datagram longer
+        than the MTU goes without DF (path MTU discovery's ``IP_PMTUDISC_WANT`` sets DF only
+        on what fits) and in fragments (``ip_fragment``, L2-2)."""
+        mtu = int(self.tables.if_mtu[iface])
+        if len(frame) < 34 or u16(frame, 12) != 0x0800 or u16(frame, 16) <= mtu:
+            return [frame]
+        f = bytearray(frame)
+        f[20] &= 0xBF  # DF off
+        ihl = (f[14] & 0xF) * 4
+        f[24:26] = b"\0\0"
+        f[24:26] = ip_checksum(f, 14, ihl).to_bytes(2, "big")
+        return [bytes(x) for x in fragment(f, mtu)]
 
     def _node_arp(self, data: bytes, iface: int, idx: int) -> list:
         """A node got ARP for one of its addresses: learn the sender, answer requests."""

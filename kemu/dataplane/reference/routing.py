@@ -44,6 +44,7 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
         i = it.a
         node = self.if_node[i]
         d = it.data
+        it.frag_max = 0  # ip_rcv_core clears the control block (frag_max_size)
         et = u16(d, 12)
         if et == ETH_ARP:
             if len(d) < 42:
@@ -140,18 +141,29 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
         dst = u32(d, 30)
         hop = nh if nh else dst
         self._ev(it, C.EV_ROUTE, self._route_id(node, dst), nh, node)
+        pieces = [it]
+        mtu = self.if_mtu[out_if]
+        if self._needs_fragment(it, mtu):  # ip_finish_output: ip_fragment
+            if u16(d, 20) & 0x4000 and it.frag_max > mtu:  # DF fragments, too long now
+                return self._end(it, C.OUT_DROPPED, C.DROP_FRAG_NEEDED, out_if, mtu,
+                                 keep=True)
+            pieces = self._fragment_out(it, mtu, node)
         mac = self.neigh.get((node, hop), -1)
         if mac < 0:
-            self._ev(it, C.EV_NEIGH_MISS, hop, node, out_if)
-            put48(d, 6, self.if_mac[out_if])
-            return self._end(it, C.OUT_NEIGH, 0, out_if, hop, keep=True)
+            for p in pieces:
+                self._ev(p, C.EV_NEIGH_MISS, hop, node, out_if)
+                put48(p.data, 6, self.if_mac[out_if])
+                self._changed(p)
+                self._end(p, C.OUT_NEIGH, 0, out_if, hop, keep=True)
+            return None
         self.neigh_hh.add((node, hop))  # neigh_resolve_output caches the header
-        put48(d, 0, mac)
-        put48(d, 6, self.if_mac[out_if])
-        self._changed(it)
-        it.ctx = Ctx()
-        it.stage, it.a = S_TX, out_if
-        stack.append(it)
+        for p in pieces:
+            put48(p.data, 0, mac)
+            put48(p.data, 6, self.if_mac[out_if])
+            self._changed(p)
+            p.ctx = Ctx()
+            p.stage, p.a = S_TX, out_if
+        stack.extend(reversed(pieces))
 
     # ---- routing
     def _route_id(self, node: int, dst: int) -> int:
