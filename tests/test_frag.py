@@ -85,6 +85,26 @@ def test_options_copied_per_copy_flag() -> None:
     assert bytes(pieces[2][34:50]) == bytes(pieces[1][34:50])
 
 
+def test_only_ipv4_fragments_are_fragments() -> None:
+    """An ARP request's opcode sits where IPv4 keeps its fragment offset: not a fragment."""
+    from scapy.layers.l2 import ARP
+
+    from kemu.dataplane.reference.frag import is_fragment
+
+    assert not is_fragment(bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=B, psrc=A)))
+    frags = scapy_fragment(IP(src=A, dst=B, flags=0) / (b"a" * 2000), fragsize=1000)
+    assert all(is_fragment(frame(f)) for f in frags)
+    assert not is_fragment(frame(IP(src=A, dst=B) / (b"a" * 100)))
+
+
+def test_pods_still_answer_arp(backend: str) -> None:
+    from scapy.layers.l2 import ARP
+
+    emu = scenario(backend, respond=True)
+    trace = emu.send(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=B, psrc=A), src="a")
+    assert any(Ether(f)[ARP].op == 2 for f in trace.frames_at("default/a/eth0", "in"))
+
+
 def test_reassembly_out_of_order_duplicate_overlap() -> None:
     whole = frame(IP(src=A, dst=C_, id=9, flags=0) / UDP(sport=1, dport=2) / (b"r" * 3992))
     fr = fragment(whole, 1000)

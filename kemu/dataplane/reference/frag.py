@@ -216,7 +216,8 @@ class Reassembly:
 
 
 def is_fragment(d: bytes | bytearray) -> bool:
-    return len(d) >= 34 and bool(u16(d, 20) & 0x3FFF)
+    """An IPv4 frame whose packet is a fragment (MF or an offset)."""
+    return len(d) >= 34 and u16(d, 12) == 0x0800 and bool(u16(d, 20) & 0x3FFF)
 
 
 class Frag(Record):
