@@ -392,6 +392,12 @@ def _summary(data: bytes) -> str:
         return f"ethertype {et:#06x}, {len(data)} bytes"
     src, dst, proto, ttl = ip_str(u32(data, 26)), ip_str(u32(data, 30)), data[23], data[22]
     l4 = 14 + (data[14] & 0xF) * 4
+    fo = u16(data, 20)
+    if fo & 0x1FFF:  # a non-first fragment: no transport header of its own
+        name = C.PROTO_NAMES.get(proto, f"proto {proto}")
+        more = " MF" if fo & 0x2000 else ""
+        return (f"IP fragment {src} > {dst} {name} id {u16(data, 18)} offset "
+                f"{(fo & 0x1FFF) * 8}{more}, {u16(data, 16)} bytes ttl {ttl}")
     if proto in (C.PROTO_TCP, C.PROTO_UDP) and len(data) >= l4 + 4:
         sp, dp = u16(data, l4), u16(data, l4 + 2)
         name = "TCP" if proto == C.PROTO_TCP else "UDP"
