@@ -40,7 +40,7 @@ def route_text(t: Tables, route: int, nh: int, node: int) -> str:
         out = int(t.nrt_if[k])
         dev = t.if_kernel_name[out] if out >= 0 else "?"
         via = f" via {ip_str(nh)}" if nh else ""
-        return f"route {prefix}{via} dev {dev} (set on this node)"
+        return f"route {prefix}{via} dev {dev}"
     ln = int(t.rt_len[route])
     prefix = "default" if ln == 0 else f"{ip_str(t.rt_prefix[route])}/{ln}"
     kind = int(t.rt_kind[route])
