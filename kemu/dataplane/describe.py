@@ -165,4 +165,8 @@ def dump_state(t: Tables, state: dict[str, list[tuple]]) -> str:
     for node, sp, client, bip, bport, last in state["affinity"]:
         lines.append(f"affinity {t.node_name[node]} {_sp(t, sp)} {ip_str(client)} -> "
                      f"{ip_str(bip)}:{bport} last {last}")
+    for node, user, src, dst, proto, ident, meat, length, exp in state.get("frags", []):
+        lines.append(f"frag {t.node_name[node]} {('in', 'out', 'bridge-in')[user]} "
+                     f"{ip_str(src)} > {ip_str(dst)} {C.PROTO_NAMES.get(proto, proto)} id "
+                     f"{ident} held {meat} of {length} expires {exp}")
     return "\n".join(lines) + ("\n" if lines else "")
