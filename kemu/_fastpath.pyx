@@ -58,6 +58,7 @@ include "fastpath/bridge.pxi"     # Linux bridge: ports, learning, forwarding, f
 include "fastpath/host.pxi"       # end hosts' receive side: pods, external hosts, gateway
 include "fastpath/gateway.pxi"    # the gateway: a router on the node network
 include "fastpath/routing.pxi"    # routes, neighbours, ip_rcv/forward/output, local out
+include "fastpath/frag.pxi"       # IPv4 fragmentation and conntrack's reassembly
 include "fastpath/stages.pxi"     # stage dispatch, device-kind registry, run_frame, cold
 include "fastpath/flowcache.pxi"  # flow cache for established flows, prefetching
 

@@ -130,21 +130,22 @@ def test_dns_narrowed_to_a_namespace(capsys) -> None:
 def test_route_lines_like_ip_route() -> None:
     from ipaddress import IPv4Address, IPv4Network
 
-    class R:  # the shape kemu.compiler.routes.Route has
-        def __init__(self, prefix: str, dev: str, via: str | None = None,
-                     src: str | None = None, proto: str = "static", onlink: bool = False):
-            self.prefix, self.dev = IPv4Network(prefix), dev
-            self.proto, self.onlink = proto, onlink
-            self.via = IPv4Address(via) if via else None
-            self.src = IPv4Address(src) if src else None
+    from kemu.compiler.routes import Route
 
     text = show.render_route_table({"node1": [
-        R("10.244.0.0/24", "cbr0", src="10.244.0.1", proto="kernel"),
-        R("10.244.1.0/24", "flannel.1", via="10.244.1.0", onlink=True),
-        R("0.0.0.0/0", "eth0", via="172.18.0.1")]})
+        Route(IPv4Network("10.244.0.0/24"), "cbr0", src=IPv4Address("10.244.0.1"),
+              proto="kernel"),
+        Route(IPv4Network("10.244.1.0/24"), "flannel.1", via=IPv4Address("10.244.1.0"),
+              onlink=True),
+        Route(IPv4Network("10.244.2.0/24"), "eth0", via=IPv4Address("172.18.0.4"),
+              proto="boot"),  # ip route replace's own: proto boot is not printed
+        Route(IPv4Network("10.9.0.0/16"), "", proto="boot", type="blackhole"),
+        Route(IPv4Network("0.0.0.0/0"), "eth0", via=IPv4Address("172.18.0.1"))]})
     assert text.splitlines() == [
         "node1  10.244.0.0/24 dev cbr0 proto kernel scope link src 10.244.0.1",
         "node1  10.244.1.0/24 via 10.244.1.0 dev flannel.1 proto static onlink",
+        "node1  10.244.2.0/24 via 172.18.0.4 dev eth0",
+        "node1  blackhole 10.9.0.0/16",
         "node1  default via 172.18.0.1 dev eth0 proto static"]
 
 

@@ -142,10 +142,16 @@ def test_frag_needed_about_a_dnated_flow_is_un_nated(backend: str) -> None:
 
 
 def test_non_df_oversize_is_not_refused(backend: str) -> None:
-    """Without DF the node would fragment (not emulated yet): no frag-needed drop."""
+    """Without DF the node fragments (ip_fragment, ``tests/test_frag.py``): no frag-needed
+    drop; 1600 bytes leave node1's eth0 as 1500 + 120, node2 reassembles and refragments to
+    the same sizes into cbr0."""
     emu = scenario(backend)
     trace = emu.send(big("10.244.1.2", 1600, df=False), src="default/a")
     assert "fragmentation needed (DF, longer than the MTU)" not in trace.drop_reasons(0)
+    sizes = [int.from_bytes(f[16:18], "big") for f in trace.frames_at("node1/eth0", "out")]
+    assert sizes == [1500, 120]
+    assert [int.from_bytes(f[16:18], "big")
+            for f in trace.frames_at("default/c/eth0", "in")] == [1500, 120]
 
 
 def test_udp_df_on_the_same_node_is_bridged(backend: str, tmp_path) -> None:

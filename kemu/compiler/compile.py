@@ -25,7 +25,7 @@ import numpy as np
 
 from kemu._gc import paused_gc
 from kemu.compiler.policy import compile_policies
-from kemu.compiler.routes import lb_announcers
+from kemu.compiler.routes import Route, lb_announcers, node_routes
 from kemu.control.model import Service
 from kemu.dataplane import codes as C
 from kemu.dataplane.tables import Tables
@@ -33,6 +33,8 @@ from kemu.dataplane.tables import Tables
 if TYPE_CHECKING:
     from kemu.control.cluster import Cluster
 
+ROUTE_DROPS = {"blackhole": C.DROP_BLACKHOLE, "unreachable": C.DROP_ROUTE_UNREACHABLE,
+               "prohibit": C.DROP_ROUTE_PROHIBIT}
 LOOPBACK = 0x7F000001  # 127.0.0.1, a pod's lo
 LO_MTU = 65536         # a pod's lo and a node's own processes (loopback_setup)
 VXLAN_OVERHEAD = 50    # L2-2, OV-1: flannel's encapOverhead (outer Ether+IPv4+UDP+VXLAN)
@@ -183,6 +185,7 @@ def _compile(cluster: Cluster) -> Tables:
     routes.sort(key=lambda r: (r[1], r[0]))
 
     sv = _compile_services(cluster, node_index)
+    nrt = _node_route_tables(cluster, node_eth, node_br, node_vtep)
 
     # address ownership (for L2 fix-up on injection and for finding where a source lives)
     owners: dict[int, int] = {}
@@ -226,6 +229,7 @@ def _compile(cluster: Cluster) -> Tables:
         rt_len=np.array([r[1] for r in routes], dtype=np.uint8),
         rt_kind=np.array([r[2] for r in routes], dtype=np.int8),
         rt_node=np.array([r[3] for r in routes], dtype=np.int32),
+        **nrt,
         gateway_ip=_ip(cfg.gateway_ip) if cfg.gateway_ip is not None else 0,
         gateway_if=gw_if,
         cluster_cidr=(_ip(cfg.cluster_cidr.network_address), _ip(cfg.cluster_cidr.netmask)),
@@ -380,3 +384,33 @@ def _compile_services(cluster: Cluster, node_index: dict[str, int]) -> dict:
         src_net=np.array(src_net, dtype=np.uint32),
         src_mask=np.array(src_mask, dtype=np.uint32),
     )
+
+
+def _node_route_tables(cluster: Cluster, node_eth: list[int], node_br: list[int],
+                       node_vtep: list[int]) -> dict[str, np.ndarray]:
+    """``Tables.node_rt_*``/``nrt_*``: the whole table of every node whose routes were set
+    one by one (R-2, ``kemu.compiler.routes.apply_changes``), longest prefix first."""
+    nodes = cluster.nodes
+    start, count = [0] * len(nodes), [0] * len(nodes)
+    rows: list[tuple[int, int, int, int]] = []
+    changed = {ch.node for ch in cluster.config.routes}
+    tables = node_routes(cluster) if changed else {}
+    for i, n in enumerate(nodes):
+        if n.name not in changed:
+            continue
+        devs = {"eth0": node_eth[i], "cbr0": node_br[i], "flannel.1": node_vtep[i]}
+        start[i] = len(rows)
+        routes: list[Route] = tables[n.name]
+        for r in routes:  # most specific first already
+            out = devs[r.dev] if r.type == "unicast" else -ROUTE_DROPS[r.type]
+            rows.append((_ip(r.prefix.network_address), r.prefix.prefixlen, out,
+                         _ip(r.via) if r.via is not None else 0))
+        count[i] = len(rows) - start[i]
+    return {
+        "node_rt_start": np.array(start, dtype=np.int32),
+        "node_rt_count": np.array(count, dtype=np.int32),
+        "nrt_prefix": np.array([r[0] for r in rows], dtype=np.uint32),
+        "nrt_len": np.array([r[1] for r in rows], dtype=np.uint8),
+        "nrt_if": np.array([r[2] for r in rows], dtype=np.int32),
+        "nrt_nh": np.array([r[3] for r in rows], dtype=np.uint32),
+    }

@@ -13,6 +13,15 @@ pod CIDR via its node in host-gw mode (VXLAN pod CIDRs are not routable on the n
 they follow its default route out), routed LoadBalancer addresses via the node that serves
 them, and a default route out of the cluster (``gateway_routes``).
 
+A node's routes can be set one by one (``spec.routes``, ``EmulatedCluster.replace_route`` /
+``delete_route``): each ``RouteChange`` is applied in order to that node's table as
+``ip route replace`` / ``ip route del`` apply to the main table (``apply_changes``): a replace
+takes the place of the route with the same prefix (or is added), a delete removes it (none:
+``No such process``). The next hop is checked as ``fib_check_nh`` checks it: without
+``onlink`` it must be on a connected route of the node (of ``dev`` if given) and not one of
+the node's own addresses. kemu's routes have one metric and no TOS, so the prefix alone names
+a route. Such a node's table is compiled whole into ``Tables.nrt_*`` (``node_route_table``).
+
 LoadBalancer addresses (``lb_announcers``): one node per address, MetalLB's L2 speaker
 election as kemu models it: the candidates are the nodes with a ready endpoint of the Service
 (``externalTrafficPolicy: Local``) or every node if the Service has any ready endpoint
@@ -28,8 +37,11 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kemu.errors import TopologyError
+
 if TYPE_CHECKING:
     from kemu.control.cluster import Cluster
+    from kemu.control.model import RouteChange
 
 IPv4Network = ipaddress.IPv4Network
 IPv4Address = ipaddress.IPv4Address
@@ -44,13 +56,19 @@ class Route:
     proto: str = "static"
     onlink: bool = False
     target_node: str = ""  # pod CIDR routes: the node owning the CIDR
+    type: str = "unicast"  # or blackhole, unreachable, prohibit (``ip route``'s route types)
 
     def render(self) -> str:
-        """``ip route`` style text."""
+        """``ip route`` style text (proto ``boot``, iproute2's own, is not printed)."""
         parts = ["default" if self.prefix.prefixlen == 0 else str(self.prefix)]
+        if self.type != "unicast":
+            return " ".join([self.type, *parts] + (
+                ["proto", self.proto] if self.proto != "boot" else []))
         if self.via is not None:
             parts += ["via", str(self.via)]
-        parts += ["dev", self.dev, "proto", self.proto]
+        parts += ["dev", self.dev]
+        if self.proto != "boot":
+            parts += ["proto", self.proto]
         if self.via is None:
             parts += ["scope", "link"]
         if self.src is not None:
@@ -61,7 +79,15 @@ class Route:
 
 
 def node_routes(cluster: Cluster) -> dict[str, list[Route]]:
-    """The main routing table of every node, most specific first, deterministic."""
+    """The main routing table of every node, most specific first, deterministic: as kemu
+    programs it, then ``spec.routes`` / the API's route changes applied (``apply_changes``)."""
+    tables = default_node_routes(cluster)
+    apply_changes(cluster, tables)
+    return tables
+
+
+def default_node_routes(cluster: Cluster) -> dict[str, list[Route]]:
+    """The main routing table of every node as kemu programs it (no route changes)."""
     cfg = cluster.config
     tables: dict[str, list[Route]] = {}
     for node in cluster.nodes:
@@ -90,6 +116,71 @@ def node_routes(cluster: Cluster) -> dict[str, list[Route]]:
         routes.sort(key=lambda r: (-r.prefix.prefixlen, int(r.prefix.network_address)))
         tables[node.name] = routes
     return tables
+
+
+def _order(routes: list[Route]) -> None:
+    routes.sort(key=lambda r: (-r.prefix.prefixlen, int(r.prefix.network_address)))
+
+
+def node_devices(cluster: Cluster) -> tuple[str, ...]:
+    """The devices a node route can name."""
+    return ("eth0", "cbr0", "flannel.1") if cluster.config.mode == "vxlan" else ("eth0", "cbr0")
+
+
+def apply_changes(cluster: Cluster, tables: dict[str, list[Route]],
+                  changes: list[RouteChange] | None = None) -> None:
+    """Apply route changes in order to ``tables`` (module docstring); a change that Linux
+    refuses is a ``TopologyError`` naming it (``spec.routes[i]`` or the API call)."""
+    local = {n.name: {n.internal_ip, n.gateway_ip} for n in cluster.nodes}
+    devices = node_devices(cluster)
+    for ch in cluster.config.routes if changes is None else changes:
+        where = ch.where or f"route {ch.prefix} on {ch.node}"
+        routes = tables.get(ch.node)
+        if routes is None:
+            raise TopologyError(f"{where}: unknown node {ch.node!r} "
+                                f"(have: {', '.join(sorted(tables))})")
+        old = [r for r in routes if r.prefix == ch.prefix]
+        if ch.delete:
+            if not old:
+                raise TopologyError(f"{where}: ip route del {ch.prefix}: no such route on "
+                                    f"{ch.node} (RTNETLINK answers: No such process)")
+            routes.remove(old[0])
+            continue
+        new = _checked_route(ch, routes, local[ch.node], devices, where)
+        for r in old:
+            routes.remove(r)
+        routes.append(new)
+        _order(routes)
+
+
+def _checked_route(ch: RouteChange, routes: list[Route], local: set[IPv4Address],
+                   devices: tuple[str, ...], where: str) -> Route:
+    """The route ``ch`` replaces with, its device and next hop checked (``fib_check_nh``)."""
+    if ch.type != "unicast":
+        return Route(ch.prefix, "", proto="boot", type=ch.type)
+    if ch.dev and ch.dev not in devices:
+        raise TopologyError(f"{where}: dev {ch.dev!r}: Cannot find device "
+                            f"(a node has {', '.join(devices)})")
+    if ch.via is None:
+        if not ch.dev:
+            raise TopologyError(f"{where}: a unicast route needs via or dev")
+        if ch.onlink:
+            raise TopologyError(f"{where}: onlink needs via")
+        return Route(ch.prefix, ch.dev, proto="boot")
+    if ch.via in local:
+        raise TopologyError(f"{where}: via {ch.via}: Nexthop has invalid gateway (an "
+                            "address of the node itself)")
+    if ch.onlink:
+        if not ch.dev:
+            raise TopologyError(f"{where}: onlink needs dev")
+        return Route(ch.prefix, ch.dev, via=ch.via, proto="boot", onlink=True)
+    conn = next((r for r in routes if r.type == "unicast" and r.via is None
+                 and ch.via in r.prefix), None)
+    if conn is None or (ch.dev and conn.dev != ch.dev):
+        on = f" on {ch.dev}" if ch.dev else ""
+        raise TopologyError(f"{where}: via {ch.via}: Nexthop has invalid gateway (no connected "
+                            f"route{on} reaches it; onlink: true says it is on the link)")
+    return Route(ch.prefix, conn.dev, via=ch.via, proto="boot")
 
 
 def lb_announcers(cluster: Cluster) -> dict[IPv4Address, str]:

@@ -51,9 +51,11 @@ from kemu.control.model import (
     EndpointSlice,
     ExternalHost,
     IPv4Address,
+    IPv4Network,
     Namespace,
     NetworkPolicy,
     Notice,
+    RouteChange,
     Service,
     ServicePort,
 )
@@ -111,7 +113,7 @@ MAX_MIRRORED_PER_SUBSET = 1000
 """The mirroring controller's default ``--mirroring-max-endpoints-per-subset``."""
 CLUSTER_SPEC_FIELDS = ("nodes", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR", "nodeNetwork",
                        "gateway", "mode", "mtu", "dnsDomain", "nodePortRange", "externalHosts",
-                       "kubeProxy", "masquerade", "listen", "loadBalancer", "nodeDNS",
+                       "kubeProxy", "masquerade", "listen", "loadBalancer", "nodeDNS", "routes",
                        "networkPolicy")
 SERVICE_SPEC_FIELDS = (
     "type", "clusterIP", "clusterIPs", "ports", "selector", "externalIPs", "sessionAffinity",
@@ -407,6 +409,10 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
     npc = f.mapping(spec, "spec", "networkPolicy")  # P-8: ICMP under policy isolation
     f.known(npc, "spec.networkPolicy", ("icmp",))
     c.policy_icmp = f.choice(npc, "spec.networkPolicy", "icmp", ("deny", "allow"), "deny")  # type: ignore[assignment]
+    for rpath, r in f.mappings(spec, "spec", "routes"):
+        change = _route_change(f, rpath, r, f"{name} {rpath}")
+        if change is not None:
+            c.routes.append(change)
     hosts: set[str] = set()  # names of c.external_hosts
     for i, (hpath, h) in enumerate(f.mappings(spec, "spec", "externalHosts")):
         f.known(h, hpath, ("name", "ip", "ports"))
@@ -833,3 +839,37 @@ def mirror_endpoints(f: Fields, obj: dict[str, Any], namespace: str, name: str,
             out.append(SliceDraft(s, f.source, f.obj, False, mirrored=True,
                                   from_endpoints=True))
     return out
+
+
+ROUTE_FIELDS = ("node", "prefix", "via", "dev", "type", "onlink", "delete")
+ROUTE_TYPES = ("unicast", "blackhole", "unreachable", "prohibit")
+
+
+def _route_change(f: Fields, path: str, r: dict[str, Any], where: str) -> RouteChange | None:
+    """One ``spec.routes`` item (R-6): ``{node, prefix, via, dev, type, onlink}`` is
+    ``ip route replace``, ``{node, prefix, delete: true}`` is ``ip route del``; whether the
+    node, the device and the next hop exist is checked when the tables are built."""
+    f.known(r, path, ROUTE_FIELDS)
+    node = f.string(r, path, "node", required=True)
+    prefix = None
+    if r.get("prefix") == "default":  # as ip route writes 0.0.0.0/0
+        prefix = IPv4Network("0.0.0.0/0")
+    elif "prefix" in r:
+        prefix = f.cidr(r.get("prefix"), f"{path}.prefix")
+    if "prefix" not in r:
+        f.problem(f"{path}.prefix", "required")
+    via = f.ip(r["via"], f"{path}.via") if "via" in r else None
+    dev = f.string(r, path, "dev")
+    rtype = f.choice(r, path, "type", ROUTE_TYPES, "unicast")
+    onlink = f.boolean(r, path, "onlink")
+    delete = f.boolean(r, path, "delete")
+    if delete and ({"via", "dev", "type", "onlink"} & set(r)):
+        f.problem(path, "delete: true takes only node and prefix (ip route del PREFIX)")
+        return None
+    if rtype != "unicast" and ({"via", "dev", "onlink"} & set(r)):
+        f.problem(f"{path}.type", f"a {rtype} route has no via, dev or onlink")
+        return None
+    if not node or prefix is None:
+        return None
+    return RouteChange(node=node, prefix=prefix, delete=delete, via=via, dev=dev,
+                       type=rtype, onlink=onlink, where=where)  # type: ignore[arg-type]

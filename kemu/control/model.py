@@ -80,12 +80,34 @@ class ClusterConfig:
     # without ports (all protocols); ``allow``: ICMP is never judged by policy. ICMP errors
     # RELATED to an allowed connection pass either way (CT-6)
     policy_icmp: Literal["deny", "allow"] = "deny"
+    # a node's routes set one by one (R-1, R-2, ``spec.routes``; ``EmulatedCluster.replace_route``
+    # and ``delete_route``): ``ip route replace`` / ``ip route del`` on the tables of
+    # ``kemu.compiler.routes.node_routes``, applied in order
+    routes: list[RouteChange] = field(default_factory=list)
 
     def non_masquerade(self) -> list[IPv4Network]:
         """The destinations pod traffic keeps its address to (default: the cluster CIDR)."""
         if self.non_masquerade_cidrs is None:
             return [self.cluster_cidr]
         return list(self.non_masquerade_cidrs)
+
+
+RouteType = Literal["unicast", "blackhole", "unreachable", "prohibit"]
+
+
+@dataclass(frozen=True)
+class RouteChange:
+    """One ``ip route replace PREFIX [via VIA] [dev DEV] [onlink]`` (or ``ip route replace
+    blackhole|unreachable|prohibit PREFIX``, or ``ip route del PREFIX``) on one node (R-1, R-2)."""
+
+    node: str
+    prefix: IPv4Network
+    delete: bool = False
+    via: IPv4Address | None = None
+    dev: str = ""
+    type: RouteType = "unicast"
+    onlink: bool = False
+    where: str = ""  # what an error names: ``spec.routes[0]`` or the API call
 
 
 @dataclass

@@ -64,6 +64,15 @@ DROP_FRAG_NEEDED = 18          # DF set and longer than the out device's MTU (ip
                                # ip_exceeds_mtu, ip_fragment): ICMP 3/4 with the MTU
 DROP_LB_SOURCE_RANGE = 19      # E-4: LoadBalancer source outside loadBalancerSourceRanges
 DROP_POLICY = 20               # P-1/P-2: NetworkPolicy denies a new connection (ingress or egress)
+# a node route set by ``ip route replace`` of a type that discards (R-2, ``spec.routes``):
+# blackhole silently, unreachable with ICMP 3/1, prohibit with ICMP 3/13 (ip_error)
+DROP_BLACKHOLE = 30
+DROP_ROUTE_UNREACHABLE = 31
+DROP_ROUTE_PROHIBIT = 32
+# nf_defrag_ipv4 (L2-2, CT-1): a fragment held in its node's reassembly queue (or a duplicate
+# of one held: freed silently), and one overlapping what the queue holds (the queue is killed)
+DROP_FRAG_QUEUED = 33
+DROP_FRAG_OVERLAP = 34
 
 DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.proto)
     DROP_TOO_SHORT: ("too short", "INVALID_PACKET_DROPPED"),
@@ -87,6 +96,12 @@ DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.prot
     DROP_NO_STACK: ("no socket", "SOCKET_LOOKUP_FAILED"),
     DROP_FRAG_NEEDED: ("fragmentation needed (DF, longer than the MTU)", "FRAG_NEEDED"),
     DROP_POLICY: ("policy denied", "POLICY_DENIED"),
+    DROP_BLACKHOLE: ("blackhole route", "FIB_LOOKUP_FAILED"),
+    DROP_ROUTE_UNREACHABLE: ("unreachable route", "FIB_LOOKUP_FAILED"),
+    DROP_ROUTE_PROHIBIT: ("prohibit route", "FIB_LOOKUP_FAILED"),
+    DROP_FRAG_QUEUED: ("held for reassembly (nf_defrag_ipv4)", "IP_FRAGMENTATION_NOT_SUPPORTED"),
+    DROP_FRAG_OVERLAP: ("overlapping fragment: reassembly queue dropped",
+                        "IP_FRAGMENTATION_NOT_SUPPORTED"),
 }
 
 # Events: decisions attached to a hop (ev_hop), rendered as pcapng comments, flow log
@@ -121,6 +136,10 @@ EV_AT_GATEWAY = 22
 # pod is not isolated in that direction) or -1 (EV_POLICY_DENY: no rule allows)
 EV_POLICY_ALLOW = 23
 EV_POLICY_DENY = 24
+# IPv4 fragmentation (L2-2, CT-1): ip_fragment cut the packet (a=fragments, b=MTU used,
+# c=node); nf_defrag_ipv4 reassembled it (a=fragments, b=IP length of the whole, c=node)
+EV_FRAGMENT = 30
+EV_DEFRAG = 31
 POL_INGRESS = 1
 POL_EGRESS = 2
 
@@ -171,6 +190,7 @@ PROTO_NUMBERS = {"TCP": PROTO_TCP, "UDP": PROTO_UDP, "SCTP": PROTO_SCTP, "ICMP":
 PROTO_NAMES = {v: k for k, v in PROTO_NUMBERS.items()}
 
 MASQ_MARK = 0x4000  # S-7
+FRAG_TIMEOUT_NS = 30 * 10**9  # net.ipv4.ipfrag_time: a reassembly queue lives 30 s
 MAX_HOPS = 64       # per frame copy: beyond this the frame is in a loop (DROP_HOP_LIMIT)
 VXLAN_PORT = 8472   # OV-1: the kernel default, not IANA's 4789
 VXLAN_VNI = 1

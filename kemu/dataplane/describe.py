@@ -33,6 +33,14 @@ def short_if(t: Tables, iface: int) -> str:
 def route_text(t: Tables, route: int, nh: int, node: int) -> str:
     if route < 0:
         return "no route"
+    if route >= len(t.rt_prefix):  # route k of a node's own table (R-2, Tables.nrt_*)
+        k = route - len(t.rt_prefix)
+        ln = int(t.nrt_len[k])
+        prefix = "default" if ln == 0 else f"{ip_str(t.nrt_prefix[k])}/{ln}"
+        out = int(t.nrt_if[k])
+        dev = t.if_kernel_name[out] if out >= 0 else "?"
+        via = f" via {ip_str(nh)}" if nh else ""
+        return f"route {prefix}{via} dev {dev}"
     ln = int(t.rt_len[route])
     prefix = "default" if ln == 0 else f"{ip_str(t.rt_prefix[route])}/{ln}"
     kind = int(t.rt_kind[route])
@@ -103,6 +111,10 @@ def event_text(t: Tables, kind: int, a: int, b: int, c: int) -> str:
         return f"local delivery on node {t.node_name[a]}"
     if kind == C.EV_AT_GATEWAY:
         return AT_GATEWAY
+    if kind == C.EV_FRAGMENT:
+        return f"fragmented: {a} fragments for MTU {b}"
+    if kind == C.EV_DEFRAG:
+        return f"conntrack defrag: {a} fragments reassembled, {b} bytes"
     return f"event {kind}"
 
 
@@ -153,4 +165,8 @@ def dump_state(t: Tables, state: dict[str, list[tuple]]) -> str:
     for node, sp, client, bip, bport, last in state["affinity"]:
         lines.append(f"affinity {t.node_name[node]} {_sp(t, sp)} {ip_str(client)} -> "
                      f"{ip_str(bip)}:{bport} last {last}")
+    for node, user, src, dst, proto, ident, meat, length, exp in state.get("frags", []):
+        lines.append(f"frag {t.node_name[node]} {('in', 'out', 'bridge-in')[user]} "
+                     f"{ip_str(src)} > {ip_str(dst)} {C.PROTO_NAMES.get(proto, proto)} id "
+                     f"{ident} held {meat} of {length} expires {exp}")
     return "\n".join(lines) + ("\n" if lines else "")

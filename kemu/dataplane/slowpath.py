@@ -527,6 +527,8 @@ ICMP_FOR_DROP = {
     C.DROP_TTL_EXCEEDED: (11, 0),
     C.DROP_REJECT_NO_ENDPOINTS: (3, 3),
     C.DROP_NO_ROUTE: (3, 0),
+    C.DROP_ROUTE_UNREACHABLE: (3, 1),  # ip_error: RTN_UNREACHABLE -> host unreachable
+    C.DROP_ROUTE_PROHIBIT: (3, 13),    # RTN_PROHIBIT -> communication administratively prohibited
     C.DROP_FRAG_NEEDED: (3, 4),  # RFC 1191: the next-hop MTU in the header (the outcome's a)
 }
 

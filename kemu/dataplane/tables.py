@@ -70,6 +70,17 @@ class Tables:
     rt_len: np.ndarray        # uint8
     rt_kind: np.ndarray       # int8, codes.RT_*
     rt_node: np.ndarray       # int32, owner node of a pod CIDR, -1
+    # a node whose routes were set one by one (``spec.routes``, ``replace_route``: R-2) looks
+    # up its own whole table instead of the shared LPM: routes nrt_*[node_rt_start : +count],
+    # longest prefix first; count 0: the shared table. nrt_if: the out interface, or minus
+    # the drop reason of a blackhole/unreachable/prohibit route (codes.DROP_BLACKHOLE, ...);
+    # nrt_nh: the next hop (0: connected). Such a route's id in EV_ROUTE is len(rt_prefix) + k.
+    node_rt_start: np.ndarray  # int32
+    node_rt_count: np.ndarray  # int32
+    nrt_prefix: np.ndarray    # uint32
+    nrt_len: np.ndarray       # uint8
+    nrt_if: np.ndarray        # int32
+    nrt_nh: np.ndarray        # uint32
     gateway_ip: int
     gateway_if: int
     cluster_cidr: tuple[int, int]  # (network, mask)

@@ -83,6 +83,8 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
         verdict = prerouting(dp, it, node, p)
         if verdict:
             return end(dp, it, OUT_DROPPED, verdict, p, 0, False)
+        d = DATA(it)  # (a reassembled packet may have moved)
+        n = it.len
         new_dst = rd32(d, 30)
         if new_dst != dst_before:  # br_nf_pre_routing_finish: daddr changed
             out_if = route_dev(dp, node, new_dst, &nh)
@@ -149,8 +151,11 @@ cdef int st_bridge_out(DP* dp, Item* it) noexcept nogil:
     ev(dp, it, EV_BR_FLOOD if it.flood else EV_BR_FDB, q, b, 0)
     # a node bridge sends out of the veth; on the node network the port is the host itself
     it.a = q
-    if dp.ifs[q].kind == IF_VETH:
-        it.stage = S_TX
+    it.stage = S_TX if dp.ifs[q].kind == IF_VETH else S_RX
+    if it.frag_max:  # br_nf_dev_queue_xmit: refragmented as conntrack found it (frag)
+        verdict = cold.frag_bridge(dp, it, q, dp.ifs[q].node)
+        if verdict:
+            return verdict
+    if it.stage == S_TX:
         return go_tx(dp, it)
-    it.stage = S_RX
     return go_rx(dp, it)

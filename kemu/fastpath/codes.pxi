@@ -43,6 +43,11 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     DROP_FRAG_NEEDED = 18
     DROP_LB_SOURCE_RANGE = 19
     DROP_POLICY = 20
+    DROP_BLACKHOLE = 30
+    DROP_ROUTE_UNREACHABLE = 31
+    DROP_ROUTE_PROHIBIT = 32
+    DROP_FRAG_QUEUED = 33
+    DROP_FRAG_OVERLAP = 34
     EV_BR_FDB = 1
     EV_BR_FLOOD = 2
     EV_BR_LOCAL = 3
@@ -66,6 +71,8 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     EV_NODE_INPUT = 21
     EV_POLICY_ALLOW = 23
     EV_POLICY_DENY = 24
+    EV_FRAGMENT = 30
+    EV_DEFRAG = 31
     POL_INGRESS = 1
     POL_EGRESS = 2
     RT_POD_CIDR = 1
@@ -138,6 +145,11 @@ _CODES = (
     ('DROP_FRAG_NEEDED', DROP_FRAG_NEEDED, _C),
     ('DROP_LB_SOURCE_RANGE', DROP_LB_SOURCE_RANGE, _C),
     ('DROP_POLICY', DROP_POLICY, _C),
+    ('DROP_BLACKHOLE', DROP_BLACKHOLE, _C),
+    ('DROP_ROUTE_UNREACHABLE', DROP_ROUTE_UNREACHABLE, _C),
+    ('DROP_ROUTE_PROHIBIT', DROP_ROUTE_PROHIBIT, _C),
+    ('DROP_FRAG_QUEUED', DROP_FRAG_QUEUED, _C),
+    ('DROP_FRAG_OVERLAP', DROP_FRAG_OVERLAP, _C),
     ('EV_BR_FDB', EV_BR_FDB, _C),
     ('EV_BR_FLOOD', EV_BR_FLOOD, _C),
     ('EV_BR_LOCAL', EV_BR_LOCAL, _C),
@@ -161,6 +173,8 @@ _CODES = (
     ('EV_NODE_INPUT', EV_NODE_INPUT, _C),
     ('EV_POLICY_ALLOW', EV_POLICY_ALLOW, _C),
     ('EV_POLICY_DENY', EV_POLICY_DENY, _C),
+    ('EV_FRAGMENT', EV_FRAGMENT, _C),
+    ('EV_DEFRAG', EV_DEFRAG, _C),
     ('POL_INGRESS', POL_INGRESS, _C),
     ('POL_EGRESS', POL_EGRESS, _C),
     ('RT_POD_CIDR', RT_POD_CIDR, _C),
@@ -218,6 +232,7 @@ cdef int64_t UDP_TIMEOUT_NS = _R.UDP_TIMEOUT * _R.NS
 cdef int64_t UDP_STREAM_TIMEOUT_NS = _R.UDP_STREAM_TIMEOUT * _R.NS
 cdef int64_t ICMP_TIMEOUT_NS = _R.ICMP_TIMEOUT * _R.NS
 cdef int64_t OTHER_TIMEOUT_NS = _R.OTHER_TIMEOUT * _R.NS
+cdef int64_t FRAG_TIMEOUT_NS = _C.FRAG_TIMEOUT_NS  # ipfrag_time (frag)
 
 cdef enum:
     S_TX = 0            # work-stack stages (private to each implementation)

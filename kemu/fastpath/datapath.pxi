@@ -72,6 +72,9 @@ cdef class Datapath:
 
     def __dealloc__(self):
         cdef int k
+        for k in range(self.dp.n_fq):
+            fq_free(&self.dp.fq[k])
+        free(self.dp.fq)
         free(self.dp.ct.s)
         ht_free(&self.dp.fdb)
         ht_free(&self.dp.neigh)
@@ -297,6 +300,7 @@ cdef class Datapath:
 
     def reset(self) -> None:
         self.dp.fc_bump += 1
+        fq_expire(&self.dp, -1, <int64_t>0x7FFFFFFFFFFFFFFF)  # every reassembly queue
         ht_clear(&self.dp.fdb)
         memset(self.dp.ct.s, 0, (self.dp.ct.mask + 1) * sizeof(uint64_t))
         self.dp.ct.n = 0
@@ -420,6 +424,7 @@ cdef class Datapath:
                     aff_old.append((dp.aff.s[i].k0, dp.aff.s[i].k1 & ~KEMU_OCC))
         for k0, k1 in aff_old:
             ht_del(&dp.aff, ht_find(&dp.aff, k0, k1))
+        fq_expire(dp, -1, t_now)
 
     def state(self) -> dict[str, list[tuple]]:
         """Every piece of mutable state as sorted tuples (rendered by ``kemu.dataplane.dump``)."""
@@ -458,8 +463,11 @@ cdef class Datapath:
             if s.k1:
                 aff.append((<int64_t>((s.k1 & ~KEMU_OCC) >> 32), <int64_t>(s.k1 & 0xFFFFFFFFULL),
                             s.k0, s.v0 >> 16, s.v0 & 0xFFFF, s.v1))
+        frags = [(dp.fq[m].node, dp.fq[m].user, dp.fq[m].src, dp.fq[m].dst, dp.fq[m].proto,
+                  dp.fq[m].id, dp.fq[m].meat, dp.fq[m].len, dp.fq[m].expires)
+                 for m in range(dp.n_fq)]
         return {"fdb": sorted(fdb), "conntrack": sorted(ct), "neigh": sorted(neigh),
-                "affinity": sorted(aff)}
+                "affinity": sorted(aff), "frags": sorted(frags)}
 
     # ---------------------------------------------------------------- the batch call
     def process(self, buf, offsets, lengths, in_if, in_mode, ts_ns, Py_ssize_t start,

@@ -64,6 +64,13 @@ cdef int load_tables(Datapath self, tables) except -1:
         else:
             nh = int(t.gateway_ip)
         rt_nh[r] = nh & 0xFFFFFFFF
+    # a node's own route table (R-2): the masks derived once
+    nrt_start = _i32(t.node_rt_start)
+    nrt_count = _i32(t.node_rt_count)
+    nrt_prefix = np.ascontiguousarray(t.nrt_prefix, dtype=np.uint32)
+    nrt_mask = np.array([lpm_mask(int(x)) for x in t.nrt_len], dtype=np.uint32)
+    nrt_if = _i32(t.nrt_if)
+    nrt_nh = np.ascontiguousarray(t.nrt_nh, dtype=np.uint32)
     net_prefix, net_mask = 0, 0xFFFFFFFF
     for i in range(n_rt):
         if int(t.rt_kind[i]) == RT_NODE_NET:
@@ -171,7 +178,8 @@ cdef int load_tables(Datapath self, tables) except -1:
             node_eth_if, node_br_if, node_vtep_if, node_local_if, node_ip, node_br_ip,
             node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
             sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
-            own_if, nm_net, nm_mask, be_flags, sp_src_start, sp_src_count, src_net, src_mask]
+            own_if, nm_net, nm_mask, be_flags, sp_src_start, sp_src_count, src_net, src_mask,
+            nrt_start, nrt_count, nrt_prefix, nrt_mask, nrt_if, nrt_nh]
     for k, a in enumerate(keep):
         if len(a) == 0:  # a valid pointer even for empty tables
             keep[k] = np.zeros(1, a.dtype)
@@ -179,7 +187,8 @@ cdef int load_tables(Datapath self, tables) except -1:
      node_eth_if, node_br_if, node_vtep_if, node_local_if, node_ip, node_br_ip,
      node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
      sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
-     own_if, nm_net, nm_mask, be_flags, sp_src_start, sp_src_count, src_net, src_mask) = keep
+     own_if, nm_net, nm_mask, be_flags, sp_src_start, sp_src_count, src_net, src_mask,
+     nrt_start, nrt_count, nrt_prefix, nrt_mask, nrt_if, nrt_nh) = keep
     pol_commit(&self.dp, pol, t, keep)
     self._keep = keep
     self.dp.n_if = n_if
@@ -218,6 +227,12 @@ cdef int load_tables(Datapath self, tables) except -1:
     self.dp.rt_kind = <int32_t*>cnp.PyArray_DATA(rt_kind)
     self.dp.rt_owner = <int32_t*>cnp.PyArray_DATA(rt_owner)
     self.dp.rt_nh = <uint32_t*>cnp.PyArray_DATA(rt_nh)
+    self.dp.nrt_start = <int32_t*>cnp.PyArray_DATA(nrt_start)
+    self.dp.nrt_count = <int32_t*>cnp.PyArray_DATA(nrt_count)
+    self.dp.nrt_prefix = <uint32_t*>cnp.PyArray_DATA(nrt_prefix)
+    self.dp.nrt_mask = <uint32_t*>cnp.PyArray_DATA(nrt_mask)
+    self.dp.nrt_if = <int32_t*>cnp.PyArray_DATA(nrt_if)
+    self.dp.nrt_nh = <uint32_t*>cnp.PyArray_DATA(nrt_nh)
     self.dp.fe_sp = <int32_t*>cnp.PyArray_DATA(fe_sp)
     self.dp.fe_kind = <int32_t*>cnp.PyArray_DATA(fe_kind)
     self.dp.sp_flags = <int32_t*>cnp.PyArray_DATA(sp_flags)
@@ -358,6 +373,18 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
     for r in range(len(t.rt_kind)):
         if int(t.rt_kind[r]) == RT_LB and not 0 <= int(t.rt_node[r]) < n_nodes:
             bad(f"route {r}: node {int(t.rt_node[r])}")
+    if not (len(t.node_rt_start) == len(t.node_rt_count) == n_nodes
+            and len(t.nrt_prefix) == len(t.nrt_len) == len(t.nrt_if) == len(t.nrt_nh)):
+        bad("node route arrays of different lengths")
+    for m in range(n_nodes):
+        s, c = int(t.node_rt_start[m]), int(t.node_rt_count[m])
+        if s < 0 or c < 0 or s + c > len(t.nrt_prefix):
+            bad(f"node {m}: routes {s}+{c}")
+    for k in range(len(t.nrt_if)):
+        o = int(t.nrt_if[k])
+        if int(t.nrt_len[k]) > 32 or not (0 <= o < n_if or o in (
+                -DROP_BLACKHOLE, -DROP_ROUTE_UNREACHABLE, -DROP_ROUTE_PROHIBIT)):
+            bad(f"node route {k}: length {int(t.nrt_len[k])}, out {o}")
     if len(t.own_ip) != len(t.own_if):
         bad("ownership arrays of different lengths")
     own = np.asarray(t.own_if, np.int64)

@@ -23,8 +23,13 @@ cdef int prerouting(DP* dp, Item* it, int node, int in_if) noexcept nogil:
         ctx.verdict_sp = -1
         ctx.related = -1
     ctx.pre_done = 1
-    if rd16(d, 20) & 0x3FFF:  # MF or fragment offset: conntrack would defragment
-        return DROP_FRAGMENT
+    if rd16(d, 20) & 0x3FFF:  # a fragment: nf_defrag_ipv4 first (priority -400)
+        r = cold.defrag(dp, it, node, DEFRAG_OUT if in_if == dp.node_local_if[node] else
+                        DEFRAG_BRIDGE_IN if dp.ifs[in_if].kind == IF_VETH else DEFRAG_IN)
+        if r:
+            return r
+        d = DATA(it)
+        n = it.len
     l4info(d, n, &proto, &l4, &sport, &dport)
     if proto == PROTO_ICMP and (l4 + 1 > n or (d[l4] != 0 and d[l4] != 8)):
         dp.tr_ok = 0  # rare work: not a path the flow cache holds

@@ -19,10 +19,47 @@ cdef inline int local_if_of(const DP* dp, int node, uint32_t ip) noexcept nogil:
     return -1
 
 
+cdef int node_route(const DP* dp, int node, uint32_t dst) noexcept nogil:
+    """reference ``_node_route``: the first (longest) route of the node's own table (R-2)
+    containing ``dst``, -1."""
+    cdef int k, s = dp.nrt_start[node]
+    for k in range(s, s + dp.nrt_count[node]):
+        if ((dst ^ dp.nrt_prefix[k]) & dp.nrt_mask[k]) == 0:
+            return k
+    return -1
+
+
+cdef int node_route_dev(const DP* dp, int node, uint32_t dst, uint32_t* nh) noexcept nogil:
+    cdef int k = node_route(dp, node, dst)
+    if k < 0:
+        nh[0] = 0
+        return -1
+    nh[0] = dp.nrt_nh[k]
+    return dp.nrt_if[k]
+
+
+cdef inline int route_id(const DP* dp, int node, uint32_t dst) noexcept nogil:
+    """reference ``_route_id``: the route's id for EV_ROUTE (a node's own route k:
+    ``n_rt + k``), -1."""
+    cdef int k
+    if dp.nrt_count[node]:
+        k = node_route(dp, node, dst)
+        return dp.n_rt + k if k >= 0 else -1
+    return lpm_lookup(dp.lpm, dst)
+
+
+cdef inline int route_drop(int out_if) noexcept nogil:
+    """reference ``route_drop``: no route (-1) or the reason of a discarding route."""
+    return DROP_NO_ROUTE if out_if == -1 else -out_if
+
+
 cdef inline int route_dev(const DP* dp, int node, uint32_t dst, uint32_t* nh) noexcept nogil:
-    """reference ``_route_dev``: the out interface (-1: no route) and next hop. A node's
-    routes are the shared ones seen from it: its own pod CIDR is connected on the bridge,
-    another node's goes through the VTEP or eth0 to that node (R-1, OV-2, OV-4)."""
+    """reference ``_route_dev``: the out interface (-1: no route; -reason: a discarding
+    route) and next hop. A node's routes are the shared ones seen from it: its own pod
+    CIDR is connected on the bridge, another node's goes through the VTEP or eth0 to that
+    node (R-1, OV-2, OV-4); a node whose routes were set one by one has its own (R-2)."""
+    if dp.nrt_count[node]:
+        return node_route_dev(dp, node, dst, nh)
     cdef int32_t r = lpm_lookup(dp.lpm, dst)
     if r < 0:
         nh[0] = 0
@@ -84,13 +121,24 @@ cdef inline bint too_big(DP* dp, const uint8_t* d, int out_if) noexcept nogil:
 
 
 cdef int output(DP* dp, Item* it, int node, int out_if, uint32_t nh) noexcept nogil:
-    """POSTROUTING then neighbour output (ip_finish_output2)."""
+    """POSTROUTING, ip_fragment if longer than the MTU or reassembled (``frag``), then
+    neighbour output (ip_finish_output2)."""
     postrouting(dp, it, node, out_if)
     cdef uint8_t* d = DATA(it)
     cdef uint32_t dst = rd32(d, 30)
     cdef uint32_t hop_ip = nh if nh else dst
     if dp.record:
-        ev(dp, it, EV_ROUTE, lpm_lookup(dp.lpm, dst), nh, node)
+        ev(dp, it, EV_ROUTE, route_id(dp, node, dst), nh, node)
+    if rd16(d, 16) > dp.ifs[out_if].mtu or it.frag_max:
+        return cold.frag_output(dp, it, node, out_if, hop_ip, dp.ifs[out_if].mtu)
+    return neigh_output(dp, it, node, out_if, hop_ip)
+
+
+cdef inline int neigh_output(DP* dp, Item* it, int node, int out_if,
+                             uint32_t hop_ip) noexcept nogil:
+    """Neighbour output (ip_finish_output2): a miss holds the packet, a hit caches the
+    header."""
+    cdef uint8_t* d = DATA(it)
     cdef HSlot* ns
     cdef int64_t mac = neigh_get(dp, node, hop_ip, &ns)
     if mac < 0:
@@ -137,6 +185,7 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
     cdef uint8_t* d = DATA(it)
     cdef int n = it.len, bad, verdict, out_if, ttl
     cdef uint32_t et = rd16(d, 12), dst, nh, old
+    it.frag_max = 0  # ip_rcv_core clears the control block (frag_max_size)
     if et == <uint32_t>ETH_ARP:
         if n < 42:
             return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
@@ -157,12 +206,13 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
         verdict = prerouting(dp, it, node, i)
         if verdict:
             return end(dp, it, OUT_DROPPED, verdict, i, 0, False)
+        d = DATA(it)  # (a reassembled packet may have moved)
     dst = rd32(d, 30)
     if local_if_of(dp, node, dst) >= 0:
         return local_in(dp, it, node, i)
     out_if = route_dev(dp, node, dst, &nh)
     if out_if < 0:
-        return end(dp, it, OUT_DROPPED, DROP_NO_ROUTE, i, 0, False)
+        return end(dp, it, OUT_DROPPED, route_drop(out_if), i, 0, out_if != -1)
     old = rd16(d, 22)  # TTL and protocol: one load, one store (no byte store then
     ttl = old >> 8     # a wider load of the same bytes, which stalls store forwarding)
     if ttl <= 1:
@@ -197,6 +247,8 @@ cdef int st_local_out(DP* dp, Item* it) noexcept nogil:
     verdict = prerouting(dp, it, node, loc)  # nat OUTPUT shares KUBE-SERVICES (S-1)
     if verdict:
         return end(dp, it, OUT_DROPPED, verdict, loc, 0, False)
+    d = DATA(it)  # (a reassembled packet may have moved)
+    n = it.len
     dst = rd32(d, 30)
     li = local_if_of(dp, node, dst)
     if li >= 0:
@@ -204,7 +256,7 @@ cdef int st_local_out(DP* dp, Item* it) noexcept nogil:
         return end(dp, it, OUT_DELIVERED, 0, li, 0, False)
     out_if = route_dev(dp, node, dst, &nh)
     if out_if < 0:
-        return end(dp, it, OUT_DROPPED, DROP_NO_ROUTE, loc, 0, False)
+        return end(dp, it, OUT_DROPPED, route_drop(out_if), loc, 0, False)
     verdict = filter_forward(dp, it)
     if verdict:
         return end(dp, it, OUT_DROPPED, verdict, loc, 0, True)

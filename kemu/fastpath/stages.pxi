@@ -122,6 +122,7 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
     it.ip_ok = 0
     it.ct_prev = -1
     it.nat = 0
+    it.frag_max = 0
     it.npend = 0
     dp.n_touch = 0
     dp.first_ct = -1
@@ -178,6 +179,9 @@ ctypedef struct Cold:
     void (*fix_l2)(DP*, Item*, int) noexcept nogil
     void (*fc_insert)(DP*) noexcept nogil
     int (*policy)(DP*, Item*) noexcept nogil
+    int (*defrag)(DP*, Item*, int, int) noexcept nogil
+    int (*frag_output)(DP*, Item*, int, int, uint32_t, int) noexcept nogil
+    int (*frag_bridge)(DP*, Item*, int, int) noexcept nogil
 
 cdef Cold cold
 cold.prerouting_new = prerouting_new
@@ -189,3 +193,6 @@ cold.vxlan_encap = vxlan_encap
 cold.fix_l2 = fix_l2
 cold.fc_insert = fc_insert
 cold.policy = policy_check
+cold.defrag = defrag
+cold.frag_output = frag_output
+cold.frag_bridge = frag_bridge

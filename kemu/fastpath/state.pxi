@@ -83,6 +83,7 @@ ctypedef struct Item:            # reference.Item: one copy of a frame on the wo
                                  # checksum-preserving rewrites since (reset with the data)
     int32_t ct_prev              # entry * 2 + d of this copy's last conntrack hit, -1
     int32_t nat                  # a translation rewrote this copy (oc_nat), recording or not
+    int32_t frag_max             # reassembled by conntrack: its largest fragment (frag)
     int32_t npend
     Ev pend[NPEND]
 
@@ -150,6 +151,37 @@ ctypedef struct PolC:            # NetworkPolicy's loaded tables (policy.pxi)
     const uint32_t* ex_net
     const uint32_t* ex_mask
 
+ctypedef struct FragQ:           # reference frag.FragQueue, with its key
+    int64_t expires
+    uint32_t src
+    uint32_t dst
+    int32_t node
+    int32_t user
+    int32_t proto
+    int32_t id
+    int32_t len                  # the payload's length as far as known (q.len)
+    int32_t last_in
+    int32_t meat
+    int32_t tail
+    int32_t max_size
+    int32_t max_df_size
+    int32_t count
+    int32_t first_len            # 14 + IHL of the fragment at offset 0; 0: not in yet
+    int32_t n_runs
+    int32_t runs_cap
+    int32_t* runs                # [start, end) pairs of contiguous runs, sorted
+    uint8_t* buf                 # the first fragment's header at 0, the payload at FQ_DATA
+
+cdef enum:                       # frag: the queue's buffer, results, defrag users
+    FQ_DATA = 80                 # 14 + the largest IPv4 header (60), rounded up
+    FQ_BUF = 80 + 131072         # the payload's end: offset (< 65536) + an IP length
+    FRAG_DUP = -1
+    FRAG_OVERLAP = -2
+    FRAG_BAD = -3
+    DEFRAG_IN = 0                # nf_defrag_ipv4's users (reference frag.DEFRAG_*)
+    DEFRAG_OUT = 1
+    DEFRAG_BRIDGE_IN = 2
+
 
 ctypedef struct DP:
     # ---- tables (pointers into arrays owned by the Python object)
@@ -179,6 +211,12 @@ ctypedef struct DP:
     const int32_t* rt_kind        # per route: codes.RT_*, resolved per node (_route_dev)
     const int32_t* rt_owner       # the node owning a pod CIDR, -1
     const uint32_t* rt_nh         # the next hop from any node that does not own it
+    const int32_t* nrt_start      # a node with its own route table (Tables.node_rt_*, R-2):
+    const int32_t* nrt_count      # routes nrt_*[start : +count], longest first; 0: shared
+    const uint32_t* nrt_prefix
+    const uint32_t* nrt_mask
+    const int32_t* nrt_if         # out interface, or -reason of a discarding route
+    const uint32_t* nrt_nh
     LpmC* lpm
     HTab fe
     HTab fe_np
@@ -227,6 +265,9 @@ ctypedef struct DP:
     int64_t sh_cap
     int32_t sh_nodes              # the nodes the shared entries are for: 0..sh_nodes-1
     HTab aff                      # (sip, node << 32 | sp) -> (ip << 16 | port, last)
+    FragQ* fq                     # reassembly queues (frag), unordered
+    int32_t n_fq
+    int32_t fq_cap
     CtE* ce
     int32_t* ce_hint              # [entry * 2 + d]: the entry * 2 + d the same copy met
                                   # next (at the next node), -1; a guess checked on use

@@ -189,6 +189,52 @@ class EmulatedCluster:
         self.engine.settle()
         return bool(self.engine.dp.neigh_delete(n, int(ipaddress.IPv4Address(ip))))
 
+    def replace_route(self, node: str, prefix: str, via: str | None = None,
+                      dev: str | None = None, *, type: str = "unicast",  # noqa: A002
+                      onlink: bool = False) -> None:
+        """``ip route replace PREFIX [via VIA] [dev DEV] [onlink]`` on ``node`` (``type``
+        ``blackhole``, ``unreachable`` or ``prohibit``: ``ip route replace TYPE PREFIX``);
+        as ``spec.routes`` in the Cluster document (R-2, ``kemu.compiler.routes``). The
+        node's table takes it from the next frame on, swapped in as for any change of the
+        cluster (conntrack kept, CT-4; FDBs flushed, relearned by a warm cluster).
+        A route Linux refuses (unknown device, a next hop no connected route reaches) is a
+        ``TopologyError``."""
+        if type not in ("unicast", "blackhole", "unreachable", "prohibit"):
+            raise TopologyError(f"replace_route: type {type!r}: expected unicast, blackhole, "
+                                "unreachable or prohibit")
+        if type != "unicast" and (via is not None or dev is not None or onlink):
+            raise TopologyError(f"replace_route: a {type} route has no via, dev or onlink")
+        self._route_change(node, prefix, via=via, dev=dev or "", type=type, onlink=onlink)
+
+    def delete_route(self, node: str, prefix: str) -> None:
+        """``ip route del PREFIX`` on ``node``; a ``TopologyError`` if it has no such route."""
+        self._route_change(node, prefix, delete=True)
+
+    def routes(self, node: str) -> list[str]:
+        """``ip route`` on ``node``: its main table as text, most specific first, with the
+        routes set by ``replace_route``/``delete_route`` or ``spec.routes``."""
+        from kemu.compiler.routes import node_routes
+
+        name = self.tables.node_name[self._node(node)]
+        return [r.render() for r in node_routes(self.model)[name]]
+
+    def _route_change(self, node: str, prefix: str, **change: Any) -> None:
+        from kemu.compiler.routes import apply_changes, node_routes
+        from kemu.control.model import RouteChange
+
+        name = self.tables.node_name[self._node(node)]
+        try:
+            net = ipaddress.IPv4Network("0.0.0.0/0" if prefix == "default" else prefix)
+            via = change.pop("via", None)
+            ch = RouteChange(node=name, prefix=net, via=None if via is None
+                             else ipaddress.IPv4Address(via), **change)
+        except ValueError as err:
+            raise TopologyError(f"route {prefix} on {name}: {err}") from None
+        apply_changes(self.model, node_routes(self.model), [ch])  # refused: nothing changes
+        self.engine.settle()  # a due warm start's learning first, as before any state write
+        self.model.config.routes.append(ch)
+        self.model.version += 1
+
     def dump(self) -> str:
         """FDBs, conntrack, neighbours and affinity as deterministic text."""
         return self.engine.dump()

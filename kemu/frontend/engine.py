@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from kemu.control.cluster import Cluster
 from kemu.dataplane import codes as C
 from kemu.dataplane.describe import dump_state
-from kemu.dataplane.packet import u16, u32, u48
+from kemu.dataplane.packet import ip_checksum, u16, u32, u48
+from kemu.dataplane.reference.frag import Reassembly, fragment, is_fragment
 from kemu.dataplane.results import Results
 from kemu.dataplane.slowpath import (
     ICMP_FOR_DROP,
@@ -118,6 +119,8 @@ class Engine:
         # (kubelet probes, hostNetwork pods, ``-S node1``), as a pod's stack remembers its own
         self._node_clients: dict[int, set[tuple[int, int]]] = {}
         self._node_streams: dict[int, dict] = {}  # per node: its accepted TCP connections
+        # end hosts' reassembly queues (pods, external hosts, the gateway), by interface
+        self._reasm: dict[int, Reassembly] = {}
         self.clock_ns = 0
         self.warm = warm
         self._warm_due = warm  # learn everything before the next frame (at its time)
@@ -141,6 +144,7 @@ class Engine:
         for st in self._stacks.values():  # the emulated stacks' TCP connections go too
             st.streams.clear()
         self._node_streams.clear()
+        self._reasm.clear()
         self._warm_due = self.warm
 
     def dump(self) -> str:
@@ -304,8 +308,15 @@ class Engine:
                 st = self.stack_of(iface)
                 if st is None:
                     continue
+                if is_fragment(data):  # the host's own ip_defrag before its stack (L2-2)
+                    r, q = self._reasm.setdefault(iface, Reassembly()).add(data,
+                                                                          self.clock_ns)
+                    if r != 1 or q is None:
+                        continue
+                    data = bytes(q.packet(data))
                 for ans in st.answers(data, transport=self.respond and ikind != C.IF_GW_ETH):
-                    out.append((ans, iface, C.INJ_TX_FIXL2, "answer", idx))
+                    out.extend((f, iface, C.INJ_TX_FIXL2, "answer", idx)
+                               for f in self._fit(ans, iface))
             elif kind == C.OUT_DELIVERED and ikind in (C.IF_BRIDGE, C.IF_NODE_ETH, C.IF_VTEP):
                 out.extend(self._node_arp(data, iface, idx))
                 if self.respond:
@@ -318,6 +329,20 @@ class Engine:
             elif kind == C.OUT_NEIGH:
                 out.extend(self._resolve(data, iface, a, idx))
         return out
+
+    def _fit(self, frame: bytes, iface: int) -> list[bytes]:
+        """An end host's answer as its kernel sends it out of ``iface``: a datagram longer
+        than the MTU goes without DF (path MTU discovery's ``IP_PMTUDISC_WANT`` sets DF only
+        on what fits) and in fragments (``ip_fragment``, L2-2)."""
+        mtu = int(self.tables.if_mtu[iface])
+        if len(frame) < 34 or u16(frame, 12) != 0x0800 or u16(frame, 16) <= mtu:
+            return [frame]
+        f = bytearray(frame)
+        f[20] &= 0xBF  # DF off
+        ihl = (f[14] & 0xF) * 4
+        f[24:26] = b"\0\0"
+        f[24:26] = ip_checksum(f, 14, ihl).to_bytes(2, "big")
+        return [bytes(x) for x in fragment(f, mtu)]
 
     def _node_arp(self, data: bytes, iface: int, idx: int) -> list:
         """A node got ARP for one of its addresses: learn the sender, answer requests."""
@@ -466,7 +491,15 @@ def longest_route(t: Tables, dst: int) -> int:
 
 def route_dev(t: Tables, node: int, dst: int) -> int:
     """The interface ``node`` routes ``dst`` out of (R-1, R-2), -1: no route; as the
-    datapath's ``route_dev`` (for names, not the fast path)."""
+    datapath's ``route_dev`` (for names, not the fast path); a node with its own table (R-2):
+    its first route containing ``dst`` (-reason for a discarding one)."""
+    if int(t.node_rt_count[node]):
+        s = int(t.node_rt_start[node])
+        for k in range(s, s + int(t.node_rt_count[node])):
+            ln = int(t.nrt_len[k])
+            if (dst ^ int(t.nrt_prefix[k])) & ((0xFFFFFFFF << (32 - ln)) & 0xFFFFFFFF) == 0:
+                return int(t.nrt_if[k])
+        return -1
     best = longest_route(t, dst)
     if best < 0:
         return -1

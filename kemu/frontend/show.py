@@ -199,19 +199,8 @@ TABLES: dict[str, Callable[[Any, Sequence[Any], bool, bool], str]] = {
 # --- kemu's views ------------------------------------------------------------------------------
 
 def route_line(route: Any) -> str:
-    """One route as ``ip route`` prints it."""
-    prefix = "default" if route.prefix.prefixlen == 0 else str(route.prefix)
-    parts = [prefix]
-    if route.via is not None:
-        parts += ["via", str(route.via)]
-    parts += ["dev", route.dev, "proto", route.proto]
-    if route.via is None:
-        parts += ["scope", "link"]
-    if route.src is not None:
-        parts += ["src", str(route.src)]
-    if getattr(route, "onlink", False):
-        parts.append("onlink")
-    return " ".join(parts)
+    """One route as ``ip route`` prints it (``kemu.compiler.routes.Route.render``)."""
+    return str(route.render())
 
 
 def render_route_table(routes: Mapping[str, Sequence[Any]]) -> str:
@@ -236,7 +225,8 @@ def route_items(cluster: Any) -> list[dict[str, Any]]:
 
     return [{"node": node, **{k: jsonable(getattr(r, k)) for k in
                               ("prefix", "dev", "via", "src", "proto")},
-             "onlink": bool(getattr(r, "onlink", False))}
+             "onlink": bool(getattr(r, "onlink", False)),
+             "type": getattr(r, "type", "unicast")}
             for node, rs in sorted(_node_routes(cluster).items()) for r in rs]
 
 

@@ -122,9 +122,13 @@ class Trace:
             return Verdict(False, "nothing was sent")
         request = self.packets[0].hops[0][2]
         chain = {0}  # the request and its resumptions (held for ARP, then sent on)
+        key = _frag_key(request)  # a fragment: the other injected fragments of its datagram
         for n, p in enumerate(self.packets):
-            if p.origin == "resumed" and p.parent in chain:
+            if (p.origin == "resumed" and p.parent in chain) or (
+                    key is not None and p.origin == "injected" and p.hops
+                    and _frag_key(p.hops[0][2]) == key):
                 chain.add(n)
+        last = max(n for n in chain if self.packets[n].origin == "injected")
         mine = self._sender_ifaces(request)
         want = _wanted(request)
         answers = []  # (kind, frame as it arrived or was first sent, where it ended, packet)
@@ -144,7 +148,7 @@ class Trace:
                     if words is None:
                         done = "connection established" if kind == "synack" else "answered"
                         return Verdict(True, f"{done} ({text})")
-                    return Verdict(False, f"{words} ({text}){self._drop_note()}")
+                    return Verdict(False, f"{words} ({text}){self._drop_note(last)}")
         if answers:
             kind, frame, reached, p = next((a for a in answers if a[0] in want), answers[0])
             if reached:  # an answer, but not one that completes the exchange
@@ -153,16 +157,16 @@ class Trace:
             return Verdict(False, f"no answer reached the sender (the "
                                   f"{_answer_words(kind, frame)} from {_endpoint(frame, kind)}"
                                   f"{self._by(p)}, {self._fate(p)})")
-        fate = self.outcome(0)
+        fate = self.outcome(last)
         if fate == "DROPPED":
-            return Verdict(False, f"dropped{self._drop_where()}: "
-                                  f"{', '.join(self.drop_reasons(0)) or 'ignored'}")
+            return Verdict(False, f"dropped{self._drop_where(last)}: "
+                                  f"{', '.join(self.drop_reasons(last)) or 'ignored'}")
         if fate == "LEFT":
             return Verdict(False, "no answer: the packet left the cluster through the gateway "
                                   f"(to {ip_str(u32(request, 30)) if _is_ip(request) else '?'})")
         if fate == "NEIGH_MISS":
             return Verdict(False, "no answer: the next hop's address was not resolved")
-        to = ", ".join(sorted(set(self.delivered_to(0)))) or "?"
+        to = ", ".join(sorted(set(self.delivered_to(last)))) or "?"
         if not self.respond:
             return Verdict(False, f"no answer: delivered to {to}; the emulated stacks do not "
                                   "answer (--no-respond)")
@@ -203,17 +207,18 @@ class Trace:
             return f"was delivered to {', '.join(sorted(set(ends)))} instead"
         return "was lost (neighbour unresolved)" if C.OUT_NEIGH in kinds else "was ignored"
 
-    def _drop_where(self) -> str:
-        nodes = [_node_of(self.tables, i) for k, r, i, _a in self.packets[0].outcomes
+    def _drop_where(self, packet: int = 0) -> str:
+        nodes = [_node_of(self.tables, i) for k, r, i, _a in self.packets[packet].outcomes
                  if k == C.OUT_DROPPED and r not in (C.DROP_NOT_LOCAL, C.DROP_OTHERHOST)
                  and i >= 0]
         return f" on {nodes[0]}" if nodes else ""
 
-    def _drop_note(self) -> str:
+    def _drop_note(self, packet: int = 0) -> str:
         """The request's drop, when an ICMP error or RST came of one."""
-        if self.outcome(0) != "DROPPED" or not self.drop_reasons(0):
+        if self.outcome(packet) != "DROPPED" or not self.drop_reasons(packet):
             return ""
-        return f"; dropped{self._drop_where()}: {', '.join(self.drop_reasons(0))}"
+        return (f"; dropped{self._drop_where(packet)}: "
+                f"{', '.join(self.drop_reasons(packet))}")
 
     # ------------------------------------------------------------ observations
     def observations(self, packet: int = 0) -> list[Observation]:
@@ -236,7 +241,9 @@ class Trace:
                     action = "Rejected" if a == C.DROP_REJECT_NO_ENDPOINTS else "Dropped"
                     comp = {C.DROP_REJECT_NO_ENDPOINTS: "LB", C.DROP_NO_LOCAL_ENDPOINTS: "LB",
                             C.DROP_TTL_EXCEEDED: "Routing", C.DROP_NO_ROUTE: "Routing",
-                            C.DROP_FRAG_NEEDED: "Routing"
+                            C.DROP_FRAG_NEEDED: "Routing", C.DROP_BLACKHOLE: "Routing",
+                            C.DROP_ROUTE_UNREACHABLE: "Routing",
+                            C.DROP_ROUTE_PROHIBIT: "Routing"
                             }.get(a, "Forwarding")
                 o = Observation(node, comp, action, event_text(t, kind, a, b, c),
                                 t.if_name[iface])
@@ -301,6 +308,13 @@ class Trace:
 
 def _is_ip(data: bytes) -> bool:
     return len(data) >= 34 and u16(data, 12) == ETH_IP
+
+
+def _frag_key(data: bytes) -> tuple[int, int, int, int] | None:
+    """(src, dst, protocol, id) of an IPv4 fragment; None for a whole packet."""
+    if not _is_ip(data) or not u16(data, 20) & 0x3FFF:
+        return None
+    return (u32(data, 26), u32(data, 30), data[23], u16(data, 18))
 
 
 def _l4(data: bytes) -> int:
@@ -378,6 +392,12 @@ def _summary(data: bytes) -> str:
         return f"ethertype {et:#06x}, {len(data)} bytes"
     src, dst, proto, ttl = ip_str(u32(data, 26)), ip_str(u32(data, 30)), data[23], data[22]
     l4 = 14 + (data[14] & 0xF) * 4
+    fo = u16(data, 20)
+    if fo & 0x1FFF:  # a non-first fragment: no transport header of its own
+        name = C.PROTO_NAMES.get(proto, f"proto {proto}")
+        more = " MF" if fo & 0x2000 else ""
+        return (f"IP fragment {src} > {dst} {name} id {u16(data, 18)} offset "
+                f"{(fo & 0x1FFF) * 8}{more}, {u16(data, 16)} bytes ttl {ttl}")
     if proto in (C.PROTO_TCP, C.PROTO_UDP) and len(data) >= l4 + 4:
         sp, dp = u16(data, l4), u16(data, l4 + 2)
         name = "TCP" if proto == C.PROTO_TCP else "UDP"

@@ -35,9 +35,11 @@ No ``uid``, ``resourceVersion`` or timestamps: kemu has none. ``-o name`` prints
 - ``RouteList`` (one per route of each node and of the gateway, as ``ip route`` lists them;
   the gateway's ``default dev eth0`` is its way out of the cluster): ``node``: str (a node's
   name or ``gateway``);
-  ``prefix``: str (CIDR); ``dev``: str (``eth0``, ``cbr0``, ``flannel.1``); ``via``: str | null
-  (next hop); ``src``: str | null (preferred source); ``proto``: str (``kernel``, ``static``);
-  ``onlink``: bool.
+  ``prefix``: str (CIDR); ``dev``: str (``eth0``, ``cbr0``, ``flannel.1``; empty for a
+  discarding route); ``via``: str | null (next hop); ``src``: str | null (preferred source);
+  ``proto``: str (``kernel``, ``static``; ``boot`` for a route set by ``spec.routes`` or
+  ``replace_route``, as iproute2 adds it); ``onlink``: bool; ``type``: str (``unicast``,
+  or ``blackhole``, ``unreachable``, ``prohibit``).
 - ``DnsRecordList`` (the cluster zone as CoreDNS serves it): ``name``: str (absolute,
   lowercase); ``type``: str (A, SRV, PTR, TXT, CNAME); ``ttl``: int (seconds); ``value``: str
   (zone-file presentation form).
@@ -624,7 +626,13 @@ def route_index(t: Tables) -> list[tuple[int, int, dict[int, int]]]:
 
 def neighbour_dev(t: Tables, index: list[tuple[int, int, dict[int, int]]], node: int,
                   ip: int) -> str:
-    """The node's device towards ``ip``: by its longest-prefix route (R-1)."""
+    """The node's device towards ``ip``: by its longest-prefix route (R-1; a node with its
+    own table, R-2: by that)."""
+    if int(t.node_rt_count[node]):
+        from kemu.frontend.engine import route_dev
+
+        out = route_dev(t, node, ip)
+        return t.if_kernel_name[out] if out >= 0 else "eth0"
     for _ln, mask, prefixes in index:
         r = prefixes.get(ip & mask, -1)
         if r < 0:

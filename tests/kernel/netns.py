@@ -376,7 +376,11 @@ def kube_proxy_rules(topo: dict[str, Any], node: str | None = None) -> str:
     ``topo["ip_masq"]`` (``flannel_masq_rules``).
 
     kube-proxy's part is identical on every node (all services use
-    externalTrafficPolicy=Cluster, internalTrafficPolicy=Cluster, no session affinity).
+    externalTrafficPolicy=Cluster, internalTrafficPolicy=Cluster, no session affinity) but for
+    a ``loadBalancerSourceRanges`` range holding the node's own address (kube-proxy's
+    ``allowFromNode``: the LB addresses are allowed sources too). A service's
+    ``load_balancer_ips`` and ``source_ranges`` give kube-proxy's LoadBalancer rules
+    (``KUBE-FW-``/``KUBE-EXT-``, the ``KUBE-PROXY-FIREWALL`` DROP).
     """
     cluster_cidr = topo["cluster_cidr"]
     f_chains = ["KUBE-EXTERNAL-SERVICES", "KUBE-FIREWALL", "KUBE-FORWARD", "KUBE-NODEPORTS",
@@ -428,9 +432,13 @@ def kube_proxy_rules(topo: dict[str, Any], node: str | None = None) -> str:
         cip, port, np = svc["cluster_ip"], int(svc["port"]), svc.get("node_port")
         m = f"-m {proto} -p {proto}"
         eps = svc.get("endpoints") or []
+        lbs = svc.get("load_balancer_ips") or []
+        ranges = svc.get("source_ranges") or []
         if not eps:
             filt.append(f'-A KUBE-SERVICES -m comment --comment "{spn} has no endpoints" {m} '
                         f"-d {cip} --dport {port} -j REJECT")
+            filt += [f'-A KUBE-EXTERNAL-SERVICES -m comment --comment "{spn} has no endpoints" '
+                     f"{m} -d {lb} --dport {port} -j REJECT" for lb in lbs]
             if np:
                 filt.append(f'-A KUBE-EXTERNAL-SERVICES -m comment --comment "{spn} has no '
                             f'endpoints" -m addrtype --dst-type LOCAL {m} --dport {np} -j REJECT')
@@ -439,14 +447,37 @@ def kube_proxy_rules(topo: dict[str, Any], node: str | None = None) -> str:
         n_chains.append(svc_chain)
         services_rules.append(f'-A KUBE-SERVICES -m comment --comment "{spn} cluster IP" {m} '
                               f"-d {cip} --dport {port} -j {svc_chain}")
-        if np:
-            ext_chain = "KUBE-EXT-" + chain_hash(spn, proto)
+        ext_chain = "KUBE-EXT-" + chain_hash(spn, proto)
+        if np or lbs:
             n_chains.append(ext_chain)
-            nodeport_rules.append(f"-A KUBE-NODEPORTS -m comment --comment {spn} {m} "
-                                  f"--dport {np} -j {ext_chain}")
             other.append(f'-A {ext_chain} -m comment --comment "masquerade traffic for {spn} '
                          f'external destinations" -j KUBE-MARK-MASQ')
             other.append(f"-A {ext_chain} -j {svc_chain}")
+        if np:
+            nodeport_rules.append(f"-A KUBE-NODEPORTS -m comment --comment {spn} {m} "
+                                  f"--dport {np} -j {ext_chain}")
+        # LoadBalancer ingress IPs (E-4): with loadBalancerSourceRanges through KUBE-FW-X,
+        # whose allowed sources jump to KUBE-EXT-X; what falls through is not DNATed and is
+        # dropped by KUBE-PROXY-FIREWALL (filter, ctstate NEW) as kube-proxy writes it
+        fw_chain = "KUBE-FW-" + chain_hash(spn, proto)
+        for lb in lbs:
+            services_rules.append(f'-A KUBE-SERVICES -m comment --comment "{spn} loadbalancer '
+                                  f'IP" {m} -d {lb} --dport {port} -j '
+                                  f"{fw_chain if ranges else ext_chain}")
+            if ranges:
+                filt.append(f'-A KUBE-PROXY-FIREWALL -m comment --comment "{spn} traffic not '
+                            f'accepted by {fw_chain}" {m} -d {lb} --dport {port} -j DROP')
+        if lbs and ranges:
+            n_chains.append(fw_chain)
+            other += [f'-A {fw_chain} -m comment --comment "{spn} loadbalancer IP" -s {src} '
+                      f"-j {ext_chain}" for src in ranges]
+            node_ip = next((n["ip"] for n in topo["nodes"] if n["name"] == node), None)
+            if node_ip is not None and any(ipaddress.ip_address(node_ip)
+                                           in ipaddress.ip_network(r) for r in ranges):
+                other += [f'-A {fw_chain} -m comment --comment "{spn} loadbalancer IP" -s {lb} '
+                          f"-j {ext_chain}" for lb in lbs]  # allowFromNode
+            other.append(f'-A {fw_chain} -m comment --comment "other traffic to {spn} will be '
+                         'dropped by KUBE-PROXY-FIREWALL"')
         other.append(f'-A {svc_chain} -m comment --comment "{spn} cluster IP" {m} -d {cip} '
                      f"--dport {port} ! -s {cluster_cidr} -j KUBE-MARK-MASQ")
         n = len(eps)
@@ -952,10 +983,16 @@ class KernelCluster:
                                      "link set eth0 up", f"route add default via {gw['ip']}"]
                         + neigh_l2(f"ext:{h}"))
 
-    def _load_iptables(self) -> None:
+    def load_rules(self, topo: dict[str, Any] | None = None) -> None:
+        """Replace every node's iptables rules with kube-proxy's for ``topo`` (a topology of
+        the same nodes, pods and hosts with other Services; None: the cluster's own again).
+        Conntrack entries stay, as when kube-proxy resyncs."""
+        self._load_iptables(self.topo if topo is None else topo)
+
+    def _load_iptables(self, topo: dict[str, Any] | None = None) -> None:
         assert self._tmpdir is not None
         for name in self._nodes:
-            text = kube_proxy_rules(self.topo, name)
+            text = kube_proxy_rules(self.topo if topo is None else topo, name)
             path = os.path.join(self._tmpdir, f"iptables-{name}.rules")
             with open(path, "w") as f:
                 f.write(text)

@@ -6,7 +6,8 @@ eth0 MAC, pod CIDR, cbr0 address and MAC), the same pods (IP, eth0 MAC, the node
 kemu's kernel name and MAC, real listening sockets where kemu's stack listens:
 ``kemu.control.listen``), the same
 external hosts and gateway, and the Services as kemu resolved them (ClusterIP port -> ready
-endpoints ``ip:targetPort``, nodePorts). Every value is read from kemu's compiled tables
+endpoints ``ip:targetPort``, nodePorts, LoadBalancer ingress IPs with their
+``loadBalancerSourceRanges``). Every value is read from kemu's compiled tables
 (``emu.tables``), i.e. from what kemu's datapath itself uses, so the two clusters cannot drift.
 
 What the harness cannot model is left out and listed under ``"kemu_skipped"`` (a key the
@@ -16,7 +17,10 @@ harness ignores):
   ``externalTrafficPolicy: Local`` (S-9, E-2): the harness writes kube-proxy rules for the
   Cluster/Cluster/no-affinity shape only, so the whole Service is left out (a kernel packet to
   its ClusterIP or nodePort is not proxied at all);
-* SCTP service ports, externalIPs and LoadBalancer ingress IPs (no rules for them);
+* SCTP service ports and externalIPs (no rules for them); LoadBalancer ingress IPs get
+  kube-proxy's rules (``load_balancer_ips``, ``source_ranges``), but not how the address
+  reaches a node (MetalLB's ARP answer, the gateway's route): a test sends to the announcing
+  node's MAC;
 * headless and ExternalName Services are not proxied by kube-proxy either (S-13): not listed;
 * hostNetwork pods (no veth, no sandbox netns);
 * ``--random-fully`` (kemu's seeded random masquerade ports; the kernel's are random) and
@@ -199,11 +203,14 @@ def kernel_topology(emu: Any) -> dict[str, Any]:
             "listen": _listen(list(ext.ports)),
         })
     node_ports: dict[int, int] = {}
+    lb_ips: dict[int, list[str]] = {}
     extra_fe: dict[int, list[str]] = {}
     for f in range(len(t.fe_ip)):
         sp, kind = int(t.fe_sp[f]), int(t.fe_kind[f])
         if kind == C.FE_NODE_PORT:
             node_ports[sp] = int(t.fe_port[f])
+        elif kind == C.FE_LOAD_BALANCER:  # kube-proxy's "loadbalancer IP" rules (E-4)
+            lb_ips.setdefault(sp, []).append(ip_str(t.fe_ip[f]))
         elif kind != C.FE_CLUSTER_IP:
             extra_fe.setdefault(sp, []).append(
                 f"{C.FE_KIND_NAMES[kind]} {ip_str(t.fe_ip[f])}:{int(t.fe_port[f])}")
@@ -236,6 +243,11 @@ def kernel_topology(emu: Any) -> dict[str, Any]:
             "port": int(t.sp_port[sp]),
             "protocol": proto,
             "node_port": node_ports.get(sp),
+            "load_balancer_ips": lb_ips.get(sp, []),
+            "source_ranges": [
+                str(ipaddress.IPv4Network((int(t.src_net[r]), bin(int(t.src_mask[r])).count("1"))))
+                for r in range(int(t.sp_src_start[sp]),
+                               int(t.sp_src_start[sp]) + int(t.sp_src_count[sp]))],
             "endpoints": [{"ip": ip_str(t.be_ip[b]), "port": int(t.be_port[b])}
                           for b in range(start, start + count)],
         })

@@ -16,7 +16,8 @@ path, hook by hook (reference: a kubeadm node, kubenet/flannel, kube-proxy iptab
            (S-7 MASQUERADE to the egress address), neighbour -> TX
     node_local_out (node processes, ICMP errors): route, nat OUTPUT, POSTROUTING -> TX
 
-Mutable state: per-bridge FDB, per-node conntrack and neighbour tables, session affinity.
+Mutable state: per-bridge FDB, per-node conntrack and neighbour tables, session affinity,
+per-node reassembly queues.
 Time is the emulated clock (each frame's timestamp), never the wall clock.
 
 The package mirrors the compiled datapath's rooms (``kemu/fastpath/*.pxi``): each module is
@@ -38,6 +39,7 @@ SEMANTICS ids it implements.
     bridge      the Linux bridge: ports, learning, forwarding, flooding
     host        end hosts' receive side: pods, external hosts, the gateway
     gateway     the node network's gateway: a router (routes, TTL, static neighbours)
+    frag        IPv4 fragmentation on output, conntrack's reassembly (nf_defrag_ipv4)
     routing     a node's IP stack: routes, neighbours, forward, local in and out
     stages      a frame's run: the stage loop, the device-kind registry (TX, RX)
     load        Load.load: Tables in, what the stages read derived once

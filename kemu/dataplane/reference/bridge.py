@@ -136,4 +136,12 @@ class Bridge(Routing, Netfilter, Record, Parse):
         self._ev(it, C.EV_BR_FLOOD if it.flood else C.EV_BR_FDB, q, b)
         # a node bridge sends out of the veth; on the node network the port is the host itself
         it.stage, it.a = (S_TX if self.if_kind[q] == C.IF_VETH else S_RX), q
-        stack.append(it)
+        pieces = [it]
+        if it.frag_max:  # br_nf_dev_queue_xmit: refragmented as conntrack found it
+            mtu = self.if_mtu[q]
+            if it.frag_max < mtu:
+                mtu = it.frag_max
+            if u16(d, 16) > mtu and u16(d, 20) & 0x4000 and it.frag_max > mtu:
+                return self._end(it, C.OUT_DROPPED, C.DROP_FRAG_NEEDED, q, mtu)
+            pieces = self._fragment_out(it, mtu, self.if_node[q])
+        stack.extend(reversed(pieces))

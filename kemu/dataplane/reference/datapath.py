@@ -36,6 +36,7 @@ class Datapath(Load, Stages, Proxy, Conntrack):
         self.neigh = {}
         self.neigh_hh = set()
         self.affinity = {}
+        self.frags = {}
         self.t = tables
         self.load(tables)
 
@@ -91,6 +92,7 @@ class Datapath(Load, Stages, Proxy, Conntrack):
         self.neigh.clear()
         self.neigh_hh.clear()
         self.affinity.clear()
+        self.frags.clear()
         if self.static_neighbours:
             self._seed_neighbours()
 
@@ -139,6 +141,8 @@ class Datapath(Load, Stages, Proxy, Conntrack):
         for k, (_ip, _port, last) in list(self.affinity.items()):
             if now - last > int(self.t.sp_affinity_ns[k[1]]):
                 del self.affinity[k]
+        for r in self.frags.values():
+            r.expire(now)
 
     def state(self) -> dict[str, list[tuple]]:
         """Every piece of mutable state as sorted tuples (rendered by ``kemu.dataplane.dump``)."""
@@ -150,7 +154,11 @@ class Datapath(Load, Stages, Proxy, Conntrack):
         neigh = sorted((n, ip, mac, int((n, ip) in self.neigh_hh))
                        for (n, ip), mac in self.neigh.items())
         aff = sorted(k + v for k, v in self.affinity.items())
-        return {"fdb": fdb, "conntrack": ct, "neigh": neigh, "affinity": aff}
+        # reassembly queues: (node, user, src, dst, proto, id, bytes held, length so far,
+        # expires)
+        frags = sorted((n,) + k + (q.meat, q.len, q.expires)
+                       for n, r in self.frags.items() for k, q in r.queues.items())
+        return {"fdb": fdb, "conntrack": ct, "neigh": neigh, "affinity": aff, "frags": frags}
 
     # ---------------------------------------------------------------- the batch call
     def process(self, buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from kemu.dataplane import codes as C
 from kemu.dataplane.reference.conntrack import Conntrack
+from kemu.dataplane.reference.frag import DEFRAG_BRIDGE_IN, DEFRAG_IN, DEFRAG_OUT, Frag
 from kemu.dataplane.reference.nat import Nat
 from kemu.dataplane.reference.parse import Parse
 from kemu.dataplane.reference.policy import Policy
@@ -27,7 +28,7 @@ from kemu.dataplane.reference.state import CtEntry, Item
 from kemu.dataplane.reference.util import u16, u32
 
 
-class Netfilter(Policy, Proxy, Nat, Record, Conntrack, Parse):
+class Netfilter(Policy, Proxy, Nat, Frag, Record, Conntrack, Parse):
     """PREROUTING / OUTPUT, FORWARD, POSTROUTING."""
 
     def _prerouting(self, it: Item, node: int, in_if: int) -> int:
@@ -39,8 +40,12 @@ class Netfilter(Policy, Proxy, Nat, Record, Conntrack, Parse):
             ctx.node, ctx.ct, ctx.new, ctx.reply_dir = node, None, False, False
             ctx.verdict, ctx.verdict_sp, ctx.related = 0, -1, None
         ctx.pre_done = True
-        if u16(d, 20) & 0x3FFF:  # MF or fragment offset: conntrack would defragment
-            return C.DROP_FRAGMENT
+        if u16(d, 20) & 0x3FFF:  # a fragment: nf_defrag_ipv4 first (priority -400)
+            user = (DEFRAG_OUT if in_if == int(self.t.node_local_if[node]) else
+                    DEFRAG_BRIDGE_IN if self.if_kind[in_if] == C.IF_VETH else DEFRAG_IN)
+            r = self._defrag(it, node, user)
+            if r:
+                return r
         proto, l4, sport, dport = self._l4(d)
         if proto == C.PROTO_ICMP and (l4 + 1 > len(d) or d[l4] not in (0, 8)):
             self._related_pre(it, node, l4)  # no entry of its own: RELATED to what it quotes

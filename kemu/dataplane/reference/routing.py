@@ -26,6 +26,12 @@ from kemu.dataplane.reference.tunnel import Tunnel
 from kemu.dataplane.reference.util import csum_replace16, put16, put48, u16, u32
 
 
+def route_drop(out_if: int) -> int:
+    """The drop reason of a failed route lookup: no route (-1), or the reason a discarding
+    route carries as ``-reason`` (``Tables.nrt_if``)."""
+    return C.DROP_NO_ROUTE if out_if == -1 else -out_if
+
+
 class Routing(Tunnel, Netfilter, Nat, Record, Parse):
     """ip_rcv, forward, local in and out, output; routes and neighbours."""
 
@@ -38,6 +44,7 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
         i = it.a
         node = self.if_node[i]
         d = it.data
+        it.frag_max = 0  # ip_rcv_core clears the control block (frag_max_size)
         et = u16(d, 12)
         if et == ETH_ARP:
             if len(d) < 42:
@@ -61,7 +68,7 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
             return self._local_in(it, node, i, stack)
         out_if, nh = self._route_dev(node, dst)
         if out_if < 0:
-            return self._end(it, C.OUT_DROPPED, C.DROP_NO_ROUTE, i)
+            return self._end(it, C.OUT_DROPPED, route_drop(out_if), i, keep=out_if != -1)
         ttl = d[22]
         if ttl <= 1:
             return self._end(it, C.OUT_DROPPED, C.DROP_TTL_EXCEEDED, i, keep=True)
@@ -113,7 +120,7 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
             return self._end(it, C.OUT_DELIVERED, 0, self.local_ips[(node, dst)])
         out_if, nh = self._route_dev(node, dst)
         if out_if < 0:
-            return self._end(it, C.OUT_DROPPED, C.DROP_NO_ROUTE, loc)
+            return self._end(it, C.OUT_DROPPED, route_drop(out_if), loc)
         verdict = self._filter_forward(it)
         if verdict:
             return self._end(it, C.OUT_DROPPED, verdict, loc, keep=True)
@@ -133,30 +140,62 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
         self._postrouting(it, node, out_if)
         dst = u32(d, 30)
         hop = nh if nh else dst
-        self._ev(it, C.EV_ROUTE, self._route_id(dst), nh, node)
+        self._ev(it, C.EV_ROUTE, self._route_id(node, dst), nh, node)
+        pieces = [it]
+        mtu = self.if_mtu[out_if]
+        if self._needs_fragment(it, mtu):  # ip_finish_output: ip_fragment
+            if u16(d, 20) & 0x4000 and it.frag_max > mtu:  # DF fragments, too long now
+                return self._end(it, C.OUT_DROPPED, C.DROP_FRAG_NEEDED, out_if, mtu,
+                                 keep=True)
+            pieces = self._fragment_out(it, mtu, node)
         mac = self.neigh.get((node, hop), -1)
         if mac < 0:
-            self._ev(it, C.EV_NEIGH_MISS, hop, node, out_if)
-            put48(d, 6, self.if_mac[out_if])
-            return self._end(it, C.OUT_NEIGH, 0, out_if, hop, keep=True)
+            for p in pieces:
+                self._ev(p, C.EV_NEIGH_MISS, hop, node, out_if)
+                put48(p.data, 6, self.if_mac[out_if])
+                self._changed(p)
+                self._end(p, C.OUT_NEIGH, 0, out_if, hop, keep=True)
+            return None
         self.neigh_hh.add((node, hop))  # neigh_resolve_output caches the header
-        put48(d, 0, mac)
-        put48(d, 6, self.if_mac[out_if])
-        self._changed(it)
-        it.ctx = Ctx()
-        it.stage, it.a = S_TX, out_if
-        stack.append(it)
+        for p in pieces:
+            put48(p.data, 0, mac)
+            put48(p.data, 6, self.if_mac[out_if])
+            self._changed(p)
+            p.ctx = Ctx()
+            p.stage, p.a = S_TX, out_if
+        stack.extend(reversed(pieces))
 
     # ---- routing
-    def _route_id(self, dst: int) -> int:
+    def _route_id(self, node: int, dst: int) -> int:
+        """The id of the route ``node`` takes to ``dst`` (EV_ROUTE): a shared route's, or
+        ``len(rt_prefix) + k`` for route k of a node with its own table; -1: none."""
+        if int(self.t.node_rt_count[node]):
+            k = self._node_route(node, dst)
+            return len(self.t.rt_prefix) + k if k >= 0 else -1
         return self.lpm.lookup(dst)
 
+    def _node_route(self, node: int, dst: int) -> int:
+        """The first (longest) route of the node's own table containing ``dst``, -1."""
+        t = self.t
+        s = int(t.node_rt_start[node])
+        for k in range(s, s + int(t.node_rt_count[node])):
+            ln = int(t.nrt_len[k])
+            if ((dst ^ int(t.nrt_prefix[k])) & ((0xFFFFFFFF << (32 - ln)) & 0xFFFFFFFF)) == 0:
+                return k
+        return -1
+
     def _route_dev(self, node: int, dst: int) -> tuple[int, int]:
-        """(out interface, next hop or 0 for connected) of ``dst`` on ``node``; (-1, 0)."""
+        """(out interface, next hop or 0 for connected) of ``dst`` on ``node``; (-1, 0): no
+        route; (-reason, 0): a blackhole/unreachable/prohibit route (``route_drop``)."""
+        t = self.t
+        if int(t.node_rt_count[node]):  # the node's routes were set one by one (R-2)
+            k = self._node_route(node, dst)
+            if k < 0:
+                return -1, 0
+            return int(t.nrt_if[k]), int(t.nrt_nh[k])
         r = self.lpm.lookup(dst)
         if r < 0:
             return -1, 0
-        t = self.t
         kind = int(t.rt_kind[r])
         if kind == C.RT_POD_CIDR:
             owner = int(t.rt_node[r])

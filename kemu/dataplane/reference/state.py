@@ -75,11 +75,12 @@ class Item:
     pend: list = field(default_factory=list)
     flood: bool = False
     nat: bool = False    # a translation rewrote this copy (Results.oc_nat), recording or not
+    frag_max: int = 0    # reassembled by conntrack: its largest fragment (frag_max_size)
 
     def fork(self, stage: int, a: int, b: int = -1) -> Item:
         return Item(bytearray(self.data), stage, a, b, self.ctx.copy(), self.hops,
                     self.last_hop, self.snap_off, self.snap_len, list(self.pend), self.flood,
-                    self.nat)
+                    self.nat, self.frag_max)
 
 
 class State:
@@ -99,6 +100,7 @@ class State:
     neigh_hh: set[tuple[int, int]]                   # entries with a cached header
     # (node, service port, client ip) -> (endpoint ip, endpoint port, last seen)
     affinity: dict[tuple[int, int, int], tuple[int, int, int]]
+    frags: dict                                      # node -> its frag.Reassembly queues
     # the tables, and what Datapath.load derives from them
     t: Tables
     lpm: Lpm                                         # destination -> route id
