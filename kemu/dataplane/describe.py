@@ -187,20 +187,26 @@ def policy_text(t: Tables, kind: int, pod: int, direction: int, rule: int,
             return f"ALLOW policy: {d} of {pod_name(t, pod)} not isolated"
         idx = int(t.rule_idx[rule]) if rule < len(t.rule_idx) else -1
         return f"ALLOW policy {policy_name(t, rule_policy(t, rule))} {d} rule {idx}"
+    return f"DROP policy: default deny {denial_text(t, pod, direction, flow)}"
+
+
+def denial_text(t: Tables, pod: int, direction: int, flow: str | None = None) -> str:
+    """What a denial denied: ``ingress of shop/backend-x (selected by shop/deny-all; no rule
+    allows FLOW)``."""
     by = ", ".join(policy_name(t, p) for p in selecting_policies(t, pod, direction))
-    return (f"DROP policy: default deny {d} of {pod_name(t, pod)} (selected by {by or '?'}; "
+    return (f"{policy_direction(direction)} of {pod_name(t, pod)} (selected by {by or '?'}; "
             f"no rule allows {flow or 'the connection'})")
 
 
-def policy_verdict_text(t: Tables, kind: int, pod: int, direction: int, rule: int) -> str:
+def policy_verdict_text(t: Tables, kind: int, pod: int, direction: int, rule: int,
+                        flow: str | None = None) -> str:
     """A verdict for people reading a trace: ``ingress of shop/backend-x denied (selected by
-    shop/deny-all)`` or ``ingress of shop/backend-x allowed by shop/allow-frontend ingress
-    rule 0``."""
+    shop/deny-all; no rule allows FLOW)`` or ``ingress of shop/backend-x allowed by
+    shop/allow-frontend ingress rule 0``."""
     d = policy_direction(direction)
     who = f"{d} of {pod_name(t, pod)}"
     if kind == C.EV_POLICY_DENY:
-        by = ", ".join(policy_name(t, p) for p in selecting_policies(t, pod, direction))
-        return f"{who} denied (selected by {by or '?'}; no rule allows the connection)"
+        return denial_text(t, pod, direction, flow).replace(" (", " denied (", 1)
     if rule < 0:
         return f"{who} allowed (not isolated)"
     idx = int(t.rule_idx[rule]) if rule < len(t.rule_idx) else -1
