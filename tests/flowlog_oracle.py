@@ -159,11 +159,31 @@ class OracleFlowLog:
         flow.update(policy)
         if self.kemu_format:
             flow["kemu"] = {"frame": number, "hop": h,
-                            "decisions": [event_text(t, int(res.ev_kind[e]), int(res.ev_a[e]),
-                                                     int(res.ev_b[e]), int(res.ev_c[e]))
-                                          for e in evs]}
+                            "decisions": self._decisions(res, h, evs)}
         return json.dumps({"flow": flow, "node_name": node, "time": flow["time"]},
                           separators=(",", ":")) + "\n"
+
+    def _decisions(self, res: Results, h: int, evs: list[int]) -> list[str]:
+        """The words of events ``evs`` (of hop ``h``, -1: hop-less): a policy denial at a
+        hop names the flow of the hop's packet, and the policy drop after it is left out."""
+        t = self.t
+        events = [(int(res.ev_kind[e]), int(res.ev_a[e]), int(res.ev_b[e]), int(res.ev_c[e]))
+                  for e in evs]
+        denied = h >= 0 and any(k == C.EV_POLICY_DENY for k, *_ in events)
+        data = b""
+        if denied:
+            off, ln = int(res.hop_off[h]), int(res.hop_len[h])
+            data = res.arena[off:off + ln].tobytes()
+        out = []
+        for kind, a, b, c in events:
+            if denied and kind == C.EV_DROP and a == C.DROP_POLICY:
+                continue
+            text = event_text(t, kind, a, b, c)
+            if kind == C.EV_POLICY_DENY and h >= 0 and len(data) >= 34 and data[12:14] == \
+                    b"\x08\x00":
+                text = text.replace("the connection)", _flow_words(t, a, b, data) + ")")
+            out.append(text)
+        return out
 
 
     def _policy_fields(self, res: Results, fi: int) -> dict:
@@ -206,6 +226,25 @@ class OracleFlowLog:
             if fields.get(key):
                 out[key] = fields[key]
         return out
+
+
+def _flow_words(t: Tables, pod: int, direction: int, data: bytes) -> str:
+    """``10.244.0.3:41000 -> 8080/TCP`` (ingress) or ``SRC:SPORT -> DST:DPORT/TCP`` (egress,
+    the source the pod's own address)."""
+    l4 = 14 + (data[14] & 0xF) * 4
+    proto = data[23]
+    name = {C.PROTO_TCP: "TCP", C.PROTO_UDP: "UDP", C.PROTO_SCTP: "SCTP",
+            C.PROTO_ICMP: "ICMP"}.get(proto, f"proto {proto}")
+    src = str(ipaddress.IPv4Address(u32(data, 26)))
+    dst = str(ipaddress.IPv4Address(u32(data, 30)))
+    if direction == C.POL_EGRESS:
+        src = str(ipaddress.IPv4Address(int(t.if_ip[int(t.pod_eth_if[pod])])))
+    if name in ("TCP", "UDP", "SCTP"):
+        sport, dport = u16(data, l4), u16(data, l4 + 2)
+        if direction == C.POL_INGRESS:
+            return f"{src}:{sport} -> {dport}/{name}"
+        return f"{src}:{sport} -> {dst}:{dport}/{name}"
+    return f"{src} -> {name}" if direction == C.POL_INGRESS else f"{src} -> {dst} {name}"
 
 
 def _packet_fields(data: bytes) -> dict:

@@ -190,6 +190,8 @@ def test_both_encoders_write_the_oracles_bytes(cluster: Path, tmp_path: Path, ba
         assert Tee.records_seen == s.flow_records > 4  # with the SYN-ACK's
         text = (tmp_path / "f.jsonl").read_text()
         assert text.count('"traffic_direction"') == 4
+        if fmt == "kemu":  # the decisions say the denial as the pcapng comment does
+            assert text.count(json.dumps(DENIED_C)) == 1 and "DROP policy denied" not in text
 
 
 def test_policy_fragment_names_the_policies(cluster: Path) -> None:

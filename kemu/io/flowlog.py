@@ -8,8 +8,8 @@ the frame ended: ``FORWARDED`` when delivered to an endpoint (``TO_ENDPOINT``), 
 ``flow.proto``'s JSON mapping with its field names (``IP``, ``l4``, ``source``,
 ``destination``, ``Type``, ``trace_observation_point``, ``node_name``, ``source_service``,
 ``destination_service``, ``is_reply``). ``--flow-format kemu`` adds ``kemu``: the frame
-number, the hop and the texts of the decisions taken there (an outcome without a hop: its
-frame's hop-less decisions).
+number, the hop and the texts of the decisions taken there, as the pcapng comment says them
+(an outcome without a hop: its frame's hop-less decisions).
 
 NetworkPolicy (P-1, P-2): the outcome records of a frame that met policy verdicts
 (``EV_POLICY_ALLOW``/``EV_POLICY_DENY``: a new connection of a pod isolated in that direction)
@@ -57,10 +57,10 @@ from typing import IO, Any
 import numpy as np
 
 from kemu.dataplane import codes as C
-from kemu.dataplane.describe import event_text, rule_policy, selecting_policies
+from kemu.dataplane.describe import rule_policy, selecting_policies
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
-from kemu.io.hops import HopComments
+from kemu.io.hops import HUSH, HopComments, decision_text, with_flows
 
 __all__ = ["EndpointInfo", "FlowLog", "HopComments", "Pieces", "encode_flows", "rfc3339"]
 
@@ -505,6 +505,8 @@ class FlowLog:
             self.comment_texts: list[bytes] = [b"[]"]
             self.dec_piece = np.array([self.pieces.add_list(b"[]")], np.int32)
             self._none = np.zeros(64, np.uint8)  # no kind skipped
+            self._hushed = np.zeros(1 << 16, np.uint8)  # only what ``with_flows`` hushed
+            self._hushed[HUSH] = 1
         # NetworkPolicy verdicts: each distinct list of a frame's verdicts, interned like the
         # decisions, is one piece (``policy_piece``; comment id 0, no verdict: -1)
         self.verdicts = self.impl.HopComments()
@@ -579,7 +581,9 @@ class FlowLog:
         ended = np.zeros(n_hops, np.uint8)  # the hops copies ended at: their records' lists
         oc_hop = res.oc_hop[:res.n_outcomes]
         ended[oc_hop[(oc_hop >= 0) & (oc_hop < n_hops)]] = 1
-        new = [hc.assign(res.ev_hop, *cols, n_ev, ended, self._none, hop_ids)]
+        kinds, bs, cs = with_flows(res)  # (the policy denials' flows, as in the pcapng)
+        new = [hc.assign(res.ev_hop, kinds, res.ev_a, bs, cs, n_ev, ended, self._hushed,
+                         hop_ids)]
         kinds = res.ev_kind[:n_ev]
         hop = res.ev_hop[:n_ev]
         tr = np.flatnonzero(TRANSLATIONS[kinds.view(np.uint16)].astype(bool) & (hop >= 0))
@@ -604,7 +608,7 @@ class FlowLog:
     def _name(self, new_events: list, new_comments: list) -> None:
         """Pieces of newly seen lists of decisions (``["text",...]``)."""
         t = self.t
-        self.event_texts += [_js(event_text(t, *ev)) for ev in new_events]
+        self.event_texts += [_js(decision_text(t, *ev)) for ev in new_events]
         ids = []
         for parent, eid in new_comments:
             text = self.event_texts[eid]
