@@ -84,8 +84,7 @@ def test_bad_arguments_exit_2(args: list[str], message: str,
 
 EXAMPLE = ROOT / "examples" / "cluster"
 BACKEND_POD = "shop/backend-hdjlqw9kdn-gxszb"  # on node2, listens on 9090
-# on node2, listens on 8080; no NetworkPolicy selects it (the backends' backend-grpc allows
-# their grpc port only: ICMP and other ports to them are denied, #17)
+# on node2 too, and selected by no NetworkPolicy (the backend's allow only its grpc port)
 FRONTEND_POD = "shop/frontend-tt4zl4844t-qz7l7"
 REACH = {  # name: (arguments, exit code, the reason's words)
     "pod-to-service": (["-S", "default/client", "-D", "shop/backend"], 0,
@@ -97,14 +96,13 @@ REACH = {  # name: (arguments, exit code, the reason's words)
                         f"connection refused (RST from 10.244.1.4:1, pod {FRONTEND_POD})"),
     "icmp-echo": (["-S", "default/client", "-D", FRONTEND_POD, "-p", "icmp"], 0,
                   f"answered (echo reply from 10.244.1.4, pod {FRONTEND_POD})"),
-    "policy-denied": (["-S", "default/client", "-D", BACKEND_POD, "-p", "icmp"], 1,
+    "policy-denied": (["-S", "default/client", "-D", BACKEND_POD, "-p", "tcp,dport=1"], 1,
                       f"denied by NetworkPolicy on node2: ingress of {BACKEND_POD} (selected "
-                      "by shop/backend-grpc; no rule allows 10.244.0.2 -> ICMP)"),
+                      "by shop/backend-grpc; no rule allows 10.244.0.2:40000 -> 1/TCP)"),
     "dns": (["-S", "default/client", "-D", "kube-system/kube-dns", "-p", "udp,dport=53"], 0,
             "answered (DNS answer from 10.96.0.10:53, pod kube-system/coredns-"),
     "udp-closed-port": (["-S", "default/client", "-D", FRONTEND_POD, "-p", "udp,dport=9"], 1,
-                        f"unreachable (ICMP port unreachable from 10.244.1.4, pod "
-                        f"{FRONTEND_POD})"),
+                        f"unreachable (ICMP port unreachable from 10.244.1.4, pod {FRONTEND_POD})"),
     "pod-to-external-host": (["-S", "default/client", "-D", "ext/db"], 0,  # masqueraded
                              "connection established (SYN-ACK from 172.18.0.200:5432, "
                              "external host db)"),
@@ -176,7 +174,8 @@ def test_verdict_in_the_api() -> None:
                          src="default/client")
     assert trace.verdict().reachable
     # a source address nobody in the cluster owns: the answer leaves through the gateway
+    # (to a frontend pod: the backend's NetworkPolicy admits no address outside the cluster)
     trace = cluster.send(IP(src="203.0.113.9", dst="10.244.1.4") / TCP(sport=5, dport=8080),
-                         src="default/client")  # (to a frontend pod: no policy selects it)
+                         src="default/client")
     v = trace.verdict()
     assert not v.reachable and "left the cluster through the gateway" in v.reason

@@ -1,4 +1,5 @@
-"""Compiled tables as deterministic text (golden tests, ``kemu show tables``).
+"""Compiled tables as deterministic text (golden tests, ``kemu show tables``); NetworkPolicy's
+section only when the cluster has policies.
 
 In the manner of Cilium's map dumps: one line per table row, sections in a fixed order,
 addresses and names instead of numbers. The same cluster always gives the same text.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from kemu.dataplane import codes as C
 from kemu.dataplane.describe import ip_str, mac_str, route_text
-from kemu.dataplane.tables import Tables
+from kemu.dataplane.tables import PORT_ANY, Tables
 
 
 def dump_tables(t: Tables) -> str:
@@ -68,4 +69,54 @@ def dump_tables(t: Tables) -> str:
         out.append(f"{name} {ip_str(t.sp_ip[sp])}:{int(t.sp_port[sp])}/"
                    f"{C.PROTO_NAMES[int(t.sp_proto[sp])]} backends {backends}"
                    + (f" {' '.join(flags)}" if flags else ""))
+    if t.pol_name:
+        out += _policy_lines(t)
     return "\n".join(out) + "\n"
+
+
+def _policy_lines(t: Tables) -> list[str]:
+    """NetworkPolicy (kemu/compiler/policy.py): identities, each pod's selecting policies,
+    the rules, the policy map."""
+    dirs = {C.POL_INGRESS: "ingress", C.POL_EGRESS: "egress"}
+    out = [f"[networkpolicy] icmp {'allow' if t.pol_icmp_allow else 'deny'}"]
+    for i, name in enumerate(t.ident_name):
+        out.append(f"identity {i} {name}")
+    for p, key in enumerate(t.pod_key):
+        sel = []
+        for d in (C.POL_INGRESS, C.POL_EGRESS):
+            s, n = int(t.sel_start[2 * p + d - 1]), int(t.sel_count[2 * p + d - 1])
+            names = ",".join(t.pol_name[int(x)] for x in t.sel_pol[s:s + n]) or "-"
+            sel.append(f"{dirs[d]} {names}")
+        out.append(f"pod {key} identity {int(t.pod_ident[p])} {' '.join(sel)}")
+    for r in range(len(t.rule_pol)):
+        s, n = int(t.rule_port_start[r]), int(t.rule_port_count[r])
+        ports = []
+        for k in range(s, s + n):
+            name = int(t.port_name[k])
+            lo, hi = int(t.port_lo[k]), int(t.port_hi[k])
+            port = (t.port_names[name] if name >= 0 else "*" if (lo, hi) == (0, 65535)
+                    else str(lo) if lo == hi else f"{lo}-{hi}")
+            ports.append(f"{port}/{C.PROTO_NAMES[int(t.port_proto[k])]}")
+        cs, cn = int(t.rule_cidr_start[r]), int(t.rule_cidr_count[r])
+        blocks = []
+        for k in range(cs, cs + cn):
+            es, en = int(t.cb_exc_start[k]), int(t.cb_exc_count[k])
+            exc = "".join(f" except {ip_str(t.ex_net[x])}/{bin(int(t.ex_mask[x])).count('1')}"
+                          for x in range(es, es + en))
+            blocks.append(f"{ip_str(t.cb_net[k])}/{bin(int(t.cb_mask[k])).count('1')}{exc}")
+        out.append(f"rule {r} {t.pol_name[int(t.rule_pol[r])]} {dirs[int(t.rule_dir[r])]}"
+                   f"[{int(t.rule_idx[r])}] peers {'any' if t.rule_any_peer[r] else 'listed'}"
+                   f" ipBlocks {'; '.join(blocks) or '-'} ports {' '.join(ports) or 'any'}")
+    for k in range(len(t.pm_rule)):
+        pd = int(t.pm_pd[k])
+        peer, proto, port = int(t.pm_peer[k]), int(t.pm_proto[k]), int(t.pm_port[k])
+        out.append(f"map {t.pol_name[pd // 2]} {dirs[pd % 2 + 1]} "
+                   f"{'any' if peer < 0 else f'identity {peer}'} "
+                   f"{'any' if proto == 0 else C.PROTO_NAMES[proto]}/"
+                   f"{'any' if port == PORT_ANY else port} -> rule {int(t.pm_rule[k])}")
+    for pd in range(len(t.pd_slow_start)):
+        s, n = int(t.pd_slow_start[pd]), int(t.pd_slow_count[pd])
+        if n:
+            rules = " ".join(str(int(r)) for r in t.slow_rule[s:s + n])
+            out.append(f"rules {t.pol_name[pd // 2]} {dirs[pd % 2 + 1]} one by one: {rules}")
+    return out
