@@ -306,3 +306,31 @@ def test_datapath_agrees_with_the_oracle(backend: str, seed: int) -> None:
                 if policy_dropped(tr) == want:
                     wrong.append((src, dst, port, proto, want))
     assert not wrong, (pols, wrong[:5])
+
+
+@pytest.mark.skipif(len(IMPLEMENTATIONS) < 2, reason="the compiled extension is not built")
+@pytest.mark.parametrize("field,value,words", [
+    ("sel_pol", [99], "sel_pol names a policy"),
+    ("slow_rule", [999], "slow_rule names a rule"),
+    ("rule_port_start", None, "a rule's ports outside"),
+    ("pm_rule", None, "the policy map names a rule"),
+    ("sel_start", [0], "sel_start/sel_count are not 2 per pod"),
+])
+def test_compiled_load_refuses_inconsistent_policy_tables(field: str, value: Any,
+                                                          words: str) -> None:
+    """The C code indexes without bounds checks: ``load`` refuses such tables (an exception,
+    never a crash) and keeps what it had."""
+    import dataclasses
+
+    import numpy as np
+
+    c = make("cython", DENY_ALL_X, policy("p", "x", {"podSelector": {}, "ingress": [
+        {"ports": [{"port": "http"}, {"port": 80, "endPort": 81}],
+         "from": [{"podSelector": {}}]}, {"ports": [{"port": 443}]}]}), respond=False)
+    t = c.tables
+    arr = getattr(t, field)
+    bad = np.array(value, dtype=arr.dtype) if value is not None else arr + 1000
+    dp = IMPLEMENTATIONS["cython"].Datapath(t, 0, True)
+    with pytest.raises(ValueError, match=f"inconsistent tables: {words}"):
+        dp.load(dataclasses.replace(t, **{field: bad}))
+    assert dp.t is t

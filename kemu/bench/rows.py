@@ -16,6 +16,7 @@ from typing import Any
 MIX = "cluster mix"
 CHURN = "churn"
 POLICY = "cluster mix, policies"  # the mix with 1,000 NetworkPolicies (#17)
+POLICY_CHURN = "churn, policies"  # new flows, each judged by them
 POLICY_COUNT, POLICY_NAMESPACES = 1000, 100
 FAST, REF, SCAPY, KERNEL = ("kemu fast path (cython)", "kemu reference (pure Python)",
                             "Scapy-object pipeline", "Linux kernel (netns, bridge, iptables)")

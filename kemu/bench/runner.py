@@ -13,7 +13,8 @@ What it measures, each the median of ``--repeat`` runs (with min and max), side 
   ``--no-kernel``);
 - the cluster mix again with 1,000 NetworkPolicies over 100 namespaces that isolate every pod
   and allow exactly the mix's connections (``policy`` row, its ratio to the mix row; the
-  goal is >= 0.85), and the time ``compile_cluster`` takes with them;
+  goal is >= 0.85), the churn workload with them (every new flow judged: what a verdict
+  costs), and the time ``compile_cluster`` takes with them;
 - batched route lookups: kemu's ``Lpm.lookup_bulk`` against pytricia, 10k and 500k prefixes;
 - whole-process ``kemu replay`` of a cluster-mix capture to a pcapng of every hop (1M frames
   by default, ``--replay-frames 4000000`` for the issue's target; three runs into the
@@ -56,6 +57,7 @@ from kemu.bench.rows import (
     KERNEL,
     MIX,
     POLICY,
+    POLICY_CHURN,
     POLICY_COUNT,
     POLICY_NAMESPACES,
     REF,
@@ -245,7 +247,25 @@ class Bench(Report):
                     f"{statistics.median(plain):,.0f}/s); {denied[0]} frames denied")
         _say(f"{row.workload}: {row.name}: {row.median:,.0f} {row.unit}/s ({ratio:.2f} of "
              "the mix without policies)")
+        # the churn: every timed flow is new, so each one's first frame is judged
+        crow = Row("datapath", POLICY_CHURN, FAST, "frames", len(self.churn))
+        cplain: list[float] = []
+        for r in range(self.repeat):
+            for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+                dp, res = pair[k]
+                dp.reset()
+                W.drive(dp, self.churn.warm, res, self.batch)
+                t0 = time.perf_counter()
+                W.drive(dp, self.churn, res, self.batch, count if k else None)
+                (crow.runs if k else cplain).append(len(self.churn) / (time.perf_counter() - t0))
+        self.rows.append(crow)
+        cratio = crow.median / statistics.median(cplain)
+        crow.note = (f"{cratio:.2f} of the same churn without policies (alternating rounds, "
+                     f"{statistics.median(cplain):,.0f}/s); {denied[0]} frames denied in all")
+        _say(f"{crow.workload}: {crow.name}: {crow.median:,.0f} {crow.unit}/s ({cratio:.2f} of "
+             "the churn without policies)")
         self.info["policy"] = {"policies": len(t.pol_name), "rules": len(t.rule_pol),
+                               "churn_ratio": round(cratio, 4),
                                "identities": len(t.ident_name),
                                "map_entries": len(t.pm_rule), "denied_frames": denied[0],
                                "mix_ratio": round(ratio, 4),

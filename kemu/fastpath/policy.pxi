@@ -211,6 +211,9 @@ def pol_prepare(t):
         bad("port arrays of different lengths")
     if n_rule and int((rule_cols[1] + rule_cols[2]).max()) > n_port:
         bad("a rule's ports outside the port arrays")
+    for a in rule_cols[1:] + [slow_start, slow_count]:
+        if len(a) and int(a.min()) < 0:
+            bad("a negative start or count")
     cb_net = np.ascontiguousarray(t.cb_net, dtype=np.uint32)
     cb_mask = np.ascontiguousarray(t.cb_mask, dtype=np.uint32)
     cb_exc_start, cb_exc_count = _i32(t.cb_exc_start), _i32(t.cb_exc_count)
@@ -221,7 +224,8 @@ def pol_prepare(t):
         bad("ipBlock arrays of different lengths")
     if n_rule and int((rule_cols[3] + rule_cols[4]).max()) > len(cb_net):
         bad("a rule's ipBlocks outside the ipBlock arrays")
-    if len(cb_net) and int((cb_exc_start + cb_exc_count).max()) > len(ex_net):
+    if len(cb_net) and (int((cb_exc_start + cb_exc_count).max()) > len(ex_net)
+                        or int(cb_exc_start.min()) < 0 or int(cb_exc_count.min()) < 0):
         bad("an ipBlock's excepts outside the except arrays")
     pm_rule = _i32(t.pm_rule)
     if not (len(t.pm_pd) == len(t.pm_peer) == len(t.pm_proto) == len(t.pm_port)
