@@ -40,13 +40,13 @@ def policy(name: str, ns: str, spec: dict[str, Any]) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": ns}, "spec": spec}
 
 
-def cluster_docs(icmp: str = "deny") -> list[dict[str, Any]]:
+def cluster_docs(icmp: str = "deny", mode: str = "host-gw") -> list[dict[str, Any]]:
     """Two namespaces (x: team=a, y: team=b); x/a and x/b on node1, x/b2 (same labels as
     x/b, but its port named ``http`` is 8080) and y/c on node2, y/d on node1; x/h hostNetwork
     on node1; Service x/svc-b (app=b, port 80 -> http); an external host."""
     return [
         {"apiVersion": "kemu.dev/v1alpha1", "kind": "Cluster", "metadata": {"name": "pol"},
-         "spec": {"nodes": 2, "listen": "all", "networkPolicy": {"icmp": icmp},
+         "spec": {"nodes": 2, "listen": "all", "networkPolicy": {"icmp": icmp}, "mode": mode,
                   "kubeProxy": {"masqueradeRandomFully": False},
                   "masquerade": {"enabled": True, "randomFully": False},
                   "externalHosts": [{"name": "client", "ip": "172.18.0.100"}]}},
@@ -67,9 +67,10 @@ def cluster_docs(icmp: str = "deny") -> list[dict[str, Any]]:
     ]
 
 
-def make(backend: str, *policies: dict[str, Any], icmp: str = "deny",
-         respond: bool = True) -> kemu.frontend.api.EmulatedCluster:
-    return kemu.load(cluster_docs(icmp) + list(policies), backend=backend, respond=respond)
+def make(backend: str, *policies: dict[str, Any], icmp: str = "deny", respond: bool = True,
+         mode: str = "host-gw") -> kemu.frontend.api.EmulatedCluster:
+    return kemu.load(cluster_docs(icmp, mode) + list(policies), backend=backend,
+                     respond=respond)
 
 
 def ip_of(c: kemu.frontend.api.EmulatedCluster, key: str) -> str:

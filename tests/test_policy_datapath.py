@@ -102,6 +102,19 @@ def test_nodeport_judged_after_dnat_against_the_source_the_node_sees(backend: st
     assert reachable(c, "ext/client", node2, 30080)
 
 
+def test_vxlan_mode(backend: str) -> None:
+    """In VXLAN mode the inner packet is judged (the tunnel's own UDP is node traffic)."""
+    c = make(backend, DENY_ALL_X, policy("from-c", "x", {
+        "podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [
+            {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "c"}}}]}]}),
+        mode="vxlan")
+    tr = probe(c, "y/c", "x/a")
+    assert tr.verdict().reachable
+    assert [e[:3] for e in policy_events(tr)] == [("ALLOW", "x/a", "ingress")]
+    assert policy_dropped(probe(c, "x/b2", "x/a"))
+    assert reachable(c, "x/b2", "y/c")
+
+
 def test_host_network_destination_is_never_judged(backend: str) -> None:
     """P-12: x/h shares node1's address: traffic to it is node input, no policy selects it."""
     c = make(backend, DENY_ALL_X, policy("deny-y-egress", "y", {

@@ -19,8 +19,9 @@ Compiled the way Cilium compiles it (networking.k8s.io/v1 semantics, SEMANTICS P
   iptables-based kube-router and Calico match it: Cilium's ipBlock does not match pod
   addresses);
 - **the policy map**: (2 * policy + direction - 1, remote identity or -1 = any peer,
-  protocol or 0 = every protocol, port or ``PORT_ANY``) -> the lowest rule id: a new
-  connection costs a few lookups per selecting policy. Rules whose ports are ranges
+  protocol or 0 = every protocol, port or ``PORT_ANY``) -> the lowest rule id, and per
+  (policy, direction) the kinds of key it holds (``pd_keys``): a new connection costs the
+  few lookups of those kinds per selecting policy. Rules whose ports are ranges
   (``endPort``) or names (resolved per destination pod: the same name may be a different
   number on two pods of one identity, P-7) or whose peers are ipBlocks are also listed per
   (policy, direction) and evaluated rule by rule (``ri_*`` holds their selector identities,
@@ -81,8 +82,8 @@ class _Idents:
             pod_key.append(k)
         order = sorted(keys, key=keys.__getitem__)
         index = {k: i for i, k in enumerate(order)}
-        self.names = tuple(f"{ns}:" + ",".join(f"{a}={b}" for a, b in keys[k][1])
-                           for k in order for ns in (k[0],))
+        self.names = tuple(f"{k[0]}:" + ",".join(f"{a}={b}" for a, b in keys[k][1])
+                           for k in order)
         self.labels = [dict(k[1]) for k in order]
         self.by_ns: dict[str, list[int]] = {}
         for i, k in enumerate(order):
@@ -138,6 +139,12 @@ class _Idents:
         return hit
 
 
+def _key_bit(any_peer: bool, proto: int, port: int) -> int:
+    """``Tables.pd_keys``'s bit of a map key's kind."""
+    kind = 0 if proto == 0 else 2 if port == PORT_ANY else 1
+    return 1 << (kind + (3 if any_peer else 0))
+
+
 def _simple_ports(rule: PolicyRule) -> bool:
     """Ports the map holds directly: none, or single numbers, or a protocol alone."""
     return all(not isinstance(p.port, str) and p.end_port is None for p in rule.ports)
@@ -186,6 +193,8 @@ def compile_policies(cluster: Cluster) -> dict[str, Any]:
         sel_start[2 * where], sel_count[2 * where] = rows[:, 0], rows[:, 1]
         sel_start[2 * where + 1], sel_count[2 * where + 1] = rows[:, 2], rows[:, 3]
 
+    n_pol = len(pols)
+    pd_keys = np.zeros(2 * n_pol, dtype=np.uint8)
     rule_pol: list[int] = []
     rule_dir: list[int] = []
     rule_idx: list[int] = []
@@ -243,6 +252,9 @@ def compile_policies(cluster: Cluster) -> dict[str, Any]:
                     for peer_id in peers:
                         for proto, port in keys:
                             pmap.setdefault((pd, peer_id, proto, port), r)
+                    for proto, port in keys:
+                        if peers:
+                            pd_keys[pd] |= _key_bit(peers == [-1], proto, port)
                 if not simple or len(cidrs) > c0:
                     slow.setdefault(pd, []).append(r)
                     if idents:
@@ -260,7 +272,6 @@ def compile_policies(cluster: Cluster) -> dict[str, Any]:
                     if nid is not None:
                         np_rows.append((p_i, C.PROTO_NUMBERS[cp.protocol], nid, cp.port))
         np_rows = sorted(set(np_rows))
-    n_pol = len(pols)
     slow_start = np.zeros(2 * n_pol, dtype=np.int32)
     slow_count = np.zeros(2 * n_pol, dtype=np.int32)
     slow_flat: list[int] = []
@@ -285,7 +296,7 @@ def compile_policies(cluster: Cluster) -> dict[str, Any]:
         pm_pd=km[:, 0].astype(np.int32), pm_peer=km[:, 1].astype(np.int32),
         pm_proto=km[:, 2].astype(np.uint8), pm_port=km[:, 3].astype(np.int32),
         pm_rule=col([pmap[k] for k in keys_sorted], dtype=np.int32),
-        pd_slow_start=slow_start, pd_slow_count=slow_count,
+        pd_keys=pd_keys, pd_slow_start=slow_start, pd_slow_count=slow_count,
         slow_rule=col(slow_flat, dtype=np.int32),
         rule_any_peer=col(rule_any_peer, dtype=np.uint8),
         rule_port_start=i32(rule_port, 0), rule_port_count=i32(rule_port, 1),

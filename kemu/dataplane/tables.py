@@ -127,8 +127,8 @@ class Tables:
     rule_dir: np.ndarray = field(default_factory=_i8)    # int8, codes.POL_INGRESS/POL_EGRESS
     rule_idx: np.ndarray = field(default_factory=_i32)   # int32, index in its policy's list
     # policies selecting pod p with a policy type: sel_pol[sel_start[k] : +sel_count[k]],
-    # k = 2 * p + dir - 1; count 0: p is not isolated that way (P-1); pods of one identity
-    # share one range
+    # k = 2 * p + dir - 1, in ascending order; count 0: p is not isolated that way (P-1);
+    # pods of one identity share one range
     sel_start: np.ndarray = field(default_factory=_i32)  # int32, 2 * n_pods
     sel_count: np.ndarray = field(default_factory=_i32)  # int32, 2 * n_pods
     sel_pol: np.ndarray = field(default_factory=_i32)    # int32
@@ -147,6 +147,9 @@ class Tables:
     pm_proto: np.ndarray = field(default_factory=_u8)
     pm_port: np.ndarray = field(default_factory=_i32)
     pm_rule: np.ndarray = field(default_factory=_i32)
+    # which kinds of key each (policy, dir) has in the map, so that a verdict looks up only
+    # those: bit 0/1/2 identity with protocol 0 / a port / PORT_ANY, bit 3/4/5 any peer
+    pd_keys: np.ndarray = field(default_factory=_u8)  # uint8, 2 * n_policies
     pd_slow_start: np.ndarray = field(default_factory=_i32)  # int32, 2 * n_policies
     pd_slow_count: np.ndarray = field(default_factory=_i32)
     slow_rule: np.ndarray = field(default_factory=_i32)

@@ -2,9 +2,10 @@
 # work through the ``cold`` table): egress of a source pod on its node, ingress of a destination
 # pod on its node, each only when the pod is isolated that way (P-1, P-2); a pod to itself and a
 # node to its own pods pass (P-9); the verdict is the lowest rule id allowing, from the policy
-# map (a few hash lookups per selecting policy) and the rules with port ranges, named ports or
-# ipBlock peers (rule by rule). ``PolC`` (``state.pxi``) holds the loaded tables; ``pol_prepare`` checks them and
-# ``pol_commit`` points ``DP.pol`` at them (``load.pxi``).
+# map (per selecting policy, a lookup for each kind of key it holds: ``pd_keys``) and the rules
+# with port ranges, named ports or ipBlock peers (rule by rule). ``PolC`` (``state.pxi``) holds
+# the loaded tables; ``pol_prepare`` checks them and ``pol_commit`` points ``DP.pol`` at them
+# (``load.pxi``).
 # Twin: ``kemu/dataplane/reference/policy.py``.
 
 from kemu.dataplane.tables import PORT_ANY as _PORT_ANY
@@ -72,22 +73,28 @@ cdef int pol_verdict(const PolC* P, int pod, int dirn, uint32_t rip, int rpod, i
     cdef int k = 2 * pod + dirn - 1
     cdef int s = P.sel_start[k], n = P.sel_count[k]
     cdef int ident = P.pod_ident[rpod] if rpod >= 0 else -1
-    cdef int best = -1, j, pd, q, peer, r, ss
+    cdef int best = -1, j, pd, q, peer, r, ss, bits, kb
     cdef bint ported = pol_ported(proto)
     cdef HSlot* h
     for j in range(s, s + n):
         pd = 2 * P.sel_pol[j] + dirn - 1
+        bits = P.pd_keys[pd]  # only the kinds of key this policy has
+        if ident < 0:
+            bits &= 0x38
+        if not ported:
+            bits &= 0x09
         for q in range(2):
             peer = ident if q == 0 else -1
-            if q == 0 and ident < 0:
-                continue
-            h = ht_find(&P.pm, <uint64_t>pd, pol_key(peer, 0, PORT_ANY_C))
-            if h != NULL and (best < 0 or h.v0 < best):
-                best = <int>h.v0
-            if ported:
+            kb = (bits >> (3 * q)) & 7
+            if kb & 1:
+                h = ht_find(&P.pm, <uint64_t>pd, pol_key(peer, 0, PORT_ANY_C))
+                if h != NULL and (best < 0 or h.v0 < best):
+                    best = <int>h.v0
+            if kb & 2:
                 h = ht_find(&P.pm, <uint64_t>pd, pol_key(peer, proto, port))
                 if h != NULL and (best < 0 or h.v0 < best):
                     best = <int>h.v0
+            if kb & 4:
                 h = ht_find(&P.pm, <uint64_t>pd, pol_key(peer, proto, PORT_ANY_C))
                 if h != NULL and (best < 0 or h.v0 < best):
                     best = <int>h.v0
@@ -97,6 +104,8 @@ cdef int pol_verdict(const PolC* P, int pod, int dirn, uint32_t rip, int rpod, i
             if (best < 0 or r < best) and pol_rule_allows(P, r, ident, rip, proto, port,
                                                          named_pod):
                 best = r
+        if best >= 0:
+            break  # sel_pol ascends and rule ids go policy by policy: no lower id follows
     return best
 
 
@@ -195,8 +204,9 @@ def pol_prepare(t):
         bad("pod_ident is not one per pod")
     slow_start, slow_count = _i32(t.pd_slow_start), _i32(t.pd_slow_count)
     slow_rule = _i32(t.slow_rule)
-    if len(slow_start) != 2 * n_pol or len(slow_count) != 2 * n_pol:
-        bad("pd_slow_start/pd_slow_count are not 2 per policy")
+    pd_keys = _i32(t.pd_keys)
+    if not len(slow_start) == len(slow_count) == len(pd_keys) == 2 * n_pol:
+        bad("pd_keys/pd_slow_start/pd_slow_count are not 2 per policy")
     if int((slow_start + slow_count).max()) > len(slow_rule):
         bad("a slow-rule range outside slow_rule")
     if len(slow_rule) and not (0 <= int(slow_rule.min()) and int(slow_rule.max()) < n_rule):
@@ -247,7 +257,7 @@ def pol_prepare(t):
     pods = np.flatnonzero(has)
     pod_ips = np.asarray(t.if_ip, dtype=np.uint32)[eth[has]]
     arrays = [pod_node, pod_ident, sel_start, sel_count, sel_pol, slow_start, slow_count,
-              slow_rule] + rule_cols + port_cols + [cb_net, cb_mask, cb_exc_start,
+              slow_rule, pd_keys] + rule_cols + port_cols + [cb_net, cb_mask, cb_exc_start,
                                                     cb_exc_count, ex_net, ex_mask]
     arrays = [a if len(a) else np.zeros(1, a.dtype) for a in arrays]
     return (n_pol, bool(t.pol_icmp_allow), arrays, pm_rule, pods, pod_ips)
@@ -278,8 +288,8 @@ cdef int pol_commit(DP* dp, object prep, object t, list keep) except -1:
         _pol_put(&P.pod_ip, <uint64_t>ip, 0, p)
     keep.extend(arrays)
     (pod_node, pod_ident, sel_start, sel_count, sel_pol, slow_start, slow_count, slow_rule,
-     any_peer, port_start, port_count, cidr_start, cidr_count, port_proto, port_lo, port_hi,
-     port_name, cb_net, cb_mask, cb_exc_start, cb_exc_count, ex_net, ex_mask) = arrays
+     pd_keys, any_peer, port_start, port_count, cidr_start, cidr_count, port_proto, port_lo,
+     port_hi, port_name, cb_net, cb_mask, cb_exc_start, cb_exc_count, ex_net, ex_mask) = arrays
     P.pod_node = <int32_t*>cnp.PyArray_DATA(pod_node)
     P.pod_ident = <int32_t*>cnp.PyArray_DATA(pod_ident)
     P.sel_start = <int32_t*>cnp.PyArray_DATA(sel_start)
@@ -288,6 +298,7 @@ cdef int pol_commit(DP* dp, object prep, object t, list keep) except -1:
     P.slow_start = <int32_t*>cnp.PyArray_DATA(slow_start)
     P.slow_count = <int32_t*>cnp.PyArray_DATA(slow_count)
     P.slow_rule = <int32_t*>cnp.PyArray_DATA(slow_rule)
+    P.pd_keys = <int32_t*>cnp.PyArray_DATA(pd_keys)
     P.any_peer = <int32_t*>cnp.PyArray_DATA(any_peer)
     P.port_start = <int32_t*>cnp.PyArray_DATA(port_start)
     P.port_count = <int32_t*>cnp.PyArray_DATA(port_count)

@@ -133,6 +133,7 @@ ctypedef struct PolC:            # NetworkPolicy's loaded tables (policy.pxi)
     const int32_t* slow_start
     const int32_t* slow_count
     const int32_t* slow_rule
+    const int32_t* pd_keys       # kinds of key per (policy, dir) in pm (Tables.pd_keys)
     const int32_t* any_peer
     const int32_t* port_start
     const int32_t* port_count

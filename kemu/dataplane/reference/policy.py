@@ -61,6 +61,7 @@ class PolicyMaps:
         self.sel_count = [int(x) for x in t.sel_count]
         self.sel_pol = [int(x) for x in t.sel_pol]
         self.pod_ident = [int(x) for x in t.pod_ident]
+        self.pd_keys = [int(x) for x in t.pd_keys]
 
     def rule_allows(self, r: int, ident: int, rip: int, proto: int, port: int,
                     named_pod: int) -> bool:
@@ -108,9 +109,13 @@ class PolicyMaps:
         pm = self.pm
         for pol in self.sel_pol[s:s + n]:
             pd = 2 * pol + dirn - 1
+            bits = self.pd_keys[pd]  # only the kinds of key this policy has (pd_keys)
             for peer in peers:
-                for key in ((pd, peer, 0, PORT_ANY), (pd, peer, proto, port),
-                            (pd, peer, proto, PORT_ANY)) if ported else ((pd, peer, 0, PORT_ANY),):
+                shift = 3 if peer < 0 else 0
+                for bit, key in ((1, (pd, peer, 0, PORT_ANY)), (2, (pd, peer, proto, port)),
+                                 (4, (pd, peer, proto, PORT_ANY))):
+                    if not bits & (bit << shift) or (bit != 1 and not ported):
+                        continue
                     r = pm.get(key, -1)
                     if r >= 0 and (best < 0 or r < best):
                         best = r
@@ -120,6 +125,8 @@ class PolicyMaps:
                 if (best < 0 or r < best) and self.rule_allows(r, ident, rip, proto, port,
                                                                named_pod):
                     best = r
+            if best >= 0:
+                break  # sel_pol ascends and rule ids go policy by policy: no lower id follows
         return best
 
 
