@@ -264,6 +264,25 @@ def test_show_networkpolicies_lists_the_selected_pods_without_a_warning(cluster:
     assert rows["d-egress"] == ["d-egress", "app=d", "Egress", "d"]
 
 
+def test_vxlan_mode_names_the_inner_flow(cluster: Path, tmp_path: Path, backend: str,
+                                         capsys) -> None:
+    """In VXLAN mode the verdicts are made on the inner packet, at the hops where it is not
+    encapsulated: the comments and records name the pods' flow, not the tunnel's."""
+    conf = cluster / "cluster.yaml"
+    text = conf.read_text()
+    assert "\n  nodes: 3\n" in text
+    conf.write_text(text.replace("\n  nodes: 3\n", "\n  nodes: 3\n  mode: vxlan\n", 1))
+    comments, records = replay(cluster, tmp_path, backend)
+    capsys.readouterr()
+    assert any("VXLAN encap" in c for c in comments)  # (the mode took)
+    assert sum(DENIED_C in c for c in comments) == 1
+    assert sum(DENIED_D in c for c in comments) == 1
+    assert sum(ALLOWED_C in c for c in comments) == 1
+    denied = [r for r in records if r.get("drop_reason_desc") == "POLICY_DENIED"]
+    assert sorted((r["IP"]["source"], r["traffic_direction"]) for r in denied) == [
+        (B, "INGRESS"), (D, "EGRESS"), (D, "INGRESS")]
+
+
 def test_both_comment_twins_write_the_same_pcapng(cluster: Path, tmp_path: Path, backend: str,
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys) -> None:
