@@ -104,5 +104,5 @@ FLOW_RECORD_TEXT: int
 
 def encode_flows(res: Results, frame_ts: np.ndarray, frame_number: np.ndarray,
                  hop_dec: np.ndarray, ev_dec: np.ndarray, frame_dec: np.ndarray, pieces: Any,
-                 space: Callable[[int], np.ndarray] | None = None
-                 ) -> tuple[np.ndarray, int]: ...
+                 space: Callable[[int], np.ndarray] | None = None,
+                 oc_policy: np.ndarray | None = None) -> tuple[np.ndarray, int]: ...

@@ -6,7 +6,10 @@ Changes since, made on purpose in both: an outcome without a hop lists the decis
 own frame's hop-less events (the old code listed every hop-less event of the batch); a
 Service's ClusterIP is no endpoint (no ``reserved:world``): records name the Service, a
 request's ``destination_service`` (its DNAT, else a ClusterIP destination), a reply's
-``source_service`` (its un-DNAT, else a ClusterIP source).
+``source_service`` (its un-DNAT, else a ClusterIP source). NetworkPolicy (#17): the outcome
+records of a frame with policy verdicts carry ``traffic_direction`` and the
+``*_allowed_by``/``*_denied_by`` policies (``_policy_fields``, written from the tables' arrays
+here, not through ``kemu.dataplane.describe``).
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ class OracleFlowLog:
                         src_svc = self.services.get(sp)
                     reply = reply or kind in (C.EV_UNDNAT, C.EV_UNSNAT)
                     lines.append(self._record(res, h, ts, "TRANSLATED", None, "TO_STACK",
-                                              src_svc, dst_svc, reply, number, [e]))
+                                              src_svc, dst_svc, reply, number, [e], {}))
             for o in outcomes_of.get(fi, []):
                 kind, reason = int(res.oc_kind[o]), int(res.oc_reason[o])
                 if kind == C.OUT_DROPPED and reason in _NOISE:
@@ -97,7 +100,7 @@ class OracleFlowLog:
                 if h < 0:  # the frame's own hop-less events
                     evs = [e for e in evs if int(res.ev_frame[e]) == fi]
                 lines.append(self._record(res, h, ts, verdict, why, point, src_svc, dst_svc,
-                                          reply, number, evs))
+                                          reply, number, evs, self._policy_fields(res, fi)))
         if lines:
             self.out.write("".join(lines))
             self.records += len(lines)
@@ -120,7 +123,7 @@ class OracleFlowLog:
     def _record(self, res: Results, h: int, ts: int, verdict: str, why: str | None,
                 point: str, src_svc: tuple[str, str] | None,
                 dst_svc: tuple[str, str] | None, reply: bool, number: int,
-                evs: list[int]) -> str:
+                evs: list[int], policy: dict) -> str:
         t = self.t
         flow: dict = {"time": rfc3339(ts), "verdict": verdict}
         if why:
@@ -153,13 +156,95 @@ class OracleFlowLog:
             flow["source_service"] = {"name": src_svc[1], "namespace": src_svc[0]}
         if dst_svc:
             flow["destination_service"] = {"name": dst_svc[1], "namespace": dst_svc[0]}
+        flow.update(policy)
         if self.kemu_format:
             flow["kemu"] = {"frame": number, "hop": h,
-                            "decisions": [event_text(t, int(res.ev_kind[e]), int(res.ev_a[e]),
-                                                     int(res.ev_b[e]), int(res.ev_c[e]))
-                                          for e in evs]}
+                            "decisions": self._decisions(res, h, evs)}
         return json.dumps({"flow": flow, "node_name": node, "time": flow["time"]},
                           separators=(",", ":")) + "\n"
+
+    def _decisions(self, res: Results, h: int, evs: list[int]) -> list[str]:
+        """The words of events ``evs`` (of hop ``h``, -1: hop-less): a policy denial at a
+        hop names the flow of the hop's packet, and the policy drop after it is left out."""
+        t = self.t
+        events = [(int(res.ev_kind[e]), int(res.ev_a[e]), int(res.ev_b[e]), int(res.ev_c[e]))
+                  for e in evs]
+        denied = h >= 0 and any(k == C.EV_POLICY_DENY for k, *_ in events)
+        data = b""
+        if denied:
+            off, ln = int(res.hop_off[h]), int(res.hop_len[h])
+            data = res.arena[off:off + ln].tobytes()
+        out = []
+        for kind, a, b, c in events:
+            if denied and kind == C.EV_DROP and a == C.DROP_POLICY:
+                continue
+            text = event_text(t, kind, a, b, c)
+            if kind == C.EV_POLICY_DENY and h >= 0 and len(data) >= 34 and data[12:14] == \
+                    b"\x08\x00":
+                text = text.replace("the connection)", _flow_words(t, a, b, data) + ")")
+            out.append(text)
+        return out
+
+
+    def _policy_fields(self, res: Results, fi: int) -> dict:
+        """Frame ``fi``'s policy verdicts as Hubble's fields: the policy of each allowing
+        rule, the policies selecting a denied pod in the denied direction; the direction of
+        the denial, else of the last verdict."""
+        t = self.t
+        fields: dict[str, list] = {}
+        direction = denied = None
+        for e in range(res.n_events):
+            kind = int(res.ev_kind[e])
+            if int(res.ev_frame[e]) != fi or kind not in (C.EV_POLICY_ALLOW, C.EV_POLICY_DENY):
+                continue
+            pod, d, rule = int(res.ev_a[e]), int(res.ev_b[e]), int(res.ev_c[e])
+            word = {C.POL_INGRESS: "ingress", C.POL_EGRESS: "egress"}[d]
+            if kind == C.EV_POLICY_DENY:
+                k = 2 * pod + d - 1
+                start = int(t.sel_start[k])
+                pols = [int(x) for x in t.sel_pol[start:start + int(t.sel_count[k])]]
+                key = f"{word}_denied_by"
+                denied = denied or d
+            else:
+                pols = [int(t.rule_pol[rule])] if rule >= 0 else []
+                key = f"{word}_allowed_by"
+            for pol in pols:
+                ns, name = t.pol_name[pol].split("/")
+                item = {"name": name, "namespace": ns, "labels": [
+                    "k8s:io.cilium.k8s.policy.derived-from=NetworkPolicy",
+                    f"k8s:io.cilium.k8s.policy.name={name}",
+                    f"k8s:io.cilium.k8s.policy.namespace={ns}"], "kind": "NetworkPolicy"}
+                if item not in fields.setdefault(key, []):
+                    fields[key].append(item)
+            direction = d
+        if direction is None:
+            return {}
+        out: dict = {"traffic_direction": {C.POL_INGRESS: "INGRESS", C.POL_EGRESS: "EGRESS"}[
+            denied or direction]}
+        for key in ("egress_allowed_by", "ingress_allowed_by", "egress_denied_by",
+                    "ingress_denied_by"):
+            if fields.get(key):
+                out[key] = fields[key]
+        return out
+
+
+def _flow_words(t: Tables, pod: int, direction: int, data: bytes) -> str:
+    """``10.244.0.3:41000 -> 8080/TCP`` (ingress) or ``SRC:SPORT -> DST:DPORT/TCP`` (egress,
+    the source the pod's own address)."""
+    l4 = 14 + (data[14] & 0xF) * 4
+    proto = data[23]
+    name = {C.PROTO_TCP: "TCP", C.PROTO_UDP: "UDP", C.PROTO_SCTP: "SCTP",
+            C.PROTO_ICMP: "ICMP"}.get(proto, f"proto {proto}")
+    src = str(ipaddress.IPv4Address(u32(data, 26)))
+    dst = str(ipaddress.IPv4Address(u32(data, 30)))
+    if direction == C.POL_EGRESS:
+        src = str(ipaddress.IPv4Address(int(t.if_ip[int(t.pod_eth_if[pod])])))
+    if name in ("TCP", "UDP", "SCTP"):
+        sport, dport = u16(data, l4), u16(data, l4 + 2)
+        if direction == C.POL_INGRESS:
+            return f"{src}:{sport} -> {dport}/{name}"
+        return f"{src}:{sport} -> {dst}:{dport}/{name}"
+    return f"{src} -> {name}" if direction == C.POL_INGRESS else f"{src} -> {dst} {name}"
 
 
 def _packet_fields(data: bytes) -> dict:

@@ -53,7 +53,7 @@ CASES = [(r, o) for r in (*KINDS, "dns", "interfaces", "listeners") for o in sho
 
 
 def expected_err(resource: str) -> str:
-    return show.POLICY_WARNING + "\n" if resource == "networkpolicies" else ""
+    return ""  # (NetworkPolicy is enforced: no warning any more, #17)
 
 
 @pytest.mark.parametrize("resource, output", CASES, ids=[f"{r}-{o}" for r, o in CASES])
@@ -344,7 +344,7 @@ def test_label_selector_in_tables(capsys) -> None:
 
 def test_networkpolicies_wide_lists_the_pods_each_selects(capsys) -> None:
     code, out, err = run(capsys, "show", "-f", "examples/cluster", "netpol", "-A", "-o", "wide")
-    assert (code, err) == (0, show.POLICY_WARNING + "\n")  # once
+    assert (code, err) == (0, "")  # enforced (#17): no warning
     m = load_cluster("examples/cluster")
     rows = {line.split()[1]: line.split() for line in out.splitlines()[1:]}
     for pol in m.policies:
@@ -362,7 +362,7 @@ def test_empty_default_namespace_says_so_like_kubectl(capsys) -> None:
                    "(5 in other namespaces: use -A or -n NAMESPACE)\n")
     code, out, err = run(capsys, "show", "-f", "examples/cluster", "netpol")
     assert (code, out) == (0, "")
-    assert err.splitlines() == [show.POLICY_WARNING, "No resources found in default namespace.",
+    assert err.splitlines() == ["No resources found in default namespace.",
                                 "(2 in other namespaces: use -A or -n NAMESPACE)"]
     code, out, err = run(capsys, "show", "-f", "examples/cluster", "pods", "-A", "-l", "x=y")
     assert (code, out, err) == (0, "", "No resources found\n")

@@ -368,8 +368,12 @@ def test_translated_frames_are_those_with_translating_events(tmp_path: Path, bac
 # (before Services were named on replies: 01af1aaf757442c7957c4a2811000104 hubble,
 # d991aa0833dda976331b9879917f05c3 kemu; the kemu format before warm start, as --cold still
 # gives it: 4e7f290437aba441d289143b14d4d973, its decisions naming floods)
-EXAMPLE_MD5 = {"hubble": "29388b61ebfe4c995d0065e497ff3b15",
-               "kemu": "0efa98208c06577cb454ca180ece41d1"}
+# NetworkPolicy enforced (#17): examples/cluster/policies.yaml allows every flow of the capture,
+# so the records are those of before, but for the two new connections to isolated pods (the
+# SYN to a backend pod, the echo request to redis-0), which now carry traffic_direction and
+# ingress_allowed_by (backend-grpc, redis-peers)
+EXAMPLE_MD5 = {"hubble": "8921ccd7736bcd9a40a1ff96a18c683a",
+               "kemu": "2d91110f73a98d0e047b87dddb0cbf30"}
 
 
 @pytest.mark.parametrize("fmt", sorted(EXAMPLE_MD5))

@@ -97,7 +97,8 @@ REACH = {  # name: (arguments, exit code, the reason's words)
     "icmp-echo": (["-S", "default/client", "-D", FRONTEND_POD, "-p", "icmp"], 0,
                   f"answered (echo reply from 10.244.1.4, pod {FRONTEND_POD})"),
     "policy-denied": (["-S", "default/client", "-D", BACKEND_POD, "-p", "tcp,dport=1"], 1,
-                      "dropped on node2: policy denied"),
+                      f"denied by NetworkPolicy on node2: ingress of {BACKEND_POD} (selected "
+                      "by shop/backend-grpc; no rule allows 10.244.0.2:40000 -> 1/TCP)"),
     "dns": (["-S", "default/client", "-D", "kube-system/kube-dns", "-p", "udp,dport=53"], 0,
             "answered (DNS answer from 10.96.0.10:53, pod kube-system/coredns-"),
     "udp-closed-port": (["-S", "default/client", "-D", FRONTEND_POD, "-p", "udp,dport=9"], 1,

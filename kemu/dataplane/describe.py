@@ -115,11 +115,114 @@ def event_text(t: Tables, kind: int, a: int, b: int, c: int) -> str:
         return f"fragmented: {a} fragments for MTU {b}"
     if kind == C.EV_DEFRAG:
         return f"conntrack defrag: {a} fragments reassembled, {b} bytes"
+    if kind in (C.EV_POLICY_ALLOW, C.EV_POLICY_DENY):
+        return policy_text(t, kind, a, b, c)
     return f"event {kind}"
 
 
 AT_GATEWAY = "entered at the gateway: source unknown to the cluster"
 """Words for a replayed frame placed at the gateway, in its pcapng comment and the summary."""
+
+
+POLICY_DIRECTIONS = {C.POL_INGRESS: "ingress", C.POL_EGRESS: "egress"}
+"""Words for a policy direction (``EV_POLICY_*`` b)."""
+
+
+def policy_direction(direction: int) -> str:
+    return POLICY_DIRECTIONS.get(int(direction), f"direction {direction}")
+
+
+def pod_name(t: Tables, pod: int) -> str:
+    """``ns/name`` of a pod index, ``pod N`` when the tables do not know it."""
+    return t.pod_key[pod] if 0 <= pod < len(t.pod_key) else f"pod {pod}"
+
+
+def policy_name(t: Tables, pol: int) -> str:
+    return t.pol_name[pol] if 0 <= pol < len(t.pol_name) else f"policy {pol}"
+
+
+def rule_policy(t: Tables, rule: int) -> int:
+    """The policy index of a rule id, -1 for none."""
+    return int(t.rule_pol[rule]) if 0 <= rule < len(t.rule_pol) else -1
+
+
+def selecting_policies(t: Tables, pod: int, direction: int) -> list[int]:
+    """The policies selecting ``pod`` with ``direction`` among their policy types (P-1):
+    those that make it isolated in that direction, in the compiler's order."""
+    k = 2 * int(pod) + int(direction) - 1
+    if not 0 <= k < min(len(t.sel_start), len(t.sel_count)) or direction not in (
+            C.POL_INGRESS, C.POL_EGRESS):
+        return []
+    start, count = int(t.sel_start[k]), int(t.sel_count[k])
+    return [int(p) for p in t.sel_pol[start:start + count]]
+
+
+def flow_text(direction: int, src: int, sport: int, dst: int, dport: int, proto: int) -> str:
+    """The connection a policy judged, as its words say it: the peer and the destination
+    port for ingress (``10.244.1.5:41000 -> 9090/TCP``: the destination is the pod itself),
+    both ends for egress (``10.244.1.5:41000 -> 10.244.2.7:9090/TCP``); protocols without
+    ports name the addresses and the protocol."""
+    name = C.PROTO_NAMES.get(int(proto), f"proto {proto}")
+    if int(proto) in (C.PROTO_TCP, C.PROTO_UDP, C.PROTO_SCTP):
+        to = f"{dport}/{name}" if direction == C.POL_INGRESS else f"{ip_str(dst)}:{dport}/{name}"
+        return f"{ip_str(src)}:{sport} -> {to}"
+    if direction == C.POL_INGRESS:
+        return f"{ip_str(src)} -> {name}"
+    return f"{ip_str(src)} -> {ip_str(dst)} {name}"
+
+
+def frame_flow(frame: bytes) -> tuple[int, int, int, int, int] | None:
+    """(source, source port, destination, destination port, protocol) of an Ethernet/IPv4
+    frame (ports 0 for protocols without them), ``None`` for anything else."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00":
+        return None
+    l4 = 14 + (frame[14] & 0xF) * 4
+    proto = frame[23]
+    src, dst = int.from_bytes(frame[26:30], "big"), int.from_bytes(frame[30:34], "big")
+    if proto in (C.PROTO_TCP, C.PROTO_UDP, C.PROTO_SCTP):
+        if len(frame) < l4 + 4:
+            return None
+        return (src, int.from_bytes(frame[l4:l4 + 2], "big"), dst,
+                int.from_bytes(frame[l4 + 2:l4 + 4], "big"), proto)
+    return src, 0, dst, 0, proto
+
+
+def policy_text(t: Tables, kind: int, pod: int, direction: int, rule: int,
+                flow: str | None = None) -> str:
+    """Words of a NetworkPolicy verdict (``EV_POLICY_ALLOW``/``EV_POLICY_DENY``, P-1/P-2):
+    ``ALLOW policy shop/allow-frontend ingress rule 0``, or ``DROP policy: default deny
+    ingress of shop/backend-x (selected by shop/deny-all, shop/allow-frontend; no rule allows
+    FLOW)`` with ``flow`` (``flow_text``) when the caller has the packet."""
+    d = policy_direction(direction)
+    if kind == C.EV_POLICY_ALLOW:
+        if rule < 0:  # (a pod that is not isolated in that direction: every connection)
+            return f"ALLOW policy: {d} of {pod_name(t, pod)} not isolated"
+        idx = int(t.rule_idx[rule]) if rule < len(t.rule_idx) else -1
+        return f"ALLOW policy {policy_name(t, rule_policy(t, rule))} {d} rule {idx}"
+    return f"DROP policy: default deny {denial_text(t, pod, direction, flow)}"
+
+
+def denial_text(t: Tables, pod: int, direction: int, flow: str | None = None) -> str:
+    """What a denial denied: ``ingress of shop/backend-x (selected by shop/deny-all; no rule
+    allows FLOW)``."""
+    by = ", ".join(policy_name(t, p) for p in selecting_policies(t, pod, direction))
+    return (f"{policy_direction(direction)} of {pod_name(t, pod)} (selected by {by or '?'}; "
+            f"no rule allows {flow or 'the connection'})")
+
+
+def policy_verdict_text(t: Tables, kind: int, pod: int, direction: int, rule: int,
+                        flow: str | None = None) -> str:
+    """A verdict for people reading a trace: ``ingress of shop/backend-x denied (selected by
+    shop/deny-all; no rule allows FLOW)`` or ``ingress of shop/backend-x allowed by
+    shop/allow-frontend ingress rule 0``."""
+    d = policy_direction(direction)
+    who = f"{d} of {pod_name(t, pod)}"
+    if kind == C.EV_POLICY_DENY:
+        return denial_text(t, pod, direction, flow).replace(" (", " denied (", 1)
+    if rule < 0:
+        return f"{who} allowed (not isolated)"
+    idx = int(t.rule_idx[rule]) if rule < len(t.rule_idx) else -1
+    return (f"{who} allowed by {policy_name(t, rule_policy(t, rule))} {d} rule {idx}")
 
 
 def _sp(t: Tables, sp: int) -> str:

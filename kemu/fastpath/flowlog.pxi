@@ -187,7 +187,8 @@ cdef inline int64_t fl_endpoint(const FlowCtx* c, int64_t ip, int64_t* svc) noex
 
 cdef uint8_t* fl_record(const FlowCtx* c, uint8_t* p, int64_t h, int verdict, int64_t why,
                         int point, int64_t src_svc, int64_t dst_svc, bint reply,
-                        int64_t number, int64_t dec, const uint8_t* ts, int tsl) noexcept nogil:
+                        int64_t number, int64_t dec, int64_t pol, const uint8_t* ts,
+                        int tsl) noexcept nogil:
     """One record (``kemu.io.flowlog._record``); the hop's bytes are checked already."""
     cdef const uint8_t* d
     cdef int64_t ln, l4, node = c.network_node, iface, ep, addr_svc
@@ -291,6 +292,8 @@ cdef uint8_t* fl_record(const FlowCtx* c, uint8_t* p, int64_t h, int verdict, in
     if dst_svc >= 0:
         p = fl_lit(p, b',"destination_service":')
         p = fl_piece(p, c, dst_svc)
+    if pol >= 0:
+        p = fl_piece(p, c, pol)
     if dec >= 0:
         p = fl_lit(p, b',"kemu":{"frame":')
         p = fl_i64(p, number)
@@ -316,7 +319,8 @@ cdef inline bint fl_ids_ok(const int32_t[::1] ids, Py_ssize_t n, int64_t n_piece
     return True
 
 
-def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces, space=None):
+def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces, space=None,
+                 oc_policy=None):
     """The flow records of a batch's results; see ``kemu.io.flowlog.encode_flows``."""
     cdef Py_ssize_t n_hops = res.n_hops, n_ev = res.n_events, n_oc = res.n_outcomes
     cdef const int32_t[::1] hf = res.hop_frame
@@ -337,6 +341,8 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
     cdef const int32_t[::1] hdec = hop_dec
     cdef const int32_t[::1] edec = ev_dec
     cdef const int32_t[::1] fdec = frame_dec
+    cdef bint has_pol = oc_policy is not None
+    cdef const int32_t[::1] opol = oc_policy if has_pol else np.zeros(1, np.int32)
     if not (0 <= n_hops <= min(hf.shape[0], hi.shape[0], ho.shape[0], hl.shape[0])
             and 0 <= n_ev <= min(eh.shape[0], ek.shape[0], ea.shape[0])
             and 0 <= n_oc <= min(of.shape[0], ok.shape[0], orr.shape[0], oi.shape[0],
@@ -383,6 +389,8 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
             or not 0 <= neigh_why < n_pieces
             or not 0 <= c.network_node < n_pieces or not 0 <= c.unmanaged < n_pieces
             or not 0 <= c.world < n_pieces
+            or (has_pol and (opol.shape[0] < n_oc
+                             or not fl_ids_ok(opol, n_oc, n_pieces, True)))
             or (kemu_format and not (fl_ids_ok(hdec, n_hops, n_pieces, False)
                                      and fl_ids_ok(edec, n_ev, n_pieces, False)
                                      and fl_ids_ok(fdec, n_frames, n_pieces, False)))):
@@ -435,7 +443,8 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
     # (now hop h's are tl[ts_[h]:ts_[h + 1]])
     cdef int64_t bound = (FL_TEXT + 2 * <int64_t>pieces.max_endpoint
                           + 2 * <int64_t>pieces.max_service + 4 * <int64_t>pieces.max_size
-                          + <int64_t>pieces.max_list)  # kemu.io.flowlog.record_bound
+                          + <int64_t>pieces.max_list
+                          + <int64_t>pieces.max_policy)  # kemu.io.flowlog.record_bound
     cdef int64_t total = (ts_[n_hops] + n_oc) * bound
     if total == 0:
         return np.zeros(0, np.uint8), 0
@@ -507,7 +516,7 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
                     reply = reply or kind == EV_UNDNAT or kind == EV_UNSNAT
                     dec = edec[e] if kemu_format else -1
                     p = fl_record(&c, p, h, FL_TRANSLATED, -1, 0, src_svc, dst_svc, reply,
-                                  number, dec, tsb, tsl)
+                                  number, dec, -1, tsb, tsl)
                     count += 1
                 if err:
                     break
@@ -544,7 +553,7 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
                 if kemu_format:
                     dec = hdec[h] if h >= 0 else fdec[fi]
                 p = fl_record(&c, p, h, verdict, reason, point, src_svc, dst_svc, reply, number,
-                              dec, tsb, tsl)
+                              dec, opol[oc] if has_pol else -1, tsb, tsl)
                 count += 1
             if err:
                 break

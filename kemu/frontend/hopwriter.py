@@ -7,6 +7,11 @@ texts of its decisions joined by ``"; "`` (TTL decrements and L2 fix-ups are imp
 hop and not written). The per-hop work runs in the backend's ``HopComments``/``encode_hops``
 (``kemu.io.hops``); Python only makes the text of a decision, or of a list of decisions, the
 first time it is seen.
+
+NetworkPolicy denials (P-1/P-2) name the connection they refused (``kemu.io.hops.with_flows``
+before the walk, ``decision_text`` for the words): ``DROP policy: default deny ingress of
+ns/pod (selected by ...; no rule allows 10.244.1.5:41000 -> 9090/TCP)``; the policy drop at
+the same hop adds nothing to them and is not written.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ from types import ModuleType
 import numpy as np
 
 from kemu.dataplane import codes as C
-from kemu.dataplane.describe import event_text
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
 from kemu.io import hops
+from kemu.io.hops import HUSH, decision_text, with_flows
 from kemu.io.pcapng import PcapngWriter, Space
 
 POINTS = ("all", "pods", "drops")
@@ -43,8 +48,8 @@ class HopWriter:
         self.comment_texts: list[str] = [""]
         self.writer_cid = np.zeros(1, np.int32)  # comment id -> the writer's comment id
         self._options: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self.skip = np.zeros(64, np.uint8)
-        self.skip[list(_QUIET)] = 1
+        self.skip = np.zeros(1 << 16, np.uint8)
+        self.skip[[*_QUIET, HUSH]] = 1
         self.file_if = (np.cumsum(t.if_kind != C.IF_NODE_LOCAL) - 1).astype(np.int32)
         self.file_if[t.if_kind == C.IF_NODE_LOCAL] = -1
         self.pod_if = np.isin(t.if_kind, [C.IF_POD_ETH, C.IF_POD_LO]).astype(np.uint8)
@@ -93,9 +98,9 @@ class HopWriter:
                 if first is not None:
                     first()
                 cur = np.zeros(n, np.int32)
+                kinds, bs, cs = with_flows(res)
                 new_events, new_comments = self.comments.assign(
-                    res.ev_hop, res.ev_kind, res.ev_a, res.ev_b, res.ev_c, res.n_events, keep,
-                    self.skip, cur)
+                    res.ev_hop, kinds, res.ev_a, bs, cs, res.n_events, keep, self.skip, cur)
                 if new_events or new_comments:
                     self._name(new_events, new_comments)
                 return self.impl.encode_hops(
@@ -121,7 +126,7 @@ class HopWriter:
     def _name(self, new_events: list, new_comments: list) -> None:
         """Texts of newly seen decisions and lists of decisions."""
         t = self.t
-        self.event_texts += [event_text(t, *ev) for ev in new_events]
+        self.event_texts += [decision_text(t, *ev) for ev in new_events]
         ids = []
         for parent, eid in new_comments:
             text = self.event_texts[eid]
@@ -131,3 +136,4 @@ class HopWriter:
             ids.append(self.writer.comment_id(text))
         self.writer_cid = np.concatenate([self.writer_cid, np.array(ids, np.int32)])
         self._options = None
+

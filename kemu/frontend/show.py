@@ -48,7 +48,6 @@ ALIASES = {"node": "nodes", "no": "nodes", "pod": "pods", "po": "pods", "service
            "resolv.conf": "resolvconf"}
 OUTPUTS = ("table", "wide", "json", "yaml", "name")
 MAX_TABLE_ENDPOINTS = 3  # kubectl's "+ N more..."
-POLICY_WARNING = "kemu: warning: NetworkPolicy is not enforced by kemu yet; listed as parsed"
 FRESH_NOTE = ("kemu: note: no --replay or --trace: the state of a freshly loaded cluster")
 
 
@@ -365,7 +364,7 @@ def _show_kubernetes(cluster: Any, resource: str, namespace: str | None, all_ns:
     namespaced = views.KINDS[resource][1]
     ns = None if all_ns or not namespaced else (namespace or "default")
     picked = views.select(cluster, resource, views.objects(cluster, resource), ns, selector)
-    notes = [POLICY_WARNING] if resource == "networkpolicies" else []
+    notes: list[str] = []
     objs = picked.objects
     if resource == "endpoints" and output in ("json", "yaml", "name"):
         objs = views.slices(cluster, objs)

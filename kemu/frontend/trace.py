@@ -8,6 +8,12 @@ Overlay) and an action (Forwarded, Delivered, Dropped, Rejected, Left). Three re
 destination?": yes when the exchange completes (a SYN-ACK, an echo reply, a UDP reply reaches
 the sender), no for a drop, a RST, an ICMP error, no answer, or an answer that ends elsewhere
 (e.g. leaves the cluster through the gateway); with the reason in words.
+
+NetworkPolicy (P-1, P-2): a verdict on a new connection is an observation of its own
+(component ``Policy``, action ``Allowed``/``Denied``: ``ingress of ns/pod allowed by ns/policy
+ingress rule 0``, ``ingress of ns/pod denied (selected by ...; no rule allows FLOW)``), the
+denial naming the flow as the hop saw it; the drop that follows a denial adds nothing and is
+not repeated. A request a policy dropped is ``denied by NetworkPolicy: ...`` in ``verdict()``.
 """
 
 from __future__ import annotations
@@ -15,7 +21,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kemu.dataplane import codes as C
-from kemu.dataplane.describe import drop_text, event_text, ip_str, owner_text
+from kemu.dataplane.describe import (
+    denial_text,
+    drop_text,
+    event_text,
+    flow_text,
+    frame_flow,
+    ip_str,
+    owner_text,
+    policy_text,
+    policy_verdict_text,
+)
 from kemu.dataplane.packet import ETH_ARP, ETH_IP, u16, u32
 from kemu.dataplane.tables import Tables
 from kemu.frontend.engine import Packet
@@ -29,6 +45,29 @@ _COMPONENT = {
     C.EV_NODE_INPUT: "Forwarding",
 }
 _QUIET = {C.EV_TTL, C.EV_FIXL2, C.EV_BR_LOCAL, C.EV_NODE_INPUT}
+_POLICY = (C.EV_POLICY_ALLOW, C.EV_POLICY_DENY)
+
+
+def hop_decisions(t: Tables, data: bytes, events: list[tuple[int, int, int, int]]
+                  ) -> list[tuple[tuple[int, int, int, int], str]]:
+    """A hop's events with their words, as its pcapng comment says them: a policy denial
+    names the flow in ``data`` (the hop's frame), the policy drop after it is left out."""
+    denied = any(e[0] == C.EV_POLICY_DENY for e in events)
+    flow = frame_flow(data) if denied else None
+    out = []
+    for e in events:
+        kind, a, b, c = e
+        if denied and kind == C.EV_DROP and a == C.DROP_POLICY:
+            continue
+        if kind == C.EV_POLICY_DENY:
+            out.append((e, policy_text(t, kind, a, b, c, _flow_words(b, flow))))
+        else:
+            out.append((e, event_text(t, kind, a, b, c)))
+    return out
+
+
+def _flow_words(direction: int, flow: tuple[int, int, int, int, int] | None) -> str | None:
+    return flow_text(direction, *flow) if flow is not None else None
 
 
 @dataclass
@@ -158,6 +197,9 @@ class Trace:
                                   f"{_answer_words(kind, frame)} from {_endpoint(frame, kind)}"
                                   f"{self._by(p)}, {self._fate(p)})")
         fate = self.outcome(last)
+        denial = self._denial(last)
+        if fate == "DROPPED" and denial:
+            return Verdict(False, f"denied by NetworkPolicy{self._drop_where(last)}: {denial}")
         if fate == "DROPPED":
             return Verdict(False, f"dropped{self._drop_where(last)}: "
                                   f"{', '.join(self.drop_reasons(last)) or 'ignored'}")
@@ -171,6 +213,17 @@ class Trace:
             return Verdict(False, f"no answer: delivered to {to}; the emulated stacks do not "
                                   "answer (--no-respond)")
         return Verdict(False, f"no answer: delivered to {to}, which sent nothing back")
+
+    def _denial(self, packet: int = 0) -> str:
+        """The policy denial that dropped the request (its words), or ``""``."""
+        if C.DROP_POLICY not in {r for k, r, _i, _a in self.packets[packet].outcomes
+                                 if k == C.OUT_DROPPED}:
+            return ""
+        for _i, _d, data, events in self.packets[packet].hops:
+            for kind, a, b, _c in events:
+                if kind == C.EV_POLICY_DENY:
+                    return denial_text(self.tables, a, b, _flow_words(b, frame_flow(data)))
+        return ""
 
     def _sender_ifaces(self, request: bytes) -> set[int]:
         t = self.tables
@@ -224,14 +277,19 @@ class Trace:
     def observations(self, packet: int = 0) -> list[Observation]:
         t = self.tables
         obs: list[Observation] = []
-        for iface, _d, _data, events in self.packets[packet].hops:
+        for iface, _d, data, events in self.packets[packet].hops:
             node = _node_of(t, iface)
-            for kind, a, b, c in events:
+            for (kind, a, b, c), text in hop_decisions(t, data, events):
                 if kind in _QUIET:
                     continue
                 action = "Forwarded"
                 comp = _COMPONENT.get(kind, "Forwarding")
-                if kind == C.EV_DELIVER:
+                if kind in _POLICY:
+                    comp = "Policy"
+                    action = "Denied" if kind == C.EV_POLICY_DENY else "Allowed"
+                    flow = frame_flow(data) if kind == C.EV_POLICY_DENY else None
+                    text = policy_verdict_text(t, kind, a, b, c, _flow_words(b, flow))
+                elif kind == C.EV_DELIVER:
                     action = "Delivered"
                 elif kind == C.EV_LEFT:
                     action = "Left"
@@ -245,8 +303,7 @@ class Trace:
                             C.DROP_ROUTE_UNREACHABLE: "Routing",
                             C.DROP_ROUTE_PROHIBIT: "Routing"
                             }.get(a, "Forwarding")
-                o = Observation(node, comp, action, event_text(t, kind, a, b, c),
-                                t.if_name[iface])
+                o = Observation(node, comp, action, text, t.if_name[iface])
                 if comp != "Forwarding" and any(
                         (x.node, x.component, x.detail) == (o.node, o.component, o.detail)
                         for x in obs):
@@ -286,7 +343,8 @@ class Trace:
             lines.append(f"{p.origin}: => {self.outcome(n)}")
             for iface, d, data, events in p.hops:
                 arrow = "->" if d == C.DIR_OUT else "<-"
-                text = "; ".join(event_text(t, *e) for e in events if e[0] != C.EV_TTL)
+                text = "; ".join(w for e, w in hop_decisions(t, data, events)
+                                 if e[0] != C.EV_TTL)
                 lines.append(f"  {arrow} {t.if_name[iface]:<32} {_summary(data)}"
                              + (f"  [{text}]" if text else ""))
         return "\n".join(lines) + "\n"
@@ -300,7 +358,7 @@ class Trace:
             "deliveredTo": self.delivered_to(n),
             "hops": [{"interface": t.if_name[i], "direction": "in" if d == C.DIR_IN else "out",
                       "packet": _summary(data),
-                      "decisions": [event_text(t, *e) for e in ev]}
+                      "decisions": [w for _e, w in hop_decisions(t, data, ev)]}
                      for i, d, data, ev in p.hops],
             "observations": [o.to_dict() for o in self.observations(n)],
         } for n, p in enumerate(self.packets)]}

@@ -12,11 +12,12 @@ first lines say what it became (``source: deploy/frontend -> ...``); JSON and YA
 (default) the answer is traced back too.
 
 The exit code answers "can the source reach the destination?": 0 when the exchange completes
-(a SYN-ACK, an echo reply or a UDP reply reaches the source), 1 for a drop, a RST, an ICMP
-error, no answer (always so with ``--no-respond``) or an answer that does not reach the source
-(e.g. it leaves the cluster through the gateway). The text output's last line says why
-(``result: ...``); JSON and YAML carry ``reachable`` and ``reason``. UDP to port 53 carries a
-DNS query.
+(a SYN-ACK, an echo reply or a UDP reply reaches the source), 1 for a drop (a NetworkPolicy
+denial: ``result: denied by NetworkPolicy on NODE: ingress of ns/pod (selected by ...; no rule
+allows ...)``), a RST, an ICMP error, no answer (always so with ``--no-respond``) or an
+answer that does not reach the source (e.g. it leaves the cluster through the gateway). The
+text output's last line says why (``result: ...``); JSON and YAML carry ``reachable`` and
+``reason``. UDP to port 53 carries a DNS query.
 """
 
 from __future__ import annotations

@@ -8,8 +8,23 @@ the frame ended: ``FORWARDED`` when delivered to an endpoint (``TO_ENDPOINT``), 
 ``flow.proto``'s JSON mapping with its field names (``IP``, ``l4``, ``source``,
 ``destination``, ``Type``, ``trace_observation_point``, ``node_name``, ``source_service``,
 ``destination_service``, ``is_reply``). ``--flow-format kemu`` adds ``kemu``: the frame
-number, the hop and the texts of the decisions taken there (an outcome without a hop: its
-frame's hop-less decisions).
+number, the hop and the texts of the decisions taken there, as the pcapng comment says them
+(an outcome without a hop: its frame's hop-less decisions).
+
+NetworkPolicy (P-1, P-2): the outcome records of a frame that met policy verdicts
+(``EV_POLICY_ALLOW``/``EV_POLICY_DENY``: a new connection of a pod isolated in that direction)
+carry ``traffic_direction`` (the direction of the denial, else of the last verdict:
+``INGRESS``/``EGRESS``) and the policies, each as Hubble's ``Policy`` message (``name``,
+``namespace``, ``labels`` as Cilium derives them: ``k8s:io.cilium.k8s.policy.derived-from=
+NetworkPolicy``, ``...policy.name=``, ``...policy.namespace=``; ``kind``; no ``revision``:
+kemu has no policy repository revision, and protojson leaves a zero out):
+``egress_allowed_by``/``ingress_allowed_by`` the policy of the rule that allowed, and for a
+denial (``DROPPED``, ``drop_reason_desc`` ``POLICY_DENIED``) ``egress_denied_by``/
+``ingress_denied_by`` the policies that isolate the pod in that direction. Cilium itself fills
+``*_denied_by`` only for its explicit deny rules (``ingressDeny``) and leaves it empty for a
+NetworkPolicy's default deny; kemu names the isolating policies there, as the policies that
+made the default deny. Records of frames without policy verdicts (replies riding conntrack,
+pods not isolated) are unchanged.
 
 Endpoints: a pod is its namespace, labels, name and workload; a node's address is
 ``reserved:host``, other addresses ``reserved:unmanaged`` inside the cluster CIDR and
@@ -42,15 +57,17 @@ from typing import IO, Any
 import numpy as np
 
 from kemu.dataplane import codes as C
-from kemu.dataplane.describe import event_text
+from kemu.dataplane.describe import rule_policy, selecting_policies
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
-from kemu.io.hops import HopComments
+from kemu.io.hops import HUSH, HopComments, decision_text, with_flows
 
 __all__ = ["EndpointInfo", "FlowLog", "HopComments", "Pieces", "encode_flows", "rfc3339"]
 
 TRANSLATIONS = np.zeros(1 << 16, np.uint8)  # event kinds that make a TRANSLATED record
 TRANSLATIONS[[C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT]] = 1
+VERDICTS = np.zeros(1 << 16, np.uint8)  # event kinds of NetworkPolicy verdicts
+VERDICTS[[C.EV_POLICY_ALLOW, C.EV_POLICY_DENY]] = 1
 _NOISE = (C.DROP_NOT_LOCAL, C.DROP_OTHERHOST, C.DROP_SAME_PORT)  # ends of copies, no drops
 # observation points, by code (``Pieces.if_point``, ``encode_flows``)
 P_STACK, P_ENDPOINT, P_NETWORK, P_HOST = range(4)
@@ -121,6 +138,7 @@ class Pieces:
         # the longest piece of each kind: a record holds at most two endpoints, two
         # services, four others (drop reason, interface, node twice) and a list
         self.max_endpoint = self.max_service = self.max_size = self.max_list = 0
+        self.max_policy = 0
         self._data = np.zeros(1 << 16, np.uint8)
         self._used = 0
         self._start = np.zeros(256, np.int64)
@@ -188,6 +206,11 @@ class Pieces:
         self.max_list = max(self.max_list, len(text))
         return self._add(text)
 
+    def add_policy(self, text: bytes) -> int:
+        """A new set of policy verdicts (``,"traffic_direction":...``); its id."""
+        self.max_policy = max(self.max_policy, len(text))
+        return self._add(text)
+
     def _add(self, text: bytes) -> int:
         k, n = len(self.items), len(text)
         if self._used + n > len(self._data):
@@ -225,15 +248,16 @@ def _grown(a: np.ndarray, need: int) -> np.ndarray:
 
 def record_bound(pieces: Pieces) -> int:
     """The most bytes one record can take: its own text, two endpoints, two services, four
-    other pieces (drop reason, interface, node twice) and a list of decisions."""
+    other pieces (drop reason, interface, node twice), a list of decisions and a set of
+    policy verdicts."""
     return (RECORD_TEXT + 2 * pieces.max_endpoint + 2 * pieces.max_service
-            + 4 * pieces.max_size + pieces.max_list)
+            + 4 * pieces.max_size + pieces.max_list + pieces.max_policy)
 
 
 def encode_flows(res: Results, frame_ts: np.ndarray, frame_number: np.ndarray,
                  hop_dec: np.ndarray, ev_dec: np.ndarray, frame_dec: np.ndarray,
-                 pieces: Pieces, space: Callable[[int], np.ndarray] | None = None
-                 ) -> tuple[np.ndarray, int]:
+                 pieces: Pieces, space: Callable[[int], np.ndarray] | None = None,
+                 oc_policy: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """The flow records of a batch's results, as one uint8 array, and their count
     (``kemu._fastpath`` has the compiled twin). With ``space``, the array is
     ``space(size)[:n]`` for a ``size`` that bounds the batch's bytes (``record_bound`` per
@@ -244,7 +268,8 @@ def encode_flows(res: Results, frame_ts: np.ndarray, frame_number: np.ndarray,
     ``pieces.kemu_format``, the decisions of a record are pieces too: ``hop_dec[h]`` lists
     hop ``h``'s events, ``ev_dec[e]`` the one event ``e`` (its TRANSLATED record),
     ``frame_dec[i]`` frame ``i``'s hop-less events (an outcome without a hop); otherwise
-    these are not read.
+    these are not read. ``oc_policy[o]``: the policy verdicts piece of outcome ``o``'s
+    record (-1: none; ``None``: none at all).
     """
     n_hops, n_ev, n_oc = _counts(res)
     n_frames = min(len(frame_ts), len(frame_number))
@@ -252,6 +277,13 @@ def encode_flows(res: Results, frame_ts: np.ndarray, frame_number: np.ndarray,
     if kemu_format and (len(hop_dec) < n_hops or len(ev_dec) < n_ev
                         or len(frame_dec) < n_frames):
         raise ValueError("encode_flows: decisions arrays shorter than the results")
+    if oc_policy is not None:
+        pol_ids = oc_policy[:n_oc].tolist()
+        if len(pol_ids) < n_oc or not all(-1 <= k < len(pieces.items) for k in pol_ids):
+            raise ValueError("encode_flows: oc_policy shorter than the outcomes or a piece "
+                             "id unknown")
+    else:
+        pol_ids = [-1] * n_oc
     hop_frame = res.hop_frame[:n_hops].tolist()
     oc_frame = res.oc_frame[:n_oc].tolist()
     if any(b < a for a, b in zip(hop_frame, hop_frame[1:], strict=False)) or any(
@@ -295,7 +327,7 @@ def encode_flows(res: Results, frame_ts: np.ndarray, frame_number: np.ndarray,
                 reply = reply or kind in (C.EV_UNDNAT, C.EV_UNSNAT)
                 dec = int(ev_dec[e]) if kemu_format else -1
                 out.append(_record(res, pieces, hp, ts, b"TRANSLATED", -1, P_STACK, src_svc,
-                                   dst_svc, reply, number, dec))
+                                   dst_svc, reply, number, dec, -1))
             hp += 1
         while op < n_oc and oc_frame[op] == fi:
             o = op
@@ -321,7 +353,7 @@ def encode_flows(res: Results, frame_ts: np.ndarray, frame_number: np.ndarray,
             if kemu_format:
                 dec = int(hop_dec[h]) if h >= 0 else int(frame_dec[fi])
             out.append(_record(res, pieces, h, ts, verdict, w, point, src_svc, dst_svc, reply,
-                               number, dec))
+                               number, dec, pol_ids[o]))
     data = b"".join(out)
     if any(len(r) > bound for r in out):  # (the compiled twin lays out into the bound)
         raise AssertionError("encode_flows: a record beyond record_bound")
@@ -361,7 +393,7 @@ _FLAGS = ((1, b"FIN"), (2, b"SYN"), (4, b"RST"), (8, b"PSH"), (16, b"ACK"), (32,
 
 def _record(res: Results, pieces: Pieces, h: int, ts: bytes, verdict: bytes, why: int,
             point: int, src_svc: int, dst_svc: int, reply: bool, number: int,
-            dec: int) -> bytes:
+            dec: int, pol: int) -> bytes:
     items = pieces.items
     parts = [b'{"flow":{"time":"', ts, b'","verdict":"', verdict, b'"']
     if why >= 0:
@@ -413,6 +445,8 @@ def _record(res: Results, pieces: Pieces, h: int, ts: bytes, verdict: bytes, why
         parts += [b',"source_service":', items[src_svc]]
     if dst_svc >= 0:
         parts += [b',"destination_service":', items[dst_svc]]
+    if pol >= 0:
+        parts.append(items[pol])
     if dec >= 0:
         parts += [b',"kemu":{"frame":%d,"hop":%d,"decisions":' % (number, h), items[dec], b"}"]
     parts += [b'},"node_name":', node, b',"time":"', ts, b'"}\n']
@@ -471,6 +505,15 @@ class FlowLog:
             self.comment_texts: list[bytes] = [b"[]"]
             self.dec_piece = np.array([self.pieces.add_list(b"[]")], np.int32)
             self._none = np.zeros(64, np.uint8)  # no kind skipped
+            self._hushed = np.zeros(1 << 16, np.uint8)  # only what ``with_flows`` hushed
+            self._hushed[HUSH] = 1
+        # NetworkPolicy verdicts: each distinct list of a frame's verdicts, interned like the
+        # decisions, is one piece (``policy_piece``; comment id 0, no verdict: -1)
+        self.verdicts = self.impl.HopComments()
+        self.verdict_events: list[tuple[int, int, int, int]] = []
+        self.verdict_lists: list[list[tuple[int, int, int, int]]] = [[]]
+        self.policy_piece = np.array([-1], np.int32)
+        self._all = np.zeros(64, np.uint8)
 
     def write_batch(self, res: Results, ts_ns: np.ndarray,
                     frame_numbers: np.ndarray | None = None) -> None:
@@ -485,11 +528,42 @@ class FlowLog:
         size = n_max * record_bound(self.pieces)
         space = self._space if self._space is not None and size <= self.IN_PLACE \
             else self._scratch_space
+        oc_policy = self._policies(res, len(ts))
+        if oc_policy is not None:  # (the bound grew with a new piece)
+            size = n_max * record_bound(self.pieces)
+            space = self._space if self._space is not None and size <= self.IN_PLACE \
+                else self._scratch_space
         data, n = self.impl.encode_flows(res, ts, numbers, hop_dec, ev_dec, frame_dec,
-                                         self.pieces, space)
+                                         self.pieces, space, oc_policy)
         if n:
             self.out.write(data)
             self.records += n
+
+    def _policies(self, res: Results, n_frames: int) -> np.ndarray | None:
+        """The policy verdicts piece of each outcome's record (its frame's verdicts, in event
+        order), or ``None`` when the batch has no verdict."""
+        n_ev = res.n_events
+        sel = np.flatnonzero(VERDICTS[res.ev_kind[:n_ev].view(np.uint16)])
+        if not len(sel):
+            return None
+        frame_ids = np.zeros(n_frames, np.int32)
+        frames = np.ascontiguousarray(res.ev_frame[sel])
+        new_events, new_comments = self.verdicts.assign(
+            frames, *(np.ascontiguousarray(c[sel]) for c in (res.ev_kind, res.ev_a, res.ev_b,
+                                                              res.ev_c)),
+            len(sel), np.ones(n_frames, np.uint8), self._all, frame_ids)
+        self.verdict_events += [tuple(int(v) for v in ev) for ev in new_events]
+        ids = []
+        for parent, eid in new_comments:
+            events = [*self.verdict_lists[parent], self.verdict_events[eid]]
+            self.verdict_lists.append(events)
+            ids.append(self.pieces.add_policy(policy_fragment(self.t, events)))
+        if ids:
+            self.policy_piece = np.concatenate([self.policy_piece, np.array(ids, np.int32)])
+        oc_frame = res.oc_frame[:res.n_outcomes].astype(np.int64)
+        inside = (oc_frame >= 0) & (oc_frame < n_frames)
+        return np.where(inside, self.policy_piece[frame_ids[np.where(inside, oc_frame, 0)]],
+                        -1).astype(np.int32)
 
     def _scratch_space(self, n: int) -> np.ndarray:
         if len(self._scratch) < n:
@@ -507,7 +581,9 @@ class FlowLog:
         ended = np.zeros(n_hops, np.uint8)  # the hops copies ended at: their records' lists
         oc_hop = res.oc_hop[:res.n_outcomes]
         ended[oc_hop[(oc_hop >= 0) & (oc_hop < n_hops)]] = 1
-        new = [hc.assign(res.ev_hop, *cols, n_ev, ended, self._none, hop_ids)]
+        kinds, bs, cs = with_flows(res)  # (the policy denials' flows, as in the pcapng)
+        new = [hc.assign(res.ev_hop, kinds, res.ev_a, bs, cs, n_ev, ended, self._hushed,
+                         hop_ids)]
         kinds = res.ev_kind[:n_ev]
         hop = res.ev_hop[:n_ev]
         tr = np.flatnonzero(TRANSLATIONS[kinds.view(np.uint16)].astype(bool) & (hop >= 0))
@@ -532,7 +608,7 @@ class FlowLog:
     def _name(self, new_events: list, new_comments: list) -> None:
         """Pieces of newly seen lists of decisions (``["text",...]``)."""
         t = self.t
-        self.event_texts += [_js(event_text(t, *ev)) for ev in new_events]
+        self.event_texts += [_js(decision_text(t, *ev)) for ev in new_events]
         ids = []
         for parent, eid in new_comments:
             text = self.event_texts[eid]
@@ -544,6 +620,47 @@ class FlowLog:
             ids.append(self.pieces.add_list(text))
         if ids:
             self.dec_piece = np.concatenate([self.dec_piece, np.array(ids, np.int32)])
+
+
+def policy_item(t: Tables, pol: int) -> dict[str, Any]:
+    """A NetworkPolicy as Hubble's ``Policy`` message names it (flow.proto)."""
+    ns, _, name = t.pol_name[pol].partition("/")
+    prefix = "k8s:io.cilium.k8s.policy"
+    return {"name": name, "namespace": ns,
+            "labels": [f"{prefix}.derived-from=NetworkPolicy", f"{prefix}.name={name}",
+                       f"{prefix}.namespace={ns}"],
+            "kind": "NetworkPolicy"}
+
+
+def policy_fragment(t: Tables, events: list[tuple[int, int, int, int]]) -> bytes:
+    """The policy fields of a record whose frame met the verdicts ``events`` (kind, pod,
+    direction, rule) in order: ``,"traffic_direction":...`` and the non-empty
+    ``*_allowed_by``/``*_denied_by`` lists (see the module's docstring)."""
+    lists: dict[str, list[int]] = {}
+    direction = denied = 0
+    for kind, pod, d, rule in events:
+        word = "ingress" if d == C.POL_INGRESS else "egress" if d == C.POL_EGRESS else ""
+        if not word:
+            continue
+        if kind == C.EV_POLICY_DENY:
+            pols = selecting_policies(t, pod, d)
+            key = f"{word}_denied_by"
+            denied = denied or d
+        else:
+            pols = [rule_policy(t, rule)] if rule >= 0 else []
+            key = f"{word}_allowed_by"
+        have = lists.setdefault(key, [])
+        have += [p for p in pols if p >= 0 and p not in have]
+        direction = d
+    direction = denied or direction
+    out = b',"traffic_direction":' + _js("INGRESS" if direction == C.POL_INGRESS else
+                                         "EGRESS" if direction == C.POL_EGRESS else
+                                         "TRAFFIC_DIRECTION_UNKNOWN")
+    for key in ("egress_allowed_by", "ingress_allowed_by", "egress_denied_by",
+                "ingress_denied_by"):
+        if lists.get(key):
+            out += b',' + _js(key) + b":" + _json([policy_item(t, p) for p in lists[key]])
+    return out
 
 
 def implementations() -> dict[str, ModuleType]:
