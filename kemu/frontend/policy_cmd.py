@@ -319,8 +319,18 @@ def _source_port(emu: EmulatedCluster, src: str) -> int:
     return port
 
 
-def _frame(src_ip: int, dst_ip: int, case: Case, sport: int) -> bytes:
-    """The probe: a SYN (TCP) or a datagram (UDP), addressed at L3; the injection fixes L2."""
+def dns_query(domain: str) -> bytes:
+    """A DNS query (A, recursion desired) for ``kubernetes.default.svc.<domain>``: what a UDP
+    probe to port 53 carries, so that a DNS server answers it (a non-query it ignores)."""
+    qname = b"".join(bytes([len(label)]) + label.encode("ascii")
+                     for label in f"kubernetes.default.svc.{domain}".split(".") if label)
+    return bytes.fromhex("6b65 0100 0001 0000 0000 0000") + qname + b"\0" + \
+        bytes.fromhex("0001 0001")
+
+
+def _frame(src_ip: int, dst_ip: int, case: Case, sport: int, domain: str) -> bytes:
+    """The probe: a SYN (TCP) or a datagram (UDP; a DNS query to port 53), addressed at L3;
+    the injection fixes L2."""
     from kemu.dataplane import codes as C
     from kemu.dataplane.packet import ETH_IP
     from kemu.dataplane.slowpath import ether, ipv4, tcp_segment, udp_datagram
@@ -329,7 +339,8 @@ def _frame(src_ip: int, dst_ip: int, case: Case, sport: int) -> bytes:
         seg = tcp_segment(src_ip, dst_ip, sport, case.port, 1000, 0, 0x02)
         l4 = ipv4(src_ip, dst_ip, C.PROTO_TCP, seg, df=True)
     else:
-        seg = udp_datagram(src_ip, dst_ip, sport, case.port, b"kemu-policy-probe")
+        payload = dns_query(domain) if case.port == 53 else b"kemu-policy-probe"
+        seg = udp_datagram(src_ip, dst_ip, sport, case.port, payload)
         l4 = ipv4(src_ip, dst_ip, C.PROTO_UDP, seg, df=True)
     return ether(0, 0, ETH_IP) + l4
 
@@ -434,7 +445,8 @@ def probe(emu: EmulatedCluster, probes: Sequence[Probe]) -> list[Result]:
     for src, idxs in by_src.items():
         src_ip = int(ipaddress.IPv4Address(by_key[src].ip))
         frames = [_frame(src_ip, int(ipaddress.IPv4Address(by_key[probes[n].dst].ip)),
-                         probes[n].case, _source_port(emu, src)) for n in idxs]
+                         probes[n].case, _source_port(emu, src), model.config.dns_domain)
+                  for n in idxs]
         trace = emu.send_many(frames, src=src, fix_l2=True)
         parts = split_trace(trace)
         if len(parts) != len(idxs):
