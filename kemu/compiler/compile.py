@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kemu._gc import paused_gc
+from kemu.compiler.policy import compile_policies
 from kemu.compiler.routes import lb_announcers
 from kemu.control.model import Service
 from kemu.dataplane import codes as C
@@ -243,6 +244,7 @@ def _compile(cluster: Cluster) -> Tables:
         pod_eth_if=np.array(pod_eth_if, dtype=np.int32),
         ext_name=tuple(e.name for e in cfg.external_hosts),
         ext_if=np.array(ext_if, dtype=np.int32),
+        **compile_policies(cluster),
     )
 
 

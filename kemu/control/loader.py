@@ -61,7 +61,8 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 CLUSTER_SPEC_FIELDS = ("nodes", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR", "nodeNetwork",
                        "gateway", "mode", "mtu", "dnsDomain", "nodePortRange", "externalHosts",
-                       "kubeProxy", "masquerade", "listen", "loadBalancer")
+                       "kubeProxy", "masquerade", "listen", "loadBalancer",
+                       "networkPolicy")
 SERVICE_SPEC_FIELDS = (
     "type", "clusterIP", "clusterIPs", "ports", "selector", "externalIPs", "sessionAffinity",
     "sessionAffinityConfig", "loadBalancerIP", "loadBalancerSourceRanges", "loadBalancerClass",
@@ -324,6 +325,9 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
         net = f.cidr(text, f"spec.loadBalancer.pool[{j}]")
         if net is not None:
             c.lb_pool.append(net)
+    npc = f.mapping(spec, "spec", "networkPolicy")  # P-8: ICMP under policy isolation
+    f.known(npc, "spec.networkPolicy", ("icmp",))
+    c.policy_icmp = f.choice(npc, "spec.networkPolicy", "icmp", ("deny", "allow"), "deny")  # type: ignore[assignment]
     hosts: set[str] = set()  # names of c.external_hosts
     for i, (hpath, h) in enumerate(f.mappings(spec, "spec", "externalHosts")):
         f.known(h, hpath, ("name", "ip", "ports"))

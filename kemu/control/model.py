@@ -61,6 +61,11 @@ class ClusterConfig:
     # ``routed`` (a cloud load balancer: the gateway routes it to a node)
     lb_pool: list[IPv4Network] = field(default_factory=list)
     lb_mode: Literal["l2", "routed"] = "l2"
+    # NetworkPolicy and ICMP (P-8, ``spec.networkPolicy.icmp``): ``deny`` (default; kube-router
+    # and Cilium): ICMP to or from a pod isolated in that direction passes only by a rule
+    # without ports (all protocols); ``allow``: ICMP is never judged by policy. ICMP errors
+    # RELATED to an allowed connection pass either way (CT-6)
+    policy_icmp: Literal["deny", "allow"] = "deny"
 
     def non_masquerade(self) -> list[IPv4Network]:
         """The destinations pod traffic keeps its address to (default: the cluster CIDR)."""

@@ -10,9 +10,27 @@ addresses. MACs are 48-bit integers, IPv4 addresses 32-bit integers (host order)
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
+
+PORT_ANY = 65536  # a policy map key's port: every port of the protocol (P-4, P-7)
+
+
+def _i32() -> np.ndarray:
+    return np.zeros(0, dtype=np.int32)
+
+
+def _u32() -> np.ndarray:
+    return np.zeros(0, dtype=np.uint32)
+
+
+def _u8() -> np.ndarray:
+    return np.zeros(0, dtype=np.uint8)
+
+
+def _i8() -> np.ndarray:
+    return np.zeros(0, dtype=np.int8)
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +118,64 @@ class Tables:
     pod_eth_if: np.ndarray    # int32, -1 for hostNetwork pods
     ext_name: tuple[str, ...]
     ext_if: np.ndarray        # int32
+    # NetworkPolicy (kemu/compiler/policy.py; P-1..P-12, CT-6): empty when there are none.
+    # Policies by index (``ns/name``, sorted); rule ids over every effective rule, policy by
+    # policy, ingress rules then egress rules
+    pol_name: tuple[str, ...] = ()
+    pol_icmp_allow: bool = False  # spec.networkPolicy.icmp: allow (P-8)
+    rule_pol: np.ndarray = field(default_factory=_i32)   # int32, the rule's policy
+    rule_dir: np.ndarray = field(default_factory=_i8)    # int8, codes.POL_INGRESS/POL_EGRESS
+    rule_idx: np.ndarray = field(default_factory=_i32)   # int32, index in its policy's list
+    # policies selecting pod p with a policy type: sel_pol[sel_start[k] : +sel_count[k]],
+    # k = 2 * p + dir - 1; count 0: p is not isolated that way (P-1); pods of one identity
+    # share one range
+    sel_start: np.ndarray = field(default_factory=_i32)  # int32, 2 * n_pods
+    sel_count: np.ndarray = field(default_factory=_i32)  # int32, 2 * n_pods
+    sel_pol: np.ndarray = field(default_factory=_i32)    # int32
+    # identities (Cilium's): one per distinct (namespace, pod labels); -1: a hostNetwork pod
+    # (never selected, its traffic is its node's, P-12); remote addresses that are not pods
+    # have no identity and match only ipBlock peers and peer-less rules
+    ident_name: tuple[str, ...] = ()                      # "namespace:k=v,k=v"
+    pod_ident: np.ndarray = field(default_factory=_i32)  # int32 per pod
+    # the policy map, sorted by key: (pm_pd = 2 * policy + dir - 1, remote identity or -1
+    # for any peer, protocol or 0 for every protocol, port or PORT_ANY) -> the lowest rule id
+    # allowing it; rules with port ranges, named ports or ipBlock peers are also in the
+    # per-(policy, dir) lists slow_rule[pd_slow_start[pd] : +pd_slow_count[pd]], evaluated
+    # rule by rule from the arrays below
+    pm_pd: np.ndarray = field(default_factory=_i32)
+    pm_peer: np.ndarray = field(default_factory=_i32)
+    pm_proto: np.ndarray = field(default_factory=_u8)
+    pm_port: np.ndarray = field(default_factory=_i32)
+    pm_rule: np.ndarray = field(default_factory=_i32)
+    pd_slow_start: np.ndarray = field(default_factory=_i32)  # int32, 2 * n_policies
+    pd_slow_count: np.ndarray = field(default_factory=_i32)
+    slow_rule: np.ndarray = field(default_factory=_i32)
+    # every rule: peers (none: any peer, P-4), ports (none: every port and protocol)
+    rule_any_peer: np.ndarray = field(default_factory=_u8)
+    rule_port_start: np.ndarray = field(default_factory=_i32)
+    rule_port_count: np.ndarray = field(default_factory=_i32)
+    port_proto: np.ndarray = field(default_factory=_u8)   # codes.PROTO_*
+    port_lo: np.ndarray = field(default_factory=_i32)     # 0..65535 (no port: 0)
+    port_hi: np.ndarray = field(default_factory=_i32)     # endPort, or lo (no port: 65535)
+    port_name: np.ndarray = field(default_factory=_i32)   # index in port_names, -1: numeric
+    port_names: tuple[str, ...] = ()
+    rule_cidr_start: np.ndarray = field(default_factory=_i32)  # ipBlock peers (P-6)
+    rule_cidr_count: np.ndarray = field(default_factory=_i32)
+    cb_net: np.ndarray = field(default_factory=_u32)
+    cb_mask: np.ndarray = field(default_factory=_u32)
+    cb_exc_start: np.ndarray = field(default_factory=_i32)
+    cb_exc_count: np.ndarray = field(default_factory=_i32)
+    ex_net: np.ndarray = field(default_factory=_u32)
+    ex_mask: np.ndarray = field(default_factory=_u32)
+    # identities a slow rule's pod/namespace selector peers match: (rule, identity), sorted
+    ri_rule: np.ndarray = field(default_factory=_i32)
+    ri_ident: np.ndarray = field(default_factory=_i32)
+    # named container ports a policy names (P-7, resolved per destination pod): sorted
+    # (pod, protocol, name) -> port
+    np_pod: np.ndarray = field(default_factory=_i32)
+    np_proto: np.ndarray = field(default_factory=_u8)
+    np_name: np.ndarray = field(default_factory=_i32)
+    np_port: np.ndarray = field(default_factory=_i32)
 
     @property
     def n_ifaces(self) -> int:

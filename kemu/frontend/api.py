@@ -26,7 +26,7 @@ from typing import Any
 
 from kemu.control.cluster import Cluster, load_cluster
 from kemu.dataplane import codes as C
-from kemu.errors import TopologyError
+from kemu.errors import KemuError, ManifestError, TopologyError
 from kemu.frontend.engine import Engine
 from kemu.frontend.trace import Trace
 
@@ -181,6 +181,67 @@ class EmulatedCluster:
     def dump(self) -> str:
         """FDBs, conntrack, neighbours and affinity as deterministic text."""
         return self.engine.dump()
+
+    # ------------------------------------------------------------ NetworkPolicy (#17)
+    def apply(self, *sources: str | os.PathLike | dict | list) -> list[str]:
+        """Add or replace NetworkPolicy objects (paths, dicts, lists of dicts, or YAML text:
+        a string with a newline) in the running cluster; returns their ``ns/name``.
+
+        The tables are recompiled and swapped at the next batch boundary; conntrack stays,
+        so established connections keep flowing whatever the new policies say (as the
+        conntrack-based kube-router, Calico and Cilium keep them) while every NEW connection
+        is judged by the new policies. Any other kind is refused (``KemuError``), as is a
+        policy with problems (``ManifestError``, naming file, object and field).
+        """
+        from kemu.control import loader, manifests
+        from kemu.control.cluster import API_SOURCE
+
+        problems: list = []
+        docs = []
+        for src in sources:
+            if isinstance(src, str) and "\n" in src:
+                docs.extend(manifests.parse_text(src, API_SOURCE, problems))
+            else:
+                more, probs = manifests.read(src)
+                docs.extend(more)
+                problems.extend(probs)
+        if problems:
+            raise ManifestError(problems)
+        for doc in docs:
+            kind = doc.obj.get("kind") if isinstance(doc.obj, dict) else None
+            if kind != "NetworkPolicy":
+                name = (doc.obj.get("metadata") or {}).get("name", "") \
+                    if isinstance(doc.obj, dict) else ""
+                raise KemuError(f"{doc.source}: {kind}/{name}: only NetworkPolicy can be "
+                                "applied to a running cluster")
+        parsed = loader.parse(docs, problems)
+        if problems:
+            raise ManifestError(problems)
+        model = self.model
+        new = {p.key: p for p in parsed.policies}
+        model.policies = sorted([p for p in model.policies if p.key not in new]
+                                + list(new.values()), key=lambda p: p.key)
+        for pol in new.values():
+            if pol.namespace not in model.namespaces:
+                model._ensure_namespace(pol.namespace)
+        model.version += 1
+        return sorted(new)
+
+    def delete(self, kind: str, name: str) -> None:
+        """Remove one NetworkPolicy (``delete("NetworkPolicy", "ns/name")``; a name without
+        a namespace is in ``default``); recompiled at the next batch, conntrack kept (as
+        ``apply``). ``KemuError`` for another kind or a policy that does not exist."""
+        if kind.lower() not in ("networkpolicy", "networkpolicies", "netpol"):
+            raise KemuError(f"only NetworkPolicy can be deleted from a running cluster, "
+                            f"not {kind}")
+        key = name if "/" in name else f"default/{name}"
+        model = self.model
+        kept = [p for p in model.policies if p.key != key]
+        if len(kept) == len(model.policies):
+            raise KemuError(f"no NetworkPolicy {key} "
+                            f"(have: {', '.join(p.key for p in model.policies) or 'none'})")
+        model.policies = kept
+        model.version += 1
 
 
 def load(*sources: str | os.PathLike | dict | list, **options: Any) -> EmulatedCluster:

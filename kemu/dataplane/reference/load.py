@@ -2,7 +2,8 @@
 
 Owns ``Load.load``: a table swap at a batch boundary. The routes go into a new ``Lpm``; the
 Service frontends into dicts keyed (address, protocol, port) and, for NodePorts, (protocol,
-port); the nodes' local addresses into ``local_ips``; the interface columns into lists. After
+port); the nodes' local addresses into ``local_ips``; the interface columns into lists; the
+NetworkPolicy fields into ``PolicyMaps`` (``pol``, None without policies). After
 a swap the FDBs are flushed, conntrack and affinity are remapped onto the new tables
 (``datapath.py``: ``_remap_conntrack``, CT-4; ``_remap_affinity``) and static neighbours seeded
 again (OV-2).
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from kemu.dataplane import codes as C
 from kemu.dataplane.reference.lpm import Lpm
+from kemu.dataplane.reference.policy import PolicyMaps
 from kemu.dataplane.reference.state import State
 from kemu.dataplane.tables import Tables
 
@@ -58,6 +60,7 @@ class Load(State):
         self.if_bridge = [int(x) for x in t.if_bridge]
         self.if_hairpin = [int(x) for x in t.if_hairpin]
         self.if_mtu = [int(x) for x in t.if_mtu]
+        self.pol = PolicyMaps(t) if t.pol_name else None  # NetworkPolicy (policy.py)
         if old is not None and old is not tables:
             self.fdb.clear()
             self._remap_conntrack()

@@ -3,7 +3,8 @@
 Owns ``Netfilter``: ``_prerouting`` (PREROUTING, and nat OUTPUT for the node's own packets:
 conntrack lookup, ICMP errors RELATED to a tracked flow, kube-proxy's KUBE-SERVICES for new
 flows, DNAT: CT-1, CT-2, S-1..S-8), ``_filter_forward`` (filter FORWARD/OUTPUT: the REJECT
-or DROP that KUBE-SERVICES left for a new flow, S-9) and ``_postrouting``
+or DROP that KUBE-SERVICES left for a new flow, S-9; then NetworkPolicy's verdict,
+``policy.py``) and ``_postrouting``
 (KUBE-POSTROUTING: masquerade of marked new flows, S-7, and flannel's of pod traffic leaving
 the cluster, ``_egress_masq``, M-5; un-DNAT of replies; the entry is confirmed) and
 ``_local_in_nat`` (LOCAL_IN: a reply to the node's own socket un-DNATed, CT-2). A new hook,
@@ -19,13 +20,14 @@ from kemu.dataplane import codes as C
 from kemu.dataplane.reference.conntrack import Conntrack
 from kemu.dataplane.reference.nat import Nat
 from kemu.dataplane.reference.parse import Parse
+from kemu.dataplane.reference.policy import Policy
 from kemu.dataplane.reference.proxy import Proxy
 from kemu.dataplane.reference.record import Record
 from kemu.dataplane.reference.state import CtEntry, Item
 from kemu.dataplane.reference.util import u16, u32
 
 
-class Netfilter(Proxy, Nat, Record, Conntrack, Parse):
+class Netfilter(Policy, Proxy, Nat, Record, Conntrack, Parse):
     """PREROUTING / OUTPUT, FORWARD, POSTROUTING."""
 
     def _prerouting(self, it: Item, node: int, in_if: int) -> int:
@@ -81,10 +83,15 @@ class Netfilter(Proxy, Nat, Record, Conntrack, Parse):
         return 0
 
     def _filter_forward(self, it: Item) -> int:
-        """filter FORWARD/OUTPUT: KUBE-SERVICES REJECT/DROP for NEW flows (S-9)."""
+        """filter FORWARD/OUTPUT for NEW flows: KUBE-SERVICES REJECT/DROP (S-9), then
+        NetworkPolicy (``policy.py``: after DNAT, before SNAT; one test when the tables have
+        no policies)."""
         ctx = it.ctx
-        if ctx.new and ctx.verdict:
-            return ctx.verdict
+        if ctx.new:
+            if ctx.verdict:
+                return ctx.verdict
+            if self.pol is not None:
+                return self._policy(it)
         return 0
 
     def _egress_masq(self, node: int, out_if: int, sip: int, dip: int) -> bool:
