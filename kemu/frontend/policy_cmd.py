@@ -516,7 +516,7 @@ def _protocols(text: str) -> list[str]:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="policy_command", metavar="SUBCOMMAND", required=True)
+    sub = p.add_subparsers(dest="policy_command", metavar="{matrix}", required=True)
     m = sub.add_parser("matrix", help="probe every pod pair with real packets; print the "
                        "reachability truth table", description="Probe every (source pod, "
                        "destination pod, port, protocol) with a new connection through the "
