@@ -47,6 +47,7 @@ include "fastpath/parse.pxi"      # ip_rcv checks, L4 parsing
 include "fastpath/conntrack.pxi"  # connection tracking
 include "fastpath/nat.pxi"        # rewrites, masquerade, RELATED ICMP translation
 include "fastpath/proxy.pxi"      # kube-proxy Service DNAT for new flows
+include "fastpath/policy.pxi"     # NetworkPolicy at FORWARD for new connections
 include "fastpath/netfilter.pxi"  # hooks: PREROUTING/OUTPUT, FORWARD, POSTROUTING
 include "fastpath/tunnel.pxi"     # VXLAN encapsulation and decapsulation
 include "fastpath/inject.pxi"     # how an injected frame enters its host

@@ -33,10 +33,18 @@ from hypothesis import strategies as st
 from kemu.compiler.compile import compile_cluster
 from kemu.control.model import (
     ClusterConfig,
+    Container,
+    ContainerPort,
     Endpoint,
     ExternalHost,
+    IPBlock,
+    LabelSelector,
+    NetworkPolicy,
     Node,
     Pod,
+    PolicyPeer,
+    PolicyPort,
+    PolicyRule,
     Service,
     ServicePort,
 )
@@ -71,6 +79,8 @@ class FakeCluster:
     endpoints: dict[tuple[str, str], list[tuple[Endpoint, int]]] = field(default_factory=dict)
     gateway_mac: str = "02:00:00:00:00:01"
     version: int = 0
+    policies: list[NetworkPolicy] = field(default_factory=list)
+    namespaces: dict = field(default_factory=dict)
 
     def backends(self, svc: Service, port: ServicePort) -> list[tuple[Endpoint, int]]:
         return list(self.endpoints.get((svc.key, port.name), []))
@@ -107,7 +117,10 @@ def clusters(draw, max_nodes: int = 3) -> FakeCluster:
             host = draw(st.integers(0, 12)) == 0
             ip = node.internal_ip if host else node.pod_cidr.network_address + 2 + k
             pods.append(Pod("default", f"p{i}{k}", node.name, ip,
-                            mac="" if host else mac(4, 0, 0, i, k), host_network=host))
+                            mac="" if host else mac(4, 0, 0, i, k), host_network=host,
+                            labels={"app": draw(st.sampled_from("ab"))},
+                            containers=[Container("c", [ContainerPort(
+                                draw(st.sampled_from(TARGET_PORTS)), "TCP", "web")])]))
     services, endpoints = [], {}
     for k in range(draw(st.integers(0, 3))):
         typ = draw(st.sampled_from(["ClusterIP", "ClusterIP", "NodePort", "LoadBalancer"]))
@@ -142,7 +155,49 @@ def clusters(draw, max_nodes: int = 3) -> FakeCluster:
                                           pod=key),
                                  draw(st.sampled_from(TARGET_PORTS))))
             endpoints[(svc.key, port.name)] = backends
-    return FakeCluster(cfg, nodes, pods, services, endpoints)
+    cfg.policy_icmp = draw(st.sampled_from(["deny", "allow"]))
+    return FakeCluster(cfg, nodes, pods, services, endpoints,
+                       policies=draw(st.lists(policies(), max_size=3, unique_by=lambda p: p.name)))
+
+
+@st.composite
+def policies(draw) -> NetworkPolicy:
+    """A random NetworkPolicy over the pods' ``app`` label, the service/target/client ports
+    and ipBlocks of the pod and node networks (#17)."""
+    def selector() -> LabelSelector:
+        return draw(st.sampled_from([LabelSelector(), LabelSelector({"app": "a"}),
+                                     LabelSelector({"app": "b"})]))
+
+    def rules() -> list[PolicyRule]:
+        out = []
+        for _ in range(draw(st.integers(0, 2))):
+            peers = []
+            for _ in range(draw(st.integers(0, 2))):
+                kind = draw(st.integers(0, 2))
+                if kind == 0:
+                    peers.append(PolicyPeer(pod_selector=selector()))
+                elif kind == 1:
+                    peers.append(PolicyPeer(pod_selector=selector(),
+                                            namespace_selector=LabelSelector()))
+                else:
+                    net = draw(st.sampled_from(["10.244.0.0/16", "172.18.0.0/24",
+                                                "0.0.0.0/0"]))
+                    exc = [IPv4Network("10.244.0.0/24")] if net != "172.18.0.0/24" and \
+                        draw(st.booleans()) else []
+                    peers.append(PolicyPeer(ip_block=IPBlock(IPv4Network(net), exc)))
+            ports = []
+            for _ in range(draw(st.integers(0, 2))):
+                proto = draw(st.sampled_from(["TCP", "TCP", "UDP"]))
+                port = draw(st.sampled_from([None, "web"] + TARGET_PORTS + SERVICE_PORTS))
+                end = draw(st.sampled_from([None, None, 1001, 9000])) \
+                    if isinstance(port, int) else None
+                ports.append(PolicyPort(proto, port, end if end and end >= port else None))
+            out.append(PolicyRule(peers, ports))
+        return out
+
+    types = draw(st.sampled_from([["Ingress"], ["Egress"], ["Ingress", "Egress"]]))
+    return NetworkPolicy("default", f"np{draw(st.integers(0, 9))}", selector(), types,
+                         ingress=rules(), egress=rules())
 
 
 # ------------------------------------------------------------------ raw frames

@@ -142,7 +142,7 @@ cdef int st_bridge_out(DP* dp, Item* it) noexcept nogil:
     cdef int b = it.a, q = it.b, verdict
     cdef int local_if = dp.br_local_if[b]
     if dp.br_netfilter[b] and rd16(DATA(it), 12) == <uint32_t>ETH_IP and it.ctx.node >= 0:
-        verdict = filter_forward(it)
+        verdict = filter_forward(dp, it)
         if verdict:
             return end(dp, it, OUT_DROPPED, verdict, q, 0, False)
         postrouting(dp, it, dp.ifs[local_if].node, local_if)

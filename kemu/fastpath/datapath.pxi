@@ -81,6 +81,7 @@ cdef class Datapath:
         ht_free(&self.dp.aff)
         ht_free(&self.dp.fe)
         ht_free(&self.dp.fe_np)
+        pol_free(&self.dp.pol)
         free(self.dp.ce)
         free(self.dp.ce_hint)
         free(self.dp.ce_touch)

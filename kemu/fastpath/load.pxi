@@ -117,6 +117,7 @@ cdef int load_tables(Datapath self, tables) except -1:
     if len(nm_net) != len(nm_mask):
         raise ValueError("inconsistent tables: nonmasq_net and nonmasq_mask differ in length")
     max_cands = max([1] + [int(c) for c in sp_be_count])
+    pol = pol_prepare(t)  # NetworkPolicy (policy.pxi): checked here, committed below
 
     # ---- all checks passed: commit
     cdef IfInfo* ifs = <IfInfo*>kemu_zalloc(max(1, n_if), sizeof(IfInfo))
@@ -179,6 +180,7 @@ cdef int load_tables(Datapath self, tables) except -1:
      node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
      sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
      own_if, nm_net, nm_mask, be_flags, sp_src_start, sp_src_count, src_net, src_mask) = keep
+    pol_commit(&self.dp, pol, t, keep)
     self._keep = keep
     self.dp.n_if = n_if
     self.dp.n_nodes = n_nodes

@@ -1,5 +1,6 @@
 # netfilter.pxi: The netfilter hooks of a node: PREROUTING / OUTPUT (conntrack lookup, then
-# KUBE-SERVICES for new flows), FORWARD (``filter_forward``: the verdict kube-proxy's REJECT left),
+# KUBE-SERVICES for new flows), FORWARD (``filter_forward``: the verdict kube-proxy's REJECT
+# left, then NetworkPolicy's, ``policy.pxi``),
 # POSTROUTING (SNAT of marked flows and of pod traffic leaving the cluster, un-NAT of RELATED
 # ICMP) and LOCAL_IN (``local_in_nat``: a reply to the node's own socket un-DNATed). A new hook
 # or a stage at a hook (NetworkPolicy) is called from here. Twin: ``kemu/dataplane/reference/netfilter.py``.
@@ -124,10 +125,14 @@ cdef int prerouting_new(DP* dp, Item* it, int node, int proto, int l4, int sport
     return 0
 
 
-cdef inline int filter_forward(Item* it) noexcept nogil:
-    """filter FORWARD/OUTPUT: KUBE-SERVICES REJECT/DROP for NEW flows (S-9)."""
-    if it.ctx.new and it.ctx.verdict:
-        return it.ctx.verdict
+cdef inline int filter_forward(DP* dp, Item* it) noexcept nogil:
+    """filter FORWARD/OUTPUT for NEW flows: KUBE-SERVICES REJECT/DROP (S-9), then
+    NetworkPolicy (``policy.pxi``, rare work; one test when the tables have no policies)."""
+    if it.ctx.new:
+        if it.ctx.verdict:
+            return it.ctx.verdict
+        if dp.pol.n:
+            return cold.policy(dp, it)
     return 0
 
 

@@ -175,7 +175,7 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
     dp.tr_k += 1
     changed(it)
     ev(dp, it, EV_TTL, ttl - 1, node, 0)
-    verdict = filter_forward(it)
+    verdict = filter_forward(dp, it)
     if verdict:
         return end(dp, it, OUT_DROPPED, verdict, i, 0, True)
     return output(dp, it, node, out_if, nh)
@@ -205,7 +205,7 @@ cdef int st_local_out(DP* dp, Item* it) noexcept nogil:
     out_if = route_dev(dp, node, dst, &nh)
     if out_if < 0:
         return end(dp, it, OUT_DROPPED, DROP_NO_ROUTE, loc, 0, False)
-    verdict = filter_forward(it)
+    verdict = filter_forward(dp, it)
     if verdict:
         return end(dp, it, OUT_DROPPED, verdict, loc, 0, True)
     if too_big(dp, d, out_if):  # ip_fragment refuses a DF packet (the sender's own error)

@@ -177,6 +177,7 @@ ctypedef struct Cold:
     int (*vxlan_encap)(DP*, Item*, int) noexcept nogil
     void (*fix_l2)(DP*, Item*, int) noexcept nogil
     void (*fc_insert)(DP*) noexcept nogil
+    int (*policy)(DP*, Item*) noexcept nogil
 
 cdef Cold cold
 cold.prerouting_new = prerouting_new
@@ -187,3 +188,4 @@ cold.flood = flood
 cold.vxlan_encap = vxlan_encap
 cold.fix_l2 = fix_l2
 cold.fc_insert = fc_insert
+cold.policy = policy_check

@@ -115,6 +115,41 @@ ctypedef struct FcE:             # a cached path of an established flow: two cac
     int32_t ct[FC_N]             # conntrack entry * 2 + is_reply, in path order
     uint32_t inc[FC_N]           # ... and the entries' incarnations (ce_inc)
 
+cdef enum:
+    PORT_ANY_C = 65536           # kemu.dataplane.tables.PORT_ANY (checked at import)
+
+ctypedef struct PolC:            # NetworkPolicy's loaded tables (policy.pxi)
+    int32_t n                    # policies; 0: no policy, one test per new flow
+    bint icmp_allow              # spec.networkPolicy.icmp: allow (P-8)
+    HTab pm                      # (pd, (peer + 1) << 32 | proto << 17 | port) -> rule
+    HTab ri                      # (rule, identity) of the slow rules' selector peers
+    HTab named                   # (pod, proto << 32 | name) -> port (P-7)
+    HTab pod_ip                  # pod address -> pod (not hostNetwork)
+    const int32_t* pod_node
+    const int32_t* pod_ident
+    const int32_t* sel_start
+    const int32_t* sel_count
+    const int32_t* sel_pol
+    const int32_t* slow_start
+    const int32_t* slow_count
+    const int32_t* slow_rule
+    const int32_t* any_peer
+    const int32_t* port_start
+    const int32_t* port_count
+    const int32_t* port_proto
+    const int32_t* port_lo
+    const int32_t* port_hi
+    const int32_t* port_name
+    const int32_t* cidr_start
+    const int32_t* cidr_count
+    const uint32_t* cb_net
+    const uint32_t* cb_mask
+    const int32_t* cb_exc_start
+    const int32_t* cb_exc_count
+    const uint32_t* ex_net
+    const uint32_t* ex_mask
+
+
 ctypedef struct DP:
     # ---- tables (pointers into arrays owned by the Python object)
     int32_t n_if
@@ -180,6 +215,7 @@ ctypedef struct DP:
     int32_t n_nm
     int64_t ageing_ns
     uint64_t seed
+    PolC pol                      # NetworkPolicy (policy.pxi); pol.n 0: none
     # ---- mutable state
     CtTab ct                      # (node, tuple) -> entry * 2 + is_reply
     HTab fdb                      # (mac, bridge) -> (port, seen)
