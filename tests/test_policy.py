@@ -277,3 +277,21 @@ def test_icmp_knob_parsing() -> None:
              "spec": {"networkPolicy": {"icmp": "maybe"}}}]
     with pytest.raises(ManifestError, match=r"spec.networkPolicy.icmp: 'maybe' is not one of"):
         kemu.load(docs)
+
+
+def test_p7_sctp_ports(backend: str) -> None:
+    """P-7: SCTP policy ports are matched (kemu's conntrack tracks SCTP ports)."""
+    from scapy.layers.inet import IP
+    from scapy.layers.sctp import SCTP
+
+    sctp = policy("sctp", "y", {"podSelector": {"matchLabels": {"app": "c"}}, "ingress": [
+        {"ports": [{"protocol": "SCTP", "port": 9999}]}]})
+    c = make(backend, sctp, respond=False)
+    dst = ip_of(c, "y/c")
+
+    def sent(port: int, sport: int) -> bool:
+        return policy_dropped(c.send(IP(dst=dst) / SCTP(sport=sport, dport=port), src="x/a"))
+
+    assert not sent(9999, 5000)
+    assert sent(9998, 5001)
+    assert policy_dropped(probe(c, "x/a", "y/c", 9999, "tcp"))

@@ -1,7 +1,9 @@
 """The footprint of a synthetic cluster, measured in a fresh child process.
 
 Owns ``cluster_footprint``: load and compile a synthetic cluster (seconds, peak memory,
-memory per pod) and, for ``--scale``, the cluster mix on it against the three-node cluster.
+memory per pod) and, for ``--scale``, the cluster mix on it against the three-node cluster;
+and ``policy_compile``: the NetworkPolicy part of compiling such a cluster with
+``synthetic_policies`` (#17).
 ``kemu bench`` runs it in a child process of its own (``Bench._child``: ``python -c`` importing
 this module by name), so that the memory figures are the cluster's alone.
 """
@@ -75,3 +77,46 @@ def cluster_footprint(nodes: int, pods: int, services: int, repeat: int,
         out["anon_huge_page_bytes"] = huge_page_bytes()
         out["peak_rss_bytes"] = peak_rss_bytes()
     return out
+
+
+def policy_compile(nodes: int, pods: int, services: int, n_policies: int,
+                   namespaces: int) -> dict[str, Any]:
+    """A synthetic cluster (a cluster dump) with ``n_policies`` NetworkPolicies over
+    ``namespaces`` namespaces: seconds of ``compile_policies`` (identities, selections, the
+    policy map: the median of three) and of the whole ``compile_cluster`` with them."""
+    from kemu._gc import paused_gc
+    from kemu.bench import workloads as W
+    from kemu.compiler.compile import compile_cluster
+    from kemu.compiler.policy import compile_policies
+    from kemu.control.cluster import load_cluster
+
+    docs = W.synthetic_cluster(nodes, pods, services, endpoints="slices")
+    docs += W.synthetic_policies(n_policies, namespaces, services,
+                                 cluster_cidr=docs[0]["spec"]["clusterCIDR"])
+    t0 = time.perf_counter()
+    cluster = load_cluster(docs)
+    load_s = time.perf_counter() - t0
+    runs = []
+    for _ in range(3):
+        with paused_gc():  # as compile_cluster runs it
+            t0 = time.perf_counter()
+            fields = compile_policies(cluster)
+            runs.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    compile_cluster(cluster)
+    whole = time.perf_counter() - t0
+    policies, cluster.policies = cluster.policies, []
+    t0 = time.perf_counter()
+    compile_cluster(cluster)
+    without = time.perf_counter() - t0
+    cluster.policies = policies
+    return {"nodes": nodes, "pods": pods, "policies": len(cluster.policies),
+            "namespaces": namespaces, "load_seconds": round(load_s, 2),
+            "compile_seconds": round(statistics.median(runs), 2),
+            "compile_runs": [round(x, 2) for x in runs],
+            "compile_cluster_seconds": round(whole, 2),
+            "compile_cluster_without_policies_seconds": round(without, 2),
+            "identities": len(fields.get("ident_name", ())),
+            "map_entries": len(fields.get("pm_rule", ())),
+            "rules": len(fields.get("rule_pol", ())),
+            "peak_rss_bytes": peak_rss_bytes()}

@@ -20,6 +20,7 @@ from kemu.bench.rows import (
     FLOWS_ROW,
     KERNEL,
     MIX,
+    POLICY,
     REF,
     SCAPY,
     STAGES,
@@ -68,6 +69,8 @@ class Report:
         sc = self.info.get("scale") or {}
         if sc.get("mix_ratio") is not None:
             out["scale mix/three-node mix"] = sc["mix_ratio"]
+        out["policy mix/mix"] = (self.info.get("policy") or {}).get("mix_ratio") or ratio(
+            self.row(FAST, POLICY), fast)
         return out
 
     def targets(self) -> list[dict[str, Any]]:
@@ -125,6 +128,10 @@ class Report:
             ("scale: load + compile peak memory, GiB",
              (sc.get("load_compile_peak_rss_bytes") or 0) / 2**30 or None, 4, "<"),
             ("scale: cluster mix / three-node rate", sc.get("mix_ratio"), 0.7, ">="),
+            ("cluster mix with 1,000 NetworkPolicies / without", ratios["policy mix/mix"],
+             0.85, ">="),
+            ("scale: compile 10,000 NetworkPolicies, s",
+             (sc.get("policy") or {}).get("compile_seconds"), 10, "<"),
         ]
         sel = self.info.get("scale_selector") or {}
         if sel:
@@ -197,6 +204,11 @@ class Report:
                     f"{sc['mix_pps']['three-node']:,.0f} on three nodes (alternating rounds)"
                     + (f"; {huge / 2**20:,.0f} MiB of the process in 2 MiB pages"
                        if huge is not None else ""))
+        pol = (sc or {}).get("policy") or {}
+        if "compile_seconds" in pol:
+            lines.append(f"scale policies: {pol['policies']:,} NetworkPolicies, "
+                         f"{pol['identities']:,} identities, {pol['map_entries']:,} map "
+                         f"entries: compiled in {pol['compile_seconds']:.1f} s")
         sel = self.info.get("scale_selector")
         if sel:
             full = sel.get("full") or {}

@@ -1,10 +1,10 @@
 """What a ``kemu bench`` run is made of: names, sizes and measured rows.
 
 Owns the names of the workloads and implementations as the table and the JSON show them
-(``MIX``, ``CHURN``, ``FAST``, ``REF``, ``SCAPY``, ``KERNEL``, ``STAGES``), the sizes of a full
-and of a ``--quick`` run (``Sizes``), and ``Row``: one measured line (workload, implementation,
-the rate of each run, their median). Everything else in ``kemu.bench`` refers to rows by these
-names, so a name changes here or nowhere.
+(``MIX``, ``CHURN``, ``POLICY``, ``FAST``, ``REF``, ``SCAPY``, ``KERNEL``, ``STAGES``), the
+sizes of a full and of a ``--quick`` run (``Sizes``), and ``Row``: one measured line
+(workload, implementation, the rate of each run, their median). Everything else in
+``kemu.bench`` refers to rows by these names, so a name changes here or nowhere.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 
 MIX = "cluster mix"
 CHURN = "churn"
+POLICY = "cluster mix, policies"  # the mix with 1,000 NetworkPolicies (#17)
+POLICY_COUNT, POLICY_NAMESPACES = 1000, 100
 FAST, REF, SCAPY, KERNEL = ("kemu fast path (cython)", "kemu reference (pure Python)",
                             "Scapy-object pipeline", "Linux kernel (netns, bridge, iptables)")
 STAGES = FAST + ", flow cache off"  # every frame through every stage

@@ -11,6 +11,9 @@ What it measures, each the median of ``--repeat`` runs (with min and max), side 
 - the Linux kernel forwarding the same frames through the same cluster built from network
   namespaces (``KernelPeer``; root, iproute2, iptables and br_netfilter needed; skipped with
   ``--no-kernel``);
+- the cluster mix again with 1,000 NetworkPolicies over 100 namespaces that isolate every pod
+  and allow exactly the mix's connections (``policy`` row, its ratio to the mix row; the
+  goal is >= 0.85), and the time ``compile_cluster`` takes with them;
 - batched route lookups: kemu's ``Lpm.lookup_bulk`` against pytricia, 10k and 500k prefixes;
 - whole-process ``kemu replay`` of a cluster-mix capture to a pcapng of every hop (1M frames
   by default, ``--replay-frames 4000000`` for the issue's target; three runs into the
@@ -19,7 +22,8 @@ What it measures, each the median of ``--repeat`` runs (with min and max), side 
   replay`` (and whether it imports Scapy);
 - memory: bytes per route, per conntrack flow and per pod;
 - with ``--scale``: a 5,000-node, 150,000-pod, 10,000-Service cluster loaded and compiled in a
-  child process (seconds, peak memory) and the cluster mix on it against the three-node one;
+  child process (seconds, peak memory) and the cluster mix on it against the three-node one
+  (and compiled again with 10,000 NetworkPolicies: ``policy_compile``);
   given as a cluster dump (pod IPs, EndpointSlices) and as selector-based manifests (cut off
   after ``--scale-timeout`` and extrapolated from smaller sizes).
 
@@ -51,6 +55,9 @@ from kemu.bench.rows import (
     FLOWS_ROW,
     KERNEL,
     MIX,
+    POLICY,
+    POLICY_COUNT,
+    POLICY_NAMESPACES,
     REF,
     SCAPY,
     STAGES,
@@ -120,6 +127,12 @@ class Bench(Report):
         self.tables = compile_cluster(load_cluster(self.docs))
         self.mix = W.cluster_mix(self.tables, 10_000, self.sizes.mix_frames)
         self.churn = W.churn(self.tables, self.sizes.churn_flows)
+        t0 = time.perf_counter()
+        self.policy_tables = compile_cluster(load_cluster(
+            self.docs + W.synthetic_policies(POLICY_COUNT, POLICY_NAMESPACES)))
+        self.info["policy_compile_seconds"] = round(time.perf_counter() - t0, 3)
+        if self.policy_tables.if_name != self.tables.if_name:
+            raise RuntimeError("the policy cluster's interfaces differ from the mix cluster's")
         self.info["cluster"] = {"nodes": 3, "pods": 120, "services": 30,
                                 "interfaces": self.tables.n_ifaces}
         self.info["workloads"] = {
@@ -169,6 +182,7 @@ class Bench(Report):
                 row.note = (f"{share:.1%} of frames by the flow cache (established flows' "
                             "cached paths); the row below runs every frame through the stages")
                 self.info["flow_cache_share"] = {MIX: round(share, 4)}
+        self.policy_row(span)
         dp, res = self._fast(False)
 
         def churn_setup(r: int) -> None:
@@ -189,6 +203,54 @@ class Bench(Report):
         self.memory["bytes_per_flow_note"] = (
             "RSS growth of the Cython datapath over the churn flows, conntrack entries on "
             "every node a flow crosses (1 or 2) included")
+
+    def policy_row(self, span: int) -> None:
+        """The cluster mix through tables with NetworkPolicies (#17), the fast path with its
+        flow cache as in the mix row, in rounds alternating with the same mix without
+        policies (the ratio is of those alternating runs: the shared machine's drift cancels
+        out); every connection of the mix must be allowed."""
+        from kemu._backend import IMPLEMENTATIONS
+        from kemu.bench import workloads as W
+        from kemu.dataplane import codes as C
+
+        impl = IMPLEMENTATIONS["cython"]
+        denied = [0]
+
+        def count(r: Any, lo: int, hi: int) -> None:
+            n = r.n_outcomes
+            denied[0] += int(((r.oc_kind[:n] == C.OUT_DROPPED)
+                              & (r.oc_reason[:n] == C.DROP_POLICY)).sum())
+
+        pair = []
+        for t in (self.tables, self.policy_tables):
+            dp = impl.Datapath(t, 0, True)
+            res = W.results_for(t, self.batch, False, 1514)
+            W.drive(dp, self.mix.warm, res, self.batch, count)
+            pair.append((dp, res))
+        row = Row("datapath", POLICY, FAST, "frames", len(self.mix))
+        plain: list[float] = []
+        for r in range(self.repeat):
+            w = self.mix.shifted((r + 1) * span)
+            for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+                dp, res = pair[k]
+                t0 = time.perf_counter()
+                W.drive(dp, w, res, self.batch, count if k else None)
+                (row.runs if k else plain).append(len(w) / (time.perf_counter() - t0))
+        self.rows.append(row)
+        ratio = row.median / statistics.median(plain)
+        t = self.policy_tables
+        row.note = (f"{POLICY_COUNT:,} NetworkPolicies over {POLICY_NAMESPACES} namespaces "
+                    f"({len(t.ident_name)} identities, {len(t.pm_rule):,} policy-map entries); "
+                    f"{ratio:.2f} of the same mix without them (alternating rounds, "
+                    f"{statistics.median(plain):,.0f}/s); {denied[0]} frames denied")
+        _say(f"{row.workload}: {row.name}: {row.median:,.0f} {row.unit}/s ({ratio:.2f} of "
+             "the mix without policies)")
+        self.info["policy"] = {"policies": len(t.pol_name), "rules": len(t.rule_pol),
+                               "identities": len(t.ident_name),
+                               "map_entries": len(t.pm_rule), "denied_frames": denied[0],
+                               "mix_ratio": round(ratio, 4),
+                               "mix_without_pps": round(statistics.median(plain)),
+                               "compile_seconds": self.info.get("policy_compile_seconds")}
 
     def peers(self) -> None:
         from kemu._backend import IMPLEMENTATIONS
@@ -462,6 +524,10 @@ class Bench(Report):
         r = self._child("cluster_footprint", nodes, pods, services, self.repeat, "slices",
                         timeout=self.scale_timeout)
         self.info["scale"] = r
+        _say(f"scale: compiling {10 * POLICY_COUNT:,} NetworkPolicies over "
+             f"{POLICY_NAMESPACES} namespaces for it, in a child process")
+        r["policy"] = self._child("policy_compile", nodes, pods, services, 10 * POLICY_COUNT,
+                                  POLICY_NAMESPACES, timeout=self.scale_timeout)
         if "bytes_per_pod" in r:
             self.memory["bytes_per_pod_at_scale"] = r["bytes_per_pod"]
         ladder = []

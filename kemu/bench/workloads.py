@@ -16,6 +16,9 @@ Python object per frame, so millions of them take seconds.
   fills the FDBs (an ARP from every pod and every node, as everyday traffic would) and
   conntrack (one frame per flow; loose pickup: an ACK without an entry creates an
   ESTABLISHED one, in kemu and in the kernel) before any timing.
+- ``synthetic_policies(n, namespaces)``: NetworkPolicies over the synthetic cluster that
+  isolate its pods and allow exactly the cluster mix, and the usual recipes in namespaces
+  without pods (the ``policy`` row of ``kemu bench``, the compile-time measurement).
 - ``churn(tables)``: 100k flows, mostly new: a SYN per flow, half of them followed by one data
   frame of an IMIX size (64, 576, 1514 bytes in 7:4:1) a little later; same flow kinds.
 - ``drive(dp, workload, res, batch)``: push a workload through ``Datapath.process`` in batches.
@@ -29,6 +32,7 @@ pod's ``eth0`` with ``INJ_TX``. IPv4 and TCP checksums are correct.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
 from dataclasses import dataclass, replace
@@ -149,6 +153,99 @@ def _pod(name: str, labels: dict[str, str], node: int, ip: str | None) -> dict[s
     if ip is not None:
         doc["status"] = {"podIP": ip}
     return doc
+
+
+def synthetic_policies(n_policies: int = 1000, namespaces: int = 100, services: int = 30,
+                       cluster_cidr: str = "10.244.0.0/16") -> list[dict[str, Any]]:
+    """``n_policies`` NetworkPolicies spread evenly over ``namespaces`` namespaces: ``default``
+    (the synthetic cluster's pods) and ``ns1``.. (labelled ``team``, without pods).
+
+    In ``default`` they isolate every pod both ways and then allow exactly the cluster mix
+    (every pod -> pod and pod -> Service endpoint connection on the pod port, DNS to
+    kube-system): a default deny, egress to the namespace's pods and to DNS, ingress of the
+    clients on the named port ``http``, and per group of ``svc<i>`` Services
+    (``matchExpressions``) ingress from the namespace's pods on ``http`` or a port range, from
+    the cluster CIDR (ipBlock with an except) and from other teams' namespaces. Elsewhere: the
+    usual recipes (deny-all, allow from the same namespace, from a team's namespaces,
+    frontend -> backend on named ports, egress DNS and the Internet except private ranges).
+    """
+    per_ns = max(1, n_policies // namespaces)
+    docs: list[dict[str, Any]] = []
+    net = ipaddress.IPv4Network(cluster_cidr)
+    last = str(ipaddress.IPv4Network((int(net.broadcast_address) - 3, 30)))  # no pod there
+
+    def pol(ns: str, name: str, spec: dict[str, Any]) -> None:
+        if len(docs) < n_policies:
+            docs.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                         "metadata": {"name": name, "namespace": ns}, "spec": spec})
+
+    for n in range(1, namespaces):
+        docs.append({"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": f"ns{n}", "labels": {"team": f"t{n % 7}"}}})
+    n_docs_ns = len(docs)
+    n_policies += n_docs_ns  # the Namespace objects do not count
+    http = {"port": "http"}
+    pod_port = {"port": POD_PORT}
+    fixed = [
+        ("default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+        ("egress-pods", {"podSelector": {}, "egress": [
+            {"to": [{"podSelector": {}}], "ports": [pod_port]}]}),
+        ("egress-dns", {"podSelector": {}, "egress": [
+            {"to": [{"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": "kube-system"}}}],
+             "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]}),
+        ("clients-in", {"podSelector": {"matchLabels": {"app": "client"}}, "ingress": [
+            {"from": [{"podSelector": {}}], "ports": [http]}]}),
+    ]
+    for name, spec in fixed:
+        pol("default", name, spec)
+    groups = max(1, per_ns - len(fixed))
+    for g in range(groups):
+        apps = [f"svc{s}" for s in range(services) if s % groups == g]
+        if not apps:
+            continue
+        pol("default", f"svc-group{g}", {
+            "podSelector": {"matchExpressions": [{"key": "app", "operator": "In",
+                                                  "values": apps}]},
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"app": "client"}}},
+                          {"podSelector": {"matchExpressions": [
+                              {"key": "app", "operator": "Exists"}]}}],
+                 "ports": [http, {"port": POD_PORT, "endPort": POD_PORT + 10}]},
+                {"from": [{"ipBlock": {"cidr": cluster_cidr, "except": [last]}}],
+                 "ports": [pod_port]},
+                {"from": [{"namespaceSelector": {"matchLabels": {"team": f"t{g % 7}"}},
+                           "podSelector": {"matchLabels": {"role": "monitor"}}}],
+                 "ports": [{"port": "metrics"}]}]})
+    while len(docs) - n_docs_ns < per_ns and len(docs) < n_policies:
+        pol("default", f"extra{len(docs)}", {"podSelector": {"matchLabels": {
+            "app": f"svc{len(docs) % max(1, services)}"}}, "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                 "ports": [http]}]})
+    recipes = [
+        lambda ns, k: {"podSelector": {}},
+        lambda ns, k: {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]},
+        lambda ns, k: {"podSelector": {"matchLabels": {"app": f"backend{k}"}}, "ingress": [
+            {"from": [{"podSelector": {"matchLabels": {"app": f"frontend{k}"}}}],
+             "ports": [{"port": "http"}, {"port": 8443}]}]},
+        lambda ns, k: {"podSelector": {"matchLabels": {"app": f"db{k}"}}, "ingress": [
+            {"from": [{"namespaceSelector": {"matchLabels": {"team": f"t{k % 7}"}}}],
+             "ports": [{"port": 5432}]}]},
+        lambda ns, k: {"podSelector": {}, "policyTypes": ["Egress"], "egress": [
+            {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {
+                "k8s-app": "kube-dns"}}}], "ports": [{"protocol": "UDP", "port": 53}]},
+            {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [
+                "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]}}]}]},
+        lambda ns, k: {"podSelector": {"matchExpressions": [
+            {"key": "tier", "operator": "NotIn", "values": ["public"]}]}, "ingress": [
+            {"from": [{"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": "default"}}}],
+             "ports": [{"port": 9000, "endPort": 9100}]}]},
+    ]
+    for n in range(1, namespaces):
+        for k in range(per_ns):
+            pol(f"ns{n}", f"p{k}", recipes[k % len(recipes)](f"ns{n}", k))
+    return docs
 
 
 # ------------------------------------------------------------------ flows and frames

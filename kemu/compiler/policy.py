@@ -34,11 +34,12 @@ identities x policies of their namespace + map entries.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kemu.control.selectors import matches
+from kemu.control.selectors import PodIndex, matches
 from kemu.dataplane import codes as C
 from kemu.dataplane.tables import PORT_ANY
 
@@ -54,38 +55,55 @@ def _selector_key(sel: LabelSelector) -> tuple:
             tuple((r.key, r.operator, tuple(r.values)) for r in sel.match_expressions))
 
 
+@dataclass
+class _IdentPod:
+    """An identity as ``PodIndex`` indexes pods (its key sorts in identity order)."""
+
+    namespace: str
+    key: str
+    labels: dict[str, str]
+    ident: int
+
+
 class _Idents:
     """Identities and the pods of each, with selector evaluation cached per selector."""
 
     def __init__(self, cluster: Cluster) -> None:
-        keys: dict[tuple[str, tuple], int] = {}
-        pod_key: list[tuple[str, tuple] | None] = []
+        keys: dict[tuple[str, frozenset], tuple] = {}  # -> its sorted form
+        pod_key: list[tuple[str, frozenset] | None] = []
         for pod in cluster.pods:
             if pod.host_network:
                 pod_key.append(None)
                 continue
-            k = (pod.namespace, tuple(sorted(pod.labels.items())))
-            keys.setdefault(k, 0)
+            k = (pod.namespace, frozenset(pod.labels.items()))
+            if k not in keys:
+                keys[k] = (k[0], tuple(sorted(k[1])))
             pod_key.append(k)
-        order = sorted(keys)
-        self.index = {k: i for i, k in enumerate(order)}
-        self.names = tuple(f"{ns}:" + ",".join(f"{a}={b}" for a, b in labels)
-                           for ns, labels in order)
-        self.labels = [dict(labels) for _ns, labels in order]
+        order = sorted(keys, key=keys.__getitem__)
+        index = {k: i for i, k in enumerate(order)}
+        self.names = tuple(f"{ns}:" + ",".join(f"{a}={b}" for a, b in keys[k][1])
+                           for k in order for ns in (k[0],))
+        self.labels = [dict(k[1]) for k in order]
         self.by_ns: dict[str, list[int]] = {}
-        for i, (ns, _labels) in enumerate(order):
-            self.by_ns.setdefault(ns, []).append(i)
-        self.pod_ident = np.array([self.index[k] if k is not None else -1 for k in pod_key],
+        for i, k in enumerate(order):
+            self.by_ns.setdefault(k[0], []).append(i)
+        self.pod_ident = np.array([index[k] if k is not None else -1 for k in pod_key],
                                   dtype=np.int32)
+        # selectors through the label index (candidates by label, then ``matches``): not a
+        # scan of every identity per selector
+        idents = (_IdentPod(k[0], f"{k[0]}/{i:010d}", self.labels[i], i)
+                  for i, k in enumerate(order))
+        self._index = PodIndex(idents)  # type: ignore[arg-type]
         self.ns_labels = {name: ns.labels for name, ns in cluster.namespaces.items()}
         self._pods_cache: dict[tuple, tuple[int, ...]] = {}
         self._ns_cache: dict[tuple, tuple[str, ...]] = {}
+        self._peer_cache: dict[tuple, tuple[int, ...]] = {}
 
     def in_namespace(self, ns: str, sel: LabelSelector) -> tuple[int, ...]:
         key = (ns, _selector_key(sel))
         hit = self._pods_cache.get(key)
         if hit is None:
-            hit = tuple(i for i in self.by_ns.get(ns, ()) if matches(sel, self.labels[i]))
+            hit = tuple(p.ident for p in self._index.select(ns, sel))  # type: ignore[attr-defined]
             self._pods_cache[key] = hit
         return hit
 
@@ -105,13 +123,19 @@ class _Idents:
         if ns_sel is None:
             assert pod_sel is not None
             return self.in_namespace(pol.namespace, pod_sel)
-        out: list[int] = []
-        for ns in self.namespaces(ns_sel):
-            if pod_sel is None:
-                out.extend(self.by_ns.get(ns, ()))
-            else:
-                out.extend(self.in_namespace(ns, pod_sel))
-        return out
+        key = (None if pod_sel is None else _selector_key(pod_sel), _selector_key(ns_sel))
+        hit = self._peer_cache.get(key)
+        if hit is None:
+            out: list[int] = []
+            for ns in self.namespaces(ns_sel):
+                if ns not in self.by_ns:
+                    continue
+                if pod_sel is None:
+                    out.extend(self.by_ns[ns])
+                else:
+                    out.extend(self.in_namespace(ns, pod_sel))
+            hit = self._peer_cache[key] = tuple(out)
+        return hit
 
 
 def _simple_ports(rule: PolicyRule) -> bool:
@@ -174,7 +198,8 @@ def compile_policies(cluster: Cluster) -> dict[str, Any]:
     excs: list[tuple[int, int]] = []
     pmap: dict[tuple[int, int, int, int], int] = {}
     slow: dict[int, list[int]] = {}
-    ri: list[tuple[int, int]] = []
+    ri_r: list[np.ndarray] = []  # per slow rule, in rule order: (rule, identity) sorted
+    ri_i: list[np.ndarray] = []
     for pi, pol in enumerate(pols):
         for dirn, ptype, attr in _DIRS:
             if ptype not in pol.policy_types:
@@ -220,7 +245,9 @@ def compile_policies(cluster: Cluster) -> dict[str, Any]:
                             pmap.setdefault((pd, peer_id, proto, port), r)
                 if not simple or len(cidrs) > c0:
                     slow.setdefault(pd, []).append(r)
-                    ri.extend((r, i) for i in sorted(idents))
+                    if idents:
+                        ri_i.append(np.array(sorted(idents), dtype=np.int32))
+                        ri_r.append(np.full(len(idents), r, dtype=np.int32))
     # named ports the policies name, per pod (P-7)
     np_rows: list[tuple[int, int, int, int]] = []
     if names:
@@ -271,7 +298,8 @@ def compile_policies(cluster: Cluster) -> dict[str, Any]:
         cb_exc_start=i32(cidrs, 2), cb_exc_count=i32(cidrs, 3),
         ex_net=col([e[0] for e in excs], dtype=np.uint32),
         ex_mask=col([e[1] for e in excs], dtype=np.uint32),
-        ri_rule=i32(sorted(ri), 0), ri_ident=i32(sorted(ri), 1),
+        ri_rule=np.concatenate(ri_r) if ri_r else np.zeros(0, np.int32),
+        ri_ident=np.concatenate(ri_i) if ri_i else np.zeros(0, np.int32),
         np_pod=i32(np_rows, 0), np_proto=col([x[1] for x in np_rows], dtype=np.uint8),
         np_name=i32(np_rows, 2), np_port=i32(np_rows, 3),
     )
