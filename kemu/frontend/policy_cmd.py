@@ -385,8 +385,8 @@ def judge(emu: EmulatedCluster, probe: Probe, trace: Trace) -> Result:
                     if kind == C.EV_POLICY_DENY and not direction:
                         direction = "ingress" if b == C.POL_INGRESS else "egress"
                         pod_index = a
-        if not direction:  # no event recorded: the side is the one whose drop it was
-            direction = "ingress"
+        if not direction:  # no verdict event recorded: which side denied is not known
+            return Result(probe, "denied", "policy denied")
         denied_by = _isolating(emu, pod_index, probe, direction)
         where = "" if pod_index < 0 or pod_index >= len(emu.model.pods) else \
             f" of {emu.model.pods[pod_index].key}"
