@@ -56,8 +56,10 @@ COMMANDS: list[str] = [
     "kemu.frontend.dig_cmd:DIG",
     "kemu.bench.command:BENCH",
     "kemu.frontend.wireshark_cmd:WIRESHARK_PROFILE",
+    "kemu.frontend.policy_cmd:POLICY",
 ]
-NAMES = ("validate", "show", "replay", "trace", "dig", "bench", "wireshark-profile")
+NAMES = ("validate", "show", "replay", "trace", "dig", "bench", "wireshark-profile",
+         "policy")
 """The command of each entry of ``COMMANDS``, so that a run imports only its own module."""
 OUTPUTS: dict[str, dict[str, str]] = {
     "replay": {"-w": "out", "--flows": "flows"},

@@ -304,7 +304,18 @@ class Engine:
         out: list[tuple[bytes, int, int, str, int]] = []
         for (kind, reason, iface, a), data in zip(p.outcomes, p.outcome_frames, strict=True):
             ikind = int(t.if_kind[iface]) if iface >= 0 else -1
-            if kind == C.OUT_DELIVERED and ikind in (C.IF_POD_ETH, C.IF_EXT_ETH, C.IF_GW_ETH):
+            if kind == C.OUT_DELIVERED and ikind == C.IF_POD_LO:
+                # the pod talking to itself (M-4): its own stack answers, over lo again;
+                # a frame shorter than its IPv4 total length fails ip_rcv there: no answer
+                eth = int(t.pod_eth_if[int(t.if_owner[iface])])
+                whole = len(data) >= 34 and u16(data, 12) == 0x0800 and \
+                    len(data) >= 14 + u16(data, 16)
+                st = self.stack_of(eth) if eth >= 0 and self.respond and whole else None
+                ans = st.answer(data) if st is not None else None
+                if ans is not None:
+                    out.append((ans, eth, C.INJ_TX_FIXL2, "answer", idx))
+            elif kind == C.OUT_DELIVERED and ikind in (C.IF_POD_ETH, C.IF_EXT_ETH,
+                                                       C.IF_GW_ETH):
                 st = self.stack_of(iface)
                 if st is None:
                     continue
