@@ -61,6 +61,21 @@ def replay_records(emu, capture: str) -> list[dict]:  # noqa: ANN001 - EmulatedC
         return read_flow_log(flows)
 
 
+def write_trace_page(path: str, model, t, trace) -> None:  # noqa: ANN001
+    """``kemu trace -o trace.html``: the topology page with one flow per packet of ``trace``
+    (the traced one first, then the answers), shown step by step when the page opens."""
+    from kemu.frontend import topology
+    from kemu.io.outputs import AtomicFile
+
+    graph = topology.build_graph(model, t)
+    graph["flows"] = topology.flows_from_trace(trace, graph)
+    graph["serviceMap"] = topology.service_map(graph["flows"])
+    graph["trace"] = True
+    graph["title"] = "kemu trace: " + graph["title"].removeprefix("kemu topology: ")
+    with AtomicFile(path, "w") as f:
+        f.write(topology.render_html(graph))
+
+
 def run(args: argparse.Namespace) -> int:
     from kemu.errors import KemuError
     from kemu.frontend import topology

@@ -146,7 +146,7 @@
   }
 
   var style = [
-    { selector: 'node', style: { label: 'data(label)', 'font-size': 9, 'text-wrap': 'wrap', 'text-valign': 'center', 'text-halign': 'center', 'background-color': '#ccc', shape: 'round-rectangle', width: 'data(w)', height: 'data(h)', 'min-zoomed-font-size': 6 } },
+    { selector: 'node', style: { label: 'data(label)', 'font-size': 9, 'text-wrap': 'wrap', 'text-valign': 'center', 'text-halign': 'center', 'background-color': '#ccc', shape: 'round-rectangle', width: 'data(w)', height: 'data(h)', 'min-zoomed-font-size': G.collapsed ? 6 : 0 } },
     { selector: 'node[kind="net"]', style: { 'background-color': '#333', color: '#fff', 'font-size': 11 } },
     { selector: 'node[kind="gateway"], node[kind="external"]', style: { 'background-color': '#bab0ac' } },
     { selector: 'node[kind="node"]', style: { 'background-color': '#e8eef5', 'border-width': 1, 'border-color': '#4e79a7', 'font-size': 10 } },
