@@ -215,7 +215,7 @@
     if (name) {  // a local layout inside the expanded node, around where it stood
       var parent = cy.getElementById('node:' + name);
       var p = parent.position();
-      var kids = parent.descendants();
+      var kids = parent.union(parent.descendants());
       kids.layout({ name: 'cose', animate: false, randomize: true, fit: false,
         boundingBox: { x1: p.x - 250, y1: p.y - 200, w: 500, h: 400 },
         nodeDimensionsIncludeLabels: true, idealEdgeLength: 40 }).run();
