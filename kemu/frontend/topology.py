@@ -4,8 +4,9 @@ Owns what ``kemu topology`` (and ``kemu trace -o trace.html``) draw, independent
 
 - :func:`build_graph`: the compiled cluster (``Tables``, which devices each node has in its CNI
   mode: ``eth0``, the pod bridge ``cbr0``, ``flannel.1`` in VXLAN mode, OV-1) and the model
-  (pods grouped by node and namespace, each on its veth pair, L2-1; Services with their ready
-  endpoints, S-3/S-11; the node network, its gateway and external hosts) -> a JSON-ready dict.
+  (pods grouped by node and namespace, each on its veth pair, L2-1; Services with the ready
+  endpoints of their EndpointSlices, S-3/S-11; the node network, its gateway and external
+  hosts) -> a JSON-ready dict.
   ``hopTarget`` maps every interface name a hop can name to the element the page draws for it
   (a pod's ``eth0`` and ``lo``: the pod; ``<node>/local``: the node).
 - :func:`flows_from_records`: Hubble-shaped flow log records (``kemu.io.flowlog``) -> flows.
@@ -122,7 +123,6 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
             "namespaces": [{"name": ns, "pods": pods}
                            for ns, pods in sorted(pods_of.get(n, {}).items())]})
     services = []
-    endpoints = _service_endpoints(t)
     for svc in sorted(model.services, key=lambda s: (s.namespace, s.name)):
         sid = service_id(svc.namespace, svc.name)
         if svc.cluster_ip is not None:
@@ -131,7 +131,7 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
             "id": sid, "namespace": svc.namespace, "name": svc.name, "type": svc.type,
             "clusterIP": str(svc.cluster_ip) if svc.cluster_ip is not None else "None",
             "ports": [f"{p.port}/{p.protocol}" for p in svc.ports],
-            "endpoints": [pod_id(k) for k in endpoints.get((svc.namespace, svc.name), [])]})
+            "endpoints": [pod_id(k) for k in _ready_endpoints(model, svc)]})
     externals = []
     for i, name in enumerate(t.ext_name):
         iface = int(t.ext_if[i])
@@ -152,20 +152,15 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
                  f"{len(services)} Services)"}
 
 
-def _service_endpoints(t: Tables) -> dict[tuple[str, str], list[str]]:
-    """(namespace, Service) -> the pods behind its ports (ready backends, S-11), in order."""
-    out: dict[tuple[str, str], list[str]] = {}
-    be_pod = t.be_pod.tolist()
-    for sp, name in enumerate(t.sp_name):
-        ns, _, rest = name.partition("/")
-        svc = rest.partition(":")[0]
-        pods = out.setdefault((ns, svc), [])
-        start, count = int(t.sp_be_start[sp]), int(t.sp_be_count[sp])
-        for b in range(start, start + count):
-            p = be_pod[b]
-            if p >= 0 and t.pod_key[p] not in pods:
-                pods.append(t.pod_key[p])
-    return out
+def _ready_endpoints(model: Any, svc: Any) -> list[str]:
+    """The pods behind a Service: the ready endpoints of its EndpointSlices (S-11; headless
+    Services too: their slices list them though kube-proxy programs nothing for them)."""
+    pods: list[str] = []
+    for sl in model.endpoint_slices(svc):
+        for ep in sl.endpoints:
+            if ep.ready and ep.pod and ep.pod not in pods:
+                pods.append(ep.pod)
+    return pods
 
 
 # ------------------------------------------------------------------------------ flows
@@ -356,7 +351,7 @@ def render_html(graph: dict[str, Any]) -> str:
 
 # SVG: a layered layout of the same graph (row 0 the node network, row 1 the nodes with their
 # devices and pods, row 2 the Services with lines to their endpoints)
-_W_NODE, _COLS, _LINE, _PAD = 300, 4, 16, 10
+_W_NODE, _COLS, _LINE, _PAD = 340, 4, 16, 10
 _COLOURS = {"eth0": "#4e79a7", "bridge": "#59a14f", "vtep": "#f28e2b", "veth": "#9c755f"}
 
 
