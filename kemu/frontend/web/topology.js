@@ -146,12 +146,13 @@
   }
 
   var style = [
-    { selector: 'node', style: { label: 'data(label)', 'font-size': 9, 'text-wrap': 'wrap', 'text-valign': 'center', 'text-halign': 'center', 'background-color': '#ccc', shape: 'round-rectangle', width: 'data(w)', height: 'data(h)', 'min-zoomed-font-size': G.collapsed ? 6 : 0 } },
+    { selector: 'node', style: { label: 'data(label)', 'font-size': 9, 'text-wrap': 'wrap', 'text-valign': 'center', 'text-halign': 'center', 'background-color': '#ccc', shape: 'round-rectangle', 'min-zoomed-font-size': G.collapsed ? 6 : 0 } },
+    { selector: 'node:childless', style: { width: 'data(w)', height: 'data(h)' } },
     { selector: 'node[kind="net"]', style: { 'background-color': '#333', color: '#fff', 'font-size': 11 } },
     { selector: 'node[kind="gateway"], node[kind="external"]', style: { 'background-color': '#bab0ac' } },
     { selector: 'node[kind="node"]', style: { 'background-color': '#e8eef5', 'border-width': 1, 'border-color': '#4e79a7', 'font-size': 10 } },
     { selector: 'node[kind="node"]:parent', style: { 'text-valign': 'top', 'background-opacity': 0.5, padding: 10 } },
-    { selector: 'node[kind="ns"]', style: { 'background-color': '#fff', 'border-style': 'dashed', 'border-width': 1, 'border-color': '#aaa', 'text-valign': 'top', color: '#777' } },
+    { selector: 'node[kind="ns"]', style: { padding: 6,  'background-color': '#fff', 'border-style': 'dashed', 'border-width': 1, 'border-color': '#aaa', 'text-valign': 'top', color: '#777' } },
     { selector: 'node[kind="eth0"]', style: { 'background-color': '#4e79a7', color: '#fff' } },
     { selector: 'node[kind="bridge"]', style: { 'background-color': '#59a14f', color: '#fff' } },
     { selector: 'node[kind="vtep"]', style: { 'background-color': '#f28e2b', color: '#fff' } },
@@ -188,7 +189,8 @@
     var opts = G.collapsed
       ? { name: 'preset', fit: true, padding: 20 }
       : { name: 'cose', animate: false, randomize: true, nodeDimensionsIncludeLabels: true,
-          idealEdgeLength: 60, nodeRepulsion: 12000, componentSpacing: 60, numIter: 1500 };
+          idealEdgeLength: 70, nodeRepulsion: 400000, nodeOverlap: 20, gravity: 0.3,
+          nestingFactor: 0.9, componentSpacing: 80, numIter: 2500, padding: 20 };
     var l = cy.layout(opts);
     if (done) l.one('layoutstop', done);
     l.run();
