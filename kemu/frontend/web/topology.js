@@ -13,6 +13,8 @@
   var ethOf = {};      // node name -> its eth0 device id
   var expanded = new Set();
   var selectedFlow = null;
+  var picked = null;
+  var overview = null; // the extent of the collapsed overview (place())   // the Service last clicked (its lines drawn on a large cluster)
   var step = 0;
 
   G.nodes.forEach(function (n) {
@@ -43,7 +45,22 @@
     return els;
   }
 
+  // a large cluster with many Services shows them as one box per namespace, opened on a click
+  var groupServices = G.collapsed && G.services.length > 200;
+  var svcOpen = new Set();
+  var svcByNs = {};
+  G.services.forEach(function (s) { (svcByNs[s.namespace] = svcByNs[s.namespace] || []).push(s); });
+
+  function serviceElement(s) {
+    return { group: 'nodes', data: { id: s.id, kind: 'service', parent: groupServices ? 'svcns:' + s.namespace : undefined,
+      label: s.namespace + '/' + s.name + '\n' + s.type + ' ' + s.clusterIP } };
+  }
+
   function visible(id) {
+    if (groupServices && id.indexOf('svc:') === 0) {
+      var ns = id.slice(4, id.indexOf('/'));
+      if (!svcOpen.has(ns)) return 'svcns:' + ns;
+    }
     var n = owner[id];
     if (n !== undefined && !expanded.has(n)) return 'node:' + n;
     if (id.indexOf('node:') === 0 || id in owner || id === 'net') return id;
@@ -69,10 +86,14 @@
       els.push({ group: 'nodes', data: { id: 'node:' + n.name, kind: 'node', name: n.name,
         label: n.name + ' ' + n.ip + '\n' + podCount(n) + ' pods' } });
     });
-    G.services.forEach(function (s) {
-      els.push({ group: 'nodes', data: { id: s.id, kind: 'service',
-        label: s.namespace + '/' + s.name + '\n' + s.type + ' ' + s.clusterIP } });
-    });
+    if (groupServices) {
+      Object.keys(svcByNs).sort().forEach(function (ns) {
+        els.push({ group: 'nodes', data: { id: 'svcns:' + ns, kind: 'svcns', ns: ns,
+          label: 'namespace ' + ns + ': ' + svcByNs[ns].length + ' Services' } });
+      });
+    } else {
+      G.services.forEach(function (s) { els.push(serviceElement(s)); });
+    }
     if (G.collapsed) place(els);
     return sized(els);
   }
@@ -87,9 +108,19 @@
       var kind = e.data.kind;
       if (kind === 'net') e.position = { x: cols * dx / 2, y: -60 };
       else if (kind === 'node') { e.position = { x: (k % cols) * dx, y: Math.floor(k / cols) * dy }; k += 1; }
-      else if (kind === 'service') { e.position = { x: (s % scols) * 220, y: (rows + 2) * dy + Math.floor(s / scols) * dy }; s += 1; }
+      else if (kind === 'service' || kind === 'svcns') { e.position = { x: (s % scols) * 220, y: (rows + 2) * dy + Math.floor(s / scols) * dy }; s += 1; }
       else { e.position = { x: cols * dx / 2 + (h + 1) * 160, y: -140 }; h += 1; }
     });
+    overview = { x1: -80, y1: -170, x2: Math.max(cols * dx, scols * 220, cols * dx / 2 + (h + 1) * 160) + 80,
+      y2: (rows + 2) * dy + Math.ceil(s / scols) * dy + 40 };
+  }
+
+  function fitOverview() {
+    // the viewport from the positions place() chose: no bounding box of every label
+    var w = cy.width(), hh = cy.height();
+    var z = Math.min(w / (overview.x2 - overview.x1), hh / (overview.y2 - overview.y1));
+    cy.viewport({ zoom: z, pan: { x: -overview.x1 * z + (w - (overview.x2 - overview.x1) * z) / 2,
+      y: -overview.y1 * z } });
   }
 
   function childElements(n) {
@@ -135,7 +166,11 @@
       add('wire', expanded.has(n.name) && ethOf[n.name] ? ethOf[n.name] : 'node:' + n.name, 'net');
     });
     G.services.forEach(function (s) {
-      s.endpoints.forEach(function (p) { add(G.collapsed ? 'endpoint far' : 'endpoint', s.id, visible(p)); });
+      if (groupServices && !svcOpen.has(s.namespace)) return;
+      // a large cluster draws a Service's lines once it is picked or one of its endpoints'
+      // nodes is expanded: thousands of lines between collapsed boxes would hide the picture
+      if (G.collapsed && s.id !== picked && !s.endpoints.some(function (p) { return expanded.has(owner[p]); })) return;
+      s.endpoints.forEach(function (p) { add('endpoint', s.id, visible(p)); });
     });
     G.serviceMap.forEach(function (e) {
       add('smap v-' + e.verdict, visible(e.source), visible(e.target), {
@@ -158,9 +193,9 @@
     { selector: 'node[kind="vtep"]', style: { 'background-color': '#f28e2b', color: '#fff' } },
     { selector: 'node[kind="veth"]', style: { 'background-color': '#d7c4b7', 'font-size': 7 } },
     { selector: 'node[kind="pod"]', style: { 'background-color': '#76b7b2', shape: 'ellipse' } },
+    { selector: 'node[kind="svcns"]', style: { 'background-color': '#fde9e9', 'border-width': 2, 'border-color': '#e15759', 'text-valign': 'top' } },
     { selector: 'node[kind="service"]', style: { 'background-color': '#fde9e9', 'border-width': 1, 'border-color': '#e15759', shape: 'round-tag' } },
     { selector: 'edge', style: { width: 1.5, 'line-color': '#999', 'curve-style': 'bezier', 'font-size': 8 } },
-    { selector: 'edge.endpoint.far', style: { 'curve-style': 'haystack', 'target-arrow-shape': 'none' } },
     { selector: 'edge.endpoint', style: { 'line-color': '#e15759', 'line-style': 'dashed', 'target-arrow-shape': 'triangle', 'target-arrow-color': '#e15759', opacity: 0.6 } },
     { selector: 'edge.tunnel', style: { 'line-color': '#f28e2b', label: 'data(label)' } },
     { selector: 'edge.smap', style: { width: 'data(width)', label: 'data(label)', 'target-arrow-shape': 'triangle', 'curve-style': 'unbundled-bezier', opacity: 0.8 } },
@@ -187,7 +222,7 @@
 
   function layoutAll(done) {
     var opts = G.collapsed
-      ? { name: 'preset', fit: true, padding: 20 }
+      ? { name: 'preset', fit: false }
       : { name: 'cose', animate: false, randomize: true, nodeDimensionsIncludeLabels: true,
           idealEdgeLength: 70, nodeRepulsion: 400000, nodeOverlap: 20, gravity: 0.3,
           nestingFactor: 0.9, componentSpacing: 80, numIter: 2500, padding: 20 };
@@ -225,6 +260,25 @@
     }
   }
 
+  function toggleServices(ns) {
+    var group = cy.getElementById('svcns:' + ns);
+    if (svcOpen.has(ns)) {
+      svcOpen.delete(ns);
+      cy.batch(function () { group.children().remove(); rebuildDerived(); });
+      return;
+    }
+    svcOpen.add(ns);
+    var p = group.position(), per = Math.max(4, Math.ceil(Math.sqrt(svcByNs[ns].length * 3)));
+    cy.batch(function () {
+      cy.add(sized(svcByNs[ns].map(function (s, i) {
+        var e = serviceElement(s);
+        e.position = { x: p.x + (i % per) * 220, y: p.y + Math.floor(i / per) * 50 };
+        return e;
+      })));
+      rebuildDerived();
+    });
+  }
+
   function clearHighlight() {
     cy.batch(function () {
       cy.elements('.hop').removeClass('hop hop-drop');
@@ -240,6 +294,12 @@
       if (n !== undefined && !expanded.has(n)) { expand(n, false); grow = true; }
     });
     if (grow) afterToggle(null);
+    hops.concat([{ target: flow.to }, { target: flow.from }]).forEach(function (h) {
+      if (groupServices && h.target && h.target.indexOf('svc:') === 0) {
+        var ns = h.target.slice(4, h.target.indexOf('/'));
+        if (!svcOpen.has(ns)) toggleServices(ns);
+      }
+    });
     clearHighlight();
     var last = null, k = 0, shown = upto === undefined ? hops.length : upto;
     cy.batch(function () {
@@ -317,6 +377,11 @@
       showElement(cy.getElementById('node:' + name));
       return;
     }
+    if (ele.data('kind') === 'svcns') { toggleServices(ele.data('ns')); showElement(ele); return; }
+    if (ele.data('kind') === 'service' && G.collapsed) {
+      picked = ele.id();
+      cy.batch(rebuildDerived);
+    }
     showElement(ele);
   });
 
@@ -369,6 +434,7 @@
       if (!li) return;
       var id = li.dataset.id;
       if (owner[id] !== undefined) expand(owner[id]);
+      if (groupServices && id.indexOf('svc:') === 0 && visible(id) !== id) toggleServices(id.slice(4, id.indexOf('/')));
       var ele = cy.getElementById(visible(id));
       cy.elements().unselect(); ele.select(); showElement(ele);
       cy.animate({ center: { eles: ele } }, { duration: 200 });
@@ -396,13 +462,18 @@
   });
   window.kemu.timing = { script: Math.round(t0), added: Math.round(performance.now() - t0) };
   layoutAll(function () {
-    if (!G.collapsed) cy.fit(undefined, 20);
+    if (G.collapsed) fitOverview(); else cy.fit(undefined, 20);
     var ms = Math.round(performance.now() - t0);
-    document.getElementById('status').textContent = cy.nodes().length + ' elements drawn in ' + ms + ' ms';
-    window.kemu.readyMs = ms;
-    window.kemu.timing.ready = ms;
-    requestAnimationFrame(function () { window.kemu.timing.painted = Math.round(performance.now()); });
-    document.body.dataset.ready = '1';
+    window.kemu.timing.laidOut = ms;
+    // ready once the first frame is drawn: the figure a user waits for
+    requestAnimationFrame(function () {
+      setTimeout(function () {
+        window.kemu.readyMs = window.kemu.timing.painted = Math.round(performance.now());
+        document.getElementById('status').textContent = cy.nodes().length + ' elements drawn, page ready in ' +
+          window.kemu.readyMs + ' ms';
+        document.body.dataset.ready = '1';
+      }, 0);
+    });
     if (G.trace && G.flows.length) showFlow(G.flows[0]);
   });
   renderFlows();
