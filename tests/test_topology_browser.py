@@ -214,3 +214,20 @@ def test_5000_nodes_open_collapsed_and_expand_on_click(browser: Any, tmp_path: P
         assert page.js("cy.nodes('[kind=\"service\"]').length") == SCALE[2]
     finally:
         page.page.close()
+
+
+def test_vxlan_page(browser: Any, tmp_path: Path) -> None:
+    """Every CNI mode: in VXLAN mode each node also draws its tunnel device (OV-1)."""
+    manifests = tmp_path / "vxlan.json"
+    manifests.write_text(json.dumps({"apiVersion": "v1", "kind": "List",
+                                     "items": synthetic_cluster(3, 12, 3, mode="vxlan")}))
+    out = tmp_path / "vxlan.html"
+    assert main(["topology", "-f", str(manifests), "-o", str(out)]) == 0
+    page = Page(browser, out)
+    try:
+        assert page.errors == []
+        assert sorted(page.js("cy.nodes('[kind=\"vtep\"]').map(n => n.id())")) == [
+            "node1/flannel.1", "node2/flannel.1", "node3/flannel.1"]
+        assert page.js("cy.edges('.tunnel').length") == 3
+    finally:
+        page.page.close()
