@@ -91,13 +91,17 @@ def run(args: argparse.Namespace) -> int:
         check_outputs({"-o": args.out},
                       {f"the input flow log (--flows {args.flow_log})": args.flow_log})
     model = load(args)
-    emu = EmulatedCluster(model, backend=args.backend, seed=args.seed, respond=False,
-                          icmp_errors=False)
-    graph = topology.build_graph(model, emu.tables)
     records = None
-    if args.capture is not None:
+    if args.capture is not None:  # a data path only to replay on
+        emu = EmulatedCluster(model, backend=args.backend, seed=args.seed, respond=False,
+                              icmp_errors=False)
+        graph = topology.build_graph(model, emu.tables)
         records = replay_records(emu, args.capture)
-    elif args.flow_log is not None:
+    else:
+        from kemu.compiler.compile import compile_cluster
+
+        graph = topology.build_graph(model, compile_cluster(model))
+    if args.flow_log is not None:
         records = topology.read_flow_log(args.flow_log)
     if records is not None:
         if fmt == "svg":
