@@ -206,12 +206,36 @@ def test_5000_nodes_open_collapsed_and_expand_on_click(browser: Any, tmp_path: P
         model_pods = [d["metadata"]["name"] for d in docs
                       if d["kind"] == "Pod" and d["spec"]["nodeName"] == "node42"]
         assert sorted(pods) == sorted(f"pod:default/{p}" for p in model_pods) and pods
-        page.js("cy.getElementById('node:node42').emit('tap')")
+        assert page.js("cy.nodes('[kind=\"service\"]').length") == 0  # boxed per namespace
+        assert page.js("cy.nodes('[kind=\"svcns\"]').length") == 1
+    finally:
+        page.page.close()
+
+
+def test_collapsed_nodes_and_services_expand_and_collapse(browser: Any, tmp_path: Path) -> None:
+    docs = synthetic_cluster(30, 600, 250)  # > 24 nodes: collapsed; > 200 Services: boxed
+    manifests = tmp_path / "c30.json"
+    manifests.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    out = tmp_path / "t30.html"
+    assert main(["topology", "-f", str(manifests), "-o", str(out)]) == 0
+    page = Page(browser, out)
+    try:
+        assert page.errors == []
         assert page.js("cy.nodes('[kind=\"pod\"]').length") == 0
-        # Services: one box per namespace until clicked
+        page.js("cy.getElementById('node:node7').emit('tap')")
+        want = sorted(f"pod:default/{d['metadata']['name']}" for d in docs
+                      if d["kind"] == "Pod" and d["spec"]["nodeName"] == "node7")
+        assert sorted(page.js("cy.getElementById('node:node7').descendants('[kind=\"pod\"]')"
+                              ".map(n => n.id())")) == want
+        assert page.js("cy.nodes('[kind=\"bridge\"]').map(n => n.id())") == ["node7/cbr0"]
+        page.js("cy.getElementById('node:node7').emit('tap')")
+        assert page.js("cy.nodes('[kind=\"pod\"]').length") == 0
         assert page.js("cy.nodes('[kind=\"service\"]').length") == 0
         page.js("cy.getElementById('svcns:default').emit('tap')")
-        assert page.js("cy.nodes('[kind=\"service\"]').length") == SCALE[2]
+        assert page.js("cy.nodes('[kind=\"service\"]').length") == 250
+        page.js("cy.getElementById('svcns:default').emit('tap')")
+        assert page.js("cy.nodes('[kind=\"service\"]').length") == 0
+        assert page.errors == []
     finally:
         page.page.close()
 
