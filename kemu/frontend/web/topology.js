@@ -187,7 +187,7 @@
     { selector: 'node[kind="gateway"], node[kind="external"]', style: { 'background-color': '#bab0ac' } },
     { selector: 'node[kind="node"]', style: { 'background-color': '#e8eef5', 'border-width': 1, 'border-color': '#4e79a7', 'font-size': 10 } },
     { selector: 'node[kind="node"]:parent', style: { 'text-valign': 'top', 'background-opacity': 0.5, padding: 10 } },
-    { selector: 'node[kind="ns"]', style: { padding: 6,  'background-color': '#fff', 'border-style': 'dashed', 'border-width': 1, 'border-color': '#aaa', 'text-valign': 'top', color: '#777' } },
+    { selector: 'node[kind="ns"]', style: { padding: 6, 'background-opacity': 0, 'border-style': 'dashed', 'border-width': 1, 'border-color': '#aaa', 'text-valign': 'top', color: '#777' } },
     { selector: 'node[kind="eth0"]', style: { 'background-color': '#4e79a7', color: '#fff' } },
     { selector: 'node[kind="bridge"]', style: { 'background-color': '#59a14f', color: '#fff' } },
     { selector: 'node[kind="vtep"]', style: { 'background-color': '#f28e2b', color: '#fff' } },
