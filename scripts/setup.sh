@@ -16,6 +16,9 @@ command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v capinfos >/dev/null 2>&1 || need+=(wireshark-common)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# the topology page's browser tests (tests/test_topology_browser.py) drive Debian's Chromium
+# through Playwright (pip, the test extras); never `playwright install`: it downloads browsers
+command -v chromium >/dev/null 2>&1 || need+=(chromium chromium-driver)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

@@ -57,14 +57,16 @@ COMMANDS: list[str] = [
     "kemu.bench.command:BENCH",
     "kemu.frontend.wireshark_cmd:WIRESHARK_PROFILE",
     "kemu.frontend.policy_cmd:POLICY",
+    "kemu.frontend.topology_cmd:TOPOLOGY",
 ]
 NAMES = ("validate", "show", "replay", "trace", "dig", "bench", "wireshark-profile",
-         "policy")
+         "policy", "topology")
 """The command of each entry of ``COMMANDS``, so that a run imports only its own module."""
 OUTPUTS: dict[str, dict[str, str]] = {
     "replay": {"-w": "out", "--flows": "flows"},
     "dig": {"-w": "out"},
     "bench": {"--json": "json_out", "--plot": "plot"},
+    "topology": {"-o": "out"},
 }
 """The files each command writes: option -> attribute of its arguments (``trace``, ``show``
 and ``validate`` write to standard output only). Checked before the command runs: none is

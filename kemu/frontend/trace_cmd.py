@@ -56,8 +56,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                        help="observations grouped by node (default)")
     level.add_argument("--minimal", dest="level", action="store_const", const="minimal",
                        help="one line per packet: its outcome and where it ended")
-    p.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text",
-                   help="output format (default text; json and yaml hold every hop)")
+    p.add_argument("-o", "--output", type=_output, default="text",
+                   help="output format (default text; json and yaml hold every hop), or a "
+                        "file ending in .html: the topology page with the traced packet's "
+                        "path and the answers' paths, step by step")
     p.add_argument("--no-respond", action="store_true",
                    help="emulated stacks do not answer (trace one direction only; nothing "
                         "answers, so the exit code is 1: not shown reachable)")
@@ -69,6 +71,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("auto", "cython", "python"), default="auto",
                    help="data-plane implementation (default auto: the compiled one when built)")
     p.set_defaults(level="summary")
+
+
+def _output(value: str) -> str:
+    if value in ("text", "json", "yaml") or value.lower().endswith((".html", ".htm")):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: text, json, yaml or a file ending in .html")
 
 
 def parse_protocol(spec: str) -> tuple[str, dict[str, str]]:
@@ -153,6 +161,13 @@ def run(args: argparse.Namespace) -> int:
     from kemu.frontend.cli import load, warn
 
     proto, fields = parse_protocol(args.protocol or "tcp")
+    page = args.output not in ("text", "json", "yaml")
+    if page:
+        from kemu.control.manifests import files
+        from kemu.io.outputs import check_outputs
+
+        check_outputs({"-o": args.output}, {f"an input manifest (-f {m})": files(m)
+                                            for m in args.manifests})
     model = load(args)
     emu = EmulatedCluster(model, backend=args.backend, seed=args.seed,
                           respond=not args.no_respond, cold=args.cold)
@@ -187,7 +202,13 @@ def run(args: argparse.Namespace) -> int:
             pkt = pkt / (b"\0" * (size - len(pkt)))
     trace = emu.send(pkt, src=client or args.source)
     verdict = trace.verdict()
-    if args.output in ("json", "yaml"):
+    if page:
+        from kemu.frontend.topology_cmd import write_trace_page
+
+        write_trace_page(args.output, model, emu.tables, trace)
+        print(f"wrote {args.output}")
+        print(f"result: {verdict.reason}")
+    elif args.output in ("json", "yaml"):
         data = {"reachable": verdict.reachable, "reason": verdict.reason,
                 "source": _described(src), "destination": _described(dst),
                 **trace.to_dict()}
