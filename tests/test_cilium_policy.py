@@ -146,6 +146,15 @@ def test_protocols_end_port_named_port(backend: str) -> None:
     assert not reachable(c, "y/c", "x/b2", 80)
 
 
+def test_to_ports_without_ports_is_every_port(backend: str) -> None:
+    c = make(backend, cnp("b", "x", {"endpointSelector": sel(app="b"), "ingress": [
+        {"fromEndpoints": [sel(app="a")], "toPorts": [{"ports": []}]},
+        {"fromEndpoints": [sel(**{"k8s:io.kubernetes.pod.namespace": "y"})],
+         "toPorts": [{"ports": [{"port": "81"}]}]}]}))
+    assert reachable(c, "x/a", "x/b") and reachable(c, "x/a", "x/b", 81)
+    assert not reachable(c, "y/c", "x/b") and reachable(c, "y/c", "x/b", 81)
+
+
 def test_default_deny_sections(backend: str) -> None:
     """Empty rule ``{}`` isolates and allows nothing; an empty section does not isolate;
     ``enableDefaultDeny: true`` isolates without rules; CNP and NetworkPolicy add up."""

@@ -247,7 +247,7 @@ def _port_rule(f: Fields, p: dict[str, Any], path: str) -> list[PolicyPort]:
         for proto_one in (("TCP", "UDP", "SCTP") if proto == "ANY" else (proto,)):
             out.append(PolicyPort(protocol=proto_one, port=port,  # type: ignore[arg-type]
                                   end_port=end if end and end != port else None))
-    if "ports" not in p:  # toPorts without ports: every port
+    if not p.get("ports"):  # toPorts without ports (absent or []): every port
         out.append(PolicyPort(protocol="TCP"))
         out.extend(PolicyPort(protocol=x) for x in ("UDP", "SCTP"))  # type: ignore[arg-type]
     return out
