@@ -17,7 +17,9 @@ Compiled the way Cilium compiles it (networking.k8s.io/v1 semantics, SEMANTICS P
   ``kubernetes.io/metadata.name`` included), both in one peer = AND, separate peers = OR (P-5);
   an ipBlock matches any address, pod addresses included, except the ``except`` CIDRs (P-6, as
   iptables-based kube-router and Calico match it: Cilium's ipBlock does not match pod
-  addresses);
+  addresses); CiliumNetworkPolicy's entities (``world``, ``cluster``, node addresses,
+  ``all``) and CIDRs (never inside the cluster) become CIDR blocks with excepts over the
+  cluster's ranges (``_entity_blocks``);
 - **the policy map**: (2 * policy + direction - 1, remote identity or -1 = any peer,
   protocol or 0 = every protocol, port or ``PORT_ANY``) -> the lowest rule id, and per
   (policy, direction) the kinds of key it holds (``pd_keys``): a new connection costs the
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from ipaddress import IPv4Network, collapse_addresses
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,7 +49,7 @@ from kemu.dataplane.tables import PORT_ANY
 
 if TYPE_CHECKING:
     from kemu.control.cluster import Cluster
-    from kemu.control.model import LabelSelector, NetworkPolicy, PolicyRule
+    from kemu.control.model import LabelSelector, NetworkPolicy, PolicyPeer, PolicyRule
 
 _DIRS = ((C.POL_INGRESS, "Ingress", "ingress"), (C.POL_EGRESS, "Egress", "egress"))
 
@@ -150,6 +153,34 @@ def _simple_ports(rule: PolicyRule) -> bool:
     return all(not isinstance(p.port, str) and p.end_port is None for p in rule.ports)
 
 
+def _cluster_ranges(cluster: Cluster) -> list[IPv4Network]:
+    """The addresses inside the cluster (Cilium's ``cluster`` entity): the cluster CIDR,
+    every node's pod CIDR and pod blocks, and every node's address."""
+    nets = [cluster.config.cluster_cidr]
+    for n in cluster.nodes:
+        nets += [n.pod_cidr, *n.pod_blocks, IPv4Network(f"{n.internal_ip}/32")]
+    return list(collapse_addresses(nets))
+
+
+def _entity_blocks(peer: PolicyPeer, inside: list[IPv4Network], nodes: list[Any]
+                   ) -> list[tuple[IPv4Network, list[IPv4Network]]]:
+    """A Cilium entity peer (``kemu.control.cilium``) as (CIDR, excepts) blocks."""
+    world = IPv4Network("0.0.0.0/0")
+    if peer.entity == "all":
+        return [(world, [])]
+    if peer.entity == "cluster":
+        return [(net, []) for net in inside]
+    if peer.entity == "nodes":
+        return [(IPv4Network(f"{ip}/32"), []) for ip in nodes]
+    assert peer.entity == "world", peer.entity
+    if peer.ip_block is None:
+        return [(world, inside)]
+    block = peer.ip_block
+    if any(block.cidr.subnet_of(net) for net in inside):
+        return []  # a CIDR inside the cluster matches nothing (Cilium's CIDR identities)
+    return [(block.cidr, [*block.except_, *(n for n in inside if n.subnet_of(block.cidr))])]
+
+
 def compile_policies(cluster: Cluster) -> dict[str, Any]:
     """The ``Tables`` fields of NetworkPolicy (module docstring); {} without policies."""
     policies = cluster.policies
@@ -207,6 +238,14 @@ def compile_policies(cluster: Cluster) -> dict[str, Any]:
     excs: list[tuple[int, int]] = []
     pmap: dict[tuple[int, int, int, int], int] = {}
     slow: dict[int, list[int]] = {}
+    cluster_ranges: list[list[IPv4Network]] = []
+    node_ips = sorted({n.internal_ip for n in cluster.nodes})
+
+    def ranges() -> list[IPv4Network]:
+        if not cluster_ranges:
+            cluster_ranges.append(_cluster_ranges(cluster))
+        return cluster_ranges[0]
+
     ri_r: list[np.ndarray] = []  # per slow rule, in rule order: (rule, identity) sorted
     ri_i: list[np.ndarray] = []
     for pi, pol in enumerate(pols):
@@ -233,7 +272,13 @@ def compile_policies(cluster: Cluster) -> dict[str, Any]:
                 c0 = len(cidrs)
                 idents: set[int] = set()
                 for peer in rule.peers:
-                    if peer.ip_block is not None:
+                    if peer.entity is not None:
+                        for net, exc in _entity_blocks(peer, ranges(), node_ips):
+                            e0 = len(excs)
+                            excs.extend((int(x.network_address), int(x.netmask)) for x in exc)
+                            cidrs.append((int(net.network_address), int(net.netmask), e0,
+                                          len(excs) - e0))
+                    elif peer.ip_block is not None:
                         e0 = len(excs)
                         for ex in peer.ip_block.except_:
                             excs.append((int(ex.network_address), int(ex.netmask)))

@@ -3,7 +3,8 @@
 The loader reads what each modelled kind says (Namespace, Node, Pod, Deployment, ReplicaSet,
 ReplicationController, StatefulSet, DaemonSet, Job, Service, EndpointSlice, v1 Endpoints
 (mirrored into EndpointSlices as kube-controller-manager's mirroring controller does),
-NetworkPolicy, the kemu ``Cluster`` document), applies the API server's defaults, and records a
+NetworkPolicy, CiliumNetworkPolicy L3/L4 (``kemu.control.cilium``), the kemu ``Cluster``
+document), applies the API server's defaults, and records a
 ``Problem`` for every invalid field (file, object ``namespace/Kind/name`` and JSON path). It
 never stops at the first problem: ``kemu.control.cluster.load_cluster`` raises one
 ``ManifestError`` with all of them. Input it accepts but kemu does not model (IPv6 and
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kemu.control import ipam, workloads
+from kemu.control.cilium import parse_cilium_policy
 from kemu.control.ipam import NodeDraft
 from kemu.control.manifests import (
     Document,
@@ -69,7 +71,7 @@ MODELLED = {
     ("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"),
     ("apps", "DaemonSet"), ("batch", "Job"), ("discovery.k8s.io", "EndpointSlice"),
     ("networking.k8s.io", "NetworkPolicy"), ("kemu.dev", "Cluster"),
-    ("", "ReplicationController"), ("", "Endpoints"),
+    ("", "ReplicationController"), ("", "Endpoints"), ("cilium.io", "CiliumNetworkPolicy"),
 }
 KNOWN_KINDS: dict[str, tuple[str, ...]] = {
     "": ("Binding", "ComponentStatus", "ConfigMap", "Endpoints", "Event", "LimitRange",
@@ -263,6 +265,10 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
             out.slices.extend(mirrored)
     for i in items.get("NetworkPolicy", []):
         out.policies.append(parse_policy(i.f, i.doc.obj, i.namespace, i.name))
+    for i in items.get("CiliumNetworkPolicy", []):  # L3/L4, kemu.control.cilium
+        cnp = parse_cilium_policy(i.f, i.doc.obj, i.namespace, i.name)
+        if cnp is not None:
+            out.policies.append(cnp)
     if not configs and items.get("Node"):  # a cluster dump: its address ranges from itself
         said = ipam.infer(out.config, out.nodes, [
             ipam.PodAddress(d.ip, d.node_name) for d in out.pods

@@ -332,6 +332,11 @@ class PolicyPeer:
     pod_selector: LabelSelector | None = None
     namespace_selector: LabelSelector | None = None
     ip_block: IPBlock | None = None
+    # a Cilium entity (kemu.control.cilium): ``world``, ``cluster``, ``all``, ``nodes`` (every
+    # node's address), resolved against the cluster's ranges by the compiler; with an
+    # ``ip_block``, ``world`` restricts the block to addresses outside the cluster (Cilium's
+    # CIDR rules never match its endpoints)
+    entity: str | None = None
 
 
 @dataclass
@@ -357,6 +362,7 @@ class NetworkPolicy:
     egress: list[PolicyRule] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)  # metadata.labels (kubectl -l)
     source: str = ""
+    kind: str = "NetworkPolicy"  # or CiliumNetworkPolicy (kemu.control.cilium)
 
     @property
     def key(self) -> str:

@@ -378,6 +378,8 @@ def _peer(peer: PolicyPeer) -> dict[str, Any]:
         out["ipBlock"] = {"cidr": str(peer.ip_block.cidr)}
         if peer.ip_block.except_:
             out["ipBlock"]["except"] = [str(n) for n in peer.ip_block.except_]
+    if peer.entity is not None:  # a CiliumNetworkPolicy entity (kemu.control.cilium)
+        out["kemu.dev/entity"] = peer.entity
     return out
 
 
@@ -400,8 +402,12 @@ def policy_item(pol: NetworkPolicy) -> dict[str, Any]:
         spec["ingress"] = [_rule(r, "from") for r in pol.ingress]
     if pol.egress:
         spec["egress"] = [_rule(r, "to") for r in pol.egress]
+    # a CiliumNetworkPolicy is shown as kemu enforces it: its NetworkPolicy form, annotated
+    note = {"kemu.dev/translated-from": f"cilium.io/v2 {pol.kind}"} \
+        if pol.kind != "NetworkPolicy" else None
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": _meta(pol.name, pol.namespace, pol.labels), "spec": spec}
+            "metadata": _meta(pol.name, pol.namespace, pol.labels, annotations=note),
+            "spec": spec}
 
 
 def namespace_item(ns: Namespace) -> dict[str, Any]:
