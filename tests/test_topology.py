@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -90,11 +91,60 @@ def test_flows_of_a_replay(backend: str) -> None:
     assert [h["iface"] for h in drop["hops"]] == [r["interface"]["name"] for r in mine]
     assert drop["hops"][-1]["decisions"][-1] == "DROP no endpoints (REJECT)"
     assert all(h["target"] for f in flows for h in f["hops"])
-    smap = {(e["source"], e["target"]): e for e in topology.service_map(flows)}
+    smap = {(e["source"], e["target"]): e for e in topology.service_map(flows, g)}
     edge = smap[("pod:default/client", "svc:shop/legacy")]
     assert edge["verdict"] == "DROPPED" and edge["reasons"] == ["SERVICE_BACKEND_NOT_FOUND"]
     dns = smap[("pod:default/client", "svc:kube-system/kube-dns")]
     assert dns["verdict"] == "TRANSLATED" and dns["count"] >= 1
+
+
+def test_service_map_aggregates_to_workloads(backend: str) -> None:
+    """Hubble's service map: pods count as their workload (a Deployment's pods via their
+    ReplicaSet), a bare pod as itself; requests to a Service (S-4) count on the edge to it and
+    on the edge from it to the workload that received them."""
+    from kemu.frontend.api import EmulatedCluster
+
+    model = load_cluster(str(EXAMPLE))
+    emu = EmulatedCluster(model, backend=backend, respond=False, icmp_errors=False)
+    g = topology.build_graph(model, emu.tables)
+    assert {w["id"]: len(w["pods"]) for w in g["workloads"]} == {
+        "wl:kube-system/Deployment/coredns": 2, "wl:shop/Deployment/backend": 3,
+        "wl:shop/Deployment/frontend": 2, "wl:shop/StatefulSet/redis": 2}
+    flows = topology.flows_from_records(replay_records(emu, str(CAPTURE)), g)
+    smap = {(e["source"], e["target"]): (e["count"], e["verdicts"], e["reasons"])
+            for e in topology.service_map(flows, g)}
+    tr, fw = "TRANSLATED", "FORWARDED"
+    assert smap == {
+        ("pod:default/client", "svc:kube-system/kube-dns"): (1, {tr: 1}, []),
+        ("pod:default/client", "svc:shop/backend"): (1, {tr: 1}, []),
+        ("pod:default/client", "svc:shop/legacy"): (
+            1, {"DROPPED": 1}, ["SERVICE_BACKEND_NOT_FOUND"]),
+        ("pod:default/client", "wl:shop/Deployment/backend"): (3, {fw: 3}, []),
+        ("svc:kube-system/kube-dns", "pod:default/client"): (1, {tr: 1}, []),
+        ("svc:kube-system/kube-dns", "wl:kube-system/Deployment/coredns"): (1, {tr: 1}, []),
+        ("svc:shop/backend", "pod:default/client"): (3, {tr: 3}, []),
+        ("svc:shop/backend", "wl:shop/Deployment/backend"): (1, {tr: 1}, []),
+        ("node:node1", "svc:shop/frontend"): (1, {tr: 1}, []),
+        ("svc:shop/frontend", "wl:shop/Deployment/frontend"): (1, {tr: 1}, []),
+        ("wl:shop/Deployment/frontend", "ext/client/eth0"): (1, {tr: 1}, []),
+        ("wl:shop/Deployment/frontend", "wl:shop/StatefulSet/redis"): (1, {fw: 1}, []),
+        ("wl:shop/StatefulSet/redis", "wl:shop/Deployment/frontend"): (1, {fw: 1}, []),
+    }
+
+
+def test_workload_of_a_pod() -> None:
+    from kemu.control.model import OwnerRef, Pod
+
+    def pod(owner: OwnerRef | None, **labels: str) -> Pod:
+        return Pod("ns", "p", "n", IPv4Address("10.0.0.1"), labels=labels, owner=owner)
+
+    assert topology.workload_of(pod(None)) is None
+    assert topology.workload_of(pod(OwnerRef("ReplicaSet", "web-abc12"),
+                                    **{"pod-template-hash": "abc12"})) == ("Deployment", "web")
+    assert topology.workload_of(pod(OwnerRef("ReplicaSet", "web-abc12"))) == (
+        "ReplicaSet", "web-abc12")  # a ReplicaSet of its own
+    assert topology.workload_of(pod(OwnerRef("DaemonSet", "agent"))) == ("DaemonSet", "agent")
+    assert topology.workload_of(pod(OwnerRef("Job", "j"))) == ("Job", "j")
 
 
 def test_hubble_records_are_one_flow_each(tmp_path: Path) -> None:

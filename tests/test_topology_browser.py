@@ -138,6 +138,17 @@ def _pixels(page: Page, png: bytes) -> dict:
     }""", base64.b64encode(png).decode())
 
 
+def test_service_map_edges_join_workloads_and_services(example: Page) -> None:
+    # every aggregated edge kemu computed is drawn, between the workload/Service elements
+    drawn = example.js("cy.edges('.smap').map(e => [e.source().id(), e.target().id(), "
+                       "e.data('count'), e.hasClass('v-DROPPED')])")
+    smap = example.js("kemu.graph.serviceMap.map(e => [e.source, e.target, e.count, "
+                      "e.verdict === 'DROPPED'])")
+    assert sorted(map(tuple, drawn)) == sorted(map(tuple, smap)) and len(smap) == 13
+    assert ["wl:shop/Deployment/backend", "workload"] in example.js(
+        "cy.nodes('[kind=\"workload\"]').map(n => [n.id(), n.data('kind')])")
+
+
 def test_screenshot_is_not_blank(example: Page) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "topology.png"

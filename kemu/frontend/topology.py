@@ -17,8 +17,12 @@ Owns what ``kemu topology`` (and ``kemu trace -o trace.html``) draw, independent
   when NAT rewrote it (S-4, S-7), else ``FORWARDED``.
 - :func:`flows_from_trace`: a ``kemu trace``'s packets (the traced one and its answers) ->
   flows with every hop the datapath recorded, in order.
-- :func:`service_map`: flows -> edges between workloads (pods, nodes, external hosts) and
-  Services, weighted by flow counts per verdict.
+- :func:`service_map`: flows -> edges between workloads and Services, weighted by flow counts
+  per verdict (Hubble UI's service map). A pod counts as its workload (:func:`workload_of`):
+  the controller that owns it (Deployment, StatefulSet, DaemonSet, Job, ReplicaSet,
+  ReplicationController), a Deployment's pods via their ReplicaSet ``<deployment>-<hash>``
+  (the pod's ``pod-template-hash`` label names the hash, as the Deployment controller sets
+  it); a bare pod is its own workload; nodes and external hosts are themselves.
 - :func:`render_html`: one self-contained page (the vendored Cytoscape.js, its license
   notice, the page's script and style and the graph, all inlined); :func:`render_svg`: a
   static, deterministic picture of the same graph in a layered layout of its own.
@@ -42,7 +46,7 @@ from kemu.dataplane.tables import Tables
 from kemu.errors import KemuError
 
 __all__ = ["build_graph", "flows_from_records", "flows_from_trace", "read_flow_log",
-           "render_html", "render_svg", "service_map"]
+           "render_html", "render_svg", "service_map", "workload_of"]
 
 COLLAPSE_ABOVE = 24
 """Above this many nodes the page opens with every node collapsed (one box each, its devices
@@ -63,6 +67,25 @@ def service_id(namespace: str, name: str) -> str:
     return f"svc:{namespace}/{name}"
 
 
+def workload_of(pod: Any) -> tuple[str, str] | None:
+    """``(kind, name)`` of the workload that owns ``pod`` (a ``kemu.control.model.Pod``), or
+    None for a bare pod. A ReplicaSet that a Deployment made is named ``<deployment>-<hash>``
+    and its pods carry ``pod-template-hash: <hash>``: those pods belong to the Deployment; a
+    ReplicaSet without that label is its own workload."""
+    owner = pod.owner
+    if owner is None:
+        return None
+    if owner.kind == "ReplicaSet":
+        h = pod.labels.get("pod-template-hash", "")
+        if h and owner.name.endswith(f"-{h}") and len(owner.name) > len(h) + 1:
+            return "Deployment", owner.name[:-len(h) - 1]
+    return owner.kind, owner.name
+
+
+def workload_id(namespace: str, kind: str, name: str) -> str:
+    return f"wl:{namespace}/{kind}/{name}"
+
+
 def build_graph(model: Any, t: Tables) -> dict[str, Any]:
     """The cluster as the page draws it (see the module docstring). ``model`` is the
     ``kemu.control.cluster.Cluster``, ``t`` its compiled tables."""
@@ -74,6 +97,8 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
     pods_of: dict[int, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     node_index = {name: i for i, name in enumerate(t.node_name)}
     veth_of_pod: dict[int, int] = {}
+    workloads: dict[str, dict[str, Any]] = {}
+    workload_of_pod: dict[str, str] = {}
     kinds = t.if_kind.tolist()
     owners = t.if_owner.tolist()
     if_nodes = t.if_node.tolist()
@@ -88,6 +113,8 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
             if kind == C.IF_VETH:
                 veth_of_pod[owners[i]] = i
             else:
+                if t.if_ip[i]:  # the node's own address on its pod network (masquerade)
+                    ip_target.setdefault(_ip(t.if_ip[i]), f"node:{t.node_name[if_nodes[i]]}")
                 devices[if_nodes[i]].append({
                     "id": name, "kind": _DEVICE_KIND[kind],
                     "label": t.if_kernel_name[i] + (f" {_ip(t.if_ip[i])}" if t.if_ip[i] else "")})
@@ -109,6 +136,13 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
             entry["vethLabel"] = t.if_kernel_name[veth]
         if pod.owner is not None:
             entry["owner"] = f"{pod.owner.kind}/{pod.owner.name}"
+        wl = workload_of(pod)
+        if wl is not None:
+            wid = workload_id(pod.namespace, *wl)
+            w = workloads.setdefault(wid, {"id": wid, "namespace": pod.namespace,
+                                           "kind": wl[0], "name": wl[1], "pods": []})
+            w["pods"].append(pod_id(key))
+            workload_of_pod[pod_id(key)] = wid
         pods_of[n][pod.namespace].append(entry)
         if not pod.host_network:
             ip_target[str(pod.ip)] = pod_id(key)
@@ -146,6 +180,7 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
         "cluster": cfg.name, "mode": cfg.mode,
         "network": {"cidr": str(cfg.node_network), "gateway": gateway, "externals": externals},
         "nodes": nodes, "services": services, "hopTarget": hop_target, "ipTarget": ip_target,
+        "workloads": [workloads[k] for k in sorted(workloads)], "workloadOf": workload_of_pod,
         "collapsed": len(nodes) > COLLAPSE_ABOVE, "flows": [], "serviceMap": [],
         "title": f"kemu topology: {cfg.name} ({cfg.mode}, {len(nodes)} nodes, "
                  f"{sum(len(ns['pods']) for n in nodes for ns in n['namespaces'])} pods, "
@@ -289,13 +324,16 @@ def flows_from_trace(trace: Any, graph: dict[str, Any]) -> list[dict[str, Any]]:
     return flows
 
 
-def service_map(flows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Edges between workloads and Services: (from, to) -> flow counts per verdict, and the
-    drop reasons seen. A request to a Service counts on the edge to the Service and on the
-    edge from the Service to the pod that received it."""
+def service_map(flows: list[dict[str, Any]], graph: dict[str, Any]) -> list[dict[str, Any]]:
+    """Edges between workloads and Services (see the module docstring): (from, to) -> the
+    flow count, the counts per verdict and the drop reasons seen. A request to a Service
+    counts on the edge to the Service (S-4: the client addresses the ClusterIP) and on the
+    edge from the Service to the workload of the pod that received it."""
+    owner = graph["workloadOf"]
     edges: dict[tuple[str, str], dict[str, Any]] = {}
 
     def add(a: str, b: str, flow: dict) -> None:
+        a, b = owner.get(a, a), owner.get(b, b)
         if not a or not b or a == b:
             return
         e = edges.setdefault((a, b), {"source": a, "target": b, "count": 0,
@@ -309,10 +347,11 @@ def service_map(flows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         add(f["from"], f["to"], f)
         if f["to"].startswith("svc:"):
             delivered = [h["target"] for h in f["hops"] if h["target"].startswith("pod:")
-                         and h["verdict"] == "FORWARDED"]
+                         and h["verdict"] in ("FORWARDED", "")]
             for target in delivered[-1:]:
-                add(f["to"], target, f)
-    out = list(edges.values())
+                if target != f["from"]:
+                    add(f["to"], target, f)
+    out = sorted(edges.values(), key=lambda e: (e["source"], e["target"]))
     for e in out:
         e["verdict"] = _verdict(e["verdicts"])
     return out
@@ -338,7 +377,7 @@ def render_html(graph: dict[str, Any]) -> str:
         "/*@LICENSE@*/": _asset("vendor/cytoscape.LICENSE").replace("*/", "* /"),
         "/*@CYTOSCAPE@*/": _asset("vendor/cytoscape.min.js").replace("</script", "<\\/script"),
         "/*@DATA@*/": _inline_json({k: v for k, v in graph.items()
-                                    if k not in ("hopTarget", "ipTarget")}),
+                                    if k not in ("hopTarget", "ipTarget", "workloadOf")}),
         "/*@APP@*/": _asset("topology.js"),
     }
     for key, value in parts.items():

@@ -69,7 +69,7 @@ def write_trace_page(path: str, model, t, trace) -> None:  # noqa: ANN001
 
     graph = topology.build_graph(model, t)
     graph["flows"] = topology.flows_from_trace(trace, graph)
-    graph["serviceMap"] = topology.service_map(graph["flows"])
+    graph["serviceMap"] = topology.service_map(graph["flows"], graph)
     graph["trace"] = True
     graph["title"] = "kemu trace: " + graph["title"].removeprefix("kemu topology: ")
     with AtomicFile(path, "w") as f:
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             print("kemu: warning: -o .svg is the static picture: the flows are not drawn "
                   "(use .html)", file=sys.stderr)
         graph["flows"] = topology.flows_from_records(records, graph)
-        graph["serviceMap"] = topology.service_map(graph["flows"])
+        graph["serviceMap"] = topology.service_map(graph["flows"], graph)
     text = topology.render_html(graph) if fmt == "html" else topology.render_svg(graph)
     with AtomicFile(args.out, "w") as f:
         f.write(text)

@@ -86,6 +86,14 @@
       els.push({ group: 'nodes', data: { id: 'node:' + n.name, kind: 'node', name: n.name,
         label: n.name + ' ' + n.ip + '\n' + podCount(n) + ' pods' } });
     });
+    // the service map's workloads (a Deployment, StatefulSet, ... standing for its pods)
+    var used = {};
+    G.serviceMap.forEach(function (e) { used[e.source] = true; used[e.target] = true; });
+    G.workloads.forEach(function (w) {
+      if (!used[w.id]) return;
+      els.push({ group: 'nodes', data: { id: w.id, kind: 'workload',
+        label: w.kind + ' ' + w.namespace + '/' + w.name + '\n' + w.pods.length + ' pod' + (w.pods.length === 1 ? '' : 's') } });
+    });
     if (groupServices) {
       Object.keys(svcByNs).sort().forEach(function (ns) {
         els.push({ group: 'nodes', data: { id: 'svcns:' + ns, kind: 'svcns', ns: ns,
@@ -101,13 +109,14 @@
   function place(els) {
     // the collapsed overview of a large cluster: rows of equal boxes, the 'preset' layout
     var cols = Math.ceil(Math.sqrt(G.nodes.length * 2)), dx = 140, dy = 50;
-    var k = 0, s = 0, h = 0, scols = Math.max(4, Math.ceil(cols * dx / 220));
+    var k = 0, s = 0, h = 0, w = 0, scols = Math.max(4, Math.ceil(cols * dx / 220));
     var rows = Math.ceil(G.nodes.length / cols);
     els.forEach(function (e) {
       if (e.group !== 'nodes') return;
       var kind = e.data.kind;
       if (kind === 'net') e.position = { x: cols * dx / 2, y: -60 };
       else if (kind === 'node') { e.position = { x: (k % cols) * dx, y: Math.floor(k / cols) * dy }; k += 1; }
+      else if (kind === 'workload') { e.position = { x: (w % scols) * 220, y: (rows + 1) * dy + Math.floor(w / scols) * dy }; w += 1; }
       else if (kind === 'service' || kind === 'svcns') { e.position = { x: (s % scols) * 220, y: (rows + 2) * dy + Math.floor(s / scols) * dy }; s += 1; }
       else { e.position = { x: cols * dx / 2 + (h + 1) * 160, y: -140 }; h += 1; }
     });
@@ -194,6 +203,7 @@
     { selector: 'node[kind="veth"]', style: { 'background-color': '#d7c4b7', 'font-size': 7 } },
     { selector: 'node[kind="pod"]', style: { 'background-color': '#76b7b2', shape: 'ellipse' } },
     { selector: 'node[kind="svcns"]', style: { 'background-color': '#fde9e9', 'border-width': 2, 'border-color': '#e15759', 'text-valign': 'top' } },
+    { selector: 'node[kind="workload"]', style: { 'background-color': '#fff3c4', 'border-width': 1, 'border-color': '#b07aa1', shape: 'barrel' } },
     { selector: 'node[kind="service"]', style: { 'background-color': '#fde9e9', 'border-width': 1, 'border-color': '#e15759', shape: 'round-tag' } },
     { selector: 'edge', style: { width: 1.5, 'line-color': '#999', 'curve-style': 'bezier', 'font-size': 8 } },
     { selector: 'edge.endpoint', style: { 'line-color': '#e15759', 'line-style': 'dashed', 'target-arrow-shape': 'triangle', 'target-arrow-color': '#e15759', opacity: 0.6 } },
@@ -364,6 +374,10 @@
       var s = G.services.filter(function (x) { return x.id === d.id; })[0];
       html += '<dt>ports</dt><dd>' + esc(s.ports.join(', ')) + '</dd><dt>endpoints</dt><dd>' +
         (s.endpoints.map(function (p) { return esc(p.slice(4)); }).join('<br>') || 'none ready') + '</dd>';
+    }
+    if (d.kind === 'workload') {
+      var wl = G.workloads.filter(function (x) { return x.id === d.id; })[0];
+      html += '<dt>pods</dt><dd>' + wl.pods.map(function (p) { return esc(p.slice(4)); }).join('<br>') + '</dd>';
     }
     if (d.kind === 'node') html += '<dt>click</dt><dd>' + (expanded.has(d.name) ? 'collapse' : 'expand') + ' the node</dd>';
     document.getElementById('detail-body').innerHTML = html + '</dl>';
