@@ -15,6 +15,9 @@ Owns what ``kemu topology`` (and ``kemu trace -o trace.html``) draw, independent
   ``kemu`` are one flow each (their one interface is their one hop). A flow's verdict is
   ``DROPPED`` (with Hubble's ``drop_reason_desc``) if a copy was dropped, else ``TRANSLATED``
   when NAT rewrote it (S-4, S-7), else ``FORWARDED``.
+  With ``-r`` (``kemu.frontend.topology_cmd.HopRecorder``) a flow's hops are instead every
+  hop the replay recorded for its frame (interface, direction, the pcapng comment's
+  decisions), the records' verdicts on the hops they name.
 - :func:`flows_from_trace`: a ``kemu trace``'s packets (the traced one and its answers) ->
   flows with every hop the datapath recorded, in order.
 - :func:`service_map`: flows -> edges between workloads and Services, weighted by flow counts
@@ -102,8 +105,11 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
     kinds = t.if_kind.tolist()
     owners = t.if_owner.tolist()
     if_nodes = t.if_node.tolist()
+    if_node: dict[str, str] = {}
     for i, kind in enumerate(kinds):
         name = t.if_name[i]
+        if if_nodes[i] >= 0:
+            if_node[name] = t.node_name[if_nodes[i]]
         if kind in (C.IF_POD_ETH, C.IF_POD_LO):
             hop_target[name] = pod_id(t.pod_key[owners[i]])
         elif kind == C.IF_NODE_LOCAL:
@@ -181,6 +187,7 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
         "network": {"cidr": str(cfg.node_network), "gateway": gateway, "externals": externals},
         "nodes": nodes, "services": services, "hopTarget": hop_target, "ipTarget": ip_target,
         "workloads": [workloads[k] for k in sorted(workloads)], "workloadOf": workload_of_pod,
+        "ifNode": if_node,
         "collapsed": len(nodes) > COLLAPSE_ABOVE, "flows": [], "serviceMap": [],
         "title": f"kemu topology: {cfg.name} ({cfg.mode}, {len(nodes)} nodes, "
                  f"{sum(len(ns['pods']) for n in nodes for ns in n['namespaces'])} pods, "
@@ -244,8 +251,14 @@ def _verdict(verdicts: Iterable[str]) -> str:
         else "FORWARDED"
 
 
-def flows_from_records(records: list[dict], graph: dict[str, Any]) -> list[dict[str, Any]]:
-    """Flow log records -> the page's flows (see the module docstring)."""
+def flows_from_records(records: list[dict], graph: dict[str, Any],
+                       recorded: dict[int, list[dict[str, Any]]] | None = None
+                       ) -> list[dict[str, Any]]:
+    """Flow log records -> the page's flows (see the module docstring). With ``recorded``
+    (``kemu topology -r``: frame number -> every hop the replay recorded for it, each with
+    its interface, direction and decisions, as the pcapng holds them), a frame's hops are
+    those, each with the verdict and drop reason of the records written there; a flow then
+    comes from the element its first hop is on."""
     groups: dict[Any, list[dict]] = {}
     for n, rec in enumerate(records):
         kemu = rec.get("kemu")
@@ -267,6 +280,13 @@ def flows_from_records(records: list[dict], graph: dict[str, Any]) -> list[dict[
                          "point": r.get("trace_observation_point", ""),
                          "reason": r.get("drop_reason_desc", ""),
                          "decisions": list((r.get("kemu") or {}).get("decisions", []))})
+        origin = ""
+        if recorded is not None and key[0] == "frame" and recorded.get(key[1]):
+            hops = _recorded_hops(recorded[key[1]], hops, hop_target, graph["ifNode"])
+            origin = hops[0]["target"]
+            if not origin.startswith(("pod:", "node:")) and origin not in graph["ipTarget"] \
+                    .values():
+                origin = ""  # a device: the sender is what the addresses say
         verdict = _verdict(h["verdict"] for h in hops)
         reason = next((h["reason"] for h in hops if h["verdict"] == "DROPPED"), "")
         svc = next((r.get("destination_service") or r.get("source_service") for r in recs
@@ -281,11 +301,38 @@ def flows_from_records(records: list[dict], graph: dict[str, Any]) -> list[dict[
             "summary": f"{src_ip}{':' + sport if sport else ''} -> "
                        f"{dst_ip}{':' + dport if dport else ''} {proto}".strip(),
             "reply": bool(first.get("is_reply")),
-            "from": _element(graph, first.get("source"), src_ip),
+            "from": origin or _element(graph, first.get("source"), src_ip),
             "to": (service_id(*service.split("/", 1)) if service and not first.get("is_reply")
                    else _element(graph, dst, dst_ip)),
             "hops": hops})
     return flows
+
+
+def _recorded_hops(recorded: list[dict[str, Any]], logged: list[dict[str, Any]],
+                   hop_target: dict[str, str], if_node: dict[str, str]
+                   ) -> list[dict[str, Any]]:
+    """The recorded hops of a frame, each record of the flow log (in hop order) on the first
+    recorded hop at its interface from the previous record's on: its verdict (the strongest
+    there: dropped, translated, forwarded), drop reason and observation point."""
+    rank = {"DROPPED": 3, "TRANSLATED": 2, "FORWARDED": 1}
+    hops = [{"iface": h["iface"], "target": hop_target.get(h["iface"], ""),
+             "node": if_node.get(h["iface"], ""), "direction": h["direction"], "verdict": "",
+             "point": h["direction"], "reason": "", "decisions": list(h["decisions"])}
+            for h in recorded]
+    at = 0
+    for rec in logged:
+        k = next((i for i in range(at, len(hops)) if hops[i]["iface"] == rec["iface"]), None)
+        if k is None:
+            continue
+        at = k
+        h = hops[k]
+        if rank.get(rec["verdict"], 0) > rank.get(h["verdict"], 0):
+            h["verdict"], h["reason"] = rec["verdict"], rec["reason"]
+            h["point"] = f'{h["direction"]} {rec["point"]}'.strip()
+    for h in hops:  # where the log wrote nothing, what the decisions say
+        if not h["verdict"] and any(d.startswith("DROP") for d in h["decisions"]):
+            h["verdict"] = "DROPPED"
+    return hops
 
 
 def _element(graph: dict[str, Any], ep: dict | None, ip: str) -> str:
@@ -377,7 +424,7 @@ def render_html(graph: dict[str, Any]) -> str:
         "/*@LICENSE@*/": _asset("vendor/cytoscape.LICENSE").replace("*/", "* /"),
         "/*@CYTOSCAPE@*/": _asset("vendor/cytoscape.min.js").replace("</script", "<\\/script"),
         "/*@DATA@*/": _inline_json({k: v for k, v in graph.items()
-                                    if k not in ("hopTarget", "ipTarget", "workloadOf")}),
+                                    if k not in ("hopTarget", "ipTarget", "workloadOf", "ifNode")}),
         "/*@APP@*/": _asset("topology.js"),
     }
     for key, value in parts.items():

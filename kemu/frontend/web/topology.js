@@ -345,7 +345,7 @@
       '<button type="button" id="step-prev">&larr; step</button> <button type="button" id="step-next">step &rarr;</button> ' +
       '<button type="button" id="step-all">all hops</button><ol id="hop-list">';
     flow.hops.forEach(function (h, i) {
-      html += '<li data-hop="' + i + '"><b>' + esc(h.iface) + '</b> ' + esc(h.verdict || '') + ' ' +
+      html += '<li data-hop="' + i + '"><b>' + esc(h.iface) + '</b> ' + esc(h.direction || '') + ' ' + esc(h.verdict || '') + ' ' +
         esc(h.reason || '') + ' <span class="decisions">' + esc(h.point || '') + '<br>' +
         h.decisions.map(esc).join('<br>') + '</span></li>';
     });
@@ -468,6 +468,10 @@
 
   window.kemu = { graph: G, expand: expand, collapse: collapse, showFlow: showFlow,
     highlighted: function () { return cy.elements('.hop').map(function (e) { return e.id(); }); },
+    steps: function () {  // the highlighted path: [from, to, hop number] in order
+      return cy.edges('.hop-step').map(function (e) { return [e.source().id(), e.target().id(), Number(e.data('label'))]; })
+        .sort(function (a, b) { return a[2] - b[2]; });
+    },
     visible: visible, readyMs: null };
   cy.batch(function () {
     cy.add(baseElements());
