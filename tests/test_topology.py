@@ -296,3 +296,30 @@ def test_r_and_flows_exclude_each_other(capsys: pytest.CaptureFixture) -> None:
     assert main(["topology", "-f", str(EXAMPLE), "-r", str(CAPTURE), "--flows", "x",
                  "-o", "t.html"]) == 2
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_preset_layout_of_the_example(tmp_path: Path) -> None:
+    """Nodes side by side, each pod in its node's column beside its veth, the service map's
+    workloads in a band below the pods and the Services under them; the page uses them."""
+    out = tmp_path / "t.html"
+    assert main(["topology", "-f", str(EXAMPLE), "-r", str(CAPTURE), "-o", str(out)]) == 0
+    g = _page_data(out.read_text())
+    pos = g["positions"]
+    cols = {}
+    for n in g["nodes"]:
+        xs = [pos[p["id"]]["x"] for ns in n["namespaces"] for p in ns["pods"]]
+        xs += [pos[d["id"]]["x"] for d in n["devices"]]
+        cols[n["name"]] = (min(xs), max(xs))
+        for ns in n["namespaces"]:
+            for p in ns["pods"]:
+                assert pos[p["veth"]]["y"] == pos[p["id"]]["y"]
+                assert pos[p["veth"]]["x"] < pos[p["id"]]["x"]
+    spans = [cols[n] for n in ("node1", "node2", "node3")]
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False))  # in a row
+    lowest_pod = max(pos[p["id"]]["y"] for n in g["nodes"] for ns in n["namespaces"]
+                     for p in ns["pods"])
+    wl = [pos[w["id"]]["y"] for w in g["workloads"] if w["id"] in pos]
+    svc = [pos[s["id"]]["y"] for s in g["services"]]
+    assert len(wl) == 4 and lowest_pod < min(wl) and max(wl) < min(svc)
+    assert pos["net"]["y"] < min(pos[d["id"]]["y"] for n in g["nodes"] for d in n["devices"])
+    assert topology.preset_layout(g) == pos  # deterministic

@@ -145,6 +145,11 @@ def test_service_map_edges_join_workloads_and_services(example: Page) -> None:
     smap = example.js("kemu.graph.serviceMap.map(e => [e.source, e.target, e.count, "
                       "e.verdict === 'DROPPED'])")
     assert sorted(map(tuple, drawn)) == sorted(map(tuple, smap)) and len(smap) == 13
+    # the preset layout kemu computed: each childless element where it says
+    moved = example.js("cy.nodes(':childless').filter(n => { const p = kemu.graph.positions"
+                       "[n.id()]; return !p || Math.abs(p.x - n.position('x')) > 0.5 || "
+                       "Math.abs(p.y - n.position('y')) > 0.5; }).map(n => n.id())")
+    assert moved == []
     assert ["wl:shop/Deployment/backend", "workload"] in example.js(
         "cy.nodes('[kind=\"workload\"]').map(n => [n.id(), n.data('kind')])")
 

@@ -49,7 +49,7 @@ from kemu.dataplane.tables import Tables
 from kemu.errors import KemuError
 
 __all__ = ["build_graph", "flows_from_records", "flows_from_trace", "read_flow_log",
-           "render_html", "render_svg", "service_map", "workload_of"]
+           "preset_layout", "render_html", "render_svg", "service_map", "workload_of"]
 
 COLLAPSE_ABOVE = 24
 """Above this many nodes the page opens with every node collapsed (one box each, its devices
@@ -402,6 +402,55 @@ def service_map(flows: list[dict[str, Any]], graph: dict[str, Any]) -> list[dict
     for e in out:
         e["verdict"] = _verdict(e["verdicts"])
     return out
+
+
+# ------------------------------------------------------------------------------ layout
+_COL_W, _COL_GAP, _ROW, _BAND = 380, 70, 56, 110
+
+
+def preset_layout(graph: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Positions of the page's childless elements for a 'preset' layout (the page's compound
+    boxes wrap their children): the node network on top with its gateway and external hosts
+    above it, the nodes side by side in a row (each one's devices on its first line, then its
+    namespaces, each pod beside its veth), the service map's workloads in a band below and
+    the Services in a band under them. Deterministic: the same graph, the same picture."""
+    pos: dict[str, dict[str, float]] = {}
+    nodes = graph["nodes"]
+    width = max(1, len(nodes)) * (_COL_W + _COL_GAP) - _COL_GAP
+    pos["net"] = {"x": width / 2, "y": 0.0}
+    net = graph["network"]
+    hosts = ([net["gateway"]["id"]] if net["gateway"] else []) + [e["id"] for e in
+                                                                  net["externals"]]
+    for k, h in enumerate(hosts):
+        pos[h] = {"x": width / 2 + (k - (len(hosts) - 1) / 2) * 180, "y": -90.0}
+    bottom = 0.0
+    for i, n in enumerate(nodes):
+        x0 = i * (_COL_W + _COL_GAP)
+        pos[f"node:{n['name']}"] = {"x": x0 + _COL_W / 2, "y": 200.0}
+        for k, d in enumerate(n["devices"]):
+            pos[d["id"]] = {"x": x0 + 60 + k * 130, "y": 110.0}
+        y = 110.0 + 40
+        for ns in n["namespaces"]:
+            y += 30  # the namespace box's title
+            for p in ns["pods"]:
+                y += _ROW
+                pos[p["id"]] = {"x": x0 + _COL_W - 110, "y": y}
+                if p.get("veth"):
+                    pos[p["veth"]] = {"x": x0 + 70, "y": y}
+            y += 20
+        bottom = max(bottom, y)
+    used = {e["source"] for e in graph["serviceMap"]} | {e["target"] for e in
+                                                          graph["serviceMap"]}
+    workloads = [w["id"] for w in graph["workloads"] if w["id"] in used]
+    for band, ids in ((1, workloads), (2 if workloads else 1,
+                                       [s["id"] for s in graph["services"]])):
+        per = max(1, int(width // 230) + 1)
+        for k, eid in enumerate(ids):
+            pos[eid] = {"x": (k % per) * 230 + (width - min(len(ids), per) * 230 + 230) / 2,
+                        "y": bottom + band * _BAND + (k // per) * 70}
+        if ids:
+            bottom += (len(ids) - 1) // per * 70
+    return pos
 
 
 # ------------------------------------------------------------------------------ pages

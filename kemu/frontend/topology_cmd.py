@@ -137,6 +137,8 @@ def write_trace_page(path: str, model, t, trace) -> None:  # noqa: ANN001
     graph["flows"] = topology.flows_from_trace(trace, graph)
     graph["serviceMap"] = topology.service_map(graph["flows"], graph)
     graph["trace"] = True
+    if not graph["collapsed"]:
+        graph["positions"] = topology.preset_layout(graph)
     graph["title"] = "kemu trace: " + graph["title"].removeprefix("kemu topology: ")
     with AtomicFile(path, "w") as f:
         f.write(topology.render_html(graph))
@@ -175,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
                   "(use .html)", file=sys.stderr)
         graph["flows"] = topology.flows_from_records(records, graph, hops)
         graph["serviceMap"] = topology.service_map(graph["flows"], graph)
+    if not graph["collapsed"]:
+        graph["positions"] = topology.preset_layout(graph)
     text = topology.render_html(graph) if fmt == "html" else topology.render_svg(graph)
     with AtomicFile(args.out, "w") as f:
         f.write(text)

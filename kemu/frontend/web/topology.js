@@ -231,8 +231,12 @@
   }
 
   function layoutAll(done) {
+    // kemu computed the positions of a small cluster (topology.preset_layout): nodes in a
+    // row, pods in their node's box beside their veths, workloads and Services in bands below
     var opts = G.collapsed
       ? { name: 'preset', fit: false }
+      : G.positions ? { name: 'preset', fit: true, padding: 20, animate: false,
+        positions: function (n) { return G.positions[n.id()] || n.position(); } }
       : { name: 'cose', animate: false, randomize: true, nodeDimensionsIncludeLabels: true,
           idealEdgeLength: 70, nodeRepulsion: 400000, nodeOverlap: 20, gravity: 0.3,
           nestingFactor: 0.9, componentSpacing: 80, numIter: 2500, padding: 20 };
