@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -90,11 +91,113 @@ def test_flows_of_a_replay(backend: str) -> None:
     assert [h["iface"] for h in drop["hops"]] == [r["interface"]["name"] for r in mine]
     assert drop["hops"][-1]["decisions"][-1] == "DROP no endpoints (REJECT)"
     assert all(h["target"] for f in flows for h in f["hops"])
-    smap = {(e["source"], e["target"]): e for e in topology.service_map(flows)}
+    smap = {(e["source"], e["target"]): e for e in topology.service_map(flows, g)}
     edge = smap[("pod:default/client", "svc:shop/legacy")]
     assert edge["verdict"] == "DROPPED" and edge["reasons"] == ["SERVICE_BACKEND_NOT_FOUND"]
     dns = smap[("pod:default/client", "svc:kube-system/kube-dns")]
     assert dns["verdict"] == "TRANSLATED" and dns["count"] >= 1
+
+
+def test_service_map_aggregates_to_workloads(backend: str) -> None:
+    """Hubble's service map: pods count as their workload (a Deployment's pods via their
+    ReplicaSet), a bare pod as itself; requests to a Service (S-4) count on the edge to it and
+    on the edge from it to the workload that received them."""
+    from kemu.frontend.api import EmulatedCluster
+
+    model = load_cluster(str(EXAMPLE))
+    emu = EmulatedCluster(model, backend=backend, respond=False, icmp_errors=False)
+    g = topology.build_graph(model, emu.tables)
+    assert {w["id"]: len(w["pods"]) for w in g["workloads"]} == {
+        "wl:kube-system/Deployment/coredns": 2, "wl:shop/Deployment/backend": 3,
+        "wl:shop/Deployment/frontend": 2, "wl:shop/StatefulSet/redis": 2}
+    flows = topology.flows_from_records(replay_records(emu, str(CAPTURE)), g)
+    smap = {(e["source"], e["target"]): (e["count"], e["verdicts"], e["reasons"])
+            for e in topology.service_map(flows, g)}
+    tr, fw = "TRANSLATED", "FORWARDED"
+    assert smap == {
+        ("pod:default/client", "svc:kube-system/kube-dns"): (1, {tr: 1}, []),
+        ("pod:default/client", "svc:shop/backend"): (1, {tr: 1}, []),
+        ("pod:default/client", "svc:shop/legacy"): (
+            1, {"DROPPED": 1}, ["SERVICE_BACKEND_NOT_FOUND"]),
+        ("pod:default/client", "wl:shop/Deployment/backend"): (3, {fw: 3}, []),
+        ("svc:kube-system/kube-dns", "pod:default/client"): (1, {tr: 1}, []),
+        ("svc:kube-system/kube-dns", "wl:kube-system/Deployment/coredns"): (1, {tr: 1}, []),
+        ("svc:shop/backend", "pod:default/client"): (3, {tr: 3}, []),
+        ("svc:shop/backend", "wl:shop/Deployment/backend"): (1, {tr: 1}, []),
+        ("node:node1", "svc:shop/frontend"): (1, {tr: 1}, []),
+        ("svc:shop/frontend", "wl:shop/Deployment/frontend"): (1, {tr: 1}, []),
+        ("wl:shop/Deployment/frontend", "ext/client/eth0"): (1, {tr: 1}, []),
+        ("wl:shop/Deployment/frontend", "wl:shop/StatefulSet/redis"): (1, {fw: 1}, []),
+        ("wl:shop/StatefulSet/redis", "wl:shop/Deployment/frontend"): (1, {fw: 1}, []),
+    }
+
+
+def test_workload_of_a_pod() -> None:
+    from kemu.control.model import OwnerRef, Pod
+
+    def pod(owner: OwnerRef | None, **labels: str) -> Pod:
+        return Pod("ns", "p", "n", IPv4Address("10.0.0.1"), labels=labels, owner=owner)
+
+    assert topology.workload_of(pod(None)) is None
+    assert topology.workload_of(pod(OwnerRef("ReplicaSet", "web-abc12"),
+                                    **{"pod-template-hash": "abc12"})) == ("Deployment", "web")
+    assert topology.workload_of(pod(OwnerRef("ReplicaSet", "web-abc12"))) == (
+        "ReplicaSet", "web-abc12")  # a ReplicaSet of its own
+    assert topology.workload_of(pod(OwnerRef("DaemonSet", "agent"))) == ("DaemonSet", "agent")
+    assert topology.workload_of(pod(OwnerRef("Job", "j"))) == ("Job", "j")
+
+
+def _pcapng_hops(tmp_path: Path, backend: str) -> dict[int, list[tuple[str, str, str]]]:
+    """Frame number -> (interface, direction, comment) of each hop ``kemu replay -w`` wrote,
+    read back with Scapy: a hop's time stamp is its frame's plus its rank in nanoseconds
+    (kemu.io.hops), the example's frames are a millisecond apart."""
+    from scapy.utils import PcapNgReader, rdpcap
+
+    out = tmp_path / "hops.pcapng"
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(CAPTURE), "-w", str(out),
+                 "--backend", backend]) == 0
+    starts = [int(p.time * 10**9) for p in rdpcap(str(CAPTURE))]
+    assert all(b - a > 1000 for a, b in zip(starts, starts[1:], strict=False))
+    hops: dict[int, list[tuple[str, str, str]]] = {}
+    with PcapNgReader(str(out)) as reader:
+        for pkt in reader:
+            ts = int(pkt.time * 10**9)
+            frame = next(n for n, t in enumerate(starts, 1) if t <= ts < t + 1000)
+            direction = {1: "in", 2: "out"}.get(pkt.direction, "")
+            hops.setdefault(frame, []).append(
+                (pkt.sniffed_on, direction, (pkt.comments or [b""])[0].decode()))
+    return hops
+
+
+def test_r_gives_every_recorded_hop(backend: str, tmp_path: Path) -> None:
+    """``-r``: a flow's hops are every device crossing the replay recorded, in order, with
+    the pcapng comments' decisions; the flow log's verdicts on the hops they were written at
+    (S-11: the Service without ready endpoints REJECTs at the node's bridge)."""
+    from kemu.frontend.api import EmulatedCluster
+    from kemu.frontend.topology_cmd import replay_hops
+
+    model = load_cluster(str(EXAMPLE))
+    emu = EmulatedCluster(model, backend=backend, respond=False, icmp_errors=False)
+    g = topology.build_graph(model, emu.tables)
+    records, recorded = replay_hops(emu, str(CAPTURE))
+    flows = topology.flows_from_records(records, g, recorded)
+    written = _pcapng_hops(tmp_path, backend)
+    assert len(flows) == len(written) == 14
+    for f in flows:
+        assert [(h["iface"], h["direction"], "; ".join(h["decisions"])) for h in f["hops"]] \
+            == written[f["frame"]], f["frame"]
+        logged = {r["interface"]["name"] for r in records if r["kemu"]["frame"] == f["frame"]}
+        assert logged <= {h["iface"] for h in f["hops"]}  # more hops than the log lists
+        assert all(h["target"] for h in f["hops"])
+        assert all(h["node"] for h in f["hops"] if not h["iface"].startswith(("ext/", "gateway/")))
+    drop = next(f for f in flows if f["verdict"] == "DROPPED")
+    assert [(h["iface"], h["verdict"]) for h in drop["hops"]] == [
+        ("default/client/eth0", ""), ("node1/veth-client", ""), ("node1/cbr0", "DROPPED")]
+    assert drop["hops"][-1]["reason"] == "SERVICE_BACKEND_NOT_FOUND"
+    assert drop["hops"][-1]["decisions"][-1] == "DROP no endpoints (REJECT)"
+    nodeport = next(f for f in flows if f["service"] == "shop/frontend")
+    assert nodeport["from"] == "ext/client/eth0"  # the sender, before MASQUERADE
+    assert [h["iface"] for h in nodeport["hops"]][:2] == ["ext/client/eth0", "node1/eth0"]
 
 
 def test_hubble_records_are_one_flow_each(tmp_path: Path) -> None:
@@ -193,3 +296,30 @@ def test_r_and_flows_exclude_each_other(capsys: pytest.CaptureFixture) -> None:
     assert main(["topology", "-f", str(EXAMPLE), "-r", str(CAPTURE), "--flows", "x",
                  "-o", "t.html"]) == 2
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_preset_layout_of_the_example(tmp_path: Path) -> None:
+    """Nodes side by side, each pod in its node's column beside its veth, the service map's
+    workloads in a band below the pods and the Services under them; the page uses them."""
+    out = tmp_path / "t.html"
+    assert main(["topology", "-f", str(EXAMPLE), "-r", str(CAPTURE), "-o", str(out)]) == 0
+    g = _page_data(out.read_text())
+    pos = g["positions"]
+    cols = {}
+    for n in g["nodes"]:
+        xs = [pos[p["id"]]["x"] for ns in n["namespaces"] for p in ns["pods"]]
+        xs += [pos[d["id"]]["x"] for d in n["devices"]]
+        cols[n["name"]] = (min(xs), max(xs))
+        for ns in n["namespaces"]:
+            for p in ns["pods"]:
+                assert pos[p["veth"]]["y"] == pos[p["id"]]["y"]
+                assert pos[p["veth"]]["x"] < pos[p["id"]]["x"]
+    spans = [cols[n] for n in ("node1", "node2", "node3")]
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False))  # in a row
+    lowest_pod = max(pos[p["id"]]["y"] for n in g["nodes"] for ns in n["namespaces"]
+                     for p in ns["pods"])
+    wl = [pos[w["id"]]["y"] for w in g["workloads"] if w["id"] in pos]
+    svc = [pos[s["id"]]["y"] for s in g["services"]]
+    assert len(wl) == 4 and lowest_pod < min(wl) and max(wl) < min(svc)
+    assert pos["net"]["y"] < min(pos[d["id"]]["y"] for n in g["nodes"] for d in n["devices"])
+    assert topology.preset_layout(g) == pos  # deterministic

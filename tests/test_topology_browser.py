@@ -138,6 +138,22 @@ def _pixels(page: Page, png: bytes) -> dict:
     }""", base64.b64encode(png).decode())
 
 
+def test_service_map_edges_join_workloads_and_services(example: Page) -> None:
+    # every aggregated edge kemu computed is drawn, between the workload/Service elements
+    drawn = example.js("cy.edges('.smap').map(e => [e.source().id(), e.target().id(), "
+                       "e.data('count'), e.hasClass('v-DROPPED')])")
+    smap = example.js("kemu.graph.serviceMap.map(e => [e.source, e.target, e.count, "
+                      "e.verdict === 'DROPPED'])")
+    assert sorted(map(tuple, drawn)) == sorted(map(tuple, smap)) and len(smap) == 13
+    # the preset layout kemu computed: each childless element where it says
+    moved = example.js("cy.nodes(':childless').filter(n => { const p = kemu.graph.positions"
+                       "[n.id()]; return !p || Math.abs(p.x - n.position('x')) > 0.5 || "
+                       "Math.abs(p.y - n.position('y')) > 0.5; }).map(n => n.id())")
+    assert moved == []
+    assert ["wl:shop/Deployment/backend", "workload"] in example.js(
+        "cy.nodes('[kind=\"workload\"]').map(n => [n.id(), n.data('kind')])")
+
+
 def test_screenshot_is_not_blank(example: Page) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "topology.png"
@@ -149,28 +165,40 @@ def test_screenshot_is_not_blank(example: Page) -> None:
 
 
 def test_clicking_the_dropped_flow_highlights_its_hops(example: Page, tmp_path: Path) -> None:
-    # the flow log, written by kemu replay itself: the hops it lists for the dropped frame
-    flows = tmp_path / "f.jsonl"
-    assert main(["replay", "-f", str(EXAMPLE), "-r", str(CAPTURE), "--flows", str(flows),
-                 "--flow-format", "kemu"]) == 0
+    # the hops kemu replay itself recorded for the dropped frame: its pcapng, read with Scapy
+    # (a hop's time stamp is its frame's plus its rank in ns; the frames are 1 ms apart)
+    from scapy.utils import PcapNgReader, rdpcap
+
+    flows, hops = tmp_path / "f.jsonl", tmp_path / "h.pcapng"
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(CAPTURE), "-w", str(hops),
+                 "--flows", str(flows), "--flow-format", "kemu"]) == 0
     records = [json.loads(line)["flow"] for line in flows.read_text().splitlines()]
     frames = {r["kemu"]["frame"] for r in records if r["verdict"] == "DROPPED"}
     assert len(frames) == 1
     frame = frames.pop()
-    listed = [r["interface"]["name"] for r in sorted(records, key=lambda r: r["kemu"]["hop"])
-              if r["kemu"]["frame"] == frame]
+    start = int(rdpcap(str(CAPTURE))[frame - 1].time * 10**9)
+    with PcapNgReader(str(hops)) as reader:
+        recorded = [(p.sniffed_on, (p.comments or [b""])[0].decode()) for p in reader
+                    if start <= int(p.time * 10**9) < start + 1000]
+    assert len(recorded) > len([r for r in records if r["kemu"]["frame"] == frame])
     assert example.js("cy.$('.hop').length") == 0
     row = example.page.locator("#flow-table tr[data-verdict='DROPPED']")
     assert row.count() == 1
     assert row.locator("td").first.inner_text() == str(frame)
     row.click()
-    # each interface as the page draws it (a pod's eth0: the pod)
+    # each interface as the page draws it (a pod's eth0: the pod; a veth, a bridge: itself)
     targets = example.js("(names) => names.map(n => kemu.graph.flows.flatMap(f => f.hops)"
-                         ".find(h => h.iface === n).target)", listed)
+                         ".find(h => h.iface === n).target)", [n for n, _ in recorded])
     assert sorted(example.js("kemu.highlighted()")) == sorted(set(targets))
     assert example.js("cy.$('.hop-drop').map(e => e.id())") == [targets[-1]]
+    path = [t for k, t in enumerate(targets) if k == 0 or t != targets[k - 1]]
+    assert [(a, b) for a, b, _ in example.js("kemu.steps()")] == list(zip(path, path[1:],
+                                                                           strict=False))
     steps = example.page.locator("#hop-list li")
-    assert steps.count() == len(listed)
+    assert steps.count() == len(recorded)
+    for k, (name, comment) in enumerate(recorded):  # in order, each with its decisions
+        text = steps.nth(k).inner_text()
+        assert name in text and all(d in text for d in comment.split("; ") if d)
     assert "DROP no endpoints (REJECT)" in steps.last.inner_text()
 
 

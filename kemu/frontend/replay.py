@@ -100,6 +100,9 @@ class ReplayOptions:
     # capture address or CIDR -> NS/POD, NS/, svc/NS/NAME, ext/NAME, node/NAME or a cluster
     # IP ({"10.0.0.5": "default/client"} or ["10.0.0.5=default/client"]; addrmap)
     address_map: Mapping[str, str] | Iterable[str] | None = None
+    # called with each batch's Results and its frames' numbers in the capture, after the
+    # writers took them (``kemu topology -r`` reads the recorded hops there); res is read only
+    on_batch: Callable[[Results, np.ndarray], None] | None = None
 
 
 @dataclass
@@ -210,7 +213,8 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
             flowlog = FlowLog(flow_file, t, _endpoint_infos(emu), _service_names(t),
                               kemu_format=opts.flow_format == "kemu",
                               impl=flowlog_twins()[emu.backend])
-        record = writer is not None or flowlog is not None or opts.respond
+        record = writer is not None or flowlog is not None or opts.respond \
+            or opts.on_batch is not None
         # three Results in turn: the writer's thread encodes one batch's hops while the next
         # batches run in the others (the third absorbs the two threads' jitter)
         worst_hops, worst_arena = Results.worst_case(1514, t.n_ifaces)
@@ -351,6 +355,8 @@ def _run_batch_in(emu: Emulation, cap: Capture, lo: int, hi: int, placed: Placem
         _count(res, k, summary, fates)
     if flowlog is not None:
         flowlog.write_batch(res, batch.ts_ns, cap.frame_numbers[lo:hi][sel])
+    if opts.on_batch is not None:
+        opts.on_batch(res, cap.frame_numbers[lo:hi][sel])
     if opts.respond:
         _respond(emu, res, batch, writer, flowlog, summary)
     return handed

@@ -15,10 +15,17 @@ Owns what ``kemu topology`` (and ``kemu trace -o trace.html``) draw, independent
   ``kemu`` are one flow each (their one interface is their one hop). A flow's verdict is
   ``DROPPED`` (with Hubble's ``drop_reason_desc``) if a copy was dropped, else ``TRANSLATED``
   when NAT rewrote it (S-4, S-7), else ``FORWARDED``.
+  With ``-r`` (``kemu.frontend.topology_cmd.HopRecorder``) a flow's hops are instead every
+  hop the replay recorded for its frame (interface, direction, the pcapng comment's
+  decisions), the records' verdicts on the hops they name.
 - :func:`flows_from_trace`: a ``kemu trace``'s packets (the traced one and its answers) ->
   flows with every hop the datapath recorded, in order.
-- :func:`service_map`: flows -> edges between workloads (pods, nodes, external hosts) and
-  Services, weighted by flow counts per verdict.
+- :func:`service_map`: flows -> edges between workloads and Services, weighted by flow counts
+  per verdict (Hubble UI's service map). A pod counts as its workload (:func:`workload_of`):
+  the controller that owns it (Deployment, StatefulSet, DaemonSet, Job, ReplicaSet,
+  ReplicationController), a Deployment's pods via their ReplicaSet ``<deployment>-<hash>``
+  (the pod's ``pod-template-hash`` label names the hash, as the Deployment controller sets
+  it); a bare pod is its own workload; nodes and external hosts are themselves.
 - :func:`render_html`: one self-contained page (the vendored Cytoscape.js, its license
   notice, the page's script and style and the graph, all inlined); :func:`render_svg`: a
   static, deterministic picture of the same graph in a layered layout of its own.
@@ -42,7 +49,7 @@ from kemu.dataplane.tables import Tables
 from kemu.errors import KemuError
 
 __all__ = ["build_graph", "flows_from_records", "flows_from_trace", "read_flow_log",
-           "render_html", "render_svg", "service_map"]
+           "preset_layout", "render_html", "render_svg", "service_map", "workload_of"]
 
 COLLAPSE_ABOVE = 24
 """Above this many nodes the page opens with every node collapsed (one box each, its devices
@@ -63,6 +70,25 @@ def service_id(namespace: str, name: str) -> str:
     return f"svc:{namespace}/{name}"
 
 
+def workload_of(pod: Any) -> tuple[str, str] | None:
+    """``(kind, name)`` of the workload that owns ``pod`` (a ``kemu.control.model.Pod``), or
+    None for a bare pod. A ReplicaSet that a Deployment made is named ``<deployment>-<hash>``
+    and its pods carry ``pod-template-hash: <hash>``: those pods belong to the Deployment; a
+    ReplicaSet without that label is its own workload."""
+    owner = pod.owner
+    if owner is None:
+        return None
+    if owner.kind == "ReplicaSet":
+        h = pod.labels.get("pod-template-hash", "")
+        if h and owner.name.endswith(f"-{h}") and len(owner.name) > len(h) + 1:
+            return "Deployment", owner.name[:-len(h) - 1]
+    return owner.kind, owner.name
+
+
+def workload_id(namespace: str, kind: str, name: str) -> str:
+    return f"wl:{namespace}/{kind}/{name}"
+
+
 def build_graph(model: Any, t: Tables) -> dict[str, Any]:
     """The cluster as the page draws it (see the module docstring). ``model`` is the
     ``kemu.control.cluster.Cluster``, ``t`` its compiled tables."""
@@ -74,11 +100,16 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
     pods_of: dict[int, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     node_index = {name: i for i, name in enumerate(t.node_name)}
     veth_of_pod: dict[int, int] = {}
+    workloads: dict[str, dict[str, Any]] = {}
+    workload_of_pod: dict[str, str] = {}
     kinds = t.if_kind.tolist()
     owners = t.if_owner.tolist()
     if_nodes = t.if_node.tolist()
+    if_node: dict[str, str] = {}
     for i, kind in enumerate(kinds):
         name = t.if_name[i]
+        if if_nodes[i] >= 0:
+            if_node[name] = t.node_name[if_nodes[i]]
         if kind in (C.IF_POD_ETH, C.IF_POD_LO):
             hop_target[name] = pod_id(t.pod_key[owners[i]])
         elif kind == C.IF_NODE_LOCAL:
@@ -88,6 +119,8 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
             if kind == C.IF_VETH:
                 veth_of_pod[owners[i]] = i
             else:
+                if t.if_ip[i]:  # the node's own address on its pod network (masquerade)
+                    ip_target.setdefault(_ip(t.if_ip[i]), f"node:{t.node_name[if_nodes[i]]}")
                 devices[if_nodes[i]].append({
                     "id": name, "kind": _DEVICE_KIND[kind],
                     "label": t.if_kernel_name[i] + (f" {_ip(t.if_ip[i])}" if t.if_ip[i] else "")})
@@ -109,6 +142,13 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
             entry["vethLabel"] = t.if_kernel_name[veth]
         if pod.owner is not None:
             entry["owner"] = f"{pod.owner.kind}/{pod.owner.name}"
+        wl = workload_of(pod)
+        if wl is not None:
+            wid = workload_id(pod.namespace, *wl)
+            w = workloads.setdefault(wid, {"id": wid, "namespace": pod.namespace,
+                                           "kind": wl[0], "name": wl[1], "pods": []})
+            w["pods"].append(pod_id(key))
+            workload_of_pod[pod_id(key)] = wid
         pods_of[n][pod.namespace].append(entry)
         if not pod.host_network:
             ip_target[str(pod.ip)] = pod_id(key)
@@ -146,6 +186,8 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
         "cluster": cfg.name, "mode": cfg.mode,
         "network": {"cidr": str(cfg.node_network), "gateway": gateway, "externals": externals},
         "nodes": nodes, "services": services, "hopTarget": hop_target, "ipTarget": ip_target,
+        "workloads": [workloads[k] for k in sorted(workloads)], "workloadOf": workload_of_pod,
+        "ifNode": if_node,
         "collapsed": len(nodes) > COLLAPSE_ABOVE, "flows": [], "serviceMap": [],
         "title": f"kemu topology: {cfg.name} ({cfg.mode}, {len(nodes)} nodes, "
                  f"{sum(len(ns['pods']) for n in nodes for ns in n['namespaces'])} pods, "
@@ -209,8 +251,14 @@ def _verdict(verdicts: Iterable[str]) -> str:
         else "FORWARDED"
 
 
-def flows_from_records(records: list[dict], graph: dict[str, Any]) -> list[dict[str, Any]]:
-    """Flow log records -> the page's flows (see the module docstring)."""
+def flows_from_records(records: list[dict], graph: dict[str, Any],
+                       recorded: dict[int, list[dict[str, Any]]] | None = None
+                       ) -> list[dict[str, Any]]:
+    """Flow log records -> the page's flows (see the module docstring). With ``recorded``
+    (``kemu topology -r``: frame number -> every hop the replay recorded for it, each with
+    its interface, direction and decisions, as the pcapng holds them), a frame's hops are
+    those, each with the verdict and drop reason of the records written there; a flow then
+    comes from the element its first hop is on."""
     groups: dict[Any, list[dict]] = {}
     for n, rec in enumerate(records):
         kemu = rec.get("kemu")
@@ -232,6 +280,13 @@ def flows_from_records(records: list[dict], graph: dict[str, Any]) -> list[dict[
                          "point": r.get("trace_observation_point", ""),
                          "reason": r.get("drop_reason_desc", ""),
                          "decisions": list((r.get("kemu") or {}).get("decisions", []))})
+        origin = ""
+        if recorded is not None and key[0] == "frame" and recorded.get(key[1]):
+            hops = _recorded_hops(recorded[key[1]], hops, hop_target, graph["ifNode"])
+            origin = hops[0]["target"]
+            if not origin.startswith(("pod:", "node:")) and origin not in graph["ipTarget"] \
+                    .values():
+                origin = ""  # a device: the sender is what the addresses say
         verdict = _verdict(h["verdict"] for h in hops)
         reason = next((h["reason"] for h in hops if h["verdict"] == "DROPPED"), "")
         svc = next((r.get("destination_service") or r.get("source_service") for r in recs
@@ -246,11 +301,38 @@ def flows_from_records(records: list[dict], graph: dict[str, Any]) -> list[dict[
             "summary": f"{src_ip}{':' + sport if sport else ''} -> "
                        f"{dst_ip}{':' + dport if dport else ''} {proto}".strip(),
             "reply": bool(first.get("is_reply")),
-            "from": _element(graph, first.get("source"), src_ip),
+            "from": origin or _element(graph, first.get("source"), src_ip),
             "to": (service_id(*service.split("/", 1)) if service and not first.get("is_reply")
                    else _element(graph, dst, dst_ip)),
             "hops": hops})
     return flows
+
+
+def _recorded_hops(recorded: list[dict[str, Any]], logged: list[dict[str, Any]],
+                   hop_target: dict[str, str], if_node: dict[str, str]
+                   ) -> list[dict[str, Any]]:
+    """The recorded hops of a frame, each record of the flow log (in hop order) on the first
+    recorded hop at its interface from the previous record's on: its verdict (the strongest
+    there: dropped, translated, forwarded), drop reason and observation point."""
+    rank = {"DROPPED": 3, "TRANSLATED": 2, "FORWARDED": 1}
+    hops = [{"iface": h["iface"], "target": hop_target.get(h["iface"], ""),
+             "node": if_node.get(h["iface"], ""), "direction": h["direction"], "verdict": "",
+             "point": h["direction"], "reason": "", "decisions": list(h["decisions"])}
+            for h in recorded]
+    at = 0
+    for rec in logged:
+        k = next((i for i in range(at, len(hops)) if hops[i]["iface"] == rec["iface"]), None)
+        if k is None:
+            continue
+        at = k
+        h = hops[k]
+        if rank.get(rec["verdict"], 0) > rank.get(h["verdict"], 0):
+            h["verdict"], h["reason"] = rec["verdict"], rec["reason"]
+            h["point"] = f'{h["direction"]} {rec["point"]}'.strip()
+    for h in hops:  # where the log wrote nothing, what the decisions say
+        if not h["verdict"] and any(d.startswith("DROP") for d in h["decisions"]):
+            h["verdict"] = "DROPPED"
+    return hops
 
 
 def _element(graph: dict[str, Any], ep: dict | None, ip: str) -> str:
@@ -289,13 +371,16 @@ def flows_from_trace(trace: Any, graph: dict[str, Any]) -> list[dict[str, Any]]:
     return flows
 
 
-def service_map(flows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Edges between workloads and Services: (from, to) -> flow counts per verdict, and the
-    drop reasons seen. A request to a Service counts on the edge to the Service and on the
-    edge from the Service to the pod that received it."""
+def service_map(flows: list[dict[str, Any]], graph: dict[str, Any]) -> list[dict[str, Any]]:
+    """Edges between workloads and Services (see the module docstring): (from, to) -> the
+    flow count, the counts per verdict and the drop reasons seen. A request to a Service
+    counts on the edge to the Service (S-4: the client addresses the ClusterIP) and on the
+    edge from the Service to the workload of the pod that received it."""
+    owner = graph["workloadOf"]
     edges: dict[tuple[str, str], dict[str, Any]] = {}
 
     def add(a: str, b: str, flow: dict) -> None:
+        a, b = owner.get(a, a), owner.get(b, b)
         if not a or not b or a == b:
             return
         e = edges.setdefault((a, b), {"source": a, "target": b, "count": 0,
@@ -309,13 +394,63 @@ def service_map(flows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         add(f["from"], f["to"], f)
         if f["to"].startswith("svc:"):
             delivered = [h["target"] for h in f["hops"] if h["target"].startswith("pod:")
-                         and h["verdict"] == "FORWARDED"]
+                         and h["verdict"] in ("FORWARDED", "")]
             for target in delivered[-1:]:
-                add(f["to"], target, f)
-    out = list(edges.values())
+                if target != f["from"]:
+                    add(f["to"], target, f)
+    out = sorted(edges.values(), key=lambda e: (e["source"], e["target"]))
     for e in out:
         e["verdict"] = _verdict(e["verdicts"])
     return out
+
+
+# ------------------------------------------------------------------------------ layout
+_COL_W, _COL_GAP, _ROW, _BAND = 380, 70, 56, 110
+
+
+def preset_layout(graph: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Positions of the page's childless elements for a 'preset' layout (the page's compound
+    boxes wrap their children): the node network on top with its gateway and external hosts
+    above it, the nodes side by side in a row (each one's devices on its first line, then its
+    namespaces, each pod beside its veth), the service map's workloads in a band below and
+    the Services in a band under them. Deterministic: the same graph, the same picture."""
+    pos: dict[str, dict[str, float]] = {}
+    nodes = graph["nodes"]
+    width = max(1, len(nodes)) * (_COL_W + _COL_GAP) - _COL_GAP
+    pos["net"] = {"x": width / 2, "y": 0.0}
+    net = graph["network"]
+    hosts = ([net["gateway"]["id"]] if net["gateway"] else []) + [e["id"] for e in
+                                                                  net["externals"]]
+    for k, h in enumerate(hosts):
+        pos[h] = {"x": width / 2 + (k - (len(hosts) - 1) / 2) * 180, "y": -90.0}
+    bottom = 0.0
+    for i, n in enumerate(nodes):
+        x0 = i * (_COL_W + _COL_GAP)
+        pos[f"node:{n['name']}"] = {"x": x0 + _COL_W / 2, "y": 200.0}
+        for k, d in enumerate(n["devices"]):
+            pos[d["id"]] = {"x": x0 + 60 + k * 130, "y": 110.0}
+        y = 110.0 + 40
+        for ns in n["namespaces"]:
+            y += 30  # the namespace box's title
+            for p in ns["pods"]:
+                y += _ROW
+                pos[p["id"]] = {"x": x0 + _COL_W - 110, "y": y}
+                if p.get("veth"):
+                    pos[p["veth"]] = {"x": x0 + 70, "y": y}
+            y += 20
+        bottom = max(bottom, y)
+    used = {e["source"] for e in graph["serviceMap"]} | {e["target"] for e in
+                                                          graph["serviceMap"]}
+    workloads = [w["id"] for w in graph["workloads"] if w["id"] in used]
+    for band, ids in ((1, workloads), (2 if workloads else 1,
+                                       [s["id"] for s in graph["services"]])):
+        per = max(1, int(width // 230) + 1)
+        for k, eid in enumerate(ids):
+            pos[eid] = {"x": (k % per) * 230 + (width - min(len(ids), per) * 230 + 230) / 2,
+                        "y": bottom + band * _BAND + (k // per) * 70}
+        if ids:
+            bottom += (len(ids) - 1) // per * 70
+    return pos
 
 
 # ------------------------------------------------------------------------------ pages
@@ -338,7 +473,7 @@ def render_html(graph: dict[str, Any]) -> str:
         "/*@LICENSE@*/": _asset("vendor/cytoscape.LICENSE").replace("*/", "* /"),
         "/*@CYTOSCAPE@*/": _asset("vendor/cytoscape.min.js").replace("</script", "<\\/script"),
         "/*@DATA@*/": _inline_json({k: v for k, v in graph.items()
-                                    if k not in ("hopTarget", "ipTarget")}),
+                                    if k not in ("hopTarget", "ipTarget", "workloadOf", "ifNode")}),
         "/*@APP@*/": _asset("topology.js"),
     }
     for key, value in parts.items():

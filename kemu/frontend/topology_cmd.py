@@ -5,10 +5,12 @@ The page draws the node network, its gateway and external hosts, each node with 
 (``eth0``, the pod bridge, ``flannel.1`` in VXLAN mode), each pod on its veth grouped by node
 and namespace, and Services with edges to their ready endpoints (``kemu.frontend.topology``).
 With ``-r`` the capture is replayed in memory (as ``kemu replay --flow-format kemu`` would,
-warm, no answers) and its flow records drawn; with ``--flows`` a flow log ``kemu replay
---flows`` wrote is read. The SVG is the static picture without flows. The output's suffix
-chooses the format (``.html``/``.htm`` or ``.svg``); it is written whole or not at all
-(``kemu.io.outputs.AtomicFile``).
+warm, no answers) and its flows drawn, each with every hop the datapath recorded for its
+frame (``HopRecorder``: the devices, directions and decisions the pcapng of ``kemu replay -w``
+holds, with the flow log's verdicts on the hops they were written at); with ``--flows`` a
+flow log ``kemu replay --flows`` wrote is read. The SVG is the static picture without
+flows. The output's suffix chooses the format (``.html``/``.htm`` or ``.svg``); it is
+written whole or not at all (``kemu.io.outputs.AtomicFile``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import os
 import sys
 import tempfile
+from typing import Any
 
 from kemu.frontend.cli import EXIT_OK, Command, add_manifest_args
 
@@ -50,15 +53,78 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="data-plane implementation for -r (default auto)")
 
 
-def replay_records(emu, capture: str) -> list[dict]:  # noqa: ANN001 - EmulatedCluster
-    """The flow records (kemu format) of replaying ``capture`` through ``emu``."""
+class HopRecorder:
+    """Every hop a replay recorded, per input frame (its number in the capture): the device,
+    the direction and the decisions taken there, in the words of the pcapng comments
+    (``kemu.frontend.hopwriter``: the same interning, the same texts, the same hops: those
+    on the devices the pcapng has, node-local pseudo interfaces left out)."""
+
+    def __init__(self, t: Any, impl: Any) -> None:  # Tables, a kemu.io.hops twin
+        import numpy as np
+
+        from kemu.dataplane import codes as C
+        from kemu.frontend.hopwriter import _QUIET
+        from kemu.io.hops import HUSH
+
+        self.t = t
+        self.comments = impl.HopComments()
+        self.skip = np.zeros(1 << 16, np.uint8)
+        self.skip[[*_QUIET, HUSH]] = 1
+        self.device = (t.if_kind != C.IF_NODE_LOCAL).astype(np.uint8)
+        self.event_texts: list[str] = []
+        self.comment_texts: list[list[str]] = [[]]
+        self.hops: dict[int, list[dict[str, Any]]] = {}
+
+    def __call__(self, res: Any, frame_numbers: Any) -> None:  # Results, int64 array
+        import numpy as np
+
+        from kemu.dataplane import codes as C
+        from kemu.io.hops import decision_text, with_flows
+
+        n = res.n_hops
+        keep = self.device[res.hop_iface[:n]]
+        cur = np.zeros(n, np.int32)
+        kinds, bs, cs = with_flows(res)
+        new_events, new_comments = self.comments.assign(
+            res.ev_hop, kinds, res.ev_a, bs, cs, res.n_events, keep, self.skip, cur)
+        self.event_texts += [decision_text(self.t, *ev) for ev in new_events]
+        for parent, eid in new_comments:
+            self.comment_texts.append([*self.comment_texts[parent], self.event_texts[eid]])
+        names = self.t.if_name
+        frames = res.hop_frame[:n].tolist()
+        ifaces = res.hop_iface[:n].tolist()
+        dirs = res.hop_dir[:n].tolist()
+        numbers = frame_numbers.tolist()
+        for h in np.flatnonzero(keep).tolist():
+            self.hops.setdefault(int(numbers[frames[h]]), []).append({
+                "iface": names[ifaces[h]],
+                "direction": "in" if dirs[h] == C.DIR_IN else "out" if dirs[h] == C.DIR_OUT
+                else "",
+                "decisions": list(self.comment_texts[int(cur[h])])})
+
+
+def replay_records(emu, capture: str,  # noqa: ANN001 - EmulatedCluster
+                   recorder: HopRecorder | None = None) -> list[dict]:
+    """The flow records (kemu format) of replaying ``capture`` through ``emu``; with
+    ``recorder``, every hop the replay recorded goes to it too."""
     from kemu.frontend.replay import ReplayOptions, replay
     from kemu.frontend.topology import read_flow_log
 
     with tempfile.TemporaryDirectory(prefix="kemu-topology-") as tmp:
         flows = os.path.join(tmp, "flows.jsonl")
-        replay(emu, capture, None, flows, ReplayOptions(flow_format="kemu"))
+        replay(emu, capture, None, flows, ReplayOptions(flow_format="kemu", on_batch=recorder))
         return read_flow_log(flows)
+
+
+def replay_hops(emu, capture: str  # noqa: ANN001 - EmulatedCluster
+                ) -> tuple[list[dict], dict[int, list[dict[str, Any]]]]:
+    """The flow records of replaying ``capture`` and every hop the replay recorded, per
+    frame number."""
+    from kemu.io.hops import implementations
+
+    recorder = HopRecorder(emu.tables, implementations()[emu.backend])
+    records = replay_records(emu, capture, recorder)
+    return records, recorder.hops
 
 
 def write_trace_page(path: str, model, t, trace) -> None:  # noqa: ANN001
@@ -69,8 +135,10 @@ def write_trace_page(path: str, model, t, trace) -> None:  # noqa: ANN001
 
     graph = topology.build_graph(model, t)
     graph["flows"] = topology.flows_from_trace(trace, graph)
-    graph["serviceMap"] = topology.service_map(graph["flows"])
+    graph["serviceMap"] = topology.service_map(graph["flows"], graph)
     graph["trace"] = True
+    if not graph["collapsed"]:
+        graph["positions"] = topology.preset_layout(graph)
     graph["title"] = "kemu trace: " + graph["title"].removeprefix("kemu topology: ")
     with AtomicFile(path, "w") as f:
         f.write(topology.render_html(graph))
@@ -91,12 +159,12 @@ def run(args: argparse.Namespace) -> int:
         check_outputs({"-o": args.out},
                       {f"the input flow log (--flows {args.flow_log})": args.flow_log})
     model = load(args)
-    records = None
+    records = hops = None
     if args.capture is not None:  # a data path only to replay on
         emu = EmulatedCluster(model, backend=args.backend, seed=args.seed, respond=False,
                               icmp_errors=False)
         graph = topology.build_graph(model, emu.tables)
-        records = replay_records(emu, args.capture)
+        records, hops = replay_hops(emu, args.capture)
     else:
         from kemu.compiler.compile import compile_cluster
 
@@ -107,8 +175,10 @@ def run(args: argparse.Namespace) -> int:
         if fmt == "svg":
             print("kemu: warning: -o .svg is the static picture: the flows are not drawn "
                   "(use .html)", file=sys.stderr)
-        graph["flows"] = topology.flows_from_records(records, graph)
-        graph["serviceMap"] = topology.service_map(graph["flows"])
+        graph["flows"] = topology.flows_from_records(records, graph, hops)
+        graph["serviceMap"] = topology.service_map(graph["flows"], graph)
+    if not graph["collapsed"]:
+        graph["positions"] = topology.preset_layout(graph)
     text = topology.render_html(graph) if fmt == "html" else topology.render_svg(graph)
     with AtomicFile(args.out, "w") as f:
         f.write(text)

@@ -86,6 +86,14 @@
       els.push({ group: 'nodes', data: { id: 'node:' + n.name, kind: 'node', name: n.name,
         label: n.name + ' ' + n.ip + '\n' + podCount(n) + ' pods' } });
     });
+    // the service map's workloads (a Deployment, StatefulSet, ... standing for its pods)
+    var used = {};
+    G.serviceMap.forEach(function (e) { used[e.source] = true; used[e.target] = true; });
+    G.workloads.forEach(function (w) {
+      if (!used[w.id]) return;
+      els.push({ group: 'nodes', data: { id: w.id, kind: 'workload',
+        label: w.kind + ' ' + w.namespace + '/' + w.name + '\n' + w.pods.length + ' pod' + (w.pods.length === 1 ? '' : 's') } });
+    });
     if (groupServices) {
       Object.keys(svcByNs).sort().forEach(function (ns) {
         els.push({ group: 'nodes', data: { id: 'svcns:' + ns, kind: 'svcns', ns: ns,
@@ -101,13 +109,14 @@
   function place(els) {
     // the collapsed overview of a large cluster: rows of equal boxes, the 'preset' layout
     var cols = Math.ceil(Math.sqrt(G.nodes.length * 2)), dx = 140, dy = 50;
-    var k = 0, s = 0, h = 0, scols = Math.max(4, Math.ceil(cols * dx / 220));
+    var k = 0, s = 0, h = 0, w = 0, scols = Math.max(4, Math.ceil(cols * dx / 220));
     var rows = Math.ceil(G.nodes.length / cols);
     els.forEach(function (e) {
       if (e.group !== 'nodes') return;
       var kind = e.data.kind;
       if (kind === 'net') e.position = { x: cols * dx / 2, y: -60 };
       else if (kind === 'node') { e.position = { x: (k % cols) * dx, y: Math.floor(k / cols) * dy }; k += 1; }
+      else if (kind === 'workload') { e.position = { x: (w % scols) * 220, y: (rows + 1) * dy + Math.floor(w / scols) * dy }; w += 1; }
       else if (kind === 'service' || kind === 'svcns') { e.position = { x: (s % scols) * 220, y: (rows + 2) * dy + Math.floor(s / scols) * dy }; s += 1; }
       else { e.position = { x: cols * dx / 2 + (h + 1) * 160, y: -140 }; h += 1; }
     });
@@ -194,6 +203,7 @@
     { selector: 'node[kind="veth"]', style: { 'background-color': '#d7c4b7', 'font-size': 7 } },
     { selector: 'node[kind="pod"]', style: { 'background-color': '#76b7b2', shape: 'ellipse' } },
     { selector: 'node[kind="svcns"]', style: { 'background-color': '#fde9e9', 'border-width': 2, 'border-color': '#e15759', 'text-valign': 'top' } },
+    { selector: 'node[kind="workload"]', style: { 'background-color': '#fff3c4', 'border-width': 1, 'border-color': '#b07aa1', shape: 'barrel' } },
     { selector: 'node[kind="service"]', style: { 'background-color': '#fde9e9', 'border-width': 1, 'border-color': '#e15759', shape: 'round-tag' } },
     { selector: 'edge', style: { width: 1.5, 'line-color': '#999', 'curve-style': 'bezier', 'font-size': 8 } },
     { selector: 'edge.endpoint', style: { 'line-color': '#e15759', 'line-style': 'dashed', 'target-arrow-shape': 'triangle', 'target-arrow-color': '#e15759', opacity: 0.6 } },
@@ -221,8 +231,12 @@
   }
 
   function layoutAll(done) {
+    // kemu computed the positions of a small cluster (topology.preset_layout): nodes in a
+    // row, pods in their node's box beside their veths, workloads and Services in bands below
     var opts = G.collapsed
       ? { name: 'preset', fit: false }
+      : G.positions ? { name: 'preset', fit: true, padding: 20, animate: false,
+        positions: function (n) { return G.positions[n.id()] || n.position(); } }
       : { name: 'cose', animate: false, randomize: true, nodeDimensionsIncludeLabels: true,
           idealEdgeLength: 70, nodeRepulsion: 400000, nodeOverlap: 20, gravity: 0.3,
           nestingFactor: 0.9, componentSpacing: 80, numIter: 2500, padding: 20 };
@@ -335,7 +349,7 @@
       '<button type="button" id="step-prev">&larr; step</button> <button type="button" id="step-next">step &rarr;</button> ' +
       '<button type="button" id="step-all">all hops</button><ol id="hop-list">';
     flow.hops.forEach(function (h, i) {
-      html += '<li data-hop="' + i + '"><b>' + esc(h.iface) + '</b> ' + esc(h.verdict || '') + ' ' +
+      html += '<li data-hop="' + i + '"><b>' + esc(h.iface) + '</b> ' + esc(h.direction || '') + ' ' + esc(h.verdict || '') + ' ' +
         esc(h.reason || '') + ' <span class="decisions">' + esc(h.point || '') + '<br>' +
         h.decisions.map(esc).join('<br>') + '</span></li>';
     });
@@ -364,6 +378,10 @@
       var s = G.services.filter(function (x) { return x.id === d.id; })[0];
       html += '<dt>ports</dt><dd>' + esc(s.ports.join(', ')) + '</dd><dt>endpoints</dt><dd>' +
         (s.endpoints.map(function (p) { return esc(p.slice(4)); }).join('<br>') || 'none ready') + '</dd>';
+    }
+    if (d.kind === 'workload') {
+      var wl = G.workloads.filter(function (x) { return x.id === d.id; })[0];
+      html += '<dt>pods</dt><dd>' + wl.pods.map(function (p) { return esc(p.slice(4)); }).join('<br>') + '</dd>';
     }
     if (d.kind === 'node') html += '<dt>click</dt><dd>' + (expanded.has(d.name) ? 'collapse' : 'expand') + ' the node</dd>';
     document.getElementById('detail-body').innerHTML = html + '</dl>';
@@ -454,6 +472,10 @@
 
   window.kemu = { graph: G, expand: expand, collapse: collapse, showFlow: showFlow,
     highlighted: function () { return cy.elements('.hop').map(function (e) { return e.id(); }); },
+    steps: function () {  // the highlighted path: [from, to, hop number] in order
+      return cy.edges('.hop-step').map(function (e) { return [e.source().id(), e.target().id(), Number(e.data('label'))]; })
+        .sort(function (a, b) { return a[2] - b[2]; });
+    },
     visible: visible, readyMs: null };
   cy.batch(function () {
     cy.add(baseElements());
