@@ -210,36 +210,6 @@ def test_flow_filter(example: Page) -> None:
     assert example.page.locator("#flow-table tbody tr").count() == 14
 
 
-def test_5000_nodes_open_collapsed_and_expand_on_click(browser: Any, tmp_path: Path) -> None:
-    docs = synthetic_cluster(*SCALE, endpoints="slices")  # kemu bench --scale's cluster
-    manifests = tmp_path / "c5000.json"
-    manifests.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
-    out = tmp_path / "t5000.html"
-    assert main(["topology", "-f", str(manifests), "-o", str(out)]) == 0
-    page = Page(browser, out)
-    try:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        figure = {"nodes": SCALE[0], "pods": SCALE[1], "services": SCALE[2], "html_bytes":
-                  out.stat().st_size, "open_seconds": round(page.seconds, 3),
-                  "in_page_ms": page.js("kemu.timing")}
-        (ARTIFACTS / "topology-5000.json").write_text(json.dumps(figure, indent=2) + "\n")
-        print(f"5,000-node page opened in {page.seconds:.2f} s: {figure}")
-        assert page.errors == []
-        assert page.seconds < OPEN_BOUND_S, figure
-        assert page.js("cy.nodes('[kind=\"node\"]').length") == 5000
-        assert page.js("cy.nodes('[kind=\"pod\"]').length") == 0  # collapsed per node
-        page.js("cy.getElementById('node:node42').emit('tap')")
-        pods = page.js("cy.getElementById('node:node42').descendants('[kind=\"pod\"]')"
-                       ".map(n => n.id())")
-        model_pods = [d["metadata"]["name"] for d in docs
-                      if d["kind"] == "Pod" and d["spec"]["nodeName"] == "node42"]
-        assert sorted(pods) == sorted(f"pod:default/{p}" for p in model_pods) and pods
-        assert page.js("cy.nodes('[kind=\"service\"]').length") == 0  # boxed per namespace
-        assert page.js("cy.nodes('[kind=\"svcns\"]').length") == 1
-    finally:
-        page.page.close()
-
-
 def test_collapsed_nodes_and_services_expand_and_collapse(browser: Any, tmp_path: Path) -> None:
     docs = synthetic_cluster(30, 600, 250)  # > 24 nodes: collapsed; > 200 Services: boxed
     manifests = tmp_path / "c30.json"
@@ -281,5 +251,35 @@ def test_vxlan_page(browser: Any, tmp_path: Path) -> None:
         assert sorted(page.js("cy.nodes('[kind=\"vtep\"]').map(n => n.id())")) == [
             "node1/flannel.1", "node2/flannel.1", "node3/flannel.1"]
         assert page.js("cy.edges('.tunnel').length") == 3
+    finally:
+        page.page.close()
+
+
+def test_5000_nodes_open_collapsed_and_expand_on_click(browser: Any, tmp_path: Path) -> None:
+    docs = synthetic_cluster(*SCALE, endpoints="slices")  # kemu bench --scale's cluster
+    manifests = tmp_path / "c5000.json"
+    manifests.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    out = tmp_path / "t5000.html"
+    assert main(["topology", "-f", str(manifests), "-o", str(out)]) == 0
+    page = Page(browser, out)
+    try:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        figure = {"nodes": SCALE[0], "pods": SCALE[1], "services": SCALE[2], "html_bytes":
+                  out.stat().st_size, "open_seconds": round(page.seconds, 3),
+                  "in_page_ms": page.js("kemu.timing")}
+        (ARTIFACTS / "topology-5000.json").write_text(json.dumps(figure, indent=2) + "\n")
+        print(f"5,000-node page opened in {page.seconds:.2f} s: {figure}")
+        assert page.errors == []
+        assert page.seconds < OPEN_BOUND_S, figure
+        assert page.js("cy.nodes('[kind=\"node\"]').length") == 5000
+        assert page.js("cy.nodes('[kind=\"pod\"]').length") == 0  # collapsed per node
+        page.js("cy.getElementById('node:node42').emit('tap')")
+        pods = page.js("cy.getElementById('node:node42').descendants('[kind=\"pod\"]')"
+                       ".map(n => n.id())")
+        model_pods = [d["metadata"]["name"] for d in docs
+                      if d["kind"] == "Pod" and d["spec"]["nodeName"] == "node42"]
+        assert sorted(pods) == sorted(f"pod:default/{p}" for p in model_pods) and pods
+        assert page.js("cy.nodes('[kind=\"service\"]').length") == 0  # boxed per namespace
+        assert page.js("cy.nodes('[kind=\"svcns\"]').length") == 1
     finally:
         page.page.close()
