@@ -387,13 +387,16 @@ def _respond(emu: Emulation, res: Results, batch: Batch, writer: HopWriter | Non
     eng = emu.engine
     from kemu.frontend.engine import MAX_ROUNDS, Packet
 
-    packets = [Packet("injected", k) for k in range(len(batch))]
-    eng.collect(res, packets, 0)
+    def follow(res: Results, origin: str, ts_ns: np.ndarray) -> list:
+        """The answers the batch's outcomes call for, 1 us after the frame they answer."""
+        packets = [Packet(origin, k) for k in range(len(ts_ns))]
+        eng.collect(res, packets, 0)
+        ts = [int(x) for x in ts_ns]
+        return [(f, i, m, ts[idx] + 1000) for idx, p in enumerate(packets)
+                for f, i, m, _origin, _parent in eng.follow_up(p, idx)]
+
     ts = [int(x) for x in batch.ts_ns]
-    frames = []
-    for idx, p in enumerate(packets):
-        for f, i, m, _origin, _parent in eng.follow_up(p, idx):
-            frames.append((f, i, m, ts[idx] + 1000))
+    frames = follow(res, "injected", batch.ts_ns)
     for _round in range(1, MAX_ROUNDS):
         if not frames and eng._held:  # ARP went unanswered: host unreachable
             for (_node, _ip), held in sorted(eng._held.items()):
@@ -412,13 +415,8 @@ def _respond(emu: Emulation, res: Results, batch: Batch, writer: HopWriter | Non
             summary.hops_written += writer.write(ares, ab.ts_ns)
         if flowlog is not None:
             flowlog.write_batch(ares, ab.ts_ns)
-        packets = [Packet("answer", k) for k in range(len(ab))]
-        eng.collect(ares, packets, 0)
         ts = [int(x) for x in ab.ts_ns]
-        frames = []
-        for idx, p in enumerate(packets):
-            for f, i, m, _origin, _parent in eng.follow_up(p, idx):
-                frames.append((f, i, m, ts[idx] + 1000))
+        frames = follow(ares, "answer", ab.ts_ns)
 
 
 def _endpoint_infos(emu: Emulation) -> dict[int, EndpointInfo]:
