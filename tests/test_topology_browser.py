@@ -210,6 +210,9 @@ def test_flow_filter(example: Page) -> None:
     assert example.page.locator("#flow-table tbody tr").count() == 14
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "known bug, #20 open: now and then Chromium's renderer crashes (Playwright: 'Target "
+    "crashed') when the 250-Service group is collapsed; the cause is not found yet"))
 def test_collapsed_nodes_and_services_expand_and_collapse(browser: Any, tmp_path: Path) -> None:
     docs = synthetic_cluster(30, 600, 250)  # > 24 nodes: collapsed; > 200 Services: boxed
     manifests = tmp_path / "c30.json"
