@@ -37,6 +37,7 @@ from typing import Any
 
 from kemu.control import ipam, workloads
 from kemu.control.cilium import parse_cilium_policy
+from kemu.control.cni import parse_cni
 from kemu.control.ipam import NodeDraft
 from kemu.control.manifests import (
     Document,
@@ -116,7 +117,7 @@ MAX_MIRRORED_PER_SUBSET = 1000
 CLUSTER_SPEC_FIELDS = ("nodes", "clusterCIDR", "nodeCIDRMaskSize", "serviceCIDR", "nodeNetwork",
                        "gateway", "mode", "mtu", "dnsDomain", "nodePortRange", "externalHosts",
                        "kubeProxy", "masquerade", "listen", "loadBalancer", "nodeDNS", "routes",
-                       "networkPolicy")
+                       "networkPolicy", "cni")
 SERVICE_SPEC_FIELDS = (
     "type", "clusterIP", "clusterIPs", "ports", "selector", "externalIPs", "sessionAffinity",
     "sessionAffinityConfig", "loadBalancerIP", "loadBalancerSourceRanges", "loadBalancerClass",
@@ -375,6 +376,15 @@ def parse_config(f: Fields, obj: dict[str, Any], name: str,
         elif gw is not None:
             c.gateway_ip = gw
     c.mode = f.choice(spec, "spec", "mode", ("host-gw", "vxlan"), "host-gw")  # type: ignore[assignment]
+    c.cni = parse_cni(f, spec)
+    if c.cni.name == "flannel" and c.cni.options.get("backend"):
+        if "mode" in spec and spec["mode"] != c.cni.options["backend"]:
+            f.problem("spec.cni.backend", f"'{c.cni.options['backend']}' contradicts spec.mode "
+                      f"'{spec['mode']}' (both are flannel's backend; give one)")
+        c.mode = c.cni.options["backend"]
+    elif c.cni.name != "flannel" and "mode" in spec:
+        f.problem("spec.mode", f"is flannel's backend; the {c.cni.name} CNI's options go in "
+                  "spec.cni")
     c.mtu = f.integer(spec, "spec", "mtu", default=1500, lo=576, hi=9216) or 1500
     c.listen = f.choice(spec, "spec", "listen", ("declared", "services", "all"),  # type: ignore[assignment]
                         "services")

@@ -17,6 +17,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from kemu.control.cni import CniConfig
+
 IPv4Address = ipaddress.IPv4Address
 IPv4Network = ipaddress.IPv4Network
 
@@ -47,6 +49,8 @@ class ClusterConfig:
     service_cidr: IPv4Network = IPv4Network("10.96.0.0/12")
     node_network: IPv4Network = IPv4Network("172.18.0.0/24")
     gateway_ip: IPv4Address | None = IPv4Address("172.18.0.1")  # None: no default gateway
+    # the CNI (``spec.cni``, ``kemu.control.cni``); flannel's backend stays in ``mode``
+    cni: CniConfig = field(default_factory=CniConfig)
     mode: CrossNodeMode = "host-gw"
     mtu: int = 1500
     dns_domain: str = "cluster.local"

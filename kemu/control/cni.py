@@ -1,0 +1,122 @@
+"""The CNI a cluster runs: ``spec.cni`` of the kemu ``Cluster`` document, parsed and checked.
+
+kemu models a CNI as a *mode* of the emulated datapath: the devices a node has, how pods are
+addressed and attached, how packets cross nodes (routes, an overlay), and where Services are
+translated. ``spec.cni`` is either a name (``cni: flannel``) or a mapping with the name and
+that CNI's main options::
+
+    cni:
+      name: kube-router
+      overlayType: subnet
+
+Each mode's options, with their defaults, are in ``OPTIONS`` below; the pages each mode is
+modelled from are cited where the mode is compiled (``kemu/compiler/``). A mode kemu does not
+model yet is refused with an error naming ``spec.cni`` (``BUILT`` lists the modelled ones):
+a cluster silently emulated as flannel would give confident wrong answers.
+
+flannel's backend stays where it always was, ``spec.mode`` (``host-gw`` or ``vxlan``);
+``cni: {name: flannel, backend: vxlan}`` says the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kemu.control.manifests import Fields
+
+CniName = Literal["flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure"]
+NAMES: tuple[str, ...] = ("flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure")
+
+# the modes this build of kemu emulates (a mode is added here when its datapath is built)
+BUILT: frozenset[str] = frozenset({"flannel"})
+
+# option -> (allowed values or the type's name, default), per mode; values are the CNI's own
+# configuration words where it has them
+OPTIONS: dict[str, dict[str, tuple[tuple[str, ...] | str, Any]]] = {
+    # flannel's backend (net-conf.json "Backend.Type"); same as spec.mode
+    "flannel": {"backend": (("host-gw", "vxlan"), None)},
+    # kube-router: --enable-overlay / --overlay-type (IP-in-IP between nodes: "subnet" only
+    # across subnets, "full" always), IPVS scheduler (--service ... "rr" default), DSR
+    "kube-router": {
+        "enableOverlay": ("bool", True),
+        "overlayType": (("subnet", "full"), "subnet"),
+        "serviceScheduler": (("rr", "sh"), "rr"),
+        "dsr": ("bool", False),
+    },
+    # Cilium: routingMode tunnel|native, tunnelProtocol vxlan|geneve, kubeProxyReplacement,
+    # loadBalancer.mode snat|dsr
+    "cilium": {
+        "routingMode": (("tunnel", "native"), "tunnel"),
+        "tunnelProtocol": (("vxlan", "geneve"), "vxlan"),
+        "kubeProxyReplacement": ("bool", True),
+        "loadBalancerMode": (("snat", "dsr"), "snat"),
+    },
+    # Antrea: trafficEncapMode encap|noEncap, tunnelType geneve|vxlan|gre
+    "antrea": {
+        "trafficEncapMode": (("encap", "noEncap"), "encap"),
+        "tunnelType": (("geneve", "vxlan", "gre"), "geneve"),
+    },
+    # AWS VPC CNI: AWS_VPC_K8S_CNI_EXTERNALSNAT, the instance type (ENI and address limits)
+    "aws-vpc": {
+        "externalSNAT": ("bool", False),
+        "instanceType": ("str", ""),
+    },
+    # Azure CNI: transparent (default since 2020) or bridge mode; "overlay" is Azure CNI
+    # Overlay (--network-plugin-mode overlay, pods in spec.clusterCIDR)
+    "azure": {
+        "mode": (("transparent", "bridge", "overlay"), "transparent"),
+    },
+}
+
+
+@dataclass
+class CniConfig:
+    """``spec.cni``: the mode's name and its options (every option of the mode, defaulted)."""
+
+    name: CniName = "flannel"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, option: str) -> Any:
+        """An option of this mode (its default when the document did not give it)."""
+        if option in self.options:
+            return self.options[option]
+        return OPTIONS[self.name][option][1]
+
+
+def parse_cni(f: Fields, spec: dict[str, Any]) -> CniConfig:
+    """``spec.cni`` -> ``CniConfig``; wrong names, options and values become problems."""
+    raw = spec.get("cni")
+    if raw is None:
+        return CniConfig()
+    if isinstance(raw, str):
+        body: dict[str, Any] = {"name": raw}
+    elif isinstance(raw, dict):
+        body = raw
+    else:
+        f.problem("spec.cni", "expected a CNI name (flannel, kube-router, cilium, antrea, "
+                  "aws-vpc, azure) or a mapping with 'name' and that CNI's options")
+        return CniConfig()
+    name = f.choice(body, "spec.cni", "name", NAMES, "flannel")
+    if "name" not in body:
+        f.problem("spec.cni.name", "required field is missing")
+    if name not in BUILT:
+        f.problem("spec.cni.name" if isinstance(raw, dict) else "spec.cni",
+                  f"the {name} datapath is not modelled yet (this kemu models: "
+                  f"{', '.join(n for n in NAMES if n in BUILT)}); see README.md, "
+                  "'What kemu does not model'")
+        return CniConfig()
+    schema = OPTIONS[name]
+    f.known(body, "spec.cni", ("name", *schema))
+    cni = CniConfig(name=name)  # type: ignore[arg-type]
+    for key, (allowed, default) in schema.items():
+        if key not in body:
+            continue
+        if allowed == "bool":
+            cni.options[key] = f.boolean(body, "spec.cni", key, default=default)
+        elif allowed == "str":
+            cni.options[key] = f.string(body, "spec.cni", key, default=default)
+        else:
+            assert isinstance(allowed, tuple)
+            cni.options[key] = f.choice(body, "spec.cni", key, allowed, default or allowed[0])
+    return cni
