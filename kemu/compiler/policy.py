@@ -347,7 +347,7 @@ def compile_policies(cluster: Cluster) -> dict[str, Any]:
         return col([x[k] for x in rows], dtype=np.int32)
 
     return dict(
-        pol_name=tuple(p.key for p in pols),
+        pol_name=tuple(p.key for p in pols), pol_kind=tuple(p.kind for p in pols),
         pol_icmp_allow=cluster.config.policy_icmp == "allow",
         rule_pol=col(rule_pol, dtype=np.int32),
         rule_dir=col(rule_dir, dtype=np.int8),

@@ -133,6 +133,7 @@ class Tables:
     # Policies by index (``ns/name``, sorted); rule ids over every effective rule, policy by
     # policy, ingress rules then egress rules
     pol_name: tuple[str, ...] = ()
+    pol_kind: tuple[str, ...] = ()  # NetworkPolicy or CiliumNetworkPolicy, per policy
     pol_icmp_allow: bool = False  # spec.networkPolicy.icmp: allow (P-8)
     rule_pol: np.ndarray = field(default_factory=_i32)   # int32, the rule's policy
     rule_dir: np.ndarray = field(default_factory=_i8)    # int8, codes.POL_INGRESS/POL_EGRESS
