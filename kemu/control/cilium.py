@@ -289,7 +289,8 @@ def _http_rules(f: Fields, p: dict[str, Any], path: str,
             if name:
                 value = m.get("value")
                 headers.append((name.lower(), None if value is None else str(value)))
-        out.append(HttpRule(regex["method"], regex["path"], regex["host"], tuple(headers)))
+        out.append(HttpRule(regex.get("method"), regex.get("path"), regex.get("host"),
+                            tuple(headers)))
     if ok and not out:  # ``http: []``: redirected, every request allowed (Cilium's docs)
         out.append(HttpRule())
     return out if ok else None
