@@ -253,8 +253,9 @@ class EmulatedCluster:
 
     # ------------------------------------------------------------ NetworkPolicy (#17)
     def apply(self, *sources: str | os.PathLike | dict | list) -> list[str]:
-        """Add or replace NetworkPolicy and CiliumNetworkPolicy objects (paths, dicts, lists of dicts, or YAML text:
-        a string with a newline) in the running cluster; returns their ``ns/name``.
+        """Add or replace NetworkPolicy and CiliumNetworkPolicy objects (paths, dicts, lists
+        of dicts, or YAML text: a string with a newline) in the running cluster; returns
+        their ``ns/name``.
 
         The tables are recompiled and swapped at the next batch boundary; conntrack stays,
         so established connections keep flowing whatever the new policies say (as the
