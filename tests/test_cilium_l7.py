@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from policyhelp import ip_of, make, policy
+from policyhelp import cluster_docs, ip_of, make, policy
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.utils import PcapNgReader, wrpcap
@@ -304,3 +304,28 @@ def test_l7_needs_tcp_ports_and_ingress() -> None:
         {"ports": [{"port": "80", "protocol": "TCP"}], "rules": {"http": [{}]}}]}]})
     with pytest.raises(ManifestError, match=r"egress\[0\].toPorts\[0\].rules.http.*egress"):
         make("python", egress)
+
+
+@pytest.mark.parametrize(("path", "code", "words"), [
+    ("/admin", 1, "result: HTTP/1.1 403 Forbidden (L7 proxy: GET /admin denied by policy "
+                  "y/cnp-c (403))"),
+    ("/public/x", 0, "result: HTTP/1.1 200 OK (L7 proxy: GET /public/x allowed by policy "
+                     "y/cnp-c ingress rule 0 (200))")])
+def test_trace_http(backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                    path: str, code: int, words: str) -> None:
+    """``kemu trace --http``: the request after the handshake, the proxy's verdict in the
+    trace and the result, exit 1 for the 403."""
+    import yaml
+
+    from kemu.frontend.cli import main
+
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump_all(cluster_docs() + [l7_policy({"method": "GET",
+                                                                 "path": "/public/.*"})]))
+    rc = main(["trace", "-f", str(f), "-S", "x/a", "-D", "y/c:80", "--http", f"GET {path}",
+               "--backend", backend])
+    out = capsys.readouterr().out
+    assert rc == code
+    assert out.rstrip().endswith(words)
+    assert "Redirected redirect to the L7 proxy: y/c port 80/TCP" in out
+    assert ("L7 proxy   Denied" if code else "L7 proxy   Allowed") in out

@@ -115,6 +115,7 @@ class L7Record:
     client: tuple[int, int]       # (address, port) as the proxy saw them
     server: tuple[int, int]
     method: str
+    target: str                   # the request target (path and query)
     url: str
     protocol: str
     headers: tuple[tuple[str, str], ...]
@@ -129,11 +130,10 @@ class L7Record:
 
     def text(self) -> str:
         """``L7 proxy: GET /admin denied by policy shop/cnp-web (403)``."""
-        target = self.url.split("://", 1)[-1]
-        target = target[target.find("/"):] if "/" in target else target
         if self.allowed:
-            return f"L7 proxy: {self.method} {target} allowed by policy {self.rule} ({self.code})"
-        return (f"L7 proxy: {self.method} {target} denied by policy "
+            return (f"L7 proxy: {self.method} {self.target} allowed by policy {self.rule} "
+                    f"({self.code})")
+        return (f"L7 proxy: {self.method} {self.target} denied by policy "
                 f"{', '.join(self.policies)} ({self.code})")
 
 
@@ -221,7 +221,7 @@ class HttpProxy:
             host = req.header("host")
             rec = L7Record(
                 pod=self.pod, client=stream.peer, server=stream.local, method=req.method,
-                url=f"http://{host}{req.target}" if host else req.target,
+                target=req.target, url=f"http://{host}{req.target}" if host else req.target,
                 protocol=req.version, headers=req.headers, allowed=rule is not None,
                 code=_status(answer),
                 policies=(rule.policy,) if rule is not None else _unique(
