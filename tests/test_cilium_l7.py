@@ -329,3 +329,25 @@ def test_trace_http(backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert out.rstrip().endswith(words)
     assert "Redirected redirect to the L7 proxy: y/c port 80/TCP" in out
     assert ("L7 proxy   Denied" if code else "L7 proxy   Allowed") in out
+
+
+def test_through_a_service_to_a_named_port(backend: str) -> None:
+    """Service traffic is judged after DNAT (P-10): the proxy of the endpoint's node judges
+    the requests to svc-b (port 80 -> ``http``: 80 on x/b, 8080 on x/b2, P-7)."""
+    c = make(backend, cnp("cnp-b", "x", {
+        "endpointSelector": {"matchLabels": {"app": "b"}},
+        "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "a"}}],
+                     "toPorts": [{"ports": [{"port": "http", "protocol": "TCP"}],
+                                  "rules": {"http": [{"path": "/ok"}]}}]}]}))
+    seen = {k: seen_by_pod(c, k) for k in ("x/b", "x/b2")}
+    for sport in range(43000, 43006):  # both endpoints, whichever the proxy picks
+        syn = c.send(IP(dst="10.96.0.50") / TCP(sport=sport, dport=80, flags="S", seq=1000),
+                     src="x/a")
+        assert syn.verdict().reachable and events(syn, C.EV_L7_REDIRECT)
+        for path, ok in (("/ok", True), ("/no", False)):
+            tr = c.send(IP(dst="10.96.0.50") / TCP(sport=sport, dport=80, flags="PA",
+                                                   seq=1001 if ok else 1001 + len(get("/ok")),
+                                                   ack=1) / get(path), src="x/a")
+            assert (answer(tr) == DENIED) != ok
+    assert sum(len(v) for v in seen.values()) == 6
+    assert all(s.startswith(b"GET /ok ") for v in seen.values() for s in v)
