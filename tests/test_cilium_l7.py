@@ -351,3 +351,14 @@ def test_through_a_service_to_a_named_port(backend: str) -> None:
             assert (answer(tr) == DENIED) != ok
     assert sum(len(v) for v in seen.values()) == 6
     assert all(s.startswith(b"GET /ok ") for v in seen.values() for s in v)
+
+
+def test_retransmitted_syn_keeps_the_proxy(backend: str) -> None:
+    """The second SYN rides conntrack (not judged, no redirect event) and the stack makes
+    the connection again: the proxy stays in front of it."""
+    c = make(backend, l7_policy({"path": "/ok"}))
+    conn = Conn(c, "x/a", "y/c")
+    again = c.send(IP(dst=conn.dip) / TCP(sport=conn.sport, dport=80, flags="S", seq=1000),
+                   src="x/a")
+    assert events(again, C.EV_L7_REDIRECT) == [] and again.verdict().reachable
+    assert answer(conn.send(get("/no"))) == DENIED

@@ -1,4 +1,5 @@
-"""``cilium.io/v2 CiliumNetworkPolicy`` (L3/L4) read into kemu's NetworkPolicy model.
+"""``cilium.io/v2 CiliumNetworkPolicy`` (L3/L4 and L7 HTTP) read into kemu's NetworkPolicy
+model.
 
 A CiliumNetworkPolicy (namespaced) becomes one ``NetworkPolicy`` (``kind``
 ``CiliumNetworkPolicy``) that the policy compiler and both datapaths enforce like any other:
@@ -19,7 +20,12 @@ A CiliumNetworkPolicy (namespaced) becomes one ``NetworkPolicy`` (``kind``
   outside the cluster, ``cluster``: pods and nodes, ``host``, ``remote-node``, ``all``).
   A rule without an L3 part but with ``toPorts`` allows every peer on those ports;
 - ``toPorts[].ports[]``: ``port`` (a string: number, ``0`` = every port, or a port name),
-  ``protocol`` TCP/UDP/SCTP/ANY (default ANY = TCP, UDP and SCTP), ``endPort``.
+  ``protocol`` TCP/UDP/SCTP/ANY (default ANY = TCP, UDP and SCTP), ``endPort``;
+- ``toPorts[].rules.http[]`` (L7, ingress): the entry becomes a rule of its own (the same
+  peers, its ports: TCP, single ports, a number or a name) carrying ``PolicyRule.http``
+  (``HttpRule``: ``method``, ``path``, ``host`` regular expressions, ``headers`` and
+  ``headerMatches`` name/value pairs, ``_http_rules``); the compiler and the datapath
+  redirect what only such rules allow to the node's HTTP proxy (``kemu.dataplane.l7``).
 
 Entities and where kemu models less (a notice names the field):
 
@@ -30,7 +36,9 @@ Entities and where kemu models less (a notice names the field):
   identity, not per node, so it cannot tell the local node from the others on egress.
 
 Refused with an error naming the field: ``ingressDeny``/``egressDeny`` (deny rules: kemu's
-policy model only allows), ``enableDefaultDeny`` false, L7 ``toPorts[].rules``, ``icmps``,
+policy model only allows), ``enableDefaultDeny`` false, L7 rules other than HTTP
+(``rules.kafka``, ``.dns``, ``.l7proto``, ``.l7``), HTTP rules on egress, on UDP/SCTP, on
+port ranges or every port, ``headerMatches[].mismatch``/``.secret``, ``icmps``,
 ``fromRequires``/``toRequires``, ``fromNodes``/``toNodes``, ``fromGroups``/``toGroups``,
 ``toFQDNs``, ``toServices``, ``authentication``, ``nodeSelector`` (host policies), ``specs``,
 ``reserved:`` labels (use the entities), and entities kemu does not model.
@@ -125,10 +133,7 @@ def _rule(f: Fields, r: dict[str, Any], path: str, word: str,
     """One ingress/egress rule as kemu's rules: its L3/L4 part, and one rule more per
     ``toPorts`` entry with L7 ``rules`` (same peers, those ports, ``PolicyRule.http``);
     none when it allows nothing (the empty rule ``{}``)."""
-    rules = _rule_l4(f, r, path, word, direction)
-    if rules is None:
-        return []
-    return rules
+    return _rule_l4(f, r, path, word, direction) or []
 
 
 def _rule_l4(f: Fields, r: dict[str, Any], path: str, word: str,

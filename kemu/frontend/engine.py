@@ -379,10 +379,14 @@ class Engine:
             redirected = any(ev[0] == C.EV_L7_REDIRECT and ev[1] == pod
                              for _i, _d, _b, evs in p.hops for ev in evs)
             stream = st.streams.get(key)
-            if redirected and stream is not None:
+            proxy = self._proxies.get((iface, key))
+            if redirected:
                 proxy = self._make_proxy(pod, key[0], key[3])
-                stream.proxy = proxy
                 self._proxies[(iface, key)] = proxy
+            if stream is not None and proxy is not None:
+                # (a retransmitted SYN rides conntrack, unjudged: its connection's proxy
+                # stays in front of the stream the stack made again)
+                stream.proxy = proxy
             return []
         proxy = self._proxies.get((iface, key))
         if proxy is None or not proxy.pending:
