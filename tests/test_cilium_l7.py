@@ -7,8 +7,9 @@ listens on every port). A connection only L7 rules allow is redirected by the da
 reaches the pod's application (which answers 200), a denied one is answered ``403
 Forbidden`` / ``Access denied\\r\\n`` by the proxy and never reaches the pod. Rules are ORed;
 an L4-only allow of the same port wildcards the L7 rules (Cilium's merge). Behaviour ids:
-P-1, P-2 (isolation, union), CT-6 (the data rides conntrack: the proxy, not the datapath,
-judges it).
+P-1, P-2 (isolation, union), P-7 (named ports), P-10 (Service traffic judged at the
+endpoint), OV-7 (Cilium's policy map entry of an L7 port redirects), CT-6 (the data rides
+conntrack: the proxy, not the datapath, judges it).
 """
 
 from __future__ import annotations

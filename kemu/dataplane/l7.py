@@ -26,6 +26,11 @@ the pod's application:
 - a request the proxy cannot parse gets Envoy's ``400 Bad Request`` and the connection is
   closed.
 
+SEMANTICS ids: OV-7 (Cilium's per-endpoint policy map keyed by identity, port and protocol:
+an entry of an L7 port carries the proxy redirect), P-2 (rules are a union), P-10 (Service
+traffic is judged at its endpoint, after DNAT), CT-6 (the data rides conntrack: the proxy,
+not the datapath, judges each request).
+
 Each verdict is an ``L7Record`` (what Hubble reports of the proxy's access log: method, URL,
 protocol, headers, the response code, FORWARDED or DROPPED, the policies), kept in this
 module's ``RECORDS`` by id so that the integer events of a batch (``EV_L7_HTTP``: a=pod,
