@@ -364,10 +364,25 @@ class PolicyPort:
     end_port: int | None = None
 
 
+@dataclass(frozen=True)
+class HttpRule:
+    """One CiliumNetworkPolicy ``toPorts[].rules.http[]`` entry (kemu.control.cilium):
+    ``method``/``path``/``host`` anchored regular expressions (None: any), ``headers``
+    (name, value or None: present) all required."""
+
+    method: str | None = None
+    path: str | None = None
+    host: str | None = None
+    headers: tuple[tuple[str, str | None], ...] = ()
+
+
 @dataclass
 class PolicyRule:
     peers: list[PolicyPeer] = field(default_factory=list)  # empty: all peers (P-4)
     ports: list[PolicyPort] = field(default_factory=list)  # empty: all ports
+    # Cilium L7 (kemu.control.cilium): None: an L3/L4 rule; a list: the connection is
+    # redirected to the node's HTTP proxy, which allows a request one of them matches
+    http: list[HttpRule] | None = None
 
 
 @dataclass
