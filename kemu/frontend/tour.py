@@ -299,7 +299,8 @@ def _plain(t: Tables, data: bytes, iface: int, ev: tuple[int, int, int, int],
     if kind == C.EV_CT_REUSE:
         return f"conntrack on {t.node_name[c]} knows this connection: {words}"
     if kind == C.EV_AFFINITY:
-        return f"session affinity on {t.node_name[c]} sends the client to the same endpoint: {words}"
+        return (f"session affinity on {t.node_name[c]} sends the client to the same "
+                f"endpoint: {words}")
     if kind == C.EV_UNDNAT:
         return (f"conntrack on {t.node_name[c]} sees the reply of a translated connection and "
                 f"puts the Service's address back as its source: {words}")

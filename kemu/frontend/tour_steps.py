@@ -47,9 +47,9 @@ class Ctx:
         return str(ROOT / rel), _shown(rel, self.shown)
 
     def load(self, **options: Any) -> Any:
-        import kemu
+        from kemu.frontend.api import load
 
-        return kemu.load(self.path, backend=self.backend, **options)
+        return load(self.path, backend=self.backend, **options)
 
 
 def _shown(rel: str, like: str) -> str:
@@ -193,9 +193,9 @@ def pod_localhost(ctx: Ctx) -> StepRun:
         ]))
     path, shown = ctx.sibling("examples/tour/port-conflict")
     try:
-        import kemu
+        from kemu.frontend.api import load
 
-        kemu.load(path, backend=ctx.backend)
+        load(path, backend=ctx.backend)
         said, refused = "kemu accepted the pod", []
     except ManifestError as err:
         said = str(err).splitlines()[0]
@@ -326,7 +326,9 @@ def cross_node_vxlan(ctx: Ctx) -> StepRun:
     pkt = syn(_ip(emu, dst), 8080, 40001, size=size, df=True)
     run.exchanges.append(Exchange(
         f"a {size}-byte packet with Don't Fragment set, more than the overlay can carry",
-        [emu.send(pkt, src=src)], crafted=f"{scapy_text(syn(_ip(emu, dst), 8080, 40001, df=True))} / (b'\\0' * {size - 40})",
+        [emu.send(pkt, src=src)],
+        crafted=f"{scapy_text(syn(_ip(emu, dst), 8080, 40001, df=True))} / "
+                f"(b'\\0' * {size - 40})",
         rerun=trace_args(ctx, src, f"{dst}:8080", "-p", f"tcp,sport=40001,size={size},df"),
         expects=[
             expect(f"{node} drops it: fragmentation needed", "drop", origin="injected",
@@ -432,6 +434,7 @@ def dns(ctx: Ctx) -> StepRun:
     svc = emu.model.service("shop", "backend")
     zone = emu.model.config.dns_domain
     found = [fact("dns", qname=q.qname, status=q.status, server=q.server,
+                  answered_by=q.answered_by,
                   answers=",".join(a.value for a in (q.message.answers if q.message else [])))
              for q in res.queries]
     notes = [f"resolv.conf of {client}:", *(f"    {ln}" for ln in res.resolv_conf.splitlines()),
