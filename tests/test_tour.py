@@ -88,19 +88,47 @@ def _path(packets: list[dict]) -> list[list[tuple[str, str, tuple[str, ...]]]]:
             for p in packets]
 
 
-def test_printed_commands_rerun_the_same_path(runs, capsys, monkeypatch) -> None:
-    """Each exchange's command (``kemu trace``, ``kemu dig``, ``kemu validate``) run as
-    printed, from the repository: the same packets along the same hops with the same
-    decisions, and the exit code of the same verdict."""
+def _hops(x: tour.Exchange) -> list[tuple[str, str]]:
+    """(device, decisions) of every hop of ``x`` that a pcapng holds, in order."""
+    from kemu.dataplane import codes as C
+    from kemu.frontend.trace import hop_decisions
+
+    out = []
+    for tr in x.traces:
+        t = tr.tables
+        for p in tr.packets:
+            for iface, _d, data, events in p.hops:
+                if int(t.if_kind[iface]) != C.IF_NODE_LOCAL:
+                    out.append((t.if_name[iface], "; ".join(
+                        w for e, w in hop_decisions(t, data, events)
+                        if e[0] not in (C.EV_TTL, C.EV_FIXL2))))
+    return out
+
+
+def test_printed_commands_rerun_the_same_path(runs, capsys, monkeypatch, tmp_path) -> None:
+    """Each exchange's command (``kemu trace``, ``kemu dig``, ``kemu replay``, ``kemu
+    validate``) run as printed, from the repository: the same packets along the same hops
+    with the same decisions, and the exit code of the same verdict."""
     monkeypatch.chdir(ROOT)
     checked = 0
     for name, run in runs.items():
+        folder = str(tmp_path / name)
+        os.makedirs(folder)
+        tour.write_outputs(STEPS[name], run, folder)
         for x in run.exchanges:
-            if x.rerun is None:
+            argv = tour.rerun_argv(STEPS[name], x, folder)
+            if argv is None:
                 assert x.rerun_note, (name, x.title)
                 continue
             capsys.readouterr()
-            if x.rerun[0] == "trace":
+            if argv[0] == "replay":
+                assert main(argv) == 0
+                out = argv[argv.index("-w") + 1]
+                with RawPcapNgReader(out) as reader:
+                    got = [(meta.ifname.decode(), b"".join(meta.comments or []).decode())
+                           for _d, meta in reader]
+                assert got == _hops(x), (name, x.title)
+            elif x.rerun[0] == "trace":
                 code = main([*x.rerun, "-o", "json"])
                 data = json.loads(capsys.readouterr().out)
                 (tr,) = x.traces
@@ -119,7 +147,7 @@ def test_printed_commands_rerun_the_same_path(runs, capsys, monkeypatch) -> None
                 assert main(x.rerun) == 2
                 assert "M-4" in capsys.readouterr().err
             checked += 1
-    assert checked >= 14
+    assert checked >= 15
 
 
 def test_commands_name_the_cluster_as_the_user_reaches_it(monkeypatch, tmp_path) -> None:
@@ -194,6 +222,13 @@ def test_outputs_new_directory_never_overwritten(monkeypatch, tmp_path, capsys) 
     assert sorted(os.listdir(first)) == sorted(os.listdir(second)) == [
         "egress.html", "egress.pcapng"]
     assert "wrote: kemu-tour-egress-2/egress.pcapng, kemu-tour-egress-2/egress.html" in out
+    assert main(["tour", "same-node"]) == 0
+    assert sorted(os.listdir(tmp_path / "kemu-tour-same-node")) == [
+        "same-node-sent.pcap", "same-node.html", "same-node.pcapng"]
+    out = capsys.readouterr().out  # run from elsewhere: the cluster's absolute path
+    assert (f"kemu replay -f {ROOT / 'examples/cluster'} -r "
+            "kemu-tour-same-node/same-node-sent.pcap -w "
+            "kemu-tour-same-node/same-node-replayed.pcapng --respond --cold --keep-l2") in out
     before = (first / "egress.pcapng").read_bytes()
     assert main(["tour", "egress", "-o", str(first)]) == 2
     assert "exists; kemu tour never overwrites a file" in capsys.readouterr().err

@@ -216,8 +216,9 @@ class Exchange:
     traces: list[Trace]
     expects: list[Expect] = field(default_factory=list)
     crafted: str = ""                          # the Scapy expression of what was sent
-    rerun: list[str] | None = None
+    rerun: list[str] | None = None             # SENT in it: the step's capture of sent frames
     rerun_note: str = ""                       # why there is no command, or what to change
+    frames: list[bytes] = field(default_factory=list)   # sent frames, for ``kemu replay``
     before: list[str] = field(default_factory=list)     # state shown before the packets
     notes: list[str] = field(default_factory=list)      # state shown after them
     verdict: bool = True                       # say the trace's verdict (not for ARP)
@@ -260,6 +261,7 @@ class Step:
     cluster: str                               # the bundled cluster, relative to the repo
     run: Callable[[Any], StepRun]               # (tour_steps.Ctx) -> StepRun
     semantics: str = ""                        # behaviour ids of docs/SEMANTICS (S-9, ...)
+    capture: bool = False                      # writes NAME-sent.pcap (exchanges' frames)
 
 
 @dataclass(frozen=True)
@@ -372,14 +374,32 @@ def narrative(x: Exchange) -> list[str]:
     return lines
 
 
-def rerun_text(x: Exchange) -> str:
+SENT = "@SENT@"
+"""In an exchange's ``rerun``: the step's capture of sent frames (``NAME-sent.pcap``)."""
+REPLAYED = "@REPLAYED@"
+"""In an exchange's ``rerun``: where that replay writes its pcapng."""
+
+
+def rerun_argv(step: Step, x: Exchange, folder: str | None) -> list[str] | None:
+    """``x.rerun`` with the step's capture paths in ``folder`` (None: as named in the
+    Markdown, ``kemu-tour-NAME/...``)."""
     if x.rerun is None:
+        return None
+    where = folder if folder is not None else f"kemu-tour-{step.name}"
+    names = {SENT: f"{step.name}-sent.pcap", REPLAYED: f"{step.name}-replayed.pcapng"}
+    return [os.path.join(where, names[a]) if a in names else a for a in x.rerun]
+
+
+def rerun_text(step: Step, x: Exchange, folder: str | None = None) -> str:
+    argv = rerun_argv(step, x, folder)
+    if argv is None:
         return x.rerun_note
-    return "kemu " + shlex.join(x.rerun) + (f"   # {x.rerun_note}" if x.rerun_note else "")
+    return "kemu " + shlex.join(argv) + (f"   # {x.rerun_note}" if x.rerun_note else "")
 
 
-def report(step: Step, run: StepRun, files: list[str] | None = None) -> str:
-    """The text ``kemu tour STEP`` prints."""
+def report(step: Step, run: StepRun, files: list[str] | None = None,
+           folder: str | None = None) -> str:
+    """The text ``kemu tour STEP`` prints (``folder``: where its files went)."""
     out = [f"# {step.title}", "", *_wrap(step.intro), "", f"cluster: {step.cluster}"]
     for k, x in enumerate(run.exchanges, 1):
         out += ["", f"## {k}. {x.title}"]
@@ -388,7 +408,7 @@ def report(step: Step, run: StepRun, files: list[str] | None = None) -> str:
         out += x.before
         out += narrative(x)
         out += x.notes
-        out.append(f"rerun: {rerun_text(x)}")
+        out.append(f"rerun: {rerun_text(step, x, folder)}")
         for e, ok in x.results():
             out.append(f"  {'ok  ' if ok else 'FAIL'} {e.claim}")
     if files:
@@ -406,7 +426,27 @@ def _wrap(text: str, width: int = 96) -> list[str]:
 
 # ---------------------------------------------------------------------------- outputs
 def planned_files(step: Step, folder: str) -> list[str]:
-    return [os.path.join(folder, f"{step.name}.pcapng"), os.path.join(folder, f"{step.name}.html")]
+    """The files a step writes in ``folder``: its pcapng and page, and with ``capture`` the
+    frames it sent (for its ``kemu replay`` command) and where that replay writes."""
+    names = [f"{step.name}.pcapng", f"{step.name}.html"]
+    if step.capture:
+        names += [f"{step.name}-sent.pcap", f"{step.name}-replayed.pcapng"]
+    return [os.path.join(folder, n) for n in names]
+
+
+def write_sent(run: StepRun, path: str) -> int:
+    """The frames the exchanges sent as ``kemu replay`` input (pcap, Ethernet, a
+    millisecond apart); returns how many."""
+    import struct
+
+    from kemu.io.outputs import AtomicFile
+
+    frames = [f for x in run.exchanges for f in x.frames]
+    with AtomicFile(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for k, frame in enumerate(frames, 1):
+            f.write(struct.pack("<IIII", 0, k * 1000, len(frame), len(frame)) + frame)
+    return len(frames)
 
 
 def check_new(paths: Iterable[str]) -> None:
@@ -460,13 +500,17 @@ def write_outputs(step: Step, run: StepRun, folder: str) -> list[str]:
     """The step's pcapng and topology page in ``folder``; returns their paths."""
     from kemu.frontend.topology_cmd import write_trace_page
 
-    pcap, page = planned_files(step, folder)
+    pcap, page, *sent = planned_files(step, folder)
     write_pcapng(step, run, pcap)
+    files = [pcap]
     main = run.exchanges[run.main]
     if main.traces:
         write_trace_page(page, run.emu.model, run.emu.tables, main.traces[-1])
-        return [pcap, page]
-    return [pcap]
+        files.append(page)
+    if sent:
+        write_sent(run, sent[0])
+        files.append(sent[0])
+    return files
 
 
 def event_words(t: Tables, ev: tuple[int, int, int, int]) -> str:

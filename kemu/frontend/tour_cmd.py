@@ -3,10 +3,12 @@
 ``kemu tour`` lists the steps (and the ones still coming: CNI modes not built yet);
 ``kemu tour N`` or ``kemu tour NAME`` runs one on its bundled cluster: it sends the step's
 Scapy-crafted packets, prints what happened at each hop in plain words (from the trace's
-decisions, ``kemu.frontend.tour``), the ``kemu trace``/``kemu dig`` command that sends the
-same packet again, and the step's checks; it writes ``NAME.pcapng`` and ``NAME.html`` (the
-topology page with the packet's path) into ``-o DIR`` (default: a new directory
-``kemu-tour-NAME`` here; ``kemu-tour-all`` for ``--all``). Files are never overwritten.
+decisions, ``kemu.frontend.tour``), the ``kemu trace``/``kemu dig``/``kemu replay`` command
+that sends the same packets again, and the step's checks. It writes ``NAME.pcapng`` and
+``NAME.html`` (the topology page with the packet's path) into ``-o DIR`` (default: a new
+directory ``kemu-tour-NAME`` here, ``kemu-tour-all`` for ``--all``), and for a step whose
+packets ``kemu trace`` cannot craft (an ARP request) ``NAME-sent.pcap``, the input of its
+``kemu replay`` command. Files are never overwritten.
 ``kemu tour --all`` runs every step; ``kemu tour --markdown`` prints ``docs/tour.md``.
 
 Exit codes: 0 every step run passed its checks, 1 a step's trace did not show what the step
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         files = tour.write_outputs(step, result, folder)
         if k:
             print()
-        print(tour.report(step, result, files), end="")
+        print(tour.report(step, result, files, folder), end="")
         sys.stdout.flush()
         if not result.passed:
             failed.append(step.name)

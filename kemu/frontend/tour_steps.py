@@ -27,7 +27,17 @@ from typing import Any
 
 from kemu.control import cni
 from kemu.errors import KemuError, ManifestError
-from kemu.frontend.tour import Coming, Exchange, Fact, Step, StepRun, expect, fact
+from kemu.frontend.tour import (
+    REPLAYED,
+    SENT,
+    Coming,
+    Exchange,
+    Fact,
+    Step,
+    StepRun,
+    expect,
+    fact,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 """The repository: the bundled clusters are under ``ROOT/examples``."""
@@ -252,9 +262,10 @@ def same_node(ctx: Ctx) -> StepRun:
     tr = emu.send(arp, src=client, fix_l2=False)
     run.exchanges.append(Exchange(
         f"{client} asks who has {_ip(emu, other)} ({other}): an ARP request",
-        [tr], crafted=scapy_text(arp), rerun=None, verdict=False,
-        rerun_note="(no kemu trace for ARP: send it with the Scapy line above through "
-                   "EmulatedCluster.send(..., fix_l2=False) on a cold cluster)",
+        [tr], crafted=scapy_text(arp), verdict=False, frames=[bytes(arp)],
+        rerun=["replay", "-f", ctx.shown, "-r", SENT, "-w", REPLAYED, "--respond", "--cold",
+               "--keep-l2"],
+        rerun_note="the request as sent, its own Ethernet addresses kept",
         expects=[
             expect("the broadcast request is flooded to every port of the bridge", "flood",
                    origin="injected", bridge=bridge, port=f"{node}/veth-{other.split('/')[1]}"),
@@ -618,7 +629,7 @@ STEPS: list[Step] = [
          "bridge cbr0. The bridge learns which MAC lives behind which port from the frames it "
          "sees (its forwarding database, FDB) and floods frames for MACs it does not know "
          "yet. This cluster starts cold: the FDB is empty, as on a just-booted node.",
-         "examples/cluster", same_node, "L2-*, M-5"),
+         "examples/cluster", same_node, "L2-*, M-5", capture=True),
     Step("cross-node-host-gw", "Pod to pod across nodes: host-gw routes",
          "Each node owns a slice of the cluster CIDR (its pod CIDR). With flannel's host-gw "
          "backend every node has a route for every other node's pod CIDR via that node's "
