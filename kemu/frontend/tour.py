@@ -40,7 +40,6 @@ from kemu.dataplane.describe import (
     owner_text,
     policy_verdict_text,
     route_text,
-    short_if,
 )
 from kemu.dataplane.packet import ETH_IP, u16, u32
 from kemu.dataplane.tables import Tables
@@ -287,10 +286,10 @@ def _plain(t: Tables, data: bytes, iface: int, ev: tuple[int, int, int, int],
         return None
     if kind == C.EV_BR_FDB:
         return (f"the bridge {t.br_name[b]} finds the destination MAC in its forwarding "
-                f"database and sends the frame out of {short_if(t, a)} only")
+                f"database and sends the frame out of {t.if_name[a]} only")
     if kind == C.EV_BR_FLOOD:
         return (f"the bridge {t.br_name[b]} does not know the destination MAC: it floods "
-                f"a copy out of {short_if(t, a)}")
+                f"a copy out of {t.if_name[a]}")
     if kind == C.EV_ROUTE:
         return f"{t.node_name[c]} routes it by its table: {route_text(t, a, b, c)}"
     if kind == C.EV_DNAT:

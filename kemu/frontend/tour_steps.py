@@ -178,9 +178,13 @@ def pod_localhost(ctx: Ctx) -> StepRun:
     eth0 = f"{pod}/eth0"
     run = StepRun(emu, ctx.shown)
     pkt = syn("127.0.0.1", 9100)
+    tr = emu.send(pkt, src=pod)
+    gap = [] if tr.verdict().reachable else [
+        f"(kemu's emulated stacks answer at a pod's own address, {_ip(emu, pod)}, not at "
+        "127.0.0.1: the next exchange shows the answer over lo)"]
     run.exchanges.append(Exchange(
         f"a container of {pod} connects to localhost:9100 (the sidecar's port)",
-        [emu.send(pkt, src=pod)], crafted=scapy_text(pkt),
+        [tr], crafted=scapy_text(pkt), notes=gap,
         rerun=trace_args(ctx, pod, "127.0.0.1:9100"),
         expects=[
             expect("the packet takes the pod's loopback device", "lo", pod=pod),
@@ -284,14 +288,20 @@ def cross_node_host_gw(ctx: Ctx) -> StepRun:
     cidr = str(next(n for n in emu.model.nodes if n.name == dnode).pod_cidr)
     pkt = syn(_ip(emu, dst), 9090)
     run = StepRun(emu, ctx.shown)
+    routes = emu.routes(node)
     run.exchanges.append(Exchange(
         f"{client} on {node} connects to {dst} on {dnode} (flannel host-gw)",
         [emu.send(pkt, src=client)], crafted=scapy_text(pkt),
+        before=[f"ip route on {node}:", *(f"    {r}" for r in routes)],
+        extra_facts=[fact("route-table", node=node, route=r) for r in routes],
         rerun=trace_args(ctx, client, f"{dst}:9090"),
         expects=[
             expect(f"{node} routes {dnode}'s pod CIDR {cidr} via {dnode}'s address",
                    "route", origin="injected", node=node,
                    route=_has(f"route {cidr} via {_node_ip(emu, dnode)} dev eth0")),
+            expect(f"{node}'s table has a route for {dnode}'s pod CIDR via {dnode}",
+                   "route-table", node=node,
+                   route=_starts(f"{cidr} via {_node_ip(emu, dnode)}")),
             expect("no overlay: the packet crosses the node network as it is", "encap",
                    absent=True),
             expect(f"it reaches {dst} with the client's own address", "deliver",
@@ -358,12 +368,14 @@ def clusterip(ctx: Ctx) -> StepRun:
     backends = ready_endpoints(emu, service)
     pkt = syn(str(svc.cluster_ip), 9090)
     run = StepRun(emu, ctx.shown)
+    eps, ep_lines = endpoint_facts(emu, service)
     tr = emu.send(pkt, src=client)
     ct, lines = conntrack_state(emu)
     run.exchanges.append(Exchange(
         f"{client} connects to the ClusterIP of {service} ({vip})",
         [tr], crafted=scapy_text(pkt), rerun=trace_args(ctx, client, service),
-        notes=["conntrack after the exchange:", *lines], extra_facts=ct,
+        before=[f"the endpoints of {service} (its EndpointSlices):", *ep_lines],
+        notes=["conntrack after the exchange:", *lines], extra_facts=ct + eps,
         expects=[
             expect(f"DNAT to a backend of {service}", "dnat", origin="injected",
                    service=f"{service}:grpc", frontend=vip, backend_pod=backends),
