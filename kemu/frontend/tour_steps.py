@@ -705,7 +705,7 @@ def coming() -> list[Coming]:
         if f"cni-{name}" in have:
             continue
         why = ("built, but its tour step is not written yet" if name in cni.BUILT else
-               f"the {name} datapath is not modelled yet (kemu.control.cni.BUILT)")
+               f"the {name} datapath is not modelled yet, kemu.control.cni.BUILT")
         out.append(Coming(f"cni-{name}", f"CNI {name}: a pod -> Service packet", why))
     return out
 
