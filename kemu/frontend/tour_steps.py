@@ -212,7 +212,8 @@ def pod_localhost(ctx: Ctx) -> StepRun:
         load(path, backend=ctx.backend)
         said, refused = "kemu accepted the pod", []
     except ManifestError as err:
-        said = str(err).splitlines()[0]
+        said = str(err).splitlines()[0]  # the file named as the user gave it, not absolute
+        said = said.replace(str(Path(path).resolve()), shown).replace(str(path), shown)
         refused = [fact("refused", message=said)]
     run.exchanges.append(Exchange(
         "two containers of one pod declare the same port", [],
