@@ -140,3 +140,144 @@ def place_frames(buf, offsets, lengths, own_ip, own_if, own_if_l2, mac_keys, mac
                 else:
                     wo[i] = 2
     return iface, why
+
+
+# -- shard keys (#21; twin: kemu.frontend.placement.shard_keys, read it for the rules) --------
+
+cdef inline uint32_t shard_mix(uint64_t x) noexcept nogil:
+    """splitmix64's finaliser, to 32 bits (the twin's ``_mix``)."""
+    x = (x ^ (x >> 30)) * <uint64_t>0xBF58476D1CE4E5B9
+    x = (x ^ (x >> 27)) * <uint64_t>0x94D049BB133111EB
+    return <uint32_t>((x ^ (x >> 31)) >> 32)
+
+
+cdef inline uint32_t shard_pair(uint64_t proto, uint64_t a, uint64_t b) noexcept nogil:
+    cdef uint64_t lo = a if a <= b else b, hi = b if a <= b else a
+    return shard_mix(<uint64_t>shard_mix((lo << 32) | hi) ^ ((<uint64_t>3 << 56) | (proto << 32)))
+
+
+cdef inline int64_t shard_svc(const int64_t* keys, int64_t n, int64_t proto, int64_t ip,
+                              int64_t port) noexcept nogil:
+    cdef int64_t f = sorted_find(keys, n, (proto << 48) | (ip << 16) | port)
+    return f if f >= 0 else sorted_find(keys, n, (proto << 48) | port)
+
+
+cdef struct ShardTabs:
+    const int64_t* svc
+    const int32_t* top
+    const uint8_t* aff
+    const int64_t* be
+    const int64_t* node
+    int64_t n_svc, n_be, n_node
+
+
+cdef inline uint32_t shard_ports(const ShardTabs* tb, int64_t proto, int64_t s, int64_t sp,
+                                 int64_t d, int64_t dp, uint8_t* unc) noexcept nogil:
+    cdef int64_t fd = shard_svc(tb.svc, tb.n_svc, proto, d, dp)
+    cdef int64_t fs = shard_svc(tb.svc, tb.n_svc, proto, s, sp)
+    cdef int64_t top = sp if sp >= dp else dp
+    if tb.n_be or tb.n_svc:
+        if (fd >= 0 and tb.aff[fd]) or sorted_find(tb.be, tb.n_be,
+                                                    (proto << 48) | (d << 16) | dp) >= 0:
+            unc[0] = 0
+            return shard_mix((<uint64_t>2 << 56) ^ <uint64_t>s)
+        if (fs >= 0 and tb.aff[fs]) or sorted_find(tb.be, tb.n_be,
+                                                    (proto << 48) | (s << 16) | sp) >= 0:
+            unc[0] = sorted_find(tb.node, tb.n_node, d) >= 0
+            return shard_mix((<uint64_t>2 << 56) ^ <uint64_t>d)
+    unc[0] = (fd >= 0 and tb.top[fd] >= sp) or (fs >= 0 and tb.top[fs] >= dp)
+    return shard_mix((<uint64_t>1 << 56) | (<uint64_t>proto << 32) | <uint64_t>top)
+
+
+cdef inline bint shard_echo(int t) noexcept nogil:
+    return t == 0 or t == 8 or (13 <= t <= 18)
+
+
+cdef uint32_t shard_l4(const ShardTabs* tb, const uint8_t* d, int64_t n, int64_t l4,
+                       int64_t proto, int64_t s, int64_t t, uint8_t* unc) noexcept nogil:
+    cdef int typ
+    cdef int64_t q, ip, il4
+    unc[0] = 0
+    if (proto == 6 or proto == 17) and l4 + 4 <= n:
+        return shard_ports(tb, proto, s, rd16(d, l4), t, rd16(d, l4 + 2), unc)
+    if proto == 1 and l4 + 8 <= n:
+        typ = d[l4]
+        if shard_echo(typ):
+            return shard_ports(tb, 1, s, rd16(d, l4 + 4), t, rd16(d, l4 + 4), unc)
+        q = l4 + 8
+        if (typ == 3 or typ == 4 or typ == 5 or typ == 11 or typ == 12) and q + 20 <= n \
+                and d[q] >> 4 == 4 and (d[q] & 15) >= 5:
+            ip = d[q + 9]
+            il4 = q + (d[q] & 15) * 4
+            if ip != 1:
+                return shard_l4(tb, d, n, il4, ip, rd32(d, q + 12), rd32(d, q + 16), unc)
+            if il4 + 8 <= n and shard_echo(d[il4]):
+                return shard_ports(tb, 1, rd32(d, q + 12), rd16(d, il4 + 4), rd32(d, q + 16),
+                                   rd16(d, il4 + 4), unc)
+            return shard_pair(1, rd32(d, q + 12), rd32(d, q + 16))
+    return shard_pair(<uint64_t>proto, <uint64_t>s, <uint64_t>t)
+
+
+def shard_keys(buf, offsets, lengths, svc_keys, svc_top, svc_aff, aff_be, node_ips,
+               dict frags):
+    """Shard key of each frame and whether it is uncertain; see
+    ``kemu.frontend.placement.shard_keys``."""
+    cdef const uint8_t[::1] b = buf
+    cdef const int64_t[::1] off = offsets
+    cdef const int32_t[::1] ln = lengths
+    cdef const int64_t[::1] sk = svc_keys
+    cdef const int32_t[::1] st = svc_top
+    cdef const uint8_t[::1] sa = svc_aff
+    cdef const int64_t[::1] be = aff_be
+    cdef const int64_t[::1] nd = node_ips
+    cdef Py_ssize_t n = off.shape[0], i
+    if ln.shape[0] != n or st.shape[0] != sk.shape[0] or sa.shape[0] != sk.shape[0]:
+        raise ValueError("shard_keys: arrays of different lengths")
+    keys = np.zeros(n, np.uint32)
+    unc = np.zeros(n, np.uint8)
+    cdef uint32_t[::1] kv = keys
+    cdef uint8_t[::1] uv = unc
+    cdef ShardTabs tb
+    cdef int64_t o, m, fo, ident, proto, s, t, et
+    cdef const uint8_t* d
+    cdef uint8_t u
+    tb.svc = &sk[0] if sk.shape[0] else NULL
+    tb.top = &st[0] if st.shape[0] else NULL
+    tb.aff = &sa[0] if sa.shape[0] else NULL
+    tb.be = &be[0] if be.shape[0] else NULL
+    tb.node = &nd[0] if nd.shape[0] else NULL
+    tb.n_svc, tb.n_be, tb.n_node = sk.shape[0], be.shape[0], nd.shape[0]
+    for i in range(n):
+        o, m = off[i], ln[i]
+        if o < 0 or m < 0 or o + m > b.shape[0]:
+            raise ValueError(f"shard_keys: frame {i} lies outside the buffer")
+        if m < 14:
+            continue
+        d = &b[o]
+        et = rd16(d, 12)
+        if et == 0x0806 and m >= 42:
+            kv[i] = shard_pair(0, rd32(d, 28), rd32(d, 38))
+            continue
+        if et != 0x0800 or m < 34 or d[14] >> 4 != 4 or (d[14] & 15) < 5:
+            continue
+        proto, s, t = d[23], rd32(d, 26), rd32(d, 30)
+        ident = rd16(d, 18)
+        fo = ((d[20] & 0x1F) << 8) | d[21]
+        if fo:
+            frag = (s, t, proto, ident)
+            k = frags.get(frag)
+            if k is None:
+                kv[i] = shard_pair(<uint64_t>proto, <uint64_t>s, <uint64_t>t)
+                uv[i] = 1
+            else:
+                kv[i] = k
+                if not d[20] & 0x20:
+                    del frags[frag]
+            continue
+        kv[i] = shard_l4(&tb, d, m, 14 + (d[14] & 15) * 4, proto, s, t, &u)
+        uv[i] = u
+        if d[20] & 0x20:
+            if len(frags) >= 65536:
+                frags.clear()
+            frags[(s, t, proto, ident)] = kv[i]
+    return keys, unc

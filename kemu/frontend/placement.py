@@ -225,3 +225,180 @@ def implementations() -> dict[str, ModuleType]:
     from kemu._backend import twins
 
     return twins(__name__)
+
+
+# -- shard keys (#21: flow-sharded replay, docs/SHARDING.md) ----------------------------------
+
+_K_PORT, _K_ADDR, _K_PAIR = 1, 2, 3
+_M64 = (1 << 64) - 1
+_ECHO_TYPES = (0, 8, 13, 14, 15, 16, 17, 18)   # ICMP queries and replies: an identifier
+_ERROR_TYPES = (3, 4, 5, 11, 12)               # ICMP errors: the quoted header
+FRAG_TABLE_MAX = 1 << 16                       # open datagrams remembered at most
+
+
+def _mix(x: int) -> int:
+    """splitmix64's finaliser, to 32 bits (the compiled room's ``shard_mix``)."""
+    x &= _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return (x ^ (x >> 31)) >> 32
+
+
+def _key_pair(proto: int, a: int, b: int) -> int:
+    lo, hi = (a, b) if a <= b else (b, a)
+    return _mix(_mix((lo << 32) | hi) ^ ((_K_PAIR << 56) | (proto << 32)))
+
+
+def _find(keys: np.ndarray, k: int) -> int:
+    i = int(np.searchsorted(keys, k))
+    return i if i < len(keys) and int(keys[i]) == k else -1
+
+
+def _svc(keys: np.ndarray, proto: int, ip: int, port: int) -> int:
+    """The Service frontend ``(proto, ip, port)`` (a NodePort: any address), or -1."""
+    f = _find(keys, (proto << 48) | (ip << 16) | port)
+    return f if f >= 0 else _find(keys, (proto << 48) | port)
+
+
+def _key_ports(proto: int, s: int, sp: int, d: int, dp: int, svc_keys: np.ndarray,
+               svc_top: np.ndarray, svc_aff: np.ndarray, aff_be: np.ndarray,
+               node_ips: np.ndarray) -> tuple[int, int]:
+    """(key, uncertain) of a TCP/UDP (or ICMP query: ports = identifier) header."""
+    fd = _svc(svc_keys, proto, d, dp)
+    fs = _svc(svc_keys, proto, s, sp)
+    if len(aff_be) or len(svc_aff):
+        # ClientIP affinity (S-8): by the client's address; the server side is a frontend
+        # or a backend of an affinity Service, the client the other side
+        if (fd >= 0 and svc_aff[fd]) or _find(aff_be, (proto << 48) | (d << 16) | dp) >= 0:
+            return _mix((_K_ADDR << 56) ^ s), 0
+        if (fs >= 0 and svc_aff[fs]) or _find(aff_be, (proto << 48) | (s << 16) | sp) >= 0:
+            # a reply to a node address may be to a masquerade (the client elsewhere)
+            return _mix((_K_ADDR << 56) ^ d), int(_find(node_ips, d) >= 0)
+    top = max(sp, dp)
+    uncertain = int((fd >= 0 and int(svc_top[fd]) >= sp) or (fs >= 0 and int(svc_top[fs]) >= dp))
+    return _mix((_K_PORT << 56) | (proto << 32) | top), uncertain
+
+
+def shard_keys(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
+               svc_keys: np.ndarray, svc_top: np.ndarray, svc_aff: np.ndarray,
+               aff_be: np.ndarray, node_ips: np.ndarray, frags: dict
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Shard key of each Ethernet frame (``kemu._fastpath`` has the compiled twin) and
+    whether its fate could depend on frames of another shard (docs/SHARDING.md).
+
+    A connection is keyed by its larger port (TCP/UDP; ICMP queries by their identifier):
+    both directions, DNAT (the client's port is kept) and masquerade with the port kept
+    agree on it. Services with ClientIP affinity (S-8) key by the client address (the side
+    that is not the Service's frontend or backend). ICMP errors key by the header they
+    quote; fragments after the first by their datagram's first fragment (``frags``:
+    (src, dst, proto, id) -> key, kept across chunks); ARP and other IP protocols by the
+    address pair; other frames 0. Uncertain: a fragment whose first fragment came later, a
+    Service frame whose client port is not above the Service's ports (the reply's key may
+    differ), an affinity reply to a node address (maybe a masquerade).
+
+    ``svc_keys`` sorted ``proto << 48 | ip << 16 | port`` of the frontends (NodePorts: ip 0)
+    with ``svc_top`` (the largest port on their paths) and ``svc_aff``; ``aff_be`` sorted
+    keys of affinity Services' backends; ``node_ips`` sorted node addresses."""
+    n = len(offsets)
+    if len(lengths) != n or len(svc_top) != len(svc_keys) or len(svc_aff) != len(svc_keys):
+        raise ValueError("shard_keys: arrays of different lengths")
+    keys = np.zeros(n, np.uint32)
+    unc = np.zeros(n, np.uint8)
+    tabs = (svc_keys, svc_top, svc_aff, aff_be, node_ips)
+    for i in range(n):
+        o, ln = int(offsets[i]), int(lengths[i])
+        if o < 0 or ln < 0 or o + ln > len(buf):
+            raise ValueError(f"shard_keys: frame {i} lies outside the buffer")
+        d = buf[o:o + ln]
+        if ln < 14:
+            continue
+        et = (int(d[12]) << 8) | int(d[13])
+        if et == 0x0806 and ln >= 42:
+            keys[i] = _key_pair(0, _u32(d, 28), _u32(d, 38))
+            continue
+        if et != 0x0800 or ln < 34 or int(d[14]) >> 4 != 4 or int(d[14]) & 15 < 5:
+            continue
+        proto, s, t = int(d[23]), _u32(d, 26), _u32(d, 30)
+        ident = (int(d[18]) << 8) | int(d[19])
+        fo = ((int(d[20]) & 0x1F) << 8) | int(d[21])
+        mf = int(d[20]) & 0x20
+        frag = (s, t, proto, ident)
+        if fo:
+            k = frags.get(frag)
+            if k is None:
+                keys[i], unc[i] = _key_pair(proto, s, t), 1
+            else:
+                keys[i] = k
+                if not mf:
+                    del frags[frag]
+            continue
+        keys[i], unc[i] = _key_l4(d, ln, 14 + (int(d[14]) & 15) * 4, proto, s, t, tabs)
+        if mf:
+            if len(frags) >= FRAG_TABLE_MAX:
+                frags.clear()
+            frags[frag] = int(keys[i])
+    return keys, unc
+
+
+def _u32(d: np.ndarray, at: int) -> int:
+    return int.from_bytes(d[at:at + 4].tobytes(), "big")
+
+
+def _u16(d: np.ndarray, at: int) -> int:
+    return (int(d[at]) << 8) | int(d[at + 1])
+
+
+def _key_l4(d: np.ndarray, n: int, l4: int, proto: int, s: int, t: int,
+            tabs: tuple[np.ndarray, ...]) -> tuple[int, int]:
+    if proto in (6, 17) and l4 + 4 <= n:
+        return _key_ports(proto, s, _u16(d, l4), t, _u16(d, l4 + 2), *tabs)
+    if proto == 1 and l4 + 8 <= n:
+        typ = int(d[l4])
+        if typ in _ECHO_TYPES:
+            ident = _u16(d, l4 + 4)
+            return _key_ports(1, s, ident, t, ident, *tabs)
+        q = l4 + 8
+        if typ in _ERROR_TYPES and q + 20 <= n and int(d[q]) >> 4 == 4 and int(d[q]) & 15 >= 5:
+            return _key_l4(d, n, q + (int(d[q]) & 15) * 4, int(d[q + 9]), _u32(d, q + 12),
+                           _u32(d, q + 16), tabs) if int(d[q + 9]) != 1 \
+                else _key_quoted_icmp(d, n, q, tabs)
+    return _key_pair(proto, s, t), 0
+
+
+def _key_quoted_icmp(d: np.ndarray, n: int, q: int, tabs: tuple[np.ndarray, ...]
+                     ) -> tuple[int, int]:
+    """An ICMP error quoting an ICMP query: keyed by the query's identifier."""
+    s, t = _u32(d, q + 12), _u32(d, q + 16)
+    il4 = q + (int(d[q]) & 15) * 4
+    if il4 + 8 <= n and int(d[il4]) in _ECHO_TYPES:
+        ident = _u16(d, il4 + 4)
+        return _key_ports(1, s, ident, t, ident, *tabs)
+    return _key_pair(1, s, t), 0
+
+
+def shard_tables(t: Tables) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                     np.ndarray]:
+    """The tables ``shard_keys`` reads, from the compiled ``Tables``: Service frontends
+    (sorted keys, the largest port on their paths, ClientIP affinity), affinity backends,
+    node addresses."""
+    top: dict[int, int] = {}
+    aff: dict[int, int] = {}
+    be: set[int] = set()
+    for f in range(len(t.fe_ip)):
+        sp = int(t.fe_sp[f])
+        proto = int(t.fe_proto[f])
+        k = (proto << 48) | (int(t.fe_ip[f]) << 16) | int(t.fe_port[f])
+        lo, cnt = int(t.sp_be_start[sp]), int(t.sp_be_count[sp])
+        ports = [int(p) for p in t.be_port[lo:lo + cnt]]
+        top[k] = max(top.get(k, 0), int(t.fe_port[f]), *ports)
+        a = int(bool(int(t.sp_flags[sp]) & C.SP_AFFINITY))
+        aff[k] = aff.get(k, 0) | a
+        if a:
+            be.update((proto << 48) | (int(ip) << 16) | int(p)
+                      for ip, p in zip(t.be_ip[lo:lo + cnt], t.be_port[lo:lo + cnt],
+                                       strict=True))
+    keys = np.array(sorted(top), np.int64)
+    node = np.isin(t.if_kind, [C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP]) & (t.if_ip != 0)
+    return (keys, np.array([top[k] for k in keys.tolist()], np.int32),
+            np.array([aff[k] for k in keys.tolist()], np.uint8),
+            np.array(sorted(be), np.int64), np.unique(t.if_ip[node].astype(np.int64)))

@@ -55,6 +55,13 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "running cluster a capture comes from")
     p.add_argument("--backend", choices=("auto", "cython", "python"), default="auto",
                    help="data-plane implementation (default auto: the compiled one when built)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="replay in N processes, the capture sharded by flow; outputs are the "
+                        "same bytes as with one (default 1: this process)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                   help="replay on a Dask cluster (pip install 'kemu[dask]'): --workers shards "
+                        "(default: the cluster's worker count); the capture and the outputs' "
+                        "folder must be at the same path on every worker")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -75,8 +82,17 @@ def run(args: argparse.Namespace) -> int:
                          address_map=args.address_map)
     progress = _progress() if sys.stderr.isatty() and not args.json else None
     try:
-        summary = replay(emu, args.capture, args.out, args.flows, opts,
-                         progress=progress.update if progress else None)
+        if (args.workers or 1) != 1 or args.scheduler:
+            from kemu.frontend.shard import replay_sharded, worker_count
+
+            workers = args.workers or worker_count(args.scheduler)
+            summary = replay_sharded(model, args.capture, args.out, args.flows, opts,
+                                     workers=workers, scheduler=args.scheduler,
+                                     backend=args.backend, seed=args.seed, cold=args.cold,
+                                     progress=progress.workers if progress else None)
+        else:
+            summary = replay(emu, args.capture, args.out, args.flows, opts,
+                             progress=progress.update if progress else None)
     finally:
         if progress:
             progress.close()
@@ -130,18 +146,26 @@ def raise_missing(path: str) -> None:
 
 
 class _progress:
-    """A frames counter on stderr, redrawn per batch."""
+    """A frames counter on stderr, redrawn per batch (sharded: each worker's frames)."""
 
     def __init__(self) -> None:
         self.n = 0
+        self.width = 40
 
     def update(self, n: int) -> None:
         self.n = n
         sys.stderr.write(f"\rreplaying: {n} frames")
         sys.stderr.flush()
 
+    def workers(self, counts: dict[int, int]) -> None:
+        each = "  ".join(f"w{k}: {n}" for k, n in sorted(counts.items()))
+        line = f"replaying: {sum(counts.values())} frames ({each})"
+        self.width = max(self.width, len(line))
+        sys.stderr.write("\r" + line.ljust(self.width))
+        sys.stderr.flush()
+
     def close(self) -> None:
-        sys.stderr.write("\r" + " " * 40 + "\r")
+        sys.stderr.write("\r" + " " * self.width + "\r")
         sys.stderr.flush()
 
 
