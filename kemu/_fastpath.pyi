@@ -98,10 +98,8 @@ def place_frames(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
                  mac_keys: np.ndarray, mac_ifs: np.ndarray, gateway: int
                  ) -> tuple[np.ndarray, np.ndarray]: ...
 
-def shard_keys(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
-               svc_keys: np.ndarray, svc_top: np.ndarray, svc_aff: np.ndarray,
-               aff_be: np.ndarray, node_ips: np.ndarray, frags: dict
-               ) -> tuple[np.ndarray, np.ndarray]: ...
+def shard_keys(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, tabs: Any,
+               frags: dict) -> tuple[np.ndarray, np.ndarray]: ...
 
 # -- the flow log (twin of kemu.io.flowlog.encode_flows) -------------------------------------
 

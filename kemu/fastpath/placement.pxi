@@ -142,6 +142,7 @@ def place_frames(buf, offsets, lengths, own_ip, own_if, own_if_l2, mac_keys, mac
     return iface, why
 
 
+
 # -- shard keys (#21; twin: kemu.frontend.placement.shard_keys, read it for the rules) --------
 
 cdef inline uint32_t shard_mix(uint64_t x) noexcept nogil:
@@ -153,40 +154,67 @@ cdef inline uint32_t shard_mix(uint64_t x) noexcept nogil:
 
 cdef inline uint32_t shard_pair(uint64_t proto, uint64_t a, uint64_t b) noexcept nogil:
     cdef uint64_t lo = a if a <= b else b, hi = b if a <= b else a
-    return shard_mix(<uint64_t>shard_mix((lo << 32) | hi) ^ ((<uint64_t>3 << 56) | (proto << 32)))
-
-
-cdef inline int64_t shard_svc(const int64_t* keys, int64_t n, int64_t proto, int64_t ip,
-                              int64_t port) noexcept nogil:
-    cdef int64_t f = sorted_find(keys, n, (proto << 48) | (ip << 16) | port)
-    return f if f >= 0 else sorted_find(keys, n, (proto << 48) | port)
+    return shard_mix(<uint64_t>shard_mix((lo << 32) | hi) ^ ((<uint64_t>4 << 56) | (proto << 32)))
 
 
 cdef struct ShardTabs:
     const int64_t* svc
-    const int32_t* top
-    const uint8_t* aff
+    const uint8_t* svc_flags
+    const int32_t* svc_sp
     const int64_t* be
-    const int64_t* node
-    int64_t n_svc, n_be, n_node
+    const uint8_t* be_flags
+    const int64_t* sp_be
+    const int64_t* pods
+    const uint8_t* pod_flags
+    const int64_t* nodes
+    int64_t n_svc, n_be, n_sp_be, n_pods, n_nodes
 
 
-cdef inline uint32_t shard_ports(const ShardTabs* tb, int64_t proto, int64_t s, int64_t sp,
-                                 int64_t d, int64_t dp, uint8_t* unc) noexcept nogil:
-    cdef int64_t fd = shard_svc(tb.svc, tb.n_svc, proto, d, dp)
-    cdef int64_t fs = shard_svc(tb.svc, tb.n_svc, proto, s, sp)
-    cdef int64_t top = sp if sp >= dp else dp
-    if tb.n_be or tb.n_svc:
-        if (fd >= 0 and tb.aff[fd]) or sorted_find(tb.be, tb.n_be,
-                                                    (proto << 48) | (d << 16) | dp) >= 0:
-            unc[0] = 0
-            return shard_mix((<uint64_t>2 << 56) ^ <uint64_t>s)
-        if (fs >= 0 and tb.aff[fs]) or sorted_find(tb.be, tb.n_be,
-                                                    (proto << 48) | (s << 16) | sp) >= 0:
-            unc[0] = sorted_find(tb.node, tb.n_node, d) >= 0
-            return shard_mix((<uint64_t>2 << 56) ^ <uint64_t>d)
-    unc[0] = (fd >= 0 and tb.top[fd] >= sp) or (fs >= 0 and tb.top[fs] >= dp)
-    return shard_mix((<uint64_t>1 << 56) | (<uint64_t>proto << 32) | <uint64_t>top)
+cdef uint32_t shard_ports(const ShardTabs* tb, int64_t proto, int64_t s, int64_t sp,
+                          int64_t d, int64_t dp, uint8_t* unc) noexcept nogil:
+    cdef int64_t ks = (proto << 48) | (s << 16) | sp, kd = (proto << 48) | (d << 16) | dp
+    cdef int64_t fd = sorted_find(tb.svc, tb.n_svc, kd), fs = sorted_find(tb.svc, tb.n_svc, ks)
+    cdef int64_t bd = sorted_find(tb.be, tb.n_be, kd), bs = sorted_find(tb.be, tb.n_be, ks)
+    cdef int64_t c, cp, f, pod
+    cdef uint64_t a, b, lo, hi
+    cdef uint8_t fl
+    cdef bint server_d, server_s
+    if fd < 0:
+        fd = sorted_find(tb.svc, tb.n_svc, (proto << 48) | dp)
+    if fs < 0:
+        fs = sorted_find(tb.svc, tb.n_svc, (proto << 48) | sp)
+    server_d = fd >= 0 or bd >= 0
+    server_s = fs >= 0 or bs >= 0
+    unc[0] = 0
+    if server_d == server_s:
+        if not server_d and sorted_find(tb.pods, tb.n_pods, s) >= 0 \
+                and sorted_find(tb.pods, tb.n_pods, d) >= 0:
+            a = <uint64_t>ks & ((<uint64_t>1 << 48) - 1)
+            b = <uint64_t>kd & ((<uint64_t>1 << 48) - 1)
+            lo = a if a <= b else b
+            hi = b if a <= b else a
+            return shard_mix(<uint64_t>shard_mix(lo | (<uint64_t>proto << 48)) ^ hi
+                             ^ (<uint64_t>5 << 56))
+        return shard_mix((<uint64_t>1 << 56) | (<uint64_t>proto << 32)
+                         | <uint64_t>(sp if sp >= dp else dp))
+    if server_d:
+        c, cp, f = s, sp, fd
+        fl = tb.svc_flags[fd] if fd >= 0 else tb.be_flags[bd]
+    else:
+        c, cp, f = d, dp, fs
+        fl = tb.svc_flags[fs] if fs >= 0 else tb.be_flags[bs]
+    if fl & 1:
+        unc[0] = sorted_find(tb.nodes, tb.n_nodes, c) >= 0
+        return shard_mix((<uint64_t>3 << 56) ^ <uint64_t>c)
+    pod = sorted_find(tb.pods, tb.n_pods, c)
+    if pod >= 0:
+        if f >= 0:
+            unc[0] = (tb.svc_flags[f] & 2) != 0 or (
+                (tb.pod_flags[pod] & 1) != 0
+                and sorted_find(tb.sp_be, tb.n_sp_be, (<int64_t>tb.svc_sp[f] << 32) | c) >= 0)
+        return shard_mix((<uint64_t>2 << 56) | (<uint64_t>proto << 48) | (<uint64_t>c << 16)
+                         | <uint64_t>cp)
+    return shard_mix((<uint64_t>1 << 56) | (<uint64_t>proto << 32) | <uint64_t>cp)
 
 
 cdef inline bint shard_echo(int t) noexcept nogil:
@@ -218,20 +246,33 @@ cdef uint32_t shard_l4(const ShardTabs* tb, const uint8_t* d, int64_t n, int64_t
     return shard_pair(<uint64_t>proto, <uint64_t>s, <uint64_t>t)
 
 
-def shard_keys(buf, offsets, lengths, svc_keys, svc_top, svc_aff, aff_be, node_ips,
-               dict frags):
+cdef inline const int64_t* i64p(const int64_t[::1] v) noexcept:
+    return &v[0] if v.shape[0] else NULL
+
+
+cdef inline const uint8_t* u8p(const uint8_t[::1] v) noexcept:
+    return &v[0] if v.shape[0] else NULL
+
+
+def shard_keys(buf, offsets, lengths, tabs, dict frags):
     """Shard key of each frame and whether it is uncertain; see
-    ``kemu.frontend.placement.shard_keys``."""
+    ``kemu.frontend.placement.shard_keys`` (``tabs``: its ``ShardTables``)."""
     cdef const uint8_t[::1] b = buf
     cdef const int64_t[::1] off = offsets
     cdef const int32_t[::1] ln = lengths
-    cdef const int64_t[::1] sk = svc_keys
-    cdef const int32_t[::1] st = svc_top
-    cdef const uint8_t[::1] sa = svc_aff
-    cdef const int64_t[::1] be = aff_be
-    cdef const int64_t[::1] nd = node_ips
+    cdef const int64_t[::1] svc = tabs.svc_keys
+    cdef const uint8_t[::1] svc_flags = tabs.svc_flags
+    cdef const int32_t[::1] svc_sp = tabs.svc_sp
+    cdef const int64_t[::1] be = tabs.be_keys
+    cdef const uint8_t[::1] be_flags = tabs.be_flags
+    cdef const int64_t[::1] sp_be = tabs.sp_be
+    cdef const int64_t[::1] pods = tabs.pod_ips
+    cdef const uint8_t[::1] pod_flags = tabs.pod_flags
+    cdef const int64_t[::1] nodes = tabs.node_ips
     cdef Py_ssize_t n = off.shape[0], i
-    if ln.shape[0] != n or st.shape[0] != sk.shape[0] or sa.shape[0] != sk.shape[0]:
+    if ln.shape[0] != n or svc_flags.shape[0] != svc.shape[0] \
+            or svc_sp.shape[0] != svc.shape[0] or be_flags.shape[0] != be.shape[0] \
+            or pod_flags.shape[0] != pods.shape[0]:
         raise ValueError("shard_keys: arrays of different lengths")
     keys = np.zeros(n, np.uint32)
     unc = np.zeros(n, np.uint8)
@@ -240,13 +281,13 @@ def shard_keys(buf, offsets, lengths, svc_keys, svc_top, svc_aff, aff_be, node_i
     cdef ShardTabs tb
     cdef int64_t o, m, fo, ident, proto, s, t, et
     cdef const uint8_t* d
-    cdef uint8_t u
-    tb.svc = &sk[0] if sk.shape[0] else NULL
-    tb.top = &st[0] if st.shape[0] else NULL
-    tb.aff = &sa[0] if sa.shape[0] else NULL
-    tb.be = &be[0] if be.shape[0] else NULL
-    tb.node = &nd[0] if nd.shape[0] else NULL
-    tb.n_svc, tb.n_be, tb.n_node = sk.shape[0], be.shape[0], nd.shape[0]
+    cdef uint8_t u = 0
+    tb.svc, tb.svc_flags = i64p(svc), u8p(svc_flags)
+    tb.svc_sp = &svc_sp[0] if svc_sp.shape[0] else NULL
+    tb.be, tb.be_flags, tb.sp_be = i64p(be), u8p(be_flags), i64p(sp_be)
+    tb.pods, tb.pod_flags, tb.nodes = i64p(pods), u8p(pod_flags), i64p(nodes)
+    tb.n_svc, tb.n_be, tb.n_sp_be = svc.shape[0], be.shape[0], sp_be.shape[0]
+    tb.n_pods, tb.n_nodes = pods.shape[0], nodes.shape[0]
     for i in range(n):
         o, m = off[i], ln[i]
         if o < 0 or m < 0 or o + m > b.shape[0]:
@@ -260,7 +301,9 @@ def shard_keys(buf, offsets, lengths, svc_keys, svc_top, svc_aff, aff_be, node_i
             continue
         if et != 0x0800 or m < 34 or d[14] >> 4 != 4 or (d[14] & 15) < 5:
             continue
-        proto, s, t = d[23], rd32(d, 26), rd32(d, 30)
+        proto = d[23]
+        s = rd32(d, 26)
+        t = rd32(d, 30)
         ident = rd16(d, 18)
         fo = ((d[20] & 0x1F) << 8) | d[21]
         if fo:

@@ -94,7 +94,7 @@ class Selector:
             n = min(n, self.limit - self.seen)
         self.seen += n
         keys, unc = self.impl.shard_keys(cap.buf, cap.offsets[:n], cap.lengths[:n],
-                                         *self.tabs, self.frags)
+                                         self.tabs, self.frags)
         mine = np.flatnonzero(keys % np.uint32(self.count) == self.index)
         self.frames += len(mine)
         self.cross_shard += int(np.count_nonzero(unc[mine]))
@@ -257,7 +257,6 @@ def replay_sharded(model: Cluster, capture: str | os.PathLike, out: str | os.Pat
     ``distributed.Client`` or a cluster object), and merge their parts into ``out`` and
     ``flows``. ``progress`` is called with each worker's frames so far."""
     from kemu.frontend.api import EmulatedCluster
-    from kemu.frontend.replay import ReplaySummary
     from kemu.io.compressed import open_decompressed
     from kemu.io.outputs import check_outputs
 
