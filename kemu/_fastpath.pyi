@@ -99,7 +99,8 @@ def place_frames(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
                  ) -> tuple[np.ndarray, np.ndarray]: ...
 
 def shard_keys(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, tabs: Any,
-               frags: dict) -> tuple[np.ndarray, np.ndarray]: ...
+               frags: dict, cache: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]: ...
 
 # -- the flow log (twin of kemu.io.flowlog.encode_flows) -------------------------------------
 

@@ -254,9 +254,11 @@ cdef inline const uint8_t* u8p(const uint8_t[::1] v) noexcept:
     return &v[0] if v.shape[0] else NULL
 
 
-def shard_keys(buf, offsets, lengths, tabs, dict frags):
+def shard_keys(buf, offsets, lengths, tabs, dict frags, cache=None):
     """Shard key of each frame and whether it is uncertain; see
-    ``kemu.frontend.placement.shard_keys`` (``tabs``: its ``ShardTables``)."""
+    ``kemu.frontend.placement.shard_keys`` (``tabs``: its ``ShardTables``). ``cache``: a
+    zeroed uint64 array of ``3 * 2**k`` words kept across calls, a direct-mapped memo of
+    the TCP/UDP answers by 5-tuple (the answer is the tuple's alone: the same results)."""
     cdef const uint8_t[::1] b = buf
     cdef const int64_t[::1] off = offsets
     cdef const int32_t[::1] ln = lengths
@@ -282,6 +284,17 @@ def shard_keys(buf, offsets, lengths, tabs, dict frags):
     cdef int64_t o, m, fo, ident, proto, s, t, et
     cdef const uint8_t* d
     cdef uint8_t u = 0
+    cdef uint64_t[::1] cw
+    cdef uint64_t* cm = NULL
+    cdef uint64_t cmask = 0, ca, cb, h, slot
+    cdef int64_t l4
+    if cache is not None:
+        cw = cache
+        if cw.shape[0] < 3 or (cw.shape[0] // 3) & (cw.shape[0] // 3 - 1) \
+                or cw.shape[0] % 3:
+            raise ValueError("shard_keys: cache must hold 3 * 2**k words")
+        cm = &cw[0]
+        cmask = <uint64_t>(cw.shape[0] // 3 - 1)
     tb.svc, tb.svc_flags = i64p(svc), u8p(svc_flags)
     tb.svc_sp = &svc_sp[0] if svc_sp.shape[0] else NULL
     tb.be, tb.be_flags, tb.sp_be = i64p(be), u8p(be_flags), i64p(sp_be)
@@ -317,8 +330,24 @@ def shard_keys(buf, offsets, lengths, tabs, dict frags):
                 if not d[20] & 0x20:
                     del frags[frag]
             continue
-        kv[i] = shard_l4(&tb, d, m, 14 + (d[14] & 15) * 4, proto, s, t, &u)
-        uv[i] = u
+        l4 = 14 + (d[14] & 15) * 4
+        if cm != NULL and (proto == 6 or proto == 17) and l4 + 4 <= m:
+            ca = (<uint64_t>s << 32) | <uint64_t>t
+            cb = (<uint64_t>proto << 32) | (<uint64_t>rd16(d, l4) << 16) | rd16(d, l4 + 2)
+            h = shard_mix(ca ^ (cb * <uint64_t>0x9E3779B97F4A7C15)) & cmask
+            slot = h * 3
+            if cm[slot + 2] >> 40 and cm[slot] == ca and cm[slot + 1] == cb:
+                kv[i] = <uint32_t>cm[slot + 2]
+                uv[i] = (cm[slot + 2] >> 32) & 1
+            else:
+                kv[i] = shard_l4(&tb, d, m, l4, proto, s, t, &u)
+                uv[i] = u
+                cm[slot] = ca
+                cm[slot + 1] = cb
+                cm[slot + 2] = <uint64_t>kv[i] | (<uint64_t>u << 32) | (<uint64_t>1 << 40)
+        else:
+            kv[i] = shard_l4(&tb, d, m, l4, proto, s, t, &u)
+            uv[i] = u
         if d[20] & 0x20:
             if len(frags) >= 65536:
                 frags.clear()

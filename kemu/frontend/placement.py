@@ -319,7 +319,7 @@ def _key_ports(proto: int, s: int, sp: int, d: int, dp: int, tb: ShardTables
 
 
 def shard_keys(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, tb: ShardTables,
-               frags: dict) -> tuple[np.ndarray, np.ndarray]:
+               frags: dict, cache: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Shard key of each Ethernet frame (``kemu._fastpath`` has the compiled twin) and
     whether its fate could depend on frames of another shard (docs/SHARDING.md has the
     argument).
@@ -334,7 +334,8 @@ def shard_keys(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, tb: Sh
     other IP protocols by the address pair, other frames 0. Uncertain: a fragment whose first
     fragment was not seen, a pod's connection to a NodePort/external/LoadBalancer frontend or
     to a Service it backs itself (masquerade may move the reply), an affinity reply to a node
-    address."""
+    address. ``cache``: the compiled twin's memo of TCP/UDP answers by 5-tuple (a function
+    of the tuple: ignored here)."""
     n = len(offsets)
     if len(lengths) != n or not len(tb.svc_keys) == len(tb.svc_flags) == len(tb.svc_sp) \
             or len(tb.be_keys) != len(tb.be_flags) or len(tb.pod_ips) != len(tb.pod_flags):

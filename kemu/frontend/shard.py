@@ -82,6 +82,7 @@ class Selector:
         self.tabs = shard_tables(t)
         self.index, self.count, self.limit = index, count, limit
         self.frags: dict = {}   # datagrams whose first fragment was seen: their keys
+        self.cache = np.zeros(3 << 16, np.uint64)  # the compiled twin's memo by 5-tuple
         self.seen = 0
         self.frames = 0
         self.cross_shard = 0
@@ -94,7 +95,7 @@ class Selector:
             n = min(n, self.limit - self.seen)
         self.seen += n
         keys, unc = self.impl.shard_keys(cap.buf, cap.offsets[:n], cap.lengths[:n],
-                                         self.tabs, self.frags)
+                                         self.tabs, self.frags, self.cache)
         mine = np.flatnonzero(keys % np.uint32(self.count) == self.index)
         self.frames += len(mine)
         self.cross_shard += int(np.count_nonzero(unc[mine]))
@@ -190,7 +191,9 @@ def run_shard(job: ShardJob, progress_queue: Any = None) -> ShardResult:
             last[0] = now
             report(job.index, done)
 
-    opts = replace(job.options, select=select, on_batch=tags)
+    # (no outputs: no hook, so that hops are not recorded for nothing)
+    opts = replace(job.options, select=select,
+                   on_batch=tags if job.out or job.flows else None)
     try:
         summary = replay(emu, job.capture, job.out, job.flows, opts, progress=progress)
     finally:
@@ -349,9 +352,14 @@ def _combine(parts: list[ReplaySummary]) -> ReplaySummary:
 def _pool_context() -> Any:
     import multiprocessing as mp
 
-    # never fork a process that has threads (the reader and writer threads of replay)
-    return mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods()
-                          else "spawn")
+    # never fork a process that has threads (the reader and writer threads of replay): a
+    # fork server, which imports kemu's replay once and forks the workers from there
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["kemu.frontend.shard", "kemu.frontend.api",
+                                "kemu.frontend.replay"])
+    return ctx
 
 
 def _run_pool(jobs: list[ShardJob], progress: Callable[[dict[int, int]], None] | None
@@ -382,16 +390,21 @@ def _follow(finished: Callable[[], bool], get: Callable[..., Any],
             progress: Callable[[dict[int, int]], None] | None) -> None:
     """Progress reports drained until every job is finished."""
     counts: dict[int, int] = {}
-    while not finished():
-        try:
-            index, done = get(timeout=0.1)
-        except (queue.Empty, TimeoutError):
-            continue
-        except Exception:  # noqa: BLE001 - a distributed.Queue timing out says so its way
-            continue
-        counts[index] = done
-        if progress is not None:
-            progress(dict(counts))
+    last = False
+    while not last:
+        last = finished()  # then what is still queued: the workers' final counts
+        while True:
+            try:
+                index, done = get(timeout=0.05 if last else 0.1)
+            except (queue.Empty, TimeoutError):
+                break
+            except Exception:  # noqa: BLE001 - a distributed.Queue timing out says so its way
+                break
+            counts[index] = done
+            if progress is not None:
+                progress(dict(counts))
+            if not last and finished():
+                break
 
 
 def _client(scheduler: Any) -> tuple[Any, bool]:
