@@ -312,25 +312,47 @@ def replay_sharded(model: Cluster, capture: str | os.PathLike, out: str | os.Pat
 
 def _merge_outputs(t: Tables, jobs: list[ShardJob], out: str | os.PathLike | None,
                    flows: str | os.PathLike | None, summary: ReplaySummary) -> None:
+    """The parts merged into the outputs: the flow log on a thread of its own beside the
+    pcapng; both renamed into place only when both are complete."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from kemu.frontend.replay import open_writer
     from kemu.io.merge import merge_lines, merge_pcapng
     from kemu.io.outputs import AtomicFile
 
-    if out is not None:
-        writer = open_writer(out, t, background=False)
+    def merge_flows() -> tuple[AtomicFile, int]:
+        f = AtomicFile(os.fspath(flows), "wb", direct=True)  # type: ignore[arg-type]
         try:
-            n = merge_pcapng([(j.out, j.out + ".tags") for j in jobs if j.out], writer.write_blocks)
-            writer.close()
+            return f, merge_lines([(j.flows, j.flows + ".tags") for j in jobs if j.flows], f)
         except BaseException:
-            writer.abort()
+            f.discard()
             raise
-        if n != summary.hops_written:
-            raise KemuError(f"{out}: merged {n} blocks of {summary.hops_written}")
-    if flows is not None:
-        with AtomicFile(flows, "wb") as f:
-            n = merge_lines([(j.flows, j.flows + ".tags") for j in jobs if j.flows], f)
-        if n != summary.flow_records:
-            raise KemuError(f"{flows}: merged {n} records of {summary.flow_records}")
+
+    writer = None
+    with ThreadPoolExecutor(1, thread_name_prefix="kemu merge") as pool:
+        pending = pool.submit(merge_flows) if flows is not None else None
+        try:
+            if out is not None:
+                writer = open_writer(out, t)  # (its writes on a thread of its own, O_DIRECT)
+                n = merge_pcapng([(j.out, j.out + ".tags") for j in jobs if j.out],
+                                 writer.write_blocks)
+                if n != summary.hops_written:
+                    raise KemuError(f"{out}: merged {n} blocks of {summary.hops_written}")
+            f, n = pending.result() if pending is not None else (None, 0)
+            if f is not None and n != summary.flow_records:
+                f.discard()
+                raise KemuError(f"{flows}: merged {n} records of {summary.flow_records}")
+            if writer is not None:
+                writer.close()
+            if f is not None:
+                f.commit()
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            if pending is not None:
+                with contextlib.suppress(BaseException):
+                    pending.result()[0].discard()
+            raise
 
 
 def _combine(parts: list[ReplaySummary]) -> ReplaySummary:

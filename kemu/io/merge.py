@@ -10,7 +10,8 @@ process writes: by frame number, then each frame's items in their part's order.
 The merge streams: each part is memory-mapped and read in windows of ``WINDOW`` items; the
 items of every part with a tag up to the smallest "last tag of a window" among the parts
 that have more are merged (a stable sort of the window's tags: the ``heapq.merge`` of the
-parts, done a window at a time in numpy) and their bytes gathered into one write. Memory is
+parts, done a window at a time in numpy) and their bytes gathered into one write, a slice per
+run of items that follow each other in one part (a frame's hops are one run). Memory is
 bounded by the windows, not by the parts' sizes.
 """
 
@@ -22,20 +23,25 @@ from typing import BinaryIO
 
 import numpy as np
 
-from kemu.io.frames import copy_segments
-
 WINDOW = 1 << 16  # items read ahead per part
+CHUNK = 16 << 20  # bytes read at once from a part
 _EPB = 6
 
 
 class _Part:
-    """One part's items: start and length of each (found a window at a time) and tags."""
+    """One part's items: start and length of each (found a window at a time), their tags,
+    and the bytes from the first item not yet merged on, read in chunks (plain sequential
+    reads: the kernel's read-ahead, no page faults per page)."""
 
     def __init__(self, data_path: str, tags_path: str, first: int,
                  scan: Callable[[np.ndarray, int, int], tuple[np.ndarray, int]]) -> None:
-        size = os.path.getsize(data_path)
-        self.data = (np.memmap(data_path, np.uint8, mode="r") if size
-                     else np.zeros(0, np.uint8))
+        self.size = os.path.getsize(data_path)
+        self.f = open(data_path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self.f.seek(first)
+        self.base = first       # file offset of buf[0]
+        self.mem = np.empty(2 * CHUNK, np.uint8)
+        self.hi = 0             # valid bytes in mem
+        self.buf = self.mem[:0]
         ntags = os.path.getsize(tags_path) // 8
         self.tags = (np.memmap(tags_path, np.int64, mode="r") if ntags
                      else np.zeros(0, np.int64))
@@ -46,23 +52,46 @@ class _Part:
         self.starts = np.zeros(0, np.int64)  # scanned, not merged: starts and lengths
         self.lens = np.zeros(0, np.int64)
 
+    def close(self) -> None:
+        self.f.close()
+
+    def _more(self) -> bool:
+        """The next chunk read in; the bytes before the first item not yet merged dropped
+        (moved to the front of the buffer, which grows only for a window that needs it)."""
+        keep = (int(self.starts[0]) if len(self.starts) else self.pos) - self.base
+        held = self.hi - keep
+        if keep:
+            self.mem[:held] = self.mem[keep:self.hi]
+            self.base += keep
+        if len(self.mem) < held + CHUNK:
+            grown = np.empty(max(2 * len(self.mem), held + CHUNK), np.uint8)
+            grown[:held] = self.mem[:held]
+            self.mem = grown
+        got = self.f.readinto(memoryview(self.mem)[held:held + CHUNK])
+        self.hi = held + (got or 0)
+        self.buf = self.mem[:self.hi]
+        return bool(got)
+
     def fill(self) -> None:
         """Scan up to ``WINDOW`` items ahead (fewer at the end of the part)."""
         want = WINDOW - len(self.starts)
-        if want <= 0 or self.pos >= len(self.data):
-            return
-        starts, end = self.scan(self.data, self.pos, want)
-        if len(starts):
-            lens = np.diff(np.append(starts, end))
-            self.starts = np.concatenate([self.starts, starts])
-            self.lens = np.concatenate([self.lens, lens])
-        if end == self.pos and not len(starts):
-            raise ValueError(f"{self.path}: unreadable item at byte {self.pos}")
-        self.pos = end
+        while want > 0 and self.pos < self.size:
+            starts, end = self.scan(self.buf, self.pos - self.base, want)
+            if len(starts):
+                starts = starts + self.base
+                end += self.base
+                self.starts = np.concatenate([self.starts, starts])
+                self.lens = np.concatenate([self.lens, np.diff(np.append(starts, end))])
+                want -= len(starts)
+                self.pos = end
+            if len(self.starts) and self.pos - int(self.starts[0]) >= CHUNK:
+                break  # a window's worth of bytes held: merge those first
+            if want > 0 and self.pos < self.size and not self._more():
+                raise ValueError(f"{self.path}: unreadable item at byte {self.pos}")
 
     @property
     def at_end(self) -> bool:
-        return self.pos >= len(self.data)
+        return self.pos >= self.size
 
     def window_tags(self) -> np.ndarray:
         n = len(self.starts)
@@ -78,7 +107,7 @@ class _Part:
         return starts, lens
 
 
-def merge(parts: list[_Part], write: Callable[[np.ndarray], None]) -> int:
+def merge(parts: list[_Part], write: Callable[[bytes], None]) -> int:
     """Every item of ``parts`` in tag order, written a window at a time; returns how many."""
     written = 0
     while True:
@@ -99,15 +128,22 @@ def merge(parts: list[_Part], write: Callable[[np.ndarray], None]) -> int:
                 chosen.append((p, t[:k], starts, lens))
         all_tags = np.concatenate([c[1] for c in chosen])
         which = np.concatenate([np.full(len(c[1]), j, np.int32) for j, c in enumerate(chosen)])
-        lens = np.concatenate([c[3] for c in chosen])
+        starts = np.concatenate([c[2] for c in chosen])
+        ends = starts + np.concatenate([c[3] for c in chosen])
         order = np.argsort(all_tags, kind="stable")  # ties: within one part, its order
-        out_start = np.zeros(len(order), np.int64)
-        np.cumsum(lens[order][:-1], out=out_start[1:])
-        dst = np.zeros(len(order), np.int64)
-        dst[order] = out_start
-        out = np.empty(int(lens.sum()), np.uint8)
-        for j, (p, _t, starts, ln) in enumerate(chosen):
-            copy_segments(out, dst[which == j], p.data, starts, ln)
+        w, st, en = which[order], starts[order], ends[order]
+        # runs: items that follow each other in one part are one slice of it (a frame's
+        # hops, a frame's records, frames of one shard in a row)
+        first = np.ones(len(order), bool)
+        first[1:] = (w[1:] != w[:-1]) | (st[1:] != en[:-1])
+        at = np.flatnonzero(first)
+        last = np.append(at[1:], len(order)) - 1
+        views = [memoryview(c[0].buf) for c in chosen]
+        base = np.array([c[0].base for c in chosen], np.int64)
+        wa = w[at]
+        out = b"".join([views[j][a:b] for j, a, b in
+                        zip(wa.tolist(), (st[at] - base[wa]).tolist(),
+                            (en[last] - base[wa]).tolist(), strict=True)])
         write(out)
         written += len(order)
     return written
@@ -162,23 +198,31 @@ def pcapng_body_start(path: str) -> int:
             pos += blen
 
 
-def merge_pcapng(parts: list[tuple[str, str]], write_blocks: Callable[[np.ndarray, int], None]
+def merge_pcapng(parts: list[tuple[str, str]], write_blocks: Callable[[bytes, int], None]
                  ) -> int:
     """The packet blocks of the part pcapngs ``(path, tags path)`` in tag order, handed to
     ``write_blocks(blocks, count)`` (``PcapngWriter.write_blocks``); returns how many."""
     readers = [_Part(p, t, pcapng_body_start(p), _scan_blocks) for p, t in parts]
     before = [0]
 
-    def write(out: np.ndarray) -> None:
+    def write(out: bytes) -> None:
         n = sum(p.next for p in readers) - before[0]
         before[0] += n
         write_blocks(out, n)
 
-    return merge(readers, write)
+    return _merged(readers, write)
 
 
 def merge_lines(parts: list[tuple[str, str]], out: BinaryIO) -> int:
     """The lines of the part files ``(path, tags path)`` in tag order, written to ``out``;
     returns how many."""
     readers = [_Part(p, t, 0, _scan_lines) for p, t in parts]
-    return merge(readers, lambda data: out.write(memoryview(data)))
+    return _merged(readers, out.write)
+
+
+def _merged(readers: list[_Part], write: Callable[[bytes], None]) -> int:
+    try:
+        return merge(readers, write)
+    finally:
+        for r in readers:
+            r.close()
