@@ -24,6 +24,7 @@ import pickle
 import queue
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -161,9 +162,11 @@ def _init_pool(q: Any) -> None:
     _report = report
 
 
-def run_shard(job: ShardJob, progress_queue: Any = None) -> ShardResult:
-    """One shard replayed into its parts (the worker's side; runs in a pool process or on
-    a Dask worker). ``progress_queue``: a ``distributed.Queue`` (Dask) to report to."""
+def run_shard(job: ShardJob, progress_queue: Any = None,
+              reporter: Callable[[int, int], None] | None = None) -> ShardResult:
+    """One shard replayed into its parts (the worker's side; runs in a pool process, on
+    a Dask worker, or in the coordinator). ``progress_queue``: a ``distributed.Queue``
+    (Dask) to report to; ``reporter``: a function to report to."""
     from kemu.frontend.api import EmulatedCluster
     from kemu.frontend.replay import replay
 
@@ -178,7 +181,7 @@ def run_shard(job: ShardJob, progress_queue: Any = None) -> ShardResult:
     t = emu.tables
     select = Selector(t, job.index, job.count, job.options.limit, emu.backend)
     tags = _Tags(t, job.options.capture_points, job.out, job.flows)
-    report = _report
+    report = reporter or _report
     if progress_queue is not None:
         def report(index: int, done: int) -> None:
             with contextlib.suppress(Exception):
@@ -386,26 +389,38 @@ def _pool_context() -> Any:
 
 def _run_pool(jobs: list[ShardJob], progress: Callable[[dict[int, int]], None] | None
               ) -> list[ShardResult]:
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    """The first shard here, in this process (its kemu is imported, its cores idle
+    otherwise), the others in a pool of processes started meanwhile."""
+    from concurrent.futures import ProcessPoolExecutor
 
     ctx = _pool_context()
     q = ctx.Queue()
-    with ProcessPoolExecutor(len(jobs), mp_context=ctx, initializer=_init_pool,
-                             initargs=(q,)) as pool:
-        futures = [pool.submit(run_shard, job) for job in jobs]
-        try:
-            _follow(lambda: all(f.done() for f in futures), q.get, progress)
-            wait(futures, return_when=FIRST_EXCEPTION)
-            return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
+    stop = threading.Event()
+    follower = threading.Thread(target=_follow, args=(stop.is_set, q.get, progress),
+                                name="kemu progress", daemon=True)
+    pool = ProcessPoolExecutor(len(jobs) - 1, mp_context=ctx, initializer=_init_pool,
+                               initargs=(q,)) if len(jobs) > 1 else None
+    futures = [pool.submit(run_shard, job) for job in jobs[1:]] if pool is not None else []
+    try:
+        follower.start()
+        here = run_shard(jobs[0], reporter=lambda i, n: q.put_nowait((i, n)))
+        results = [here] + [f.result() for f in futures]
+        stop.set()
+        follower.join()
+        return results
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        if pool is not None:
             for p in list(getattr(pool, "_processes", {}).values()):  # stop them now
                 with contextlib.suppress(Exception):
                     p.terminate()
-            raise
-        finally:
-            q.close()
+        raise
+    finally:
+        stop.set()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        q.close()
 
 
 def _follow(finished: Callable[[], bool], get: Callable[..., Any],
