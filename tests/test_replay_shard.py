@@ -177,6 +177,22 @@ def test_icmp_errors_and_fragments_follow_their_flow(backend: str) -> None:
     assert np.array_equal(twin_k, k1) and np.array_equal(twin_u, u1)
 
 
+def test_uncertain_frames(backend: str) -> None:
+    """A pod's connection to a NodePort may be masqueraded (its reply then comes to the
+    node's address and keys by port): uncertain; the same from an external host keys by
+    the port its reply keeps (S-7): certain, and equal to the reply's key."""
+    tb = _tables(EXAMPLE / "cluster")
+    impl = placement.implementations()[backend]
+    tcp = struct.pack("!HHIIHHHH", 45000, 30080, 0, 0, 0x5002, 0, 0, 0)
+    from_pod = _eth(_ipv4("10.244.0.2", "172.18.0.2", 6, tcp))
+    from_ext = _eth(_ipv4("172.18.0.100", "172.18.0.2", 6, tcp))
+    reply = _eth(_ipv4("10.244.0.4", "10.244.0.1", 6,
+                       struct.pack("!HHIIHHHH", 8080, 45000, 0, 0, 0x5012, 0, 0, 0)))
+    k, u = impl.shard_keys(*_frames(from_pod, from_ext, reply), tb, {})
+    assert u.tolist() == [1, 0, 0]
+    assert k[1] == k[2]
+
+
 # -- byte identity ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["example", "mix", "churn"])

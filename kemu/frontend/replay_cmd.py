@@ -70,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from kemu.frontend.cli import load, warn
     from kemu.frontend.replay import ReplayOptions, replay
 
+    if (args.workers or 1) > 1 and not args.scheduler:
+        from kemu.frontend.shard import prestart
+
+        prestart()  # the pool's fork server imports kemu while the manifests load
     model = load(args)
     if not os.path.exists(args.capture):
         raise_missing(args.capture)

@@ -387,6 +387,17 @@ def _pool_context() -> Any:
     return ctx
 
 
+def prestart() -> None:
+    """Start the fork server now (it imports kemu's replay once, the pool's workers are
+    forked from it): ``kemu replay --workers N`` calls this first, so that those imports
+    run beside its own loading of the manifests."""
+    ctx = _pool_context()
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def _run_pool(jobs: list[ShardJob], progress: Callable[[dict[int, int]], None] | None
               ) -> list[ShardResult]:
     """The first shard here, in this process (its kemu is imported, its cores idle
@@ -479,8 +490,17 @@ def _run_dask(jobs: list[ShardJob], scheduler: Any,
         futures = [client.submit(run_shard, job, q, pure=False,
                                  key=f"kemu-shard-{job.index}-{uuid.uuid4().hex}")
                    for job in jobs]
+        waiting: list[Any] = []
+
         def get(timeout: float) -> Any:
-            return q.get(timeout=timeout)
+            # every report waiting, without blocking on the scheduler (a get that times
+            # out there is logged as an error by distributed)
+            if not waiting:
+                waiting.extend(q.get(batch=True) or ())
+            if not waiting:
+                time.sleep(timeout)
+                raise queue.Empty
+            return waiting.pop(0)
 
         try:
             _follow(lambda: all(f.done() for f in futures), get, progress)
