@@ -18,7 +18,9 @@ Output: a pcapng with every hop (``capture_points``: all, pods, drops), a Hubble
 log, and a ``ReplaySummary`` in tcpreplay's manner. Outputs are written under temporary names
 and renamed when complete (``kemu.io.outputs``: checked first, never an input, nothing left
 behind on failure). A compressed capture (gzip, xz, bzip2, zstd) is decompressed once into
-an unnamed temporary file (``kemu.io.compressed``).
+an unnamed temporary file (``kemu.io.compressed``). ``kemu.frontend.shard`` runs this in
+several processes, each on the frames of its shard (``ReplayOptions.select``), and merges
+their outputs into these same bytes (#21, docs/SHARDING.md).
 """
 
 from __future__ import annotations

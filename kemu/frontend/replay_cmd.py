@@ -5,6 +5,8 @@ summary with packets, bytes and packets per second). A progress bar on stderr wh
 terminal, updated per batch. No Scapy on this path (start-up time). ``--map`` places a
 capture from elsewhere onto the cluster's hosts (``kemu.frontend.addrmap``). When no frame of
 a capture could be placed, a hint on stderr says why and how to map, and the exit code is 1.
+``--workers N`` / ``--scheduler`` replay it sharded by flow (``kemu.frontend.shard``), the
+progress bar showing each worker's frames.
 """
 
 from __future__ import annotations
