@@ -108,6 +108,9 @@ class ReplayOptions:
     # the frames of each chunk to replay, on the reader thread (a shard's, ``kemu.frontend.
     # shard``: it applies ``limit`` itself then); None from it: read no further
     select: Callable[[Capture], Capture | None] | None = None
+    # outputs written around the page cache (O_DIRECT: files of gigabytes); a shard's parts
+    # go through it, as the merge reads them right back
+    direct: bool = True
 
 
 @dataclass
@@ -215,11 +218,11 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
     source = ExitStack()
     try:
         file = source.enter_context(open_decompressed(capture))
-        writer = open_writer(out, t) if out is not None else None
+        writer = open_writer(out, t, direct=opts.direct) if out is not None else None
         hop_writer = HopWriter(writer, t, opts.capture_points, implementations()[emu.backend]) \
             if writer is not None else None
         # the flow log's bytes around the page cache, laid out in the file's own buffers
-        flow_file = AtomicFile(flows, "wb", direct=True) if flows is not None else None
+        flow_file = AtomicFile(flows, "wb", direct=opts.direct) if flows is not None else None
         flowlog = None
         if flow_file is not None:
             flowlog = FlowLog(flow_file, t, _endpoint_infos(emu), _service_names(t),
@@ -283,7 +286,8 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
     return summary
 
 
-def open_writer(out: str | os.PathLike, t: Tables, background: bool = True) -> PcapngWriter:
+def open_writer(out: str | os.PathLike, t: Tables, background: bool = True,
+                direct: bool = True) -> PcapngWriter:
     """The replay's pcapng: kemu's section header, an interface per device but the
     node-local ones (a sharded replay's merged output starts the same way)."""
     from kemu._backend import BACKEND
@@ -294,7 +298,7 @@ def open_writer(out: str | os.PathLike, t: Tables, background: bool = True) -> P
         raise KemuError(f"{out}: directory {folder} does not exist")
     w = PcapngWriter(out, application=f"kemu {__version__} (backend {BACKEND})",
                      comment="kemu: emulated Kubernetes cluster; one interface per hop",
-                     background=background, direct=True)
+                     background=background, direct=direct)
     for i in range(t.n_ifaces):
         if int(t.if_kind[i]) != C.IF_NODE_LOCAL:
             w.add_interface(t.if_name[i], t.if_desc[i])

@@ -195,7 +195,7 @@ def run_shard(job: ShardJob, progress_queue: Any = None,
             report(job.index, done)
 
     # (no outputs: no hook, so that hops are not recorded for nothing)
-    opts = replace(job.options, select=select,
+    opts = replace(job.options, select=select, direct=False,
                    on_batch=tags if job.out or job.flows else None)
     try:
         summary = replay(emu, job.capture, job.out, job.flows, opts, progress=progress)
