@@ -98,6 +98,10 @@ def place_frames(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
                  mac_keys: np.ndarray, mac_ifs: np.ndarray, gateway: int
                  ) -> tuple[np.ndarray, np.ndarray]: ...
 
+def shard_keys(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, tabs: Any,
+               frags: dict, cache: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]: ...
+
 # -- the flow log (twin of kemu.io.flowlog.encode_flows) -------------------------------------
 
 FLOW_RECORD_TEXT: int

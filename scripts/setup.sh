@@ -81,7 +81,8 @@ fi
 vpy="$VENV/bin/python"
 
 # --- kemu in the venv --------------------------------------------------------------------
-"$vpy" -m pip install "${pip_q[@]}" -e ".[test]"
+# the dask extra too: tests/test_replay_shard.py runs replay on a Dask cluster (#21)
+"$vpy" -m pip install "${pip_q[@]}" -e ".[test,dask]"
 # an editable install does not rebuild the extension when the .pyx changes: build it here,
 # with the build requirements (pip installed them only in its isolated build environment)
 "$vpy" -m pip install "${pip_q[@]}" "setuptools>=77" "Cython>=3.0"

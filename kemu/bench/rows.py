@@ -1,7 +1,8 @@
 """What a ``kemu bench`` run is made of: names, sizes and measured rows.
 
 Owns the names of the workloads and implementations as the table and the JSON show them
-(``MIX``, ``CHURN``, ``POLICY``, ``FAST``, ``REF``, ``SCAPY``, ``KERNEL``, ``STAGES``), the
+(``MIX``, ``CHURN``, ``POLICY``, ``FAST``, ``REF``, ``SCAPY``, ``KERNEL``, ``STAGES``,
+``SHARDED``), the
 sizes of a full and of a ``--quick`` run (``Sizes``), and ``Row``: one measured line
 (workload, implementation, the rate of each run, their median). Everything else in
 ``kemu.bench`` refers to rows by these names, so a name changes here or nowhere.
@@ -23,6 +24,7 @@ FAST, REF, SCAPY, KERNEL = ("kemu fast path (cython)", "kemu reference (pure Pyt
 STAGES = FAST + ", flow cache off"  # every frame through every stage
 FLOWS_ROW = "kemu replay, pcapng and flow log (whole process)"  # -w and --flows
 FLOWS_SHM_ROW = "kemu replay, pcapng and flow log into /dev/shm (tmpfs)"  # the same, no disk
+SHARDED = "replay, sharded"  # the group of kemu replay --workers N rows (#21)
 
 
 @dataclass(frozen=True)

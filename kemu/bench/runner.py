@@ -21,6 +21,10 @@ What it measures, each the median of ``--repeat`` runs (with min and max), side 
   temporary directory, one into /dev/shm), the same with the Hubble flow log too
   (``--flows``, three runs into the temporary directory), and the start-up time of ``kemu
   replay`` (and whether it imports Scapy);
+- the scaling of a flow-sharded replay (#21, docs/SHARDING.md): ``kemu replay --workers N``
+  of the same capture for N = 1, 2, ... up to the core count without ``-w``, 1 and the core
+  count with ``-w`` and ``--flows`` (merged outputs), and a Dask ``LocalCluster`` of 2
+  workers beside the process pool of 2 (when ``distributed`` is installed);
 - memory: bytes per route, per conntrack flow and per pod;
 - with ``--scale``: a 5,000-node, 150,000-pod, 10,000-Service cluster loaded and compiled in a
   child process (seconds, peak memory) and the cluster mix on it against the three-node one
@@ -63,6 +67,7 @@ from kemu.bench.rows import (
     POLICY_NAMESPACES,
     REF,
     SCAPY,
+    SHARDED,
     STAGES,
     Row,
     Sizes,
@@ -480,6 +485,7 @@ class Bench(Report):
                 _say(f"replay ({where}): plain writes of the same bytes {size / secs / 1e6:,.0f}"
                      " MB/s")
             self._replay_flows(cmd, env, cap, tmp, n, info)
+            self._replay_sharded(cmd, env, cap, tmp, n, info)
             s = summaries[-1]
             info["summary"] = {k: s.get(k) for k in ("packets", "injected", "delivered",
                                                      "droppedTotal", "hopsWritten", "pps")}
@@ -522,6 +528,65 @@ class Bench(Report):
                         "bytes written per frame in all)")
             self.rows.append(row)
             _say(f"replay with --flows ({where}): {row.median:,.0f} frames/s")
+
+    def _replay_sharded(self, cmd: list[str], env: dict[str, str], cap: str, tmp: str, n: int,
+                        info: dict[str, Any]) -> None:
+        """The scaling rows of ``kemu replay --workers N`` (whole process, start-up and the
+        workers' start included): N = 1 .. the core count without outputs, 1 and the core
+        count with ``-w`` and ``--flows``, and a ``LocalCluster`` of 2 workers against the
+        pool of 2. The median of ``min(repeat, 3)`` runs each."""
+        cores = max(1, os.cpu_count() or 1)
+        reps = min(self.repeat, 3)
+        out, flows = os.path.join(tmp, "sharded.pcapng"), os.path.join(tmp, "sharded.jsonl")
+        scaling: dict[str, Any] = {"cores": cores}
+
+        def measure(name: str, args: list[str]) -> Row:
+            row = Row(SHARDED, f"{MIX} capture", name, "frames", n)
+            try:
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    p = subprocess.run(cmd + ["-r", cap] + args, env=env, check=True,
+                                       capture_output=True, text=True)
+                    row.runs.append(n / (time.perf_counter() - t0))
+                    cross = (json.loads(p.stdout).get("sharded") or {}).get("crossShard")
+                    row.note = "" if cross is None else f"{cross} frames could depend on " \
+                        "another shard"
+                    for f in (out, flows):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(f)
+            finally:
+                for f in (out, flows):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f)
+            self.rows.append(row)
+            _say(f"replay {name}: {row.median:,.0f} frames/s")
+            return row
+
+        plain = {w: measure(f"kemu replay --workers {w}" + (" (this process)" if w == 1
+                                                             else ""),
+                            ["--workers", str(w)])
+                 for w in range(1, cores + 1)}
+        scaling["no_outputs"] = {w: r.median for w, r in plain.items()}
+        if free_bytes(tmp) >= 2.5 * info.get("output_bytes", 0):
+            both = ["-w", out, "--flows", flows]
+            written = {w: measure(f"kemu replay --workers {w}, -w and --flows", both
+                                  + ["--workers", str(w)])
+                       for w in sorted({1, cores})}
+            scaling["with_outputs"] = {w: r.median for w, r in written.items()}
+        if cores >= 2:
+            scaling["speedup_2"] = plain[2].median / plain[1].median
+            try:
+                from distributed import LocalCluster
+            except ImportError:
+                scaling["local_cluster"] = "skipped: distributed is not installed"
+            else:
+                with LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
+                                  dashboard_address=None) as cluster:
+                    row = measure("kemu replay --scheduler (LocalCluster, 2 workers)",
+                                  ["--scheduler", cluster.scheduler_address,
+                                   "--workers", "2"])
+                scaling["local_cluster_vs_pool"] = row.median / plain[2].median
+        info["sharded"] = scaling
 
     def _child(self, fn: str, *args: Any, timeout: float = 1800) -> dict[str, Any]:
         env = dict(os.environ)

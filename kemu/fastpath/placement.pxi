@@ -140,3 +140,216 @@ def place_frames(buf, offsets, lengths, own_ip, own_if, own_if_l2, mac_keys, mac
                 else:
                     wo[i] = 2
     return iface, why
+
+
+
+# -- shard keys (#21; twin: kemu.frontend.placement.shard_keys, read it for the rules) --------
+
+cdef inline uint32_t shard_mix(uint64_t x) noexcept nogil:
+    """splitmix64's finaliser, to 32 bits (the twin's ``_mix``)."""
+    x = (x ^ (x >> 30)) * <uint64_t>0xBF58476D1CE4E5B9
+    x = (x ^ (x >> 27)) * <uint64_t>0x94D049BB133111EB
+    return <uint32_t>((x ^ (x >> 31)) >> 32)
+
+
+cdef inline uint32_t shard_pair(uint64_t proto, uint64_t a, uint64_t b) noexcept nogil:
+    cdef uint64_t lo = a if a <= b else b, hi = b if a <= b else a
+    return shard_mix(<uint64_t>shard_mix((lo << 32) | hi) ^ ((<uint64_t>4 << 56) | (proto << 32)))
+
+
+cdef struct ShardTabs:
+    const int64_t* svc
+    const uint8_t* svc_flags
+    const int32_t* svc_sp
+    const int64_t* be
+    const uint8_t* be_flags
+    const int64_t* sp_be
+    const int64_t* pods
+    const uint8_t* pod_flags
+    const int64_t* nodes
+    int64_t n_svc, n_be, n_sp_be, n_pods, n_nodes
+
+
+cdef uint32_t shard_ports(const ShardTabs* tb, int64_t proto, int64_t s, int64_t sp,
+                          int64_t d, int64_t dp, uint8_t* unc) noexcept nogil:
+    cdef int64_t ks = (proto << 48) | (s << 16) | sp, kd = (proto << 48) | (d << 16) | dp
+    cdef int64_t fd = sorted_find(tb.svc, tb.n_svc, kd), fs = sorted_find(tb.svc, tb.n_svc, ks)
+    cdef int64_t bd = sorted_find(tb.be, tb.n_be, kd), bs = sorted_find(tb.be, tb.n_be, ks)
+    cdef int64_t c, cp, f, pod
+    cdef uint64_t a, b, lo, hi
+    cdef uint8_t fl
+    cdef bint server_d, server_s
+    if fd < 0:
+        fd = sorted_find(tb.svc, tb.n_svc, (proto << 48) | dp)
+    if fs < 0:
+        fs = sorted_find(tb.svc, tb.n_svc, (proto << 48) | sp)
+    server_d = fd >= 0 or bd >= 0
+    server_s = fs >= 0 or bs >= 0
+    unc[0] = 0
+    if server_d == server_s:
+        if not server_d and sorted_find(tb.pods, tb.n_pods, s) >= 0 \
+                and sorted_find(tb.pods, tb.n_pods, d) >= 0:
+            a = <uint64_t>ks & ((<uint64_t>1 << 48) - 1)
+            b = <uint64_t>kd & ((<uint64_t>1 << 48) - 1)
+            lo = a if a <= b else b
+            hi = b if a <= b else a
+            return shard_mix(<uint64_t>shard_mix(lo | (<uint64_t>proto << 48)) ^ hi
+                             ^ (<uint64_t>5 << 56))
+        return shard_mix((<uint64_t>1 << 56) | (<uint64_t>proto << 32)
+                         | <uint64_t>(sp if sp >= dp else dp))
+    if server_d:
+        c, cp, f = s, sp, fd
+        fl = tb.svc_flags[fd] if fd >= 0 else tb.be_flags[bd]
+    else:
+        c, cp, f = d, dp, fs
+        fl = tb.svc_flags[fs] if fs >= 0 else tb.be_flags[bs]
+    if fl & 1:
+        unc[0] = sorted_find(tb.nodes, tb.n_nodes, c) >= 0
+        return shard_mix((<uint64_t>3 << 56) ^ <uint64_t>c)
+    pod = sorted_find(tb.pods, tb.n_pods, c)
+    if pod >= 0:
+        if f >= 0:
+            unc[0] = (tb.svc_flags[f] & 2) != 0 or (
+                (tb.pod_flags[pod] & 1) != 0
+                and sorted_find(tb.sp_be, tb.n_sp_be, (<int64_t>tb.svc_sp[f] << 32) | c) >= 0)
+        return shard_mix((<uint64_t>2 << 56) | (<uint64_t>proto << 48) | (<uint64_t>c << 16)
+                         | <uint64_t>cp)
+    return shard_mix((<uint64_t>1 << 56) | (<uint64_t>proto << 32) | <uint64_t>cp)
+
+
+cdef inline bint shard_echo(int t) noexcept nogil:
+    return t == 0 or t == 8 or (13 <= t <= 18)
+
+
+cdef uint32_t shard_l4(const ShardTabs* tb, const uint8_t* d, int64_t n, int64_t l4,
+                       int64_t proto, int64_t s, int64_t t, uint8_t* unc) noexcept nogil:
+    cdef int typ
+    cdef int64_t q, ip, il4
+    unc[0] = 0
+    if (proto == 6 or proto == 17) and l4 + 4 <= n:
+        return shard_ports(tb, proto, s, rd16(d, l4), t, rd16(d, l4 + 2), unc)
+    if proto == 1 and l4 + 8 <= n:
+        typ = d[l4]
+        if shard_echo(typ):
+            return shard_ports(tb, 1, s, rd16(d, l4 + 4), t, rd16(d, l4 + 4), unc)
+        q = l4 + 8
+        if (typ == 3 or typ == 4 or typ == 5 or typ == 11 or typ == 12) and q + 20 <= n \
+                and d[q] >> 4 == 4 and (d[q] & 15) >= 5:
+            ip = d[q + 9]
+            il4 = q + (d[q] & 15) * 4
+            if ip != 1:
+                return shard_l4(tb, d, n, il4, ip, rd32(d, q + 12), rd32(d, q + 16), unc)
+            if il4 + 8 <= n and shard_echo(d[il4]):
+                return shard_ports(tb, 1, rd32(d, q + 12), rd16(d, il4 + 4), rd32(d, q + 16),
+                                   rd16(d, il4 + 4), unc)
+            return shard_pair(1, rd32(d, q + 12), rd32(d, q + 16))
+    return shard_pair(<uint64_t>proto, <uint64_t>s, <uint64_t>t)
+
+
+cdef inline const int64_t* i64p(const int64_t[::1] v) noexcept:
+    return &v[0] if v.shape[0] else NULL
+
+
+cdef inline const uint8_t* u8p(const uint8_t[::1] v) noexcept:
+    return &v[0] if v.shape[0] else NULL
+
+
+def shard_keys(buf, offsets, lengths, tabs, dict frags, cache=None):
+    """Shard key of each frame and whether it is uncertain; see
+    ``kemu.frontend.placement.shard_keys`` (``tabs``: its ``ShardTables``). ``cache``: a
+    zeroed uint64 array of ``3 * 2**k`` words kept across calls, a direct-mapped memo of
+    the TCP/UDP answers by 5-tuple (the answer is the tuple's alone: the same results)."""
+    cdef const uint8_t[::1] b = buf
+    cdef const int64_t[::1] off = offsets
+    cdef const int32_t[::1] ln = lengths
+    cdef const int64_t[::1] svc = tabs.svc_keys
+    cdef const uint8_t[::1] svc_flags = tabs.svc_flags
+    cdef const int32_t[::1] svc_sp = tabs.svc_sp
+    cdef const int64_t[::1] be = tabs.be_keys
+    cdef const uint8_t[::1] be_flags = tabs.be_flags
+    cdef const int64_t[::1] sp_be = tabs.sp_be
+    cdef const int64_t[::1] pods = tabs.pod_ips
+    cdef const uint8_t[::1] pod_flags = tabs.pod_flags
+    cdef const int64_t[::1] nodes = tabs.node_ips
+    cdef Py_ssize_t n = off.shape[0], i
+    if ln.shape[0] != n or svc_flags.shape[0] != svc.shape[0] \
+            or svc_sp.shape[0] != svc.shape[0] or be_flags.shape[0] != be.shape[0] \
+            or pod_flags.shape[0] != pods.shape[0]:
+        raise ValueError("shard_keys: arrays of different lengths")
+    keys = np.zeros(n, np.uint32)
+    unc = np.zeros(n, np.uint8)
+    cdef uint32_t[::1] kv = keys
+    cdef uint8_t[::1] uv = unc
+    cdef ShardTabs tb
+    cdef int64_t o, m, fo, ident, proto, s, t, et
+    cdef const uint8_t* d
+    cdef uint8_t u = 0
+    cdef uint64_t[::1] cw
+    cdef uint64_t* cm = NULL
+    cdef uint64_t cmask = 0, ca, cb, h, slot
+    cdef int64_t l4
+    if cache is not None:
+        cw = cache
+        if cw.shape[0] < 3 or (cw.shape[0] // 3) & (cw.shape[0] // 3 - 1) \
+                or cw.shape[0] % 3:
+            raise ValueError("shard_keys: cache must hold 3 * 2**k words")
+        cm = &cw[0]
+        cmask = <uint64_t>(cw.shape[0] // 3 - 1)
+    tb.svc, tb.svc_flags = i64p(svc), u8p(svc_flags)
+    tb.svc_sp = &svc_sp[0] if svc_sp.shape[0] else NULL
+    tb.be, tb.be_flags, tb.sp_be = i64p(be), u8p(be_flags), i64p(sp_be)
+    tb.pods, tb.pod_flags, tb.nodes = i64p(pods), u8p(pod_flags), i64p(nodes)
+    tb.n_svc, tb.n_be, tb.n_sp_be = svc.shape[0], be.shape[0], sp_be.shape[0]
+    tb.n_pods, tb.n_nodes = pods.shape[0], nodes.shape[0]
+    for i in range(n):
+        o, m = off[i], ln[i]
+        if o < 0 or m < 0 or o + m > b.shape[0]:
+            raise ValueError(f"shard_keys: frame {i} lies outside the buffer")
+        if m < 14:
+            continue
+        d = &b[o]
+        et = rd16(d, 12)
+        if et == 0x0806 and m >= 42:
+            kv[i] = shard_pair(0, rd32(d, 28), rd32(d, 38))
+            continue
+        if et != 0x0800 or m < 34 or d[14] >> 4 != 4 or (d[14] & 15) < 5:
+            continue
+        proto = d[23]
+        s = rd32(d, 26)
+        t = rd32(d, 30)
+        ident = rd16(d, 18)
+        fo = ((d[20] & 0x1F) << 8) | d[21]
+        if fo:
+            frag = (s, t, proto, ident)
+            k = frags.get(frag)
+            if k is None:
+                kv[i] = shard_pair(<uint64_t>proto, <uint64_t>s, <uint64_t>t)
+                uv[i] = 1
+            else:
+                kv[i] = k
+                if not d[20] & 0x20:
+                    del frags[frag]
+            continue
+        l4 = 14 + (d[14] & 15) * 4
+        if cm != NULL and (proto == 6 or proto == 17) and l4 + 4 <= m:
+            ca = (<uint64_t>s << 32) | <uint64_t>t
+            cb = (<uint64_t>proto << 32) | (<uint64_t>rd16(d, l4) << 16) | rd16(d, l4 + 2)
+            h = shard_mix(ca ^ (cb * <uint64_t>0x9E3779B97F4A7C15)) & cmask
+            slot = h * 3
+            if cm[slot + 2] >> 40 and cm[slot] == ca and cm[slot + 1] == cb:
+                kv[i] = <uint32_t>cm[slot + 2]
+                uv[i] = (cm[slot + 2] >> 32) & 1
+            else:
+                kv[i] = shard_l4(&tb, d, m, l4, proto, s, t, &u)
+                uv[i] = u
+                cm[slot] = ca
+                cm[slot + 1] = cb
+                cm[slot + 2] = <uint64_t>kv[i] | (<uint64_t>u << 32) | (<uint64_t>1 << 40)
+        else:
+            kv[i] = shard_l4(&tb, d, m, l4, proto, s, t, &u)
+            uv[i] = u
+        if d[20] & 0x20:
+            if len(frags) >= 65536:
+                frags.clear()
+            frags[(s, t, proto, ident)] = kv[i]
+    return keys, unc

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 from types import ModuleType
+from typing import NamedTuple
 
 import numpy as np
 
@@ -225,3 +226,219 @@ def implementations() -> dict[str, ModuleType]:
     from kemu._backend import twins
 
     return twins(__name__)
+
+
+
+# -- shard keys (#21: flow-sharded replay, docs/SHARDING.md) ----------------------------------
+
+_K_PORT, _K_CLIENT, _K_ADDR, _K_PAIR, _K_TUPLE = 1, 2, 3, 4, 5
+_M64 = (1 << 64) - 1
+_ECHO_TYPES = (0, 8, 13, 14, 15, 16, 17, 18)   # ICMP queries and replies: an identifier
+_ERROR_TYPES = (3, 4, 5, 11, 12)               # ICMP errors: the quoted header
+FRAG_TABLE_MAX = 1 << 16                       # open datagrams remembered at most
+SVC_AFFINITY, SVC_MASQ = 1, 2                  # svc_flags / be_flags bits
+POD_BACKEND = 1                                # pod_flags: a Service's backend
+
+
+def _mix(x: int) -> int:
+    """splitmix64's finaliser, to 32 bits (the compiled room's ``shard_mix``)."""
+    x &= _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return (x ^ (x >> 31)) >> 32
+
+
+def _key_pair(proto: int, a: int, b: int) -> int:
+    lo, hi = (a, b) if a <= b else (b, a)
+    return _mix(_mix((lo << 32) | hi) ^ ((_K_PAIR << 56) | (proto << 32)))  # _K_PAIR: 4
+
+
+def _find(keys: np.ndarray, k: int) -> int:
+    i = int(np.searchsorted(keys, k))
+    return i if i < len(keys) and int(keys[i]) == k else -1
+
+
+class ShardTables(NamedTuple):
+    """What ``shard_keys`` knows of the cluster (``shard_tables`` makes it from ``Tables``):
+    Service frontends (sorted ``proto << 48 | ip << 16 | port``, a NodePort's ip 0) with
+    their flags and Service port; backends (same keys) with
+    flags; ``sp << 32 | ip`` of each Service port's backends (sorted); pods' addresses
+    (sorted) with flags; the nodes' addresses (sorted)."""
+
+    svc_keys: np.ndarray   # int64
+    svc_flags: np.ndarray  # uint8: SVC_AFFINITY, SVC_MASQ (not a ClusterIP: masqueraded)
+    svc_sp: np.ndarray     # int32
+    be_keys: np.ndarray    # int64
+    be_flags: np.ndarray   # uint8: SVC_AFFINITY
+    sp_be: np.ndarray      # int64
+    pod_ips: np.ndarray    # int64
+    pod_flags: np.ndarray  # uint8: POD_BACKEND
+    node_ips: np.ndarray   # int64
+
+
+def _key_ports(proto: int, s: int, sp: int, d: int, dp: int, tb: ShardTables
+               ) -> tuple[int, int]:
+    """(key, uncertain) of a TCP/UDP header (an ICMP query's: ports = its identifier)."""
+    ks, kd = (proto << 48) | (s << 16) | sp, (proto << 48) | (d << 16) | dp
+    fd = _find(tb.svc_keys, kd)
+    if fd < 0:
+        fd = _find(tb.svc_keys, (proto << 48) | dp)
+    fs = _find(tb.svc_keys, ks)
+    if fs < 0:
+        fs = _find(tb.svc_keys, (proto << 48) | sp)
+    bd, bs = _find(tb.be_keys, kd), _find(tb.be_keys, ks)
+    server_d, server_s = fd >= 0 or bd >= 0, fs >= 0 or bs >= 0
+    if server_d == server_s:  # neither or both: symmetric in the two ends
+        if not server_d and _find(tb.pod_ips, s) >= 0 and _find(tb.pod_ips, d) >= 0:
+            a, b = ks & ((1 << 48) - 1), kd & ((1 << 48) - 1)  # pod to pod: never NATed
+            lo, hi = (a, b) if a <= b else (b, a)
+            return _mix(_mix(lo | (proto << 48)) ^ hi ^ (_K_TUPLE << 56)), 0
+        return _mix((_K_PORT << 56) | (proto << 32) | max(sp, dp)), 0
+    # one end a Service's (frontend or backend): the other is the client
+    if server_d:
+        c, cp, f, fl = s, sp, fd, (tb.svc_flags[fd] if fd >= 0 else tb.be_flags[bd])
+    else:
+        c, cp, f, fl = d, dp, fs, (tb.svc_flags[fs] if fs >= 0 else tb.be_flags[bs])
+    if int(fl) & SVC_AFFINITY:  # ClientIP affinity (S-8): by the client's address
+        # (the reply to a node address may be to a masquerade: the client elsewhere)
+        return _mix((_K_ADDR << 56) ^ c), int(_find(tb.node_ips, c) >= 0)
+    pod = _find(tb.pod_ips, c)
+    if pod >= 0:
+        # a pod's own address (the client port kept through DNAT), unless masquerade
+        # may change it: a NodePort/external/LoadBalancer frontend, or the client a backend
+        # of the Service it calls (hairpin)
+        unc = 0
+        if f >= 0:
+            unc = int(bool(int(tb.svc_flags[f]) & SVC_MASQ)) or int(
+                int(tb.pod_flags[pod]) & POD_BACKEND and _find(
+                    tb.sp_be, (int(tb.svc_sp[f]) << 32) | c) >= 0)
+        return _mix((_K_CLIENT << 56) | (proto << 48) | (c << 16) | cp), unc
+    # a node, an external host: masqueraded or not, the client port is kept (S-7) unless
+    # taken or --random-fully
+    return _mix((_K_PORT << 56) | (proto << 32) | cp), 0
+
+
+def shard_keys(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, tb: ShardTables,
+               frags: dict, cache: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Shard key of each Ethernet frame (``kemu._fastpath`` has the compiled twin) and
+    whether its fate could depend on frames of another shard (docs/SHARDING.md has the
+    argument).
+
+    A connection with a Service's end (a frontend or a backend address and port): by the
+    client's address and port when the client is a pod (DNAT keeps them), else by the
+    client's port alone (masquerade keeps it, S-7); ClientIP affinity (S-8) by the client's
+    address. Pod to pod: by the unordered pair of (address, port). Anything else: by the
+    larger port (both directions agree). ICMP queries use their identifier as both ports,
+    ICMP errors key by the header they quote, fragments after the first by their datagram's
+    first fragment (``frags``: (src, dst, proto, id) -> key, kept across chunks), ARP and
+    other IP protocols by the address pair, other frames 0. Uncertain: a fragment whose first
+    fragment was not seen, a pod's connection to a NodePort/external/LoadBalancer frontend or
+    to a Service it backs itself (masquerade may move the reply), an affinity reply to a node
+    address. ``cache``: the compiled twin's memo of TCP/UDP answers by 5-tuple (a function
+    of the tuple: ignored here)."""
+    n = len(offsets)
+    if len(lengths) != n or not len(tb.svc_keys) == len(tb.svc_flags) == len(tb.svc_sp) \
+            or len(tb.be_keys) != len(tb.be_flags) or len(tb.pod_ips) != len(tb.pod_flags):
+        raise ValueError("shard_keys: arrays of different lengths")
+    keys = np.zeros(n, np.uint32)
+    unc = np.zeros(n, np.uint8)
+    for i in range(n):
+        o, ln = int(offsets[i]), int(lengths[i])
+        if o < 0 or ln < 0 or o + ln > len(buf):
+            raise ValueError(f"shard_keys: frame {i} lies outside the buffer")
+        d = buf[o:o + ln]
+        if ln < 14:
+            continue
+        et = (int(d[12]) << 8) | int(d[13])
+        if et == 0x0806 and ln >= 42:
+            keys[i] = _key_pair(0, _u32(d, 28), _u32(d, 38))
+            continue
+        if et != 0x0800 or ln < 34 or int(d[14]) >> 4 != 4 or int(d[14]) & 15 < 5:
+            continue
+        proto, s, t = int(d[23]), _u32(d, 26), _u32(d, 30)
+        ident = (int(d[18]) << 8) | int(d[19])
+        fo = ((int(d[20]) & 0x1F) << 8) | int(d[21])
+        mf = int(d[20]) & 0x20
+        frag = (s, t, proto, ident)
+        if fo:
+            k = frags.get(frag)
+            if k is None:
+                keys[i], unc[i] = _key_pair(proto, s, t), 1
+            else:
+                keys[i] = k
+                if not mf:
+                    del frags[frag]
+            continue
+        keys[i], unc[i] = _key_l4(d, ln, 14 + (int(d[14]) & 15) * 4, proto, s, t, tb)
+        if mf:
+            if len(frags) >= FRAG_TABLE_MAX:
+                frags.clear()
+            frags[frag] = int(keys[i])
+    return keys, unc
+
+
+def _u32(d: np.ndarray, at: int) -> int:
+    return int.from_bytes(d[at:at + 4].tobytes(), "big")
+
+
+def _u16(d: np.ndarray, at: int) -> int:
+    return (int(d[at]) << 8) | int(d[at + 1])
+
+
+def _key_l4(d: np.ndarray, n: int, l4: int, proto: int, s: int, t: int, tb: ShardTables
+            ) -> tuple[int, int]:
+    if proto in (6, 17) and l4 + 4 <= n:
+        return _key_ports(proto, s, _u16(d, l4), t, _u16(d, l4 + 2), tb)
+    if proto == 1 and l4 + 8 <= n:
+        typ = int(d[l4])
+        if typ in _ECHO_TYPES:
+            ident = _u16(d, l4 + 4)
+            return _key_ports(1, s, ident, t, ident, tb)
+        q = l4 + 8
+        if typ in _ERROR_TYPES and q + 20 <= n and int(d[q]) >> 4 == 4 and int(d[q]) & 15 >= 5:
+            iproto, qs, qt = int(d[q + 9]), _u32(d, q + 12), _u32(d, q + 16)
+            il4 = q + (int(d[q]) & 15) * 4
+            if iproto != 1:
+                return _key_l4(d, n, il4, iproto, qs, qt, tb)
+            if il4 + 8 <= n and int(d[il4]) in _ECHO_TYPES:  # quoting an ICMP query
+                ident = _u16(d, il4 + 4)
+                return _key_ports(1, qs, ident, qt, ident, tb)
+            return _key_pair(1, qs, qt), 0
+    return _key_pair(proto, s, t), 0
+
+
+def shard_tables(t: Tables) -> ShardTables:
+    """The tables ``shard_keys`` reads, from the compiled ``Tables``."""
+    flags: dict[int, int] = {}
+    sps: dict[int, int] = {}
+    be: dict[int, int] = {}
+    sp_be: set[int] = set()
+    for f in range(len(t.fe_ip)):
+        sp = int(t.fe_sp[f])
+        proto = int(t.fe_proto[f])
+        k = (proto << 48) | (int(t.fe_ip[f]) << 16) | int(t.fe_port[f])
+        aff = SVC_AFFINITY if int(t.sp_flags[sp]) & C.SP_AFFINITY else 0
+        flags[k] = flags.get(k, 0) | aff | (SVC_MASQ if int(t.fe_kind[f]) != C.FE_CLUSTER_IP
+                                            else 0)
+        sps.setdefault(k, sp)
+    for sp in range(len(t.sp_be_start)):
+        lo, cnt = int(t.sp_be_start[sp]), int(t.sp_be_count[sp])
+        aff = SVC_AFFINITY if int(t.sp_flags[sp]) & C.SP_AFFINITY else 0
+        for ip, port in zip(t.be_ip[lo:lo + cnt].tolist(), t.be_port[lo:lo + cnt].tolist(),
+                            strict=True):
+            key = (int(t.sp_proto[sp]) << 48) | (ip << 16) | port
+            be[key] = be.get(key, 0) | aff
+            sp_be.add((sp << 32) | ip)
+    svc = sorted(flags)
+    bes = sorted(be)
+    pods = t.if_ip[(t.if_kind == C.IF_POD_ETH) & (t.if_ip != 0)].astype(np.int64)
+    pod_ips = np.unique(pods)
+    backend_ips = np.unique(np.array([k & 0xFFFFFFFF for k in sp_be], np.int64))
+    node = np.isin(t.if_kind, [C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP]) & (t.if_ip != 0)
+    return ShardTables(
+        np.array(svc, np.int64), np.array([flags[k] for k in svc], np.uint8),
+        np.array([sps[k] for k in svc], np.int32),
+        np.array(bes, np.int64), np.array([be[k] for k in bes], np.uint8),
+        np.array(sorted(sp_be), np.int64), pod_ips,
+        np.isin(pod_ips, backend_ips).astype(np.uint8),
+        np.unique(t.if_ip[node].astype(np.int64)))

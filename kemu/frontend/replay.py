@@ -18,7 +18,9 @@ Output: a pcapng with every hop (``capture_points``: all, pods, drops), a Hubble
 log, and a ``ReplaySummary`` in tcpreplay's manner. Outputs are written under temporary names
 and renamed when complete (``kemu.io.outputs``: checked first, never an input, nothing left
 behind on failure). A compressed capture (gzip, xz, bzip2, zstd) is decompressed once into
-an unnamed temporary file (``kemu.io.compressed``).
+an unnamed temporary file (``kemu.io.compressed``). ``kemu.frontend.shard`` runs this in
+several processes, each on the frames of its shard (``ReplayOptions.select``), and merges
+their outputs into these same bytes (#21, docs/SHARDING.md).
 """
 
 from __future__ import annotations
@@ -103,6 +105,12 @@ class ReplayOptions:
     # called with each batch's Results and its frames' numbers in the capture, after the
     # writers took them (``kemu topology -r`` reads the recorded hops there); res is read only
     on_batch: Callable[[Results, np.ndarray], None] | None = None
+    # the frames of each chunk to replay, on the reader thread (a shard's, ``kemu.frontend.
+    # shard``: it applies ``limit`` itself then); None from it: read no further
+    select: Callable[[Capture], Capture | None] | None = None
+    # outputs written around the page cache (O_DIRECT: files of gigabytes); a shard's parts
+    # go through it, as the merge reads them right back
+    direct: bool = True
 
 
 @dataclass
@@ -124,6 +132,8 @@ class ReplaySummary:
     mapped: int | None = None      # frames rewritten by an address map (None: no map)
     mapped_addresses: int = 0      # the map's capture addresses met in them
     unknown_sources: set[int] = field(default_factory=set)  # of unplaced frames (some)
+    workers: int = 1               # processes that replayed shards (``kemu.frontend.shard``)
+    cross_shard: int | None = None  # frames whose fate could depend on another shard
 
     @property
     def pps(self) -> float:
@@ -135,6 +145,8 @@ class ReplaySummary:
             extra["enteredAtGateway"] = self.at_gateway
         if self.mapped is not None:
             extra["mapped"] = {"frames": self.mapped, "addresses": self.mapped_addresses}
+        if self.cross_shard is not None:
+            extra["sharded"] = {"workers": self.workers, "crossShard": self.cross_shard}
         return {**extra, "packets": self.packets, "bytes": self.bytes, "injected": self.injected,
                 "delivered": self.delivered, "left": self.left,
                 "dropped": dict(sorted(self.dropped.items())),
@@ -169,6 +181,9 @@ class ReplaySummary:
         if self.answers:
             lines.append(f"Answers:     {self.answers} (emulated stacks and ICMP errors)")
         lines.append(f"Written:     {self.hops_written} hops, {self.flow_records} flow records")
+        if self.cross_shard is not None:
+            lines.append(f"Sharded:     {self.workers} workers; {self.cross_shard} frames whose "
+                         "fate could depend on another shard")
         return "\n".join(lines) + "\n"
 
 
@@ -203,11 +218,11 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
     source = ExitStack()
     try:
         file = source.enter_context(open_decompressed(capture))
-        writer = _open_writer(out, t) if out is not None else None
+        writer = open_writer(out, t, direct=opts.direct) if out is not None else None
         hop_writer = HopWriter(writer, t, opts.capture_points, implementations()[emu.backend]) \
             if writer is not None else None
         # the flow log's bytes around the page cache, laid out in the file's own buffers
-        flow_file = AtomicFile(flows, "wb", direct=True) if flows is not None else None
+        flow_file = AtomicFile(flows, "wb", direct=opts.direct) if flows is not None else None
         flowlog = None
         if flow_file is not None:
             flowlog = FlowLog(flow_file, t, _endpoint_infos(emu), _service_names(t),
@@ -224,15 +239,17 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
         for _res, encoded in slots:
             encoded.set()
         done = turn = 0
+        limit = 0 if opts.select is not None else opts.limit  # (select applies it)
         for _loop in range(max(1, opts.loop)):
             # the next chunk read, indexed and placed on a thread of its own meanwhile
-            for cap, placed, mapped in ahead(_placed_chunks(capture, placer, amap, file),
+            for cap, placed, mapped in ahead(_placed_chunks(capture, placer, amap, file,
+                                                            opts.select),
                                              "kemu capture reader"):
                 for d in cap.damaged:
                     summary.damaged[d.reason] += 1
                 n = len(cap)
-                if opts.limit:
-                    n = min(n, opts.limit - done)
+                if limit:
+                    n = min(n, limit - done)
                 if mapped is not None and amap is not None:
                     summary.mapped = (summary.mapped or 0) + amap.count(mapped, n)
                 for lo in range(0, n, opts.batch):
@@ -246,9 +263,9 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
                     done += hi - lo
                     if progress is not None:
                         progress(done)
-                if opts.limit and done >= opts.limit:
+                if limit and done >= limit:
                     break
-            if opts.limit and done >= opts.limit:
+            if limit and done >= limit:
                 break
         if writer is not None:
             writer.close()
@@ -269,7 +286,10 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
     return summary
 
 
-def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:
+def open_writer(out: str | os.PathLike, t: Tables, background: bool = True,
+                direct: bool = True) -> PcapngWriter:
+    """The replay's pcapng: kemu's section header, an interface per device but the
+    node-local ones (a sharded replay's merged output starts the same way)."""
     from kemu._backend import BACKEND
     from kemu._version import __version__
 
@@ -278,7 +298,7 @@ def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:
         raise KemuError(f"{out}: directory {folder} does not exist")
     w = PcapngWriter(out, application=f"kemu {__version__} (backend {BACKEND})",
                      comment="kemu: emulated Kubernetes cluster; one interface per hop",
-                     background=True, direct=True)
+                     background=background, direct=direct)
     for i in range(t.n_ifaces):
         if int(t.if_kind[i]) != C.IF_NODE_LOCAL:
             w.add_interface(t.if_name[i], t.if_desc[i])
@@ -286,7 +306,8 @@ def _open_writer(out: str | os.PathLike, t: Tables) -> PcapngWriter:
 
 
 def _placed_chunks(capture: str | os.PathLike[str], placer: Placer, amap: AddressMap | None,
-                   file: BinaryIO | None = None
+                   file: BinaryIO | None = None,
+                   select: Callable[[Capture], Capture | None] | None = None
                    ) -> Iterator[tuple[Capture, Placement, tuple[np.ndarray, np.ndarray] | None]]:
     """The capture (``file``'s bytes when given, see ``iter_capture``) as Ethernet chunks with
     each frame's placement (the reader thread's work), rewritten through ``amap`` first (then
@@ -297,6 +318,11 @@ def _placed_chunks(capture: str | os.PathLike[str], placer: Placer, amap: Addres
     # datapath's reads (whole replays measured 1.04M frames/s with 32 MiB, 1.15M with 8)
     for chunk in iter_capture(capture, chunk_bytes=8 << 20, reuse_buffer=3, file=file):
         cap = to_ethernet(chunk)  # (its damage: the chunk's and the conversion's)
+        if select is not None:  # a shard's frames
+            sel = select(cap)
+            if sel is None:
+                return
+            cap = sel
         mapped = amap.apply(cap) if amap is not None else None
         placed = placer.place(cap.buf, cap.offsets, cap.lengths)
         if mapped is not None and amap is not None:

@@ -5,6 +5,8 @@ summary with packets, bytes and packets per second). A progress bar on stderr wh
 terminal, updated per batch. No Scapy on this path (start-up time). ``--map`` places a
 capture from elsewhere onto the cluster's hosts (``kemu.frontend.addrmap``). When no frame of
 a capture could be placed, a hint on stderr says why and how to map, and the exit code is 1.
+``--workers N`` / ``--scheduler`` replay it sharded by flow (``kemu.frontend.shard``), the
+progress bar showing each worker's frames.
 """
 
 from __future__ import annotations
@@ -55,6 +57,13 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "running cluster a capture comes from")
     p.add_argument("--backend", choices=("auto", "cython", "python"), default="auto",
                    help="data-plane implementation (default auto: the compiled one when built)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="replay in N processes, the capture sharded by flow; outputs are the "
+                        "same bytes as with one (default 1: this process)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                   help="replay on a Dask cluster (pip install 'kemu[dask]'): --workers shards "
+                        "(default: the cluster's worker count); the capture and the outputs' "
+                        "folder must be at the same path on every worker")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -63,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
     from kemu.frontend.cli import load, warn
     from kemu.frontend.replay import ReplayOptions, replay
 
+    if (args.workers or 1) > 1 and not args.scheduler:
+        from kemu.frontend.shard import prestart
+
+        prestart()  # the pool's fork server imports kemu while the manifests load
     model = load(args)
     if not os.path.exists(args.capture):
         raise_missing(args.capture)
@@ -75,8 +88,17 @@ def run(args: argparse.Namespace) -> int:
                          address_map=args.address_map)
     progress = _progress() if sys.stderr.isatty() and not args.json else None
     try:
-        summary = replay(emu, args.capture, args.out, args.flows, opts,
-                         progress=progress.update if progress else None)
+        if (args.workers or 1) != 1 or args.scheduler:
+            from kemu.frontend.shard import replay_sharded, worker_count
+
+            workers = args.workers or worker_count(args.scheduler)
+            summary = replay_sharded(model, args.capture, args.out, args.flows, opts,
+                                     workers=workers, scheduler=args.scheduler,
+                                     backend=args.backend, seed=args.seed, cold=args.cold,
+                                     progress=progress.workers if progress else None)
+        else:
+            summary = replay(emu, args.capture, args.out, args.flows, opts,
+                             progress=progress.update if progress else None)
     finally:
         if progress:
             progress.close()
@@ -130,18 +152,26 @@ def raise_missing(path: str) -> None:
 
 
 class _progress:
-    """A frames counter on stderr, redrawn per batch."""
+    """A frames counter on stderr, redrawn per batch (sharded: each worker's frames)."""
 
     def __init__(self) -> None:
         self.n = 0
+        self.width = 40
 
     def update(self, n: int) -> None:
         self.n = n
         sys.stderr.write(f"\rreplaying: {n} frames")
         sys.stderr.flush()
 
+    def workers(self, counts: dict[int, int]) -> None:
+        each = "  ".join(f"w{k}: {n}" for k, n in sorted(counts.items()))
+        line = f"replaying: {sum(counts.values())} frames ({each})"
+        self.width = max(self.width, len(line))
+        sys.stderr.write("\r" + line.ljust(self.width))
+        sys.stderr.flush()
+
     def close(self) -> None:
-        sys.stderr.write("\r" + " " * 40 + "\r")
+        sys.stderr.write("\r" + " " * self.width + "\r")
         sys.stderr.flush()
 
 
