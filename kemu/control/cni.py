@@ -29,7 +29,7 @@ CniName = Literal["flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azur
 NAMES: tuple[str, ...] = ("flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure")
 
 # the modes this build of kemu emulates (a mode is added here when its datapath is built)
-BUILT: frozenset[str] = frozenset({"flannel"})
+BUILT: frozenset[str] = frozenset({"flannel", "kube-router"})
 
 # option -> (allowed values or the type's name, default), per mode; values are the CNI's own
 # configuration words where it has them
@@ -119,4 +119,18 @@ def parse_cni(f: Fields, spec: dict[str, Any]) -> CniConfig:
         else:
             assert isinstance(allowed, tuple)
             cni.options[key] = f.choice(body, "spec.cni", key, allowed, default or allowed[0])
+    if name == "kube-router":
+        _check_kube_router(f, spec, cni)
     return cni
+
+
+def _check_kube_router(f: Fields, spec: dict[str, Any], cni: CniConfig) -> None:
+    """What kemu's kube-router mode cannot emulate is refused, naming the field: DSR
+    (``kube-router.io/service.dsr``: IPIP from the director to the pod, not modelled) and
+    flannel's VXLAN backend (kube-router routes, or tunnels with IP-in-IP)."""
+    if cni.get("dsr"):
+        f.problem("spec.cni.dsr", "kube-router's DSR mode is not modelled by this kemu "
+                  "(Services are emulated by IPVS in NAT mode); leave dsr false")
+    if spec.get("mode") == "vxlan":
+        f.problem("spec.mode", "vxlan is flannel's backend; kube-router routes pod CIDRs "
+                  "directly or over IP-in-IP (spec.cni.overlayType: subnet | full)")

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 #   IF_EXT_ETH    _port_xmit (bridge)                _host_rcv (host): an external host
 #   IF_GW_ETH     _port_xmit (bridge)                _gw_rcv (gateway): a router
 #   IF_VTEP       _vxlan_xmit (tunnel)               _node_rcv (routing)
+#   IF_IPIP       _ipip_xmit (tunnel)                _node_rcv (routing): no link header
 TX: dict[int, Device] = {
     C.IF_POD_ETH: Veth._veth_xmit,
     C.IF_VETH: Veth._veth_xmit,
@@ -68,6 +69,7 @@ TX: dict[int, Device] = {
     C.IF_EXT_ETH: Bridge._port_xmit,
     C.IF_GW_ETH: Bridge._port_xmit,
     C.IF_VTEP: Tunnel._vxlan_xmit,
+    C.IF_IPIP: Tunnel._ipip_xmit,
 }
 RX: dict[int, Device] = {
     C.IF_POD_ETH: Host._host_rcv,
@@ -78,10 +80,11 @@ RX: dict[int, Device] = {
     C.IF_EXT_ETH: Host._host_rcv,
     C.IF_GW_ETH: Gateway._gw_rcv,
     C.IF_VTEP: Routing._node_rcv,
+    C.IF_IPIP: Routing._node_rcv,
 }
 # The kinds whose receive takes a frame for any destination MAC: a bridge port and lo. Every
 # other kind is an Ethernet device that drops frames for another host before its receive.
-RX_ANY_MAC = frozenset({C.IF_VETH, C.IF_POD_LO})
+RX_ANY_MAC = frozenset({C.IF_VETH, C.IF_POD_LO, C.IF_IPIP})
 
 
 class Stages(Veth, Bridge, Gateway, Host, Routing, Tunnel, Inject, Record):
