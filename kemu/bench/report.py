@@ -71,6 +71,9 @@ class Report:
             out["scale mix/three-node mix"] = sc["mix_ratio"]
         out["policy mix/mix"] = (self.info.get("policy") or {}).get("mix_ratio") or ratio(
             self.row(FAST, POLICY), fast)
+        for name in self.info.get("cni") or {}:  # kemu bench --cni NAME (issue #18)
+            out[f"cni {name} mix/flannel mix"] = ratio(self.row(FAST, f"{MIX}, cni {name}"),
+                                                       fast)
         return out
 
     def targets(self) -> list[dict[str, Any]]:
@@ -138,6 +141,9 @@ class Report:
             v = (sel.get("full") or {}).get("load_compile_seconds") or sel.get(
                 "extrapolated_seconds")
             rows.append(("scale, selector manifests: load + compile, s", v, 30, "<"))
+        for name in self.info.get("cni") or {}:
+            rows.append((f"cluster mix with spec.cni {name} / flannel's",
+                         ratios.get(f"cni {name} mix/flannel mix"), 0.8, ">="))
         if rep:
             rows.append(("kemu replay start-up imports no Scapy",
                          0.0 if rep.get("startup_imports_scapy") else 1.0, 1.0, ">="))

@@ -77,13 +77,15 @@ class Bench(Report):
 
     def __init__(self, *, quick: bool = False, repeat: int = 5, batch: int = 1024,
                  kernel: bool = True, replay: bool = True, scale: bool = False,
-                 replay_frames: int = 0, scale_timeout: float = 900) -> None:
+                 replay_frames: int = 0, scale_timeout: float = 900,
+                 cnis: tuple[str, ...] = ()) -> None:
         sizes = Sizes.of(quick)
         if replay_frames > 0:
             sizes = replace(sizes, replay_frames=replay_frames)
         super().__init__(quick=quick, repeat=max(1, repeat), batch=batch, sizes=sizes)
         self.do_kernel, self.do_replay, self.do_scale = kernel, replay, scale
         self.scale_timeout = scale_timeout
+        self.cnis = cnis
         self.t0 = time.perf_counter()
 
     # ---------------------------------------------------------------- helpers
@@ -184,6 +186,8 @@ class Bench(Report):
                 row.note = (f"{share:.1%} of frames by the flow cache (established flows' "
                             "cached paths); the row below runs every frame through the stages")
                 self.info["flow_cache_share"] = {MIX: round(share, 4)}
+        for name in self.cnis:
+            self.cni_row(name, span)
         self.policy_row(span)
         dp, res = self._fast(False)
 
@@ -205,6 +209,40 @@ class Bench(Report):
         self.memory["bytes_per_flow_note"] = (
             "RSS growth of the Cython datapath over the churn flows, conntrack entries on "
             "every node a flow crosses (1 or 2) included")
+
+    def cni_row(self, name: str, span: int) -> None:
+        """The cluster mix on the same synthetic cluster in CNI mode ``name`` (issue #18:
+        its devices, routes and Service translation), the fast path, beside flannel's row;
+        ``info["cni"][name]["mix_ratio"]``: its rate over flannel's (the goal: >= 0.8)."""
+        from kemu.bench import workloads as W
+        from kemu.compiler.compile import compile_cluster
+        from kemu.control.cluster import load_cluster
+
+        tables = compile_cluster(load_cluster(W.synthetic_cluster(3, 120, 30, cni=name)))
+        mix = W.cluster_mix(tables, 10_000, self.sizes.mix_frames)
+        saved = self.tables
+        self.tables = tables
+        try:
+            dp, res = self._fast(False)
+        finally:
+            self.tables = saved
+        W.drive(dp, mix.warm, res, self.batch)
+        shifted: list[Any] = [None]
+
+        def setup(r: int) -> None:
+            shifted[0] = mix.shifted((r + 1) * span)
+
+        before = dp.flow_cache_hits
+        row = self.measure(Row("datapath", f"{MIX}, cni {name}", FAST, "frames", len(mix)),
+                           lambda r: W.drive(dp, shifted[0], res, self.batch), setup)
+        share = (dp.flow_cache_hits - before) / (len(mix) * len(row.runs))
+        flannel = self.row(FAST, MIX)
+        ratio = row.median / flannel.median if flannel and flannel.median else None
+        row.note = (f"spec.cni: {name}; {share:.1%} of frames by the flow cache"
+                    + (f"; {ratio:.2f} x flannel's rate" if ratio else ""))
+        self.info.setdefault("cni", {})[name] = {
+            "mix_ratio": round(ratio, 3) if ratio else None, "flow_cache_share": round(share, 4),
+            "interfaces": tables.n_ifaces}
 
     def policy_row(self, span: int) -> None:
         """The cluster mix through tables with NetworkPolicies (#17), the fast path with its
