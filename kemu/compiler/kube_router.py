@@ -54,7 +54,6 @@ import numpy as np
 from kemu.dataplane import codes as C
 
 if TYPE_CHECKING:
-    from kemu.compiler.routes import Route
     from kemu.control.cluster import Cluster
     from kemu.control.model import ClusterConfig
     from kemu.dataplane.tables import Tables
@@ -140,31 +139,32 @@ def add_devices(cluster: Cluster, ifs: Any, node_eth: list[int], node_br: list[i
     return out
 
 
-def node_routes(cluster: Cluster) -> dict[str, list[Route]]:
+def node_routes(cluster: Cluster) -> dict[str, list[dict[str, Any]]]:
     """Every node's main table as kube-router leaves it (module docstring), most specific
-    first: the pod CIDR on kube-bridge and the node network (kernel), each peer's pod CIDR
-    learned over iBGP (proto 17: via the peer, or on its tunnel), the default route."""
-    from kemu.compiler.routes import Route
-
+    first, as ``kemu.compiler.routes.Route`` keyword arguments: the pod CIDR on kube-bridge
+    and the node network (kernel), each peer's pod CIDR learned over iBGP (proto 17: via the
+    peer, or on its tunnel), the default route."""
     cfg = cluster.config
-    tables: dict[str, list[Route]] = {}
+    tables: dict[str, list[dict[str, Any]]] = {}
     for node in cluster.nodes:
-        routes = [Route(node.pod_cidr, BRIDGE, src=node.gateway_ip, proto="kernel",
-                        target_node=node.name),
-                  Route(cfg.node_network, "eth0", src=node.internal_ip, proto="kernel")]
+        routes: list[dict[str, Any]] = [
+            dict(prefix=node.pod_cidr, dev=BRIDGE, src=node.gateway_ip, proto="kernel",
+                 target_node=node.name),
+            dict(prefix=cfg.node_network, dev="eth0", src=node.internal_ip, proto="kernel")]
         for peer in cluster.nodes:
             if peer.name == node.name:
                 continue
             if tunnelled(cluster, node, peer):
-                routes.append(Route(peer.pod_cidr, tunnel_name(str(peer.internal_ip)),
-                                    src=node.internal_ip, proto=ROUTE_PROTO,
-                                    target_node=peer.name))
+                routes.append(dict(prefix=peer.pod_cidr, dev=tunnel_name(str(peer.internal_ip)),
+                                   src=node.internal_ip, proto=ROUTE_PROTO,
+                                   target_node=peer.name))
             else:
-                routes.append(Route(peer.pod_cidr, "eth0", via=peer.internal_ip,
-                                    proto=ROUTE_PROTO, target_node=peer.name))
+                routes.append(dict(prefix=peer.pod_cidr, dev="eth0", via=peer.internal_ip,
+                                   proto=ROUTE_PROTO, target_node=peer.name))
         if cfg.gateway_ip is not None:
-            routes.append(Route(ipaddress.IPv4Network("0.0.0.0/0"), "eth0", via=cfg.gateway_ip))
-        routes.sort(key=lambda r: (-r.prefix.prefixlen, int(r.prefix.network_address)))
+            routes.append(dict(prefix=ipaddress.IPv4Network("0.0.0.0/0"), dev="eth0",
+                               via=cfg.gateway_ip))
+        routes.sort(key=lambda r: (-r["prefix"].prefixlen, int(r["prefix"].network_address)))
         tables[node.name] = routes
     return tables
 

@@ -91,7 +91,7 @@ def default_node_routes(cluster: Cluster) -> dict[str, list[Route]]:
     cfg = cluster.config
     if cfg.cni.name == "kube-router":  # BGP-learned routes, tunnels (kube_router.py)
         from kemu.compiler.kube_router import node_routes as kube_router_routes
-        return kube_router_routes(cluster)
+        return {n: [Route(**kw) for kw in rs] for n, rs in kube_router_routes(cluster).items()}
     tables: dict[str, list[Route]] = {}
     for node in cluster.nodes:
         routes = [

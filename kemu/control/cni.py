@@ -20,10 +20,24 @@ flannel's backend stays where it always was, ``spec.mode`` (``host-gw`` or ``vxl
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from kemu.control.manifests import Fields
+
+class Fields(Protocol):
+    """What this module uses of ``kemu.control.manifests.Fields`` (a document's field
+    reader that collects problems), named structurally: manifests imports the model, which
+    imports this module."""
+
+    def problem(self, field: str, message: str) -> None: ...
+    def choice(self, d: dict[str, Any], path: str, key: str, choices: Iterable[str],
+               default: str) -> str: ...
+    def known(self, d: dict[str, Any], path: str, allowed: Iterable[str]) -> None: ...
+    def boolean(self, d: dict[str, Any], path: str, key: str, default: bool = False
+                ) -> bool: ...
+    def string(self, d: dict[str, Any], path: str, key: str, required: bool = False,
+               default: str = "") -> str: ...
 
 CniName = Literal["flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure"]
 NAMES: tuple[str, ...] = ("flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure")
@@ -120,17 +134,14 @@ def parse_cni(f: Fields, spec: dict[str, Any]) -> CniConfig:
             assert isinstance(allowed, tuple)
             cni.options[key] = f.choice(body, "spec.cni", key, allowed, default or allowed[0])
     if name == "kube-router":
-        _check_kube_router(f, spec, cni)
+        _check_kube_router(f, cni)
     return cni
 
 
-def _check_kube_router(f: Fields, spec: dict[str, Any], cni: CniConfig) -> None:
+def _check_kube_router(f: Fields, cni: CniConfig) -> None:
     """What kemu's kube-router mode cannot emulate is refused, naming the field: DSR
-    (``kube-router.io/service.dsr``: IPIP from the director to the pod, not modelled) and
-    flannel's VXLAN backend (kube-router routes, or tunnels with IP-in-IP)."""
+    (``kube-router.io/service.dsr``: IPIP from the director to the pod, not modelled).
+    (``spec.mode``, flannel's backend, is refused with any other CNI by the loader.)"""
     if cni.get("dsr"):
         f.problem("spec.cni.dsr", "kube-router's DSR mode is not modelled by this kemu "
                   "(Services are emulated by IPVS in NAT mode); leave dsr false")
-    if spec.get("mode") == "vxlan":
-        f.problem("spec.mode", "vxlan is flannel's backend; kube-router routes pod CIDRs "
-                  "directly or over IP-in-IP (spec.cni.overlayType: subnet | full)")
