@@ -292,3 +292,10 @@ def test_show_interfaces_lists_the_service_addresses() -> None:
     assert dummy["addresses"] == [EMPTY_IP, CLUSTER_IP]
     tun = items[f"node1/{tunnel_name('172.18.0.3')}"]
     assert tun["kind"] == "ipip" and tun["peer"] == f"node2/{tunnel_name('172.18.0.2')}"
+
+
+def test_bench_refuses_a_mode_not_built() -> None:
+    """``kemu bench --cni NAME``: any built mode but flannel (the baseline); others exit 2."""
+    r = subprocess.run([sys.executable, "-m", "kemu", "bench", "--cni", "cilium", "--quick"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "--cni cilium" in r.stderr and "kube-router" in r.stderr

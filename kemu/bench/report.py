@@ -71,9 +71,9 @@ class Report:
             out["scale mix/three-node mix"] = sc["mix_ratio"]
         out["policy mix/mix"] = (self.info.get("policy") or {}).get("mix_ratio") or ratio(
             self.row(FAST, POLICY), fast)
-        for name in self.info.get("cni") or {}:  # kemu bench --cni NAME (issue #18)
-            out[f"cni {name} mix/flannel mix"] = ratio(self.row(FAST, f"{MIX}, cni {name}"),
-                                                       fast)
+        for name, info in (self.info.get("cni") or {}).items():  # kemu bench --cni NAME
+            out[f"cni {name} mix/flannel mix"] = info.get("mix_ratio") or ratio(
+                self.row(FAST, f"{MIX}, {name}"), fast)
         return out
 
     def targets(self) -> list[dict[str, Any]]:
@@ -184,7 +184,7 @@ class Report:
                 "kemu Lpm.lookup_bulk (cython)", r.workload) if r.group == "routes" else None
             f = base.median / r.median if base and r.median and base is not r else 0
             x = "" if not f else f"{f:,.1f}" if f < 10 else f"{f:,.0f}"
-            lines.append(f"{r.workload:<22}{r.name[:49]:<50}{r.median:>14,.0f}"
+            lines.append(f"{r.workload:<21} {r.name[:49]:<50}{r.median:>14,.0f}"
                          f"{f'{min(r.runs):,.0f}-{max(r.runs):,.0f}':>26}{x:>9}")
             if r.note:
                 lines.append(f"{'':<24}{r.note}")
