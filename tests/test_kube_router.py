@@ -299,3 +299,47 @@ def test_bench_refuses_a_mode_not_built() -> None:
     r = subprocess.run([sys.executable, "-m", "kemu", "bench", "--cni", "cilium", "--quick"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "--cni cilium" in r.stderr and "kube-router" in r.stderr
+
+
+def test_pcapng_has_the_new_devices(backend: str, tmp_path: Path) -> None:
+    """A replayed capture's pcapng names kube-bridge, kube-dummy-if and every tun-<hash>
+    among its interfaces, and carries the IP-in-IP packet on the node's eth0."""
+    from scapy.utils import PcapNgReader, wrpcap
+
+    emu = _emu(backend)
+    t = emu.tables
+    client = t.iface("default/client/eth0")
+    frame = Ether(src=":".join(f"{b:02x}" for b in int(t.if_mac[client]).to_bytes(6, "big")),
+                  dst=":".join(f"{b:02x}" for b in int(
+                      t.if_mac[t.iface("node1/kube-bridge")]).to_bytes(6, "big"))) / IP(
+        src="10.244.0.2", dst=CLUSTER_IP) / TCP(sport=44000, dport=80, flags="S")
+    wrpcap(str(tmp_path / "in.pcap"), [frame])
+    emu.replay(tmp_path / "in.pcap", tmp_path / "out.pcapng")
+    raw = (tmp_path / "out.pcapng").read_bytes()
+    for name in ("node1/kube-bridge", "node1/kube-dummy-if",
+                 f"node1/{tunnel_name('172.18.0.3')}", f"node2/{tunnel_name('172.18.0.2')}"):
+        assert name.encode() in raw
+    pkts = list(PcapNgReader(str(tmp_path / "out.pcapng")))
+    assert any(IP in p and p[IP].proto == 4 and p[IP].src == "172.18.0.2" for p in pkts)
+
+
+def test_clusterip_with_a_server_on_the_same_node_is_routed(backend: str) -> None:
+    """IPVS is at LOCAL_IN, not at the bridge's PREROUTING (br_netfilter): a server on the
+    client's own bridge gets the packet routed by the node (TTL 63, from kube-bridge's MAC),
+    where kube-proxy's DNAT would bridge it straight across."""
+    docs = _docs()
+    for d in docs:
+        if d["kind"] == "Pod" and d["metadata"]["name"] == "neighbour":
+            d["metadata"]["labels"] = {"app": "near"}
+            d["spec"]["containers"][0]["ports"] = [{"containerPort": 8080}]
+    docs.append({"apiVersion": "v1", "kind": "Service",
+                 "metadata": {"name": "near", "namespace": "default"},
+                 "spec": {"selector": {"app": "near"},
+                          "ports": [{"port": 80, "targetPort": 8080}]}})
+    emu = kemu.load(docs, backend=backend, respond=False)
+    svc = next(s for s in emu.model.services if s.name == "near")
+    trace = emu.send(_syn(str(svc.cluster_ip), 80), src="default/client")
+    got = delivered_frame(trace)
+    assert got is not None and got.dst == "10.244.0.3" and got.ttl == 63, trace.detailed()
+    kinds = [k for p in trace.packets for (_i, _d, _f, evs) in p.hops for (k, *_r) in evs]
+    assert C.EV_BRIDGED_DNAT not in kinds and C.EV_IPVS_DNAT in kinds

@@ -27,10 +27,13 @@ Modelled from kube-router's documentation and source (cloudnativelabs/kube-route
   the tunnels; ``enableOverlay: false`` never tunnels. Not modelled: nodes in several
   subnets, FoU/GUE encapsulation (``--overlay-encap=fou``), the policy routing table 77
   (``kube-router`` table: traffic from pods to a peer's own address through its tunnel).
-- Services (docs/ipvs.md... docs/how-it-works.md "Service Proxy", pkg/controllers/proxy):
-  IPVS in NAT (masquerade) mode, the Service addresses held on the dummy device
-  ``kube-dummy-if`` (so the node has them as local addresses and IPVS takes the packet at
-  LOCAL_IN); scheduler ``rr`` by default (``--service-scheduler``; ``sh``: source hashing);
+- Services (docs/how-it-works.md: "kube-router uses IPVS masquerading mode with round
+  robin scheduling by default"; pkg/controllers/proxy): IPVS in NAT (masquerade) mode, the
+  Service addresses held on the dummy device ``kube-dummy-if`` (linux_networking.go:
+  ``KubeDummyIf``; so the node has them as local addresses and IPVS takes the packet at
+  LOCAL_IN, which also means a server on the client's own bridge is reached by routing,
+  not bridged after a br_netfilter DNAT); scheduler ``rr`` by default (``sh``: source
+  hashing, the ``kube-router.io/service.scheduler`` choices);
   NodePorts on the node's IP; masquerade by kube-router's SNAT rule; a Service without
   endpoints keeps its IPVS virtual service without real servers ("No endpoints detected
   for service VIP ... skipping adding endpoints", service_endpoints_sync.go), so the kernel's

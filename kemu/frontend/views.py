@@ -516,6 +516,12 @@ def owner_word(owner: Mapping[str, str]) -> str:
             "Gateway": "gateway"}[kind]
 
 
+def _addresses_cell(addrs: Sequence[str]) -> str:
+    """kube-dummy-if's Service addresses in the table: up to three, then how many more."""
+    more = f",+{len(addrs) - 3} more" if len(addrs) > 3 else ""
+    return ",".join(addrs[:3]) + more
+
+
 def interface_rows(items: Sequence[Mapping[str, Any]], wide: bool
                    ) -> tuple[list[str], list[list[str]]]:
     headers = ["NAME", "KIND", "MAC", "IP", "MTU", "OWNER"]
@@ -523,7 +529,7 @@ def interface_rows(items: Sequence[Mapping[str, Any]], wide: bool
         headers += ["KERNEL-NAME", "PEER", "BRIDGE"]
     rows = []
     for it in items:
-        ip = it["ip"] or (",".join(it["addresses"]) if it.get("addresses") else "<none>")
+        ip = it["ip"] or _addresses_cell(it.get("addresses") or []) or "<none>"
         row = [it["name"], it["kind"], it["mac"], ip, str(it["mtu"]),
                owner_word(it["owner"])]
         if wide:
