@@ -343,3 +343,26 @@ def test_clusterip_with_a_server_on_the_same_node_is_routed(backend: str) -> Non
     assert got is not None and got.dst == "10.244.0.3" and got.ttl == 63, trace.detailed()
     kinds = [k for p in trace.packets for (_i, _d, _f, evs) in p.hops for (k, *_r) in evs]
     assert C.EV_BRIDGED_DNAT not in kinds and C.EV_IPVS_DNAT in kinds
+
+
+def test_flow_log_marks_the_ipvs_translation(backend: str, tmp_path: Path) -> None:
+    """The Hubble-shaped flow log has a TRANSLATED record for IPVS's NAT, naming the
+    Service as its destination, as for kube-proxy's DNAT."""
+    import json
+
+    from scapy.utils import wrpcap
+
+    emu = _emu(backend)
+    t = emu.tables
+    client = t.iface("default/client/eth0")
+    frame = Ether(src=":".join(f"{b:02x}" for b in int(t.if_mac[client]).to_bytes(6, "big")),
+                  dst=":".join(f"{b:02x}" for b in int(
+                      t.if_mac[t.iface("node1/kube-bridge")]).to_bytes(6, "big"))) / IP(
+        src="10.244.0.2", dst=CLUSTER_IP) / TCP(sport=44001, dport=80, flags="S")
+    wrpcap(str(tmp_path / "in.pcap"), [frame])
+    emu.replay(tmp_path / "in.pcap", tmp_path / "out.pcapng", tmp_path / "flows.jsonl")
+    records = [json.loads(x) for x in (tmp_path / "flows.jsonl").read_text().splitlines()]
+    translated = [r for r in records if "TRANSLATED" in json.dumps(r)]
+    assert translated, records
+    assert any("web" in json.dumps(r.get("flow", r).get("destination_service", {}))
+               for r in translated), translated
