@@ -924,6 +924,19 @@ def test_malformed_inputs_that_once_crashed_the_reference() -> None:
             results.append((res, dp.state()))
         assert_same_results(results[0][0], results[1][0])
         assert results[0][1] == results[1][1]
+    # kube-router: a runt received on an IP-in-IP device (no link header to check, but still
+    # the length of kemu's Ethernet header of zeros)
+    t = compile_cluster(scenario_cluster("kube-router-full"))
+    tun = int(t.tun_if[1])
+    runt = bytes(12) + b"\x08"
+    results = []
+    for impl in (reference, _fastpath):
+        res = Results()
+        dp = impl.Datapath(t)
+        run(dp, res, Batch.of([(runt, tun, C.INJ_RX, 0)]), t.n_ifaces)
+        assert res.n_outcomes == 1 and int(res.oc_reason[0]) == C.DROP_TOO_SHORT
+        results.append((res, dp.state()))
+    assert_same_results(results[0][0], results[1][0])
 
 
 def test_results_too_small_returns_early() -> None:

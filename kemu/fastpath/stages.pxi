@@ -86,11 +86,11 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
         return port_rcv(dp, it, i, f)
     if kind == IF_POD_LO:
         return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
-    if kind == IF_IPIP:  # no link header: every packet is the node's to route
-        return node_rcv(dp, it)
     # every other kind is an Ethernet device that drops frames for another host
     if it.len < 14:
         return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
+    if kind == IF_IPIP:  # no link header (kemu's zeros): every packet is the node's to route
+        return node_rcv(dp, it)
     dmac = rd48(DATA(it), 0)
     if dmac != <uint64_t>f.mac and not is_mcast(dmac):
         return end(dp, it, OUT_DROPPED, DROP_OTHERHOST, i, 0, False)

@@ -84,7 +84,10 @@ RX: dict[int, Device] = {
 }
 # The kinds whose receive takes a frame for any destination MAC: a bridge port and lo. Every
 # other kind is an Ethernet device that drops frames for another host before its receive.
-RX_ANY_MAC = frozenset({C.IF_VETH, C.IF_POD_LO, C.IF_IPIP})
+RX_ANY_MAC = frozenset({C.IF_VETH, C.IF_POD_LO})
+# Devices without a link header (kube-router's IP-in-IP tunnels; kemu keeps an Ethernet header
+# of zeros in front): no destination MAC to check, only the header's length.
+NO_LINK_HEADER = frozenset({C.IF_IPIP})
 
 
 class Stages(Veth, Bridge, Gateway, Host, Routing, Tunnel, Inject, Record):
@@ -143,7 +146,8 @@ class Stages(Veth, Bridge, Gateway, Host, Routing, Tunnel, Inject, Record):
             if len(d) < 14:
                 return self._end(it, C.OUT_DROPPED, C.DROP_TOO_SHORT, i)
             dmac = u48(d, 0)
-            if dmac != self.if_mac[i] and not is_multicast_mac(dmac):
+            if kind not in NO_LINK_HEADER and dmac != self.if_mac[i] and \
+                    not is_multicast_mac(dmac):
                 return self._end(it, C.OUT_DROPPED, C.DROP_OTHERHOST, i)
         rcv = RX.get(kind, Host._host_rcv)  # a kind not in the table: as an end host's
         rcv(self, it, i, stack)
