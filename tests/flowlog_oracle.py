@@ -25,7 +25,8 @@ from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
 from kemu.io.flowlog import EndpointInfo, rfc3339
 
-_TRANSLATIONS = {C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT}
+_TRANSLATIONS = {C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT, C.EV_IPVS_DNAT}
+_DNATS = {C.EV_DNAT, C.EV_IPVS_DNAT}  # kube-proxy's, kube-router's IPVS
 _NOISE = {C.DROP_NOT_LOCAL, C.DROP_OTHERHOST, C.DROP_SAME_PORT}
 
 
@@ -68,9 +69,9 @@ class OracleFlowLog:
                     if kind not in _TRANSLATIONS:
                         continue
                     a = int(res.ev_a[e])
-                    sp = int(t.fe_sp[a]) if kind == C.EV_DNAT else (
+                    sp = int(t.fe_sp[a]) if kind in _DNATS else (
                         a if kind == C.EV_UNDNAT else -1)
-                    if sp >= 0 and kind == C.EV_DNAT:
+                    if sp >= 0 and kind in _DNATS:
                         dst_svc = self.services.get(sp)
                     elif sp >= 0:
                         src_svc = self.services.get(sp)

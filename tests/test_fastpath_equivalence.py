@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kemu.compiler.compile import compile_cluster
+from kemu.control.cni import CniConfig
 from kemu.control.model import (
     ClusterConfig,
     Container,
@@ -95,13 +96,24 @@ TARGET_PORTS = [8080, 53, 80]
 CLIENT_PORTS = [1000, 1001, 40000]
 
 
+# flannel's backends and kube-router (issue #18: IPVS, its overlay with IP-in-IP devices)
+MODES = ["host-gw", "vxlan", "kube-router", "kube-router-full"]
+
+
+def mode_config(name: str, mode: str, **kw) -> ClusterConfig:
+    """A ``ClusterConfig`` of one of ``MODES``."""
+    if mode.startswith("kube-router"):
+        opts = {"overlayType": "full"} if mode.endswith("-full") else {}
+        return ClusterConfig(name=name, mode="host-gw", cni=CniConfig("kube-router", opts), **kw)
+    return ClusterConfig(name=name, mode=mode, **kw)
+
+
 @st.composite
 def clusters(draw, max_nodes: int = 3) -> FakeCluster:
     n_nodes = draw(st.integers(1, max_nodes))
     prefix = draw(st.sampled_from([24, 24, 25, 23]))
-    cfg = ClusterConfig(
-        name="eq", mode=draw(st.sampled_from(["host-gw", "vxlan"])),
-        gateway_ip=IPv4Address("172.18.0.1") if draw(st.integers(0, 4)) else None)
+    cfg = mode_config("eq", draw(st.sampled_from(MODES)),
+                      gateway_ip=IPv4Address("172.18.0.1") if draw(st.integers(0, 4)) else None)
     cfg.external_hosts = [ExternalHost(f"e{k}", IPv4Address(f"172.18.0.{100 + k}"),
                                        mac=mac(5, 0, 0, 0, k))
                           for k in range(draw(st.integers(0, 2)))]
@@ -414,9 +426,13 @@ def make_frames(d: Draws, p: Pools, hot_ips: list[int], hot_ports: list[int], n:
             quoted = ipv4(qs, qd, qproto, ql4, tot=20 + len(ql4))
             pl = icmp(d.one([3, 3, 11, 4, 5, 12, 3]), d.one([3, 1, 0]), 0, quoted)
             proto = C.PROTO_ICMP
-        else:  # "proto": SCTP (ports) or GRE
-            proto = d.one([C.PROTO_SCTP, 47])
+        else:  # "proto": SCTP (ports), GRE, or IP-in-IP (kube-router's tunnels) of a packet
+            proto = d.one([C.PROTO_SCTP, 47, C.PROTO_IPIP])
             pl = struct.pack("!HH", port_(), port_()) + bytes(8)
+            if proto == C.PROTO_IPIP and d.int(0, 3):
+                isrc, idst = ip_(), ip_()
+                pl = ipv4(isrc, idst, C.PROTO_TCP, tcp(isrc, idst, port_(), port_(),
+                                                         d.one(TCP_FLAGS)), ttl=d.one([64, 1]))
         opts = b"\x01\x01\x01\x00" if d.int(0, 15) == 0 else b""
         frag = d.one([0x2000, 0x0010, 0x4000]) if d.int(0, 15) == 0 else 0
         pkt = ipv4(src, dst, proto, pl, ttl=ttl, ident=d.int(0, 3), frag=frag, options=opts)
@@ -724,7 +740,7 @@ def test_scapy_checksums_of_fast_path_output(cl: FakeCluster, data: st.DataObjec
 def scenario_cluster(mode: str = "host-gw") -> FakeCluster:
     """Two nodes; client c0 and server s0 on node1, server s1 on node2; an external host;
     ClusterIP, NodePort, affinity and a Service without endpoints."""
-    cfg = ClusterConfig(name="fixed", mode=mode)
+    cfg = mode_config("fixed", mode)
     cfg.external_hosts = [ExternalHost("ext", IPv4Address("172.18.0.100"), mac=mac(5, 0, 0, 0, 0))]
     nodes = [Node(f"node{i + 1}", IPv4Address(f"172.18.0.{10 + i}"),
                   IPv4Network(f"10.244.{i}.0/24"), mac=mac(1, 0, 0, 0, i),
@@ -793,7 +809,7 @@ def conversation(t) -> list[tuple[bytes, int, int, int]]:
     return rows
 
 
-@pytest.mark.parametrize("mode", ["host-gw", "vxlan"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("static", [True, False])
 @pytest.mark.parametrize("record", [True, False])
 def test_equivalence_conversation(mode: str, static: bool, record: bool) -> None:
@@ -805,9 +821,12 @@ def test_equivalence_conversation(mode: str, static: bool, record: bool) -> None
         pair.batch(Batch.of(rows[k: k + 97]))
     kinds = set(pair.rres.ev_kind[:pair.rres.n_events].tolist())
     if record and static:
-        assert {C.EV_DNAT, C.EV_CT_REUSE, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT,
+        dnat = C.EV_IPVS_DNAT if mode.startswith("kube-router") else C.EV_DNAT
+        assert {dnat, C.EV_CT_REUSE, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT,
                 C.EV_AFFINITY} <= kinds
         assert (C.EV_ENCAP in kinds) == (mode == "vxlan")
+        assert (C.EV_IPIP_ENCAP in kinds) == (C.EV_IPIP_DECAP in kinds) == (
+            mode == "kube-router-full")
     if not static:
         assert C.OUT_NEIGH in set(pair.rres.oc_kind[:pair.rres.n_outcomes].tolist())
     reload_fewer_backends(pair, cl, rows, 200)
@@ -841,7 +860,7 @@ def test_equivalence_with_flow_prefetch(mode: str, record: bool) -> None:
         _fastpath._set_track_ifaces(old)
 
 
-@pytest.mark.parametrize("mode", ["host-gw", "vxlan"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("record", [True, False])
 @pytest.mark.parametrize("track", [True, False])
 def test_reset_then_the_conversation_again(mode: str, record: bool, track: bool) -> None:
@@ -905,6 +924,19 @@ def test_malformed_inputs_that_once_crashed_the_reference() -> None:
             results.append((res, dp.state()))
         assert_same_results(results[0][0], results[1][0])
         assert results[0][1] == results[1][1]
+    # kube-router: a runt received on an IP-in-IP device (no link header to check, but still
+    # the length of kemu's Ethernet header of zeros)
+    t = compile_cluster(scenario_cluster("kube-router-full"))
+    tun = int(t.tun_if[1])
+    runt = bytes(12) + b"\x08"
+    results = []
+    for impl in (reference, _fastpath):
+        res = Results()
+        dp = impl.Datapath(t)
+        run(dp, res, Batch.of([(runt, tun, C.INJ_RX, 0)]), t.n_ifaces)
+        assert res.n_outcomes == 1 and int(res.oc_reason[0]) == C.DROP_TOO_SHORT
+        results.append((res, dp.state()))
+    assert_same_results(results[0][0], results[1][0])
 
 
 def test_results_too_small_returns_early() -> None:

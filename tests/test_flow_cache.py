@@ -96,8 +96,15 @@ class Trio:
 
 def mix_rows(nodes: int = 3, pods: int = 24, services: int = 6, flows: int = 40,
              frames: int = 600, mode: str = "host-gw") -> tuple:
-    """A small cluster and its cluster mix (warm-up first) as rows."""
-    t = compile_cluster(load_cluster(W.synthetic_cluster(nodes, pods, services, mode=mode)))
+    """A small cluster and its cluster mix (warm-up first) as rows; ``mode`` flannel's
+    backend or kube-router (``kube-router``, ``kube-router-full``: issue #18)."""
+    cni = None
+    if mode.startswith("kube-router"):
+        cni = {"name": "kube-router", "overlayType": "full" if mode.endswith("full")
+               else "subnet"}
+        mode = "host-gw"
+    t = compile_cluster(load_cluster(W.synthetic_cluster(nodes, pods, services, mode=mode,
+                                                         cni=cni)))
     w = W.cluster_mix(t, flows, frames, seed=3)
     rows: list[Row] = []
     for part in (w.warm, w):
@@ -149,10 +156,12 @@ def shifted(rows: list[Row], ns: int) -> list[Row]:
     return [(f, i, m, ts + ns) for f, i, m, ts in rows]
 
 
-def test_established_flows_take_the_cache() -> None:
+@pytest.mark.parametrize("mode", ["host-gw", "kube-router"])
+def test_established_flows_take_the_cache(mode: str) -> None:
     """The cluster mix replayed: after the first frame of each flow, its frames come from
-    the cache; the same frames with recording on never do; nothing differs."""
-    t, rows, n_warm = mix_rows()
+    the cache; the same frames with recording on never do; nothing differs (kube-router:
+    IPVS-translated flows are cached as kube-proxy's are)."""
+    t, rows, n_warm = mix_rows(mode=mode)
     trio = Trio(t)
     trio.batch(rows)
     first = trio.cached.flow_cache_hits
@@ -165,7 +174,7 @@ def test_established_flows_take_the_cache() -> None:
     assert recording.cached.flow_cache_hits == 0
 
 
-@pytest.mark.parametrize("mode", ["host-gw", "vxlan"])
+@pytest.mark.parametrize("mode", ["host-gw", "vxlan", "kube-router", "kube-router-full"])
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1),
        steps=st.lists(st.integers(0, 11), min_size=1, max_size=6))

@@ -13,7 +13,7 @@ import sys
 
 from kemu.bench.report import plot
 from kemu.bench.runner import Bench
-from kemu.frontend.cli import EXIT_OK, Command
+from kemu.frontend.cli import EXIT_OK, EXIT_USAGE, Command
 from kemu.io.outputs import AtomicFile
 
 
@@ -32,15 +32,25 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "the issue's target is for 4,000,000)")
     p.add_argument("--scale", action="store_true",
                    help="also load a 5,000-node, 150,000-pod, 10,000-Service cluster")
+    p.add_argument("--cni", action="append", default=[], metavar="NAME",
+                   help="also run the cluster mix with this CNI mode (spec.cni: a built mode, "
+                        "e.g. kube-router; repeatable), side by side with flannel's")
     p.add_argument("--scale-timeout", type=float, default=900, metavar="S",
                    help="give up on one scale measurement after S seconds (default 900)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from kemu.control.cni import BUILT
+
+    bad = [n for n in args.cni if n not in BUILT or n == "flannel"]
+    if bad:
+        print(f"kemu bench: --cni {bad[0]}: not a built CNI mode other than flannel (built: "
+              f"{', '.join(sorted(BUILT))})", file=sys.stderr)
+        return EXIT_USAGE
     bench = Bench(quick=args.quick, repeat=args.repeat or (3 if args.quick else 5),
                   batch=args.batch, kernel=not args.no_kernel, replay=not args.no_replay,
                   scale=args.scale, replay_frames=args.replay_frames,
-                  scale_timeout=args.scale_timeout)
+                  scale_timeout=args.scale_timeout, cnis=tuple(args.cni))
     bench.run_all()
     sys.stdout.write(bench.render())
     data = bench.to_json()

@@ -72,6 +72,9 @@ class Report:
             out["scale mix/three-node mix"] = sc["mix_ratio"]
         out["policy mix/mix"] = (self.info.get("policy") or {}).get("mix_ratio") or ratio(
             self.row(FAST, POLICY), fast)
+        for name, info in (self.info.get("cni") or {}).items():  # kemu bench --cni NAME
+            out[f"cni {name} mix/flannel mix"] = info.get("mix_ratio") or ratio(
+                self.row(FAST, f"{MIX}, {name}"), fast)
         return out
 
     def targets(self) -> list[dict[str, Any]]:
@@ -152,6 +155,9 @@ class Report:
             v = (sel.get("full") or {}).get("load_compile_seconds") or sel.get(
                 "extrapolated_seconds")
             rows.append(("scale, selector manifests: load + compile, s", v, 30, "<"))
+        for name in self.info.get("cni") or {}:
+            rows.append((f"cluster mix with spec.cni {name} / flannel's",
+                         ratios.get(f"cni {name} mix/flannel mix"), 0.8, ">="))
         if rep:
             rows.append(("kemu replay start-up imports no Scapy",
                          0.0 if rep.get("startup_imports_scapy") else 1.0, 1.0, ">="))
@@ -192,7 +198,7 @@ class Report:
                 "kemu Lpm.lookup_bulk (cython)", r.workload) if r.group == "routes" else None
             f = base.median / r.median if base and r.median and base is not r else 0
             x = "" if not f else f"{f:,.1f}" if f < 10 else f"{f:,.0f}"
-            lines.append(f"{r.workload:<22}{r.name[:49]:<50}{r.median:>14,.0f}"
+            lines.append(f"{r.workload:<21} {r.name[:49]:<50}{r.median:>14,.0f}"
                          f"{f'{min(r.runs):,.0f}-{max(r.runs):,.0f}':>26}{x:>9}")
             if r.note:
                 lines.append(f"{'':<24}{r.note}")

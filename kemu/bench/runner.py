@@ -83,13 +83,15 @@ class Bench(Report):
 
     def __init__(self, *, quick: bool = False, repeat: int = 5, batch: int = 1024,
                  kernel: bool = True, replay: bool = True, scale: bool = False,
-                 replay_frames: int = 0, scale_timeout: float = 900) -> None:
+                 replay_frames: int = 0, scale_timeout: float = 900,
+                 cnis: tuple[str, ...] = ()) -> None:
         sizes = Sizes.of(quick)
         if replay_frames > 0:
             sizes = replace(sizes, replay_frames=replay_frames)
         super().__init__(quick=quick, repeat=max(1, repeat), batch=batch, sizes=sizes)
         self.do_kernel, self.do_replay, self.do_scale = kernel, replay, scale
         self.scale_timeout = scale_timeout
+        self.cnis = cnis
         self.t0 = time.perf_counter()
 
     # ---------------------------------------------------------------- helpers
@@ -190,6 +192,8 @@ class Bench(Report):
                 row.note = (f"{share:.1%} of frames by the flow cache (established flows' "
                             "cached paths); the row below runs every frame through the stages")
                 self.info["flow_cache_share"] = {MIX: round(share, 4)}
+        for name in self.cnis:
+            self.cni_row(name, span)
         self.policy_row(span)
         dp, res = self._fast(False)
 
@@ -211,6 +215,58 @@ class Bench(Report):
         self.memory["bytes_per_flow_note"] = (
             "RSS growth of the Cython datapath over the churn flows, conntrack entries on "
             "every node a flow crosses (1 or 2) included")
+
+    def cni_row(self, name: str, span: int) -> None:
+        """The cluster mix on the same synthetic cluster in CNI mode ``name`` (issue #18:
+        its devices, routes and Service translation), the fast path with its flow cache,
+        in rounds alternating with flannel's (the ratio is the median of each round's: the
+        shared machine's drift cancels out); every frame of the mix must be delivered.
+        ``info["cni"][name]["mix_ratio"]``: the goal is >= 0.8."""
+        from kemu._backend import IMPLEMENTATIONS
+        from kemu.bench import workloads as W
+        from kemu.compiler.compile import compile_cluster
+        from kemu.control.cluster import load_cluster
+        from kemu.dataplane import codes as C
+
+        impl = IMPLEMENTATIONS["cython"]
+        tables = compile_cluster(load_cluster(W.synthetic_cluster(3, 120, 30, cni=name)))
+        mix = W.cluster_mix(tables, 10_000, self.sizes.mix_frames)
+        lost = [0]
+
+        def count(r: Any, lo: int, hi: int) -> None:
+            n = r.n_outcomes
+            lost[0] += int((r.oc_kind[:n] != C.OUT_DELIVERED).sum())
+
+        pair = []
+        for t, w in ((self.tables, self.mix), (tables, mix)):
+            dp = impl.Datapath(t, 0, True)
+            res = W.results_for(t, self.batch, False, 1514)
+            W.drive(dp, w.warm, res, self.batch)
+            pair.append((dp, res, w))
+        row = Row("datapath", f"{MIX}, {name}", FAST, "frames", len(mix))
+        plain: list[float] = []
+        rounds = max(self.repeat, 7)
+        before = pair[1][0].flow_cache_hits
+        for r in range(rounds):
+            for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+                dp, res, w = pair[k]
+                ws = w.shifted((r + 1) * span)
+                t0 = time.perf_counter()
+                W.drive(dp, ws, res, self.batch, count if k else None)
+                (row.runs if k else plain).append(len(ws) / (time.perf_counter() - t0))
+        self.rows.append(row)
+        share = (pair[1][0].flow_cache_hits - before) / (len(mix) * rounds)
+        ratio = statistics.median(a / b for a, b in zip(row.runs, plain, strict=True))
+        row.note = (f"spec.cni: {name}, its default options; {share:.1%} of frames by the "
+                    f"flow cache; {ratio:.2f} x flannel's rate (the median ratio of {rounds} "
+                    f"alternating rounds; flannel: {statistics.median(plain):,.0f}/s); "
+                    f"{lost[0]} frames not delivered")
+        _say(f"{row.workload}: {row.name}: {row.median:,.0f} {row.unit}/s ({ratio:.2f} of "
+             "flannel's)")
+        self.info.setdefault("cni", {})[name] = {
+            "mix_ratio": round(ratio, 4), "flow_cache_share": round(share, 4),
+            "flannel_median": round(statistics.median(plain), 1),
+            "not_delivered": lost[0], "interfaces": tables.n_ifaces}
 
     def policy_row(self, span: int) -> None:
         """The cluster mix through tables with NetworkPolicies (#17), the fast path with its

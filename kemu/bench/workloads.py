@@ -59,13 +59,17 @@ POD_FRAME, NODE_FRAME = -1, -2  # ``Workload.flow`` of warm-up frames that are i
 # ------------------------------------------------------------------ synthetic clusters
 def synthetic_cluster(nodes: int = 3, pods: int = 120, services: int = 30, *,
                       backends: int = 2, mode: str = "host-gw", name: str = "bench",
-                      endpoints: str = "selector") -> list[dict[str, Any]]:
+                      endpoints: str = "selector", cni: str | dict[str, Any] | None = None
+                      ) -> list[dict[str, Any]]:
     """Manifests of a cluster of ``nodes`` nodes, ``pods`` pods and ``services`` Services.
 
     Each Service has ``backends`` endpoints (at most ``nodes - 1``, so some node holds none),
     on consecutive nodes; clients fill the remaining pods. Address ranges grow with the size:
     a /24 of pods per node from 10.244.0.0/16, or 10.128.0.0/9 beyond 256 nodes; the node
     network is 172.18.0.0/24, or 172.16.0.0/12 beyond 250 nodes.
+
+    ``cni``: the Cluster's ``spec.cni`` (a built mode's name or a mapping with options; None:
+    flannel in ``mode``).
 
     ``endpoints="selector"``: Services select their pods by label (kemu derives the
     EndpointSlices). ``"slices"``: what a full cluster dump holds instead: nodes with their
@@ -85,6 +89,9 @@ def synthetic_cluster(nodes: int = 3, pods: int = 120, services: int = 30, *,
         "nodeNetwork": "172.18.0.0/24" if nodes <= 250 else "172.16.0.0/12",
         "mode": mode,
     }
+    if cni is not None:  # spec.mode is flannel's alone
+        spec["cni"] = cni
+        del spec["mode"]
     slices = endpoints == "slices"
     if slices:
         spec["nodes"] = [{"name": f"node{i + 1}",

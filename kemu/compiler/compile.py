@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kemu._gc import paused_gc
+from kemu.compiler import kube_router
 from kemu.compiler.policy import compile_policies
 from kemu.compiler.routes import Route, lb_announcers, node_routes
 from kemu.control.model import Service
@@ -111,6 +112,10 @@ def _compile(cluster: Cluster) -> Tables:
     # every device the uplink's MTU
     mtu = cfg.mtu
     pod_mtu = mtu - VXLAN_OVERHEAD if cfg.mode == "vxlan" else mtu
+    kr = kube_router.active(cluster)  # kube-router's names, MTU, devices (kube_router.py)
+    if kr:
+        pod_mtu = kube_router.pod_mtu(cfg)
+    br_dev = kube_router.BRIDGE if kr else "cbr0"
     pods_by_node: dict[str, list[int]] = {}
     for pi, p in enumerate(cluster.pods):
         pods_by_node.setdefault(p.node_name, []).append(pi)
@@ -121,7 +126,7 @@ def _compile(cluster: Cluster) -> Tables:
                                 node=ni, mac=mac_to_int(node.mac), ip=_ip(node.internal_ip),
                                 bridge=seg, mtu=mtu))
         bridge_ports[seg].append(node_eth[-1])
-        node_br.append(ifs.add(f"{nm}/cbr0", C.IF_BRIDGE, desc=f"Node {nm} pod bridge",
+        node_br.append(ifs.add(f"{nm}/{br_dev}", C.IF_BRIDGE, desc=f"Node {nm} pod bridge",
                                node=ni, mac=mac_to_int(node.bridge_mac),
                                ip=_ip(node.gateway_ip), bridge=ni, mtu=pod_mtu))
         if cfg.mode == "vxlan":
@@ -164,6 +169,7 @@ def _compile(cluster: Cluster) -> Tables:
                         mac=mac_to_int(cluster.gateway_mac), ip=_ip(cfg.gateway_ip), bridge=seg,
                         mtu=mtu)
         bridge_ports[seg].append(gw_if)
+    kr_devs = kube_router.add_devices(cluster, ifs, node_eth, node_br) if kr else None
 
     # bridges
     br_start, br_count, br_flat = [], [], []
@@ -185,7 +191,8 @@ def _compile(cluster: Cluster) -> Tables:
     routes.sort(key=lambda r: (r[1], r[0]))
 
     sv = _compile_services(cluster, node_index)
-    nrt = _node_route_tables(cluster, node_eth, node_br, node_vtep)
+    nrt = _node_route_tables(cluster, node_eth, node_br, node_vtep,
+                             kr_devs.node_devs if kr_devs is not None else None)
 
     # address ownership (for L2 fix-up on injection and for finding where a source lives)
     owners: dict[int, int] = {}
@@ -198,7 +205,7 @@ def _compile(cluster: Cluster) -> Tables:
     own = sorted(owners.items())
 
     ifs_peer = ifs.column("peer", np.int32)
-    return Tables(
+    tables = Tables(
         if_name=tuple(r["name"] for r in ifs.rows),
         if_desc=tuple(r["desc"] for r in ifs.rows),
         if_kernel_name=tuple(r["kname"] for r in ifs.rows),
@@ -211,7 +218,7 @@ def _compile(cluster: Cluster) -> Tables:
         if_hairpin=ifs.column("hairpin", np.uint8),
         if_owner=ifs.column("owner", np.int32),
         if_mtu=ifs.column("mtu", np.int32),
-        br_name=tuple(f"{n.name}/cbr0" for n in nodes) + ("node-network",),
+        br_name=tuple(f"{n.name}/{br_dev}" for n in nodes) + ("node-network",),
         br_local_if=np.array(node_br + [-1], dtype=np.int32),
         br_netfilter=np.array([1] * n_nodes + [0], dtype=np.uint8),
         br_port_start=np.array(br_start, dtype=np.int32),
@@ -250,6 +257,9 @@ def _compile(cluster: Cluster) -> Tables:
         ext_if=np.array(ext_if, dtype=np.int32),
         **compile_policies(cluster),
     )
+    if kr_devs is not None:
+        tables = kube_router.finish(cluster, tables, kr_devs)
+    return tables
 
 
 def _veth_mac(pod_key: str) -> str:
@@ -387,7 +397,8 @@ def _compile_services(cluster: Cluster, node_index: dict[str, int]) -> dict:
 
 
 def _node_route_tables(cluster: Cluster, node_eth: list[int], node_br: list[int],
-                       node_vtep: list[int]) -> dict[str, np.ndarray]:
+                       node_vtep: list[int], mode_devs: list[dict[str, int]] | None = None
+                       ) -> dict[str, np.ndarray]:
     """``Tables.node_rt_*``/``nrt_*``: the whole table of every node whose routes were set
     one by one (R-2, ``kemu.compiler.routes.apply_changes``), longest prefix first."""
     nodes = cluster.nodes
@@ -398,7 +409,8 @@ def _node_route_tables(cluster: Cluster, node_eth: list[int], node_br: list[int]
     for i, n in enumerate(nodes):
         if n.name not in changed:
             continue
-        devs = {"eth0": node_eth[i], "cbr0": node_br[i], "flannel.1": node_vtep[i]}
+        devs = {"eth0": node_eth[i], "cbr0": node_br[i], "flannel.1": node_vtep[i]} \
+            if mode_devs is None else mode_devs[i]
         start[i] = len(rows)
         routes: list[Route] = tables[n.name]
         for r in routes:  # most specific first already

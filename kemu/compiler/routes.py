@@ -89,6 +89,9 @@ def node_routes(cluster: Cluster) -> dict[str, list[Route]]:
 def default_node_routes(cluster: Cluster) -> dict[str, list[Route]]:
     """The main routing table of every node as kemu programs it (no route changes)."""
     cfg = cluster.config
+    if cfg.cni.name == "kube-router":  # BGP-learned routes, tunnels (kube_router.py)
+        from kemu.compiler.kube_router import node_routes as kube_router_routes
+        return {n: [Route(**kw) for kw in rs] for n, rs in kube_router_routes(cluster).items()}
     tables: dict[str, list[Route]] = {}
     for node in cluster.nodes:
         routes = [
@@ -124,6 +127,9 @@ def _order(routes: list[Route]) -> None:
 
 def node_devices(cluster: Cluster) -> tuple[str, ...]:
     """The devices a node route can name."""
+    if cluster.config.cni.name == "kube-router":
+        from kemu.compiler.kube_router import node_devices as kube_router_devices
+        return kube_router_devices(cluster)
     return ("eth0", "cbr0", "flannel.1") if cluster.config.mode == "vxlan" else ("eth0", "cbr0")
 
 

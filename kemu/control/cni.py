@@ -28,7 +28,7 @@ from kemu.control.model import CniConfig
 NAMES: tuple[str, ...] = ("flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure")
 
 # the modes this build of kemu emulates (a mode is added here when its datapath is built)
-BUILT: frozenset[str] = frozenset({"flannel"})
+BUILT: frozenset[str] = frozenset({"flannel", "kube-router"})
 
 # option -> (allowed values or the type's name, default), per mode; values are the CNI's own
 # configuration words where it has them
@@ -104,4 +104,15 @@ def parse_cni(f: Fields, spec: dict[str, Any]) -> CniConfig:
         else:
             assert isinstance(allowed, tuple)
             cni.options[key] = f.choice(body, "spec.cni", key, allowed, default or allowed[0])
+    if name == "kube-router":
+        _check_kube_router(f, cni)
     return cni
+
+
+def _check_kube_router(f: Fields, cni: CniConfig) -> None:
+    """What kemu's kube-router mode cannot emulate is refused, naming the field: DSR
+    (``kube-router.io/service.dsr``: IPIP from the director to the pod, not modelled).
+    (``spec.mode``, flannel's backend, is refused with any other CNI by the loader.)"""
+    if cni.get("dsr"):
+        f.problem("spec.cni.dsr", "kube-router's DSR mode is not modelled by this kemu "
+                  "(Services are emulated by IPVS in NAT mode); leave dsr false")

@@ -16,11 +16,14 @@ IF_VTEP = 6       # <node>/flannel.1 (OV-1)
 IF_EXT_ETH = 7    # ext/<name>/eth0: an external host on the node network
 IF_GW_ETH = 8     # gateway/eth0: the node network's router (a sink for the outside world)
 IF_NODE_LOCAL = 9  # <node>/local: the node's own processes (never captured)
+# kube-router (kemu/compiler/kube_router.py)
+IF_IPIP = 12      # <node>/tun-<hash>: an IP-in-IP tunnel towards one peer node (no ARP)
+IF_DUMMY = 13     # <node>/kube-dummy-if: the dummy device holding the Service addresses
 
 IF_KIND_NAMES = {
     IF_POD_ETH: "pod-eth", IF_POD_LO: "pod-lo", IF_VETH: "veth", IF_BRIDGE: "bridge",
     IF_NODE_ETH: "node-eth", IF_VTEP: "vtep", IF_EXT_ETH: "external", IF_GW_ETH: "gateway",
-    IF_NODE_LOCAL: "node-local",
+    IF_NODE_LOCAL: "node-local", IF_IPIP: "ipip", IF_DUMMY: "dummy",
 }
 
 # Directions (equal to pcapng epb_flags direction bits)
@@ -73,6 +76,9 @@ DROP_ROUTE_PROHIBIT = 32
 # of one held: freed silently), and one overlapping what the queue holds (the queue is killed)
 DROP_FRAG_QUEUED = 33
 DROP_FRAG_OVERLAP = 34
+# IPVS (kube-router's service proxy): a virtual service without a real server; ip_vs_leave
+# sends ICMP port unreachable and drops (ip_vs_core.c)
+DROP_IPVS_NO_DEST = 50
 
 DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.proto)
     DROP_TOO_SHORT: ("too short", "INVALID_PACKET_DROPPED"),
@@ -102,6 +108,8 @@ DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.prot
     DROP_FRAG_QUEUED: ("held for reassembly (nf_defrag_ipv4)", "IP_FRAGMENTATION_NOT_SUPPORTED"),
     DROP_FRAG_OVERLAP: ("overlapping fragment: reassembly queue dropped",
                         "IP_FRAGMENTATION_NOT_SUPPORTED"),
+    DROP_IPVS_NO_DEST: ("IPVS: no real server (ICMP port unreachable)",
+                        "SERVICE_BACKEND_NOT_FOUND"),
 }
 
 # Events: decisions attached to a hop (ev_hop), rendered as pcapng comments, flow log
@@ -148,6 +156,12 @@ EV_L7_HTTP = 26
 # c=node); nf_defrag_ipv4 reassembled it (a=fragments, b=IP length of the whole, c=node)
 EV_FRAGMENT = 30
 EV_DEFRAG = 31
+# kube-router: IPVS translated a new connection at LOCAL_IN (a=frontend id, b=backend id,
+# c=original dst IPv4; the Service address is local on kube-dummy-if); IP-in-IP encapsulation
+# on a tun device (a=remote node, b=tun iface) and decapsulation (a=node, b=tun iface)
+EV_IPVS_DNAT = 50
+EV_IPIP_ENCAP = 51
+EV_IPIP_DECAP = 52
 POL_INGRESS = 1
 POL_EGRESS = 2
 
@@ -202,3 +216,8 @@ FRAG_TIMEOUT_NS = 30 * 10**9  # net.ipv4.ipfrag_time: a reassembly queue lives 3
 MAX_HOPS = 64       # per frame copy: beyond this the frame is in a loop (DROP_HOP_LIMIT)
 VXLAN_PORT = 8472   # OV-1: the kernel default, not IANA's 4789
 VXLAN_VNI = 1
+PROTO_IPIP = 4      # IP-in-IP (RFC 2003)
+IPIP_OVERHEAD = 20  # the outer IPv4 header
+# IPVS schedulers (Tables.ipvs_sched)
+IPVS_RR = 0       # round robin: ip_vs_rr.c
+IPVS_SH = 1       # source hashing: ip_vs_sh.c

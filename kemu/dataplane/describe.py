@@ -45,8 +45,13 @@ def route_text(t: Tables, route: int, nh: int, node: int) -> str:
     ln = int(t.rt_len[route])
     prefix = "default" if ln == 0 else f"{ip_str(t.rt_prefix[route])}/{ln}"
     kind = int(t.rt_kind[route])
-    if kind == C.RT_POD_CIDR and int(t.rt_node[route]) == node:
-        dev = "cbr0"
+    owner = int(t.rt_node[route])
+    tun = int(t.tun_if[node * t.n_nodes + owner]) if len(t.tun_if) and kind == C.RT_POD_CIDR \
+        and 0 <= node < t.n_nodes and 0 <= owner < t.n_nodes else -1
+    if kind == C.RT_POD_CIDR and owner == node:
+        dev = t.if_kernel_name[int(t.node_br_if[node])] if 0 <= node < t.n_nodes else "cbr0"
+    elif tun >= 0:  # kube-router's IP-in-IP device towards the owner
+        dev = t.if_kernel_name[tun]
     elif kind == C.RT_POD_CIDR and t.vxlan:
         dev = "flannel.1"
     else:
@@ -78,6 +83,17 @@ def event_text(t: Tables, kind: int, a: int, b: int, c: int) -> str:
             return f"DNAT {ip_str(c)}:{fe_port} -> {backend_text(t, b)} {_svc(t, sp)}"
         return (f"DNAT {ip_str(c)}:{fe_port} -> {backend_text(t, b)} svc {t.sp_name[sp]}"
                 f" ({C.FE_KIND_NAMES[int(t.fe_kind[a])]})")
+    if kind == C.EV_IPVS_DNAT:  # kube-router: the address is local on kube-dummy-if
+        sp = int(t.fe_sp[a])
+        sched = "sh" if t.ipvs_sched == C.IPVS_SH else "rr"
+        return (f"IPVS at LOCAL_IN (kube-dummy-if holds {ip_str(c)}): {sched} -> "
+                f"{backend_text(t, b)} masq svc {t.sp_name[sp]} "
+                f"({C.FE_KIND_NAMES[int(t.fe_kind[a])]} {ip_str(c)}:{int(t.fe_port[a])})")
+    if kind == C.EV_IPIP_ENCAP:
+        return (f"IPIP encap on {t.if_kernel_name[b]} -> {t.node_name[a]} "
+                f"({ip_str(t.node_ip[a])}, proto 4)")
+    if kind == C.EV_IPIP_DECAP:
+        return f"IPIP decap (ipip_rcv) -> {t.if_kernel_name[b]}"
     if kind == C.EV_CT_REUSE:
         return f"conntrack: established, DNAT -> {backend_text(t, b)} {_svc(t, a)}"
     if kind == C.EV_UNDNAT:

@@ -532,6 +532,7 @@ class HostStack:
 ICMP_FOR_DROP = {
     C.DROP_TTL_EXCEEDED: (11, 0),
     C.DROP_REJECT_NO_ENDPOINTS: (3, 3),
+    C.DROP_IPVS_NO_DEST: (3, 3),  # kube-router: ip_vs_leave's icmp_send (port unreachable)
     C.DROP_NO_ROUTE: (3, 0),
     C.DROP_ROUTE_UNREACHABLE: (3, 1),  # ip_error: RTN_UNREACHABLE -> host unreachable
     C.DROP_ROUTE_PROHIBIT: (3, 13),    # RTN_PROHIBIT -> communication administratively prohibited

@@ -194,6 +194,13 @@ class Tables:
     np_proto: np.ndarray = field(default_factory=_u8)
     np_name: np.ndarray = field(default_factory=_i32)
     np_port: np.ndarray = field(default_factory=_i32)
+    # kube-router (kemu/compiler/kube_router.py): Services by IPVS at LOCAL_IN instead of
+    # kube-proxy's PREROUTING DNAT (proxy: ``ipvs_service``), with scheduler codes.IPVS_*;
+    # its IPIP devices: tun_if[node * n_nodes + peer] is node's tun-<hash> towards peer (-1:
+    # none; a device's if_peer is the peer's device towards it); empty: no tunnels
+    ipvs: bool = False
+    ipvs_sched: int = 0
+    tun_if: np.ndarray = field(default_factory=_i32)
 
     @property
     def n_ifaces(self) -> int:

@@ -86,7 +86,9 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
         d = DATA(it)  # (a reassembled packet may have moved)
         n = it.len
         new_dst = rd32(d, 30)
-        if new_dst != dst_before:  # br_nf_pre_routing_finish: daddr changed
+        # br_nf_pre_routing_finish: daddr changed (not by kube-router's IPVS, which is at
+        # LOCAL_IN: the frame goes up to the node as it came, and is routed from there)
+        if new_dst != dst_before and not dp.ipvs:
             out_if = route_dev(dp, node, new_dst, &nh)
             if out_if == local_if:
                 mac = neigh_get(dp, node, new_dst, &ns)

@@ -16,6 +16,8 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     IF_EXT_ETH = 7
     IF_GW_ETH = 8
     IF_NODE_LOCAL = 9
+    IF_IPIP = 12
+    IF_DUMMY = 13
     DIR_IN = 1
     DIR_OUT = 2
     INJ_TX = 0
@@ -48,6 +50,7 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     DROP_ROUTE_PROHIBIT = 32
     DROP_FRAG_QUEUED = 33
     DROP_FRAG_OVERLAP = 34
+    DROP_IPVS_NO_DEST = 50
     EV_BR_FDB = 1
     EV_BR_FLOOD = 2
     EV_BR_LOCAL = 3
@@ -74,6 +77,9 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     EV_L7_REDIRECT = 25
     EV_FRAGMENT = 30
     EV_DEFRAG = 31
+    EV_IPVS_DNAT = 50
+    EV_IPIP_ENCAP = 51
+    EV_IPIP_DECAP = 52
     POL_INGRESS = 1
     POL_EGRESS = 2
     RT_POD_CIDR = 1
@@ -97,6 +103,10 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     MAX_HOPS = 64
     VXLAN_PORT = 8472
     VXLAN_VNI = 1
+    PROTO_IPIP = 4
+    IPIP_OVERHEAD = 20
+    IPVS_RR = 0
+    IPVS_SH = 1
     ETH_IP = 2048
     ETH_ARP = 2054
     ETH_IPV6 = 34525
@@ -119,6 +129,8 @@ _CODES = (
     ('IF_EXT_ETH', IF_EXT_ETH, _C),
     ('IF_GW_ETH', IF_GW_ETH, _C),
     ('IF_NODE_LOCAL', IF_NODE_LOCAL, _C),
+    ('IF_IPIP', IF_IPIP, _C),
+    ('IF_DUMMY', IF_DUMMY, _C),
     ('DIR_IN', DIR_IN, _C),
     ('DIR_OUT', DIR_OUT, _C),
     ('INJ_TX', INJ_TX, _C),
@@ -151,6 +163,7 @@ _CODES = (
     ('DROP_ROUTE_PROHIBIT', DROP_ROUTE_PROHIBIT, _C),
     ('DROP_FRAG_QUEUED', DROP_FRAG_QUEUED, _C),
     ('DROP_FRAG_OVERLAP', DROP_FRAG_OVERLAP, _C),
+    ('DROP_IPVS_NO_DEST', DROP_IPVS_NO_DEST, _C),
     ('EV_BR_FDB', EV_BR_FDB, _C),
     ('EV_BR_FLOOD', EV_BR_FLOOD, _C),
     ('EV_BR_LOCAL', EV_BR_LOCAL, _C),
@@ -177,6 +190,9 @@ _CODES = (
     ('EV_L7_REDIRECT', EV_L7_REDIRECT, _C),
     ('EV_FRAGMENT', EV_FRAGMENT, _C),
     ('EV_DEFRAG', EV_DEFRAG, _C),
+    ('EV_IPVS_DNAT', EV_IPVS_DNAT, _C),
+    ('EV_IPIP_ENCAP', EV_IPIP_ENCAP, _C),
+    ('EV_IPIP_DECAP', EV_IPIP_DECAP, _C),
     ('POL_INGRESS', POL_INGRESS, _C),
     ('POL_EGRESS', POL_EGRESS, _C),
     ('RT_POD_CIDR', RT_POD_CIDR, _C),
@@ -200,6 +216,10 @@ _CODES = (
     ('MAX_HOPS', MAX_HOPS, _C),
     ('VXLAN_PORT', VXLAN_PORT, _C),
     ('VXLAN_VNI', VXLAN_VNI, _C),
+    ('PROTO_IPIP', PROTO_IPIP, _C),
+    ('IPIP_OVERHEAD', IPIP_OVERHEAD, _C),
+    ('IPVS_RR', IPVS_RR, _C),
+    ('IPVS_SH', IPVS_SH, _C),
     ('ETH_IP', ETH_IP, _P),
     ('ETH_ARP', ETH_ARP, _P),
     ('ETH_IPV6', ETH_IPV6, _P),

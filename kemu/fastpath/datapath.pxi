@@ -58,6 +58,7 @@ cdef class Datapath:
         self.dp.ce_free = -1
         if (ct_init(&self.dp.ct, 1024) < 0 or ht_init(&self.dp.fdb, 64) < 0
                 or ht_init(&self.dp.neigh, 64) < 0 or ht_init(&self.dp.aff, 16) < 0
+                or ht_init(&self.dp.ipvs_rr, 16) < 0
                 or ht_init(&self.dp.nshared, 16) < 0 or ht_init(&self.dp.own, 16) < 0
                 or ht_init(&self.dp.fe, 16) < 0 or ht_init(&self.dp.fe_np, 16) < 0):
             raise MemoryError()
@@ -82,6 +83,7 @@ cdef class Datapath:
         ht_free(&self.dp.own)
         free(self.dp.sh)
         ht_free(&self.dp.aff)
+        ht_free(&self.dp.ipvs_rr)
         ht_free(&self.dp.fe)
         ht_free(&self.dp.fe_np)
         pol_free(&self.dp.pol)
@@ -307,6 +309,7 @@ cdef class Datapath:
         ht_clear(&self.dp.neigh)
         self._clear_shared()
         ht_clear(&self.dp.aff)
+        ht_clear(&self.dp.ipvs_rr)
         # The entry pool keeps its memory, as the kernel's conntrack slab does on a flush:
         # every entry is free again, handed out in the order a new pool would use (0, 1, ...),
         # and the flows that follow need no growth (copies, fresh pages). Incarnations go on

@@ -429,15 +429,15 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
     with nogil:
         for e in range(n_ev):
             kind = ek[e]
-            if ((kind == EV_DNAT or kind == EV_SNAT or kind == EV_UNDNAT or kind == EV_UNSNAT)
-                    and 0 <= eh[e] < n_hops):
+            if ((kind == EV_DNAT or kind == EV_SNAT or kind == EV_UNDNAT or kind == EV_UNSNAT
+                 or kind == EV_IPVS_DNAT) and 0 <= eh[e] < n_hops):
                 ts_[eh[e] + 2] += 1
         for h in range(n_hops):
             ts_[h + 2] += ts_[h + 1]
         for e in range(n_ev):  # ts_[h + 1]: where hop h's next one goes
             kind = ek[e]
-            if ((kind == EV_DNAT or kind == EV_SNAT or kind == EV_UNDNAT or kind == EV_UNSNAT)
-                    and 0 <= eh[e] < n_hops):
+            if ((kind == EV_DNAT or kind == EV_SNAT or kind == EV_UNDNAT or kind == EV_UNSNAT
+                 or kind == EV_IPVS_DNAT) and 0 <= eh[e] < n_hops):
                 tl[ts_[eh[e] + 1]] = e
                 ts_[eh[e] + 1] += 1
     # (now hop h's are tl[ts_[h]:ts_[h + 1]])
@@ -502,14 +502,14 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
                     kind = ek[e]
                     a = ea[e]
                     sp = -1
-                    if kind == EV_DNAT:
+                    if kind == EV_DNAT or kind == EV_IPVS_DNAT:  # (IPVS: kube-router)
                         if a < 0 or a >= n_fe:
                             err, bad = 3, e
                             break
                         sp = fe_sp[a]
                     elif kind == EV_UNDNAT:
                         sp = a
-                    if sp >= 0 and kind == EV_DNAT:
+                    if sp >= 0 and (kind == EV_DNAT or kind == EV_IPVS_DNAT):
                         dst_svc = sp_piece[sp] if sp < n_sp else -1
                     elif sp >= 0:
                         src_svc = sp_piece[sp] if sp < n_sp else -1

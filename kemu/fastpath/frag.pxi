@@ -264,7 +264,9 @@ cdef int frag_output(DP* dp, Item* it, int node, int out_if, uint32_t hop_ip,
     ev(dp, it, EV_FRAGMENT, n, mtu, node)
     memcpy(&orig, it, sizeof(Item) - sizeof(Ev) * (NPEND - it.npend))
     dp.sp -= 1  # the copy is replaced by its fragments
-    mac = neigh_get(dp, node, hop_ip, &ns)
+    cdef bint noarp = dp.ifs[out_if].kind == IF_IPIP  # kube-router's tun: no neighbour
+    ns = NULL
+    mac = 0 if noarp else neigh_get(dp, node, hop_ip, &ns)
     if mac < 0:
         for k in range(n):
             c = fork(dp, &orig, S_TX, out_if, orig.b)
@@ -278,7 +280,7 @@ cdef int frag_output(DP* dp, Item* it, int node, int out_if, uint32_t hop_ip,
             buf_put(dp, c.mem, c.cap)
             dp.sp -= 1
     else:
-        if ns == NULL or not ns.v1:
+        if not noarp and (ns == NULL or not ns.v1):
             neigh_cache(dp, node, hop_ip, ns, mac)
         for k in range(n - 1, -1, -1):
             c = fork(dp, &orig, S_TX, out_if, orig.b)

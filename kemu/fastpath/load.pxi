@@ -124,6 +124,21 @@ cdef int load_tables(Datapath self, tables) except -1:
     if len(nm_net) != len(nm_mask):
         raise ValueError("inconsistent tables: nonmasq_net and nonmasq_mask differ in length")
     max_cands = max([1] + [int(c) for c in sp_be_count])
+    # kube-router's IPIP devices: node x peer -> tun-<hash> (empty: none)
+    tun_if = _i32(t.tun_if)
+    if len(tun_if) not in (0, n_nodes * n_nodes):
+        raise ValueError(f"inconsistent tables: tun_if has {len(tun_if)} entries, not 0 or "
+                         f"{n_nodes * n_nodes}")
+    for k in np.flatnonzero(tun_if >= 0).tolist():
+        q = int(tun_if[k])  # the device of node k // n towards k % n; its peer: the reverse
+        if (q >= n_if or int(if_kind[q]) != IF_IPIP or int(if_node[q]) != k // n_nodes
+                or not 0 <= int(if_peer[q]) < n_if
+                or int(if_kind[int(if_peer[q])]) != IF_IPIP
+                or int(if_node[int(if_peer[q])]) != k % n_nodes):
+            raise ValueError(f"inconsistent tables: tun_if[{k}] = {q}")
+    if (tun_if < -1).any():
+        raise ValueError("inconsistent tables: tun_if below -1")
+    n_tun = len(tun_if)
     pol = pol_prepare(t)  # NetworkPolicy (policy.pxi): checked here, committed below
 
     # ---- all checks passed: commit
@@ -179,7 +194,7 @@ cdef int load_tables(Datapath self, tables) except -1:
             node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
             sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
             own_if, nm_net, nm_mask, be_flags, sp_src_start, sp_src_count, src_net, src_mask,
-            nrt_start, nrt_count, nrt_prefix, nrt_mask, nrt_if, nrt_nh]
+            nrt_start, nrt_count, nrt_prefix, nrt_mask, nrt_if, nrt_nh, tun_if]
     for k, a in enumerate(keep):
         if len(a) == 0:  # a valid pointer even for empty tables
             keep[k] = np.zeros(1, a.dtype)
@@ -188,7 +203,7 @@ cdef int load_tables(Datapath self, tables) except -1:
      node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
      sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
      own_if, nm_net, nm_mask, be_flags, sp_src_start, sp_src_count, src_net, src_mask,
-     nrt_start, nrt_count, nrt_prefix, nrt_mask, nrt_if, nrt_nh) = keep
+     nrt_start, nrt_count, nrt_prefix, nrt_mask, nrt_if, nrt_nh, tun_if) = keep
     pol_commit(&self.dp, pol, t, keep)
     self._keep = keep
     self.dp.n_if = n_if
@@ -258,6 +273,10 @@ cdef int load_tables(Datapath self, tables) except -1:
     self.dp.cnet = int(cnet) & 0xFFFFFFFF
     self.dp.cmask = int(cmask) & 0xFFFFFFFF
     self.dp.vxlan = bool(t.vxlan)
+    self.dp.ipvs = bool(t.ipvs)
+    self.dp.ipvs_sched = int(t.ipvs_sched)
+    self.dp.tun_if = <int32_t*>cnp.PyArray_DATA(tun_if) if n_tun else NULL
+    ht_clear(&self.dp.ipvs_rr)  # IPVS services are synced anew: schedulers start over
     self.dp.masq_rf = bool(t.masq_random_fully)
     self.dp.egress_masq = bool(t.egress_masq)
     self.dp.egress_rf = bool(t.egress_random_fully)

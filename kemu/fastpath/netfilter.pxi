@@ -88,7 +88,7 @@ cdef int prerouting_new(DP* dp, Item* it, int node, int proto, int l4, int sport
                         uint32_t sip, uint32_t dip) noexcept nogil:
     """A new flow: a conntrack entry, KUBE-SERVICES (TCP/UDP only)."""
     cdef uint8_t* d = DATA(it)
-    cdef int n = it.len, e, fe, r
+    cdef int n = it.len, e, fe, r, ret = 0
     cdef Ctx* ctx = &it.ctx
     cdef HSlot* s
     cdef CtE* E
@@ -114,12 +114,18 @@ cdef int prerouting_new(DP* dp, Item* it, int node, int proto, int l4, int sport
         s = ht_find(&dp.fe, dip, (<uint64_t>proto << 16) | <uint64_t>dport)
         if s != NULL and dp.fe_kind[s.v0] == FE_HOST_PORT and local_if_of(dp, node, dip) < 0:
             s = NULL  # another node's hostPort: not a local address here
-        if s == NULL and local_if_of(dp, node, dip) >= 0:
+        if s == NULL and local_if_of(dp, node, dip) >= 0 and (
+                not dp.ipvs or dip == dp.node_ip[node]):  # kube-router: the node IP only
             s = ht_find(&dp.fe_np, 0, (<uint64_t>proto << 16) | <uint64_t>dport)
         if s != NULL:
             fe = <int>s.v0
-            r = service(dp, it, e, node, fe, sip, sport, proto, l4)
-            if r:
+            if dp.ipvs and dp.fe_kind[fe] != FE_HOST_PORT:
+                r = ipvs_service(dp, it, e, node, fe, sip, sport, proto, l4)
+            else:
+                r = service(dp, it, e, node, fe, sip, sport, proto, l4)
+            if r == DROP_IPVS_NO_DEST:
+                ret = r  # dropped at LOCAL_IN before any forwarding (ip_vs_leave)
+            elif r:
                 ctx.verdict = r
                 ctx.verdict_sp = dp.fe_sp[fe]
     E = &dp.ce[e]
@@ -127,7 +133,10 @@ cdef int prerouting_new(DP* dp, Item* it, int node, int proto, int l4, int sport
     ct_set(dp, node, E.proto[0], E.t[0].sip, E.t[0].sport, E.t[0].dip, E.t[0].dport, e, 0)
     E = &dp.ce[e]
     ct_set(dp, node, E.proto[1], E.t[1].sip, E.t[1].sport, E.t[1].dip, E.t[1].dport, e, 1)
-    return 0
+    if ret:  # the packet is dropped: its unconfirmed entry goes with it
+        ct_delete(dp, e)
+        ctx.ct = -1
+    return ret
 
 
 cdef inline int filter_forward(DP* dp, Item* it) noexcept nogil:

@@ -21,7 +21,8 @@ cdef inline void emit(DP* dp, int64_t hop, int64_t kind, int64_t a, int64_t b,
 cdef inline void ev(DP* dp, Item* it, int64_t kind, int64_t a, int64_t b,
                     int64_t c) noexcept nogil:
     if (kind == EV_DNAT or kind == EV_SNAT or kind == EV_UNDNAT or kind == EV_UNSNAT
-            or kind == EV_CT_REUSE):  # (constant at every call site: folded away)
+            or kind == EV_CT_REUSE or kind == EV_IPVS_DNAT):  # (constant at every call
+        # site: folded away)
         it.nat = 1  # the copy's outcome says so (oc_nat), recording or not
     if not dp.record:
         return

@@ -61,6 +61,7 @@ cdef inline int route_dev(const DP* dp, int node, uint32_t dst, uint32_t* nh) no
     if dp.nrt_count[node]:
         return node_route_dev(dp, node, dst, nh)
     cdef int32_t r = lpm_lookup(dp.lpm, dst)
+    cdef int k
     if r < 0:
         nh[0] = 0
         return -1
@@ -69,6 +70,11 @@ cdef inline int route_dev(const DP* dp, int node, uint32_t dst, uint32_t* nh) no
         if dp.rt_owner[r] == node:
             nh[0] = 0
             return dp.node_br_if[node]
+        if dp.tun_if != NULL:  # kube-router's overlay: a dev route on tun-<hash>
+            k = dp.tun_if[node * dp.n_nodes + dp.rt_owner[r]]
+            if k >= 0:
+                nh[0] = 0
+                return k
         nh[0] = dp.rt_nh[r]
         return dp.node_vtep_if[node] if dp.vxlan else dp.node_eth_if[node]
     nh[0] = dp.rt_nh[r]  # the node network: connected (0); anything else: the gateway
@@ -140,6 +146,8 @@ cdef inline int neigh_output(DP* dp, Item* it, int node, int out_if,
     header."""
     cdef uint8_t* d = DATA(it)
     cdef HSlot* ns
+    if dp.ifs[out_if].kind == IF_IPIP:  # a NOARP device: no neighbour, no link header
+        return ipip_out(dp, it, out_if)
     cdef int64_t mac = neigh_get(dp, node, hop_ip, &ns)
     if mac < 0:
         ev(dp, it, EV_NEIGH_MISS, hop_ip, node, out_if)
@@ -164,10 +172,14 @@ cdef int local_in(DP* dp, Item* it, int node, int i) noexcept nogil:
         return end(dp, it, OUT_DROPPED, verdict, i, 0, True)
     cdef uint8_t* d = DATA(it)
     cdef int n = it.len
-    cdef int l4 = 14 + (d[14] & 0xF) * 4
+    cdef int l4 = 14 + (d[14] & 0xF) * 4, k
     if (dp.vxlan and d[23] == PROTO_UDP and n >= l4 + 8 + 8 + 14
             and rd16(d, l4 + 2) == <uint32_t>VXLAN_PORT):  # the VXLAN socket
         return vxlan_rcv(dp, it, node, l4)
+    if dp.tun_if != NULL and d[23] == PROTO_IPIP and n >= l4 + 20:  # ipip_rcv
+        k = ipip_tunnel(dp, node, rd32(d, 26))
+        if k >= 0:
+            return ipip_rcv(dp, it, node, k, l4)
     local_in_nat(dp, it, node)
     ev(dp, it, EV_NODE_INPUT, node, 0, 0)
     return end(dp, it, OUT_DELIVERED, 0, i, 0, True)

@@ -53,6 +53,7 @@ cdef inline int go_local_out(DP* dp, Item* it) noexcept nogil:
 #   IF_EXT_ETH    port_xmit (bridge)                host_rcv (host): an external host
 #   IF_GW_ETH     port_xmit (bridge)                gw_rcv (gateway): a router
 #   IF_VTEP       vxlan_xmit (tunnel)               node_rcv (routing)
+#   IF_IPIP       ipip_xmit (tunnel)                node_rcv (routing): no link header
 cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     cdef int i = it.a
     cdef IfInfo* f = &dp.ifs[i]
@@ -69,6 +70,8 @@ cdef int st_tx(DP* dp, Item* it) noexcept nogil:
         return port_xmit(dp, it, i, f)
     elif kind == IF_VTEP:
         return vxlan_xmit(dp, it, i)
+    elif kind == IF_IPIP:
+        return ipip_xmit(dp, it, i)
     return go_tx(dp, it)  # no such device kind: the copy loops to the hop limit
 
 
@@ -86,6 +89,8 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
     # every other kind is an Ethernet device that drops frames for another host
     if it.len < 14:
         return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
+    if kind == IF_IPIP:  # no link header (kemu's zeros): every packet is the node's to route
+        return node_rcv(dp, it)
     dmac = rd48(DATA(it), 0)
     if dmac != <uint64_t>f.mac and not is_mcast(dmac):
         return end(dp, it, OUT_DROPPED, DROP_OTHERHOST, i, 0, False)
@@ -176,6 +181,7 @@ ctypedef struct Cold:
     void (*masquerade)(DP*, Item*, int, int, int, int, int, bint) noexcept nogil
     int (*flood)(DP*, Item*, int, int, int, uint64_t) noexcept nogil
     int (*vxlan_encap)(DP*, Item*, int) noexcept nogil
+    int (*ipip_encap)(DP*, Item*, int) noexcept nogil
     void (*fix_l2)(DP*, Item*, int) noexcept nogil
     void (*fc_insert)(DP*) noexcept nogil
     int (*policy)(DP*, Item*) noexcept nogil
@@ -190,6 +196,7 @@ cold.related_post = related_post
 cold.masquerade = masquerade
 cold.flood = flood
 cold.vxlan_encap = vxlan_encap
+cold.ipip_encap = ipip_encap
 cold.fix_l2 = fix_l2
 cold.fc_insert = fc_insert
 cold.policy = policy_check

@@ -247,6 +247,10 @@ ctypedef struct DP:
     uint32_t cnet
     uint32_t cmask
     bint vxlan
+    bint ipvs                     # kube-router: Services by IPVS at LOCAL_IN (proxy.pxi)
+    int32_t ipvs_sched            # IPVS_RR or IPVS_SH
+    const int32_t* tun_if         # [node * n_nodes + peer]: kube-router's IPIP tun-<hash>
+                                  # device towards peer, -1; NULL: no tunnels (tunnel.pxi)
     bint masq_rf                  # kube-proxy's MASQUERADE --random-fully (S-7)
     bint egress_masq              # flannel ipMasq: pod traffic leaving the cluster (M-5)
     bint egress_rf                # its MASQUERADE --random-fully
@@ -266,6 +270,7 @@ ctypedef struct DP:
     int64_t sh_cap
     int32_t sh_nodes              # the nodes the shared entries are for: 0..sh_nodes-1
     HTab aff                      # (sip, node << 32 | sp) -> (ip << 16 | port, last)
+    HTab ipvs_rr                  # (frontend, node) -> the next round-robin position
     FragQ* fq                     # reassembly queues (frag), unordered
     int32_t n_fq
     int32_t fq_cap

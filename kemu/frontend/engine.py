@@ -631,6 +631,8 @@ def route_dev(t: Tables, node: int, dst: int) -> int:
     if int(t.rt_kind[best]) == C.RT_POD_CIDR:
         if int(t.rt_node[best]) == node:
             return int(t.node_br_if[node])
+        if len(t.tun_if) and int(t.tun_if[node * t.n_nodes + int(t.rt_node[best])]) >= 0:
+            return int(t.tun_if[node * t.n_nodes + int(t.rt_node[best])])  # kube-router IPIP
         return int(t.node_vtep_if[node]) if t.vxlan else int(t.node_eth_if[node])
     return int(t.node_eth_if[node])
 

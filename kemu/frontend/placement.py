@@ -184,7 +184,8 @@ def count_fates(oc_frame: np.ndarray, oc_kind: np.ndarray, oc_reason: np.ndarray
 NOISE = np.zeros(1 << 16, bool)  # drop reasons that end a copy but are no drop
 NOISE[[C.DROP_NOT_LOCAL, C.DROP_OTHERHOST, C.DROP_SAME_PORT]] = True
 TRANSLATING = np.zeros(1 << 16, bool)  # events that rewrite addresses
-TRANSLATING[[C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT, C.EV_CT_REUSE]] = True
+TRANSLATING[[C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT, C.EV_CT_REUSE,
+             C.EV_IPVS_DNAT]] = True
 
 
 def mark_at_gateway(res: Results, at_gateway: np.ndarray) -> int:

@@ -59,7 +59,12 @@ No ``uid``, ``resourceVersion`` or timestamps: kemu has none. ``-o name`` prints
   (a veth is its pod's);
   ``peer``: str | null (the other end of a veth pair); ``bridge``: str | null (the bridge or
   segment it is a port of: ``node1/cbr0``, ``node-network``); ``hairpin``: bool;
-  ``description``: str (the pcapng's interface description).
+  ``description``: str (the pcapng's interface description). kube-router
+  (``spec.cni: kube-router``): the pod bridge is ``kube-bridge``; ``node1/kube-dummy-if``
+  (kind ``dummy``) has no ``ip`` but ``addresses``: [str] (the Service addresses IPVS
+  serves, held on it); ``node1/tun-<hash>`` (kind ``ipip``, with overlayType full) has the
+  node's address as its ``ip`` (its ``link/ipip`` local end) and the peer node's tunnel
+  towards it as ``peer``.
 - ``ListenerList`` (what each pod's emulated stack answers, ``kemu.control.listen``; hostNetwork
   pods are left out: the node's stack answers for them): ``namespace``: str; ``name``: str;
   ``ip``: str; ``all``: bool (every port listens); ``ports``: [{``port``: int, ``protocol``:
@@ -449,7 +454,10 @@ OWNER_KINDS = {C.IF_POD_ETH: "Pod", C.IF_POD_LO: "Pod", C.IF_VETH: "Pod",
 def interface_items(cluster: Cluster, t: Tables, ns: str | None = None
                     ) -> list[dict[str, Any]]:
     """Every device (module docstring); with ``ns``, only those of that namespace's pods."""
+    from kemu.compiler.kube_router import service_addresses
+
     out = []
+    dummy_addrs = service_addresses(cluster) if C.IF_DUMMY in t.if_kind else []
     for i in range(t.n_ifaces):
         kind = int(t.if_kind[i])
         if kind == C.IF_NODE_LOCAL:
@@ -481,6 +489,8 @@ def interface_items(cluster: Cluster, t: Tables, ns: str | None = None
             "hairpin": bool(int(t.if_hairpin[i])),
             "description": t.if_desc[i],
         })
+        if kind == C.IF_DUMMY:  # kube-router's kube-dummy-if: every Service address, /32
+            out[-1]["addresses"] = dummy_addrs
     return out
 
 
@@ -511,6 +521,12 @@ def owner_word(owner: Mapping[str, str]) -> str:
             "Gateway": "gateway"}[kind]
 
 
+def _addresses_cell(addrs: Sequence[str]) -> str:
+    """kube-dummy-if's Service addresses in the table: up to three, then how many more."""
+    more = f",+{len(addrs) - 3} more" if len(addrs) > 3 else ""
+    return ",".join(addrs[:3]) + more
+
+
 def interface_rows(items: Sequence[Mapping[str, Any]], wide: bool
                    ) -> tuple[list[str], list[list[str]]]:
     headers = ["NAME", "KIND", "MAC", "IP", "MTU", "OWNER"]
@@ -518,7 +534,8 @@ def interface_rows(items: Sequence[Mapping[str, Any]], wide: bool
         headers += ["KERNEL-NAME", "PEER", "BRIDGE"]
     rows = []
     for it in items:
-        row = [it["name"], it["kind"], it["mac"], it["ip"] or "<none>", str(it["mtu"]),
+        ip = it["ip"] or _addresses_cell(it.get("addresses") or []) or "<none>"
+        row = [it["name"], it["kind"], it["mac"], ip, str(it["mtu"]),
                owner_word(it["owner"])]
         if wide:
             row += [it["kernelName"], it["peer"] or "<none>", it["bridge"] or "<none>"]
@@ -639,7 +656,7 @@ def neighbour_dev(t: Tables, index: list[tuple[int, int, dict[int, int]]], node:
                   ip: int) -> str:
     """The node's device towards ``ip``: by its longest-prefix route (R-1; a node with its
     own table, R-2: by that)."""
-    if int(t.node_rt_count[node]):
+    if int(t.node_rt_count[node]) or len(t.tun_if):  # (kube-router's tunnels: per node)
         from kemu.frontend.engine import route_dev
 
         out = route_dev(t, node, ip)
@@ -650,7 +667,7 @@ def neighbour_dev(t: Tables, index: list[tuple[int, int, dict[int, int]]], node:
             continue
         if int(t.rt_kind[r]) == C.RT_POD_CIDR:
             if int(t.rt_node[r]) == node:
-                return "cbr0"
+                return t.if_kernel_name[int(t.node_br_if[node])]  # cbr0, kube-bridge
             if t.vxlan:
                 return "flannel.1"
         break

@@ -71,7 +71,7 @@ from kemu.io.hops import HUSH, HopComments, decision_text, with_flows
 __all__ = ["EndpointInfo", "FlowLog", "HopComments", "Pieces", "encode_flows", "rfc3339"]
 
 TRANSLATIONS = np.zeros(1 << 16, np.uint8)  # event kinds that make a TRANSLATED record
-TRANSLATIONS[[C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT]] = 1
+TRANSLATIONS[[C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT, C.EV_IPVS_DNAT]] = 1
 VERDICTS = np.zeros(1 << 16, np.uint8)  # event kinds of NetworkPolicy verdicts
 VERDICTS[[C.EV_POLICY_ALLOW, C.EV_POLICY_DENY]] = 1
 _NOISE = (C.DROP_NOT_LOCAL, C.DROP_OTHERHOST, C.DROP_SAME_PORT)  # ends of copies, no drops
@@ -320,13 +320,13 @@ def encode_flows(res: Results, frame_ts: np.ndarray, frame_number: np.ndarray,
             for e in tr_of.get(hp, ()):
                 kind, a = int(kinds[e]), int(res.ev_a[e])
                 sp = -1
-                if kind == C.EV_DNAT:
+                if kind in (C.EV_DNAT, C.EV_IPVS_DNAT):  # (IPVS: kube-router)
                     if not 0 <= a < len(fe_sp):
                         raise ValueError(f"encode_flows: event {e}: frontend unknown")
                     sp = int(fe_sp[a])
                 elif kind == C.EV_UNDNAT:
                     sp = a
-                if sp >= 0 and kind == C.EV_DNAT:
+                if sp >= 0 and kind in (C.EV_DNAT, C.EV_IPVS_DNAT):
                     dst_svc = int(sp_piece[sp]) if sp < len(sp_piece) else -1
                 elif sp >= 0:
                     src_svc = int(sp_piece[sp]) if sp < len(sp_piece) else -1

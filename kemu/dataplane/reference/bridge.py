@@ -63,7 +63,9 @@ class Bridge(Routing, Netfilter, Record, Parse):
             if verdict:
                 return self._end(it, C.OUT_DROPPED, verdict, p)
             new_dst = u32(d, 30)
-            if new_dst != dst_before:  # br_nf_pre_routing_finish: daddr changed
+            # br_nf_pre_routing_finish: daddr changed (not by kube-router's IPVS, at
+            # LOCAL_IN: the frame goes up to the node as it came, and is routed from there)
+            if new_dst != dst_before and not self.t.ipvs:
                 out_if, _nh = self._route_dev(node, new_dst)
                 if out_if == local_if:
                     mac = self.neigh.get((node, new_dst), -1)

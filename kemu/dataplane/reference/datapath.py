@@ -37,6 +37,7 @@ class Datapath(Load, Stages, Proxy, Conntrack):
         self.neigh_hh = set()
         self.affinity = {}
         self.frags = {}
+        self.ipvs_rr = {}
         self.t = tables
         self.load(tables)
 
@@ -93,6 +94,7 @@ class Datapath(Load, Stages, Proxy, Conntrack):
         self.neigh_hh.clear()
         self.affinity.clear()
         self.frags.clear()
+        self.ipvs_rr.clear()
         if self.static_neighbours:
             self._seed_neighbours()
 

@@ -27,6 +27,8 @@ from kemu.dataplane.tables import Tables
 class Load(State):
     """The ``load`` of ``Datapath``."""
 
+    tun_if: dict[tuple[int, int], int]
+
     if TYPE_CHECKING:
         def _remap_conntrack(self) -> None: ...
         def _remap_affinity(self, old: Tables) -> None: ...
@@ -61,6 +63,9 @@ class Load(State):
         self.if_hairpin = [int(x) for x in t.if_hairpin]
         self.if_mtu = [int(x) for x in t.if_mtu]
         self.pol = PolicyMaps(t) if t.pol_name else None  # NetworkPolicy (policy.py)
+        n = t.n_nodes  # kube-router's IPIP devices: (node, peer) -> tun-<hash>
+        self.tun_if = {(k // n, k % n): int(v) for k, v in enumerate(t.tun_if) if v >= 0}
+        self.ipvs_rr = {}  # IPVS services are synced anew: schedulers start over
         if old is not None and old is not tables:
             self.fdb.clear()
             self._remap_conntrack()

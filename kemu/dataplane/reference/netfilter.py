@@ -77,10 +77,17 @@ class Netfilter(Policy, Proxy, Nat, Frag, Record, Conntrack, Parse):
             if fe is not None and int(self.t.fe_kind[fe]) == C.FE_HOST_PORT \
                     and (node, dip) not in self.local_ips:
                 fe = None  # another node's hostPort: not a local address here
-            if fe is None and (node, dip) in self.local_ips:
+            if fe is None and (node, dip) in self.local_ips and (
+                    not self.t.ipvs or dip == int(self.t.node_ip[node])):  # kube-router: node IP
                 fe = self.fe_nodeport.get((proto, dport))
             if fe is not None:
-                r = self._service(it, e, node, fe, sip, sport, proto, l4)
+                if self.t.ipvs and int(self.t.fe_kind[fe]) != C.FE_HOST_PORT:
+                    r = self._ipvs_service(it, e, node, fe, sip, sport, proto, l4)
+                else:
+                    r = self._service(it, e, node, fe, sip, sport, proto, l4)
+                if r == C.DROP_IPVS_NO_DEST:  # dropped at LOCAL_IN (ip_vs_leave), unconfirmed
+                    ctx.ct = None
+                    return r
                 if r:
                     ctx.verdict, ctx.verdict_sp = r, int(self.t.fe_sp[fe])
         self._ct_update(e, False, d, l4, proto)

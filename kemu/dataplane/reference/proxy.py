@@ -9,6 +9,9 @@ flows to a frontend (S-1..S-8).
 
 Compiled twin: ``kemu/fastpath/proxy.pxi``.
 SEMANTICS ids: S-1..S-8, E-1, E-2.
+
+kube-router's IPVS (``_ipvs_service``, when ``Tables.ipvs``): the compiled twin's
+``ipvs_service`` docstring says what it models and from which pages.
 """
 
 from __future__ import annotations
@@ -85,6 +88,59 @@ class Proxy(Nat, Record):
         self._set_dst(it.data, bip, bport, proto, l4)
         self._changed(it)
         self._ev(it, C.EV_DNAT, fe, be, e.orig[3])
+        return 0
+
+    def _own_pod(self, node: int, ip: int) -> bool:
+        r = self.lpm.lookup(ip)
+        return r >= 0 and int(self.t.rt_kind[r]) == C.RT_POD_CIDR and int(
+            self.t.rt_node[r]) == node
+
+    def _ipvs_service(self, it: Item, e: CtEntry, node: int, fe: int, sip: int, sport: int,
+                      proto: int, l4: int) -> int:
+        """kube-router's IPVS virtual service (NAT) for a new connection at LOCAL_IN: real
+        servers (local ones only under a Local traffic policy), none: DROP_IPVS_NO_DEST
+        (ip_vs_leave: ICMP port unreachable); rr per (frontend, node) or sh
+        (hash_32(source, 8) over 256 buckets dealt in turn); kube-router's SNAT rule
+        ``! -s podCIDR ! -d podCIDR`` (the compiled twin's ``ipvs_service``)."""
+        t = self.t
+        sp = int(t.fe_sp[fe])
+        kind = int(t.fe_kind[fe])
+        flags = int(t.sp_flags[sp])
+        start, count = int(t.sp_be_start[sp]), int(t.sp_be_count[sp])
+        local_only = bool(flags & (C.SP_ITP_LOCAL if kind == C.FE_CLUSTER_IP
+                                   else C.SP_ETP_LOCAL))
+        if kind == C.FE_LOAD_BALANCER and not self._src_allowed(sp, sip):
+            return C.DROP_LB_SOURCE_RANGE
+        cands = [b for b in range(start, start + count)
+                 if not int(t.be_flags[b]) & C.BE_LOCAL_FALLBACK
+                 and (not local_only or int(t.be_node[b]) == node)]
+        if not cands:
+            return C.DROP_IPVS_NO_DEST
+        be = -1
+        if flags & C.SP_AFFINITY:  # IPVS persistence
+            rec = self.affinity.get((node, sp, sip))
+            if rec is not None and self.now - rec[2] <= int(t.sp_affinity_ns[sp]):
+                b = self._find_backend(sp, rec[0], rec[1])
+                if b in cands:
+                    be = b
+                    self._ev(it, C.EV_AFFINITY, sp, b, node)
+        if be < 0:
+            if int(t.ipvs_sched) == C.IPVS_SH:
+                be = cands[(((sip * 0x61C88647) & 0xFFFFFFFF) >> 24) % len(cands)]
+            else:
+                pos = self.ipvs_rr.get((fe, node), 0)
+                self.ipvs_rr[(fe, node)] = (pos + 1) % len(cands)
+                be = cands[pos % len(cands)]
+        bip, bport = int(t.be_ip[be]), int(t.be_port[be])
+        if flags & C.SP_AFFINITY:
+            self.affinity[(node, sp, sip)] = (bip, bport, self.now)
+        e.flags |= C.CT_DNAT
+        e.dnat_ip, e.dnat_port, e.sp, e.be = bip, bport, sp, be
+        e.masq = not self._own_pod(node, sip) and not self._own_pod(node, bip)
+        e.reply = (proto, bip, bport, sip, sport)
+        self._set_dst(it.data, bip, bport, proto, l4)
+        self._changed(it)
+        self._ev(it, C.EV_IPVS_DNAT, fe, be, e.orig[3])
         return 0
 
     def _src_allowed(self, sp: int, sip: int) -> bool:

@@ -20,7 +20,8 @@ from kemu.dataplane.reference.conntrack import Conntrack
 from kemu.dataplane.reference.state import Item
 
 # events that rewrite addresses: a copy with one ends with oc_nat set (with recording off too)
-TRANSLATING = frozenset((C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT, C.EV_CT_REUSE))
+TRANSLATING = frozenset((C.EV_DNAT, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT, C.EV_CT_REUSE,
+                         C.EV_IPVS_DNAT))
 
 class Record(Conntrack):
     """Hops, events and outcomes of a frame's copies."""

@@ -96,6 +96,10 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
         if (self.t.vxlan and d[23] == C.PROTO_UDP and len(d) >= l4 + 8 + 8 + 14
                 and u16(d, l4 + 2) == C.VXLAN_PORT):
             return self._vxlan_decap(it, node, l4, stack)
+        if self.tun_if and d[23] == C.PROTO_IPIP and len(d) >= l4 + 20:  # ipip_rcv
+            tun = self._ipip_tunnel(node, u32(d, 26))
+            if tun >= 0:
+                return self._ipip_decap(it, node, tun, l4, stack)
         self._local_in_nat(it, node)
         self._ev(it, C.EV_NODE_INPUT, node)
         self._end(it, C.OUT_DELIVERED, 0, i, keep=True)
@@ -148,6 +152,15 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
                 return self._end(it, C.OUT_DROPPED, C.DROP_FRAG_NEEDED, out_if, mtu,
                                  keep=True)
             pieces = self._fragment_out(it, mtu, node)
+        if self.if_kind[out_if] == C.IF_IPIP:  # a NOARP device: no neighbour, no link header
+            for p in pieces:
+                put48(p.data, 0, 0)
+                put48(p.data, 6, 0)
+                self._changed(p)
+                p.ctx = Ctx()
+                p.stage, p.a = S_TX, out_if
+            stack.extend(reversed(pieces))
+            return None
         mac = self.neigh.get((node, hop), -1)
         if mac < 0:
             for p in pieces:
@@ -201,6 +214,9 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
             owner = int(t.rt_node[r])
             if owner == node:
                 return int(t.node_br_if[node]), 0
+            tun = self.tun_if.get((node, owner), -1)
+            if tun >= 0:  # kube-router's overlay: a dev route on tun-<hash>
+                return tun, 0
             if t.vxlan:
                 return int(t.node_vtep_if[node]), int(t.rt_prefix[r])
             return int(t.node_eth_if[node]), int(t.node_ip[owner])

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 #   IF_EXT_ETH    _port_xmit (bridge)                _host_rcv (host): an external host
 #   IF_GW_ETH     _port_xmit (bridge)                _gw_rcv (gateway): a router
 #   IF_VTEP       _vxlan_xmit (tunnel)               _node_rcv (routing)
+#   IF_IPIP       _ipip_xmit (tunnel)                _node_rcv (routing): no link header
 TX: dict[int, Device] = {
     C.IF_POD_ETH: Veth._veth_xmit,
     C.IF_VETH: Veth._veth_xmit,
@@ -68,6 +69,7 @@ TX: dict[int, Device] = {
     C.IF_EXT_ETH: Bridge._port_xmit,
     C.IF_GW_ETH: Bridge._port_xmit,
     C.IF_VTEP: Tunnel._vxlan_xmit,
+    C.IF_IPIP: Tunnel._ipip_xmit,
 }
 RX: dict[int, Device] = {
     C.IF_POD_ETH: Host._host_rcv,
@@ -78,10 +80,14 @@ RX: dict[int, Device] = {
     C.IF_EXT_ETH: Host._host_rcv,
     C.IF_GW_ETH: Gateway._gw_rcv,
     C.IF_VTEP: Routing._node_rcv,
+    C.IF_IPIP: Routing._node_rcv,
 }
 # The kinds whose receive takes a frame for any destination MAC: a bridge port and lo. Every
 # other kind is an Ethernet device that drops frames for another host before its receive.
 RX_ANY_MAC = frozenset({C.IF_VETH, C.IF_POD_LO})
+# Devices without a link header (kube-router's IP-in-IP tunnels; kemu keeps an Ethernet header
+# of zeros in front): no destination MAC to check, only the header's length.
+NO_LINK_HEADER = frozenset({C.IF_IPIP})
 
 
 class Stages(Veth, Bridge, Gateway, Host, Routing, Tunnel, Inject, Record):
@@ -140,7 +146,8 @@ class Stages(Veth, Bridge, Gateway, Host, Routing, Tunnel, Inject, Record):
             if len(d) < 14:
                 return self._end(it, C.OUT_DROPPED, C.DROP_TOO_SHORT, i)
             dmac = u48(d, 0)
-            if dmac != self.if_mac[i] and not is_multicast_mac(dmac):
+            if kind not in NO_LINK_HEADER and dmac != self.if_mac[i] and \
+                    not is_multicast_mac(dmac):
                 return self._end(it, C.OUT_DROPPED, C.DROP_OTHERHOST, i)
         rcv = RX.get(kind, Host._host_rcv)  # a kind not in the table: as an end host's
         rcv(self, it, i, stack)

@@ -101,6 +101,7 @@ class State:
     # (node, service port, client ip) -> (endpoint ip, endpoint port, last seen)
     affinity: dict[tuple[int, int, int], tuple[int, int, int]]
     frags: dict                                      # node -> its frag.Reassembly queues
+    ipvs_rr: dict[tuple[int, int], int]              # (frontend, node) -> next rr position
     # the tables, and what Datapath.load derives from them
     t: Tables
     lpm: Lpm                                         # destination -> route id

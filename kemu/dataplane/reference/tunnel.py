@@ -1,10 +1,13 @@
-"""Overlays: flannel's VXLAN device flannel.1 (VNI 1, UDP 8472).
+"""Overlays: flannel's VXLAN device flannel.1 (VNI 1, UDP 8472); kube-router's IP-in-IP.
 
 Owns ``Tunnel``: ``_vxlan_xmit`` (flannel.1 transmits) and ``_vxlan_encap`` (wrap the frame
 in Ether/IPv4/UDP/VXLAN towards the VTEP owning the inner destination MAC, flannel's static
 FDB, then route it from the node's own stack), and ``_vxlan_decap`` (the node's VXLAN socket
 at local input: the inner frame is received on flannel.1 in a fresh context; the compiled
-twin's ``vxlan_rcv``).
+twin's ``vxlan_rcv``). kube-router's tun-<hash> devices (one per peer node): ``_ipip_xmit``
+/ ``_ipip_encap`` (the outer IPv4 header, protocol 4: TTL and DF from the inner packet, TOS 0
+with its ECN bits, ID 0) and ``_ipip_decap`` (ipip_rcv at local input); the compiled twin's
+comment before ``ipip_out`` cites what they model.
 
 Compiled twin: ``kemu/fastpath/tunnel.pxi``.
 SEMANTICS ids: OV-1..OV-3.
@@ -81,4 +84,61 @@ class Tunnel(Record, Parse):
         self._ev(it, C.EV_DECAP, node, C.VXLAN_VNI)
         it.ctx = Ctx()
         it.stage, it.a = S_RX, int(self.t.node_vtep_if[node])
+        stack.append(it)
+
+    # ---- kube-router's IP-in-IP tunnels
+    def _ipip_encap(self, it: Item, tun: int) -> bool:
+        """tun-<hash> TX: prepend the outer IPv4 header (node -> peer node, protocol 4),
+        then out through the node's own stack."""
+        t = self.t
+        d = it.data
+        node = self.if_node[tun]
+        remote = self.if_node[self.if_peer[tun]]
+        if len(d) < 34 or u16(d, 12) != ETH_IP:
+            self._end(it, C.OUT_DROPPED, C.DROP_BAD_IP_HEADER, tun)
+            return False
+        tos = d[15] & 3
+        if tos == 3:  # INET_ECN_encapsulate: CE outside becomes ECT(0)
+            tos = 2
+        outer = bytearray(14 + C.IPIP_OVERHEAD) + d[14:]
+        put16(outer, 12, ETH_IP)
+        outer[14] = 0x45
+        outer[15] = tos
+        put16(outer, 16, len(d) - 14 + C.IPIP_OVERHEAD)
+        put16(outer, 20, u16(d, 20) & 0x4000)
+        outer[22] = d[22]
+        outer[23] = C.PROTO_IPIP
+        put32(outer, 26, int(t.node_ip[node]))
+        put32(outer, 30, int(t.node_ip[remote]))
+        put16(outer, 24, ip_checksum(outer, 14, 20))
+        it.data = outer
+        self._changed(it)
+        self._ev(it, C.EV_IPIP_ENCAP, remote, tun)
+        it.ctx = Ctx()
+        it.stage, it.a = S_LOCAL_OUT, node
+        return True
+
+    def _ipip_xmit(self, it: Item, i: int, stack: list[Item]) -> None:
+        """A tun device transmits: encapsulate, then out through the node's own stack."""
+        if not self._ipip_encap(it, i):
+            return
+        stack.append(it)
+
+    def _ipip_tunnel(self, node: int, src: int) -> int:
+        """ip_tunnel_lookup: the node's tun device whose remote is ``src``, -1."""
+        t = self.t
+        for m in range(t.n_nodes):
+            if int(t.node_ip[m]) == src:
+                return self.tun_if.get((node, m), -1)
+        return -1
+
+    def _ipip_decap(self, it: Item, node: int, tun: int, l4: int, stack: list[Item]) -> None:
+        d = it.data
+        inner = bytearray(12) + bytearray(d[12:14]) + d[l4:]
+        put16(inner, 12, ETH_IP)
+        it.data = inner
+        self._changed(it)
+        self._ev(it, C.EV_IPIP_DECAP, node, tun)
+        it.ctx = Ctx()
+        it.stage, it.a = S_RX, tun
         stack.append(it)
