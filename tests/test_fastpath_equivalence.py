@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kemu.compiler.compile import compile_cluster
-from kemu.control.cni import CniConfig
+from kemu.control.cni import cni_config
 from kemu.control.model import (
     ClusterConfig,
     Container,
@@ -104,7 +104,7 @@ def mode_config(name: str, mode: str, **kw) -> ClusterConfig:
     """A ``ClusterConfig`` of one of ``MODES``."""
     if mode.startswith("kube-router"):
         opts = {"overlayType": "full"} if mode.endswith("-full") else {}
-        return ClusterConfig(name=name, mode="host-gw", cni=CniConfig("kube-router", opts), **kw)
+        return ClusterConfig(name=name, mode="host-gw", cni=cni_config("kube-router", opts), **kw)
     return ClusterConfig(name=name, mode=mode, **kw)
 
 

@@ -69,6 +69,19 @@ OPTIONS: dict[str, dict[str, tuple[tuple[str, ...] | str, Any]]] = {
 }
 
 
+def cni_config(name: str, options: dict[str, Any] | None = None) -> CniConfig:
+    """A mode's ``CniConfig`` made in code (the API, tests): every option of the mode, the
+    given ones over its defaults; an unknown mode or option is a ``ValueError``."""
+    if name not in OPTIONS:
+        raise ValueError(f"unknown CNI {name!r} (one of {', '.join(NAMES)})")
+    schema = OPTIONS[name]
+    unknown = set(options or ()) - set(schema)
+    if unknown:
+        raise ValueError(f"{name} has no option {', '.join(sorted(unknown))}")
+    return CniConfig(name=name,  # type: ignore[arg-type]
+                     options={**{k: d for k, (_, d) in schema.items()}, **(options or {})})
+
+
 def parse_cni(f: Fields, spec: dict[str, Any]) -> CniConfig:
     """``spec.cni`` -> ``CniConfig``; wrong names, options and values become problems."""
     raw = spec.get("cni")
@@ -93,7 +106,7 @@ def parse_cni(f: Fields, spec: dict[str, Any]) -> CniConfig:
         return CniConfig()
     schema = OPTIONS[name]
     f.known(body, "spec.cni", ("name", *schema))
-    cni = CniConfig(name=name, options={k: d for k, (_, d) in schema.items()})  # type: ignore[arg-type]
+    cni = cni_config(name)
     for key, (allowed, default) in schema.items():
         if key not in body:
             continue
