@@ -89,6 +89,10 @@ def node_routes(cluster: Cluster) -> dict[str, list[Route]]:
 def default_node_routes(cluster: Cluster) -> dict[str, list[Route]]:
     """The main routing table of every node as kemu programs it (no route changes)."""
     cfg = cluster.config
+    from kemu.compiler import cni_routed  # (imports routes' Route lazily: no cycle)
+    routed = cni_routed.routed_mode(cfg)
+    if routed is not None:  # AWS VPC CNI, Azure CNI: /32s on routed veths
+        return cni_routed.node_routes(cluster, routed, Route)
     tables: dict[str, list[Route]] = {}
     for node in cluster.nodes:
         routes = [
@@ -211,7 +215,17 @@ def gateway_routes(cluster: Cluster) -> list[Route]:
     if cfg.gateway_ip is None:
         return []
     routes = [Route(cfg.node_network, "eth0", src=cfg.gateway_ip, proto="kernel")]
-    if cfg.mode != "vxlan":
+    from kemu.compiler.cni_routed import routed_mode
+    routed = routed_mode(cfg)
+    if routed is not None:  # the VPC/VNet routes each pod (/32) or pod CIDR to its node
+        by_node = {n.name: n for n in cluster.nodes}
+        routes += ([Route(IPv4Network(f"{p.ip}/32"), "eth0",
+                          via=by_node[p.node_name].internal_ip, target_node=p.node_name)
+                    for p in cluster.pods if not p.host_network and p.ip is not None
+                    and p.node_name in by_node] if routed.pods_on_node_net else
+                   [Route(n.pod_cidr, "eth0", via=n.internal_ip, target_node=n.name)
+                    for n in cluster.nodes])
+    elif cfg.mode != "vxlan":
         routes += [Route(c, "eth0", via=n.internal_ip, target_node=n.name)
                    for n in cluster.nodes for c in (n.pod_cidr, *n.pod_blocks)]
     if cfg.lb_mode == "routed":

@@ -135,7 +135,7 @@ class Cluster:
         self._per_node: dict[str, int] = {}  # node name -> number of pods
         self._macs: set[str] = set()  # MACs of the pods
         self._services: dict[str, Service] = {}
-        self._pod_pools = {n.name: ipam.pod_pool(n) for n in self.nodes}
+        self._pod_pools = ipam.pod_pools(self.config, self.nodes, node_pool)
         # pods' addresses in blocks outside their node's pod CIDR (Calico, Cilium), every
         # address usable (blocks are not subnets: no network or broadcast address)
         self._block_pools: dict[IPv4Network, ipam.AddressPool] = {}
@@ -297,7 +297,9 @@ class Cluster:
             if ip is None:  # said once per object below, not once per pod
                 pods, nodes = full.setdefault((d.source, d.obj), ([], {}))
                 pods.append(d.key)
-                nodes[node.name] = node.pod_cidr
+                pool = self._pod_pools[node.name]
+                nodes[node.name] = (pool.describe() if isinstance(pool, ipam.NodeNetworkPodPool)
+                                    else node.pod_cidr)
                 continue
             ips[key] = ip
         for (source, obj), (pods, nodes) in full.items():
@@ -338,7 +340,7 @@ class Cluster:
 
     def _pool_of(self, node: Node, ip: IPv4Address) -> ipam.AddressPool | None:
         """The pool of ``node`` holding ``ip``: its pod CIDR's or one of its blocks'."""
-        if ip in node.pod_cidr:
+        if ip in self._pod_pools[node.name]:  # (routed CNIs: the node network's)
             return self._pod_pools[node.name]
         return next((self._block_pools[b] for b in node.pod_blocks if ip in b), None)
 

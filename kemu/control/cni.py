@@ -29,7 +29,7 @@ CniName = Literal["flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azur
 NAMES: tuple[str, ...] = ("flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure")
 
 # the modes this build of kemu emulates (a mode is added here when its datapath is built)
-BUILT: frozenset[str] = frozenset({"flannel"})
+BUILT: frozenset[str] = frozenset({"flannel", "aws-vpc", "azure"})
 
 # option -> (allowed values or the type's name, default), per mode; values are the CNI's own
 # configuration words where it has them
@@ -119,4 +119,24 @@ def parse_cni(f: Fields, spec: dict[str, Any]) -> CniConfig:
         else:
             assert isinstance(allowed, tuple)
             cni.options[key] = f.choice(body, "spec.cni", key, allowed, default or allowed[0])
+    _check_routed(f, spec, cni)
     return cni
+
+
+def _check_routed(f: Fields, spec: dict[str, Any], cni: CniConfig) -> None:
+    """The routed CNIs' limits (``kemu/compiler/cni_routed.py``): no flannel backend, a
+    known instance type, Azure's bridge mode not modelled yet."""
+    if cni.name not in ("aws-vpc", "azure"):
+        return
+    if spec.get("mode") == "vxlan":
+        f.problem("spec.mode", f"vxlan is flannel's backend; the {cni.name} CNI routes pods "
+                  "without encapsulation (remove spec.mode)")
+    if cni.name == "aws-vpc" and cni.get("instanceType"):
+        from kemu.control.ipam import ENI_LIMITS
+        if cni.get("instanceType") not in ENI_LIMITS:
+            f.problem("spec.cni.instanceType", f"unknown instance type "
+                      f"{cni.get('instanceType')!r} (kemu knows the ENI limits of: "
+                      f"{', '.join(sorted(ENI_LIMITS))})")
+    if cni.name == "azure" and cni.get("mode") == "bridge":
+        f.problem("spec.cni.mode", "Azure CNI's bridge mode (azure0) is not modelled yet "
+                  "(this kemu models: transparent, overlay)")

@@ -16,11 +16,14 @@ IF_VTEP = 6       # <node>/flannel.1 (OV-1)
 IF_EXT_ETH = 7    # ext/<name>/eth0: an external host on the node network
 IF_GW_ETH = 8     # gateway/eth0: the node network's router (a sink for the outside world)
 IF_NODE_LOCAL = 9  # <node>/local: the node's own processes (never captured)
+# the node end of a routed veth (AWS VPC CNI ``eni<hash>``, Azure CNI ``azv<hash>``): no
+# bridge, an L3 device of the node's own stack, the pod's /32 route points at it
+IF_VETH_HOST = 10
 
 IF_KIND_NAMES = {
     IF_POD_ETH: "pod-eth", IF_POD_LO: "pod-lo", IF_VETH: "veth", IF_BRIDGE: "bridge",
     IF_NODE_ETH: "node-eth", IF_VTEP: "vtep", IF_EXT_ETH: "external", IF_GW_ETH: "gateway",
-    IF_NODE_LOCAL: "node-local",
+    IF_NODE_LOCAL: "node-local", IF_VETH_HOST: "veth-host",
 }
 
 # Directions (equal to pcapng epb_flags direction bits)

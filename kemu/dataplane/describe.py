@@ -44,7 +44,18 @@ def route_text(t: Tables, route: int, nh: int, node: int) -> str:
     ln = int(t.rt_len[route])
     prefix = "default" if ln == 0 else f"{ip_str(t.rt_prefix[route])}/{ln}"
     kind = int(t.rt_kind[route])
-    if kind == C.RT_POD_CIDR and int(t.rt_node[route]) == node:
+    routed = int(t.rt_dev[route]) if len(t.rt_dev) else -1  # a routed CNI's pod route
+    if kind == C.RT_POD_CIDR and routed >= 0 and int(t.rt_node[route]) == node:
+        dev = t.if_kernel_name[routed]
+    elif kind == C.RT_POD_CIDR and routed >= 0 and not nh:
+        # another node's pod in the node network: this node's connected route; the
+        # address's owner (its ENI, its VNet NIC) is the owner node's eth0
+        net = next((r for r in range(len(t.rt_kind)) if int(t.rt_kind[r]) == C.RT_NODE_NET),
+                   -1)
+        where = (f"{ip_str(t.rt_prefix[net])}/{int(t.rt_len[net])}" if net >= 0 else prefix)
+        return (f"route {where} dev eth0 (held by {t.node_name[int(t.rt_node[route])]}'s "
+                "eth0)")
+    elif kind == C.RT_POD_CIDR and int(t.rt_node[route]) == node:
         dev = "cbr0"
     elif kind == C.RT_POD_CIDR and t.vxlan:
         dev = "flannel.1"

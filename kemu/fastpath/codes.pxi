@@ -16,6 +16,7 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     IF_EXT_ETH = 7
     IF_GW_ETH = 8
     IF_NODE_LOCAL = 9
+    IF_VETH_HOST = 10
     DIR_IN = 1
     DIR_OUT = 2
     INJ_TX = 0
@@ -118,6 +119,7 @@ _CODES = (
     ('IF_EXT_ETH', IF_EXT_ETH, _C),
     ('IF_GW_ETH', IF_GW_ETH, _C),
     ('IF_NODE_LOCAL', IF_NODE_LOCAL, _C),
+    ('IF_VETH_HOST', IF_VETH_HOST, _C),
     ('DIR_IN', DIR_IN, _C),
     ('DIR_OUT', DIR_OUT, _C),
     ('INJ_TX', INJ_TX, _C),
