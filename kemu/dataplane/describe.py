@@ -55,6 +55,13 @@ def route_text(t: Tables, route: int, nh: int, node: int) -> str:
         where = (f"{ip_str(t.rt_prefix[net])}/{int(t.rt_len[net])}" if net >= 0 else prefix)
         return (f"route {where} dev eth0 (held by {t.node_name[int(t.rt_node[route])]}'s "
                 "eth0)")
+    elif kind == C.RT_POD_CIDR and routed >= 0:  # Azure CNI Overlay: the owner's pod CIDR
+        owner = int(t.rt_node[route])
+        cidr = next((r for r in range(len(t.rt_kind)) if int(t.rt_kind[r]) == C.RT_POD_CIDR
+                     and int(t.rt_node[r]) == owner and int(t.rt_dev[r]) < 0), -1)
+        if cidr >= 0:
+            prefix = f"{ip_str(t.rt_prefix[cidr])}/{int(t.rt_len[cidr])}"
+        dev = "eth0"
     elif kind == C.RT_POD_CIDR and int(t.rt_node[route]) == node:
         dev = "cbr0"
     elif kind == C.RT_POD_CIDR and t.vxlan:

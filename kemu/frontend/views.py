@@ -46,9 +46,11 @@ No ``uid``, ``resourceVersion`` or timestamps: kemu has none. ``-o name`` prints
 - ``InterfaceList`` (every emulated device, in the order of the pcapng's interfaces; the nodes'
   pseudo-devices for their own processes, never captured, are left out): ``name``: str (as in
   the pcapng: ``node1/eth0``, ``node1/cbr0``, ``node1/veth-<pod>``, ``node1/flannel.1``,
-  ``<ns>/<pod>/eth0``, ``<ns>/<pod>/lo``, ``ext/<host>/eth0``, ``gateway/eth0``); ``kind``: str
+  ``<ns>/<pod>/eth0``, ``<ns>/<pod>/lo``, ``ext/<host>/eth0``, ``gateway/eth0``; the routed
+  CNIs' host veths ``node1/eni<hash>`` (AWS VPC CNI), ``node1/azv<hash>`` (Azure CNI), no
+  ``cbr0``); ``kind``: str
   (``node-eth``, ``bridge``, ``veth``, ``vtep``, ``pod-eth``, ``pod-lo``, ``external``,
-  ``gateway``); ``kernelName``: str (the name a Linux node would give it, <= 15 characters);
+  ``gateway``, ``veth-host``: a routed veth, an L3 device of the node); ``kernelName``: str (the name a Linux node would give it, <= 15 characters);
   ``node``: str | null (the node it is on; null for external hosts and the gateway); ``mac``:
   str; ``ip``: str | null; ``mtu``: int (the device's MTU, as the datapath enforces it: the
   kemu Cluster document's ``spec.mtu``, default 1500, for node uplinks, external hosts and
@@ -59,7 +61,8 @@ No ``uid``, ``resourceVersion`` or timestamps: kemu has none. ``-o name`` prints
   (a veth is its pod's);
   ``peer``: str | null (the other end of a veth pair); ``bridge``: str | null (the bridge or
   segment it is a port of: ``node1/cbr0``, ``node-network``); ``hairpin``: bool;
-  ``description``: str (the pcapng's interface description).
+  ``proxyArp``: bool (``net.ipv4.conf.<dev>.proxy_arp``: the node answers ARP on it for
+  addresses it routes out of another device; the routed CNIs); ``description``: str (the pcapng's interface description).
 - ``ListenerList`` (what each pod's emulated stack answers, ``kemu.control.listen``; hostNetwork
   pods are left out: the node's stack answers for them): ``namespace``: str; ``name``: str;
   ``ip``: str; ``all``: bool (every port listens); ``ports``: [{``port``: int, ``protocol``:
@@ -437,7 +440,7 @@ def k8s_items(cluster: Cluster, resource: str, objs: Sequence[Any]) -> list[dict
 
 # --- kemu's views: interfaces ---------------------------------------------------------------
 
-OWNER_KINDS = {C.IF_POD_ETH: "Pod", C.IF_POD_LO: "Pod", C.IF_VETH: "Pod",
+OWNER_KINDS = {C.IF_POD_ETH: "Pod", C.IF_POD_LO: "Pod", C.IF_VETH: "Pod", C.IF_VETH_HOST: "Pod",
                C.IF_EXT_ETH: "ExternalHost", C.IF_GW_ETH: "Gateway"}
 
 
@@ -474,6 +477,7 @@ def interface_items(cluster: Cluster, t: Tables, ns: str | None = None
             "peer": t.if_name[peer] if peer >= 0 and peer != i else None,
             "bridge": t.br_name[bridge] if bridge >= 0 else None,
             "hairpin": bool(int(t.if_hairpin[i])),
+            "proxyArp": bool(len(t.if_proxy_arp) and int(t.if_proxy_arp[i])),
             "description": t.if_desc[i],
         })
     return out
@@ -510,13 +514,14 @@ def interface_rows(items: Sequence[Mapping[str, Any]], wide: bool
                    ) -> tuple[list[str], list[list[str]]]:
     headers = ["NAME", "KIND", "MAC", "IP", "MTU", "OWNER"]
     if wide:
-        headers += ["KERNEL-NAME", "PEER", "BRIDGE"]
+        headers += ["KERNEL-NAME", "PEER", "BRIDGE", "PROXY-ARP"]
     rows = []
     for it in items:
         row = [it["name"], it["kind"], it["mac"], it["ip"] or "<none>", str(it["mtu"]),
                owner_word(it["owner"])]
         if wide:
-            row += [it["kernelName"], it["peer"] or "<none>", it["bridge"] or "<none>"]
+            row += [it["kernelName"], it["peer"] or "<none>", it["bridge"] or "<none>",
+                    "on" if it["proxyArp"] else "off"]
         rows.append(row)
     return headers, rows
 
