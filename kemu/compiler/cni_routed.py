@@ -52,7 +52,6 @@ import numpy as np
 from kemu.dataplane import codes as C
 
 if TYPE_CHECKING:
-    from kemu.compiler.routes import Route
     from kemu.control.cluster import Cluster
     from kemu.control.model import ClusterConfig
     from kemu.dataplane.tables import Tables
@@ -183,14 +182,14 @@ def finish(tables: Tables, cluster: Cluster, mode: RoutedMode,
     )
 
 
-def node_routes(cluster: Cluster, mode: RoutedMode, Route: type[Route]
-                ) -> dict[str, list[Route]]:
+def node_routes(cluster: Cluster, mode: RoutedMode, Route: Any) -> dict[str, list[Any]]:
     """Each node's main table in a routed mode, as ``ip route`` shows it: its pods' /32s on
     their host veths (``scope link``), the node network connected on eth0, Azure CNI
     Overlay's other nodes' pod CIDRs via those nodes (the VNet's routes), the default route
-    via the gateway."""
+    via the gateway. ``Route`` is ``kemu.compiler.routes.Route`` (passed in: routes.py
+    imports this module)."""
     cfg = cluster.config
-    tables: dict[str, list[Route]] = {}
+    tables: dict[str, list[Any]] = {}
     for node in cluster.nodes:
         routes = [Route(cfg.node_network, "eth0", src=node.internal_ip, proto="kernel")]
         for pod in cluster.pods:

@@ -37,6 +37,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kemu.compiler import cni_routed
 from kemu.errors import TopologyError
 
 if TYPE_CHECKING:
@@ -89,7 +90,6 @@ def node_routes(cluster: Cluster) -> dict[str, list[Route]]:
 def default_node_routes(cluster: Cluster) -> dict[str, list[Route]]:
     """The main routing table of every node as kemu programs it (no route changes)."""
     cfg = cluster.config
-    from kemu.compiler import cni_routed  # (imports routes' Route lazily: no cycle)
     routed = cni_routed.routed_mode(cfg)
     if routed is not None:  # AWS VPC CNI, Azure CNI: /32s on routed veths
         return cni_routed.node_routes(cluster, routed, Route)
@@ -215,8 +215,7 @@ def gateway_routes(cluster: Cluster) -> list[Route]:
     if cfg.gateway_ip is None:
         return []
     routes = [Route(cfg.node_network, "eth0", src=cfg.gateway_ip, proto="kernel")]
-    from kemu.compiler.cni_routed import routed_mode
-    routed = routed_mode(cfg)
+    routed = cni_routed.routed_mode(cfg)
     if routed is not None:  # the VPC/VNet routes each pod (/32) or pod CIDR to its node
         by_node = {n.name: n for n in cluster.nodes}
         routes += ([Route(IPv4Network(f"{p.ip}/32"), "eth0",

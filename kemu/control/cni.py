@@ -70,6 +70,18 @@ OPTIONS: dict[str, dict[str, tuple[tuple[str, ...] | str, Any]]] = {
 }
 
 
+# AWS VPC CNI: (maximum ENIs, IPv4 addresses per ENI) of common instance types, from EC2's
+# "IP addresses per network interface per instance type" table as the CNI's
+# misc/eni-max-pods.txt uses it; pods per node = ENIs x (addresses per ENI - 1) (each ENI's
+# primary address is not a pod's), the max-pods formula of the CNI's README less its + 2
+# for the hostNetwork pods (https://github.com/aws/amazon-vpc-cni-k8s#setup)
+ENI_LIMITS: dict[str, tuple[int, int]] = {
+    "t3.micro": (2, 2), "t3.small": (3, 4), "t3.medium": (3, 6), "t3.large": (3, 12),
+    "t3.xlarge": (4, 15), "m5.large": (3, 10), "m5.xlarge": (4, 15), "m5.2xlarge": (4, 15),
+    "m5.4xlarge": (8, 30), "c5.large": (3, 10), "c5.xlarge": (4, 15), "r5.large": (3, 10),
+}
+
+
 @dataclass
 class CniConfig:
     """``spec.cni``: the mode's name and its options (every option of the mode, defaulted)."""
@@ -132,7 +144,6 @@ def _check_routed(f: Fields, spec: dict[str, Any], cni: CniConfig) -> None:
         f.problem("spec.mode", f"vxlan is flannel's backend; the {cni.name} CNI routes pods "
                   "without encapsulation (remove spec.mode)")
     if cni.name == "aws-vpc" and cni.get("instanceType"):
-        from kemu.control.ipam import ENI_LIMITS
         if cni.get("instanceType") not in ENI_LIMITS:
             f.problem("spec.cni.instanceType", f"unknown instance type "
                       f"{cni.get('instanceType')!r} (kemu knows the ENI limits of: "

@@ -33,6 +33,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from kemu.control.cni import ENI_LIMITS
 from kemu.control.model import ClusterConfig, IPv4Address, IPv4Network, Node
 from kemu.control.selectors import matches_map
 from kemu.errors import Problem
@@ -128,18 +129,6 @@ def pod_pool(node: Node) -> AddressPool:
     """Pod addresses of ``node``: its pod CIDR minus network, bridge (.1) and broadcast (R-3)."""
     return AddressPool(node.pod_cidr, first=2, reserved={
         node.gateway_ip: f"the gateway (bridge) address of {node.name}"})
-
-
-# AWS VPC CNI: (maximum ENIs, IPv4 addresses per ENI) of common instance types, from EC2's
-# "IP addresses per network interface per instance type" table as the CNI's
-# misc/eni-max-pods.txt uses it; pods per node = ENIs x (addresses per ENI - 1) (each ENI's
-# primary address is not a pod's), the max-pods formula of the CNI's README less its + 2
-# for the hostNetwork pods (https://github.com/aws/amazon-vpc-cni-k8s#setup)
-ENI_LIMITS: dict[str, tuple[int, int]] = {
-    "t3.micro": (2, 2), "t3.small": (3, 4), "t3.medium": (3, 6), "t3.large": (3, 12),
-    "t3.xlarge": (4, 15), "m5.large": (3, 10), "m5.xlarge": (4, 15), "m5.2xlarge": (4, 15),
-    "m5.4xlarge": (8, 30), "c5.large": (3, 10), "c5.xlarge": (4, 15), "r5.large": (3, 10),
-}
 
 
 def eni_capacity(instance_type: str) -> int | None:

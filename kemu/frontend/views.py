@@ -48,9 +48,9 @@ No ``uid``, ``resourceVersion`` or timestamps: kemu has none. ``-o name`` prints
   the pcapng: ``node1/eth0``, ``node1/cbr0``, ``node1/veth-<pod>``, ``node1/flannel.1``,
   ``<ns>/<pod>/eth0``, ``<ns>/<pod>/lo``, ``ext/<host>/eth0``, ``gateway/eth0``; the routed
   CNIs' host veths ``node1/eni<hash>`` (AWS VPC CNI), ``node1/azv<hash>`` (Azure CNI), no
-  ``cbr0``); ``kind``: str
-  (``node-eth``, ``bridge``, ``veth``, ``vtep``, ``pod-eth``, ``pod-lo``, ``external``,
-  ``gateway``, ``veth-host``: a routed veth, an L3 device of the node); ``kernelName``: str (the name a Linux node would give it, <= 15 characters);
+  ``cbr0``); ``kind``: str (``node-eth``, ``bridge``, ``veth``, ``vtep``, ``pod-eth``,
+  ``pod-lo``, ``external``, ``gateway``, ``veth-host``: a routed veth, an L3 device of the
+  node); ``kernelName``: str (the name a Linux node would give it, <= 15 characters);
   ``node``: str | null (the node it is on; null for external hosts and the gateway); ``mac``:
   str; ``ip``: str | null; ``mtu``: int (the device's MTU, as the datapath enforces it: the
   kemu Cluster document's ``spec.mtu``, default 1500, for node uplinks, external hosts and
@@ -62,7 +62,8 @@ No ``uid``, ``resourceVersion`` or timestamps: kemu has none. ``-o name`` prints
   ``peer``: str | null (the other end of a veth pair); ``bridge``: str | null (the bridge or
   segment it is a port of: ``node1/cbr0``, ``node-network``); ``hairpin``: bool;
   ``proxyArp``: bool (``net.ipv4.conf.<dev>.proxy_arp``: the node answers ARP on it for
-  addresses it routes out of another device; the routed CNIs); ``description``: str (the pcapng's interface description).
+  addresses it routes out of another device; the routed CNIs); ``description``: str (the
+  pcapng's interface description).
 - ``ListenerList`` (what each pod's emulated stack answers, ``kemu.control.listen``; hostNetwork
   pods are left out: the node's stack answers for them): ``namespace``: str; ``name``: str;
   ``ip``: str; ``all``: bool (every port listens); ``ports``: [{``port``: int, ``protocol``:
