@@ -32,6 +32,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "the issue's target is for 4,000,000)")
     p.add_argument("--scale", action="store_true",
                    help="also load a 5,000-node, 150,000-pod, 10,000-Service cluster")
+    p.add_argument("--cni", default="", metavar="MODE",
+                   choices=("aws-vpc", "azure", "azure-overlay", "flannel"),
+                   help="only the cluster mix in that CNI mode (aws-vpc, azure, "
+                        "azure-overlay) beside flannel's, with their ratio")
     p.add_argument("--scale-timeout", type=float, default=900, metavar="S",
                    help="give up on one scale measurement after S seconds (default 900)")
 
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     bench = Bench(quick=args.quick, repeat=args.repeat or (3 if args.quick else 5),
                   batch=args.batch, kernel=not args.no_kernel, replay=not args.no_replay,
                   scale=args.scale, replay_frames=args.replay_frames,
-                  scale_timeout=args.scale_timeout)
+                  scale_timeout=args.scale_timeout, cni=args.cni)
     bench.run_all()
     sys.stdout.write(bench.render())
     data = bench.to_json()

@@ -104,6 +104,15 @@ class Report:
         if z.replay_frames < 1_000_000:
             unlike[flows_t] = (f"a {z.replay_frames:,}-frame capture (start-up weighs more); "
                                "the goal is for 1,000,000 or more")
+        cni = self.info.get("cni") or {}
+        if cni:  # ``kemu bench --cni MODE``: only the mix in that mode beside flannel's
+            rows_cni: list[tuple[str, float | None, float, str]] = [
+                ("datapath, cluster mix, frames/s", pps(FAST, MIX), 5e6, ">="),
+                (f"cluster mix, cni {cni['mode']} / flannel", cni.get("ratio_to_flannel"),
+                 0.8, ">=")]
+            return [{"target": n, "measured": v, "goal": f"{op} {g:g}",
+                     "met": None if v is None else v >= g, "not_comparable": None,
+                     "factor": v / g if v else None} for n, v, g, op in rows_cni]
         rows: list[tuple[str, float | None, float, str]] = [
             ("datapath, cluster mix, frames/s", pps(FAST, MIX), 5e6, ">="),
             (churn_t, pps(FAST, CHURN), 2e6, ">="),

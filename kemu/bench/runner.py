@@ -77,13 +77,14 @@ class Bench(Report):
 
     def __init__(self, *, quick: bool = False, repeat: int = 5, batch: int = 1024,
                  kernel: bool = True, replay: bool = True, scale: bool = False,
-                 replay_frames: int = 0, scale_timeout: float = 900) -> None:
+                 replay_frames: int = 0, scale_timeout: float = 900, cni: str = "") -> None:
         sizes = Sizes.of(quick)
         if replay_frames > 0:
             sizes = replace(sizes, replay_frames=replay_frames)
         super().__init__(quick=quick, repeat=max(1, repeat), batch=batch, sizes=sizes)
         self.do_kernel, self.do_replay, self.do_scale = kernel, replay, scale
         self.scale_timeout = scale_timeout
+        self.cni = cni  # ``--cni MODE``: the cluster mix in that mode beside flannel's only
         self.t0 = time.perf_counter()
 
     # ---------------------------------------------------------------- helpers
@@ -106,6 +107,10 @@ class Bench(Report):
 
     # ---------------------------------------------------------------- stages
     def run_all(self) -> None:
+        if self.cni:
+            self.cni_rows()
+            self.info["seconds"] = round(time.perf_counter() - self.t0, 1)
+            return
         self.setup()
         self.datapath()
         self.peers()
@@ -205,6 +210,50 @@ class Bench(Report):
         self.memory["bytes_per_flow_note"] = (
             "RSS growth of the Cython datapath over the churn flows, conntrack entries on "
             "every node a flow crosses (1 or 2) included")
+
+    def cni_rows(self) -> None:
+        """``kemu bench --cni MODE``: the cluster mix on the same synthetic cluster (3 nodes,
+        120 pods, 30 Services) compiled in CNI mode ``self.cni``, the fast path with its flow
+        cache, in rounds alternating with flannel's (host-gw) mix; both rows and the ratio
+        (the goal: >= 0.8 of flannel's rate)."""
+        from kemu._backend import IMPLEMENTATIONS
+        from kemu.bench import workloads as W
+        from kemu.compiler.compile import compile_cluster
+        from kemu.control.cluster import load_cluster
+
+        if "cython" not in IMPLEMENTATIONS:
+            _say("the Cython extension is not built: --cni rows skipped")
+            self.info["fast_path"] = "not built"
+            return
+        impl = IMPLEMENTATIONS["cython"]
+        _say(f"generating workloads (flannel and {self.cni})")
+        self.tables = compile_cluster(load_cluster(W.synthetic_cluster(3, 120, 30)))
+        self.mix = W.cluster_mix(self.tables, 10_000, self.sizes.mix_frames)
+        tables = compile_cluster(load_cluster(W.synthetic_cluster(3, 120, 30, cni=self.cni)))
+        mix = W.cluster_mix(tables, 10_000, self.sizes.mix_frames)
+        self.info["cluster"] = {"nodes": 3, "pods": 120, "services": 30,
+                                "interfaces": self.tables.n_ifaces}
+        span = len(self.mix) * 1000
+        sides = []
+        for t, w, label in ((self.tables, self.mix, MIX),
+                            (tables, mix, f"mix, {self.cni}")):
+            dp = impl.Datapath(t, 0, True)
+            res = W.results_for(t, self.batch, False, 1514)
+            W.drive(dp, w.warm, res, self.batch)
+            sides.append((dp, res, w, Row("datapath", label, FAST, "frames", len(w))))
+        for r in range(self.repeat):  # alternating rounds: the same machine state for both
+            for dp, res, w, row in sides:
+                shifted = w.shifted((r + 1) * span)
+                t0 = time.perf_counter()
+                W.drive(dp, shifted, res, self.batch)
+                row.runs.append(row.n / (time.perf_counter() - t0))
+        for *_x, row in sides:
+            self.rows.append(row)
+            _say(f"{row.workload}: {row.name}: {row.median:,.0f} {row.unit}/s")
+        ratio = sides[1][3].median / sides[0][3].median if sides[0][3].median else None
+        self.info["cni"] = {"mode": self.cni, "interfaces": tables.n_ifaces,
+                            "ratio_to_flannel": round(ratio, 4) if ratio else None}
+        _say(f"cni {self.cni} / flannel: {ratio:.2f}" if ratio else "no ratio")
 
     def policy_row(self, span: int) -> None:
         """The cluster mix through tables with NetworkPolicies (#17), the fast path with its

@@ -59,7 +59,8 @@ POD_FRAME, NODE_FRAME = -1, -2  # ``Workload.flow`` of warm-up frames that are i
 # ------------------------------------------------------------------ synthetic clusters
 def synthetic_cluster(nodes: int = 3, pods: int = 120, services: int = 30, *,
                       backends: int = 2, mode: str = "host-gw", name: str = "bench",
-                      endpoints: str = "selector") -> list[dict[str, Any]]:
+                      endpoints: str = "selector", cni: str = "flannel"
+                      ) -> list[dict[str, Any]]:
     """Manifests of a cluster of ``nodes`` nodes, ``pods`` pods and ``services`` Services.
 
     Each Service has ``backends`` endpoints (at most ``nodes - 1``, so some node holds none),
@@ -70,6 +71,9 @@ def synthetic_cluster(nodes: int = 3, pods: int = 120, services: int = 30, *,
     ``endpoints="selector"``: Services select their pods by label (kemu derives the
     EndpointSlices). ``"slices"``: what a full cluster dump holds instead: nodes with their
     pod CIDRs, pods with their IPs, selector-less Services and their EndpointSlices.
+
+    ``cni``: the cluster's ``spec.cni`` (``CNI_MODES``: flannel, aws-vpc, azure,
+    azure-overlay); the routed ones take their pods' addresses themselves (with selectors).
     """
     if endpoints not in ("selector", "slices"):
         raise ValueError(f"endpoints must be 'selector' or 'slices', not {endpoints!r}")
@@ -85,6 +89,11 @@ def synthetic_cluster(nodes: int = 3, pods: int = 120, services: int = 30, *,
         "nodeNetwork": "172.18.0.0/24" if nodes <= 250 else "172.16.0.0/12",
         "mode": mode,
     }
+    if cni != "flannel":
+        if endpoints != "selector":
+            raise ValueError("a routed CNI's cluster is made with endpoints='selector'")
+        spec["cni"] = CNI_MODES[cni]
+        del spec["mode"]
     slices = endpoints == "slices"
     if slices:
         spec["nodes"] = [{"name": f"node{i + 1}",
@@ -137,6 +146,11 @@ def synthetic_cluster(nodes: int = 3, pods: int = 120, services: int = 30, *,
                                          "name": m["metadata"]["name"]}}
                           for m in members[s]]})
     return docs
+
+
+# ``kemu bench --cni MODE``: the spec.cni of each mode's synthetic cluster
+CNI_MODES: dict[str, Any] = {"flannel": "flannel", "aws-vpc": "aws-vpc", "azure": "azure",
+                             "azure-overlay": {"name": "azure", "mode": "overlay"}}
 
 
 def _dotted(v: int) -> str:
@@ -333,7 +347,12 @@ class _Topology:
         self.mac = t.if_mac[pod_if].astype(np.int64)
         self.node = t.if_node[pod_if].astype(np.int32)
         self.n_nodes = t.n_nodes
-        self.br_mac = t.if_mac[t.node_br_if].astype(np.int64)
+        # where a pod's frames go first: its node's bridge, or (the routed CNIs: /32, default
+        # via 169.254.1.1) its host veth, for every destination
+        peer = t.if_peer[pod_if].astype(np.int64)
+        self.routed = t.if_kind[peer] == C.IF_VETH_HOST
+        self.gw_mac = np.where(self.routed, t.if_mac[peer],
+                               t.if_mac[t.node_br_if][self.node]).astype(np.int64)
         order = np.argsort(self.node, kind="stable")
         self.by_node = np.split(order, np.cumsum(np.bincount(self.node, minlength=t.n_nodes))[:-1])
         # service ports usable for "endpoint on another node": TCP ClusterIP with backends
@@ -395,8 +414,9 @@ def mix_flows(t: Tables, n_flows: int, seed: int = 1,
     has_peer = peer >= 0
     dst_ip[has_peer] = topo.ip[peer[has_peer]]
     same = kind == MIX_SAME_NODE
-    dst_mac = topo.br_mac[topo.node[client]]
-    dst_mac[same] = topo.mac[peer[same]]
+    dst_mac = topo.gw_mac[client].copy()
+    bridged = same & ~topo.routed[client]  # a bridge: straight to the peer's MAC
+    dst_mac[bridged] = topo.mac[peer[bridged]]
     # source ports: per client pod, counting from 10000
     order = np.argsort(client, kind="stable")
     starts = np.searchsorted(client[order], client[order])
