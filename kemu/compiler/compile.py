@@ -353,6 +353,8 @@ def _compile_services(cluster: Cluster, node_index: dict[str, int]) -> dict:
             continue  # a hostNetwork pod binds the node's port itself: nothing to map
         node = cluster.nodes[ni]
         local = [_ip(node.internal_ip), _ip(node.gateway_ip)]
+        if cni_routed.routed_mode(cluster.config) is not None:
+            local = [_ip(node.internal_ip)]  # no bridge address: eth0's only
         if cluster.config.mode == "vxlan":
             local.append(_ip(node.pod_cidr.network_address))
         for cp in pod.container_ports():

@@ -137,6 +137,11 @@ def apply_changes(cluster: Cluster, tables: dict[str, list[Route]],
     refuses is a ``TopologyError`` naming it (``spec.routes[i]`` or the API call)."""
     local = {n.name: {n.internal_ip, n.gateway_ip} for n in cluster.nodes}
     devices = node_devices(cluster)
+    routed = cni_routed.routed_mode(cluster.config)
+    for ch in (cluster.config.routes if changes is None else changes) if routed else ():
+        raise TopologyError(f"{ch.where or f'route {ch.prefix} on {ch.node}'}: route changes "
+                            f"are not modelled with spec.cni {cluster.config.cni.name} (its "
+                            "pods' /32 routes on routed veths)")
     for ch in cluster.config.routes if changes is None else changes:
         where = ch.where or f"route {ch.prefix} on {ch.node}"
         routes = tables.get(ch.node)

@@ -136,18 +136,20 @@ def parse_cni(f: Fields, spec: dict[str, Any]) -> CniConfig:
 
 
 def _check_routed(f: Fields, spec: dict[str, Any], cni: CniConfig) -> None:
-    """The routed CNIs' limits (``kemu/compiler/cni_routed.py``): no flannel backend, a
-    known instance type, Azure's bridge mode not modelled yet."""
+    """The routed CNIs' limits (``kemu/compiler/cni_routed.py``): a known instance type (what
+    kemu does not model of its ENIs said once), Azure's bridge mode not modelled yet."""
     if cni.name not in ("aws-vpc", "azure"):
         return
-    if spec.get("mode") == "vxlan":
-        f.problem("spec.mode", f"vxlan is flannel's backend; the {cni.name} CNI routes pods "
-                  "without encapsulation (remove spec.mode)")
-    if cni.name == "aws-vpc" and cni.get("instanceType"):
-        if cni.get("instanceType") not in ENI_LIMITS:
-            f.problem("spec.cni.instanceType", f"unknown instance type "
-                      f"{cni.get('instanceType')!r} (kemu knows the ENI limits of: "
-                      f"{', '.join(sorted(ENI_LIMITS))})")
+    itype = cni.get("instanceType") if cni.name == "aws-vpc" else ""
+    if itype and itype not in ENI_LIMITS:
+        f.problem("spec.cni.instanceType", f"unknown instance type {itype!r} (kemu knows the "
+                  f"ENI limits of: {', '.join(sorted(ENI_LIMITS))})")
+    elif itype:
+        enis, per = ENI_LIMITS[itype]
+        f.notice("spec.cni.instanceType", f"{itype}: {enis} ENIs x {per - 1} pod addresses "
+                 f"each; kemu keeps every pod on the primary ENI (eth0): the pods past its "
+                 f"first {per - 1} addresses, on secondary ENIs in AWS, have no ip rule and "
+                 "route table of their own here")
     if cni.name == "azure" and cni.get("mode") == "bridge":
         f.problem("spec.cni.mode", "Azure CNI's bridge mode (azure0) is not modelled yet "
                   "(this kemu models: transparent, overlay)")
