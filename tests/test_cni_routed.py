@@ -323,3 +323,38 @@ def test_pcapng_has_an_interface_per_routed_veth(tmp_path: Path) -> None:
         assert name.encode() in data
     with PcapNgReader(str(out)) as r:
         assert len(list(r)) >= 6
+
+
+def test_route_changes_are_refused(tmp_path: Path) -> None:
+    """``spec.routes`` names flannel's devices: refused in a routed mode, naming the change."""
+    text = cluster_text("aws-vpc").replace(
+        "  cni: aws-vpc\n", "  cni: aws-vpc\n  routes:\n"
+        "    - {node: node1, prefix: 10.9.0.0/16, type: blackhole}\n")
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(KemuError, match=r"spec.routes\[0\].*not modelled with spec.cni aws-vpc"):
+        kemu.load(path)
+
+
+@pytest.mark.parametrize("mode", ["aws-vpc", "azure", "azure-overlay"])
+def test_bench_mix_in_a_routed_mode(mode: str, backend: str) -> None:
+    """``kemu bench --cni MODE``'s workload: the synthetic cluster in that mode, its mix
+    frames addressed as the pods' stacks would (to their host veths), every one delivered."""
+    from kemu._backend import IMPLEMENTATIONS
+    from kemu.bench import workloads as W
+    from kemu.compiler.compile import compile_cluster
+    from kemu.control.cluster import load_cluster
+
+    t = compile_cluster(load_cluster(W.synthetic_cluster(3, 30, 6, cni=mode)))
+    assert not (t.if_kind == C.IF_BRIDGE).any()
+    mix = W.cluster_mix(t, 200, 400)
+    dp = IMPLEMENTATIONS[backend].Datapath(t, 0, True)
+    res = W.results_for(t, 64, False, 1514)
+    delivered = 0
+
+    def count(r, lo: int, hi: int) -> None:  # noqa: ANN001
+        nonlocal delivered
+        delivered += int((r.oc_kind[: r.n_outcomes] == C.OUT_DELIVERED).sum())
+
+    W.drive(dp, mix, res, 64, count)
+    assert delivered == len(mix)
