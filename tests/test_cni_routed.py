@@ -358,3 +358,18 @@ def test_bench_mix_in_a_routed_mode(mode: str, backend: str) -> None:
 
     W.drive(dp, mix, res, 64, count)
     assert delivered == len(mix)
+
+
+def test_bench_cni_report() -> None:
+    """``kemu bench --cni MODE`` reports both mixes and judges the ratio (>= 0.8)."""
+    from kemu.bench.rows import FAST, MIX, Row
+    from kemu.bench.runner import Bench
+
+    b = Bench(quick=True, cni="azure")
+    b.info["cni"] = {"mode": "azure", "ratio_to_flannel": 0.75}
+    b.rows = [Row("datapath", MIX, FAST, "frames", 10, [1e6]),
+              Row("datapath", "mix, azure", FAST, "frames", 10, [0.75e6])]
+    text = b.render()
+    assert "flannel (host-gw) and azure in alternating rounds" in text
+    target = next(t for t in b.targets() if "cni azure" in t["target"])
+    assert target["met"] is False and target["goal"] == ">= 0.8"
