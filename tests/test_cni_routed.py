@@ -9,6 +9,7 @@ CNI Overlay). SEMANTICS ids: R-1 (routes), S-3/S-6/S-7 (Services, masquerade), M
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -373,3 +374,42 @@ def test_bench_cni_report() -> None:
     assert "flannel (host-gw) and azure in alternating rounds" in text
     target = next(t for t in b.targets() if "cni azure" in t["target"])
     assert target["met"] is False and target["goal"] == ">= 0.8"
+
+
+@pytest.mark.parametrize("mode", ["aws-vpc", "azure", "azure-overlay"])
+@pytest.mark.parametrize("static", [True, False])
+def test_twins_equivalent_in_routed_modes(mode: str, static: bool, tmp_path: Path) -> None:
+    """Both datapaths give the same hops, bytes, events, outcomes and state (the seeded
+    neighbours of routed pods included) over the bench mix, ARP to the routed veths and
+    eth0s, egress and a table reload (the flow cache on)."""
+    from kemu._backend import IMPLEMENTATIONS
+    if "cython" not in IMPLEMENTATIONS:
+        pytest.skip("one backend built")
+    from test_fastpath_equivalence import Batch, Pair
+
+    from kemu.bench import workloads as W
+    from kemu.compiler.compile import compile_cluster
+    from kemu.control.cluster import load_cluster
+
+    t = compile_cluster(load_cluster(W.synthetic_cluster(3, 24, 4, cni=mode)))
+    mix = W.cluster_mix(t, 60, 300)
+    rows = [(mix.frame(i), int(mix.in_if[i]), int(mix.in_mode[i]), int(mix.ts_ns[i]))
+            for i in range(len(mix))]
+    now = int(mix.ts_ns[-1])
+    pods = [i for i in range(t.n_ifaces) if int(t.if_kind[i]) == C.IF_POD_ETH]
+    for k, i in enumerate(pods[:6]):  # ARP from pods (proxy ARP on their veths) and hosts
+        arp = bytes(Ether(src="02:00:00:00:00:01", dst="ff:ff:ff:ff:ff:ff")
+                    / ARP(op=1, psrc=str(ipaddress.IPv4Address(int(t.if_ip[i]))),
+                          pdst=str(ipaddress.IPv4Address(int(t.if_ip[pods[-1 - k]])))))
+        rows.append((arp, i, C.INJ_TX_FIXL2, now + 1000 * k))
+        rows.append((arp, int(t.ext_if[0]) if len(t.ext_if) else i, C.INJ_TX_FIXL2,
+                     now + 1000 * k + 500))
+        out = bytes(Ether() / IP(src=str(ipaddress.IPv4Address(int(t.if_ip[i]))), dst="8.8.8.8")
+                    / UDP(sport=3000 + k, dport=53) / b"q")
+        rows.append((out, i, C.INJ_TX_FIXL2, now + 1000 * k + 700))
+    pair = Pair(t, 5, static, 32, 4096, True)
+    for k in range(0, len(rows), 61):
+        pair.batch(Batch.of(rows[k: k + 61]))
+    pair.both("load", compile_cluster(load_cluster(W.synthetic_cluster(3, 24, 4, cni=mode))))
+    pair.batch(Batch.of(rows[:120]))
+
