@@ -413,3 +413,19 @@ def test_twins_equivalent_in_routed_modes(mode: str, static: bool, tmp_path: Pat
     pair.both("load", compile_cluster(load_cluster(W.synthetic_cluster(3, 24, 4, cni=mode))))
     pair.batch(Batch.of(rows[:120]))
 
+
+
+@pytest.mark.parametrize("example", ["aws-vpc", "azure"])
+def test_examples_with_the_example_workloads(example: str,
+                                             capsys: pytest.CaptureFixture) -> None:
+    """examples/cni/<mode>/cluster.yaml with examples/cluster's workloads: the client reaches
+    the frontend Service (endpoints on other nodes) and the node lists its routed veths."""
+    files = ["-f", str(ROOT / "examples" / "cni" / example / "cluster.yaml")]
+    for name in ("backend", "frontend", "client"):
+        files += ["-f", str(ROOT / "examples" / "cluster" / f"{name}.yaml")]
+    assert main(["trace", *files, "-S", "default/client", "-D", "shop/frontend"]) == 0
+    out = capsys.readouterr().out
+    assert "connection established" in out and "eth0 (held by node" in out
+    assert main(["show", "interfaces", *files]) == 0
+    prefix = "node1/eni" if example == "aws-vpc" else "node1/azv"
+    assert prefix in capsys.readouterr().out

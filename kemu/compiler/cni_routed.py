@@ -57,7 +57,6 @@ if TYPE_CHECKING:
     from kemu.dataplane.tables import Tables
 
 IPv4Network = ipaddress.IPv4Network
-LINK_LOCAL_GW = ipaddress.IPv4Address("169.254.1.1")  # the routed pod's default gateway
 
 
 @dataclass(frozen=True)
@@ -208,11 +207,3 @@ def node_routes(cluster: Cluster, mode: RoutedMode, Route: Any) -> dict[str, lis
         tables[node.name] = routes
     return tables
 
-
-def pod_routes_text(mode: RoutedMode) -> list[str]:
-    """The routed pod's own table (``ip route`` in the pod): the default via 169.254.1.1,
-    on-link, and its static neighbour (AWS) or the proxy ARP answer (Azure)."""
-    how = ("static ARP entry: 169.254.1.1 lladdr <host veth MAC> PERMANENT"
-           if not mode.veth_proxy_arp else "169.254.1.1 resolved by proxy ARP on the host veth")
-    return [f"default via {LINK_LOCAL_GW} dev eth0", f"{LINK_LOCAL_GW} dev eth0 scope link",
-            how]
