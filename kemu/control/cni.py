@@ -20,10 +20,9 @@ flannel's backend stays where it always was, ``spec.mode`` (``host-gw`` or ``vxl
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from kemu.control.manifests import Fields
+from typing import Any, Literal, Protocol
 
 CniName = Literal["flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure"]
 NAMES: tuple[str, ...] = ("flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure")
@@ -80,6 +79,21 @@ ENI_LIMITS: dict[str, tuple[int, int]] = {
     "t3.xlarge": (4, 15), "m5.large": (3, 10), "m5.xlarge": (4, 15), "m5.2xlarge": (4, 15),
     "m5.4xlarge": (8, 30), "c5.large": (3, 10), "c5.xlarge": (4, 15), "r5.large": (3, 10),
 }
+
+
+class Fields(Protocol):
+    """What ``parse_cni`` reads the document with: ``kemu.control.manifests.Fields`` (named
+    by its shape: ``model.py`` imports this module and ``manifests.py`` imports ``model``)."""
+
+    def problem(self, field: str, message: str) -> None: ...
+    def notice(self, field: str, message: str) -> None: ...
+    def string(self, d: dict[str, Any], path: str, key: str, required: bool = False,
+               default: str = "") -> str: ...
+    def boolean(self, d: dict[str, Any], path: str, key: str, default: bool = False
+                ) -> bool: ...
+    def choice(self, d: dict[str, Any], path: str, key: str, choices: Iterable[str],
+               default: str) -> str: ...
+    def known(self, d: dict[str, Any], path: str, allowed: Iterable[str]) -> None: ...
 
 
 @dataclass
