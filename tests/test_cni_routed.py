@@ -429,3 +429,15 @@ def test_examples_with_the_example_workloads(example: str,
     assert main(["show", "interfaces", *files]) == 0
     prefix = "node1/eni" if example == "aws-vpc" else "node1/azv"
     assert prefix in capsys.readouterr().out
+
+
+def test_pinned_pod_address_outside_the_node_network(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """A pod's pinned address must lie in the VPC subnet: a clear error naming it."""
+    text = cluster_text("aws-vpc").replace("podIP: 172.18.0.12}", "podIP: 10.244.1.2}")
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert main(["show", "pods", "-f", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "status.podIP" in err and "10.244.1.2 is outside the pod addresses of node2" in err
+    assert "secondary IPs of the ENIs in 172.18.0.0/24" in err

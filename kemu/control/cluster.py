@@ -283,8 +283,13 @@ class Cluster:
                 ips[key] = node.internal_ip
             elif d.ip is not None:
                 pool = self._pool_of(node, d.ip)
-                err = (f"{d.ip} is outside {node.name}'s pod CIDR {node.pod_cidr}"
-                       if pool is None else pool.claim(d.ip, f"{d.namespace}/Pod/{d.name}"))
+                own = self._pod_pools[node.name]  # (routed CNIs: the node network's)
+                if pool is not None:
+                    err = pool.claim(d.ip, f"{d.namespace}/Pod/{d.name}")
+                elif isinstance(own, ipam.NodeNetworkPodPool):
+                    err = f"{d.ip} is outside the pod addresses of {node.name}: {own.describe()}"
+                else:
+                    err = f"{d.ip} is outside {node.name}'s pod CIDR {node.pod_cidr}"
                 if err:
                     problem(d, "status.podIP", err, prefix=False)
                     continue
