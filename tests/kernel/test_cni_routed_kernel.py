@@ -10,13 +10,15 @@ static ARP entry for 169.254.1.1 in the pod and its ``ip rule ... to <pod> looku
 of the node network (the ENI holding the address: the VPC answers for it); the other nodes'
 pods as neighbours of eth0 at their node's MAC (kemu's static neighbours) or, for the
 overlay, each node's pod CIDR via that node; the egress SNAT (the AWS CNI's
-``AWS-SNAT-CHAIN-0``, ip-masq-agent's ``IP-MASQ-AGENT``) in iptables. The node network is a
+``AWS-SNAT-CHAIN-0``, ip-masq-agent's ``IP-MASQ-AGENT``) and kube-proxy's rules for the
+Services (``tests/kernel/netns.py``'s ``kube_proxy_rules``) in iptables. The node network is a
 bridge in its own namespace with the gateway (a sink) and an external host.
 
 The same frames are injected into kemu (both backends) and into the kernel; the frames of the
 flow under test seen at every pod eth0, host veth and node eth0 must be the same bytes, in
-the same order per interface and direction. Services are kube-proxy's iptables rules, the
-same code as flannel's mode, compared by tests/kernel/test_differential.py.
+the same order per interface and direction: pod to pod (same node, cross node), pod to a
+ClusterIP whose endpoint is on another node, a NodePort from outside, egress SNAT, proxy ARP
+(on eth0 for the node's pods, on Azure's host veths).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 import kemu
@@ -45,6 +47,7 @@ from .netns import (
     _open_tx_socket,
     _run,
     in_netns,
+    kube_proxy_rules,
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -157,6 +160,7 @@ class RoutedKernel:
                 x = int(t.ext_if[e])
                 self.sh(node, f"ip neigh replace {_ip(t.if_ip[x])} lladdr {_mac(t.if_mac[x])} "
                         "dev eth0 nud permanent")
+            self._kube_proxy(node)
             self._snat(node, _ip(t.node_ip[n]))
         for i in range(t.n_ifaces):
             if int(t.if_kind[i]) != C.IF_VETH_HOST:
@@ -220,6 +224,35 @@ class RoutedKernel:
                 if other != node:
                     self.sh(other, f"ip neigh replace {pod_ip} lladdr {owner_mac} dev eth0 "
                             "nud permanent")
+
+    def _kube_proxy(self, node: str) -> None:
+        """kube-proxy's iptables rules (the harness's ``kube_proxy_rules``, the shape kube-proxy
+        writes) for kemu's Services as compiled, the Cluster-policy ones without affinity (the
+        shape the harness writes); its cluster CIDR is kemu's (the VPC subnet, or the pod CIDR
+        of the overlay)."""
+        t = self.t
+        net, mask = (int(x) for x in t.cluster_cidr)
+        node_ports = {int(t.fe_sp[f]): int(t.fe_port[f]) for f in range(len(t.fe_ip))
+                      if int(t.fe_kind[f]) == C.FE_NODE_PORT}
+        services = []
+        for sp, name in enumerate(t.sp_name):
+            flags = int(t.sp_flags[sp])
+            if flags & (C.SP_AFFINITY | C.SP_ITP_LOCAL | C.SP_ETP_LOCAL | C.SP_HOST_PORT) or int(
+                    t.sp_proto[sp]) not in (C.PROTO_TCP, C.PROTO_UDP) or not int(t.sp_ip[sp]):
+                continue
+            start, count = int(t.sp_be_start[sp]), int(t.sp_be_count[sp])
+            services.append({
+                "key": name, "cluster_ip": _ip(t.sp_ip[sp]), "port": int(t.sp_port[sp]),
+                "protocol": "tcp" if int(t.sp_proto[sp]) == C.PROTO_TCP else "udp",
+                "node_port": node_ports.get(sp),
+                "endpoints": [{"ip": _ip(t.be_ip[b]), "port": int(t.be_port[b])}
+                              for b in range(start, start + count)]})
+        topo = {"cluster_cidr": str(ipaddress.IPv4Network((net, bin(mask).count("1")))),
+                "services": services, "ip_masq": False,
+                "nodes": [{"name": n, "ip": _ip(t.node_ip[i])}
+                          for i, n in enumerate(t.node_name)]}
+        _run(["ip", "netns", "exec", self.ns[node], "iptables-restore"],
+             input=kube_proxy_rules(topo, node))
 
     def _snat(self, node: str, node_ip: str) -> None:
         """The AWS CNI's SNAT chain (SNAT to the primary address), ip-masq-agent's (Azure)."""
@@ -412,3 +445,45 @@ def test_proxy_arp_on_the_host_veth(kernel: tuple[str, RoutedKernel, Path],
     else:
         assert not [b for v in emu.values() for _d, b in v if arp(2, "169.254.1.1")(b)]
 
+
+
+def test_pod_to_clusterip_on_another_node(kernel: tuple[str, RoutedKernel, Path],
+                                          backend: str) -> None:
+    """Pod a -> svc-c (its endpoint c on node2): DNAT on node1 (kube-proxy's rules), then
+    routed to node2 unencapsulated; the same frames at every interface."""
+    mode, k, path = kernel
+    frame = _frame(k, "default/a/eth0", IP(src=_pod_ip(mode, "10.244.0.2"), dst="10.96.0.22")
+                   / TCP(sport=41000, dport=80, flags="S", seq=1000))
+    keep = tcp_from(41000)
+    kern = k.run("default/a/eth0", frame)
+    got = [b for d, b in kern.get("default/c/eth0", []) if d == "in" and keep(b)]
+    assert got and socket.inet_ntoa(got[0][30:34]) == _pod_ip(mode, "10.244.1.2")
+    compare(kern, kemu_frames(path, backend, "default/a/eth0", frame), keep, set(k.caps))
+
+
+def test_nodeport_from_outside(kernel: tuple[str, RoutedKernel, Path], backend: str) -> None:
+    """ext/client -> node1:30081 (svc-np-c, endpoint c on node2): DNAT and masquerade to
+    node1's address, forwarded to node2 and c's veth."""
+    mode, k, path = kernel
+    t = k.t
+    x = int(t.ext_if[0])
+    frame = bytes(Ether(src=_mac(t.if_mac[x]), dst=_mac(t.if_mac[int(t.node_eth_if[0])]))
+                  / IP(src=_ip(t.if_ip[x]), dst=_ip(t.node_ip[0]))
+                  / TCP(sport=42000, dport=30081, flags="S", seq=7))
+    keep = tcp_from(42000)
+    kern = k.run("ext/client", frame)
+    got = [b for d, b in kern.get("default/c/eth0", []) if d == "in" and keep(b)]
+    assert got and socket.inet_ntoa(got[0][26:30]) == _ip(t.node_ip[0])
+    compare(kern, kemu_frames(path, backend, "ext/client", frame), keep, set(k.caps))
+
+
+def tcp_from(sport: int) -> Callable[[bytes], bool]:
+    """The forward direction of a TCP flow from ``sport`` (whatever NAT did to it)."""
+    def keep(b: bytes) -> bool:
+        if len(b) < 54 or b[12:14] != b"\x08\x00" or b[23] != 6:
+            return False
+        l4 = 14 + (b[14] & 0xF) * 4
+        return b[l4 + 13] & 0x12 == 0x02 and (  # a SYN, not a SYN-ACK
+            int.from_bytes(b[l4:l4 + 2], "big") == sport
+            or int.from_bytes(b[l4 + 2:l4 + 4], "big") in (80, 8080, 30081))
+    return keep
