@@ -261,7 +261,8 @@ def test_apply_and_delete(backend: str) -> None:
     assert reachable(c, "x/a", "x/b")
     with pytest.raises(KemuError, match="no NetworkPolicy x/nope"):
         c.delete("NetworkPolicy", "x/nope")
-    with pytest.raises(KemuError, match="only NetworkPolicy can be applied"):
+    with pytest.raises(KemuError,
+                       match="only NetworkPolicy and CiliumNetworkPolicy can be applied"):
         c.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}})
     with pytest.raises(KemuError, match="only NetworkPolicy"):
         c.delete("Service", "x/svc-b")

@@ -20,6 +20,12 @@ Compiled the way Cilium compiles it (networking.k8s.io/v1 semantics, SEMANTICS P
   addresses); CiliumNetworkPolicy's entities (``world``, ``cluster``, node addresses,
   ``all``) and CIDRs (never inside the cluster) become CIDR blocks with excepts over the
   cluster's ranges (``_entity_blocks``);
+- **L7 rules** (CiliumNetworkPolicy ``toPorts[].rules.http``, ``PolicyRule.http``) get
+  the last rule ids (``rule_l7_count`` of them), after every L3/L4 rule: the lowest rule
+  id allowing a connection is then an L3/L4 rule whenever one allows it, which is Cilium's
+  merge (an L4-only allow of the same port wildcards the L7 rules: every request passes,
+  https://docs.cilium.io/en/stable/security/policy/layer7/), and an L7 rule only when
+  nothing else allows: the datapath redirects that connection to the node's HTTP proxy;
 - **the policy map**: (2 * policy + direction - 1, remote identity or -1 = any peer,
   protocol or 0 = every protocol, port or ``PORT_ANY``) -> the lowest rule id, and per
   (policy, direction) the kinds of key it holds (``pd_keys``): a new connection costs the
@@ -248,63 +254,73 @@ def compile_policies(cluster: Cluster) -> dict[str, Any]:
 
     ri_r: list[np.ndarray] = []  # per slow rule, in rule order: (rule, identity) sorted
     ri_i: list[np.ndarray] = []
-    for pi, pol in enumerate(pols):
-        for dirn, ptype, attr in _DIRS:
-            if ptype not in pol.policy_types:
-                continue
-            pd = 2 * pi + dirn - 1
-            for ri_idx, rule in enumerate(getattr(pol, attr)):
-                r = len(rule_pol)
-                rule_pol.append(pi)
-                rule_dir.append(dirn)
-                rule_idx.append(ri_idx)
-                rule_any_peer.append(0 if rule.peers else 1)
-                p0 = len(ports)
-                for p in rule.ports:
-                    proto = C.PROTO_NUMBERS[p.protocol]
-                    if isinstance(p.port, str):
-                        ports.append((proto, 0, 0, names.setdefault(p.port, len(names))))
-                    elif p.port is None:
-                        ports.append((proto, 0, 65535, -1))
-                    else:
-                        ports.append((proto, p.port, p.end_port or p.port, -1))
-                rule_port.append((p0, len(ports) - p0))
-                c0 = len(cidrs)
-                idents: set[int] = set()
-                for peer in rule.peers:
-                    if peer.entity is not None:
-                        for net, exc in _entity_blocks(peer, ranges(), node_ips):
+    l7_first = 0
+    for l7_pass in (False, True):  # L3/L4 rules first, then the L7 ones (module docstring)
+        for pi, pol in enumerate(pols):
+            for dirn, ptype, attr in _DIRS:
+                if ptype not in pol.policy_types:
+                    continue
+                pd = 2 * pi + dirn - 1
+                for ri_idx, rule in enumerate(getattr(pol, attr)):
+                    if (rule.http is not None) != l7_pass:
+                        continue
+                    r = len(rule_pol)
+                    rule_pol.append(pi)
+                    rule_dir.append(dirn)
+                    rule_idx.append(ri_idx)
+                    rule_any_peer.append(0 if rule.peers else 1)
+                    p0 = len(ports)
+                    for p in rule.ports:
+                        proto = C.PROTO_NUMBERS[p.protocol]
+                        if isinstance(p.port, str):
+                            ports.append((proto, 0, 0, names.setdefault(p.port, len(names))))
+                        elif p.port is None:
+                            ports.append((proto, 0, 65535, -1))
+                        else:
+                            ports.append((proto, p.port, p.end_port or p.port, -1))
+                    rule_port.append((p0, len(ports) - p0))
+                    c0 = len(cidrs)
+                    idents: set[int] = set()
+                    for peer in rule.peers:
+                        if peer.entity is not None:
+                            for net, exc in _entity_blocks(peer, ranges(), node_ips):
+                                e0 = len(excs)
+                                excs.extend((int(x.network_address), int(x.netmask))
+                                            for x in exc)
+                                cidrs.append((int(net.network_address), int(net.netmask), e0,
+                                              len(excs) - e0))
+                        elif peer.ip_block is not None:
                             e0 = len(excs)
-                            excs.extend((int(x.network_address), int(x.netmask)) for x in exc)
-                            cidrs.append((int(net.network_address), int(net.netmask), e0,
+                            for ex in peer.ip_block.except_:
+                                excs.append((int(ex.network_address), int(ex.netmask)))
+                            b = peer.ip_block.cidr
+                            cidrs.append((int(b.network_address), int(b.netmask), e0,
                                           len(excs) - e0))
-                    elif peer.ip_block is not None:
-                        e0 = len(excs)
-                        for ex in peer.ip_block.except_:
-                            excs.append((int(ex.network_address), int(ex.netmask)))
-                        b = peer.ip_block.cidr
-                        cidrs.append((int(b.network_address), int(b.netmask), e0,
-                                      len(excs) - e0))
-                    else:
-                        idents.update(ids.peer(pol, peer.pod_selector, peer.namespace_selector))
-                rule_cidr.append((c0, len(cidrs) - c0))
-                simple = _simple_ports(rule)
-                if simple:
-                    keys = ([(0, PORT_ANY)] if not rule.ports else
-                            [(C.PROTO_NUMBERS[p.protocol],
-                              PORT_ANY if p.port is None else int(p.port)) for p in rule.ports])
-                    peers = [-1] if not rule.peers else sorted(idents)
-                    for peer_id in peers:
+                        else:
+                            idents.update(ids.peer(pol, peer.pod_selector,
+                                                   peer.namespace_selector))
+                    rule_cidr.append((c0, len(cidrs) - c0))
+                    # (L7 rules are judged rule by rule: the proxy needs every one allowing)
+                    simple = _simple_ports(rule) and rule.http is None
+                    if simple:
+                        keys = ([(0, PORT_ANY)] if not rule.ports else
+                                [(C.PROTO_NUMBERS[p.protocol],
+                                  PORT_ANY if p.port is None else int(p.port))
+                                 for p in rule.ports])
+                        peers = [-1] if not rule.peers else sorted(idents)
+                        for peer_id in peers:
+                            for proto, port in keys:
+                                pmap.setdefault((pd, peer_id, proto, port), r)
                         for proto, port in keys:
-                            pmap.setdefault((pd, peer_id, proto, port), r)
-                    for proto, port in keys:
-                        if peers:
-                            pd_keys[pd] |= _key_bit(peers == [-1], proto, port)
-                if not simple or len(cidrs) > c0:
-                    slow.setdefault(pd, []).append(r)
-                    if idents:
-                        ri_i.append(np.array(sorted(idents), dtype=np.int32))
-                        ri_r.append(np.full(len(idents), r, dtype=np.int32))
+                            if peers:
+                                pd_keys[pd] |= _key_bit(peers == [-1], proto, port)
+                    if not simple or len(cidrs) > c0:
+                        slow.setdefault(pd, []).append(r)
+                        if idents:
+                            ri_i.append(np.array(sorted(idents), dtype=np.int32))
+                            ri_r.append(np.full(len(idents), r, dtype=np.int32))
+        if not l7_pass:
+            l7_first = len(rule_pol)
     # named ports the policies name, per pod (P-7)
     np_rows: list[tuple[int, int, int, int]] = []
     if names:
@@ -331,11 +347,11 @@ def compile_policies(cluster: Cluster) -> dict[str, Any]:
         return col([x[k] for x in rows], dtype=np.int32)
 
     return dict(
-        pol_name=tuple(p.key for p in pols),
+        pol_name=tuple(p.key for p in pols), pol_kind=tuple(p.kind for p in pols),
         pol_icmp_allow=cluster.config.policy_icmp == "allow",
         rule_pol=col(rule_pol, dtype=np.int32),
         rule_dir=col(rule_dir, dtype=np.int8),
-        rule_idx=col(rule_idx, dtype=np.int32),
+        rule_idx=col(rule_idx, dtype=np.int32), rule_l7_count=len(rule_pol) - l7_first,
         sel_start=sel_start, sel_count=sel_count, sel_pol=col(sel_pol, dtype=np.int32),
         ident_name=ids.names, pod_ident=ids.pod_ident,
         pm_pd=km[:, 0].astype(np.int32), pm_peer=km[:, 1].astype(np.int32),

@@ -1,4 +1,5 @@
-"""``cilium.io/v2 CiliumNetworkPolicy`` (L3/L4) read into kemu's NetworkPolicy model.
+"""``cilium.io/v2 CiliumNetworkPolicy`` (L3/L4 and L7 HTTP) read into kemu's NetworkPolicy
+model.
 
 A CiliumNetworkPolicy (namespaced) becomes one ``NetworkPolicy`` (``kind``
 ``CiliumNetworkPolicy``) that the policy compiler and both datapaths enforce like any other:
@@ -19,7 +20,12 @@ A CiliumNetworkPolicy (namespaced) becomes one ``NetworkPolicy`` (``kind``
   outside the cluster, ``cluster``: pods and nodes, ``host``, ``remote-node``, ``all``).
   A rule without an L3 part but with ``toPorts`` allows every peer on those ports;
 - ``toPorts[].ports[]``: ``port`` (a string: number, ``0`` = every port, or a port name),
-  ``protocol`` TCP/UDP/SCTP/ANY (default ANY = TCP, UDP and SCTP), ``endPort``.
+  ``protocol`` TCP/UDP/SCTP/ANY (default ANY = TCP, UDP and SCTP), ``endPort``;
+- ``toPorts[].rules.http[]`` (L7, ingress): the entry becomes a rule of its own (the same
+  peers, its ports: TCP, single ports, a number or a name) carrying ``PolicyRule.http``
+  (``HttpRule``: ``method``, ``path``, ``host`` regular expressions, ``headers`` and
+  ``headerMatches`` name/value pairs, ``_http_rules``); the compiler and the datapath
+  redirect what only such rules allow to the node's HTTP proxy (``kemu.dataplane.l7``).
 
 Entities and where kemu models less (a notice names the field):
 
@@ -30,7 +36,9 @@ Entities and where kemu models less (a notice names the field):
   identity, not per node, so it cannot tell the local node from the others on egress.
 
 Refused with an error naming the field: ``ingressDeny``/``egressDeny`` (deny rules: kemu's
-policy model only allows), ``enableDefaultDeny`` false, L7 ``toPorts[].rules``, ``icmps``,
+policy model only allows), ``enableDefaultDeny`` false, L7 rules other than HTTP
+(``rules.kafka``, ``.dns``, ``.l7proto``, ``.l7``), HTTP rules on egress, on UDP/SCTP, on
+port ranges or every port, ``headerMatches[].mismatch``/``.secret``, ``icmps``,
 ``fromRequires``/``toRequires``, ``fromNodes``/``toNodes``, ``fromGroups``/``toGroups``,
 ``toFQDNs``, ``toServices``, ``authentication``, ``nodeSelector`` (host policies), ``specs``,
 ``reserved:`` labels (use the entities), and entities kemu does not model.
@@ -39,10 +47,12 @@ policy model only allows), ``enableDefaultDeny`` false, L7 ``toPorts[].rules``, 
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 from kemu.control.manifests import Fields, join, port_name_error, type_name
 from kemu.control.model import (
+    HttpRule,
     IPBlock,
     LabelSelector,
     NetworkPolicy,
@@ -114,15 +124,20 @@ def parse_cilium_policy(f: Fields, obj: dict[str, Any], namespace: str,
         if rules or explicit is True:
             pol.policy_types.append(ptype)
         for rpath, r in rules:
-            rule = _rule(f, r, rpath, peer_word, direction)
-            if rule is not None:
-                getattr(pol, direction).append(rule)
+            getattr(pol, direction).extend(_rule(f, r, rpath, peer_word, direction))
     return pol
 
 
 def _rule(f: Fields, r: dict[str, Any], path: str, word: str,
-          direction: str) -> PolicyRule | None:
-    """One ingress/egress rule; None when it allows nothing (the empty rule ``{}``)."""
+          direction: str) -> list[PolicyRule]:
+    """One ingress/egress rule as kemu's rules: its L3/L4 part, and one rule more per
+    ``toPorts`` entry with L7 ``rules`` (same peers, those ports, ``PolicyRule.http``);
+    none when it allows nothing (the empty rule ``{}``)."""
+    return _rule_l4(f, r, path, word, direction) or []
+
+
+def _rule_l4(f: Fields, r: dict[str, Any], path: str, word: str,
+             direction: str) -> list[PolicyRule] | None:
     l3 = {k: f"{word}{k}" for k in ("Endpoints", "CIDR", "CIDRSet", "Entities")}
     refused = [f"{word}{k}" for k in _RULE_UNMODELLED]
     refused += ["toFQDNs", "toServices"] if word == "to" else []
@@ -136,12 +151,25 @@ def _rule(f: Fields, r: dict[str, Any], path: str, word: str,
                   "refuses it too: use two rules)")
         return None
     rule = PolicyRule()
+    l7: list[PolicyRule] = []
     for ppath, p in f.mappings(r, path, "toPorts"):
-        rule.ports.extend(_port_rule(f, p, ppath))
-    if "toPorts" in r and not rule.ports:
+        ports, http = _port_rule(f, p, ppath, direction)
+        if http is None:
+            rule.ports.extend(ports)
+        elif ports:
+            l7.append(PolicyRule(ports=ports, http=http))
+    if "toPorts" in r and not rule.ports and not l7:
         return None  # every toPorts entry refused: allow nothing rather than everything
+
+    def done() -> list[PolicyRule] | None:
+        """The L3/L4 rule (unless every toPorts entry had L7 rules) and the L7 ones, with
+        its peers."""
+        for x in l7:
+            x.peers = list(rule.peers)
+        return ([rule] if rule.ports or "toPorts" not in r else []) + l7
+
     if not given:
-        return rule if "toPorts" in r else None
+        return done() if "toPorts" in r else None
     key = given[0]
     where = join(path, key)
     if key == l3["Endpoints"]:
@@ -197,19 +225,104 @@ def _rule(f: Fields, r: dict[str, Any], path: str, word: str,
                 rule.peers.append(PolicyPeer(entity=entity))
     if not rule.peers:
         return None  # an L3 part that matches nothing kemu needs to add
-    return rule
+    return done()
 
 
-def _port_rule(f: Fields, p: dict[str, Any], path: str) -> list[PolicyPort]:
+def _http_rules(f: Fields, p: dict[str, Any], path: str,
+                direction: str) -> list[HttpRule] | None:
+    """``toPorts[].rules``: its ``http`` list (None when refused: the problem names the
+    field). Cilium's ``PortRuleHTTP`` (https://docs.cilium.io/en/stable/security/policy/
+    layer7/, ``pkg/policy/api/http.go``): ``method``, ``path``, ``host`` are extended regular
+    expressions matched against the whole method, path (``:path``, the query included) and
+    ``Host``; ``headers`` entries ``Name`` (present) or ``Name: value`` (exactly that
+    value); ``headerMatches`` ``{name, value}`` the same (``mismatch`` actions and
+    ``secret`` values are refused). Other L7 protocols are refused."""
+    rpath = join(path, "rules")
+    rules = f.mapping(p, path, "rules")
+    f.known(rules, rpath, ("http", "kafka", "dns", "l7proto", "l7"))
+    refused = False
+    for k in ("kafka", "dns", "l7proto", "l7"):
+        if k in rules:
+            f.problem(join(rpath, k), "is not modelled (kemu's L7 proxy takes HTTP rules "
+                      "only; refusing rather than allowing every request)")
+            refused = True
+    if "http" not in rules:
+        if not refused:
+            f.problem(join(rpath, "http"), "required field is missing (kemu models HTTP "
+                      "rules)")
+        return None
+    if direction == "egress":
+        f.problem(join(rpath, "http"), "L7 rules on egress are not modelled (kemu's HTTP "
+                  "proxy judges ingress only; refusing rather than allowing every request)")
+        return None
+    out: list[HttpRule] = []
+    ok = not refused
+    for hpath, h in f.mappings(rules, rpath, "http"):
+        f.known(h, hpath, ("method", "path", "host", "headers", "headerMatches"))
+        regex: dict[str, str | None] = {}
+        for key in ("method", "path", "host"):
+            v = h.get(key)
+            if v is None or v == "":
+                regex[key] = None
+                continue
+            if not isinstance(v, str):
+                f.problem(join(hpath, key), f"expected a string, got {type_name(v)}")
+                ok = False
+                continue
+            try:
+                re.compile(v)
+            except re.error as e:
+                f.problem(join(hpath, key), f"{v!r} is not a regular expression: {e}")
+                ok = False
+                continue
+            regex[key] = v
+        headers: list[tuple[str, str | None]] = []
+        for i, v in enumerate(f.seq(h, hpath, "headers")):
+            if not isinstance(v, str) or not v.strip():
+                f.problem(f"{hpath}.headers[{i}]", "expected 'Name' or 'Name: value'")
+                ok = False
+                continue
+            name, sep, value = v.partition(":")
+            headers.append((name.strip().lower(), value.strip() if sep else None))
+        for mpath, m in f.mappings(h, hpath, "headerMatches"):
+            f.known(m, mpath, ("name", "value", "mismatch", "secret"))
+            for k in ("mismatch", "secret"):
+                if k in m:
+                    f.problem(join(mpath, k), "is not modelled (kemu matches name and value)")
+                    ok = False
+            name = f.string(m, mpath, "name", required=True)
+            if name:
+                value = m.get("value")
+                headers.append((name.lower(), None if value is None else str(value)))
+        out.append(HttpRule(regex.get("method"), regex.get("path"), regex.get("host"),
+                            tuple(headers)))
+    if ok and not out:  # ``http: []``: redirected, every request allowed (Cilium's docs)
+        out.append(HttpRule())
+    return out if ok else None
+
+
+def _port_rule(f: Fields, p: dict[str, Any], path: str,
+               direction: str) -> tuple[list[PolicyPort], list[HttpRule] | None]:
+    """A ``toPorts`` entry: its ports and its HTTP rules (None: an L4 entry)."""
     f.known(p, path, ("ports", "rules", "listener", "originatingTLS", "terminatingTLS",
                       "serverNames"))
     for k in ("listener", "originatingTLS", "terminatingTLS", "serverNames"):
         if k in p:
             f.problem(join(path, k), "is not modelled")
+    http: list[HttpRule] | None = None
     if "rules" in p:
-        f.problem(join(path, "rules"), "L7 rules are not modelled (kemu enforces L3/L4 only; "
-                  "refusing rather than allowing every request)")
-        return []
+        http = _http_rules(f, p, path, direction)
+        if http is None:
+            return [], []  # refused: allow nothing rather than every request
+        if not p.get("ports"):
+            f.problem(join(path, "ports"), "L7 rules need ports (Cilium redirects the "
+                      "listed TCP ports to its proxy)")
+            return [], []
+    ports = _ports(f, p, path, http is not None)
+    return ports, http
+
+
+def _ports(f: Fields, p: dict[str, Any], path: str, l7: bool) -> list[PolicyPort]:
     out: list[PolicyPort] = []
     for ppath, q in f.mappings(p, path, "ports"):
         f.known(q, ppath, ("port", "protocol", "endPort"))
@@ -218,6 +331,15 @@ def _port_rule(f: Fields, p: dict[str, Any], path: str) -> list[PolicyPort]:
             f.problem(join(ppath, "protocol"), f"'{proto}' is not one of "
                       f"{', '.join(_PORT_PROTOCOLS)}")
             continue
+        if l7 and proto not in ("TCP", "ANY"):
+            f.problem(join(ppath, "protocol"), f"'{proto}': HTTP rules apply to TCP ports")
+            continue
+        if l7:
+            proto = "TCP"  # HTTP rides TCP: ANY redirects the TCP port
+            if "endPort" in q or q.get("port") in (None, "0"):
+                f.problem(join(ppath, "endPort" if "endPort" in q else "port"),
+                          "L7 rules need single ports (not a range or every port)")
+                continue
         raw = q.get("port")
         port: int | str | None = None
         if raw is not None and not isinstance(raw, str):

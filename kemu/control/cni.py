@@ -20,11 +20,11 @@ flannel's backend stays where it always was, ``spec.mode`` (``host-gw`` or ``vxl
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any
 
-CniName = Literal["flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure"]
+from kemu.control.manifests import Fields
+from kemu.control.model import CniConfig
+
 NAMES: tuple[str, ...] = ("flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure")
 
 # the modes this build of kemu emulates (a mode is added here when its datapath is built)
@@ -81,35 +81,6 @@ ENI_LIMITS: dict[str, tuple[int, int]] = {
 }
 
 
-class Fields(Protocol):
-    """What ``parse_cni`` reads the document with: ``kemu.control.manifests.Fields`` (named
-    by its shape: ``model.py`` imports this module and ``manifests.py`` imports ``model``)."""
-
-    def problem(self, field: str, message: str) -> None: ...
-    def notice(self, field: str, message: str) -> None: ...
-    def string(self, d: dict[str, Any], path: str, key: str, required: bool = False,
-               default: str = "") -> str: ...
-    def boolean(self, d: dict[str, Any], path: str, key: str, default: bool = False
-                ) -> bool: ...
-    def choice(self, d: dict[str, Any], path: str, key: str, choices: Iterable[str],
-               default: str) -> str: ...
-    def known(self, d: dict[str, Any], path: str, allowed: Iterable[str]) -> None: ...
-
-
-@dataclass
-class CniConfig:
-    """``spec.cni``: the mode's name and its options (every option of the mode, defaulted)."""
-
-    name: CniName = "flannel"
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def get(self, option: str) -> Any:
-        """An option of this mode (its default when the document did not give it)."""
-        if option in self.options:
-            return self.options[option]
-        return OPTIONS[self.name][option][1]
-
-
 def parse_cni(f: Fields, spec: dict[str, Any]) -> CniConfig:
     """``spec.cni`` -> ``CniConfig``; wrong names, options and values become problems."""
     raw = spec.get("cni")
@@ -134,7 +105,7 @@ def parse_cni(f: Fields, spec: dict[str, Any]) -> CniConfig:
         return CniConfig()
     schema = OPTIONS[name]
     f.known(body, "spec.cni", ("name", *schema))
-    cni = CniConfig(name=name)  # type: ignore[arg-type]
+    cni = CniConfig(name=name, options={k: d for k, (_, d) in schema.items()})  # type: ignore[arg-type]
     for key, (allowed, default) in schema.items():
         if key not in body:
             continue

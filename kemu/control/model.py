@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal
-
-from kemu.control.cni import CniConfig
+from typing import Any, Literal
 
 IPv4Address = ipaddress.IPv4Address
 IPv4Network = ipaddress.IPv4Network
@@ -36,6 +34,22 @@ class DnsConfig:
     nameservers: list[str] = field(default_factory=list)
     searches: list[str] = field(default_factory=list)
     options: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+CniName = Literal["flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure"]
+
+
+@dataclass
+class CniConfig:
+    """``spec.cni`` (``kemu.control.cni``): the CNI's name and every option of its mode, the
+    document's values over the mode's defaults."""
+
+    name: CniName = "flannel"
+    options: dict[str, Any] = field(default_factory=lambda: {"backend": None})
+
+    def get(self, option: str) -> Any:
+        """An option of this mode (``KeyError``: not an option of the mode)."""
+        return self.options[option]
 
 
 @dataclass
@@ -350,10 +364,25 @@ class PolicyPort:
     end_port: int | None = None
 
 
+@dataclass(frozen=True)
+class HttpRule:
+    """One CiliumNetworkPolicy ``toPorts[].rules.http[]`` entry (kemu.control.cilium):
+    ``method``/``path``/``host`` anchored regular expressions (None: any), ``headers``
+    (name, value or None: present) all required."""
+
+    method: str | None = None
+    path: str | None = None
+    host: str | None = None
+    headers: tuple[tuple[str, str | None], ...] = ()
+
+
 @dataclass
 class PolicyRule:
     peers: list[PolicyPeer] = field(default_factory=list)  # empty: all peers (P-4)
     ports: list[PolicyPort] = field(default_factory=list)  # empty: all ports
+    # Cilium L7 (kemu.control.cilium): None: an L3/L4 rule; a list: the connection is
+    # redirected to the node's HTTP proxy, which allows a request one of them matches
+    http: list[HttpRule] | None = None
 
 
 @dataclass

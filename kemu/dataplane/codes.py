@@ -139,6 +139,14 @@ EV_AT_GATEWAY = 22
 # pod is not isolated in that direction) or -1 (EV_POLICY_DENY: no rule allows)
 EV_POLICY_ALLOW = 23
 EV_POLICY_DENY = 24
+# Cilium L7 (HTTP) rules: a new connection only L7 rules allow is redirected to the HTTP proxy
+# of the destination pod's node (recorded after its EV_POLICY_ALLOW): a=pod, b=destination
+# port, c=rule id (the lowest L7 rule allowing it)
+EV_L7_REDIRECT = 25
+# Set by the engine, not by the datapath: the proxy's verdict on one HTTP request, at the
+# node-side hop of the answer that carries its response (the pod's, or the proxy's 403):
+# a=pod, b=record id (``kemu.dataplane.l7.record``), c=response status
+EV_L7_HTTP = 26
 # IPv4 fragmentation (L2-2, CT-1): ip_fragment cut the packet (a=fragments, b=MTU used,
 # c=node); nf_defrag_ipv4 reassembled it (a=fragments, b=IP length of the whole, c=node)
 EV_FRAGMENT = 30

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 
 from kemu.dataplane import codes as C
+from kemu.dataplane import l7
 from kemu.dataplane.tables import Tables
 
 
@@ -135,7 +136,20 @@ def event_text(t: Tables, kind: int, a: int, b: int, c: int) -> str:
         return f"conntrack defrag: {a} fragments reassembled, {b} bytes"
     if kind in (C.EV_POLICY_ALLOW, C.EV_POLICY_DENY):
         return policy_text(t, kind, a, b, c)
+    if kind == C.EV_L7_REDIRECT:
+        return l7_redirect_text(t, a, b, c)
+    if kind == C.EV_L7_HTTP:
+        rec = l7.get(b)
+        return rec.text() if rec is not None else f"L7 proxy: request {b} ({c})"
     return f"event {kind}"
+
+
+def l7_redirect_text(t: Tables, pod: int, port: int, rule: int) -> str:
+    """``redirect to the L7 proxy: shop/web-0 port 80/TCP has HTTP rules (shop/cnp-web
+    ingress rule 0)`` (``EV_L7_REDIRECT``)."""
+    idx = int(t.rule_idx[rule]) if 0 <= rule < len(t.rule_idx) else -1
+    return (f"redirect to the L7 proxy: {pod_name(t, pod)} port {port}/TCP has HTTP rules "
+            f"({policy_name(t, rule_policy(t, rule))} ingress rule {idx})")
 
 
 AT_GATEWAY = "entered at the gateway: source unknown to the cluster"

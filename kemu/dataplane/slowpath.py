@@ -23,7 +23,9 @@ not take chunked bodies answer). Answers go out in segments of at most the peer'
 SYN's option; 536 without one, RFC 9293), PSH on the last. An in-order FIN is answered with
 FIN-ACK (the application closes its end at once) and the last ACK forgets the connection.
 A segment of a connection the stack does not know (its SYN was not seen) is ignored, where
-Linux would answer a RST after its SYN-cookie check fails.
+Linux would answer a RST after its SYN-cookie check fails. A connection Cilium redirects to
+its L7 proxy has ``TcpStream.proxy`` set (``kemu.dataplane.l7``): the proxy takes the
+requests from the stream and hands the pod's application only those it allows.
 
 What a pod listens on is the control plane's
 decision (``kemu.control.listen``). Everything is built from bytes; no Scapy. Answers are
@@ -174,6 +176,9 @@ class TcpStream:
     fin_received: bool = False
     fin_sent: bool = False
     close_after: bool = False  # the application closes once it has answered
+    # an L7 proxy in front of the application (``kemu.dataplane.l7.HttpProxy``: a connection
+    # Cilium redirects): called with the stream and the application, it returns the answer
+    proxy: Callable[[TcpStream, Callable[[TcpStream], bytes]], bytes] | None = None
 
     def accept(self, seq: int, payload: bytes) -> None:
         """Take a segment's payload at ``seq``: in order (or overlapping what is known) it is
@@ -476,7 +481,8 @@ class HostStack:
             stream.rcv_nxt = (stream.rcv_nxt + 1) & SEQ
         out_data = b""
         if stream.rcv_nxt != before and not stream.fin_sent:
-            out_data = self.application(stream.local[1])(stream)
+            app = self.application(stream.local[1])
+            out_data = app(stream) if stream.proxy is None else stream.proxy(stream, app)
         close = (fin or stream.close_after) and not stream.fin_sent
         segments = []
         if payload or flags & TCP_FIN or out_data or close:

@@ -133,10 +133,14 @@ class Tables:
     # Policies by index (``ns/name``, sorted); rule ids over every effective rule, policy by
     # policy, ingress rules then egress rules
     pol_name: tuple[str, ...] = ()
+    pol_kind: tuple[str, ...] = ()  # NetworkPolicy or CiliumNetworkPolicy, per policy
     pol_icmp_allow: bool = False  # spec.networkPolicy.icmp: allow (P-8)
     rule_pol: np.ndarray = field(default_factory=_i32)   # int32, the rule's policy
     rule_dir: np.ndarray = field(default_factory=_i8)    # int8, codes.POL_INGRESS/POL_EGRESS
     rule_idx: np.ndarray = field(default_factory=_i32)   # int32, index in its policy's list
+    # the last rule_l7_count rule ids are Cilium L7 (HTTP) rules, policy by policy after every
+    # L3/L4 rule: a connection only they allow is redirected to the node's proxy
+    rule_l7_count: int = 0
     # policies selecting pod p with a policy type: sel_pol[sel_start[k] : +sel_count[k]],
     # k = 2 * p + dir - 1, in ascending order; count 0: p is not isolated that way (P-1);
     # pods of one identity share one range

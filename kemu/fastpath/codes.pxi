@@ -72,6 +72,7 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     EV_NODE_INPUT = 21
     EV_POLICY_ALLOW = 23
     EV_POLICY_DENY = 24
+    EV_L7_REDIRECT = 25
     EV_FRAGMENT = 30
     EV_DEFRAG = 31
     POL_INGRESS = 1
@@ -175,6 +176,7 @@ _CODES = (
     ('EV_NODE_INPUT', EV_NODE_INPUT, _C),
     ('EV_POLICY_ALLOW', EV_POLICY_ALLOW, _C),
     ('EV_POLICY_DENY', EV_POLICY_DENY, _C),
+    ('EV_L7_REDIRECT', EV_L7_REDIRECT, _C),
     ('EV_FRAGMENT', EV_FRAGMENT, _C),
     ('EV_DEFRAG', EV_DEFRAG, _C),
     ('POL_INGRESS', POL_INGRESS, _C),

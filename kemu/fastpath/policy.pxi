@@ -1,6 +1,7 @@
 # policy.pxi: NetworkPolicy at filter FORWARD/OUTPUT for a NEW connection (``policy_check``, rare
 # work through the ``cold`` table): egress of a source pod on its node, ingress of a destination
-# pod on its node, each only when the pod is isolated that way (P-1, P-2); a pod to itself and a
+# pod on its node, each only when the pod is isolated that way (P-1, P-2), EV_L7_REDIRECT after
+# the ALLOW when only Cilium L7 rules allow (rule ids >= ``l7_first``); a pod to itself and a
 # node to its own pods pass (P-9); the verdict is the lowest rule id allowing, from the policy
 # map (per selecting policy, a lookup for each kind of key it holds: ``pd_keys``) and the rules
 # with port ranges, named ports or ipBlock peers (rule by rule). ``PolC`` (``state.pxi``) holds
@@ -104,8 +105,9 @@ cdef int pol_verdict(const PolC* P, int pod, int dirn, uint32_t rip, int rpod, i
             if (best < 0 or r < best) and pol_rule_allows(P, r, ident, rip, proto, port,
                                                          named_pod):
                 best = r
-        if best >= 0:
+        if 0 <= best < P.l7_first:
             break  # sel_pol ascends and rule ids go policy by policy: no lower id follows
+            # (an L7 rule's may still lose to a later policy's L3/L4 rule)
     return best
 
 
@@ -123,6 +125,8 @@ cdef bint pol_judge(DP* dp, Item* it, int pod, int dirn, uint32_t rip, int rpod,
         ev(dp, it, EV_POLICY_DENY, pod, dirn, -1)
         return False
     ev(dp, it, EV_POLICY_ALLOW, pod, dirn, r)
+    if r >= P.l7_first:  # only L7 rules allow it: to the node's HTTP proxy
+        ev(dp, it, EV_L7_REDIRECT, pod, port, r)
     return True
 
 
@@ -191,6 +195,8 @@ def pol_prepare(t):
     bad = _pol_bad
     if n_pol == 0:
         return None
+    if not 0 <= int(t.rule_l7_count) <= n_rule:
+        bad("rule_l7_count is not 0..rules")
     sel_start, sel_count, sel_pol = _i32(t.sel_start), _i32(t.sel_count), _i32(t.sel_pol)
     if len(sel_start) != 2 * n_pods or len(sel_count) != 2 * n_pods:
         bad("sel_start/sel_count are not 2 per pod")
@@ -315,5 +321,6 @@ cdef int pol_commit(DP* dp, object prep, object t, list keep) except -1:
     P.ex_net = <uint32_t*>cnp.PyArray_DATA(ex_net)
     P.ex_mask = <uint32_t*>cnp.PyArray_DATA(ex_mask)
     P.icmp_allow = icmp_allow
+    P.l7_first = len(t.rule_pol) - int(t.rule_l7_count)
     P.n = n_pol
     return 0

@@ -122,6 +122,7 @@ cdef enum:
 ctypedef struct PolC:            # NetworkPolicy's loaded tables (policy.pxi)
     int32_t n                    # policies; 0: no policy, one test per new flow
     bint icmp_allow              # spec.networkPolicy.icmp: allow (P-8)
+    int32_t l7_first             # rule ids from here on are L7 rules (Tables.rule_l7_count)
     HTab pm                      # (pd, (peer + 1) << 32 | proto << 17 | port) -> rule
     HTab ri                      # (rule, identity) of the slow rules' selector peers
     HTab named                   # (pod, proto << 32 | name) -> port (P-7)

@@ -253,8 +253,9 @@ class EmulatedCluster:
 
     # ------------------------------------------------------------ NetworkPolicy (#17)
     def apply(self, *sources: str | os.PathLike | dict | list) -> list[str]:
-        """Add or replace NetworkPolicy objects (paths, dicts, lists of dicts, or YAML text:
-        a string with a newline) in the running cluster; returns their ``ns/name``.
+        """Add or replace NetworkPolicy and CiliumNetworkPolicy objects (paths, dicts, lists
+        of dicts, or YAML text: a string with a newline) in the running cluster; returns
+        their ``ns/name``.
 
         The tables are recompiled and swapped at the next batch boundary; conntrack stays,
         so established connections keep flowing whatever the new policies say (as the
@@ -278,36 +279,41 @@ class EmulatedCluster:
             raise ManifestError(problems)
         for doc in docs:
             kind = doc.obj.get("kind") if isinstance(doc.obj, dict) else None
-            if kind != "NetworkPolicy":
+            if kind not in ("NetworkPolicy", "CiliumNetworkPolicy"):
                 name = (doc.obj.get("metadata") or {}).get("name", "") \
                     if isinstance(doc.obj, dict) else ""
-                raise KemuError(f"{doc.source}: {kind}/{name}: only NetworkPolicy can be "
-                                "applied to a running cluster")
+                raise KemuError(f"{doc.source}: {kind}/{name}: only NetworkPolicy and "
+                                "CiliumNetworkPolicy can be applied to a running cluster")
         parsed = loader.parse(docs, problems)
         if problems:
             raise ManifestError(problems)
         model = self.model
-        new = {p.key: p for p in parsed.policies}
-        model.policies = sorted([p for p in model.policies if p.key not in new]
+        new = {(p.kind, p.key): p for p in parsed.policies}
+        model.policies = sorted([p for p in model.policies if (p.kind, p.key) not in new]
                                 + list(new.values()), key=lambda p: p.key)
         for pol in new.values():
             if pol.namespace not in model.namespaces:
                 model._ensure_namespace(pol.namespace)
         model.version += 1
-        return sorted(new)
+        return sorted(p.key for p in new.values())
 
     def delete(self, kind: str, name: str) -> None:
-        """Remove one NetworkPolicy (``delete("NetworkPolicy", "ns/name")``; a name without
-        a namespace is in ``default``); recompiled at the next batch, conntrack kept (as
+        """Remove one NetworkPolicy or CiliumNetworkPolicy (``delete("NetworkPolicy",
+        "ns/name")``, ``delete("CiliumNetworkPolicy", "ns/name")``; a name without a
+        namespace is in ``default``); recompiled at the next batch, conntrack kept (as
         ``apply``). ``KemuError`` for another kind or a policy that does not exist."""
-        if kind.lower() not in ("networkpolicy", "networkpolicies", "netpol"):
-            raise KemuError(f"only NetworkPolicy can be deleted from a running cluster, "
-                            f"not {kind}")
+        kinds = {"networkpolicy": "NetworkPolicy", "networkpolicies": "NetworkPolicy",
+                 "netpol": "NetworkPolicy", "ciliumnetworkpolicy": "CiliumNetworkPolicy",
+                 "ciliumnetworkpolicies": "CiliumNetworkPolicy", "cnp": "CiliumNetworkPolicy"}
+        want = kinds.get(kind.lower())
+        if want is None:
+            raise KemuError(f"only NetworkPolicy and CiliumNetworkPolicy can be deleted from "
+                            f"a running cluster, not {kind}")
         key = name if "/" in name else f"default/{name}"
         model = self.model
-        kept = [p for p in model.policies if p.key != key]
+        kept = [p for p in model.policies if p.key != key or p.kind != want]
         if len(kept) == len(model.policies):
-            raise KemuError(f"no NetworkPolicy {key} "
+            raise KemuError(f"no {want} {key} "
                             f"(have: {', '.join(p.key for p in model.policies) or 'none'})")
         model.policies = kept
         model.version += 1

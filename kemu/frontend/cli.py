@@ -58,9 +58,10 @@ COMMANDS: list[str] = [
     "kemu.frontend.wireshark_cmd:WIRESHARK_PROFILE",
     "kemu.frontend.policy_cmd:POLICY",
     "kemu.frontend.topology_cmd:TOPOLOGY",
+    "kemu.frontend.tour_cmd:TOUR",
 ]
 NAMES = ("validate", "show", "replay", "trace", "dig", "bench", "wireshark-profile",
-         "policy", "topology")
+         "policy", "topology", "tour")
 """The command of each entry of ``COMMANDS``, so that a run imports only its own module."""
 OUTPUTS: dict[str, dict[str, str]] = {
     "replay": {"-w": "out", "--flows": "flows"},

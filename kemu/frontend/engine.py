@@ -31,9 +31,11 @@ from kemu.control.listen import Listening, listening_map
 if TYPE_CHECKING:
     from kemu.control.cluster import Cluster
 from kemu.dataplane import codes as C
-from kemu.dataplane.describe import dump_state
+from kemu.dataplane import l7
+from kemu.dataplane.describe import dump_state, selecting_policies
 from kemu.dataplane.packet import ip_checksum, u16, u32, u48
 from kemu.dataplane.reference.frag import Reassembly, fragment, is_fragment
+from kemu.dataplane.reference.policy import PolicyMaps
 from kemu.dataplane.results import Results
 from kemu.dataplane.slowpath import (
     ICMP_FOR_DROP,
@@ -121,6 +123,12 @@ class Engine:
         self._node_streams: dict[int, dict] = {}  # per node: its accepted TCP connections
         # end hosts' reassembly queues (pods, external hosts, the gateway), by interface
         self._reasm: dict[int, Reassembly] = {}
+        # Cilium's L7 proxy (``kemu.dataplane.l7``): the proxies of redirected connections by
+        # (pod interface, 4-tuple), the policy lookups they are made from, and the proxy
+        # verdicts waiting for the answer frame that carries them (``_l7_mark``)
+        self._proxies: dict[tuple[int, tuple[int, int, int, int]], l7.HttpProxy] = {}
+        self._polmaps: PolicyMaps | None = None
+        self._l7_marks: dict[bytes, list[tuple[int, int, int]]] = {}
         self.clock_ns = 0
         self.warm = warm
         self._warm_due = warm  # learn everything before the next frame (at its time)
@@ -137,6 +145,8 @@ class Engine:
             self._node_streams.clear()
             self._listening = None
             self._node_listen.clear()
+            self._proxies.clear()
+            self._polmaps = None
             self._warm_due = self.warm  # new pods, nodes or hosts: learned too
 
     def reset(self) -> None:
@@ -145,6 +155,7 @@ class Engine:
             st.streams.clear()
         self._node_streams.clear()
         self._reasm.clear()
+        self._proxies.clear()
         self._warm_due = self.warm
 
     def dump(self) -> str:
@@ -208,6 +219,10 @@ class Engine:
                                     batch.in_mode, batch.ts_ns, start, n, res)
             if start < n:
                 res.grow(int(batch.lengths[start]), n_if)
+        if self._l7_marks:
+            if res.record:
+                self._l7_mark(batch, res)
+            self._l7_marks.clear()  # (made for this batch's answers: never for a later one)
         if n:
             self.clock_ns = max(self.clock_ns, int(batch.ts_ns[-1]))
         return res
@@ -330,9 +345,15 @@ class Engine:
                     if r != 1 or q is None:
                         continue
                     data = bytes(q.packet(data))
-                for ans in st.answers(data, transport=self.respond and ikind != C.IF_GW_ETH):
-                    out.extend((f, iface, C.INJ_TX_FIXL2, "answer", idx)
-                               for f in self._fit(ans, iface))
+                answers = st.answers(data, transport=self.respond and ikind != C.IF_GW_ETH)
+                marks = self._l7_proxy(p, data, iface, st) if ikind == C.IF_POD_ETH and \
+                    self.tables.rule_l7_count else []
+                for ans in answers:
+                    fits = self._fit(ans, iface)
+                    if marks and fits:  # the proxy's verdicts go with its first answer
+                        self._l7_marks.setdefault(fits[0], []).extend(marks)
+                        marks = []
+                    out.extend((f, iface, C.INJ_TX_FIXL2, "answer", idx) for f in fits)
             elif kind == C.OUT_DELIVERED and ikind in (C.IF_BRIDGE, C.IF_NODE_ETH, C.IF_VTEP,
                                                        C.IF_VETH_HOST):
                 out.extend(self._node_arp(data, iface, idx))
@@ -346,6 +367,99 @@ class Engine:
             elif kind == C.OUT_NEIGH:
                 out.extend(self._resolve(data, iface, a, idx))
         return out
+
+    # ------------------------------------------------------------ Cilium's L7 proxy
+    def _l7_proxy(self, p: Packet, data: bytes, iface: int, st: HostStack
+                  ) -> list[tuple[int, int, int]]:
+        """A TCP segment delivered to a pod, after its stack took it: a SYN the datapath
+        redirected (``EV_L7_REDIRECT``) gets an ``l7.HttpProxy`` in front of the pod's
+        application; the verdicts a proxy made on this segment's requests are returned as
+        (pod, record id, status), for the answer that carries their responses."""
+        if len(data) < 54 or u16(data, 12) != 0x0800 or data[23] != C.PROTO_TCP:
+            return []
+        l4 = 14 + (data[14] & 0xF) * 4
+        key = (u32(data, 26), u16(data, l4), u32(data, 30), u16(data, l4 + 2))
+        pod = int(self.tables.if_owner[iface])
+        flags = data[l4 + 13]
+        if flags & 0x02 and not flags & 0x10:  # a SYN: redirected?
+            redirected = any(ev[0] == C.EV_L7_REDIRECT and ev[1] == pod
+                             for _i, _d, _b, evs in p.hops for ev in evs)
+            stream = st.streams.get(key)
+            proxy = self._proxies.get((iface, key))
+            if redirected:
+                proxy = self._make_proxy(pod, key[0], key[3])
+                self._proxies[(iface, key)] = proxy
+            if stream is not None and proxy is not None:
+                # (a retransmitted SYN rides conntrack, unjudged: its connection's proxy
+                # stays in front of the stream the stack made again)
+                stream.proxy = proxy
+            return []
+        proxy = self._proxies.get((iface, key))
+        if proxy is None or not proxy.pending:
+            return []
+        done, proxy.pending = proxy.pending, []
+        if key not in st.streams:
+            del self._proxies[(iface, key)]  # the connection is gone
+        return [(pod, rid, status) for rid, status in done]
+
+    def _make_proxy(self, pod: int, client: int, port: int) -> l7.HttpProxy:
+        """The proxy of a connection from ``client`` to ``pod``'s TCP ``port``: every L7
+        rule of the policies selecting the pod for ingress that allows it (rule by rule, as
+        the datapath's slow rules; the HTTP rules from the cluster's policies)."""
+        t = self.tables
+        if self._polmaps is None:
+            self._polmaps = PolicyMaps(t)
+        pm = self._polmaps
+        by_key = {pol.key: pol for pol in self.cluster.policies}
+        selecting = set(selecting_policies(t, pod, C.POL_INGRESS))
+        rpod = pm.pod_of_ip.get(client, -1)
+        ident = pm.pod_ident[rpod] if rpod >= 0 else -1
+        rules = []
+        for r in range(pm.l7_first, len(t.rule_pol)):
+            pi = int(t.rule_pol[r])
+            if int(t.rule_dir[r]) != C.POL_INGRESS or pi not in selecting or \
+                    not pm.rule_allows(r, ident, client, C.PROTO_TCP, port, pod):
+                continue
+            pol = by_key.get(t.pol_name[pi])
+            idx = int(t.rule_idx[r])
+            if pol is None or idx >= len(pol.ingress) or pol.ingress[idx].http is None:
+                continue  # (the cluster moved on; the tables swap at the next batch)
+            rules.append(l7.L7Rule(pol.key, idx, tuple(
+                l7.HttpMatch.of(h) for h in pol.ingress[idx].http or ())))
+        return l7.HttpProxy(t.pod_key[pod], rules)
+
+    def _l7_mark(self, batch: Batch, res: Results) -> None:
+        """The proxy's verdicts as ``EV_L7_HTTP`` events (pod, record id, status) of the
+        answers that carry their responses, at the answer's hop on the pod's node-side veth
+        (the node, where Cilium's proxy sits), else its first hop."""
+        t = self.tables
+        want: dict[int, list[tuple[int, int, int]]] = {}
+        for k in range(len(batch)):
+            off, ln = int(batch.offsets[k]), int(batch.lengths[k])
+            marks = self._l7_marks.get(batch.buf[off: off + ln].tobytes())
+            if marks:
+                want[k] = marks
+        if not want:
+            return
+        hops: dict[int, list[int]] = {}
+        for h in range(res.n_hops):
+            k = int(res.hop_frame[h])
+            if k in want:
+                hops.setdefault(k, []).append(h)
+        for k, marks in want.items():
+            hs = hops.get(k)
+            if not hs:
+                continue
+            eth = int(t.pod_eth_if[marks[0][0]])
+            veth = int(t.if_peer[eth]) if eth >= 0 else -1
+            h = next((x for x in hs if int(res.hop_iface[x]) == veth), hs[0])
+            for pod, rid, status in marks:
+                n = res.n_events
+                if n >= res.cap_events:
+                    res.grow(64, t.n_ifaces)
+                res.ev_frame[n], res.ev_hop[n], res.ev_kind[n] = k, h, C.EV_L7_HTTP
+                res.ev_a[n], res.ev_b[n], res.ev_c[n] = pod, rid, status
+                res.n_events = n + 1
 
     def _fit(self, frame: bytes, iface: int) -> list[bytes]:
         """An end host's answer as its kernel sends it out of ``iface``: a datagram longer

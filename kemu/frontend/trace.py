@@ -42,7 +42,7 @@ _COMPONENT = {
     C.EV_UNDNAT: "LB", C.EV_SNAT: "NAT", C.EV_UNSNAT: "NAT", C.EV_DELIVER: "Forwarding",
     C.EV_LEFT: "Routing", C.EV_BRIDGED_DNAT: "Forwarding", C.EV_ENCAP: "Overlay",
     C.EV_DECAP: "Overlay", C.EV_LOCAL_ROUTE: "Routing", C.EV_NEIGH_MISS: "Routing",
-    C.EV_NODE_INPUT: "Forwarding",
+    C.EV_NODE_INPUT: "Forwarding", C.EV_L7_REDIRECT: "Policy", C.EV_L7_HTTP: "L7 proxy",
 }
 _QUIET = {C.EV_TTL, C.EV_FIXL2, C.EV_BR_LOCAL, C.EV_NODE_INPUT}
 _POLICY = (C.EV_POLICY_ALLOW, C.EV_POLICY_DENY)
@@ -293,6 +293,10 @@ class Trace:
                     action = "Denied" if kind == C.EV_POLICY_DENY else "Allowed"
                     flow = frame_flow(data) if kind == C.EV_POLICY_DENY else None
                     text = policy_verdict_text(t, kind, a, b, c, _flow_words(b, flow))
+                elif kind == C.EV_L7_REDIRECT:
+                    action = "Redirected"
+                elif kind == C.EV_L7_HTTP:  # the proxy's verdict on one request (c: status)
+                    action = "Denied" if " denied by " in text else "Allowed"
                 elif kind == C.EV_DELIVER:
                     action = "Delivered"
                 elif kind == C.EV_LEFT:

@@ -6,7 +6,10 @@ pods, chosen deterministically), a Service's DNS name (``svc``, ``svc.ns``,
 ``svc.ns.svc.cluster.local``; for ``-D`` looked up as the source pod's resolver would, D-10),
 ``ext/<host>``, a node, an IP; ``-D`` may end in ``:port`` or ``:portname`` (the Service port,
 and its protocol unless ``-p`` says one). ``-p`` protocol and fields (``tcp,dport=80``,
-``udp,dport=53``, ``icmp``). When a name took a choice or a translation, the text output's
+``udp,dport=53``, ``icmp``); ``--http 'GET /path'`` sends an HTTP/1.1 request on the TCP
+connection once the handshake completes and traces it and its answer too (a Cilium L7
+proxy's verdict included: a 403 from it exits 1).
+When a name took a choice or a translation, the text output's
 first lines say what it became (``source: deploy/frontend -> ...``); JSON and YAML carry
 ``source`` and ``destination``. Observations grouped by node; with the emulated stacks on
 (default) the answer is traced back too.
@@ -31,6 +34,7 @@ from kemu.frontend.cli import EXIT_NEGATIVE, EXIT_OK, Command, add_manifest_args
 
 if TYPE_CHECKING:
     from kemu.frontend.names import Target
+    from kemu.frontend.trace import Verdict
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -49,6 +53,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "(default tcp or the protocol of -D's :port; dport: -D's :port, else "
                         "the service's first port, else 80; udp to port 53 sends a DNS "
                         "query; size: the IPv4 total length, padded; df: Don't Fragment set)")
+    p.add_argument("--http", metavar="'METHOD PATH'", default=None,
+                   help="after the TCP handshake, send this HTTP/1.1 request (Host: -D as "
+                        "given) and trace it and its answer (a Cilium L7 proxy's verdict "
+                        "included); exit 1 unless the answer is 1xx-3xx")
     level = p.add_mutually_exclusive_group()
     level.add_argument("--detailed", dest="level", action="store_const", const="detailed",
                        help="every hop: interface, packet and the datapath's decisions")
@@ -202,6 +210,20 @@ def run(args: argparse.Namespace) -> int:
             pkt = pkt / (b"\0" * (size - len(pkt)))
     trace = emu.send(pkt, src=client or args.source)
     verdict = trace.verdict()
+    http = None
+    if args.http is not None:
+        if proto != "tcp" or "flags" in fields:
+            raise KemuError("--http needs a TCP handshake (-p tcp without flags=)")
+        method, _, path = args.http.strip().partition(" ")
+        if not method.isalpha() or not path.strip().startswith("/"):
+            raise KemuError(f"--http {args.http!r}: give 'METHOD /path'")
+        if verdict.reachable:
+            host = names.split_port(args.destination)[0]
+            host = host if "/" not in host else str(dst.ip)  # a DNS name, else the address
+            req = f"{method} {path.strip()} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+            http = emu.send(ip / TCP(sport=sport, dport=dport, flags="PA", seq=1001, ack=1)
+                            / req, src=client or args.source)
+            verdict = _http_verdict(http)
     if page:
         from kemu.frontend.topology_cmd import write_trace_page
 
@@ -211,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.output in ("json", "yaml"):
         data = {"reachable": verdict.reachable, "reason": verdict.reason,
                 "source": _described(src), "destination": _described(dst),
-                **trace.to_dict()}
+                **trace.to_dict(), **({"http": http.to_dict()} if http is not None else {})}
         if args.output == "json":
             print(json.dumps(data, indent=2))
         else:
@@ -223,10 +245,34 @@ def run(args: argparse.Namespace) -> int:
             if named is not None and named.note:
                 print(f"{role}: {named.typed} -> {_became(named)} ({named.note})")
         print(getattr(trace, args.level)(), end="")
+        if http is not None:
+            print(f"HTTP request {args.http.strip()}:")
+            print(getattr(http, args.level)(), end="")
         print(f"result: {verdict.reason}")
     sys.stdout.flush()
     warn(model)  # after the trace: an error that stops it (a bad -S/-D) stays its one line
     return EXIT_OK if verdict.reachable else EXIT_NEGATIVE
+
+
+def _http_verdict(http) -> Verdict:  # noqa: ANN001 - Trace
+    """The answer to ``--http``: its status line, and the L7 proxy's verdict when one
+    judged the request."""
+    from kemu.dataplane import codes as C
+    from kemu.dataplane import l7
+    from kemu.frontend.trace import Verdict
+
+    body = b""
+    for p in http.answers():
+        f = p.sent
+        l4 = 14 + (f[14] & 0xF) * 4
+        body += f[l4 + (f[l4 + 12] >> 4) * 4: 14 + int.from_bytes(f[16:18], "big")]
+    line = body.split(b"\r\n", 1)[0].decode("latin-1")
+    words = [l7.get(ev[2]).text() for p in http.packets for _i, _d, _b, evs in p.hops
+             for ev in evs if ev[0] == C.EV_L7_HTTP and l7.get(ev[2]) is not None]
+    if not line.startswith("HTTP/"):
+        return Verdict(False, "no HTTP answer")
+    ok = line[9:10] in ("1", "2", "3")
+    return Verdict(ok, line + (f" ({'; '.join(words)})" if words else ""))
 
 
 def _became(t: Target) -> str:

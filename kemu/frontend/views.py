@@ -396,6 +396,11 @@ def _rule(rule: PolicyRule, peers_key: str) -> dict[str, Any]:
                                                     else {}),
                          **({"endPort": p.end_port} if p.end_port is not None else {})}
                         for p in rule.ports]
+    if rule.http is not None:  # a CiliumNetworkPolicy's L7 rules: its proxy judges requests
+        out["kemu.dev/http"] = [{k: v for k, v in (
+            ("method", h.method), ("path", h.path), ("host", h.host),
+            ("headers", [f"{n}: {v}" if v is not None else n for n, v in h.headers]))
+            if v} for h in rule.http]
     return out
 
 

@@ -11,6 +11,11 @@ the frame ended: ``FORWARDED`` when delivered to an endpoint (``TO_ENDPOINT``), 
 number, the hop and the texts of the decisions taken there, as the pcapng comment says them
 (an outcome without a hop: its frame's hop-less decisions).
 
+Cilium's L7 proxy (``kemu.dataplane.l7``): each HTTP request it judged (an ``EV_L7_HTTP``
+event) adds two records after the batch's own, Hubble's ``Type: L7`` ones: the request
+(``l7.type`` ``REQUEST``, ``verdict`` FORWARDED or DROPPED) and its response (``RESPONSE``
+with ``http.code``, ``is_reply``), see ``FlowLog._l7_record``.
+
 NetworkPolicy (P-1, P-2): the outcome records of a frame that met policy verdicts
 (``EV_POLICY_ALLOW``/``EV_POLICY_DENY``: a new connection of a pod isolated in that direction)
 carry ``traffic_direction`` (the direction of the denial, else of the last verdict:
@@ -57,6 +62,7 @@ from typing import IO, Any
 import numpy as np
 
 from kemu.dataplane import codes as C
+from kemu.dataplane import l7 as l7_records
 from kemu.dataplane.describe import rule_policy, selecting_policies
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
@@ -538,6 +544,65 @@ class FlowLog:
         if n:
             self.out.write(data)
             self.records += n
+        if self.t.rule_l7_count and res.n_events:
+            l7 = np.flatnonzero(res.ev_kind[:res.n_events] == C.EV_L7_HTTP)
+            if len(l7):
+                lines = [self._l7_record(res, int(e), ts, numbers, reply) for e in l7.tolist()
+                         for reply in (False, True)]
+                self.out.write(b"".join(lines))
+                self.records += len(lines)
+
+    def _l7_record(self, res: Results, e: int, ts: np.ndarray, numbers: np.ndarray,
+                   reply: bool) -> bytes:
+        """The proxy's access log of one request (``EV_L7_HTTP`` ``e``), as Hubble shows it:
+        ``Type: L7`` with ``l7: {type: REQUEST, http: {method, url, protocol, headers}}``
+        (``verdict`` FORWARDED, or DROPPED for a denied request) and, ``reply``, the
+        response ``l7: {type: RESPONSE, http: {code, ...}}`` (FORWARDED, ``is_reply``: the
+        403 of a denied request included); ``ingress_allowed_by`` names the policy whose
+        rule allowed it, ``ingress_denied_by`` the policies whose L7 rules it missed."""
+        rec = l7_records.get(int(res.ev_b[e]))
+        frame, hop = int(res.ev_frame[e]), int(res.ev_hop[e])
+        when = rfc3339(int(ts[frame])) if 0 <= frame < len(ts) else ""
+        node = json.loads(self.pieces.items[self.pieces.network_node])
+        if 0 <= hop < res.n_hops:
+            node = json.loads(self.pieces.items[int(self.pieces.if_node[
+                int(res.hop_iface[hop])])])
+        if rec is None:  # (a record of another process: nothing to say but the status)
+            flow: dict[str, Any] = {"time": when, "verdict": "FORWARDED", "Type": "L7",
+                                    "node_name": node, "is_reply": reply}
+            return _json({"flow": flow, "node_name": node, "time": when}) + b"\n"
+        (cip, cport), (sip, sport) = rec.client, rec.server
+        src, dst = (sip, sport), (cip, cport)
+        if not reply:
+            src, dst = dst, src
+        http: dict[str, Any] = {"method": rec.method, "url": rec.url,
+                                "protocol": rec.protocol,
+                                "headers": [{"key": k, "value": v} for k, v in rec.headers]}
+        if reply:
+            http = {"code": rec.code, **http}
+        flow = {"time": when, "verdict": "FORWARDED" if reply or rec.allowed else "DROPPED",
+                "IP": {"source": _ipv4(src[0]), "destination": _ipv4(dst[0]),
+                       "ipVersion": "IPv4"},
+                "l4": {"TCP": {"source_port": src[1], "destination_port": dst[1]}}}
+        for key, ip in (("source", src[0]), ("destination", dst[0])):
+            piece = _endpoint(self.pieces, ip)[0]
+            if piece >= 0:
+                flow[key] = json.loads(self.pieces.items[piece])
+        flow.update({"Type": "L7", "node_name": node,
+                     "l7": {"type": "RESPONSE" if reply else "REQUEST", "latency_ns": "0",
+                            "http": http},
+                     "is_reply": reply, "traffic_direction": "INGRESS"})
+        names = list(self.t.pol_name)
+        pols = [names.index(p) for p in rec.policies if p in names]
+        if pols:
+            key = "ingress_allowed_by" if rec.allowed else "ingress_denied_by"
+            flow[key] = [policy_item(self.t, p) for p in pols]
+        flow["Summary"] = (f"{rec.protocol} {rec.code} 0ms ({rec.method} {rec.url})" if reply
+                           else f"{rec.protocol} {rec.method} {rec.url}")
+        if self.kemu_format:
+            n = int(numbers[frame]) if 0 <= frame < len(numbers) else -1
+            flow["kemu"] = {"frame": n, "hop": hop, "decisions": [rec.text()]}
+        return _json({"flow": flow, "node_name": node, "time": when}) + b"\n"
 
     def _policies(self, res: Results, n_frames: int) -> np.ndarray | None:
         """The policy verdicts piece of each outcome's record (its frame's verdicts, in event
@@ -623,13 +688,19 @@ class FlowLog:
 
 
 def policy_item(t: Tables, pol: int) -> dict[str, Any]:
-    """A NetworkPolicy as Hubble's ``Policy`` message names it (flow.proto)."""
+    """A NetworkPolicy or CiliumNetworkPolicy as Hubble's ``Policy`` message names it
+    (flow.proto; ``derived-from`` and ``kind`` say which)."""
     ns, _, name = t.pol_name[pol].partition("/")
+    kind = t.pol_kind[pol] if pol < len(t.pol_kind) else "NetworkPolicy"
     prefix = "k8s:io.cilium.k8s.policy"
     return {"name": name, "namespace": ns,
-            "labels": [f"{prefix}.derived-from=NetworkPolicy", f"{prefix}.name={name}",
+            "labels": [f"{prefix}.derived-from={kind}", f"{prefix}.name={name}",
                        f"{prefix}.namespace={ns}"],
-            "kind": "NetworkPolicy"}
+            "kind": kind}
+
+
+def _ipv4(ip: int) -> str:
+    return ".".join(str((ip >> s) & 0xFF) for s in (24, 16, 8, 0))
 
 
 def policy_fragment(t: Tables, events: list[tuple[int, int, int, int]]) -> bytes:

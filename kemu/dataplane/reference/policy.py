@@ -18,7 +18,12 @@ a dict, the ipBlock, named-port and identity-membership lookups, pod addresses) 
   ``networkPolicy.icmp`` is ``allow`` (P-8): then ICMP passes, with an ALLOW event of rule -1;
 - events: ``EV_POLICY_ALLOW`` (pod, direction, rule id) or ``EV_POLICY_DENY`` (pod,
   direction, -1); a denied packet ends DROPPED with ``DROP_POLICY`` (its unconfirmed
-  conntrack entry dies with it, so a retransmission is judged again).
+  conntrack entry dies with it, so a retransmission is judged again);
+- Cilium L7 rules (their rule ids come last, ``Tables.rule_l7_count``): the lowest rule id
+  is an L3/L4 rule's whenever one allows (an L4 allow of the port wildcards the L7 rules);
+  when only L7 rules allow, ``EV_L7_REDIRECT`` (pod, port, rule id) follows the ALLOW: the
+  connection goes to the HTTP proxy of the pod's node, which judges each request
+  (``kemu.dataplane.l7``, driven by the engine around the batch).
 
 Established connections ride conntrack (CT-6): replies and later packets are not NEW, and a
 policy change (a table swap) keeps them, as conntrack-based implementations do.
@@ -62,6 +67,7 @@ class PolicyMaps:
         self.sel_pol = [int(x) for x in t.sel_pol]
         self.pod_ident = [int(x) for x in t.pod_ident]
         self.pd_keys = [int(x) for x in t.pd_keys]
+        self.l7_first = len(t.rule_pol) - int(t.rule_l7_count)  # rule ids from here: L7
 
     def rule_allows(self, r: int, ident: int, rip: int, proto: int, port: int,
                     named_pod: int) -> bool:
@@ -125,8 +131,9 @@ class PolicyMaps:
                 if (best < 0 or r < best) and self.rule_allows(r, ident, rip, proto, port,
                                                                named_pod):
                     best = r
-            if best >= 0:
+            if 0 <= best < self.l7_first:
                 break  # sel_pol ascends and rule ids go policy by policy: no lower id follows
+                # (an L7 rule's may still lose to a later policy's L3/L4 rule)
         return best
 
 
@@ -168,4 +175,6 @@ class Policy(Record, Parse):
             self._ev(it, C.EV_POLICY_DENY, pod, dirn, -1)
             return False
         self._ev(it, C.EV_POLICY_ALLOW, pod, dirn, r)
+        if r >= pm.l7_first:  # only L7 rules allow it: to the node's HTTP proxy
+            self._ev(it, C.EV_L7_REDIRECT, pod, port, r)
         return True
