@@ -329,8 +329,10 @@ def test_signals_leave_nothing_behind(tmp_path: Path, sig: int, code: int, line:
     big = _big_capture(tmp_path / "big.pcap", 2000)
     out = tmp_path / "out"
     out.mkdir()
+    # 4M frames: far longer than the test waits, so the signal always lands mid-replay (with
+    # 100k frames a fast run could end just as it was sent, and exit 0)
     proc = subprocess.Popen([sys.executable, "-m", "kemu", "replay", "-f", str(EXAMPLE), "-r",
-                             str(big), "--loop", "50", "-w", str(out / "o.pcapng"), "--flows",
+                             str(big), "--loop", "2000", "-w", str(out / "o.pcapng"), "--flows",
                              str(out / "o.jsonl")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:

@@ -22,6 +22,7 @@ FAST, REF, SCAPY, KERNEL = ("kemu fast path (cython)", "kemu reference (pure Pyt
                             "Scapy-object pipeline", "Linux kernel (netns, bridge, iptables)")
 STAGES = FAST + ", flow cache off"  # every frame through every stage
 FLOWS_ROW = "kemu replay, pcapng and flow log (whole process)"  # -w and --flows
+FLOWS_SHM_ROW = "kemu replay, pcapng and flow log into /dev/shm (tmpfs)"  # the same, no disk
 
 
 @dataclass(frozen=True)
