@@ -90,8 +90,12 @@ def synthetic_cluster(nodes: int = 3, pods: int = 120, services: int = 30, *,
         "mode": mode,
     }
     if cni is not None:  # spec.mode is flannel's alone
-        spec["cni"] = cni
+        spec["cni"] = CNI_VARIANTS.get(cni, cni) if isinstance(cni, str) else cni
         del spec["mode"]
+        if endpoints != "selector" and (cni in ROUTED or isinstance(cni, dict)
+                                        and cni.get("name") in ROUTED):
+            raise ValueError("a routed CNI's pods take node-network addresses: make its "
+                             "cluster with endpoints='selector'")
     slices = endpoints == "slices"
     if slices:
         spec["nodes"] = [{"name": f"node{i + 1}",
@@ -144,6 +148,11 @@ def synthetic_cluster(nodes: int = 3, pods: int = 120, services: int = 30, *,
                                          "name": m["metadata"]["name"]}}
                           for m in members[s]]})
     return docs
+
+
+# ``kemu bench --cni NAME``: a built mode by name, or one of these variants of a mode
+CNI_VARIANTS: dict[str, Any] = {"azure-overlay": {"name": "azure", "mode": "overlay"}}
+ROUTED = ("aws-vpc", "azure", "azure-overlay")  # pods addressed from the node network
 
 
 def _dotted(v: int) -> str:

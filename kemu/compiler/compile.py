@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kemu._gc import paused_gc
-from kemu.compiler import kube_router
+from kemu.compiler import cni_routed, kube_router
 from kemu.compiler.policy import compile_policies
 from kemu.compiler.routes import Route, lb_announcers, node_routes
 from kemu.control.model import Service
@@ -116,6 +116,7 @@ def _compile(cluster: Cluster) -> Tables:
     if kr:
         pod_mtu = kube_router.pod_mtu(cfg)
     br_dev = kube_router.BRIDGE if kr else "cbr0"
+    routed = cni_routed.routed_mode(cfg)  # AWS VPC CNI, Azure CNI: routed veths
     pods_by_node: dict[str, list[int]] = {}
     for pi, p in enumerate(cluster.pods):
         pods_by_node.setdefault(p.node_name, []).append(pi)
@@ -126,9 +127,12 @@ def _compile(cluster: Cluster) -> Tables:
                                 node=ni, mac=mac_to_int(node.mac), ip=_ip(node.internal_ip),
                                 bridge=seg, mtu=mtu))
         bridge_ports[seg].append(node_eth[-1])
-        node_br.append(ifs.add(f"{nm}/{br_dev}", C.IF_BRIDGE, desc=f"Node {nm} pod bridge",
-                               node=ni, mac=mac_to_int(node.bridge_mac),
-                               ip=_ip(node.gateway_ip), bridge=ni, mtu=pod_mtu))
+        if routed is not None:  # no bridge (cni_routed): the node's slot names eth0
+            node_br.append(node_eth[-1])
+        else:
+            node_br.append(ifs.add(f"{nm}/{br_dev}", C.IF_BRIDGE, desc=f"Node {nm} pod bridge",
+                                   node=ni, mac=mac_to_int(node.bridge_mac),
+                                   ip=_ip(node.gateway_ip), bridge=ni, mtu=pod_mtu))
         if cfg.mode == "vxlan":
             node_vtep.append(ifs.add(f"{nm}/flannel.1", C.IF_VTEP, desc=f"Node {nm} VXLAN VTEP",
                                      node=ni, mac=mac_to_int(node.vtep_mac),
@@ -143,6 +147,11 @@ def _compile(cluster: Cluster) -> Tables:
             if pod.host_network:
                 continue
             owner = _owner_text(pod)
+            if routed is not None:  # a routed veth, no bridge (cni_routed)
+                pod_eth_if[pi] = cni_routed.add_pod(
+                    ifs, routed, pod, pi, ni, nm, _veth_mac_int(pod.key), mac_to_int(pod.mac),
+                    _ip(pod.ip), owner, pod_mtu)
+                continue
             veth = ifs.add(f"{nm}/{veth_names[pod.key]}", C.IF_VETH,
                            desc=f"veth of {owner} on node {nm}",
                            kname=kernel_veth_name(pod.key), node=ni,
@@ -189,6 +198,11 @@ def _compile(cluster: Cluster) -> Tables:
     if cfg.gateway_ip is not None:
         routes.append((0, 0, C.RT_DEFAULT, -1))
     routes.sort(key=lambda r: (r[1], r[0]))
+    if routed is not None:
+        routed_routes = cni_routed.shared_routes(
+            cluster, routed, pod_eth_if, node_index,
+            {r["peer"]: i for i, r in enumerate(ifs.rows) if r["kind"] == C.IF_VETH_HOST})
+        routes = [r[:4] for r in routed_routes]
 
     sv = _compile_services(cluster, node_index)
     nrt = _node_route_tables(cluster, node_eth, node_br, node_vtep,
@@ -259,6 +273,8 @@ def _compile(cluster: Cluster) -> Tables:
     )
     if kr_devs is not None:
         tables = kube_router.finish(cluster, tables, kr_devs)
+    if routed is not None:
+        return cni_routed.finish(tables, cluster, routed, routed_routes)
     return tables
 
 
@@ -345,6 +361,8 @@ def _compile_services(cluster: Cluster, node_index: dict[str, int]) -> dict:
             continue  # a hostNetwork pod binds the node's port itself: nothing to map
         node = cluster.nodes[ni]
         local = [_ip(node.internal_ip), _ip(node.gateway_ip)]
+        if cni_routed.routed_mode(cluster.config) is not None:
+            local = [_ip(node.internal_ip)]  # no bridge address: eth0's only
         if cluster.config.mode == "vxlan":
             local.append(_ip(node.pod_cidr.network_address))
         for cp in pod.container_ports():

@@ -37,6 +37,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kemu.compiler import cni_routed
 from kemu.errors import TopologyError
 
 if TYPE_CHECKING:
@@ -92,6 +93,9 @@ def default_node_routes(cluster: Cluster) -> dict[str, list[Route]]:
     if cfg.cni.name == "kube-router":  # BGP-learned routes, tunnels (kube_router.py)
         from kemu.compiler.kube_router import node_routes as kube_router_routes
         return {n: [Route(**kw) for kw in rs] for n, rs in kube_router_routes(cluster).items()}
+    routed = cni_routed.routed_mode(cfg)
+    if routed is not None:  # AWS VPC CNI, Azure CNI: /32s on routed veths
+        return cni_routed.node_routes(cluster, routed, Route)
     tables: dict[str, list[Route]] = {}
     for node in cluster.nodes:
         routes = [
@@ -139,6 +143,11 @@ def apply_changes(cluster: Cluster, tables: dict[str, list[Route]],
     refuses is a ``TopologyError`` naming it (``spec.routes[i]`` or the API call)."""
     local = {n.name: {n.internal_ip, n.gateway_ip} for n in cluster.nodes}
     devices = node_devices(cluster)
+    routed = cni_routed.routed_mode(cluster.config)
+    for ch in (cluster.config.routes if changes is None else changes) if routed else ():
+        raise TopologyError(f"{ch.where or f'route {ch.prefix} on {ch.node}'}: route changes "
+                            f"are not modelled with spec.cni {cluster.config.cni.name} (its "
+                            "pods' /32 routes on routed veths)")
     for ch in cluster.config.routes if changes is None else changes:
         where = ch.where or f"route {ch.prefix} on {ch.node}"
         routes = tables.get(ch.node)
@@ -217,7 +226,16 @@ def gateway_routes(cluster: Cluster) -> list[Route]:
     if cfg.gateway_ip is None:
         return []
     routes = [Route(cfg.node_network, "eth0", src=cfg.gateway_ip, proto="kernel")]
-    if cfg.mode != "vxlan":
+    routed = cni_routed.routed_mode(cfg)
+    if routed is not None:  # the VPC/VNet routes each pod (/32) or pod CIDR to its node
+        by_node = {n.name: n for n in cluster.nodes}
+        routes += ([Route(IPv4Network(f"{p.ip}/32"), "eth0",
+                          via=by_node[p.node_name].internal_ip, target_node=p.node_name)
+                    for p in cluster.pods if not p.host_network and p.ip is not None
+                    and p.node_name in by_node] if routed.pods_on_node_net else
+                   [Route(n.pod_cidr, "eth0", via=n.internal_ip, target_node=n.name)
+                    for n in cluster.nodes])
+    elif cfg.mode != "vxlan":
         routes += [Route(c, "eth0", via=n.internal_ip, target_node=n.name)
                    for n in cluster.nodes for c in (n.pod_cidr, *n.pod_blocks)]
     if cfg.lb_mode == "routed":

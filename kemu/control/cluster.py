@@ -135,7 +135,7 @@ class Cluster:
         self._per_node: dict[str, int] = {}  # node name -> number of pods
         self._macs: set[str] = set()  # MACs of the pods
         self._services: dict[str, Service] = {}
-        self._pod_pools = {n.name: ipam.pod_pool(n) for n in self.nodes}
+        self._pod_pools = ipam.pod_pools(self.config, self.nodes, node_pool)
         # pods' addresses in blocks outside their node's pod CIDR (Calico, Cilium), every
         # address usable (blocks are not subnets: no network or broadcast address)
         self._block_pools: dict[IPv4Network, ipam.AddressPool] = {}
@@ -283,8 +283,13 @@ class Cluster:
                 ips[key] = node.internal_ip
             elif d.ip is not None:
                 pool = self._pool_of(node, d.ip)
-                err = (f"{d.ip} is outside {node.name}'s pod CIDR {node.pod_cidr}"
-                       if pool is None else pool.claim(d.ip, f"{d.namespace}/Pod/{d.name}"))
+                own = self._pod_pools[node.name]  # (routed CNIs: the node network's)
+                if pool is not None:
+                    err = pool.claim(d.ip, f"{d.namespace}/Pod/{d.name}")
+                elif isinstance(own, ipam.NodeNetworkPodPool):
+                    err = f"{d.ip} is outside the pod addresses of {node.name}: {own.describe()}"
+                else:
+                    err = f"{d.ip} is outside {node.name}'s pod CIDR {node.pod_cidr}"
                 if err:
                     problem(d, "status.podIP", err, prefix=False)
                     continue
@@ -297,7 +302,9 @@ class Cluster:
             if ip is None:  # said once per object below, not once per pod
                 pods, nodes = full.setdefault((d.source, d.obj), ([], {}))
                 pods.append(d.key)
-                nodes[node.name] = node.pod_cidr
+                pool = self._pod_pools[node.name]
+                nodes[node.name] = (pool.describe() if isinstance(pool, ipam.NodeNetworkPodPool)
+                                    else node.pod_cidr)
                 continue
             ips[key] = ip
         for (source, obj), (pods, nodes) in full.items():
@@ -338,7 +345,7 @@ class Cluster:
 
     def _pool_of(self, node: Node, ip: IPv4Address) -> ipam.AddressPool | None:
         """The pool of ``node`` holding ``ip``: its pod CIDR's or one of its blocks'."""
-        if ip in node.pod_cidr:
+        if ip in self._pod_pools[node.name]:  # (routed CNIs: the node network's)
             return self._pod_pools[node.name]
         return next((self._block_pools[b] for b in node.pod_blocks if ip in b), None)
 

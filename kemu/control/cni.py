@@ -28,7 +28,7 @@ from kemu.control.model import CniConfig
 NAMES: tuple[str, ...] = ("flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure")
 
 # the modes this build of kemu emulates (a mode is added here when its datapath is built)
-BUILT: frozenset[str] = frozenset({"flannel", "kube-router"})
+BUILT: frozenset[str] = frozenset({"flannel", "kube-router", "aws-vpc", "azure"})
 
 # option -> (allowed values or the type's name, default), per mode; values are the CNI's own
 # configuration words where it has them
@@ -66,6 +66,18 @@ OPTIONS: dict[str, dict[str, tuple[tuple[str, ...] | str, Any]]] = {
     "azure": {
         "mode": (("transparent", "bridge", "overlay"), "transparent"),
     },
+}
+
+
+# AWS VPC CNI: (maximum ENIs, IPv4 addresses per ENI) of common instance types, from EC2's
+# "IP addresses per network interface per instance type" table as the CNI's
+# misc/eni-max-pods.txt uses it; pods per node = ENIs x (addresses per ENI - 1) (each ENI's
+# primary address is not a pod's), the max-pods formula of the CNI's README less its + 2
+# for the hostNetwork pods (https://github.com/aws/amazon-vpc-cni-k8s#setup)
+ENI_LIMITS: dict[str, tuple[int, int]] = {
+    "t3.micro": (2, 2), "t3.small": (3, 4), "t3.medium": (3, 6), "t3.large": (3, 12),
+    "t3.xlarge": (4, 15), "m5.large": (3, 10), "m5.xlarge": (4, 15), "m5.2xlarge": (4, 15),
+    "m5.4xlarge": (8, 30), "c5.large": (3, 10), "c5.xlarge": (4, 15), "r5.large": (3, 10),
 }
 
 
@@ -119,6 +131,7 @@ def parse_cni(f: Fields, spec: dict[str, Any]) -> CniConfig:
             cni.options[key] = f.choice(body, "spec.cni", key, allowed, default or allowed[0])
     if name == "kube-router":
         _check_kube_router(f, cni)
+    _check_routed(f, spec, cni)
     return cni
 
 
@@ -129,3 +142,23 @@ def _check_kube_router(f: Fields, cni: CniConfig) -> None:
     if cni.get("dsr"):
         f.problem("spec.cni.dsr", "kube-router's DSR mode is not modelled by this kemu "
                   "(Services are emulated by IPVS in NAT mode); leave dsr false")
+
+
+def _check_routed(f: Fields, spec: dict[str, Any], cni: CniConfig) -> None:
+    """The routed CNIs' limits (``kemu/compiler/cni_routed.py``): a known instance type (what
+    kemu does not model of its ENIs said once), Azure's bridge mode not modelled yet."""
+    if cni.name not in ("aws-vpc", "azure"):
+        return
+    itype = cni.get("instanceType") if cni.name == "aws-vpc" else ""
+    if itype and itype not in ENI_LIMITS:
+        f.problem("spec.cni.instanceType", f"unknown instance type {itype!r} (kemu knows the "
+                  f"ENI limits of: {', '.join(sorted(ENI_LIMITS))})")
+    elif itype:
+        enis, per = ENI_LIMITS[itype]
+        f.notice("spec.cni.instanceType", f"{itype}: {enis} ENIs x {per - 1} pod addresses "
+                 f"each; kemu keeps every pod on the primary ENI (eth0): the pods past its "
+                 f"first {per - 1} addresses, on secondary ENIs in AWS, have no ip rule and "
+                 "route table of their own here")
+    if cni.name == "azure" and cni.get("mode") == "bridge":
+        f.problem("spec.cni.mode", "Azure CNI's bridge mode (azure0) is not modelled yet "
+                  "(this kemu models: transparent, overlay)")

@@ -33,6 +33,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from kemu.control.cni import ENI_LIMITS
 from kemu.control.model import ClusterConfig, IPv4Address, IPv4Network, Node
 from kemu.control.selectors import matches_map
 from kemu.errors import Problem
@@ -128,6 +129,85 @@ def pod_pool(node: Node) -> AddressPool:
     """Pod addresses of ``node``: its pod CIDR minus network, bridge (.1) and broadcast (R-3)."""
     return AddressPool(node.pod_cidr, first=2, reserved={
         node.gateway_ip: f"the gateway (bridge) address of {node.name}"})
+
+
+def eni_capacity(instance_type: str) -> int | None:
+    """Pod addresses of a node of ``instance_type`` (``ENI_LIMITS``); None: not known."""
+    limits = ENI_LIMITS.get(instance_type)
+    return None if limits is None else limits[0] * (limits[1] - 1)
+
+
+class NodeNetworkPodPool:
+    """A node's pod addresses taken from the node network itself (AWS VPC CNI: secondary IPs
+    of the node's ENIs in the VPC subnet; Azure CNI: VNet addresses), every node drawing on
+    the one pool of the node network (``shared``), at most ``capacity`` pods per node."""
+
+    def __init__(self, shared: AddressPool, node: str, capacity: int | None,
+                 what: str) -> None:
+        self.shared = shared
+        self.network = shared.network
+        self.node = node
+        self.capacity = capacity
+        self.what = what
+        self.held: set[IPv4Address] = set()
+
+    def __contains__(self, ip: object) -> bool:
+        return isinstance(ip, IPv4Address) and ip in self.network
+
+    def _full(self) -> bool:
+        return self.capacity is not None and len(self.held) >= self.capacity
+
+    def claim(self, ip: IPv4Address, owner: str) -> str | None:
+        if ip not in self.held and self._full():
+            return f"node {self.node} has no free pod address: {self.describe()}"
+        err = self.shared.claim(ip, owner)
+        if err is None:
+            self.held.add(ip)
+        return err
+
+    def allocate(self, owner: str) -> IPv4Address | None:
+        if self._full():
+            return None
+        ip = self.shared.allocate(owner)
+        if ip is not None:
+            self.held.add(ip)
+        return ip
+
+    def release(self, ip: IPv4Address, owner: str | None = None) -> None:
+        if ip in self.held:
+            self.shared.release(ip, owner)
+            if self.shared.owner(ip) is None:
+                self.held.discard(ip)
+
+    def describe(self) -> str:
+        """Where the addresses come from and how many a node may hold."""
+        cap = "" if self.capacity is None else f", at most {self.capacity} per node"
+        return f"{self.what} {self.network}{cap}"
+
+
+def pod_pools(config: ClusterConfig, nodes: list[Node], node_pool: AddressPool | None
+              ) -> dict[str, AddressPool | NodeNetworkPodPool]:
+    """Each node's pod address pool: its pod CIDR's (``pod_pool``) or, for the CNIs whose
+    pods take node-network addresses (AWS VPC CNI, Azure CNI transparent), a share of the
+    node network's pool (``NodeNetworkPodPool``, capacity per ``spec.cni.instanceType``)."""
+    cni = config.cni
+    on_node_net = cni.name == "aws-vpc" or (cni.name == "azure" and cni.get("mode") != "overlay")
+    if not on_node_net:
+        return {n.name: pod_pool(n) for n in nodes}
+    if node_pool is None:  # (a cluster made without build_nodes): the nodes' addresses held
+        node_pool = AddressPool(config.node_network, first=2, reserved={
+            config.gateway_ip: "the node network's gateway"} if config.gateway_ip else {})
+        for n in nodes:
+            node_pool.claim(n.internal_ip, f"Node/{n.name}")
+        for h in config.external_hosts:
+            node_pool.claim(h.ip, f"external host '{h.name}'")
+    if cni.name == "aws-vpc":
+        itype = cni.get("instanceType")
+        what = "secondary IPs of the ENIs" + (f" of a {itype}" if itype else "") + " in"
+        capacity = eni_capacity(itype) if itype else None
+    else:
+        what, capacity = "VNet addresses in", None
+    return {n.name: NodeNetworkPodPool(node_pool, n.name, capacity, what) for n in nodes}
 
 
 def subnets(cluster_cidr: IPv4Network, prefix: int, names: Iterable[str],

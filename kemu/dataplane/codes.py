@@ -19,11 +19,15 @@ IF_NODE_LOCAL = 9  # <node>/local: the node's own processes (never captured)
 # kube-router (kemu/compiler/kube_router.py)
 IF_IPIP = 12      # <node>/tun-<hash>: an IP-in-IP tunnel towards one peer node (no ARP)
 IF_DUMMY = 13     # <node>/kube-dummy-if: the dummy device holding the Service addresses
+# the node end of a routed veth (AWS VPC CNI ``eni<hash>``, Azure CNI ``azv<hash>``): no
+# bridge, an L3 device of the node's own stack, the pod's /32 route points at it
+IF_VETH_HOST = 10
 
 IF_KIND_NAMES = {
     IF_POD_ETH: "pod-eth", IF_POD_LO: "pod-lo", IF_VETH: "veth", IF_BRIDGE: "bridge",
     IF_NODE_ETH: "node-eth", IF_VTEP: "vtep", IF_EXT_ETH: "external", IF_GW_ETH: "gateway",
     IF_NODE_LOCAL: "node-local", IF_IPIP: "ipip", IF_DUMMY: "dummy",
+    IF_VETH_HOST: "veth-host",
 }
 
 # Directions (equal to pcapng epb_flags direction bits)

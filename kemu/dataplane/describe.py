@@ -48,8 +48,27 @@ def route_text(t: Tables, route: int, nh: int, node: int) -> str:
     owner = int(t.rt_node[route])
     tun = int(t.tun_if[node * t.n_nodes + owner]) if len(t.tun_if) and kind == C.RT_POD_CIDR \
         and 0 <= node < t.n_nodes and 0 <= owner < t.n_nodes else -1
-    if kind == C.RT_POD_CIDR and owner == node:
-        dev = t.if_kernel_name[int(t.node_br_if[node])] if 0 <= node < t.n_nodes else "cbr0"
+    routed = int(t.rt_dev[route]) if len(t.rt_dev) else -1  # a routed CNI's pod route
+    if kind == C.RT_POD_CIDR and routed >= 0 and int(t.rt_node[route]) == node:
+        dev = t.if_kernel_name[routed]
+    elif kind == C.RT_POD_CIDR and routed >= 0 and not nh:
+        # another node's pod in the node network: this node's connected route; the
+        # address's owner (its ENI, its VNet NIC) is the owner node's eth0
+        net = next((r for r in range(len(t.rt_kind)) if int(t.rt_kind[r]) == C.RT_NODE_NET),
+                   -1)
+        where = (f"{ip_str(t.rt_prefix[net])}/{int(t.rt_len[net])}" if net >= 0 else prefix)
+        return (f"route {where} dev eth0 (held by {t.node_name[int(t.rt_node[route])]}'s "
+                "eth0)")
+    elif kind == C.RT_POD_CIDR and routed >= 0:  # Azure CNI Overlay: the owner's pod CIDR
+        owner = int(t.rt_node[route])
+        cidr = next((r for r in range(len(t.rt_kind)) if int(t.rt_kind[r]) == C.RT_POD_CIDR
+                     and int(t.rt_node[r]) == owner and int(t.rt_dev[r]) < 0), -1)
+        if cidr >= 0:
+            prefix = f"{ip_str(t.rt_prefix[cidr])}/{int(t.rt_len[cidr])}"
+        dev = "eth0"
+    elif kind == C.RT_POD_CIDR and owner == node:
+        br = int(t.node_br_if[node]) if 0 <= node < t.n_nodes else -1
+        dev = t.if_kernel_name[br] if br >= 0 else "cbr0"
     elif tun >= 0:  # kube-router's IP-in-IP device towards the owner
         dev = t.if_kernel_name[tun]
     elif kind == C.RT_POD_CIDR and t.vxlan:

@@ -201,6 +201,15 @@ class Tables:
     ipvs: bool = False
     ipvs_sched: int = 0
     tun_if: np.ndarray = field(default_factory=_i32)
+    # routed CNIs (AWS VPC CNI, Azure CNI; ``kemu/compiler/cni_routed.py``): a pod route's
+    # device on its owner node (a routed veth, ``IF_VETH_HOST``), per route; -1 or an empty
+    # array: the node's bridge. A pod /32 inside the node network is reached from the other
+    # nodes over the node network itself (connected: the next hop is the pod's address,
+    # whose neighbour is the owner node's eth0).
+    rt_dev: np.ndarray = field(default_factory=_i32)
+    # proxy ARP per interface (``net.ipv4.conf.<dev>.proxy_arp``): the node answers ARP on
+    # the interface for an address it routes out of another device; empty: none
+    if_proxy_arp: np.ndarray = field(default_factory=_u8)
 
     @property
     def n_ifaces(self) -> int:

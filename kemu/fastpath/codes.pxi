@@ -18,6 +18,7 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     IF_NODE_LOCAL = 9
     IF_IPIP = 12
     IF_DUMMY = 13
+    IF_VETH_HOST = 10
     DIR_IN = 1
     DIR_OUT = 2
     INJ_TX = 0
@@ -131,6 +132,7 @@ _CODES = (
     ('IF_NODE_LOCAL', IF_NODE_LOCAL, _C),
     ('IF_IPIP', IF_IPIP, _C),
     ('IF_DUMMY', IF_DUMMY, _C),
+    ('IF_VETH_HOST', IF_VETH_HOST, _C),
     ('DIR_IN', DIR_IN, _C),
     ('DIR_OUT', DIR_OUT, _C),
     ('INJ_TX', INJ_TX, _C),

@@ -111,7 +111,8 @@ cdef class Datapath:
         """What a settled cluster's kernels know (reference ``_seed_neighbours``): every pod
         on its node (in ``neigh``), every host of the node network and flannel's VTEP
         addresses (OV-2) on every other node, kept once per address in ``nshared`` (the
-        same entries, without nodes x hosts of them). Writes apply in interface order, as in
+        same entries, without nodes x hosts of them), and a routed pod of the node network
+        on every other node as its node's eth0. Writes apply in interface order, as in
         the reference: an address written both ways is spelt out per node."""
         cdef DP* dp = &self.dp
         cdef int n_nodes = dp.n_nodes, m
@@ -151,6 +152,16 @@ cdef class Datapath:
                 if val is not None:
                     self._neigh_put(m, ip, val, False)
             del seed[ip]
+        # a routed pod in the node network (AWS VPC CNI, Azure CNI): the other nodes reach it
+        # over the node network, its node's eth0 (the ENI holding the address) answers ARP
+        peer = np.asarray(t.if_peer).astype(np.int64)
+        host_ips = set(ip_all[hosts].tolist())
+        for i in pods.tolist():
+            ip = int(ip_all[i])
+            if (int(kind[int(peer[i])]) == IF_VETH_HOST and ip not in host_ips
+                    and (ip & dp.node_net_mask) == dp.node_net_prefix):
+                m = int(t.if_node[i])
+                seed[ip] = [m, int(t.if_mac[int(t.node_eth_if[m])]), 0, 0, 0]
         if dp.neigh.n and seed:  # entries of a node's own table take the new addresses
             for i in range(dp.neigh.mask + 1):
                 s = &dp.neigh.s[i]

@@ -27,7 +27,11 @@ cdef void fix_l2(DP* dp, Item* it, int iface) noexcept nogil:
         wr48(d, 22, mac)
     elif et == <uint32_t>ETH_IP and n >= 34:
         dst = rd32(d, 30)
-        if kind == IF_POD_ETH:
+        if kind == IF_POD_ETH and dp.ifs[dp.ifs[iface].peer].kind == IF_VETH_HOST:
+            # a routed pod (/32, default via 169.254.1.1): everything to the host veth
+            gw_mac = <uint64_t>dp.ifs[dp.ifs[iface].peer].mac
+            same = False
+        elif kind == IF_POD_ETH:
             node = dp.ifs[iface].node
             bip = dp.node_br_ip[node]
             gw_mac = <uint64_t>dp.ifs[dp.node_br_if[node]].mac
@@ -41,6 +45,9 @@ cdef void fix_l2(DP* dp, Item* it, int iface) noexcept nogil:
                  (0x01005E000000ULL | (dst & 0x7FFFFF)))
         elif same:
             owner = owner_of(dp, dst)
+            if (owner >= 0 and dp.ifs[owner].kind == IF_POD_ETH
+                    and dp.ifs[dp.ifs[owner].peer].kind == IF_VETH_HOST):
+                owner = dp.node_eth_if[dp.ifs[owner].node]  # its node's ENI answers ARP
             if owner >= 0:
                 wr48(d, 0, <uint64_t>dp.ifs[owner].mac)
         else:

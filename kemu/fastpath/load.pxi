@@ -46,6 +46,13 @@ cdef int load_tables(Datapath self, tables) except -1:
     rt_kind = _i32(t.rt_kind)
     rt_owner = _i32(t.rt_node)
     rt_nh = np.zeros(max(1, n_rt), np.uint32)
+    rt_dev = _rt_dev(t, n_rt, n_if)
+    if_parp = np.zeros(max(1, n_if), np.uint8)
+    if len(t.if_proxy_arp):
+        if len(t.if_proxy_arp) != n_if:
+            raise ValueError("inconsistent tables: if_proxy_arp has "
+                             f"{len(t.if_proxy_arp)} entries, not {n_if}")
+        if_parp[:n_if] = np.asarray(t.if_proxy_arp, np.uint8) != 0
     node_pod_mask = np.full(max(1, n_nodes), 0xFFFFFF00, np.uint32)
     mask_set = np.zeros(max(1, n_nodes), bool)
     for r in range(n_rt):
@@ -65,6 +72,12 @@ cdef int load_tables(Datapath self, tables) except -1:
             nh = int(t.gateway_ip)
         rt_nh[r] = nh & 0xFFFFFFFF
     # a node's own route table (R-2): the masks derived once
+    net = _node_net(t)
+    for r in range(n_rt):  # a routed pod's /32 in the node network: connected elsewhere
+        if (rt_dev[r] >= 0 and int(rt_kind[r]) == RT_POD_CIDR and net is not None
+                and int(t.rt_len[r]) >= net[1]
+                and (int(t.rt_prefix[r]) & lpm_mask(net[1])) == net[0]):
+            rt_nh[r] = 0
     nrt_start = _i32(t.node_rt_start)
     nrt_count = _i32(t.node_rt_count)
     nrt_prefix = np.ascontiguousarray(t.nrt_prefix, dtype=np.uint32)
@@ -194,7 +207,7 @@ cdef int load_tables(Datapath self, tables) except -1:
             node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
             sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
             own_if, nm_net, nm_mask, be_flags, sp_src_start, sp_src_count, src_net, src_mask,
-            nrt_start, nrt_count, nrt_prefix, nrt_mask, nrt_if, nrt_nh, tun_if]
+            nrt_start, nrt_count, nrt_prefix, nrt_mask, nrt_if, nrt_nh, tun_if, rt_dev, if_parp]
     for k, a in enumerate(keep):
         if len(a) == 0:  # a valid pointer even for empty tables
             keep[k] = np.zeros(1, a.dtype)
@@ -203,7 +216,7 @@ cdef int load_tables(Datapath self, tables) except -1:
      node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
      sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
      own_if, nm_net, nm_mask, be_flags, sp_src_start, sp_src_count, src_net, src_mask,
-     nrt_start, nrt_count, nrt_prefix, nrt_mask, nrt_if, nrt_nh, tun_if) = keep
+     nrt_start, nrt_count, nrt_prefix, nrt_mask, nrt_if, nrt_nh, tun_if, rt_dev, if_parp) = keep
     pol_commit(&self.dp, pol, t, keep)
     self._keep = keep
     self.dp.n_if = n_if
@@ -242,6 +255,8 @@ cdef int load_tables(Datapath self, tables) except -1:
     self.dp.rt_kind = <int32_t*>cnp.PyArray_DATA(rt_kind)
     self.dp.rt_owner = <int32_t*>cnp.PyArray_DATA(rt_owner)
     self.dp.rt_nh = <uint32_t*>cnp.PyArray_DATA(rt_nh)
+    self.dp.rt_dev = <int32_t*>cnp.PyArray_DATA(rt_dev)
+    self.dp.if_parp = <uint8_t*>cnp.PyArray_DATA(if_parp)
     self.dp.nrt_start = <int32_t*>cnp.PyArray_DATA(nrt_start)
     self.dp.nrt_count = <int32_t*>cnp.PyArray_DATA(nrt_count)
     self.dp.nrt_prefix = <uint32_t*>cnp.PyArray_DATA(nrt_prefix)
@@ -298,6 +313,32 @@ cdef int load_tables(Datapath self, tables) except -1:
     return 0
 
 
+def _rt_dev(t, n_rt, n_if):
+    """``Tables.rt_dev`` checked (-1 per route when the tables have none): a device a
+    pod route points at on its owner node is a routed veth of that node."""
+    rt_dev = np.full(max(1, n_rt), -1, np.int32)
+    if len(t.rt_dev) == 0:
+        return rt_dev
+    if len(t.rt_dev) != n_rt:
+        raise ValueError(f"inconsistent tables: rt_dev has {len(t.rt_dev)} entries, not {n_rt}")
+    for r in range(n_rt):
+        d = int(t.rt_dev[r])
+        if d != -1 and not (0 <= d < n_if and int(t.if_kind[d]) == IF_VETH_HOST
+                            and int(t.rt_kind[r]) == RT_POD_CIDR
+                            and int(t.if_node[d]) == int(t.rt_node[r])):
+            raise ValueError(f"inconsistent tables: route {r}: device {d}")
+        rt_dev[r] = d
+    return rt_dev
+
+
+def _node_net(t):
+    """(prefix, length) of the node network (the first RT_NODE_NET route), None."""
+    for i in range(len(t.rt_kind)):
+        if int(t.rt_kind[i]) == RT_NODE_NET:
+            return int(t.rt_prefix[i]), int(t.rt_len[i])
+    return None
+
+
 def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_local_if,
                   br_netfilter, br_port_start, br_port_count, br_ports, node_eth_if,
                   node_br_if, node_vtep_if, node_local_if, n_sp, n_be) -> None:
@@ -327,11 +368,11 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
     peer = np.asarray(if_peer, np.int64)
     bridge = np.asarray(if_bridge, np.int64)
     idx = np.arange(n_if)
-    bad_peer = np.isin(kind, (IF_POD_ETH, IF_VETH)) & ~((peer >= 0) & (peer < n_if))
+    bad_peer = np.isin(kind, (IF_POD_ETH, IF_VETH, IF_VETH_HOST)) & ~((peer >= 0) & (peer < n_if))
     bad_pod = (kind == IF_POD_ETH) & ((idx + 1 >= n_if) | ~((node >= 0) & (node < n_nodes)))
     bad_br = (np.isin(kind, (IF_VETH, IF_BRIDGE, IF_NODE_ETH, IF_EXT_ETH, IF_GW_ETH))
               & ~((bridge >= 0) & (bridge < n_br)))
-    bad_node = (np.isin(kind, (IF_NODE_ETH, IF_BRIDGE, IF_VTEP, IF_NODE_LOCAL))
+    bad_node = (np.isin(kind, (IF_NODE_ETH, IF_BRIDGE, IF_VTEP, IF_NODE_LOCAL, IF_VETH_HOST))
                 & ~((node >= 0) & (node < n_nodes)))
     any_bad = bad_peer | bad_pod | bad_br | bad_node
     if any_bad.any():

@@ -164,7 +164,8 @@ cdef void masquerade(DP* dp, Item* it, int e, int node, int out_if, int proto,
     (1-511, 600-1023, 1024-65535) from a random offset (kemu's seed and the tuple), the
     next free one after it (nf_nat_l4proto_unique_tuple)."""
     cdef CtE* E = &dp.ce[e]
-    cdef uint32_t new_ip = dp.ifs[out_if].ip
+    # (a device without an address, a routed veth: inet_select_addr takes the node's)
+    cdef uint32_t new_ip = dp.ifs[out_if].ip if dp.ifs[out_if].ip else dp.node_ip[node]
     cdef int port = E.t[0].sport, tries = 0, lo, size
     cdef int rproto = E.proto[1], rsport = E.t[1].sport
     cdef uint32_t rsip = E.t[1].sip

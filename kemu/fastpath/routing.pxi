@@ -69,16 +69,28 @@ cdef inline int route_dev(const DP* dp, int node, uint32_t dst, uint32_t* nh) no
     if kind == RT_POD_CIDR:
         if dp.rt_owner[r] == node:
             nh[0] = 0
-            return dp.node_br_if[node]
+            # a routed veth (the routed CNIs), else the bridge
+            return dp.rt_dev[r] if dp.rt_dev[r] >= 0 else dp.node_br_if[node]
         if dp.tun_if != NULL:  # kube-router's overlay: a dev route on tun-<hash>
             k = dp.tun_if[node * dp.n_nodes + dp.rt_owner[r]]
             if k >= 0:
                 nh[0] = 0
                 return k
+        if dp.rt_dev[r] >= 0 and dp.rt_nh[r] == 0:  # a routed pod in the node network
+            nh[0] = 0
+            return dp.node_eth_if[node]
         nh[0] = dp.rt_nh[r]
         return dp.node_vtep_if[node] if dp.vxlan else dp.node_eth_if[node]
     nh[0] = dp.rt_nh[r]  # the node network: connected (0); anything else: the gateway
     return dp.node_eth_if[node]
+
+
+cdef bint proxy_arp(const DP* dp, int node, int i, uint32_t tpa) noexcept nogil:
+    """reference ``_proxy_arp``: arp_process's proxy ARP (``proxy_arp`` on ``i``): ``node``
+    routes ``tpa`` (a unicast route) out of a device other than ``i``."""
+    cdef uint32_t nh
+    cdef int out_if = route_dev(dp, node, tpa, &nh)
+    return out_if >= 0 and out_if != i
 
 
 cdef inline int64_t neigh_get(const DP* dp, int node, uint32_t ip, HSlot** slot) noexcept nogil:
@@ -201,7 +213,8 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
     if et == <uint32_t>ETH_ARP:
         if n < 42:
             return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
-        if local_if_of(dp, node, rd32(d, 38)) >= 0 or owner_of(dp, rd32(d, 38)) == i:
+        if (local_if_of(dp, node, rd32(d, 38)) >= 0 or owner_of(dp, rd32(d, 38)) == i
+                or (dp.if_parp[i] and proxy_arp(dp, node, i, rd32(d, 38)))):
             ev(dp, it, EV_NODE_INPUT, node, 0, 0)  # (owner: an announced LB address, L2)
             return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
         return end(dp, it, OUT_DROPPED, DROP_NOT_LOCAL, i, 0, False)
@@ -255,7 +268,7 @@ cdef int st_local_out(DP* dp, Item* it) noexcept nogil:
     dst = rd32(d, 30)
     out_if = route_dev(dp, node, dst, &nh)
     if rd32(d, 26) == 0 and out_if >= 0:  # unbound socket: the route's preferred source
-        set_src_auto(d, n, dp.ifs[out_if].ip, -1)
+        set_src_auto(d, n, dp.ifs[out_if].ip if dp.ifs[out_if].ip else dp.node_ip[node], -1)
     verdict = prerouting(dp, it, node, loc)  # nat OUTPUT shares KUBE-SERVICES (S-1)
     if verdict:
         return end(dp, it, OUT_DROPPED, verdict, loc, 0, False)

@@ -212,6 +212,8 @@ ctypedef struct DP:
     const int32_t* rt_kind        # per route: codes.RT_*, resolved per node (_route_dev)
     const int32_t* rt_owner       # the node owning a pod CIDR, -1
     const uint32_t* rt_nh         # the next hop from any node that does not own it
+    const int32_t* rt_dev         # a pod route's device on its owner (routed veth), -1: bridge
+    const uint8_t* if_parp        # proxy ARP per interface (Tables.if_proxy_arp)
     const int32_t* nrt_start      # a node with its own route table (Tables.node_rt_*, R-2):
     const int32_t* nrt_count      # routes nrt_*[start : +count], longest first; 0: shared
     const uint32_t* nrt_prefix

@@ -176,6 +176,7 @@ class Engine:
         t = self.tables
         kind, peer, bridge, mac = t.if_kind, t.if_peer, t.if_bridge, t.if_mac
         neighbours = []
+        routed = {} if self.static_neighbours else routed_pod_neighbours(t)
         for i in range(t.n_ifaces):
             k = int(kind[i])
             if k == C.IF_VTEP and not self.static_neighbours:
@@ -194,6 +195,10 @@ class Engine:
         for k, node, ip, m in neighbours:  # what _seed_neighbours gives with static ones
             if k == C.IF_POD_ETH:
                 self.dp.neigh_set(node, ip, m)
+                if ip in routed:  # a routed pod of the node network: its node's eth0
+                    for other in range(t.n_nodes):
+                        if other != node:
+                            self.dp.neigh_set(other, ip, routed[ip])
             else:
                 for other in range(t.n_nodes):
                     if other != node:
@@ -349,7 +354,8 @@ class Engine:
                         self._l7_marks.setdefault(fits[0], []).extend(marks)
                         marks = []
                     out.extend((f, iface, C.INJ_TX_FIXL2, "answer", idx) for f in fits)
-            elif kind == C.OUT_DELIVERED and ikind in (C.IF_BRIDGE, C.IF_NODE_ETH, C.IF_VTEP):
+            elif kind == C.OUT_DELIVERED and ikind in (C.IF_BRIDGE, C.IF_NODE_ETH, C.IF_VTEP,
+                                                       C.IF_VETH_HOST):
                 out.extend(self._node_arp(data, iface, idx))
                 if self.respond:
                     out.extend(self._node_answer(data, iface, idx))
@@ -498,7 +504,8 @@ class Engine:
         if out_if < 0:
             return bytes(frame)
         f = bytearray(frame)
-        f[26:30] = int(t.if_ip[out_if]).to_bytes(4, "big")
+        src = int(t.if_ip[out_if]) or int(t.node_ip[int(t.if_node[iface])])  # a routed veth
+        f[26:30] = src.to_bytes(4, "big")
         return bytes(f)
 
     def _node_socket(self, node: int) -> HostStack:
@@ -602,6 +609,23 @@ class Engine:
         return [(req, out_if, C.INJ_TX, "arp", idx)]
 
 
+def routed_pod_neighbours(t: Tables) -> dict[int, int]:
+    """The routed pods of the node network (AWS VPC CNI, Azure CNI): address -> the MAC of
+    their node's eth0, which answers ARP for them (the datapath's ``_seed_neighbours``)."""
+    net = next(((int(t.rt_prefix[r]), int(t.rt_len[r])) for r in range(len(t.rt_kind))
+                if int(t.rt_kind[r]) == C.RT_NODE_NET), None)
+    if net is None:
+        return {}
+    mask = (0xFFFFFFFF << (32 - net[1])) & 0xFFFFFFFF
+    out = {}
+    for i in range(t.n_ifaces):
+        if (int(t.if_kind[i]) == C.IF_POD_ETH and int(t.if_peer[i]) >= 0
+                and int(t.if_kind[int(t.if_peer[i])]) == C.IF_VETH_HOST
+                and (int(t.if_ip[i]) & mask) == net[0]):
+            out[int(t.if_ip[i])] = int(t.if_mac[int(t.node_eth_if[int(t.if_node[i])])])
+    return out
+
+
 def longest_route(t: Tables, dst: int) -> int:
     """The id of the longest route of the shared table matching ``dst`` (R-2), -1: none (a
     scan: for names and the slow path, not the fast path)."""
@@ -629,8 +653,9 @@ def route_dev(t: Tables, node: int, dst: int) -> int:
     if best < 0:
         return -1
     if int(t.rt_kind[best]) == C.RT_POD_CIDR:
+        dev = int(t.rt_dev[best]) if len(t.rt_dev) else -1
         if int(t.rt_node[best]) == node:
-            return int(t.node_br_if[node])
+            return dev if dev >= 0 else int(t.node_br_if[node])
         if len(t.tun_if) and int(t.tun_if[node * t.n_nodes + int(t.rt_node[best])]) >= 0:
             return int(t.tun_if[node * t.n_nodes + int(t.rt_node[best])])  # kube-router IPIP
         return int(t.node_vtep_if[node]) if t.vxlan else int(t.node_eth_if[node])

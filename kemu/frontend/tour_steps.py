@@ -631,6 +631,44 @@ def cni_flannel(ctx: Ctx) -> StepRun:
     return run
 
 
+def _cni_routed(ctx: Ctx, prefix: str, how: str) -> StepRun:
+    """The routed CNIs (``kemu/compiler/cni_routed.py``): pod -> Service on another node
+    through the pod's routed host veth (``prefix``: eni, azv), no bridge, no encapsulation."""
+    emu = ctx.load()
+    src, service = "default/a", "default/web"
+    svc = emu.model.service("default", "web")
+    backend = sorted(ready_endpoints(emu, service))[0]
+    node, dnode = _node_of(emu, src), _node_of(emu, backend)
+    pkt = syn(str(svc.cluster_ip), 80)
+    run = StepRun(emu, ctx.shown)
+    run.exchanges.append(Exchange(
+        f"{src} ({_ip(emu, src)}, an address of the node network) on {node} connects to the "
+        f"Service {service}; its pod {backend} runs on {dnode}",
+        [emu.send(pkt, src=src)], crafted=scapy_text(pkt), rerun=trace_args(ctx, src, service),
+        expects=[
+            expect(f"the pod's frame enters {node}'s stack at its routed veth {prefix}...",
+                   "hop", origin="injected", device=_starts(f"{node}/{prefix}"),
+                   direction="in"),
+            expect(f"kube-proxy on {node} DNATs to {backend}", "dnat", origin="injected",
+                   node=node, backend_pod=backend),
+            expect(f"{node} reaches {backend} on the node network: {how}", "route",
+                   origin="injected", node=node, route=_has(f"held by {dnode}'s eth0")),
+            expect("no encapsulation", "encap", origin="injected", absent=True),
+            expect(f"{dnode} routes it by the pod's /32 to its {prefix}... veth", "route",
+                   origin="injected", node=dnode, route=_has(f"/32 dev {prefix}")),
+            expect("the connection is established", "verdict", reachable="yes"),
+        ]))
+    return run
+
+
+def cni_aws_vpc(ctx: Ctx) -> StepRun:
+    return _cni_routed(ctx, "eni", "the ENI holding the address answers for it")
+
+
+def cni_azure(ctx: Ctx) -> StepRun:
+    return _cni_routed(ctx, "azv", "the VNet delivers to the node holding the address")
+
+
 STEPS: list[Step] = [
     Step("pod-localhost", "Containers of one pod talk over localhost",
          "The containers of a pod share one network namespace, held by the pause container: "
@@ -694,6 +732,18 @@ STEPS: list[Step] = [
          "flannel (here its VXLAN backend) connects the nodes; kube-proxy translates "
          "Services on the client's node before flannel carries the packet.",
          "examples/tour/vxlan", cni_flannel, "OV-1"),
+    Step("cni-aws-vpc", "CNI AWS VPC CNI: a pod -> Service packet",
+         "Pods take secondary addresses of their node's ENIs in the VPC subnet. A pod's "
+         "eth0 holds its address as a /32 with a default route via 169.254.1.1, whose "
+         "static ARP entry is the MAC of the host end of its veth (eni...); the node routes "
+         "each pod's /32 to its veth. No bridge, no overlay: the VPC delivers a pod's "
+         "address to the node whose ENI holds it. kube-proxy translates Services as usual.",
+         "examples/cni/aws-vpc", cni_aws_vpc, "R-*, S-*"),
+    Step("cni-azure", "CNI Azure CNI (transparent): a pod -> Service packet",
+         "Pods take VNet addresses; each is behind a host veth (azv...) with proxy ARP on "
+         "and a /32 route on its node, no bridge and no overlay. The VNet delivers a pod's "
+         "address to its node. kube-proxy translates Services as usual.",
+         "examples/cni/azure", cni_azure, "R-*, S-*"),
 ]
 
 

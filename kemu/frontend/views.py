@@ -46,9 +46,11 @@ No ``uid``, ``resourceVersion`` or timestamps: kemu has none. ``-o name`` prints
 - ``InterfaceList`` (every emulated device, in the order of the pcapng's interfaces; the nodes'
   pseudo-devices for their own processes, never captured, are left out): ``name``: str (as in
   the pcapng: ``node1/eth0``, ``node1/cbr0``, ``node1/veth-<pod>``, ``node1/flannel.1``,
-  ``<ns>/<pod>/eth0``, ``<ns>/<pod>/lo``, ``ext/<host>/eth0``, ``gateway/eth0``); ``kind``: str
-  (``node-eth``, ``bridge``, ``veth``, ``vtep``, ``pod-eth``, ``pod-lo``, ``external``,
-  ``gateway``); ``kernelName``: str (the name a Linux node would give it, <= 15 characters);
+  ``<ns>/<pod>/eth0``, ``<ns>/<pod>/lo``, ``ext/<host>/eth0``, ``gateway/eth0``; the routed
+  CNIs' host veths ``node1/eni<hash>`` (AWS VPC CNI), ``node1/azv<hash>`` (Azure CNI), no
+  ``cbr0``); ``kind``: str (``node-eth``, ``bridge``, ``veth``, ``vtep``, ``pod-eth``,
+  ``pod-lo``, ``external``, ``gateway``, ``veth-host``: a routed veth, an L3 device of the
+  node); ``kernelName``: str (the name a Linux node would give it, <= 15 characters);
   ``node``: str | null (the node it is on; null for external hosts and the gateway); ``mac``:
   str; ``ip``: str | null; ``mtu``: int (the device's MTU, as the datapath enforces it: the
   kemu Cluster document's ``spec.mtu``, default 1500, for node uplinks, external hosts and
@@ -59,9 +61,10 @@ No ``uid``, ``resourceVersion`` or timestamps: kemu has none. ``-o name`` prints
   (a veth is its pod's);
   ``peer``: str | null (the other end of a veth pair); ``bridge``: str | null (the bridge or
   segment it is a port of: ``node1/cbr0``, ``node-network``); ``hairpin``: bool;
-  ``description``: str (the pcapng's interface description). kube-router
-  (``spec.cni: kube-router``): the pod bridge is ``kube-bridge``; ``node1/kube-dummy-if``
-  (kind ``dummy``) has no ``ip`` but ``addresses``: [str] (the Service addresses IPVS
+  ``proxyArp``: bool (``net.ipv4.conf.<dev>.proxy_arp``: the node answers ARP on it for
+  addresses it routes out of another device; the routed CNIs); ``description``: str (the
+  pcapng's interface description). kube-router (``spec.cni: kube-router``): the pod
+  bridge is ``kube-bridge``; ``node1/kube-dummy-if`` (kind ``dummy``) has no ``ip`` but ``addresses``: [str] (the Service addresses IPVS
   serves, held on it); ``node1/tun-<hash>`` (kind ``ipip``, with overlayType full) has the
   node's address as its ``ip`` (its ``link/ipip`` local end) and the peer node's tunnel
   towards it as ``peer``.
@@ -447,7 +450,7 @@ def k8s_items(cluster: Cluster, resource: str, objs: Sequence[Any]) -> list[dict
 
 # --- kemu's views: interfaces ---------------------------------------------------------------
 
-OWNER_KINDS = {C.IF_POD_ETH: "Pod", C.IF_POD_LO: "Pod", C.IF_VETH: "Pod",
+OWNER_KINDS = {C.IF_POD_ETH: "Pod", C.IF_POD_LO: "Pod", C.IF_VETH: "Pod", C.IF_VETH_HOST: "Pod",
                C.IF_EXT_ETH: "ExternalHost", C.IF_GW_ETH: "Gateway"}
 
 
@@ -487,6 +490,7 @@ def interface_items(cluster: Cluster, t: Tables, ns: str | None = None
             "peer": t.if_name[peer] if peer >= 0 and peer != i else None,
             "bridge": t.br_name[bridge] if bridge >= 0 else None,
             "hairpin": bool(int(t.if_hairpin[i])),
+            "proxyArp": bool(len(t.if_proxy_arp) and int(t.if_proxy_arp[i])),
             "description": t.if_desc[i],
         })
         if kind == C.IF_DUMMY:  # kube-router's kube-dummy-if: every Service address, /32
@@ -531,14 +535,15 @@ def interface_rows(items: Sequence[Mapping[str, Any]], wide: bool
                    ) -> tuple[list[str], list[list[str]]]:
     headers = ["NAME", "KIND", "MAC", "IP", "MTU", "OWNER"]
     if wide:
-        headers += ["KERNEL-NAME", "PEER", "BRIDGE"]
+        headers += ["KERNEL-NAME", "PEER", "BRIDGE", "PROXY-ARP"]
     rows = []
     for it in items:
         ip = it["ip"] or _addresses_cell(it.get("addresses") or []) or "<none>"
         row = [it["name"], it["kind"], it["mac"], ip, str(it["mtu"]),
                owner_word(it["owner"])]
         if wide:
-            row += [it["kernelName"], it["peer"] or "<none>", it["bridge"] or "<none>"]
+            row += [it["kernelName"], it["peer"] or "<none>", it["bridge"] or "<none>",
+                    "on" if it["proxyArp"] else "off"]
         rows.append(row)
     return headers, rows
 

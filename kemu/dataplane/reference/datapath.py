@@ -43,7 +43,8 @@ class Datapath(Load, Stages, Proxy, Conntrack):
 
     def _seed_neighbours(self) -> None:
         """What a settled cluster's kernels know: every pod on its node's bridge, every host
-        of the node network on every node, flannel's static VTEP entries (OV-2)."""
+        of the node network on every node, flannel's static VTEP entries (OV-2), a routed
+        pod of the node network on every other node as its node's eth0."""
         t = self.t
         for i in range(t.n_ifaces):
             k, n = self.if_kind[i], self.if_node[i]
@@ -57,6 +58,22 @@ class Datapath(Load, Stages, Proxy, Conntrack):
                 for m in range(t.n_nodes):
                     if m != n:
                         self.neigh[(m, self.if_ip[i])] = self.if_mac[i]
+        # a routed pod in the node network (AWS VPC CNI, Azure CNI): the other nodes reach it
+        # over the node network, its node's eth0 (the ENI holding the address) answers ARP
+        net = next(((int(t.rt_prefix[r]), int(t.rt_len[r])) for r in range(len(t.rt_kind))
+                    if int(t.rt_kind[r]) == C.RT_NODE_NET), None)
+        mask = (0xFFFFFFFF << (32 - net[1])) & 0xFFFFFFFF if net is not None else 0
+        hosts = {self.if_ip[i] for i in range(t.n_ifaces) if self.if_kind[i] in (
+            C.IF_NODE_ETH, C.IF_EXT_ETH, C.IF_GW_ETH, C.IF_VTEP)}
+        for i in range(t.n_ifaces):
+            if (self.if_kind[i] != C.IF_POD_ETH or self.if_kind[self.if_peer[i]] != C.IF_VETH_HOST
+                    or net is None or (self.if_ip[i] & mask) != net[0]
+                    or self.if_ip[i] in hosts):
+                continue
+            n = self.if_node[i]
+            for m in range(t.n_nodes):
+                if m != n:
+                    self.neigh[(m, self.if_ip[i])] = self.if_mac[int(t.node_eth_if[n])]
 
     def _remap_conntrack(self) -> None:
         """After a table swap: find each DNAT entry's service port and backend again; flush

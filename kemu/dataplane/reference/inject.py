@@ -36,7 +36,11 @@ class Inject(Record):
         elif et == ETH_IP and len(d) >= 34:
             dst = u32(d, 30)
             t = self.t
-            if kind == C.IF_POD_ETH:
+            if kind == C.IF_POD_ETH and self.if_kind[self.if_peer[iface]] == C.IF_VETH_HOST:
+                # a routed pod (/32, default via 169.254.1.1): everything to the host veth
+                gw_mac = self.if_mac[self.if_peer[iface]]
+                same = False
+            elif kind == C.IF_POD_ETH:
                 node = self.if_node[iface]
                 bip = int(t.node_br_ip[node])
                 gw_mac = self.if_mac[int(t.node_br_if[node])]
@@ -51,6 +55,9 @@ class Inject(Record):
                       0x01005E000000 | (dst & 0x7FFFFF))
             elif same:
                 owner = t.owner_of(dst)
+                if (owner >= 0 and self.if_kind[owner] == C.IF_POD_ETH
+                        and self.if_kind[self.if_peer[owner]] == C.IF_VETH_HOST):
+                    owner = int(t.node_eth_if[self.if_node[owner]])  # its node's ENI: ARP
                 if owner >= 0:
                     put48(d, 0, self.if_mac[owner])
             else:

@@ -6,7 +6,7 @@ port); the nodes' local addresses into ``local_ips``; the interface columns into
 NetworkPolicy fields into ``PolicyMaps`` (``pol``, None without policies). After
 a swap the FDBs are flushed, conntrack and affinity are remapped onto the new tables
 (``datapath.py``: ``_remap_conntrack``, CT-4; ``_remap_affinity``) and static neighbours seeded
-again (OV-2).
+again (OV-2). The routed CNIs' columns (``rt_dev``, ``if_proxy_arp``) into lists.
 
 Compiled twin: ``kemu/fastpath/load.pxi`` (``load_tables``; it also checks the tables' shapes
 and ranges, ``_check_tables``, so that a bad table is an exception, not a crash).
@@ -66,6 +66,19 @@ class Load(State):
         n = t.n_nodes  # kube-router's IPIP devices: (node, peer) -> tun-<hash>
         self.tun_if = {(k // n, k % n): int(v) for k, v in enumerate(t.tun_if) if v >= 0}
         self.ipvs_rr = {}  # IPVS services are synced anew: schedulers start over
+        # routed CNIs: a pod route's device on its owner (-1: the bridge), and the routes a
+        # non-owner reaches over the node network, connected (a pod /32 inside it)
+        n_rt = len(t.rt_prefix)
+        self.rt_dev = [int(x) for x in t.rt_dev] if len(t.rt_dev) else [-1] * n_rt
+        net = next(((int(t.rt_prefix[i]), int(t.rt_len[i])) for i in range(n_rt)
+                    if int(t.rt_kind[i]) == C.RT_NODE_NET), None)
+        self.rt_connected = {
+            r for r in range(n_rt)
+            if self.rt_dev[r] >= 0 and int(t.rt_kind[r]) == C.RT_POD_CIDR and net is not None
+            and int(t.rt_len[r]) >= net[1]
+            and (int(t.rt_prefix[r]) & ((0xFFFFFFFF << (32 - net[1])) & 0xFFFFFFFF)) == net[0]}
+        self.proxy_arp = ([bool(x) for x in t.if_proxy_arp] if len(t.if_proxy_arp)
+                          else [False] * t.n_ifaces)
         if old is not None and old is not tables:
             self.fdb.clear()
             self._remap_conntrack()

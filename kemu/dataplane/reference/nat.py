@@ -76,7 +76,8 @@ class Nat(Record, Parse):
         (NF_NAT_RANGE_PROTO_RANDOM_FULLY), or on a clash, a port of the source port's class
         (1-511, 600-1023, 1024-65535) from a random offset (kemu's seed and the tuple), the
         next free one after it (nf_nat_l4proto_unique_tuple)."""
-        new_ip = self.if_ip[out_if]
+        # (a device without an address, a routed veth: inet_select_addr takes the node's)
+        new_ip = self.if_ip[out_if] or int(self.t.node_ip[node])
         port = e.orig[2]
         rproto, rsip, rsport = e.reply[0], e.reply[1], e.reply[2]
         if proto in (C.PROTO_TCP, C.PROTO_UDP) and (

@@ -50,7 +50,8 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
             if len(d) < 42:
                 return self._end(it, C.OUT_DROPPED, C.DROP_TOO_SHORT, i)
             tpa = u32(d, 38)  # (owner: a LoadBalancer address the node announces, L2)
-            if (node, tpa) in self.local_ips or self.t.owner_of(tpa) == i:
+            if ((node, tpa) in self.local_ips or self.t.owner_of(tpa) == i
+                    or (self.proxy_arp[i] and self._proxy_arp(node, i, tpa))):
                 self._ev(it, C.EV_NODE_INPUT, node)
                 return self._end(it, C.OUT_DELIVERED, 0, i)
             return self._end(it, C.OUT_DROPPED, C.DROP_NOT_LOCAL, i)
@@ -114,7 +115,7 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
         dst = u32(d, 30)
         out_if, nh = self._route_dev(node, dst)
         if u32(d, 26) == 0 and out_if >= 0:  # unbound socket: the route's preferred source
-            self._set_src(d, self.if_ip[out_if], -1)
+            self._set_src(d, self.if_ip[out_if] or int(self.t.node_ip[node]), -1)
         verdict = self._prerouting(it, node, loc)  # nat OUTPUT shares KUBE-SERVICES (S-1)
         if verdict:
             return self._end(it, C.OUT_DROPPED, verdict, loc)
@@ -178,6 +179,12 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
             p.stage, p.a = S_TX, out_if
         stack.extend(reversed(pieces))
 
+    def _proxy_arp(self, node: int, i: int, tpa: int) -> bool:
+        """arp_process's proxy ARP (``proxy_arp`` on ``i``): ``node`` routes ``tpa`` (a
+        unicast route) out of a device other than ``i``."""
+        out_if, _nh = self._route_dev(node, tpa)
+        return out_if >= 0 and out_if != i
+
     # ---- routing
     def _route_id(self, node: int, dst: int) -> int:
         """The id of the route ``node`` takes to ``dst`` (EV_ROUTE): a shared route's, or
@@ -213,10 +220,13 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
         if kind == C.RT_POD_CIDR:
             owner = int(t.rt_node[r])
             if owner == node:
-                return int(t.node_br_if[node]), 0
+                dev = self.rt_dev[r]  # a routed veth (routed CNIs), else the bridge
+                return (dev if dev >= 0 else int(t.node_br_if[node])), 0
             tun = self.tun_if.get((node, owner), -1)
             if tun >= 0:  # kube-router's overlay: a dev route on tun-<hash>
                 return tun, 0
+            if r in self.rt_connected:  # a routed pod in the node network: connected
+                return int(t.node_eth_if[node]), 0
             if t.vxlan:
                 return int(t.node_vtep_if[node]), int(t.rt_prefix[r])
             return int(t.node_eth_if[node]), int(t.node_ip[owner])
