@@ -349,7 +349,12 @@ class _Topology:
         self.mac = t.if_mac[pod_if].astype(np.int64)
         self.node = t.if_node[pod_if].astype(np.int32)
         self.n_nodes = t.n_nodes
-        self.br_mac = t.if_mac[t.node_br_if].astype(np.int64)
+        # where a pod's frames go first: its node's bridge, or (the routed CNIs: /32, default
+        # via 169.254.1.1) its host veth, for every destination
+        peer = t.if_peer[pod_if].astype(np.int64)
+        self.routed = t.if_kind[peer] == C.IF_VETH_HOST
+        self.gw_mac = np.where(self.routed, t.if_mac[peer],
+                               t.if_mac[t.node_br_if][self.node]).astype(np.int64)
         order = np.argsort(self.node, kind="stable")
         self.by_node = np.split(order, np.cumsum(np.bincount(self.node, minlength=t.n_nodes))[:-1])
         # service ports usable for "endpoint on another node": TCP ClusterIP with backends
@@ -411,8 +416,9 @@ def mix_flows(t: Tables, n_flows: int, seed: int = 1,
     has_peer = peer >= 0
     dst_ip[has_peer] = topo.ip[peer[has_peer]]
     same = kind == MIX_SAME_NODE
-    dst_mac = topo.br_mac[topo.node[client]]
-    dst_mac[same] = topo.mac[peer[same]]
+    dst_mac = topo.gw_mac[client].copy()
+    bridged = same & ~topo.routed[client]  # a bridge: straight to the peer's MAC
+    dst_mac[bridged] = topo.mac[peer[bridged]]
     # source ports: per client pod, counting from 10000
     order = np.argsort(client, kind="stable")
     starts = np.searchsorted(client[order], client[order])

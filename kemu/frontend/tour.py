@@ -108,10 +108,11 @@ def facts(trace: Trace) -> list[Fact]:
             out.append(fact("hop", n, o, device=t.if_name[iface],
                              direction="out" if d == C.DIR_OUT else "in"))
             for kind, a, b, c in events:
-                if kind == C.EV_DNAT:
+                if kind in (C.EV_DNAT, C.EV_IPVS_DNAT):
                     sp = int(t.fe_sp[a])
                     be_ip = int(t.be_ip[b]) if b >= 0 else 0
                     out.append(fact("dnat", n, o, node=node, service=t.sp_name[sp],
+                                     by="ipvs" if kind == C.EV_IPVS_DNAT else "iptables",
                                      frontend=f"{ip_str(c)}:{int(t.fe_port[a])}",
                                      type=C.FE_KIND_NAMES[int(t.fe_kind[a])],
                                      backend=backend_text(t, b), backend_pod=_pod_of_ip(
@@ -135,6 +136,12 @@ def facts(trace: Trace) -> list[Fact]:
                                      outer=_summary(data)))
                 elif kind == C.EV_DECAP:
                     out.append(fact("decap", n, o, node=t.node_name[a], vni=b))
+                elif kind == C.EV_IPIP_ENCAP:  # kube-router's IP-in-IP (proto 4)
+                    out.append(fact("ipip-encap", n, o, node=node, remote=t.node_name[a],
+                                     device=t.if_kernel_name[b], outer=_summary(data)))
+                elif kind == C.EV_IPIP_DECAP:
+                    out.append(fact("ipip-decap", n, o, node=t.node_name[a],
+                                     device=t.if_kernel_name[b]))
                 elif kind in (C.EV_BR_FDB, C.EV_BR_FLOOD):
                     out.append(fact("fdb" if kind == C.EV_BR_FDB else "flood", n, o,
                                      bridge=t.br_name[b], port=t.if_name[a]))
@@ -297,6 +304,19 @@ def _plain(t: Tables, data: bytes, iface: int, ev: tuple[int, int, int, int],
         return (f"kube-proxy's rules on {node} pick the endpoint {backend_text(t, b)}"
                 + (f" (pod {be_pod})" if be_pod else "")
                 + f" and rewrite the destination (conntrack remembers it): {words}")
+    if kind == C.EV_IPVS_DNAT:
+        be_pod = _pod_of_ip(t, int(t.be_ip[b])) if b >= 0 else ""
+        return (f"the Service address {ip_str(c)} is {node}'s own (kube-dummy-if holds it), "
+                f"so the packet goes up to local input, where IPVS picks the real server "
+                f"{backend_text(t, b)}" + (f" (pod {be_pod})" if be_pod else "")
+                + f" and rewrites the destination: {words}")
+    if kind == C.EV_IPIP_ENCAP:
+        return (f"{node} wraps the packet in a second IPv4 header (IP-in-IP, protocol 4) on "
+                f"{t.if_kernel_name[b]} for {t.node_name[a]}; on the wire it is now "
+                f"{_summary(data)}, {len(data)} bytes")
+    if kind == C.EV_IPIP_DECAP:
+        return (f"{t.node_name[a]} takes the outer header off on {t.if_kernel_name[b]}; "
+                f"inside: {_summary(data)}")
     if kind == C.EV_CT_REUSE:
         return f"conntrack on {t.node_name[c]} knows this connection: {words}"
     if kind == C.EV_AFFINITY:

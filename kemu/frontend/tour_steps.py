@@ -37,6 +37,7 @@ from kemu.frontend.tour import (
     StepRun,
     expect,
     fact,
+    facts,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -631,6 +632,43 @@ def cni_flannel(ctx: Ctx) -> StepRun:
     return run
 
 
+def cni_kube_router(ctx: Ctx) -> StepRun:
+    """kube-router (``kemu/compiler/kube_router.py``, examples/cni/kube-router: overlayType
+    full): IPVS at local input instead of kube-proxy's PREROUTING DNAT, IP-in-IP between
+    the nodes, kube-bridge for the pods."""
+    emu = ctx.load()
+    src, service = "default/client", "default/web"
+    svc = emu.model.service("default", "web")
+    node = _node_of(emu, src)
+    pkt = syn(str(svc.cluster_ip), 80)
+    run = StepRun(emu, ctx.shown)
+    trace = emu.send(pkt, src=src)
+    backend = next((dict(f.fields)["backend_pod"] for f in facts(trace) if f.kind == "dnat"),
+                   "")
+    dnode = _node_of(emu, backend) if backend else "?"
+    remote = dnode != node
+    expects = [
+        expect(f"the pod's frame crosses {node}'s kube-bridge", "hop", origin="injected",
+               device=f"{node}/kube-bridge"),
+        expect(f"IPVS on {node} picks a pod of {service} at local input (no iptables DNAT)",
+               "dnat", origin="injected", node=node, by="ipvs", service=_has(service)),
+        expect("the answer comes back from the Service's address", "verdict",
+               reachable="yes"),
+    ]
+    if remote:
+        expects[2:2] = [
+            expect(f"{node} sends it to {dnode} in IP-in-IP (protocol 4)", "ipip-encap",
+                   origin="injected", node=node, remote=dnode),
+            expect(f"{dnode} takes the outer header off", "ipip-decap", origin="injected",
+                   node=dnode),
+        ]
+    run.exchanges.append(Exchange(
+        f"{src} on {node} connects to the Service {service}; IPVS chooses the pod",
+        [trace], crafted=scapy_text(pkt), rerun=trace_args(ctx, src, service),
+        expects=expects))
+    return run
+
+
 def _cni_routed(ctx: Ctx, prefix: str, how: str) -> StepRun:
     """The routed CNIs (``kemu/compiler/cni_routed.py``): pod -> Service on another node
     through the pod's routed host veth (``prefix``: eni, azv), no bridge, no encapsulation."""
@@ -732,6 +770,13 @@ STEPS: list[Step] = [
          "flannel (here its VXLAN backend) connects the nodes; kube-proxy translates "
          "Services on the client's node before flannel carries the packet.",
          "examples/tour/vxlan", cni_flannel, "OV-1"),
+    Step("cni-kube-router", "CNI kube-router: a pod -> Service packet",
+         "kube-router puts pods on kube-bridge, learns the other nodes' pod CIDRs over BGP, "
+         "and (with overlayType full) sends pod traffic between nodes in IP-in-IP tunnels. "
+         "Services are IPVS virtual servers: every ClusterIP is held on the dummy device "
+         "kube-dummy-if, so a packet to it is the node's own and IPVS translates it at local "
+         "input, not in iptables PREROUTING as kube-proxy does.",
+         "examples/cni/kube-router", cni_kube_router, "S-*"),
     Step("cni-aws-vpc", "CNI AWS VPC CNI: a pod -> Service packet",
          "Pods take secondary addresses of their node's ENIs in the VPC subnet. A pod's "
          "eth0 holds its address as a /32 with a default route via 169.254.1.1, whose "

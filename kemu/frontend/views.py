@@ -65,9 +65,9 @@ No ``uid``, ``resourceVersion`` or timestamps: kemu has none. ``-o name`` prints
   addresses it routes out of another device; the routed CNIs); ``description``: str (the
   pcapng's interface description). kube-router (``spec.cni: kube-router``): the pod
   bridge is ``kube-bridge``; ``node1/kube-dummy-if`` (kind ``dummy``) has no ``ip`` but
-  ``addresses``: [str] (the Service addresses IPVS serves, held on it); ``node1/tun-<hash>`` (kind ``ipip``, with overlayType full) has the
-  node's address as its ``ip`` (its ``link/ipip`` local end) and the peer node's tunnel
-  towards it as ``peer``.
+  ``addresses``: [str] (the Service addresses IPVS serves, held on it); ``node1/tun-<hash>``
+  (kind ``ipip``, with overlayType full) has the node's address as its ``ip`` (its
+  ``link/ipip`` local end) and the peer node's tunnel towards it as ``peer``.
 - ``ListenerList`` (what each pod's emulated stack answers, ``kemu.control.listen``; hostNetwork
   pods are left out: the node's stack answers for them): ``namespace``: str; ``name``: str;
   ``ip``: str; ``all``: bool (every port listens); ``ports``: [{``port``: int, ``protocol``:
