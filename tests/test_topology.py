@@ -69,6 +69,26 @@ def test_vxlan_nodes_have_the_tunnel_device() -> None:
         assert g["hopTarget"][f"{n['name']}/flannel.1"] == f"{n['name']}/flannel.1"
 
 
+def test_cni_modes_draw_their_own_devices() -> None:
+    """Every built CNI mode (docs/CNI.md): kube-router's kube-bridge, kube-dummy-if and IPIP
+    tunnels; the routed CNIs' host veths (no bridge), each pod on its own."""
+    model, g = _graph(str(ROOT / "examples" / "cni" / "kube-router"))
+    assert g["mode"] == "kube-router, overlay full" and g["cni"] == "kube-router"
+    for n in g["nodes"]:
+        kinds = [(d["kind"], d.get("tunnel")) for d in n["devices"]]
+        assert ("bridge", None) in kinds and ("dummy", None) in kinds
+        assert kinds.count(("vtep", "IPIP")) == len(g["nodes"]) - 1  # a tun-<hash> per peer
+        assert any(d["label"].startswith("kube-bridge") for d in n["devices"])
+    for name in ("aws-vpc", "azure"):
+        model, g = _graph(str(ROOT / "examples" / "cni" / name))
+        prefix = "eni" if name == "aws-vpc" else "azv"
+        for n in g["nodes"]:
+            assert [d["kind"] for d in n["devices"]] == ["eth0"]  # no bridge
+            for ns in n["namespaces"]:
+                for p in ns["pods"]:
+                    assert p["vethLabel"].startswith(prefix) and p["veth"].startswith(n["name"])
+
+
 def test_large_clusters_open_collapsed() -> None:
     _, g = _graph(synthetic_cluster(topology.COLLAPSE_ABOVE + 1, 60, 5))
     assert g["collapsed"]

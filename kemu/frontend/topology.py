@@ -55,7 +55,10 @@ COLLAPSE_ABOVE = 24
 """Above this many nodes the page opens with every node collapsed (one box each, its devices
 and pods shown on a click), so that a 5,000-node cluster opens quickly."""
 _DEVICE_KIND = {C.IF_NODE_ETH: "eth0", C.IF_BRIDGE: "bridge", C.IF_VTEP: "vtep",
-                C.IF_VETH: "veth"}
+                C.IF_VETH: "veth", C.IF_VETH_HOST: "veth", C.IF_IPIP: "vtep",
+                C.IF_DUMMY: "dummy"}
+# what a tunnel device's line to eth0 says (flannel.1: VXLAN; kube-router's tun-<hash>: IPIP)
+_TUNNEL = {C.IF_VTEP: "VXLAN", C.IF_IPIP: "IPIP"}
 
 
 def _ip(value: int) -> str:
@@ -89,6 +92,18 @@ def workload_id(namespace: str, kind: str, name: str) -> str:
     return f"wl:{namespace}/{kind}/{name}"
 
 
+def _mode(cfg: Any) -> str:
+    """The datapath mode in words: flannel's backend (``host-gw``, ``vxlan``) or the CNI with
+    its main option (``kube-router``, ``azure overlay``)."""
+    if cfg.cni.name == "flannel":
+        return str(cfg.mode)
+    if cfg.cni.name == "azure":
+        return f"azure {cfg.cni.get('mode')}"
+    if cfg.cni.name == "kube-router":
+        return f"kube-router, overlay {cfg.cni.get('overlayType')}"
+    return str(cfg.cni.name)
+
+
 def build_graph(model: Any, t: Tables) -> dict[str, Any]:
     """The cluster as the page draws it (see the module docstring). ``model`` is the
     ``kemu.control.cluster.Cluster``, ``t`` its compiled tables."""
@@ -116,14 +131,17 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
             hop_target[name] = f"node:{t.node_name[if_nodes[i]]}"
         elif kind in _DEVICE_KIND:
             hop_target[name] = name
-            if kind == C.IF_VETH:
+            if kind in (C.IF_VETH, C.IF_VETH_HOST):  # a bridge port, or a routed veth
                 veth_of_pod[owners[i]] = i
             else:
                 if t.if_ip[i]:  # the node's own address on its pod network (masquerade)
                     ip_target.setdefault(_ip(t.if_ip[i]), f"node:{t.node_name[if_nodes[i]]}")
-                devices[if_nodes[i]].append({
-                    "id": name, "kind": _DEVICE_KIND[kind],
-                    "label": t.if_kernel_name[i] + (f" {_ip(t.if_ip[i])}" if t.if_ip[i] else "")})
+                dev = {"id": name, "kind": _DEVICE_KIND[kind],
+                       "label": t.if_kernel_name[i]
+                       + (f" {_ip(t.if_ip[i])}" if t.if_ip[i] else "")}
+                if kind in _TUNNEL:
+                    dev["tunnel"] = _TUNNEL[kind]
+                devices[if_nodes[i]].append(dev)
         else:  # external hosts and the gateway, on the node network
             hop_target[name] = name
     pod_index = {key: i for i, key in enumerate(t.pod_key)}
@@ -183,13 +201,13 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
         gateway = {"id": t.if_name[t.gateway_if], "ip": _ip(t.gateway_ip)}
         ip_target[_ip(t.gateway_ip)] = gateway["id"]
     return {
-        "cluster": cfg.name, "mode": cfg.mode,
+        "cluster": cfg.name, "mode": _mode(cfg), "cni": cfg.cni.name,
         "network": {"cidr": str(cfg.node_network), "gateway": gateway, "externals": externals},
         "nodes": nodes, "services": services, "hopTarget": hop_target, "ipTarget": ip_target,
         "workloads": [workloads[k] for k in sorted(workloads)], "workloadOf": workload_of_pod,
         "ifNode": if_node,
         "collapsed": len(nodes) > COLLAPSE_ABOVE, "flows": [], "serviceMap": [],
-        "title": f"kemu topology: {cfg.name} ({cfg.mode}, {len(nodes)} nodes, "
+        "title": f"kemu topology: {cfg.name} ({_mode(cfg)}, {len(nodes)} nodes, "
                  f"{sum(len(ns['pods']) for n in nodes for ns in n['namespaces'])} pods, "
                  f"{len(services)} Services)"}
 
@@ -487,7 +505,8 @@ def render_html(graph: dict[str, Any]) -> str:
 # SVG: a layered layout of the same graph (row 0 the node network, row 1 the nodes with their
 # devices and pods, row 2 the Services with lines to their endpoints)
 _W_NODE, _COLS, _LINE, _PAD = 340, 4, 16, 10
-_COLOURS = {"eth0": "#4e79a7", "bridge": "#59a14f", "vtep": "#f28e2b", "veth": "#9c755f"}
+_COLOURS = {"eth0": "#4e79a7", "bridge": "#59a14f", "vtep": "#f28e2b", "veth": "#9c755f",
+            "dummy": "#bab0ac"}
 
 
 def render_svg(graph: dict[str, Any]) -> str:

@@ -141,7 +141,7 @@
     var br = bridgeOf[n.name], eth = ethOf[n.name];
     n.devices.forEach(function (d) {
       if (d.kind === 'bridge' && eth) els.push({ group: 'edges', data: { id: 'in:' + d.id, source: d.id, target: eth, label: 'routing' }, classes: 'inner' });
-      if (d.kind === 'vtep' && eth) els.push({ group: 'edges', data: { id: 'in:' + d.id, source: d.id, target: eth, label: 'VXLAN' }, classes: 'inner tunnel' });
+      if (d.kind === 'vtep' && eth) els.push({ group: 'edges', data: { id: 'in:' + d.id, source: d.id, target: eth, label: d.tunnel || 'VXLAN' }, classes: 'inner tunnel' });
     });
     n.namespaces.forEach(function (ns) {
       var gid = 'nsg:' + n.name + '/' + ns.name;
@@ -152,6 +152,8 @@
           els.push({ group: 'nodes', data: { id: p.veth, parent: parent, kind: 'veth', label: p.vethLabel } });
           els.push({ group: 'edges', data: { id: 'pair:' + p.veth, source: p.veth, target: p.id }, classes: 'inner veth' });
           if (br) els.push({ group: 'edges', data: { id: 'port:' + p.veth, source: p.veth, target: br }, classes: 'inner' });
+          // a routed CNI's host veth (no bridge): an L3 device of the node, routed to eth0
+          else if (eth) els.push({ group: 'edges', data: { id: 'port:' + p.veth, source: p.veth, target: eth, label: 'routing' }, classes: 'inner' });
         } else if (eth) {
           els.push({ group: 'edges', data: { id: 'host:' + p.id, source: p.id, target: eth }, classes: 'inner' });
         }
@@ -200,6 +202,7 @@
     { selector: 'node[kind="eth0"]', style: { 'background-color': '#4e79a7', color: '#fff' } },
     { selector: 'node[kind="bridge"]', style: { 'background-color': '#59a14f', color: '#fff' } },
     { selector: 'node[kind="vtep"]', style: { 'background-color': '#f28e2b', color: '#fff' } },
+    { selector: 'node[kind="dummy"]', style: { 'background-color': '#bab0ac' } },
     { selector: 'node[kind="veth"]', style: { 'background-color': '#d7c4b7', 'font-size': 7 } },
     { selector: 'node[kind="pod"]', style: { 'background-color': '#76b7b2', shape: 'ellipse' } },
     { selector: 'node[kind="svcns"]', style: { 'background-color': '#fde9e9', 'border-width': 2, 'border-color': '#e15759', 'text-valign': 'top' } },
