@@ -264,6 +264,28 @@ def test_vxlan_page(browser: Any, tmp_path: Path) -> None:
         page.page.close()
 
 
+@pytest.mark.parametrize("mode", ["kube-router", "aws-vpc"])
+def test_cni_mode_pages(browser: Any, tmp_path: Path, mode: str) -> None:
+    """Other CNI modes draw their own devices: kube-router's IPIP tunnels to eth0, the
+    routed CNIs' host veths routed to eth0 (no bridge)."""
+    out = tmp_path / f"{mode}.html"
+    assert main(["topology", "-f", str(EXAMPLE.parent / "cni" / mode), "-o", str(out)]) == 0
+    page = Page(browser, out)
+    try:
+        assert page.errors == []
+        if mode == "kube-router":
+            assert page.js("cy.edges('.tunnel').map(e => e.data('label'))") == ["IPIP"] * 6
+            assert page.js("cy.nodes('[kind=\"dummy\"]').length") == 3
+        else:
+            assert page.js("cy.nodes('[kind=\"bridge\"]').length") == 0
+            veths = page.js("cy.nodes('[kind=\"veth\"]').map(n => n.data('label'))")
+            assert veths and all(v.startswith("eni") for v in veths)
+            assert page.js("cy.edges().filter(e => e.id().startsWith('port:'))"
+                           ".map(e => e.target().data('kind'))") == ["eth0"] * len(veths)
+    finally:
+        page.page.close()
+
+
 def test_5000_nodes_open_collapsed_and_expand_on_click(browser: Any, tmp_path: Path) -> None:
     docs = synthetic_cluster(*SCALE, endpoints="slices")  # kemu bench --scale's cluster
     manifests = tmp_path / "c5000.json"
