@@ -367,3 +367,19 @@ def test_keep_l2_floods_an_unknown_mac(tmp_path: Path, backend: str) -> None:
     assert kept.hops_written > fixed.hops_written  # the flood's copies
     assert main(["replay", "-f", str(scenario), "-r", str(cap), "--inject-at",
                  "default/a/eth0", "--keep-l2", "--backend", backend]) == 0
+
+
+@pytest.mark.parametrize(("option", "value", "said"), [
+    ("--loop", "0", "argument --loop: 0 is less than 1"),
+    ("--limit", "-1", "argument --limit: -1 is less than 1"),
+    ("--workers", "0", "argument --workers: 0 is less than 1"),
+    ("--workers", "two", "argument --workers: 'two' is not a whole number"),
+])
+def test_counts_must_be_whole_and_positive(option: str, value: str, said: str,
+                                           capsys: pytest.CaptureFixture) -> None:
+    """``--loop 0`` (tcpreplay's 'forever'), a negative limit, no workers: refused with the
+    option named (exit 2), never a silent replay of something else."""
+    from kemu.frontend.cli import main
+
+    assert main(["replay", "-f", str(EXAMPLE), "-r", str(CAPTURE), option, value]) == 2
+    assert said in capsys.readouterr().err

@@ -113,8 +113,7 @@ def parse_cni(f: Fields, spec: dict[str, Any]) -> CniConfig:
     if name not in BUILT:
         f.problem("spec.cni.name" if isinstance(raw, dict) else "spec.cni",
                   f"the {name} datapath is not modelled yet (this kemu models: "
-                  f"{', '.join(n for n in NAMES if n in BUILT)}); see README.md, "
-                  "'What kemu does not model'")
+                  f"{', '.join(n for n in NAMES if n in BUILT)}; docs/CNI.md)")
         return CniConfig()
     schema = OPTIONS[name]
     f.known(body, "spec.cni", ("name", *schema))

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 
 from kemu.frontend.cli import EXIT_NEGATIVE, EXIT_OK, Command, add_manifest_args
 
@@ -31,8 +32,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--capture-points", choices=("all", "pods", "drops"), default="all",
                    help="which hops go to the pcapng (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of load-balancing choices")
-    p.add_argument("--limit", type=int, default=0, metavar="N", help="stop after N frames")
-    p.add_argument("--loop", type=int, default=1, metavar="N", help="replay N times")
+    p.add_argument("--limit", type=_at_least(1), default=0, metavar="N",
+                   help="stop after N frames")
+    p.add_argument("--loop", type=_at_least(1), default=1, metavar="N", help="replay N times")
     p.add_argument("--inject-at", metavar="IFACE",
                    help="enter every frame at this interface (e.g. node1/eth0)")
     p.add_argument("--keep-l2", action="store_true",
@@ -57,7 +59,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "running cluster a capture comes from")
     p.add_argument("--backend", choices=("auto", "cython", "python"), default="auto",
                    help="data-plane implementation (default auto: the compiled one when built)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
+    p.add_argument("--workers", type=_at_least(1), default=None, metavar="N",
                    help="replay in N processes, the capture sharded by flow; outputs are the "
                         "same bytes as with one (default 1: this process)")
     p.add_argument("--scheduler", metavar="tcp://HOST:8786",
@@ -65,6 +67,19 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "(default: the cluster's worker count); the capture and the outputs' "
                         "folder must be at the same path on every worker")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _at_least(lo: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``lo`` (argparse's error names the option)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"{value} is less than {lo}")
+        return value
+    return parse
 
 
 def run(args: argparse.Namespace) -> int:

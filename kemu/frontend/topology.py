@@ -30,7 +30,7 @@ Owns what ``kemu topology`` (and ``kemu trace -o trace.html``) draw, independent
   notice, the page's script and style and the graph, all inlined); :func:`render_svg`: a
   static, deterministic picture of the same graph in a layered layout of its own.
 
-What kemu does not model is not drawn: NetworkPolicy (not enforced) has no picture.
+NetworkPolicy is not drawn: its verdicts show on a flow's hops (replayed or traced).
 """
 
 from __future__ import annotations
