@@ -608,14 +608,24 @@ def networkpolicy(ctx: Ctx) -> StepRun:
     return run
 
 
+class _ToService:
+    """A CNI step's setup: default/a connects to the Service default/web, whose first ready
+    endpoint runs on another node (the bundled CNI clusters are made so)."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.emu = emu = ctx.load()
+        self.src, self.service = "default/a", "default/web"
+        svc = emu.model.service("default", "web")
+        self.backend = sorted(ready_endpoints(emu, self.service))[0]
+        self.node, self.dnode = _node_of(emu, self.src), _node_of(emu, self.backend)
+        self.pkt = syn(str(svc.cluster_ip), 80)
+        self.run = StepRun(emu, ctx.shown)
+
+
 def cni_flannel(ctx: Ctx) -> StepRun:
-    emu = ctx.load()
-    src, service = "default/a", "default/web"
-    svc = emu.model.service("default", "web")
-    backend = sorted(ready_endpoints(emu, service))[0]
-    node, dnode = _node_of(emu, src), _node_of(emu, backend)
-    pkt = syn(str(svc.cluster_ip), 80)
-    run = StepRun(emu, ctx.shown)
+    to = _ToService(ctx)
+    emu, src, service, backend, node, dnode, pkt, run = (
+        to.emu, to.src, to.service, to.backend, to.node, to.dnode, to.pkt, to.run)
     run.exchanges.append(Exchange(
         f"{src} on {node} connects to the Service {service}; its pod {backend} runs on "
         f"{dnode}",
@@ -672,13 +682,9 @@ def cni_kube_router(ctx: Ctx) -> StepRun:
 def _cni_routed(ctx: Ctx, prefix: str, how: str) -> StepRun:
     """The routed CNIs (``kemu/compiler/cni_routed.py``): pod -> Service on another node
     through the pod's routed host veth (``prefix``: eni, azv), no bridge, no encapsulation."""
-    emu = ctx.load()
-    src, service = "default/a", "default/web"
-    svc = emu.model.service("default", "web")
-    backend = sorted(ready_endpoints(emu, service))[0]
-    node, dnode = _node_of(emu, src), _node_of(emu, backend)
-    pkt = syn(str(svc.cluster_ip), 80)
-    run = StepRun(emu, ctx.shown)
+    to = _ToService(ctx)
+    emu, src, service, backend, node, dnode, pkt, run = (
+        to.emu, to.src, to.service, to.backend, to.node, to.dnode, to.pkt, to.run)
     run.exchanges.append(Exchange(
         f"{src} ({_ip(emu, src)}, an address of the node network) on {node} connects to the "
         f"Service {service}; its pod {backend} runs on {dnode}",

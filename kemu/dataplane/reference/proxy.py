@@ -66,14 +66,7 @@ class Proxy(Nat, Record):
             return C.DROP_REJECT_NO_ENDPOINTS
         if not cands:
             return C.DROP_NO_LOCAL_ENDPOINTS
-        be = -1
-        if flags & C.SP_AFFINITY:
-            rec = self.affinity.get((node, sp, sip))
-            if rec is not None and self.now - rec[2] <= int(t.sp_affinity_ns[sp]):
-                b = self._find_backend(sp, rec[0], rec[1])
-                if b in cands:
-                    be = b
-                    self._ev(it, C.EV_AFFINITY, sp, b, node)
+        be = self._affine(it, node, sp, sip, cands) if flags & C.SP_AFFINITY else -1
         if be < 0:
             h = flow_hash(self.seed, node, proto, sip, sport, e.orig[3], e.orig[4])
             be = cands[h % len(cands)]
@@ -116,14 +109,8 @@ class Proxy(Nat, Record):
                  and (not local_only or int(t.be_node[b]) == node)]
         if not cands:
             return C.DROP_IPVS_NO_DEST
-        be = -1
-        if flags & C.SP_AFFINITY:  # IPVS persistence
-            rec = self.affinity.get((node, sp, sip))
-            if rec is not None and self.now - rec[2] <= int(t.sp_affinity_ns[sp]):
-                b = self._find_backend(sp, rec[0], rec[1])
-                if b in cands:
-                    be = b
-                    self._ev(it, C.EV_AFFINITY, sp, b, node)
+        # IPVS persistence
+        be = self._affine(it, node, sp, sip, cands) if flags & C.SP_AFFINITY else -1
         if be < 0:
             if int(t.ipvs_sched) == C.IPVS_SH:
                 be = cands[(((sip * 0x61C88647) & 0xFFFFFFFF) >> 24) % len(cands)]
@@ -150,6 +137,17 @@ class Proxy(Nat, Record):
         if c == 0:
             return True
         return any((sip & int(t.src_mask[k])) == int(t.src_net[k]) for k in range(s, s + c))
+
+    def _affine(self, it, node: int, sp: int, sip: int, cands: list[int]) -> int:  # noqa: ANN001
+        """S-5: the backend a ClientIP-affinity record still names, if it is a candidate
+        (``EV_AFFINITY``), else -1."""
+        rec = self.affinity.get((node, sp, sip))
+        if rec is not None and self.now - rec[2] <= int(self.t.sp_affinity_ns[sp]):
+            b = self._find_backend(sp, rec[0], rec[1])
+            if b in cands:
+                self._ev(it, C.EV_AFFINITY, sp, b, node)
+                return b
+        return -1
 
     def _find_backend(self, sp: int, ip: int, port: int) -> int:
         t = self.t
