@@ -191,18 +191,19 @@ class Report:
             f"{w.get(CHURN, {}).get('new_flow_share', 0):.0%} of frames open a flow, IMIX "
             "sizes. Median of runs (min-max); rates per core.", ""]
         fast = self.row(FAST, MIX)
-        hdr = f"{'workload':<22}{'implementation':<50}{'median/s':>14}{'min-max/s':>26}{'x':>9}"
+        ww = max([22] + [len(r.workload) + 1 for r in self.rows])  # the workload column
+        hdr = f"{'workload':<{ww}}{'implementation':<50}{'median/s':>14}{'min-max/s':>26}{'x':>9}"
         lines += [hdr, "-" * len(hdr)]
         for r in self.rows:
             base = fast if r.group == "datapath" else self.row(
                 "kemu Lpm.lookup_bulk (cython)", r.workload) if r.group == "routes" else None
             f = base.median / r.median if base and r.median and base is not r else 0
             x = "" if not f else f"{f:,.1f}" if f < 10 else f"{f:,.0f}"
-            lines.append(f"{r.workload:<21} {r.name[:49]:<50}{r.median:>14,.0f}"
+            lines.append(f"{r.workload:<{ww - 1}} {r.name[:49]:<50}{r.median:>14,.0f}"
                          f"{f'{min(r.runs):,.0f}-{max(r.runs):,.0f}':>26}{x:>9}")
             if r.note:
-                lines.append(f"{'':<24}{r.note}")
-        lines.append(f"{'':<22}(x: how many times faster kemu's fast path / Lpm is)")
+                lines.append(f"{'':<{ww + 2}}{r.note}")
+        lines.append(f"{'':<{ww}}(x: how many times faster kemu's fast path / Lpm is)")
         lines += ["", "memory: " + ", ".join(
             f"{k.replace('_', ' ')} {v:,.0f}" for k, v in self.memory.items()
             if isinstance(v, (int, float)))]
