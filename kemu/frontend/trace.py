@@ -453,8 +453,10 @@ def _summary(data: bytes) -> str:
         return f"runt frame ({len(data)} bytes)"
     et = u16(data, 12)
     if et == ETH_ARP and len(data) >= 42:
-        op = "request who-has" if u16(data, 20) == 1 else "reply is-at"
-        return f"ARP {op} {ip_str(u32(data, 38))} tell {ip_str(u32(data, 28))}"
+        if u16(data, 20) == 1:  # as tcpdump words them
+            return f"ARP request who-has {ip_str(u32(data, 38))} tell {ip_str(u32(data, 28))}"
+        mac = ":".join(f"{b:02x}" for b in data[22:28])
+        return f"ARP reply {ip_str(u32(data, 28))} is-at {mac}"
     if et != ETH_IP or len(data) < 34:
         return f"ethertype {et:#06x}, {len(data)} bytes"
     src, dst, proto, ttl = ip_str(u32(data, 26)), ip_str(u32(data, 30)), data[23], data[22]
