@@ -112,11 +112,20 @@ class Index:
         self.damaged: Counter = Counter()
 
     def run(self, path: str) -> None:
+        """The whole index written (the coordinator replays no shard itself)."""
+        for _ in self.chunks(path):
+            pass
+
+    def chunks(self, path: str, keep: int | None = None) -> Iterator[Capture]:
+        """The index written as the capture is read; the frames of shard ``keep`` (the
+        coordinator's own) yielded instead, as Ethernet chunks for ``replay`` (``source``;
+        windows rotate through three memories, as replay's own reading does)."""
         from kemu.io.capture import iter_capture
         from kemu.io.linktypes import to_ethernet
 
         seen = 0
-        for chunk in iter_capture(path, chunk_bytes=8 << 20, reuse_buffer=True):
+        for chunk in iter_capture(path, chunk_bytes=8 << 20,
+                                  reuse_buffer=3 if keep is not None else True):
             cap = to_ethernet(chunk)  # (its damage: the chunk's and the conversion's)
             for d in cap.damaged:
                 self.damaged[d.reason] += 1
@@ -131,24 +140,33 @@ class Index:
                 # ones and moves the others into a buffer of its own)
                 raw = np.arange(n) if cap is chunk else \
                     np.searchsorted(chunk.frame_numbers, cap.frame_numbers[:n])
-                shard = keys % np.uint32(self.count) if self.count > 1 else None
+                shard = keys % np.uint32(self.count)
+                own = None
                 for k in range(self.count):
-                    mine = np.flatnonzero(shard == k) if shard is not None else np.arange(n)
-                    if not len(mine):
-                        continue
-                    at = raw[mine]
-                    self._write(k, (chunk.offsets[at] + chunk.file_offset, chunk.ts_ns[at],
-                                    chunk.frame_numbers[at], chunk.lengths[at],
-                                    chunk.orig_lengths[at], chunk.linktypes[at]))
+                    mine = np.flatnonzero(shard == k) if self.count > 1 else np.arange(n)
                     self.frames[k] += len(mine)
                     self.cross_shard[k] += int(np.count_nonzero(unc[mine]))
+                    if k == keep:
+                        own = mine
+                    elif len(mine):
+                        at = raw[mine]
+                        self._write(k, (chunk.offsets[at] + chunk.file_offset,
+                                        chunk.ts_ns[at], chunk.frame_numbers[at],
+                                        chunk.lengths[at], chunk.orig_lengths[at],
+                                        chunk.linktypes[at]))
+                if own is not None and len(own):
+                    yield replace(cap, offsets=cap.offsets[own], lengths=cap.lengths[own],
+                                  orig_lengths=cap.orig_lengths[own], ts_ns=cap.ts_ns[own],
+                                  linktypes=cap.linktypes[own],
+                                  frame_numbers=cap.frame_numbers[own], damaged=[])
             if self.limit and seen >= self.limit:
                 break
         for k in range(self.count):
-            tmp = _end(self.folder, k) + ".tmp"
-            with open(tmp, "w") as f:
-                f.write(str(self.segments[k]))
-            os.replace(tmp, _end(self.folder, k))
+            if k != keep:
+                tmp = _end(self.folder, k) + ".tmp"
+                with open(tmp, "w") as f:
+                    f.write(str(self.segments[k]))
+                os.replace(tmp, _end(self.folder, k))
 
     def _write(self, k: int, cols: tuple[np.ndarray, ...]) -> None:
         name = _segment(self.folder, k, self.segments[k])
@@ -270,10 +288,12 @@ def _init_pool(q: Any) -> None:
 
 
 def run_shard(job: ShardJob, progress_queue: Any = None,
-              reporter: Callable[[int, int], None] | None = None) -> ShardResult:
+              reporter: Callable[[int, int], None] | None = None,
+              source: Callable[[], Iterator[Capture]] | None = None) -> ShardResult:
     """One shard replayed into its parts (the worker's side; runs in a pool process, on
     a Dask worker, or in the coordinator). ``progress_queue``: a ``distributed.Queue``
-    (Dask) to report to; ``reporter``: a function to report to."""
+    (Dask) to report to; ``reporter``: a function to report to; ``source``: the shard's
+    frames (the coordinator's, made as it indexes) instead of the index's segments."""
     from kemu.frontend.api import EmulatedCluster
     from kemu.frontend.replay import replay
 
@@ -302,7 +322,7 @@ def run_shard(job: ShardJob, progress_queue: Any = None,
 
     # (no outputs: no hook, so that hops are not recorded for nothing)
     opts = replace(job.options, limit=0, direct=False,
-                   source=lambda: shard_frames(job.capture, job.folder, job.index),
+                   source=source or (lambda: shard_frames(job.capture, job.folder, job.index)),
                    on_batch=tags if job.out or job.flows else None)
     try:
         summary = replay(emu, job.capture, job.out, job.flows, opts, progress=progress)
@@ -405,7 +425,7 @@ def replay_sharded(model: Cluster, capture: str | os.PathLike, out: str | os.Pat
                          else None)
                 for k in range(workers)]
         if scheduler is None:
-            results = _run_pool(jobs, progress, lambda: index.run(path))
+            results = _run_pool(jobs, progress, lambda: index.chunks(path, 0))
         else:
             results = _run_dask(jobs, scheduler, progress, lambda: index.run(path))
         results.sort(key=lambda r: r.index)
@@ -524,46 +544,39 @@ def prestart() -> None:
 
 
 def _run_pool(jobs: list[ShardJob], progress: Callable[[dict[int, int]], None] | None,
-              feed: Callable[[], None]) -> list[ShardResult]:
-    """Every shard in a pool process (started from the fork server at once), while this
-    process makes the index they read (``feed``); one shard: here, after the index."""
+              own: Callable[[], Iterator[Capture]]) -> list[ShardResult]:
+    """The first shard here, in this process, its frames (``own``) taken from the index
+    while the index is written for the others (its reader thread makes it), which run in a
+    pool of processes started at once (forked from the fork server)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    if len(jobs) == 1:
-        feed()
-        counts: dict[int, int] = {}
-
-        def report(index: int, done: int) -> None:
-            counts[index] = done
-            if progress is not None:
-                progress(dict(counts))
-
-        return [run_shard(jobs[0], reporter=report)]
     ctx = _pool_context()
     q = ctx.Queue()
     stop = threading.Event()
     follower = threading.Thread(target=_follow, args=(stop.is_set, q.get, progress),
                                 name="kemu progress", daemon=True)
-    pool = ProcessPoolExecutor(len(jobs), mp_context=ctx, initializer=_init_pool,
-                               initargs=(q,))
-    futures = [pool.submit(run_shard, job) for job in jobs]
+    pool = ProcessPoolExecutor(len(jobs) - 1, mp_context=ctx, initializer=_init_pool,
+                               initargs=(q,)) if len(jobs) > 1 else None
+    futures = [pool.submit(run_shard, job) for job in jobs[1:]] if pool is not None else []
     try:
         follower.start()
-        feed()
-        results = [f.result() for f in futures]
+        here = run_shard(jobs[0], reporter=lambda i, n: q.put_nowait((i, n)), source=own)
+        results = [here] + [f.result() for f in futures]
         stop.set()
         follower.join()
         return results
     except BaseException:
         for f in futures:
             f.cancel()
-        for p in list(getattr(pool, "_processes", {}).values()):  # stop them now
-            with contextlib.suppress(Exception):
-                p.terminate()
+        if pool is not None:
+            for p in list(getattr(pool, "_processes", {}).values()):  # stop them now
+                with contextlib.suppress(Exception):
+                    p.terminate()
         raise
     finally:
         stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         q.close()
 
 
