@@ -19,7 +19,7 @@ log, and a ``ReplaySummary`` in tcpreplay's manner. Outputs are written under te
 and renamed when complete (``kemu.io.outputs``: checked first, never an input, nothing left
 behind on failure). A compressed capture (gzip, xz, bzip2, zstd) is decompressed once into
 an unnamed temporary file (``kemu.io.compressed``). ``kemu.frontend.shard`` runs this in
-several processes, each on the frames of its shard (``ReplayOptions.select``), and merges
+several processes, each on the frames of its shard (``ReplayOptions.source``), and merges
 their outputs into these same bytes (#21, docs/SHARDING.md).
 """
 

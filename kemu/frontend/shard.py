@@ -2,18 +2,21 @@
 (``concurrent.futures.ProcessPoolExecutor``, forkserver/spawn) or on a Dask cluster
 (``distributed``), with outputs byte-identical to a single process's.
 
-Owns the plan (one job per shard), the worker (``run_shard``: its own datapath from the
-pickled cluster model, its own read of the capture keeping the frames of its shard, its own
-part of each output), the backends that run the jobs, progress from every worker, and the
-merge of the parts (``kemu.io.merge``) into the one pcapng and flow log. docs/SHARDING.md has
-the design: the shard key (``shard_keys`` of the ``placement`` room, by flow), why state that
-crosses flows gives the same answers, and what is counted as ``cross_shard``.
+Owns the plan (one job per shard), the one index pass of the coordinator (``Index``: the
+capture read and keyed once, each shard's frames written as segments of byte offsets), the
+worker (``run_shard``: its own datapath from the pickled cluster model, its frames' bytes
+read from the capture at their offsets, ``shard_frames``, its own part of each output), the
+backends that run the jobs, progress from every worker, and the merge of the parts
+(``kemu.io.merge``) into the one pcapng and flow log. docs/SHARDING.md has the design: the
+shard key (``shard_keys`` of the ``placement`` room, by flow), why state that crosses flows
+gives the same answers, and what is counted as ``cross_shard``.
 
 What a worker sends back is its ``ReplaySummary`` and a count; no packet crosses the
-scheduler. Parts are written into a temporary directory beside the first output (visible to
-every worker when that folder is shared), always removed; each part comes with a side file of
-int64 tags, the capture frame number of each block or record, by which the merge orders them
-(a single process writes frame after frame, each frame's hops and records in order).
+scheduler. The index and the parts are written into a temporary directory beside the first
+output (visible to every worker when that folder is shared), always removed; each part comes
+with a side file of int64 tags, the capture frame number of each block or record, by which
+the merge orders them (a single process writes frame after frame, each frame's hops and
+records in order).
 """
 
 from __future__ import annotations
