@@ -430,7 +430,7 @@ def replay_sharded(model: Cluster, capture: str | os.PathLike, out: str | os.Pat
         if scheduler is None:
             results = _run_pool(jobs, progress, lambda: index.chunks(path, 0))
         else:
-            results = _run_dask(jobs, scheduler, progress, lambda: index.run(path))
+            results = _run_dask(jobs, scheduler, progress, lambda: index.chunks(path, 0))
         results.sort(key=lambda r: r.index)
         for r in results:
             if r.frames != index.frames[r.index]:
@@ -631,11 +631,9 @@ def worker_count(scheduler: Any) -> int:
 
 def _run_dask(jobs: list[ShardJob], scheduler: Any,
               progress: Callable[[dict[int, int]], None] | None,
-              feed: Callable[[], None]) -> list[ShardResult]:
-    """The shards as tasks of the Dask cluster, while a thread of this process makes the
-    index they read (``feed``)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+              mine: Callable[[], Iterator[Capture]]) -> list[ShardResult]:
+    """The first shard here, from the index this process makes as it reads the capture
+    (``mine``, as with a pool), the others as tasks of the Dask cluster reading that index."""
     client, own = _client(scheduler)
     from distributed import Queue
 
@@ -643,28 +641,33 @@ def _run_dask(jobs: list[ShardJob], scheduler: Any,
         q = Queue(f"kemu-progress-{uuid.uuid4().hex}", client=client)
         futures = [client.submit(run_shard, job, q, pure=False,
                                  key=f"kemu-shard-{job.index}-{uuid.uuid4().hex}")
-                   for job in jobs]
+                   for job in jobs[1:]]
+        here: queue.Queue = queue.Queue()  # this process's shard's reports
         waiting: list[Any] = []
 
         def get(timeout: float) -> Any:
             # every report waiting, without blocking on the scheduler (a get that times
             # out there is logged as an error by distributed)
-            if not waiting:
+            with contextlib.suppress(queue.Empty):
+                return here.get_nowait()
+            if not waiting and futures:
                 waiting.extend(q.get(batch=True) or ())
             if not waiting:
                 time.sleep(timeout)
                 raise queue.Empty
             return waiting.pop(0)
 
+        done = threading.Event()
+        follower = threading.Thread(target=_follow, args=(done.is_set, get, progress),
+                                    name="kemu progress", daemon=True)
         try:
-            with ThreadPoolExecutor(1, thread_name_prefix="kemu index") as one:
-                fed = one.submit(feed)
-                _follow(lambda: fed.done() and (fed.exception() is not None
-                                                or all(f.done() for f in futures)),
-                        get, progress)
-                fed.result()
-            return list(client.gather(futures))
+            follower.start()
+            first = run_shard(jobs[0], reporter=lambda i, n: here.put((i, n)), source=mine)
+            rest = list(client.gather(futures))
+            return [first] + rest
         finally:
+            done.set()
+            follower.join()
             for f in futures:
                 f.cancel()
     finally:
