@@ -8,6 +8,9 @@
   cluster-mix and a churn capture (``kemu.bench.workloads``), with a process pool, with
   ``distributed.LocalCluster`` and with a ``dask scheduler`` and two ``dask worker``
   processes started here;
+- one index pass (the coordinator's): every frame in exactly one shard, by its key; a
+  worker's frames are read by byte offset (the bytes the capture has), a capture of another
+  link type (raw IP) converted in the worker as in one process;
 - the merge streams (windows smaller than a part), parts are always removed, options a
   sharded replay does not take are refused in one line.
 """
@@ -35,7 +38,7 @@ from kemu.control.cluster import load_cluster
 from kemu.frontend import placement
 from kemu.frontend.api import EmulatedCluster
 from kemu.frontend.replay import ReplayOptions, replay
-from kemu.frontend.shard import replay_sharded
+from kemu.frontend.shard import Index, replay_sharded, shard_frames
 from kemu.io import merge
 from kemu.io.capture import read_capture
 
@@ -210,6 +213,52 @@ def test_process_pool_identical(captures: dict, name: str, backend: str,
         assert s.workers == n and s.cross_shard == 0
         # every worker's frames shown (the last report of each is its shard's count)
         assert seen and sum(seen[-1].values()) == s.packets and len(seen[-1]) == n
+
+
+def test_one_index_pass(captures: dict, tmp_path: Path, backend: str) -> None:
+    """The coordinator's index: each frame in exactly one shard (its key's), with ``limit``;
+    each worker's frames are the capture's bytes at their offsets, in capture order."""
+    manifests, cap = captures["mix"]
+    emu = EmulatedCluster(load_cluster(str(manifests)), backend=backend)
+    whole = read_capture(cap)
+    limit = len(whole) - 5
+    keys, _ = _keys(backend, whole, placement.shard_tables(emu.tables))
+    index = Index(emu.tables, str(tmp_path), 3, limit, emu.backend)
+    index.run(str(cap))
+    seen = []
+    for k in range(3):
+        got = list(shard_frames(str(cap), str(tmp_path), k))
+        numbers = np.concatenate([c.frame_numbers for c in got])
+        assert len(numbers) == index.frames[k] > 0
+        assert np.all(np.diff(numbers) > 0)
+        assert np.all(keys[numbers - 1] % 3 == k)
+        for c in got:
+            for i in range(0, len(c), 97):
+                assert c.frame(i) == whole.frame(int(c.frame_numbers[i]) - 1)
+        seen.append(numbers)
+    assert np.array_equal(np.sort(np.concatenate(seen)), np.arange(1, limit + 1))
+    # segments are removed as they are read, the ends stay
+    assert sorted(os.listdir(tmp_path)) == ["end-0", "end-1", "end-2"]
+
+
+def test_raw_ip_capture_identical(tmp_path: Path, backend: str) -> None:
+    """A capture of raw IP frames (link type 101): the workers convert their frames as one
+    process does; the same bytes for N = 1 and 3."""
+    whole = read_capture(EXAMPLE / "capture.pcap")
+    ip = [whole.frame(i)[14:] for i in range(len(whole))
+          if whole.frame(i)[12:14] == b"\x08\x00"]
+    raw = tmp_path / "raw.pcap"
+    with open(raw, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101))
+        for i, b in enumerate(ip):
+            f.write(struct.pack("<IIII", 1_700_000_000 + i, 0, len(b), len(b)) + b)
+    one = _one(EXAMPLE / "cluster", raw, tmp_path, backend)
+    for n in (1, 3):
+        s = replay_sharded(load_cluster(str(EXAMPLE / "cluster")), raw,
+                           tmp_path / f"w{n}.pcapng", tmp_path / f"w{n}.jsonl",
+                           ReplayOptions(), workers=n, backend=backend)
+        assert _plain(s.to_dict()) == one and s.packets == len(ip)
+        _same(tmp_path, f"w{n}")
 
 
 def test_limit_and_cli(captures: dict, tmp_path: Path, backend: str) -> None:

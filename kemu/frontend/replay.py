@@ -19,7 +19,7 @@ log, and a ``ReplaySummary`` in tcpreplay's manner. Outputs are written under te
 and renamed when complete (``kemu.io.outputs``: checked first, never an input, nothing left
 behind on failure). A compressed capture (gzip, xz, bzip2, zstd) is decompressed once into
 an unnamed temporary file (``kemu.io.compressed``). ``kemu.frontend.shard`` runs this in
-several processes, each on the frames of its shard (``ReplayOptions.select``), and merges
+several processes, each on the frames of its shard (``ReplayOptions.source``), and merges
 their outputs into these same bytes (#21, docs/SHARDING.md).
 """
 
@@ -108,6 +108,9 @@ class ReplayOptions:
     # the frames of each chunk to replay, on the reader thread (a shard's, ``kemu.frontend.
     # shard``: it applies ``limit`` itself then); None from it: read no further
     select: Callable[[Capture], Capture | None] | None = None
+    # the Ethernet chunks to replay instead of the capture's (a shard's frames, read from the
+    # capture by byte offset: ``kemu.frontend.shard``; it applies ``limit`` itself then)
+    source: Callable[[], Iterable[Capture]] | None = None
     # outputs written around the page cache (O_DIRECT: files of gigabytes); a shard's parts
     # go through it, as the merge reads them right back
     direct: bool = True
@@ -239,11 +242,12 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
         for _res, encoded in slots:
             encoded.set()
         done = turn = 0
-        limit = 0 if opts.select is not None else opts.limit  # (select applies it)
+        # (select or source applies it)
+        limit = 0 if opts.select is not None or opts.source is not None else opts.limit
         for _loop in range(max(1, opts.loop)):
             # the next chunk read, indexed and placed on a thread of its own meanwhile
             for cap, placed, mapped in ahead(_placed_chunks(capture, placer, amap, file,
-                                                            opts.select),
+                                                            opts.select, opts.source),
                                              "kemu capture reader"):
                 for d in cap.damaged:
                     summary.damaged[d.reason] += 1
@@ -307,17 +311,21 @@ def open_writer(out: str | os.PathLike, t: Tables, background: bool = True,
 
 def _placed_chunks(capture: str | os.PathLike[str], placer: Placer, amap: AddressMap | None,
                    file: BinaryIO | None = None,
-                   select: Callable[[Capture], Capture | None] | None = None
+                   select: Callable[[Capture], Capture | None] | None = None,
+                   source: Callable[[], Iterable[Capture]] | None = None
                    ) -> Iterator[tuple[Capture, Placement, tuple[np.ndarray, np.ndarray] | None]]:
     """The capture (``file``'s bytes when given, see ``iter_capture``) as Ethernet chunks with
     each frame's placement (the reader thread's work), rewritten through ``amap`` first (then
     also the map index of each frame's source and destination). Windows rotate through three
     memories: the chunk being replayed, one waiting, one being made (``kemu.io.ahead``); replay
-    is done with a chunk's bytes when it takes the next."""
+    is done with a chunk's bytes when it takes the next. ``source``: these Ethernet chunks
+    instead of the capture's."""
     # 8 MiB windows: the three stay in the last-level cache between the reader's copy and the
     # datapath's reads (whole replays measured 1.04M frames/s with 32 MiB, 1.15M with 8)
-    for chunk in iter_capture(capture, chunk_bytes=8 << 20, reuse_buffer=3, file=file):
-        cap = to_ethernet(chunk)  # (its damage: the chunk's and the conversion's)
+    chunks: Iterable[Capture] = source() if source is not None else (
+        to_ethernet(chunk)  # (its damage: the chunk's and the conversion's)
+        for chunk in iter_capture(capture, chunk_bytes=8 << 20, reuse_buffer=3, file=file))
+    for cap in chunks:
         if select is not None:  # a shard's frames
             sel = select(cap)
             if sel is None:

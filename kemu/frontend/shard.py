@@ -2,23 +2,27 @@
 (``concurrent.futures.ProcessPoolExecutor``, forkserver/spawn) or on a Dask cluster
 (``distributed``), with outputs byte-identical to a single process's.
 
-Owns the plan (one job per shard), the worker (``run_shard``: its own datapath from the
-pickled cluster model, its own read of the capture keeping the frames of its shard, its own
-part of each output), the backends that run the jobs, progress from every worker, and the
-merge of the parts (``kemu.io.merge``) into the one pcapng and flow log. docs/SHARDING.md has
-the design: the shard key (``shard_keys`` of the ``placement`` room, by flow), why state that
-crosses flows gives the same answers, and what is counted as ``cross_shard``.
+Owns the plan (one job per shard), the one index pass of the coordinator (``Index``: the
+capture read and keyed once, each shard's frames written as segments of byte offsets), the
+worker (``run_shard``: its own datapath from the pickled cluster model, its frames' bytes
+read from the capture at their offsets, ``shard_frames``, its own part of each output), the
+backends that run the jobs, progress from every worker, and the merge of the parts
+(``kemu.io.merge``) into the one pcapng and flow log. docs/SHARDING.md has the design: the
+shard key (``shard_keys`` of the ``placement`` room, by flow), why state that crosses flows
+gives the same answers, and what is counted as ``cross_shard``.
 
 What a worker sends back is its ``ReplaySummary`` and a count; no packet crosses the
-scheduler. Parts are written into a temporary directory beside the first output (visible to
-every worker when that folder is shared), always removed; each part comes with a side file of
-int64 tags, the capture frame number of each block or record, by which the merge orders them
-(a single process writes frame after frame, each frame's hops and records in order).
+scheduler. The index and the parts are written into a temporary directory beside the first
+output (visible to every worker when that folder is shared), always removed; each part comes
+with a side file of int64 tags, the capture frame number of each block or record, by which
+the merge orders them (a single process writes frame after frame, each frame's hops and
+records in order).
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import pickle
 import queue
@@ -27,7 +31,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -48,10 +53,12 @@ PROGRESS_EVERY = 0.2  # seconds between a worker's progress reports
 @dataclass
 class ShardJob:
     """What one worker needs: the cluster model (pickled once for all), the capture's path
-    (every worker reads it), its shard, the replay's options and where its parts go."""
+    (every worker reads its own frames' bytes there), the folder where the coordinator writes
+    its index, its shard, the replay's options and where its parts go."""
 
     model: bytes
     capture: str
+    folder: str
     index: int
     count: int
     backend: str | None
@@ -68,42 +75,163 @@ class ShardResult:
     index: int
     summary: ReplaySummary
     frames: int                # frames of the shard (placed or not)
-    cross_shard: int           # of them, whose fate could depend on another shard
     seconds: float
 
 
-class Selector:
-    """A worker's choice of frames, chunk by chunk on its reader thread: the capture's
-    first ``limit`` frames (0: all), of them those whose shard key falls in this shard."""
+# a shard's index segment: per frame, its bytes' offset in the capture file, time, frame
+# number (int64), captured length, length on the wire, link type (int32), column after column
+_COLUMNS = (np.int64, np.int64, np.int64, np.int32, np.int32, np.int32)
+_ROW = sum(np.dtype(c).itemsize for c in _COLUMNS)
+POLL = 0.002  # seconds a worker waits before it looks for its next segment again
 
-    def __init__(self, t: Tables, index: int, count: int, limit: int, backend: str) -> None:
+
+def _segment(folder: str, index: int, n: int) -> str:
+    return os.path.join(folder, f"seg-{index}-{n:06d}")
+
+
+def _end(folder: str, index: int) -> str:
+    return os.path.join(folder, f"end-{index}")
+
+
+class Index:
+    """The coordinator's one pass over the capture (#21): windows read and indexed as replay
+    reads them, converted to Ethernet, every frame's shard key computed (``shard_keys`` of
+    the ``placement`` room, one call a window), within ``limit`` frames; each shard's frames
+    (their byte offsets in the capture and what the index knows of them) written to
+    ``folder`` as a segment a window (``seg-K-NNNNNN``, renamed into place when complete),
+    then ``end-K`` with the count. Workers read those and only those frames' bytes."""
+
+    def __init__(self, t: Tables, folder: str, count: int, limit: int, backend: str) -> None:
         from kemu.frontend.placement import implementations, shard_tables
 
         self.impl = implementations()[backend]
         self.tabs = shard_tables(t)
-        self.index, self.count, self.limit = index, count, limit
+        self.folder, self.count, self.limit = folder, count, limit
         self.frags: dict = {}   # datagrams whose first fragment was seen: their keys
         self.cache = np.zeros(3 << 16, np.uint64)  # the compiled twin's memo by 5-tuple
-        self.seen = 0
-        self.frames = 0
-        self.cross_shard = 0
+        self.frames = [0] * count
+        self.cross_shard = [0] * count
+        self.segments = [0] * count
+        self.damaged: Counter = Counter()
 
-    def __call__(self, cap: Capture) -> Capture | None:
-        if self.limit and self.seen >= self.limit:
-            return None
-        n = len(cap)
-        if self.limit:
-            n = min(n, self.limit - self.seen)
-        self.seen += n
-        keys, unc = self.impl.shard_keys(cap.buf, cap.offsets[:n], cap.lengths[:n],
-                                         self.tabs, self.frags, self.cache)
-        mine = np.flatnonzero(keys % np.uint32(self.count) == self.index)
-        self.frames += len(mine)
-        self.cross_shard += int(np.count_nonzero(unc[mine]))
-        return replace(cap, offsets=cap.offsets[mine], lengths=cap.lengths[mine],
-                       orig_lengths=cap.orig_lengths[mine], ts_ns=cap.ts_ns[mine],
-                       linktypes=cap.linktypes[mine], frame_numbers=cap.frame_numbers[mine],
-                       damaged=cap.damaged if self.index == 0 else [])
+    def run(self, path: str) -> None:
+        """The whole index written (the coordinator replays no shard itself)."""
+        for _ in self.chunks(path):
+            pass
+
+    def chunks(self, path: str, keep: int | None = None) -> Iterator[Capture]:
+        """The index written as the capture is read; the frames of shard ``keep`` (the
+        coordinator's own) yielded instead, as Ethernet chunks for ``replay`` (``source``;
+        windows rotate through three memories, as replay's own reading does)."""
+        from kemu.io.capture import iter_capture
+        from kemu.io.linktypes import to_ethernet
+
+        seen = 0
+        for chunk in iter_capture(path, chunk_bytes=8 << 20,
+                                  reuse_buffer=3 if keep is not None else True):
+            cap = to_ethernet(chunk)  # (its damage: the chunk's and the conversion's)
+            for d in cap.damaged:
+                self.damaged[d.reason] += 1
+            n = len(cap) if not self.limit else min(len(cap), self.limit - seen)
+            seen += n
+            if chunk.file_offset is None:
+                raise KemuError(f"{path}: the capture's windows are not the file's bytes")
+            if n:
+                keys, unc = self.impl.shard_keys(cap.buf, cap.offsets[:n], cap.lengths[:n],
+                                                 self.tabs, self.frags, self.cache)
+                # the frames as the file has them (a conversion to Ethernet drops damaged
+                # ones and moves the others into a buffer of its own)
+                raw = np.arange(n) if cap is chunk else \
+                    np.searchsorted(chunk.frame_numbers, cap.frame_numbers[:n])
+                shard = keys % np.uint32(self.count)
+                own = None
+                for k in range(self.count):
+                    mine = np.flatnonzero(shard == k) if self.count > 1 else np.arange(n)
+                    self.frames[k] += len(mine)
+                    self.cross_shard[k] += int(np.count_nonzero(unc[mine]))
+                    if k == keep:
+                        own = mine
+                    elif len(mine):
+                        at = raw[mine]
+                        self._write(k, (chunk.offsets[at] + chunk.file_offset,
+                                        chunk.ts_ns[at], chunk.frame_numbers[at],
+                                        chunk.lengths[at], chunk.orig_lengths[at],
+                                        chunk.linktypes[at]))
+                if own is not None and len(own):
+                    yield replace(cap, offsets=cap.offsets[own], lengths=cap.lengths[own],
+                                  orig_lengths=cap.orig_lengths[own], ts_ns=cap.ts_ns[own],
+                                  linktypes=cap.linktypes[own],
+                                  frame_numbers=cap.frame_numbers[own], damaged=[])
+            if self.limit and seen >= self.limit:
+                break
+        for k in range(self.count):
+            if k != keep:
+                tmp = _end(self.folder, k) + ".tmp"
+                with open(tmp, "w") as f:
+                    f.write(str(self.segments[k]))
+                os.replace(tmp, _end(self.folder, k))
+
+    def _write(self, k: int, cols: tuple[np.ndarray, ...]) -> None:
+        name = _segment(self.folder, k, self.segments[k])
+        with open(name + ".tmp", "wb") as f:
+            for col, kind in zip(cols, _COLUMNS, strict=True):
+                f.write(memoryview(np.ascontiguousarray(col, kind)))
+        os.replace(name + ".tmp", name)
+        self.segments[k] += 1
+
+
+def shard_frames(capture: str, folder: str, index: int) -> Iterator[Capture]:
+    """A worker's frames, a segment of its index at a time as the coordinator writes them:
+    their bytes read from the capture by offset (a memory map of it: no frame of another
+    shard is parsed or keyed here), as Ethernet chunks for ``replay`` (``source``)."""
+    from kemu.io.frames import copy_segments
+    from kemu.io.linktypes import ETHERNET, to_ethernet
+
+    with open(capture, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        # private pages: nothing reaches the file, whatever is done to a frame's bytes
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
+    buf = np.frombuffer(mm, np.uint8) if mm is not None else np.zeros(0, np.uint8)
+    fmt = "pcapng" if bytes(buf[:4]) == b"\x0a\x0d\x0d\x0a" else "pcap"
+    n = 0
+    while True:
+        name = _segment(folder, index, n)
+        if not os.path.exists(name):
+            end = _end(folder, index)
+            if os.path.exists(end):
+                with open(end) as e:
+                    if n >= int(e.read()):
+                        return
+                continue  # (segments are all there before the end is)
+            if not os.path.isdir(folder):
+                raise KemuError(f"shard {index}: the coordinator's index {folder} went away")
+            time.sleep(POLL)
+            continue
+        raw = np.fromfile(name, np.uint8)
+        os.unlink(name)
+        n += 1
+        rows = len(raw) // _ROW
+        cols, at = [], 0
+        for kind in _COLUMNS:
+            width = np.dtype(kind).itemsize * rows
+            cols.append(raw[at:at + width].view(kind))
+            at += width
+        off, ts, numbers, lengths, orig, links = cols
+        if off.size and (int(off.min()) < 0 or int((off + lengths).max()) > size):
+            raise KemuError(f"{capture}: changed while being replayed (shard {index})")
+        if bool(np.all(links == ETHERNET)):
+            yield Capture(capture, buf, off, lengths, orig, ts, links, numbers, [], fmt, 0)
+            continue
+        # other link types: the frames gathered, then converted as the coordinator did (its
+        # damage was counted there)
+        lens = lengths.astype(np.int64)
+        starts = np.cumsum(lens) - lens
+        own = np.empty(int(lens.sum()), np.uint8)
+        copy_segments(own, starts, buf, off, lens)
+        cap = to_ethernet(Capture(capture, own, starts, lengths, orig, ts, links, numbers, [],
+                                  fmt, None))
+        cap.damaged = []
+        yield cap
 
 
 class _Tags:
@@ -163,10 +291,12 @@ def _init_pool(q: Any) -> None:
 
 
 def run_shard(job: ShardJob, progress_queue: Any = None,
-              reporter: Callable[[int, int], None] | None = None) -> ShardResult:
+              reporter: Callable[[int, int], None] | None = None,
+              source: Callable[[], Iterator[Capture]] | None = None) -> ShardResult:
     """One shard replayed into its parts (the worker's side; runs in a pool process, on
     a Dask worker, or in the coordinator). ``progress_queue``: a ``distributed.Queue``
-    (Dask) to report to; ``reporter``: a function to report to."""
+    (Dask) to report to; ``reporter``: a function to report to; ``source``: the shard's
+    frames (the coordinator's, made as it indexes) instead of the index's segments."""
     from kemu.frontend.api import EmulatedCluster
     from kemu.frontend.replay import replay
 
@@ -179,7 +309,6 @@ def run_shard(job: ShardJob, progress_queue: Any = None,
         emu.engine.clock_ns = job.warm_ns
         emu.engine.settle()
     t = emu.tables
-    select = Selector(t, job.index, job.count, job.options.limit, emu.backend)
     tags = _Tags(t, job.options.capture_points, job.out, job.flows)
     report = reporter or _report
     if progress_queue is not None:
@@ -195,7 +324,8 @@ def run_shard(job: ShardJob, progress_queue: Any = None,
             report(job.index, done)
 
     # (no outputs: no hook, so that hops are not recorded for nothing)
-    opts = replace(job.options, select=select, direct=False,
+    opts = replace(job.options, limit=0, direct=False,
+                   source=source or (lambda: shard_frames(job.capture, job.folder, job.index)),
                    on_batch=tags if job.out or job.flows else None)
     try:
         summary = replay(emu, job.capture, job.out, job.flows, opts, progress=progress)
@@ -208,9 +338,8 @@ def run_shard(job: ShardJob, progress_queue: Any = None,
         raise KemuError(f"shard {job.index}: {summary.flow_records} flow records written but "
                         f"{tags.n_recs} tagged")
     if report is not None:
-        report(job.index, select.frames)
-    return ShardResult(job.index, summary, select.frames, select.cross_shard,
-                       time.perf_counter() - t0)
+        report(job.index, summary.packets)
+    return ShardResult(job.index, summary, summary.packets, time.perf_counter() - t0)
 
 
 def refuse(options: ReplayOptions) -> None:
@@ -222,8 +351,9 @@ def refuse(options: ReplayOptions) -> None:
         raise KemuError("--loop with --workers/--scheduler: replay with --workers 1")
     if options.address_map:
         raise KemuError("--map with --workers/--scheduler: replay with --workers 1")
-    if options.on_batch is not None or options.select is not None:
-        raise KemuError("replay_sharded: on_batch and select are the workers' own")
+    if options.on_batch is not None or options.select is not None \
+            or options.source is not None:
+        raise KemuError("replay_sharded: on_batch, select and source are the workers' own")
 
 
 def first_placed_ns(t: Tables, capture: str, options: ReplayOptions, backend: str
@@ -280,12 +410,10 @@ def replay_sharded(model: Cluster, capture: str | os.PathLike, out: str | os.Pat
 
         raise TopologyError(f"--inject-at: no interface {options.inject_at!r}; interfaces are "
                             f"named like {t.if_name[0]!r}, 'ns/pod/eth0'")
-    first = out if out is not None else flows
-    folder = os.path.dirname(os.path.abspath(os.fspath(first))) if first is not None \
-        else tempfile.gettempdir()
-    parts = tempfile.mkdtemp(prefix=".kemu-parts-", dir=folder)
+    path = os.path.abspath(os.fspath(capture))
+    parts = tempfile.mkdtemp(prefix=".kemu-parts-", dir=_parts_folder(out, flows, path,
+                                                                       scheduler))
     try:
-        path = os.path.abspath(os.fspath(capture))
         with open_decompressed(path) as f:
             if f is not None:  # decompressed once, where every worker can read it
                 path = os.path.join(parts, "capture")
@@ -293,24 +421,44 @@ def replay_sharded(model: Cluster, capture: str | os.PathLike, out: str | os.Pat
                     shutil.copyfileobj(f, g, 1 << 20)
         warm = first_placed_ns(t, path, options, emu.backend)
         blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-        jobs = [ShardJob(blob, path, k, workers, emu.backend, seed, cold, options, warm,
+        index = Index(t, parts, workers, options.limit, emu.backend)
+        jobs = [ShardJob(blob, path, parts, k, workers, emu.backend, seed, cold, options, warm,
                          os.path.join(parts, f"part-{k}.pcapng") if out is not None else None,
                          os.path.join(parts, f"part-{k}.jsonl") if flows is not None
                          else None)
                 for k in range(workers)]
         if scheduler is None:
-            results = _run_pool(jobs, progress)
+            results = _run_pool(jobs, progress, lambda: index.chunks(path, 0))
         else:
-            results = _run_dask(jobs, scheduler, progress)
+            results = _run_dask(jobs, scheduler, progress, lambda: index.chunks(path, 0))
         results.sort(key=lambda r: r.index)
+        for r in results:
+            if r.frames != index.frames[r.index]:
+                raise KemuError(f"shard {r.index}: replayed {r.frames} frames of "
+                                f"{index.frames[r.index]}")
         summary = _combine([r.summary for r in results])
+        summary.damaged.update(index.damaged)  # (the coordinator read the whole capture)
         summary.workers = workers
-        summary.cross_shard = sum(r.cross_shard for r in results)
+        summary.cross_shard = sum(index.cross_shard)
         _merge_outputs(t, jobs, out, flows, summary)
     finally:
         shutil.rmtree(parts, ignore_errors=True)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _parts_folder(out: str | os.PathLike | None, flows: str | os.PathLike | None,
+                  capture: str, scheduler: Any) -> str:
+    """Where the index and the parts go: beside the first output; without outputs the
+    temporary directory, or for a Dask cluster beside the capture (every worker reads that
+    folder) when it can be written."""
+    first = out if out is not None else flows
+    if first is not None:
+        return os.path.dirname(os.path.abspath(os.fspath(first)))
+    near = os.path.dirname(capture)
+    if scheduler is not None and os.access(near, os.W_OK):
+        return near
+    return tempfile.gettempdir()
 
 
 def _merge_outputs(t: Tables, jobs: list[ShardJob], out: str | os.PathLike | None,
@@ -398,10 +546,11 @@ def prestart() -> None:
         forkserver.ensure_running()
 
 
-def _run_pool(jobs: list[ShardJob], progress: Callable[[dict[int, int]], None] | None
-              ) -> list[ShardResult]:
-    """The first shard here, in this process (its kemu is imported, its cores idle
-    otherwise), the others in a pool of processes started meanwhile."""
+def _run_pool(jobs: list[ShardJob], progress: Callable[[dict[int, int]], None] | None,
+              own: Callable[[], Iterator[Capture]]) -> list[ShardResult]:
+    """The first shard here, in this process, its frames (``own``) taken from the index
+    while the index is written for the others (its reader thread makes it), which run in a
+    pool of processes started at once (forked from the fork server)."""
     from concurrent.futures import ProcessPoolExecutor
 
     ctx = _pool_context()
@@ -414,7 +563,7 @@ def _run_pool(jobs: list[ShardJob], progress: Callable[[dict[int, int]], None] |
     futures = [pool.submit(run_shard, job) for job in jobs[1:]] if pool is not None else []
     try:
         follower.start()
-        here = run_shard(jobs[0], reporter=lambda i, n: q.put_nowait((i, n)))
+        here = run_shard(jobs[0], reporter=lambda i, n: q.put_nowait((i, n)), source=own)
         results = [here] + [f.result() for f in futures]
         stop.set()
         follower.join()
@@ -481,7 +630,10 @@ def worker_count(scheduler: Any) -> int:
 
 
 def _run_dask(jobs: list[ShardJob], scheduler: Any,
-              progress: Callable[[dict[int, int]], None] | None) -> list[ShardResult]:
+              progress: Callable[[dict[int, int]], None] | None,
+              mine: Callable[[], Iterator[Capture]]) -> list[ShardResult]:
+    """The first shard here, from the index this process makes as it reads the capture
+    (``mine``, as with a pool), the others as tasks of the Dask cluster reading that index."""
     client, own = _client(scheduler)
     from distributed import Queue
 
@@ -489,23 +641,33 @@ def _run_dask(jobs: list[ShardJob], scheduler: Any,
         q = Queue(f"kemu-progress-{uuid.uuid4().hex}", client=client)
         futures = [client.submit(run_shard, job, q, pure=False,
                                  key=f"kemu-shard-{job.index}-{uuid.uuid4().hex}")
-                   for job in jobs]
+                   for job in jobs[1:]]
+        here: queue.Queue = queue.Queue()  # this process's shard's reports
         waiting: list[Any] = []
 
         def get(timeout: float) -> Any:
             # every report waiting, without blocking on the scheduler (a get that times
             # out there is logged as an error by distributed)
-            if not waiting:
+            with contextlib.suppress(queue.Empty):
+                return here.get_nowait()
+            if not waiting and futures:
                 waiting.extend(q.get(batch=True) or ())
             if not waiting:
                 time.sleep(timeout)
                 raise queue.Empty
             return waiting.pop(0)
 
+        done = threading.Event()
+        follower = threading.Thread(target=_follow, args=(done.is_set, get, progress),
+                                    name="kemu progress", daemon=True)
         try:
-            _follow(lambda: all(f.done() for f in futures), get, progress)
-            return list(client.gather(futures))
+            follower.start()
+            first = run_shard(jobs[0], reporter=lambda i, n: here.put((i, n)), source=mine)
+            rest = list(client.gather(futures))
+            return [first] + rest
         finally:
+            done.set()
+            follower.join()
             for f in futures:
                 f.cancel()
     finally:
