@@ -121,6 +121,17 @@ _cluster_ids = itertools.count()
 _live: set[KernelCluster] = set()
 
 
+def missing_for(what: str, tools: Sequence[str]) -> str | None:
+    """Why a kernel test module cannot run here (not root, a tool missing), or None: the
+    reason its ``pytest.mark.skipif`` gives."""
+    if os.geteuid() != 0:
+        return f"{what} needs root (network namespaces)"
+    for tool in tools:
+        if shutil.which(tool) is None:
+            return f"{what} needs {tool!r} (not found)"
+    return None
+
+
 class HarnessError(RuntimeError):
     """The kernel harness could not build, drive or read the namespaces."""
 

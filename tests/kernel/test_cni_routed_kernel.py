@@ -24,8 +24,6 @@ ClusterIP whose endpoint is on another node, a NodePort from outside, egress SNA
 from __future__ import annotations
 
 import ipaddress
-import os
-import shutil
 import socket
 import struct
 import time
@@ -48,6 +46,7 @@ from .netns import (
     _run,
     in_netns,
     kube_proxy_rules,
+    missing_for,
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -57,16 +56,7 @@ MODES = {"aws-vpc": "cni: aws-vpc", "azure": "cni: azure",
          "azure-overlay": "cni: {name: azure, mode: overlay}"}
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "kernel differential tests need root (network namespaces)"
-    for tool in ("ip", "iptables"):
-        if shutil.which(tool) is None:
-            return f"kernel differential tests need {tool!r} (not found)"
-    return None
-
-
-_WHY_SKIP = _skip_reason()
+_WHY_SKIP = missing_for("kernel differential tests", ("ip", "iptables"))
 pytestmark = [pytest.mark.kernel,
               pytest.mark.skipif(_WHY_SKIP is not None, reason=_WHY_SKIP or "")]
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -56,7 +55,15 @@ from scapy.layers.l2 import ARP, Ether
 import kemu
 from kemu.dataplane import codes as C
 
-from .netns import SO_TIMESTAMPNS, Decoded, KernelCluster, Obs, decode, in_netns
+from .netns import (
+    SO_TIMESTAMPNS,
+    Decoded,
+    KernelCluster,
+    Obs,
+    decode,
+    in_netns,
+    missing_for,
+)
 from .topology import HARNESS_ONLY_PREFIXES, interface_map, kernel_topology, mac_roles
 
 SCENARIO = Path(__file__).resolve().parents[1] / "data" / "scenario"
@@ -71,16 +78,8 @@ NP_A, NP_C = 30080, 30081
 BCAST = "ff:ff:ff:ff:ff:ff"
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "kernel differential tests need root (network namespaces)"
-    for tool in ("ip", "bridge", "iptables", "iptables-restore"):
-        if shutil.which(tool) is None:
-            return f"kernel differential tests need {tool!r} (not found)"
-    return None
-
-
-_WHY_SKIP = _skip_reason()
+_WHY_SKIP = missing_for("kernel differential tests",
+                        ("ip", "bridge", "iptables", "iptables-restore"))
 pytestmark = [pytest.mark.kernel,
               pytest.mark.skipif(_WHY_SKIP is not None, reason=_WHY_SKIP or "")]
 

@@ -40,7 +40,6 @@ import errno
 import ipaddress
 import os
 import select
-import shutil
 import socket
 import struct
 import time
@@ -60,7 +59,7 @@ from kemu.control.selectors import matches
 from kemu.frontend.api import EmulatedCluster
 from kemu.frontend.policy_cmd import Case, dns_query, matrix
 
-from .netns import KernelCluster, chain_hash, in_netns
+from .netns import KernelCluster, chain_hash, in_netns, missing_for
 from .topology import kernel_topology
 
 MODEL = Path(__file__).resolve().parents[1] / "data" / "netpol" / "model.yaml"
@@ -76,14 +75,11 @@ NS_NAME = "kubernetes.io/metadata.name"
 
 
 def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "kernel policy differential needs root (network namespaces, iptables)"
-    for tool in ("ip", "bridge", "iptables", "iptables-restore"):
-        if shutil.which(tool) is None:
-            return f"kernel policy differential needs {tool!r} (not found)"
-    if not os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
+    why = missing_for("kernel policy differential",
+                      ("ip", "bridge", "iptables", "iptables-restore"))
+    if why is None and not os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
         return "br_netfilter is not loaded (bridged pod traffic would bypass iptables)"
-    return None
+    return why
 
 
 _WHY_SKIP = _skip_reason()
