@@ -85,6 +85,25 @@ _ROW = sum(np.dtype(c).itemsize for c in _COLUMNS)
 POLL = 0.002  # seconds a worker waits before it looks for its next segment again
 
 
+# The shards' shares of the flows: the key's low bits pick one of ``BUCKETS`` buckets, dealt
+# to the shards by weight. Shard 0 is the coordinator's, which also reads and keys the whole
+# capture (the index pass: about a third of what replaying a frame costs, measured on the
+# cluster mix), so it takes half a worker's share and the index pass and its replay end
+# together with the workers' replays (100M frames, 2 workers: docs/SHARDING.md).
+BUCKETS = 1024
+COORDINATOR_WEIGHT = 0.5
+
+
+def shard_buckets(count: int) -> np.ndarray:
+    """Bucket (``key % BUCKETS``) -> shard, for ``count`` shards: contiguous runs of buckets,
+    shard 0 weighing ``COORDINATOR_WEIGHT``, the others 1 each."""
+    if count <= 1:
+        return np.zeros(BUCKETS, np.uint32)
+    weights = np.array([COORDINATOR_WEIGHT] + [1.0] * (count - 1))
+    edges = np.round(np.cumsum(weights) / weights.sum() * BUCKETS)
+    return np.searchsorted(edges, np.arange(BUCKETS), side="right").astype(np.uint32)
+
+
 def _segment(folder: str, index: int, n: int) -> str:
     return os.path.join(folder, f"seg-{index}-{n:06d}")
 
@@ -101,12 +120,15 @@ class Index:
     ``folder`` as a segment a window (``seg-K-NNNNNN``, renamed into place when complete),
     then ``end-K`` with the count. Workers read those and only those frames' bytes."""
 
+    WINDOW = 8 << 20  # bytes of the capture read at a time (a segment per shard each)
+
     def __init__(self, t: Tables, folder: str, count: int, limit: int, backend: str) -> None:
         from kemu.frontend.placement import implementations, shard_tables
 
         self.impl = implementations()[backend]
         self.tabs = shard_tables(t)
         self.folder, self.count, self.limit = folder, count, limit
+        self.buckets = shard_buckets(count)
         self.frags: dict = {}   # datagrams whose first fragment was seen: their keys
         self.cache = np.zeros(3 << 16, np.uint64)  # the compiled twin's memo by 5-tuple
         self.frames = [0] * count
@@ -127,7 +149,7 @@ class Index:
         from kemu.io.linktypes import to_ethernet
 
         seen = 0
-        for chunk in iter_capture(path, chunk_bytes=8 << 20,
+        for chunk in iter_capture(path, chunk_bytes=self.WINDOW,
                                   reuse_buffer=3 if keep is not None else True):
             cap = to_ethernet(chunk)  # (its damage: the chunk's and the conversion's)
             for d in cap.damaged:
@@ -143,7 +165,7 @@ class Index:
                 # ones and moves the others into a buffer of its own)
                 raw = np.arange(n) if cap is chunk else \
                     np.searchsorted(chunk.frame_numbers, cap.frame_numbers[:n])
-                shard = keys % np.uint32(self.count)
+                shard = self.buckets[keys % np.uint32(BUCKETS)]
                 own = None
                 for k in range(self.count):
                     mine = np.flatnonzero(shard == k) if self.count > 1 else np.arange(n)
@@ -182,56 +204,71 @@ class Index:
 
 def shard_frames(capture: str, folder: str, index: int) -> Iterator[Capture]:
     """A worker's frames, a segment of its index at a time as the coordinator writes them:
-    their bytes read from the capture by offset (a memory map of it: no frame of another
-    shard is parsed or keyed here), as Ethernet chunks for ``replay`` (``source``)."""
+    their bytes read from the capture by offset (a memory map of the part of the file the
+    segment spans: no frame of another shard is parsed or keyed here, and a worker's memory
+    stays a few windows whatever the capture's size), as Ethernet chunks for ``replay``
+    (``source``)."""
     from kemu.io.frames import copy_segments
     from kemu.io.linktypes import ETHERNET, to_ethernet
 
     with open(capture, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        # private pages: nothing reaches the file, whatever is done to a frame's bytes
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
-    buf = np.frombuffer(mm, np.uint8) if mm is not None else np.zeros(0, np.uint8)
-    fmt = "pcapng" if bytes(buf[:4]) == b"\x0a\x0d\x0d\x0a" else "pcap"
-    n = 0
-    while True:
-        name = _segment(folder, index, n)
-        if not os.path.exists(name):
-            end = _end(folder, index)
-            if os.path.exists(end):
-                with open(end) as e:
-                    if n >= int(e.read()):
-                        return
-                continue  # (segments are all there before the end is)
-            if not os.path.isdir(folder):
-                raise KemuError(f"shard {index}: the coordinator's index {folder} went away")
-            time.sleep(POLL)
-            continue
-        raw = np.fromfile(name, np.uint8)
-        os.unlink(name)
-        n += 1
-        rows = len(raw) // _ROW
-        cols, at = [], 0
-        for kind in _COLUMNS:
-            width = np.dtype(kind).itemsize * rows
-            cols.append(raw[at:at + width].view(kind))
-            at += width
-        off, ts, numbers, lengths, orig, links = cols
-        if off.size and (int(off.min()) < 0 or int((off + lengths).max()) > size):
-            raise KemuError(f"{capture}: changed while being replayed (shard {index})")
-        if bool(np.all(links == ETHERNET)):
-            yield Capture(capture, buf, off, lengths, orig, ts, links, numbers, [], fmt, 0)
-            continue
-        # other link types: the frames gathered, then converted as the coordinator did (its
-        # damage was counted there)
-        lens = lengths.astype(np.int64)
-        starts = np.cumsum(lens) - lens
-        own = np.empty(int(lens.sum()), np.uint8)
-        copy_segments(own, starts, buf, off, lens)
-        cap = to_ethernet(Capture(capture, own, starts, lengths, orig, ts, links, numbers, [],
-                                  fmt, None))
-        cap.damaged = []
-        yield cap
+        fmt = "pcapng" if f.read(4) == b"\x0a\x0d\x0d\x0a" else "pcap"
+        n = 0
+        while True:
+            name = _segment(folder, index, n)
+            if not os.path.exists(name):
+                end = _end(folder, index)
+                if os.path.exists(end):
+                    with open(end) as e:
+                        if n >= int(e.read()):
+                            return
+                    continue  # (segments are all there before the end is)
+                if not os.path.isdir(folder):
+                    raise KemuError(f"shard {index}: the coordinator's index {folder} went "
+                                    "away")
+                time.sleep(POLL)
+                continue
+            raw = np.fromfile(name, np.uint8)
+            os.unlink(name)
+            n += 1
+            rows = len(raw) // _ROW
+            cols, at = [], 0
+            for kind in _COLUMNS:
+                width = np.dtype(kind).itemsize * rows
+                cols.append(raw[at:at + width].view(kind))
+                at += width
+            off, ts, numbers, lengths, orig, links = cols
+            if not off.size:
+                continue
+            lo, hi = int(off.min()), int((off + lengths).max())
+            if lo < 0 or hi > size:
+                raise KemuError(f"{capture}: changed while being replayed (shard {index})")
+            buf, off = _window(f.fileno(), lo, hi, off)
+            if bool(np.all(links == ETHERNET)):
+                yield Capture(capture, buf, off, lengths, orig, ts, links, numbers, [], fmt, 0)
+                continue
+            # other link types: the frames gathered, then converted as the coordinator did
+            # (its damage was counted there)
+            lens = lengths.astype(np.int64)
+            starts = np.cumsum(lens) - lens
+            own = np.empty(int(lens.sum()), np.uint8)
+            copy_segments(own, starts, buf, off, lens)
+            cap = to_ethernet(Capture(capture, own, starts, lengths, orig, ts, links, numbers,
+                                      [], fmt, None))
+            cap.damaged = []
+            yield cap
+
+
+def _window(fd: int, lo: int, hi: int, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bytes ``lo..hi`` of the file ``fd`` as a private memory map (nothing reaches the file,
+    whatever is done to a frame's bytes), from the page ``lo`` is on, and ``off`` made
+    relative to it. The map goes when the last array over it does: a worker maps only the
+    windows its replay still holds (a whole-capture map would keep every page it touched
+    resident: 7.6 GB for a 100M-frame capture)."""
+    start = lo - lo % mmap.ALLOCATIONGRANULARITY
+    mm = mmap.mmap(fd, hi - start, offset=start, access=mmap.ACCESS_COPY)
+    return np.frombuffer(mm, np.uint8), off - start
 
 
 class _Tags:
