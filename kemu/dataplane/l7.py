@@ -33,8 +33,9 @@ not the datapath, judges each request).
 
 Each verdict is an ``L7Record`` (what Hubble reports of the proxy's access log: method, URL,
 protocol, headers, the response code, FORWARDED or DROPPED, the policies), kept in this
-module's ``RECORDS`` by id so that the integer events of a batch (``EV_L7_HTTP``: a=pod,
-b=record id, c=status) can name it in pcapng comments, traces and flow records.
+module's ``RECORDS`` by id (the latest ``KEEP`` of them) so that the integer events of a batch
+(``EV_L7_HTTP``: a=pod, b=record id, c=status) can name it in pcapng comments, traces and
+flow records.
 
 Where kemu models less: the proxy acts in front of the pod's application, so the TCP segments
 of a redirected connection still show on the pod's veth and eth0 (Cilium's TPROXY takes them
@@ -142,17 +143,30 @@ class L7Record:
                 f"{', '.join(self.policies)} ({self.code})")
 
 
-RECORDS: list[L7Record] = []
-"""Every record of this process by id (``EV_L7_HTTP`` b): the events stay integers."""
+KEEP = 1 << 18
+"""How many of the latest records ``RECORDS`` holds: a replay names each verdict in the batch
+that made it (pcapng comments, flow records, traces), so older ones are not needed, and a
+day-long replay full of HTTP keeps its memory bounded."""
+
+RECORDS: dict[int, L7Record] = {}
+"""The latest ``KEEP`` records of this process by id (``EV_L7_HTTP`` b: the events stay
+integers); ids keep counting up, an evicted id is not reused."""
+_next_id = 0
 
 
 def record(rec: L7Record) -> int:
-    RECORDS.append(rec)
-    return len(RECORDS) - 1
+    global _next_id
+    rid, _next_id = _next_id, _next_id + 1
+    RECORDS[rid] = rec
+    if len(RECORDS) > KEEP:
+        del RECORDS[next(iter(RECORDS))]  # (dicts keep insertion order: the oldest)
+    return rid
 
 
 def get(rid: int) -> L7Record | None:
-    return RECORDS[rid] if 0 <= rid < len(RECORDS) else None
+    """The record ``rid``, or None when it was never made or is older than the latest
+    ``KEEP`` (the callers then name the verdict by its status alone)."""
+    return RECORDS.get(rid)
 
 
 def denied_response(close: bool) -> bytes:
