@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from helpers import scenario
-from scapy.layers.inet import ICMP, IP, UDP
+from helpers import checksums_valid, scenario
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 BCAST = "ff:ff:ff:ff:ff:ff"
@@ -84,6 +84,25 @@ def test_pod_local_traffic_stays_on_lo(backend: str) -> None:
         trace = emu.send(IP(dst=dst) / UDP(dport=8080) / b"x", src="default/a")
         assert {name for name, _d in trace.path(0)} == {"default/a/lo"}
         assert trace.outcome(0) == "DELIVERED"
+
+
+def test_pod_answers_itself_on_localhost(backend: str) -> None:
+    """M-4: a pod's SYN to 127.0.0.1 leaves from 127.0.0.1 (the local table's ``local
+    127.0.0.0/8 dev lo src 127.0.0.1``) and its own stack answers over lo: SYN-ACK from a
+    port it listens on, RST from one it does not; checksums right."""
+    emu = scenario(backend, respond=True)
+    for port, flags in ((8080, "SA"), (9, "RA")):
+        trace = emu.send(IP(dst="127.0.0.1") / TCP(sport=40000, dport=port, flags="S"),
+                         src="default/a")
+        assert Ether(trace.packets[0].hops[0][2])[IP].src == "127.0.0.1"
+        answers = trace.answers()
+        assert len(answers) == 1
+        got = Ether(answers[0].hops[-1][2])
+        assert (got[IP].src, got[IP].dst, got[TCP].sport, got[TCP].dport) == (
+            "127.0.0.1", "127.0.0.1", port, 40000)
+        assert str(got[TCP].flags) == flags
+        assert checksums_valid(answers[0].hops[-1][2])
+        assert {name for name, _d in trace.path(1)} == {"default/a/lo"}
 
 
 def test_frame_for_another_mac_is_dropped_by_the_pod(backend: str) -> None:

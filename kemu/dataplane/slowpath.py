@@ -400,13 +400,18 @@ class HostStack:
             return dns_over_tcp(self.resolver)
         return http_server
 
-    def answer(self, frame: bytes, transport: bool = True) -> bytes | None:
+    def answer(self, frame: bytes, transport: bool = True, loopback: bool = False
+               ) -> bytes | None:
         """The first frame this host sends back, or None (see ``answers``)."""
-        out = self.answers(frame, transport)
+        out = self.answers(frame, transport, loopback)
         return out[0] if out else None
 
-    def answers(self, frame: bytes, transport: bool = True) -> list[bytes]:
-        """The frames this host sends back, in order. ``transport`` False: ARP only."""
+    def answers(self, frame: bytes, transport: bool = True, loopback: bool = False
+                ) -> list[bytes]:
+        """The frames this host sends back, in order. ``transport`` False: ARP only.
+        ``loopback``: the frame came over ``lo``, where every address of 127.0.0.0/8 is
+        the host's own too (the local table's ``local 127.0.0.0/8 dev lo``; an application
+        bound to 0.0.0.0 answers there)."""
         if len(frame) < 14:
             return []
         et = u16(frame, 12)
@@ -416,7 +421,8 @@ class HostStack:
             return [] if reply is None else [reply]
         if et != ETH_IP or not transport or len(frame) < 34:
             return []
-        if u32(frame, 30) != self.ip or u16(frame, 20) & 0x3FFF:
+        dst = u32(frame, 30)
+        if (dst != self.ip and not (loopback and dst >> 24 == 127)) or u16(frame, 20) & 0x3FFF:
             return []
         ihl = (frame[14] & 0xF) * 4
         l4 = 14 + ihl

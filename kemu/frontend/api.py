@@ -108,8 +108,13 @@ class EmulatedCluster:
         t = self.tables
         if IP in packet and packet[IP].fields.get("src") is None:
             packet = packet.copy()
-            packet[IP].src = str(ipaddress.IPv4Address(int(t.if_ip[iface]))) if int(
-                t.if_kind[iface]) != C.IF_NODE_LOCAL else "0.0.0.0"
+            if ipaddress.IPv4Address(packet[IP].dst).is_loopback:
+                # the local table's `local 127.0.0.0/8 dev lo src 127.0.0.1`: a packet to a
+                # loopback address leaves from 127.0.0.1 (fib_lookup's preferred source)
+                packet[IP].src = "127.0.0.1"
+            else:
+                packet[IP].src = str(ipaddress.IPv4Address(int(t.if_ip[iface]))) if int(
+                    t.if_kind[iface]) != C.IF_NODE_LOCAL else "0.0.0.0"
         if Ether not in packet:
             return bytes(Ether(src="00:00:00:00:00:00", dst="00:00:00:00:00:00") / packet), \
                 C.INJ_TX_FIXL2

@@ -331,7 +331,7 @@ class Engine:
                 whole = len(data) >= 34 and u16(data, 12) == 0x0800 and \
                     len(data) >= 14 + u16(data, 16)
                 st = self.stack_of(eth) if eth >= 0 and self.respond and whole else None
-                ans = st.answer(data) if st is not None else None
+                ans = st.answer(data, loopback=True) if st is not None else None
                 if ans is not None:
                     out.append((ans, eth, C.INJ_TX_FIXL2, "answer", idx))
             elif kind == C.OUT_DELIVERED and ikind in (C.IF_POD_ETH, C.IF_EXT_ETH,
