@@ -176,3 +176,16 @@ def test_unowned_pod_address_gets_host_unreachable(backend: str) -> None:
         err = errs[0]
         assert (err[ICMP].type, err[ICMP].code) == (3, 1)
         assert err[IP].src == "10.244.0.1" and err[ICMP].payload.ttl == 63
+
+
+def test_node_packet_to_localhost_stays_on_the_node(backend: str) -> None:
+    """A node's own packet to 127.0.0.0/8 takes the local table's `local 127.0.0.0/8 dev lo`
+    (from 127.0.0.1): delivered to the node, never routed to the gateway; the trace says
+    kemu does not model the node answering itself."""
+    emu = scenario(backend, respond=True)
+    for dst in ("127.0.0.1", "127.3.2.1"):
+        trace = emu.send(IP(dst=dst) / TCP(dport=10250, flags="S"), src="node1")
+        assert trace.outcome(0) == "DELIVERED"
+        assert trace.delivered_to(0) == ["node node1"]
+        assert not trace.verdict().reachable
+        assert "own stack" in trace.verdict().reason

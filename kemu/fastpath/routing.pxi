@@ -276,6 +276,8 @@ cdef int st_local_out(DP* dp, Item* it) noexcept nogil:
     n = it.len
     dst = rd32(d, 30)
     li = local_if_of(dp, node, dst)
+    if li < 0 and dst >> 24 == 127:  # the local table's `local 127.0.0.0/8 dev lo`
+        li = loc
     if li >= 0:
         ev(dp, it, EV_NODE_INPUT, node, 0, 0)
         return end(dp, it, OUT_DELIVERED, 0, li, 0, False)

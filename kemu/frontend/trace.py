@@ -158,7 +158,12 @@ class Trace:
         request, a UDP datagram to a UDP datagram. Not reachable on a drop, a RST, an ICMP
         error, no answer (``respond`` off: the stacks never answer) or an answer that ends
         elsewhere (dropped, left through the gateway, delivered to another host)."""
-        if not self.packets or not self.packets[0].hops:
+        if not self.packets:
+            return Verdict(False, "nothing was sent")
+        if not self.packets[0].hops:
+            if self.outcome(0) == "DELIVERED":  # a node's packet to its own address or lo
+                return Verdict(False, "delivered to the node's own stack without crossing a "
+                               "device; kemu does not model a node answering itself")
             return Verdict(False, "nothing was sent")
         request = self.packets[0].hops[0][2]
         chain = {0}  # the request and its resumptions (held for ARP, then sent on)

@@ -120,9 +120,12 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
         if verdict:
             return self._end(it, C.OUT_DROPPED, verdict, loc)
         dst = u32(d, 30)
-        if (node, dst) in self.local_ips:
+        li = self.local_ips.get((node, dst), -1)
+        if li < 0 and dst >> 24 == 127:  # the local table's `local 127.0.0.0/8 dev lo`
+            li = loc
+        if li >= 0:
             self._ev(it, C.EV_NODE_INPUT, node)
-            return self._end(it, C.OUT_DELIVERED, 0, self.local_ips[(node, dst)])
+            return self._end(it, C.OUT_DELIVERED, 0, li)
         out_if, nh = self._route_dev(node, dst)
         if out_if < 0:
             return self._end(it, C.OUT_DROPPED, route_drop(out_if), loc)
