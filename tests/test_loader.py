@@ -74,8 +74,10 @@ def test_nodes_from_the_document_with_labels_and_pins(good) -> None:
     assert [(n.name, str(n.internal_ip), str(n.pod_cidr)) for n in good.nodes] == [
         ("alpha", "172.18.0.2", "10.244.0.0/24"), ("beta", "172.18.0.3", "10.244.1.0/24"),
         ("gamma", "172.18.0.50", "10.244.9.0/24")]
-    assert good.node("alpha").labels == {"disk": "ssd", "kubernetes.io/hostname": "alpha",
-                                         "kubernetes.io/os": "linux"}
+    assert good.node("alpha").labels == {
+        "disk": "ssd", "kubernetes.io/hostname": "alpha", "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": "amd64"}
 
 
 def test_deployment_pods_are_named_like_the_controller_names_them(good) -> None:

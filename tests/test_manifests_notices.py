@@ -37,8 +37,13 @@ def pod(name: str, ports: list[dict[str, Any]], labels: dict[str, str] | None = 
     return out
 
 
+NO_DNS = "no kube-system/kube-dns Service"
+
+
 def said(*docs: Any) -> list[str]:
-    return [str(n) for n in load_cluster(*docs).notices]
+    """The notices of a cluster of ``docs`` but the one about a missing cluster DNS (these
+    small clusters have none: ``test_pods_without_a_cluster_dns_are_warned``)."""
+    return [str(n) for n in load_cluster(*docs).notices if NO_DNS not in str(n)]
 
 
 @pytest.mark.parametrize("docs, notice", [
@@ -101,7 +106,7 @@ def test_a_named_target_port_no_pod_declares_is_accepted_with_a_warning() -> Non
     c = load_cluster(pod("a", [{"containerPort": 80}]), NAMED)
     s = c.service("shop", "s")
     assert c.backends(s, s.ports[0]) == []
-    assert [str(n) for n in c.notices] == [
+    assert [str(n) for n in c.notices if NO_DNS not in str(n)] == [
         "<dict>: shop/Service/s: spec.ports[0].targetPort: port 80/TCP: 'http' is no TCP "
         "containerPort name of any of the pods it selects: they are left out of its endpoints"]
 
@@ -113,6 +118,23 @@ def test_pods_without_the_named_port_are_left_out() -> None:
     assert [(str(ep.pod), tp) for ep, tp in c.backends(s, s.ports[0])] == [("shop/b", 8080)]
     assert "'http' is no TCP containerPort name of 1 of the 2 pods it selects" in \
         str(c.notices[0])
+
+
+def test_pods_without_a_cluster_dns_are_warned() -> None:
+    """Pods with dnsPolicy ClusterFirst (the default) resolve through kubelet's clusterDNS,
+    the tenth address of the service CIDR; without a kube-system/kube-dns Service nothing
+    answers there (and a Service of the manifests may hold the address): said once. With
+    CoreDNS in the manifests, or no pod using the cluster DNS, nothing is said."""
+    a = pod("a", [{"containerPort": 80}])
+    got = [str(n) for n in load_cluster(a, NAMED).notices if NO_DNS in str(n)]
+    assert got == ["no kube-system/kube-dns Service: 1 pod resolves names through 10.96.0.10 "
+                   "(kubelet's clusterDNS) and nothing answers DNS there; shop/s holds that "
+                   "address here; add CoreDNS's Deployment and Service (examples/cluster/"
+                   "dns.yaml is one)"]
+    default = dict(a, spec={**a["spec"], "dnsPolicy": "Default"})
+    assert not [n for n in load_cluster(default).notices if NO_DNS in str(n)]
+    dns = ROOT / "examples" / "cluster" / "dns.yaml"
+    assert not [n for n in load_cluster(a, str(dns)).notices if NO_DNS in str(n)]
 
 
 # --- NetworkPolicy policyTypes defaulting (P-3) ------------------------------------------------

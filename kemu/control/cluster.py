@@ -198,8 +198,30 @@ class Cluster:
             cluster._ensure_namespace(pol.namespace)
         cluster.ignored.sort()
         cluster.said = {n.covers for n in parsed.notices if n.covers}
+        cluster._dns_notice()
         cluster.notices = group_notices(parsed.notices + cluster.notices)
         return cluster
+
+    def _dns_notice(self) -> None:
+        """Say when pods resolve through the cluster DNS but the manifests hold no
+        ``kube-system/kube-dns`` Service: their resolv.conf names kubelet's clusterDNS (the
+        tenth address of the service CIDR, kubeadm's default), where a real cluster's
+        CoreDNS answers; here nothing does (or another Service holds the address)."""
+        if DNS_SERVICE in self._services:
+            return
+        users = [p for p in self.pods if p.dns_policy == "ClusterFirstWithHostNet"
+                 or (p.dns_policy == "ClusterFirst" and not p.host_network)]
+        if not users:
+            return
+        tenth = self.config.service_cidr.network_address + 10
+        holder = next((s.key for s in self.services if s.cluster_ip == tenth), None)
+        there = f"; {holder} holds that address here" if holder else ""
+        self.notices.append(Notice(
+            "", "", "",
+            f"no kube-system/kube-dns Service: {len(users)} "
+            f"{'pod resolves' if len(users) == 1 else 'pods resolve'} names through "
+            f"{tenth} (kubelet's clusterDNS) and nothing answers DNS there{there}; add "
+            "CoreDNS's Deployment and Service (examples/cluster/dns.yaml is one)"))
 
     def _ensure_namespace(self, name: str) -> None:
         if name not in self.namespaces:

@@ -168,6 +168,13 @@ class Parsed:
     ignored: list[str] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)  # accepted, not modelled (warnings)
 
+# the labels the kubelet puts on its Node besides kubernetes.io/hostname (initialNode in
+# pkg/kubelet/kubelet_node_status.go; k8s.io/api/core/v1/well_known_labels.go: "kubelet
+# applies both beta and GA labels to ensure backward compatibility"): manifests that still
+# select beta.kubernetes.io/os (Sock Shop's) are scheduled as on a real cluster
+KUBELET_LABELS = {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                  "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64"}
+
 
 def _group(api_version: str) -> str:
     return api_version.split("/")[0] if "/" in api_version else ""
@@ -215,7 +222,7 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
                                          for i in items.get("Node", [])],
                              configs[0] if configs else None, problems)
     for n in out.nodes:  # what the kubelet sets, visible to nodeSelectors (DaemonSets)
-        n.labels = {"kubernetes.io/hostname": n.name, "kubernetes.io/os": "linux", **n.labels}
+        n.labels = {**KUBELET_LABELS, "kubernetes.io/hostname": n.name, **n.labels}
     out.config.node_names = [n.name for n in out.nodes]
     for i in items.get("Namespace", []):
         labels = i.f.labels(i.f.mapping(i.doc.obj, "", "metadata"), "metadata", "labels")
