@@ -75,6 +75,7 @@ def test_machine_readable(fmt: str, capsys: pytest.CaptureFixture) -> None:
     (["-S", "default/a", "-D", "default/nothing"], "unknown destination 'default/nothing'"),
     (["-S", "default/a", "-D", "default/c", "-p", "gre"], "protocol must be"),
     (["-S", "default/a", "-D", "default/c", "-p", "tcp,dport=x"], "dport must be a number"),
+    (["-S", "198.51.100.7", "-D", "default/c"], "is an external host of the Cluster document"),
 ])
 def test_bad_arguments_exit_2(args: list[str], message: str,
                               capsys: pytest.CaptureFixture) -> None:

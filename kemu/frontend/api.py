@@ -92,7 +92,10 @@ class EmulatedCluster:
             return int(t.node_local_if[t.node_name.index(target.name)])
         owner = t.owner_of(int(target.ip))  # type: ignore[arg-type]
         if owner < 0:
-            raise TopologyError(f"no pod, host or node owns {src}")
+            raise TopologyError(
+                f"no pod, host or node owns {src}: a machine outside the cluster is an "
+                "external host of the Cluster document (spec.externalHosts: [{name: client, "
+                "ip: <an address of spec.nodeNetwork>}]), then the source ext/client")
         if int(t.if_kind[owner]) in (C.IF_NODE_ETH, C.IF_BRIDGE):
             return int(t.node_local_if[int(t.if_node[owner])])
         return owner
