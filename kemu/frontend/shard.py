@@ -87,11 +87,12 @@ POLL = 0.002  # seconds a worker waits before it looks for its next segment agai
 
 # The shards' shares of the flows: the key's low bits pick one of ``BUCKETS`` buckets, dealt
 # to the shards by weight. Shard 0 is the coordinator's, which also reads and keys the whole
-# capture (the index pass: about a third of what replaying a frame costs, measured on the
-# cluster mix), so it takes half a worker's share and the index pass and its replay end
-# together with the workers' replays (100M frames, 2 workers: docs/SHARDING.md).
+# capture (the index pass costs about a third of replaying the frames), so it takes a quarter
+# of a worker's share: measured on a 4M-frame cluster mix with 2 workers (CPU seconds, the
+# coordinator / the worker): weight 1: 1.56 / 0.86, 0.5: 1.32 / 0.99, 0.25: 1.18 / 1.10,
+# 0: 0.72 / 1.29 (docs/SHARDING.md).
 BUCKETS = 1024
-COORDINATOR_WEIGHT = 0.5
+COORDINATOR_WEIGHT = 0.25
 
 
 def shard_buckets(count: int) -> np.ndarray:
