@@ -1,6 +1,7 @@
 """The routed CNIs: the AWS VPC CNI and Azure CNI (transparent and overlay) as kemu compiles them.
 
-Owns what these modes change in the compiled cluster: the pod's host-side veth (an L3 device
+Owns what these modes change in the compiled cluster (Azure's bridge mode too: azure0 and its
+uplink, below): the pod's host-side veth (an L3 device
 of the node, ``IF_VETH_HOST``, no bridge), the per-pod /32 routes, proxy ARP, the nodes'
 readable route tables (``kemu show routes``) and the egress SNAT; ``compile.py`` and
 ``routes.py`` call it through small hooks. The pods' addresses come from
@@ -35,8 +36,16 @@ between nodes as the AWS mode (the VNet delivers to the node holding the address
 ``overlay`` (Azure CNI Overlay): pods in per-node /24s of ``spec.clusterCIDR``, the same
 routed veths, routed by the VNet without encapsulation (kemu: each node's pod CIDR via that
 node, on the nodes and the gateway, as the VNet's routes program it), SNAT to the node for
-destinations outside the pod CIDR and the VNet. ``bridge`` mode (``azure0``) is refused:
-not modelled yet.
+destinations outside the pod CIDR and the VNet. ``bridge`` (the older mode; the plugin's
+network/network_linux.go ``connectExternalInterface``, network/bridge_*client_linux.go,
+ebtables/ebtables.go): the Linux bridge ``azure0`` holds the node's address and eth0's MAC,
+eth0 is enslaved to it in hairpin mode (``IF_UPLINK``), each pod's veth ``azv<hash>`` is a
+hairpin port of it, the pods have VNet addresses with the subnet's prefix and ``default via``
+the VNet's gateway; Azure's ebtables nat rules on eth0 (source MAC of every unicast frame out
+-> eth0's, ``--snat-arp``; per pod IPv4 destination -> the pod's MAC; ARP replies ->
+broadcast) are done by the datapath at the uplink (``bridge.py``); a pod of another node is
+reached at that node's MAC (the VNet's NIC holding the address). ``add_bridge_node``,
+``_finish_bridged`` and the ``bridged`` branches below.
 """
 
 from __future__ import annotations
