@@ -281,3 +281,24 @@ def test_twins_equivalent(static: bool) -> None:
     pair.both("load", compile_cluster(load_cluster(
         W.synthetic_cluster(3, 24, 4, cni="azure-bridge"))))
     pair.batch(Batch.of(rows[:120]))
+
+
+def test_replay_pcapng_and_flow_log(backend: str, tmp_path: Path) -> None:
+    """``kemu replay``: the pcapng names azure0, the uplink and the azv veths and comments
+    the ebtables rewrites (their MACs fit the event fields); the flow log has the flow."""
+    from scapy.utils import wrpcap
+
+    path = tmp_path / "c.yaml"
+    path.write_text(cluster_text())
+    src = tmp_path / "in.pcap"
+    wrpcap(str(src), [Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+                      / IP(src=IPS["a"], dst=IPS["c"]) / TCP(sport=4242, dport=8080,
+                                                             flags="S")])
+    out, flows = tmp_path / "out.pcapng", tmp_path / "flows.jsonl"
+    assert main(["replay", "-f", str(path), "-r", str(src), "-w", str(out), "--flows",
+                 str(flows), "--backend", backend]) == 0
+    data = out.read_bytes()
+    for word in (b"azure0", host_veth_name("azv", "default", "c").encode(),
+                 b"ebtables snat on eth0: src MAC", b"ebtables dnat on eth0: dst MAC"):
+        assert word in data, word
+    assert IPS["c"] in flows.read_text()

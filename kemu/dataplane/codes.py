@@ -168,10 +168,10 @@ EV_DEFRAG = 31
 # c=original dst IPv4; the Service address is local on kube-dummy-if); IP-in-IP encapsulation
 # on a tun device (a=remote node, b=tun iface) and decapsulation (a=node, b=tun iface)
 # Azure CNI bridge mode's ebtables nat rules on eth0 (network/bridge_*client_linux.go):
-# POSTROUTING ``-s unicast -o eth0 -j snat --to-src <eth0 MAC> --snat-arp`` (a=eth0, b=the
-# source MAC before) and PREROUTING ``-p IPv4 -i eth0 --ip-dst <pod> -j dnat --to-dst <pod
-# MAC>`` or ``-p ARP -i eth0 --arp-op Reply -j dnat --to-dst ff:ff:ff:ff:ff:ff`` (a=eth0,
-# b=the destination MAC after)
+# POSTROUTING ``-s unicast -o eth0 -j snat --to-src <eth0 MAC> --snat-arp`` (a=eth0, the
+# source MAC before as b=its high 24 bits, c=its low 24) and PREROUTING ``-p IPv4 -i eth0
+# --ip-dst <pod> -j dnat --to-dst <pod MAC>`` or ``-p ARP -i eth0 --arp-op Reply -j dnat
+# --to-dst ff:ff:ff:ff:ff:ff`` (a=eth0, the destination MAC after as b, c)
 EV_EBT_SNAT = 40
 EV_EBT_DNAT = 41
 EV_IPVS_DNAT = 50

@@ -123,10 +123,10 @@ def event_text(t: Tables, kind: int, a: int, b: int, c: int) -> str:
     if kind == C.EV_IPIP_DECAP:
         return f"IPIP decap (ipip_rcv) -> {t.if_kernel_name[b]}"
     if kind == C.EV_EBT_SNAT:
-        return (f"ebtables snat on {t.if_kernel_name[a]}: src MAC {mac_str(b)} -> "
+        return (f"ebtables snat on {t.if_kernel_name[a]}: src MAC {mac_str(b << 24 | c)} -> "
                 f"{mac_str(int(t.if_mac[a]))}")
     if kind == C.EV_EBT_DNAT:
-        return f"ebtables dnat on {t.if_kernel_name[a]}: dst MAC -> {mac_str(b)}"
+        return f"ebtables dnat on {t.if_kernel_name[a]}: dst MAC -> {mac_str(b << 24 | c)}"
     if kind == C.EV_CT_REUSE:
         return f"conntrack: established, DNAT -> {backend_text(t, b)} {_svc(t, a)}"
     if kind == C.EV_UNDNAT:

@@ -60,7 +60,7 @@ cdef int uplink_rcv(DP* dp, Item* it, int i, const IfInfo* f) noexcept nogil:
         if mac >= 0 and rd48(d, 0) != <uint64_t>mac:
             wr48(d, 0, <uint64_t>mac)
             changed(it)
-            ev(dp, it, EV_EBT_DNAT, i, mac, 0)
+            ev(dp, it, EV_EBT_DNAT, i, mac >> 24, mac & 0xFFFFFF)
     return port_rcv(dp, it, i, f)
 
 
@@ -77,7 +77,7 @@ cdef void ebt_snat(DP* dp, Item* it, int q) noexcept nogil:
     if rd16(d, 12) == <uint32_t>ETH_ARP and it.len >= 28:
         wr48(d, 22, mac)
     changed(it)
-    ev(dp, it, EV_EBT_SNAT, q, <int64_t>smac, 0)
+    ev(dp, it, EV_EBT_SNAT, q, <int64_t>(smac >> 24), <int64_t>(smac & 0xFFFFFF))
 
 
 cdef int flood(DP* dp, Item* it, int b, int p, int local_if, uint64_t dmac) noexcept nogil:

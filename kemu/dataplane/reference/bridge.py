@@ -74,7 +74,7 @@ class Bridge(Routing, Netfilter, Record, Parse):
         if mac >= 0 and u48(d, 0) != mac:
             put48(d, 0, mac)
             self._changed(it)
-            self._ev(it, C.EV_EBT_DNAT, i, mac)
+            self._ev(it, C.EV_EBT_DNAT, i, mac >> 24, mac & 0xFFFFFF)
         self._port_rcv(it, i, stack)
 
     def _bridge_in(self, it: Item, stack: list[Item]) -> None:
@@ -168,7 +168,7 @@ class Bridge(Routing, Netfilter, Record, Parse):
         if u16(d, 12) == ETH_ARP and len(d) >= 28:
             put48(d, 22, mac)
         self._changed(it)
-        self._ev(it, C.EV_EBT_SNAT, q, smac)
+        self._ev(it, C.EV_EBT_SNAT, q, smac >> 24, smac & 0xFFFFFF)
 
     def _bridge_out(self, it: Item, stack: list[Item]) -> None:
         b, q = it.a, it.b
