@@ -295,7 +295,6 @@ def test_instance_type_capacity(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("cni", "field", "words"), [
-    ("{name: azure, mode: bridge}", "spec.cni.mode", "bridge mode (azure0) is not modelled"),
     ("{name: aws-vpc, instanceType: z9.huge}", "spec.cni.instanceType", "unknown instance"),
 ])
 def test_refused_options(cni: str, field: str, words: str, tmp_path: Path,

@@ -151,8 +151,10 @@ def synthetic_cluster(nodes: int = 3, pods: int = 120, services: int = 30, *,
 
 
 # ``kemu bench --cni NAME``: a built mode by name, or one of these variants of a mode
-CNI_VARIANTS: dict[str, Any] = {"azure-overlay": {"name": "azure", "mode": "overlay"}}
-ROUTED = ("aws-vpc", "azure", "azure-overlay")  # pods addressed from the node network
+CNI_VARIANTS: dict[str, Any] = {"azure-overlay": {"name": "azure", "mode": "overlay"},
+                                "azure-bridge": {"name": "azure", "mode": "bridge"}}
+# pods addressed from the node network
+ROUTED = ("aws-vpc", "azure", "azure-overlay", "azure-bridge")
 
 
 def _dotted(v: int) -> str:
@@ -355,6 +357,12 @@ class _Topology:
         self.routed = t.if_kind[peer] == C.IF_VETH_HOST
         self.gw_mac = np.where(self.routed, t.if_mac[peer],
                                t.if_mac[t.node_br_if][self.node]).astype(np.int64)
+        # Azure CNI bridge mode: pods on the VNet's L2, default via its gateway; a pod of
+        # another node is reached at that node's MAC (the NIC holding the address)
+        self.node_mac = t.if_mac[t.node_eth_if].astype(np.int64)
+        self.vnet = t.if_kind[t.node_eth_if][self.node] == C.IF_BRIDGE
+        if self.vnet.any() and t.gateway_if >= 0:
+            self.gw_mac[self.vnet] = int(t.if_mac[t.gateway_if])
         order = np.argsort(self.node, kind="stable")
         self.by_node = np.split(order, np.cumsum(np.bincount(self.node, minlength=t.n_nodes))[:-1])
         # service ports usable for "endpoint on another node": TCP ClusterIP with backends
@@ -419,6 +427,8 @@ def mix_flows(t: Tables, n_flows: int, seed: int = 1,
     dst_mac = topo.gw_mac[client].copy()
     bridged = same & ~topo.routed[client]  # a bridge: straight to the peer's MAC
     dst_mac[bridged] = topo.mac[peer[bridged]]
+    vnet = has_peer & ~same & topo.vnet[client]  # Azure bridge mode: the peer's node's MAC
+    dst_mac[vnet] = topo.node_mac[topo.node[peer[vnet]]]
     # source ports: per client pod, counting from 10000
     order = np.argsort(client, kind="stable")
     starts = np.searchsorted(client[order], client[order])

@@ -1,6 +1,7 @@
 """The routed CNIs: the AWS VPC CNI and Azure CNI (transparent and overlay) as kemu compiles them.
 
-Owns what these modes change in the compiled cluster: the pod's host-side veth (an L3 device
+Owns what these modes change in the compiled cluster (Azure's bridge mode too: azure0 and its
+uplink, below): the pod's host-side veth (an L3 device
 of the node, ``IF_VETH_HOST``, no bridge), the per-pod /32 routes, proxy ARP, the nodes'
 readable route tables (``kemu show routes``) and the egress SNAT; ``compile.py`` and
 ``routes.py`` call it through small hooks. The pods' addresses come from
@@ -35,8 +36,16 @@ between nodes as the AWS mode (the VNet delivers to the node holding the address
 ``overlay`` (Azure CNI Overlay): pods in per-node /24s of ``spec.clusterCIDR``, the same
 routed veths, routed by the VNet without encapsulation (kemu: each node's pod CIDR via that
 node, on the nodes and the gateway, as the VNet's routes program it), SNAT to the node for
-destinations outside the pod CIDR and the VNet. ``bridge`` mode (``azure0``) is refused:
-not modelled yet.
+destinations outside the pod CIDR and the VNet. ``bridge`` (the older mode; the plugin's
+network/network_linux.go ``connectExternalInterface``, network/bridge_*client_linux.go,
+ebtables/ebtables.go): the Linux bridge ``azure0`` holds the node's address and eth0's MAC,
+eth0 is enslaved to it in hairpin mode (``IF_UPLINK``), each pod's veth ``azv<hash>`` is a
+hairpin port of it, the pods have VNet addresses with the subnet's prefix and ``default via``
+the VNet's gateway; Azure's ebtables nat rules on eth0 (source MAC of every unicast frame out
+-> eth0's, ``--snat-arp``; per pod IPv4 destination -> the pod's MAC; ARP replies ->
+broadcast) are done by the datapath at the uplink (``bridge.py``); a pod of another node is
+reached at that node's MAC (the VNet's NIC holding the address). ``add_bridge_node``,
+``_finish_bridged`` and the ``bridged`` branches below.
 """
 
 from __future__ import annotations
@@ -57,22 +66,25 @@ if TYPE_CHECKING:
     from kemu.dataplane.tables import Tables
 
 IPv4Network = ipaddress.IPv4Network
+BRIDGE = "azure0"  # Azure CNI bridge mode's bridge (docs/cni.md's "bridge": "azure0")
 
 
 @dataclass(frozen=True)
 class RoutedMode:
     """One routed CNI mode and what it decides."""
 
-    name: str            # "aws-vpc", "azure-transparent", "azure-overlay"
+    name: str            # "aws-vpc", "azure-transparent", "azure-overlay", "azure-bridge"
     veth_prefix: str     # the host-side veth's name prefix: "eni", "azv"
     pods_on_node_net: bool  # pods take node-network (VPC/VNet) addresses
     veth_proxy_arp: bool    # proxy ARP on the host veth (Azure)
     egress_snat: bool       # pod traffic to outside the non-SNAT CIDRs is SNATed to the node
+    bridged: bool = False   # Azure bridge mode: azure0 with eth0 enslaved, pods' veths on it
 
     @property
     def title(self) -> str:
         return {"aws-vpc": "AWS VPC CNI", "azure-transparent": "Azure CNI (transparent)",
-                "azure-overlay": "Azure CNI Overlay"}[self.name]
+                "azure-overlay": "Azure CNI Overlay",
+                "azure-bridge": "Azure CNI (bridge)"}[self.name]
 
 
 def routed_mode(cfg: ClusterConfig) -> RoutedMode | None:
@@ -83,6 +95,8 @@ def routed_mode(cfg: ClusterConfig) -> RoutedMode | None:
     if cni.name == "azure":
         if cni.get("mode") == "overlay":
             return RoutedMode("azure-overlay", "azv", False, True, True)
+        if cni.get("mode") == "bridge":
+            return RoutedMode("azure-bridge", "azv", True, False, True, bridged=True)
         return RoutedMode("azure-transparent", "azv", True, True, True)
     return None
 
@@ -155,6 +169,8 @@ def finish(tables: Tables, cluster: Cluster, mode: RoutedMode,
     routes' devices, proxy ARP (the node's eth0 for pods of the node network, the host
     veths in Azure's modes), the egress SNAT, kube-proxy's cluster CIDR."""
     cfg = cluster.config
+    if mode.bridged:
+        return _finish_bridged(tables, cluster, mode, routes)
     n_nodes = tables.n_nodes
     kind = np.asarray(tables.if_kind)
     parp = np.zeros(tables.n_ifaces, np.uint8)
@@ -181,6 +197,46 @@ def finish(tables: Tables, cluster: Cluster, mode: RoutedMode,
     )
 
 
+def add_bridge_node(ifs: Any, node: Any, ni: int, mac: int, ip: int,
+                    mtu: int) -> tuple[int, int]:
+    """Azure CNI bridge mode's node devices: ``eth0`` (``IF_UPLINK``: no address, a port of
+    both the node network's segment and ``azure0``) and ``azure0`` (the node's address, eth0's
+    MAC: a Linux bridge takes the lowest MAC of its ports, and the NIC's 00:0d:3a:... is
+    below every veth's locally administered one); eth0 in hairpin mode, as
+    ``connectExternalInterface`` sets it (``SetHairpinOnHostInterface``): a Service's packet
+    from the VNet DNATed to another node's pod goes back out of eth0. kemu's hairpin 2: for
+    known unicast only; Linux would reflect floods too, which the VNet (delivering by
+    address, never flooding) drops, while kemu's node network, a flooding bridge, would
+    loop them between the nodes. Returns (eth0, azure0)."""
+    nm = node.name
+    eth = ifs.add(f"{nm}/eth0", C.IF_UPLINK, desc=f"Node {nm} uplink, enslaved to azure0",
+                  node=ni, mac=mac, bridge=ni, hairpin=2, mtu=mtu)
+    br = ifs.add(f"{nm}/{BRIDGE}", C.IF_BRIDGE, desc=f"Node {nm} bridge (Azure CNI)",
+                 node=ni, mac=mac, ip=ip, bridge=ni, mtu=mtu)
+    return eth, br
+
+
+def _finish_bridged(tables: Tables, cluster: Cluster, mode: RoutedMode,
+                    routes: list[tuple[int, int, int, int, int]]) -> Tables:
+    """Azure bridge mode's columns: the node's address and its routes on ``azure0``
+    (``node_eth_if``: the device the node's routes leave by), no proxy ARP, ip-masq-agent's
+    SNAT, kube-proxy's cluster CIDR (the VNet subnet)."""
+    cfg = cluster.config
+    nets = non_snat(cfg, mode)
+    br = np.asarray(tables.node_br_if, np.int32).copy()
+    return dataclasses.replace(
+        tables,
+        cluster_cidr=(int(cfg.node_network.network_address), int(cfg.node_network.netmask)),
+        node_eth_if=br,
+        node_br_ip=np.asarray(tables.node_ip, np.uint32).copy(),
+        rt_dev=np.array([r[4] for r in routes], dtype=np.int32),
+        if_proxy_arp=np.zeros(tables.n_ifaces, np.uint8),
+        egress_masq=mode.egress_snat,
+        nonmasq_net=np.array([int(n.network_address) for n in nets], dtype=np.uint32),
+        nonmasq_mask=np.array([int(n.netmask) for n in nets], dtype=np.uint32),
+    )
+
+
 def node_routes(cluster: Cluster, mode: RoutedMode, Route: Any) -> dict[str, list[Any]]:
     """Each node's main table in a routed mode, as ``ip route`` shows it: its pods' /32s on
     their host veths (``scope link``), the node network connected on eth0, Azure CNI
@@ -189,6 +245,16 @@ def node_routes(cluster: Cluster, mode: RoutedMode, Route: Any) -> dict[str, lis
     imports this module)."""
     cfg = cluster.config
     tables: dict[str, list[Any]] = {}
+    if mode.bridged:  # the node's address and routes moved to azure0 (applyIPConfig)
+        for node in cluster.nodes:
+            tables[node.name] = [Route(cfg.node_network, BRIDGE, src=node.internal_ip,
+                                       proto="kernel")]
+            if cfg.gateway_ip is not None:
+                tables[node.name].insert(0, Route(IPv4Network("0.0.0.0/0"), BRIDGE,
+                                                  via=cfg.gateway_ip))
+            tables[node.name].sort(key=lambda r: (-r.prefix.prefixlen,
+                                                  int(r.prefix.network_address)))
+        return tables
     for node in cluster.nodes:
         routes = [Route(cfg.node_network, "eth0", src=node.internal_ip, proto="kernel")]
         for pod in cluster.pods:

@@ -115,21 +115,30 @@ def _compile(cluster: Cluster) -> Tables:
     kr = kube_router.active(cluster)  # kube-router's names, MTU, devices (kube_router.py)
     if kr:
         pod_mtu = kube_router.pod_mtu(cfg)
-    br_dev = kube_router.BRIDGE if kr else "cbr0"
     routed = cni_routed.routed_mode(cfg)  # AWS VPC CNI, Azure CNI: routed veths
+    bridged = routed is not None and routed.bridged  # Azure bridge mode: azure0 (cni_routed)
+    br_dev = kube_router.BRIDGE if kr else cni_routed.BRIDGE if bridged else "cbr0"
     pods_by_node: dict[str, list[int]] = {}
     for pi, p in enumerate(cluster.pods):
         pods_by_node.setdefault(p.node_name, []).append(pi)
 
     for ni, node in enumerate(nodes):
         nm = node.name
-        node_eth.append(ifs.add(f"{nm}/eth0", C.IF_NODE_ETH, desc=f"Node {nm} uplink",
-                                node=ni, mac=mac_to_int(node.mac), ip=_ip(node.internal_ip),
-                                bridge=seg, mtu=mtu))
-        bridge_ports[seg].append(node_eth[-1])
-        if routed is not None:  # no bridge (cni_routed): the node's slot names eth0
-            node_br.append(node_eth[-1])
+        if bridged:  # eth0 enslaved to azure0, which holds the node's address
+            eth, br = cni_routed.add_bridge_node(ifs, node, ni, mac_to_int(node.mac),
+                                                 _ip(node.internal_ip), mtu)
+            node_eth.append(eth)
+            node_br.append(br)
+            bridge_ports[seg].append(eth)
+            bridge_ports[ni].append(eth)
         else:
+            node_eth.append(ifs.add(f"{nm}/eth0", C.IF_NODE_ETH, desc=f"Node {nm} uplink",
+                                    node=ni, mac=mac_to_int(node.mac),
+                                    ip=_ip(node.internal_ip), bridge=seg, mtu=mtu))
+            bridge_ports[seg].append(node_eth[-1])
+        if routed is not None and not bridged:  # no bridge (cni_routed): the slot names eth0
+            node_br.append(node_eth[-1])
+        elif not bridged:
             node_br.append(ifs.add(f"{nm}/{br_dev}", C.IF_BRIDGE, desc=f"Node {nm} pod bridge",
                                    node=ni, mac=mac_to_int(node.bridge_mac),
                                    ip=_ip(node.gateway_ip), bridge=ni, mtu=pod_mtu))
@@ -147,14 +156,15 @@ def _compile(cluster: Cluster) -> Tables:
             if pod.host_network:
                 continue
             owner = _owner_text(pod)
-            if routed is not None:  # a routed veth, no bridge (cni_routed)
+            if routed is not None and not bridged:  # a routed veth, no bridge (cni_routed)
                 pod_eth_if[pi] = cni_routed.add_pod(
                     ifs, routed, pod, pi, ni, nm, _veth_mac_int(pod.key), mac_to_int(pod.mac),
                     _ip(pod.ip), owner, pod_mtu)
                 continue
-            veth = ifs.add(f"{nm}/{veth_names[pod.key]}", C.IF_VETH,
-                           desc=f"veth of {owner} on node {nm}",
-                           kname=kernel_veth_name(pod.key), node=ni,
+            kname = (cni_routed.host_veth_name("azv", pod.namespace, pod.name) if bridged
+                     else kernel_veth_name(pod.key))  # Azure names its veths azv<hash>
+            veth = ifs.add(f"{nm}/{kname if bridged else veth_names[pod.key]}", C.IF_VETH,
+                           desc=f"veth of {owner} on node {nm}", kname=kname, node=ni,
                            mac=_veth_mac_int(pod.key), bridge=ni, hairpin=1, owner=pi,
                            mtu=pod_mtu)
             bridge_ports[ni].append(veth)
@@ -201,6 +211,8 @@ def _compile(cluster: Cluster) -> Tables:
     if routed is not None:
         routed_routes = cni_routed.shared_routes(
             cluster, routed, pod_eth_if, node_index,
+            {i: node_br[r["node"]] for i, r in enumerate(ifs.rows) if r["kind"] == C.IF_POD_ETH}
+            if bridged else
             {r["peer"]: i for i, r in enumerate(ifs.rows) if r["kind"] == C.IF_VETH_HOST})
         routes = [r[:4] for r in routed_routes]
 

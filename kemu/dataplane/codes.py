@@ -22,12 +22,16 @@ IF_DUMMY = 13     # <node>/kube-dummy-if: the dummy device holding the Service a
 # the node end of a routed veth (AWS VPC CNI ``eni<hash>``, Azure CNI ``azv<hash>``): no
 # bridge, an L3 device of the node's own stack, the pod's /32 route points at it
 IF_VETH_HOST = 10
+# Azure CNI bridge mode: the node's eth0 enslaved to its pod bridge azure0 (which holds the
+# node's address): a port of azure0 on one side, the node network's wire on the other, with
+# Azure's ebtables MAC rewrites (kemu/compiler/cni_routed.py)
+IF_UPLINK = 11
 
 IF_KIND_NAMES = {
     IF_POD_ETH: "pod-eth", IF_POD_LO: "pod-lo", IF_VETH: "veth", IF_BRIDGE: "bridge",
     IF_NODE_ETH: "node-eth", IF_VTEP: "vtep", IF_EXT_ETH: "external", IF_GW_ETH: "gateway",
     IF_NODE_LOCAL: "node-local", IF_IPIP: "ipip", IF_DUMMY: "dummy",
-    IF_VETH_HOST: "veth-host",
+    IF_VETH_HOST: "veth-host", IF_UPLINK: "uplink",
 }
 
 # Directions (equal to pcapng epb_flags direction bits)
@@ -163,6 +167,13 @@ EV_DEFRAG = 31
 # kube-router: IPVS translated a new connection at LOCAL_IN (a=frontend id, b=backend id,
 # c=original dst IPv4; the Service address is local on kube-dummy-if); IP-in-IP encapsulation
 # on a tun device (a=remote node, b=tun iface) and decapsulation (a=node, b=tun iface)
+# Azure CNI bridge mode's ebtables nat rules on eth0 (network/bridge_*client_linux.go):
+# POSTROUTING ``-s unicast -o eth0 -j snat --to-src <eth0 MAC> --snat-arp`` (a=eth0, the
+# source MAC before as b=its high 24 bits, c=its low 24) and PREROUTING ``-p IPv4 -i eth0
+# --ip-dst <pod> -j dnat --to-dst <pod MAC>`` or ``-p ARP -i eth0 --arp-op Reply -j dnat
+# --to-dst ff:ff:ff:ff:ff:ff`` (a=eth0, the destination MAC after as b, c)
+EV_EBT_SNAT = 40
+EV_EBT_DNAT = 41
 EV_IPVS_DNAT = 50
 EV_IPIP_ENCAP = 51
 EV_IPIP_DECAP = 52

@@ -49,6 +49,15 @@ def route_text(t: Tables, route: int, nh: int, node: int) -> str:
     tun = int(t.tun_if[node * t.n_nodes + owner]) if len(t.tun_if) and kind == C.RT_POD_CIDR \
         and 0 <= node < t.n_nodes and 0 <= owner < t.n_nodes else -1
     routed = int(t.rt_dev[route]) if len(t.rt_dev) else -1  # a routed CNI's pod route
+    if kind == C.RT_POD_CIDR and routed >= 0 and int(t.if_kind[routed]) == C.IF_BRIDGE:
+        # Azure bridge mode: a pod of the VNet, on the node's connected route on azure0
+        net = next((r for r in range(len(t.rt_kind)) if int(t.rt_kind[r]) == C.RT_NODE_NET),
+                   -1)
+        where = (f"{ip_str(t.rt_prefix[net])}/{int(t.rt_len[net])}" if net >= 0 else prefix)
+        br = t.if_kernel_name[routed]
+        if int(t.rt_node[route]) == node:
+            return f"route {where} dev {br}"
+        return f"route {where} dev {br} (held by {t.node_name[int(t.rt_node[route])]}'s eth0)"
     if kind == C.RT_POD_CIDR and routed >= 0 and int(t.rt_node[route]) == node:
         dev = t.if_kernel_name[routed]
     elif kind == C.RT_POD_CIDR and routed >= 0 and not nh:
@@ -113,6 +122,11 @@ def event_text(t: Tables, kind: int, a: int, b: int, c: int) -> str:
                 f"({ip_str(t.node_ip[a])}, proto 4)")
     if kind == C.EV_IPIP_DECAP:
         return f"IPIP decap (ipip_rcv) -> {t.if_kernel_name[b]}"
+    if kind == C.EV_EBT_SNAT:
+        return (f"ebtables snat on {t.if_kernel_name[a]}: src MAC {mac_str(b << 24 | c)} -> "
+                f"{mac_str(int(t.if_mac[a]))}")
+    if kind == C.EV_EBT_DNAT:
+        return f"ebtables dnat on {t.if_kernel_name[a]}: dst MAC -> {mac_str(b << 24 | c)}"
     if kind == C.EV_CT_REUSE:
         return f"conntrack: established, DNAT -> {backend_text(t, b)} {_svc(t, a)}"
     if kind == C.EV_UNDNAT:

@@ -45,7 +45,7 @@ class Tables:
     if_ip: np.ndarray        # uint32
     if_peer: np.ndarray      # int32, the other end of a veth pair / lo itself, -1
     if_bridge: np.ndarray    # int32, bridge the interface is a port of, -1
-    if_hairpin: np.ndarray   # uint8
+    if_hairpin: np.ndarray   # uint8: 1 hairpin (L2-4); 2 known unicast only (Azure uplink)
     if_owner: np.ndarray     # int32, pod index (pod devices), external host index, -1
     if_mtu: np.ndarray       # int32, the device's MTU (L2-2): a forwarded or sent IPv4
                              # packet longer than its out device's MTU is refused (DF) there

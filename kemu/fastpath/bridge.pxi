@@ -30,6 +30,56 @@ cdef inline int port_rcv(DP* dp, Item* it, int i, const IfInfo* f) noexcept nogi
     return go_bridge_in(dp, it)
 
 
+cdef inline int uplink_xmit(DP* dp, Item* it, int i) noexcept nogil:
+    """An uplink enslaved to a node bridge (Azure CNI bridge mode's eth0) transmits onto the
+    wire: the node network's segment (the last bridge) takes it from this port."""
+    ctx_reset(&it.ctx)
+    it.stage = S_BRIDGE_IN
+    it.a = dp.n_nodes
+    it.b = i
+    return go_bridge_in(dp, it)
+
+
+cdef int uplink_rcv(DP* dp, Item* it, int i, const IfInfo* f) noexcept nogil:
+    """An uplink receives from the wire: ebtables nat PREROUTING on it (Azure's
+    ``SetDnatForIPAddress``: an IPv4 packet to one of the node's bridged pods gets that pod's
+    MAC; ``SetDnatForArpReplies``: an ARP reply is broadcast), then into its bridge."""
+    cdef uint8_t* d = DATA(it)
+    cdef uint32_t et
+    cdef int o
+    cdef int64_t mac = -1
+    if it.len >= 14:
+        et = rd16(d, 12)
+        if et == <uint32_t>ETH_IP and it.len >= 34:
+            o = owner_of(dp, rd32(d, 30))
+            if (o >= 0 and dp.ifs[o].kind == IF_POD_ETH and dp.ifs[o].node == f.node
+                    and dp.ifs[dp.ifs[o].peer].kind == IF_VETH):
+                mac = dp.ifs[o].mac
+        elif et == <uint32_t>ETH_ARP and it.len >= 22 and rd16(d, 20) == 2:
+            mac = <int64_t>BROADCAST
+        if mac >= 0 and rd48(d, 0) != <uint64_t>mac:
+            wr48(d, 0, <uint64_t>mac)
+            changed(it)
+            ev(dp, it, EV_EBT_DNAT, i, mac >> 24, mac & 0xFFFFFF)
+    return port_rcv(dp, it, i, f)
+
+
+cdef void ebt_snat(DP* dp, Item* it, int q) noexcept nogil:
+    """ebtables nat POSTROUTING on the uplink (Azure's ``SetSnatForInterface``: ``-s unicast
+    -o eth0 -j snat --to-src <eth0 MAC> --snat-arp``): a unicast source MAC becomes the
+    uplink's, an ARP packet's sender hardware address too."""
+    cdef uint8_t* d = DATA(it)
+    cdef uint64_t smac = rd48(d, 6)
+    cdef uint64_t mac = <uint64_t>dp.ifs[q].mac
+    if is_mcast(smac) or smac == mac:
+        return
+    wr48(d, 6, mac)
+    if rd16(d, 12) == <uint32_t>ETH_ARP and it.len >= 28:
+        wr48(d, 22, mac)
+    changed(it)
+    ev(dp, it, EV_EBT_SNAT, q, <int64_t>(smac >> 24), <int64_t>(smac & 0xFFFFFF))
+
+
 cdef int flood(DP* dp, Item* it, int b, int p, int local_if, uint64_t dmac) noexcept nogil:
     """Broadcast, multicast, unknown unicast (L2-3): the copy is replaced by one copy per
     port (pushed in reverse, so ports run in order) and, for bcast/mcast, the local port."""
@@ -42,7 +92,7 @@ cdef int flood(DP* dp, Item* it, int b, int p, int local_if, uint64_t dmac) noex
     dp.sp -= 1
     for k in range(s, s + cnt):
         q = dp.br_ports[k]
-        if q != p or dp.ifs[q].hairpin:
+        if q != p or dp.ifs[q].hairpin == 1:
             ncopies += 1
     if has_local:
         c = fork(dp, &orig, S_RX, local_if, -1)
@@ -50,7 +100,7 @@ cdef int flood(DP* dp, Item* it, int b, int p, int local_if, uint64_t dmac) noex
             ev(dp, c, EV_BR_LOCAL, local_if, 0, 0)
     for k in range(s + cnt - 1, s - 1, -1):
         q = dp.br_ports[k]
-        if q != p or dp.ifs[q].hairpin:
+        if q != p or dp.ifs[q].hairpin == 1:
             c = fork(dp, &orig, S_BRIDGE_OUT, b, q)
             if c != NULL:
                 c.flood = 1
@@ -131,7 +181,7 @@ cdef int st_bridge_in(DP* dp, Item* it) noexcept nogil:
             tr_fdb(dp, dp.tr_check, &dp.tr_nc, s)
             touched_slot(dp, &dp.fdb, dmac, <uint64_t>b, s)
             q = <int>s.v0
-            if q == p and not dp.ifs[q].hairpin:
+            if q == p and not (dp.ifs[q].hairpin and dp.ifs[q].bridge == b):
                 return end(dp, it, OUT_DROPPED, DROP_SAME_PORT, p, 0, False)
             it.stage = S_BRIDGE_OUT
             it.a = b
@@ -154,6 +204,9 @@ cdef int st_bridge_out(DP* dp, Item* it) noexcept nogil:
     # a node bridge sends out of the veth; on the node network the port is the host itself
     it.a = q
     it.stage = S_TX if dp.ifs[q].kind == IF_VETH else S_RX
+    if dp.ifs[q].kind == IF_UPLINK and dp.ifs[q].bridge == b:  # out of its master: the wire
+        it.stage = S_TX
+        ebt_snat(dp, it, q)
     if it.frag_max:  # br_nf_dev_queue_xmit: refragmented as conntrack found it (frag)
         verdict = cold.frag_bridge(dp, it, q, dp.ifs[q].node)
         if verdict:

@@ -19,6 +19,7 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     IF_IPIP = 12
     IF_DUMMY = 13
     IF_VETH_HOST = 10
+    IF_UPLINK = 11
     DIR_IN = 1
     DIR_OUT = 2
     INJ_TX = 0
@@ -78,6 +79,8 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     EV_L7_REDIRECT = 25
     EV_FRAGMENT = 30
     EV_DEFRAG = 31
+    EV_EBT_SNAT = 40
+    EV_EBT_DNAT = 41
     EV_IPVS_DNAT = 50
     EV_IPIP_ENCAP = 51
     EV_IPIP_DECAP = 52
@@ -133,6 +136,7 @@ _CODES = (
     ('IF_IPIP', IF_IPIP, _C),
     ('IF_DUMMY', IF_DUMMY, _C),
     ('IF_VETH_HOST', IF_VETH_HOST, _C),
+    ('IF_UPLINK', IF_UPLINK, _C),
     ('DIR_IN', DIR_IN, _C),
     ('DIR_OUT', DIR_OUT, _C),
     ('INJ_TX', INJ_TX, _C),
@@ -192,6 +196,8 @@ _CODES = (
     ('EV_L7_REDIRECT', EV_L7_REDIRECT, _C),
     ('EV_FRAGMENT', EV_FRAGMENT, _C),
     ('EV_DEFRAG', EV_DEFRAG, _C),
+    ('EV_EBT_SNAT', EV_EBT_SNAT, _C),
+    ('EV_EBT_DNAT', EV_EBT_DNAT, _C),
     ('EV_IPVS_DNAT', EV_IPVS_DNAT, _C),
     ('EV_IPIP_ENCAP', EV_IPIP_ENCAP, _C),
     ('EV_IPIP_DECAP', EV_IPIP_DECAP, _C),

@@ -123,8 +123,12 @@ cdef class Datapath:
         t = self.t
         kind = np.asarray(t.if_kind).astype(np.int64)
         pods = np.flatnonzero(kind == IF_POD_ETH)
+        node_of = np.asarray(t.if_node).astype(np.int64)
+        uplinked = np.zeros(len(kind), bool)  # Azure bridge mode: azure0 holds the node's IP
+        uplinked[np.asarray(t.node_eth_if, np.int64)] = True
+        uplinked &= kind == IF_BRIDGE
         hosts = np.flatnonzero((kind == IF_NODE_ETH) | (kind == IF_EXT_ETH)
-                               | (kind == IF_GW_ETH) | (kind == IF_VTEP))
+                               | (kind == IF_GW_ETH) | (kind == IF_VTEP) | uplinked)
         ip_all = np.asarray(t.if_ip).astype(np.int64) & 0xFFFFFFFF
         if dp.n_sh and n_nodes != dp.sh_nodes:
             self._spell_out_shared()
@@ -158,7 +162,8 @@ cdef class Datapath:
         host_ips = set(ip_all[hosts].tolist())
         for i in pods.tolist():
             ip = int(ip_all[i])
-            if (int(kind[int(peer[i])]) == IF_VETH_HOST and ip not in host_ips
+            if ((int(kind[int(peer[i])]) == IF_VETH_HOST
+                 or uplinked[int(t.node_eth_if[int(node_of[i])])]) and ip not in host_ips
                     and (ip & dp.node_net_mask) == dp.node_net_prefix):
                 m = int(t.if_node[i])
                 seed[ip] = [m, int(t.if_mac[int(t.node_eth_if[m])]), 0, 0, 0]
@@ -346,8 +351,10 @@ cdef class Datapath:
         entering there would (``br_fdb_update``): a warm start's FDB, written directly."""
         cdef bint created
         cdef HSlot* s
-        if not (0 <= port < self.dp.n_if and self.dp.ifs[port].bridge == bridge
-                and self.dp.ifs[port].kind != IF_BRIDGE and bridge >= 0):
+        if not (0 <= port < self.dp.n_if and bridge >= 0 and (
+                (self.dp.ifs[port].bridge == bridge and self.dp.ifs[port].kind != IF_BRIDGE)
+                or (self.dp.ifs[port].kind == IF_UPLINK  # also a port of the segment
+                    and bridge == self.dp.n_nodes))):
             raise ValueError(f"interface {port} is not a port of bridge {bridge}")
         if not 0 < mac < (1 << 48) or mac >> 40 & 1:
             raise ValueError(f"{mac:#x} is not a unicast MAC address")

@@ -8,6 +8,12 @@ cdef inline int owner_of(const DP* dp, uint32_t ip) noexcept nogil:
     return <int>s.v0 if s != NULL else -1
 
 
+cdef inline bint bridged_net(const DP* dp, int node) noexcept nogil:
+    """Azure CNI bridge mode's node: its address on the pod bridge (azure0, where eth0 is
+    enslaved), its pods on the node network (reference ``_bridged_net``)."""
+    return dp.ifs[dp.node_eth_if[node]].kind == IF_BRIDGE
+
+
 # ---- injection helpers
 cdef void fix_l2(DP* dp, Item* it, int iface) noexcept nogil:
     """Rewrite Ethernet addresses as the sending host's own stack would have set them."""
@@ -31,6 +37,10 @@ cdef void fix_l2(DP* dp, Item* it, int iface) noexcept nogil:
             # a routed pod (/32, default via 169.254.1.1): everything to the host veth
             gw_mac = <uint64_t>dp.ifs[dp.ifs[iface].peer].mac
             same = False
+        elif kind == IF_POD_ETH and bridged_net(dp, dp.ifs[iface].node):
+            # Azure CNI bridge mode: a pod of the node network, default via its gateway
+            gw_mac = <uint64_t>dp.ifs[dp.gateway_if].mac if dp.gateway_if >= 0 else BROADCAST
+            same = (dst & dp.node_net_mask) == dp.node_net_prefix
         elif kind == IF_POD_ETH:
             node = dp.ifs[iface].node
             bip = dp.node_br_ip[node]
@@ -45,9 +55,12 @@ cdef void fix_l2(DP* dp, Item* it, int iface) noexcept nogil:
                  (0x01005E000000ULL | (dst & 0x7FFFFF)))
         elif same:
             owner = owner_of(dp, dst)
-            if (owner >= 0 and dp.ifs[owner].kind == IF_POD_ETH
-                    and dp.ifs[dp.ifs[owner].peer].kind == IF_VETH_HOST):
-                owner = dp.node_eth_if[dp.ifs[owner].node]  # its node's ENI answers ARP
+            if owner >= 0 and dp.ifs[owner].kind == IF_POD_ETH and (
+                    dp.ifs[dp.ifs[owner].peer].kind == IF_VETH_HOST or (
+                        dp.ifs[owner].node != dp.ifs[iface].node
+                        and bridged_net(dp, dp.ifs[owner].node))):
+                # its node's ENI / NIC answers ARP for it (the VPC, the VNet)
+                owner = dp.node_eth_if[dp.ifs[owner].node]
             if owner >= 0:
                 wr48(d, 0, <uint64_t>dp.ifs[owner].mac)
         else:

@@ -315,7 +315,8 @@ cdef int load_tables(Datapath self, tables) except -1:
 
 def _rt_dev(t, n_rt, n_if):
     """``Tables.rt_dev`` checked (-1 per route when the tables have none): a device a
-    pod route points at on its owner node is a routed veth of that node."""
+    pod route points at on its owner node is a routed veth of that node (or its bridge:
+    Azure CNI bridge mode's azure0)."""
     rt_dev = np.full(max(1, n_rt), -1, np.int32)
     if len(t.rt_dev) == 0:
         return rt_dev
@@ -323,7 +324,7 @@ def _rt_dev(t, n_rt, n_if):
         raise ValueError(f"inconsistent tables: rt_dev has {len(t.rt_dev)} entries, not {n_rt}")
     for r in range(n_rt):
         d = int(t.rt_dev[r])
-        if d != -1 and not (0 <= d < n_if and int(t.if_kind[d]) == IF_VETH_HOST
+        if d != -1 and not (0 <= d < n_if and int(t.if_kind[d]) in (IF_VETH_HOST, IF_BRIDGE)
                             and int(t.rt_kind[r]) == RT_POD_CIDR
                             and int(t.if_node[d]) == int(t.rt_node[r])):
             raise ValueError(f"inconsistent tables: route {r}: device {d}")
@@ -370,9 +371,11 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
     idx = np.arange(n_if)
     bad_peer = np.isin(kind, (IF_POD_ETH, IF_VETH, IF_VETH_HOST)) & ~((peer >= 0) & (peer < n_if))
     bad_pod = (kind == IF_POD_ETH) & ((idx + 1 >= n_if) | ~((node >= 0) & (node < n_nodes)))
-    bad_br = (np.isin(kind, (IF_VETH, IF_BRIDGE, IF_NODE_ETH, IF_EXT_ETH, IF_GW_ETH))
+    bad_br = (np.isin(kind, (IF_VETH, IF_BRIDGE, IF_NODE_ETH, IF_EXT_ETH, IF_GW_ETH,
+                             IF_UPLINK))
               & ~((bridge >= 0) & (bridge < n_br)))
-    bad_node = (np.isin(kind, (IF_NODE_ETH, IF_BRIDGE, IF_VTEP, IF_NODE_LOCAL, IF_VETH_HOST))
+    bad_node = (np.isin(kind, (IF_NODE_ETH, IF_BRIDGE, IF_VTEP, IF_NODE_LOCAL, IF_VETH_HOST,
+                               IF_UPLINK))
                 & ~((node >= 0) & (node < n_nodes)))
     any_bad = bad_peer | bad_pod | bad_br | bad_node
     if any_bad.any():

@@ -55,6 +55,8 @@ cdef inline int go_local_out(DP* dp, Item* it) noexcept nogil:
 #   IF_VTEP       vxlan_xmit (tunnel)               node_rcv (routing)
 #   IF_IPIP       ipip_xmit (tunnel)                node_rcv (routing): no link header
 #   IF_VETH_HOST  veth_xmit (veth)                  node_rcv (routing): a routed veth
+#   IF_UPLINK     uplink_xmit (bridge): onto the    uplink_rcv (bridge): ebtables DNAT,
+#                 node network's segment            into its bridge
 cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     cdef int i = it.a
     cdef IfInfo* f = &dp.ifs[i]
@@ -73,6 +75,8 @@ cdef int st_tx(DP* dp, Item* it) noexcept nogil:
         return vxlan_xmit(dp, it, i)
     elif kind == IF_IPIP:
         return ipip_xmit(dp, it, i)
+    elif kind == IF_UPLINK:
+        return uplink_xmit(dp, it, i)
     return go_tx(dp, it)  # no such device kind: the copy loops to the hop limit
 
 
@@ -87,6 +91,8 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
         return port_rcv(dp, it, i, f)
     if kind == IF_POD_LO:
         return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
+    if kind == IF_UPLINK:  # a bridge port: any MAC
+        return uplink_rcv(dp, it, i, f)
     # every other kind is an Ethernet device that drops frames for another host
     if it.len < 14:
         return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)

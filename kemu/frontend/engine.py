@@ -182,6 +182,19 @@ class Engine:
             if k == C.IF_VTEP and not self.static_neighbours:
                 neighbours.append((k, int(t.if_node[i]), int(t.if_ip[i]), int(mac[i])))
                 continue
+            if k == C.IF_UPLINK:  # Azure bridge mode's eth0: on the segment, and the
+                seg = len(t.br_local_if) - 1  # segment's hosts on its own bridge
+                self.dp.fdb_set(seg, int(mac[i]), i, now)
+                for j in range(t.n_ifaces):
+                    if j != i and int(kind[j]) in (C.IF_UPLINK, C.IF_EXT_ETH, C.IF_GW_ETH,
+                                                   C.IF_NODE_ETH) and int(mac[j]):
+                        self.dp.fdb_set(int(bridge[i]), int(mac[j]), i, now)
+                continue
+            if k == C.IF_BRIDGE and i == int(t.node_eth_if[int(t.if_node[i])]):
+                if not self.static_neighbours:  # azure0 holds the node's address
+                    neighbours.append((C.IF_NODE_ETH, int(t.if_node[i]), int(t.if_ip[i]),
+                                       int(mac[i])))
+                continue
             if k == C.IF_POD_ETH:
                 port = int(peer[i])  # the node-side veth, the bridge port
             elif k in (C.IF_NODE_ETH, C.IF_EXT_ETH, C.IF_GW_ETH):
@@ -620,7 +633,8 @@ def routed_pod_neighbours(t: Tables) -> dict[int, int]:
     out = {}
     for i in range(t.n_ifaces):
         if (int(t.if_kind[i]) == C.IF_POD_ETH and int(t.if_peer[i]) >= 0
-                and int(t.if_kind[int(t.if_peer[i])]) == C.IF_VETH_HOST
+                and (int(t.if_kind[int(t.if_peer[i])]) == C.IF_VETH_HOST or int(t.if_kind[
+                    int(t.node_eth_if[int(t.if_node[i])])]) == C.IF_BRIDGE)
                 and (int(t.if_ip[i]) & mask) == net[0]):
             out[int(t.if_ip[i])] = int(t.if_mac[int(t.node_eth_if[int(t.if_node[i])])])
     return out

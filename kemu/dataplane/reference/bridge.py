@@ -6,8 +6,10 @@ a bridge too) and a port receiving (``_port_rcv``: br_handle_frame), and the two
 ``_bridge_in`` (br_netfilter PREROUTING for bridged IPv4 and bridged DNAT when the new
 destination is on the same bridge; MAC learning; the bridge's own port; FDB forwarding with
 ageing on the emulated clock; ``_flood`` for broadcast, multicast and unknown unicast, L2-3;
-hairpin ports may send back, L2-4) and ``_bridge_out`` (br_netfilter FORWARD and
-POSTROUTING, then out of the port).
+hairpin ports may send back, L2-4; an Azure bridge-mode uplink, hairpin 2, only known
+unicast and only on azure0, not on the node network it is also a port of) and
+``_bridge_out`` (br_netfilter FORWARD and POSTROUTING, then out of the port; Azure's
+ebtables snat on an uplink). The uplink itself: ``_uplink_xmit``, ``_uplink_rcv``.
 
 Compiled twin: ``kemu/fastpath/bridge.pxi``.
 SEMANTICS ids: L2-3, L2-4.
@@ -16,7 +18,7 @@ SEMANTICS ids: L2-3, L2-4.
 from __future__ import annotations
 
 from kemu.dataplane import codes as C
-from kemu.dataplane.packet import ETH_IP
+from kemu.dataplane.packet import BROADCAST, ETH_ARP, ETH_IP
 from kemu.dataplane.reference.netfilter import Netfilter
 from kemu.dataplane.reference.parse import Parse
 from kemu.dataplane.reference.record import Record
@@ -46,6 +48,34 @@ class Bridge(Routing, Netfilter, Record, Parse):
         bridge it is enslaved to."""
         it.stage, it.a, it.b = S_BRIDGE_IN, self.if_bridge[i], i
         stack.append(it)
+
+    def _uplink_xmit(self, it: Item, i: int, stack: list[Item]) -> None:
+        """An uplink enslaved to a node bridge (Azure CNI bridge mode's eth0) transmits onto
+        the wire: the node network's segment (the last bridge) takes it from this port."""
+        it.ctx = Ctx()
+        it.stage, it.a, it.b = S_BRIDGE_IN, len(self.t.br_local_if) - 1, i
+        stack.append(it)
+
+    def _uplink_rcv(self, it: Item, i: int, stack: list[Item]) -> None:
+        """An uplink receives from the wire (any MAC: a bridge port): ebtables nat PREROUTING
+        on it (Azure's ``SetDnatForIPAddress``: an IPv4 packet to one of the node's bridged
+        pods gets that pod's MAC; ``SetDnatForArpReplies``: an ARP reply is broadcast), then
+        br_handle_frame takes it into the bridge it is enslaved to."""
+        d = it.data
+        et = u16(d, 12)
+        mac = -1
+        if et == ETH_IP and len(d) >= 34:
+            o = self.t.owner_of(u32(d, 30))
+            if (o >= 0 and self.if_kind[o] == C.IF_POD_ETH and self.if_node[o] == self.if_node[i]
+                    and self.if_kind[self.if_peer[o]] == C.IF_VETH):
+                mac = self.if_mac[o]
+        elif et == ETH_ARP and len(d) >= 22 and u16(d, 20) == 2:
+            mac = BROADCAST
+        if mac >= 0 and u48(d, 0) != mac:
+            put48(d, 0, mac)
+            self._changed(it)
+            self._ev(it, C.EV_EBT_DNAT, i, mac >> 24, mac & 0xFFFFFF)
+        self._port_rcv(it, i, stack)
 
     def _bridge_in(self, it: Item, stack: list[Item]) -> None:
         b, p = it.a, it.b
@@ -95,7 +125,7 @@ class Bridge(Routing, Netfilter, Record, Parse):
             ent = self.fdb.get((b, dmac))
             if ent is not None and self.now - ent[1] <= t.ageing_ns:
                 q = ent[0]
-                if q == p and not self.if_hairpin[q]:
+                if q == p and not (self.if_hairpin[q] and self.if_bridge[q] == b):
                     return self._end(it, C.OUT_DROPPED, C.DROP_SAME_PORT, p)
                 it.stage, it.a, it.b = S_BRIDGE_OUT, b, q
                 it.flood = False
@@ -113,7 +143,7 @@ class Bridge(Routing, Netfilter, Record, Parse):
         copies = []
         for k in range(s, s + n):
             q = int(t.br_ports[k])
-            if q != p or self.if_hairpin[q]:
+            if q != p or self.if_hairpin[q] == 1:
                 copies.append(it.fork(S_BRIDGE_OUT, b, q))
         if local_if >= 0 and is_multicast_mac(dmac) and p != local_if:
             c = it.fork(S_RX, local_if)
@@ -124,6 +154,21 @@ class Bridge(Routing, Netfilter, Record, Parse):
             stack.append(c)
         if not copies and not (local_if >= 0 and is_multicast_mac(dmac) and p != local_if):
             self._end(it, C.OUT_DROPPED, C.DROP_SAME_PORT, p)
+
+    def _ebt_snat(self, it: Item, q: int) -> None:
+        """ebtables nat POSTROUTING on the uplink (Azure's ``SetSnatForInterface``: ``-s
+        unicast -o eth0 -j snat --to-src <eth0 MAC> --snat-arp``): a unicast source MAC
+        becomes the uplink's, an ARP packet's sender hardware address too."""
+        d = it.data
+        smac = u48(d, 6)
+        mac = self.if_mac[q]
+        if is_multicast_mac(smac) or smac == mac:
+            return
+        put48(d, 6, mac)
+        if u16(d, 12) == ETH_ARP and len(d) >= 28:
+            put48(d, 22, mac)
+        self._changed(it)
+        self._ev(it, C.EV_EBT_SNAT, q, smac >> 24, smac & 0xFFFFFF)
 
     def _bridge_out(self, it: Item, stack: list[Item]) -> None:
         b, q = it.a, it.b
@@ -137,7 +182,12 @@ class Bridge(Routing, Netfilter, Record, Parse):
             self._postrouting(it, self.if_node[local_if], local_if)
         self._ev(it, C.EV_BR_FLOOD if it.flood else C.EV_BR_FDB, q, b)
         # a node bridge sends out of the veth; on the node network the port is the host itself
-        it.stage, it.a = (S_TX if self.if_kind[q] == C.IF_VETH else S_RX), q
+        kind = self.if_kind[q]
+        tx = kind == C.IF_VETH
+        if kind == C.IF_UPLINK and self.if_bridge[q] == b:  # out of its master onto the wire
+            tx = True
+            self._ebt_snat(it, q)
+        it.stage, it.a = (S_TX if tx else S_RX), q
         pieces = [it]
         if it.frag_max:  # br_nf_dev_queue_xmit: refragmented as conntrack found it
             mtu = self.if_mtu[q]

@@ -50,7 +50,8 @@ class Datapath(Load, Stages, Proxy, Conntrack):
             k, n = self.if_kind[i], self.if_node[i]
             if k == C.IF_POD_ETH:
                 self.neigh[(n, self.if_ip[i])] = self.if_mac[i]
-            elif k in (C.IF_NODE_ETH, C.IF_EXT_ETH, C.IF_GW_ETH):
+            elif k in (C.IF_NODE_ETH, C.IF_EXT_ETH, C.IF_GW_ETH) or (
+                    k == C.IF_BRIDGE and i == int(t.node_eth_if[n])):  # Azure's azure0
                 for m in range(t.n_nodes):
                     if m != n:
                         self.neigh[(m, self.if_ip[i])] = self.if_mac[i]
@@ -64,9 +65,12 @@ class Datapath(Load, Stages, Proxy, Conntrack):
                     if int(t.rt_kind[r]) == C.RT_NODE_NET), None)
         mask = (0xFFFFFFFF << (32 - net[1])) & 0xFFFFFFFF if net is not None else 0
         hosts = {self.if_ip[i] for i in range(t.n_ifaces) if self.if_kind[i] in (
-            C.IF_NODE_ETH, C.IF_EXT_ETH, C.IF_GW_ETH, C.IF_VTEP)}
+            C.IF_NODE_ETH, C.IF_EXT_ETH, C.IF_GW_ETH, C.IF_VTEP) or (
+                self.if_kind[i] == C.IF_BRIDGE and i == int(t.node_eth_if[self.if_node[i]]))}
         for i in range(t.n_ifaces):
-            if (self.if_kind[i] != C.IF_POD_ETH or self.if_kind[self.if_peer[i]] != C.IF_VETH_HOST
+            if (self.if_kind[i] != C.IF_POD_ETH
+                    or (self.if_kind[self.if_peer[i]] != C.IF_VETH_HOST
+                        and not self._bridged_net(self.if_node[i]))
                     or net is None or (self.if_ip[i] & mask) != net[0]
                     or self.if_ip[i] in hosts):
                 continue
@@ -123,8 +127,10 @@ class Datapath(Load, Stages, Proxy, Conntrack):
     def fdb_set(self, bridge: int, mac: int, port: int, now: int) -> None:
         """Learn ``mac`` behind ``port`` of ``bridge`` at time ``now``, as a frame from it
         entering there would (``br_fdb_update``): a warm start's FDB, written directly."""
-        if not (0 <= port < len(self.if_bridge) and self.if_bridge[port] == bridge
-                and self.if_kind[port] != C.IF_BRIDGE and bridge >= 0):
+        if not (0 <= port < len(self.if_bridge) and bridge >= 0 and (
+                (self.if_bridge[port] == bridge and self.if_kind[port] != C.IF_BRIDGE)
+                or (self.if_kind[port] == C.IF_UPLINK  # also a port of the segment
+                    and bridge == len(self.t.br_local_if) - 1))):
             raise ValueError(f"interface {port} is not a port of bridge {bridge}")
         if not 0 < mac < (1 << 48) or mac >> 40 & 1:
             raise ValueError(f"{mac:#x} is not a unicast MAC address")

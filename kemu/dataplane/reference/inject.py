@@ -40,6 +40,11 @@ class Inject(Record):
                 # a routed pod (/32, default via 169.254.1.1): everything to the host veth
                 gw_mac = self.if_mac[self.if_peer[iface]]
                 same = False
+            elif kind == C.IF_POD_ETH and self._bridged_net(self.if_node[iface]):
+                # Azure CNI bridge mode: a pod of the node network, default via its gateway
+                gw_mac = self.if_mac[t.gateway_if] if t.gateway_if >= 0 else BROADCAST
+                net = self._node_net
+                same = (dst & net[1]) == net[0]
             elif kind == C.IF_POD_ETH:
                 node = self.if_node[iface]
                 bip = int(t.node_br_ip[node])
@@ -55,14 +60,22 @@ class Inject(Record):
                       0x01005E000000 | (dst & 0x7FFFFF))
             elif same:
                 owner = t.owner_of(dst)
-                if (owner >= 0 and self.if_kind[owner] == C.IF_POD_ETH
-                        and self.if_kind[self.if_peer[owner]] == C.IF_VETH_HOST):
-                    owner = int(t.node_eth_if[self.if_node[owner]])  # its node's ENI: ARP
+                if owner >= 0 and self.if_kind[owner] == C.IF_POD_ETH and (
+                        self.if_kind[self.if_peer[owner]] == C.IF_VETH_HOST or (
+                            self.if_node[owner] != self.if_node[iface]
+                            and self._bridged_net(self.if_node[owner]))):
+                    # its node's ENI / NIC answers ARP for it (the VPC, the VNet)
+                    owner = int(t.node_eth_if[self.if_node[owner]])
                 if owner >= 0:
                     put48(d, 0, self.if_mac[owner])
             else:
                 put48(d, 0, gw_mac)
         self._ev(it, C.EV_FIXL2, iface)
+
+    def _bridged_net(self, node: int) -> bool:
+        """Azure CNI bridge mode's node: its address on the pod bridge (azure0, where eth0
+        is enslaved), its pods on the node network."""
+        return self.if_kind[int(self.t.node_eth_if[node])] == C.IF_BRIDGE
 
     @property
     def _node_net(self) -> tuple[int, int]:

@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 #   IF_VTEP       _vxlan_xmit (tunnel)               _node_rcv (routing)
 #   IF_IPIP       _ipip_xmit (tunnel)                _node_rcv (routing): no link header
 #   IF_VETH_HOST  _veth_xmit (veth)                  _node_rcv (routing): a routed veth
+#   IF_UPLINK     _uplink_xmit (bridge): onto the    _uplink_rcv (bridge): ebtables DNAT,
+#                 node network's segment             into its bridge
 TX: dict[int, Device] = {
     C.IF_POD_ETH: Veth._veth_xmit,
     C.IF_VETH: Veth._veth_xmit,
@@ -72,6 +74,7 @@ TX: dict[int, Device] = {
     C.IF_VTEP: Tunnel._vxlan_xmit,
     C.IF_IPIP: Tunnel._ipip_xmit,
     C.IF_VETH_HOST: Veth._veth_xmit,
+    C.IF_UPLINK: Bridge._uplink_xmit,
 }
 RX: dict[int, Device] = {
     C.IF_POD_ETH: Host._host_rcv,
@@ -84,10 +87,11 @@ RX: dict[int, Device] = {
     C.IF_VTEP: Routing._node_rcv,
     C.IF_IPIP: Routing._node_rcv,
     C.IF_VETH_HOST: Routing._node_rcv,
+    C.IF_UPLINK: Bridge._uplink_rcv,
 }
 # The kinds whose receive takes a frame for any destination MAC: a bridge port and lo. Every
 # other kind is an Ethernet device that drops frames for another host before its receive.
-RX_ANY_MAC = frozenset({C.IF_VETH, C.IF_POD_LO})
+RX_ANY_MAC = frozenset({C.IF_VETH, C.IF_POD_LO, C.IF_UPLINK})
 # Devices without a link header (kube-router's IP-in-IP tunnels; kemu keeps an Ethernet header
 # of zeros in front): no destination MAC to check, only the header's length.
 NO_LINK_HEADER = frozenset({C.IF_IPIP})
