@@ -19,6 +19,7 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     IF_IPIP = 12
     IF_DUMMY = 13
     IF_VETH_HOST = 10
+    IF_CILIUM_HOST = 14
     DIR_IN = 1
     DIR_OUT = 2
     INJ_TX = 0
@@ -104,6 +105,9 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     MAX_HOPS = 64
     VXLAN_PORT = 8472
     VXLAN_VNI = 1
+    CILIUM_ID_HOST = 1
+    CILIUM_ID_WORLD = 2
+    CILIUM_ID_FIRST = 256
     PROTO_IPIP = 4
     IPIP_OVERHEAD = 20
     IPVS_RR = 0
@@ -133,6 +137,7 @@ _CODES = (
     ('IF_IPIP', IF_IPIP, _C),
     ('IF_DUMMY', IF_DUMMY, _C),
     ('IF_VETH_HOST', IF_VETH_HOST, _C),
+    ('IF_CILIUM_HOST', IF_CILIUM_HOST, _C),
     ('DIR_IN', DIR_IN, _C),
     ('DIR_OUT', DIR_OUT, _C),
     ('INJ_TX', INJ_TX, _C),
@@ -218,6 +223,9 @@ _CODES = (
     ('MAX_HOPS', MAX_HOPS, _C),
     ('VXLAN_PORT', VXLAN_PORT, _C),
     ('VXLAN_VNI', VXLAN_VNI, _C),
+    ('CILIUM_ID_HOST', CILIUM_ID_HOST, _C),
+    ('CILIUM_ID_WORLD', CILIUM_ID_WORLD, _C),
+    ('CILIUM_ID_FIRST', CILIUM_ID_FIRST, _C),
     ('PROTO_IPIP', PROTO_IPIP, _C),
     ('IPIP_OVERHEAD', IPIP_OVERHEAD, _C),
     ('IPVS_RR', IPVS_RR, _C),

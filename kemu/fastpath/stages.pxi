@@ -55,13 +55,14 @@ cdef inline int go_local_out(DP* dp, Item* it) noexcept nogil:
 #   IF_VTEP       vxlan_xmit (tunnel)               node_rcv (routing)
 #   IF_IPIP       ipip_xmit (tunnel)                node_rcv (routing): no link header
 #   IF_VETH_HOST  veth_xmit (veth)                  node_rcv (routing): a routed veth
+#   IF_CILIUM_HOST veth_xmit (veth)                 node_rcv (routing): cilium_host/_net
 cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     cdef int i = it.a
     cdef IfInfo* f = &dp.ifs[i]
     cdef int kind = f.kind
     hop(dp, it, i, DIR_OUT)
     touched(dp, f)
-    if kind == IF_POD_ETH or kind == IF_VETH or kind == IF_VETH_HOST:
+    if kind == IF_POD_ETH or kind == IF_VETH or kind == IF_VETH_HOST or kind == IF_CILIUM_HOST:
         return veth_xmit(dp, it, f)
     elif kind == IF_POD_LO:
         return lo_xmit(dp, it)
@@ -95,7 +96,8 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
     dmac = rd48(DATA(it), 0)
     if dmac != <uint64_t>f.mac and not is_mcast(dmac):
         return end(dp, it, OUT_DROPPED, DROP_OTHERHOST, i, 0, False)
-    if kind == IF_NODE_ETH or kind == IF_BRIDGE or kind == IF_VTEP or kind == IF_VETH_HOST:
+    if (kind == IF_NODE_ETH or kind == IF_BRIDGE or kind == IF_VTEP or kind == IF_VETH_HOST
+            or kind == IF_CILIUM_HOST):
         return node_rcv(dp, it)
     if kind == IF_GW_ETH:
         return gw_rcv(dp, it, i, f)

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 #   IF_VTEP       _vxlan_xmit (tunnel)               _node_rcv (routing)
 #   IF_IPIP       _ipip_xmit (tunnel)                _node_rcv (routing): no link header
 #   IF_VETH_HOST  _veth_xmit (veth)                  _node_rcv (routing): a routed veth
+#   IF_CILIUM_HOST _veth_xmit (veth)                 _node_rcv (routing): cilium_host/_net
 TX: dict[int, Device] = {
     C.IF_POD_ETH: Veth._veth_xmit,
     C.IF_VETH: Veth._veth_xmit,
@@ -72,6 +73,7 @@ TX: dict[int, Device] = {
     C.IF_VTEP: Tunnel._vxlan_xmit,
     C.IF_IPIP: Tunnel._ipip_xmit,
     C.IF_VETH_HOST: Veth._veth_xmit,
+    C.IF_CILIUM_HOST: Veth._veth_xmit,
 }
 RX: dict[int, Device] = {
     C.IF_POD_ETH: Host._host_rcv,
@@ -84,6 +86,7 @@ RX: dict[int, Device] = {
     C.IF_VTEP: Routing._node_rcv,
     C.IF_IPIP: Routing._node_rcv,
     C.IF_VETH_HOST: Routing._node_rcv,
+    C.IF_CILIUM_HOST: Routing._node_rcv,
 }
 # The kinds whose receive takes a frame for any destination MAC: a bridge port and lo. Every
 # other kind is an Ethernet device that drops frames for another host before its receive.
