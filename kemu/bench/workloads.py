@@ -151,7 +151,8 @@ def synthetic_cluster(nodes: int = 3, pods: int = 120, services: int = 30, *,
 
 
 # ``kemu bench --cni NAME``: a built mode by name, or one of these variants of a mode
-CNI_VARIANTS: dict[str, Any] = {"azure-overlay": {"name": "azure", "mode": "overlay"}}
+CNI_VARIANTS: dict[str, Any] = {"azure-overlay": {"name": "azure", "mode": "overlay"},
+                                 "cilium-native": {"name": "cilium", "routingMode": "native"}}
 ROUTED = ("aws-vpc", "azure", "azure-overlay")  # pods addressed from the node network
 
 

@@ -14,6 +14,8 @@ NetworkPolicy (P-1, P-2): a verdict on a new connection is an observation of its
 ingress rule 0``, ``ingress of ns/pod denied (selected by ...; no rule allows FLOW)``), the
 denial naming the flow as the hop saw it; the drop that follows a denial adds nothing and is
 not repeated. A request a policy dropped is ``denied by NetworkPolicy: ...`` in ``verdict()``.
+Cilium (``spec.cni: cilium``): each hop at a device with an eBPF program attached is an
+observation of component ``eBPF`` naming the program (``cil_from_container at lxc...``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 from kemu.dataplane import codes as C
 from kemu.dataplane.describe import (
+    bpf_program,
     denial_text,
     drop_text,
     event_text,
@@ -282,8 +285,13 @@ class Trace:
     def observations(self, packet: int = 0) -> list[Observation]:
         t = self.tables
         obs: list[Observation] = []
-        for iface, _d, data, events in self.packets[packet].hops:
+        for iface, d, data, events in self.packets[packet].hops:
             node = _node_of(t, iface)
+            prog = bpf_program(t, iface, d)  # Cilium: the eBPF program at this hop
+            if prog:
+                obs.append(Observation(node, "eBPF", "Forwarded",
+                                       f"{prog} at {t.if_kernel_name[iface]}",
+                                       t.if_name[iface]))
             for (kind, a, b, c), text in hop_decisions(t, data, events):
                 if kind in _QUIET:
                     continue
@@ -352,8 +360,9 @@ class Trace:
             lines.append(f"{p.origin}: => {self.outcome(n)}")
             for iface, d, data, events in p.hops:
                 arrow = "->" if d == C.DIR_OUT else "<-"
-                text = "; ".join(w for e, w in hop_decisions(t, data, events)
-                                 if e[0] != C.EV_TTL)
+                text = "; ".join([bpf_program(t, iface, d)] * bool(bpf_program(t, iface, d))
+                                 + [w for e, w in hop_decisions(t, data, events)
+                                    if e[0] != C.EV_TTL])
                 lines.append(f"  {arrow} {t.if_name[iface]:<32} {_summary(data)}"
                              + (f"  [{text}]" if text else ""))
         return "\n".join(lines) + "\n"
