@@ -334,7 +334,7 @@ def test_trace_golden(mode: str, what: str, backend: str, tmp_path: Path,
     path = tmp_path / "cluster.yaml"
     path.write_text(text)
     args = (["-S", "default/client", "-D", "default/web:80"] if what == "clusterip" else
-            ["-S", "outside", "-D", "172.18.0.3:30080"])
+            ["-S", "outside", "-D", "172.18.0.2:30080"])
     rc = main(["trace", "-f", str(path), *args, "--backend", backend])
     out = capsys.readouterr().out
     golden = GOLDEN / f"cni-cilium-{mode}-{what}-trace.txt"
@@ -342,3 +342,36 @@ def test_trace_golden(mode: str, what: str, backend: str, tmp_path: Path,
         golden.write_text(out)
     assert rc == 0
     assert out == golden.read_text()
+
+
+# ---- the flow log's identities
+
+def test_flow_log_carries_identities(backend: str, tmp_path: Path) -> None:
+    """Hubble's endpoints carry the numeric security identity: the pods' (as in the VNI),
+    reserved:host 1, reserved:world 2."""
+    import json
+
+    from scapy.utils import wrpcap
+
+    emu = load("tunnel", backend, tmp_path)
+    t = emu.tables
+    a = t.iface("default/a/eth0")
+    mac = ":".join(f"{b:02x}" for b in int(t.if_mac[a]).to_bytes(6, "big"))
+    peer = ":".join(f"{b:02x}" for b in int(t.if_mac[t.iface(lxc("node1", "a"))]).to_bytes(
+        6, "big"))
+    frames = [Ether(src=mac, dst=peer) / IP(src=IPS["a"], dst=IPS["c"])
+              / TCP(sport=44001, dport=8080, flags="S"),
+              Ether(src=mac, dst=peer) / IP(src=IPS["a"], dst="8.8.8.8")
+              / UDP(sport=44002, dport=53) / b"q"]
+    wrpcap(str(tmp_path / "in.pcap"), frames)
+    emu.replay(tmp_path / "in.pcap", tmp_path / "out.pcapng", tmp_path / "flows.jsonl")
+    records = [json.loads(x) for x in (tmp_path / "flows.jsonl").read_text().splitlines()]
+    flows = [r.get("flow", r) for r in records]
+    keys = [p.key for p in emu.model.pods]
+    ids = pod_identities(emu.model)
+    to_c = [f for f in flows if f.get("destination", {}).get("pod_name") == "c"]
+    assert to_c, flows
+    assert to_c[0]["source"]["identity"] == ids[keys.index("default/a")]
+    assert to_c[0]["destination"]["identity"] == ids[keys.index("default/c")]
+    out = [f for f in flows if f.get("IP", {}).get("destination") == "8.8.8.8"]
+    assert out and out[0]["destination"] == {"identity": 2, "labels": ["reserved:world"]}

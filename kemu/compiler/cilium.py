@@ -211,7 +211,7 @@ def finish(tables: Tables, cluster: Cluster, vteps: list[int]) -> Tables:
         tables,
         vxlan=mode.tunnel,
         node_vtep_if=np.array(vteps, dtype=np.int32),
-        if_vni=identities(tables, cluster) if mode.tunnel else np.zeros(0, np.int32),
+        if_vni=identities(tables, cluster),  # the VNI (tunnel); Hubble's identities (both)
         if_bpf_in=ins, if_bpf_out=outs,
     )
 

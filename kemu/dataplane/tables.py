@@ -212,7 +212,8 @@ class Tables:
     if_proxy_arp: np.ndarray = field(default_factory=_u8)
     # Cilium (``kemu/compiler/cilium.py``): the VXLAN VNI cilium_vxlan writes for a packet
     # whose source address an interface owns: the pod's security identity (a node's eth0:
-    # reserved:host; an address nobody owns: reserved:world); empty: flannel's VNI 1
+    # reserved:host; an address nobody owns: reserved:world), also the identities of the
+    # flow log's endpoints (``kemu.io.flowlog``); empty: flannel's VNI 1, no identities
     if_vni: np.ndarray = field(default_factory=_i32)
     # the eBPF programs Cilium attaches at each interface (ingress: the device receives;
     # egress: it transmits), for the trace's words only: the datapath never reads them;

@@ -287,11 +287,14 @@ class Trace:
         obs: list[Observation] = []
         for iface, d, data, events in self.packets[packet].hops:
             node = _node_of(t, iface)
-            prog = bpf_program(t, iface, d)  # Cilium: the eBPF program at this hop
-            if prog:
-                obs.append(Observation(node, "eBPF", "Forwarded",
-                                       f"{prog} at {t.if_kernel_name[iface]}",
-                                       t.if_name[iface]))
+            # Cilium: the eBPF program at this hop; a hop's events are the decisions that
+            # led to it: a program on receive runs before those that follow, on transmit
+            # after those that chose the device
+            prog = bpf_program(t, iface, d)
+            bpf = Observation(node, "eBPF", "Forwarded",
+                              f"{prog} at {t.if_kernel_name[iface]}", t.if_name[iface])
+            if prog and d == C.DIR_IN:
+                obs.append(bpf)
             for (kind, a, b, c), text in hop_decisions(t, data, events):
                 if kind in _QUIET:
                     continue
@@ -326,6 +329,8 @@ class Trace:
                         for x in obs):
                     continue  # a flood's copies repeat the decisions made before the flood
                 obs.append(o)
+            if prog and d == C.DIR_OUT:
+                obs.append(bpf)
         return obs
 
     # ------------------------------------------------------------ renderings
@@ -360,9 +365,9 @@ class Trace:
             lines.append(f"{p.origin}: => {self.outcome(n)}")
             for iface, d, data, events in p.hops:
                 arrow = "->" if d == C.DIR_OUT else "<-"
-                text = "; ".join([bpf_program(t, iface, d)] * bool(bpf_program(t, iface, d))
-                                 + [w for e, w in hop_decisions(t, data, events)
-                                    if e[0] != C.EV_TTL])
+                prog = [bpf_program(t, iface, d)] if bpf_program(t, iface, d) else []
+                words = [w for e, w in hop_decisions(t, data, events) if e[0] != C.EV_TTL]
+                text = "; ".join(prog + words if d == C.DIR_IN else words + prog)
                 lines.append(f"  {arrow} {t.if_name[iface]:<32} {_summary(data)}"
                              + (f"  [{text}]" if text else ""))
         return "\n".join(lines) + "\n"
