@@ -149,7 +149,7 @@ def test_same_node_routed_to_lxc(mode: str, backend: str, tmp_path: Path) -> Non
     assert mac_int(got.dst) == mac_of(emu, "default/b/eth0")
     assert checksums_valid(bytes(got))
     text = trace.detailed()
-    assert f"cil_from_container" in text and "cil_to_container" in text
+    assert "cil_from_container" in text and "cil_to_container" in text
 
 
 def test_tunnel_vni_is_the_source_identity(backend: str, tmp_path: Path) -> None:

@@ -26,8 +26,9 @@ CIDR) and ``cilium_net`` (a veth pair, ``IF_CILIUM_HOST``); tunnel mode: ``ciliu
 (``IF_VTEP``, MTU 1450; kemu gives it the router IP as its address, the source Cilium's
 route to another node's pod CIDR (``via <router IP> dev cilium_host src <router IP>``)
 selects, and routes the other nodes' pod CIDRs onto it via their router IPs, where Cilium's
-collect-md device finds the remote node in its tunnel map); per pod ``lxc<hash>`` (``IF_VETH_HOST``, proxy ARP: the eBPF ARP responder
-answers the pod's ARP with the lxc's MAC). The pod: eth0 with its /32, ``default via <router
+collect-md device finds the remote node in its tunnel map); per pod ``lxc<hash>``
+(``IF_VETH_HOST``, proxy ARP: the eBPF ARP responder answers the pod's ARP with the lxc's
+MAC). The pod: eth0 with its /32, ``default via <router
 IP>`` (kemu's routed pod: every packet to the lxc's MAC). Routes (as Cilium's
 ``enable-endpoint-routes``): each local pod's /32 on its lxc; the other nodes' pod CIDRs on
 ``cilium_vxlan`` (tunnel) or via their addresses on eth0 (native); masquerade of pod
@@ -195,7 +196,8 @@ def identities(t: Tables, cluster: Cluster) -> np.ndarray:
     kind = np.asarray(t.if_kind)
     vni[(kind == C.IF_NODE_ETH) | (kind == C.IF_CILIUM_HOST) | (kind == C.IF_VTEP)] = \
         C.CILIUM_ID_HOST
-    for eth, ident in zip(np.asarray(t.pod_eth_if).tolist(), pod_identities(cluster)):
+    for eth, ident in zip(np.asarray(t.pod_eth_if).tolist(), pod_identities(cluster),
+                          strict=True):
         if eth >= 0:
             vni[eth] = ident if ident >= 0 else C.CILIUM_ID_HOST
     return vni
