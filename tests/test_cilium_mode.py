@@ -115,6 +115,11 @@ def test_show_interfaces_and_routes(mode: str, tmp_path: Path,
     else:  # autoDirectNodeRoutes
         assert "10.244.1.0/24 via 172.18.0.3 dev eth0 proto static" in node1
     assert "default via 172.18.0.1 dev eth0 proto static" in node1
+    gateway = [line.split(None, 1)[1] for line in out.splitlines()
+               if line.startswith("gateway ")]
+    # the network's router knows the pod CIDRs in native routing only (tunnel: encapsulated)
+    assert ("10.244.1.0/24 via 172.18.0.3 dev eth0 proto static" in gateway) == (
+        mode == "native")
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -240,7 +240,7 @@ def gateway_routes(cluster: Cluster) -> list[Route]:
                     and p.node_name in by_node] if routed.pods_on_node_net else
                    [Route(n.pod_cidr, "eth0", via=n.internal_ip, target_node=n.name)
                     for n in cluster.nodes])
-    elif cfg.mode != "vxlan":
+    elif cfg.mode != "vxlan" and cil is None:  # (Cilium's tunnel: pods not on the wire)
         routes += [Route(c, "eth0", via=n.internal_ip, target_node=n.name)
                    for n in cluster.nodes for c in (n.pod_cidr, *n.pod_blocks)]
     if cfg.lb_mode == "routed":

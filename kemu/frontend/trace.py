@@ -287,14 +287,9 @@ class Trace:
         obs: list[Observation] = []
         for iface, d, data, events in self.packets[packet].hops:
             node = _node_of(t, iface)
-            # Cilium: the eBPF program at this hop; a hop's events are the decisions that
-            # led to it: a program on receive runs before those that follow, on transmit
-            # after those that chose the device
+            # Cilium: the eBPF program at this hop, after the hop's events (the decisions
+            # that led to the device: forwarding to it, a decapsulation, a route)
             prog = bpf_program(t, iface, d)
-            bpf = Observation(node, "eBPF", "Forwarded",
-                              f"{prog} at {t.if_kernel_name[iface]}", t.if_name[iface])
-            if prog and d == C.DIR_IN:
-                obs.append(bpf)
             for (kind, a, b, c), text in hop_decisions(t, data, events):
                 if kind in _QUIET:
                     continue
@@ -329,8 +324,10 @@ class Trace:
                         for x in obs):
                     continue  # a flood's copies repeat the decisions made before the flood
                 obs.append(o)
-            if prog and d == C.DIR_OUT:
-                obs.append(bpf)
+            if prog:
+                obs.append(Observation(node, "eBPF", "Forwarded",
+                                       f"{prog} at {t.if_kernel_name[iface]}",
+                                       t.if_name[iface]))
         return obs
 
     # ------------------------------------------------------------ renderings
@@ -367,7 +364,7 @@ class Trace:
                 arrow = "->" if d == C.DIR_OUT else "<-"
                 prog = [bpf_program(t, iface, d)] if bpf_program(t, iface, d) else []
                 words = [w for e, w in hop_decisions(t, data, events) if e[0] != C.EV_TTL]
-                text = "; ".join(prog + words if d == C.DIR_IN else words + prog)
+                text = "; ".join(words + prog)
                 lines.append(f"  {arrow} {t.if_name[iface]:<32} {_summary(data)}"
                              + (f"  [{text}]" if text else ""))
         return "\n".join(lines) + "\n"
