@@ -254,6 +254,69 @@ def test_nodeport_from_outside(mode: str, backend: str, tmp_path: Path) -> None:
         assert wire[VXLAN].vni == C.CILIUM_ID_HOST  # masqueraded to the node: host
 
 
+# ---- 3. the kube-proxy replacement: the socket LB
+
+KPR = {"tunnel": "cni: cilium", "native": "cni: {name: cilium, routingMode: native}"}
+
+
+def kpr_text(mode: str) -> str:
+    text = (DATA / "scenario" / "cluster.yaml").read_text()
+    return text.replace("  nodes: 3\n", f"  nodes: 3\n  {KPR[mode]}\n", 1)
+
+
+def cluster_ip(emu, name: str) -> str:
+    return str(next(s.cluster_ip for s in emu.model.services if s.name == name))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_socket_lb_translates_in_the_pod(mode: str, backend: str, tmp_path: Path) -> None:
+    """kubeProxyReplacement (the default): a -> svc-c's ClusterIP leaves a's eth0 already
+    addressed to c (cil_sock4_connect): no DNAT on the node, no un-DNAT of the answer, which
+    reaches a from c's own address."""
+    emu = load(mode, backend, tmp_path, text=kpr_text(mode), respond=True)
+    assert emu.tables.sock_lb
+    trace = emu.send(IP(dst=cluster_ip(emu, "svc-c")) / TCP(sport=40000, dport=80, flags="S"),
+                     src="default/a")
+    first = Ether(trace.frames_at("default/a/eth0", "out")[0])
+    assert first[IP].dst == IPS["c"] and first[TCP].dport == 8080
+    assert checksums_valid(bytes(first))
+    kinds = [k for p in trace.packets for (_i, _d, _f, evs) in p.hops for (k, *_r) in evs]
+    assert C.EV_SOCK_LB in kinds and C.EV_DNAT not in kinds and C.EV_UNDNAT not in kinds
+    assert "socket LB (cil_sock4_connect)" in trace.summary()
+    answer = trace.answers()[0]
+    back = Ether(answer.hops[-1][2])
+    assert back[IP].src == IPS["c"] and back[TCP].sport == 8080
+    assert trace.verdict().reachable
+
+
+def test_socket_lb_keeps_a_socket_on_one_backend(backend: str, tmp_path: Path) -> None:
+    """svc-cd has two backends (c, d): every packet of one socket takes the same one, and
+    sockets spread over both."""
+    emu = load("tunnel", backend, tmp_path, text=kpr_text("tunnel"))
+    vip = cluster_ip(emu, "svc-cd")
+    port = next(s.ports[0].port for s in emu.model.services if s.name == "svc-cd")
+
+    def dst(sport: int, flags: str) -> str:
+        t = emu.send(IP(dst=vip) / TCP(sport=sport, dport=port, flags=flags), src="default/a")
+        return Ether(t.frames_at("default/a/eth0", "out")[0])[IP].dst
+
+    assert {dst(41000, "S"), dst(41000, "A"), dst(41000, "PA")} == {dst(41000, "S")}
+    assert {dst(42000 + k, "S") for k in range(16)} == {IPS["c"], IPS["d"]}
+
+
+def test_without_replacement_kube_proxy_dnats(backend: str, tmp_path: Path) -> None:
+    """kubeProxyReplacement false: the pod's packet leaves addressed to the ClusterIP and
+    kube-proxy's rules DNAT it on the node."""
+    emu = load("tunnel", backend, tmp_path)
+    assert not emu.tables.sock_lb
+    trace = emu.send(IP(dst=cluster_ip(emu, "svc-c")) / TCP(sport=40000, dport=80, flags="S"),
+                     src="default/a")
+    first = Ether(trace.frames_at("default/a/eth0", "out")[0])
+    assert first[IP].dst == cluster_ip(emu, "svc-c")
+    kinds = [k for p in trace.packets for (_i, _d, _f, evs) in p.hops for (k, *_r) in evs]
+    assert C.EV_DNAT in kinds and C.EV_SOCK_LB not in kinds
+
+
 # ---- 4. policy by identity
 
 POLICY = """---
@@ -295,14 +358,15 @@ def test_refused_options(body: str, field: str, tmp_path: Path) -> None:
 
 
 def test_kube_proxy_replacement_is_said(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """kubeProxyReplacement (true by default) is not modelled: a warning names the field."""
+    """kubeProxyReplacement (true by default): the translation at the device is not
+    modelled (kube-proxy's rules do NodePorts): a warning names the field."""
     text = (DATA / "scenario" / "cluster.yaml").read_text().replace(
         "  nodes: 3\n", "  nodes: 3\n  cni: cilium\n", 1)
     path = tmp_path / "c.yaml"
     path.write_text(text)
     assert main(["validate", "-f", str(path)]) == 0
     err = capsys.readouterr().err
-    assert "spec.cni.kubeProxyReplacement" in err and "socket load balancing" in err
+    assert "spec.cni.kubeProxyReplacement" in err and "cil_from_netdev" in err
 
 
 def test_cilium_network_policy_without_cilium_is_said(tmp_path: Path,
@@ -331,8 +395,8 @@ spec:
 @pytest.mark.parametrize("what", ["clusterip", "nodeport"])
 def test_trace_golden(mode: str, what: str, backend: str, tmp_path: Path,
                       capsys: pytest.CaptureFixture) -> None:
-    """``kemu trace`` of pod -> ClusterIP on another node and of a NodePort from outside, per
-    routing mode (the example cluster), pinned in goldens."""
+    """``kemu trace`` of pod -> ClusterIP on another node (the socket LB) and of a NodePort
+    from outside (kube-proxy's rules), per routing mode (the example cluster), in goldens."""
     text = EXAMPLE.read_text()
     if mode == "native":
         text = text.replace("routingMode: tunnel ", "routingMode: native ", 1)

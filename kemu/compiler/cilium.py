@@ -34,9 +34,12 @@ IP>`` (kemu's routed pod: every packet to the lxc's MAC). Routes (as Cilium's
 ``cilium_vxlan`` (tunnel) or via their addresses on eth0 (native); masquerade of pod
 traffic leaving the cluster (``enable-ipv4-masquerade``, the default) to the node address.
 
-Not modelled (said once in ``docs/CNI.md``): the socket LB and the kube-proxy replacement
-(``kubeProxyReplacement: true`` is accepted with a notice: Services are translated by
-kube-proxy's iptables rules on the node, as with ``false``), DSR, Geneve (refused), BPF host
+Services: with ``kubeProxyReplacement`` (the default) the socket LB (bpf/bpf_sock.c
+``cil_sock4_connect``, Documentation/network/kubernetes/kubeproxy-free.rst) translates a
+pod's ClusterIP traffic before it leaves the pod (``Tables.sock_lb``; the datapath's
+``inject`` room); kube-proxy's iptables rules stay for the rest.
+Not modelled (said once in ``docs/CNI.md``): the replacement's NodePort/LoadBalancer
+translation at the device (a notice; kube-proxy's rules do it), DSR, Geneve (refused), BPF host
 routing (pod traffic crosses the node's IP stack: routing, conntrack, the FORWARD hook where
 kemu's policy engine decides by identity), the tunnel map's own lookup (kemu routes to
 ``cilium_vxlan`` and encapsulates there).
@@ -215,6 +218,7 @@ def finish(tables: Tables, cluster: Cluster, vteps: list[int]) -> Tables:
         node_vtep_if=np.array(vteps, dtype=np.int32),
         if_vni=identities(tables, cluster),  # the VNI (tunnel); Hubble's identities (both)
         if_bpf_in=ins, if_bpf_out=outs,
+        sock_lb=mode.kube_proxy_replacement,
     )
 
 

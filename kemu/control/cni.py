@@ -148,8 +148,9 @@ def _check_kube_router(f: Fields, cni: CniConfig) -> None:
 def _check_cilium(f: Fields, body: dict[str, Any], cni: CniConfig) -> None:
     """What kemu's Cilium mode (``kemu/compiler/cilium.py``) cannot emulate, naming the
     field: Geneve (kemu's tunnel is VXLAN only) and DSR are refused; the kube-proxy
-    replacement (socket LB at connect time, NodePort at the device) is not modelled: said
-    once, and Services are translated by kube-proxy's iptables rules instead."""
+    replacement's translation at the node's device (NodePort, LoadBalancer) is not
+    modelled: said once, kube-proxy's iptables rules translate those (the socket LB for
+    pods' ClusterIP traffic is modelled)."""
     if cni.get("tunnelProtocol") == "geneve":
         f.problem("spec.cni.tunnelProtocol", "Cilium's Geneve tunnel (cilium_geneve, UDP "
                   "6081) is not modelled by this kemu; use vxlan")
@@ -159,10 +160,11 @@ def _check_cilium(f: Fields, body: dict[str, Any], cni: CniConfig) -> None:
     if cni.get("kubeProxyReplacement"):
         said = "kubeProxyReplacement" in body
         f.notice("spec.cni.kubeProxyReplacement",
-                 f"{'true' if said else 'true (the default)'}: Cilium's socket load balancing "
-                 "(cil_sock4_connect) and NodePort translation at the device are not "
-                 "modelled by this kemu: Services are translated by kube-proxy's iptables "
-                 "rules on the node, as with kubeProxyReplacement: false")
+                 f"{'true' if said else 'true (the default)'}: pods' ClusterIP traffic is "
+                 "translated by Cilium's socket LB; its NodePort, LoadBalancer and "
+                 "externalIPs translation at the node's device (cil_from_netdev) is not "
+                 "modelled by this kemu: kube-proxy's iptables rules on the node translate "
+                 "those")
 
 
 def _check_routed(f: Fields, spec: dict[str, Any], cni: CniConfig) -> None:

@@ -170,6 +170,9 @@ EV_DEFRAG = 31
 EV_IPVS_DNAT = 50
 EV_IPIP_ENCAP = 51
 EV_IPIP_DECAP = 52
+# Cilium (kemu/compiler/cilium.py): the socket LB's translation at connect/sendmsg time
+# (cil_sock4_connect): a=frontend, b=backend, c=node
+EV_SOCK_LB = 60
 POL_INGRESS = 1
 POL_EGRESS = 2
 

@@ -126,6 +126,10 @@ def event_text(t: Tables, kind: int, a: int, b: int, c: int) -> str:
     if kind == C.EV_IPIP_ENCAP:
         return (f"IPIP encap on {t.if_kernel_name[b]} -> {t.node_name[a]} "
                 f"({ip_str(t.node_ip[a])}, proto 4)")
+    if kind == C.EV_SOCK_LB:  # Cilium's kube-proxy replacement: at the pod's socket
+        sp = int(t.fe_sp[a])
+        return (f"socket LB (cil_sock4_connect): {ip_str(t.fe_ip[a])}:{int(t.fe_port[a])} -> "
+                f"{backend_text(t, b)} svc {t.sp_name[sp]}, before the packet leaves the pod")
     if kind == C.EV_IPIP_DECAP:
         return f"IPIP decap (ipip_rcv) -> {t.if_kernel_name[b]}"
     if kind == C.EV_CT_REUSE:

@@ -220,6 +220,9 @@ class Tables:
     # empty: none (every other CNI)
     if_bpf_in: tuple[str, ...] = ()
     if_bpf_out: tuple[str, ...] = ()
+    # Cilium's kube-proxy replacement: a pod's TCP/UDP packet to a ClusterIP is translated
+    # to a backend in the pod's socket layer (cil_sock4_connect), before it leaves the pod
+    sock_lb: bool = False
 
     @property
     def n_ifaces(self) -> int:

@@ -82,6 +82,7 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     EV_IPVS_DNAT = 50
     EV_IPIP_ENCAP = 51
     EV_IPIP_DECAP = 52
+    EV_SOCK_LB = 60
     POL_INGRESS = 1
     POL_EGRESS = 2
     RT_POD_CIDR = 1
@@ -200,6 +201,7 @@ _CODES = (
     ('EV_IPVS_DNAT', EV_IPVS_DNAT, _C),
     ('EV_IPIP_ENCAP', EV_IPIP_ENCAP, _C),
     ('EV_IPIP_DECAP', EV_IPIP_DECAP, _C),
+    ('EV_SOCK_LB', EV_SOCK_LB, _C),
     ('POL_INGRESS', POL_INGRESS, _C),
     ('POL_EGRESS', POL_EGRESS, _C),
     ('RT_POD_CIDR', RT_POD_CIDR, _C),

@@ -303,6 +303,7 @@ cdef int load_tables(Datapath self, tables) except -1:
     self.dp.ipvs_sched = int(t.ipvs_sched)
     self.dp.tun_if = <int32_t*>cnp.PyArray_DATA(tun_if) if n_tun else NULL
     self.dp.if_vni = <int32_t*>cnp.PyArray_DATA(if_vni) if n_vni else NULL
+    self.dp.sock_lb = bool(t.sock_lb)
     ht_clear(&self.dp.ipvs_rr)  # IPVS services are synced anew: schedulers start over
     self.dp.masq_rf = bool(t.masq_random_fully)
     self.dp.egress_masq = bool(t.egress_masq)

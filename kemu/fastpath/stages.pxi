@@ -147,6 +147,8 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
             dp.tr_ok = 0  # rare work: not a path the flow cache holds
             cold.fix_l2(dp, it, iface)
         pod_local_route(dp, it, iface)
+        if dp.sock_lb and it.a == iface and dp.ifs[iface].kind == IF_POD_ETH:
+            sock_connect(dp, it, iface)  # Cilium's socket LB (inject.pxi)
     while dp.sp > 0:  # the reference's LIFO stack: copies of a flood come back here
         it = &dp.stack[dp.sp - 1]
         st = it.stage

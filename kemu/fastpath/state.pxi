@@ -250,6 +250,7 @@ ctypedef struct DP:
     uint32_t cmask
     bint vxlan
     bint ipvs                     # kube-router: Services by IPVS at LOCAL_IN (proxy.pxi)
+    bint sock_lb                  # Cilium: ClusterIPs translated at the pod's socket
     int32_t ipvs_sched            # IPVS_RR or IPVS_SH
     const int32_t* if_vni         # Cilium: the VXLAN VNI (security identity) of a source
                                   # owned by each interface; NULL: flannel's VNI 1 (tunnel.pxi)

@@ -47,6 +47,7 @@ _COMPONENT = {
     C.EV_DECAP: "Overlay", C.EV_LOCAL_ROUTE: "Routing", C.EV_NEIGH_MISS: "Routing",
     C.EV_NODE_INPUT: "Forwarding", C.EV_L7_REDIRECT: "Policy", C.EV_L7_HTTP: "L7 proxy",
     C.EV_IPVS_DNAT: "LB", C.EV_IPIP_ENCAP: "Overlay", C.EV_IPIP_DECAP: "Overlay",
+    C.EV_SOCK_LB: "LB",
 }
 _QUIET = {C.EV_TTL, C.EV_FIXL2, C.EV_BR_LOCAL, C.EV_NODE_INPUT}
 _POLICY = (C.EV_POLICY_ALLOW, C.EV_POLICY_DENY)

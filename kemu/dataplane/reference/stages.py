@@ -111,6 +111,8 @@ class Stages(Veth, Bridge, Gateway, Host, Routing, Tunnel, Inject, Record):
             if mode == C.INJ_TX_FIXL2:
                 self._fix_l2(first, iface)
             self._pod_local_route(first, iface)
+            if self.t.sock_lb and first.a == iface and self.if_kind[iface] == C.IF_POD_ETH:
+                self._sock_connect(first, iface)  # Cilium's socket LB (inject.py)
         stack = [first]
         while stack:
             it = stack.pop()
