@@ -96,8 +96,9 @@ TARGET_PORTS = [8080, 53, 80]
 CLIENT_PORTS = [1000, 1001, 40000]
 
 
-# flannel's backends and kube-router (issue #18: IPVS, its overlay with IP-in-IP devices)
-MODES = ["host-gw", "vxlan", "kube-router", "kube-router-full"]
+# flannel's backends, kube-router (issue #18: IPVS, its overlay with IP-in-IP devices) and
+# Cilium (lxc devices, cilium_host, cilium_vxlan with the identity as the VNI, or native)
+MODES = ["host-gw", "vxlan", "kube-router", "kube-router-full", "cilium", "cilium-native"]
 
 
 def mode_config(name: str, mode: str, **kw) -> ClusterConfig:
@@ -105,6 +106,9 @@ def mode_config(name: str, mode: str, **kw) -> ClusterConfig:
     if mode.startswith("kube-router"):
         opts = {"overlayType": "full"} if mode.endswith("-full") else {}
         return ClusterConfig(name=name, mode="host-gw", cni=cni_config("kube-router", opts), **kw)
+    if mode.startswith("cilium"):
+        opts = {"routingMode": "native"} if mode.endswith("-native") else {}
+        return ClusterConfig(name=name, mode="host-gw", cni=cni_config("cilium", opts), **kw)
     return ClusterConfig(name=name, mode=mode, **kw)
 
 
@@ -822,9 +826,12 @@ def test_equivalence_conversation(mode: str, static: bool, record: bool) -> None
     kinds = set(pair.rres.ev_kind[:pair.rres.n_events].tolist())
     if record and static:
         dnat = C.EV_IPVS_DNAT if mode.startswith("kube-router") else C.EV_DNAT
-        assert {dnat, C.EV_CT_REUSE, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT,
-                C.EV_AFFINITY} <= kinds
-        assert (C.EV_ENCAP in kinds) == (mode == "vxlan")
+        if mode.startswith("cilium"):  # the socket LB: pods' ClusterIP traffic, no DNAT
+            assert {dnat, C.EV_SOCK_LB, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT} <= kinds
+        else:
+            assert {dnat, C.EV_CT_REUSE, C.EV_SNAT, C.EV_UNDNAT, C.EV_UNSNAT,
+                    C.EV_AFFINITY} <= kinds
+        assert (C.EV_ENCAP in kinds) == (mode in ("vxlan", "cilium"))
         assert (C.EV_IPIP_ENCAP in kinds) == (C.EV_IPIP_DECAP in kinds) == (
             mode == "kube-router-full")
     if not static:

@@ -97,11 +97,16 @@ class Trio:
 def mix_rows(nodes: int = 3, pods: int = 24, services: int = 6, flows: int = 40,
              frames: int = 600, mode: str = "host-gw") -> tuple:
     """A small cluster and its cluster mix (warm-up first) as rows; ``mode`` flannel's
-    backend or kube-router (``kube-router``, ``kube-router-full``: issue #18)."""
+    backend, kube-router (``kube-router``, ``kube-router-full``) or Cilium (``cilium``,
+    ``cilium-native``: issue #18)."""
     cni = None
     if mode.startswith("kube-router"):
         cni = {"name": "kube-router", "overlayType": "full" if mode.endswith("full")
                else "subnet"}
+        mode = "host-gw"
+    if mode.startswith("cilium"):  # Cilium (issue #18): tunnel, or native routing
+        cni = {"name": "cilium", "routingMode": "native" if mode.endswith("native")
+               else "tunnel"}
         mode = "host-gw"
     t = compile_cluster(load_cluster(W.synthetic_cluster(nodes, pods, services, mode=mode,
                                                          cni=cni)))
@@ -156,7 +161,7 @@ def shifted(rows: list[Row], ns: int) -> list[Row]:
     return [(f, i, m, ts + ns) for f, i, m, ts in rows]
 
 
-@pytest.mark.parametrize("mode", ["host-gw", "kube-router"])
+@pytest.mark.parametrize("mode", ["host-gw", "kube-router", "cilium-native"])
 def test_established_flows_take_the_cache(mode: str) -> None:
     """The cluster mix replayed: after the first frame of each flow, its frames come from
     the cache; the same frames with recording on never do; nothing differs (kube-router:
@@ -174,7 +179,8 @@ def test_established_flows_take_the_cache(mode: str) -> None:
     assert recording.cached.flow_cache_hits == 0
 
 
-@pytest.mark.parametrize("mode", ["host-gw", "vxlan", "kube-router", "kube-router-full"])
+@pytest.mark.parametrize("mode", ["host-gw", "vxlan", "kube-router", "kube-router-full",
+                                  "cilium", "cilium-native"])
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1),
        steps=st.lists(st.integers(0, 11), min_size=1, max_size=6))

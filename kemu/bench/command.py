@@ -34,9 +34,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="also load a 5,000-node, 150,000-pod, 10,000-Service cluster")
     p.add_argument("--cni", action="append", default=[], metavar="NAME",
                    help="also run the cluster mix with this CNI mode (spec.cni: a built mode "
-                        "other than flannel: kube-router, aws-vpc, azure, azure-overlay or "
-                        "azure-bridge; "
-                        "repeatable), side by side with flannel's")
+                         "other than flannel: kube-router, cilium, cilium-native, aws-vpc, "
+                         "azure, azure-overlay or azure-bridge; repeatable), side by side "
+                         "with flannel's")
     p.add_argument("--scale-timeout", type=float, default=900, metavar="S",
                    help="give up on one scale measurement after S seconds (default 900)")
 

@@ -152,7 +152,8 @@ def synthetic_cluster(nodes: int = 3, pods: int = 120, services: int = 30, *,
 
 # ``kemu bench --cni NAME``: a built mode by name, or one of these variants of a mode
 CNI_VARIANTS: dict[str, Any] = {"azure-overlay": {"name": "azure", "mode": "overlay"},
-                                "azure-bridge": {"name": "azure", "mode": "bridge"}}
+                                "azure-bridge": {"name": "azure", "mode": "bridge"},
+                                "cilium-native": {"name": "cilium", "routingMode": "native"}}
 # pods addressed from the node network
 ROUTED = ("aws-vpc", "azure", "azure-overlay", "azure-bridge")
 

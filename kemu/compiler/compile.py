@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kemu._gc import paused_gc
-from kemu.compiler import cni_routed, kube_router
+from kemu.compiler import cilium, cni_routed, kube_router
 from kemu.compiler.policy import compile_policies
 from kemu.compiler.routes import Route, lb_announcers, node_routes
 from kemu.control.model import Service
@@ -118,6 +118,10 @@ def _compile(cluster: Cluster) -> Tables:
     routed = cni_routed.routed_mode(cfg)  # AWS VPC CNI, Azure CNI: routed veths
     bridged = routed is not None and routed.bridged  # Azure bridge mode: azure0 (cni_routed)
     br_dev = kube_router.BRIDGE if kr else cni_routed.BRIDGE if bridged else "cbr0"
+    cil = cilium.active(cfg)  # Cilium: lxc devices, cilium_host, cilium_vxlan (cilium.py)
+    if cil is not None:
+        routed = cilium.routed_mode(cfg)
+        pod_mtu = cilium.pod_mtu(cfg)
     pods_by_node: dict[str, list[int]] = {}
     for pi, p in enumerate(cluster.pods):
         pods_by_node.setdefault(p.node_name, []).append(pi)
@@ -156,6 +160,11 @@ def _compile(cluster: Cluster) -> Tables:
             if pod.host_network:
                 continue
             owner = _owner_text(pod)
+            if cil is not None:  # Cilium's lxc<hash>, no bridge (cilium.py)
+                pod_eth_if[pi] = cilium.add_pod(
+                    ifs, pod, pi, ni, nm, _veth_mac_int(pod.key), mac_to_int(pod.mac),
+                    _ip(pod.ip), owner, pod_mtu)
+                continue
             if routed is not None and not bridged:  # a routed veth, no bridge (cni_routed)
                 pod_eth_if[pi] = cni_routed.add_pod(
                     ifs, routed, pod, pi, ni, nm, _veth_mac_int(pod.key), mac_to_int(pod.mac),
@@ -189,6 +198,8 @@ def _compile(cluster: Cluster) -> Tables:
                         mtu=mtu)
         bridge_ports[seg].append(gw_if)
     kr_devs = kube_router.add_devices(cluster, ifs, node_eth, node_br) if kr else None
+    if cil is not None:  # cilium_host/cilium_net, cilium_vxlan (tunnel mode)
+        node_vtep = cilium.add_devices(cluster, ifs)
 
     # bridges
     br_start, br_count, br_flat = [], [], []
@@ -223,7 +234,8 @@ def _compile(cluster: Cluster) -> Tables:
     # address ownership (for L2 fix-up on injection and for finding where a source lives)
     owners: dict[int, int] = {}
     for i, r in enumerate(ifs.rows):
-        if r["kind"] in (C.IF_POD_ETH, C.IF_EXT_ETH, C.IF_GW_ETH, C.IF_NODE_ETH, C.IF_BRIDGE):
+        if r["kind"] in (C.IF_POD_ETH, C.IF_EXT_ETH, C.IF_GW_ETH, C.IF_NODE_ETH, C.IF_BRIDGE,
+                         C.IF_CILIUM_HOST):
             owners.setdefault(r["ip"], i)
     if cfg.lb_mode == "l2":  # the announcing node's eth0 answers ARP for the address
         for ip, node in announcers.items():
@@ -286,7 +298,9 @@ def _compile(cluster: Cluster) -> Tables:
     if kr_devs is not None:
         tables = kube_router.finish(cluster, tables, kr_devs)
     if routed is not None:
-        return cni_routed.finish(tables, cluster, routed, routed_routes)
+        tables = cni_routed.finish(tables, cluster, routed, routed_routes)
+    if cil is not None:
+        tables = cilium.finish(tables, cluster, node_vtep)
     return tables
 
 
@@ -375,6 +389,8 @@ def _compile_services(cluster: Cluster, node_index: dict[str, int]) -> dict:
         local = [_ip(node.internal_ip), _ip(node.gateway_ip)]
         if cni_routed.routed_mode(cluster.config) is not None:
             local = [_ip(node.internal_ip)]  # no bridge address: eth0's only
+        elif cluster.config.cni.name == "cilium":  # eth0 and cilium_host's router IP
+            local = [_ip(node.internal_ip), _ip(node.gateway_ip)]
         if cluster.config.mode == "vxlan":
             local.append(_ip(node.pod_cidr.network_address))
         for cp in pod.container_ports():

@@ -37,7 +37,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kemu.compiler import cni_routed
+from kemu.compiler import cilium, cni_routed
 from kemu.errors import TopologyError
 
 if TYPE_CHECKING:
@@ -93,6 +93,8 @@ def default_node_routes(cluster: Cluster) -> dict[str, list[Route]]:
     if cfg.cni.name == "kube-router":  # BGP-learned routes, tunnels (kube_router.py)
         from kemu.compiler.kube_router import node_routes as kube_router_routes
         return {n: [Route(**kw) for kw in rs] for n, rs in kube_router_routes(cluster).items()}
+    if cfg.cni.name == "cilium":  # lxc /32s, cilium_host, cilium_vxlan (cilium.py)
+        return cilium.node_routes(cluster, Route)
     routed = cni_routed.routed_mode(cfg)
     if routed is not None:  # AWS VPC CNI, Azure CNI: /32s on routed veths
         return cni_routed.node_routes(cluster, routed, Route)
@@ -143,7 +145,7 @@ def apply_changes(cluster: Cluster, tables: dict[str, list[Route]],
     refuses is a ``TopologyError`` naming it (``spec.routes[i]`` or the API call)."""
     local = {n.name: {n.internal_ip, n.gateway_ip} for n in cluster.nodes}
     devices = node_devices(cluster)
-    routed = cni_routed.routed_mode(cluster.config)
+    routed = cni_routed.routed_mode(cluster.config) or cilium.routed_mode(cluster.config)
     for ch in (cluster.config.routes if changes is None else changes) if routed else ():
         raise TopologyError(f"{ch.where or f'route {ch.prefix} on {ch.node}'}: route changes "
                             f"are not modelled with spec.cni {cluster.config.cni.name} (its "
@@ -227,6 +229,9 @@ def gateway_routes(cluster: Cluster) -> list[Route]:
         return []
     routes = [Route(cfg.node_network, "eth0", src=cfg.gateway_ip, proto="kernel")]
     routed = cni_routed.routed_mode(cfg)
+    cil = cilium.active(cfg)
+    if cil is not None and not cil.tunnel:  # Cilium native routing: pod CIDRs via nodes
+        routed = cilium.routed_mode(cfg)
     if routed is not None:  # the VPC/VNet routes each pod (/32) or pod CIDR to its node
         by_node = {n.name: n for n in cluster.nodes}
         routes += ([Route(IPv4Network(f"{p.ip}/32"), "eth0",
@@ -235,7 +240,7 @@ def gateway_routes(cluster: Cluster) -> list[Route]:
                     and p.node_name in by_node] if routed.pods_on_node_net else
                    [Route(n.pod_cidr, "eth0", via=n.internal_ip, target_node=n.name)
                     for n in cluster.nodes])
-    elif cfg.mode != "vxlan":
+    elif cfg.mode != "vxlan" and cil is None:  # (Cilium's tunnel: pods not on the wire)
         routes += [Route(c, "eth0", via=n.internal_ip, target_node=n.name)
                    for n in cluster.nodes for c in (n.pod_cidr, *n.pod_blocks)]
     if cfg.lb_mode == "routed":

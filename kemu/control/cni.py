@@ -28,7 +28,7 @@ from kemu.control.model import CniConfig
 NAMES: tuple[str, ...] = ("flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure")
 
 # the modes this build of kemu emulates (a mode is added here when its datapath is built)
-BUILT: frozenset[str] = frozenset({"flannel", "kube-router", "aws-vpc", "azure"})
+BUILT: frozenset[str] = frozenset({"flannel", "kube-router", "cilium", "aws-vpc", "azure"})
 
 # option -> (allowed values or the type's name, default), per mode; values are the CNI's own
 # configuration words where it has them
@@ -130,6 +130,8 @@ def parse_cni(f: Fields, spec: dict[str, Any]) -> CniConfig:
             cni.options[key] = f.choice(body, "spec.cni", key, allowed, default or allowed[0])
     if name == "kube-router":
         _check_kube_router(f, cni)
+    if name == "cilium":
+        _check_cilium(f, body, cni)
     _check_routed(f, spec, cni)
     return cni
 
@@ -141,6 +143,28 @@ def _check_kube_router(f: Fields, cni: CniConfig) -> None:
     if cni.get("dsr"):
         f.problem("spec.cni.dsr", "kube-router's DSR mode is not modelled by this kemu "
                   "(Services are emulated by IPVS in NAT mode); leave dsr false")
+
+
+def _check_cilium(f: Fields, body: dict[str, Any], cni: CniConfig) -> None:
+    """What kemu's Cilium mode (``kemu/compiler/cilium.py``) cannot emulate, naming the
+    field: Geneve (kemu's tunnel is VXLAN only) and DSR are refused; the kube-proxy
+    replacement's translation at the node's device (NodePort, LoadBalancer) is not
+    modelled: said once, kube-proxy's iptables rules translate those (the socket LB for
+    pods' ClusterIP traffic is modelled)."""
+    if cni.get("tunnelProtocol") == "geneve":
+        f.problem("spec.cni.tunnelProtocol", "Cilium's Geneve tunnel (cilium_geneve, UDP "
+                  "6081) is not modelled by this kemu; use vxlan")
+    if cni.get("loadBalancerMode") == "dsr":
+        f.problem("spec.cni.loadBalancerMode", "Cilium's DSR load balancing is not modelled "
+                  "by this kemu; use snat")
+    if cni.get("kubeProxyReplacement"):
+        said = "kubeProxyReplacement" in body
+        f.notice("spec.cni.kubeProxyReplacement",
+                 f"{'true' if said else 'true (the default)'}: pods' ClusterIP traffic is "
+                 "translated by Cilium's socket LB; its NodePort, LoadBalancer and "
+                 "externalIPs translation at the node's device (cil_from_netdev) is not "
+                 "modelled by this kemu: kube-proxy's iptables rules on the node translate "
+                 "those")
 
 
 def _check_routed(f: Fields, spec: dict[str, Any], cni: CniConfig) -> None:

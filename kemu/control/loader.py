@@ -277,6 +277,11 @@ def parse(docs: list[Document], problems: list[Problem]) -> Parsed:
         cnp = parse_cilium_policy(i.f, i.doc.obj, i.namespace, i.name)
         if cnp is not None:
             out.policies.append(cnp)
+            if out.config.cni.name != "cilium":  # only Cilium's agent enforces it
+                i.f.notice("kind", f"a CiliumNetworkPolicy with spec.cni "
+                           f"{out.config.cni.name}: only Cilium enforces it (kemu enforces it "
+                           "on this datapath anyway; spec.cni: cilium says what a cluster "
+                           "would run)")
     if not configs and items.get("Node"):  # a cluster dump: its address ranges from itself
         said = ipam.infer(out.config, out.nodes, [
             ipam.PodAddress(d.ip, d.node_name) for d in out.pods

@@ -26,12 +26,16 @@ IF_VETH_HOST = 10
 # node's address): a port of azure0 on one side, the node network's wire on the other, with
 # Azure's ebtables MAC rewrites (kemu/compiler/cni_routed.py)
 IF_UPLINK = 11
+# Cilium (kemu/compiler/cilium.py): cilium_host and its veth peer cilium_net, a veth pair of
+# the node's own namespace; cilium_host holds the node's router IP (a local address). The
+# pods' lxc<hash> devices are IF_VETH_HOST, cilium_vxlan is IF_VTEP.
+IF_CILIUM_HOST = 14
 
 IF_KIND_NAMES = {
     IF_POD_ETH: "pod-eth", IF_POD_LO: "pod-lo", IF_VETH: "veth", IF_BRIDGE: "bridge",
     IF_NODE_ETH: "node-eth", IF_VTEP: "vtep", IF_EXT_ETH: "external", IF_GW_ETH: "gateway",
     IF_NODE_LOCAL: "node-local", IF_IPIP: "ipip", IF_DUMMY: "dummy",
-    IF_VETH_HOST: "veth-host", IF_UPLINK: "uplink",
+    IF_VETH_HOST: "veth-host", IF_UPLINK: "uplink", IF_CILIUM_HOST: "cilium-host",
 }
 
 # Directions (equal to pcapng epb_flags direction bits)
@@ -177,6 +181,9 @@ EV_EBT_DNAT = 41
 EV_IPVS_DNAT = 50
 EV_IPIP_ENCAP = 51
 EV_IPIP_DECAP = 52
+# Cilium (kemu/compiler/cilium.py): the socket LB's translation at connect/sendmsg time
+# (cil_sock4_connect): a=frontend, b=backend, c=node
+EV_SOCK_LB = 60
 POL_INGRESS = 1
 POL_EGRESS = 2
 
@@ -231,6 +238,12 @@ FRAG_TIMEOUT_NS = 30 * 10**9  # net.ipv4.ipfrag_time: a reassembly queue lives 3
 MAX_HOPS = 64       # per frame copy: beyond this the frame is in a loop (DROP_HOP_LIMIT)
 VXLAN_PORT = 8472   # OV-1: the kernel default, not IANA's 4789
 VXLAN_VNI = 1
+# Cilium's reserved security identities (pkg/identity/numericidentity.go): the VNI of a
+# tunnelled packet whose source is the node itself (host) or no endpoint of the cluster
+# (world); a pod's identity is CILIUM_ID_FIRST + kemu's identity index (Tables.if_vni)
+CILIUM_ID_HOST = 1
+CILIUM_ID_WORLD = 2
+CILIUM_ID_FIRST = 256
 PROTO_IPIP = 4      # IP-in-IP (RFC 2003)
 IPIP_OVERHEAD = 20  # the outer IPv4 header
 # IPVS schedulers (Tables.ipvs_sched)

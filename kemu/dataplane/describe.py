@@ -74,18 +74,33 @@ def route_text(t: Tables, route: int, nh: int, node: int) -> str:
                      and int(t.rt_node[r]) == owner and int(t.rt_dev[r]) < 0), -1)
         if cidr >= 0:
             prefix = f"{ip_str(t.rt_prefix[cidr])}/{int(t.rt_len[cidr])}"
-        dev = "eth0"
+        vtep = int(t.node_vtep_if[node]) if t.vxlan and 0 <= node < t.n_nodes else -1
+        dev = t.if_kernel_name[vtep] if vtep >= 0 else "eth0"  # Cilium: cilium_vxlan
     elif kind == C.RT_POD_CIDR and owner == node:
         br = int(t.node_br_if[node]) if 0 <= node < t.n_nodes else -1
         dev = t.if_kernel_name[br] if br >= 0 else "cbr0"
     elif tun >= 0:  # kube-router's IP-in-IP device towards the owner
         dev = t.if_kernel_name[tun]
     elif kind == C.RT_POD_CIDR and t.vxlan:
-        dev = "flannel.1"
+        vtep = int(t.node_vtep_if[node]) if 0 <= node < t.n_nodes else -1
+        dev = t.if_kernel_name[vtep] if vtep >= 0 else "flannel.1"
     else:
         dev = "eth0"
     via = f" via {ip_str(nh)}" if nh else ""
     return f"route {prefix}{via} dev {dev}"
+
+
+def identity_text(ident: int) -> str:
+    """A Cilium numeric security identity in words: reserved ones by name."""
+    return {C.CILIUM_ID_HOST: "1 reserved:host", C.CILIUM_ID_WORLD: "2 reserved:world"}.get(
+        ident, str(ident))
+
+
+def bpf_program(t: Tables, iface: int, direction: int) -> str:
+    """The eBPF program Cilium runs where ``iface`` receives (DIR_IN) or transmits (DIR_OUT)
+    a packet (``Tables.if_bpf_in``/``if_bpf_out``); "" where none is attached."""
+    names = t.if_bpf_in if direction == C.DIR_IN else t.if_bpf_out
+    return names[iface] if 0 <= iface < len(names) else ""
 
 
 def backend_text(t: Tables, be: int) -> str:
@@ -120,6 +135,10 @@ def event_text(t: Tables, kind: int, a: int, b: int, c: int) -> str:
     if kind == C.EV_IPIP_ENCAP:
         return (f"IPIP encap on {t.if_kernel_name[b]} -> {t.node_name[a]} "
                 f"({ip_str(t.node_ip[a])}, proto 4)")
+    if kind == C.EV_SOCK_LB:  # Cilium's kube-proxy replacement: at the pod's socket
+        sp = int(t.fe_sp[a])
+        return (f"socket LB (cil_sock4_connect): {ip_str(t.fe_ip[a])}:{int(t.fe_port[a])} -> "
+                f"{backend_text(t, b)} svc {t.sp_name[sp]}, before the packet leaves the pod")
     if kind == C.EV_IPIP_DECAP:
         return f"IPIP decap (ipip_rcv) -> {t.if_kernel_name[b]}"
     if kind == C.EV_EBT_SNAT:
@@ -146,8 +165,13 @@ def event_text(t: Tables, kind: int, a: int, b: int, c: int) -> str:
     if kind == C.EV_BRIDGED_DNAT:
         return "br_netfilter: DNAT target on the same bridge, bridged without routing"
     if kind == C.EV_ENCAP:
+        if len(t.if_vni):  # Cilium: the VNI is the source's security identity
+            return (f"VXLAN encap VNI {b} (source identity {identity_text(b)}) -> "
+                    f"{t.node_name[a]}")
         return f"VXLAN encap VNI {b} -> {t.node_name[a]}"
     if kind == C.EV_DECAP:
+        if len(t.if_vni):  # Cilium's cil_from_overlay takes the identity from the VNI
+            return f"VXLAN decap VNI {b} (source identity {identity_text(b)})"
         return f"VXLAN decap VNI {b}"
     if kind == C.EV_LOCAL_ROUTE:
         return "local route: stays in the pod (lo)"

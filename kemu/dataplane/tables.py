@@ -210,6 +210,19 @@ class Tables:
     # proxy ARP per interface (``net.ipv4.conf.<dev>.proxy_arp``): the node answers ARP on
     # the interface for an address it routes out of another device; empty: none
     if_proxy_arp: np.ndarray = field(default_factory=_u8)
+    # Cilium (``kemu/compiler/cilium.py``): the VXLAN VNI cilium_vxlan writes for a packet
+    # whose source address an interface owns: the pod's security identity (a node's eth0:
+    # reserved:host; an address nobody owns: reserved:world), also the identities of the
+    # flow log's endpoints (``kemu.io.flowlog``); empty: flannel's VNI 1, no identities
+    if_vni: np.ndarray = field(default_factory=_i32)
+    # the eBPF programs Cilium attaches at each interface (ingress: the device receives;
+    # egress: it transmits), for the trace's words only: the datapath never reads them;
+    # empty: none (every other CNI)
+    if_bpf_in: tuple[str, ...] = ()
+    if_bpf_out: tuple[str, ...] = ()
+    # Cilium's kube-proxy replacement: a pod's TCP/UDP packet to a ClusterIP is translated
+    # to a backend in the pod's socket layer (cil_sock4_connect), before it leaves the pod
+    sock_lb: bool = False
 
     @property
     def n_ifaces(self) -> int:

@@ -20,6 +20,7 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     IF_DUMMY = 13
     IF_VETH_HOST = 10
     IF_UPLINK = 11
+    IF_CILIUM_HOST = 14
     DIR_IN = 1
     DIR_OUT = 2
     INJ_TX = 0
@@ -84,6 +85,7 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     EV_IPVS_DNAT = 50
     EV_IPIP_ENCAP = 51
     EV_IPIP_DECAP = 52
+    EV_SOCK_LB = 60
     POL_INGRESS = 1
     POL_EGRESS = 2
     RT_POD_CIDR = 1
@@ -107,6 +109,9 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     MAX_HOPS = 64
     VXLAN_PORT = 8472
     VXLAN_VNI = 1
+    CILIUM_ID_HOST = 1
+    CILIUM_ID_WORLD = 2
+    CILIUM_ID_FIRST = 256
     PROTO_IPIP = 4
     IPIP_OVERHEAD = 20
     IPVS_RR = 0
@@ -137,6 +142,7 @@ _CODES = (
     ('IF_DUMMY', IF_DUMMY, _C),
     ('IF_VETH_HOST', IF_VETH_HOST, _C),
     ('IF_UPLINK', IF_UPLINK, _C),
+    ('IF_CILIUM_HOST', IF_CILIUM_HOST, _C),
     ('DIR_IN', DIR_IN, _C),
     ('DIR_OUT', DIR_OUT, _C),
     ('INJ_TX', INJ_TX, _C),
@@ -201,6 +207,7 @@ _CODES = (
     ('EV_IPVS_DNAT', EV_IPVS_DNAT, _C),
     ('EV_IPIP_ENCAP', EV_IPIP_ENCAP, _C),
     ('EV_IPIP_DECAP', EV_IPIP_DECAP, _C),
+    ('EV_SOCK_LB', EV_SOCK_LB, _C),
     ('POL_INGRESS', POL_INGRESS, _C),
     ('POL_EGRESS', POL_EGRESS, _C),
     ('RT_POD_CIDR', RT_POD_CIDR, _C),
@@ -224,6 +231,9 @@ _CODES = (
     ('MAX_HOPS', MAX_HOPS, _C),
     ('VXLAN_PORT', VXLAN_PORT, _C),
     ('VXLAN_VNI', VXLAN_VNI, _C),
+    ('CILIUM_ID_HOST', CILIUM_ID_HOST, _C),
+    ('CILIUM_ID_WORLD', CILIUM_ID_WORLD, _C),
+    ('CILIUM_ID_FIRST', CILIUM_ID_FIRST, _C),
     ('PROTO_IPIP', PROTO_IPIP, _C),
     ('IPIP_OVERHEAD', IPIP_OVERHEAD, _C),
     ('IPVS_RR', IPVS_RR, _C),

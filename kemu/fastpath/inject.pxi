@@ -1,5 +1,6 @@
 # inject.pxi: Injection: a frame entering at a host's interface gets the Ethernet addresses its
-# own stack would write (``fix_l2``), and a pod's on-link route (``pod_local_route``). Twin:
+# own stack would write (``fix_l2``), a pod's on-link route (``pod_local_route``) and, with
+# Cilium's kube-proxy replacement, the socket LB's translation (``sock_connect``). Twin:
 # ``kemu/dataplane/reference/inject.py``.
 
 cdef inline int owner_of(const DP* dp, uint32_t ip) noexcept nogil:
@@ -81,3 +82,46 @@ cdef void pod_local_route(DP* dp, Item* it, int iface) noexcept nogil:
             wr48(d, 6, 0)
             it.a = iface + 1  # the compiler places lo right after the pod's eth0
             ev(dp, it, EV_LOCAL_ROUTE, iface, 0, 0)
+
+
+cdef void sock_connect(DP* dp, Item* it, int iface) noexcept nogil:
+    """reference ``_sock_connect``: Cilium's socket LB (bpf_sock.c cil_sock4_connect,
+    cil_sock4_sendmsg) for a pod's TCP/UDP packet to a ClusterIP with a usable backend."""
+    cdef uint8_t* d = DATA(it)
+    cdef int n = it.len, proto, l4, sp, flags, start, count, b, nc = 0, node, be
+    cdef uint32_t dip, sip
+    cdef int dport, sport
+    cdef HSlot* s
+    cdef uint64_t h
+    if n < 34 or rd16(d, 12) != <uint32_t>ETH_IP or (d[14] & 0xF) < 5 or rd16(d, 20) & 0x3FFF:
+        return
+    proto = d[23]
+    if proto != PROTO_TCP and proto != PROTO_UDP:
+        return
+    l4 = 14 + (d[14] & 0xF) * 4
+    if n < l4 + 4:
+        return
+    dip = rd32(d, 30)
+    dport = <int>rd16(d, l4 + 2)
+    s = ht_find(&dp.fe, dip, (<uint64_t>proto << 16) | <uint64_t>dport)
+    if s == NULL or dp.fe_kind[s.v0] != FE_CLUSTER_IP:
+        return
+    sp = dp.fe_sp[s.v0]
+    flags = dp.sp_flags[sp]
+    start, count = dp.sp_be_start[sp], dp.sp_be_count[sp]
+    node = dp.ifs[iface].node
+    for b in range(start, start + count):
+        if (dp.be_node[b] == node if flags & SP_ITP_LOCAL else
+                not dp.be_flags[b] & BE_LOCAL_FALLBACK):
+            dp.cands[nc] = b
+            nc += 1
+    if nc == 0:
+        return
+    sip = rd32(d, 26)
+    sport = <int>rd16(d, l4)
+    h = flow_hash(dp.seed, node, proto, sip, 0 if flags & SP_AFFINITY else sport, dip, dport)
+    be = dp.cands[h % <uint64_t>nc]
+    set_dst(d, n, dp.be_ip[be], dp.be_port[be], proto, l4)
+    changed(it)
+    it.ip_ok = 0
+    ev(dp, it, EV_SOCK_LB, <int>s.v0, be, node)

@@ -62,6 +62,9 @@ cdef int load_tables(Datapath self, tables) except -1:
             # (an owner of -1 takes the last node's address, as numpy indexing does)
             nh = int(t.rt_prefix[r]) if t.vxlan else (
                 int(t.node_ip[owner]) if -n_nodes <= owner < n_nodes else 0)
+            if t.vxlan and len(t.rt_dev) and 0 <= owner < n_nodes \
+                    and int(t.node_vtep_if[owner]) >= 0:  # Cilium: the owner's VTEP address
+                nh = int(t.if_ip[int(t.node_vtep_if[owner])])
             if 0 <= owner < n_nodes and not mask_set[owner]:
                 # what _fix_l2 needs: each node's pod CIDR mask (its first route)
                 node_pod_mask[owner] = lpm_mask(int(t.rt_len[r]))
@@ -92,7 +95,7 @@ cdef int load_tables(Datapath self, tables) except -1:
     # local addresses, as the reference's local_ips dict (the last interface wins)
     local_ips = {}
     for i in np.flatnonzero((if_kind == IF_NODE_ETH) | (if_kind == IF_BRIDGE)
-                            | (if_kind == IF_VTEP)).tolist():
+                            | (if_kind == IF_VTEP) | (if_kind == IF_CILIUM_HOST)).tolist():
         local_ips[(int(if_node[i]), int(if_ip[i]))] = i
     per_node = [[] for _ in range(n_nodes)]
     for (node, ip), i in local_ips.items():
@@ -152,6 +155,12 @@ cdef int load_tables(Datapath self, tables) except -1:
     if (tun_if < -1).any():
         raise ValueError("inconsistent tables: tun_if below -1")
     n_tun = len(tun_if)
+    if_vni = _i32(t.if_vni)  # Cilium: identity per interface (tunnel.pxi), empty: VNI 1
+    if len(if_vni) not in (0, n_if):
+        raise ValueError(f"inconsistent tables: if_vni has {len(if_vni)} entries, not 0 or {n_if}")
+    if ((if_vni < 0) | (if_vni > 0xFFFFFF)).any():
+        raise ValueError("inconsistent tables: if_vni outside 0..2**24-1")
+    n_vni = len(if_vni)
     pol = pol_prepare(t)  # NetworkPolicy (policy.pxi): checked here, committed below
 
     # ---- all checks passed: commit
@@ -207,7 +216,8 @@ cdef int load_tables(Datapath self, tables) except -1:
             node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
             sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
             own_if, nm_net, nm_mask, be_flags, sp_src_start, sp_src_count, src_net, src_mask,
-            nrt_start, nrt_count, nrt_prefix, nrt_mask, nrt_if, nrt_nh, tun_if, rt_dev, if_parp]
+            nrt_start, nrt_count, nrt_prefix, nrt_mask, nrt_if, nrt_nh, tun_if, rt_dev, if_parp,
+            if_vni]
     for k, a in enumerate(keep):
         if len(a) == 0:  # a valid pointer even for empty tables
             keep[k] = np.zeros(1, a.dtype)
@@ -216,7 +226,8 @@ cdef int load_tables(Datapath self, tables) except -1:
      node_pod_mask, lip_n, lip_ip, lip_if, lip_bloom, rt_kind, rt_owner, rt_nh, fe_sp, fe_kind,
      sp_flags, sp_aff_ns, sp_be_start, sp_be_count, be_ip, be_port, be_node, own_ip,
      own_if, nm_net, nm_mask, be_flags, sp_src_start, sp_src_count, src_net, src_mask,
-     nrt_start, nrt_count, nrt_prefix, nrt_mask, nrt_if, nrt_nh, tun_if, rt_dev, if_parp) = keep
+     nrt_start, nrt_count, nrt_prefix, nrt_mask, nrt_if, nrt_nh, tun_if, rt_dev, if_parp,
+     if_vni) = keep
     pol_commit(&self.dp, pol, t, keep)
     self._keep = keep
     self.dp.n_if = n_if
@@ -291,6 +302,8 @@ cdef int load_tables(Datapath self, tables) except -1:
     self.dp.ipvs = bool(t.ipvs)
     self.dp.ipvs_sched = int(t.ipvs_sched)
     self.dp.tun_if = <int32_t*>cnp.PyArray_DATA(tun_if) if n_tun else NULL
+    self.dp.if_vni = <int32_t*>cnp.PyArray_DATA(if_vni) if n_vni else NULL
+    self.dp.sock_lb = bool(t.sock_lb)
     ht_clear(&self.dp.ipvs_rr)  # IPVS services are synced anew: schedulers start over
     self.dp.masq_rf = bool(t.masq_random_fully)
     self.dp.egress_masq = bool(t.egress_masq)
@@ -369,13 +382,13 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
     peer = np.asarray(if_peer, np.int64)
     bridge = np.asarray(if_bridge, np.int64)
     idx = np.arange(n_if)
-    bad_peer = np.isin(kind, (IF_POD_ETH, IF_VETH, IF_VETH_HOST)) & ~((peer >= 0) & (peer < n_if))
+    bad_peer = np.isin(kind, (IF_POD_ETH, IF_VETH, IF_VETH_HOST, IF_CILIUM_HOST)) & ~((peer >= 0) & (peer < n_if))
     bad_pod = (kind == IF_POD_ETH) & ((idx + 1 >= n_if) | ~((node >= 0) & (node < n_nodes)))
     bad_br = (np.isin(kind, (IF_VETH, IF_BRIDGE, IF_NODE_ETH, IF_EXT_ETH, IF_GW_ETH,
                              IF_UPLINK))
               & ~((bridge >= 0) & (bridge < n_br)))
     bad_node = (np.isin(kind, (IF_NODE_ETH, IF_BRIDGE, IF_VTEP, IF_NODE_LOCAL, IF_VETH_HOST,
-                               IF_UPLINK))
+                               IF_UPLINK, IF_CILIUM_HOST))
                 & ~((node >= 0) & (node < n_nodes)))
     any_bad = bad_peer | bad_pod | bad_br | bad_node
     if any_bad.any():

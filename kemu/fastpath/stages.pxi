@@ -57,13 +57,14 @@ cdef inline int go_local_out(DP* dp, Item* it) noexcept nogil:
 #   IF_VETH_HOST  veth_xmit (veth)                  node_rcv (routing): a routed veth
 #   IF_UPLINK     uplink_xmit (bridge): onto the    uplink_rcv (bridge): ebtables DNAT,
 #                 node network's segment            into its bridge
+#   IF_CILIUM_HOST veth_xmit (veth)                 node_rcv (routing): cilium_host/_net
 cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     cdef int i = it.a
     cdef IfInfo* f = &dp.ifs[i]
     cdef int kind = f.kind
     hop(dp, it, i, DIR_OUT)
     touched(dp, f)
-    if kind == IF_POD_ETH or kind == IF_VETH or kind == IF_VETH_HOST:
+    if kind == IF_POD_ETH or kind == IF_VETH or kind == IF_VETH_HOST or kind == IF_CILIUM_HOST:
         return veth_xmit(dp, it, f)
     elif kind == IF_POD_LO:
         return lo_xmit(dp, it)
@@ -101,7 +102,8 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
     dmac = rd48(DATA(it), 0)
     if dmac != <uint64_t>f.mac and not is_mcast(dmac):
         return end(dp, it, OUT_DROPPED, DROP_OTHERHOST, i, 0, False)
-    if kind == IF_NODE_ETH or kind == IF_BRIDGE or kind == IF_VTEP or kind == IF_VETH_HOST:
+    if (kind == IF_NODE_ETH or kind == IF_BRIDGE or kind == IF_VTEP or kind == IF_VETH_HOST
+            or kind == IF_CILIUM_HOST):
         return node_rcv(dp, it)
     if kind == IF_GW_ETH:
         return gw_rcv(dp, it, i, f)
@@ -151,6 +153,8 @@ cdef void run_frame(DP* dp, const uint8_t* src, int ln, int iface, int mode) noe
             dp.tr_ok = 0  # rare work: not a path the flow cache holds
             cold.fix_l2(dp, it, iface)
         pod_local_route(dp, it, iface)
+        if dp.sock_lb and it.a == iface and dp.ifs[iface].kind == IF_POD_ETH:
+            sock_connect(dp, it, iface)  # Cilium's socket LB (inject.pxi)
     while dp.sp > 0:  # the reference's LIFO stack: copies of a flood come back here
         it = &dp.stack[dp.sp - 1]
         st = it.stage

@@ -250,7 +250,10 @@ ctypedef struct DP:
     uint32_t cmask
     bint vxlan
     bint ipvs                     # kube-router: Services by IPVS at LOCAL_IN (proxy.pxi)
+    bint sock_lb                  # Cilium: ClusterIPs translated at the pod's socket
     int32_t ipvs_sched            # IPVS_RR or IPVS_SH
+    const int32_t* if_vni         # Cilium: the VXLAN VNI (security identity) of a source
+                                  # owned by each interface; NULL: flannel's VNI 1 (tunnel.pxi)
     const int32_t* tun_if         # [node * n_nodes + peer]: kube-router's IPIP tun-<hash>
                                   # device towards peer, -1; NULL: no tunnels (tunnel.pxi)
     bint masq_rf                  # kube-proxy's MASQUERADE --random-fully (S-7)

@@ -1,4 +1,5 @@
-# tunnel.pxi: Overlays: VXLAN (flannel.1, VNI 1, UDP 8472: OV-2) encapsulation towards the VTEP
+# tunnel.pxi: Overlays: VXLAN (flannel.1, VNI 1, UDP 8472: OV-2; Cilium's cilium_vxlan: the
+# source's security identity as the VNI, ``Tables.if_vni``) encapsulation towards the VTEP
 # owning the inner destination, and decapsulation at the node's local input; kube-router's
 # IP-in-IP devices (tun-<hash>, one per peer node: ipip_xmit/ipip_rcv). Twin:
 # ``kemu/dataplane/reference/tunnel.py``.
@@ -28,6 +29,10 @@ cdef int vxlan_encap(DP* dp, Item* it, int vtep) noexcept nogil:
         dip = rd32(d, 30)
     h = flow_hash(0, 0, proto, sip, sport, dip, dport)
     cdef int src_port = 32768 + <int>(h % 28232)  # the kernel's default local port range
+    cdef int vni = VXLAN_VNI, owner  # Cilium: the source's security identity (Tables.if_vni)
+    if dp.if_vni != NULL:
+        owner = owner_of(dp, sip) if n >= 34 else -1
+        vni = dp.if_vni[owner] if owner >= 0 else CILIUM_ID_WORLD
     if it.off < 50:
         if buf_get(dp, n + 50 + HEADROOM, &buf) < 0:
             return end(dp, it, OUT_DROPPED, DROP_NO_ROUTE, vtep, 0, False)
@@ -52,11 +57,11 @@ cdef int vxlan_encap(DP* dp, Item* it, int vtep) noexcept nogil:
     wr16(d, 36, VXLAN_PORT)
     wr16(d, 38, 8 + 8 + n)
     d[42] = 0x08
-    wr32(d, 45, VXLAN_VNI & 0xFFFFFF)   # bytes 46..48 (byte 45 stays 0)
+    wr32(d, 45, vni & 0xFFFFFF)   # bytes 46..48 (byte 45 stays 0)
     d[45] = 0
     changed(it)
     it.ip_ok = 0
-    ev(dp, it, EV_ENCAP, remote, VXLAN_VNI, 0)
+    ev(dp, it, EV_ENCAP, remote, vni, 0)
     ctx_reset(&it.ctx)
     it.stage = S_LOCAL_OUT
     it.a = node
@@ -75,10 +80,11 @@ cdef inline int vxlan_rcv(DP* dp, Item* it, int node, int l4) noexcept nogil:
     """The node's VXLAN socket got a datagram: strip the outer headers, and the inner frame
     is received on flannel.1 in a fresh context."""
     dp.tr_ok = 0  # the inner frame's bytes decide from here
+    cdef int vni = <int>(rd32(DATA(it), l4 + 12) >> 8)  # the header's VNI (Cilium: identity)
     it.off += l4 + 16
     it.len -= l4 + 16
     changed(it)
-    ev(dp, it, EV_DECAP, node, VXLAN_VNI, 0)
+    ev(dp, it, EV_DECAP, node, vni, 0)
     it.ip_ok = 0
     ctx_reset(&it.ctx)
     it.stage = S_RX

@@ -678,6 +678,48 @@ def cni_kube_router(ctx: Ctx) -> StepRun:
     return run
 
 
+def cni_cilium(ctx: Ctx) -> StepRun:
+    """Cilium (``kemu/compiler/cilium.py``, examples/cni/cilium: tunnel mode, the kube-proxy
+    replacement): the socket LB translates the ClusterIP before the packet leaves the pod,
+    the pod's lxc device instead of a bridge, cilium_vxlan between the nodes with the
+    source's security identity as the VNI, the eBPF program named at each hop."""
+    from kemu.compiler.cilium import pod_identities
+
+    emu = ctx.load()
+    src, service = "default/client", "default/web"
+    svc = emu.model.service("default", "web")
+    node = _node_of(emu, src)
+    pkt = syn(str(svc.cluster_ip), 80)
+    run = StepRun(emu, ctx.shown)
+    trace = emu.send(pkt, src=src)
+    got = next((dict(f.fields) for f in facts(trace) if f.kind == "deliver"
+                and f.origin == "injected"), {})
+    backend = got.get("to", "").removeprefix("pod ")
+    dnode = _node_of(emu, backend) if backend else "?"
+    ident = pod_identities(emu.model)[[p.key for p in emu.model.pods].index(src)]
+    expects = [
+        expect(f"the pod's frame enters {node} at its lxc device (cil_from_container), no "
+               "bridge", "hop", origin="injected", device=_starts(f"{node}/lxc"),
+               direction="in"),
+        expect("no DNAT on the way: the socket LB addressed the packet to the backend in "
+               "the pod", "dnat", origin="injected", absent=True),
+        expect(f"cilium_vxlan carries it to {dnode} with the client's identity {ident} as "
+               "the VNI", "encap", origin="injected", node=node, remote=dnode, vni=str(ident)),
+        expect(f"{dnode} takes the identity back from the VNI", "decap", origin="injected",
+               node=dnode, vni=str(ident)),
+        expect(f"{dnode} routes it by the pod's /32 to its lxc device", "route",
+               origin="injected", node=dnode, route=_has("/32 dev lxc")),
+        expect(f"the answer reaches {src} from the backend's own address (no un-DNAT)",
+               "deliver", origin="answer", to=f"pod {src}", source=got.get("destination", "?")),
+        expect("the connection is established", "verdict", reachable="yes"),
+    ]
+    run.exchanges.append(Exchange(
+        f"{src} on {node} connects to the Service {service}; the socket LB picks {backend} "
+        f"on {dnode}", [trace], crafted=scapy_text(pkt), rerun=trace_args(ctx, src, service),
+        expects=expects))
+    return run
+
+
 def _cni_routed(ctx: Ctx, prefix: str, how: str) -> StepRun:
     """The routed CNIs (``kemu/compiler/cni_routed.py``): pod -> Service on another node
     through the pod's routed host veth (``prefix``: eni, azv), no bridge, no encapsulation."""
@@ -782,6 +824,15 @@ STEPS: list[Step] = [
          "kube-dummy-if, so a packet to it is the node's own and IPVS translates it at local "
          "input, not in iptables PREROUTING as kube-proxy does.",
          "examples/cni/kube-router", cni_kube_router, "S-*"),
+    Step("cni-cilium", "CNI Cilium: a pod -> Service packet",
+         "Cilium has no bridge: each pod's veth ends on the node in an lxc device carrying "
+         "eBPF programs (cil_from_container, cil_to_container), and the node's router IP "
+         "sits on cilium_host. In tunnel mode the other nodes' pods are reached over "
+         "cilium_vxlan, and the VXLAN header carries the sender's security identity as its "
+         "VNI, which the receiving node's policy uses. With the kube-proxy replacement the "
+         "socket LB translates a ClusterIP when the pod connects: the packet leaves the pod "
+         "already addressed to a backend, and the answer comes back from it.",
+         "examples/cni/cilium", cni_cilium, "OV-1, S-*"),
     Step("cni-aws-vpc", "CNI AWS VPC CNI: a pod -> Service packet",
          "Pods take secondary addresses of their node's ENIs in the VPC subnet. A pod's "
          "eth0 holds its address as a /32 with a default route via 169.254.1.1, whose "

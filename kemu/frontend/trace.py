@@ -14,6 +14,8 @@ NetworkPolicy (P-1, P-2): a verdict on a new connection is an observation of its
 ingress rule 0``, ``ingress of ns/pod denied (selected by ...; no rule allows FLOW)``), the
 denial naming the flow as the hop saw it; the drop that follows a denial adds nothing and is
 not repeated. A request a policy dropped is ``denied by NetworkPolicy: ...`` in ``verdict()``.
+Cilium (``spec.cni: cilium``): each hop at a device with an eBPF program attached is an
+observation of component ``eBPF`` naming the program (``cil_from_container at lxc...``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 from kemu.dataplane import codes as C
 from kemu.dataplane.describe import (
+    bpf_program,
     denial_text,
     drop_text,
     event_text,
@@ -45,6 +48,7 @@ _COMPONENT = {
     C.EV_NODE_INPUT: "Forwarding", C.EV_L7_REDIRECT: "Policy", C.EV_L7_HTTP: "L7 proxy",
     C.EV_IPVS_DNAT: "LB", C.EV_IPIP_ENCAP: "Overlay", C.EV_IPIP_DECAP: "Overlay",
     C.EV_EBT_SNAT: "NAT", C.EV_EBT_DNAT: "NAT",
+    C.EV_SOCK_LB: "LB",
 }
 _QUIET = {C.EV_TTL, C.EV_FIXL2, C.EV_BR_LOCAL, C.EV_NODE_INPUT}
 _POLICY = (C.EV_POLICY_ALLOW, C.EV_POLICY_DENY)
@@ -288,8 +292,11 @@ class Trace:
     def observations(self, packet: int = 0) -> list[Observation]:
         t = self.tables
         obs: list[Observation] = []
-        for iface, _d, data, events in self.packets[packet].hops:
+        for iface, d, data, events in self.packets[packet].hops:
             node = _node_of(t, iface)
+            # Cilium: the eBPF program at this hop, after the hop's events (the decisions
+            # that led to the device: forwarding to it, a decapsulation, a route)
+            prog = bpf_program(t, iface, d)
             for (kind, a, b, c), text in hop_decisions(t, data, events):
                 if kind in _QUIET:
                     continue
@@ -324,6 +331,10 @@ class Trace:
                         for x in obs):
                     continue  # a flood's copies repeat the decisions made before the flood
                 obs.append(o)
+            if prog:
+                obs.append(Observation(node, "eBPF", "Forwarded",
+                                       f"{prog} at {t.if_kernel_name[iface]}",
+                                       t.if_name[iface]))
         return obs
 
     # ------------------------------------------------------------ renderings
@@ -358,8 +369,9 @@ class Trace:
             lines.append(f"{p.origin}: => {self.outcome(n)}")
             for iface, d, data, events in p.hops:
                 arrow = "->" if d == C.DIR_OUT else "<-"
-                text = "; ".join(w for e, w in hop_decisions(t, data, events)
-                                 if e[0] != C.EV_TTL)
+                prog = [bpf_program(t, iface, d)] if bpf_program(t, iface, d) else []
+                words = [w for e, w in hop_decisions(t, data, events) if e[0] != C.EV_TTL]
+                text = "; ".join(words + prog)
                 lines.append(f"  {arrow} {t.if_name[iface]:<32} {_summary(data)}"
                              + (f"  [{text}]" if text else ""))
         return "\n".join(lines) + "\n"

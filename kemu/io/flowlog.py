@@ -34,7 +34,10 @@ pods not isolated) are unchanged.
 Endpoints: a pod is its namespace, labels, name and workload; a node's address is
 ``reserved:host``, other addresses ``reserved:unmanaged`` inside the cluster CIDR and
 ``reserved:world`` outside. Cluster-scoped objects (nodes, ``reserved:*`` identities) have no
-``namespace``. A Service's ClusterIP is no endpoint: a record names the Service instead
+``namespace``. In Cilium mode (``spec.cni: cilium``) every endpoint also carries Hubble's
+numeric ``identity``: a pod's security identity (256 + its identity index, as the VXLAN VNI
+carries it), 1 for ``reserved:host``, 2 ``reserved:world``, 3 ``reserved:unmanaged``.
+A Service's ClusterIP is no endpoint: a record names the Service instead
 (``{"name":..., "namespace":...}``), ``destination_service`` for a request (the frame's
 service DNAT, else a ClusterIP destination: a REJECTed one) and ``source_service`` for a reply
 (its un-DNAT, else a ClusterIP source), and has no ``source``/``destination`` endpoint for that
@@ -122,6 +125,20 @@ def _civil(days: int) -> tuple[int, int, int]:
     return yoe + era * 400 + (m <= 2), m, d
 
 
+CILIUM_ID_UNMANAGED = 3  # reserved:unmanaged (pkg/identity/numericidentity.go)
+
+
+def _identities(t: Tables) -> list[int] | None:
+    """Cilium mode: the security identity of each interface's address (``Tables.if_vni``,
+    ``kemu/compiler/cilium.py``), as Hubble's ``identity``; None in other modes."""
+    return [int(x) for x in t.if_vni] if len(t.if_vni) else None
+
+
+def _reserved(ident: list[int] | None, number: int, label: str) -> dict:
+    """A reserved endpoint: its label, and its number in Cilium mode."""
+    return {"labels": [label]} if ident is None else {"identity": number, "labels": [label]}
+
+
 class Pieces:
     """The fixed parts of records, as JSON text made once, by id: one growing byte buffer
     (``arrays()`` for the compiled encoder, ``items`` for the pure one) and the tables that
@@ -175,9 +192,13 @@ class Pieces:
         # addresses of their own: pods first, then node addresses (Tables.owner_of), then
         # Services' ClusterIPs (no endpoint: their Service)
         own: dict[int, tuple[int, int]] = {}
+        ident = _identities(t)  # Cilium mode: Hubble's numeric identities
         for ip, info in endpoints.items():
-            own[int(ip)] = (self.add_endpoint(_json(info.to_dict())), -1)
-        host = self.add_endpoint(_json({"labels": ["reserved:host"]}))
+            d = info.to_dict()
+            if ident is not None and t.owner_of(int(ip)) >= 0:
+                d = {"identity": ident[t.owner_of(int(ip))], **d}
+            own[int(ip)] = (self.add_endpoint(_json(d)), -1)
+        host = self.add_endpoint(_json(_reserved(ident, C.CILIUM_ID_HOST, "reserved:host")))
         for ip, i in zip(t.own_ip.tolist(), t.own_if.tolist(), strict=True):
             if int(kinds[i]) in (C.IF_NODE_ETH, C.IF_BRIDGE):
                 own.setdefault(int(ip), (host, -1))
@@ -189,8 +210,10 @@ class Pieces:
         self.ep_piece = np.array([own[ip][0] for ip in order], np.int32)
         self.ep_svc = np.array([own[ip][1] for ip in order], np.int32)
         self.cnet, self.cmask = (int(v) for v in t.cluster_cidr)
-        self.unmanaged = self.add_endpoint(_json({"labels": ["reserved:unmanaged"]}))
-        self.world = self.add_endpoint(_json({"labels": ["reserved:world"]}))
+        self.unmanaged = self.add_endpoint(_json(_reserved(ident, CILIUM_ID_UNMANAGED,
+                                                           "reserved:unmanaged")))
+        self.world = self.add_endpoint(_json(_reserved(ident, C.CILIUM_ID_WORLD,
+                                                       "reserved:world")))
 
     def add(self, text: bytes) -> int:
         """A new piece (a drop reason, an interface, a node); its id."""

@@ -2,9 +2,10 @@
 
 Owns ``Inject``: ``_fix_l2`` (rewrite the Ethernet addresses as the sending host's own
 stack would have set them: its MAC, the on-link owner's or the gateway's, multicast and
-broadcast mapped), its helpers ``_node_net`` and ``_pod_cidr_mask``, and
+broadcast mapped), its helpers ``_node_net`` and ``_pod_cidr_mask``,
 ``_pod_local_route`` (M-4: a pod's packets to its own IP or 127/8 stay in the pod, on
-``lo``).
+``lo``) and ``_sock_connect`` (Cilium's socket LB: a ClusterIP translated in the pod's
+socket layer, before the packet leaves it).
 
 Compiled twin: ``kemu/fastpath/inject.pxi``.
 SEMANTICS ids: M-4.
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 from kemu.dataplane import codes as C
 from kemu.dataplane.packet import BROADCAST, ETH_ARP, ETH_IP
+from kemu.dataplane.reference.nat import Nat
 from kemu.dataplane.reference.record import Record
 from kemu.dataplane.reference.state import Item
-from kemu.dataplane.reference.util import put48, u16, u32
+from kemu.dataplane.reference.util import flow_hash, put48, u16, u32
 
 
-class Inject(Record):
+class Inject(Nat, Record):
     """What the sending host's stack does to an injected frame."""
 
     def _fix_l2(self, it: Item, iface: int) -> None:
@@ -107,3 +109,42 @@ class Inject(Record):
                 put48(d, 6, 0)
                 it.a = lo
                 self._ev(it, C.EV_LOCAL_ROUTE, iface)
+
+    def _sock_connect(self, it: Item, iface: int) -> None:
+        """Cilium's socket LB (bpf/bpf_sock.c ``cil_sock4_connect``, ``cil_sock4_sendmsg``;
+        Documentation/network/kubernetes/kubeproxy-free.rst): a pod's TCP/UDP packet to a
+        ClusterIP is addressed to a backend at connect (TCP) or sendmsg (UDP) time, so it
+        leaves the pod already translated: no DNAT on the wire, no conntrack entry of the
+        Service. The backend: one of the usable ones (local ones under internalTrafficPolicy
+        Local), by a seeded hash of the socket's 4-tuple (of the client address with
+        ClientIP affinity): every packet of the socket takes the same one. No usable
+        backend: the packet is left alone (kube-proxy's rules reject it)."""
+        d = it.data
+        if len(d) < 34 or u16(d, 12) != ETH_IP or (d[14] & 0xF) < 5 or u16(d, 20) & 0x3FFF:
+            return
+        proto = d[23]
+        if proto not in (C.PROTO_TCP, C.PROTO_UDP):
+            return
+        l4 = 14 + (d[14] & 0xF) * 4
+        if len(d) < l4 + 4:
+            return
+        t = self.t
+        dip, dport = u32(d, 30), u16(d, l4 + 2)
+        fe = self.fe.get((dip, proto, dport))
+        if fe is None or int(t.fe_kind[fe]) != C.FE_CLUSTER_IP:
+            return
+        sp = int(t.fe_sp[fe])
+        flags = int(t.sp_flags[sp])
+        start, count = int(t.sp_be_start[sp]), int(t.sp_be_count[sp])
+        node = self.if_node[iface]
+        cands = [b for b in range(start, start + count)
+                 if (int(t.be_node[b]) == node if flags & C.SP_ITP_LOCAL else
+                     not int(t.be_flags[b]) & C.BE_LOCAL_FALLBACK)]
+        if not cands:
+            return
+        sport = 0 if flags & C.SP_AFFINITY else u16(d, l4)
+        be = cands[flow_hash(self.seed, node, proto, u32(d, 26), sport, dip, dport)
+                   % len(cands)]
+        self._set_dst(d, int(t.be_ip[be]), int(t.be_port[be]), proto, l4)
+        self._changed(it)
+        self._ev(it, C.EV_SOCK_LB, fe, be, node)

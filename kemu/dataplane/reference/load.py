@@ -52,7 +52,7 @@ class Load(State):
         self.local_ips = {}
         for i in range(t.n_ifaces):
             k = int(t.if_kind[i])
-            if k in (C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP):
+            if k in (C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP, C.IF_CILIUM_HOST):
                 self.local_ips[(int(t.if_node[i]), int(t.if_ip[i]))] = i
         self.if_kind = [int(x) for x in t.if_kind]
         self.if_mac = [int(x) for x in t.if_mac]
@@ -65,6 +65,8 @@ class Load(State):
         self.pol = PolicyMaps(t) if t.pol_name else None  # NetworkPolicy (policy.py)
         n = t.n_nodes  # kube-router's IPIP devices: (node, peer) -> tun-<hash>
         self.tun_if = {(k // n, k % n): int(v) for k, v in enumerate(t.tun_if) if v >= 0}
+        # Cilium: the VXLAN VNI (security identity) of a source per interface; []: VNI 1
+        self.if_vni = [int(x) for x in t.if_vni]
         self.ipvs_rr = {}  # IPVS services are synced anew: schedulers start over
         # routed CNIs: a pod route's device on its owner (-1: the bridge), and the routes a
         # non-owner reaches over the node network, connected (a pod /32 inside it)
@@ -77,6 +79,13 @@ class Load(State):
             if self.rt_dev[r] >= 0 and int(t.rt_kind[r]) == C.RT_POD_CIDR and net is not None
             and int(t.rt_len[r]) >= net[1]
             and (int(t.rt_prefix[r]) & ((0xFFFFFFFF << (32 - net[1])) & 0xFFFFFFFF)) == net[0]}
+        # Cilium's tunnel mode (VXLAN with routed devices): a pod route of another node
+        # goes to that node's VTEP address (its router IP)
+        self.rt_tun_nh = {
+            r: self.if_ip[int(t.node_vtep_if[int(t.rt_node[r])])] for r in range(n_rt)
+            if t.vxlan and len(t.rt_dev) and int(t.rt_kind[r]) == C.RT_POD_CIDR
+            and 0 <= int(t.rt_node[r]) < t.n_nodes
+            and int(t.node_vtep_if[int(t.rt_node[r])]) >= 0}
         self.proxy_arp = ([bool(x) for x in t.if_proxy_arp] if len(t.if_proxy_arp)
                           else [False] * t.n_ifaces)
         if old is not None and old is not tables:

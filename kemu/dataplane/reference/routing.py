@@ -230,8 +230,8 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
                 return tun, 0
             if r in self.rt_connected:  # a routed pod in the node network: connected
                 return int(t.node_eth_if[node]), 0
-            if t.vxlan:
-                return int(t.node_vtep_if[node]), int(t.rt_prefix[r])
+            if t.vxlan:  # flannel: the CIDR's .0; Cilium: the owner's VTEP
+                return int(t.node_vtep_if[node]), self.rt_tun_nh.get(r, int(t.rt_prefix[r]))
             return int(t.node_eth_if[node]), int(t.node_ip[owner])
         if kind == C.RT_NODE_NET:
             return int(t.node_eth_if[node]), 0

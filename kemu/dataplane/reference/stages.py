@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 #   IF_VETH_HOST  _veth_xmit (veth)                  _node_rcv (routing): a routed veth
 #   IF_UPLINK     _uplink_xmit (bridge): onto the    _uplink_rcv (bridge): ebtables DNAT,
 #                 node network's segment             into its bridge
+#   IF_CILIUM_HOST _veth_xmit (veth)                 _node_rcv (routing): cilium_host/_net
 TX: dict[int, Device] = {
     C.IF_POD_ETH: Veth._veth_xmit,
     C.IF_VETH: Veth._veth_xmit,
@@ -75,6 +76,7 @@ TX: dict[int, Device] = {
     C.IF_IPIP: Tunnel._ipip_xmit,
     C.IF_VETH_HOST: Veth._veth_xmit,
     C.IF_UPLINK: Bridge._uplink_xmit,
+    C.IF_CILIUM_HOST: Veth._veth_xmit,
 }
 RX: dict[int, Device] = {
     C.IF_POD_ETH: Host._host_rcv,
@@ -88,6 +90,7 @@ RX: dict[int, Device] = {
     C.IF_IPIP: Routing._node_rcv,
     C.IF_VETH_HOST: Routing._node_rcv,
     C.IF_UPLINK: Bridge._uplink_rcv,
+    C.IF_CILIUM_HOST: Routing._node_rcv,
 }
 # The kinds whose receive takes a frame for any destination MAC: a bridge port and lo. Every
 # other kind is an Ethernet device that drops frames for another host before its receive.
@@ -112,6 +115,8 @@ class Stages(Veth, Bridge, Gateway, Host, Routing, Tunnel, Inject, Record):
             if mode == C.INJ_TX_FIXL2:
                 self._fix_l2(first, iface)
             self._pod_local_route(first, iface)
+            if self.t.sock_lb and first.a == iface and self.if_kind[iface] == C.IF_POD_ETH:
+                self._sock_connect(first, iface)  # Cilium's socket LB (inject.py)
         stack = [first]
         while stack:
             it = stack.pop()

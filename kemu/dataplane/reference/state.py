@@ -116,6 +116,8 @@ class State:
     if_bridge: list[int]
     if_hairpin: list[int]
     if_mtu: list[int]
+    rt_tun_nh: dict[int, int]                        # Cilium: pod /32 -> its node's VTEP
+    if_vni: list[int]                                # Cilium's VNI per source ([]: 1)
     # the frame being run (Stages._frame)
     now: int                                         # its timestamp (ns)
     res: Results

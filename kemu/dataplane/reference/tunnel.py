@@ -1,4 +1,5 @@
-"""Overlays: flannel's VXLAN device flannel.1 (VNI 1, UDP 8472); kube-router's IP-in-IP.
+"""Overlays: flannel's VXLAN device flannel.1 (VNI 1, UDP 8472), Cilium's cilium_vxlan (the
+source's security identity as the VNI, ``Tables.if_vni``); kube-router's IP-in-IP.
 
 Owns ``Tunnel``: ``_vxlan_xmit`` (flannel.1 transmits) and ``_vxlan_encap`` (wrap the frame
 in Ether/IPv4/UDP/VXLAN towards the VTEP owning the inner destination MAC, flannel's static
@@ -48,6 +49,10 @@ class Tunnel(Record, Parse):
         h = flow_hash(0, 0, proto, u32(d, 26) if len(d) >= 34 else 0, sport,
                       u32(d, 30) if len(d) >= 34 else 0, dport)
         src_port = 32768 + (h % 28232)  # the kernel's default local port range
+        vni = C.VXLAN_VNI
+        if self.if_vni:  # Cilium: the source's security identity (Tables.if_vni)
+            owner = t.owner_of(u32(d, 26)) if len(d) >= 34 else -1
+            vni = self.if_vni[owner] if owner >= 0 else C.CILIUM_ID_WORLD
         outer = bytearray(50) + bytearray(inner)
         put16(outer, 12, ETH_IP)
         tot = 20 + 8 + 8 + len(inner)
@@ -62,10 +67,10 @@ class Tunnel(Record, Parse):
         put16(outer, 36, C.VXLAN_PORT)
         put16(outer, 38, 8 + 8 + len(inner))
         outer[42] = 0x08
-        outer[46:49] = C.VXLAN_VNI.to_bytes(3, "big")
+        outer[46:49] = (vni & 0xFFFFFF).to_bytes(3, "big")
         it.data = outer
         self._changed(it)
-        self._ev(it, C.EV_ENCAP, remote, C.VXLAN_VNI)
+        self._ev(it, C.EV_ENCAP, remote, vni)
         it.ctx = Ctx()
         it.stage, it.a = S_LOCAL_OUT, node
         return True
@@ -78,10 +83,11 @@ class Tunnel(Record, Parse):
 
     def _vxlan_decap(self, it: Item, node: int, l4: int, stack: list[Item]) -> None:
         d = it.data
+        vni = u32(d, l4 + 12) >> 8  # the header's VNI (Cilium: the source's identity)
         inner = bytearray(d[l4 + 16:])
         it.data = inner
         self._changed(it)
-        self._ev(it, C.EV_DECAP, node, C.VXLAN_VNI)
+        self._ev(it, C.EV_DECAP, node, vni)
         it.ctx = Ctx()
         it.stage, it.a = S_RX, int(self.t.node_vtep_if[node])
         stack.append(it)
