@@ -83,6 +83,44 @@ def backend_text(t: Tables, be: int) -> str:
     return f"{ip_str(t.be_ip[be])}:{int(t.be_port[be])}" if be >= 0 else "?"
 
 
+# Antrea's tunnel types on the wire (ovs room)
+OVS_TUNNEL_WORDS = {C.ANTREA_GENEVE: f"Geneve VNI 0 (UDP {C.GENEVE_PORT})",
+                    C.ANTREA_VXLAN: f"VXLAN VNI 0 (UDP {C.ANTREA_VXLAN_PORT})",
+                    C.ANTREA_GRE: "GRE (proto 47, 0x6558)"}
+_OVS_FROM = {C.OVS_FROM_POD: "FromPodRegMark", C.OVS_FROM_GATEWAY: "FromGatewayRegMark",
+             C.OVS_FROM_TUNNEL: "FromTunnelRegMark"}
+
+
+def ovs_table_text(t: Tables, table: int, b: int, c: int) -> str:
+    """An OVS table's decision (``EV_OVS_TABLE``) in the words of Antrea's pipeline."""
+    name = C.OVS_T_NAMES.get(table, f"table {table}")
+    if table == C.OVS_T_CLASSIFIER:
+        return f"{name}: in_port {t.if_kernel_name[c]} ({_OVS_FROM.get(b, b)})"
+    if table == C.OVS_T_SPOOFGUARD:
+        return f"{name}: in_port {t.if_kernel_name[b]}, the pod's own MAC and IP"
+    if table == C.OVS_T_ENDPOINT_DNAT:
+        return "ServiceLB/EndpointDNAT: AntreaProxy, a new Service connection (ct zone 65520)"
+    if table == C.OVS_T_L3_FORWARDING:
+        if b == C.OVS_L3_TUNNEL:
+            return (f"{name}: remote pod CIDR of {t.node_name[c]}: eth_src antrea-gw0, "
+                    f"eth_dst aa:bb:cc:dd:ee:ff, tun_dst {ip_str(t.node_ip[c])}")
+        if b == C.OVS_L3_LOCAL_POD:
+            pod = int(t.if_peer[c])
+            return (f"{name}: local pod {owner_text(t, pod)}: eth_src antrea-gw0, eth_dst "
+                    f"{mac_str(int(t.if_mac[pod]))}")
+        if b == C.OVS_L3_L2:
+            return f"{name}: local pod, not routed (NotRewriteMACRegMark)"
+        return f"{name}: to antrea-gw0 (ToGatewayRegMark" + (
+            ", eth_dst antrea-gw0)" if c else ")")
+    if table == C.OVS_T_L3_DEC_TTL:
+        return f"{name}: ttl {b}"
+    if table in (C.OVS_T_L2_FORWARDING, C.OVS_T_OUTPUT, C.OVS_T_ARP):
+        how = "ARP, normal action" if table == C.OVS_T_ARP else (
+            "eth_dst" if table == C.OVS_T_L2_FORWARDING else "out")
+        return f"{name}: {how} -> port {t.if_kernel_name[b]}"
+    return name
+
+
 def drop_text(reason: int) -> str:
     return C.DROP_NAMES.get(reason, (f"reason {reason}", ""))[0]
 
@@ -113,6 +151,13 @@ def event_text(t: Tables, kind: int, a: int, b: int, c: int) -> str:
                 f"({ip_str(t.node_ip[a])}, proto 4)")
     if kind == C.EV_IPIP_DECAP:
         return f"IPIP decap (ipip_rcv) -> {t.if_kernel_name[b]}"
+    if kind == C.EV_OVS_TABLE:
+        return ovs_table_text(t, a, b, c)
+    if kind in (C.EV_OVS_ENCAP, C.EV_OVS_DECAP):
+        tun = OVS_TUNNEL_WORDS.get(b, f"tunnel {b}")
+        if kind == C.EV_OVS_DECAP:
+            return f"{tun} decap -> antrea-tun0"
+        return f"{tun} encap on antrea-tun0 -> {t.node_name[a]} ({ip_str(t.node_ip[a])})"
     if kind == C.EV_CT_REUSE:
         return f"conntrack: established, DNAT -> {backend_text(t, b)} {_svc(t, a)}"
     if kind == C.EV_UNDNAT:

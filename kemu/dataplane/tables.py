@@ -210,6 +210,10 @@ class Tables:
     # proxy ARP per interface (``net.ipv4.conf.<dev>.proxy_arp``): the node answers ARP on
     # the interface for an address it routes out of another device; empty: none
     if_proxy_arp: np.ndarray = field(default_factory=_u8)
+    # Antrea (kemu/compiler/antrea.py): 0 not Antrea, else codes.ANTREA_GENEVE / _VXLAN /
+    # _GRE (encap mode: node_vtep_if is each node's antrea-tun0) or ANTREA_NOENCAP; the
+    # nodes' node_br_if is antrea-gw0 (IF_OVS_GW), their pods' host veths OVS ports
+    ovs_tunnel: int = 0
 
     @property
     def n_ifaces(self) -> int:

@@ -55,6 +55,10 @@ cdef inline int go_local_out(DP* dp, Item* it) noexcept nogil:
 #   IF_VTEP       vxlan_xmit (tunnel)               node_rcv (routing)
 #   IF_IPIP       ipip_xmit (tunnel)                node_rcv (routing): no link header
 #   IF_VETH_HOST  veth_xmit (veth)                  node_rcv (routing): a routed veth
+#   IF_OVS_PORT   ovs_port_xmit (ovs): the pod's    ovs_in (ovs): into br-int's pipeline
+#   IF_OVS_GW     ovs_in (ovs): the host sends      node_rcv (routing): OVS output to
+#                 into br-int                       the host
+#   IF_OVS_TUN    ovs_tun_xmit (ovs): encapsulate   ovs_in (ovs): decapsulated
 cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     cdef int i = it.a
     cdef IfInfo* f = &dp.ifs[i]
@@ -73,6 +77,12 @@ cdef int st_tx(DP* dp, Item* it) noexcept nogil:
         return vxlan_xmit(dp, it, i)
     elif kind == IF_IPIP:
         return ipip_xmit(dp, it, i)
+    elif kind == IF_OVS_PORT:
+        return ovs_port_xmit(dp, it, i, f)
+    elif kind == IF_OVS_GW:
+        return ovs_in(dp, it, i)
+    elif kind == IF_OVS_TUN:
+        return ovs_tun_xmit(dp, it, i)
     return go_tx(dp, it)  # no such device kind: the copy loops to the hop limit
 
 
@@ -87,6 +97,8 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
         return port_rcv(dp, it, i, f)
     if kind == IF_POD_LO:
         return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
+    if kind == IF_OVS_PORT or kind == IF_OVS_TUN:  # br-int takes any MAC: its flows decide
+        return ovs_in(dp, it, i)
     # every other kind is an Ethernet device that drops frames for another host
     if it.len < 14:
         return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
@@ -95,7 +107,8 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
     dmac = rd48(DATA(it), 0)
     if dmac != <uint64_t>f.mac and not is_mcast(dmac):
         return end(dp, it, OUT_DROPPED, DROP_OTHERHOST, i, 0, False)
-    if kind == IF_NODE_ETH or kind == IF_BRIDGE or kind == IF_VTEP or kind == IF_VETH_HOST:
+    if (kind == IF_NODE_ETH or kind == IF_BRIDGE or kind == IF_VTEP or kind == IF_VETH_HOST
+            or kind == IF_OVS_GW):
         return node_rcv(dp, it)
     if kind == IF_GW_ETH:
         return gw_rcv(dp, it, i, f)

@@ -44,6 +44,15 @@ _COMPONENT = {
     C.EV_DECAP: "Overlay", C.EV_LOCAL_ROUTE: "Routing", C.EV_NEIGH_MISS: "Routing",
     C.EV_NODE_INPUT: "Forwarding", C.EV_L7_REDIRECT: "Policy", C.EV_L7_HTTP: "L7 proxy",
     C.EV_IPVS_DNAT: "LB", C.EV_IPIP_ENCAP: "Overlay", C.EV_IPIP_DECAP: "Overlay",
+    C.EV_OVS_ENCAP: "Overlay", C.EV_OVS_DECAP: "Overlay",
+}
+# Antrea's OVS tables as Traceflow's observations name their component (componentInfo: the
+# table, first in the detail)
+_OVS_COMPONENT = {
+    C.OVS_T_CLASSIFIER: "Classifier", C.OVS_T_SPOOFGUARD: "SpoofGuard",
+    C.OVS_T_ARP: "Forwarding", C.OVS_T_ENDPOINT_DNAT: "LB", C.OVS_T_L3_FORWARDING: "Routing",
+    C.OVS_T_L3_DEC_TTL: "Routing", C.OVS_T_L2_FORWARDING: "Forwarding",
+    C.OVS_T_OUTPUT: "Forwarding",
 }
 _QUIET = {C.EV_TTL, C.EV_FIXL2, C.EV_BR_LOCAL, C.EV_NODE_INPUT}
 _POLICY = (C.EV_POLICY_ALLOW, C.EV_POLICY_DENY)
@@ -289,6 +298,8 @@ class Trace:
                     continue
                 action = "Forwarded"
                 comp = _COMPONENT.get(kind, "Forwarding")
+                if kind == C.EV_OVS_TABLE:
+                    comp = _OVS_COMPONENT.get(a, "Forwarding")
                 if kind in _POLICY:
                     comp = "Policy"
                     action = "Denied" if kind == C.EV_POLICY_DENY else "Allowed"

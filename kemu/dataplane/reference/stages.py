@@ -20,6 +20,7 @@ from kemu.dataplane.reference.bridge import Bridge
 from kemu.dataplane.reference.gateway import Gateway
 from kemu.dataplane.reference.host import Host
 from kemu.dataplane.reference.inject import Inject
+from kemu.dataplane.reference.ovs import Ovs
 from kemu.dataplane.reference.record import Record
 from kemu.dataplane.reference.routing import Routing
 from kemu.dataplane.reference.state import (
@@ -61,6 +62,10 @@ if TYPE_CHECKING:
 #   IF_VTEP       _vxlan_xmit (tunnel)               _node_rcv (routing)
 #   IF_IPIP       _ipip_xmit (tunnel)                _node_rcv (routing): no link header
 #   IF_VETH_HOST  _veth_xmit (veth)                  _node_rcv (routing): a routed veth
+#   IF_OVS_PORT   _ovs_port_xmit (ovs): the pod's    _ovs_port_rcv (ovs): br-int's pipeline
+#   IF_OVS_GW     _ovs_gw_xmit (ovs): the host       _node_rcv (routing): OVS output to
+#                 sends into br-int                  the host
+#   IF_OVS_TUN    _ovs_tun_xmit (ovs): encapsulate   _ovs_port_rcv (ovs): decapsulated
 TX: dict[int, Device] = {
     C.IF_POD_ETH: Veth._veth_xmit,
     C.IF_VETH: Veth._veth_xmit,
@@ -72,6 +77,9 @@ TX: dict[int, Device] = {
     C.IF_VTEP: Tunnel._vxlan_xmit,
     C.IF_IPIP: Tunnel._ipip_xmit,
     C.IF_VETH_HOST: Veth._veth_xmit,
+    C.IF_OVS_PORT: Ovs._ovs_port_xmit,
+    C.IF_OVS_GW: Ovs._ovs_gw_xmit,
+    C.IF_OVS_TUN: Ovs._ovs_tun_xmit,
 }
 RX: dict[int, Device] = {
     C.IF_POD_ETH: Host._host_rcv,
@@ -84,16 +92,19 @@ RX: dict[int, Device] = {
     C.IF_VTEP: Routing._node_rcv,
     C.IF_IPIP: Routing._node_rcv,
     C.IF_VETH_HOST: Routing._node_rcv,
+    C.IF_OVS_PORT: Ovs._ovs_port_rcv,
+    C.IF_OVS_GW: Routing._node_rcv,
+    C.IF_OVS_TUN: Ovs._ovs_port_rcv,
 }
 # The kinds whose receive takes a frame for any destination MAC: a bridge port and lo. Every
 # other kind is an Ethernet device that drops frames for another host before its receive.
-RX_ANY_MAC = frozenset({C.IF_VETH, C.IF_POD_LO})
+RX_ANY_MAC = frozenset({C.IF_VETH, C.IF_POD_LO, C.IF_OVS_PORT, C.IF_OVS_TUN})
 # Devices without a link header (kube-router's IP-in-IP tunnels; kemu keeps an Ethernet header
 # of zeros in front): no destination MAC to check, only the header's length.
 NO_LINK_HEADER = frozenset({C.IF_IPIP})
 
 
-class Stages(Veth, Bridge, Gateway, Host, Routing, Tunnel, Inject, Record):
+class Stages(Veth, Bridge, Gateway, Host, Ovs, Routing, Tunnel, Inject, Record):
     """A frame's run: its copies through the stages."""
 
     def _frame(self, fi: int, data: bytearray, iface: int, mode: int, now: int,
