@@ -187,6 +187,16 @@ cdef int ovs_in(DP* dp, Item* it, int port) noexcept nogil:
     return ovs_output(dp, it, out)
 
 
+cdef inline int ovs_gw_xmit(DP* dp, Item* it, int i) noexcept nogil:
+    """The host sends on antrea-gw0: the frame enters br-int at the gateway port."""
+    return ovs_in(dp, it, i)
+
+
+cdef inline int ovs_port_rcv(DP* dp, Item* it, int i) noexcept nogil:
+    """A frame from a pod's veth or decapsulated at antrea-tun0 enters br-int."""
+    return ovs_in(dp, it, i)
+
+
 cdef int ovs_tun_encap(DP* dp, Item* it, int tun) noexcept nogil:
     """antrea-tun0 transmits: the flow's tun_dst is the node owning the inner destination's
     pod CIDR (L3Forwarding); wrap the frame (Geneve: UDP 6081, VNI 0, protocol 0x6558, no

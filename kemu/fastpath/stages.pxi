@@ -55,10 +55,10 @@ cdef inline int go_local_out(DP* dp, Item* it) noexcept nogil:
 #   IF_VTEP       vxlan_xmit (tunnel)               node_rcv (routing)
 #   IF_IPIP       ipip_xmit (tunnel)                node_rcv (routing): no link header
 #   IF_VETH_HOST  veth_xmit (veth)                  node_rcv (routing): a routed veth
-#   IF_OVS_PORT   ovs_port_xmit (ovs): the pod's    ovs_in (ovs): into br-int's pipeline
-#   IF_OVS_GW     ovs_in (ovs): the host sends      node_rcv (routing): OVS output to
-#                 into br-int                       the host
-#   IF_OVS_TUN    ovs_tun_xmit (ovs): encapsulate   ovs_in (ovs): decapsulated
+#   IF_OVS_PORT   ovs_port_xmit (ovs): the pod's    ovs_port_rcv (ovs): br-int's pipeline
+#   IF_OVS_GW     ovs_gw_xmit (ovs): the host       node_rcv (routing): OVS output to
+#                 sends into br-int                 the host
+#   IF_OVS_TUN    ovs_tun_xmit (ovs): encapsulate   ovs_port_rcv (ovs): decapsulated
 cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     cdef int i = it.a
     cdef IfInfo* f = &dp.ifs[i]
@@ -80,7 +80,7 @@ cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     elif kind == IF_OVS_PORT:
         return ovs_port_xmit(dp, it, i, f)
     elif kind == IF_OVS_GW:
-        return ovs_in(dp, it, i)
+        return ovs_gw_xmit(dp, it, i)
     elif kind == IF_OVS_TUN:
         return ovs_tun_xmit(dp, it, i)
     return go_tx(dp, it)  # no such device kind: the copy loops to the hop limit
@@ -98,7 +98,7 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
     if kind == IF_POD_LO:
         return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
     if kind == IF_OVS_PORT or kind == IF_OVS_TUN:  # br-int takes any MAC: its flows decide
-        return ovs_in(dp, it, i)
+        return ovs_port_rcv(dp, it, i)
     # every other kind is an Ethernet device that drops frames for another host
     if it.len < 14:
         return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
