@@ -73,6 +73,8 @@ def route_text(t: Tables, route: int, nh: int, node: int) -> str:
         dev = t.if_kernel_name[tun]
     elif kind == C.RT_POD_CIDR and t.vxlan:
         dev = "flannel.1"
+    elif kind == C.RT_POD_CIDR and 0 < t.ovs_tunnel < C.ANTREA_NOENCAP:
+        return f"route {prefix} via {ip_str(nh)} dev antrea-gw0 onlink"  # Antrea encap
     else:
         dev = "eth0"
     via = f" via {ip_str(nh)}" if nh else ""
