@@ -280,3 +280,32 @@ def test_pcapng_has_the_ovs_ports(backend: str, tmp_path: Path) -> None:
     assert b"L3Forwarding" in raw and b"Geneve" in raw
     pkts = list(PcapNgReader(str(tmp_path / "out.pcapng")))
     assert any(GENEVE in p and p[IP].src == "172.18.0.2" for p in pkts)
+
+
+def test_pod_pings_its_gateway_and_the_node_answers(backend: str) -> None:
+    """L3Forwarding's flow for the gateway's address: to antrea-gw0, the host answers."""
+    from scapy.layers.inet import ICMP
+
+    emu = _emu(backend, respond=True)
+    trace = emu.send(IP(dst="10.244.0.1") / ICMP(id=7, seq=1), src="default/client")
+    assert trace.outcome(0) == "DELIVERED", trace.detailed()
+    assert trace.answers() and trace.outcome(1) == "DELIVERED", trace.detailed()
+    reply = Ether(trace.answers()[0].hops[-1][2])
+    assert reply[IP].src == "10.244.0.1" and reply[ICMP].type == 0
+
+
+def test_networkpolicy_applies_in_the_pipeline(backend: str) -> None:
+    """kemu's NetworkPolicy enforcement in br-int (EgressRule/IngressRule): a default-deny
+    ingress on web-1 drops the client's SYN at node2's pipeline, cross-node and in OVS."""
+    docs = _docs() + [{
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}}]
+    emu = kemu.load(docs, backend=backend)
+    trace = emu.send(_syn("10.244.1.2", 8080), src="default/client")
+    assert trace.outcome(0) == "DROPPED", trace.detailed()
+    assert trace.drop_reasons(0) == [C.DROP_NAMES[C.DROP_POLICY][0]]
+    drop_if = [i for k, _r, i, _a in trace.packets[0].outcomes if k == C.OUT_DROPPED][0]
+    assert emu.tables.if_name[drop_if] == "node2/antrea-tun0"
+    ok = emu.send(_syn("10.244.0.3", 8080), src="default/client")
+    assert ok.outcome(0) == "DELIVERED"

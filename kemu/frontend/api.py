@@ -93,7 +93,7 @@ class EmulatedCluster:
         owner = t.owner_of(int(target.ip))  # type: ignore[arg-type]
         if owner < 0:
             raise TopologyError(f"no pod, host or node owns {src}")
-        if int(t.if_kind[owner]) in (C.IF_NODE_ETH, C.IF_BRIDGE):
+        if int(t.if_kind[owner]) in (C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_OVS_GW):
             return int(t.node_local_if[int(t.if_node[owner])])
         return owner
 

@@ -182,6 +182,11 @@ class Engine:
             if k == C.IF_VTEP and not self.static_neighbours:
                 neighbours.append((k, int(t.if_node[i]), int(t.if_ip[i]), int(mac[i])))
                 continue
+            if k == C.IF_OVS_GW and 0 < t.ovs_tunnel < C.ANTREA_NOENCAP and \
+                    not self.static_neighbours:  # Antrea: OVS answers for the peers' gateways
+                neighbours.append((k, int(t.if_node[i]), int(t.if_ip[i]),
+                                   C.GLOBAL_VIRTUAL_MAC))
+                continue
             if k == C.IF_POD_ETH:
                 port = int(peer[i])  # the node-side veth, the bridge port
             elif k in (C.IF_NODE_ETH, C.IF_EXT_ETH, C.IF_GW_ETH):
@@ -355,7 +360,7 @@ class Engine:
                         marks = []
                     out.extend((f, iface, C.INJ_TX_FIXL2, "answer", idx) for f in fits)
             elif kind == C.OUT_DELIVERED and ikind in (C.IF_BRIDGE, C.IF_NODE_ETH, C.IF_VTEP,
-                                                       C.IF_VETH_HOST):
+                                                       C.IF_VETH_HOST, C.IF_OVS_GW):
                 out.extend(self._node_arp(data, iface, idx))
                 if self.respond:
                     out.extend(self._node_answer(data, iface, idx))
@@ -572,7 +577,7 @@ class Engine:
         dst = u32(data, 30)
         owner = t.owner_of(dst)
         local = owner >= 0 and int(t.if_node[owner]) == node and int(t.if_kind[owner]) in (
-            C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP)
+            C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP, C.IF_OVS_GW)
         return (icmp_error(data, typ, code, src=dst if local else 0, mtu=mtu),
                 int(t.node_local_if[node]), C.INJ_TX)
 
@@ -658,6 +663,8 @@ def route_dev(t: Tables, node: int, dst: int) -> int:
             return dev if dev >= 0 else int(t.node_br_if[node])
         if len(t.tun_if) and int(t.tun_if[node * t.n_nodes + int(t.rt_node[best])]) >= 0:
             return int(t.tun_if[node * t.n_nodes + int(t.rt_node[best])])  # kube-router IPIP
+        if 0 < t.ovs_tunnel < C.ANTREA_NOENCAP:  # Antrea: onlink via the peer's gateway
+            return int(t.node_br_if[node])
         return int(t.node_vtep_if[node]) if t.vxlan else int(t.node_eth_if[node])
     return int(t.node_eth_if[node])
 

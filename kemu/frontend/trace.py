@@ -243,10 +243,11 @@ class Trace:
         if i < 0:
             return set()
         kind = int(t.if_kind[i])
-        if kind in (C.IF_NODE_LOCAL, C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP):
+        node_kinds = (C.IF_NODE_LOCAL, C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP, C.IF_OVS_GW)
+        if kind in node_kinds:
             node = int(t.if_node[i])  # a node's processes: any of its addresses
             return {k for k in range(t.n_ifaces) if int(t.if_node[k]) == node and int(
-                t.if_kind[k]) in (C.IF_NODE_LOCAL, C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP)}
+                t.if_kind[k]) in node_kinds}
         if kind == C.IF_POD_ETH:  # a pod's answers to itself arrive on its lo (M-4)
             owner = int(t.if_owner[i])
             return {i} | {k for k in range(t.n_ifaces) if int(t.if_kind[k]) == C.IF_POD_LO
