@@ -91,7 +91,6 @@ cdef int ovs_in(DP* dp, Item* it, int port) noexcept nogil:
     cdef uint64_t dmac, gmac = <uint64_t>dp.ifs[g].mac
     cdef int32_t r
     cdef bint routed = False, svc
-    dp.tr_ok = 0  # the pipeline's paths are not held by the flow cache
     if it.len < 14:
         return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, port, 0, False)
     src = (OVS_FROM_POD if kind == IF_OVS_PORT else
@@ -174,10 +173,12 @@ cdef int ovs_in(DP* dp, Item* it, int port) noexcept nogil:
     if routed:  # L3DecTTL (the host's stack decremented it for what comes from antrea-gw0)
         old = rd16(d, 22)
         ttl = old >> 8
-        if ttl <= 1:
+        if ttl <= 1:  # (a TTL the flow cache's key does not hold: not a cached path)
+            dp.tr_ok = 0
             return end(dp, it, OUT_DROPPED, DROP_TTL_EXCEEDED, port, 0, False)
         wr16(d, 22, old - 0x100)
         wr16(d, 24, csum_replace16(rd16(d, 24), old, old - 0x100))
+        dp.tr_k += 1  # a cached path needs the TTL to last (the flow cache)
         changed(it)
         ev(dp, it, EV_OVS_TABLE, OVS_T_L3_DEC_TTL, ttl - 1, 0)
     out = ovs_port_of_mac(dp, node, rd48(d, 0), dip)  # L2ForwardingCalc
@@ -220,6 +221,9 @@ cdef int ovs_tun_encap(DP* dp, Item* it, int tun) noexcept nogil:
     if remote < 0:
         return end(dp, it, OUT_DROPPED, DROP_NO_ROUTE, tun, 0, False)
     hdr = GRE_OVERHEAD if dp.ovs == ANTREA_GRE else GENEVE_OVERHEAD
+    # the outer packet meets the node's MTU: a cached path holds inner packets that fit
+    if <int>dp.tr_mtu > <int>dp.ifs[dp.node_eth_if[node]].mtu - (hdr - 14):
+        dp.tr_mtu = dp.ifs[dp.node_eth_if[node]].mtu - (hdr - 14)
     h = flow_hash(0, 0, proto, sip, sport, dip, dport)
     cdef int src_port = 32768 + <int>(h % 28232)  # udp_flow_src_port: the local port range
     if it.off < hdr:
@@ -263,12 +267,42 @@ cdef int ovs_tun_encap(DP* dp, Item* it, int tun) noexcept nogil:
     return 0
 
 
+cdef inline bint ovs_notrack(const DP* dp, const uint8_t* d, int n, int node) noexcept nogil:
+    """Antrea's raw-table rules (pkg/agent/route/route_linux.go): Geneve and VXLAN packets
+    to (PREROUTING) or from (OUTPUT) a local address are NOTRACK: no conntrack entry."""
+    cdef int l4 = 14 + (d[14] & 0xF) * 4
+    if dp.ovs != ANTREA_GENEVE and dp.ovs != ANTREA_VXLAN:
+        return False
+    if d[23] != PROTO_UDP or n < l4 + 4:
+        return False
+    if rd16(d, l4 + 2) != <uint32_t>(GENEVE_PORT if dp.ovs == ANTREA_GENEVE
+                                       else ANTREA_VXLAN_PORT):
+        return False
+    return local_if_of(dp, node, rd32(d, 30)) >= 0
+
+
+cdef int ovs_tun_out(DP* dp, Item* it, int node) noexcept nogil:
+    """The encapsulated packet leaves through the node's stack (ip_local_out) without
+    conntrack (NOTRACK): the route to the peer, the MTU, POSTROUTING, neighbour output."""
+    cdef uint8_t* d = DATA(it)
+    cdef uint32_t nh
+    cdef int loc = dp.node_local_if[node]
+    cdef int out_if = route_dev(dp, node, rd32(d, 30), &nh)
+    if out_if < 0:
+        return end(dp, it, OUT_DROPPED, route_drop(out_if), loc, 0, False)
+    if too_big(dp, d, out_if):
+        return end(dp, it, OUT_DROPPED, DROP_FRAG_NEEDED, loc, dp.ifs[out_if].mtu, True)
+    return output(dp, it, node, out_if, nh)
+
+
 cdef inline int ovs_tun_xmit(DP* dp, Item* it, int i) noexcept nogil:
-    """antrea-tun0 transmits: encapsulate, then out through the node's own stack."""
-    dp.tr_ok = 0
+    """antrea-tun0 transmits: encapsulate, then out through the node's own stack (GRE is
+    tracked by conntrack there; Geneve and VXLAN are NOTRACK)."""
     if ovs_tun_encap(dp, it, i):
         return 1
-    return go_local_out(dp, it)
+    if dp.ovs == ANTREA_GRE:
+        return go_local_out(dp, it)
+    return ovs_tun_out(dp, it, it.a)
 
 
 cdef inline int ovs_tun_len(const DP* dp, const uint8_t* d, int n, int l4) noexcept nogil:
@@ -298,7 +332,6 @@ cdef inline int ovs_tun_len(const DP* dp, const uint8_t* d, int n, int l4) noexc
 cdef int ovs_tun_rcv(DP* dp, Item* it, int node, int l4, int hl) noexcept nogil:
     """The node's tunnel got a packet: strip the outer headers, and the inner frame enters
     br-int at antrea-tun0 in a fresh context."""
-    dp.tr_ok = 0
     it.off += l4 + hl
     it.len -= l4 + hl
     changed(it)

@@ -234,7 +234,8 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
         return end(dp, it, OUT_DROPPED, bad, i, 0, False)
     if (rd32(d, 26) >> 24) == 127:
         return end(dp, it, OUT_DROPPED, DROP_MARTIAN, i, 0, False)
-    if not (it.ctx.pre_done and it.ctx.node == node):
+    if not (it.ctx.pre_done and it.ctx.node == node) and not (
+            dp.ovs and ovs_notrack(dp, d, n, node)):  # (Antrea's NOTRACK tunnel packets)
         verdict = prerouting(dp, it, node, i)
         if verdict:
             return end(dp, it, OUT_DROPPED, verdict, i, 0, False)

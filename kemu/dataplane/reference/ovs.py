@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from kemu.dataplane import codes as C
 from kemu.dataplane.packet import ETH_ARP, ETH_IP, ETH_IPV6
-from kemu.dataplane.reference.routing import Routing
+from kemu.dataplane.reference.routing import Routing, route_drop
 from kemu.dataplane.reference.state import S_LOCAL_OUT, S_RX, S_TX, Ctx, Item
 from kemu.dataplane.reference.util import (
     csum_replace16,
@@ -251,10 +251,36 @@ class Ovs(Routing):
         it.stage, it.a = S_LOCAL_OUT, node
         return True
 
+    def _ovs_notrack(self, d: bytearray, node: int) -> bool:
+        """Antrea's raw-table rules (pkg/agent/route/route_linux.go): Geneve and VXLAN
+        packets to (PREROUTING) or from (OUTPUT) a local address are NOTRACK."""
+        typ = int(self.t.ovs_tunnel)
+        if typ not in (C.ANTREA_GENEVE, C.ANTREA_VXLAN):
+            return False
+        l4 = 14 + (d[14] & 0xF) * 4
+        if d[23] != C.PROTO_UDP or len(d) < l4 + 4:
+            return False
+        if u16(d, l4 + 2) != (C.GENEVE_PORT if typ == C.ANTREA_GENEVE
+                              else C.ANTREA_VXLAN_PORT):
+            return False
+        return (node, u32(d, 30)) in self.local_ips
+
     def _ovs_tun_xmit(self, it: Item, i: int, stack: list[Item]) -> None:
-        """antrea-tun0 transmits: encapsulate, then out through the node's own stack."""
-        if self._ovs_tun_encap(it, i):
-            stack.append(it)
+        """antrea-tun0 transmits: encapsulate, then out through the node's own stack (GRE
+        is tracked by conntrack there; Geneve and VXLAN are NOTRACK: no conntrack)."""
+        if not self._ovs_tun_encap(it, i):
+            return
+        if int(self.t.ovs_tunnel) == C.ANTREA_GRE:
+            return stack.append(it)
+        node = it.a
+        loc = int(self.t.node_local_if[node])
+        out_if, nh = self._route_dev(node, u32(it.data, 30))
+        if out_if < 0:
+            return self._end(it, C.OUT_DROPPED, route_drop(out_if), loc)
+        if self._too_big(it.data, out_if):
+            return self._end(it, C.OUT_DROPPED, C.DROP_FRAG_NEEDED, loc, self.if_mtu[out_if],
+                             keep=True)
+        self._output(it, node, out_if, nh, stack)
 
     def _ovs_gw_xmit(self, it: Item, i: int, stack: list[Item]) -> None:
         """The host sends on antrea-gw0: the frame enters br-int at the gateway port."""

@@ -39,6 +39,7 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
 
     if TYPE_CHECKING:  # Antrea's tunnel port (ovs.py, a base of Stages)
         def _ovs_tun_len(self, d: bytearray, l4: int) -> int: ...
+        def _ovs_notrack(self, d: bytearray, node: int) -> bool: ...
         def _ovs_tun_rcv(self, it: Item, node: int, l4: int, hl: int,
                          stack: list[Item]) -> None: ...
 
@@ -67,7 +68,8 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
             return self._end(it, C.OUT_DROPPED, bad, i)
         if (u32(d, 26) >> 24) == 127:
             return self._end(it, C.OUT_DROPPED, C.DROP_MARTIAN, i)
-        if not (it.ctx.pre_done and it.ctx.node == node):
+        if not (it.ctx.pre_done and it.ctx.node == node) and not (
+                self.t.ovs_tunnel and self._ovs_notrack(d, node)):  # Antrea's NOTRACK
             verdict = self._prerouting(it, node, i)
             if verdict:
                 return self._end(it, C.OUT_DROPPED, verdict, i)
