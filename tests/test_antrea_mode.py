@@ -309,3 +309,45 @@ def test_networkpolicy_applies_in_the_pipeline(backend: str) -> None:
     assert emu.tables.if_name[drop_if] == "node2/antrea-tun0"
     ok = emu.send(_syn("10.244.0.3", 8080), src="default/client")
     assert ok.outcome(0) == "DELIVERED"
+
+
+def _with_services() -> list[dict]:
+    return _docs() + [
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "empty", "namespace": "default"},
+         "spec": {"selector": {"app": "none"}, "ports": [{"port": 80, "targetPort": 8080}]}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "loc", "namespace": "default"},
+         "spec": {"selector": {"app": "local"}, "ports": [{"port": 80, "targetPort": 8080}]}}]
+
+
+def test_service_without_endpoints_is_rejected(backend: str) -> None:
+    emu = kemu.load(_with_services(), backend=backend, respond=True)
+    ip = str(emu.model.service("default", "empty").cluster_ip)
+    trace = emu.send(_syn(ip, 80), src="default/client")
+    assert trace.drop_reasons(0) == [C.DROP_NAMES[C.DROP_REJECT_NO_ENDPOINTS][0]]
+    assert [p.origin for p in trace.packets] == ["injected", "icmp-error"]
+
+
+def test_same_node_service_and_the_unmodelled_hairpin(backend: str) -> None:
+    """A Service whose endpoint is on the client's node: DNAT in OVS, MACs rewritten
+    (RewriteMACRegMark), TTL 63; a pod reaching itself through its Service needs AntreaProxy's
+    hairpin SNAT, which kemu does not model: no flow, dropped (docs/CNI.md)."""
+    emu = kemu.load(_with_services(), backend=backend, respond=True)
+    ip = str(emu.model.service("default", "loc").cluster_ip)
+    trace = emu.send(_syn(ip, 80), src="default/client")
+    got = delivered_frame(trace)
+    assert (got.dst, got.ttl) == ("10.244.0.3", 63) and trace.verdict().reachable
+    assert not _wire(emu, trace, "node1/eth0")
+    hairpin = emu.send(_syn(ip, 80), src="default/local")
+    assert hairpin.drop_reasons(0) == [C.DROP_NAMES[C.DROP_OVS_NO_FLOW][0]]
+
+
+def test_egress_is_masqueraded_to_the_node(backend: str) -> None:
+    """ANTREA-POSTROUTING: pod traffic leaving the pod CIDR through eth0 takes the node's
+    address; the answer comes back to the pod through antrea-gw0."""
+    emu = _emu(backend, respond=True)
+    trace = emu.send(_syn("172.18.0.100", 80), src="default/client")
+    assert delivered_frame(trace).src == "172.18.0.2"
+    assert trace.outcome(1) == "DELIVERED"
+    assert _wire(emu, trace, "node1/antrea-gw0")
