@@ -97,8 +97,8 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
         return port_rcv(dp, it, i, f)
     if kind == IF_POD_LO:
         return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
-    if kind == IF_OVS_PORT or kind == IF_OVS_TUN:  # br-int takes any MAC: its flows decide
-        return ovs_port_rcv(dp, it, i)
+    if kind >= IF_OVS_PORT and kind != IF_OVS_GW:  # br-int's ports take any MAC: its flows
+        return ovs_port_rcv(dp, it, i)             # decide (one test for the other kinds)
     # every other kind is an Ethernet device that drops frames for another host
     if it.len < 14:
         return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)

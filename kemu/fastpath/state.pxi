@@ -251,8 +251,9 @@ ctypedef struct DP:
     bint vxlan
     bint ipvs                     # kube-router: Services by IPVS at LOCAL_IN (proxy.pxi)
     int32_t ipvs_sched            # IPVS_RR or IPVS_SH
+    int32_t ovs                   # Antrea: Tables.ovs_tunnel (0: not Antrea; ovs.pxi; in
+                                  # the padding before tun_if: the layout stays)
     const int32_t* tun_if         # [node * n_nodes + peer]: kube-router's IPIP tun-<hash>
-    int32_t ovs                   # Antrea: Tables.ovs_tunnel (0: not Antrea; ovs.pxi)
                                   # device towards peer, -1; NULL: no tunnels (tunnel.pxi)
     bint masq_rf                  # kube-proxy's MASQUERADE --random-fully (S-7)
     bint egress_masq              # flannel ipMasq: pod traffic leaving the cluster (M-5)
