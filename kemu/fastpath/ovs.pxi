@@ -10,7 +10,7 @@
 cdef uint64_t OVS_GVMAC = 0xAABBCCDDEEFFULL  # Antrea's Global Virtual MAC
 
 
-cdef inline int ovs_port_xmit(DP* dp, Item* it, int i, const IfInfo* f) noexcept nogil:
+cdef int ovs_port_xmit(DP* dp, Item* it, int i, const IfInfo* f) noexcept nogil:
     """An OVS port towards a pod: the veth's far end receives it; br-int's own internal
     port (no peer) is down."""
     if f.peer < 0:
@@ -188,12 +188,12 @@ cdef int ovs_in(DP* dp, Item* it, int port) noexcept nogil:
     return ovs_output(dp, it, out)
 
 
-cdef inline int ovs_gw_xmit(DP* dp, Item* it, int i) noexcept nogil:
+cdef int ovs_gw_xmit(DP* dp, Item* it, int i) noexcept nogil:
     """The host sends on antrea-gw0: the frame enters br-int at the gateway port."""
     return ovs_in(dp, it, i)
 
 
-cdef inline int ovs_port_rcv(DP* dp, Item* it, int i) noexcept nogil:
+cdef int ovs_port_rcv(DP* dp, Item* it, int i) noexcept nogil:
     """A frame from a pod's veth or decapsulated at antrea-tun0 enters br-int."""
     return ovs_in(dp, it, i)
 
@@ -295,7 +295,7 @@ cdef int ovs_tun_out(DP* dp, Item* it, int node) noexcept nogil:
     return output(dp, it, node, out_if, nh)
 
 
-cdef inline int ovs_tun_xmit(DP* dp, Item* it, int i) noexcept nogil:
+cdef int ovs_tun_xmit(DP* dp, Item* it, int i) noexcept nogil:
     """antrea-tun0 transmits: encapsulate, then out through the node's own stack (GRE is
     tracked by conntrack there; Geneve and VXLAN are NOTRACK)."""
     if ovs_tun_encap(dp, it, i):
