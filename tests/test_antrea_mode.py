@@ -351,3 +351,13 @@ def test_egress_is_masqueraded_to_the_node(backend: str) -> None:
     assert delivered_frame(trace).src == "172.18.0.2"
     assert trace.outcome(1) == "DELIVERED"
     assert _wire(emu, trace, "node1/antrea-gw0")
+
+
+def test_topology_draws_the_ovs_ports(tmp_path: Path) -> None:
+    """``kemu topology``: each node's antrea-gw0 and its antrea-tun0 (its line to eth0 says
+    Geneve), the pods' OVS ports."""
+    out = tmp_path / "t.svg"
+    subprocess.run([sys.executable, "-m", "kemu", "topology", "-f", str(EXAMPLE), "-o",
+                    str(out)], check=True, capture_output=True, cwd=ROOT)
+    svg = out.read_text()
+    assert "antrea-gw0" in svg and "antrea-tun0" in svg and "Geneve" in svg
