@@ -356,7 +356,7 @@ def test_egress_is_masqueraded_to_the_node(backend: str) -> None:
 def test_topology_draws_the_ovs_ports(tmp_path: Path) -> None:
     """``kemu topology``: each node's antrea-gw0 and its antrea-tun0 (its line to eth0 says
     Geneve), the pods' OVS ports."""
-    out = tmp_path / "t.svg"
+    out = tmp_path / "t.html"
     subprocess.run([sys.executable, "-m", "kemu", "topology", "-f", str(EXAMPLE), "-o",
                     str(out)], check=True, capture_output=True, cwd=ROOT)
     svg = out.read_text()
