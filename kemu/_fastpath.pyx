@@ -59,6 +59,7 @@ include "fastpath/host.pxi"       # end hosts' receive side: pods, external host
 include "fastpath/gateway.pxi"    # the gateway: a router on the node network
 include "fastpath/routing.pxi"    # routes, neighbours, ip_rcv/forward/output, local out
 include "fastpath/frag.pxi"       # IPv4 fragmentation and conntrack's reassembly
+include "fastpath/ovs.pxi"        # Antrea's OVS bridge br-int: pipeline, tunnel port
 include "fastpath/stages.pxi"     # stage dispatch, device-kind registry, run_frame, cold
 include "fastpath/flowcache.pxi"  # flow cache for established flows, prefetching
 

@@ -96,9 +96,14 @@ TARGET_PORTS = [8080, 53, 80]
 CLIENT_PORTS = [1000, 1001, 40000]
 
 
-# flannel's backends, kube-router (issue #18: IPVS, its overlay with IP-in-IP devices) and
-# Cilium (lxc devices, cilium_host, cilium_vxlan with the identity as the VNI, or native)
-MODES = ["host-gw", "vxlan", "kube-router", "kube-router-full", "cilium", "cilium-native"]
+# flannel's backends, kube-router (issue #18: IPVS, its overlay with IP-in-IP devices),
+# Cilium (lxc devices, cilium_host, cilium_vxlan with the identity as the VNI, or native) and
+# Antrea (br-int's pipeline, the ovs room): encap with each tunnel type, noEncap
+MODES = ["host-gw", "vxlan", "kube-router", "kube-router-full", "cilium", "cilium-native",
+         "antrea", "antrea-vxlan", "antrea-gre", "antrea-noEncap"]
+ANTREA_OPTS = {"antrea": {}, "antrea-vxlan": {"tunnelType": "vxlan"},
+               "antrea-gre": {"tunnelType": "gre"},
+               "antrea-noEncap": {"trafficEncapMode": "noEncap"}}
 
 
 def mode_config(name: str, mode: str, **kw) -> ClusterConfig:
@@ -109,6 +114,9 @@ def mode_config(name: str, mode: str, **kw) -> ClusterConfig:
     if mode.startswith("cilium"):
         opts = {"routingMode": "native"} if mode.endswith("-native") else {}
         return ClusterConfig(name=name, mode="host-gw", cni=cni_config("cilium", opts), **kw)
+    if mode.startswith("antrea"):
+        return ClusterConfig(name=name, mode="host-gw",
+                             cni=cni_config("antrea", ANTREA_OPTS[mode]), **kw)
     return ClusterConfig(name=name, mode=mode, **kw)
 
 
@@ -779,7 +787,7 @@ def conversation(t) -> list[tuple[bytes, int, int, int]]:
            if int(t.if_kind[i]) == C.IF_POD_ETH}
     ext_if = int(t.ext_if[0])
     snat_ips = [int(t.if_ip[i]) for i, k in enumerate(t.if_kind)   # eth0, cbr0, flannel.1
-                if int(k) in (C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP)]
+                if int(k) in (C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP, C.IF_OVS_GW)]
     rows, now = [], 0
 
     def send(iface: int, payload: bytes, src: int, dst: int, proto: int) -> None:
@@ -834,6 +842,9 @@ def test_equivalence_conversation(mode: str, static: bool, record: bool) -> None
         assert (C.EV_ENCAP in kinds) == (mode in ("vxlan", "cilium"))
         assert (C.EV_IPIP_ENCAP in kinds) == (C.EV_IPIP_DECAP in kinds) == (
             mode == "kube-router-full")
+        assert (C.EV_OVS_ENCAP in kinds) == (C.EV_OVS_DECAP in kinds) == (
+            mode in ("antrea", "antrea-vxlan", "antrea-gre"))
+        assert (C.EV_OVS_TABLE in kinds) == mode.startswith("antrea")
     if not static:
         assert C.OUT_NEIGH in set(pair.rres.oc_kind[:pair.rres.n_outcomes].tolist())
     reload_fewer_backends(pair, cl, rows, 200)

@@ -108,6 +108,10 @@ def mix_rows(nodes: int = 3, pods: int = 24, services: int = 6, flows: int = 40,
         cni = {"name": "cilium", "routingMode": "native" if mode.endswith("native")
                else "tunnel"}
         mode = "host-gw"
+    if mode.startswith("antrea"):  # br-int's pipeline (the ovs room): Geneve, GRE, noEncap
+        cni = {"name": "antrea", **({"trafficEncapMode": "noEncap"} if mode == "antrea-noEncap"
+                                    else {"tunnelType": "gre"} if mode == "antrea-gre" else {})}
+        mode = "host-gw"
     t = compile_cluster(load_cluster(W.synthetic_cluster(nodes, pods, services, mode=mode,
                                                          cni=cni)))
     w = W.cluster_mix(t, flows, frames, seed=3)
@@ -161,7 +165,8 @@ def shifted(rows: list[Row], ns: int) -> list[Row]:
     return [(f, i, m, ts + ns) for f, i, m, ts in rows]
 
 
-@pytest.mark.parametrize("mode", ["host-gw", "kube-router", "cilium-native"])
+@pytest.mark.parametrize("mode", ["host-gw", "kube-router", "cilium-native", "antrea",
+                                  "antrea-noEncap"])
 def test_established_flows_take_the_cache(mode: str) -> None:
     """The cluster mix replayed: after the first frame of each flow, its frames come from
     the cache; the same frames with recording on never do; nothing differs (kube-router:
@@ -180,7 +185,8 @@ def test_established_flows_take_the_cache(mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["host-gw", "vxlan", "kube-router", "kube-router-full",
-                                  "cilium", "cilium-native"])
+                                  "cilium", "cilium-native", "antrea",
+                                  "antrea-gre", "antrea-noEncap"])
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1),
        steps=st.lists(st.integers(0, 11), min_size=1, max_size=6))

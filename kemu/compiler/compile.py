@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kemu._gc import paused_gc
-from kemu.compiler import cilium, cni_routed, kube_router
+from kemu.compiler import antrea, cilium, cni_routed, kube_router
 from kemu.compiler.policy import compile_policies
 from kemu.compiler.routes import Route, lb_announcers, node_routes
 from kemu.control.model import Service
@@ -118,6 +118,9 @@ def _compile(cluster: Cluster) -> Tables:
     routed = cni_routed.routed_mode(cfg)  # AWS VPC CNI, Azure CNI: routed veths
     bridged = routed is not None and routed.bridged  # Azure bridge mode: azure0 (cni_routed)
     br_dev = kube_router.BRIDGE if kr else cni_routed.BRIDGE if bridged else "cbr0"
+    ant = antrea.active(cluster)  # Antrea: br-int's OVS ports (antrea.py)
+    if ant:
+        pod_mtu, br_dev = antrea.pod_mtu(cfg), antrea.BRIDGE
     cil = cilium.active(cfg)  # Cilium: lxc devices, cilium_host, cilium_vxlan (cilium.py)
     if cil is not None:
         routed = cilium.routed_mode(cfg)
@@ -142,11 +145,17 @@ def _compile(cluster: Cluster) -> Tables:
             bridge_ports[seg].append(node_eth[-1])
         if routed is not None and not bridged:  # no bridge (cni_routed): the slot names eth0
             node_br.append(node_eth[-1])
+        elif ant:  # br-int, antrea-gw0 (the slot), antrea-tun0 (the VTEP's slot)
+            gw, tun = antrea.add_node(ifs, cluster, node, ni, mac_to_int(node.bridge_mac),
+                                      _ip(node.gateway_ip))
+            node_br.append(gw)
         elif not bridged:
             node_br.append(ifs.add(f"{nm}/{br_dev}", C.IF_BRIDGE, desc=f"Node {nm} pod bridge",
                                    node=ni, mac=mac_to_int(node.bridge_mac),
                                    ip=_ip(node.gateway_ip), bridge=ni, mtu=pod_mtu))
-        if cfg.mode == "vxlan":
+        if ant:
+            node_vtep.append(tun)
+        elif cfg.mode == "vxlan":
             node_vtep.append(ifs.add(f"{nm}/flannel.1", C.IF_VTEP, desc=f"Node {nm} VXLAN VTEP",
                                      node=ni, mac=mac_to_int(node.vtep_mac),
                                      ip=_ip(node.pod_cidr.network_address),
@@ -169,6 +178,11 @@ def _compile(cluster: Cluster) -> Tables:
                 pod_eth_if[pi] = cni_routed.add_pod(
                     ifs, routed, pod, pi, ni, nm, _veth_mac_int(pod.key), mac_to_int(pod.mac),
                     _ip(pod.ip), owner, pod_mtu)
+                continue
+            if ant:  # an OVS port, no bridge (antrea)
+                pod_eth_if[pi] = antrea.add_pod(
+                    ifs, pod, pi, ni, nm, _veth_mac_int(pod.key), mac_to_int(pod.mac),
+                    _ip(pod.ip), owner, pod_mtu, LOOPBACK, LO_MTU)
                 continue
             kname = (cni_routed.host_veth_name("azv", pod.namespace, pod.name) if bridged
                      else kernel_veth_name(pod.key))  # Azure names its veths azv<hash>
@@ -228,14 +242,16 @@ def _compile(cluster: Cluster) -> Tables:
         routes = [r[:4] for r in routed_routes]
 
     sv = _compile_services(cluster, node_index)
-    nrt = _node_route_tables(cluster, node_eth, node_br, node_vtep,
-                             kr_devs.node_devs if kr_devs is not None else None)
+    mode_devs = kr_devs.node_devs if kr_devs is not None else (
+        [{"eth0": node_eth[i], antrea.GATEWAY: node_br[i]} for i in range(n_nodes)]
+        if ant else None)
+    nrt = _node_route_tables(cluster, node_eth, node_br, node_vtep, mode_devs)
 
     # address ownership (for L2 fix-up on injection and for finding where a source lives)
     owners: dict[int, int] = {}
     for i, r in enumerate(ifs.rows):
         if r["kind"] in (C.IF_POD_ETH, C.IF_EXT_ETH, C.IF_GW_ETH, C.IF_NODE_ETH, C.IF_BRIDGE,
-                         C.IF_CILIUM_HOST):
+                         C.IF_CILIUM_HOST, C.IF_OVS_GW):
             owners.setdefault(r["ip"], i)
     if cfg.lb_mode == "l2":  # the announcing node's eth0 answers ARP for the address
         for ip, node in announcers.items():
@@ -297,6 +313,8 @@ def _compile(cluster: Cluster) -> Tables:
     )
     if kr_devs is not None:
         tables = kube_router.finish(cluster, tables, kr_devs)
+    if ant:
+        tables = antrea.finish(cluster, tables)
     if routed is not None:
         tables = cni_routed.finish(tables, cluster, routed, routed_routes)
     if cil is not None:

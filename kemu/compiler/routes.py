@@ -95,6 +95,9 @@ def default_node_routes(cluster: Cluster) -> dict[str, list[Route]]:
         return {n: [Route(**kw) for kw in rs] for n, rs in kube_router_routes(cluster).items()}
     if cfg.cni.name == "cilium":  # lxc /32s, cilium_host, cilium_vxlan (cilium.py)
         return cilium.node_routes(cluster, Route)
+    if cfg.cni.name == "antrea":  # antrea-gw0, onlink via the peers' gateways (antrea.py)
+        from kemu.compiler.antrea import node_routes as antrea_routes
+        return {n: [Route(**kw) for kw in rs] for n, rs in antrea_routes(cluster).items()}
     routed = cni_routed.routed_mode(cfg)
     if routed is not None:  # AWS VPC CNI, Azure CNI: /32s on routed veths
         return cni_routed.node_routes(cluster, routed, Route)
@@ -136,6 +139,9 @@ def node_devices(cluster: Cluster) -> tuple[str, ...]:
     if cluster.config.cni.name == "kube-router":
         from kemu.compiler.kube_router import node_devices as kube_router_devices
         return kube_router_devices(cluster)
+    if cluster.config.cni.name == "antrea":
+        from kemu.compiler.antrea import node_devices as antrea_devices
+        return antrea_devices(cluster)
     return ("eth0", "cbr0", "flannel.1") if cluster.config.mode == "vxlan" else ("eth0", "cbr0")
 
 

@@ -28,7 +28,8 @@ from kemu.control.model import CniConfig
 NAMES: tuple[str, ...] = ("flannel", "kube-router", "cilium", "antrea", "aws-vpc", "azure")
 
 # the modes this build of kemu emulates (a mode is added here when its datapath is built)
-BUILT: frozenset[str] = frozenset({"flannel", "kube-router", "cilium", "aws-vpc", "azure"})
+BUILT: frozenset[str] = frozenset({"flannel", "kube-router", "cilium", "antrea", "aws-vpc",
+                                  "azure"})
 
 # option -> (allowed values or the type's name, default), per mode; values are the CNI's own
 # configuration words where it has them

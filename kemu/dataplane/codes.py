@@ -30,12 +30,19 @@ IF_UPLINK = 11
 # the node's own namespace; cilium_host holds the node's router IP (a local address). The
 # pods' lxc<hash> devices are IF_VETH_HOST, cilium_vxlan is IF_VTEP.
 IF_CILIUM_HOST = 14
+# Antrea (kemu/compiler/antrea.py): the ports of the OVS bridge br-int, which forwards by the
+# pipeline's flows (the ``ovs`` room), not by MAC learning
+IF_OVS_PORT = 17  # <node>/<pod8>-<hash6>: a pod's host-side veth, an OVS port (also br-int's
+                  # own internal port, down: never a forwarding target)
+IF_OVS_GW = 18    # <node>/antrea-gw0: the OVS internal port holding the pod CIDR's gateway
+IF_OVS_TUN = 19   # <node>/antrea-tun0: the flow-based tunnel port (Geneve, VXLAN or GRE)
 
 IF_KIND_NAMES = {
     IF_POD_ETH: "pod-eth", IF_POD_LO: "pod-lo", IF_VETH: "veth", IF_BRIDGE: "bridge",
     IF_NODE_ETH: "node-eth", IF_VTEP: "vtep", IF_EXT_ETH: "external", IF_GW_ETH: "gateway",
     IF_NODE_LOCAL: "node-local", IF_IPIP: "ipip", IF_DUMMY: "dummy",
     IF_VETH_HOST: "veth-host", IF_UPLINK: "uplink", IF_CILIUM_HOST: "cilium-host",
+    IF_OVS_PORT: "ovs-port", IF_OVS_GW: "ovs-gateway", IF_OVS_TUN: "ovs-tunnel",
 }
 
 # Directions (equal to pcapng epb_flags direction bits)
@@ -91,6 +98,10 @@ DROP_FRAG_OVERLAP = 34
 # IPVS (kube-router's service proxy): a virtual service without a real server; ip_vs_leave
 # sends ICMP port unreachable and drops (ip_vs_core.c)
 DROP_IPVS_NO_DEST = 50
+# Antrea's OVS pipeline: SpoofGuard (a pod port's source MAC/IP not the pod's) and a
+# table-miss drop (no flow forwards the packet: an unknown destination MAC or local address)
+DROP_OVS_SPOOFGUARD = 70
+DROP_OVS_NO_FLOW = 71
 
 DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.proto)
     DROP_TOO_SHORT: ("too short", "INVALID_PACKET_DROPPED"),
@@ -122,6 +133,8 @@ DROP_NAMES = {  # reason: (kemu's words, Hubble's DropReason name from flow.prot
                         "IP_FRAGMENTATION_NOT_SUPPORTED"),
     DROP_IPVS_NO_DEST: ("IPVS: no real server (ICMP port unreachable)",
                         "SERVICE_BACKEND_NOT_FOUND"),
+    DROP_OVS_SPOOFGUARD: ("OVS SpoofGuard: source MAC/IP not the pod's", "INVALID_SOURCE_IP"),
+    DROP_OVS_NO_FLOW: ("OVS: no flow forwards it (table-miss drop)", "DROP_REASON_UNKNOWN"),
 }
 
 # Events: decisions attached to a hop (ev_hop), rendered as pcapng comments, flow log
@@ -184,6 +197,12 @@ EV_IPIP_DECAP = 52
 # Cilium (kemu/compiler/cilium.py): the socket LB's translation at connect/sendmsg time
 # (cil_sock4_connect): a=frontend, b=backend, c=node
 EV_SOCK_LB = 60
+# Antrea's OVS pipeline (the ``ovs`` room): a table that decided something (a=OVS_T_* table,
+# b, c: the table's arguments, see describe.py), the tunnel port's encapsulation (a=remote
+# node, b=ANTREA_* tunnel type) and decapsulation (a=node, b=tunnel type)
+EV_OVS_TABLE = 70
+EV_OVS_ENCAP = 71
+EV_OVS_DECAP = 72
 POL_INGRESS = 1
 POL_EGRESS = 2
 
@@ -246,6 +265,40 @@ CILIUM_ID_WORLD = 2
 CILIUM_ID_FIRST = 256
 PROTO_IPIP = 4      # IP-in-IP (RFC 2003)
 IPIP_OVERHEAD = 20  # the outer IPv4 header
+# Antrea (Tables.ovs_tunnel): 0 not Antrea; the tunnel type of encap mode; noEncap
+ANTREA_GENEVE = 1
+ANTREA_VXLAN = 2
+ANTREA_GRE = 3
+ANTREA_NOENCAP = 4
+GENEVE_PORT = 6081        # IANA's, OVS's default for geneve ports
+ANTREA_VXLAN_PORT = 4789  # OVS vxlan ports use IANA's port (not the kernel's 8472)
+PROTO_GRE = 47
+GENEVE_OVERHEAD = 50      # outer Ether + IPv4 + UDP + Geneve (no options)
+GRE_OVERHEAD = 38         # outer Ether + IPv4 + a 4-byte GRE header (Antrea's GREOverhead)
+GLOBAL_VIRTUAL_MAC = 0xAABBCCDDEEFF  # Antrea's destination MAC of all tunnelled traffic
+# where a packet entered the pipeline (Antrea's PktSourceField, reg0[0..3])
+OVS_FROM_TUNNEL = 1
+OVS_FROM_GATEWAY = 2
+OVS_FROM_POD = 3
+# the OVS tables EV_OVS_TABLE names (docs/design/ovs-pipeline.md of Antrea)
+OVS_T_CLASSIFIER = 1      # b=OVS_FROM_*, c=in port
+OVS_T_SPOOFGUARD = 2      # b=in port
+OVS_T_ARP = 3             # ARPSpoofGuard then the normal action: b=out port
+OVS_T_ENDPOINT_DNAT = 4   # ServiceLB/EndpointDNAT (AntreaProxy), via the conntrack zone
+OVS_T_L3_FORWARDING = 5   # b=OVS_L3_* decision, c=its argument
+OVS_T_L3_DEC_TTL = 6      # b=new TTL
+OVS_T_L2_FORWARDING = 7   # L2ForwardingCalc: b=out port
+OVS_T_OUTPUT = 8          # b=out port
+OVS_T_NAMES = {OVS_T_CLASSIFIER: "Classifier", OVS_T_SPOOFGUARD: "SpoofGuard",
+               OVS_T_ARP: "ARPSpoofGuard/ARPResponder", OVS_T_ENDPOINT_DNAT: "EndpointDNAT",
+               OVS_T_L3_FORWARDING: "L3Forwarding", OVS_T_L3_DEC_TTL: "L3DecTTL",
+               OVS_T_L2_FORWARDING: "L2ForwardingCalc", OVS_T_OUTPUT: "Output"}
+# L3Forwarding decisions (b of its EV_OVS_TABLE; c: the argument)
+OVS_L3_TUNNEL = 1     # a remote pod CIDR: MACs to gw0's / the global virtual MAC, c=peer node
+OVS_L3_LOCAL_POD = 2  # a local pod, routed: MACs to gw0's / the pod's, c=pod port
+OVS_L3_L2 = 3         # a local pod, not routed: on to L2ForwardingCalc as is
+OVS_L3_GATEWAY = 4    # to the host through antrea-gw0 (c=1: the destination MAC set to gw0's)
+
 # IPVS schedulers (Tables.ipvs_sched)
 IPVS_RR = 0       # round robin: ip_vs_rr.c
 IPVS_SH = 1       # source hashing: ip_vs_sh.c

@@ -84,6 +84,8 @@ def route_text(t: Tables, route: int, nh: int, node: int) -> str:
     elif kind == C.RT_POD_CIDR and t.vxlan:
         vtep = int(t.node_vtep_if[node]) if 0 <= node < t.n_nodes else -1
         dev = t.if_kernel_name[vtep] if vtep >= 0 else "flannel.1"
+    elif kind == C.RT_POD_CIDR and 0 < t.ovs_tunnel < C.ANTREA_NOENCAP:
+        return f"route {prefix} via {ip_str(nh)} dev antrea-gw0 onlink"  # Antrea encap
     else:
         dev = "eth0"
     via = f" via {ip_str(nh)}" if nh else ""
@@ -105,6 +107,44 @@ def bpf_program(t: Tables, iface: int, direction: int) -> str:
 
 def backend_text(t: Tables, be: int) -> str:
     return f"{ip_str(t.be_ip[be])}:{int(t.be_port[be])}" if be >= 0 else "?"
+
+
+# Antrea's tunnel types on the wire (ovs room)
+OVS_TUNNEL_WORDS = {C.ANTREA_GENEVE: f"Geneve VNI 0 (UDP {C.GENEVE_PORT})",
+                    C.ANTREA_VXLAN: f"VXLAN VNI 0 (UDP {C.ANTREA_VXLAN_PORT})",
+                    C.ANTREA_GRE: "GRE (proto 47, 0x6558)"}
+_OVS_FROM = {C.OVS_FROM_POD: "FromPodRegMark", C.OVS_FROM_GATEWAY: "FromGatewayRegMark",
+             C.OVS_FROM_TUNNEL: "FromTunnelRegMark"}
+
+
+def ovs_table_text(t: Tables, table: int, b: int, c: int) -> str:
+    """An OVS table's decision (``EV_OVS_TABLE``) in the words of Antrea's pipeline."""
+    name = C.OVS_T_NAMES.get(table, f"table {table}")
+    if table == C.OVS_T_CLASSIFIER:
+        return f"{name}: in_port {t.if_kernel_name[c]} ({_OVS_FROM.get(b, b)})"
+    if table == C.OVS_T_SPOOFGUARD:
+        return f"{name}: in_port {t.if_kernel_name[b]}, the pod's own MAC and IP"
+    if table == C.OVS_T_ENDPOINT_DNAT:
+        return "ServiceLB/EndpointDNAT: AntreaProxy, a new Service connection (ct zone 65520)"
+    if table == C.OVS_T_L3_FORWARDING:
+        if b == C.OVS_L3_TUNNEL:
+            return (f"{name}: remote pod CIDR of {t.node_name[c]}: eth_src antrea-gw0, "
+                    f"eth_dst aa:bb:cc:dd:ee:ff, tun_dst {ip_str(t.node_ip[c])}")
+        if b == C.OVS_L3_LOCAL_POD:
+            pod = int(t.if_peer[c])
+            return (f"{name}: local pod {owner_text(t, pod)}: eth_src antrea-gw0, eth_dst "
+                    f"{mac_str(int(t.if_mac[pod]))}")
+        if b == C.OVS_L3_L2:
+            return f"{name}: local pod, not routed (NotRewriteMACRegMark)"
+        return f"{name}: to antrea-gw0 (ToGatewayRegMark" + (
+            ", eth_dst antrea-gw0)" if c else ")")
+    if table == C.OVS_T_L3_DEC_TTL:
+        return f"{name}: ttl {b}"
+    if table in (C.OVS_T_L2_FORWARDING, C.OVS_T_OUTPUT, C.OVS_T_ARP):
+        how = "ARP, normal action" if table == C.OVS_T_ARP else (
+            "eth_dst" if table == C.OVS_T_L2_FORWARDING else "out")
+        return f"{name}: {how} -> port {t.if_kernel_name[b]}"
+    return name
 
 
 def drop_text(reason: int) -> str:
@@ -146,6 +186,13 @@ def event_text(t: Tables, kind: int, a: int, b: int, c: int) -> str:
                 f"{mac_str(int(t.if_mac[a]))}")
     if kind == C.EV_EBT_DNAT:
         return f"ebtables dnat on {t.if_kernel_name[a]}: dst MAC -> {mac_str(b << 24 | c)}"
+    if kind == C.EV_OVS_TABLE:
+        return ovs_table_text(t, a, b, c)
+    if kind in (C.EV_OVS_ENCAP, C.EV_OVS_DECAP):
+        tun = OVS_TUNNEL_WORDS.get(b, f"tunnel {b}")
+        if kind == C.EV_OVS_DECAP:
+            return f"{tun} decap -> antrea-tun0"
+        return f"{tun} encap on antrea-tun0 -> {t.node_name[a]} ({ip_str(t.node_ip[a])})"
     if kind == C.EV_CT_REUSE:
         return f"conntrack: established, DNAT -> {backend_text(t, b)} {_svc(t, a)}"
     if kind == C.EV_UNDNAT:

@@ -223,6 +223,10 @@ class Tables:
     # Cilium's kube-proxy replacement: a pod's TCP/UDP packet to a ClusterIP is translated
     # to a backend in the pod's socket layer (cil_sock4_connect), before it leaves the pod
     sock_lb: bool = False
+    # Antrea (kemu/compiler/antrea.py): 0 not Antrea, else codes.ANTREA_GENEVE / _VXLAN /
+    # _GRE (encap mode: node_vtep_if is each node's antrea-tun0) or ANTREA_NOENCAP; the
+    # nodes' node_br_if is antrea-gw0 (IF_OVS_GW), their pods' host veths OVS ports
+    ovs_tunnel: int = 0
 
     @property
     def n_ifaces(self) -> int:

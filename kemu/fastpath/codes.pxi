@@ -21,6 +21,9 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     IF_VETH_HOST = 10
     IF_UPLINK = 11
     IF_CILIUM_HOST = 14
+    IF_OVS_PORT = 17
+    IF_OVS_GW = 18
+    IF_OVS_TUN = 19
     DIR_IN = 1
     DIR_OUT = 2
     INJ_TX = 0
@@ -54,6 +57,8 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     DROP_FRAG_QUEUED = 33
     DROP_FRAG_OVERLAP = 34
     DROP_IPVS_NO_DEST = 50
+    DROP_OVS_SPOOFGUARD = 70
+    DROP_OVS_NO_FLOW = 71
     EV_BR_FDB = 1
     EV_BR_FLOOD = 2
     EV_BR_LOCAL = 3
@@ -86,6 +91,9 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     EV_IPIP_ENCAP = 51
     EV_IPIP_DECAP = 52
     EV_SOCK_LB = 60
+    EV_OVS_TABLE = 70
+    EV_OVS_ENCAP = 71
+    EV_OVS_DECAP = 72
     POL_INGRESS = 1
     POL_EGRESS = 2
     RT_POD_CIDR = 1
@@ -114,6 +122,30 @@ cdef enum:  # compile-time constants (the C compiler folds and combines them), w
     CILIUM_ID_FIRST = 256
     PROTO_IPIP = 4
     IPIP_OVERHEAD = 20
+    ANTREA_GENEVE = 1
+    ANTREA_VXLAN = 2
+    ANTREA_GRE = 3
+    ANTREA_NOENCAP = 4
+    GENEVE_PORT = 6081
+    ANTREA_VXLAN_PORT = 4789
+    PROTO_GRE = 47
+    GENEVE_OVERHEAD = 50
+    GRE_OVERHEAD = 38
+    OVS_FROM_TUNNEL = 1
+    OVS_FROM_GATEWAY = 2
+    OVS_FROM_POD = 3
+    OVS_T_CLASSIFIER = 1
+    OVS_T_SPOOFGUARD = 2
+    OVS_T_ARP = 3
+    OVS_T_ENDPOINT_DNAT = 4
+    OVS_T_L3_FORWARDING = 5
+    OVS_T_L3_DEC_TTL = 6
+    OVS_T_L2_FORWARDING = 7
+    OVS_T_OUTPUT = 8
+    OVS_L3_TUNNEL = 1
+    OVS_L3_LOCAL_POD = 2
+    OVS_L3_L2 = 3
+    OVS_L3_GATEWAY = 4
     IPVS_RR = 0
     IPVS_SH = 1
     ETH_IP = 2048
@@ -143,6 +175,9 @@ _CODES = (
     ('IF_VETH_HOST', IF_VETH_HOST, _C),
     ('IF_UPLINK', IF_UPLINK, _C),
     ('IF_CILIUM_HOST', IF_CILIUM_HOST, _C),
+    ('IF_OVS_PORT', IF_OVS_PORT, _C),
+    ('IF_OVS_GW', IF_OVS_GW, _C),
+    ('IF_OVS_TUN', IF_OVS_TUN, _C),
     ('DIR_IN', DIR_IN, _C),
     ('DIR_OUT', DIR_OUT, _C),
     ('INJ_TX', INJ_TX, _C),
@@ -176,6 +211,8 @@ _CODES = (
     ('DROP_FRAG_QUEUED', DROP_FRAG_QUEUED, _C),
     ('DROP_FRAG_OVERLAP', DROP_FRAG_OVERLAP, _C),
     ('DROP_IPVS_NO_DEST', DROP_IPVS_NO_DEST, _C),
+    ('DROP_OVS_SPOOFGUARD', DROP_OVS_SPOOFGUARD, _C),
+    ('DROP_OVS_NO_FLOW', DROP_OVS_NO_FLOW, _C),
     ('EV_BR_FDB', EV_BR_FDB, _C),
     ('EV_BR_FLOOD', EV_BR_FLOOD, _C),
     ('EV_BR_LOCAL', EV_BR_LOCAL, _C),
@@ -208,6 +245,9 @@ _CODES = (
     ('EV_IPIP_ENCAP', EV_IPIP_ENCAP, _C),
     ('EV_IPIP_DECAP', EV_IPIP_DECAP, _C),
     ('EV_SOCK_LB', EV_SOCK_LB, _C),
+    ('EV_OVS_TABLE', EV_OVS_TABLE, _C),
+    ('EV_OVS_ENCAP', EV_OVS_ENCAP, _C),
+    ('EV_OVS_DECAP', EV_OVS_DECAP, _C),
     ('POL_INGRESS', POL_INGRESS, _C),
     ('POL_EGRESS', POL_EGRESS, _C),
     ('RT_POD_CIDR', RT_POD_CIDR, _C),
@@ -236,6 +276,30 @@ _CODES = (
     ('CILIUM_ID_FIRST', CILIUM_ID_FIRST, _C),
     ('PROTO_IPIP', PROTO_IPIP, _C),
     ('IPIP_OVERHEAD', IPIP_OVERHEAD, _C),
+    ('ANTREA_GENEVE', ANTREA_GENEVE, _C),
+    ('ANTREA_VXLAN', ANTREA_VXLAN, _C),
+    ('ANTREA_GRE', ANTREA_GRE, _C),
+    ('ANTREA_NOENCAP', ANTREA_NOENCAP, _C),
+    ('GENEVE_PORT', GENEVE_PORT, _C),
+    ('ANTREA_VXLAN_PORT', ANTREA_VXLAN_PORT, _C),
+    ('PROTO_GRE', PROTO_GRE, _C),
+    ('GENEVE_OVERHEAD', GENEVE_OVERHEAD, _C),
+    ('GRE_OVERHEAD', GRE_OVERHEAD, _C),
+    ('OVS_FROM_TUNNEL', OVS_FROM_TUNNEL, _C),
+    ('OVS_FROM_GATEWAY', OVS_FROM_GATEWAY, _C),
+    ('OVS_FROM_POD', OVS_FROM_POD, _C),
+    ('OVS_T_CLASSIFIER', OVS_T_CLASSIFIER, _C),
+    ('OVS_T_SPOOFGUARD', OVS_T_SPOOFGUARD, _C),
+    ('OVS_T_ARP', OVS_T_ARP, _C),
+    ('OVS_T_ENDPOINT_DNAT', OVS_T_ENDPOINT_DNAT, _C),
+    ('OVS_T_L3_FORWARDING', OVS_T_L3_FORWARDING, _C),
+    ('OVS_T_L3_DEC_TTL', OVS_T_L3_DEC_TTL, _C),
+    ('OVS_T_L2_FORWARDING', OVS_T_L2_FORWARDING, _C),
+    ('OVS_T_OUTPUT', OVS_T_OUTPUT, _C),
+    ('OVS_L3_TUNNEL', OVS_L3_TUNNEL, _C),
+    ('OVS_L3_LOCAL_POD', OVS_L3_LOCAL_POD, _C),
+    ('OVS_L3_L2', OVS_L3_L2, _C),
+    ('OVS_L3_GATEWAY', OVS_L3_GATEWAY, _C),
     ('IPVS_RR', IPVS_RR, _C),
     ('IPVS_SH', IPVS_SH, _C),
     ('ETH_IP', ETH_IP, _P),

@@ -127,14 +127,21 @@ cdef class Datapath:
         uplinked = np.zeros(len(kind), bool)  # Azure bridge mode: azure0 holds the node's IP
         uplinked[np.asarray(t.node_eth_if, np.int64)] = True
         uplinked &= kind == IF_BRIDGE
+        # Antrea encap: every other node's antrea-gw0 address is the Global Virtual MAC
+        # (OVS's ARPResponder answers for the peers' gateways, ovs-pipeline.md)
+        gvmac = 0 < int(t.ovs_tunnel) < ANTREA_NOENCAP
         hosts = np.flatnonzero((kind == IF_NODE_ETH) | (kind == IF_EXT_ETH)
-                               | (kind == IF_GW_ETH) | (kind == IF_VTEP) | uplinked)
+                               | (kind == IF_GW_ETH) | (kind == IF_VTEP) | uplinked
+                               | ((kind == IF_OVS_GW) & gvmac))
+        macs = np.asarray(t.if_mac).astype(np.int64)
+        if gvmac:
+            macs[kind == IF_OVS_GW] = <int64_t>OVS_GVMAC
         ip_all = np.asarray(t.if_ip).astype(np.int64) & 0xFFFFFFFF
         if dp.n_sh and n_nodes != dp.sh_nodes:
             self._spell_out_shared()
         seed = {}  # ip -> [node, mac, has2, node2, mac2] of this seeding's host writes
         for n, ip, mac in zip(np.asarray(t.if_node)[hosts].tolist(), ip_all[hosts].tolist(),
-                              np.asarray(t.if_mac)[hosts].tolist(), strict=True):
+                              macs[hosts].tolist(), strict=True):
             st = seed.get(ip)
             if st is None:
                 seed[ip] = [n, mac, 0, 0, 0]
@@ -145,7 +152,7 @@ cdef class Datapath:
         pod_ips = ip_all[pods]
         both = set(pod_ips.tolist()) & seed.keys() if seed else set()
         for ip in sorted(both):
-            writes = [(int(kind[i]) == IF_POD_ETH, int(t.if_node[i]), int(t.if_mac[i]))
+            writes = [(int(kind[i]) == IF_POD_ETH, int(t.if_node[i]), int(macs[i]))
                       for i in np.flatnonzero(ip_all == ip).tolist()
                       if int(kind[i]) == IF_POD_ETH or i in set(hosts.tolist())]
             for m in range(n_nodes):

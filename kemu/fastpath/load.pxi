@@ -95,7 +95,8 @@ cdef int load_tables(Datapath self, tables) except -1:
     # local addresses, as the reference's local_ips dict (the last interface wins)
     local_ips = {}
     for i in np.flatnonzero((if_kind == IF_NODE_ETH) | (if_kind == IF_BRIDGE)
-                            | (if_kind == IF_VTEP) | (if_kind == IF_CILIUM_HOST)).tolist():
+                            | (if_kind == IF_VTEP) | (if_kind == IF_CILIUM_HOST)
+                            | (if_kind == IF_OVS_GW)).tolist():
         local_ips[(int(if_node[i]), int(if_ip[i]))] = i
     per_node = [[] for _ in range(n_nodes)]
     for (node, ip), i in local_ips.items():
@@ -304,6 +305,7 @@ cdef int load_tables(Datapath self, tables) except -1:
     self.dp.tun_if = <int32_t*>cnp.PyArray_DATA(tun_if) if n_tun else NULL
     self.dp.if_vni = <int32_t*>cnp.PyArray_DATA(if_vni) if n_vni else NULL
     self.dp.sock_lb = bool(t.sock_lb)
+    self.dp.ovs = int(t.ovs_tunnel)
     ht_clear(&self.dp.ipvs_rr)  # IPVS services are synced anew: schedulers start over
     self.dp.masq_rf = bool(t.masq_random_fully)
     self.dp.egress_masq = bool(t.egress_masq)
@@ -383,12 +385,15 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
     bridge = np.asarray(if_bridge, np.int64)
     idx = np.arange(n_if)
     bad_peer = np.isin(kind, (IF_POD_ETH, IF_VETH, IF_VETH_HOST, IF_CILIUM_HOST)) & ~((peer >= 0) & (peer < n_if))
+    # an OVS port's peer is its pod's eth0 or none (br-int's own port, down)
+    bad_peer |= (kind == IF_OVS_PORT) & ~((peer >= -1) & (peer < n_if))
     bad_pod = (kind == IF_POD_ETH) & ((idx + 1 >= n_if) | ~((node >= 0) & (node < n_nodes)))
     bad_br = (np.isin(kind, (IF_VETH, IF_BRIDGE, IF_NODE_ETH, IF_EXT_ETH, IF_GW_ETH,
                              IF_UPLINK))
               & ~((bridge >= 0) & (bridge < n_br)))
     bad_node = (np.isin(kind, (IF_NODE_ETH, IF_BRIDGE, IF_VTEP, IF_NODE_LOCAL, IF_VETH_HOST,
-                               IF_UPLINK, IF_CILIUM_HOST))
+                               IF_UPLINK, IF_CILIUM_HOST, IF_OVS_PORT, IF_OVS_GW,
+                               IF_OVS_TUN))
                 & ~((node >= 0) & (node < n_nodes)))
     any_bad = bad_peer | bad_pod | bad_br | bad_node
     if any_bad.any():
@@ -420,6 +425,24 @@ def _check_tables(t, n_if, n_nodes, if_kind, if_node, if_peer, if_bridge, br_loc
         v = int(node_vtep_if[m])
         if not -1 <= v < n_if or (t.vxlan and v < 0):
             bad(f"node {m}: vtep interface {v}")
+    # Antrea (ovs.pxi follows these without checks): each node's antrea-gw0 as node_br_if,
+    # its antrea-tun0 as node_vtep_if in encap mode, an OVS port's peer a pod's eth0
+    ovs = int(t.ovs_tunnel)
+    if not 0 <= ovs <= ANTREA_NOENCAP:
+        bad(f"ovs_tunnel {ovs}")
+    ovs_kinds = np.isin(kind, (IF_OVS_PORT, IF_OVS_GW, IF_OVS_TUN))
+    if ovs_kinds.any() and not ovs:
+        bad(f"interface {int(np.flatnonzero(ovs_kinds)[0])}: an OVS port without Antrea")
+    for i in np.flatnonzero((kind == IF_OVS_PORT) & (peer >= 0)).tolist():
+        if int(kind[int(peer[i])]) != IF_POD_ETH:
+            bad(f"interface {i}: OVS port peer {int(peer[i])}")
+    for m in range(n_nodes) if ovs else ():
+        if int(kind[int(node_br_if[m])]) != IF_OVS_GW:
+            bad(f"node {m}: antrea-gw0 interface {int(node_br_if[m])}")
+        v = int(node_vtep_if[m])
+        if ovs != ANTREA_NOENCAP and (v < 0 or int(kind[v]) != IF_OVS_TUN
+                                      or int(node[v]) != m):
+            bad(f"node {m}: antrea-tun0 interface {v}")
     gw = int(t.gateway_if)
     if not -1 <= gw < n_if:
         bad(f"gateway interface {gw}")

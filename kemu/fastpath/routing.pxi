@@ -76,6 +76,9 @@ cdef inline int route_dev(const DP* dp, int node, uint32_t dst, uint32_t* nh) no
             if k >= 0:
                 nh[0] = 0
                 return k
+        if dp.ovs and dp.ovs != ANTREA_NOENCAP:  # Antrea encap: via the peer's gateway,
+            nh[0] = dp.node_br_ip[dp.rt_owner[r]]  # onlink on antrea-gw0
+            return dp.node_br_if[node]
         if dp.rt_dev[r] >= 0 and dp.rt_nh[r] == 0:  # a routed pod in the node network
             nh[0] = 0
             return dp.node_eth_if[node]
@@ -188,6 +191,10 @@ cdef int local_in(DP* dp, Item* it, int node, int i) noexcept nogil:
     if (dp.vxlan and d[23] == PROTO_UDP and n >= l4 + 8 + 8 + 14
             and rd16(d, l4 + 2) == <uint32_t>VXLAN_PORT):  # the VXLAN socket
         return vxlan_rcv(dp, it, node, l4)
+    if dp.ovs and dp.ovs != ANTREA_NOENCAP:  # Antrea's tunnel port (ovs)
+        k = ovs_tun_len(dp, d, n, l4)
+        if k:
+            return ovs_tun_rcv(dp, it, node, l4, k)
     if dp.tun_if != NULL and d[23] == PROTO_IPIP and n >= l4 + 20:  # ipip_rcv
         k = ipip_tunnel(dp, node, rd32(d, 26))
         if k >= 0:
@@ -227,7 +234,8 @@ cdef int st_node_in(DP* dp, Item* it) noexcept nogil:
         return end(dp, it, OUT_DROPPED, bad, i, 0, False)
     if (rd32(d, 26) >> 24) == 127:
         return end(dp, it, OUT_DROPPED, DROP_MARTIAN, i, 0, False)
-    if not (it.ctx.pre_done and it.ctx.node == node):
+    if not (it.ctx.pre_done and it.ctx.node == node) and not (
+            dp.ovs and ovs_notrack(dp, d, n, node)):  # (Antrea's NOTRACK tunnel packets)
         verdict = prerouting(dp, it, node, i)
         if verdict:
             return end(dp, it, OUT_DROPPED, verdict, i, 0, False)

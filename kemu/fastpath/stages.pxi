@@ -58,6 +58,10 @@ cdef inline int go_local_out(DP* dp, Item* it) noexcept nogil:
 #   IF_UPLINK     uplink_xmit (bridge): onto the    uplink_rcv (bridge): ebtables DNAT,
 #                 node network's segment            into its bridge
 #   IF_CILIUM_HOST veth_xmit (veth)                 node_rcv (routing): cilium_host/_net
+#   IF_OVS_PORT   ovs_port_xmit (ovs): the pod's    ovs_port_rcv (ovs): br-int's pipeline
+#   IF_OVS_GW     ovs_gw_xmit (ovs): the host       node_rcv (routing): OVS output to
+#                 sends into br-int                 the host
+#   IF_OVS_TUN    ovs_tun_xmit (ovs): encapsulate   ovs_port_rcv (ovs): decapsulated
 cdef int st_tx(DP* dp, Item* it) noexcept nogil:
     cdef int i = it.a
     cdef IfInfo* f = &dp.ifs[i]
@@ -78,6 +82,12 @@ cdef int st_tx(DP* dp, Item* it) noexcept nogil:
         return ipip_xmit(dp, it, i)
     elif kind == IF_UPLINK:
         return uplink_xmit(dp, it, i)
+    elif kind == IF_OVS_PORT:
+        return ovs_port_xmit(dp, it, i, f)
+    elif kind == IF_OVS_GW:
+        return ovs_gw_xmit(dp, it, i)
+    elif kind == IF_OVS_TUN:
+        return ovs_tun_xmit(dp, it, i)
     return go_tx(dp, it)  # no such device kind: the copy loops to the hop limit
 
 
@@ -94,6 +104,8 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
         return end(dp, it, OUT_DELIVERED, 0, i, 0, False)
     if kind == IF_UPLINK:  # a bridge port: any MAC
         return uplink_rcv(dp, it, i, f)
+    if kind >= IF_OVS_PORT and kind != IF_OVS_GW:  # br-int's ports take any MAC: its flows
+        return ovs_port_rcv(dp, it, i)             # decide (one test for the other kinds)
     # every other kind is an Ethernet device that drops frames for another host
     if it.len < 14:
         return end(dp, it, OUT_DROPPED, DROP_TOO_SHORT, i, 0, False)
@@ -103,7 +115,7 @@ cdef int st_rx(DP* dp, Item* it) noexcept nogil:
     if dmac != <uint64_t>f.mac and not is_mcast(dmac):
         return end(dp, it, OUT_DROPPED, DROP_OTHERHOST, i, 0, False)
     if (kind == IF_NODE_ETH or kind == IF_BRIDGE or kind == IF_VTEP or kind == IF_VETH_HOST
-            or kind == IF_CILIUM_HOST):
+            or kind == IF_CILIUM_HOST or kind == IF_OVS_GW):
         return node_rcv(dp, it)
     if kind == IF_GW_ETH:
         return gw_rcv(dp, it, i, f)

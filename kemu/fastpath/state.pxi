@@ -254,6 +254,8 @@ ctypedef struct DP:
     int32_t ipvs_sched            # IPVS_RR or IPVS_SH
     const int32_t* if_vni         # Cilium: the VXLAN VNI (security identity) of a source
                                   # owned by each interface; NULL: flannel's VNI 1 (tunnel.pxi)
+    int32_t ovs                   # Antrea: Tables.ovs_tunnel (0: not Antrea; ovs.pxi; in
+                                  # the padding before tun_if: the layout stays)
     const int32_t* tun_if         # [node * n_nodes + peer]: kube-router's IPIP tun-<hash>
                                   # device towards peer, -1; NULL: no tunnels (tunnel.pxi)
     bint masq_rf                  # kube-proxy's MASQUERADE --random-fully (S-7)

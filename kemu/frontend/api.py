@@ -96,7 +96,7 @@ class EmulatedCluster:
                 f"no pod, host or node owns {src}: a machine outside the cluster is an "
                 "external host of the Cluster document (spec.externalHosts: [{name: client, "
                 "ip: <an address of spec.nodeNetwork>}]), then the source ext/client")
-        if int(t.if_kind[owner]) in (C.IF_NODE_ETH, C.IF_BRIDGE):
+        if int(t.if_kind[owner]) in (C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_OVS_GW):
             return int(t.node_local_if[int(t.if_node[owner])])
         return owner
 

@@ -194,6 +194,10 @@ class Engine:
                 if not self.static_neighbours:  # azure0 holds the node's address
                     neighbours.append((C.IF_NODE_ETH, int(t.if_node[i]), int(t.if_ip[i]),
                                        int(mac[i])))
+            if k == C.IF_OVS_GW and 0 < t.ovs_tunnel < C.ANTREA_NOENCAP and \
+                    not self.static_neighbours:  # Antrea: OVS answers for the peers' gateways
+                neighbours.append((k, int(t.if_node[i]), int(t.if_ip[i]),
+                                   C.GLOBAL_VIRTUAL_MAC))
                 continue
             if k == C.IF_POD_ETH:
                 port = int(peer[i])  # the node-side veth, the bridge port
@@ -368,7 +372,7 @@ class Engine:
                         marks = []
                     out.extend((f, iface, C.INJ_TX_FIXL2, "answer", idx) for f in fits)
             elif kind == C.OUT_DELIVERED and ikind in (C.IF_BRIDGE, C.IF_NODE_ETH, C.IF_VTEP,
-                                                       C.IF_VETH_HOST):
+                                                       C.IF_VETH_HOST, C.IF_OVS_GW):
                 out.extend(self._node_arp(data, iface, idx))
                 if self.respond:
                     out.extend(self._node_answer(data, iface, idx))
@@ -585,7 +589,7 @@ class Engine:
         dst = u32(data, 30)
         owner = t.owner_of(dst)
         local = owner >= 0 and int(t.if_node[owner]) == node and int(t.if_kind[owner]) in (
-            C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP)
+            C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP, C.IF_OVS_GW)
         return (icmp_error(data, typ, code, src=dst if local else 0, mtu=mtu),
                 int(t.node_local_if[node]), C.INJ_TX)
 
@@ -672,6 +676,8 @@ def route_dev(t: Tables, node: int, dst: int) -> int:
             return dev if dev >= 0 else int(t.node_br_if[node])
         if len(t.tun_if) and int(t.tun_if[node * t.n_nodes + int(t.rt_node[best])]) >= 0:
             return int(t.tun_if[node * t.n_nodes + int(t.rt_node[best])])  # kube-router IPIP
+        if 0 < t.ovs_tunnel < C.ANTREA_NOENCAP:  # Antrea: onlink via the peer's gateway
+            return int(t.node_br_if[node])
         return int(t.node_vtep_if[node]) if t.vxlan else int(t.node_eth_if[node])
     return int(t.node_eth_if[node])
 

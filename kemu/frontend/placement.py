@@ -52,7 +52,7 @@ class Placer:
         own_if = t.own_if.astype(np.int32)
         for k in range(len(own_if)):
             i = int(own_if[k])
-            if int(kinds[i]) in (C.IF_NODE_ETH, C.IF_BRIDGE):
+            if int(kinds[i]) in (C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_OVS_GW):
                 own_if[k] = int(t.node_local_if[int(t.if_node[i])])
         self.own_ip = t.own_ip.astype(np.int64)
         self.own_if = own_if          # IPv4 from a node address: the node's own processes
@@ -435,7 +435,8 @@ def shard_tables(t: Tables) -> ShardTables:
     pods = t.if_ip[(t.if_kind == C.IF_POD_ETH) & (t.if_ip != 0)].astype(np.int64)
     pod_ips = np.unique(pods)
     backend_ips = np.unique(np.array([k & 0xFFFFFFFF for k in sp_be], np.int64))
-    node = np.isin(t.if_kind, [C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP]) & (t.if_ip != 0)
+    node = np.isin(t.if_kind, [C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP, C.IF_OVS_GW]) & (
+        t.if_ip != 0)
     return ShardTables(
         np.array(svc, np.int64), np.array([flags[k] for k in svc], np.uint8),
         np.array([sps[k] for k in svc], np.int32),

@@ -56,7 +56,8 @@ COLLAPSE_ABOVE = 24
 and pods shown on a click), so that a 5,000-node cluster opens quickly."""
 _DEVICE_KIND = {C.IF_NODE_ETH: "eth0", C.IF_BRIDGE: "bridge", C.IF_VTEP: "vtep",
                 C.IF_VETH: "veth", C.IF_VETH_HOST: "veth", C.IF_IPIP: "vtep",
-                C.IF_DUMMY: "dummy"}
+                C.IF_DUMMY: "dummy", C.IF_OVS_PORT: "veth", C.IF_OVS_GW: "bridge",
+                C.IF_OVS_TUN: "vtep"}  # Antrea: br-int's ports (br-int itself: a bridge)
 # what a tunnel device's line to eth0 says (flannel.1: VXLAN; kube-router's tun-<hash>: IPIP)
 _TUNNEL = {C.IF_VTEP: "VXLAN", C.IF_IPIP: "IPIP"}
 
@@ -131,16 +132,21 @@ def build_graph(model: Any, t: Tables) -> dict[str, Any]:
             hop_target[name] = f"node:{t.node_name[if_nodes[i]]}"
         elif kind in _DEVICE_KIND:
             hop_target[name] = name
-            if kind in (C.IF_VETH, C.IF_VETH_HOST):  # a bridge port, or a routed veth
-                veth_of_pod[owners[i]] = i
+            if kind in (C.IF_VETH, C.IF_VETH_HOST) or (kind == C.IF_OVS_PORT
+                                                        and owners[i] >= 0):
+                veth_of_pod[owners[i]] = i  # a bridge port, a routed veth, an OVS port
             else:
                 if t.if_ip[i]:  # the node's own address on its pod network (masquerade)
                     ip_target.setdefault(_ip(t.if_ip[i]), f"node:{t.node_name[if_nodes[i]]}")
-                dev = {"id": name, "kind": _DEVICE_KIND[kind],
+                dev = {"id": name, "kind": "bridge" if kind == C.IF_OVS_PORT else
+                       _DEVICE_KIND[kind],
                        "label": t.if_kernel_name[i]
                        + (f" {_ip(t.if_ip[i])}" if t.if_ip[i] else "")}
                 if kind in _TUNNEL:
                     dev["tunnel"] = _TUNNEL[kind]
+                elif kind == C.IF_OVS_TUN:  # Antrea's antrea-tun0
+                    dev["tunnel"] = {C.ANTREA_VXLAN: "VXLAN", C.ANTREA_GRE: "GRE"}.get(
+                        t.ovs_tunnel, "Geneve")
                 devices[if_nodes[i]].append(dev)
         else:  # external hosts and the gateway, on the node network
             hop_target[name] = name

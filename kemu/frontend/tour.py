@@ -33,6 +33,7 @@ from typing import Any
 
 from kemu.dataplane import codes as C
 from kemu.dataplane.describe import (
+    OVS_TUNNEL_WORDS,
     backend_text,
     drop_text,
     event_text,
@@ -112,7 +113,9 @@ def facts(trace: Trace) -> list[Fact]:
                     sp = int(t.fe_sp[a])
                     be_ip = int(t.be_ip[b]) if b >= 0 else 0
                     out.append(fact("dnat", n, o, node=node, service=t.sp_name[sp],
-                                     by="ipvs" if kind == C.EV_IPVS_DNAT else "iptables",
+                                     by="ipvs" if kind == C.EV_IPVS_DNAT else (
+                                         "antrea-proxy" if int(t.if_kind[iface]) in (
+                                             C.IF_OVS_PORT, C.IF_OVS_TUN) else "iptables"),
                                      frontend=f"{ip_str(c)}:{int(t.fe_port[a])}",
                                      type=C.FE_KIND_NAMES[int(t.fe_kind[a])],
                                      backend=backend_text(t, b), backend_pod=_pod_of_ip(
@@ -139,6 +142,14 @@ def facts(trace: Trace) -> list[Fact]:
                 elif kind == C.EV_IPIP_ENCAP:  # kube-router's IP-in-IP (proto 4)
                     out.append(fact("ipip-encap", n, o, node=node, remote=t.node_name[a],
                                      device=t.if_kernel_name[b], outer=_summary(data)))
+                elif kind == C.EV_OVS_TABLE:  # Antrea: a table of br-int's pipeline
+                    out.append(fact("ovs-table", n, o, node=node,
+                                    table=C.OVS_T_NAMES.get(a, str(a))))
+                elif kind in (C.EV_OVS_ENCAP, C.EV_OVS_DECAP):  # Antrea's antrea-tun0
+                    out.append(fact("ovs-encap" if kind == C.EV_OVS_ENCAP else "ovs-decap", n,
+                                    o, node=node, remote=t.node_name[a] if
+                                    kind == C.EV_OVS_ENCAP else node,
+                                    tunnel=OVS_TUNNEL_WORDS.get(b, str(b))))
                 elif kind == C.EV_IPIP_DECAP:
                     out.append(fact("ipip-decap", n, o, node=t.node_name[a],
                                      device=t.if_kernel_name[b]))
@@ -299,6 +310,11 @@ def _plain(t: Tables, data: bytes, iface: int, ev: tuple[int, int, int, int],
                 f"a copy out of {t.if_name[a]}")
     if kind == C.EV_ROUTE:
         return f"{t.node_name[c]} routes it by its table: {route_text(t, a, b, c)}"
+    if kind == C.EV_DNAT and int(t.if_kind[iface]) in (C.IF_OVS_PORT, C.IF_OVS_TUN):
+        be_pod = _pod_of_ip(t, int(t.be_ip[b])) if b >= 0 else ""
+        return (f"AntreaProxy's flows in {node}'s br-int pick the endpoint "
+                f"{backend_text(t, b)}" + (f" (pod {be_pod})" if be_pod else "")
+                + f" and rewrite the destination in OVS's conntrack zone: {words}")
     if kind == C.EV_DNAT:
         be_pod = _pod_of_ip(t, int(t.be_ip[b])) if b >= 0 else ""
         return (f"kube-proxy's rules on {node} pick the endpoint {backend_text(t, b)}"

@@ -720,6 +720,42 @@ def cni_cilium(ctx: Ctx) -> StepRun:
     return run
 
 
+def cni_antrea(ctx: Ctx) -> StepRun:
+    """Antrea (``kemu/compiler/antrea.py``, examples/cni/antrea: encap, Geneve): br-int's
+    pipeline table by table, AntreaProxy's DNAT in OVS at the client's node, Geneve between
+    the nodes, the reply un-DNATed in OVS."""
+    emu = ctx.load()
+    src, service = "default/client", "default/web"
+    svc = emu.model.service("default", "web")
+    node = _node_of(emu, src)
+    pkt = syn(str(svc.cluster_ip), 80)
+    run = StepRun(emu, ctx.shown)
+    trace = emu.send(pkt, src=src)
+    backend = next((dict(f.fields)["backend_pod"] for f in facts(trace) if f.kind == "dnat"),
+                   "")
+    dnode = _node_of(emu, backend) if backend else "?"
+    run.exchanges.append(Exchange(
+        f"{src} on {node} connects to the Service {service}; AntreaProxy chooses the pod",
+        [trace], crafted=scapy_text(pkt), rerun=trace_args(ctx, src, service),
+        expects=[
+            expect(f"{node}'s br-int classifies the frame by its in_port", "ovs-table",
+                   origin="injected", node=node, table="Classifier"),
+            expect("SpoofGuard checks the pod's own MAC and IP", "ovs-table",
+                   origin="injected", node=node, table="SpoofGuard"),
+            expect(f"AntreaProxy in {node}'s OVS DNATs to {backend} (EndpointDNAT)", "dnat",
+                   origin="injected", node=node, backend_pod=backend),
+            expect("L3Forwarding sends it towards the peer's pod CIDR", "ovs-table",
+                   origin="injected", node=node, table="L3Forwarding"),
+            expect(f"antrea-tun0 wraps it in Geneve (UDP 6081) to {dnode}", "ovs-encap",
+                   origin="injected", node=node, remote=dnode, tunnel=_has("Geneve")),
+            expect(f"the answer is un-DNATed in {node}'s OVS", "undnat", origin="answer",
+                   node=node),
+            expect("the answer comes back from the Service's address", "verdict",
+                   reachable="yes"),
+        ]))
+    return run
+
+
 def _cni_routed(ctx: Ctx, prefix: str, how: str) -> StepRun:
     """The routed CNIs (``kemu/compiler/cni_routed.py``): pod -> Service on another node
     through the pod's routed host veth (``prefix``: eni, azv), no bridge, no encapsulation."""
@@ -833,6 +869,14 @@ STEPS: list[Step] = [
          "socket LB translates a ClusterIP when the pod connects: the packet leaves the pod "
          "already addressed to a backend, and the answer comes back from it.",
          "examples/cni/cilium", cni_cilium, "OV-1, S-*"),
+    Step("cni-antrea", "CNI Antrea: a pod -> Service packet",
+         "Antrea attaches pods to the Open vSwitch bridge br-int, which forwards by its "
+         "pipeline's flows, table by table (Classifier, SpoofGuard, ..., L3Forwarding, "
+         "L2ForwardingCalc, Output), not by MAC learning. antrea-gw0 holds each node's pod "
+         "gateway; between nodes antrea-tun0 carries pod traffic in Geneve (UDP 6081). "
+         "AntreaProxy translates a pod's Service connection inside OVS on the client's "
+         "node, so the packet on the wire is already addressed to the chosen pod.",
+         "examples/cni/antrea", cni_antrea, "S-*"),
     Step("cni-aws-vpc", "CNI AWS VPC CNI: a pod -> Service packet",
          "Pods take secondary addresses of their node's ENIs in the VPC subnet. A pod's "
          "eth0 holds its address as a /32 with a default route via 169.254.1.1, whose "

@@ -49,6 +49,15 @@ _COMPONENT = {
     C.EV_IPVS_DNAT: "LB", C.EV_IPIP_ENCAP: "Overlay", C.EV_IPIP_DECAP: "Overlay",
     C.EV_EBT_SNAT: "NAT", C.EV_EBT_DNAT: "NAT",
     C.EV_SOCK_LB: "LB",
+    C.EV_OVS_ENCAP: "Overlay", C.EV_OVS_DECAP: "Overlay",
+}
+# Antrea's OVS tables as Traceflow's observations name their component (componentInfo: the
+# table, first in the detail)
+_OVS_COMPONENT = {
+    C.OVS_T_CLASSIFIER: "Classifier", C.OVS_T_SPOOFGUARD: "SpoofGuard",
+    C.OVS_T_ARP: "Forwarding", C.OVS_T_ENDPOINT_DNAT: "LB", C.OVS_T_L3_FORWARDING: "Routing",
+    C.OVS_T_L3_DEC_TTL: "Routing", C.OVS_T_L2_FORWARDING: "Forwarding",
+    C.OVS_T_OUTPUT: "Forwarding",
 }
 _QUIET = {C.EV_TTL, C.EV_FIXL2, C.EV_BR_LOCAL, C.EV_NODE_INPUT}
 _POLICY = (C.EV_POLICY_ALLOW, C.EV_POLICY_DENY)
@@ -244,10 +253,11 @@ class Trace:
         if i < 0:
             return set()
         kind = int(t.if_kind[i])
-        if kind in (C.IF_NODE_LOCAL, C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP):
+        node_kinds = (C.IF_NODE_LOCAL, C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP, C.IF_OVS_GW)
+        if kind in node_kinds:
             node = int(t.if_node[i])  # a node's processes: any of its addresses
             return {k for k in range(t.n_ifaces) if int(t.if_node[k]) == node and int(
-                t.if_kind[k]) in (C.IF_NODE_LOCAL, C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP)}
+                t.if_kind[k]) in node_kinds}
         if kind == C.IF_POD_ETH:  # a pod's answers to itself arrive on its lo (M-4)
             owner = int(t.if_owner[i])
             return {i} | {k for k in range(t.n_ifaces) if int(t.if_kind[k]) == C.IF_POD_LO
@@ -302,6 +312,8 @@ class Trace:
                     continue
                 action = "Forwarded"
                 comp = _COMPONENT.get(kind, "Forwarding")
+                if kind == C.EV_OVS_TABLE:
+                    comp = _OVS_COMPONENT.get(a, "Forwarding")
                 if kind in _POLICY:
                     comp = "Policy"
                     action = "Denied" if kind == C.EV_POLICY_DENY else "Allowed"

@@ -675,6 +675,8 @@ def neighbour_dev(t: Tables, index: list[tuple[int, int, dict[int, int]]], node:
                 return t.if_kernel_name[int(t.node_br_if[node])]  # cbr0, kube-bridge
             if t.vxlan:
                 return "flannel.1"
+            if 0 < t.ovs_tunnel < C.ANTREA_NOENCAP:  # Antrea: onlink on antrea-gw0
+                return t.if_kernel_name[int(t.node_br_if[node])]
         break
     return "eth0"
 

@@ -200,7 +200,7 @@ class Pieces:
             own[int(ip)] = (self.add_endpoint(_json(d)), -1)
         host = self.add_endpoint(_json(_reserved(ident, C.CILIUM_ID_HOST, "reserved:host")))
         for ip, i in zip(t.own_ip.tolist(), t.own_if.tolist(), strict=True):
-            if int(kinds[i]) in (C.IF_NODE_ETH, C.IF_BRIDGE):
+            if int(kinds[i]) in (C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_OVS_GW):
                 own.setdefault(int(ip), (host, -1))
         for sp, ip in enumerate(t.sp_ip.tolist()):
             if ip and int(self.sp_piece[sp]) >= 0:

@@ -59,6 +59,12 @@ class Datapath(Load, Stages, Proxy, Conntrack):
                 for m in range(t.n_nodes):
                     if m != n:
                         self.neigh[(m, self.if_ip[i])] = self.if_mac[i]
+            elif k == C.IF_OVS_GW and 0 < t.ovs_tunnel < C.ANTREA_NOENCAP:
+                # Antrea encap: OVS's ARPResponder answers for the peers' gateways with the
+                # Global Virtual MAC (ovs-pipeline.md)
+                for m in range(t.n_nodes):
+                    if m != n:
+                        self.neigh[(m, self.if_ip[i])] = C.GLOBAL_VIRTUAL_MAC
         # a routed pod in the node network (AWS VPC CNI, Azure CNI): the other nodes reach it
         # over the node network, its node's eth0 (the ENI holding the address) answers ARP
         net = next(((int(t.rt_prefix[r]), int(t.rt_len[r])) for r in range(len(t.rt_kind))
@@ -66,7 +72,8 @@ class Datapath(Load, Stages, Proxy, Conntrack):
         mask = (0xFFFFFFFF << (32 - net[1])) & 0xFFFFFFFF if net is not None else 0
         hosts = {self.if_ip[i] for i in range(t.n_ifaces) if self.if_kind[i] in (
             C.IF_NODE_ETH, C.IF_EXT_ETH, C.IF_GW_ETH, C.IF_VTEP) or (
-                self.if_kind[i] == C.IF_BRIDGE and i == int(t.node_eth_if[self.if_node[i]]))}
+                self.if_kind[i] == C.IF_BRIDGE and i == int(t.node_eth_if[self.if_node[i]])) or (
+                self.if_kind[i] == C.IF_OVS_GW and 0 < t.ovs_tunnel < C.ANTREA_NOENCAP)}
         for i in range(t.n_ifaces):
             if (self.if_kind[i] != C.IF_POD_ETH
                     or (self.if_kind[self.if_peer[i]] != C.IF_VETH_HOST

@@ -52,7 +52,7 @@ class Load(State):
         self.local_ips = {}
         for i in range(t.n_ifaces):
             k = int(t.if_kind[i])
-            if k in (C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP, C.IF_CILIUM_HOST):
+            if k in (C.IF_NODE_ETH, C.IF_BRIDGE, C.IF_VTEP, C.IF_CILIUM_HOST, C.IF_OVS_GW):
                 self.local_ips[(int(t.if_node[i]), int(t.if_ip[i]))] = i
         self.if_kind = [int(x) for x in t.if_kind]
         self.if_mac = [int(x) for x in t.if_mac]

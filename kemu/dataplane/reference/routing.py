@@ -15,6 +15,8 @@ SEMANTICS ids: R-1, R-2, S-1, S-9, L2-2.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kemu.dataplane import codes as C
 from kemu.dataplane.packet import ETH_ARP, ETH_IP
 from kemu.dataplane.reference.nat import Nat
@@ -34,6 +36,12 @@ def route_drop(out_if: int) -> int:
 
 class Routing(Tunnel, Netfilter, Nat, Record, Parse):
     """ip_rcv, forward, local in and out, output; routes and neighbours."""
+
+    if TYPE_CHECKING:  # Antrea's tunnel port (ovs.py, a base of Stages)
+        def _ovs_tun_len(self, d: bytearray, l4: int) -> int: ...
+        def _ovs_notrack(self, d: bytearray, node: int) -> bool: ...
+        def _ovs_tun_rcv(self, it: Item, node: int, l4: int, hl: int,
+                         stack: list[Item]) -> None: ...
 
     def _node_rcv(self, it: Item, i: int, stack: list[Item]) -> None:
         """A node's device receives a frame addressed to it: on to the node's IP stack."""
@@ -60,7 +68,8 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
             return self._end(it, C.OUT_DROPPED, bad, i)
         if (u32(d, 26) >> 24) == 127:
             return self._end(it, C.OUT_DROPPED, C.DROP_MARTIAN, i)
-        if not (it.ctx.pre_done and it.ctx.node == node):
+        if not (it.ctx.pre_done and it.ctx.node == node) and not (
+                self.t.ovs_tunnel and self._ovs_notrack(d, node)):  # Antrea's NOTRACK
             verdict = self._prerouting(it, node, i)
             if verdict:
                 return self._end(it, C.OUT_DROPPED, verdict, i)
@@ -97,6 +106,10 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
         if (self.t.vxlan and d[23] == C.PROTO_UDP and len(d) >= l4 + 8 + 8 + 14
                 and u16(d, l4 + 2) == C.VXLAN_PORT):
             return self._vxlan_decap(it, node, l4, stack)
+        if self.t.ovs_tunnel and self.t.ovs_tunnel != C.ANTREA_NOENCAP:  # Antrea (ovs.py)
+            hl = self._ovs_tun_len(d, l4)
+            if hl:
+                return self._ovs_tun_rcv(it, node, l4, hl, stack)
         if self.tun_if and d[23] == C.PROTO_IPIP and len(d) >= l4 + 20:  # ipip_rcv
             tun = self._ipip_tunnel(node, u32(d, 26))
             if tun >= 0:
@@ -228,6 +241,8 @@ class Routing(Tunnel, Netfilter, Nat, Record, Parse):
             tun = self.tun_if.get((node, owner), -1)
             if tun >= 0:  # kube-router's overlay: a dev route on tun-<hash>
                 return tun, 0
+            if t.ovs_tunnel and t.ovs_tunnel != C.ANTREA_NOENCAP:  # Antrea encap: via the
+                return int(t.node_br_if[node]), int(t.node_br_ip[owner])  # peer's gateway
             if r in self.rt_connected:  # a routed pod in the node network: connected
                 return int(t.node_eth_if[node]), 0
             if t.vxlan:  # flannel: the CIDR's .0; Cilium: the owner's VTEP

@@ -20,6 +20,7 @@ from kemu.dataplane.reference.bridge import Bridge
 from kemu.dataplane.reference.gateway import Gateway
 from kemu.dataplane.reference.host import Host
 from kemu.dataplane.reference.inject import Inject
+from kemu.dataplane.reference.ovs import Ovs
 from kemu.dataplane.reference.record import Record
 from kemu.dataplane.reference.routing import Routing
 from kemu.dataplane.reference.state import (
@@ -64,6 +65,10 @@ if TYPE_CHECKING:
 #   IF_UPLINK     _uplink_xmit (bridge): onto the    _uplink_rcv (bridge): ebtables DNAT,
 #                 node network's segment             into its bridge
 #   IF_CILIUM_HOST _veth_xmit (veth)                 _node_rcv (routing): cilium_host/_net
+#   IF_OVS_PORT   _ovs_port_xmit (ovs): the pod's    _ovs_port_rcv (ovs): br-int's pipeline
+#   IF_OVS_GW     _ovs_gw_xmit (ovs): the host       _node_rcv (routing): OVS output to
+#                 sends into br-int                  the host
+#   IF_OVS_TUN    _ovs_tun_xmit (ovs): encapsulate   _ovs_port_rcv (ovs): decapsulated
 TX: dict[int, Device] = {
     C.IF_POD_ETH: Veth._veth_xmit,
     C.IF_VETH: Veth._veth_xmit,
@@ -77,6 +82,9 @@ TX: dict[int, Device] = {
     C.IF_VETH_HOST: Veth._veth_xmit,
     C.IF_UPLINK: Bridge._uplink_xmit,
     C.IF_CILIUM_HOST: Veth._veth_xmit,
+    C.IF_OVS_PORT: Ovs._ovs_port_xmit,
+    C.IF_OVS_GW: Ovs._ovs_gw_xmit,
+    C.IF_OVS_TUN: Ovs._ovs_tun_xmit,
 }
 RX: dict[int, Device] = {
     C.IF_POD_ETH: Host._host_rcv,
@@ -91,16 +99,19 @@ RX: dict[int, Device] = {
     C.IF_VETH_HOST: Routing._node_rcv,
     C.IF_UPLINK: Bridge._uplink_rcv,
     C.IF_CILIUM_HOST: Routing._node_rcv,
+    C.IF_OVS_PORT: Ovs._ovs_port_rcv,
+    C.IF_OVS_GW: Routing._node_rcv,
+    C.IF_OVS_TUN: Ovs._ovs_port_rcv,
 }
 # The kinds whose receive takes a frame for any destination MAC: a bridge port and lo. Every
 # other kind is an Ethernet device that drops frames for another host before its receive.
-RX_ANY_MAC = frozenset({C.IF_VETH, C.IF_POD_LO, C.IF_UPLINK})
+RX_ANY_MAC = frozenset({C.IF_VETH, C.IF_POD_LO, C.IF_UPLINK, C.IF_OVS_PORT, C.IF_OVS_TUN})
 # Devices without a link header (kube-router's IP-in-IP tunnels; kemu keeps an Ethernet header
 # of zeros in front): no destination MAC to check, only the header's length.
 NO_LINK_HEADER = frozenset({C.IF_IPIP})
 
 
-class Stages(Veth, Bridge, Gateway, Host, Routing, Tunnel, Inject, Record):
+class Stages(Veth, Bridge, Gateway, Host, Ovs, Routing, Tunnel, Inject, Record):
     """A frame's run: its copies through the stages."""
 
     def _frame(self, fi: int, data: bytearray, iface: int, mode: int, now: int,
