@@ -52,8 +52,13 @@ def test_unknown_name_option_and_value_are_named() -> None:
     assert any("spec.cni.name" in p and "required" in p for p in out)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in BUILT])
-def test_modes_not_built_are_refused_not_emulated_as_flannel(name: str) -> None:
+@pytest.mark.parametrize("name", NAMES[1:])
+def test_modes_not_built_are_refused_not_emulated_as_flannel(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every mode is built today: each in turn pretends not to be, and is refused."""
+    from kemu.control import cni
+
+    monkeypatch.setattr(cni, "BUILT", cni.BUILT - {name})
     out = problems({"cni": name})
     assert any("spec.cni" in p and "not modelled yet" in p and name in p for p in out)
 
