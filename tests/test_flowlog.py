@@ -70,7 +70,14 @@ class Tee:
                             f"want {b[k] if k < len(b) else None}")
         Tee.batches += 1
         Tee.records_seen += want.count(b"\n")
-        self.real.write_batch(res, ts_ns, frame_numbers)
+
+    def write_later(self, res: Results, ts_ns, frame_numbers=None, done=None) -> None:  # noqa: ANN001
+        """As replay calls it: the twins compared now, the real log on its own thread."""
+        self.write_batch(res, ts_ns, frame_numbers)
+        self.real.write_later(res, ts_ns, frame_numbers, done)
+
+    def finish(self, drop: bool = False) -> None:
+        self.real.finish(drop)
 
 
 def tee_replay(monkeypatch: pytest.MonkeyPatch, emu, capture: Path, flows: Path,  # noqa: ANN001

@@ -48,12 +48,17 @@ services, drop reasons, and, interned like the pcapng comments with ``HopComment
 distinct list of decisions). :func:`encode_flows` then lays out a batch's records in one
 buffer from the pieces, formatting times, addresses, ports and flags itself;
 ``kemu._fastpath`` has a compiled twin with the same name and the same bytes
-(``implementations()``). :class:`FlowLog` drives it batch by batch, one ``write`` per batch.
+(``implementations()``). :class:`FlowLog` drives it batch by batch, one ``write`` per batch,
+on the caller's thread (``write_batch``) or on a thread of its own (``write_later``: replay
+runs the next batches through the datapath meanwhile; the compiled encoder lays records out
+without the GIL).
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -520,6 +525,57 @@ class FlowLog:
         self.verdict_lists: list[list[tuple[int, int, int, int]]] = [[]]
         self.policy_piece = np.array([-1], np.int32)
         self._all = np.zeros(64, np.uint8)
+        # write_later's thread, its queue of batches and the first error it met
+        self._thread: threading.Thread | None = None
+        self._jobs: queue.Queue[tuple[Results, np.ndarray, np.ndarray | None,
+                                      threading.Event | None] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._dropping = False
+
+    def write_later(self, res: Results, ts_ns: np.ndarray,
+                    frame_numbers: np.ndarray | None = None,
+                    done: threading.Event | None = None) -> None:
+        """:meth:`write_batch` on the flow log's own thread, batches in the order given;
+        ``done`` is set once it is over (or skipped after an error), and ``res``, ``ts_ns``
+        and ``frame_numbers`` must stay untouched until then. The first error met there is
+        raised here, by the next call, or by :meth:`finish`. Calls of :meth:`write_batch` and
+        of this one are not to be mixed on one log."""
+        if self._error is not None:
+            if done is not None:
+                done.set()
+            raise self._error
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="kemu flow log",
+                                            daemon=True)
+            self._thread.start()
+        self._jobs.put((res, ts_ns, frame_numbers, done))
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            res, ts, numbers, done = job
+            try:
+                if self._error is None and not self._dropping:
+                    self.write_batch(res, ts, numbers)
+            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+                self._error = e
+            finally:
+                if done is not None:
+                    done.set()
+
+    def finish(self, drop: bool = False) -> None:
+        """Wait until every batch given to :meth:`write_later` is written (with ``drop``:
+        the batches still waiting are skipped, the log is being dropped) and stop its thread;
+        raises the error it met (unless ``drop``). A no-op without a thread."""
+        if self._thread is not None:
+            self._dropping = self._dropping or drop
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None and not drop:
+            raise self._error
 
     def write_batch(self, res: Results, ts_ns: np.ndarray,
                     frame_numbers: np.ndarray | None = None) -> None:
