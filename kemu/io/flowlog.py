@@ -509,6 +509,7 @@ class FlowLog:
         self.kemu_format = bool(kemu_format)
         self.records = 0
         self._scratch = np.zeros(0, np.uint8)
+        self._no_ids = np.zeros(0, np.int32)
         self._space = getattr(out, "space", None)
         if self.kemu_format:
             self.comments = self.impl.HopComments()
@@ -582,21 +583,12 @@ class FlowLog:
         ts = np.ascontiguousarray(ts_ns, np.int64)
         numbers = (np.arange(1, len(ts) + 1, dtype=np.int64) if frame_numbers is None
                    else np.ascontiguousarray(frame_numbers, np.int64))
-        hop_dec = ev_dec = frame_dec = np.zeros(0, np.int32)
+        hop_dec = ev_dec = frame_dec = self._no_ids
         if self.kemu_format:
             hop_dec, ev_dec, frame_dec = self._decisions(res, len(ts))
-        n_max = res.n_outcomes + int(np.count_nonzero(
-            TRANSLATIONS[res.ev_kind[:res.n_events].view(np.uint16)]))
-        size = n_max * record_bound(self.pieces)
-        space = self._space if self._space is not None and size <= self.IN_PLACE \
-            else self._scratch_space
         oc_policy = self._policies(res, len(ts))
-        if oc_policy is not None:  # (the bound grew with a new piece)
-            size = n_max * record_bound(self.pieces)
-            space = self._space if self._space is not None and size <= self.IN_PLACE \
-                else self._scratch_space
         data, n = self.impl.encode_flows(res, ts, numbers, hop_dec, ev_dec, frame_dec,
-                                         self.pieces, space, oc_policy)
+                                         self.pieces, self._layout, oc_policy)
         if n:
             self.out.write(data)
             self.records += n
@@ -662,7 +654,10 @@ class FlowLog:
 
     def _policies(self, res: Results, n_frames: int) -> np.ndarray | None:
         """The policy verdicts piece of each outcome's record (its frame's verdicts, in event
-        order), or ``None`` when the batch has no verdict."""
+        order), or ``None`` when the batch has no verdict (none at all without a policy: a pod
+        no policy selects is not isolated and meets no verdict, P-1)."""
+        if not self.t.pol_name:
+            return None
         n_ev = res.n_events
         sel = np.flatnonzero(VERDICTS[res.ev_kind[:n_ev].view(np.uint16)])
         if not len(sel):
@@ -685,6 +680,13 @@ class FlowLog:
         inside = (oc_frame >= 0) & (oc_frame < n_frames)
         return np.where(inside, self.policy_piece[frame_ids[np.where(inside, oc_frame, 0)]],
                         -1).astype(np.int32)
+
+    def _layout(self, n: int) -> np.ndarray:
+        """Where ``encode_flows`` lays out a batch of at most ``n`` bytes: the file's own
+        buffers up to ``IN_PLACE`` bytes, else the scratch array (then copied there)."""
+        if self._space is not None and n <= self.IN_PLACE:
+            return self._space(n)
+        return self._scratch_space(n)
 
     def _scratch_space(self, n: int) -> np.ndarray:
         if len(self._scratch) < n:
