@@ -15,6 +15,21 @@ cdef enum:
     FL_TRANSLATED = 2
 
 cdef const char* FL_HEX = b"0123456789abcdef"
+# 0..255 in decimal, 4 bytes each: up to three digits, then (4th byte) how many
+cdef uint8_t FL_OCTETS[1024]
+
+
+cdef void fl_octets() noexcept:
+    cdef int i, k
+    cdef bytes digits
+    for i in range(256):
+        digits = str(i).encode()
+        for k in range(3):
+            FL_OCTETS[4 * i + k] = digits[k] if k < len(digits) else 0
+        FL_OCTETS[4 * i + 3] = <uint8_t>len(digits)
+
+
+fl_octets()
 # the two digits of 0..99, for numbers written two digits at a time
 cdef const char* FL_D2 = b"00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
 cdef const char* FL_VERDICTS[3]
@@ -93,10 +108,16 @@ cdef inline int fl_digits(uint8_t* end, uint64_t v) noexcept nogil:
 
 
 cdef inline uint8_t* fl_u64(uint8_t* p, uint64_t v) noexcept nogil:
-    cdef uint8_t tmp[24]
-    cdef int k = fl_digits(tmp + 24, v)
-    memcpy(p, tmp + 24 - k, k)
-    return p + k
+    """``v`` in decimal at ``p``, written in place (its digits counted first)."""
+    cdef int n = 1
+    cdef uint64_t t = v
+    while t >= 100:
+        t //= 100
+        n += 2
+    if t >= 10:
+        n += 1
+    fl_digits(p + n, v)
+    return p + n
 
 
 cdef inline uint8_t* fl_i64(uint8_t* p, int64_t v) noexcept nogil:
@@ -171,12 +192,15 @@ cdef inline uint8_t* fl_mac(uint8_t* p, const uint8_t* m) noexcept nogil:
 
 
 cdef inline uint8_t* fl_ip(uint8_t* p, const uint8_t* a) noexcept nogil:
+    """A dotted quad: each byte's digits from ``FL_OCTETS`` (four bytes copied, the length
+    counted: the buffer's bound leaves room for the spare byte, written over next)."""
     cdef int k
     for k in range(4):
         if k:
             p[0] = 46
             p += 1
-        p = fl_u64(p, a[k])
+        memcpy(p, FL_OCTETS + 4 * a[k], 4)
+        p += FL_OCTETS[4 * a[k] + 3]
     return p
 
 
