@@ -3,7 +3,8 @@
 Frames are read in chunks (no Python object per frame), converted to Ethernet and placed where
 their source lives on a reader thread (``kemu.io.ahead``), then pushed through the batch
 datapath in batches; hop comments and pcapng blocks are made on the writer's thread
-(``kemu.frontend.hopwriter``, ``kemu.io.pcapng``). Placement, in order:
+(``kemu.frontend.hopwriter``, ``kemu.io.pcapng``), flow records on the flow log's
+(``kemu.io.flowlog.FlowLog.write_later``), while the next batches run. Placement, in order:
 the pod, external host, gateway or node owning the source IPv4 address (ARP: the sender
 address), else the interface owning the source MAC; frames with neither are counted by reason
 (or, with ``unknown_at_gateway``, enter from the gateway). A placed frame is transmitted by its

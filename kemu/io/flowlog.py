@@ -489,7 +489,9 @@ class FlowLog:
     file is written through its ``buffer``), one ``write`` per batch. Where ``out`` has
     ``space`` (``kemu.io.directio.DirectFile``) the records are laid out in the file's own
     buffers. ``impl``: the module whose ``encode_flows`` and ``HopComments`` make them (this
-    one, or ``kemu._fastpath``; the active backend's by default)."""
+    one, or ``kemu._fastpath``; the active backend's by default). ``write_later`` does the
+    same on a thread of the log's own (replay's way: the records of one batch are laid out
+    while the datapath runs the next), ``finish`` waits for it."""
 
     # the most bytes laid out in the file's own buffers at once (DirectFile gives up to a
     # buffer's worth in place, 16 MiB but a few KiB by default); larger batches go through a
