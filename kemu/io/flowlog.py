@@ -71,6 +71,7 @@ from kemu.dataplane import l7 as l7_records
 from kemu.dataplane.describe import rule_policy, selecting_policies
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
+from kemu.io.directio import next_item
 from kemu.io.hops import HUSH, HopComments, decision_text, with_flows
 
 __all__ = ["EndpointInfo", "FlowLog", "HopComments", "Pieces", "encode_flows", "rfc3339"]
@@ -555,7 +556,7 @@ class FlowLog:
 
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
+            job = next_item(self._jobs)
             if job is None:
                 return
             res, ts, numbers, done = job
