@@ -70,7 +70,14 @@ class Tee:
                             f"want {b[k] if k < len(b) else None}")
         Tee.batches += 1
         Tee.records_seen += want.count(b"\n")
-        self.real.write_batch(res, ts_ns, frame_numbers)
+
+    def write_later(self, res: Results, ts_ns, frame_numbers=None, done=None) -> None:  # noqa: ANN001
+        """As replay calls it: the twins compared now, the real log on its own thread."""
+        self.write_batch(res, ts_ns, frame_numbers)
+        self.real.write_later(res, ts_ns, frame_numbers, done)
+
+    def finish(self, drop: bool = False) -> None:
+        self.real.finish(drop)
 
 
 def tee_replay(monkeypatch: pytest.MonkeyPatch, emu, capture: Path, flows: Path,  # noqa: ANN001
@@ -450,3 +457,89 @@ def test_random_mix_names(tmp_path: Path) -> None:
               for lab in r["flow"].get(side, {}).get("labels", []) if lab.startswith("reserved")}
     assert labels == {"reserved:host", "reserved:world", "reserved:unmanaged"}
     assert any("source_service" in r["flow"] for r in records)
+
+
+# ------------------------------------------------------------------ the flow log's thread
+@pytest.mark.parametrize("fmt", ["hubble", "kemu"])
+def test_write_later_writes_what_write_batch_does(tmp_path: Path, backend: str, fmt: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replay hands each batch to the flow log's thread (``write_later``), answers included
+    (``--respond``: their records after their batch's): the bytes are those of writing every
+    batch on the caller's thread, in order, with 3 frames a batch (many batches in flight)."""
+    def run(path: Path) -> bytes:
+        emu = kemu.load(EXAMPLE, backend=backend, respond=True)
+        s = replay(emu, CAPTURE, None, path, ReplayOptions(flow_format=fmt, batch=3,
+                                                           respond=True))
+        data = path.read_bytes()
+        assert s.flow_records == data.count(b"\n") > 20
+        return data
+
+    threaded = run(tmp_path / "thread.jsonl")
+    calls: list[int] = []
+
+    def now(self, res, ts_ns, frame_numbers=None, done=None) -> None:  # noqa: ANN001
+        calls.append(1)
+        try:
+            self.write_batch(res, ts_ns, frame_numbers)
+        finally:
+            if done is not None:
+                done.set()
+
+    monkeypatch.setattr(FlowLog, "write_later", now)
+    assert run(tmp_path / "now.jsonl") == threaded and len(calls) >= 10
+
+
+class Failing:
+    """A file whose writes fail after ``ok`` of them (a full disk)."""
+
+    def __init__(self, ok: int) -> None:
+        self.ok = ok
+        self.data = io.BytesIO()
+
+    def write(self, b) -> int:  # noqa: ANN001
+        if self.ok <= 0:
+            raise OSError(28, "No space left on device")
+        self.ok -= 1
+        return self.data.write(b)
+
+
+def test_write_later_raises_the_threads_error_and_frees_every_batch(backend: str) -> None:
+    """An error met on the flow log's thread is raised by the next ``write_later`` and by
+    ``finish``; each batch's event is set all the same (replay's Results are never left
+    waiting), and ``finish(drop=True)`` stops the thread without raising."""
+    import threading
+
+    emu = kemu.load(EXAMPLE, backend=backend, respond=False)
+    t = emu.tables
+    log = FlowLog(Failing(ok=1), t, R._endpoint_infos(emu), R._service_names(t),
+                  impl=IMPLS[backend])
+    got: list[Results] = []
+
+    def keep(res: Results, numbers: np.ndarray) -> None:
+        if len(got) < 3:
+            copy = Results(hops=res.n_hops + 1, arena=len(res.arena), record=True)
+            for name in ("hop_frame", "hop_iface", "hop_dir", "hop_off", "hop_len", "ev_hop",
+                         "ev_kind", "ev_a", "ev_b", "ev_c", "ev_frame", "oc_frame", "oc_kind",
+                         "oc_reason", "oc_iface", "oc_hop", "arena"):
+                src, dst = getattr(res, name), getattr(copy, name)
+                if len(dst) < len(src):
+                    setattr(copy, name, dst := np.zeros_like(src))
+                dst[:len(src)] = src
+            copy.n_hops, copy.n_events, copy.n_outcomes = res.n_hops, res.n_events, \
+                res.n_outcomes
+            got.append(copy)
+
+    replay(emu, CAPTURE, None, None, ReplayOptions(batch=4, on_batch=keep))
+    assert len(got) == 3
+    ts = np.arange(4, dtype=np.int64) * 10**9
+    events = [threading.Event() for _ in got]
+    log.write_later(got[0], ts, None, events[0])  # written
+    log.write_later(got[1], ts, None, events[1])  # fails: ENOSPC
+    events[1].wait(10)
+    with pytest.raises(OSError, match="No space"):
+        log.write_later(got[2], ts, None, events[2])
+    assert all(e.is_set() for e in events)
+    with pytest.raises(OSError, match="No space"):
+        log.finish()
+    log.finish(drop=True)  # (again, dropping: quiet)
+    assert log.records > 0 and log.out.data.getvalue().count(b"\n") == log.records

@@ -15,6 +15,23 @@ cdef enum:
     FL_TRANSLATED = 2
 
 cdef const char* FL_HEX = b"0123456789abcdef"
+# 0..255 in decimal, 4 bytes each: up to three digits, then (4th byte) how many
+cdef uint8_t FL_OCTETS[1024]
+
+
+cdef void fl_octets() noexcept:
+    cdef int i, k
+    cdef bytes digits
+    for i in range(256):
+        digits = str(i).encode()
+        for k in range(3):
+            FL_OCTETS[4 * i + k] = digits[k] if k < len(digits) else 0
+        FL_OCTETS[4 * i + 3] = <uint8_t>len(digits)
+
+
+fl_octets()
+# the two digits of 0..99, for numbers written two digits at a time
+cdef const char* FL_D2 = b"00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
 cdef const char* FL_VERDICTS[3]
 FL_VERDICTS[0] = b"FORWARDED"
 FL_VERDICTS[1] = b"DROPPED"
@@ -68,20 +85,39 @@ cdef inline uint8_t* fl_piece(uint8_t* p, const FlowCtx* c, int64_t k) noexcept 
     return p + c.size[k]
 
 
+cdef inline int fl_digits(uint8_t* end, uint64_t v) noexcept nogil:
+    """The decimal digits of ``v`` written to end just before ``end``, two at a time (one
+    division by 100 per pair); returns how many."""
+    cdef uint64_t q, r
+    cdef uint8_t* q_ = end
+    while v >= 100:
+        q = v // 100
+        r = 2 * (v - q * 100)
+        q_ -= 2
+        q_[0] = FL_D2[r]
+        q_[1] = FL_D2[r + 1]
+        v = q
+    if v >= 10:
+        q_ -= 2
+        q_[0] = FL_D2[2 * v]
+        q_[1] = FL_D2[2 * v + 1]
+    else:
+        q_ -= 1
+        q_[0] = <uint8_t>(48 + v)
+    return <int>(end - q_)
+
+
 cdef inline uint8_t* fl_u64(uint8_t* p, uint64_t v) noexcept nogil:
-    cdef uint8_t tmp[24]
-    cdef int k = 0
-    while True:
-        tmp[k] = <uint8_t>(48 + v % 10)
-        v //= 10
-        k += 1
-        if v == 0:
-            break
-    while k > 0:
-        k -= 1
-        p[0] = tmp[k]
-        p += 1
-    return p
+    """``v`` in decimal at ``p``, written in place (its digits counted first)."""
+    cdef int n = 1
+    cdef uint64_t t = v
+    while t >= 100:
+        t //= 100
+        n += 2
+    if t >= 10:
+        n += 1
+    fl_digits(p + n, v)
+    return p + n
 
 
 cdef inline uint8_t* fl_i64(uint8_t* p, int64_t v) noexcept nogil:
@@ -92,18 +128,15 @@ cdef inline uint8_t* fl_i64(uint8_t* p, int64_t v) noexcept nogil:
 
 
 cdef inline uint8_t* fl_pad(uint8_t* p, uint64_t v, int width) noexcept nogil:
-    """``v`` in at least ``width`` digits, zero-padded (Python's ``f"{v:0{width}d}"``)."""
+    """``v`` in at least ``width`` digits (at most 20), zero-padded (Python's
+    ``f"{v:0{width}d}"``)."""
     cdef uint8_t tmp[24]
-    cdef int k = 0
-    while v or k < width:
-        tmp[k] = <uint8_t>(48 + v % 10)
-        v //= 10
+    cdef int k = fl_digits(tmp + 24, v)
+    while k < width:
         k += 1
-    while k > 0:
-        k -= 1
-        p[0] = tmp[k]
-        p += 1
-    return p
+        tmp[24 - k] = 48
+    memcpy(p, tmp + 24 - k, k)
+    return p + k
 
 
 cdef inline int64_t fl_floordiv(int64_t a, int64_t b) noexcept nogil:
@@ -159,12 +192,15 @@ cdef inline uint8_t* fl_mac(uint8_t* p, const uint8_t* m) noexcept nogil:
 
 
 cdef inline uint8_t* fl_ip(uint8_t* p, const uint8_t* a) noexcept nogil:
+    """A dotted quad: each byte's digits from ``FL_OCTETS`` (four bytes copied, the length
+    counted: the buffer's bound leaves room for the spare byte, written over next)."""
     cdef int k
     for k in range(4):
         if k:
             p[0] = 46
             p += 1
-        p = fl_u64(p, a[k])
+        memcpy(p, FL_OCTETS + 4 * a[k], 4)
+        p += FL_OCTETS[4 * a[k] + 3]
     return p
 
 
@@ -382,7 +418,6 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
     if (why.shape[0] < 1 << 16
             or not fl_ids_ok(if_piece, c.n_if, n_pieces, False)
             or not fl_ids_ok(if_node, c.n_if, n_pieces, False)
-            or not fl_ids_ok(why, 1 << 16, n_pieces, True)
             or not fl_ids_ok(sp_piece, sp_piece.shape[0], n_pieces, True)
             or not fl_ids_ok(ep_piece, c.n_ep, n_pieces, True)
             or not fl_ids_ok(ep_svc, c.n_ep, n_pieces, True)
@@ -420,26 +455,29 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
     c.cnet = pieces.cnet
     c.cmask = pieces.cmask
     c.kemu_format = kemu_format
-    # the translation events of each hop, in event order (counting sort by hop)
+    # the translation events of each hop, in event order (counting sort by hop; the events
+    # are read once, the few translations twice more)
     tr_start = np.zeros(n_hops + 2, np.int64)
     tr_list = np.empty(max(1, n_ev), np.int64)
+    tr_seen = np.empty(max(1, n_ev), np.int64)
     cdef int64_t[::1] ts_ = tr_start
     cdef int64_t[::1] tl = tr_list
-    cdef int64_t h, e, k, kind
+    cdef int64_t[::1] tseen = tr_seen
+    cdef int64_t h, e, k, kind, n_tr = 0
     with nogil:
         for e in range(n_ev):
             kind = ek[e]
             if ((kind == EV_DNAT or kind == EV_SNAT or kind == EV_UNDNAT or kind == EV_UNSNAT
                  or kind == EV_IPVS_DNAT) and 0 <= eh[e] < n_hops):
                 ts_[eh[e] + 2] += 1
+                tseen[n_tr] = e
+                n_tr += 1
         for h in range(n_hops):
             ts_[h + 2] += ts_[h + 1]
-        for e in range(n_ev):  # ts_[h + 1]: where hop h's next one goes
-            kind = ek[e]
-            if ((kind == EV_DNAT or kind == EV_SNAT or kind == EV_UNDNAT or kind == EV_UNSNAT
-                 or kind == EV_IPVS_DNAT) and 0 <= eh[e] < n_hops):
-                tl[ts_[eh[e] + 1]] = e
-                ts_[eh[e] + 1] += 1
+        for k in range(n_tr):  # ts_[h + 1]: where hop h's next one goes
+            e = tseen[k]
+            tl[ts_[eh[e] + 1]] = e
+            ts_[eh[e] + 1] += 1
     # (now hop h's are tl[ts_[h]:ts_[h + 1]])
     cdef int64_t bound = (FL_TEXT + 2 * <int64_t>pieces.max_endpoint
                           + 2 * <int64_t>pieces.max_service + 4 * <int64_t>pieces.max_size
@@ -549,6 +587,9 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
                     verdict, reason, point = FL_DROPPED, neigh_why, 0
                 else:
                     verdict, reason, point = FL_DROPPED, why[<uint16_t>orr[oc]], 0
+                    if reason < -1 or reason >= n_pieces:  # (checked here, where taken)
+                        err, bad = 5, <uint16_t>orr[oc]
+                        break
                 dec = -1
                 if kemu_format:
                     dec = hdec[h] if h >= 0 else fdec[fi]
@@ -561,5 +602,6 @@ def encode_flows(res, frame_ts, frame_number, hop_dec, ev_dec, frame_dec, pieces
         raise ValueError("encode_flows: " + (
             f"frame {bad} outside 0..{n_frames - 1}", f"hop {bad}: bytes outside the arena "
             "or interface unknown", f"event {bad}: frontend unknown",
-            f"outcome {bad}: hop outside the results")[err - 1])
+            f"outcome {bad}: hop outside the results",
+            f"a piece id unknown (drop reason {bad})")[err - 1])
     return out[:p - base], count

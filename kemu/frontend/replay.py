@@ -3,7 +3,8 @@
 Frames are read in chunks (no Python object per frame), converted to Ethernet and placed where
 their source lives on a reader thread (``kemu.io.ahead``), then pushed through the batch
 datapath in batches; hop comments and pcapng blocks are made on the writer's thread
-(``kemu.frontend.hopwriter``, ``kemu.io.pcapng``). Placement, in order:
+(``kemu.frontend.hopwriter``, ``kemu.io.pcapng``), flow records on the flow log's
+(``kemu.io.flowlog.FlowLog.write_later``), while the next batches run. Placement, in order:
 the pod, external host, gateway or node owning the source IPv4 address (ARP: the sender
 address), else the interface owning the source MAC; frames with neither are counted by reason
 (or, with ``unknown_at_gateway``, enter from the gateway). A placed frame is transmitted by its
@@ -216,7 +217,7 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
     summary = ReplaySummary()
     if amap is not None:
         summary.mapped = 0
-    writer = flow_file = None
+    writer = flow_file = flowlog = None
     # a compressed capture decompressed once, here (not on the reader thread, once per loop)
     source = ExitStack()
     try:
@@ -226,21 +227,22 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
             if writer is not None else None
         # the flow log's bytes around the page cache, laid out in the file's own buffers
         flow_file = AtomicFile(flows, "wb", direct=opts.direct) if flows is not None else None
-        flowlog = None
         if flow_file is not None:
             flowlog = FlowLog(flow_file, t, _endpoint_infos(emu), _service_names(t),
                               kemu_format=opts.flow_format == "kemu",
                               impl=flowlog_twins()[emu.backend])
         record = writer is not None or flowlog is not None or opts.respond \
             or opts.on_batch is not None
-        # three Results in turn: the writer's thread encodes one batch's hops while the next
-        # batches run in the others (the third absorbs the two threads' jitter)
+        # three Results in turn: the writers' threads encode one batch's hops and flow records
+        # while the next batches run in the others (the third absorbs the threads' jitter); a
+        # Results is free again once both its events are set
         worst_hops, worst_arena = Results.worst_case(1514, t.n_ifaces)
         hops = opts.batch * 16 + worst_hops  # sized so that a batch of typical frames fits
         slots = [(Results(hops=hops, arena=hops * 96 + worst_arena, record=record),
-                  threading.Event()) for _ in range(3)]
-        for _res, encoded in slots:
+                  threading.Event(), threading.Event()) for _ in range(3)]
+        for _res, encoded, flowed in slots:
             encoded.set()
+            flowed.set()
         done = turn = 0
         # (select or source applies it)
         limit = 0 if opts.select is not None or opts.source is not None else opts.limit
@@ -258,12 +260,14 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
                     summary.mapped = (summary.mapped or 0) + amap.count(mapped, n)
                 for lo in range(0, n, opts.batch):
                     hi = min(n, lo + opts.batch)
-                    res, encoded = slots[turn]
+                    res, encoded, flowed = slots[turn]
                     turn = (turn + 1) % len(slots)
                     encoded.wait()
+                    flowed.wait()
                     encoded.clear()
+                    flowed.clear()
                     _run_batch(emu, cap, lo, hi, placed, res, hop_writer, flowlog, summary,
-                               opts, encoded)
+                               opts, encoded, flowed)
                     done += hi - lo
                     if progress is not None:
                         progress(done)
@@ -271,12 +275,16 @@ def replay(emu: Emulation, capture: str | os.PathLike, out: str | os.PathLike | 
                     break
             if limit and done >= limit:
                 break
+        if flowlog is not None:
+            flowlog.finish()
         if writer is not None:
             writer.close()
         if flow_file is not None:
             flow_file.commit()
             summary.flow_records = flowlog.records if flowlog else 0
     except BaseException:
+        if flowlog is not None:
+            flowlog.finish(drop=True)
         if writer is not None:
             writer.abort()
         if flow_file is not None:
@@ -340,21 +348,25 @@ def _placed_chunks(capture: str | os.PathLike[str], placer: Placer, amap: Addres
 
 def _run_batch(emu: Emulation, cap: Capture, lo: int, hi: int, placed: Placement,
                res: Results, writer: HopWriter | None, flowlog: FlowLog | None,
-               summary: ReplaySummary, opts: ReplayOptions, encoded: threading.Event) -> None:
-    """One batch: run, count, write; ``encoded`` is set once ``res`` is free again."""
-    handed = False  # whether the writer took res (it sets ``encoded`` then)
+               summary: ReplaySummary, opts: ReplayOptions, encoded: threading.Event,
+               flowed: threading.Event) -> None:
+    """One batch: run, count, write; ``encoded`` and ``flowed`` are set once the pcapng's
+    and the flow log's writers are done with ``res`` (both: it is free again)."""
+    handed = (False, False)  # whether the writers took res (they set the events then)
     try:
         handed = _run_batch_in(emu, cap, lo, hi, placed, res, writer, flowlog, summary, opts,
-                               encoded)
+                               encoded, flowed)
     finally:
-        if not handed:
+        if not handed[0]:
             encoded.set()
+        if not handed[1]:
+            flowed.set()
 
 
 def _run_batch_in(emu: Emulation, cap: Capture, lo: int, hi: int, placed: Placement,
                   res: Results, writer: HopWriter | None, flowlog: FlowLog | None,
-                  summary: ReplaySummary, opts: ReplayOptions, encoded: threading.Event
-                  ) -> bool:
+                  summary: ReplaySummary, opts: ReplayOptions, encoded: threading.Event,
+                  flowed: threading.Event) -> tuple[bool, bool]:
     offs = cap.offsets[lo:hi]
     lens = cap.lengths[lo:hi]
     iface, mode, why = (a[lo:hi] for a in placed)
@@ -371,7 +383,7 @@ def _run_batch_in(emu: Emulation, cap: Capture, lo: int, hi: int, placed: Placem
         if len(summary.unknown_sources) < 100_000:
             summary.unknown_sources.update(unknown_sources(cap.buf, offs, lens, why))
         if not k:
-            return False
+            return False, False
         sel = np.flatnonzero(iface >= 0)
     batch = Batch(cap.buf, offs[sel], lens[sel], iface[sel], mode[sel], cap.ts_ns[lo:hi][sel])
     res.clear()
@@ -387,13 +399,14 @@ def _run_batch_in(emu: Emulation, cap: Capture, lo: int, hi: int, placed: Placem
                                              first=lambda: _count(res, k, summary, fates))
     else:
         _count(res, k, summary, fates)
-    if flowlog is not None:
-        flowlog.write_batch(res, batch.ts_ns, cap.frame_numbers[lo:hi][sel])
+    flows = flowlog is not None
+    if flowlog is not None:  # on the flow log's thread: it sets ``flowed``
+        flowlog.write_later(res, batch.ts_ns, cap.frame_numbers[lo:hi][sel], flowed)
     if opts.on_batch is not None:
         opts.on_batch(res, cap.frame_numbers[lo:hi][sel])
     if opts.respond:
         _respond(emu, res, batch, writer, flowlog, summary)
-    return handed
+    return handed, flows
 
 
 def _count(res: Results, n: int, summary: ReplaySummary, impl: ModuleType) -> None:
@@ -447,8 +460,8 @@ def _respond(emu: Emulation, res: Results, batch: Batch, writer: HopWriter | Non
         summary.answers += len(frames)
         if writer is not None:
             summary.hops_written += writer.write(ares, ab.ts_ns)
-        if flowlog is not None:
-            flowlog.write_batch(ares, ab.ts_ns)
+        if flowlog is not None:  # (after the batch's own records: one queue, in order)
+            flowlog.write_later(ares, ab.ts_ns)
         ts = [int(x) for x in ab.ts_ns]
         frames = follow(ares, "answer", ab.ts_ns)
 

@@ -36,6 +36,19 @@ _ALIGN = 4096
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 
+def next_item(q: queue.Queue[Any]) -> Any:
+    """The next item of ``q``, waiting in steps: a wake-up lost to an exception raised in the
+    putting thread inside ``put`` (KeyboardInterrupt, kemu's SIGTERM/SIGHUP: they land at any
+    point of the main thread) is not waited for forever, the item is taken at the next step.
+    The writing threads of the outputs (this module's, ``kemu.io.pcapng``'s, the flow
+    log's) wait for their work this way."""
+    while True:
+        try:
+            return q.get(timeout=0.05)
+        except queue.Empty:
+            continue
+
+
 class DirectFile:
     """A write-only binary file (``write``, ``close``, ``discard``) created or truncated at
     ``path``, written with ``O_DIRECT`` when ``direct`` and the system allow it.
@@ -133,7 +146,7 @@ class DirectFile:
 
     def _run(self) -> None:
         while True:
-            item = self._full.get()
+            item = next_item(self._full)
             if item is None:
                 return
             view, size = item

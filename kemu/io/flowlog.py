@@ -51,12 +51,17 @@ services, drop reasons, and, interned like the pcapng comments with ``HopComment
 distinct list of decisions). :func:`encode_flows` then lays out a batch's records in one
 buffer from the pieces, formatting times, addresses, ports and flags itself;
 ``kemu._fastpath`` has a compiled twin with the same name and the same bytes
-(``implementations()``). :class:`FlowLog` drives it batch by batch, one ``write`` per batch.
+(``implementations()``). :class:`FlowLog` drives it batch by batch, one ``write`` per batch,
+on the caller's thread (``write_batch``) or on a thread of its own (``write_later``: replay
+runs the next batches through the datapath meanwhile; the compiled encoder lays records out
+without the GIL).
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -69,6 +74,7 @@ from kemu.dataplane import l7 as l7_records
 from kemu.dataplane.describe import rule_policy, selecting_policies
 from kemu.dataplane.results import Results
 from kemu.dataplane.tables import Tables
+from kemu.io.directio import next_item
 from kemu.io.hops import HUSH, HopComments, decision_text, with_flows
 
 __all__ = ["EndpointInfo", "FlowLog", "HopComments", "Pieces", "encode_flows", "rfc3339"]
@@ -507,7 +513,9 @@ class FlowLog:
     file is written through its ``buffer``), one ``write`` per batch. Where ``out`` has
     ``space`` (``kemu.io.directio.DirectFile``) the records are laid out in the file's own
     buffers. ``impl``: the module whose ``encode_flows`` and ``HopComments`` make them (this
-    one, or ``kemu._fastpath``; the active backend's by default)."""
+    one, or ``kemu._fastpath``; the active backend's by default). ``write_later`` does the
+    same on a thread of the log's own (replay's way: the records of one batch are laid out
+    while the datapath runs the next), ``finish`` waits for it."""
 
     # the most bytes laid out in the file's own buffers at once (DirectFile gives up to a
     # buffer's worth in place, 16 MiB but a few KiB by default); larger batches go through a
@@ -527,6 +535,7 @@ class FlowLog:
         self.kemu_format = bool(kemu_format)
         self.records = 0
         self._scratch = np.zeros(0, np.uint8)
+        self._no_ids = np.zeros(0, np.int32)
         self._space = getattr(out, "space", None)
         if self.kemu_format:
             self.comments = self.impl.HopComments()
@@ -543,27 +552,69 @@ class FlowLog:
         self.verdict_lists: list[list[tuple[int, int, int, int]]] = [[]]
         self.policy_piece = np.array([-1], np.int32)
         self._all = np.zeros(64, np.uint8)
+        # write_later's thread, its queue of batches and the first error it met
+        self._thread: threading.Thread | None = None
+        self._jobs: queue.Queue[tuple[Results, np.ndarray, np.ndarray | None,
+                                      threading.Event | None] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._dropping = False
+
+    def write_later(self, res: Results, ts_ns: np.ndarray,
+                    frame_numbers: np.ndarray | None = None,
+                    done: threading.Event | None = None) -> None:
+        """:meth:`write_batch` on the flow log's own thread, batches in the order given;
+        ``done`` is set once it is over (or skipped after an error), and ``res``, ``ts_ns``
+        and ``frame_numbers`` must stay untouched until then. The first error met there is
+        raised here, by the next call, or by :meth:`finish`. Calls of :meth:`write_batch` and
+        of this one are not to be mixed on one log."""
+        if self._error is not None:
+            if done is not None:
+                done.set()
+            raise self._error
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="kemu flow log",
+                                            daemon=True)
+            self._thread.start()
+        self._jobs.put((res, ts_ns, frame_numbers, done))
+
+    def _run(self) -> None:
+        while True:
+            job = next_item(self._jobs)
+            if job is None:
+                return
+            res, ts, numbers, done = job
+            try:
+                if self._error is None and not self._dropping:
+                    self.write_batch(res, ts, numbers)
+            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+                self._error = e
+            finally:
+                if done is not None:
+                    done.set()
+
+    def finish(self, drop: bool = False) -> None:
+        """Wait until every batch given to :meth:`write_later` is written (with ``drop``:
+        the batches still waiting are skipped, the log is being dropped) and stop its thread;
+        raises the error it met (unless ``drop``). A no-op without a thread."""
+        if self._thread is not None:
+            self._dropping = self._dropping or drop
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None and not drop:
+            raise self._error
 
     def write_batch(self, res: Results, ts_ns: np.ndarray,
                     frame_numbers: np.ndarray | None = None) -> None:
         ts = np.ascontiguousarray(ts_ns, np.int64)
         numbers = (np.arange(1, len(ts) + 1, dtype=np.int64) if frame_numbers is None
                    else np.ascontiguousarray(frame_numbers, np.int64))
-        hop_dec = ev_dec = frame_dec = np.zeros(0, np.int32)
+        hop_dec = ev_dec = frame_dec = self._no_ids
         if self.kemu_format:
             hop_dec, ev_dec, frame_dec = self._decisions(res, len(ts))
-        n_max = res.n_outcomes + int(np.count_nonzero(
-            TRANSLATIONS[res.ev_kind[:res.n_events].view(np.uint16)]))
-        size = n_max * record_bound(self.pieces)
-        space = self._space if self._space is not None and size <= self.IN_PLACE \
-            else self._scratch_space
         oc_policy = self._policies(res, len(ts))
-        if oc_policy is not None:  # (the bound grew with a new piece)
-            size = n_max * record_bound(self.pieces)
-            space = self._space if self._space is not None and size <= self.IN_PLACE \
-                else self._scratch_space
         data, n = self.impl.encode_flows(res, ts, numbers, hop_dec, ev_dec, frame_dec,
-                                         self.pieces, space, oc_policy)
+                                         self.pieces, self._layout, oc_policy)
         if n:
             self.out.write(data)
             self.records += n
@@ -629,7 +680,10 @@ class FlowLog:
 
     def _policies(self, res: Results, n_frames: int) -> np.ndarray | None:
         """The policy verdicts piece of each outcome's record (its frame's verdicts, in event
-        order), or ``None`` when the batch has no verdict."""
+        order), or ``None`` when the batch has no verdict (none at all without a policy: a pod
+        no policy selects is not isolated and meets no verdict, P-1)."""
+        if not self.t.pol_name:
+            return None
         n_ev = res.n_events
         sel = np.flatnonzero(VERDICTS[res.ev_kind[:n_ev].view(np.uint16)])
         if not len(sel):
@@ -652,6 +706,13 @@ class FlowLog:
         inside = (oc_frame >= 0) & (oc_frame < n_frames)
         return np.where(inside, self.policy_piece[frame_ids[np.where(inside, oc_frame, 0)]],
                         -1).astype(np.int32)
+
+    def _layout(self, n: int) -> np.ndarray:
+        """Where ``encode_flows`` lays out a batch of at most ``n`` bytes: the file's own
+        buffers up to ``IN_PLACE`` bytes, else the scratch array (then copied there)."""
+        if self._space is not None and n <= self.IN_PLACE:
+            return self._space(n)
+        return self._scratch_space(n)
 
     def _scratch_space(self, n: int) -> np.ndarray:
         if len(self._scratch) < n:

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from kemu.io.directio import DirectFile
+from kemu.io.directio import DirectFile, next_item
 from kemu.io.frames import copy_segments
 from kemu.io.outputs import part_name, write_error
 
@@ -151,7 +151,7 @@ class _Drain:
 
     def _run(self) -> None:
         while True:
-            data = self.queue.get()
+            data = next_item(self.queue)
             if data is None:
                 return
             try:
