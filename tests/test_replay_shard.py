@@ -248,15 +248,15 @@ def test_worker_maps_windows_not_the_capture(captures: dict, tmp_path: Path,
     and the frames read through those windows are the capture's."""
     manifests, cap = captures["mix"]
     emu = EmulatedCluster(load_cluster(str(manifests)))
-    monkeypatch.setattr(Index, "WINDOW", 32 << 10)
+    monkeypatch.setattr(Index, "WINDOW", 1)
     index = Index(emu.tables, str(tmp_path), 2, 0, emu.backend)
     index.run(str(cap))
     whole = read_capture(cap)
     size = os.path.getsize(cap)
     got = list(shard_frames(str(cap), str(tmp_path), 1))
-    assert len(got) > 4
+    assert len(got) >= 2  # (a window is at least 64 KiB: replay's reader's floor)
     for c in got:
-        assert len(c.buf) < (32 << 10) + 2 * 4096 + 65536 < size
+        assert len(c.buf) <= (64 << 10) + 2 * 4096 < size
         for i in range(0, len(c), 31):
             assert c.frame(i) == whole.frame(int(c.frame_numbers[i]) - 1)
     assert sum(len(c) for c in got) == index.frames[1]
