@@ -250,12 +250,7 @@ ctypedef struct DP:
     uint32_t cmask
     bint vxlan
     bint ipvs                     # kube-router: Services by IPVS at LOCAL_IN (proxy.pxi)
-    bint sock_lb                  # Cilium: ClusterIPs translated at the pod's socket
     int32_t ipvs_sched            # IPVS_RR or IPVS_SH
-    const int32_t* if_vni         # Cilium: the VXLAN VNI (security identity) of a source
-                                  # owned by each interface; NULL: flannel's VNI 1 (tunnel.pxi)
-    int32_t ovs                   # Antrea: Tables.ovs_tunnel (0: not Antrea; ovs.pxi; in
-                                  # the padding before tun_if: the layout stays)
     const int32_t* tun_if         # [node * n_nodes + peer]: kube-router's IPIP tun-<hash>
                                   # device towards peer, -1; NULL: no tunnels (tunnel.pxi)
     bint masq_rf                  # kube-proxy's MASQUERADE --random-fully (S-7)
@@ -367,6 +362,13 @@ ctypedef struct DP:
     int64_t n_events
     int64_t n_oc
     int64_t arena_used
+    # ---- the later CNI modes' switches, at the end: the fields before keep the offsets
+    # (and cache lines) the hot paths were measured with (bench/ab.py: 16 bytes more in the
+    # middle cost the flow cache's mix row about a tenth)
+    bint sock_lb                  # Cilium: ClusterIPs translated at the pod's socket
+    int32_t ovs                   # Antrea: Tables.ovs_tunnel (0: not Antrea; ovs.pxi)
+    const int32_t* if_vni         # Cilium: the VXLAN VNI (security identity) of a source
+                                  # owned by each interface; NULL: flannel's VNI 1 (tunnel.pxi)
 
 
 # ---- buffers and the work stack
