@@ -86,13 +86,14 @@ POLL = 0.002  # seconds a worker waits before it looks for its next segment agai
 
 
 # The shards' shares of the flows: the key's low bits pick one of ``BUCKETS`` buckets, dealt
-# to the shards by weight. Shard 0 is the coordinator's, which also reads and keys the whole
-# capture (the index pass costs about a third of replaying the frames), so it takes a quarter
-# of a worker's share: measured on a 4M-frame cluster mix with 2 workers (CPU seconds, the
-# coordinator / the worker): weight 1: 1.56 / 0.86, 0.5: 1.32 / 0.99, 0.25: 1.18 / 1.10,
-# 0: 0.72 / 1.29 (docs/SHARDING.md).
+# to the shards by weight (shard 0 is the coordinator's). Equal shares: a lighter share for
+# the coordinator (which also runs the index pass) balanced the CPU seconds of a 4M-frame
+# replay (weight 0.25: coordinator 1.18 s, worker 1.10 s) but lost in wall time, the worker
+# starting later and the coordinator's index pass and segment writing costing per frame
+# whatever its own share: 100M frames, 2 workers: weight 0.25 44.3 s, 1.0 27.4 s
+# (docs/SHARDING.md).
 BUCKETS = 1024
-COORDINATOR_WEIGHT = 0.25
+COORDINATOR_WEIGHT = 1.0  # the coordinator's share against a worker's
 
 
 def shard_buckets(count: int) -> np.ndarray:
