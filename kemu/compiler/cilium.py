@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kemu.compiler.cni_routed import RoutedMode
+from kemu.compiler.cni_routed import RoutedMode, add_host_veth_pod
 from kemu.dataplane import codes as C
 
 if TYPE_CHECKING:
@@ -114,16 +114,9 @@ def add_pod(ifs: Any, pod: Any, pi: int, ni: int, node_name: str, veth_mac: int,
             pod_mac: int, pod_ip: int, owner: str, mtu: int) -> int:
     """The pod's eth0 (its /32), lo (right after eth0), and its ``lxc<hash>``; eth0's id."""
     kname = lxc_name(pod.namespace, pod.name)
-    lxc = ifs.add(f"{node_name}/{kname}", C.IF_VETH_HOST,
-                  desc=f"lxc of {owner} on node {node_name} (Cilium endpoint)",
-                  kname=kname, node=ni, mac=veth_mac, owner=pi, mtu=mtu)
-    eth = ifs.add(f"{pod.key}/eth0", C.IF_POD_ETH, desc=owner, kname="eth0", node=ni,
-                  mac=pod_mac, ip=pod_ip, owner=pi, mtu=mtu)
-    lo = ifs.add(f"{pod.key}/lo", C.IF_POD_LO, desc=f"{owner} loopback", kname="lo",
-                 node=ni, ip=0x7F000001, owner=pi, mtu=65536)
-    ifs.rows[lxc]["peer"], ifs.rows[eth]["peer"] = eth, lxc
-    ifs.rows[lo]["peer"] = lo
-    return eth
+    return add_host_veth_pod(ifs, pod, pi, ni, node_name, kname,
+                             f"lxc of {owner} on node {node_name} (Cilium endpoint)",
+                             veth_mac, pod_mac, pod_ip, owner, mtu)
 
 
 def add_devices(cluster: Cluster, ifs: Any) -> list[int]:

@@ -113,9 +113,19 @@ def add_pod(ifs: Any, mode: RoutedMode, pod: Any, pi: int, ni: int, node_name: s
     """The pod's eth0 (its /32), lo, and the host-side routed veth; returns eth0's id.
     ``ifs`` is the compiler's interface accumulator."""
     kname = host_veth_name(mode.veth_prefix, pod.namespace, pod.name)
-    veth = ifs.add(f"{node_name}/{kname}", C.IF_VETH_HOST,
-                   desc=f"routed veth of {owner} on node {node_name} ({mode.title})",
-                   kname=kname, node=ni, mac=veth_mac, owner=pi, mtu=mtu)
+    return add_host_veth_pod(ifs, pod, pi, ni, node_name, kname,
+                             f"routed veth of {owner} on node {node_name} ({mode.title})",
+                             veth_mac, pod_mac, pod_ip, owner, mtu)
+
+
+def add_host_veth_pod(ifs: Any, pod: Any, pi: int, ni: int, node_name: str, kname: str,
+                      desc: str, veth_mac: int, pod_mac: int, pod_ip: int, owner: str,
+                      mtu: int) -> int:
+    """A pod attached by a routed veth (``IF_VETH_HOST`` ``kname`` on the node, described
+    ``desc``): its eth0 (the pod's /32), lo right after it, the pair's peers; eth0's id.
+    The routed CNIs' and Cilium's lxc devices (``cilium.add_pod``)."""
+    veth = ifs.add(f"{node_name}/{kname}", C.IF_VETH_HOST, desc=desc, kname=kname, node=ni,
+                   mac=veth_mac, owner=pi, mtu=mtu)
     eth = ifs.add(f"{pod.key}/eth0", C.IF_POD_ETH, desc=owner, kname="eth0", node=ni,
                   mac=pod_mac, ip=pod_ip, owner=pi, mtu=mtu)
     lo = ifs.add(f"{pod.key}/lo", C.IF_POD_LO, desc=f"{owner} loopback", kname="lo",
